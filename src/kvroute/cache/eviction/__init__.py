@@ -1,0 +1,17 @@
+"""Eviction policies for the prefix cache, one module each, behind one registry.
+
+=================  ==========================================================
+``lru``            SGLang's leaf-LRU (paper.md section 4)
+``rlt``            randomized leaf-token marking, the ideal algorithm (section 5)
+``rlt_faithful``   the authors' RLT variant, for reproducing the paper
+``rlt_reference``  the official algorithm done the slow way (tests, benchmarks)
+``optimal``        offline tree-Belady ceiling, built from the future requests
+=================  ==========================================================
+"""
+
+from kvroute.cache.eviction import lru, optimal, rlt, rlt_faithful, rlt_reference  # registers
+from kvroute.cache.eviction.base import EvictionPolicy
+from kvroute.cache.eviction.registry import make_policy, policy_class, policy_names, register
+
+__all__ = ["EvictionPolicy", "lru", "make_policy", "optimal", "policy_class", "policy_names",
+           "register", "rlt", "rlt_faithful", "rlt_reference"]

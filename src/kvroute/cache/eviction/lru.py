@@ -1,0 +1,71 @@
+"""Leaf-LRU, SGLang's default radix-cache eviction (paper.md section 4).
+
+Algorithm: the candidates are the unlocked leaves; to free n tokens, evict whole leaf
+nodes in order of last access (oldest first; ties: the leaf that became a candidate
+first) until at least n tokens are freed, so it may free more than asked. A parent
+whose last child goes becomes a candidate at once, with its own last-access time.
+``last_access`` is set by the tree on every match and insert that walks through a node.
+
+Parameters: none. Like SGLang, ``insert`` asks it to free the whole allocation.
+
+Unlike the official code (a full traversal to rebuild the heap on every call), the
+candidate heap is kept up to date incrementally: O(log L) per change and per victim.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from kvroute.cache.eviction.base import EvictionPolicy, LeafHeap
+from kvroute.cache.eviction.registry import register
+from kvroute.errors import IntegrityError
+
+if TYPE_CHECKING:
+    from kvroute.cache.radix import Node, RadixCache
+
+__all__ = ["LeafLRU"]
+
+
+@register
+class LeafLRU(EvictionPolicy):
+    name = "lru"
+    default_request = "allocation"
+
+    def attach(self, cache: RadixCache) -> None:
+        super().attach(cache)
+        self.heap = LeafHeap(self._valid)
+
+    @staticmethod
+    def _valid(node: Node) -> bool:
+        return node.parent is not None and not node.children and node.lock_ref == 0
+
+    def _push(self, node: Node) -> None:
+        self.heap.push(node, node.last_access)
+
+    def on_access(self, node: Node, hit: bool) -> None:
+        if not node.children and node.lock_ref == 0:
+            self._push(node)
+
+    def on_candidacy(self, node: Node) -> None:
+        if self._valid(node):
+            self._push(node)
+
+    def evict(self, n: int) -> int:
+        freed = 0
+        while freed < n:
+            entry = self.heap.pop()
+            if entry is None:
+                break
+            node = entry[1]
+            freed += len(node.key)
+            self.cache._trim_leaf(node, len(node.key))
+        return freed
+
+    def check(self) -> None:
+        live = self.heap.live()
+        for node in self.cache.nodes():
+            if self._valid(node) and id(node) not in live:
+                raise IntegrityError(f"lru: candidate leaf {node} missing from the heap")
+        for entry_key, seq, node in self.heap._heap:
+            if node.slot == seq and self._valid(node) and entry_key != node.last_access:
+                raise IntegrityError(f"lru: heap key {entry_key} != last access of {node}")

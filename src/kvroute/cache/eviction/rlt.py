@@ -1,0 +1,228 @@
+"""RLT: randomized leaf-token marking eviction, the ideal algorithm (paper.md section 5).
+
+Algorithm. Time is cut into phases. Every token accessed in the current phase is
+*marked*: tokens a ``match`` hits and tokens an ``insert`` walks through or stores. To
+free space, repeat: pick one token uniformly at random among the unmarked, unlocked
+*leaf tokens* and evict it. In a token trie each leaf node has exactly one leaf token
+(its last), so a step picks a candidate leaf node uniformly (not by its length) and
+drops its last token (its last page when ``page_size`` > 1); a node whose last token
+goes is deleted and its parent may become a candidate. When no candidate is left and
+space is still needed, the phase ends: every mark is cleared and eviction goes on. It
+evicts exactly what it is asked for (rounded up to a page) while unlocked tokens remain.
+
+Parameters: ``seed`` or ``rng`` (a ``numpy.random.Generator``) for the random choices.
+
+How it is made fast without changing the process:
+
+* Candidates live in one array partitioned as [unmarked | marked] unlocked leaves, with
+  a parallel numpy array of their lengths in pages. Marking moves a leaf across the
+  boundary in O(1); a new phase is ``epoch += 1`` and moving the boundary to the end,
+  O(1) (a node is marked iff ``node.mark == epoch``).
+* Sampling is exact and vectorised: while no leaf empties, the candidate set does not
+  change, so the steps are i.i.d. uniform draws over it. A batch of draws is taken at
+  once, and only the prefix of the batch up to the first draw that empties a leaf is
+  used; the rest is discarded (unused draws are independent of the past, so this keeps
+  every single-token step uniform over the candidates of that moment).
+* Candidate lengths are trimmed lazily in the numpy array; the tree calls ``settle``
+  before it reads a leaf's key, so a round costs O(draws) numpy work plus O(1) Python
+  per deleted node, independent of the tree size.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from kvroute.cache.eviction.base import EvictionPolicy
+from kvroute.cache.eviction.registry import register
+from kvroute.errors import IntegrityError
+
+if TYPE_CHECKING:
+    from kvroute.cache.radix import Node, RadixCache
+
+__all__ = ["RLT"]
+
+_MIN_BATCH = 32
+
+
+@register
+class RLT(EvictionPolicy):
+    name = "rlt"
+    default_request = "deficit"
+    lazy_trim = True
+
+    def __init__(self, seed: int | None = None, rng: np.random.Generator | None = None) -> None:
+        self.rng = rng if rng is not None else np.random.default_rng(seed)
+        self.epoch = 1  # node.mark == epoch <=> marked in this phase (nodes start at 0)
+        self.phases = 1
+        self._nodes: list[Node] = []  # [0, u): unmarked candidates, [u, size): marked
+        self._lens = np.zeros(1024, dtype=np.int64)  # pages, authoritative for candidates
+        self._u = 0
+
+    def attach(self, cache: RadixCache) -> None:
+        super().attach(cache)
+        self._page = cache.page_size
+
+    # ---------------------------------------------------------------- the candidate store
+    def _place(self, node: Node, pos: int, length: int) -> None:
+        self._nodes[pos] = node
+        self._lens[pos] = length
+        node.slot = pos
+
+    def _add(self, node: Node) -> None:
+        size = len(self._nodes)
+        if size == len(self._lens):
+            self._lens = np.concatenate([self._lens, np.zeros(size, dtype=np.int64)])
+        self._nodes.append(node)
+        length = len(node.key) // self._page
+        if node.mark == self.epoch:  # marked: at the end
+            self._place(node, size, length)
+        else:  # unmarked: first marked one moves to the end, node takes its place
+            u = self._u
+            if u < size:
+                self._place(self._nodes[u], size, int(self._lens[u]))
+            self._place(node, u, length)
+            self._u = u + 1
+
+    def _remove(self, node: Node) -> None:
+        """Take a candidate out of the store, settling its key first."""
+        self.settle(node)
+        pos, last = node.slot, len(self._nodes) - 1
+        if pos < self._u:  # hole in the unmarked part: fill from its end, then from the last
+            u1 = self._u - 1
+            if pos != u1:
+                self._place(self._nodes[u1], pos, int(self._lens[u1]))
+            pos = u1
+            self._u = u1
+        if pos != last:
+            self._place(self._nodes[last], pos, int(self._lens[last]))
+        self._nodes.pop()
+        node.slot = -1
+
+    def _to_marked(self, node: Node) -> None:
+        pos, u1 = node.slot, self._u - 1
+        if 0 <= pos <= u1:
+            other, olen = self._nodes[u1], int(self._lens[u1])
+            self._place(node, u1, int(self._lens[pos]))
+            if other is not node:
+                self._place(other, pos, olen)
+            self._u = u1
+
+    def _mark(self, node: Node) -> None:
+        if node.mark != self.epoch:
+            node.mark = self.epoch
+            self._to_marked(node)
+
+    def _new_phase(self) -> None:
+        self.epoch += 1
+        self.phases += 1
+        self._u = len(self._nodes)
+
+    def settle(self, node: Node) -> None:
+        if node.slot >= 0:
+            keep = int(self._lens[node.slot]) * self._page
+            if keep < len(node.key):
+                node.key = node.key[:keep]
+
+    # ---------------------------------------------------------------- hooks
+    def on_created(self, leaf: Node) -> None:
+        leaf.mark = self.epoch
+        self.on_candidacy(leaf)
+
+    def on_access(self, node: Node, hit: bool) -> None:
+        self._mark(node)
+
+    def on_split(self, prefix: Node, suffix: Node, in_match: bool) -> None:
+        prefix.mark = suffix.mark
+        if suffix.slot >= 0:  # a candidate leaf lost its head to the new prefix
+            self._lens[suffix.slot] = len(suffix.key) // self._page
+
+    def on_candidacy(self, node: Node) -> None:
+        want = node.parent is not None and not node.children and node.lock_ref == 0
+        if want and node.slot < 0:
+            self._add(node)
+        elif not want and node.slot >= 0:
+            self._remove(node)
+
+    def on_removed(self, node: Node) -> None:
+        if node.slot >= 0:
+            self._remove(node)
+
+    # ---------------------------------------------------------------- eviction
+    def _unmarked_tokens(self) -> int:
+        return int(self._lens[: self._u].sum()) * self._page
+
+    def evict(self, n: int) -> int:
+        page = self._page
+        need = -(-n // page)
+        done = 0
+        batch = need
+        rng = self.rng
+        while done < need:
+            k = self._u
+            if k == 0:
+                if not self._nodes:
+                    break  # everything left is locked
+                self._new_phase()
+                continue
+            b = min(need - done, batch)
+            lens = self._lens[:k]
+            draws = rng.integers(0, k, size=b) if k > 1 else np.zeros(b, dtype=np.int64)
+            counts = np.bincount(draws, minlength=k)
+            full = counts >= lens
+            if not full.any():
+                self._take(counts, b, None)
+                done += b
+                batch = min(2 * batch, need)
+                continue
+            # the first draw that empties a leaf ends the round
+            at = np.flatnonzero(full[draws])
+            sub = draws[at]
+            order = np.argsort(sub, kind="stable")
+            ranked = sub[order]
+            rank = np.arange(ranked.size) - np.searchsorted(ranked, ranked) + 1
+            t = int(at[order[rank == lens[ranked]]].min())
+            used = t + 1
+            self._take(np.bincount(draws[:used], minlength=k), used, self._nodes[draws[t]])
+            done += used
+            batch = max(_MIN_BATCH, 4 * used)
+        return done * page
+
+    def _take(self, counts: np.ndarray, steps: int, emptied: Node | None) -> None:
+        """Apply ``steps`` draws (``counts`` per unmarked candidate); delete ``emptied``."""
+        k = counts.size
+        cache, page = self.cache, self._page
+        if cache.listening:  # events need the exact spans: trim eagerly
+            for pos in np.flatnonzero(counts).tolist():
+                node = self._nodes[pos]
+                keep = (int(self._lens[pos]) - int(counts[pos])) * page
+                cache._emit("removed", cache.path_of(node)[: node.start + keep],
+                            node.key[keep:])
+        self._lens[:k] -= counts
+        cache._discard(steps * page)
+        if emptied is not None:
+            pos = emptied.slot
+            self._lens[pos] = 1  # keep its first page to name the edge while unlinking
+            self._remove(emptied)
+            cache._unlink_leaf(emptied)
+
+    def check(self) -> None:
+        cache = self.cache
+        store = set()
+        for pos, node in enumerate(self._nodes):
+            self.settle(node)
+            if node.slot != pos:
+                raise IntegrityError(f"rlt: {node} at position {pos} thinks it is at {node.slot}")
+            if not self.is_candidate(node):
+                raise IntegrityError(f"rlt: {node} in the candidate store is not an unlocked leaf")
+            if (pos < self._u) == (node.mark == self.epoch):
+                raise IntegrityError(f"rlt: {node} is on the wrong side of the marked boundary")
+            if int(self._lens[pos]) * self._page != len(node.key):
+                raise IntegrityError(f"rlt: stored length of {node} disagrees with its key")
+            store.add(id(node))
+        for node in cache.nodes():
+            if self.is_candidate(node) and id(node) not in store:
+                raise IntegrityError(f"rlt: unlocked leaf {node} missing from the candidate store")
+            if not self.is_candidate(node) and node.slot >= 0:
+                raise IntegrityError(f"rlt: {node} has a store position but is no candidate")
