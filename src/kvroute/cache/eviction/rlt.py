@@ -18,11 +18,15 @@ How it is made fast without changing the process:
   a parallel numpy array of their lengths in pages. Marking moves a leaf across the
   boundary in O(1); a new phase is ``epoch += 1`` and moving the boundary to the end,
   O(1) (a node is marked iff ``node.mark == epoch``).
-* Sampling is exact and vectorised: while no leaf empties, the candidate set does not
-  change, so the steps are i.i.d. uniform draws over it. A batch of draws is taken at
-  once, and only the prefix of the batch up to the first draw that empties a leaf is
-  used; the rest is discarded (unused draws are independent of the past, so this keeps
-  every single-token step uniform over the candidates of that moment).
+* Sampling is exact and costs nothing per token (Poissonisation): give every candidate
+  leaf an independent rate-1 Poisson clock; the merged arrivals are then i.i.d. uniform
+  choices among the candidates, the same single-token steps as the algorithm. Leaf i
+  empties at its L_i-th arrival, at time E_i ~ Gamma(L_i), so one round draws all E_i,
+  takes the first leaf to empty (time T), and draws every other leaf's arrivals by T as
+  Poisson(T) conditioned on being below its length. If that is more steps than the call
+  still needs, the first ``rem`` steps are a uniformly random part of those arrivals (a
+  multivariate hypergeometric draw) and no leaf empties. A round costs O(candidates) in
+  numpy, and there is one round per deleted leaf plus one per call.
 * Candidate lengths are trimmed lazily in the numpy array; the tree calls ``settle``
   before it reads a leaf's key, so a round costs O(draws) numpy work plus O(1) Python
   per deleted node, independent of the tree size.
@@ -43,9 +47,6 @@ if TYPE_CHECKING:
 
 __all__ = ["RLT"]
 
-_MIN_BATCH = 32
-
-
 @register
 class RLT(EvictionPolicy):
     name = "rlt"
@@ -57,7 +58,7 @@ class RLT(EvictionPolicy):
         self.epoch = 1  # node.mark == epoch <=> marked in this phase (nodes start at 0)
         self.phases = 1
         self._nodes: list[Node] = []  # [0, u): unmarked candidates, [u, size): marked
-        self._lens = np.zeros(1024, dtype=np.int64)  # pages, authoritative for candidates
+        self._lens = np.zeros(1024)  # pages (float64: Gamma shapes), authoritative
         self._u = 0
 
     def attach(self, cache: RadixCache) -> None:
@@ -73,7 +74,7 @@ class RLT(EvictionPolicy):
     def _add(self, node: Node) -> None:
         size = len(self._nodes)
         if size == len(self._lens):
-            self._lens = np.concatenate([self._lens, np.zeros(size, dtype=np.int64)])
+            self._lens = np.concatenate([self._lens, np.zeros(size)])
         self._nodes.append(node)
         length = len(node.key) // self._page
         if node.mark == self.epoch:  # marked: at the end
@@ -157,7 +158,6 @@ class RLT(EvictionPolicy):
         page = self._page
         need = -(-n // page)
         done = 0
-        batch = need
         rng = self.rng
         while done < need:
             k = self._u
@@ -166,28 +166,45 @@ class RLT(EvictionPolicy):
                     break  # everything left is locked
                 self._new_phase()
                 continue
-            b = min(need - done, batch)
+            rem = need - done
             lens = self._lens[:k]
-            draws = rng.integers(0, k, size=b) if k > 1 else np.zeros(b, dtype=np.int64)
-            counts = np.bincount(draws, minlength=k)
-            full = counts >= lens
-            if not full.any():
-                self._take(counts, b, None)
-                done += b
-                batch = min(2 * batch, need)
-                continue
-            # the first draw that empties a leaf ends the round
-            at = np.flatnonzero(full[draws])
-            sub = draws[at]
-            order = np.argsort(sub, kind="stable")
-            ranked = sub[order]
-            rank = np.arange(ranked.size) - np.searchsorted(ranked, ranked) + 1
-            t = int(at[order[rank == lens[ranked]]].min())
-            used = t + 1
-            self._take(np.bincount(draws[:used], minlength=k), used, self._nodes[draws[t]])
-            done += used
-            batch = max(_MIN_BATCH, 4 * used)
+            # Poissonisation: leaf i empties at its lens[i]-th arrival, time ~ Gamma(lens[i]).
+            empties = rng.standard_gamma(lens)
+            first = int(empties.argmin())
+            t_star = float(empties[first])
+            counts = self._counts_before(t_star, lens, first)
+            counts[first] = int(lens[first])
+            steps = int(counts.sum())
+            if steps > rem:  # the call ends before the leaf empties: first rem of the arrivals
+                counts[first] -= 1
+                counts = rng.multivariate_hypergeometric(counts, rem)
+                self._take(counts, rem, None)
+                done += rem
+            else:
+                self._take(counts, steps, self._nodes[first])
+                done += steps
         return done * page
+
+    def _counts_before(self, t: float, lens: np.ndarray, first: int) -> np.ndarray:
+        """Arrivals by time t of every other leaf: Poisson(t) given fewer than its length."""
+        rng = self.rng
+        counts = rng.poisson(t, lens.size)
+        counts[first] = 0
+        idx = np.flatnonzero(counts >= lens)
+        tries = 0
+        while idx.size:  # rejection: accepted with probability P(Gamma(lens) > t)
+            if tries < 20:
+                counts[idx] = rng.poisson(t, idx.size)
+            else:  # unlucky: inverse transform on the truncated distribution
+                for j in idx.tolist():
+                    support = np.arange(int(lens[j]))
+                    logp = support * np.log(t) - np.concatenate(
+                        [[0.0], np.cumsum(np.log(support[1:]))])
+                    p = np.exp(logp - logp.max())
+                    counts[j] = rng.choice(support.size, p=p / p.sum())
+            idx = idx[counts[idx] >= lens[idx]]
+            tries += 1
+        return counts
 
     def _take(self, counts: np.ndarray, steps: int, emptied: Node | None) -> None:
         """Apply ``steps`` draws (``counts`` per unmarked candidate); delete ``emptied``."""

@@ -1,0 +1,179 @@
+"""RLT: marks, locks, exact deficits, phases, and the distribution of its choices."""
+
+from collections import Counter
+from itertools import product
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from kvroute.cache import RadixCache, make_policy, replay
+
+LEAVES = ([1, 1, 1], [2, 2], [3], [4, 4, 4, 4], [5, 5])
+
+
+def fresh_phase_cache(seed, leaves=LEAVES):
+    """Leaves under the root, all unmarked (a new phase has just begun)."""
+    c = RadixCache(100, make_policy("rlt", seed=seed))
+    for seq in leaves:
+        c.insert(seq)
+    c.policy._new_phase()
+    return c
+
+
+def test_marked_and_locked_tokens_survive_within_a_phase():
+    """Within a phase only unmarked, unlocked leaf tokens are evicted."""
+    for seed in range(50):
+        c = fresh_phase_cache(seed)
+        c.match([1, 1, 1])  # marks [1,1,1]
+        c.lock(c.match([2, 2]).handle)  # marks and locks [2,2]
+        assert c.evict(3) == 3
+        assert c.match([1, 1, 1]).hit == 3 and c.match([2, 2]).hit == 2
+        c.check_integrity()
+
+
+def test_evicts_exactly_the_deficit_and_ends_a_phase_only_when_needed():
+    """It frees exactly n; with every candidate marked, a new phase starts."""
+    c = RadixCache(100, make_policy("rlt", seed=3))
+    for seq in LEAVES:
+        c.insert(seq)  # inserted tokens are marked: no candidate in this phase
+    phases = c.policy.phases
+    assert c.evict(4) == 4 and c.policy.phases == phases + 1
+    assert c.total == 12 - 4
+    assert c.evict(100) == 8 and c.total == 0
+    c.check_integrity()
+
+
+def test_parent_becomes_candidate_when_last_child_drains():
+    """A drained child is deleted and its unmarked parent is next in line."""
+    c = RadixCache(100, make_policy("rlt", seed=0))
+    c.insert([7, 7, 8])
+    c.policy._new_phase()
+    assert c.evict(2) == 2  # the only candidate is [8] then [7,7]'s last token
+    assert [s.tolist() for s in c.cached_sequences()] == [[7]]
+    c.check_integrity()
+
+
+def test_single_token_victims_are_uniform_over_candidate_leaves():
+    """Chi-square: a one-token eviction picks each candidate leaf equally often,
+    not weighted by its length (lengths 1..4 here)."""
+    counts = Counter()
+    trials = 3000
+    for seed in range(trials):
+        c = fresh_phase_cache(seed)
+        before = {tuple(s) for s in c.cached_sequences()}
+        c.evict(1)
+        after = {tuple(s) for s in c.cached_sequences()}
+        (gone,) = before - after
+        counts[gone[0]] += 1
+    observed = [counts[k] for k in (1, 2, 3, 4, 5)]
+    assert stats.chisquare(observed).pvalue > 1e-3, observed
+
+
+def exact_distribution(leaves, n):
+    """Enumerate the ideal process: n single-token steps, each uniform over leaf tokens
+    of the current token trie (all unmarked), returning P(final cached prefix set)."""
+    start = frozenset(tuple(s[:i]) for s in leaves for i in range(1, len(s) + 1))
+    dist = {start: 1.0}
+    for _ in range(n):
+        nxt = Counter()
+        for state, p in dist.items():
+            leaf_tokens = [x for x in state if not any(len(y) == len(x) + 1 and y[:-1] == x
+                                                       for y in state)]
+            for x in leaf_tokens:
+                nxt[state - {x}] += p / len(leaf_tokens)
+        dist = dict(nxt)
+    return dist
+
+
+@pytest.mark.parametrize("name", ["rlt", "rlt_reference"])
+def test_multi_token_eviction_matches_the_exact_process(name):
+    """Chi-square against the exactly enumerated process, with leaves that empty and a
+    parent that is promoted mid-call (this checks the vectorised sampler's exactness)."""
+    leaves = ([0, 1], [0, 2, 2], [5], [6, 6, 6])
+    n = 4
+    exact = exact_distribution(leaves, n)
+    seen = Counter()
+    trials = 4000
+    for seed in range(trials):
+        c = RadixCache(100, make_policy(name, seed=seed))
+        for seq in leaves:
+            c.insert(seq)
+        if name == "rlt":  # start a new phase (the reference keeps marks on the nodes)
+            c.policy._new_phase()
+        else:
+            for node in c.nodes():
+                node.mark = 0
+        assert c.evict(n) == n
+        seen[frozenset(tuple(s[:i]) for s in map(list, c.cached_sequences())
+                       for i in range(1, len(s) + 1))] += 1
+    states = sorted(exact, key=lambda s: sorted(s))
+    assert set(seen) <= set(exact)
+    observed = [seen[s] for s in states]
+    expected = [exact[s] * trials for s in states]
+    assert stats.chisquare(observed, expected).pvalue > 1e-3
+
+
+def small_trace(seed=0, n=300):
+    rng = np.random.default_rng(seed)
+    heads = [rng.integers(0, 50, size=rng.integers(2, 12)) for _ in range(12)]
+    return [np.concatenate([heads[rng.integers(0, 12)], rng.integers(0, 50, rng.integers(0, 6))])
+            for _ in range(n)]
+
+
+def test_fast_rlt_and_reference_give_the_same_hit_rate_distribution():
+    """Two-sample KS test of hit rates over seeds: fast sampler == reference process."""
+    trace = small_trace()
+    fast = [replay(RadixCache(60, make_policy("rlt", seed=s)), trace).hit_rate
+            for s in range(150)]
+    ref = [replay(RadixCache(60, make_policy("rlt_reference", seed=10_000 + s)), trace).hit_rate
+           for s in range(150)]
+    assert stats.ks_2samp(fast, ref).pvalue > 1e-3
+    assert abs(np.mean(fast) - np.mean(ref)) < 0.02
+
+
+def test_same_seed_same_result():
+    """RLT is reproducible: a seed fixes every choice."""
+    trace = small_trace(1)
+    a = replay(RadixCache(60, make_policy("rlt", seed=7)), trace)
+    b = replay(RadixCache(60, make_policy("rlt", seed=7)), trace)
+    assert a == b
+
+
+def test_faithful_variant_marks_only_on_insert_and_match_splits():
+    """rlt_faithful: a full match does not mark; a split in match marks the prefix part."""
+    c = RadixCache(100, make_policy("rlt_faithful", seed=0))
+    c.insert([1, 2, 3])
+    c.insert([4, 5])
+    pol = c.policy
+    pol._new_phase()
+    c.match([4, 5])  # fully matched: stays unmarked
+    assert all(n.mark != pol.epoch for n in c.nodes())
+    c.match([1, 2, 9])  # split: prefix [1,2] marked, suffix [3] not
+    marked = {tuple(c.path_of(n)) for n in c.nodes() if n.mark == pol.epoch}
+    assert marked == {(1, 2)}
+    assert pol.marked_count == 2
+
+
+def test_faithful_phase_triggers():
+    """Trigger (a): n + marked_count >= capacity starts a new phase at the call."""
+    c = RadixCache(10, make_policy("rlt_faithful", seed=0))
+    c.insert([1, 2, 3, 4])
+    c.insert([5, 6, 7, 8])  # 8 marked tokens
+    phase = c.policy.phases
+    c.evict(2)  # 2 + 8 >= 10
+    assert c.policy.phases == phase + 1 and c.total == 6
+    c.check_integrity()
+
+
+def test_adversarial_cycle_collapses_lru_but_not_rlt():
+    """paper.md section 4: cycling over one more leaf than fits makes leaf-LRU evict
+    exactly what the next request needs (hit rate 0); RLT keeps a positive hit rate."""
+    k, m = 8, 16  # k+1 distinct sequences of m tokens, room for k of them
+    seqs = [np.full(m, i, dtype=np.int64) + np.arange(m) * 100 for i in range(k + 1)]
+    trace = seqs * 40
+    lru = replay(RadixCache(k * m, "lru"), trace).hit_rate
+    rlt = np.mean([replay(RadixCache(k * m, make_policy("rlt", seed=s)), trace).hit_rate
+                   for s in range(5)])
+    assert lru == 0.0
+    assert rlt > 0.3
