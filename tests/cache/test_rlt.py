@@ -1,13 +1,13 @@
 """RLT: marks, locks, exact deficits, phases, and the distribution of its choices."""
 
 from collections import Counter
-from itertools import product
 
 import numpy as np
 import pytest
 from scipy import stats
 
 from kvroute.cache import RadixCache, make_policy, replay
+from kvroute.cache.eviction import rlt as rlt_module
 
 LEAVES = ([1, 1, 1], [2, 2], [3], [4, 4, 4, 4], [5, 5])
 
@@ -86,10 +86,17 @@ def exact_distribution(leaves, n):
     return dist
 
 
-@pytest.mark.parametrize("name", ["rlt", "rlt_reference"])
-def test_multi_token_eviction_matches_the_exact_process(name):
+@pytest.mark.parametrize(("name", "draws_per_candidate"), [
+    ("rlt", 10**9),  # always direct draws
+    ("rlt", 0),  # always Poisson clocks
+    ("rlt_reference", None),
+])
+def test_multi_token_eviction_matches_the_exact_process(name, draws_per_candidate,
+                                                         monkeypatch):
     """Chi-square against the exactly enumerated process, with leaves that empty and a
-    parent that is promoted mid-call (this checks the vectorised sampler's exactness)."""
+    parent that is promoted mid-call, for each of the fast sampler's two methods."""
+    if draws_per_candidate is not None:
+        monkeypatch.setattr(rlt_module, "_DRAWS_PER_CANDIDATE", draws_per_candidate)
     leaves = ([0, 1], [0, 2, 2], [5], [6, 6, 6])
     n = 4
     exact = exact_distribution(leaves, n)

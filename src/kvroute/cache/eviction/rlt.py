@@ -18,18 +18,22 @@ How it is made fast without changing the process:
   a parallel numpy array of their lengths in pages. Marking moves a leaf across the
   boundary in O(1); a new phase is ``epoch += 1`` and moving the boundary to the end,
   O(1) (a node is marked iff ``node.mark == epoch``).
-* Sampling is exact and costs nothing per token (Poissonisation): give every candidate
-  leaf an independent rate-1 Poisson clock; the merged arrivals are then i.i.d. uniform
+* Sampling is exact and vectorised, by whichever of two exact methods is cheaper for the
+  round. (1) Direct draws: while no leaf empties the candidate set does not change, so
+  the steps are i.i.d. uniform draws; draw a batch, use it up to the first draw that
+  empties a leaf, discard the rest (independent of the past, so every step stays
+  uniform over that moment's candidates). (2) Poissonisation, at no cost per token:
+  give every candidate leaf an independent rate-1 Poisson clock; the merged arrivals are then i.i.d. uniform
   choices among the candidates, the same single-token steps as the algorithm. Leaf i
   empties at its L_i-th arrival, at time E_i ~ Gamma(L_i), so one round draws all E_i,
   takes the first leaf to empty (time T), and draws every other leaf's arrivals by T as
   Poisson(T) conditioned on being below its length. If that is more steps than the call
   still needs, the first ``rem`` steps are a uniformly random part of those arrivals (a
   multivariate hypergeometric draw) and no leaf empties. A round costs O(candidates) in
-  numpy, and there is one round per deleted leaf plus one per call.
+  numpy. Either way there is one round per deleted leaf plus one per call.
 * Candidate lengths are trimmed lazily in the numpy array; the tree calls ``settle``
-  before it reads a leaf's key, so a round costs O(draws) numpy work plus O(1) Python
-  per deleted node, independent of the tree size.
+  before it reads a leaf's key, so beyond the numpy work a round costs O(1) Python,
+  however many leaves it trims.
 """
 
 from __future__ import annotations
@@ -46,6 +50,10 @@ if TYPE_CHECKING:
     from kvroute.cache.radix import Node, RadixCache
 
 __all__ = ["RLT"]
+
+# A round draws tokens one by one (O(tokens)) when few are needed per candidate, and runs
+# the Poisson clocks (O(candidates), a Gamma draw each) otherwise: both are exact.
+_DRAWS_PER_CANDIDATE = 4
 
 @register
 class RLT(EvictionPolicy):
@@ -168,22 +176,48 @@ class RLT(EvictionPolicy):
                 continue
             rem = need - done
             lens = self._lens[:k]
-            # Poissonisation: leaf i empties at its lens[i]-th arrival, time ~ Gamma(lens[i]).
-            empties = rng.standard_gamma(lens)
-            first = int(empties.argmin())
-            t_star = float(empties[first])
-            counts = self._counts_before(t_star, lens, first)
-            counts[first] = int(lens[first])
-            steps = int(counts.sum())
-            if steps > rem:  # the call ends before the leaf empties: first rem of the arrivals
-                counts[first] -= 1
-                counts = rng.multivariate_hypergeometric(counts, rem)
-                self._take(counts, rem, None)
-                done += rem
+            if rem <= _DRAWS_PER_CANDIDATE * k:
+                steps, emptied = self._round_by_draws(lens, rem)
             else:
-                self._take(counts, steps, self._nodes[first])
-                done += steps
+                steps, emptied = self._round_by_clocks(lens, rem)
+            done += steps
+            if emptied is not None:
+                self._delete(emptied)
         return done * page
+
+    def _round_by_draws(self, lens: np.ndarray, rem: int) -> tuple[int, Node | None]:
+        """Up to rem uniform draws at once; stop at the first draw that empties a leaf
+        (later draws are discarded: they are independent of everything before)."""
+        k = lens.size
+        draws = self.rng.integers(0, k, size=rem)
+        counts = np.bincount(draws, minlength=k)
+        full = counts >= lens
+        if not full.any():
+            self._take(counts, rem)
+            return rem, None
+        at = np.flatnonzero(full[draws])  # draws on leaves that empty within the batch
+        sub = draws[at]
+        order = np.argsort(sub, kind="stable")
+        ranked = sub[order]
+        rank = np.arange(ranked.size) - np.searchsorted(ranked, ranked) + 1
+        t = int(at[order[rank == lens[ranked]]].min())  # the first emptying draw
+        self._take(np.bincount(draws[: t + 1], minlength=k), t + 1)
+        return t + 1, self._nodes[int(draws[t])]
+
+    def _round_by_clocks(self, lens: np.ndarray, rem: int) -> tuple[int, Node | None]:
+        """Poissonisation: leaf i empties at its lens[i]-th arrival, at ~Gamma(lens[i])."""
+        rng = self.rng
+        empties = rng.standard_gamma(lens)
+        first = int(empties.argmin())
+        counts = self._counts_before(float(empties[first]), lens, first)
+        counts[first] = int(lens[first])
+        steps = int(counts.sum())
+        if steps > rem:  # the call ends before the leaf empties: the first rem arrivals
+            counts[first] -= 1
+            self._take(rng.multivariate_hypergeometric(counts, rem), rem)
+            return rem, None
+        self._take(counts, steps)
+        return steps, self._nodes[first]
 
     def _counts_before(self, t: float, lens: np.ndarray, first: int) -> np.ndarray:
         """Arrivals by time t of every other leaf: Poisson(t) given fewer than its length."""
@@ -206,11 +240,11 @@ class RLT(EvictionPolicy):
             tries += 1
         return counts
 
-    def _take(self, counts: np.ndarray, steps: int, emptied: Node | None) -> None:
-        """Apply ``steps`` draws (``counts`` per unmarked candidate); delete ``emptied``."""
+    def _take(self, counts: np.ndarray, steps: int) -> None:
+        """Apply ``steps`` single-page evictions, ``counts`` per unmarked candidate."""
         k = counts.size
         cache, page = self.cache, self._page
-        if cache.listening:  # events need the exact spans: trim eagerly
+        if cache.listening:  # events need the exact spans
             for pos in np.flatnonzero(counts).tolist():
                 node = self._nodes[pos]
                 keep = (int(self._lens[pos]) - int(counts[pos])) * page
@@ -218,11 +252,12 @@ class RLT(EvictionPolicy):
                             node.key[keep:])
         self._lens[:k] -= counts
         cache._discard(steps * page)
-        if emptied is not None:
-            pos = emptied.slot
-            self._lens[pos] = 1  # keep its first page to name the edge while unlinking
-            self._remove(emptied)
-            cache._unlink_leaf(emptied)
+
+    def _delete(self, node: Node) -> None:
+        """Unlink a candidate whose length reached 0."""
+        self._lens[node.slot] = 1  # keep its first page to name the edge while unlinking
+        self._remove(node)
+        self.cache._unlink_leaf(node)
 
     def check(self) -> None:
         cache = self.cache
