@@ -23,7 +23,8 @@ def _need_rich() -> Any:
         import rich.progress
         import rich.table
     except ImportError:
-        raise KvrouteError("kvroute's command line needs rich: pip install 'kvroute[cli]'") from None
+        raise KvrouteError(
+            "kvroute's command line needs rich: pip install 'kvroute[cli]'") from None
     return rich
 
 
@@ -59,8 +60,10 @@ def cmd_cache(args: argparse.Namespace) -> int:
                 policy = make_policy(name, seed=args.seed)
             cache = RadixCache(args.capacity, policy, page_size=args.page_size)
             start = time.perf_counter()
-            result = replay(cache, prompts,
-                            progress=lambda j, t=task: progress.update(t, completed=j))
+            def advance(j: int, task: Any = task) -> None:
+                progress.update(task, completed=j)
+
+            result = replay(cache, prompts, progress=advance)
             rows.append({"policy": name, "hit_rate": result.hit_rate,
                          "hit_tokens": result.hit_tokens,
                          "evicted_tokens": result.evicted_tokens,
@@ -83,7 +86,8 @@ def cmd_cache(args: argparse.Namespace) -> int:
                   "'of ceiling' = hit rate / optimum. Requests are served one at a time here;"
                   " concurrency only lowers real hit rates.")
     if args.json:
-        out = {"workload": {"name": "gsp", **{k: getattr(cfg, k) for k in cfg.__dataclass_fields__}},
+        workload = {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}
+        out = {"workload": {"name": "gsp", **workload},
                "capacity": args.capacity, "page_size": args.page_size,
                "ceilings": {"infinite": ceil.infinite, "optimal": ceil.optimal,
                             "optimal_capacity": args.capacity * args.workers,

@@ -1,6 +1,6 @@
 """The offline optimum: equal to brute force on tiny traces, never beaten online."""
 
-from functools import lru_cache
+from functools import cache
 from itertools import combinations
 
 import numpy as np
@@ -19,7 +19,7 @@ def brute_force_hits(trace, capacity):
     def closed(s):
         return all(x[:-1] in s or len(x) == 1 for x in s)
 
-    @lru_cache(maxsize=None)
+    @cache
     def best(j, state):
         if j == len(trace):
             return 0

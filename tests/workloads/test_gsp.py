@@ -22,7 +22,7 @@ def test_orders_and_seeds():
     assert generate_gsp(GSPConfig(order="grouped", **cfg)).groups.tolist() == [0, 0, 1, 1, 2, 2]
     assert generate_gsp(GSPConfig(order="round_robin", **cfg)).groups.tolist() == [0, 1, 2] * 2
     a, b = generate_gsp(GSPConfig(**cfg)), generate_gsp(GSPConfig(**cfg))
-    assert all(np.array_equal(x, y) for x, y in zip(a.prompts, b.prompts))
+    assert all(np.array_equal(x, y) for x, y in zip(a.prompts, b.prompts, strict=True))
     s = generate_gsp(GSPConfig(order="grouped", prefix_ratio=0.5, **cfg))
     assert np.array_equal(s.prompts[0][:4], s.prompts[1][:4])  # shared system prompt
     assert [len(p) for p in s.prompts] == [8, 8, 16, 16, 8, 8]

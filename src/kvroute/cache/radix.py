@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import numpy as np
 
@@ -81,7 +81,7 @@ class Node:
         self.last_access = now
         self.mark = 0
         self.slot = -1
-        self.aux: object = None
+        self.aux: Any = None
 
     @property
     def end(self) -> int:
@@ -132,7 +132,8 @@ class RadixCache:
         from kvroute.cache.eviction import make_policy
 
         if not isinstance(capacity, (int, np.integer)) or capacity < 0:
-            raise ConfigError(f"capacity must be a non-negative integer of tokens, got {capacity!r}")
+            raise ConfigError(
+                f"capacity must be a non-negative integer of tokens, got {capacity!r}")
         if not isinstance(page_size, (int, np.integer)) or page_size < 1:
             raise ConfigError(f"page_size must be an integer >= 1, got {page_size!r}")
         if eviction_request not in (None, "deficit", "allocation"):
@@ -373,7 +374,7 @@ class RadixCache:
     def _trim_leaf(self, node: Node, tokens: int) -> None:
         """Remove the last ``tokens`` ids of an unlocked leaf (the whole leaf if all)."""
         keep = len(node.key) - tokens
-        assert 0 <= keep and tokens % self.page_size == 0
+        assert keep >= 0 and tokens % self.page_size == 0
         if self._listeners:
             self._emit("removed", self.path_of(node)[: node.start + keep], node.key[keep:])
         self.total -= tokens
@@ -406,7 +407,8 @@ class RadixCache:
             if parent is None:
                 raise IntegrityError(f"{node} has no parent")
             if len(node.key) == 0 or len(node.key) % p:
-                raise IntegrityError(f"{node} key length {len(node.key)} not a positive multiple of {p}")
+                raise IntegrityError(
+                    f"{node} key length {len(node.key)} not a positive multiple of {p}")
             if parent.children.get(self._child_key(node.key, 0)) is not node:
                 raise IntegrityError(f"{node} is not indexed under its first page in its parent")
             if node.start != parent.start + len(parent.key) and parent is not self.root:

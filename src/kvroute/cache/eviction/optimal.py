@@ -68,11 +68,11 @@ class OfflineOptimal(EvictionPolicy):
         trie = RadixCache(sum(len(p) for p in prompts) + 1, _Keep(), page_size=cache.page_size)
         for p in prompts:
             trie.insert(p)
-        for node in trie.nodes():
-            node.aux = []
+        for edge in trie.nodes():
+            edge.aux = []
         trie.root.aux = []
         for j, p in enumerate(prompts):  # users of each edge, in request order
-            node = trie.match(p).handle
+            node: Node | None = trie.match(p).handle
             while node is not None:
                 node.aux.append(j)
                 node = node.parent
@@ -86,6 +86,7 @@ class OfflineOptimal(EvictionPolicy):
         trie = self.trie
         f, d = pos
         i, n = 0, len(seq)
+        child: Node | None
         while i < n:
             if d < f.end:  # inside f's edge
                 m = trie._common(f.key[d - f.start:], seq, i)
@@ -105,6 +106,7 @@ class OfflineOptimal(EvictionPolicy):
         d = min(d, depth)
         root = self.trie.root
         while f is not root and f.start >= d:
+            assert f.parent is not None
             f = f.parent
         return f, d
 

@@ -23,11 +23,11 @@ How it is made fast without changing the process:
   the steps are i.i.d. uniform draws; draw a batch, use it up to the first draw that
   empties a leaf, discard the rest (independent of the past, so every step stays
   uniform over that moment's candidates). (2) Poissonisation, at no cost per token:
-  give every candidate leaf an independent rate-1 Poisson clock; the merged arrivals are then i.i.d. uniform
-  choices among the candidates, the same single-token steps as the algorithm. Leaf i
-  empties at its L_i-th arrival, at time E_i ~ Gamma(L_i), so one round draws all E_i,
-  takes the first leaf to empty (time T), and draws every other leaf's arrivals by T as
-  Poisson(T) conditioned on being below its length. If that is more steps than the call
+  give every candidate leaf an independent rate-1 Poisson clock; the merged arrivals
+  are then i.i.d. uniform choices among the candidates, the same single-token steps
+  as the algorithm. Leaf i empties at its L_i-th arrival, at time E_i ~ Gamma(L_i), so
+  one round draws all E_i, takes the first leaf to empty (time T), and draws every other
+  leaf's arrivals by T as Poisson(T) conditioned on being below its length. If that is more steps than the call
   still needs, the first ``rem`` steps are a uniformly random part of those arrivals (a
   multivariate hypergeometric draw) and no leaf empties. A round costs O(candidates) in
   numpy. Either way there is one round per deleted leaf plus one per call.
@@ -38,7 +38,7 @@ How it is made fast without changing the process:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
 
@@ -58,7 +58,7 @@ _DRAWS_PER_CANDIDATE = 4
 @register
 class RLT(EvictionPolicy):
     name = "rlt"
-    default_request = "deficit"
+    default_request: ClassVar[Literal["deficit", "allocation"]] = "deficit"
     lazy_trim = True
 
     def __init__(self, seed: int | None = None, rng: np.random.Generator | None = None) -> None:
@@ -166,7 +166,6 @@ class RLT(EvictionPolicy):
         page = self._page
         need = -(-n // page)
         done = 0
-        rng = self.rng
         while done < need:
             k = self._u
             if k == 0:
