@@ -27,9 +27,9 @@ How it is made fast without changing the process:
   are then i.i.d. uniform choices among the candidates, the same single-token steps
   as the algorithm. Leaf i empties at its L_i-th arrival, at time E_i ~ Gamma(L_i), so
   one round draws all E_i, takes the first leaf to empty (time T), and draws every other
-  leaf's arrivals by T as Poisson(T) conditioned on being below its length. If that is more steps than the call
-  still needs, the first ``rem`` steps are a uniformly random part of those arrivals (a
-  multivariate hypergeometric draw) and no leaf empties. A round costs O(candidates) in
+  leaf's arrivals by T as Poisson(T) conditioned on being below its length. If that is
+  more steps than the call still needs, the first ``rem`` steps are a uniformly random
+  part of those arrivals (a multivariate hypergeometric draw) and no leaf empties. A round costs O(candidates) in
   numpy. Either way there is one round per deleted leaf plus one per call.
 * Candidate lengths are trimmed lazily in the numpy array; the tree calls ``settle``
   before it reads a leaf's key, so beyond the numpy work a round costs O(1) Python,
