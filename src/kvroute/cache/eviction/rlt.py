@@ -30,7 +30,8 @@ How it is made fast without changing the process:
   leaf's arrivals by T as Poisson(T) conditioned on being below its length. If that is
   more steps than the call still needs, the first ``rem`` steps are a uniformly random
   part of those arrivals (a multivariate hypergeometric draw) and no leaf empties. A
-  round costs O(candidates) in numpy. Either way there is one round per deleted leaf plus one per call.
+  round costs O(candidates) in numpy. Either way there is one round per deleted leaf
+  plus one per call.
 * Candidate lengths are trimmed lazily in the numpy array; the tree calls ``settle``
   before it reads a leaf's key, so beyond the numpy work a round costs O(1) Python,
   however many leaves it trims.
