@@ -68,7 +68,6 @@ def cmd_cache(args: argparse.Namespace) -> int:
                          "hit_tokens": result.hit_tokens,
                          "evicted_tokens": result.evicted_tokens,
                          "seconds": time.perf_counter() - start})
-    single_opt = ceil.optimal if args.workers == 1 else None
     table = rich.table.Table(
         title=f"GSP {cfg.groups}x{cfg.prompts_per_group} ({cfg.order} order): "
               f"{len(prompts):,} prompts, {stream.prompt_tokens:,} tokens through one cache "
@@ -90,8 +89,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
         out = {"workload": {"name": "gsp", **workload},
                "capacity": args.capacity, "page_size": args.page_size,
                "ceilings": {"infinite": ceil.infinite, "optimal": ceil.optimal,
-                            "optimal_capacity": args.capacity * args.workers,
-                            "single_cache_optimal": single_opt},
+                            "optimal_capacity": args.capacity * args.workers},
                "policies": rows}
         with open(args.json, "w") as fh:
             json.dump(out, fh, indent=2)

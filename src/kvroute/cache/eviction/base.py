@@ -114,7 +114,7 @@ class LeafHeap:
             self._compact_at = max(64, 2 * len(self._heap))
 
     def live(self) -> dict[int, Node]:
-        """The nodes with a live entry, by id (for compaction and integrity checks)."""
+        """The nodes with a live entry, by id (for integrity checks)."""
         return {id(e[2]): e[2] for e in self._heap if e[2].slot == e[1] and self._valid(e[2])}
 
     def pop(self) -> tuple[object, Node] | None:
@@ -125,6 +125,3 @@ class LeafHeap:
                 node.slot = -1
                 return key, node
         return None
-
-    def forget(self, node: Node) -> None:
-        node.slot = -1
