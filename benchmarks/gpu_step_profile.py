@@ -43,7 +43,7 @@ try:  # torch >= 2.3
 except Exception:  # pragma: no cover - older torch
     causal_lower_right = None
 
-PROFILE_NAME = "h100-llama3.1-8b-measured"
+PROFILE_NAME = "h100-llama3-8b-measured"
 
 FULL_CFG = dict(
     layers=32,

@@ -7,6 +7,9 @@ is exactly ``L_g`` tokens. Token ids are uniform over ``vocab_size``. Orders: ``
 (one global shuffle, the paper's runs), ``grouped`` (group by group) and ``round_robin``
 (the i-th prompt of every group, then the (i+1)-th). Defaults are the paper's: 128 groups
 x 32 prompts, lengths 512..8192, ratio 0.5, seed 1: 4,096 prompts, 12.81M tokens.
+:func:`gsp_workload` turns the stream into requests: 4 output tokens each, Poisson
+arrivals at 12 requests/s (the paper's benchmark), seeded separately from the prompts so
+that changing the rate keeps the same prompts.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ from typing import Literal
 import numpy as np
 
 from kvroute.errors import ConfigError
+from kvroute.workloads.request import OpenLoop, Request, poisson_arrivals
 
-__all__ = ["GSPConfig", "GSPStream", "generate_gsp"]
+__all__ = ["GSPConfig", "GSPStream", "generate_gsp", "gsp_workload"]
 
 Order = Literal["random", "grouped", "round_robin"]
 ORDERS: tuple[Order, ...] = ("random", "grouped", "round_robin")
@@ -81,3 +85,17 @@ def generate_gsp(config: GSPConfig | None = None) -> GSPStream:
         pairs = [pairs[k] for k in rng.permutation(len(pairs))]
     return GSPStream(cfg, [table[g][i] for g, i in pairs],
                      np.array([g for g, _ in pairs], dtype=np.int64))
+
+
+def gsp_workload(config: GSPConfig | None = None, rate: float = 12.0,
+                 output_len: int = 4) -> OpenLoop:
+    """GSP as requests: ``output_len`` tokens each, Poisson arrivals at ``rate`` per second."""
+    stream = generate_gsp(config)
+    cfg = stream.config
+    arrivals = poisson_arrivals(len(stream.prompts), rate,
+                                np.random.default_rng([cfg.seed, 0x65_7370]))
+    reqs = [Request(rid=i, tokens=p, output_len=output_len, arrival=float(t), session=int(g))
+            for i, (p, t, g) in enumerate(zip(stream.prompts, arrivals, stream.groups, strict=True))]
+    return OpenLoop.of("gsp", reqs, order=cfg.order, groups=cfg.groups,
+                       prompts_per_group=cfg.prompts_per_group, prefix_ratio=cfg.prefix_ratio,
+                       rate=rate, output_len=output_len, seed=cfg.seed)

@@ -31,6 +31,9 @@ class LeafLRU(EvictionPolicy):
     name = "lru"
     default_request = "allocation"
 
+    def __init__(self, seed: int | None = None) -> None:
+        """``seed`` is unused (LRU is deterministic); every online policy accepts one."""
+
     def attach(self, cache: RadixCache) -> None:
         super().attach(cache)
         self.heap = LeafHeap(self._valid)

@@ -1,37 +1,24 @@
-"""The ``kvroute`` command line: thin; it parses, builds objects from registries, calls them."""
+"""``kvroute cache``: replay a GSP prompt stream through one cache per eviction policy."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from collections.abc import Sequence
 from typing import Any
 
-from kvroute import __version__
 from kvroute.cache import RadixCache, hit_rate_ceilings, make_policy, policy_names, replay
+from kvroute.cli.console import make_console, need_rich, progress_bar
 from kvroute.errors import KvrouteError
 from kvroute.workloads.gsp import ORDERS, GSPConfig, generate_gsp
 
 DEFAULT_POLICIES = ("lru", "rlt", "rlt_faithful", "optimal")
 
 
-def _need_rich() -> Any:
-    try:
-        import rich.console
-        import rich.progress
-        import rich.table
-    except ImportError:
-        raise KvrouteError(
-            "kvroute's command line needs rich: pip install 'kvroute[cli]'") from None
-    return rich
-
-
 def cmd_cache(args: argparse.Namespace) -> int:
     """Replay a GSP prompt stream through one cache per eviction policy; print a table."""
-    rich = _need_rich()
-    console = rich.console.Console(stderr=False)
+    rich = need_rich()
+    console = make_console()
     unknown = [p for p in args.policies if p not in policy_names()]
     if unknown:
         raise KvrouteError(f"unknown eviction policy {', '.join(unknown)}; "
@@ -41,23 +28,15 @@ def cmd_cache(args: argparse.Namespace) -> int:
     stream = generate_gsp(cfg)
     prompts = stream.prompts
     rows = []
-    columns = rich.progress.Progress(
-        rich.progress.TextColumn("{task.description:>14}"), rich.progress.BarColumn(),
-        rich.progress.MofNCompleteColumn(), rich.progress.TimeElapsedColumn(),
-        console=console, transient=True)
-    with columns as progress:
+    with progress_bar(console) as progress:
         task = progress.add_task("ceilings", total=1)
         ceil = hit_rate_ceilings(prompts, args.capacity, workers=args.workers,
                                  page_size=args.page_size)
         progress.update(task, completed=1)
         for name in args.policies:
             task = progress.add_task(name, total=len(prompts))
-            if name == "optimal":
-                policy = make_policy(name, requests=prompts)
-            elif name == "lru":
-                policy = make_policy(name)
-            else:
-                policy = make_policy(name, seed=args.seed)
+            policy = (make_policy(name, requests=prompts) if name == "optimal"
+                      else make_policy(name, seed=args.seed))
             cache = RadixCache(args.capacity, policy, page_size=args.page_size)
             start = time.perf_counter()
             def advance(j: int, task: Any = task) -> None:
@@ -97,11 +76,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="kvroute", description=(
-        "Joint request routing and prefix-KV-cache eviction for multi-replica LLM serving."))
-    ap.add_argument("--version", action="version", version=f"kvroute {__version__}")
-    sub = ap.add_subparsers(dest="command", required=True)
+def add_parser(sub: Any) -> None:
     c = sub.add_parser("cache", help="replay a GSP prompt stream through each eviction policy",
                        description=cmd_cache.__doc__)
     c.add_argument("--policies", nargs="+", default=list(DEFAULT_POLICIES),
@@ -118,20 +93,3 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=1)
     c.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     c.set_defaults(func=cmd_cache)
-    return ap
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args))
-    except KvrouteError as exc:
-        print(f"kvroute: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("kvroute: interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

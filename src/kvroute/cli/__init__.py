@@ -1,0 +1,43 @@
+"""The ``kvroute`` command line: thin; it parses, builds objects from registries, calls them.
+
+Each subcommand lives in its own module with an ``add_parser(subparsers)`` function.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from kvroute import __version__
+from kvroute.cli import cache as cache
+from kvroute.cli import sim as sim
+from kvroute.errors import KvrouteError
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="kvroute", description=(
+        "Joint request routing and prefix-KV-cache eviction for multi-replica LLM serving."))
+    ap.add_argument("--version", action="version", version=f"kvroute {__version__}")
+    sub = ap.add_subparsers(dest="command", required=True)
+    for module in (sim, cache):
+        module.add_parser(sub)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KvrouteError as exc:
+        print(f"kvroute: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("kvroute: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,221 @@
+"""``kvroute sim``: run a workload through the simulated cluster for each policy pair."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from kvroute.cache import policy_names
+from kvroute.cli.console import make_console, need_rich, progress_bar
+from kvroute.errors import ConfigError
+from kvroute.routing import routing_names
+from kvroute.sim.cluster import SimConfig, SimResult, simulate
+from kvroute.sim.step_model import DEFAULT_PROFILE, load_profile, parse_overrides, profile_names
+from kvroute.workloads.chat import ChatConfig, load_sharegpt, synthetic_chat
+from kvroute.workloads.gsp import ORDERS, GSPConfig, gsp_workload
+from kvroute.workloads.loogle import LoogleConfig, load_loogle, synthetic_loogle
+from kvroute.workloads.mooncake import load_mooncake
+from kvroute.workloads.request import Workload
+from kvroute.workloads.tokenizer import load_tokenizer
+
+__all__ = ["WORKLOADS", "add_parser", "build_workload", "cmd_sim"]
+
+
+def _given(args: argparse.Namespace, **fields: str) -> dict[str, Any]:
+    """Config fields from the flags the user gave (None = not given: keep the default)."""
+    return {field: getattr(args, flag) for field, flag in fields.items()
+            if getattr(args, flag) is not None}
+
+
+def _gsp(args: argparse.Namespace) -> Workload:
+    cfg = GSPConfig(seed=args.seed, **_given(args, groups="groups", prefix_ratio="prefix_ratio",
+                                             prompts_per_group="prompts_per_group",
+                                             order="order"))
+    return gsp_workload(cfg, **_given(args, rate="rate", output_len="output_len"))
+
+
+def _chat(args: argparse.Namespace) -> Workload:
+    if args.rate is not None and args.mode != "open":
+        raise ConfigError("--rate applies to the open loop (--mode open); the closed loop is "
+                          "paced by --concurrency")
+    cfg = ChatConfig(seed=args.seed, **_given(
+        args, clients="clients", mode="mode", concurrency="concurrency", rate="rate",
+        think_time="think_time", output_len="output_len"))
+    if args.dataset:
+        return load_sharegpt(args.dataset, cfg, load_tokenizer(args.tokenizer), args.workload)
+    return synthetic_chat(cfg, args.workload)
+
+
+def _loogle(args: argparse.Namespace) -> Workload:
+    cfg = LoogleConfig(seed=args.seed, **_given(
+        args, documents="documents", questions_per_doc="questions_per_doc", rate="rate",
+        output_len="output_len"))
+    if args.dataset:
+        return load_loogle(args.dataset, cfg, load_tokenizer(args.tokenizer))
+    return synthetic_loogle(cfg)
+
+
+def _mooncake(args: argparse.Namespace) -> Workload:
+    if not args.trace:
+        raise ConfigError("the mooncake workload replays a trace: pass --trace FILE.jsonl "
+                          "(Mooncake format: timestamp, input_length, output_length, hash_ids)")
+    if args.output_len is not None:
+        raise ConfigError("--output-len does not apply to a trace (it has output lengths)")
+    return load_mooncake(args.trace, args.block_size, time_scale=args.time_scale,
+                         rate=args.rate, start=args.start, limit=args.limit)
+
+
+WORKLOADS: dict[str, Callable[[argparse.Namespace], Workload]] = {
+    "gsp": _gsp, "sharegpt": _chat, "ultrachat": _chat, "loogle": _loogle,
+    "mooncake": _mooncake}
+
+
+def build_workload(args: argparse.Namespace) -> Workload:
+    if args.dataset and args.workload not in ("sharegpt", "ultrachat", "loogle"):
+        raise ConfigError(f"--dataset applies to sharegpt, ultrachat and loogle, not "
+                          f"{args.workload}")
+    return WORKLOADS[args.workload](args)
+
+
+def _names(text: str, known: list[str], what: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    bad = [n for n in names if n not in known]
+    if bad or not names:
+        raise ConfigError(f"unknown {what} {', '.join(bad) or repr(text)}; choose from: "
+                          f"{', '.join(known)}")
+    return names
+
+
+def _ms(seconds: float) -> str:
+    if math.isnan(seconds):
+        return "-"
+    return f"{seconds * 1000:,.0f}" if seconds < 10 else f"{seconds:,.1f}s"
+
+
+def _table(rich: Any, results: list[SimResult], title: str) -> Any:
+    table = rich.table.Table(title=title)
+    cols = ("eviction", "routing", "hit rate", "of optimum", "TTFT mean", "TTFT p99",
+            "E2E mean", "E2E p99", "queue mean", "req/s", "prompt tok/s", "wall s")
+    for col in cols:
+        table.add_column(col, justify="right")
+    for r in results:
+        s = r.summary()
+        opt = s.get("ceiling_optimal")
+        table.add_row(
+            r.config.eviction, r.config.routing, f"{s['hit_rate']:.4f}",
+            f"{s['hit_rate'] / opt:.1%}" if opt else "-",
+            _ms(s["ttft_s"]["mean"]), _ms(s["ttft_s"]["p99"]), _ms(s["e2e_s"]["mean"]),
+            _ms(s["e2e_s"]["p99"]), _ms(s["queue_s"]["mean"]), f"{s['throughput_rps']:.2f}",
+            f"{s['prompt_tps']:,.0f}", f"{s['wall_s']:.1f}")
+    return table
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    """Simulate a cluster of workers behind a router; one run per (eviction, routing) pair."""
+    rich = need_rich()
+    console = make_console()
+    evictions = _names(args.eviction, [p for p in policy_names() if p != "optimal"],
+                       "eviction policy")
+    routings = _names(args.routing, routing_names(), "routing policy")
+    model = load_profile(args.profile)
+    if args.step_coeffs:
+        model = model.replace(**parse_overrides(args.step_coeffs))
+    base = SimConfig(workers=args.workers, profile=args.profile, model=model,
+                     capacity=args.capacity, chunk_size=args.chunk_size,
+                     max_running=args.max_running, mixed_chunk=args.mixed_chunk,
+                     seed=args.seed, debug=args.debug)
+    workload = build_workload(args)
+    results: list[SimResult] = []
+    with progress_bar(console) as progress:
+        for k, (ev, ro) in enumerate((e, r) for e in evictions for r in routings):
+            task = progress.add_task(f"{ev} + {ro}", total=workload.size)
+
+            def advance(done: int, task: Any = task) -> None:
+                if done % 64 == 0:
+                    progress.update(task, completed=done)
+
+            cfg = replace(base, eviction=ev, routing=ro)
+            results.append(simulate(workload, cfg, ceilings=args.ceilings and k == 0,
+                                    progress=advance))
+            progress.update(task, completed=workload.size)
+    ceil = results[0].ceilings
+    for r in results[1:]:
+        r.ceilings = ceil
+    size = f"{len(results[0].records):,} requests"
+    title = (f"{workload.name} ({size}) on {args.workers} workers, profile {model.name}, "
+             f"KV pool {results[0].capacity:,} tokens per worker")
+    console.print(_table(rich, results, title))
+    if ceil is not None:
+        console.print(f"ceilings: infinite cache {ceil.infinite:.4f}; offline optimum pooled "
+                      f"over {ceil.workers} x {ceil.capacity:,} tokens {ceil.optimal:.4f}. "
+                      "Concurrency only lowers real hit rates. Latencies in ms unless marked s.")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"runs": [r.to_json() for r in results]}))
+        console.print(f"wrote {args.json}")
+    if args.plot:
+        from kvroute.sim.plot import plot_runs
+
+        console.print(f"wrote {plot_runs(results, args.plot, title)}")
+    return 0
+
+
+def add_parser(sub: Any) -> None:
+    s = sub.add_parser("sim", help="simulate M workers behind a router (the paper's setup)",
+                       description=cmd_sim.__doc__,
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    s.add_argument("--workload", choices=sorted(WORKLOADS), default="gsp")
+    s.add_argument("--eviction", default="lru,rlt",
+                   help="comma-separated eviction policies, from: "
+                        f"{', '.join(p for p in policy_names() if p != 'optimal')}")
+    s.add_argument("--routing", default="round_robin",
+                   help=f"comma-separated routing policies, from: {', '.join(routing_names())}")
+    s.add_argument("--workers", type=int, default=4)
+    s.add_argument("--profile", default=DEFAULT_PROFILE,
+                   help=f"step-time profile name or JSON file; names: "
+                        f"{', '.join(profile_names())}")
+    s.add_argument("--step-coeffs", metavar="K=V,...",
+                   help="override profile coefficients, e.g. t_w_ms=20,b_ms=0.12")
+    s.add_argument("--capacity", type=int, help="KV pool per worker in tokens "
+                   "(default: the profile's)")
+    s.add_argument("--chunk-size", type=int, default=8192, help="chunked-prefill tokens per step")
+    s.add_argument("--max-running", type=int, help="cap on running requests per worker")
+    s.add_argument("--mixed-chunk", action="store_true",
+                   help="run decodes in the same step as prefill chunks")
+    s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--no-ceilings", dest="ceilings", action="store_false",
+                   help="skip the infinite-cache and pooled-optimum ceilings")
+    s.add_argument("--json", metavar="PATH", help="write every run (summary, requests, load)")
+    s.add_argument("--plot", metavar="PATH", help="write a figure (PNG/SVG/PDF; needs "
+                   "kvroute[plot])")
+    s.add_argument("--debug", action="store_true",
+                   help="check every invariant after every step (slow)")
+    w = s.add_argument_group("workload options (defaults: the paper's)")
+    w.add_argument("--rate", type=float, help="open loop: requests/s (default 12; a trace: "
+                   "its own timing unless given)")
+    w.add_argument("--output-len", type=int, help="output tokens per request (default 4)")
+    w.add_argument("--dataset", metavar="PATH",
+                   help="ShareGPT/UltraChat or LooGLE file (default: synthetic)")
+    w.add_argument("--tokenizer", metavar="PATH",
+                   help="tokenizer.json for datasets (default: built-in)")
+    w.add_argument("--groups", type=int, help="gsp: groups (128)")
+    w.add_argument("--prompts-per-group", type=int, help="gsp: prompts per group (32)")
+    w.add_argument("--prefix-ratio", type=float, help="gsp: shared fraction (0.5)")
+    w.add_argument("--order", choices=ORDERS, help="gsp: arrival order (random)")
+    w.add_argument("--mode", choices=("closed", "open"), help="chat: loop (closed)")
+    w.add_argument("--clients", type=int, help="chat: clients (128)")
+    w.add_argument("--concurrency", type=int, help="chat closed loop: clients in flight")
+    w.add_argument("--think-time", type=float, help="chat closed loop: seconds between turns")
+    w.add_argument("--documents", type=int, help="loogle: documents (128)")
+    w.add_argument("--questions-per-doc", type=int, help="loogle: questions each (32)")
+    w.add_argument("--trace", metavar="PATH", help="mooncake: the trace file (JSONL)")
+    w.add_argument("--block-size", type=int, default=512, help="mooncake: tokens per block")
+    w.add_argument("--time-scale", type=float, default=1.0,
+                   help="mooncake: multiply inter-arrival times")
+    w.add_argument("--start", type=int, default=0, help="mooncake: first request to replay")
+    w.add_argument("--limit", type=int, help="mooncake: number of requests to replay")
+    s.set_defaults(func=cmd_sim)

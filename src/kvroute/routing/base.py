@@ -1,0 +1,129 @@
+"""The routing-policy protocol: what a policy sees, what it returns, what it learns from.
+
+Contract:
+
+* A policy is a plain object built with its parameters and a seed. It never reads the
+  wall clock or a global RNG: time arrives as ``view.now`` (seconds, simulated or real)
+  and randomness from the ``numpy.random.Generator`` it was given.
+* ``route(req, view)`` returns a :class:`Decision` naming one worker of ``view``. The view
+  is read-only: router-counted in-flight requests and prompt units per worker, how many
+  requests each worker was sent, and what the router's prefix index believes each worker
+  has cached (``view.matched(req)``). Policies must not keep references to it between
+  calls beyond what they need; the router owns membership and accounting.
+* ``on_complete(fb)`` is called exactly once per routed request, with ``fb.ok`` false for
+  errors, disconnects and timeouts (no latency then).
+* The same objects run in the simulator and in the live router: nothing here knows which.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from kvroute.routing.prefix_index import PrefixIndex
+
+__all__ = ["ClusterView", "Decision", "Feedback", "RouteRequest", "RoutingPolicy", "WorkerState"]
+
+
+@dataclass(eq=False)
+class RouteRequest:
+    """A request as the router sees it: its prompt in units (token ids or characters)."""
+
+    units: np.ndarray = field(repr=False)  # 1-D int64
+    rid: int = -1
+    session: int | None = None
+    max_tokens: int | None = None
+    _matched: np.ndarray | None = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.units)
+
+
+@dataclass(frozen=True)
+class Decision:
+    worker: int
+    branch: str = ""  # which rule of the policy decided (telemetry)
+    predicted_s: float | None = None  # the policy's latency prediction, if it makes one
+
+
+@dataclass(frozen=True)
+class Feedback:
+    worker: int
+    rid: int
+    ok: bool
+    prompt_units: int
+    now: float
+    decision: Decision
+    e2e_s: float | None = None
+    ttft_s: float | None = None
+    cached_tokens: int | None = None  # as the engine reports it, when it does
+
+
+@dataclass
+class WorkerState:
+    """The router's own accounting of one worker."""
+
+    index: int
+    in_flight: int = 0
+    in_flight_units: int = 0
+    routed: int = 0
+    completed: int = 0
+    errors: int = 0
+
+
+class ClusterView:
+    """A read-only window on the router's state, handed to ``RoutingPolicy.route``."""
+
+    def __init__(self, workers: Sequence[WorkerState], index: PrefixIndex | None) -> None:
+        self._workers = workers
+        self._index = index
+        self.now = 0.0
+
+    def __len__(self) -> int:
+        return len(self._workers)
+
+    @property
+    def workers(self) -> Sequence[WorkerState]:
+        return self._workers
+
+    def in_flight(self) -> np.ndarray:
+        return np.array([w.in_flight for w in self._workers], dtype=np.int64)
+
+    def matched(self, req: RouteRequest) -> np.ndarray:
+        """Prefix units of ``req`` the router believes each worker holds (computed once)."""
+        if self._index is None:
+            raise RuntimeError("this policy did not declare uses_index = True")
+        if req._matched is None:
+            req._matched = self._index.match(req.units, self.now)
+        return req._matched
+
+    def index_sizes(self) -> np.ndarray:
+        """Units in the router's prefix index per worker (the 'tree size')."""
+        if self._index is None:
+            raise RuntimeError("this policy did not declare uses_index = True")
+        return self._index.sizes()
+
+
+class RoutingPolicy(ABC):
+    """Base of every routing policy. Subclasses set ``name`` and register themselves."""
+
+    name: ClassVar[str] = ""
+    uses_index: ClassVar[bool] = False  # the router keeps a prefix index for this policy
+
+    def __init__(self, seed: int = 0) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    @abstractmethod
+    def route(self, req: RouteRequest, view: ClusterView) -> Decision:
+        """Pick a worker for ``req``."""
+
+    def on_complete(self, fb: Feedback) -> None:  # noqa: B027 - optional hook
+        """Learn from a finished (or failed) request."""
+
+    def on_workers_changed(self, count: int) -> None:  # noqa: B027 - optional hook
+        """The router's membership changed; ``count`` workers now."""

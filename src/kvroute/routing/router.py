@@ -1,0 +1,80 @@
+"""The router: one routing policy, its prefix index and the per-worker accounting.
+
+``route`` turns a request into a :class:`Dispatch` (the worker and the decision) and
+counts it in flight; ``complete`` closes a dispatch exactly once (a second call is
+ignored), so in-flight counts stay right whatever path a request ends by. The simulator
+and the live HTTP router both drive this object; only their clocks differ.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kvroute.errors import ConfigError
+from kvroute.routing.base import (
+    ClusterView,
+    Decision,
+    Feedback,
+    RouteRequest,
+    RoutingPolicy,
+    WorkerState,
+)
+from kvroute.routing.prefix_index import DEFAULT_INDEX_CAPACITY, PrefixIndex
+
+__all__ = ["Dispatch", "Router"]
+
+
+@dataclass(eq=False)
+class Dispatch:
+    req: RouteRequest
+    decision: Decision
+    sent_at: float
+    closed: bool = False
+
+    @property
+    def worker(self) -> int:
+        return self.decision.worker
+
+
+class Router:
+    def __init__(self, policy: RoutingPolicy, workers: int,
+                 index_capacity: int = DEFAULT_INDEX_CAPACITY) -> None:
+        if workers < 1:
+            raise ConfigError(f"a router needs at least one worker, got {workers}")
+        self.policy = policy
+        self.workers = [WorkerState(i) for i in range(workers)]
+        self.index = PrefixIndex(workers, index_capacity) if policy.uses_index else None
+        self.view = ClusterView(self.workers, self.index)
+
+    def route(self, req: RouteRequest, now: float) -> Dispatch:
+        self.view.now = now
+        decision = self.policy.route(req, self.view)
+        w = decision.worker
+        if not 0 <= w < len(self.workers):
+            raise ConfigError(f"policy {self.policy.name} chose worker {w} of "
+                              f"{len(self.workers)}")
+        state = self.workers[w]
+        state.in_flight += 1
+        state.in_flight_units += len(req)
+        state.routed += 1
+        if self.index is not None:
+            self.index.record(w, req.units, now)
+        return Dispatch(req, decision, now)
+
+    def complete(self, dispatch: Dispatch, now: float, ok: bool = True,
+                 ttft_s: float | None = None, cached_tokens: int | None = None) -> None:
+        if dispatch.closed:
+            return
+        dispatch.closed = True
+        state = self.workers[dispatch.worker]
+        state.in_flight -= 1
+        state.in_flight_units -= len(dispatch.req)
+        if ok:
+            state.completed += 1
+        else:
+            state.errors += 1
+        self.view.now = now
+        self.policy.on_complete(Feedback(
+            worker=dispatch.worker, rid=dispatch.req.rid, ok=ok, prompt_units=len(dispatch.req),
+            now=now, decision=dispatch.decision, e2e_s=now - dispatch.sent_at if ok else None,
+            ttft_s=ttft_s, cached_tokens=cached_tokens))

@@ -1,0 +1,221 @@
+"""The cluster simulator: M simulated workers behind a router, driven by a workload.
+
+``simulate(workload, config)`` runs to completion and returns a :class:`SimResult`. The
+router is :class:`kvroute.routing.Router` with a registered policy, the very object the
+live router uses; here its clock is the event loop's. Open-loop requests arrive at their
+``arrival`` times (read lazily, in order); closed-loop clients send each turn when the
+previous reply is complete (plus think time). Same inputs and seed, same result, bit for
+bit: every random choice comes from generators seeded from ``config.seed``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from kvroute.cache import Ceilings, hit_rate_ceilings, policy_names
+from kvroute.errors import ConfigError
+from kvroute.routing import Dispatch, RouteRequest, Router, make_router_policy, routing_names
+from kvroute.sim.events import ARRIVAL, EventLoop
+from kvroute.sim.metrics import Records
+from kvroute.sim.step_model import DEFAULT_PROFILE, StepModel, load_profile
+from kvroute.sim.worker import Job, SimWorker, WorkerConfig
+from kvroute.workloads.request import ClosedLoop, OpenLoop, Request, Workload, output_ids
+
+__all__ = ["SimConfig", "SimResult", "simulate"]
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    workers: int = 4
+    eviction: str = "lru"
+    routing: str = "round_robin"
+    profile: str = DEFAULT_PROFILE  # a profile name or a JSON file
+    model: StepModel | None = None  # overrides ``profile`` when given
+    capacity: int | None = None  # KV pool per worker; None: the profile's
+    chunk_size: int = 8192
+    max_running: int | None = None
+    mixed_chunk: bool = False
+    seed: int = 1
+    debug: bool = False  # check every invariant after every step (slow)
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ConfigError(f"workers must be >= 1, got {self.workers}")
+        if self.eviction not in policy_names():
+            raise ConfigError(f"unknown eviction policy {self.eviction!r}; choose from: "
+                              f"{', '.join(policy_names())}")
+        if self.routing not in routing_names():
+            raise ConfigError(f"unknown routing policy {self.routing!r}; choose from: "
+                              f"{', '.join(routing_names())}")
+        self.worker_config()  # validates the worker's fields
+
+    def worker_config(self) -> WorkerConfig:
+        return WorkerConfig(capacity=self.capacity, eviction=self.eviction,
+                            chunk_size=self.chunk_size, max_running=self.max_running,
+                            mixed_chunk=self.mixed_chunk)
+
+    def step_model(self) -> StepModel:
+        return self.model if self.model is not None else load_profile(self.profile)
+
+    def describe(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["model"] = self.step_model().to_dict()
+        return out
+
+
+@dataclass
+class SimResult:
+    workload: str
+    config: SimConfig
+    records: Records
+    load: np.ndarray = field(repr=False)  # rows: time, worker, waiting, running, pool use
+    in_system: np.ndarray = field(repr=False)  # requests on the workers at each arrival
+    capacity: int
+    wall_s: float
+    events: int
+    busy_s: list[float]
+    ceilings: Ceilings | None = None
+
+    @property
+    def sim_time(self) -> float:
+        return float(self.records["finish"].max()) if len(self.records) else 0.0
+
+    def summary(self) -> dict[str, Any]:
+        out = self.records.summary(self.config.workers)
+        for w, busy in enumerate(self.busy_s):
+            out["per_worker"][w]["busy_fraction"] = busy / self.sim_time if self.sim_time else 0.0
+        if self.ceilings is not None:
+            out["ceiling_infinite"] = self.ceilings.infinite
+            out["ceiling_optimal"] = self.ceilings.optimal
+        out["wall_s"] = self.wall_s
+        out["events"] = self.events
+        out["sim_per_wall"] = self.sim_time / self.wall_s if self.wall_s > 0 else float("inf")
+        return out
+
+    def to_json(self, load_points: int = 2000) -> dict[str, Any]:
+        """Everything needed to compare runs: config, summary, per-request columns, load."""
+        step = max(1, len(self.load) // load_points)
+        return {
+            "workload": self.workload,
+            "config": self.config.describe(),
+            "summary": self.summary(),
+            "requests": {k: v.tolist() for k, v in self.records.columns.items()},
+            "load": {"columns": ["time", "worker", "waiting", "running", "pool_use"],
+                     "rows": self.load[::step].tolist()},
+        }
+
+
+def simulate(workload: Workload, config: SimConfig | None = None, *, ceilings: bool = False,
+             progress: Callable[[int], None] | None = None) -> SimResult:
+    """Run ``workload`` through the simulated cluster; see the module docstring."""
+    cfg = config or SimConfig()
+    model = cfg.step_model()
+    wcfg = cfg.worker_config()
+    loop = EventLoop()
+    router = Router(make_router_policy(cfg.routing, seed=cfg.seed), cfg.workers)
+    rows: list[tuple[float, ...]] = []
+    load: list[tuple[float, int, int, int, float]] = []
+    dispatches: dict[int, Dispatch] = {}
+    in_system: list[int] = []
+    sent: list[Request] = []  # closed loop: the realised order, for the ceilings
+    closed = workload if isinstance(workload, ClosedLoop) else None
+    sessions: deque[list[Request]] = deque(closed.sessions if closed else [])
+    next_turn: dict[int, tuple[list[Request], int]] = {}  # rid -> (session, index of next)
+
+    def on_step(worker: SimWorker) -> None:
+        load.append((loop.now, worker.index, len(worker.waiting), worker.running,
+                     worker.used_tokens / worker.capacity))
+
+    def on_finish(job: Job) -> None:
+        now = loop.now
+        req = job.req
+        router.complete(dispatches.pop(req.rid), now, ok=True,
+                        ttft_s=job.first_token - job.queued, cached_tokens=job.cached)
+        rows.append((req.rid, req.session, job.worker, job.queued, job.start, job.first_token,
+                     job.finish, req.prompt_len, job.cached, req.output_len))
+        if progress is not None:
+            progress(len(rows))
+        if closed is not None:
+            session, k = next_turn.pop(req.rid)
+            if k < len(session):
+                loop.at(now + closed.think_time, ARRIVAL, send, session, k)
+            else:
+                start_session(now + closed.think_time)
+
+    workers = [SimWorker(i, model, wcfg, loop, on_finish, seed=cfg.seed * 1_000_003 + i,
+                         on_step=on_step) for i in range(cfg.workers)]
+    for w in workers:
+        w.debug = cfg.debug
+
+    def dispatch(req: Request) -> None:
+        if req.rid in dispatches:
+            raise ConfigError(f"request id {req.rid} is used twice in workload "
+                              f"{workload.name!r}")
+        if not workers[0].fits(req):
+            raise ConfigError(
+                f"request {req.rid} needs {req.prompt_len + req.output_len} KV tokens, more "
+                f"than a worker's pool of {workers[0].capacity}; raise the capacity")
+        d = router.route(RouteRequest(req.tokens, req.rid, req.session, req.output_len),
+                         loop.now)
+        dispatches[req.rid] = d
+        in_system.append(sum(len(w.waiting) + w.running for w in workers))
+        workers[d.worker].submit(Job(req, d.worker, loop.now))
+
+    if closed is None:
+        assert isinstance(workload, OpenLoop)
+        arrivals: Iterator[Request] = iter(workload)
+        last = [0.0]
+
+        def arrive(req: Request) -> None:
+            dispatch(req)
+            nxt = next(arrivals, None)
+            if nxt is not None:
+                if nxt.arrival < last[0]:
+                    raise ConfigError(f"workload {workload.name!r} is not in arrival order "
+                                      f"(request {nxt.rid} at {nxt.arrival} s)")
+                last[0] = nxt.arrival
+                loop.at(nxt.arrival, ARRIVAL, arrive, nxt)
+
+        first = next(arrivals, None)
+        if first is not None:
+            if first.arrival < 0:
+                raise ConfigError(f"request {first.rid} arrives at {first.arrival} s < 0")
+            last[0] = first.arrival
+            loop.at(first.arrival, ARRIVAL, arrive, first)
+    else:
+        def send(session: list[Request], k: int) -> None:
+            req = session[k]
+            next_turn[req.rid] = (session, k + 1)
+            sent.append(req)
+            dispatch(req)
+
+        def start_session(at: float) -> None:
+            if sessions:
+                loop.at(at, ARRIVAL, send, sessions.popleft(), 0)
+
+        for _ in range(closed.concurrency):
+            start_session(0.0)
+
+    wall = time.perf_counter()
+    loop.run()
+    wall = time.perf_counter() - wall
+    if dispatches:  # cannot happen unless a worker model is broken; never lose requests
+        raise ConfigError(f"{len(dispatches)} requests never finished (ids "
+                          f"{sorted(dispatches)[:5]}...)")
+    capacity = workers[0].capacity
+    result = SimResult(workload.name, cfg, Records.from_rows(rows),
+                       np.array(load, dtype=np.float64).reshape(-1, 5),
+                       np.array(in_system, dtype=np.int64), capacity, wall,
+                       loop.processed, [w.busy_time for w in workers])
+    if ceilings:
+        order = sent if closed is not None else list(workload)
+        result.ceilings = hit_rate_ceilings(
+            [r.tokens for r in order], capacity, workers=cfg.workers,
+            inserts=[np.concatenate([r.tokens, output_ids(r)]) for r in order])
+    return result

@@ -1,0 +1,269 @@
+"""A simulated LLM worker: an SGLang-style scheduler over a real radix cache.
+
+What is modelled (service-time.md):
+
+* An FCFS waiting queue. The head request is admitted only when the KV pool can hold its
+  uncached prompt plus its whole output: ``uncached + output <= free + evictable``,
+  where the pool of ``capacity`` tokens is shared by the radix cache and the private
+  tokens of admitted requests. Admission evicts from the cache (through the eviction
+  policy) to make room. The queue blocks behind a head that does not fit.
+* ``cached_tokens`` is the prefix matched at admission, capped at ``prompt - 1`` (an
+  engine always computes the last prompt token to get logits). The matched path stays
+  locked; when its prefill completes the prompt is stored in the tree (still locked, so
+  later requests can hit it while it decodes), and when it finishes prompt + output are
+  stored and unlocked.
+* Each step is either a prefill step (chunks of admitted prompts, at most ``chunk_size``
+  new tokens, the partly prefilled request first; with ``mixed_chunk`` the running
+  decodes ride along) or, when no prefill is pending, a decode step for every running
+  request. The step time comes from the :class:`~kvroute.sim.step_model.StepModel`.
+* The first output token is produced by the step that finishes the prompt (TTFT ends
+  there); each decode step adds one token to every running request.
+
+Not modelled: preemption and retraction (admission reserves the whole output, so none is
+needed), CPU/GPU overlap, speculative decoding, and network time.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from kvroute.cache import Node, RadixCache, make_policy
+from kvroute.errors import ConfigError
+from kvroute.sim.events import STEP_END, WAKE, EventLoop
+from kvroute.sim.step_model import StepModel
+from kvroute.workloads.request import Request, output_ids
+
+__all__ = ["Job", "SimWorker", "WorkerConfig"]
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    capacity: int | None = None  # KV pool in tokens; None: the profile's kv_pool_tokens
+    eviction: str = "lru"
+    chunk_size: int = 8192
+    max_running: int | None = None  # None: limited by the KV pool only
+    mixed_chunk: bool = False
+    page_size: int = 1
+
+    def __post_init__(self) -> None:
+        if self.capacity is not None and self.capacity < 1:
+            raise ConfigError(f"capacity must be >= 1 token, got {self.capacity}")
+        if self.chunk_size < 1:
+            raise ConfigError(f"chunk_size must be >= 1 token, got {self.chunk_size}")
+        if self.max_running is not None and self.max_running < 1:
+            raise ConfigError(f"max_running must be >= 1, got {self.max_running}")
+        if self.eviction == "optimal":
+            raise ConfigError("the 'optimal' eviction policy needs the future request "
+                              "sequence of each worker, which routing decides online; it is "
+                              "reported as a ceiling instead")
+
+
+class Job:
+    """One request's life on a worker (times in seconds)."""
+
+    __slots__ = ("cached", "computed", "done", "finish", "first_token", "generated", "handle",
+                 "need", "queued", "req", "start", "worker")
+
+    def __init__(self, req: Request, worker: int, now: float) -> None:
+        self.req = req
+        self.worker = worker
+        self.queued = now  # reached the worker
+        self.start = -1.0  # admitted
+        self.first_token = -1.0
+        self.finish = -1.0
+        self.cached = 0
+        self.computed = 0  # prompt tokens in the KV cache so far (hit + prefilled)
+        self.generated = 0
+        self.need = 0  # pool tokens reserved at admission
+        self.handle: Node | None = None
+        self.done = False
+
+
+class SimWorker:
+    """One worker. ``on_finish(job)`` is called when a request's last token is out."""
+
+    def __init__(self, index: int, model: StepModel, config: WorkerConfig, loop: EventLoop,
+                 on_finish: Callable[[Job], None], seed: int = 0,
+                 on_step: Callable[[SimWorker], None] | None = None) -> None:
+        self.index = index
+        self.model = model
+        self.config = config
+        self.capacity = config.capacity or model.kv_pool_tokens
+        self.cache = RadixCache(self.capacity, make_policy(config.eviction, seed=seed),
+                                page_size=config.page_size)
+        self.loop = loop
+        self.on_finish = on_finish
+        self.on_step = on_step
+        self.waiting: deque[Job] = deque()
+        self.prefilling: deque[Job] = deque()  # admitted, prompt not fully computed
+        self.decoding: list[Job] = []
+        self.reserved = 0  # pool tokens held by admitted requests, outside the tree
+        self.decode_context = 0  # sum of context lengths over self.decoding
+        self.busy = False
+        self.busy_time = 0.0
+        self.steps = 0
+        self.prefill_tokens = 0  # prompt tokens computed (work done, for conservation checks)
+        self.decode_tokens = 0  # tokens produced by decode steps
+        self.debug = False
+
+    # ---------------------------------------------------------------- state
+    @property
+    def running(self) -> int:
+        return len(self.prefilling) + len(self.decoding)
+
+    @property
+    def queued_tokens(self) -> int:
+        return sum(j.req.prompt_len for j in self.waiting)
+
+    @property
+    def used_tokens(self) -> int:
+        """Pool tokens in use: the cache plus admitted requests' reservations."""
+        return self.cache.total + self.reserved
+
+    def fits(self, req: Request) -> bool:
+        return req.prompt_len + req.output_len <= self.capacity
+
+    # ---------------------------------------------------------------- events
+    def submit(self, job: Job) -> None:
+        if not self.fits(job.req):
+            raise ConfigError(
+                f"request {job.req.rid} needs {job.req.prompt_len + job.req.output_len} KV "
+                f"tokens, more than the worker's pool of {self.capacity}; raise --capacity")
+        self.waiting.append(job)
+        if not self.busy:
+            self.busy = True  # a step is planned
+            self.loop.at(self.loop.now, WAKE, self._start_step)
+
+    def _admit(self, job: Job, now: float) -> bool:
+        req = job.req
+        cache = self.cache
+        hit, handle = cache.match(req.tokens, now)
+        cache.lock(handle)
+        cached = min(hit, req.prompt_len - 1)
+        need = req.prompt_len - cached + req.output_len
+        if need > self.capacity - self.reserved - cache.locked:
+            cache.unlock(handle)
+            return False
+        self.reserved += need
+        over = cache.total + self.reserved - self.capacity
+        if over > 0:
+            cache.evict(need if cache.eviction_request == "allocation" else over)
+        job.handle, job.cached, job.computed, job.need, job.start = handle, cached, cached, need, now
+        return True
+
+    def _start_step(self) -> None:
+        now = self.loop.now
+        budget = self.config.chunk_size
+        chunks: list[tuple[Job, int]] = []
+        pairs = 0.0
+        for job in self.prefilling:  # the partly prefilled request(s) first
+            if budget <= 0:
+                break
+            n = min(job.req.prompt_len - job.computed, budget)
+            chunks.append((job, n))
+            pairs += n * (job.computed + n / 2)
+            budget -= n
+        limit = self.config.max_running
+        while budget > 0 and self.waiting and (limit is None or self.running < limit):
+            job = self.waiting[0]
+            if not self._admit(job, now):
+                break
+            self.waiting.popleft()
+            self.prefilling.append(job)
+            n = min(job.req.prompt_len - job.computed, budget)
+            chunks.append((job, n))
+            pairs += n * (job.computed + n / 2)
+            budget -= n
+        decode = not chunks or self.config.mixed_chunk
+        n_decode = len(self.decoding) if decode else 0
+        if not chunks and not n_decode:
+            self.busy = False
+            return
+        new_tokens = self.config.chunk_size - budget + n_decode
+        dt = self.model.step_time(new_tokens, pairs, self.decode_context if decode else 0)
+        self.busy = True
+        self.busy_time += dt
+        self.steps += 1
+        self.prefill_tokens += self.config.chunk_size - budget
+        self.decode_tokens += n_decode
+        if self.on_step is not None:
+            self.on_step(self)
+        self.loop.at(now + dt, STEP_END, self._end_step, chunks, decode)
+
+    def _end_step(self, chunks: list[tuple[Job, int]], decode: bool) -> None:
+        now = self.loop.now
+        finished: list[Job] = []
+        if decode:
+            for job in self.decoding:
+                job.generated += 1
+                if job.generated == job.req.output_len:
+                    finished.append(job)
+            self.decode_context += len(self.decoding)
+        for job, n in chunks:
+            job.computed += n
+            if job.computed == job.req.prompt_len:
+                self.prefilling.remove(job)
+                self._store_prompt(job, now)
+                job.first_token = now
+                job.generated = 1
+                if job.req.output_len == 1:
+                    finished.append(job)
+                else:
+                    self.decoding.append(job)
+                    self.decode_context += job.req.prompt_len + 1
+        if finished:
+            for job in finished:
+                self._finish(job, now)
+            self.decoding = [j for j in self.decoding if not j.done]
+        if self.debug:
+            self.check_integrity()
+        self._start_step()
+        for job in finished:  # after the next step is planned: feedback sees this state
+            self.on_finish(job)
+
+    def _store_prompt(self, job: Job, now: float) -> None:
+        """Move a prefilled prompt into the tree (locked), as SGLang's cache_unfinished_req:
+        later requests can hit it while this one is still decoding."""
+        cache = self.cache
+        cache.insert(job.req.tokens, now)
+        handle = cache.match(job.req.tokens, now).handle
+        cache.lock(handle)
+        assert job.handle is not None
+        cache.unlock(job.handle)
+        job.handle = handle
+        uncached = job.req.prompt_len - job.cached
+        self.reserved -= uncached
+        job.need -= uncached
+
+    def _finish(self, job: Job, now: float) -> None:
+        req = job.req
+        cache = self.cache
+        cache.insert(np.concatenate([req.tokens, output_ids(req)]), now)
+        assert job.handle is not None
+        cache.unlock(job.handle)
+        self.reserved -= job.need
+        if req.output_len > 1:  # it was decoding
+            self.decode_context -= req.prompt_len + job.generated
+        over = cache.total + self.reserved - self.capacity
+        if over > 0:
+            cache.evict(over)
+        job.handle = None
+        job.finish = now
+        job.done = True
+
+    def check_integrity(self) -> None:
+        """The cache's invariants, and the pool: cache + reservations within capacity."""
+        from kvroute.errors import IntegrityError
+
+        self.cache.check_integrity()
+        if self.cache.total + self.reserved > self.capacity:
+            raise IntegrityError(f"worker {self.index}: pool over capacity "
+                                 f"({self.cache.total} + {self.reserved} > {self.capacity})")
+        ctx = sum(j.req.prompt_len + j.generated for j in self.decoding)
+        if ctx != self.decode_context:
+            raise IntegrityError(f"worker {self.index}: decode context {self.decode_context} "
+                                 f"!= {ctx}")
