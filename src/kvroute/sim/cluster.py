@@ -20,7 +20,7 @@ import numpy as np
 
 from kvroute.cache import Ceilings, hit_rate_ceilings, policy_names
 from kvroute.errors import ConfigError
-from kvroute.routing import Dispatch, RouteRequest, Router, make_router_policy, routing_names
+from kvroute.routing import Dispatch, Router, RouteRequest, make_router_policy, routing_names
 from kvroute.sim.events import ARRIVAL, EventLoop
 from kvroute.sim.metrics import Records
 from kvroute.sim.step_model import DEFAULT_PROFILE, StepModel, load_profile
@@ -79,7 +79,7 @@ class SimResult:
     capacity: int
     wall_s: float
     events: int
-    busy_s: list[float]
+    worker_stats: list[dict[str, float]]  # busy_s, steps, prefill_tokens, decode_tokens
     ceilings: Ceilings | None = None
 
     @property
@@ -88,8 +88,10 @@ class SimResult:
 
     def summary(self) -> dict[str, Any]:
         out = self.records.summary(self.config.workers)
-        for w, busy in enumerate(self.busy_s):
-            out["per_worker"][w]["busy_fraction"] = busy / self.sim_time if self.sim_time else 0.0
+        for w, stats in enumerate(self.worker_stats):
+            out["per_worker"][w].update(stats)
+            out["per_worker"][w]["busy_fraction"] = (stats["busy_s"] / self.sim_time
+                                                     if self.sim_time else 0.0)
         if self.ceilings is not None:
             out["ceiling_infinite"] = self.ceilings.infinite
             out["ceiling_optimal"] = self.ceilings.optimal
@@ -212,7 +214,7 @@ def simulate(workload: Workload, config: SimConfig | None = None, *, ceilings: b
     result = SimResult(workload.name, cfg, Records.from_rows(rows),
                        np.array(load, dtype=np.float64).reshape(-1, 5),
                        np.array(in_system, dtype=np.int64), capacity, wall,
-                       loop.processed, [w.busy_time for w in workers])
+                       loop.processed, [w.stats() for w in workers])
     if ceilings:
         order = sent if closed is not None else list(workload)
         result.ceilings = hit_rate_ceilings(

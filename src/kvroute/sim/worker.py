@@ -124,6 +124,10 @@ class SimWorker:
         """Pool tokens in use: the cache plus admitted requests' reservations."""
         return self.cache.total + self.reserved
 
+    def stats(self) -> dict[str, float]:
+        return {"busy_s": self.busy_time, "steps": self.steps,
+                "prefill_tokens": self.prefill_tokens, "decode_tokens": self.decode_tokens}
+
     def fits(self, req: Request) -> bool:
         return req.prompt_len + req.output_len <= self.capacity
 
@@ -152,7 +156,8 @@ class SimWorker:
         over = cache.total + self.reserved - self.capacity
         if over > 0:
             cache.evict(need if cache.eviction_request == "allocation" else over)
-        job.handle, job.cached, job.computed, job.need, job.start = handle, cached, cached, need, now
+        job.handle, job.cached, job.computed, job.need = handle, cached, cached, need
+        job.start = now
         return True
 
     def _start_step(self) -> None:

@@ -94,8 +94,9 @@ def gsp_workload(config: GSPConfig | None = None, rate: float = 12.0,
     cfg = stream.config
     arrivals = poisson_arrivals(len(stream.prompts), rate,
                                 np.random.default_rng([cfg.seed, 0x65_7370]))
+    rows = zip(stream.prompts, arrivals, stream.groups, strict=True)
     reqs = [Request(rid=i, tokens=p, output_len=output_len, arrival=float(t), session=int(g))
-            for i, (p, t, g) in enumerate(zip(stream.prompts, arrivals, stream.groups, strict=True))]
+            for i, (p, t, g) in enumerate(rows)]
     return OpenLoop.of("gsp", reqs, order=cfg.order, groups=cfg.groups,
                        prompts_per_group=cfg.prompts_per_group, prefix_ratio=cfg.prefix_ratio,
                        rate=rate, output_len=output_len, seed=cfg.seed)

@@ -1,0 +1,189 @@
+"""Replay of request traces in the Mooncake format (FAST'25 traces; AIPerf and
+sglang.bench_serving call it "mooncake").
+
+Format: JSONL, one request per line, ``{"timestamp": ms, "input_length": tokens,
+"output_length": tokens, "hash_ids": [block ids]}`` (other keys are ignored). Each id
+stands for one block of ``block_size`` tokens (512 in the released traces); the last block
+may be partial. A line is rejected (:class:`ConfigError` naming ``path:line``) unless
+``(len(hash_ids) - 1) * block_size < input_length <= len(hash_ids) * block_size``.
+
+Contract of :func:`load_mooncake`:
+
+* Token ids: position ``j`` of block ``b`` is ``b * block_size + j``, so equal block ids
+  give equal tokens and distinct (block, position) pairs never collide; the prompt is the
+  blocks' ids concatenated and cut to ``input_length``. ``output_len`` is
+  ``max(1, output_length)``; ``output_tokens`` stays ``None``.
+* Records are put in timestamp order (stable). Selection: first the window
+  ``start_time <= timestamp / 1000 < end_time`` (seconds on the trace's own clock), then
+  the slice ``[start : start + limit]`` of what is left.
+* Arrival (s) = ``(timestamp - t0) / 1000 * time_scale`` with ``t0`` the first selected
+  timestamp: ``time_scale`` 0.5 replays twice as fast. ``rate`` (requests/s) instead picks
+  the scale that makes the mean rate ``(n - 1) / last arrival`` equal to it (``inf``: all
+  at 0). ``rid`` is the position in the selection; ``session`` is -1.
+* Laziness: only compact records (lengths and block ids) are kept; each iteration of the
+  returned :class:`OpenLoop` builds every :class:`Request` and its token array on demand,
+  so a long trace never holds all prompts at once. Iterating twice gives equal requests.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from kvroute.errors import ConfigError
+from kvroute.workloads.request import OpenLoop, Request
+
+__all__ = ["MooncakeRecord", "block_tokens", "load_mooncake", "read_mooncake",
+           "write_mooncake"]
+
+_FIELDS = ("timestamp", "input_length", "output_length", "hash_ids")
+
+
+@dataclass(frozen=True)
+class MooncakeRecord:
+    timestamp: float  # ms
+    input_length: int
+    output_length: int
+    hash_ids: np.ndarray = field(repr=False)  # 1-D int64 block ids
+    line: int = 0  # 1-based line in the file it came from (0: not from a file)
+
+
+def block_tokens(hash_ids: np.ndarray, input_length: int, block_size: int = 512) -> np.ndarray:
+    """The prompt of a record: block ``b``, position ``j`` -> ``b * block_size + j``."""
+    ids = np.asarray(hash_ids, dtype=np.int64)
+    return (ids[:, None] * block_size + np.arange(block_size, dtype=np.int64)).ravel()[
+        :input_length]
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _parse(where: str, line: int, obj: Any, block_size: int) -> MooncakeRecord:
+    if not isinstance(obj, dict):
+        raise ConfigError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    missing = [k for k in _FIELDS if k not in obj]
+    if missing:
+        raise ConfigError(f"{where}: missing {', '.join(missing)}")
+    ts, n_in, n_out, blocks = (obj[k] for k in _FIELDS)
+    if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
+        raise ConfigError(f"{where}: timestamp must be a number (ms), got {ts!r}")
+    if not _is_int(n_in) or n_in < 1:
+        raise ConfigError(f"{where}: input_length must be an integer >= 1, got {n_in!r}")
+    if not _is_int(n_out) or n_out < 0:
+        raise ConfigError(f"{where}: output_length must be an integer >= 0, got {n_out!r}")
+    if not isinstance(blocks, list) or not all(_is_int(b) and b >= 0 for b in blocks):
+        raise ConfigError(f"{where}: hash_ids must be a list of integers >= 0")
+    if not (len(blocks) - 1) * block_size < n_in <= len(blocks) * block_size:
+        raise ConfigError(f"{where}: input_length {n_in} does not fit {len(blocks)} blocks "
+                          f"of {block_size} tokens (check block_size)")
+    return MooncakeRecord(float(ts), n_in, n_out, np.array(blocks, dtype=np.int64), line)
+
+
+def read_mooncake(path: str | os.PathLike[str], block_size: int = 512) -> list[MooncakeRecord]:
+    """Parse and check every line of a Mooncake trace (blank lines are skipped)."""
+    if not _is_int(block_size) or block_size < 1:
+        raise ConfigError(f"block_size must be an integer >= 1, got {block_size!r}")
+    p = os.fspath(path)
+    records = []
+    try:
+        with open(p, encoding="utf-8") as f:
+            for n, text in enumerate(f, 1):
+                if not text.strip():
+                    continue
+                try:
+                    obj = json.loads(text)
+                except json.JSONDecodeError as e:
+                    raise ConfigError(f"{p}:{n}: bad JSON ({e.msg})") from e
+                records.append(_parse(f"{p}:{n}", n, obj, block_size))
+    except FileNotFoundError as e:
+        raise ConfigError(f"{p}: trace file not found") from e
+    except IsADirectoryError as e:
+        raise ConfigError(f"{p}: is a directory, expected a Mooncake JSONL trace") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not UTF-8 text ({e.reason})") from e
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read trace ({e.strerror})") from e
+    if not records:
+        raise ConfigError(f"{p}: empty trace")
+    return records
+
+
+def load_mooncake(path: str | os.PathLike[str], block_size: int = 512, *,
+                  time_scale: float = 1.0, rate: float | None = None, start: int = 0,
+                  limit: int | None = None, start_time: float | None = None,
+                  end_time: float | None = None, name: str | None = None) -> OpenLoop:
+    """A Mooncake trace as an open-loop stream, with lazily built requests."""
+    if not (time_scale > 0 and math.isfinite(time_scale)):
+        raise ConfigError(f"time_scale must be a finite number > 0, got {time_scale}")
+    if rate is not None and time_scale != 1.0:
+        raise ConfigError("give rate or time_scale, not both")
+    if rate is not None and not rate > 0:
+        raise ConfigError(f"rate must be > 0 requests/s (or inf), got {rate}")
+    if start < 0 or (limit is not None and limit < 1):
+        raise ConfigError(f"start must be >= 0 and limit >= 1, got start={start}, "
+                          f"limit={limit}")
+    p = os.fspath(path)
+    records = sorted(read_mooncake(p, block_size), key=lambda r: r.timestamp)
+    if start_time is not None or end_time is not None:
+        lo = -math.inf if start_time is None else start_time * 1000
+        hi = math.inf if end_time is None else end_time * 1000
+        records = [r for r in records if lo <= r.timestamp < hi]
+    records = records[start:None if limit is None else start + limit]
+    if not records:
+        raise ConfigError(f"{p}: no request left after the window and slice "
+                          f"(start_time={start_time}, end_time={end_time}, start={start}, "
+                          f"limit={limit})")
+    rel = np.array([r.timestamp for r in records]) - records[0].timestamp
+    span = float(rel[-1]) / 1000
+    scale = time_scale
+    if rate is not None:
+        if math.isinf(rate):
+            scale = 0.0
+        elif len(records) > 1:
+            if span <= 0:
+                raise ConfigError(f"{p}: cannot scale to rate {rate}: the selected requests "
+                                  f"all have the same timestamp")
+            scale = (len(records) - 1) / (span * rate)
+    arrivals = (rel / 1000 * scale).tolist()
+
+    def source() -> Iterator[Request]:
+        for rid, (r, t) in enumerate(zip(records, arrivals, strict=True)):
+            yield Request(rid, block_tokens(r.hash_ids, r.input_length, block_size),
+                          max(1, r.output_length), arrival=t)
+
+    meta = {"path": p, "block_size": block_size, "time_scale": scale,
+            "prompt_tokens": sum(r.input_length for r in records),
+            "duration_s": span * scale, "first_line": records[0].line}
+    return OpenLoop(name or os.path.splitext(os.path.basename(p))[0], source, len(records),
+                    meta)
+
+
+def write_mooncake(path: str | os.PathLike[str],
+                   records: Iterable[MooncakeRecord | Mapping[str, Any]]) -> int:
+    """Write records (:class:`MooncakeRecord` or dicts with the four keys) as a Mooncake
+    JSONL trace; returns the number of lines written."""
+    n = 0
+    with open(os.fspath(path), "w", encoding="utf-8") as f:
+        for r in records:
+            if isinstance(r, MooncakeRecord):
+                ts: float | int = r.timestamp
+                obj: dict[str, Any] = {"input_length": r.input_length,
+                                       "output_length": r.output_length,
+                                       "hash_ids": [int(b) for b in r.hash_ids]}
+            else:
+                ts = r["timestamp"]
+                obj = {"input_length": int(r["input_length"]),
+                       "output_length": int(r["output_length"]),
+                       "hash_ids": [int(b) for b in r["hash_ids"]]}
+            if isinstance(ts, float) and ts.is_integer():
+                ts = int(ts)
+            f.write(json.dumps({"timestamp": ts, **obj}) + "\n")
+            n += 1
+    return n

@@ -1,0 +1,141 @@
+"""The cluster simulator: determinism, accounting, queueing laws, closed loops."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from kvroute.errors import ConfigError
+from kvroute.sim.cluster import SimConfig, simulate
+from kvroute.sim.step_model import StepModel
+from kvroute.workloads.gsp import GSPConfig, gsp_workload
+from kvroute.workloads.request import ClosedLoop, OpenLoop, Request
+
+LINEAR = StepModel(name="linear", t_w_ms=0.0, t0_ms=2.0, b_ms=0.1, c_ms=0.0, g_ms=0.0,
+                   kv_pool_tokens=100_000)
+SMALL_GSP = GSPConfig(groups=16, prompts_per_group=8, lengths=(256, 512, 1024))
+
+
+def test_same_seed_same_result_bit_for_bit() -> None:
+    """Two runs with the same inputs and seed give identical per-request records."""
+    wl = gsp_workload(SMALL_GSP, rate=40.0)
+    cfg = SimConfig(eviction="rlt", routing="random", model=LINEAR, seed=3)
+    a, b = simulate(wl, cfg), simulate(wl, cfg)
+    for name, col in a.records.columns.items():
+        assert np.array_equal(col, b.records[name]), name
+    c = simulate(wl, SimConfig(eviction="rlt", routing="random", model=LINEAR, seed=4))
+    assert not np.array_equal(a.records["worker"], c.records["worker"])
+
+
+def test_accounting_and_work_conservation() -> None:
+    """Every request finishes once; prefill work = uncached prompt tokens; decode = output-1."""
+    wl = gsp_workload(SMALL_GSP, rate=60.0, output_len=5)
+    res = simulate(wl, SimConfig(model=LINEAR, debug=True))
+    rec = res.records
+    assert len(rec) == wl.size == 128
+    assert sorted(rec["rid"].astype(int)) == list(range(128))
+    prefill = sum(w["prefill_tokens"] for w in res.worker_stats)
+    decode = sum(w["decode_tokens"] for w in res.worker_stats)
+    assert prefill == rec["prompt"].sum() - rec["cached"].sum()
+    assert decode == (rec["output"] - 1).sum()
+    assert (rec["arrival"] <= rec["start"]).all() and (rec["start"] < rec["first_token"]).all()
+    assert (rec["first_token"] < rec["finish"]).all()
+    for w in res.worker_stats:
+        assert 0 < w["busy_s"] <= res.sim_time
+    assert rec["cached"].sum() > 0  # groups share prefixes
+
+
+def test_littles_law() -> None:
+    """Mean requests in system seen at arrivals (PASTA) = arrival rate x mean time in system."""
+    cfg = GSPConfig(groups=64, prompts_per_group=40, lengths=(512, 1024, 2048), prefix_ratio=0)
+    rate = 0.75 * 4 / (LINEAR.t0_ms / 1000 + LINEAR.b_ms / 1000 * 1190)  # ~75% utilisation
+    res = simulate(gsp_workload(cfg, rate=rate, output_len=1), SimConfig(model=LINEAR))
+    arrivals = np.sort(res.records["arrival"])
+    lam = (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
+    seen = res.in_system[len(res.in_system) // 10:].mean()  # skip the warm-up
+    assert seen == pytest.approx(lam * res.records.e2e.mean(), rel=0.12)
+
+
+def _single_worker_latency(rate: float, n: int = 2000) -> np.ndarray:
+    reqs = [Request(rid=i, tokens=np.arange(i * 1000, i * 1000 + 1000), output_len=1)
+            for i in range(n)]
+    rng = np.random.default_rng(7)
+    for r, t in zip(reqs, np.cumsum(rng.exponential(1 / rate, n)), strict=True):
+        r.arrival = float(t)
+    res = simulate(OpenLoop.of("fixed", reqs), SimConfig(workers=1, model=LINEAR,
+                                                         chunk_size=1000))
+    order = np.argsort(res.records["rid"])
+    return res.records.e2e[order]
+
+
+def test_low_load_latency_is_service_time_and_queueing_has_a_knee() -> None:
+    """1000-token prompts, 102 ms each: light load ~ service time; near capacity it blows up;
+    above capacity the wait grows without bound (later requests wait longer)."""
+    service = (LINEAR.t0_ms + LINEAR.b_ms * 1000) / 1000
+    light = _single_worker_latency(0.05 / service)
+    assert light.min() == pytest.approx(service)  # an empty system: exactly the service time
+    assert light.mean() == pytest.approx(service * (1 + 0.05 / (2 * 0.95)), rel=0.02)  # M/D/1
+    means = [_single_worker_latency(u / service).mean() for u in (0.3, 0.6, 0.9)]
+    assert means[0] < means[1] < means[2]
+    assert means[2] > 3 * means[0]
+    over = _single_worker_latency(1.2 / service)
+    assert over[-200:].mean() > 3 * over[200:400].mean()
+
+
+def test_closed_loop_keeps_concurrency_and_turn_order() -> None:
+    """A closed loop never has more than `concurrency` requests out; turns are sequential."""
+    sessions = []
+    rid = 0
+    for s in range(6):
+        base = np.arange(s * 10_000, s * 10_000 + 300)
+        turns = []
+        for k in range(3):
+            turns.append(Request(rid=rid, tokens=base[: 100 * (k + 1)], output_len=2,
+                                 session=s, turn=k))
+            rid += 1
+        sessions.append(turns)
+    res = simulate(ClosedLoop("chat", sessions, concurrency=2), SimConfig(model=LINEAR),
+                   ceilings=True)
+    rec = res.records
+    assert len(rec) == 18
+    assert res.in_system.max() <= 1  # the arriving request sees at most the other client
+    by_rid = {int(r): k for k, r in enumerate(rec["rid"])}
+    for turns in sessions:
+        for prev, nxt in itertools.pairwise(turns):
+            assert rec["arrival"][by_rid[nxt.rid]] >= rec["finish"][by_rid[prev.rid]]
+    assert rec["cached"].sum() > 0
+    assert res.ceilings is not None and res.records.hit_rate() <= res.ceilings.infinite + 1e-9
+
+
+def test_router_accounting_drains() -> None:
+    """After a run the router counts nothing in flight and every request was routed once."""
+    from kvroute.routing import Router, make_router_policy
+
+    wl = gsp_workload(SMALL_GSP, rate=100.0)
+    res = simulate(wl, SimConfig(routing="round_robin", model=LINEAR))
+    counts = np.bincount(res.records["worker"].astype(int), minlength=4)
+    assert counts.tolist() == [32, 32, 32, 32]
+    router = Router(make_router_policy("round_robin"), 2)
+    from kvroute.routing import RouteRequest
+
+    d = router.route(RouteRequest(np.arange(5)), 0.0)
+    router.complete(d, 1.0)
+    router.complete(d, 2.0)  # a second close is ignored
+    assert router.workers[0].in_flight == 0 and router.workers[0].completed == 1
+
+
+def test_bad_inputs_are_clear_errors() -> None:
+    """Unknown policies, duplicate ids and oversize prompts are ConfigErrors, not crashes."""
+    with pytest.raises(ConfigError, match="choose from"):
+        SimConfig(routing="nope")
+    with pytest.raises(ConfigError, match="choose from"):
+        SimConfig(eviction="nope")
+    twice = [Request(rid=1, tokens=np.arange(10), output_len=1, arrival=0.0),
+             Request(rid=1, tokens=np.arange(10), output_len=1, arrival=0.0)]
+    with pytest.raises(ConfigError, match="twice"):
+        simulate(OpenLoop.of("dup", twice), SimConfig(model=LINEAR))
+    huge = [Request(rid=0, tokens=np.arange(200_000), output_len=1)]
+    with pytest.raises(ConfigError, match="pool"):
+        simulate(OpenLoop.of("huge", huge), SimConfig(model=LINEAR))

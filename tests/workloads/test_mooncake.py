@@ -1,0 +1,175 @@
+"""Mooncake trace replay: token mapping, slicing, time scaling, laziness, errors."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kvroute.errors import ConfigError
+from kvroute.workloads import mooncake
+from kvroute.workloads.mooncake import (
+    MooncakeRecord,
+    block_tokens,
+    load_mooncake,
+    read_mooncake,
+    write_mooncake,
+)
+from kvroute.workloads.request import output_ids
+
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "traces"
+SHARED_TRACE = SHARED / "mooncake_synthetic_trace.jsonl"
+
+
+def _rec(ts, n_in, blocks, n_out=4):
+    return {"timestamp": ts, "input_length": n_in, "output_length": n_out, "hash_ids": blocks}
+
+
+@pytest.fixture
+def trace(tmp_path):
+    path = tmp_path / "trace.jsonl"
+    write_mooncake(path, [_rec(0, 600, [3, 7]), _rec(500, 512, [3], n_out=0),
+                          _rec(1500, 1100, [3, 7, 9]), _rec(4000, 10, [11])])
+    return path
+
+
+def test_token_mapping_and_partial_last_block(trace):
+    """Block b, position j -> b*512 + j; the last block is cut to input_length."""
+    reqs = list(load_mooncake(trace))
+    assert np.array_equal(reqs[0].tokens, np.concatenate(
+        [3 * 512 + np.arange(512), 7 * 512 + np.arange(88)]))
+    assert reqs[0].prompt_len == 600 and reqs[2].prompt_len == 1100
+    assert np.array_equal(reqs[2].tokens[:600], reqs[0].tokens)  # shared prefix
+    assert reqs[1].output_len == 1 and reqs[0].output_len == 4  # max(1, output_length)
+    assert reqs[0].output_tokens is None and output_ids(reqs[0]).max() < 0
+    assert [r.rid for r in reqs] == [0, 1, 2, 3] and {r.session for r in reqs} == {-1}
+
+
+def test_other_block_sizes(tmp_path):
+    """block_size is an option: ids map with it and lengths are checked against it."""
+    path = tmp_path / "t.jsonl"
+    write_mooncake(path, [_rec(0, 6, [2, 5])])
+    (r,) = load_mooncake(path, block_size=4)
+    assert r.tokens.tolist() == [8, 9, 10, 11, 20, 21]
+    assert block_tokens(np.array([1]), 2, 3).tolist() == [3, 4]
+    with pytest.raises(ConfigError, match=r"t\.jsonl:1: input_length 6"):
+        load_mooncake(path)  # 6 tokens cannot span 2 blocks of 512
+
+
+def test_arrivals_time_scale_and_rate(trace):
+    """arrival = (ts - first ts)/1000 * time_scale; rate sets (n-1)/last arrival."""
+    assert [r.arrival for r in load_mooncake(trace)] == [0.0, 0.5, 1.5, 4.0]
+    assert [r.arrival for r in load_mooncake(trace, time_scale=0.5)] == [0.0, 0.25, 0.75, 2.0]
+    w = load_mooncake(trace, rate=3.0)
+    arrivals = [r.arrival for r in w]
+    assert arrivals[-1] == pytest.approx(1.0) and w.meta["time_scale"] == pytest.approx(0.25)
+    assert {r.arrival for r in load_mooncake(trace, rate=float("inf"))} == {0.0}
+    with pytest.raises(ConfigError, match="not both"):
+        load_mooncake(trace, rate=2.0, time_scale=2.0)
+
+
+def test_slicing_and_time_window(trace):
+    """start/limit slice the requests; start_time/end_time (s) window the trace clock;
+    arrivals restart at 0 and rids at 0 for the selection."""
+    w = load_mooncake(trace, start=1, limit=2)
+    reqs = list(w)
+    assert w.size == 2 and [r.prompt_len for r in reqs] == [512, 1100]
+    assert [r.arrival for r in reqs] == [0.0, 1.0] and [r.rid for r in reqs] == [0, 1]
+    reqs = list(load_mooncake(trace, start_time=0.5, end_time=4.0))
+    assert [r.prompt_len for r in reqs] == [512, 1100]
+    with pytest.raises(ConfigError, match="no request left"):
+        load_mooncake(trace, start=10)
+
+
+def test_records_are_sorted_by_timestamp(tmp_path):
+    """Out-of-order lines replay in timestamp order."""
+    path = tmp_path / "t.jsonl"
+    write_mooncake(path, [_rec(2000, 1, [1]), _rec(1000.0, 2, [2])])
+    assert [r.prompt_len for r in load_mooncake(path)] == [2, 1]
+
+
+def test_requests_are_built_lazily_and_replay_equal(trace, monkeypatch):
+    """Taking one request builds one token array; iterating twice gives equal requests."""
+    calls = []
+    real = mooncake.block_tokens
+
+    def counting(*args, **kw):
+        calls.append(1)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(mooncake, "block_tokens", counting)
+    w = load_mooncake(trace)
+    assert not calls
+    next(iter(w))
+    assert len(calls) == 1
+    a, b = list(w), list(w)
+    assert all(np.array_equal(x.tokens, y.tokens) and x.arrival == y.arrival
+               and x.rid == y.rid and x.tokens is not y.tokens for x, y in zip(a, b, strict=True))
+
+
+def test_write_and_read_round_trip(tmp_path):
+    """write_mooncake takes dicts or MooncakeRecords; read_mooncake returns line numbers."""
+    path = tmp_path / "t.jsonl"
+    recs = [MooncakeRecord(1.0, 5, 2, np.array([4])), _rec(2.5, 513, [4, 6])]
+    assert write_mooncake(path, recs) == 2
+    first = json.loads(path.read_text().splitlines()[0])
+    assert first == {"timestamp": 1, "input_length": 5, "output_length": 2, "hash_ids": [4]}
+    back = read_mooncake(path)
+    assert [(r.timestamp, r.input_length, r.hash_ids.tolist(), r.line) for r in back] == [
+        (1.0, 5, [4], 1), (2.5, 513, [4, 6], 2)]
+
+
+@pytest.mark.parametrize(("line", "reason"), [
+    ("{bad", "bad JSON"),
+    ('[1, 2]', "expected a JSON object"),
+    ('{"timestamp": 0, "input_length": 5, "hash_ids": [1]}', "missing output_length"),
+    ('{"timestamp": "x", "input_length": 5, "output_length": 1, "hash_ids": [1]}',
+     "timestamp"),
+    ('{"timestamp": 0, "input_length": 0, "output_length": 1, "hash_ids": []}',
+     "input_length must be"),
+    ('{"timestamp": 0, "input_length": 5, "output_length": 1, "hash_ids": [-1]}',
+     "hash_ids"),
+    ('{"timestamp": 0, "input_length": 1025, "output_length": 1, "hash_ids": [1, 2]}',
+     "does not fit 2 blocks"),
+    ('{"timestamp": 0, "input_length": 100, "output_length": 1, "hash_ids": [1, 2]}',
+     "does not fit 2 blocks"),
+])
+def test_parse_errors_name_path_and_line(tmp_path, line, reason):
+    """A bad line is a ConfigError with path:line and the reason."""
+    path = tmp_path / "t.jsonl"
+    path.write_text(json.dumps(_rec(0, 5, [1])) + "\n\n" + line + "\n")
+    with pytest.raises(ConfigError, match=rf"t\.jsonl:3: .*{reason}"):
+        load_mooncake(path)
+
+
+def test_file_errors(tmp_path):
+    """Missing, empty or directory paths and bad options are ConfigErrors."""
+    with pytest.raises(ConfigError, match="not found"):
+        load_mooncake(tmp_path / "nope.jsonl")
+    (tmp_path / "e.jsonl").write_text("\n")
+    with pytest.raises(ConfigError, match="empty trace"):
+        load_mooncake(tmp_path / "e.jsonl")
+    with pytest.raises(ConfigError, match="directory"):
+        load_mooncake(tmp_path)
+    with pytest.raises(ConfigError, match="block_size"):
+        load_mooncake(tmp_path / "e.jsonl", block_size=0)
+    with pytest.raises(ConfigError, match="time_scale"):
+        load_mooncake(tmp_path / "e.jsonl", time_scale=0)
+
+
+@pytest.mark.skipif(not SHARED_TRACE.is_file(), reason="../shared/traces is absent")
+def test_shared_mooncake_trace_facts():
+    """The released synthetic trace: 3,993 requests, mean prompt ~15.3K, block ceiling ~0.64."""
+    records = read_mooncake(SHARED_TRACE)
+    assert len(records) == 3993
+    seen: set[int] = set()
+    hits = total = 0
+    for r in records:
+        for b in r.hash_ids.tolist():
+            hits += b in seen
+            total += 1
+            seen.add(b)
+    assert 0.63 < hits / total < 0.65
+    w = load_mooncake(SHARED_TRACE, limit=50)
+    assert w.size == 50 and w.meta["prompt_tokens"] == sum(r.prompt_len for r in w)
+    assert 15_000 < sum(r.input_length for r in records) / len(records) < 15_700
