@@ -66,14 +66,26 @@ class Feedback:
 
 @dataclass
 class WorkerState:
-    """The router's own accounting of one worker."""
+    """What the router knows about one worker.
+
+    The first group is the router's own accounting, exact by construction. The second is
+    what the engine reports about itself (the simulator refreshes it at every engine step;
+    the live router scrapes it, so it can be stale); ``kv_capacity`` 0 means unknown.
+    """
 
     index: int
-    in_flight: int = 0
-    in_flight_units: int = 0
+    in_flight: int = 0  # routed and not yet closed
+    in_flight_units: int = 0  # prompt units of those
+    prefill_units: int = 0  # prompt units of in-flight requests without a first token yet
+    decode_units: int = 0  # prompt units of in-flight requests past their first token
     routed: int = 0
     completed: int = 0
     errors: int = 0
+    # engine-reported
+    running: int = 0
+    waiting: int = 0
+    kv_usage: float = 0.0  # fraction of the KV pool in use
+    kv_capacity: int = 0
 
 
 class ClusterView:

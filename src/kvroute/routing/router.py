@@ -1,8 +1,9 @@
 """The router: one routing policy, its prefix index and the per-worker accounting.
 
 ``route`` turns a request into a :class:`Dispatch` (the worker and the decision) and
-counts it in flight; ``complete`` closes a dispatch exactly once (a second call is
-ignored), so in-flight counts stay right whatever path a request ends by. The simulator
+counts it in flight; ``first_token`` moves it from prefill to decode accounting;
+``complete`` closes a dispatch exactly once (a second call is ignored), so in-flight
+counts stay right whatever path a request ends by. The simulator
 and the live HTTP router both drive this object; only their clocks differ.
 """
 
@@ -29,6 +30,7 @@ class Dispatch:
     req: RouteRequest
     decision: Decision
     sent_at: float
+    first_token_at: float | None = None
     closed: bool = False
 
     @property
@@ -56,10 +58,20 @@ class Router:
         state = self.workers[w]
         state.in_flight += 1
         state.in_flight_units += len(req)
+        state.prefill_units += len(req)
         state.routed += 1
         if self.index is not None:
             self.index.record(w, req.units, now)
         return Dispatch(req, decision, now)
+
+    def first_token(self, dispatch: Dispatch, now: float) -> None:
+        """The request's first token came back: it moves from prefill to decode."""
+        if dispatch.closed or dispatch.first_token_at is not None:
+            return
+        dispatch.first_token_at = now
+        state = self.workers[dispatch.worker]
+        state.prefill_units -= len(dispatch.req)
+        state.decode_units += len(dispatch.req)
 
     def complete(self, dispatch: Dispatch, now: float, ok: bool = True,
                  ttft_s: float | None = None, cached_tokens: int | None = None) -> None:
@@ -69,6 +81,10 @@ class Router:
         state = self.workers[dispatch.worker]
         state.in_flight -= 1
         state.in_flight_units -= len(dispatch.req)
+        if dispatch.first_token_at is None:
+            state.prefill_units -= len(dispatch.req)
+        else:
+            state.decode_units -= len(dispatch.req)
         if ok:
             state.completed += 1
         else:
@@ -77,4 +93,5 @@ class Router:
         self.policy.on_complete(Feedback(
             worker=dispatch.worker, rid=dispatch.req.rid, ok=ok, prompt_units=len(dispatch.req),
             now=now, decision=dispatch.decision, e2e_s=now - dispatch.sent_at if ok else None,
-            ttft_s=ttft_s, cached_tokens=cached_tokens))
+            ttft_s=ttft_s if ttft_s is not None or dispatch.first_token_at is None
+            else dispatch.first_token_at - dispatch.sent_at, cached_tokens=cached_tokens))

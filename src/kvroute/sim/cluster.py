@@ -131,8 +131,14 @@ def simulate(workload: Workload, config: SimConfig | None = None, *, ceilings: b
     next_turn: dict[int, tuple[list[Request], int]] = {}  # rid -> (session, index of next)
 
     def on_step(worker: SimWorker) -> None:
-        load.append((loop.now, worker.index, len(worker.waiting), worker.running,
-                     worker.used_tokens / worker.capacity))
+        usage = worker.used_tokens / worker.capacity
+        load.append((loop.now, worker.index, len(worker.waiting), worker.running, usage))
+        state = router.workers[worker.index]  # what an engine reports about itself
+        state.running, state.waiting = worker.running, len(worker.waiting)
+        state.kv_usage, state.kv_capacity = usage, worker.capacity
+
+    def on_first_token(job: Job) -> None:
+        router.first_token(dispatches[job.req.rid], loop.now)
 
     def on_finish(job: Job) -> None:
         now = loop.now
@@ -151,7 +157,8 @@ def simulate(workload: Workload, config: SimConfig | None = None, *, ceilings: b
                 start_session(now + closed.think_time)
 
     workers = [SimWorker(i, model, wcfg, loop, on_finish, seed=cfg.seed * 1_000_003 + i,
-                         on_step=on_step) for i in range(cfg.workers)]
+                         on_step=on_step, on_first_token=on_first_token)
+               for i in range(cfg.workers)]
     for w in workers:
         w.debug = cfg.debug
 

@@ -84,11 +84,13 @@ class Job:
 
 
 class SimWorker:
-    """One worker. ``on_finish(job)`` is called when a request's last token is out."""
+    """One worker. Callbacks: ``on_first_token(job)`` and ``on_finish(job)`` when a request's
+    first and last tokens are out; ``on_step(worker)`` when a step starts or it goes idle."""
 
     def __init__(self, index: int, model: StepModel, config: WorkerConfig, loop: EventLoop,
                  on_finish: Callable[[Job], None], seed: int = 0,
-                 on_step: Callable[[SimWorker], None] | None = None) -> None:
+                 on_step: Callable[[SimWorker], None] | None = None,
+                 on_first_token: Callable[[Job], None] | None = None) -> None:
         self.index = index
         self.model = model
         self.config = config
@@ -98,6 +100,7 @@ class SimWorker:
         self.loop = loop
         self.on_finish = on_finish
         self.on_step = on_step
+        self.on_first_token = on_first_token
         self.waiting: deque[Job] = deque()
         self.prefilling: deque[Job] = deque()  # admitted, prompt not fully computed
         self.decoding: list[Job] = []
@@ -187,6 +190,8 @@ class SimWorker:
         n_decode = len(self.decoding) if decode else 0
         if not chunks and not n_decode:
             self.busy = False
+            if self.on_step is not None:
+                self.on_step(self)
             return
         new_tokens = self.config.chunk_size - budget + n_decode
         dt = self.model.step_time(new_tokens, pairs, self.decode_context if decode else 0)
@@ -227,7 +232,11 @@ class SimWorker:
         if self.debug:
             self.check_integrity()
         self._start_step()
-        for job in finished:  # after the next step is planned: feedback sees this state
+        if self.on_first_token is not None:  # after the next step is planned
+            for job, _ in chunks:
+                if job.first_token == now:
+                    self.on_first_token(job)
+        for job in finished:
             self.on_finish(job)
 
     def _store_prompt(self, job: Job, now: float) -> None:
