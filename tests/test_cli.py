@@ -24,3 +24,45 @@ def test_bad_arguments_exit_2_with_a_message(capsys):
     assert "unknown eviction policy fifo" in capsys.readouterr().err
     assert main(["cache", "--capacity", "-1"]) == 2
     assert "capacity" in capsys.readouterr().err
+
+
+def test_sim_command_table_json_plot(tmp_path, capsys):
+    """`kvroute sim` runs each policy pair, prints a table with the ceilings, writes JSON
+    (summary, per-request columns, load) and a plot."""
+    out, png = tmp_path / "s.json", tmp_path / "s.png"
+    rc = main(["sim", "--groups", "8", "--prompts-per-group", "4", "--eviction", "lru,rlt",
+               "--routing", "round_robin,random", "--json", str(out), "--plot", str(png)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "ceilings: infinite cache" in text and "round_robin" in text
+    runs = json.loads(out.read_text())["runs"]
+    assert [(r["config"]["eviction"], r["config"]["routing"]) for r in runs] == [
+        ("lru", "round_robin"), ("lru", "random"), ("rlt", "round_robin"), ("rlt", "random")]
+    for run in runs:
+        s = run["summary"]
+        assert s["requests"] == 32 == len(run["requests"]["rid"])
+        assert 0 <= s["hit_rate"] <= s["ceiling_infinite"] + 1e-9
+        assert s["e2e_s"]["p99"] >= s["e2e_s"]["p50"] > 0
+    assert png.stat().st_size > 10_000
+
+
+def test_sim_other_workloads_and_errors(tmp_path, capsys):
+    """Chat, LooGLE and a Mooncake trace run; misuse gets a one-line error, exit 2."""
+    import numpy as np
+
+    from kvroute.workloads.mooncake import MooncakeRecord, write_mooncake
+
+    assert main(["sim", "--workload", "sharegpt", "--clients", "8", "--no-ceilings"]) == 0
+    assert main(["sim", "--workload", "loogle", "--documents", "4", "--questions-per-doc",
+                 "3", "--eviction", "rlt"]) == 0
+    trace = tmp_path / "t.jsonl"
+    write_mooncake(trace, [MooncakeRecord(1000 * i, 700, 3, np.array([0, 1 + i]))
+                           for i in range(5)])
+    assert main(["sim", "--workload", "mooncake", "--trace", str(trace)]) == 0
+    capsys.readouterr()
+    assert main(["sim", "--workload", "mooncake"]) == 2
+    assert "--trace" in capsys.readouterr().err
+    assert main(["sim", "--routing", "nope"]) == 2
+    assert "unknown routing policy nope" in capsys.readouterr().err
+    assert main(["sim", "--profile", "tpu-v9"]) == 2
+    assert "l40-llama3-8b" in capsys.readouterr().err
