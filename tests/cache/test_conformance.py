@@ -45,8 +45,11 @@ def run_conformance(name, capacity, page, program):
             assert new == len(want - before) * page
             assert cached(c) <= before | want
         elif op == "match_lock":
-            r = c.match(arg, now=now)
             hit = max((len(x) for x in prefixes(arg, page) if x in before), default=0)
+            shape = sum(1 for _ in c.nodes())
+            assert c.peek(arg) == hit
+            assert sum(1 for _ in c.nodes()) == shape  # peek never splits
+            r = c.match(arg, now=now)
             assert r.hit == hit
             assert cached(c) == before
             c.lock(r.handle)

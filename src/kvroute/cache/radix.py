@@ -8,9 +8,10 @@ Contract (what a caller may rely on):
   All sizes and hit lengths are counted in tokens.
 * The cache is prefix-closed: if a sequence is cached, so is every (page-aligned) prefix.
 * ``match(tokens)`` returns the cached prefix length and a *handle* (the node that ends
-  at that prefix). A match that ends inside an edge splits it, so the handle ends exactly
-  at the hit. A handle stays valid while it is locked; an unlocked handle may be evicted
-  by any later mutating call.
+  at that prefix); ``peek(tokens)`` returns the length only and changes nothing. A
+  match that ends inside an edge splits it, so the handle ends exactly at the hit. A
+  handle stays valid while it is locked; an unlocked handle may be evicted by any later
+  mutating call.
 * ``lock(handle)`` pins the whole root path of the handle (a locked node is never
   evicted); ``unlock(handle)`` undoes one ``lock``. Locks nest.
 * ``insert(tokens)`` stores the sequence and returns how many tokens were new. If the
@@ -265,6 +266,24 @@ class RadixCache:
         arr = self._aligned(tokens)
         pos, node = self._walk(arr, self._tick(now), hit=True)
         return MatchResult(pos, node)
+
+    def peek(self, tokens: Sequence[int] | np.ndarray) -> int:
+        """The cached prefix length of ``tokens``, like ``match`` but with no effect at all:
+        no split, no access recorded, no clock tick (for observers such as an oracle)."""
+        arr = self._aligned(tokens)
+        node, pos, n = self.root, 0, len(arr)
+        while pos < n:
+            child = node.children.get(self._child_key(arr, pos))
+            if child is None:
+                break
+            if self._settle is not None and not child.children:
+                self._settle(child)  # applies a pending trim: invisible to every caller
+            m = self._common(child.key, arr, pos)
+            pos += m
+            if m < len(child.key):
+                break
+            node = child
+        return pos
 
     def insert(self, tokens: Sequence[int] | np.ndarray, now: float | None = None) -> int:
         """Store ``tokens`` (page-aligned part); return how many tokens were new."""

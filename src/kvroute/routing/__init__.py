@@ -1,6 +1,21 @@
 """Routing: policies behind one protocol and registry, the prefix index, the router."""
 
-from kvroute.routing import random, round_robin  # noqa: F401 - register the policies
+from kvroute.routing import (  # noqa: F401 - importing a policy module registers it
+    aibrix_prefix,
+    cache_aware,
+    cache_aware_v2,
+    dynamo,
+    lbgr,
+    least_load,
+    least_request,
+    llmd,
+    lmetric,
+    oracle,
+    power_of_two,
+    prefix_hash,
+    random,
+    round_robin,
+)
 from kvroute.routing.base import (
     ClusterView,
     Decision,

@@ -20,14 +20,15 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import numpy as np
 
 if TYPE_CHECKING:
     from kvroute.routing.prefix_index import PrefixIndex
 
-__all__ = ["ClusterView", "Decision", "Feedback", "RouteRequest", "RoutingPolicy", "WorkerState"]
+__all__ = ["ClusterView", "Decision", "Feedback", "RouteRequest", "RoutingPolicy", "WorkerProbe",
+           "WorkerState"]
 
 
 @dataclass(eq=False)
@@ -88,12 +89,24 @@ class WorkerState:
     kv_capacity: int = 0
 
 
-class ClusterView:
-    """A read-only window on the router's state, handed to ``RoutingPolicy.route``."""
+class WorkerProbe(Protocol):
+    """Exact knowledge of a worker, which only a simulator has (for the ``oracle``)."""
 
-    def __init__(self, workers: Sequence[WorkerState], index: PrefixIndex | None) -> None:
+    def predict_e2e(self, tokens: np.ndarray, output_len: int) -> float:
+        """Seconds this request would take end to end if it were sent to the worker now."""
+
+
+class ClusterView:
+    """A read-only window on the router's state, handed to ``RoutingPolicy.route``.
+
+    ``probes`` is None except in the simulator, which can see the workers' true state.
+    """
+
+    def __init__(self, workers: Sequence[WorkerState], index: PrefixIndex | None,
+                 probes: Sequence[WorkerProbe] | None = None) -> None:
         self._workers = workers
         self._index = index
+        self.probes = probes
         self.now = 0.0
 
     def __len__(self) -> int:

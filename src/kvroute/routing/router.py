@@ -9,6 +9,7 @@ and the live HTTP router both drive this object; only their clocks differ.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from kvroute.errors import ConfigError
@@ -18,6 +19,7 @@ from kvroute.routing.base import (
     Feedback,
     RouteRequest,
     RoutingPolicy,
+    WorkerProbe,
     WorkerState,
 )
 from kvroute.routing.prefix_index import DEFAULT_INDEX_CAPACITY, PrefixIndex
@@ -40,15 +42,21 @@ class Dispatch:
 
 class Router:
     def __init__(self, policy: RoutingPolicy, workers: int,
-                 index_capacity: int = DEFAULT_INDEX_CAPACITY) -> None:
+                 index_capacity: int = DEFAULT_INDEX_CAPACITY,
+                 probes: Sequence[WorkerProbe] | None = None) -> None:
         if workers < 1:
             raise ConfigError(f"a router needs at least one worker, got {workers}")
         self.policy = policy
         self.workers = [WorkerState(i) for i in range(workers)]
         self.index = PrefixIndex(workers, index_capacity) if policy.uses_index else None
-        self.view = ClusterView(self.workers, self.index)
+        self.view = ClusterView(self.workers, self.index, probes)
+        self._next_rid = 0
 
     def route(self, req: RouteRequest, now: float) -> Dispatch:
+        """Choose a worker for ``req`` (a request without an id gets a fresh one)."""
+        if req.rid < 0:
+            req.rid = self._next_rid
+        self._next_rid = max(self._next_rid, req.rid) + 1
         self.view.now = now
         decision = self.policy.route(req, self.view)
         w = decision.worker

@@ -120,7 +120,6 @@ def simulate(workload: Workload, config: SimConfig | None = None, *, ceilings: b
     model = cfg.step_model()
     wcfg = cfg.worker_config()
     loop = EventLoop()
-    router = Router(make_router_policy(cfg.routing, seed=cfg.seed), cfg.workers)
     rows: list[tuple[float, ...]] = []
     load: list[tuple[float, int, int, int, float]] = []
     dispatches: dict[int, Dispatch] = {}
@@ -161,6 +160,8 @@ def simulate(workload: Workload, config: SimConfig | None = None, *, ceilings: b
                for i in range(cfg.workers)]
     for w in workers:
         w.debug = cfg.debug
+    router = Router(make_router_policy(cfg.routing, seed=cfg.seed), cfg.workers,
+                    probes=workers)
 
     def dispatch(req: Request) -> None:
         if req.rid in dispatches:

@@ -65,8 +65,8 @@ class WorkerConfig:
 class Job:
     """One request's life on a worker (times in seconds)."""
 
-    __slots__ = ("cached", "computed", "done", "finish", "first_token", "generated", "handle",
-                 "need", "queued", "req", "start", "worker")
+    __slots__ = ("cached", "computed", "done", "est_uncached", "finish", "first_token",
+                 "generated", "handle", "need", "queued", "req", "start", "worker")
 
     def __init__(self, req: Request, worker: int, now: float) -> None:
         self.req = req
@@ -81,6 +81,7 @@ class Job:
         self.need = 0  # pool tokens reserved at admission
         self.handle: Node | None = None
         self.done = False
+        self.est_uncached = 0  # prompt tokens not cached when it reached the worker
 
 
 class SimWorker:
@@ -127,6 +128,23 @@ class SimWorker:
         """Pool tokens in use: the cache plus admitted requests' reservations."""
         return self.cache.total + self.reserved
 
+    def predict_e2e(self, tokens: np.ndarray, output_len: int) -> float:
+        """Seconds a request would take if it came now, from the true cache and queue: the
+        prefill backlog plus its own uncached prompt in chunks, then its decode steps
+        beside the current decodes (admission waits and later arrivals are ignored)."""
+        m, chunk = self.model, self.config.chunk_size
+        hit = min(self.cache.peek(tokens), len(tokens) - 1)
+        own = len(tokens) - hit
+        backlog = (sum(j.req.prompt_len - j.computed for j in self.prefilling)
+                   + sum(j.est_uncached for j in self.waiting))
+        total = backlog + own
+        full, rest = divmod(total, chunk)
+        t = full * m.step_time(chunk, 0.0, 0) + (m.step_time(rest, 0.0, 0) if rest else 0.0)
+        t += m.c_ms / 1000 * own * (hit + own / 2)
+        batch = len(self.decoding) + len(self.prefilling) + len(self.waiting) + 1
+        ctx = self.decode_context + len(tokens)
+        return t + (output_len - 1) * m.step_time(batch, 0.0, ctx)
+
     def stats(self) -> dict[str, float]:
         return {"busy_s": self.busy_time, "steps": self.steps,
                 "prefill_tokens": self.prefill_tokens, "decode_tokens": self.decode_tokens}
@@ -140,6 +158,7 @@ class SimWorker:
             raise ConfigError(
                 f"request {job.req.rid} needs {job.req.prompt_len + job.req.output_len} KV "
                 f"tokens, more than the worker's pool of {self.capacity}; raise --capacity")
+        job.est_uncached = job.req.prompt_len - self.cache.peek(job.req.tokens)
         self.waiting.append(job)
         if not self.busy:
             self.busy = True  # a step is planned

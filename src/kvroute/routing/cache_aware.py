@@ -1,0 +1,72 @@
+"""``cache_aware``: SGLang 0.4.6's router (the paper's main baseline, paper.md 6.1).
+
+Algorithm, with ``L_w`` the requests in flight on worker ``w`` as the router counts them:
+
+1. ``imbalanced = (max L - min L) > balance_abs_threshold and
+   max L > balance_rel_threshold * min L``. If imbalanced, route to ``argmin L`` (ties:
+   lowest index) -- branch ``"balance"``.
+2. Otherwise take the longest prefix match over all workers in the router's prefix index
+   (``view.matched(req)``; ties: lowest index). If ``matched / len(prompt) >
+   cache_threshold`` (strictly), route there -- branch ``"hit"``.
+3. Otherwise route to the worker whose index tree is smallest (``view.index_sizes()``;
+   ties: lowest index) -- branch ``"miss"``. An empty prompt counts as a miss.
+
+The router then records the prompt under the chosen worker and counts it in flight.
+
+Parameters (published defaults): ``seed`` 0 (unused, the rule is deterministic),
+``cache_threshold`` 0.5 (in [0, 1]), ``balance_abs_threshold`` 32 (an integer >= 0),
+``balance_rel_threshold`` 1.0001 (>= 1).
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Integral, Real
+
+import numpy as np
+
+from kvroute.errors import ConfigError
+from kvroute.routing.base import ClusterView, Decision, RouteRequest, RoutingPolicy
+from kvroute.routing.registry import register
+
+__all__ = ["CacheAware"]
+
+
+@register
+class CacheAware(RoutingPolicy):
+    name = "cache_aware"
+    uses_index = True
+
+    def __init__(self, seed: int = 0, cache_threshold: float = 0.5,
+                 balance_abs_threshold: int = 32,
+                 balance_rel_threshold: float = 1.0001) -> None:
+        super().__init__(seed)
+        if not (isinstance(cache_threshold, Real) and 0.0 <= cache_threshold <= 1.0):
+            raise ConfigError(f"{self.name}: cache_threshold must be a number in [0, 1], "
+                              f"got {cache_threshold!r}")
+        if isinstance(balance_abs_threshold, bool) or not (
+                isinstance(balance_abs_threshold, Integral) and balance_abs_threshold >= 0):
+            raise ConfigError(f"{self.name}: balance_abs_threshold must be an integer >= 0 "
+                              f"(requests), got {balance_abs_threshold!r}")
+        if not (isinstance(balance_rel_threshold, Real)
+                and math.isfinite(balance_rel_threshold) and balance_rel_threshold >= 1.0):
+            raise ConfigError(f"{self.name}: balance_rel_threshold must be a finite number "
+                              f">= 1, got {balance_rel_threshold!r}")
+        self.cache_threshold: float = float(cache_threshold)
+        self.balance_abs_threshold: int = int(balance_abs_threshold)
+        self.balance_rel_threshold: float = float(balance_rel_threshold)
+
+    def route(self, req: RouteRequest, view: ClusterView) -> Decision:
+        load = view.in_flight()
+        hi, lo = int(load.max()), int(load.min())
+        if hi - lo > self.balance_abs_threshold and hi > self.balance_rel_threshold * lo:
+            return Decision(int(np.argmin(load)), branch="balance")
+        matched = view.matched(req)
+        best = int(np.argmax(matched))
+        if len(req) > 0 and matched[best] / len(req) > self.cache_threshold:
+            return Decision(best, branch="hit")
+        return self._miss(view, load)
+
+    def _miss(self, view: ClusterView, load: np.ndarray) -> Decision:
+        """Where a request goes when no worker holds enough of its prefix."""
+        return Decision(int(np.argmin(view.index_sizes())), branch="miss")

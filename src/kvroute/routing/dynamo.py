@@ -1,0 +1,95 @@
+"""``dynamo``: NVIDIA Dynamo's KV router, a block-level cost of new prefill plus decode load.
+
+For each worker i, with ``P`` the prompt length in units and ``b`` the block size::
+
+    cost_i = prefill_scale * max(0, (active_prefill_i + P) / b - overlap_blocks_i)
+             + active_decode_blocks_i + request_weight * active_requests_i
+
+and the request goes to ``argmin cost`` at temperature 0 (ties to the lowest index). At a
+temperature ``T > 0`` the costs are min-max normalised to ``[0, 1]`` and a worker is drawn
+with probability proportional to ``exp(-norm_cost_i / T)`` (lower cost, likelier) from the
+policy's seeded generator; equal costs everywhere give a uniform draw.
+
+What the router knows stands in for Dynamo's own counters:
+
+* ``active_prefill_i`` = ``WorkerState.prefill_units``: prompt units of requests routed to i
+  that have no first token yet (whole prompts; their cached parts are not subtracted);
+* ``overlap_blocks_i`` = ``view.matched(req)[i] // b``: whole blocks of this prompt the
+  router's prefix index believes i holds;
+* ``active_decode_blocks_i`` ≈ ``WorkerState.decode_units / b``: an approximation, the
+  prompt units of in-flight requests past their first token, in blocks (the KV those
+  requests hold, less the tokens they have generated, which the router does not count);
+* ``active_requests_i`` = ``WorkerState.in_flight`` (router-counted).
+
+Parameters (published defaults):
+
+* ``prefill_scale`` = 1.0: weight of the prefill blocks against the decode blocks (>= 0);
+* ``block`` = 16 units per KV block (Dynamo's default; Mooncake traces use 512, so pass
+  ``block=512`` when replaying them);
+* ``temperature`` = 0.0: 0 is deterministic argmin, > 0 samples the softmax above;
+* ``request_weight`` = 0.0: weight ``w`` of the in-flight request count (>= 0).
+
+The cost is in blocks, not seconds, so decisions carry no latency prediction.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from kvroute.errors import ConfigError
+from kvroute.routing.base import ClusterView, Decision, RouteRequest, RoutingPolicy
+from kvroute.routing.registry import register
+
+__all__ = ["Dynamo"]
+
+
+def _nonneg(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or value < 0:
+        raise ConfigError(f"dynamo: {name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+@register
+class Dynamo(RoutingPolicy):
+    name = "dynamo"
+    uses_index = True
+
+    def __init__(self, seed: int = 0, *, prefill_scale: float = 1.0, block: int = 16,
+                 temperature: float = 0.0, request_weight: float = 0.0) -> None:
+        super().__init__(seed)
+        if isinstance(block, bool) or not isinstance(block, (int, np.integer)) or block < 1:
+            raise ConfigError(f"dynamo: block must be an integer >= 1 (units per KV block; "
+                              f"16 by default, 512 for Mooncake traces), got {block!r}")
+        self.prefill_scale = _nonneg("prefill_scale", prefill_scale)
+        self.block = int(block)
+        self.temperature = _nonneg("temperature", temperature)
+        self.request_weight = _nonneg("request_weight", request_weight)
+
+    def costs(self, req: RouteRequest, view: ClusterView) -> np.ndarray:
+        """Every worker's cost for ``req`` (the quantity the policy minimises)."""
+        ws = view.workers
+        b = float(self.block)
+        overlap = (view.matched(req) // self.block).astype(np.float64)
+        prefill = np.array([w.prefill_units for w in ws], dtype=np.float64)
+        decode = np.array([w.decode_units for w in ws], dtype=np.float64)
+        requests = np.array([w.in_flight for w in ws], dtype=np.float64)
+        new_blocks = np.maximum(0.0, (prefill + len(req)) / b - overlap)
+        return self.prefill_scale * new_blocks + decode / b + self.request_weight * requests
+
+    def probabilities(self, costs: np.ndarray) -> np.ndarray:
+        """The softmax over min-max normalised costs at this policy's temperature (> 0)."""
+        lo, hi = float(costs.min()), float(costs.max())
+        norm = (costs - lo) / (hi - lo) if hi > lo else np.zeros_like(costs)
+        logits = -norm / self.temperature
+        weights = np.exp(logits - logits.max())
+        return weights / weights.sum()
+
+    def route(self, req: RouteRequest, view: ClusterView) -> Decision:
+        costs = self.costs(req, view)
+        if self.temperature == 0.0:
+            return Decision(int(np.argmin(costs)), branch="argmin")
+        p = self.probabilities(costs)
+        return Decision(int(self.rng.choice(len(p), p=p)), branch="softmax")

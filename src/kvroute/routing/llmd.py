@@ -1,0 +1,89 @@
+"""``llmd``: llm-d's default scorer profile, a weighted sum of queue, KV-free and prefix scores.
+
+For each worker i, with ``P`` the prompt length in units and ``b`` the block size::
+
+    queue_score_i  = (maxQ - q_i) / (maxQ - minQ)     (1 for every worker if maxQ == minQ)
+    kv_score_i     = 1 - kv_usage_i
+    prefix_score_i = (matched_i // b) / ceil(P / b)    (0 for an empty prompt)
+    score_i = queue_weight * queue_score_i + kv_weight * kv_score_i
+              + prefix_weight * prefix_score_i
+
+and the request goes to ``argmax score``; workers tied at the maximum (within 1e-12) are
+drawn uniformly from the policy's seeded generator. ``q_i`` is the engine-reported
+``WorkerState.waiting`` (queued, not yet running), ``kv_usage_i`` the engine-reported
+fraction of the KV pool in use (clipped to [0, 1]); both may be stale in the live router.
+``matched_i`` is the prefix of this prompt the router's prefix index believes i holds,
+counted in whole blocks like llm-d's block-hash prefix scorer.
+
+Parameters (published defaults):
+
+* ``queue_weight`` = 2.0, ``kv_weight`` = 2.0, ``prefix_weight`` = 3.0 (each >= 0);
+* ``block`` = 16 units per KV block (vLLM's default block size).
+
+Scores are unitless: decisions carry no latency prediction.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from kvroute.errors import ConfigError
+from kvroute.routing.base import ClusterView, Decision, RouteRequest, RoutingPolicy
+from kvroute.routing.registry import register
+
+__all__ = ["LlmD"]
+
+TIE_TOLERANCE = 1e-12
+
+
+def _nonneg(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or value < 0:
+        raise ConfigError(f"llmd: {name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+@register
+class LlmD(RoutingPolicy):
+    name = "llmd"
+    uses_index = True
+
+    def __init__(self, seed: int = 0, *, queue_weight: float = 2.0, kv_weight: float = 2.0,
+                 prefix_weight: float = 3.0, block: int = 16) -> None:
+        super().__init__(seed)
+        if isinstance(block, bool) or not isinstance(block, (int, np.integer)) or block < 1:
+            raise ConfigError(f"llmd: block must be an integer >= 1 (units per KV block; "
+                              f"16 by default), got {block!r}")
+        self.queue_weight = _nonneg("queue_weight", queue_weight)
+        self.kv_weight = _nonneg("kv_weight", kv_weight)
+        self.prefix_weight = _nonneg("prefix_weight", prefix_weight)
+        self.block = int(block)
+
+    def components(self, req: RouteRequest,
+                   view: ClusterView) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The three per-worker scores (queue, KV-free, prefix), each in [0, 1]."""
+        ws = view.workers
+        q = np.array([w.waiting for w in ws], dtype=np.float64)
+        lo, hi = float(q.min()), float(q.max())
+        queue = (hi - q) / (hi - lo) if hi > lo else np.ones_like(q)
+        kv = 1.0 - np.clip(np.array([w.kv_usage for w in ws], dtype=np.float64), 0.0, 1.0)
+        total_blocks = -(-len(req) // self.block)
+        if total_blocks == 0:
+            prefix = np.zeros_like(q)
+        else:
+            prefix = (view.matched(req) // self.block).astype(np.float64) / total_blocks
+        return queue, kv, prefix
+
+    def scores(self, req: RouteRequest, view: ClusterView) -> np.ndarray:
+        """Every worker's weighted score for ``req`` (the quantity the policy maximises)."""
+        queue, kv, prefix = self.components(req, view)
+        return self.queue_weight * queue + self.kv_weight * kv + self.prefix_weight * prefix
+
+    def route(self, req: RouteRequest, view: ClusterView) -> Decision:
+        scores = self.scores(req, view)
+        best = np.flatnonzero(scores >= scores.max() - TIE_TOLERANCE)
+        if len(best) == 1:
+            return Decision(int(best[0]), branch="argmax")
+        return Decision(int(best[self.rng.integers(len(best))]), branch="tie")
