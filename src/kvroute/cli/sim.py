@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -16,70 +15,23 @@ from kvroute.errors import ConfigError
 from kvroute.routing import routing_names
 from kvroute.sim.cluster import SimConfig, SimResult, simulate
 from kvroute.sim.step_model import DEFAULT_PROFILE, load_profile, parse_overrides, profile_names
-from kvroute.workloads.chat import ChatConfig, load_sharegpt, synthetic_chat
-from kvroute.workloads.gsp import ORDERS, GSPConfig, gsp_workload
-from kvroute.workloads.loogle import LoogleConfig, load_loogle, synthetic_loogle
-from kvroute.workloads.mooncake import load_mooncake
+from kvroute.workloads.catalog import WORKLOAD_NAMES
+from kvroute.workloads.catalog import build_workload as build
+from kvroute.workloads.gsp import ORDERS
 from kvroute.workloads.request import Workload
-from kvroute.workloads.tokenizer import load_tokenizer
 
-__all__ = ["WORKLOADS", "add_parser", "build_workload", "cmd_sim"]
-
-
-def _given(args: argparse.Namespace, **fields: str) -> dict[str, Any]:
-    """Config fields from the flags the user gave (None = not given: keep the default)."""
-    return {field: getattr(args, flag) for field, flag in fields.items()
-            if getattr(args, flag) is not None}
+__all__ = ["add_parser", "build_workload", "cmd_sim"]
 
 
-def _gsp(args: argparse.Namespace) -> Workload:
-    cfg = GSPConfig(seed=args.seed, **_given(args, groups="groups", prefix_ratio="prefix_ratio",
-                                             prompts_per_group="prompts_per_group",
-                                             order="order"))
-    return gsp_workload(cfg, **_given(args, rate="rate", output_len="output_len"))
-
-
-def _chat(args: argparse.Namespace) -> Workload:
-    if args.rate is not None and args.mode != "open":
-        raise ConfigError("--rate applies to the open loop (--mode open); the closed loop is "
-                          "paced by --concurrency")
-    cfg = ChatConfig(seed=args.seed, **_given(
-        args, clients="clients", mode="mode", concurrency="concurrency", rate="rate",
-        think_time="think_time", output_len="output_len"))
-    if args.dataset:
-        return load_sharegpt(args.dataset, cfg, load_tokenizer(args.tokenizer), args.workload)
-    return synthetic_chat(cfg, args.workload)
-
-
-def _loogle(args: argparse.Namespace) -> Workload:
-    cfg = LoogleConfig(seed=args.seed, **_given(
-        args, documents="documents", questions_per_doc="questions_per_doc", rate="rate",
-        output_len="output_len"))
-    if args.dataset:
-        return load_loogle(args.dataset, cfg, load_tokenizer(args.tokenizer))
-    return synthetic_loogle(cfg)
-
-
-def _mooncake(args: argparse.Namespace) -> Workload:
-    if not args.trace:
-        raise ConfigError("the mooncake workload replays a trace: pass --trace FILE.jsonl "
-                          "(Mooncake format: timestamp, input_length, output_length, hash_ids)")
-    if args.output_len is not None:
-        raise ConfigError("--output-len does not apply to a trace (it has output lengths)")
-    return load_mooncake(args.trace, args.block_size, time_scale=args.time_scale,
-                         rate=args.rate, start=args.start, limit=args.limit)
-
-
-WORKLOADS: dict[str, Callable[[argparse.Namespace], Workload]] = {
-    "gsp": _gsp, "sharegpt": _chat, "ultrachat": _chat, "loogle": _loogle,
-    "mooncake": _mooncake}
+WORKLOAD_FLAGS = ("groups", "prompts_per_group", "prefix_ratio", "order", "rate", "output_len",
+                  "mode", "clients", "concurrency", "think_time", "documents",
+                  "questions_per_doc", "block_size", "time_scale", "start", "limit")
 
 
 def build_workload(args: argparse.Namespace) -> Workload:
-    if args.dataset and args.workload not in ("sharegpt", "ultrachat", "loogle"):
-        raise ConfigError(f"--dataset applies to sharegpt, ultrachat and loogle, not "
-                          f"{args.workload}")
-    return WORKLOADS[args.workload](args)
+    """The workload named by ``--workload`` with the workload flags the user gave."""
+    return build(args.workload, args.seed, dataset=args.dataset, trace=args.trace,
+                 tokenizer=args.tokenizer, **{f: getattr(args, f) for f in WORKLOAD_FLAGS})
 
 
 def _names(text: str, known: list[str], what: str) -> list[str]:
@@ -168,7 +120,7 @@ def add_parser(sub: Any) -> None:
     s = sub.add_parser("sim", help="simulate M workers behind a router (the paper's setup)",
                        description=cmd_sim.__doc__,
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    s.add_argument("--workload", choices=sorted(WORKLOADS), default="gsp")
+    s.add_argument("--workload", choices=WORKLOAD_NAMES, default="gsp")
     s.add_argument("--eviction", default="lru,rlt",
                    help="comma-separated eviction policies, from: "
                         f"{', '.join(p for p in policy_names() if p != 'optimal')}")
@@ -213,9 +165,9 @@ def add_parser(sub: Any) -> None:
     w.add_argument("--documents", type=int, help="loogle: documents (128)")
     w.add_argument("--questions-per-doc", type=int, help="loogle: questions each (32)")
     w.add_argument("--trace", metavar="PATH", help="mooncake: the trace file (JSONL)")
-    w.add_argument("--block-size", type=int, default=512, help="mooncake: tokens per block")
-    w.add_argument("--time-scale", type=float, default=1.0,
-                   help="mooncake: multiply inter-arrival times")
-    w.add_argument("--start", type=int, default=0, help="mooncake: first request to replay")
+    w.add_argument("--block-size", type=int, help="mooncake: tokens per block (512)")
+    w.add_argument("--time-scale", type=float,
+                   help="mooncake: multiply inter-arrival times (1)")
+    w.add_argument("--start", type=int, help="mooncake: first request to replay (0)")
     w.add_argument("--limit", type=int, help="mooncake: number of requests to replay")
     s.set_defaults(func=cmd_sim)

@@ -14,10 +14,10 @@ import numpy as np
 from kvroute.errors import KvrouteError
 from kvroute.sim.cluster import SimResult
 
-__all__ = ["plot_runs"]
+__all__ = ["load_pyplot", "plot_runs"]
 
 
-def _pyplot() -> Any:
+def load_pyplot() -> Any:
     try:
         import matplotlib
 
@@ -34,7 +34,7 @@ def _label(r: SimResult) -> str:
 
 def plot_runs(results: Sequence[SimResult], path: str | Path, title: str = "") -> Path:
     """Write a 2x2 figure (PNG, SVG or PDF by suffix) and return its path."""
-    plt = _pyplot()
+    plt = load_pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
     labels = [_label(r) for r in results]
     ax = axes[0, 0]

@@ -1,0 +1,185 @@
+"""``kvroute compare``: a grid of simulator runs with a table, ratios, JSON and plots."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from kvroute.cache import policy_names
+from kvroute.cli.console import make_console, need_rich, progress_bar
+from kvroute.errors import ConfigError
+from kvroute.routing import routing_names
+from kvroute.sim.cluster import SimConfig
+from kvroute.sim.grid import Grid, run_grid
+from kvroute.sim.report import METRICS, aggregate, fmt, markdown_table, plot_grid
+from kvroute.sim.step_model import DEFAULT_PROFILE, load_profile
+from kvroute.workloads.catalog import WORKLOAD_NAMES
+from kvroute.workloads.gsp import ORDERS
+
+__all__ = ["PRESETS", "add_parser", "cmd_compare"]
+
+# The paper's grid (paper.md 7-8) and the same workloads against the 2026 routers.
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {"workloads": ("gsp", "sharegpt", "ultrachat", "loogle"), "orders": ORDERS,
+              "evictions": ("lru", "rlt"),
+              "routings": ("random", "round_robin", "cache_aware", "lbgr"),
+              "seeds": (1, 2, 3), "baseline": "lru+cache_aware"},
+    "baselines": {"workloads": ("gsp", "sharegpt", "ultrachat", "loogle"), "orders": ("random",),
+                  "evictions": ("rlt",),
+                  "routings": ("cache_aware", "cache_aware_v2", "dynamo", "lmetric", "llmd",
+                               "aibrix_prefix", "least_load", "prefix_hash", "lbgr", "oracle"),
+                  "seeds": (1, 2, 3), "baseline": "rlt+cache_aware"},
+}
+COLUMNS = ("workload", "order", "eviction", "routing", "hit_rate", "ceiling_optimal",
+           "ttft_mean", "ttft_p99", "e2e_mean", "e2e_p99", "throughput", "x_hit", "x_ttft",
+           "x_e2e", "throughput_gain")
+
+
+def _csv(text: str, known: list[str] | tuple[str, ...], what: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    bad = [n for n in names if n not in known]
+    if bad or not names:
+        raise ConfigError(f"unknown {what} {', '.join(bad) or repr(text)}; choose from: "
+                          f"{', '.join(known)}")
+    return names
+
+
+def _options(items: list[str]) -> dict[str, dict[str, Any]]:
+    """``-o gsp.groups=16 -o sharegpt.clients=8`` -> {"gsp": {"groups": 16}, ...}."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        m = re.fullmatch(r"(\w+)\.(\w+)=(.+)", item)
+        if not m:
+            raise ConfigError(f"workload option {item!r} is not WORKLOAD.KEY=VALUE")
+        wl, key, raw = m.groups()
+        if wl not in WORKLOAD_NAMES:
+            raise ConfigError(f"option {item!r}: unknown workload {wl}")
+        value: Any
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        out.setdefault(wl, {})[key] = tuple(value) if isinstance(value, list) else value
+    return out
+
+
+def _update_doc(path: Path, section: str, text: str) -> None:
+    begin, end = f"<!-- BEGIN {section} -->", f"<!-- END {section} -->"
+    doc = path.read_text()
+    if begin not in doc or end not in doc:
+        raise ConfigError(f"{path} has no '{begin}' ... '{end}' markers to replace")
+    head, rest = doc.split(begin, 1)
+    path.write_text(head + begin + "\n" + text + "\n" + end + rest.split(end, 1)[1])
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Run a grid of eviction x routing x workload x seed in the simulator, in parallel."""
+    rich = need_rich()
+    console = make_console()
+    preset = PRESETS[args.preset] if args.preset else {}
+
+    def pick(name: str, default: str) -> str:
+        """A flag the user gave, else the preset's value, else ``default``."""
+        return getattr(args, name) or ",".join(map(str, preset.get(name, ()))) or default
+
+    workloads = _csv(pick("workloads", "gsp"), WORKLOAD_NAMES, "workload")
+    if args.trace and "mooncake" not in workloads:
+        workloads = (*workloads, "mooncake")
+    seeds = tuple(int(s) for s in pick("seeds", "1").split(","))
+    baseline_text = args.baseline or preset.get("baseline", "lru+round_robin")
+    ev_b, _, ro_b = baseline_text.partition("+")
+    model = load_profile(args.profile)
+    grid = Grid(
+        workloads=workloads,
+        orders=_csv(pick("orders", "random"), ORDERS, "order"),
+        evictions=_csv(pick("evictions", "lru,rlt"),
+                       [p for p in policy_names() if p != "optimal"], "eviction policy"),
+        routings=_csv(pick("routings", "round_robin,lbgr"), routing_names(),
+                      "routing policy"),
+        seeds=seeds,
+        sim=SimConfig(workers=args.workers, profile=args.profile, model=model,
+                      capacity=args.capacity),
+        workload_options=_options(args.option),
+        sources={"mooncake": {"trace": args.trace}} if args.trace else {})
+    cells = list(grid.cells())
+    console.print(f"{len(cells)} runs ({len(grid.cases())} workload cases x "
+                  f"{len(grid.evictions)} evictions x {len(grid.routings)} routings) on "
+                  f"{args.jobs or 'all'} cores")
+    with progress_bar(console) as progress:
+        task = progress.add_task("runs + ceilings", total=len(cells) + len(grid.cases()))
+        runs, ceilings = run_grid(grid, args.jobs, ceilings=args.ceilings,
+                                  progress=lambda done, total: progress.update(task,
+                                                                               completed=done))
+    baseline = (ev_b, ro_b)
+    have = {(c.eviction, c.routing) for c in cells}
+    rows = aggregate(runs, ceilings, baseline if baseline in have else None)
+    _, higher = METRICS[args.sort]
+    rows.sort(key=lambda r: (r["workload"], r["order"],
+                             -r[args.sort] if higher else r[args.sort]))
+    table = rich.table.Table(title=f"{len(cells)} runs, means over seeds {list(seeds)}; "
+                                   f"ratios vs {baseline_text} (x: times better)")
+    for col in COLUMNS:
+        table.add_column(col.replace("ceiling_optimal", "optimum"), justify="right")
+    for r in rows:
+        table.add_row(*(fmt(r.get(c), c) for c in COLUMNS))
+    console.print(table)
+    md = markdown_table(rows, COLUMNS)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "table.md").write_text(md + "\n")
+        (out / "runs.json").write_text(json.dumps({
+            "grid": {"workloads": grid.workloads, "orders": grid.orders,
+                     "evictions": grid.evictions, "routings": grid.routings,
+                     "seeds": grid.seeds, "sim": grid.sim.describe(),
+                     "workload_options": grid.workload_options},
+            "rows": rows,
+            "ceilings": [{"workload": k[0], "order": k[1], "seed": k[2], **v}
+                         for k, v in ceilings.items()],
+            "runs": [{"workload": r["cell"].workload, "order": r["cell"].order,
+                      "eviction": r["cell"].eviction, "routing": r["cell"].routing,
+                      "seed": r["cell"].seed, "summary": r["summary"]} for r in runs]},
+            indent=1))
+        paths = plot_grid(rows, runs, out) if args.plot else []
+        console.print(f"wrote {out}/table.md, runs.json" + (f" and {len(paths)} plots"
+                                                           if paths else ""))
+    if args.update_doc:
+        _update_doc(Path(args.update_doc), args.section or args.preset or "results", md)
+        console.print(f"updated {args.update_doc}")
+    return 0
+
+
+def add_parser(sub: Any) -> None:
+    c = sub.add_parser("compare", help="run a grid of policies x workloads x seeds",
+                       description=cmd_compare.__doc__,
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    c.add_argument("--paper", dest="preset", action="store_const", const="paper",
+                   help="the paper's grid: {lru,rlt} x {random,round_robin,cache_aware,lbgr} x "
+                        "{gsp,sharegpt,ultrachat,loogle} x gsp orders x 3 seeds")
+    c.add_argument("--baselines", dest="preset", action="store_const", const="baselines",
+                   help="rlt with the 2026 routers, lbgr and oracle on the same workloads")
+    c.add_argument("--workloads", help=f"comma-separated, from: {', '.join(WORKLOAD_NAMES)}")
+    c.add_argument("--orders", help=f"gsp arrival orders, from: {', '.join(ORDERS)}")
+    c.add_argument("--evictions", help="comma-separated eviction policies")
+    c.add_argument("--routings", help=f"comma-separated, from: {', '.join(routing_names())}")
+    c.add_argument("--seeds", help="comma-separated seeds (default 1)")
+    c.add_argument("-o", "--option", action="append", default=[], metavar="WL.KEY=VALUE",
+                   help="workload option, e.g. gsp.rate=8 or sharegpt.clients=64")
+    c.add_argument("--trace", metavar="PATH", help="also replay this Mooncake trace")
+    c.add_argument("--workers", type=int, default=4)
+    c.add_argument("--profile", default=DEFAULT_PROFILE)
+    c.add_argument("--capacity", type=int, help="KV pool per worker (default: the profile's)")
+    c.add_argument("--baseline", metavar="EVICTION+ROUTING",
+                   help="pair the ratios are taken against (preset's, else lru+round_robin)")
+    c.add_argument("--sort", choices=tuple(METRICS), default="e2e_mean")
+    c.add_argument("--jobs", type=int, help="processes (default: all cores)")
+    c.add_argument("--out", metavar="DIR", help="write table.md, runs.json (and plots) here")
+    c.add_argument("--no-plot", dest="plot", action="store_false")
+    c.add_argument("--no-ceilings", dest="ceilings", action="store_false")
+    c.add_argument("--update-doc", metavar="FILE.md",
+                   help="replace the table between <!-- BEGIN SECTION --> markers in FILE")
+    c.add_argument("--section", help="marker name for --update-doc (default: the preset)")
+    c.set_defaults(func=cmd_compare)

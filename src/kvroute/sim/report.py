@@ -1,0 +1,148 @@
+"""Tables and plots for a grid of runs: means over seeds, ratios to a baseline pair.
+
+Ratios are "times better than the baseline": hit rate cell/base; TTFT and E2E base/cell
+(lower is better); throughput as a percentage change. The baseline is the same workload
+and order with the baseline (eviction, routing) pair, averaged over the same seeds.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kvroute.errors import ConfigError
+
+__all__ = ["METRICS", "aggregate", "fmt", "markdown_table", "plot_grid"]
+
+# name -> (how to read it from a summary, higher is better)
+METRICS: dict[str, tuple[tuple[str, ...], bool]] = {
+    "hit_rate": (("hit_rate",), True),
+    "ttft_mean": (("ttft_s", "mean"), False),
+    "ttft_p99": (("ttft_s", "p99"), False),
+    "e2e_mean": (("e2e_s", "mean"), False),
+    "e2e_p99": (("e2e_s", "p99"), False),
+    "throughput": (("throughput_rps",), True),
+}
+
+
+def _read(summary: dict[str, Any], path: tuple[str, ...]) -> float:
+    value: Any = summary
+    for key in path:
+        value = value[key]
+    return float(value)
+
+
+def aggregate(runs: Sequence[dict[str, Any]], ceilings: dict[Any, dict[str, float]],
+              baseline: tuple[str, str] | None = None) -> list[dict[str, Any]]:
+    """One row per (workload, order, eviction, routing): metric means over seeds, the mean
+    ceilings, and ratios to ``baseline`` = (eviction, routing) when it is in the grid."""
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
+    for run in runs:
+        c = run["cell"]
+        groups[(c.workload, c.order, c.eviction, c.routing)].append(run)
+    rows = []
+    for (wl, order, ev, ro), members in groups.items():
+        row: dict[str, Any] = {"workload": wl, "order": order or "", "eviction": ev,
+                               "routing": ro, "seeds": len(members)}
+        for name, (path, _) in METRICS.items():
+            row[name] = float(np.mean([_read(m["summary"], path) for m in members]))
+        cs = [ceilings[m["cell"].case] for m in members if m["cell"].case in ceilings]
+        row["ceiling_infinite"] = float(np.mean([c["infinite"] for c in cs])) if cs else None
+        row["ceiling_optimal"] = float(np.mean([c["optimal"] for c in cs])) if cs else None
+        rows.append(row)
+    if baseline is not None:
+        base = {(r["workload"], r["order"]): r for r in rows
+                if (r["eviction"], r["routing"]) == baseline}
+        if not base:
+            raise ConfigError(f"baseline {baseline[0]}+{baseline[1]} is not in the grid")
+        for r in rows:
+            b = base.get((r["workload"], r["order"]))
+            if b is None:
+                continue
+            r["x_hit"] = r["hit_rate"] / b["hit_rate"] if b["hit_rate"] else float("inf")
+            r["x_ttft"] = b["ttft_mean"] / r["ttft_mean"]
+            r["x_e2e"] = b["e2e_mean"] / r["e2e_mean"]
+            r["throughput_gain"] = r["throughput"] / b["throughput"] - 1
+    return rows
+
+
+def fmt(value: Any, name: str) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return value
+    if name in ("hit_rate", "ceiling_infinite", "ceiling_optimal"):
+        return f"{value:.3f}"
+    if name.startswith("x_"):
+        return f"{value:.2f}x"
+    if name == "throughput_gain":
+        return f"{value:+.1%}"
+    if name == "throughput":
+        return f"{value:.2f}"
+    if name.startswith(("ttft", "e2e")):
+        return f"{value:.3f}" if value < 10 else f"{value:.1f}"
+    return str(value)
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    head = "| " + " | ".join(columns) + " |"
+    rule = "|" + "|".join("---" for _ in columns) + "|"
+    body = ["| " + " | ".join(fmt(r.get(c), c) for c in columns) + " |" for r in rows]
+    return "\n".join([head, rule, *body])
+
+
+def plot_grid(rows: Sequence[dict[str, Any]], runs: Sequence[dict[str, Any]],
+              out_dir: Path) -> list[Path]:
+    """Bar charts per metric (one group per workload/order) and E2E CDFs per workload."""
+    from kvroute.sim.plot import load_pyplot
+
+    plt = load_pyplot()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cases = list(dict.fromkeys((r["workload"], r["order"]) for r in rows))
+    pairs = list(dict.fromkeys((r["eviction"], r["routing"]) for r in rows))
+    by = {(r["workload"], r["order"], r["eviction"], r["routing"]): r for r in rows}
+    written = []
+    width = 0.8 / max(len(pairs), 1)
+    for metric, (_, higher) in METRICS.items():
+        fig, ax = plt.subplots(figsize=(max(8, 1.6 * len(cases)), 4.5))
+        x = np.arange(len(cases))
+        for k, (ev, ro) in enumerate(pairs):
+            vals = [by.get((wl, od, ev, ro), {}).get(metric, np.nan) for wl, od in cases]
+            ax.bar(x + k * width - 0.4 + width / 2, vals, width, label=f"{ev}+{ro}")
+        ax.set_xticks(x, [wl + (f"\n{od}" if od else "") for wl, od in cases])
+        ax.set_title(f"{metric} ({'higher' if higher else 'lower'} is better; mean over seeds)")
+        if metric.startswith(("ttft", "e2e")):
+            ax.set_yscale("log")
+            ax.set_ylabel("seconds (log)")
+        ax.legend(fontsize=7, ncol=2)
+        ax.grid(axis="y", alpha=0.3)
+        fig.tight_layout()
+        path = out_dir / f"{metric}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    for wl, od in cases:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        first_seed = min(r["cell"].seed for r in runs)
+        for run in runs:
+            c = run["cell"]
+            if (c.workload, c.order or "", c.seed) == (wl, od, first_seed):
+                e2e = run["e2e"]
+                ax.plot(e2e, np.arange(1, len(e2e) + 1) / len(e2e),
+                        label=f"{c.eviction}+{c.routing}")
+        ax.set_xscale("log")
+        ax.set_xlabel("end-to-end latency (s, log)")
+        ax.set_ylabel("fraction of requests")
+        ax.set_title(f"E2E CDF: {wl}{' ' + od if od else ''} (seed {first_seed})")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = out_dir / f"cdf_{wl}{'_' + od if od else ''}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
