@@ -66,3 +66,27 @@ def test_sim_other_workloads_and_errors(tmp_path, capsys):
     assert "unknown routing policy nope" in capsys.readouterr().err
     assert main(["sim", "--profile", "tpu-v9"]) == 2
     assert "l40-llama3-8b" in capsys.readouterr().err
+
+
+def test_compare_command_grid_table_json_doc(tmp_path, capsys):
+    """`kvroute compare` runs the grid, prints ratios to the baseline, writes JSON, plots and
+    replaces a marked section of a doc."""
+    doc = tmp_path / "doc.md"
+    doc.write_text("intro\n<!-- BEGIN small -->\nold\n<!-- END small -->\nend\n")
+    rc = main(["compare", "--workloads", "gsp", "-o", "gsp.groups=6", "-o",
+               "gsp.prompts_per_group=4", "--routings", "round_robin,lbgr", "--evictions",
+               "lru", "--baseline", "lru+round_robin", "--jobs", "1", "--out",
+               str(tmp_path / "out"), "--update-doc", str(doc), "--section", "small"])
+    assert rc == 0
+    assert "ratios vs lru+round_robin" in capsys.readouterr().out
+    data = json.loads((tmp_path / "out" / "runs.json").read_text())
+    assert {r["routing"] for r in data["runs"]} == {"round_robin", "lbgr"}
+    base = next(r for r in data["rows"] if r["routing"] == "round_robin")
+    assert base["x_e2e"] == 1.0
+    assert (tmp_path / "out" / "e2e_mean.png").exists()
+    text = doc.read_text()
+    assert "old" not in text and "| workload |" in text and text.endswith("end\n")
+    assert main(["compare", "--routings", "nope"]) == 2
+    assert "unknown routing policy nope" in capsys.readouterr().err
+    assert main(["compare", "-o", "gsp.colour=3"]) == 2
+    assert "unknown option(s) colour" in capsys.readouterr().err

@@ -1,0 +1,81 @@
+"""A small version of the paper's grid, pinned: any change in a policy's behaviour (or in
+the simulator) moves these numbers and fails here. If a change is intended, rerun
+``python tests/sim/test_grid.py`` to print the new values, and say why in the commit."""
+
+from __future__ import annotations
+
+import pytest
+
+from kvroute.sim.cluster import SimConfig
+from kvroute.sim.grid import Grid, run_grid
+from kvroute.sim.report import aggregate
+
+GRID = Grid(
+    workloads=("gsp", "sharegpt", "loogle"), orders=("random", "grouped"),
+    evictions=("lru", "rlt"), routings=("round_robin", "cache_aware", "lbgr"), seeds=(1,),
+    sim=SimConfig(workers=4, capacity=30_000),
+    workload_options={"gsp": {"groups": 20, "prompts_per_group": 8, "rate": 12.0},
+                      "sharegpt": {"clients": 16},
+                      "loogle": {"documents": 12, "questions_per_doc": 8}})
+
+# (workload, order, eviction, routing) -> (hit rate, mean E2E s)
+PINNED: dict[tuple[str, str, str, str], tuple[float, float]] = {
+    ('gsp', 'random', 'lru', 'round_robin'): (0.144736, 4.241779),
+    ('gsp', 'random', 'lru', 'cache_aware'): (0.434744, 2.321576),
+    ('gsp', 'random', 'lru', 'lbgr'): (0.305617, 2.694855),
+    ('gsp', 'random', 'rlt', 'round_robin'): (0.167116, 4.074857),
+    ('gsp', 'random', 'rlt', 'cache_aware'): (0.425051, 2.394806),
+    ('gsp', 'random', 'rlt', 'lbgr'): (0.327400, 2.625484),
+    ('gsp', 'grouped', 'lru', 'round_robin'): (0.143208, 4.108829),
+    ('gsp', 'grouped', 'lru', 'cache_aware'): (0.436766, 2.096231),
+    ('gsp', 'grouped', 'lru', 'lbgr'): (0.145230, 4.238926),
+    ('gsp', 'grouped', 'rlt', 'round_robin'): (0.143208, 4.108829),
+    ('gsp', 'grouped', 'rlt', 'cache_aware'): (0.436766, 2.096231),
+    ('gsp', 'grouped', 'rlt', 'lbgr'): (0.145230, 4.238926),
+    ('sharegpt', '', 'lru', 'round_robin'): (0.365176, 1.075637),
+    ('sharegpt', '', 'lru', 'cache_aware'): (0.672375, 0.608568),
+    ('sharegpt', '', 'lru', 'lbgr'): (0.658091, 0.653633),
+    ('sharegpt', '', 'rlt', 'round_robin'): (0.362211, 1.075931),
+    ('sharegpt', '', 'rlt', 'cache_aware'): (0.672375, 0.608568),
+    ('sharegpt', '', 'rlt', 'lbgr'): (0.658057, 0.653676),
+    ('loogle', '', 'lru', 'round_robin'): (0.335829, 2.468640),
+    ('loogle', '', 'lru', 'cache_aware'): (0.772608, 0.641167),
+    ('loogle', '', 'lru', 'lbgr'): (0.764344, 0.608381),
+    ('loogle', '', 'rlt', 'round_robin'): (0.369592, 2.480531),
+    ('loogle', '', 'rlt', 'cache_aware'): (0.772608, 0.641167),
+    ('loogle', '', 'rlt', 'lbgr'): (0.764344, 0.608381),
+}
+
+
+def rows() -> list[dict]:
+    runs, ceilings = run_grid(GRID, jobs=1)
+    return aggregate(runs, ceilings, baseline=("lru", "cache_aware"))
+
+
+@pytest.fixture(scope="module")
+def grid_rows() -> list[dict]:
+    return rows()
+
+
+def test_small_paper_grid_is_pinned(grid_rows: list[dict]) -> None:
+    """Hit rate and mean E2E of every cell equal the pinned values (same code, same seed)."""
+    got = {(r["workload"], r["order"], r["eviction"], r["routing"]):
+           (r["hit_rate"], r["e2e_mean"]) for r in grid_rows}
+    assert set(got) == set(PINNED)
+    for key, (hit, e2e) in PINNED.items():
+        assert got[key][0] == pytest.approx(hit, abs=1e-6), key
+        assert got[key][1] == pytest.approx(e2e, rel=1e-6), key
+
+
+def test_small_grid_respects_ceilings_and_baseline(grid_rows: list[dict]) -> None:
+    """No cell beats its ceilings; the baseline cell's ratios are exactly 1."""
+    for r in grid_rows:
+        assert r["hit_rate"] <= r["ceiling_infinite"] + 1e-9
+        if (r["eviction"], r["routing"]) == ("lru", "cache_aware"):
+            assert r["x_hit"] == r["x_e2e"] == 1.0
+
+
+if __name__ == "__main__":
+    for r in rows():
+        key = (r["workload"], r["order"], r["eviction"], r["routing"])
+        print(f"    {key!r}: ({r['hit_rate']:.6f}, {r['e2e_mean']:.6f}),")
