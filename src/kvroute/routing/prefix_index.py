@@ -1,51 +1,193 @@
 """The router's prefix index: what the router believes each worker has cached.
 
-It is learned from routing history only (a request routed to worker w is assumed cached
-there), so it is blind to the workers' own evictions. Each worker's part is a radix tree
-(the cache library's :class:`~kvroute.cache.RadixCache`) bounded to ``capacity`` units
-with leaf-LRU trimming, like the paper's router (2^24 units per worker). Units are
-whatever the router keys on: token ids, or character codes.
+One radix tree shared by all workers (SGLang's "approximate tree"): each node lists the
+workers ("tenants") believed to hold it, with the time they last were sent it. It is
+learned from routing history only (a request routed to worker w is assumed cached
+there), so it is blind to the workers' own evictions.
+
+Contract:
+
+* ``match(units)`` returns, for every worker, the length of the longest prefix of
+  ``units`` it holds. It changes nothing (no split, no timestamp), so probing costs one
+  walk down the tree whatever the number of workers.
+* ``record(w, units, now)`` marks every prefix of ``units`` as held by ``w`` at ``now``.
+* Tenancy is prefix-closed per worker. ``sizes()`` is each worker's units in the tree.
+* Every ``trim_interval`` of the clock given to ``record`` (60 s), each worker holding more
+  than ``capacity`` units (2^24) is trimmed leaf-LRU: its least recently recorded leaves
+  go first, until it fits. These are the paper's router constants.
+* Units are whatever the router keys on: token ids or character codes (int64 arrays).
 """
 
 from __future__ import annotations
 
+import heapq
+
 import numpy as np
 
-from kvroute.cache import RadixCache
-from kvroute.errors import ConfigError
+from kvroute.errors import ConfigError, IntegrityError
 
-__all__ = ["DEFAULT_INDEX_CAPACITY", "PrefixIndex"]
+__all__ = ["DEFAULT_INDEX_CAPACITY", "DEFAULT_TRIM_INTERVAL", "PrefixIndex"]
 
 DEFAULT_INDEX_CAPACITY = 1 << 24
+DEFAULT_TRIM_INTERVAL = 60.0
+
+
+class _Node:
+    __slots__ = ("children", "key", "parent", "tenants")
+
+    def __init__(self, key: np.ndarray, parent: _Node | None) -> None:
+        self.key = key
+        self.parent = parent
+        self.children: dict[int, _Node] = {}
+        self.tenants: dict[int, float] = {}  # worker -> last time recorded
+
+
+def _common(key: np.ndarray, units: np.ndarray, pos: int) -> int:
+    n = min(len(key), len(units) - pos)
+    diff = key[:n] != units[pos:pos + n]
+    i = int(diff.argmax()) if n else 0
+    return i if n and diff[i] else n
 
 
 class PrefixIndex:
-    def __init__(self, workers: int, capacity: int = DEFAULT_INDEX_CAPACITY) -> None:
+    def __init__(self, workers: int, capacity: int = DEFAULT_INDEX_CAPACITY,
+                 trim_interval: float = DEFAULT_TRIM_INTERVAL) -> None:
         if capacity < 1:
             raise ConfigError(f"prefix index capacity must be >= 1 unit, got {capacity}")
+        if trim_interval <= 0:
+            raise ConfigError(f"trim interval must be > 0 s, got {trim_interval}")
         self.capacity = capacity
-        self._trees = [RadixCache(capacity, "lru") for _ in range(workers)]
+        self.trim_interval = trim_interval
+        self.root = _Node(np.empty(0, dtype=np.int64), None)
+        self._sizes = [0] * workers
+        self._next_trim = trim_interval
 
     def __len__(self) -> int:
-        return len(self._trees)
+        return len(self._sizes)
 
-    def match(self, units: np.ndarray, now: float) -> np.ndarray:
-        """Matched prefix length of ``units`` in each worker's tree."""
-        return np.array([t.match(units, now).hit for t in self._trees], dtype=np.int64)
+    def match(self, units: np.ndarray, now: float = 0.0) -> np.ndarray:
+        """Longest prefix of ``units`` each worker holds (``now`` is unused: no side effect)."""
+        out = np.zeros(len(self._sizes), dtype=np.int64)
+        node, pos, n = self.root, 0, len(units)
+        while pos < n:
+            child = node.children.get(int(units[pos]))
+            if child is None:
+                break
+            m = _common(child.key, units, pos)
+            pos += m
+            for w in child.tenants:
+                out[w] = pos
+            if m < len(child.key):
+                break
+            node = child
+        return out
 
     def record(self, worker: int, units: np.ndarray, now: float) -> None:
-        """``units`` were sent to ``worker``: assume it caches them from now on."""
-        self._trees[worker].insert(units, now)
+        """``units`` were sent to ``worker`` at ``now``: it holds every prefix of them."""
+        if not 0 <= worker < len(self._sizes):
+            raise ConfigError(f"no worker {worker} in the index ({len(self._sizes)} workers)")
+        node, pos, n = self.root, 0, len(units)
+        added = 0
+        while pos < n:
+            child = node.children.get(int(units[pos]))
+            if child is None:
+                leaf = _Node(np.array(units[pos:], dtype=np.int64), node)
+                leaf.tenants[worker] = now
+                node.children[int(units[pos])] = leaf
+                added += n - pos
+                break
+            m = _common(child.key, units, pos)
+            if m < len(child.key):
+                child = self._split(child, m)
+            if worker not in child.tenants:
+                added += m
+            child.tenants[worker] = now
+            node, pos = child, pos + m
+        self._sizes[worker] += added
+        if now >= self._next_trim:
+            self._next_trim = (now // self.trim_interval + 1) * self.trim_interval
+            self.trim()
+
+    def _split(self, node: _Node, m: int) -> _Node:
+        parent = node.parent
+        assert parent is not None
+        prefix = _Node(node.key[:m], parent)
+        prefix.tenants = dict(node.tenants)
+        parent.children[int(node.key[0])] = prefix
+        node.key = node.key[m:]
+        node.parent = prefix
+        prefix.children[int(node.key[0])] = node
+        return prefix
+
+    def trim(self) -> None:
+        """Trim every worker above ``capacity`` units, least recently recorded leaves first."""
+        for w, size in enumerate(self._sizes):
+            if size > self.capacity:
+                self._trim_worker(w, size - self.capacity)
+
+    def _is_leaf_of(self, node: _Node, w: int) -> bool:
+        return w in node.tenants and not any(w in c.tenants for c in node.children.values())
+
+    def _trim_worker(self, w: int, excess: int) -> None:
+        heap: list[tuple[float, int, _Node]] = []
+        stack = [self.root]
+        while stack:
+            node = stack.pop()
+            stack.extend(c for c in node.children.values() if w in c.tenants)
+            if node is not self.root and self._is_leaf_of(node, w):
+                heap.append((node.tenants[w], id(node), node))
+        heapq.heapify(heap)
+        while excess > 0 and heap:
+            _, _, node = heapq.heappop(heap)
+            del node.tenants[w]
+            self._sizes[w] -= len(node.key)
+            excess -= len(node.key)
+            parent = node.parent
+            assert parent is not None
+            if not node.tenants and not node.children:
+                del parent.children[int(node.key[0])]
+            if parent is not self.root and self._is_leaf_of(parent, w):
+                heapq.heappush(heap, (parent.tenants[w], id(parent), parent))
 
     def sizes(self) -> np.ndarray:
-        return np.array([t.total for t in self._trees], dtype=np.int64)
+        return np.array(self._sizes, dtype=np.int64)
 
     def add_worker(self) -> None:
-        self._trees.append(RadixCache(self.capacity, "lru"))
+        self._sizes.append(0)
 
     def remove_worker(self, worker: int) -> None:
-        del self._trees[worker]
+        """Forget ``worker``; later workers shift down one index (as the router's list does)."""
+        stack = [self.root]
+        while stack:
+            node = stack.pop()
+            stack.extend(node.children.values())
+            if node.tenants:
+                node.tenants = {(v - 1 if v > worker else v): t
+                                for v, t in node.tenants.items() if v != worker}
+        del self._sizes[worker]
+        self._prune(self.root)
+
+    def _prune(self, node: _Node) -> None:
+        for key, child in list(node.children.items()):
+            self._prune(child)
+            if not child.tenants and not child.children:
+                del node.children[key]
 
     def check_integrity(self) -> None:
-        for tree in self._trees:
-            tree.check_integrity()
+        """Tenancy is prefix-closed, no node is empty, and sizes add up."""
+        sizes = [0] * len(self._sizes)
+        stack = [self.root]
+        while stack:
+            node = stack.pop()
+            for key, child in node.children.items():
+                if child.parent is not node or int(child.key[0]) != key or not len(child.key):
+                    raise IntegrityError("prefix index: broken parent/child link")
+                if not child.tenants and not child.children:
+                    raise IntegrityError("prefix index: a node without tenants or children")
+                if node is not self.root and not set(child.tenants) <= set(node.tenants):
+                    raise IntegrityError("prefix index: tenancy is not prefix-closed")
+                for w in child.tenants:
+                    sizes[w] += len(child.key)
+                stack.append(child)
+        if sizes != self._sizes:
+            raise IntegrityError(f"prefix index: sizes {self._sizes} != counted {sizes}")

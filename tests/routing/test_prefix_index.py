@@ -1,0 +1,80 @@
+"""The router's prefix index: per-worker matches, LRU trimming, membership changes."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kvroute.routing.prefix_index import PrefixIndex
+
+
+def a(*xs: int) -> np.ndarray:
+    return np.array(xs, dtype=np.int64)
+
+
+def test_match_per_worker_with_splits() -> None:
+    """Each worker's match is its own longest prefix; a partial edge counts."""
+    idx = PrefixIndex(3)
+    idx.record(0, a(1, 2, 3, 4), 0.0)
+    idx.record(1, a(1, 2, 9), 1.0)
+    assert idx.match(a(1, 2, 3, 7)).tolist() == [3, 2, 0]
+    assert idx.match(a(1, 2, 9, 9)).tolist() == [2, 3, 0]
+    assert idx.match(a(5)).tolist() == [0, 0, 0]
+    assert idx.sizes().tolist() == [4, 3, 0]
+    idx.check_integrity()
+
+
+def test_trim_is_leaf_lru_per_worker_on_the_interval() -> None:
+    """Over capacity, a worker loses its least recently recorded leaves at the next trim."""
+    idx = PrefixIndex(2, capacity=6, trim_interval=60.0)
+    idx.record(0, a(1, 2, 3), 0.0)
+    idx.record(0, a(4, 5, 6), 10.0)
+    idx.record(1, a(1, 2, 3), 20.0)
+    idx.record(0, a(7, 8, 9), 30.0)  # worker 0 holds 9 > 6, but no trim before t = 60
+    assert idx.sizes().tolist() == [9, 3]
+    idx.record(1, a(4, 5), 61.0)  # the trim runs: worker 0's oldest leaf (1,2,3) goes
+    assert idx.sizes().tolist() == [6, 5]
+    assert idx.match(a(1, 2, 3)).tolist() == [0, 3]
+    assert idx.match(a(7, 8, 9)).tolist() == [3, 0]
+    idx.check_integrity()
+
+
+def test_remove_worker_shifts_indices() -> None:
+    """Removing a worker forgets its entries; later workers move down one index."""
+    idx = PrefixIndex(3)
+    idx.record(0, a(1, 2), 0.0)
+    idx.record(1, a(3, 4), 0.0)
+    idx.record(2, a(1, 2, 5), 0.0)
+    idx.remove_worker(1)
+    assert idx.match(a(1, 2, 5)).tolist() == [2, 3]
+    assert idx.match(a(3, 4)).tolist() == [0, 0]
+    idx.add_worker()
+    assert idx.sizes().tolist() == [2, 3, 0]
+    idx.check_integrity()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2), st.lists(st.integers(0, 3), min_size=1,
+                                                       max_size=6)), max_size=25),
+       st.lists(st.integers(0, 3), max_size=7))
+def test_matches_a_naive_model(records: list[tuple[int, list[int]]], probe: list[int]) -> None:
+    """Without trimming, match = longest common prefix with anything recorded per worker."""
+    idx = PrefixIndex(3)
+    held: list[list[list[int]]] = [[], [], []]
+    for t, (w, seq) in enumerate(records):
+        idx.record(w, np.array(seq, dtype=np.int64), float(t))
+        held[w].append(seq)
+        idx.check_integrity()
+
+    def lcp(x: list[int], y: list[int]) -> int:
+        k = 0
+        while k < min(len(x), len(y)) and x[k] == y[k]:
+            k += 1
+        return k
+
+    want = [max((lcp(probe, s) for s in held[w]), default=0) for w in range(3)]
+    assert idx.match(np.array(probe, dtype=np.int64)).tolist() == want
+    sizes = [len({tuple(s[:k]) for s in held[w] for k in range(1, len(s) + 1)})
+             for w in range(3)]
+    assert idx.sizes().tolist() == sizes
