@@ -1,0 +1,61 @@
+"""Time per routing decision, for each policy, with 4, 16 and 64 workers on 8K-token prompts.
+
+Each decision is one ``Router.route`` call: the policy, the prefix-index lookup (for the
+policies that use it), the in-flight accounting and recording the prompt in the index.
+The index is warmed with 512 prompts first (GSP-like: groups sharing a 4K-token prefix),
+and each timed request is completed right away so in-flight counts stay bounded.
+Targets (issue 4): ``lbgr`` under 50 us at 4 workers and under 200 us at 64.
+
+    python benchmarks/route_bench.py [--requests 400] [--workers 4,16,64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from kvroute.routing import RouteRequest, Router, make_router_policy, routing_names
+
+
+def prompts(n: int, rng: np.random.Generator, groups: int = 64) -> list[np.ndarray]:
+    shared = [rng.integers(0, 128_256, 4096) for _ in range(groups)]
+    return [np.concatenate([shared[i % groups], rng.integers(0, 128_256, 4096)])
+            for i in range(n)]
+
+
+def bench(policy: str, workers: int, warm: list[np.ndarray], timed: list[np.ndarray]) -> float:
+    router = Router(make_router_policy(policy, seed=1), workers)
+    now = 0.0
+    for p in warm:
+        now += 0.01
+        router.complete(router.route(RouteRequest(p, max_tokens=4), now), now + 0.001)
+    start = time.perf_counter()
+    for p in timed:
+        now += 0.01
+        d = router.route(RouteRequest(p, max_tokens=4), now)
+        router.complete(d, now + 0.001)
+    return (time.perf_counter() - start) / len(timed) * 1e6
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--requests", type=int, default=400)
+    ap.add_argument("--workers", default="4,16,64")
+    args = ap.parse_args()
+    sizes = [int(w) for w in args.workers.split(",")]
+    rng = np.random.default_rng(0)
+    warm, timed = prompts(512, rng), prompts(args.requests, rng)
+    names = [n for n in routing_names() if n != "oracle"]  # the oracle needs a simulator
+    print(f"us per routing decision (8,192-token prompts, {args.requests} decisions)")
+    print(f"{'policy':<16}" + "".join(f"{w:>10} w" for w in sizes))
+    for name in names:
+        print(f"{name:<16}" + "".join(f"{bench(name, w, warm, timed):>12.1f}" for w in sizes))
+    lb = [bench("lbgr", w, warm, timed) for w in (4, 64)]
+    print(f"lbgr targets: 4 workers {lb[0]:.1f} us (< 50: {'met' if lb[0] < 50 else 'NOT met'}),"
+          f" 64 workers {lb[1]:.1f} us (< 200: {'met' if lb[1] < 200 else 'NOT met'})")
+
+
+if __name__ == "__main__":
+    main()
