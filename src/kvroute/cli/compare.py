@@ -26,12 +26,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     "paper": {"workloads": ("gsp", "sharegpt", "ultrachat", "loogle"), "orders": ORDERS,
               "evictions": ("lru", "rlt"),
               "routings": ("random", "round_robin", "cache_aware", "lbgr"),
-              "seeds": (1, 2, 3), "baseline": "lru+cache_aware"},
+              "seeds": (1, 2, 3), "baseline": "lru+cache_aware", "focus": "rlt+lbgr"},
     "baselines": {"workloads": ("gsp", "sharegpt", "ultrachat", "loogle"), "orders": ("random",),
                   "evictions": ("rlt",),
                   "routings": ("cache_aware", "cache_aware_v2", "dynamo", "lmetric", "llmd",
                                "aibrix_prefix", "least_load", "prefix_hash", "lbgr", "oracle"),
-                  "seeds": (1, 2, 3), "baseline": "rlt+cache_aware"},
+                  "seeds": (1, 2, 3), "baseline": "rlt+cache_aware", "focus": "rlt+lbgr"},
 }
 COLUMNS = ("workload", "order", "eviction", "routing", "hit_rate", "ceiling_optimal",
            "ttft_mean", "ttft_p99", "e2e_mean", "e2e_p99", "throughput", "x_hit", "x_ttft",
@@ -127,10 +127,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
         table.add_row(*(fmt(r.get(c), c) for c in COLUMNS))
     console.print(table)
     md = markdown_table(rows, COLUMNS)
+    focus = args.focus or preset.get("focus")
+    focus_md = markdown_table(
+        [r for r in rows if f"{r['eviction']}+{r['routing']}" == focus], COLUMNS) if focus else ""
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "table.md").write_text(md + "\n")
+        if focus:
+            (out / "focus.md").write_text(focus_md + "\n")
         (out / "runs.json").write_text(json.dumps({
             "grid": {"workloads": grid.workloads, "orders": grid.orders,
                      "evictions": grid.evictions, "routings": grid.routings,
@@ -147,7 +152,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
         console.print(f"wrote {out}/table.md, runs.json" + (f" and {len(paths)} plots"
                                                            if paths else ""))
     if args.update_doc:
-        _update_doc(Path(args.update_doc), args.section or args.preset or "results", md)
+        section = args.section or args.preset or "results"
+        _update_doc(Path(args.update_doc), section, md)
+        if focus:
+            _update_doc(Path(args.update_doc), f"{section}-focus", focus_md)
         console.print(f"updated {args.update_doc}")
     return 0
 
@@ -174,12 +182,15 @@ def add_parser(sub: Any) -> None:
     c.add_argument("--capacity", type=int, help="KV pool per worker (default: the profile's)")
     c.add_argument("--baseline", metavar="EVICTION+ROUTING",
                    help="pair the ratios are taken against (preset's, else lru+round_robin)")
+    c.add_argument("--focus", metavar="EVICTION+ROUTING",
+                   help="also write its rows alone (focus.md; the presets: rlt+lbgr)")
     c.add_argument("--sort", choices=tuple(METRICS), default="e2e_mean")
     c.add_argument("--jobs", type=int, help="processes (default: all cores)")
     c.add_argument("--out", metavar="DIR", help="write table.md, runs.json (and plots) here")
     c.add_argument("--no-plot", dest="plot", action="store_false")
     c.add_argument("--no-ceilings", dest="ceilings", action="store_false")
     c.add_argument("--update-doc", metavar="FILE.md",
-                   help="replace the table between <!-- BEGIN SECTION --> markers in FILE")
+                   help="replace the tables between <!-- BEGIN SECTION --> / <!-- END SECTION "
+                        "--> (and SECTION-focus) markers in FILE")
     c.add_argument("--section", help="marker name for --update-doc (default: the preset)")
     c.set_defaults(func=cmd_compare)
