@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from kvroute.routing import RouteRequest, Router, make_router_policy, routing_names
+from kvroute.routing import Router, RouteRequest, make_router_policy, routing_names
 
 
 def prompts(n: int, rng: np.random.Generator, groups: int = 64) -> list[np.ndarray]:

@@ -70,38 +70,47 @@ def test_single_token_victims_are_uniform_over_candidate_leaves():
     assert stats.chisquare(observed).pvalue > 1e-3, observed
 
 
-def exact_distribution(leaves, n):
-    """Enumerate the ideal process: n single-token steps, each uniform over leaf tokens
-    of the current token trie (all unmarked), returning P(final cached prefix set)."""
+def exact_distribution(leaves, n, marked=()):
+    """Enumerate the ideal process: n single-token steps, each uniform over the unmarked
+    leaf tokens of the current token trie, clearing every mark when none is left (a new
+    phase); ``marked`` are the token prefixes marked at the start. Returns
+    P(final cached prefix set)."""
     start = frozenset(tuple(s[:i]) for s in leaves for i in range(1, len(s) + 1))
-    dist = {start: 1.0}
+    dist = {(start, frozenset(marked)): 1.0}
     for _ in range(n):
         nxt = Counter()
-        for state, p in dist.items():
+        for (state, marks), p in dist.items():
             leaf_tokens = [x for x in state if not any(len(y) == len(x) + 1 and y[:-1] == x
                                                        for y in state)]
-            for x in leaf_tokens:
-                nxt[state - {x}] += p / len(leaf_tokens)
+            cands = [x for x in leaf_tokens if x not in marks]
+            if not cands:  # the phase ends
+                marks, cands = frozenset(), leaf_tokens
+            for x in cands:
+                nxt[(state - {x}, marks)] += p / len(cands)
         dist = dict(nxt)
-    return dist
+    out = Counter()
+    for (state, _), p in dist.items():
+        out[state] += p
+    return dict(out)
 
 
-@pytest.mark.parametrize(("name", "draws_per_candidate"), [
-    ("rlt", 10**9),  # always direct draws
-    ("rlt", 0),  # always Poisson clocks
-    ("rlt_reference", None),
-])
-def test_multi_token_eviction_matches_the_exact_process(name, draws_per_candidate,
-                                                         monkeypatch):
-    """Chi-square against the exactly enumerated process, with leaves that empty and a
-    parent that is promoted mid-call, for each of the fast sampler's two methods."""
-    if draws_per_candidate is not None:
-        monkeypatch.setattr(rlt_module, "_DRAWS_PER_CANDIDATE", draws_per_candidate)
-    leaves = ([0, 1], [0, 2, 2], [5], [6, 6, 6])
-    n = 4
-    exact = exact_distribution(leaves, n)
+# each way the fast sampler can run: (draws per candidate, draws counted per slot)
+SAMPLERS = {
+    "draws, counted": (10**9, 10**9),  # one batch of draws, counts by counting draws
+    "draws, multinomial": (10**9, 0),  # one batch of draws, counts from a multinomial
+    "clocks": (0, None),  # Poisson clocks
+}
+
+
+def run_process(name, sampler, leaves, n, trials, monkeypatch, touch=()):
+    """Final cached prefix sets of ``trials`` runs: leaves inserted, a new phase, the
+    paths in ``touch`` matched (marked), then one eviction call of n tokens."""
+    if sampler is not None:
+        draws, counted = SAMPLERS[sampler]
+        monkeypatch.setattr(rlt_module, "_DRAWS_PER_CANDIDATE", draws)
+        if counted is not None:
+            monkeypatch.setattr(rlt_module, "_COUNT_DRAWS_PER_SLOT", counted)
     seen = Counter()
-    trials = 4000
     for seed in range(trials):
         c = RadixCache(100, make_policy(name, seed=seed))
         for seq in leaves:
@@ -111,14 +120,88 @@ def test_multi_token_eviction_matches_the_exact_process(name, draws_per_candidat
         else:
             for node in c.nodes():
                 node.mark = 0
+        for seq in touch:
+            c.match(seq)
         assert c.evict(n) == n
+        c.check_integrity()
         seen[frozenset(tuple(s[:i]) for s in map(list, c.cached_sequences())
                        for i in range(1, len(s) + 1))] += 1
+    return seen
+
+
+def assert_matches(seen, exact, trials):
     states = sorted(exact, key=lambda s: sorted(s))
     assert set(seen) <= set(exact)
     observed = [seen[s] for s in states]
     expected = [exact[s] * trials for s in states]
     assert stats.chisquare(observed, expected).pvalue > 1e-3
+
+
+@pytest.mark.parametrize(("name", "sampler"), [
+    *(("rlt", s) for s in SAMPLERS),
+    ("rlt_reference", None),
+])
+def test_multi_token_eviction_matches_the_exact_process(name, sampler, monkeypatch):
+    """Chi-square against the exactly enumerated process, with leaves that empty and a
+    parent that is promoted mid-call, for each way the fast sampler can run."""
+    leaves = ([0, 1], [0, 2, 2], [5], [6, 6, 6])
+    trials = 4000
+    seen = run_process(name, sampler, leaves, 4, trials, monkeypatch)
+    assert_matches(seen, exact_distribution(leaves, 4), trials)
+
+
+@pytest.mark.parametrize(("name", "sampler"), [
+    *(("rlt", s) for s in SAMPLERS),
+    ("rlt_reference", None),
+])
+def test_promotion_chains_and_a_phase_end_inside_one_call(name, sampler, monkeypatch):
+    """Chi-square against the enumerated process on a deeper tree: a parent promoted
+    into its last child's slot empties in turn (a chain), a grandparent follows, marked
+    nodes stay until the phase ends inside the call, then eviction goes on."""
+    leaves = ([1, 2, 3], [1, 2, 4, 4], [1, 5], [6], [7, 7, 7])
+    touch = ([7, 7, 7], [1, 5])  # marked: node [7,7,7], node [1] and leaf [5]
+    n = 8
+    trials = 4000
+    seen = run_process(name, sampler, leaves, n, trials, monkeypatch, touch)
+    marked = {(7,), (7, 7), (7, 7, 7), (1,), (1, 5)}
+    assert_matches(seen, exact_distribution(leaves, n, marked), trials)
+
+
+@pytest.mark.parametrize("sampler", list(SAMPLERS))
+def test_every_sampler_keeps_events_locks_and_pages_exact(sampler, monkeypatch):
+    """Each sampler, forced, on a random trace with locks and pages of 2: integrity after
+    every call, locked paths kept, and the removed events add up to the cache content."""
+    draws, counted = SAMPLERS[sampler]
+    monkeypatch.setattr(rlt_module, "_DRAWS_PER_CANDIDATE", draws)
+    if counted is not None:
+        monkeypatch.setattr(rlt_module, "_COUNT_DRAWS_PER_SLOT", counted)
+    rng = np.random.default_rng(5)
+    for seed in range(20):
+        c = RadixCache(40, make_policy("rlt", seed=seed), page_size=2)
+        content: Counter = Counter()
+
+        def listen(e, content=content):
+            path = e.prefix.tolist() + e.tokens.tolist()
+            for i in range(len(e.prefix) + 2, len(path) + 1, 2):  # whole pages
+                content[tuple(path[:i])] += 1 if e.kind == "stored" else -1
+
+        c.subscribe(listen)
+        held = []
+        for req in small_trace(seed, 60):
+            r = c.match(req)
+            if rng.random() < 0.3:
+                c.lock(r.handle)
+                held.append((r.handle, req[: r.hit].tolist()))
+            c.insert(req)
+            if held and rng.random() < 0.4:
+                c.unlock(held.pop(0)[0])
+            c.check_integrity()
+            for _, path in held:
+                assert c.match(path).hit == len(path)
+        cached = {tuple(s[:i]) for s in map(list, c.cached_sequences())
+                  for i in range(2, len(s) + 1, 2)}
+        assert {x for x, v in content.items() if v} == cached
+        assert all(v in (0, 1) for v in content.values())
 
 
 def small_trace(seed=0, n=300):
@@ -184,3 +267,16 @@ def test_adversarial_cycle_collapses_lru_but_not_rlt():
                    for s in range(5)])
     assert lru == 0.0
     assert rlt > 0.3
+
+
+def test_buffered_draws_are_uniform_and_reject_the_partial_range():
+    """Slots come from 32-bit integers: uniform (chi-square), and values at or past the
+    largest multiple of k are dropped and made up from the buffer."""
+    pol = make_policy("rlt", seed=0)
+    counts = np.bincount(pol._draws(7, 70_000), minlength=7)
+    assert stats.chisquare(counts).pvalue > 1e-3
+    k = 3
+    lim = (1 << 32) - (1 << 32) % k
+    pol._buf = np.array([0, lim, 5, lim + 1, 7, 4, 4, 0], dtype=np.int64)
+    pol._buf_pos, pol._buf_max = 0, lim + 1
+    assert pol._draws(k, 5).tolist() == [0, 2, 1, 1, 1]

@@ -18,11 +18,20 @@ How it is made fast without changing the process:
   a parallel numpy array of their lengths in pages. Marking moves a leaf across the
   boundary in O(1); a new phase is ``epoch += 1`` and moving the boundary to the end,
   O(1) (a node is marked iff ``node.mark == epoch``).
-* Sampling is exact and vectorised, by whichever of two exact methods is cheaper for the
-  round. (1) Direct draws: while no leaf empties the candidate set does not change, so
-  the steps are i.i.d. uniform draws; draw a batch, use it up to the first draw that
-  empties a leaf, discard the rest (independent of the past, so every step stays
-  uniform over that moment's candidates). (2) Poissonisation, at no cost per token:
+* Sampling is exact, with O(1) numpy calls per eviction call and Python work only per
+  leaf that empties. (1) Batches (the default): the call's rem steps are rem i.i.d.
+  uniform draws over k *slots*, one per unmarked candidate. When a slot's leaf has
+  had L draws it empties; its parent, if that becomes an unmarked candidate, takes
+  over the slot (k candidates again, so later draws stay uniform over them), else the
+  slot is dead and its later draws are rejected (the others stay uniform over the
+  k - 1 live ones); a new batch makes up for rejected draws. What matters is only
+  each slot's count, a multinomial (one numpy draw, or counting buffered draws when
+  few per slot), and, for the "full" slots counted at least L, the order of their own
+  draws: give every draw an i.i.d. uniform time; a slot's L-th draw comes at the L-th
+  of its c uniforms, ~ Beta(L, c - L + 1), and a promoted parent's L'-th later draw
+  at a Beta order statistic of the rest. One scalar Beta per leaf that empties orders
+  the events. A batch where nobody empties costs a multinomial and two array ops.
+  (2) Poissonisation (kept as an independent exact method, forced by the tests):
   give every candidate leaf an independent rate-1 Poisson clock; the merged arrivals
   are then i.i.d. uniform choices among the candidates, the same single-token steps
   as the algorithm. Leaf i empties at its L_i-th arrival, at time E_i ~ Gamma(L_i), so
@@ -30,16 +39,18 @@ How it is made fast without changing the process:
   leaf's arrivals by T as Poisson(T) conditioned on being below its length. If that is
   more steps than the call still needs, the first ``rem`` steps are a uniformly random
   part of those arrivals (a multivariate hypergeometric draw) and no leaf empties. A
-  round costs O(candidates) in numpy. Either way there is one round per deleted leaf
-  plus one per call.
+  round costs O(candidates) in numpy; there is one round per deleted leaf plus one per
+  call.
 * Candidate lengths are trimmed lazily in the numpy array; the tree calls ``settle``
-  before it reads a leaf's key, so beyond the numpy work a round costs O(1) Python,
-  however many leaves it trims.
+  before it reads a leaf's key, so beyond the numpy work a batch costs O(1) Python
+  per leaf that empties, however many leaves it trims. Tree changes (deletions,
+  promotions) are applied after the batch, in event order.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar, Literal
+import heapq
+from typing import TYPE_CHECKING, ClassVar, Literal, cast
 
 import numpy as np
 
@@ -52,9 +63,15 @@ if TYPE_CHECKING:
 
 __all__ = ["RLT"]
 
-# A round draws tokens one by one (O(tokens)) when few are needed per candidate, and runs
-# the Poisson clocks (O(candidates), a Gamma draw each) otherwise: both are exact.
-_DRAWS_PER_CANDIDATE = 4
+# A call is sampled by batches of draws when it needs at most this many steps per unmarked
+# candidate, else by Poisson clocks. Both are exact; batches measured faster at every tree
+# size (benchmarks/cache_bench.py), so the clocks only run when a test forces them (0).
+_DRAWS_PER_CANDIDATE: float = float("inf")
+_BLOCK = 1 << 16  # uniform draws fetched from the generator at a time
+# A batch's per-slot counts come from counting single draws up to this many per slot,
+# else from one multinomial draw (measured crossover, benchmarks/cache_bench.py sizes).
+_COUNT_DRAWS_PER_SLOT = 16
+
 
 @register
 class RLT(EvictionPolicy):
@@ -67,8 +84,12 @@ class RLT(EvictionPolicy):
         self.epoch = 1  # node.mark == epoch <=> marked in this phase (nodes start at 0)
         self.phases = 1
         self._nodes: list[Node] = []  # [0, u): unmarked candidates, [u, size): marked
-        self._lens = np.zeros(1024)  # pages (float64: Gamma shapes), authoritative
+        self._lens = np.zeros(1024, dtype=np.int64)  # pages, authoritative
         self._u = 0
+        self._buf = np.zeros(0, dtype=np.int64)  # pre-drawn 32-bit integers
+        self._buf_pos = 0
+        self._buf_max = 0
+        self._uniform: dict[int, np.ndarray] = {}  # k -> [1/k] * k
 
     def attach(self, cache: RadixCache) -> None:
         super().attach(cache)
@@ -83,7 +104,7 @@ class RLT(EvictionPolicy):
     def _add(self, node: Node) -> None:
         size = len(self._nodes)
         if size == len(self._lens):
-            self._lens = np.concatenate([self._lens, np.zeros(size)])
+            self._lens = np.concatenate([self._lens, np.zeros(size, dtype=np.int64)])
         self._nodes.append(node)
         length = len(node.key) // self._page
         if node.mark == self.epoch:  # marked: at the end
@@ -175,34 +196,118 @@ class RLT(EvictionPolicy):
                 self._new_phase()
                 continue
             rem = need - done
-            lens = self._lens[:k]
             if rem <= _DRAWS_PER_CANDIDATE * k:
-                steps, emptied = self._round_by_draws(lens, rem)
-            else:
-                steps, emptied = self._round_by_clocks(lens, rem)
+                done += self._round_by_draws(k, rem)
+                continue
+            steps, emptied = self._round_by_clocks(self._lens[:k], rem)
             done += steps
             if emptied is not None:
                 self._delete(emptied)
         return done * page
 
-    def _round_by_draws(self, lens: np.ndarray, rem: int) -> tuple[int, Node | None]:
-        """Up to rem uniform draws at once; stop at the first draw that empties a leaf
-        (later draws are discarded: they are independent of everything before)."""
-        k = lens.size
-        draws = self.rng.integers(0, k, size=rem)
-        counts = np.bincount(draws, minlength=k)
-        full = counts >= lens
-        if not full.any():
+    def _draws(self, k: int, b: int) -> np.ndarray:
+        """b i.i.d. uniform slots in [0, k), from a buffer of 32-bit integers drawn in
+        blocks from the seeded generator's bit stream (exact: values past the largest
+        multiple of k are dropped, which keeps the rest i.i.d. uniform)."""
+        pos = self._buf_pos
+        if pos + b > self._buf.size:
+            block = self.rng.bit_generator.random_raw(max(_BLOCK, b) // 2 + 1)
+            self._buf = block.view(np.uint32).astype(np.int64)  # uniform on [0, 2^32)
+            self._buf_max = int(self._buf.max())
+            pos = 0
+        raw = self._buf[pos:pos + b]
+        self._buf_pos = pos + b
+        slots = raw % k
+        lim = (1 << 32) - (1 << 32) % k
+        if self._buf_max >= lim:  # rare: reject the partial range, top up
+            slots = slots[raw < lim]
+            if slots.size < b:
+                slots = np.concatenate([slots, self._draws(k, b - slots.size)])
+        return slots
+
+    def _counts(self, k: int, b: int) -> np.ndarray:
+        """How often each of k slots is hit by b i.i.d. uniform draws (multinomial):
+        counted from buffered draws when b is small against k, else one multinomial."""
+        if b <= _COUNT_DRAWS_PER_SLOT * k:
+            return np.bincount(self._draws(k, b), minlength=k)
+        pvals = self._uniform.get(k)
+        if pvals is None:
+            if len(self._uniform) > 256:
+                self._uniform.clear()
+            pvals = self._uniform[k] = np.full(k, 1.0 / k)
+        return self.rng.multinomial(b, pvals)
+
+    def _round_by_draws(self, k: int, rem: int) -> int:
+        """rem i.i.d. uniform draws over the k unmarked slots, applied in one batch.
+
+        Slot s holds candidate ``nodes[s]``; it empties at its L-th draw. Then its
+        parent, if that becomes an unmarked candidate, takes over the slot (the new
+        candidate set has k members again, so later draws stay uniform over it);
+        otherwise the slot is dead and its later draws are rejected (the others stay
+        uniform over the k - 1 live slots). Only the per-slot counts and, for the slots
+        hit at least their length ("full"), the relative order of their draws matter:
+        the counts are multinomial; give every draw an i.i.d. uniform time (this makes
+        the order of the draws uniformly random given the counts, as it is), then the
+        L-th of a slot's c draws comes at ~Beta(L, c - L + 1), and a promoted parent's
+        L'-th later draw at a Beta order statistic of the c - L later ones. Tree changes
+        are applied after the batch, in event order. Returns the steps done: rem minus
+        the rejected draws."""
+        lens = self._lens[:k]
+        counts = self._counts(k, rem)
+        full = (counts >= lens).nonzero()[0]
+        if not full.size:  # the common case: nobody empties
             self._take(counts, rem)
-            return rem, None
-        at = np.flatnonzero(full[draws])  # draws on leaves that empty within the batch
-        sub = draws[at]
-        order = np.argsort(sub, kind="stable")
-        ranked = sub[order]
-        rank = np.arange(ranked.size) - np.searchsorted(ranked, ranked) + 1
-        t = int(at[order[rank == lens[ranked]]].min())  # the first emptying draw
-        self._take(np.bincount(draws[: t + 1], minlength=k), t + 1)
-        return t + 1, self._nodes[int(draws[t])]
+            return rem
+        beta = self.rng.beta
+        sizes = dict(zip(full.tolist(), counts[full].tolist(), strict=True))  # slot -> draws
+        at: dict[int, int] = {}  # full slot -> index of the draw that empties its candidate
+        events: list[tuple[float, int]] = []  # (time in (0, 1), slot) of those draws
+        for s, c in sizes.items():
+            length = int(lens[s])
+            at[s] = length - 1
+            events.append((beta(length, c - length + 1), s))  # the length-th of c uniforms
+        heapq.heapify(events)
+        owner = cast("list[Node | None]", self._nodes[:k])  # current candidate per slot
+        since: dict[int, int] = {}  # promoted slot -> index of its candidate's first draw
+        dead: dict[int, int] = {}  # dead slot -> index of its first rejected draw
+        gone: list[tuple[Node, Node | None, int]] = []  # (emptied, promoted parent, slot)
+        pending: dict[int, int] = {}  # id(parent) -> children emptied in this batch
+        root, epoch, page, live = self.cache.root, self.epoch, self._page, k
+        while events:
+            e, s = heapq.heappop(events)
+            node = owner[s]
+            assert node is not None
+            parent = node.parent
+            assert parent is not None
+            left = pending[id(parent)] = pending.get(id(parent), 0) + 1
+            i = at[s]
+            if (parent is not root and len(parent.children) == left and parent.lock_ref == 0
+                    and parent.mark != epoch):  # the parent becomes a candidate in slot s
+                owner[s] = parent
+                since[s] = i + 1
+                gone.append((node, parent, s))
+                length, after = len(parent.key) // page, sizes[s] - i - 1
+                if length <= after:  # it empties too: the length-th of the later draws
+                    at[s] = i + length
+                    heapq.heappush(events, (e + (1 - e) * beta(length, after - length + 1), s))
+            else:
+                owner[s] = None
+                dead[s] = i + 1
+                gone.append((node, None, s))
+                live -= 1
+                if not live:  # the phase is over: the rest of the batch is rejected
+                    break
+        steps = rem - sum(sizes[t] - i for t, i in dead.items())
+        for _, _, s in gone:
+            counts[s] = 0  # its first candidate is deleted below
+        self._take(counts, steps)
+        for node, parent, s in gone:
+            self._delete(node, emit=True)  # adds the promoted parent to the store
+            if parent is not None and owner[s] is parent:  # it survived the batch
+                c = sizes[s] - since[s]
+                if c:
+                    self._trim(parent, c)
+        return steps
 
     def _round_by_clocks(self, lens: np.ndarray, rem: int) -> tuple[int, Node | None]:
         """Poissonisation: leaf i empties at its lens[i]-th arrival, at ~Gamma(lens[i])."""
@@ -253,8 +358,20 @@ class RLT(EvictionPolicy):
         self._lens[:k] -= counts
         cache._discard(steps * page)
 
-    def _delete(self, node: Node) -> None:
-        """Unlink a candidate whose length reached 0."""
+    def _trim(self, node: Node, c: int) -> None:
+        """Take c pages off one candidate (already counted as discarded)."""
+        pos = node.slot
+        if self.cache.listening:
+            cache = self.cache
+            keep = (int(self._lens[pos]) - c) * self._page
+            cache._emit("removed", cache.path_of(node)[: node.start + keep], node.key[keep:])
+        self._lens[pos] -= c
+
+    def _delete(self, node: Node, emit: bool = False) -> None:
+        """Unlink a candidate whose length reached 0 (with ``emit``: its pages are still
+        in the store and the removal event is sent here)."""
+        if emit and self.cache.listening:
+            self._trim(node, int(self._lens[node.slot]))
         self._lens[node.slot] = 1  # keep its first page to name the edge while unlinking
         self._remove(node)
         self.cache._unlink_leaf(node)
