@@ -17,7 +17,7 @@ from typing import Any
 
 from kvroute.errors import ConfigError
 
-__all__ = ["ARRIVAL", "STEP_END", "WAKE", "EventLoop"]
+__all__ = ["ARRIVAL", "STEP_END", "WAKE", "EventLoop", "RealtimeLoop"]
 
 STEP_END = 0  # a worker finishes a batch step (completions, then its next step)
 ARRIVAL = 1  # a request arrives at the router
@@ -54,3 +54,29 @@ class EventLoop:
             ran += 1
         self.processed += ran
         return ran
+
+
+class RealtimeLoop:
+    """The same interface as :class:`EventLoop`, on an asyncio loop and its clock.
+
+    ``now`` is seconds since the loop was created (asyncio's monotonic clock). Events run
+    at their time through ``call_at``; priorities only order events due at the same
+    instant, as far as asyncio's FIFO of ready callbacks allows. This is how the
+    simulator's worker runs in real time (the emulated worker): same code, other clock.
+    """
+
+    def __init__(self, loop: Any) -> None:  # an asyncio.AbstractEventLoop
+        self._loop = loop
+        self._t0 = loop.time()
+        self.processed = 0
+
+    @property
+    def now(self) -> float:
+        return float(self._loop.time() - self._t0)
+
+    def at(self, time: float, priority: int, fn: Callable[..., None], *args: Any) -> None:
+        def run() -> None:
+            self.processed += 1
+            fn(*args)
+
+        self._loop.call_at(self._t0 + max(time, 0.0) + priority * 1e-9, run)

@@ -33,7 +33,7 @@ import numpy as np
 
 from kvroute.cache import Node, RadixCache, make_policy
 from kvroute.errors import ConfigError
-from kvroute.sim.events import STEP_END, WAKE, EventLoop
+from kvroute.sim.events import STEP_END, WAKE, EventLoop, RealtimeLoop
 from kvroute.sim.step_model import StepModel
 from kvroute.workloads.request import Request, output_ids
 
@@ -88,7 +88,8 @@ class SimWorker:
     """One worker. Callbacks: ``on_first_token(job)`` and ``on_finish(job)`` when a request's
     first and last tokens are out; ``on_step(worker)`` when a step starts or it goes idle."""
 
-    def __init__(self, index: int, model: StepModel, config: WorkerConfig, loop: EventLoop,
+    def __init__(self, index: int, model: StepModel, config: WorkerConfig,
+                 loop: EventLoop | RealtimeLoop,
                  on_finish: Callable[[Job], None], seed: int = 0,
                  on_step: Callable[[SimWorker], None] | None = None,
                  on_first_token: Callable[[Job], None] | None = None) -> None:
