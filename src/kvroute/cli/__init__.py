@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from kvroute import __version__
+from kvroute.cli import bench as bench
 from kvroute.cli import cache as cache
 from kvroute.cli import compare as compare
 from kvroute.cli import sim as sim
@@ -23,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Joint request routing and prefix-KV-cache eviction for multi-replica LLM serving."))
     ap.add_argument("--version", action="version", version=f"kvroute {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
-    for module in (sim, compare, cache):
+    for module in (sim, compare, bench, cache):
         module.add_parser(sub)
     return ap
 

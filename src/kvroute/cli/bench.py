@@ -1,0 +1,177 @@
+"""``kvroute bench``: send a workload to a real endpoint and measure it client-side."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kvroute.cli.console import make_console, need_rich, progress_bar
+from kvroute.errors import KvrouteError
+from kvroute.workloads.catalog import WORKLOAD_NAMES
+from kvroute.workloads.catalog import build_workload as build
+from kvroute.workloads.gsp import ORDERS
+from kvroute.workloads.request import Workload
+
+if TYPE_CHECKING:  # aiohttp (kvroute[serve]) is imported only when the command runs
+    from kvroute.bench.loadgen import BenchRun, RequestResult
+
+__all__ = ["add_parser", "cmd_bench"]
+
+# workload options passed through to build_workload (--concurrency is the driver's own)
+WORKLOAD_FLAGS = ("groups", "prompts_per_group", "prefix_ratio", "order", "rate", "output_len",
+                  "mode", "clients", "think_time", "documents", "questions_per_doc",
+                  "time_scale")
+SHOWN_FAILURES = 10
+APIS = ("completions", "chat", "generate")  # kvroute.bench.loadgen.APIS
+
+
+def build_workload(args: argparse.Namespace) -> Workload:
+    return build(args.workload, args.seed, dataset=args.dataset, trace=args.trace,
+                 tokenizer=args.tokenizer, **{f: getattr(args, f) for f in WORKLOAD_FLAGS})
+
+
+def _ms(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return f"{seconds * 1000:,.1f}" if seconds < 10 else f"{seconds:,.1f}s"
+
+
+def _rate(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4f}"
+
+
+def _tables(rich: Any, s: dict[str, Any], title: str) -> tuple[Any, Any]:
+    top = rich.table.Table(title=title)
+    cols = ("ok", "failed", "duration s", "req/s", "prompt tok/s", "output tok/s",
+            "hit rate (cluster)", "hit rate (client)")
+    for col in cols:
+        top.add_column(col, justify="right")
+
+    def num(x: float | None, fmt: str) -> str:
+        return "-" if x is None else format(x, fmt)
+
+    top.add_row(f"{s['requests_ok']:,}", f"{s['requests_failed']:,}",
+                f"{s['duration_s']:,.2f}", num(s["throughput_rps"], ".2f"),
+                num(s["prompt_tps"], ",.0f"), num(s["output_tps"], ",.1f"),
+                _rate(s["hit_rate_cluster"]), _rate(s["hit_rate_client"]))
+    lat = rich.table.Table(title="latency (ms unless marked s)")
+    lat.add_column("metric")
+    for col in ("mean", "p50", "p90", "p99", "max"):
+        lat.add_column(col, justify="right")
+    for name, key in (("TTFT", "ttft_s"), ("E2E", "e2e_s"), ("TPOT", "tpot_s")):
+        lat.add_row(name, *(_ms(s[key][c]) for c in ("mean", "p50", "p90", "p99", "max")))
+    return top, lat
+
+
+def _failures(console: Any, run: BenchRun, s: dict[str, Any]) -> None:
+    failed = [r for r in run.results if not r.ok]
+    if not failed:
+        return
+    kinds = ", ".join(f"{k} x{n}" for k, n in s["failures"].items())
+    console.print(f"[red]{len(failed)} of {len(run.results)} requests failed[/red]: {kinds}",
+                  highlight=False)
+    for r in sorted(failed, key=lambda r: r.rid)[:SHOWN_FAILURES]:
+        console.print(f"  rid {r.rid} (session {r.session}, turn {r.turn}, {r.api}, "
+                      f"sent at {r.sent:.3f} s): {r.error}", markup=False, highlight=False)
+    if len(failed) > SHOWN_FAILURES:
+        console.print(f"  ... and {len(failed) - SHOWN_FAILURES} more (see --json)")
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Send a workload's requests to an OpenAI-compatible or SGLang endpoint (open loop at
+    the workload's arrival times, or --concurrency clients) and report TTFT, E2E,
+    throughput and the cluster's prefix-cache hit rate from the workers' /metrics."""
+    rich = need_rich()
+    try:
+        from kvroute.bench.loadgen import BenchConfig, run_bench
+        from kvroute.bench.report import summarize
+    except ImportError:
+        raise KvrouteError("kvroute bench needs aiohttp and prometheus-client: "
+                           "pip install 'kvroute[serve]'") from None
+    console = make_console()
+    cfg = BenchConfig(url=args.url, api=args.api, model=args.model,
+                      concurrency=args.concurrency, requests=args.requests,
+                      duration=args.duration, timeout=args.timeout,
+                      metrics_urls=tuple(args.metrics_url or ()))
+    workload = build_workload(args)
+    total = workload.size if args.requests is None else min(workload.size or args.requests,
+                                                             args.requests)
+    with progress_bar(console) as progress:
+        task = progress.add_task(f"{workload.name} -> bench", total=total)
+        failed = 0
+
+        def on_result(res: RequestResult) -> None:
+            nonlocal failed
+            failed += not res.ok
+            desc = f"{workload.name} ({failed} failed)" if failed else workload.name
+            progress.update(task, advance=1, description=desc)
+
+        run = asyncio.run(run_bench(workload, cfg, on_result))
+    s = summarize(run, workload.name, cfg.base_url)
+    unsent = f", {s['requests_unsent']:,} not sent (--duration)" if s["requests_unsent"] else ""
+    mode = run.mode + (f", {run.concurrency} clients" if run.concurrency else "")
+    title = (f"{workload.name} -> {cfg.base_url} ({len(run.results):,} requests sent{unsent}; "
+             f"{mode}; model {run.model or 'default'})")
+    for table in _tables(rich, s, title):
+        console.print(table)
+    if s["per_worker"] and any(w["worker"] is not None for w in s["per_worker"]):
+        console.print("per worker (X-Kvroute-Worker): " + ", ".join(
+            f"{w['worker'] or '?'}: {w['requests']}" for w in s["per_worker"]),
+            markup=False, highlight=False)
+    for row in s["cluster"]["per_url"]:
+        if "error" in row:
+            console.print(f"metrics {row['url']}: {row['error']}", markup=False,
+                          style="yellow")
+    if s["usage_reported"] < s["requests_ok"]:
+        console.print(f"{s['requests_ok'] - s['usage_reported']} replies had no usage "
+                      "report: their prompt tokens are the workload's counts")
+    _failures(console, run, s)
+    if args.json:
+        Path(args.json).write_text(json.dumps(
+            {"summary": s, "requests": [r.to_json() for r in run.results]}, indent=1))
+        console.print(f"wrote {args.json}")
+    return 0
+
+
+def add_parser(sub: Any) -> None:
+    s = sub.add_parser("bench", help="load-generate a workload against a real endpoint",
+                       description=cmd_bench.__doc__,
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    s.add_argument("--url", required=True,
+                   help="base URL of the router or engine, e.g. http://localhost:30000")
+    s.add_argument("--workload", choices=WORKLOAD_NAMES, default="gsp")
+    s.add_argument("--api", choices=APIS,
+                   help="force one API (default: chat for chat workloads, else completions)")
+    s.add_argument("--model", help="model name sent to OpenAI APIs (default: the first of "
+                   "GET /v1/models)")
+    s.add_argument("--concurrency", type=int, help="closed loop: N clients (chat: sessions "
+                   "in flight; open-loop workloads: N workers each sending the next request "
+                   "when done)")
+    s.add_argument("--requests", type=int, help="send only the first N requests")
+    s.add_argument("--duration", type=float, help="stop sending after S seconds")
+    s.add_argument("--timeout", type=float, default=300.0, help="per-request timeout, s")
+    s.add_argument("--metrics-url", action="append", metavar="URL",
+                   help="a worker's Prometheus endpoint (repeatable), scraped before and after "
+                        "for the cluster hit rate")
+    s.add_argument("--json", metavar="PATH", help="write the summary and per-request rows")
+    s.add_argument("--seed", type=int, default=1)
+    w = s.add_argument_group("workload options (as in kvroute sim)")
+    w.add_argument("--rate", type=float, help="open loop: requests/s (gsp default 12)")
+    w.add_argument("--output-len", type=int, help="output tokens per request (default 4)")
+    w.add_argument("--dataset", metavar="PATH", help="ShareGPT/UltraChat or LooGLE file")
+    w.add_argument("--tokenizer", metavar="PATH", help="tokenizer.json for datasets")
+    w.add_argument("--trace", metavar="PATH", help="mooncake: the trace file (JSONL)")
+    w.add_argument("--groups", type=int, help="gsp: groups (128)")
+    w.add_argument("--prompts-per-group", type=int, help="gsp: prompts per group (32)")
+    w.add_argument("--prefix-ratio", type=float, help="gsp: shared fraction (0.5)")
+    w.add_argument("--order", choices=ORDERS, help="gsp: arrival order (random)")
+    w.add_argument("--mode", choices=("closed", "open"), help="chat: loop (closed)")
+    w.add_argument("--clients", type=int, help="chat: clients (128)")
+    w.add_argument("--think-time", type=float, help="chat closed loop: seconds between turns")
+    w.add_argument("--documents", type=int, help="loogle: documents (128)")
+    w.add_argument("--questions-per-doc", type=int, help="loogle: questions each (32)")
+    w.add_argument("--time-scale", type=float, help="mooncake: multiply inter-arrival times")
+    s.set_defaults(func=cmd_bench)
