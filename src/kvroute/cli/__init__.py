@@ -13,6 +13,7 @@ from kvroute import __version__
 from kvroute.cli import bench as bench
 from kvroute.cli import cache as cache
 from kvroute.cli import compare as compare
+from kvroute.cli import serve as serve
 from kvroute.cli import sim as sim
 from kvroute.errors import KvrouteError
 
@@ -24,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Joint request routing and prefix-KV-cache eviction for multi-replica LLM serving."))
     ap.add_argument("--version", action="version", version=f"kvroute {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
-    for module in (sim, compare, bench, cache):
+    for module in (sim, compare, serve, bench, cache):
         module.add_parser(sub)
     return ap
 

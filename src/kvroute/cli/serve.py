@@ -1,0 +1,90 @@
+"""``kvroute serve``: the live router in front of OpenAI-compatible / SGLang engines."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+from kvroute.errors import ConfigError
+from kvroute.routing import make_router_policy, routing_names
+
+__all__ = ["add_parser", "cmd_serve"]
+
+_POLICY_FLAGS = ("cache_threshold", "balance_abs_threshold", "balance_rel_threshold")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Route requests across engine replicas with a kvroute policy (an HTTP reverse proxy)."""
+    try:
+        from aiohttp import web
+
+        from kvroute.server.app import ServeConfig, build_app
+    except ImportError as e:
+        raise ConfigError("kvroute serve needs aiohttp and prometheus-client: "
+                          "pip install 'kvroute[serve]'") from e
+    kwargs = {f: getattr(args, f) for f in _POLICY_FLAGS if getattr(args, f) is not None}
+    try:
+        policy = make_router_policy(args.policy, seed=args.seed, **kwargs)
+    except TypeError as e:
+        raise ConfigError(f"policy {args.policy} does not take "
+                          f"{', '.join('--' + k.replace('_', '-') for k in kwargs)}") from e
+    tokenizer = None
+    if args.tokenizer:
+        from kvroute.workloads.tokenizer import load_tokenizer
+
+        tokenizer = load_tokenizer(args.tokenizer)
+    if not 0 < args.port < 65536:
+        raise ConfigError(f"--port must be in 1..65535, got {args.port}")
+    config = ServeConfig(
+        worker_urls=list(args.worker_urls), policy=args.policy, tokenizer=tokenizer,
+        api_key=args.api_key, decision_log=args.decision_log,
+        health_interval=args.health_interval, request_timeout=args.request_timeout,
+        max_retries=args.max_retries, failure_threshold=args.failure_threshold,
+        cooldown_s=args.cooldown, drain_timeout=args.drain_timeout, seed=args.seed)
+    app = build_app(config, policy)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s "
+                        "%(message)s")
+    print(f"kvroute serve: policy {args.policy}, {len(config.worker_urls)} workers, "
+          f"units {'tokens' if tokenizer else 'characters'}, "
+          f"listening on http://{args.host}:{args.port}", flush=True)
+    web.run_app(app, host=args.host, port=args.port, print=None,
+                shutdown_timeout=args.drain_timeout + 5, access_log=None,
+                handler_cancellation=True)
+    return 0
+
+
+def add_parser(sub: Any) -> None:
+    s = sub.add_parser("serve", help="run the live router (an HTTP reverse proxy)",
+                       description=cmd_serve.__doc__,
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    s.add_argument("--worker-urls", nargs="+", required=True, metavar="URL",
+                   help="engine base URLs, e.g. http://127.0.0.1:30000")
+    s.add_argument("--policy", default="lbgr",
+                   help=f"routing policy, from: {', '.join(routing_names())}")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--tokenizer", metavar="PATH",
+                   help="tokenizer.json: route on token ids (default: on characters, as "
+                        "SGLang's router)")
+    s.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on the admin API")
+    s.add_argument("--decision-log", metavar="PATH",
+                   help="append one JSON line per decision and per outcome")
+    s.add_argument("--health-interval", type=float, default=5.0,
+                   help="seconds between GET /health checks of every worker (0: off)")
+    s.add_argument("--request-timeout", type=float, default=600.0,
+                   help="seconds a request may take upstream")
+    s.add_argument("--max-retries", type=int, default=2,
+                   help="retries on another worker (connection errors, 5xx, 408, 429)")
+    s.add_argument("--failure-threshold", type=int, default=3,
+                   help="consecutive failures that open a worker's circuit breaker")
+    s.add_argument("--cooldown", type=float, default=30.0,
+                   help="seconds an open circuit breaker keeps a worker out")
+    s.add_argument("--drain-timeout", type=float, default=30.0,
+                   help="on SIGINT/SIGTERM, seconds to wait for requests in flight")
+    s.add_argument("--seed", type=int, default=0, help="seed of the policy and retry jitter")
+    p = s.add_argument_group("policy parameters (cache_aware, cache_aware_v2)")
+    p.add_argument("--cache-threshold", type=float)
+    p.add_argument("--balance-abs-threshold", type=int)
+    p.add_argument("--balance-rel-threshold", type=float)
+    s.set_defaults(func=cmd_serve)

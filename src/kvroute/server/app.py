@@ -1,0 +1,715 @@
+"""The live router: an aiohttp reverse proxy in front of OpenAI-compatible / SGLang engines.
+
+Contract:
+
+* ``build_app(ServeConfig, policy)`` returns the :class:`aiohttp.web.Application`. Routes:
+  ``POST /v1/completions``, ``/v1/chat/completions``, ``/generate`` (proxied to the worker
+  the policy picks), ``GET /v1/models`` (from the first available worker), ``/health``,
+  ``/readiness`` (503 when no worker is available or the router is draining),
+  ``/liveness``, ``/metrics`` (Prometheus text), admin ``GET/POST/DELETE /workers`` and
+  SGLang's ``POST /add_worker?url=`` / ``/remove_worker?url=`` (``Authorization: Bearer``
+  when an API key is set).
+* Routing units: token ids of the prompt with a tokenizer (chat: the chat template applied
+  to ``messages``), else its characters (chat: the compact JSON of ``messages``), as
+  SGLang's router does; ``input_ids`` / token-id prompts are used as given; for a batch the
+  first prompt keys the decision. The clock is ``time.monotonic()`` since the app started.
+* Accounting: every routed attempt is closed exactly once (``try``/``finally``) with
+  ``Router.complete``: ok on success (TTFT at the first streamed chunk, ``cached_tokens``
+  from ``usage.prompt_tokens_details.cached_tokens`` or ``meta_info.cached_tokens``, also in
+  SSE chunks), not ok on upstream errors, timeouts, client disconnects and cancellation.
+* Retries: connection errors and 5xx/408/429 before anything was sent to the client are
+  retried on another worker (the failed ones excluded for this request), up to
+  ``max_retries`` times with jittered exponential backoff from a seeded RNG. Timeouts are
+  not retried (504). A stream that fails midway ends with an SSE error event.
+* Responses carry ``X-Kvroute-Worker`` and, when the policy predicts, ``X-Kvroute-Predicted-Ms``.
+  Errors of the router itself are JSON ``{"error": {"message", "type"}}``, never tracebacks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import aiohttp
+import numpy as np
+from aiohttp import web
+
+from kvroute.errors import ConfigError
+from kvroute.routing.base import RouteRequest, RoutingPolicy
+from kvroute.routing.router import Dispatch
+from kvroute.server.membership import Membership, Worker, wait_idle
+from kvroute.server.metrics import CONTENT_TYPE_LATEST, RouterMetrics
+from kvroute.workloads.tokenizer import Tokenizer, apply_chat_template
+
+__all__ = ["APP_KEY", "RouterApp", "ServeConfig", "build_app"]
+
+log = logging.getLogger("kvroute.server")
+
+RETRYABLE = frozenset({408, 429, 500, 502, 503, 504})
+_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
+                  "trailer", "transfer-encoding", "upgrade", "host", "content-length",
+                  "accept-encoding", "content-encoding"})
+
+
+@dataclass
+class ServeConfig:
+    worker_urls: list[str]
+    policy: str = "lbgr"
+    tokenizer: Tokenizer | None = None
+    api_key: str | None = None
+    decision_log: str | None = None
+    health_interval: float = 5.0  # 0 disables health checks
+    health_timeout: float = 2.0
+    request_timeout: float = 600.0
+    connect_timeout: float = 10.0
+    max_retries: int = 2
+    backoff_base: float = 0.05
+    backoff_factor: float = 1.5
+    backoff_jitter: float = 0.2
+    failure_threshold: int = 3
+    cooldown_s: float = 30.0
+    drain_timeout: float = 30.0
+    seed: int = 0
+    policy_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if self.health_interval < 0 or self.request_timeout <= 0 or self.max_retries < 0 \
+                or self.backoff_base < 0 or self.drain_timeout < 0 or self.health_timeout <= 0 \
+                or self.connect_timeout <= 0:
+            raise ConfigError("need --health-interval >= 0, --request-timeout > 0, "
+                              "--max-retries >= 0 and non-negative backoff/drain times")
+
+
+def _error(status: int, message: str, kind: str,
+           headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": {"message": message, "type": kind, "code": status}},
+                             status=status, headers=headers)
+
+
+class BadRequest(Exception):
+    """The client's request is unusable (400)."""
+
+
+def _chars(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"),
+                         dtype="<u4").astype(np.int64)
+
+
+def _ids(x: Any) -> np.ndarray | None:
+    if isinstance(x, list) and x and all(isinstance(t, int) and not isinstance(t, bool)
+                                         for t in x):
+        return np.asarray(x, dtype=np.int64)
+    return None
+
+
+def _cached_from(obj: Any) -> int | None:
+    if not isinstance(obj, dict):
+        return None
+    usage = obj.get("usage")
+    if isinstance(usage, dict):
+        details = usage.get("prompt_tokens_details")
+        if isinstance(details, dict) and isinstance(details.get("cached_tokens"), int):
+            return int(details["cached_tokens"])
+    meta = obj.get("meta_info")
+    if isinstance(meta, dict) and isinstance(meta.get("cached_tokens"), int):
+        return int(meta["cached_tokens"])
+    return None
+
+
+def cached_tokens_of(body: bytes) -> int | None:
+    """``cached_tokens`` of a JSON response body (OpenAI usage or SGLang meta_info)."""
+    try:
+        obj = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if isinstance(obj, list):  # SGLang batch
+        vals = [c for c in (_cached_from(o) for o in obj) if c is not None]
+        return sum(vals) if vals else None
+    return _cached_from(obj)
+
+
+class SSEScanner:
+    """Reads SSE ``data:`` lines as they stream by; remembers the last ``cached_tokens``."""
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self.cached_tokens: int | None = None
+        self.done = False
+
+    def feed(self, chunk: bytes) -> None:
+        data = self._buf + chunk
+        lines = data.split(b"\n")
+        self._buf = lines.pop()
+        if len(self._buf) > 1 << 20:  # a runaway line: stop buffering it
+            self._buf = b""
+        for line in lines:
+            self._line(line.strip())
+
+    def _line(self, line: bytes) -> None:
+        if not line.startswith(b"data:"):
+            return
+        payload = line[5:].strip()
+        if payload == b"[DONE]":
+            self.done = True
+            return
+        if b"cached_tokens" not in payload:
+            return
+        with contextlib.suppress(ValueError, UnicodeDecodeError):
+            c = _cached_from(json.loads(payload))
+            if c is not None:
+                self.cached_tokens = c
+
+    def close(self) -> None:
+        if self._buf:
+            self._line(self._buf.strip())
+            self._buf = b""
+
+
+@dataclass
+class _Failed:
+    """An attempt that failed before anything reached the client."""
+
+    response: web.Response
+    retry: bool
+
+
+@dataclass
+class _Outcome:
+    ok: bool = False
+    error: str | None = "cancelled"
+    ttft: float | None = None
+    cached: int | None = None
+
+
+APP_KEY: web.AppKey[RouterApp] = web.AppKey("kvroute_router")
+
+
+class RouterApp:
+    def __init__(self, config: ServeConfig, policy: RoutingPolicy) -> None:
+        config.validate()
+        self.config = config
+        self.members = Membership(config.worker_urls, policy,
+                                  failure_threshold=config.failure_threshold,
+                                  cooldown_s=config.cooldown_s,
+                                  health_checks=config.health_interval > 0)
+        self.policy_name = policy.name
+        self.metrics = RouterMetrics()
+        self.rng = random.Random(config.seed)
+        self.t0 = time.monotonic()
+        self.draining = False
+        self.session: aiohttp.ClientSession | None = None
+        self._log: IO[str] | None = None
+        if config.decision_log:
+            try:
+                self._log = open(config.decision_log, "a", encoding="utf-8")  # noqa: SIM115
+            except OSError as e:
+                raise ConfigError(f"{config.decision_log}: cannot open the decision log "
+                                  f"({e.strerror})") from e
+        self._health_task: asyncio.Task[None] | None = None
+        for w in self.members.workers:
+            self.metrics.in_flight.labels(w.url).set(0)
+        self._update_health_gauges()
+
+    # --- plumbing ---------------------------------------------------------------------
+    def now(self) -> float:
+        return time.monotonic() - self.t0
+
+    def _update_health_gauges(self) -> None:
+        for w, a in zip(self.members.workers, self.members.available(self.now()), strict=True):
+            self.metrics.healthy.labels(w.url).set(1 if a else 0)
+
+    def _write_log(self, record: dict[str, Any]) -> None:
+        if self._log is not None:
+            self._log.write(json.dumps(record, separators=(",", ":")) + "\n")
+            self._log.flush()
+
+    async def _lifecycle(self, app: web.Application) -> AsyncIterator[None]:
+        self.session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=self.config.request_timeout,
+                                          sock_connect=self.config.connect_timeout),
+            auto_decompress=True)
+        if self.config.health_interval > 0:
+            self._health_task = asyncio.create_task(self._health_loop())
+        try:
+            yield
+        finally:
+            if self._health_task is not None:
+                self._health_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._health_task
+            await self.session.close()
+            if self._log is not None:
+                self._log.close()
+                self._log = None
+
+    async def _on_shutdown(self, app: web.Application) -> None:
+        self.draining = True
+        if not await wait_idle(self.members, self.config.drain_timeout):
+            log.warning("shutdown: %d requests still in flight after %.0f s",
+                        len(self.members.open), self.config.drain_timeout)
+
+    async def _health_loop(self) -> None:
+        while True:
+            await self.check_health()
+            await asyncio.sleep(self.config.health_interval)
+
+    async def check_health(self) -> None:
+        """One round of ``GET {url}/health`` on every worker."""
+        assert self.session is not None
+        workers = list(self.members.workers)
+        timeout = aiohttp.ClientTimeout(total=self.config.health_timeout)
+
+        async def probe(w: Worker) -> bool:
+            assert self.session is not None
+            try:
+                async with self.session.get(w.url + "/health", timeout=timeout) as r:
+                    await r.read()
+                    return r.status == 200
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+                return False
+
+        results = await asyncio.gather(*(probe(w) for w in workers))
+        now = self.now()
+        for w, ok in zip(workers, results, strict=True):
+            self.members.record_health(w, ok, now)
+        self._update_health_gauges()
+
+    # --- units ------------------------------------------------------------------------
+    def _encode(self, text: str) -> np.ndarray:
+        tok = self.config.tokenizer
+        return tok.encode(text) if tok is not None else _chars(text)
+
+    def units_for(self, route: str, body: dict[str, Any]) -> np.ndarray:
+        """The routing units of a request body (BadRequest when the prompt is missing)."""
+        if route == "chat":
+            messages = body.get("messages")
+            if not isinstance(messages, list) or not messages:
+                raise BadRequest("'messages' must be a non-empty list")
+            if self.config.tokenizer is None:
+                return _chars(json.dumps(messages, separators=(",", ":"), ensure_ascii=False))
+            try:
+                return self._encode(apply_chat_template(messages))
+            except ConfigError as e:
+                raise BadRequest(str(e)) from e
+        if route == "generate":
+            prompt = body.get("text")
+            if prompt is None:
+                ids = body.get("input_ids")
+                if isinstance(ids, list) and ids and isinstance(ids[0], list):
+                    ids = ids[0]
+                arr = _ids(ids)
+                if arr is None:
+                    raise BadRequest("/generate needs 'text' or 'input_ids'")
+                return arr
+        else:
+            prompt = body.get("prompt")
+        if isinstance(prompt, list) and prompt:
+            arr = _ids(prompt)
+            if arr is not None:
+                return arr
+            prompt = prompt[0]
+            if isinstance(prompt, list):
+                arr = _ids(prompt)
+                if arr is not None:
+                    return arr
+        if not isinstance(prompt, str):
+            field_name = "text" if route == "generate" else "prompt"
+            raise BadRequest(f"'{field_name}' must be a string, a list of strings or token ids")
+        return self._encode(prompt)
+
+    @staticmethod
+    def _max_tokens(body: dict[str, Any]) -> int | None:
+        for v in (body.get("max_tokens"), body.get("max_completion_tokens"),
+                  (body.get("sampling_params") or {}).get("max_new_tokens")
+                  if isinstance(body.get("sampling_params"), dict) else None):
+            if isinstance(v, int) and not isinstance(v, bool):
+                return v
+        return None
+
+    @staticmethod
+    def _session(request: web.Request) -> int | None:
+        sid = request.headers.get("X-Session-ID")
+        if not sid:
+            return None
+        return int.from_bytes(hashlib.blake2b(sid.encode(), digest_size=8).digest(), "little") >> 1
+
+    # --- proxying ---------------------------------------------------------------------
+    async def proxy(self, request: web.Request, route: str, path: str) -> web.StreamResponse:
+        self.metrics.requests.labels(route).inc()
+        if self.draining:
+            self.metrics.errors.labels("draining").inc()
+            return _error(503, "the router is shutting down", "service_unavailable")
+        raw = await request.read()
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            self.metrics.errors.labels("bad_request").inc()
+            return _error(400, "the request body is not valid JSON", "invalid_request_error")
+        if not isinstance(body, dict):
+            self.metrics.errors.labels("bad_request").inc()
+            return _error(400, "the request body must be a JSON object", "invalid_request_error")
+        try:
+            units = self.units_for(route, body)
+        except BadRequest as e:
+            self.metrics.errors.labels("bad_request").inc()
+            return _error(400, str(e), "invalid_request_error")
+        stream = bool(body.get("stream"))
+        max_tokens = self._max_tokens(body)
+        session = self._session(request)
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
+        exclude: set[str] = set()
+        failed: _Failed | None = None
+        for attempt in range(self.config.max_retries + 1):
+            if attempt:
+                self.metrics.retries.inc()
+                delay = self.config.backoff_base * self.config.backoff_factor ** (attempt - 1)
+                jitter = self.config.backoff_jitter
+                await asyncio.sleep(delay * (1 + self.rng.uniform(-jitter, jitter)))
+            req = RouteRequest(units, session=session, max_tokens=max_tokens)
+            d = self._route(req, attempt, exclude)
+            if d is None:
+                break
+            url = self.members.worker_of(d).url
+            result = await self._attempt(request, d, path, raw, headers, stream)
+            if not isinstance(result, _Failed):
+                return result
+            failed = result
+            exclude.add(url)
+            if not result.retry:
+                break
+        if failed is not None:
+            return failed.response
+        self.metrics.errors.labels("no_worker").inc()
+        return _error(503, "no healthy worker is available", "service_unavailable")
+
+    def _route(self, req: RouteRequest, attempt: int, exclude: set[str]) -> Dispatch | None:
+        """Route ``req`` among available workers not in ``exclude``; log the decision."""
+        m = self.members
+        now = self.now()
+        if m.router.index is not None and len(m):
+            matched = m.router.view.matched(req)
+        else:
+            matched = np.zeros(len(m), dtype=np.int64)
+        d = m.route(req, now, exclude)
+        if d is None:
+            return None
+        w = m.worker_of(d)
+        dec = d.decision
+        self.metrics.decisions.labels(w.url, dec.branch or "-").inc()
+        self.metrics.in_flight.labels(w.url).set(m.router.workers[d.worker].in_flight)
+        n = len(req)
+        hit = int(matched[d.worker]) if d.worker < len(matched) else 0
+        self.metrics.prompt_units.inc(n)
+        self.metrics.matched_units.inc(hit)
+        if n:
+            self.metrics.hit_ratio.observe(hit / n)
+        if dec.predicted_s is not None:
+            self.metrics.predicted.observe(dec.predicted_s)
+        self._write_log({
+            "event": "decision", "t": round(now, 6), "wall": time.time(), "rid": req.rid,
+            "attempt": attempt, "worker": w.url, "branch": dec.branch,
+            "predicted_s": dec.predicted_s, "units": n,
+            "matched": {x.url: int(c) for x, c in zip(m.workers, matched, strict=False)},
+            "in_flight": {x.url: s.in_flight for x, s in zip(m.workers, m.router.workers,
+                                                              strict=True)},
+        })
+        return d
+
+    def _close(self, d: Dispatch, w: Worker, ok: bool, error: str | None = None,
+               ttft_s: float | None = None, cached: int | None = None) -> None:
+        """Close ``d`` exactly once, with its metrics and decision-log outcome."""
+        now = self.now()
+        if not self.members.close(d, now, ok, ttft_s=ttft_s, cached_tokens=cached):
+            return
+        e2e = now - d.sent_at
+        if ok:
+            self.metrics.e2e.observe(e2e)
+            if ttft_s is not None:
+                self.metrics.ttft.observe(ttft_s)
+            if d.decision.predicted_s is not None:
+                self.metrics.observed.observe(e2e)
+                self.metrics.prediction_error.observe(e2e - d.decision.predicted_s)
+            if cached is not None:
+                self.metrics.cached_tokens.inc(cached)
+        if not w.removed:
+            self.metrics.in_flight.labels(w.url).set(
+                self.members.router.workers[d.worker].in_flight)
+        self._write_log({"event": "outcome", "t": round(now, 6), "rid": d.req.rid,
+                         "worker": w.url, "ok": ok, "error": error,
+                         "e2e_s": round(e2e, 6) if ok else None,
+                         "ttft_s": None if ttft_s is None else round(ttft_s, 6),
+                         "cached_tokens": cached})
+
+    def _fail(self, w: Worker, kind: str) -> None:
+        self.metrics.errors.labels(kind).inc()
+        if self.members.record_failure(w, self.now()):
+            log.warning("circuit breaker opened for %s", w.url)
+            self._update_health_gauges()
+
+    def _out_headers(self, upstream: aiohttp.ClientResponse, d: Dispatch,
+                     w: Worker) -> dict[str, str]:
+        out = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP}
+        out["X-Kvroute-Worker"] = w.url
+        if d.decision.predicted_s is not None:
+            out["X-Kvroute-Predicted-Ms"] = f"{d.decision.predicted_s * 1000:.3f}"
+        return out
+
+    async def _attempt(self, request: web.Request, d: Dispatch, path: str, raw: bytes,
+                       headers: dict[str, str], stream: bool) -> web.StreamResponse | _Failed:
+        """Send one attempt to ``d``'s worker; ``d`` is closed whatever happens."""
+        assert self.session is not None
+        w = self.members.worker_of(d)
+        st = _Outcome()
+        try:
+            try:
+                upstream = await self.session.post(w.url + path, data=raw, headers=headers)
+            except asyncio.TimeoutError:
+                return self._failed(w, st, "upstream_timeout", 504, "timed out", retry=False)
+            except (aiohttp.ClientError, OSError) as e:
+                return self._failed(w, st, "upstream_connect", 502, f"unreachable: {e}")
+            async with upstream:
+                sse = "text/event-stream" in upstream.headers.get("Content-Type", "")
+                if upstream.status < 400 and (sse or stream):
+                    return await self._stream(request, upstream, d, w, st)
+                try:
+                    data = await upstream.read()
+                except asyncio.TimeoutError:
+                    return self._failed(w, st, "upstream_timeout", 504, "timed out",
+                                        retry=False)
+                except (aiohttp.ClientError, OSError) as e:
+                    return self._failed(w, st, "upstream_connect", 502, f"failed: {e}")
+                resp = web.Response(body=data, status=upstream.status,
+                                    headers=self._out_headers(upstream, d, w))
+                if upstream.status in RETRYABLE:
+                    st.error = f"upstream_{upstream.status}"
+                    self._fail(w, "upstream_status")
+                    return _Failed(resp, retry=True)
+                if upstream.status >= 400:  # the engine rejected the request itself
+                    st.error = f"upstream_{upstream.status}"
+                    self.metrics.errors.labels("upstream_rejected").inc()
+                    return resp
+                st.cached = cached_tokens_of(data)
+                st.ok, st.error = True, None
+                self.members.record_success(w)
+                return resp
+        except asyncio.CancelledError:
+            # the client went away (aiohttp cancels the handler) or the router is stopping
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                st.ok, st.error = False, "client_disconnect"
+                self.metrics.errors.labels(st.error).inc()
+            raise
+        finally:
+            self._close(d, w, st.ok, error=st.error, ttft_s=st.ttft, cached=st.cached)
+
+    def _failed(self, w: Worker, st: _Outcome, kind: str, status: int, what: str,
+                retry: bool = True) -> _Failed:
+        st.error = kind
+        self._fail(w, kind)
+        return _Failed(_error(status, f"worker {w.url} {what}", "upstream_error"), retry=retry)
+
+    async def _stream(self, request: web.Request, upstream: aiohttp.ClientResponse,
+                      d: Dispatch, w: Worker, st: _Outcome) -> web.StreamResponse | _Failed:
+        """Pass an SSE body through chunk by chunk. The first chunk is read before the
+        client gets headers, so an upstream that dies before it can still be retried."""
+        scanner = SSEScanner()
+        resp: web.StreamResponse | None = None
+        while True:
+            try:
+                chunk = await upstream.content.readany()
+            except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
+                if resp is None:
+                    timeout = isinstance(e, asyncio.TimeoutError)
+                    return self._failed(w, st, "upstream_timeout" if timeout
+                                        else "upstream_connect", 504 if timeout else 502,
+                                        f"failed before streaming: {type(e).__name__}",
+                                        retry=not timeout)
+                st.error = "upstream_midstream"
+                self._fail(w, st.error)
+                msg = json.dumps({"error": {"message": f"worker {w.url} failed mid-stream: "
+                                            f"{type(e).__name__}", "type": "upstream_error"}})
+                with contextlib.suppress(ConnectionError, aiohttp.ClientConnectionResetError):
+                    await resp.write(f"data: {msg}\n\n".encode())
+                return resp
+            if resp is None:
+                resp = web.StreamResponse(status=upstream.status,
+                                          headers=self._out_headers(upstream, d, w))
+                try:
+                    await resp.prepare(request)
+                except (ConnectionError, aiohttp.ClientConnectionResetError):
+                    st.error = "client_disconnect"
+                    self.metrics.errors.labels(st.error).inc()
+                    return resp
+            if not chunk:
+                break
+            if st.ttft is None:
+                now = self.now()
+                st.ttft = now - d.sent_at
+                self.members.router.first_token(d, now)
+            scanner.feed(chunk)
+            try:
+                await resp.write(chunk)
+            except (ConnectionError, aiohttp.ClientConnectionResetError):
+                st.error = "client_disconnect"
+                self.metrics.errors.labels(st.error).inc()
+                return resp
+        scanner.close()
+        st.cached = scanner.cached_tokens
+        st.ok, st.error = True, None
+        self.members.record_success(w)
+        with contextlib.suppress(ConnectionError, aiohttp.ClientConnectionResetError):
+            await resp.write_eof()
+        return resp
+
+    # --- other routes -----------------------------------------------------------------
+    async def models(self, request: web.Request) -> web.StreamResponse:
+        self.metrics.requests.labels("models").inc()
+        assert self.session is not None
+        now = self.now()
+        for w, a in zip(list(self.members.workers), self.members.available(now), strict=True):
+            if not a:
+                continue
+            try:
+                async with self.session.get(w.url + "/v1/models") as r:
+                    data = await r.read()
+                    if r.status < 500:
+                        return web.Response(body=data, status=r.status, headers={
+                            "Content-Type": r.headers.get("Content-Type", "application/json"),
+                            "X-Kvroute-Worker": w.url})
+            except (aiohttp.ClientError, OSError, asyncio.TimeoutError):
+                continue
+        self.metrics.errors.labels("no_worker").inc()
+        return _error(503, "no healthy worker is available", "service_unavailable")
+
+    async def health(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response({"status": "ok"})
+
+    async def liveness(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response({"status": "alive"})
+
+    async def readiness(self, request: web.Request) -> web.StreamResponse:
+        n = sum(self.members.available(self.now()))
+        if self.draining:
+            return web.json_response({"status": "draining", "healthy_workers": n}, status=503)
+        if n == 0:
+            return web.json_response({"status": "not ready", "healthy_workers": 0}, status=503)
+        return web.json_response({"status": "ready", "healthy_workers": n})
+
+    async def metrics_route(self, request: web.Request) -> web.StreamResponse:
+        self._update_health_gauges()
+        return web.Response(body=self.metrics.render(),
+                            headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    # --- admin ------------------------------------------------------------------------
+    def _authorized(self, request: web.Request) -> bool:
+        key = self.config.api_key
+        if not key:
+            return True
+        got = request.headers.get("Authorization", "")
+        return got.startswith("Bearer ") and hmac.compare_digest(got[7:].strip().encode(),
+                                                                 key.encode())
+
+    def _workers_json(self) -> list[dict[str, Any]]:
+        now = self.now()
+        m = self.members
+        return [{"url": w.url, "healthy": w.healthy, "available": a,
+                 "circuit_open": now < w.open_until, "in_flight": s.in_flight,
+                 "routed": s.routed, "completed": s.completed, "errors": s.errors}
+                for w, a, s in zip(m.workers, m.available(now), m.router.workers, strict=True)]
+
+    async def _admin_url(self, request: web.Request) -> str:
+        url = request.query.get("url")
+        if url is None and request.can_read_body:
+            try:
+                body = await request.json()
+            except (ValueError, UnicodeDecodeError) as e:
+                raise BadRequest("the request body is not valid JSON") from e
+            if isinstance(body, dict) and isinstance(body.get("url"), str):
+                url = body["url"]
+        if not url:
+            raise BadRequest("give the worker as ?url= or a JSON body {\"url\": ...}")
+        return url
+
+    async def workers_admin(self, request: web.Request) -> web.StreamResponse:
+        if not self._authorized(request):
+            self.metrics.errors.labels("unauthorized").inc()
+            return _error(401, "missing or wrong API key", "unauthorized",
+                          headers={"WWW-Authenticate": "Bearer"})
+        if request.method == "GET":
+            return web.json_response({"policy": self.policy_name,
+                                      "workers": self._workers_json()})
+        adding = request.method == "POST" and request.path != "/remove_worker"
+        try:
+            url = await self._admin_url(request)
+            if adding:
+                w = self.members.add(url)
+                self.metrics.in_flight.labels(w.url).set(0)
+                self._update_health_gauges()
+                log.info("added worker %s", w.url)
+                return web.json_response({"added": w.url, "workers": self._workers_json()})
+            w = self.members.remove(url, self.now(), on_forced_close=self._forced_close)
+            self.metrics.forget_worker(w.url)
+            log.info("removed worker %s", w.url)
+            return web.json_response({"removed": w.url, "workers": self._workers_json()})
+        except BadRequest as e:
+            return _error(400, str(e), "invalid_request_error")
+        except ConfigError as e:
+            status = 409 if "already" in str(e) else 404 if "not a member" in str(e) else 400
+            return _error(status, str(e), "invalid_request_error")
+
+    def _forced_close(self, d: Dispatch, w: Worker) -> None:
+        self._close(d, w, ok=False, error="worker_removed")
+
+
+@web.middleware
+async def _json_errors(request: web.Request,
+                       handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                       ) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        return _error(e.status, e.reason, "not_found" if e.status == 404 else "http_error")
+    except (asyncio.CancelledError, ConnectionError):
+        raise
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return _error(500, "internal router error (see the router's log)", "internal_error")
+
+
+def build_app(config: ServeConfig, policy: RoutingPolicy) -> web.Application:
+    """The router's aiohttp application (the client session opens on startup)."""
+    router = RouterApp(config, policy)
+    app = web.Application(middlewares=[_json_errors], client_max_size=256 * 1024 ** 2)
+    app[APP_KEY] = router
+    app.cleanup_ctx.append(router._lifecycle)
+    app.on_shutdown.append(router._on_shutdown)
+
+    def proxied(route: str, path: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            return await router.proxy(request, route, path)
+        return handler
+
+    app.router.add_post("/v1/completions", proxied("completions", "/v1/completions"))
+    app.router.add_post("/v1/chat/completions", proxied("chat", "/v1/chat/completions"))
+    app.router.add_post("/generate", proxied("generate", "/generate"))
+    app.router.add_get("/v1/models", router.models)
+    app.router.add_get("/health", router.health)
+    app.router.add_get("/liveness", router.liveness)
+    app.router.add_get("/readiness", router.readiness)
+    app.router.add_get("/metrics", router.metrics_route)
+    for method in ("GET", "POST", "DELETE"):
+        app.router.add_route(method, "/workers", router.workers_admin)
+    app.router.add_post("/add_worker", router.workers_admin)
+    app.router.add_post("/remove_worker", router.workers_admin)
+    return app

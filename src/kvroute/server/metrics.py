@@ -1,0 +1,66 @@
+"""Prometheus metrics of the live router, in a registry of its own (one per app)."""
+
+from __future__ import annotations
+
+import contextlib
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+__all__ = ["CONTENT_TYPE_LATEST", "RouterMetrics"]
+
+_LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+_ERROR = (-10, -2.5, -1, -0.5, -0.25, -0.1, -0.05, 0, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
+_RATIO = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+
+
+class RouterMetrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.requests = Counter("kvroute_requests", "Requests received, by route",
+                                ["route"], registry=r)
+        self.errors = Counter("kvroute_errors", "Errors, by kind", ["kind"], registry=r)
+        self.retries = Counter("kvroute_retries", "Attempts retried on another worker",
+                               registry=r)
+        self.in_flight = Gauge("kvroute_worker_in_flight", "Requests in flight per worker",
+                               ["worker"], registry=r)
+        self.healthy = Gauge("kvroute_worker_healthy", "1 when the worker is available",
+                             ["worker"], registry=r)
+        self.decisions = Counter("kvroute_routing_decisions", "Routing decisions",
+                                 ["worker", "branch"], registry=r)
+        self.predicted = Histogram("kvroute_predicted_latency_seconds",
+                                   "The policy's predicted end-to-end latency",
+                                   buckets=_LATENCY, registry=r)
+        self.observed = Histogram("kvroute_observed_latency_seconds",
+                                  "Observed end-to-end latency of requests with a prediction",
+                                  buckets=_LATENCY, registry=r)
+        self.prediction_error = Histogram("kvroute_prediction_error_seconds",
+                                          "Observed minus predicted end-to-end latency",
+                                          buckets=_ERROR, registry=r)
+        self.ttft = Histogram("kvroute_ttft_seconds", "Time to first streamed chunk",
+                              buckets=_LATENCY, registry=r)
+        self.e2e = Histogram("kvroute_e2e_seconds", "End-to-end latency of successful requests",
+                             buckets=_LATENCY, registry=r)
+        self.hit_ratio = Histogram("kvroute_estimated_hit_ratio",
+                                   "Router-estimated prefix hit ratio of the chosen worker",
+                                   buckets=_RATIO, registry=r)
+        self.prompt_units = Counter("kvroute_prompt_units", "Prompt units routed", registry=r)
+        self.matched_units = Counter("kvroute_estimated_matched_units",
+                                     "Prompt units the router believed cached on the chosen "
+                                     "worker", registry=r)
+        self.cached_tokens = Counter("kvroute_engine_cached_tokens",
+                                     "Cached prompt tokens the engines reported", registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def forget_worker(self, url: str) -> None:
+        for g in (self.in_flight, self.healthy):
+            with contextlib.suppress(KeyError):
+                g.remove(url)

@@ -1,0 +1,455 @@
+"""The live router (kvroute.server) against small fake engines on real sockets."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import numpy as np
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from kvroute.cli import serve as serve_cli
+from kvroute.errors import ConfigError
+from kvroute.routing import make_router_policy
+from kvroute.server.app import APP_KEY, RouterApp, ServeConfig, SSEScanner, build_app
+from kvroute.workloads.tokenizer import load_tokenizer
+
+
+class FakeWorker:
+    """An OpenAI/SGLang-style engine: ``mode`` ok, fail (500), unhealthy (500 on /health),
+    drop (SSE headers, then the connection closes) or midway (one chunk, then it closes)."""
+
+    def __init__(self, mode: str = "ok", chunks: int = 3, delay: float = 0.0) -> None:
+        self.mode, self.chunks, self.delay = mode, chunks, delay
+        self.calls = 0
+        self.url = ""
+        self.runner: web.AppRunner | None = None
+
+    async def start(self) -> FakeWorker:
+        app = web.Application()
+        for path in ("/v1/completions", "/v1/chat/completions", "/generate"):
+            app.router.add_post(path, self.handle)
+        app.router.add_get("/health", self.health)
+        app.router.add_get("/v1/models", self.models)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = self.runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.json_response({}, status=500 if self.mode == "unhealthy" else 200)
+
+    async def models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": "fake", "owner": self.url}]})
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.calls += 1
+        body = await request.json()
+        if self.mode == "fail":
+            return web.json_response({"error": "boom"}, status=500)
+        usage = {"prompt_tokens": 10, "completion_tokens": self.chunks,
+                 "prompt_tokens_details": {"cached_tokens": 7}}
+        if not body.get("stream"):
+            await asyncio.sleep(self.delay)
+            return web.json_response({"id": "x", "worker": self.url, "usage": usage})
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        if self.mode in ("drop", "midway"):
+            if self.mode == "midway":
+                await resp.write(b'data: {"choices": [{"text": "t"}]}\n\n')
+                await asyncio.sleep(0.05)
+            assert request.transport is not None
+            request.transport.close()
+            return resp
+        for i in range(self.chunks):
+            await asyncio.sleep(self.delay)
+            chunk = {"choices": [{"text": f"t{i}"}]}
+            await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        final = json.dumps({"choices": [], "usage": usage})
+        # split the final event across writes to exercise the SSE line buffer
+        await resp.write(f"data: {final[:20]}".encode())
+        await resp.write(f"{final[20:]}\n\ndata: [DONE]\n\n".encode())
+        await resp.write_eof()
+        return resp
+
+
+def dead_url() -> str:
+    """A URL nothing listens on (connection refused)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+@asynccontextmanager
+async def cluster(workers: list[FakeWorker | str], policy: str = "lbgr",
+                  **cfg: Any) -> AsyncIterator[tuple[TestClient[Any, Any], RouterApp]]:
+    fakes = [w for w in workers if isinstance(w, FakeWorker)]
+    for f in fakes:
+        await f.start()
+    urls = [w.url if isinstance(w, FakeWorker) else w for w in workers]
+    cfg.setdefault("health_interval", 0)
+    cfg.setdefault("backoff_base", 0.001)
+    app = build_app(ServeConfig(worker_urls=urls, policy=policy, **cfg),
+                    make_router_policy(policy, seed=0))
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    try:
+        yield client, app[APP_KEY]
+    finally:
+        await client.close()
+        for f in fakes:
+            await f.stop()
+
+
+def in_flight(r: RouterApp) -> list[int]:
+    return [s.in_flight for s in r.members.router.workers]
+
+
+async def settle(r: RouterApp, timeout: float = 3.0) -> None:
+    """Wait until the router has closed every dispatch."""
+    for _ in range(int(timeout / 0.02)):
+        if not r.members.open and not any(in_flight(r)):
+            return
+        await asyncio.sleep(0.02)
+
+
+@pytest.mark.asyncio
+async def test_non_stream_passthrough_with_headers() -> None:
+    """A JSON completion passes through with the worker and prediction headers."""
+    a, b = FakeWorker(), FakeWorker()
+    async with cluster([a, b]) as (client, r):
+        resp = await client.post("/v1/completions", json={"prompt": "hello world"})
+        assert resp.status == 200
+        body = await resp.json()
+        assert resp.headers["X-Kvroute-Worker"] == body["worker"] in (a.url, b.url)
+        assert float(resp.headers["X-Kvroute-Predicted-Ms"]) > 0
+        assert body["usage"]["prompt_tokens_details"]["cached_tokens"] == 7
+        assert in_flight(r) == [0, 0]
+        assert sum(s.completed for s in r.members.router.workers) == 1
+
+
+@pytest.mark.asyncio
+async def test_stream_passthrough_chunks_and_accounting() -> None:
+    """SSE chunks reach the client unchanged, and the dispatch closes ok with TTFT."""
+    a = FakeWorker(chunks=4)
+    async with cluster([a]) as (client, r):
+        resp = await client.post("/v1/chat/completions", json={
+            "messages": [{"role": "user", "content": "hi"}], "stream": True})
+        assert resp.status == 200
+        assert resp.headers["Content-Type"].startswith("text/event-stream")
+        assert resp.headers["X-Kvroute-Worker"] == a.url
+        text = (await resp.read()).decode()
+        assert text.count("data: ") == 6 and text.rstrip().endswith("data: [DONE]")
+        await settle(r)
+        assert in_flight(r) == [0]
+        assert r.members.router.workers[0].completed == 1
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("policy", ["cache_aware", "lbgr"])
+async def test_repeated_prompt_goes_to_the_same_worker(policy: str) -> None:
+    """Cache-aware policies send a repeated long prompt back to the worker that has it."""
+    async with cluster([FakeWorker(), FakeWorker()], policy=policy) as (client, _):
+        seen = []
+        for prompt in ("A" * 2000, "B" * 2000, "A" * 2000 + " more"):
+            resp = await client.post("/generate", json={"text": prompt})
+            assert resp.status == 200
+            seen.append(resp.headers["X-Kvroute-Worker"])
+        assert seen[0] == seen[2]
+        if policy == "cache_aware":  # a miss goes to the smallest tree: the other worker
+            assert seen[1] != seen[0]
+
+
+@pytest.mark.asyncio
+async def test_retry_on_500_goes_to_another_worker() -> None:
+    """A 500 before streaming is retried on the other worker, which answers."""
+    bad, good = FakeWorker("fail"), FakeWorker()
+    async with cluster([bad, good], max_retries=2) as (client, r):
+        resp = await client.post("/v1/completions", json={"prompt": "x", "stream": True})
+        assert resp.status == 200
+        assert resp.headers["X-Kvroute-Worker"] == good.url
+        await resp.read()
+        assert (bad.calls, good.calls) == (1, 1)
+        await settle(r)
+        assert in_flight(r) == [0, 0]
+        assert [s.errors for s in r.members.router.workers] == [1, 0]
+        metrics = await (await client.get("/metrics")).text()
+        assert "kvroute_retries_total 1.0" in metrics
+
+
+@pytest.mark.asyncio
+async def test_upstream_drop_before_first_chunk_retries_midway_ends_with_error() -> None:
+    """A stream lost before its first byte is retried elsewhere; one lost midway ends
+    with an SSE error event; nothing stays in flight."""
+    drop, good = FakeWorker("drop"), FakeWorker()
+    async with cluster([drop, good]) as (client, r):
+        resp = await client.post("/v1/completions", json={"prompt": "x", "stream": True})
+        assert resp.status == 200 and resp.headers["X-Kvroute-Worker"] == good.url
+        assert (await resp.read()).rstrip().endswith(b"[DONE]")
+        assert (drop.calls, good.calls) == (1, 1)
+        await settle(r)
+        assert in_flight(r) == [0, 0]
+    midway = FakeWorker("midway")
+    async with cluster([midway]) as (client, r):
+        resp = await client.post("/v1/completions", json={"prompt": "x", "stream": True})
+        text = (await resp.read()).decode()
+        assert text.startswith("data: ") and "failed mid-stream" in text
+        await settle(r)
+        assert in_flight(r) == [0] and r.members.router.workers[0].errors == 1
+
+
+@pytest.mark.asyncio
+async def test_in_flight_zero_after_upstream_errors() -> None:
+    """Upstream 500s and refused connections close every dispatch as failed."""
+    async with cluster([FakeWorker("fail"), dead_url()], max_retries=1,
+                       failure_threshold=5) as (client, r):
+        for _ in range(3):
+            resp = await client.post("/v1/completions", json={"prompt": "p"})
+            assert resp.status in (500, 502)
+            assert "error" in await resp.json()
+        assert in_flight(r) == [0, 0]
+        assert sum(s.errors for s in r.members.router.workers) == 6
+        assert not r.members.open
+
+
+@pytest.mark.asyncio
+async def test_client_disconnect_mid_stream_closes_dispatch(tmp_path: Any) -> None:
+    """A client that hangs up mid-stream leaves nothing in flight (closed not ok)."""
+    log = tmp_path / "d.jsonl"
+    slow = FakeWorker(chunks=200, delay=0.01)
+    async with cluster([slow], decision_log=str(log)) as (client, r):
+        resp = await client.post("/v1/completions", json={"prompt": "p", "stream": True})
+        assert resp.status == 200
+        await resp.content.readany()
+        assert in_flight(r) == [1]
+        resp.close()
+        await settle(r)
+        assert in_flight(r) == [0]
+        assert r.members.router.workers[0].errors == 1
+    outcome = [json.loads(x) for x in log.read_text().splitlines()][-1]
+    assert outcome["event"] == "outcome" and outcome["ok"] is False
+    assert outcome["error"] == "client_disconnect"
+
+
+@pytest.mark.asyncio
+async def test_503_when_all_workers_are_down() -> None:
+    """Dead workers open their breakers; then requests get a clear 503 JSON error."""
+    async with cluster([dead_url(), dead_url()], failure_threshold=1,
+                       cooldown_s=60) as (client, r):
+        first = await client.post("/v1/completions", json={"prompt": "p"})
+        assert first.status == 502
+        assert (await client.get("/readiness")).status == 503
+        resp = await client.post("/v1/completions", json={"prompt": "p"})
+        assert resp.status == 503
+        err = (await resp.json())["error"]
+        assert err["type"] == "service_unavailable" and "healthy" in err["message"]
+        assert (await client.get("/v1/models")).status == 503
+        assert in_flight(r) == [0, 0]
+
+
+@pytest.mark.asyncio
+async def test_breaker_and_health_checks() -> None:
+    """Failures open the breaker; a passing health check after the cool-down restores it,
+    and failing health checks take a worker out."""
+    w = FakeWorker("fail")
+    async with cluster([w], failure_threshold=1, cooldown_s=0.05, max_retries=0) as (client, r):
+        assert (await client.post("/generate", json={"text": "p"})).status == 500
+        assert (await client.get("/readiness")).status == 503
+        await asyncio.sleep(0.06)
+        r.members.health_checks = True
+        w.mode = "unhealthy"
+        await r.check_health()
+        assert (await client.get("/readiness")).status == 503
+        w.mode = "ok"
+        await r.check_health()
+        assert (await client.get("/readiness")).status == 200
+        assert (await client.post("/generate", json={"text": "p"})).status == 200
+
+
+@pytest.mark.asyncio
+async def test_admin_add_remove_with_and_without_api_key() -> None:
+    """The admin API needs the bearer key; add/remove keep the router consistent."""
+    a, b, c = FakeWorker(), FakeWorker(), FakeWorker()
+    await b.start()
+    await c.start()
+    auth = {"Authorization": "Bearer s3cret"}
+    try:
+        async with cluster([a], api_key="s3cret") as (client, r):
+            assert (await client.get("/workers")).status == 401
+            resp = await client.post("/workers", json={"url": b.url},
+                                     headers={"Authorization": "Bearer wrong"})
+            assert resp.status == 401
+            assert (await client.post("/workers", json={"url": b.url}, headers=auth)).status \
+                == 200
+            assert (await client.post("/workers", json={"url": b.url}, headers=auth)).status \
+                == 409
+            assert (await client.post(f"/add_worker?url={c.url}", headers=auth)).status == 200
+            urls = [w["url"] for w in (await (await client.get(
+                "/workers", headers=auth)).json())["workers"]]
+            assert urls == [a.url, b.url, c.url]
+            for i in range(6):
+                resp = await client.post("/v1/completions", json={"prompt": f"{i}" * 500})
+                assert resp.status == 200
+            assert (await client.delete(f"/workers?url={b.url}", headers=auth)).status == 200
+            assert (await client.post(f"/remove_worker?url={a.url}", headers=auth)).status \
+                == 200
+            assert (await client.delete("/workers", json={"url": a.url},
+                                        headers=auth)).status == 404
+            assert [w.url for w in r.members.workers] == [c.url]
+            assert len(r.members.router.workers) == 1
+            r.members.router.index.check_integrity()  # type: ignore[union-attr]
+            resp = await client.post("/v1/completions", json={"prompt": "after"})
+            assert resp.headers["X-Kvroute-Worker"] == c.url
+            assert in_flight(r) == [0]
+    finally:
+        await b.stop()
+        await c.stop()
+
+
+@pytest.mark.asyncio
+async def test_removing_a_worker_mid_stream_closes_its_dispatch_once() -> None:
+    """A worker removed while streaming: its dispatch closes once, the stream still ends."""
+    a, slow = FakeWorker(), FakeWorker(chunks=20, delay=0.01)
+    async with cluster([a, slow], policy="round_robin") as (client, r):
+        await (await client.post("/v1/completions", json={"prompt": "x"})).read()
+        resp = await client.post("/v1/completions", json={"prompt": "y", "stream": True})
+        assert resp.headers["X-Kvroute-Worker"] == slow.url
+        assert (await client.post(f"/remove_worker?url={slow.url}")).status == 200
+        assert (await client.post(f"/remove_worker?url={a.url}")).status == 200
+        assert in_flight(r) == [] and not r.members.open
+        assert (await resp.read()).rstrip().endswith(b"[DONE]")
+        assert (await client.post("/v1/completions", json={"prompt": "z"})).status == 503
+        assert (await client.post(f"/add_worker?url={a.url}")).status == 200
+        assert (await client.post("/v1/completions", json={"prompt": "z"})).status == 200
+        assert in_flight(r) == [0]
+
+
+@pytest.mark.asyncio
+async def test_metrics_and_decision_log(tmp_path: Any) -> None:
+    """/metrics has the router's counters; the decision log has decision and outcome lines."""
+    log = tmp_path / "d.jsonl"
+    w = FakeWorker()
+    async with cluster([w], decision_log=str(log)) as (client, _):
+        await (await client.post("/v1/completions", json={"prompt": "abc"})).read()
+        await (await client.post("/v1/completions", json={"prompt": "abc", "stream": True})).read()
+        text = await (await client.get("/metrics")).text()
+    for name in ('kvroute_requests_total{route="completions"} 2.0',
+                 f'kvroute_routing_decisions_total{{branch="min_predicted",worker="{w.url}"}}',
+                 f'kvroute_worker_in_flight{{worker="{w.url}"}} 0.0',
+                 "kvroute_e2e_seconds_count 2.0", "kvroute_ttft_seconds_count 1.0",
+                 "kvroute_predicted_latency_seconds_count 2.0",
+                 "kvroute_prediction_error_seconds_count 2.0",
+                 "kvroute_estimated_hit_ratio_count 2.0",
+                 "kvroute_engine_cached_tokens_total 14.0"):
+        assert name in text, name
+    lines = [json.loads(x) for x in log.read_text().splitlines()]
+    assert [x["event"] for x in lines] == ["decision", "outcome"] * 2
+    d, o = lines[2], lines[3]
+    assert d["worker"] == w.url and d["units"] == 3 and d["matched"] == {w.url: 3}
+    assert d["in_flight"] == {w.url: 1} and d["predicted_s"] > 0
+    assert o["ok"] and o["cached_tokens"] == 7 and o["ttft_s"] <= o["e2e_s"]
+
+
+@pytest.mark.asyncio
+async def test_bad_client_input_is_a_400_json_error() -> None:
+    """Invalid JSON or a missing prompt give 400 {"error": {...}}, unknown paths 404 JSON."""
+    w = FakeWorker()
+    async with cluster([w]) as (client, r):
+        for path, data in (("/v1/completions", b"{nope"), ("/v1/completions", b"[1]"),
+                           ("/v1/completions", b"{}"), ("/v1/chat/completions", b'{"x": 1}'),
+                           ("/generate", b'{"sampling_params": {}}'),
+                           ("/v1/chat/completions", b'{"messages": [{"role": "user"}]}')):
+            resp = await client.post(path, data=data)
+            if path == "/v1/chat/completions" and b"role" in data:
+                assert resp.status == 200  # without a tokenizer, messages are keyed as JSON
+                continue
+            assert resp.status == 400, (path, data)
+            err = (await resp.json())["error"]
+            assert err["type"] == "invalid_request_error" and err["message"]
+        resp = await client.get("/nowhere")
+        assert resp.status == 404 and "error" in await resp.json()
+        assert w.calls == 1 and in_flight(r) == [0]
+
+
+@pytest.mark.asyncio
+async def test_health_liveness_models_and_graceful_drain() -> None:
+    """Probes answer; /v1/models comes from a worker; draining refuses new requests but
+    lets the one in flight finish."""
+    w = FakeWorker(chunks=10, delay=0.02)
+    async with cluster([w]) as (client, r):
+        assert (await client.get("/health")).status == 200
+        assert (await client.get("/liveness")).status == 200
+        assert (await client.get("/readiness")).status == 200
+        models = await (await client.get("/v1/models")).json()
+        assert models["data"][0]["owner"] == w.url
+        resp = await client.post("/v1/completions", json={"prompt": "p", "stream": True})
+        drain = asyncio.create_task(r._on_shutdown(client.app))
+        await asyncio.sleep(0.01)
+        assert (await client.get("/readiness")).status == 503
+        assert (await client.post("/v1/completions", json={"prompt": "p"})).status == 503
+        assert not drain.done()
+        assert (await resp.read()).rstrip().endswith(b"[DONE]")
+        await asyncio.wait_for(drain, 2)
+        assert in_flight(r) == [0]
+
+
+def test_routing_units_chars_tokens_and_ids() -> None:
+    """Units: characters (chat as compact JSON), token ids with a tokenizer, ids as given."""
+    msgs = [{"role": "user", "content": "héllo"}]
+    r = RouterApp(ServeConfig(worker_urls=["http://a:1"]), make_router_policy("random"))
+    units = r.units_for("chat", {"messages": msgs})
+    assert "".join(map(chr, units)) == json.dumps(msgs, separators=(",", ":"),
+                                                  ensure_ascii=False)
+    assert r.units_for("generate", {"text": "ab"}).tolist() == [97, 98]
+    assert r.units_for("generate", {"input_ids": [5, 6]}).tolist() == [5, 6]
+    assert r.units_for("completions", {"prompt": [[1, 2], [3]]}).tolist() == [1, 2]
+    assert r.units_for("completions", {"prompt": ["xy", "z"]}).tolist() == [120, 121]
+    tok = load_tokenizer(None)
+    rt = RouterApp(ServeConfig(worker_urls=["http://a:1"], tokenizer=tok),
+                   make_router_policy("random"))
+    assert np.array_equal(rt.units_for("completions", {"prompt": "hello world"}),
+                          tok.encode("hello world"))
+
+
+def test_sse_scanner_reads_cached_tokens_across_chunks() -> None:
+    """cached_tokens from an OpenAI usage chunk split across reads, or SGLang meta_info."""
+    s = SSEScanner()
+    event = b'data: {"usage": {"prompt_tokens_details": {"cached_tokens": 12}}}\n\n'
+    for i in range(0, len(event), 7):
+        s.feed(event[i:i + 7])
+    s.feed(b"data: [DONE]\n\n")
+    assert s.cached_tokens == 12 and s.done
+    g = SSEScanner()
+    g.feed(b'data: {"text": "a", "meta_info": {"cached_tokens": 3}}')
+    g.close()
+    assert g.cached_tokens == 3
+
+
+def test_serve_cli_rejects_bad_configuration() -> None:
+    """`kvroute serve` errors are ConfigErrors (one line), raised before any socket opens."""
+    ap = argparse.ArgumentParser()
+    serve_cli.add_parser(ap.add_subparsers())
+    for argv, needle in ((["serve", "--worker-urls", "ftp://x"], "http://"),
+                         (["serve", "--worker-urls", "http://a:1", "--policy", "nope"],
+                          "unknown routing policy"),
+                         (["serve", "--worker-urls", "http://a:1", "--policy", "random",
+                           "--cache-threshold", "0.3"], "does not take"),
+                         (["serve", "--worker-urls", "http://a:1", "http://a:1/"], "duplicate")):
+        args = ap.parse_args(argv)
+        with pytest.raises(ConfigError, match=needle):
+            args.func(args)
