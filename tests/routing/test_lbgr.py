@@ -95,3 +95,14 @@ def test_errors_release_the_queue_but_do_not_learn() -> None:
     assert p.queue == [0] and p.theta == [0.0]
     done(p, 0, 4, 0.0, e2e_s=1.0)  # unknown or repeated completions are ignored
     assert p.theta == [0.0]
+
+
+def test_removing_a_worker_keeps_the_others_state() -> None:
+    """Removing worker 0 drops its queue and residual; worker 1's move to index 0."""
+    p = LBGR()
+    v, _ = view(2)
+    p.route(req(range(100), 1), v)
+    p.route(req(range(1000, 1030), 2), v)
+    assert p.queue == [100, 30]
+    p.on_worker_removed(0, 1)
+    assert p.queue == [30] and len(p.theta) == len(p.p) == 1

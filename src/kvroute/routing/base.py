@@ -152,3 +152,9 @@ class RoutingPolicy(ABC):
 
     def on_workers_changed(self, count: int) -> None:  # noqa: B027 - optional hook
         """The router's membership changed; ``count`` workers now."""
+
+    def on_worker_removed(self, index: int, count: int) -> None:
+        """Worker ``index`` left; later workers moved down one index; ``count`` remain.
+        Policies with per-worker state drop that worker's entry; the default just calls
+        ``on_workers_changed``."""
+        self.on_workers_changed(count)

@@ -118,3 +118,9 @@ class LBGR(RoutingPolicy):
     def on_workers_changed(self, count: int) -> None:
         self._grow(count)
         del self.queue[count:], self.theta[count:], self.p[count:]
+
+    def on_worker_removed(self, index: int, count: int) -> None:
+        for state in (self.queue, self.theta, self.p):
+            if index < len(state):
+                del state[index]
+        self.on_workers_changed(count)

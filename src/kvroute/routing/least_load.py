@@ -36,9 +36,9 @@ Parameters (published defaults where SMG has one):
 * ``ewma_alpha`` = 0.1: weight of each new throughput observation (ours), in (0, 1];
 * ``min_tokens_per_s`` = 1.0: floor on the learned throughput (ours), > 0.
 
-Membership changes (``on_workers_changed``) truncate or extend the learned rates (new
-workers start at the prior); a worker the view shows but the policy has not seen yet
-also starts at the prior.
+Membership changes drop a removed worker's learned rate (``on_worker_removed``) and
+extend the rates for new workers, which start at the prior; a worker the view shows but
+the policy has not seen yet also starts at the prior.
 """
 
 from __future__ import annotations
@@ -126,3 +126,8 @@ class LeastLoad(RoutingPolicy):
     def on_workers_changed(self, count: int) -> None:
         del self._rate[count:]
         self._grow(count)
+
+    def on_worker_removed(self, index: int, count: int) -> None:
+        if index < len(self._rate):
+            del self._rate[index]
+        self.on_workers_changed(count)

@@ -106,6 +106,9 @@ class HealthFilter(RoutingPolicy):
     def on_workers_changed(self, count: int) -> None:
         self.inner.on_workers_changed(count)
 
+    def on_worker_removed(self, index: int, count: int) -> None:
+        self.inner.on_worker_removed(index, count)
+
 
 class Membership:
     def __init__(self, urls: Sequence[str], policy: RoutingPolicy, *,
@@ -235,7 +238,7 @@ class Membership:
         for d in self.open:
             if d.decision.worker > k:
                 d.decision = dataclasses.replace(d.decision, worker=d.decision.worker - 1)
-        self.policy.on_workers_changed(len(self.workers))
+        self.policy.on_worker_removed(k, len(self.workers))
         return w
 
     def in_flight(self) -> np.ndarray:
