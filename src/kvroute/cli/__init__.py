@@ -15,6 +15,8 @@ from kvroute.cli import cache as cache
 from kvroute.cli import compare as compare
 from kvroute.cli import serve as serve
 from kvroute.cli import sim as sim
+from kvroute.cli import up as up
+from kvroute.cli import worker as worker
 from kvroute.errors import KvrouteError
 
 __all__ = ["build_parser", "main"]
@@ -25,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Joint request routing and prefix-KV-cache eviction for multi-replica LLM serving."))
     ap.add_argument("--version", action="version", version=f"kvroute {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
-    for module in (sim, compare, serve, bench, cache):
+    for module in (sim, compare, up, serve, worker, bench, cache):
         module.add_parser(sub)
     return ap
 

@@ -86,13 +86,16 @@ class Job:
 
 class SimWorker:
     """One worker. Callbacks: ``on_first_token(job)`` and ``on_finish(job)`` when a request's
-    first and last tokens are out; ``on_step(worker)`` when a step starts or it goes idle."""
+    first and last tokens are out; ``on_step(worker)`` when a step starts or it goes idle;
+    ``on_token(job)`` (optional, for streaming) whenever ``job.generated`` increases, once
+    per step per request, after ``on_first_token`` and before ``on_finish``."""
 
     def __init__(self, index: int, model: StepModel, config: WorkerConfig,
                  loop: EventLoop | RealtimeLoop,
                  on_finish: Callable[[Job], None], seed: int = 0,
                  on_step: Callable[[SimWorker], None] | None = None,
-                 on_first_token: Callable[[Job], None] | None = None) -> None:
+                 on_first_token: Callable[[Job], None] | None = None,
+                 on_token: Callable[[Job], None] | None = None) -> None:
         self.index = index
         self.model = model
         self.config = config
@@ -103,6 +106,7 @@ class SimWorker:
         self.on_finish = on_finish
         self.on_step = on_step
         self.on_first_token = on_first_token
+        self.on_token = on_token
         self.waiting: deque[Job] = deque()
         self.prefilling: deque[Job] = deque()  # admitted, prompt not fully computed
         self.decoding: list[Job] = []
@@ -227,6 +231,10 @@ class SimWorker:
     def _end_step(self, chunks: list[tuple[Job, int]], decode: bool) -> None:
         now = self.loop.now
         finished: list[Job] = []
+        progressed: list[Job] | None = None
+        if self.on_token is not None:
+            progressed = list(self.decoding) if decode else []
+            progressed += [job for job, n in chunks if job.computed + n == job.req.prompt_len]
         if decode:
             for job in self.decoding:
                 job.generated += 1
@@ -256,6 +264,9 @@ class SimWorker:
             for job, _ in chunks:
                 if job.first_token == now:
                     self.on_first_token(job)
+        if progressed is not None and self.on_token is not None:
+            for job in progressed:
+                self.on_token(job)
         for job in finished:
             self.on_finish(job)
 

@@ -1,0 +1,140 @@
+"""``kvroute up``: N emulated workers and the router on loopback, in one process.
+
+Workers take the first free ports after ``--port``; the router listens on ``--port``.
+With ``--bench`` a short ``kvroute bench`` runs against the router (as a separate process,
+so that it does not share the servers' event loop) and everything shuts down after it;
+without it, the servers run until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import socket
+import sys
+from typing import Any
+
+from kvroute.cache import policy_names
+from kvroute.errors import ConfigError, KvrouteError
+from kvroute.routing import make_router_policy, routing_names
+from kvroute.sim.step_model import DEFAULT_PROFILE
+
+__all__ = ["add_parser", "cmd_up"]
+
+
+def _free_ports(host: str, after: int, n: int) -> list[int]:
+    ports: list[int] = []
+    port = after + 1
+    while len(ports) < n and port < 65536:
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+                ports.append(port)
+            except OSError:
+                pass
+        port += 1
+    if len(ports) < n:
+        raise ConfigError(f"no {n} free ports after {after} on {host}")
+    return ports
+
+
+async def _up(args: argparse.Namespace) -> int:
+    from aiohttp import ClientSession, ClientTimeout, web
+
+    from kvroute.server.app import ServeConfig, build_app
+    from kvroute.worker.emulated import EmulatedConfig, create_app
+
+    host = args.host
+    ports = _free_ports(host, args.port, args.workers)
+    runners: list[web.AppRunner] = []
+    try:
+        for k, port in enumerate(ports):
+            app = create_app(EmulatedConfig(profile=args.profile, eviction=args.eviction,
+                                            capacity=args.capacity, seed=args.seed + k,
+                                            speed=args.speed))
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            await web.TCPSite(runner, host, port).start()
+            runners.append(runner)
+        urls = [f"http://{host}:{p}" for p in ports]
+        policy = make_router_policy(args.policy, seed=args.seed)
+        router = web.AppRunner(build_app(ServeConfig(worker_urls=urls, policy=args.policy,
+                                                     seed=args.seed), policy),
+                               access_log=None, handler_cancellation=True)
+        await router.setup()
+        try:
+            await web.TCPSite(router, host, args.port).start()
+        except OSError as e:
+            raise ConfigError(f"cannot listen on {host}:{args.port} ({e.strerror}); "
+                              "choose another --port") from None
+        runners.append(router)
+        base = f"http://{host}:{args.port}"
+        async with ClientSession(timeout=ClientTimeout(total=5)) as http:
+            for url in [*urls, base]:
+                async with http.get(f"{url}/health") as resp:
+                    if resp.status != 200:
+                        raise KvrouteError(f"{url} is not healthy ({resp.status})")
+        print(f"kvroute up: {args.workers} emulated workers ({args.profile}, eviction "
+              f"{args.eviction}, speed x{args.speed:g}): {' '.join(urls)}", flush=True)
+        print(f"router ({args.policy}): {base}  (OpenAI /v1/completions, "
+              "/v1/chat/completions; SGLang /generate; /metrics; /workers)", flush=True)
+        if args.bench:
+            cmd = [sys.executable, "-m", "kvroute", "bench", "--url", base,
+                   "--workload", args.bench_workload, "--requests", str(args.bench_requests),
+                   *[a for u in urls for a in ("--metrics-url", u)], *args.bench_arg]
+            proc = await asyncio.create_subprocess_exec(*cmd)
+            return await proc.wait()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        print("Ctrl-C stops everything.", flush=True)
+        await stop.wait()
+        return 0
+    finally:
+        for runner in reversed(runners):
+            await runner.cleanup()
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Start emulated workers and the router on loopback; optionally run a short bench."""
+    try:
+        import aiohttp  # noqa: F401
+        import prometheus_client  # noqa: F401
+    except ImportError:
+        raise KvrouteError("kvroute up needs aiohttp and prometheus-client: "
+                           "pip install 'kvroute[serve]'") from None
+    if args.workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {args.workers}")
+    if not 0 < args.port < 65536:
+        raise ConfigError(f"--port must be in 1..65535, got {args.port}")
+    print("starting...", flush=True)
+    return asyncio.run(_up(args))
+
+
+def add_parser(sub: Any) -> None:
+    u = sub.add_parser("up", help="start emulated workers and the router on loopback",
+                       description=cmd_up.__doc__,
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    u.add_argument("--workers", type=int, default=4)
+    u.add_argument("--eviction", default="rlt",
+                   choices=[p for p in policy_names() if p != "optimal"])
+    u.add_argument("--policy", default="lbgr", choices=routing_names())
+    u.add_argument("--profile", default=DEFAULT_PROFILE, help="workers' step-time profile")
+    u.add_argument("--capacity", type=int, help="workers' KV pool (default: the profile's)")
+    u.add_argument("--speed", type=float, default=1.0,
+                   help="run the emulated GPUs this many times faster than the profile")
+    u.add_argument("--host", default="127.0.0.1")
+    u.add_argument("--port", type=int, default=8000, help="router port; workers take the next "
+                   "free ones")
+    u.add_argument("--seed", type=int, default=1)
+    u.add_argument("--bench", action="store_true",
+                   help="run kvroute bench against the router, then stop")
+    u.add_argument("--bench-workload", default="gsp")
+    u.add_argument("--bench-requests", type=int, default=256)
+    u.add_argument("--bench-arg", action="append", default=[], metavar="ARG",
+                   help="extra argument for kvroute bench (repeat), e.g. --bench-arg=--rate=4")
+    u.set_defaults(func=cmd_up)
