@@ -78,7 +78,9 @@ class FakeServer:
         try:
             if rid in self.fail_500:
                 return web.Response(status=500, text="boom")
-            text = body.get("prompt") or body.get("text") or json.dumps(body.get("messages"))
+            p = body.get("prompt") or body.get("input_ids") or body.get("text")
+            text = (" ".join(map(str, p)) if isinstance(p, list)
+                    else p or json.dumps(body.get("messages")))
             words = text.split()
             prompt, key = len(words), " ".join(words[:8])
             cached = prompt // 2 if key in self.seen else 0
@@ -282,13 +284,13 @@ def test_cli_api_choices_match_loadgen():
 
 
 def test_request_bodies_per_api():
-    """Token prompts go to completions as pseudo-text, chat turns as messages, generate
+    """Token prompts go to completions as token ids, chat turns as messages, generate
     with sampling_params; all greedy, ignore_eos, streamed."""
     import numpy as np
 
     req = Request(7, np.array([1, 2, 3]), 4)
     path, body = http_request(req, "completions", "m")
-    assert path == "/v1/completions" and body["prompt"] == "w1 w2 w3"
+    assert path == "/v1/completions" and body["prompt"] == [1, 2, 3]
     assert body["max_tokens"] == 4 and body["ignore_eos"] and body["temperature"] == 0
     assert body["stream"] and body["stream_options"] == {"include_usage": True}
     chat = Request(8, np.array([1]), 2, messages=[{"role": "user", "content": "hi"}])
@@ -296,5 +298,7 @@ def test_request_bodies_per_api():
     assert path == "/v1/chat/completions" and body["messages"][0]["content"] == "hi"
     path, body = http_request(chat, "generate", None)
     assert path == "/generate" and "hi" in body["text"] and body["stream"]
+    path, body = http_request(req, "generate", None)
+    assert body["input_ids"] == [1, 2, 3] and "text" not in body
     assert body["sampling_params"] == {"max_new_tokens": 2, "temperature": 0,
                                        "ignore_eos": True}

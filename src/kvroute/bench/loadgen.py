@@ -154,10 +154,15 @@ def request_api(req: Request, forced: str | None) -> str:
 
 
 def http_request(req: Request, api: str, model: str | None) -> tuple[str, dict[str, Any]]:
-    """(path, JSON body) of ``req`` for ``api``: greedy, ``ignore_eos``, streamed, usage on."""
+    """(path, JSON body) of ``req`` for ``api``: greedy, ``ignore_eos``, streamed, usage on.
+    Requests that have only token ids (gsp, mooncake) are sent as ids (OpenAI ``prompt``
+    as a list of ints, SGLang ``input_ids``), so the engine sees exactly those tokens."""
+    ids_only = req.text is None and not req.messages  # e.g. gsp, mooncake: send the ids
     if api == "generate":
+        prompt: dict[str, Any] = ({"input_ids": req.tokens.tolist()} if ids_only
+                                  else {"text": _prompt_text(req)})
         return PATHS[api], {
-            "text": _prompt_text(req), "stream": True,
+            **prompt, "stream": True,
             "sampling_params": {"max_new_tokens": req.output_len, "temperature": 0,
                                 "ignore_eos": True}}
     body: dict[str, Any] = {
@@ -167,7 +172,7 @@ def http_request(req: Request, api: str, model: str | None) -> tuple[str, dict[s
         body["messages"] = (req.messages if req.text is None and req.messages
                             else [{"role": "user", "content": _prompt_text(req)}])
     elif api == "completions":
-        body["prompt"] = _prompt_text(req)
+        body["prompt"] = req.tokens.tolist() if ids_only else _prompt_text(req)
     else:
         raise ConfigError(f"unknown api {api!r}; choose from: {', '.join(APIS)}")
     return PATHS[api], body
