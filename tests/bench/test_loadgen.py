@@ -298,7 +298,7 @@ def test_request_bodies_per_api():
     assert path == "/v1/chat/completions" and body["messages"][0]["content"] == "hi"
     path, body = http_request(chat, "generate", None)
     assert path == "/generate" and "hi" in body["text"] and body["stream"]
-    path, body = http_request(req, "generate", None)
-    assert body["input_ids"] == [1, 2, 3] and "text" not in body
     assert body["sampling_params"] == {"max_new_tokens": 2, "temperature": 0,
                                        "ignore_eos": True}
+    path, body = http_request(req, "generate", None)
+    assert body["input_ids"] == [1, 2, 3] and "text" not in body
