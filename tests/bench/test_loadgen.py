@@ -190,6 +190,7 @@ async def test_cluster_hit_rate_from_metrics_deltas():
     s = summarize(run, "gsp", srv.url)
     assert s["hit_rate_cluster"] == pytest.approx(cached / prompt)
     assert s["hit_rate_client"] == pytest.approx(cached / prompt)
+    assert s["hit_rate"] == s["hit_rate_cluster"]  # the same key as kvroute sim
     assert s["cluster"]["per_url"][0]["engine"] == "sglang"
 
 

@@ -118,6 +118,10 @@ def summarize(run: BenchRun, workload: str = "", url: str = "") -> dict[str, Any
     def nan_none(x: float) -> float | None:
         return None if x != x else x
 
+    client_hit = (sum(r.cached_tokens or 0 for r in reported) / rep_prompt
+                  if rep_prompt else None)
+    client_hit = (sum(r.cached_tokens or 0 for r in reported) / rep_prompt
+                  if rep_prompt else None)
     return {
         "workload": workload, "url": url, "model": run.model, "mode": run.mode,
         "concurrency": run.concurrency,
@@ -131,9 +135,10 @@ def summarize(run: BenchRun, workload: str = "", url: str = "") -> dict[str, Any
         "prompt_tokens": base["prompt_tokens"], "output_tokens": base["output_tokens"],
         "cached_tokens": sum(r.cached_tokens or 0 for r in reported),
         "usage_reported": sum(r.usage for r in ok), "cached_reported": len(reported),
-        "hit_rate_client": (sum(r.cached_tokens or 0 for r in reported) / rep_prompt
-                            if rep_prompt else None),
+        "hit_rate_client": client_hit,
         "hit_rate_cluster": cluster["hit_rate"], "cluster": cluster,
+        # the key kvroute sim uses: the engines' own count when scraped, else the client's
+        "hit_rate": cluster["hit_rate"] if cluster["hit_rate"] is not None else client_hit,
         "ttft_s": {k: nan_none(v) for k, v in latency_stats(rec.ttft).items()},
         "e2e_s": {k: nan_none(v) for k, v in latency_stats(rec.e2e).items()},
         "tpot_s": {k: nan_none(v) for k, v in latency_stats(tpot).items()},

@@ -9,29 +9,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kvroute.cli.console import make_console, need_rich, progress_bar
+from kvroute.cli.workload_flags import add_workload_flags, build_workload
 from kvroute.errors import KvrouteError
 from kvroute.workloads.catalog import WORKLOAD_NAMES
-from kvroute.workloads.catalog import build_workload as build
-from kvroute.workloads.gsp import ORDERS
-from kvroute.workloads.request import Workload
 
 if TYPE_CHECKING:  # aiohttp (kvroute[serve]) is imported only when the command runs
     from kvroute.bench.loadgen import BenchRun, RequestResult
 
 __all__ = ["add_parser", "cmd_bench"]
 
-# workload options passed through to build_workload (--concurrency is the driver's own)
-WORKLOAD_FLAGS = ("groups", "prompts_per_group", "prefix_ratio", "order", "rate", "output_len",
-                  "mode", "clients", "think_time", "documents", "questions_per_doc",
-                  "time_scale")
 SHOWN_FAILURES = 10
 APIS = ("completions", "chat", "generate")  # kvroute.bench.loadgen.APIS
-
-
-def build_workload(args: argparse.Namespace) -> Workload:
-    return build(args.workload, args.seed, dataset=args.dataset, trace=args.trace,
-                 tokenizer=args.tokenizer, **{f: getattr(args, f) for f in WORKLOAD_FLAGS})
-
 
 def _ms(seconds: float | None) -> str:
     if seconds is None:
@@ -158,20 +146,5 @@ def add_parser(sub: Any) -> None:
                         "for the cluster hit rate")
     s.add_argument("--json", metavar="PATH", help="write the summary and per-request rows")
     s.add_argument("--seed", type=int, default=1)
-    w = s.add_argument_group("workload options (as in kvroute sim)")
-    w.add_argument("--rate", type=float, help="open loop: requests/s (gsp default 12)")
-    w.add_argument("--output-len", type=int, help="output tokens per request (default 4)")
-    w.add_argument("--dataset", metavar="PATH", help="ShareGPT/UltraChat or LooGLE file")
-    w.add_argument("--tokenizer", metavar="PATH", help="tokenizer.json for datasets")
-    w.add_argument("--trace", metavar="PATH", help="mooncake: the trace file (JSONL)")
-    w.add_argument("--groups", type=int, help="gsp: groups (128)")
-    w.add_argument("--prompts-per-group", type=int, help="gsp: prompts per group (32)")
-    w.add_argument("--prefix-ratio", type=float, help="gsp: shared fraction (0.5)")
-    w.add_argument("--order", choices=ORDERS, help="gsp: arrival order (random)")
-    w.add_argument("--mode", choices=("closed", "open"), help="chat: loop (closed)")
-    w.add_argument("--clients", type=int, help="chat: clients (128)")
-    w.add_argument("--think-time", type=float, help="chat closed loop: seconds between turns")
-    w.add_argument("--documents", type=int, help="loogle: documents (128)")
-    w.add_argument("--questions-per-doc", type=int, help="loogle: questions each (32)")
-    w.add_argument("--time-scale", type=float, help="mooncake: multiply inter-arrival times")
+    add_workload_flags(s, "workload options (as in kvroute sim)")
     s.set_defaults(func=cmd_bench)

@@ -11,27 +11,14 @@ from typing import Any
 
 from kvroute.cache import policy_names
 from kvroute.cli.console import make_console, need_rich, progress_bar
+from kvroute.cli.workload_flags import add_workload_flags, build_workload
 from kvroute.errors import ConfigError
 from kvroute.routing import routing_names
 from kvroute.sim.cluster import SimConfig, SimResult, simulate
 from kvroute.sim.step_model import DEFAULT_PROFILE, load_profile, parse_overrides, profile_names
 from kvroute.workloads.catalog import WORKLOAD_NAMES
-from kvroute.workloads.catalog import build_workload as build
-from kvroute.workloads.gsp import ORDERS
-from kvroute.workloads.request import Workload
 
-__all__ = ["add_parser", "build_workload", "cmd_sim"]
-
-
-WORKLOAD_FLAGS = ("groups", "prompts_per_group", "prefix_ratio", "order", "rate", "output_len",
-                  "mode", "clients", "concurrency", "think_time", "documents",
-                  "questions_per_doc", "block_size", "time_scale", "start", "limit")
-
-
-def build_workload(args: argparse.Namespace) -> Workload:
-    """The workload named by ``--workload`` with the workload flags the user gave."""
-    return build(args.workload, args.seed, dataset=args.dataset, trace=args.trace,
-                 tokenizer=args.tokenizer, **{f: getattr(args, f) for f in WORKLOAD_FLAGS})
+__all__ = ["add_parser", "cmd_sim"]
 
 
 def _names(text: str, known: list[str], what: str) -> list[str]:
@@ -81,7 +68,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
                      capacity=args.capacity, chunk_size=args.chunk_size,
                      max_running=args.max_running, mixed_chunk=args.mixed_chunk,
                      seed=args.seed, debug=args.debug)
-    workload = build_workload(args)
+    workload = build_workload(args, concurrency=args.concurrency)
     results: list[SimResult] = []
     with progress_bar(console) as progress:
         for k, (ev, ro) in enumerate((e, r) for e in evictions for r in routings):
@@ -146,28 +133,6 @@ def add_parser(sub: Any) -> None:
                    "kvroute[plot])")
     s.add_argument("--debug", action="store_true",
                    help="check every invariant after every step (slow)")
-    w = s.add_argument_group("workload options (defaults: the paper's)")
-    w.add_argument("--rate", type=float, help="open loop: requests/s (default 12; a trace: "
-                   "its own timing unless given)")
-    w.add_argument("--output-len", type=int, help="output tokens per request (default 4)")
-    w.add_argument("--dataset", metavar="PATH",
-                   help="ShareGPT/UltraChat or LooGLE file (default: synthetic)")
-    w.add_argument("--tokenizer", metavar="PATH",
-                   help="tokenizer.json for datasets (default: built-in)")
-    w.add_argument("--groups", type=int, help="gsp: groups (128)")
-    w.add_argument("--prompts-per-group", type=int, help="gsp: prompts per group (32)")
-    w.add_argument("--prefix-ratio", type=float, help="gsp: shared fraction (0.5)")
-    w.add_argument("--order", choices=ORDERS, help="gsp: arrival order (random)")
-    w.add_argument("--mode", choices=("closed", "open"), help="chat: loop (closed)")
-    w.add_argument("--clients", type=int, help="chat: clients (128)")
+    w = add_workload_flags(s, "workload options (defaults: the paper's)")
     w.add_argument("--concurrency", type=int, help="chat closed loop: clients in flight")
-    w.add_argument("--think-time", type=float, help="chat closed loop: seconds between turns")
-    w.add_argument("--documents", type=int, help="loogle: documents (128)")
-    w.add_argument("--questions-per-doc", type=int, help="loogle: questions each (32)")
-    w.add_argument("--trace", metavar="PATH", help="mooncake: the trace file (JSONL)")
-    w.add_argument("--block-size", type=int, help="mooncake: tokens per block (512)")
-    w.add_argument("--time-scale", type=float,
-                   help="mooncake: multiply inter-arrival times (1)")
-    w.add_argument("--start", type=int, help="mooncake: first request to replay (0)")
-    w.add_argument("--limit", type=int, help="mooncake: number of requests to replay")
     s.set_defaults(func=cmd_sim)
