@@ -26,8 +26,10 @@ class FakeWorker:
     """An OpenAI/SGLang-style engine: ``mode`` ok, fail (500), unhealthy (500 on /health),
     drop (SSE headers, then the connection closes) or midway (one chunk, then it closes)."""
 
-    def __init__(self, mode: str = "ok", chunks: int = 3, delay: float = 0.0) -> None:
+    def __init__(self, mode: str = "ok", chunks: int = 3, delay: float = 0.0,
+                 metrics: str | None = None) -> None:
         self.mode, self.chunks, self.delay = mode, chunks, delay
+        self.metrics = metrics  # the /metrics page (None: 404)
         self.calls = 0
         self.url = ""
         self.runner: web.AppRunner | None = None
@@ -38,6 +40,7 @@ class FakeWorker:
             app.router.add_post(path, self.handle)
         app.router.add_get("/health", self.health)
         app.router.add_get("/v1/models", self.models)
+        app.router.add_get("/metrics", self.metrics_page)
         self.runner = web.AppRunner(app)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
@@ -52,6 +55,11 @@ class FakeWorker:
 
     async def health(self, request: web.Request) -> web.Response:
         return web.json_response({}, status=500 if self.mode == "unhealthy" else 200)
+
+    async def metrics_page(self, request: web.Request) -> web.Response:
+        if self.metrics is None:
+            raise web.HTTPNotFound()
+        return web.Response(text=self.metrics, content_type="text/plain")
 
     async def models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": "fake", "owner": self.url}]})
@@ -103,6 +111,7 @@ async def cluster(workers: list[FakeWorker | str], policy: str = "lbgr",
         await f.start()
     urls = [w.url if isinstance(w, FakeWorker) else w for w in workers]
     cfg.setdefault("health_interval", 0)
+    cfg.setdefault("metrics_interval", 0)
     cfg.setdefault("backoff_base", 0.001)
     app = build_app(ServeConfig(worker_urls=urls, policy=policy, **cfg),
                     make_router_policy(policy, seed=0))
@@ -453,3 +462,33 @@ def test_serve_cli_rejects_bad_configuration() -> None:
         args = ap.parse_args(argv)
         with pytest.raises(ConfigError, match=needle):
             args.func(args)
+
+
+SGLANG_PAGE = """# HELP sglang:num_running_reqs Running requests
+# TYPE sglang:num_running_reqs gauge
+sglang:num_running_reqs{model_name="m"} 5.0
+sglang:num_queue_reqs{model_name="m"} 2.0
+sglang:token_usage{model_name="m"} 0.25
+sglang:max_total_num_tokens{model_name="m"} 100000.0
+"""
+
+
+@pytest.mark.asyncio
+async def test_engine_load_is_scraped_into_worker_state(caplog: pytest.LogCaptureFixture) -> None:
+    busy, silent = FakeWorker(metrics=SGLANG_PAGE), FakeWorker()
+    async with cluster([busy, silent], policy="llmd") as (client, rt):
+        await rt.scrape_engines()
+        await rt.scrape_engines()  # the worker without /metrics is warned about once
+        states = rt.members.router.workers
+        assert (states[0].running, states[0].waiting) == (5, 2)
+        assert states[0].kv_usage == pytest.approx(0.25)
+        assert states[0].kv_capacity == 100_000
+        assert (states[1].running, states[1].waiting, states[1].kv_usage) == (0, 0, 0.0)
+        warnings = [r for r in caplog.records if "engine load" in r.getMessage()]
+        assert len(warnings) == 1 and silent.url in warnings[0].getMessage()
+        listed = (await (await client.get("/workers")).json())["workers"]
+        assert listed[0]["engine"] == {"running": 5, "waiting": 2, "kv_usage": 0.25,
+                                       "kv_capacity": 100_000}
+        # llmd's queue scorer now sees worker 0 busy: the idle one is chosen
+        r = await client.post("/v1/completions", json={"prompt": "hello", "max_tokens": 1})
+        assert r.headers["X-Kvroute-Worker"] == silent.url

@@ -34,23 +34,10 @@ _WANTED = frozenset(n for pair in CACHE_COUNTERS.values() for n in pair)
 
 
 def cache_counters(text: str) -> dict[str, float]:
-    """The prefix-cache counters in Prometheus ``text``, summed over label sets.
+    """The prefix-cache counters in Prometheus ``text``, summed over label sets."""
+    from kvroute.server.engine_metrics import samples
 
-    The parser names a typed counter's family without ``_total`` but keeps it on the
-    samples (and an untyped family keeps it in both), so names are compared without it;
-    ``_created`` samples are skipped."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    out: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            name = sample.name
-            if name.endswith("_created"):
-                continue
-            name = name.removesuffix("_total")
-            if name in _WANTED:
-                out[name] = out.get(name, 0.0) + float(sample.value)
-    return out
+    return {name: sum(values) for name, values in samples(text, _WANTED).items()}
 
 
 def metrics_hit_rate(before: dict[str, dict[str, float] | str],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 from typing import Any
 
@@ -39,7 +40,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = ServeConfig(
         worker_urls=list(args.worker_urls), policy=args.policy, tokenizer=tokenizer,
         api_key=args.api_key, decision_log=args.decision_log,
-        health_interval=args.health_interval, request_timeout=args.request_timeout,
+        health_interval=args.health_interval, metrics_interval=args.metrics_interval,
+        request_timeout=args.request_timeout,
         max_retries=args.max_retries, failure_threshold=args.failure_threshold,
         cooldown_s=args.cooldown, drain_timeout=args.drain_timeout, seed=args.seed)
     app = build_app(config, policy)
@@ -50,8 +52,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
           f"listening on http://{args.host}:{args.port}", flush=True)
     web.run_app(app, host=args.host, port=args.port, print=None,
                 shutdown_timeout=args.drain_timeout + 5, access_log=None,
-                handler_cancellation=True)
+                handler_cancellation=True, loop=_event_loop())
     return 0
+
+
+def _event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's loop when it is installed (the serve extra has it; about a fifth less CPU
+    per proxied request), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
 
 
 def add_parser(sub: Any) -> None:
@@ -72,6 +84,10 @@ def add_parser(sub: Any) -> None:
                    help="append one JSON line per decision and per outcome")
     s.add_argument("--health-interval", type=float, default=5.0,
                    help="seconds between GET /health checks of every worker (0: off)")
+    s.add_argument("--metrics-interval", type=float, default=1.0,
+                   help="seconds between scrapes of every worker's /metrics for the engine-"
+                        "reported load (running, queued, KV usage) that llmd and least_load "
+                        "read (0: off)")
     s.add_argument("--request-timeout", type=float, default=600.0,
                    help="seconds a request may take upstream")
     s.add_argument("--max-retries", type=int, default=2,

@@ -21,6 +21,8 @@ Contract:
   retried on another worker (the failed ones excluded for this request), up to
   ``max_retries`` times with jittered exponential backoff from a seeded RNG. Timeouts are
   not retried (504). A stream that fails midway ends with an SSE error event.
+* Engine load: every ``metrics_interval`` seconds each worker's ``/metrics`` is read into
+  the engine-reported fields of its ``WorkerState`` (:mod:`kvroute.server.engine_metrics`).
 * Responses carry ``X-Kvroute-Worker`` and, when the policy predicts, ``X-Kvroute-Predicted-Ms``.
   Errors of the router itself are JSON ``{"error": {"message", "type"}}``, never tracebacks.
 """
@@ -46,6 +48,7 @@ from aiohttp import web
 from kvroute.errors import ConfigError
 from kvroute.routing.base import RouteRequest, RoutingPolicy
 from kvroute.routing.router import Dispatch
+from kvroute.server.engine_metrics import EngineLoad, engine_load
 from kvroute.server.membership import Membership, Worker, wait_idle
 from kvroute.server.metrics import CONTENT_TYPE_LATEST, RouterMetrics
 from kvroute.workloads.tokenizer import Tokenizer, apply_chat_template
@@ -68,6 +71,7 @@ class ServeConfig:
     api_key: str | None = None
     decision_log: str | None = None
     health_interval: float = 5.0  # 0 disables health checks
+    metrics_interval: float = 1.0  # seconds between engine /metrics scrapes; 0 disables
     health_timeout: float = 2.0
     request_timeout: float = 600.0
     connect_timeout: float = 10.0
@@ -82,10 +86,11 @@ class ServeConfig:
     policy_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
-        if self.health_interval < 0 or self.request_timeout <= 0 or self.max_retries < 0 \
-                or self.backoff_base < 0 or self.drain_timeout < 0 or self.health_timeout <= 0 \
-                or self.connect_timeout <= 0:
-            raise ConfigError("need --health-interval >= 0, --request-timeout > 0, "
+        if min(self.health_interval, self.metrics_interval, self.max_retries,
+               self.backoff_base, self.drain_timeout) < 0 \
+                or min(self.request_timeout, self.health_timeout, self.connect_timeout) <= 0:
+            raise ConfigError("need --health-interval >= 0, --metrics-interval >= 0, "
+                              "--request-timeout > 0, "
                               "--max-retries >= 0 and non-negative backoff/drain times")
 
 
@@ -127,6 +132,8 @@ def _cached_from(obj: Any) -> int | None:
 
 def cached_tokens_of(body: bytes) -> int | None:
     """``cached_tokens`` of a JSON response body (OpenAI usage or SGLang meta_info)."""
+    if b"cached_tokens" not in body:
+        return None
     try:
         obj = json.loads(body)
     except (ValueError, UnicodeDecodeError):
@@ -214,7 +221,8 @@ class RouterApp:
             except OSError as e:
                 raise ConfigError(f"{config.decision_log}: cannot open the decision log "
                                   f"({e.strerror})") from e
-        self._health_task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._unreadable: set[str] = set()  # workers whose /metrics we warned about
         for w in self.members.workers:
             self.metrics.in_flight.labels(w.url).set(0)
         self._update_health_gauges()
@@ -237,15 +245,17 @@ class RouterApp:
             timeout=aiohttp.ClientTimeout(total=self.config.request_timeout,
                                           sock_connect=self.config.connect_timeout),
             auto_decompress=True)
-        if self.config.health_interval > 0:
-            self._health_task = asyncio.create_task(self._health_loop())
+        for interval, check in ((self.config.health_interval, self.check_health),
+                                (self.config.metrics_interval, self.scrape_engines)):
+            if interval > 0:
+                self._tasks.append(asyncio.create_task(self._every(interval, check)))
         try:
             yield
         finally:
-            if self._health_task is not None:
-                self._health_task.cancel()
+            for task in self._tasks:
+                task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await self._health_task
+                    await task
             await self.session.close()
             if self._log is not None:
                 self._log.close()
@@ -257,10 +267,11 @@ class RouterApp:
             log.warning("shutdown: %d requests still in flight after %.0f s",
                         len(self.members.open), self.config.drain_timeout)
 
-    async def _health_loop(self) -> None:
+    @staticmethod
+    async def _every(interval: float, check: Callable[[], Awaitable[None]]) -> None:
         while True:
-            await self.check_health()
-            await asyncio.sleep(self.config.health_interval)
+            await check()
+            await asyncio.sleep(interval)
 
     async def check_health(self) -> None:
         """One round of ``GET {url}/health`` on every worker."""
@@ -282,6 +293,42 @@ class RouterApp:
         for w, ok in zip(workers, results, strict=True):
             self.members.record_health(w, ok, now)
         self._update_health_gauges()
+
+    async def scrape_engines(self) -> None:
+        """One round of ``GET {url}/metrics`` on every worker: the engine-reported load
+        (running, waiting, KV usage and capacity; :mod:`kvroute.server.engine_metrics`)
+        goes into the router's ``WorkerState``, where policies such as ``llmd`` and
+        ``least_load`` read it. A page without those gauges is skipped (warned once)."""
+        assert self.session is not None
+        workers = list(self.members.workers)
+        timeout = aiohttp.ClientTimeout(total=self.config.health_timeout)
+
+        async def scrape(w: Worker) -> EngineLoad | str:
+            assert self.session is not None
+            try:
+                async with self.session.get(w.url + "/metrics", timeout=timeout) as r:
+                    if r.status != 200:
+                        return f"HTTP {r.status}"
+                    return engine_load(await r.text()) or "no SGLang or vLLM load gauges"
+            except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
+                return type(e).__name__
+            except ValueError as e:
+                return f"unparsable ({e})"
+
+        results = await asyncio.gather(*(scrape(w) for w in workers))
+        for w, got in zip(workers, results, strict=True):
+            if w.removed:
+                continue
+            if isinstance(got, str):
+                if w.url not in self._unreadable:
+                    self._unreadable.add(w.url)
+                    log.warning("engine load of %s unavailable: %s (policies that read it see "
+                                "zeros)", w.url, got)
+                continue
+            self._unreadable.discard(w.url)
+            state = self.members.router.workers[self.members.workers.index(w)]
+            state.running, state.waiting = got.running, got.waiting
+            state.kv_usage, state.kv_capacity = got.kv_usage, got.kv_capacity
 
     # --- units ------------------------------------------------------------------------
     def _encode(self, text: str) -> np.ndarray:
@@ -344,7 +391,7 @@ class RouterApp:
 
     # --- proxying ---------------------------------------------------------------------
     async def proxy(self, request: web.Request, route: str, path: str) -> web.StreamResponse:
-        self.metrics.requests.labels(route).inc()
+        self.metrics.child(self.metrics.requests, route).inc()
         if self.draining:
             self.metrics.errors.labels("draining").inc()
             return _error(503, "the router is shutting down", "service_unavailable")
@@ -404,8 +451,9 @@ class RouterApp:
             return None
         w = m.worker_of(d)
         dec = d.decision
-        self.metrics.decisions.labels(w.url, dec.branch or "-").inc()
-        self.metrics.in_flight.labels(w.url).set(m.router.workers[d.worker].in_flight)
+        mt = self.metrics
+        mt.child(mt.decisions, w.url, dec.branch or "-").inc()
+        mt.child(mt.in_flight, w.url).set(m.router.workers[d.worker].in_flight)
         n = len(req)
         hit = int(matched[d.worker]) if d.worker < len(matched) else 0
         self.metrics.prompt_units.inc(n)
@@ -414,14 +462,15 @@ class RouterApp:
             self.metrics.hit_ratio.observe(hit / n)
         if dec.predicted_s is not None:
             self.metrics.predicted.observe(dec.predicted_s)
-        self._write_log({
-            "event": "decision", "t": round(now, 6), "wall": time.time(), "rid": req.rid,
-            "attempt": attempt, "worker": w.url, "branch": dec.branch,
-            "predicted_s": dec.predicted_s, "units": n,
-            "matched": {x.url: int(c) for x, c in zip(m.workers, matched, strict=False)},
-            "in_flight": {x.url: s.in_flight for x, s in zip(m.workers, m.router.workers,
-                                                              strict=True)},
-        })
+        if self._log is not None:
+            self._write_log({
+                "event": "decision", "t": round(now, 6), "wall": time.time(), "rid": req.rid,
+                "attempt": attempt, "worker": w.url, "branch": dec.branch,
+                "predicted_s": dec.predicted_s, "units": n,
+                "matched": {x.url: int(c) for x, c in zip(m.workers, matched, strict=False)},
+                "in_flight": {x.url: s.in_flight for x, s in zip(m.workers, m.router.workers,
+                                                                  strict=True)},
+            })
         return d
 
     def _close(self, d: Dispatch, w: Worker, ok: bool, error: str | None = None,
@@ -441,13 +490,14 @@ class RouterApp:
             if cached is not None:
                 self.metrics.cached_tokens.inc(cached)
         if not w.removed:
-            self.metrics.in_flight.labels(w.url).set(
+            self.metrics.child(self.metrics.in_flight, w.url).set(
                 self.members.router.workers[d.worker].in_flight)
-        self._write_log({"event": "outcome", "t": round(now, 6), "rid": d.req.rid,
-                         "worker": w.url, "ok": ok, "error": error,
-                         "e2e_s": round(e2e, 6) if ok else None,
-                         "ttft_s": None if ttft_s is None else round(ttft_s, 6),
-                         "cached_tokens": cached})
+        if self._log is not None:
+            self._write_log({"event": "outcome", "t": round(now, 6), "rid": d.req.rid,
+                             "worker": w.url, "ok": ok, "error": error,
+                             "e2e_s": round(e2e, 6) if ok else None,
+                             "ttft_s": None if ttft_s is None else round(ttft_s, 6),
+                             "cached_tokens": cached})
 
     def _fail(self, w: Worker, kind: str) -> None:
         self.metrics.errors.labels(kind).inc()
@@ -623,7 +673,9 @@ class RouterApp:
         m = self.members
         return [{"url": w.url, "healthy": w.healthy, "available": a,
                  "circuit_open": now < w.open_until, "in_flight": s.in_flight,
-                 "routed": s.routed, "completed": s.completed, "errors": s.errors}
+                 "routed": s.routed, "completed": s.completed, "errors": s.errors,
+                 "engine": {"running": s.running, "waiting": s.waiting,
+                            "kv_usage": round(s.kv_usage, 4), "kv_capacity": s.kv_capacity}}
                 for w, a, s in zip(m.workers, m.available(now), m.router.workers, strict=True)]
 
     async def _admin_url(self, request: web.Request) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -57,10 +58,21 @@ class RouterMetrics:
         self.cached_tokens = Counter("kvroute_engine_cached_tokens",
                                      "Cached prompt tokens the engines reported", registry=r)
 
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, looked up once (the hot path calls it per request)."""
+        key = (id(metric), labels)
+        c = self._children.get(key)
+        if c is None:
+            c = self._children[key] = metric.labels(*labels)
+        return c
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
     def forget_worker(self, url: str) -> None:
+        self._children = {k: c for k, c in self._children.items() if url not in k[1]}
         for g in (self.in_flight, self.healthy):
             with contextlib.suppress(KeyError):
                 g.remove(url)

@@ -145,6 +145,7 @@ class _Metrics:
         gauge("sglang:num_running_reqs", "Running requests", lambda: owner.running)
         gauge("sglang:num_queue_reqs", "Queued requests", lambda: owner.waiting)
         gauge("sglang:token_usage", "Fraction of the KV pool in use", owner.kv_usage)
+        gauge("sglang:max_total_num_tokens", "KV pool size in tokens", lambda: owner.capacity)
         self.vl_prompt = counter("vllm:prompt_tokens", "Prompt tokens processed")
         self.vl_gen = counter("vllm:generation_tokens", "Generated tokens")
         self.vl_hits = counter("vllm:prefix_cache_hits", "Prefix-cache hit tokens")
@@ -154,6 +155,8 @@ class _Metrics:
         gauge("vllm:num_requests_waiting", "Queued requests", lambda: owner.waiting)
         gauge("vllm:gpu_cache_usage_perc", "Fraction of the KV pool in use", owner.kv_usage)
         gauge("vllm:kv_cache_usage_perc", "Fraction of the KV pool in use", owner.kv_usage)
+        Gauge("vllm:cache_config_info", "KV cache configuration", ["block_size", "num_gpu_blocks"],
+              registry=r).labels("1", str(owner.capacity)).set(1)
 
     def render(self) -> bytes:
         return bytes(_generate_latest(self.registry))

@@ -1,0 +1,95 @@
+"""What an engine's Prometheus ``/metrics`` page says about its load and its cache.
+
+* :func:`samples` sums the samples of the wanted metric families over their label sets
+  (a ``_total`` suffix and ``_created`` samples are ignored). Lines of other families are
+  dropped before the page reaches ``prometheus_client``'s parser, so a large vLLM page
+  (hundreds of histogram buckets) costs little.
+* :func:`engine_load` reads the load gauges: SGLang's names when the page has them, else
+  vLLM's (kvroute's emulated worker exports both; they are never added together):
+
+  ============  ===========================  =======================================
+  field         SGLang                       vLLM
+  ============  ===========================  =======================================
+  running       ``sglang:num_running_reqs``  ``vllm:num_requests_running``
+  waiting       ``sglang:num_queue_reqs``    ``vllm:num_requests_waiting``
+  kv_usage      ``sglang:token_usage``       ``vllm:kv_cache_usage_perc`` (V1), else
+                                             ``vllm:gpu_cache_usage_perc`` (fraction)
+  kv_capacity   ``sglang:max_total_num_      ``num_gpu_blocks`` x ``block_size`` labels
+                tokens``                     of ``vllm:cache_config_info``
+  ============  ===========================  =======================================
+
+  With several series (data-parallel ranks) counts are summed and usage is averaged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+__all__ = ["EngineLoad", "engine_load", "samples"]
+
+_SGLANG = ("sglang:num_running_reqs", "sglang:num_queue_reqs", "sglang:token_usage",
+           "sglang:max_total_num_tokens")
+_VLLM = ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",
+         "vllm:gpu_cache_usage_perc")
+_VLLM_CONFIG = "vllm:cache_config_info"
+_WANTED = frozenset((*_SGLANG, *_VLLM, _VLLM_CONFIG))
+
+
+def _family(line: str) -> str:
+    return line.split("{", 1)[0].split(" ", 1)[0].removesuffix("_total")
+
+
+def _parse(text: str, names: frozenset[str]) -> Iterable[tuple[str, dict[str, str], float]]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    kept = "\n".join(line for line in text.splitlines()
+                     if line and line[0] != "#" and _family(line) in names)
+    for family in text_string_to_metric_families(kept + "\n"):
+        for s in family.samples:
+            if not s.name.endswith("_created"):
+                yield s.name.removesuffix("_total"), s.labels, float(s.value)
+
+
+def samples(text: str, names: Iterable[str]) -> dict[str, list[float]]:
+    """Each wanted family's sample values (one per label set); ValueError if unparsable."""
+    out: dict[str, list[float]] = {}
+    for name, _, value in _parse(text, frozenset(names)):
+        out.setdefault(name, []).append(value)
+    return out
+
+
+@dataclass(frozen=True)
+class EngineLoad:
+    running: int
+    waiting: int
+    kv_usage: float  # fraction of the KV pool in use
+    kv_capacity: int  # tokens; 0 when the page does not say
+
+
+def engine_load(text: str) -> EngineLoad | None:
+    """The load an engine reports, or None when the page has neither SGLang's nor vLLM's
+    gauges. Raises ValueError when the page cannot be parsed."""
+    got: dict[str, list[float]] = {}
+    vllm_capacity = 0
+    for name, labels, value in _parse(text, _WANTED):
+        if name == _VLLM_CONFIG:
+            with contextlib.suppress(ValueError):
+                vllm_capacity += (int(labels.get("num_gpu_blocks", 0))
+                                  * int(labels.get("block_size", 0)))
+        else:
+            got.setdefault(name, []).append(value)
+    if "sglang:num_running_reqs" in got:
+        running, waiting, usage = _SGLANG[:3]
+        capacity = int(sum(got.get("sglang:max_total_num_tokens", [])))
+    elif "vllm:num_requests_running" in got:
+        running, waiting = _VLLM[:2]
+        usage = _VLLM[2] if _VLLM[2] in got else _VLLM[3]
+        capacity = vllm_capacity
+    else:
+        return None
+    use = got.get(usage, [])
+    return EngineLoad(running=int(sum(got.get(running, []))),
+                      waiting=int(sum(got.get(waiting, []))),
+                      kv_usage=sum(use) / len(use) if use else 0.0, kv_capacity=capacity)

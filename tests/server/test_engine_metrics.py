@@ -1,0 +1,54 @@
+"""Reading engine load and cache counters from Prometheus pages (kvroute.server.engine_metrics)."""
+
+from __future__ import annotations
+
+import pytest
+
+from kvroute.server.engine_metrics import EngineLoad, engine_load, samples
+
+VLLM_V1 = """# HELP vllm:num_requests_running Number of requests in model execution batches.
+# TYPE vllm:num_requests_running gauge
+vllm:num_requests_running{engine="0",model_name="m"} 3.0
+vllm:num_requests_running{engine="1",model_name="m"} 4.0
+vllm:num_requests_waiting{engine="0",model_name="m"} 1.0
+vllm:num_requests_waiting{engine="1",model_name="m"} 0.0
+vllm:kv_cache_usage_perc{engine="0",model_name="m"} 0.5
+vllm:kv_cache_usage_perc{engine="1",model_name="m"} 0.25
+vllm:cache_config_info{block_size="16",engine="0",num_gpu_blocks="1000"} 1.0
+vllm:cache_config_info{block_size="16",engine="1",num_gpu_blocks="1000"} 1.0
+# TYPE vllm:e2e_request_latency_seconds histogram
+vllm:e2e_request_latency_seconds_bucket{le="0.3",model_name="m"} 7.0
+vllm:prefix_cache_hits_total{engine="0",model_name="m"} 120.0
+vllm:prefix_cache_hits_total{engine="1",model_name="m"} 30.0
+vllm:prefix_cache_hits_created{engine="0",model_name="m"} 1.7e9
+"""
+
+VLLM_V0 = """vllm:num_requests_running{model_name="m"} 2.0
+vllm:num_requests_waiting{model_name="m"} 6.0
+vllm:gpu_cache_usage_perc{model_name="m"} 0.9
+"""
+
+
+def test_vllm_v1_sums_counts_and_averages_usage_over_engines() -> None:
+    assert engine_load(VLLM_V1) == EngineLoad(running=7, waiting=1, kv_usage=0.375,
+                                              kv_capacity=32_000)
+
+
+def test_vllm_v0_usage_name_and_unknown_capacity() -> None:
+    assert engine_load(VLLM_V0) == EngineLoad(running=2, waiting=6, kv_usage=0.9, kv_capacity=0)
+
+
+def test_sglang_names_win_over_vllm_names_on_a_page_with_both() -> None:
+    page = VLLM_V0 + 'sglang:num_running_reqs{model_name="m"} 1\nsglang:num_queue_reqs 0\n'
+    assert engine_load(page) == EngineLoad(running=1, waiting=0, kv_usage=0.0, kv_capacity=0)
+
+
+def test_page_without_load_gauges_is_none_and_bad_values_raise() -> None:
+    assert engine_load("# nothing\nprocess_cpu_seconds_total 3.0\n") is None
+    with pytest.raises(ValueError):
+        engine_load('vllm:num_requests_running{model_name="m"} many\n')
+
+
+def test_samples_strip_total_skip_created_and_other_families() -> None:
+    got = samples(VLLM_V1, ["vllm:prefix_cache_hits"])
+    assert got == {"vllm:prefix_cache_hits": [120.0, 30.0]}
