@@ -492,3 +492,31 @@ async def test_engine_load_is_scraped_into_worker_state(caplog: pytest.LogCaptur
         # llmd's queue scorer now sees worker 0 busy: the idle one is chosen
         r = await client.post("/v1/completions", json={"prompt": "hello", "max_tokens": 1})
         assert r.headers["X-Kvroute-Worker"] == silent.url
+
+
+def test_chat_units_use_the_models_own_chat_template(tmp_path: Any) -> None:
+    """With a tokenizer_config.json beside the tokenizer, chat goes through its template;
+    a template error is a 400-worthy BadRequest."""
+    pytest.importorskip("jinja2")
+    from kvroute.server.app import BadRequest
+    from kvroute.workloads.chat_template import find_chat_template
+
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({
+        "bos_token": {"content": "<s>"}, "eos_token": "</s>",
+        "chat_template": "{{ bos_token }}{% for m in messages %}"
+                         "{% if m.role == 'tool' %}{{ raise_exception('no tools') }}{% endif %}"
+                         "[{{ m.role }}] {{ m.content }}\n{% endfor %}"
+                         "{% if add_generation_prompt %}[assistant]{% endif %}"}))
+    template = find_chat_template(tmp_path / "tokenizer.json")
+    assert template is not None
+    msgs = [{"role": "user", "content": "hi"}]
+    assert template.render(msgs) == "<s>[user] hi\n[assistant]"
+    tok = load_tokenizer(None)
+    r = RouterApp(ServeConfig(worker_urls=["http://a:1"], tokenizer=tok, chat_template=template),
+                  make_router_policy("random"))
+    assert np.array_equal(r.units_for("chat", {"messages": msgs}),
+                          tok.encode("<s>[user] hi\n[assistant]"))
+    with pytest.raises(BadRequest, match="no tools"):
+        r.units_for("chat", {"messages": [{"role": "tool", "content": "x"}]})
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"eos_token": "</s>"}))
+    assert find_chat_template(tmp_path / "tokenizer.json") is None

@@ -30,15 +30,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except TypeError as e:
         raise ConfigError(f"policy {args.policy} does not take "
                           f"{', '.join('--' + k.replace('_', '-') for k in kwargs)}") from e
-    tokenizer = None
+    tokenizer = template = None
     if args.tokenizer:
+        from kvroute.workloads.chat_template import find_chat_template
         from kvroute.workloads.tokenizer import load_tokenizer
 
         tokenizer = load_tokenizer(args.tokenizer)
+        template = find_chat_template(args.tokenizer)
     if not 0 < args.port < 65536:
         raise ConfigError(f"--port must be in 1..65535, got {args.port}")
     config = ServeConfig(
         worker_urls=list(args.worker_urls), policy=args.policy, tokenizer=tokenizer,
+        chat_template=template,
         api_key=args.api_key, decision_log=args.decision_log,
         health_interval=args.health_interval, metrics_interval=args.metrics_interval,
         request_timeout=args.request_timeout,
@@ -47,9 +50,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app = build_app(config, policy)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s "
                         "%(message)s")
+    units = "characters"
+    if tokenizer is not None:
+        units = f"tokens (chat template: {template.origin if template else 'Llama-3-like'})"
     print(f"kvroute serve: policy {args.policy}, {len(config.worker_urls)} workers, "
-          f"units {'tokens' if tokenizer else 'characters'}, "
-          f"listening on http://{args.host}:{args.port}", flush=True)
+          f"units {units}, listening on http://{args.host}:{args.port}", flush=True)
     web.run_app(app, host=args.host, port=args.port, print=None,
                 shutdown_timeout=args.drain_timeout + 5, access_log=None,
                 handler_cancellation=True, loop=_event_loop())
@@ -77,7 +82,8 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--tokenizer", metavar="PATH",
-                   help="tokenizer.json: route on token ids (default: on characters, as "
+                   help="tokenizer.json: route on token ids, chat through the chat_template "
+                        "of the tokenizer_config.json beside it (default: on characters, as "
                         "SGLang's router)")
     s.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on the admin API")
     s.add_argument("--decision-log", metavar="PATH",

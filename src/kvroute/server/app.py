@@ -9,10 +9,11 @@ Contract:
   ``/liveness``, ``/metrics`` (Prometheus text), admin ``GET/POST/DELETE /workers`` and
   SGLang's ``POST /add_worker?url=`` / ``/remove_worker?url=`` (``Authorization: Bearer``
   when an API key is set).
-* Routing units: token ids of the prompt with a tokenizer (chat: the chat template applied
-  to ``messages``), else its characters (chat: the compact JSON of ``messages``), as
-  SGLang's router does; ``input_ids`` / token-id prompts are used as given; for a batch the
-  first prompt keys the decision. The clock is ``time.monotonic()`` since the app started.
+* Routing units: token ids of the prompt with a tokenizer (chat: ``messages`` through the
+  model's chat template when ``chat_template`` is set, else a Llama-3-like one), else its
+  characters (chat: the compact JSON of ``messages``), as SGLang's router does;
+  ``input_ids`` / token-id prompts are used as given; for a batch the first prompt keys
+  the decision. The clock is ``time.monotonic()`` since the app started.
 * Accounting: every routed attempt is closed exactly once (``try``/``finally``) with
   ``Router.complete``: ok on success (TTFT at the first streamed chunk, ``cached_tokens``
   from ``usage.prompt_tokens_details.cached_tokens`` or ``meta_info.cached_tokens``, also in
@@ -51,6 +52,7 @@ from kvroute.routing.router import Dispatch
 from kvroute.server.engine_metrics import EngineLoad, engine_load
 from kvroute.server.membership import Membership, Worker, wait_idle
 from kvroute.server.metrics import CONTENT_TYPE_LATEST, RouterMetrics
+from kvroute.workloads.chat_template import ChatTemplate
 from kvroute.workloads.tokenizer import Tokenizer, apply_chat_template
 
 __all__ = ["APP_KEY", "RouterApp", "ServeConfig", "build_app"]
@@ -68,6 +70,7 @@ class ServeConfig:
     worker_urls: list[str]
     policy: str = "lbgr"
     tokenizer: Tokenizer | None = None
+    chat_template: ChatTemplate | None = None  # the model's own; None: the Llama-3-like one
     api_key: str | None = None
     decision_log: str | None = None
     health_interval: float = 5.0  # 0 disables health checks
@@ -343,8 +346,11 @@ class RouterApp:
                 raise BadRequest("'messages' must be a non-empty list")
             if self.config.tokenizer is None:
                 return _chars(json.dumps(messages, separators=(",", ":"), ensure_ascii=False))
+            template = self.config.chat_template
             try:
-                return self._encode(apply_chat_template(messages))
+                text = (template.render(messages) if template is not None
+                        else apply_chat_template(messages))
+                return self._encode(text)
             except ConfigError as e:
                 raise BadRequest(str(e)) from e
         if route == "generate":
