@@ -78,3 +78,49 @@ def test_matches_a_naive_model(records: list[tuple[int, list[int]]], probe: list
     sizes = [len({tuple(s[:k]) for s in held[w] for k in range(1, len(s) + 1)})
              for w in range(3)]
     assert idx.sizes().tolist() == sizes
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2), st.lists(st.integers(0, 3), min_size=1,
+                                                       max_size=6),
+                          st.booleans(), st.integers(0, 2)), max_size=25),
+       st.lists(st.integers(0, 3), max_size=7))
+def test_forget_undoes_undelivered_records(
+        records: list[tuple[int, list[int], bool, int]], probe: list[int]) -> None:
+    """Records whose request never arrived are forgotten, after later records of other
+    workers: the index then matches the naive model of the delivered records only. (The
+    guarantee is exact when no record of the same worker comes in between; the forget
+    happens before it here. Otherwise a stale belief may remain, never a broken index.)"""
+    idx = PrefixIndex(3)
+    held: list[list[list[int]]] = [[], [], []]
+    pending: list[tuple[int, int, np.ndarray, int, float]] = []  # (due, w, seq, keep, t)
+    for t, (w, seq, delivered, lag) in enumerate(records):
+        for item in [p for p in pending if p[1] == w]:
+            pending.remove(item)
+            idx.forget(item[1], item[2], item[3], item[4])
+        units = np.array(seq, dtype=np.int64)
+        keep = int(idx.match(units)[w])
+        idx.record(w, units, float(t))
+        if delivered:
+            held[w].append(seq)
+        else:
+            pending.append((t + lag, w, units, keep, float(t)))
+        for item in [p for p in pending if p[0] <= t]:
+            pending.remove(item)
+            idx.forget(item[1], item[2], item[3], item[4])
+        idx.check_integrity()
+    for _, w, units, keep, t0 in pending:
+        idx.forget(w, units, keep, t0)
+    idx.check_integrity()
+
+    def lcp(x: list[int], y: list[int]) -> int:
+        k = 0
+        while k < min(len(x), len(y)) and x[k] == y[k]:
+            k += 1
+        return k
+
+    want = [max((lcp(probe, s) for s in held[w]), default=0) for w in range(3)]
+    assert idx.match(np.array(probe, dtype=np.int64)).tolist() == want
+    sizes = [len({tuple(s[:k]) for s in held[w] for k in range(1, len(s) + 1)})
+             for w in range(3)]
+    assert idx.sizes().tolist() == sizes

@@ -199,6 +199,26 @@ async def test_retry_on_500_goes_to_another_worker() -> None:
         assert [s.errors for s in r.members.router.workers] == [1, 0]
         metrics = await (await client.get("/metrics")).text()
         assert "kvroute_retries_total 1.0" in metrics
+        # the prompt never reached the failing worker: the index does not credit it there
+        units = r.units_for("completions", {"prompt": "x"})
+        assert r.members.router.index is not None
+        assert r.members.router.index.match(units).tolist() == [0, 1]
+
+
+@pytest.mark.asyncio
+async def test_index_forgets_a_worker_whose_breaker_opens() -> None:
+    """A worker that went down may come back with an empty cache: its beliefs are dropped."""
+    async with cluster([FakeWorker(), FakeWorker()], policy="cache_aware",
+                       failure_threshold=1) as (client, r):
+        body = {"prompt": "hello world", "max_tokens": 1}
+        assert (await client.post("/v1/completions", json=body)).status == 200
+        units, idx = r.units_for("completions", body), r.members.router.index
+        assert idx is not None
+        held = idx.match(units)
+        k = int(np.argmax(held))
+        assert held[k] == len(units) and held[1 - k] == 0
+        assert r.members.record_failure(r.members.workers[k], r.now())
+        assert idx.match(units).tolist() == [0, 0] and idx.sizes().tolist() == [0, 0]
 
 
 @pytest.mark.asyncio

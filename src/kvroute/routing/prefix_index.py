@@ -10,7 +10,10 @@ Contract:
 * ``match(units)`` returns, for every worker, the length of the longest prefix of
   ``units`` it holds. It changes nothing (no split, no timestamp), so probing costs one
   walk down the tree whatever the number of workers.
-* ``record(w, units, now)`` marks every prefix of ``units`` as held by ``w`` at ``now``.
+* ``record(w, units, now)`` marks every prefix of ``units`` as held by ``w`` at ``now``;
+  ``forget(w, units, keep, now)`` undoes it beyond the ``keep`` units ``w`` held before,
+  for a request that never reached ``w`` (later records of those units stay);
+  ``clear(w)`` forgets all ``w`` was believed to hold (it went down: its cache is gone).
 * Tenancy is prefix-closed per worker. ``sizes()`` is each worker's units in the tree.
 * Every ``trim_interval`` of the clock given to ``record`` (60 s), each worker holding more
   than ``capacity`` units (2^24) is trimmed leaf-LRU: its least recently recorded leaves
@@ -107,6 +110,41 @@ class PrefixIndex:
         if now >= self._next_trim:
             self._next_trim = (now // self.trim_interval + 1) * self.trim_interval
             self.trim()
+
+    def forget(self, worker: int, units: np.ndarray, keep: int, now: float) -> None:
+        """Undo ``record(worker, units, now)`` past the first ``keep`` units: drop the
+        worker from the path's nodes beyond depth ``keep``, deepest first, while a node
+        still carries this record's time and holds none of the worker's longer prefixes."""
+        path: list[tuple[_Node, int]] = []  # (node, depth at its start)
+        node, pos, n = self.root, 0, len(units)
+        while pos < n:
+            child = node.children.get(int(units[pos]))
+            if child is None:
+                break
+            m = _common(child.key, units, pos)
+            if m < len(child.key):
+                break
+            path.append((child, pos))
+            node, pos = child, pos + m
+        for node, start in reversed(path):
+            if start < keep or node.tenants.get(worker) != now \
+                    or not self._is_leaf_of(node, worker):
+                break
+            del node.tenants[worker]
+            self._sizes[worker] -= len(node.key)
+            if not node.tenants and not node.children:
+                assert node.parent is not None
+                del node.parent.children[int(node.key[0])]
+
+    def clear(self, worker: int) -> None:
+        """Forget everything ``worker`` is believed to hold."""
+        stack = [self.root]
+        while stack:
+            node = stack.pop()
+            stack.extend(node.children.values())
+            node.tenants.pop(worker, None)
+        self._sizes[worker] = 0
+        self._prune(self.root)
 
     def _split(self, node: _Node, m: int) -> _Node:
         parent = node.parent

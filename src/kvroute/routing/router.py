@@ -34,6 +34,7 @@ class Dispatch:
     sent_at: float
     first_token_at: float | None = None
     closed: bool = False
+    held: int = 0  # units of the prompt the index believed the worker held before this
 
     @property
     def worker(self) -> int:
@@ -68,9 +69,18 @@ class Router:
         state.in_flight_units += len(req)
         state.prefill_units += len(req)
         state.routed += 1
+        held = 0
         if self.index is not None:
+            held = int(self.view.matched(req)[w])
             self.index.record(w, req.units, now)
-        return Dispatch(req, decision, now)
+        return Dispatch(req, decision, now, held=held)
+
+    def undelivered(self, dispatch: Dispatch) -> None:
+        """The request never reached its worker (refused connection, rejected with an
+        error status): the prefix index stops believing the worker holds its prompt."""
+        if self.index is not None and not dispatch.closed:  # closed: the worker may be gone
+            self.index.forget(dispatch.worker, dispatch.req.units, dispatch.held,
+                              dispatch.sent_at)
 
     def first_token(self, dispatch: Dispatch, now: float) -> None:
         """The request's first token came back: it moves from prefill to decode."""

@@ -531,6 +531,7 @@ class RouterApp:
             except asyncio.TimeoutError:
                 return self._failed(w, st, "upstream_timeout", 504, "timed out", retry=False)
             except (aiohttp.ClientError, OSError) as e:
+                self.members.router.undelivered(d)
                 return self._failed(w, st, "upstream_connect", 502, f"unreachable: {e}")
             async with upstream:
                 sse = "text/event-stream" in upstream.headers.get("Content-Type", "")
@@ -545,6 +546,8 @@ class RouterApp:
                     return self._failed(w, st, "upstream_connect", 502, f"failed: {e}")
                 resp = web.Response(body=data, status=upstream.status,
                                     headers=self._out_headers(upstream, d, w))
+                if upstream.status >= 400:  # the engine did not take the prompt in
+                    self.members.router.undelivered(d)
                 if upstream.status in RETRYABLE:
                     st.error = f"upstream_{upstream.status}"
                     self._fail(w, "upstream_status")

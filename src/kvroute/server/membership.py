@@ -13,7 +13,8 @@ Contract:
   breaker: the worker is marked unhealthy for ``cooldown_s``; after that the next
   successful health check restores it (with health checks disabled, the breaker simply
   closes after the cool-down). ``failure_threshold`` consecutive failed health checks mark
-  a worker unhealthy as well.
+  a worker unhealthy as well. When the breaker opens or a healthy worker turns unhealthy,
+  the prefix index forgets what that worker was believed to cache.
 * Routing only among available workers: the policy is wrapped in :class:`HealthFilter`.
   The policy decides over all members (its per-worker state stays indexed by membership);
   when it picks a worker that is unavailable or already failed for this request, the
@@ -188,9 +189,16 @@ class Membership:
         if w.consecutive_failures >= self.failure_threshold and now >= w.open_until:
             w.open_until = now + self.cooldown_s
             w.healthy = False
+            self._forget_cache(w)
             w.consecutive_failures = 0
             return True
         return False
+
+    def _forget_cache(self, w: Worker) -> None:
+        """The prefix index forgets what it believed ``w`` cached: a worker that went down
+        may come back restarted, with an empty cache."""
+        if self.router.index is not None and not w.removed:
+            self.router.index.clear(self.workers.index(w))
 
     def record_health(self, w: Worker, ok: bool, now: float) -> None:
         if ok:
@@ -199,8 +207,9 @@ class Membership:
                 w.healthy = True
         else:
             w.health_failures += 1
-            if w.health_failures >= self.failure_threshold:
+            if w.health_failures >= self.failure_threshold and w.healthy:
                 w.healthy = False
+                self._forget_cache(w)
 
     # --- membership changes -----------------------------------------------------------
     def add(self, url: str) -> Worker:
