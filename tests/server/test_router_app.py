@@ -412,6 +412,8 @@ async def test_bad_client_input_is_a_400_json_error() -> None:
             assert err["type"] == "invalid_request_error" and err["message"]
         resp = await client.get("/nowhere")
         assert resp.status == 404 and "error" in await resp.json()
+        resp = await client.get("/generate")
+        assert resp.status == 405 and "error" in await resp.json()
         assert w.calls == 1 and in_flight(r) == [0]
 
 

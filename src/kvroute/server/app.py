@@ -731,46 +731,63 @@ class RouterApp:
         self._close(d, w, ok=False, error="worker_removed")
 
 
-@web.middleware
-async def _json_errors(request: web.Request,
-                       handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                       ) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except web.HTTPException as e:
-        if e.status < 400:
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _json_errors(handler: Handler) -> Handler:
+    """``handler`` with its HTTP errors and unexpected exceptions turned into JSON error
+    responses (a wrapper made once per route: an aiohttp middleware costs more per request)."""
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException as e:
+            if e.status < 400:
+                raise
+            return _error(e.status, e.reason, "not_found" if e.status == 404 else "http_error")
+        except (asyncio.CancelledError, ConnectionError):
             raise
-        return _error(e.status, e.reason, "not_found" if e.status == 404 else "http_error")
-    except (asyncio.CancelledError, ConnectionError):
-        raise
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return _error(500, "internal router error (see the router's log)", "internal_error")
+        except Exception:
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            return _error(500, "internal router error (see the router's log)", "internal_error")
+    return guarded
 
 
 def build_app(config: ServeConfig, policy: RoutingPolicy) -> web.Application:
     """The router's aiohttp application (the client session opens on startup)."""
     router = RouterApp(config, policy)
-    app = web.Application(middlewares=[_json_errors], client_max_size=256 * 1024 ** 2)
+    app = web.Application(client_max_size=256 * 1024 ** 2)
     app[APP_KEY] = router
     app.cleanup_ctx.append(router._lifecycle)
     app.on_shutdown.append(router._on_shutdown)
 
-    def proxied(route: str, path: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    def proxied(route: str, path: str) -> Handler:
         async def handler(request: web.Request) -> web.StreamResponse:
             return await router.proxy(request, route, path)
         return handler
 
-    app.router.add_post("/v1/completions", proxied("completions", "/v1/completions"))
-    app.router.add_post("/v1/chat/completions", proxied("chat", "/v1/chat/completions"))
-    app.router.add_post("/generate", proxied("generate", "/generate"))
-    app.router.add_get("/v1/models", router.models)
-    app.router.add_get("/health", router.health)
-    app.router.add_get("/liveness", router.liveness)
-    app.router.add_get("/readiness", router.readiness)
-    app.router.add_get("/metrics", router.metrics_route)
-    for method in ("GET", "POST", "DELETE"):
-        app.router.add_route(method, "/workers", router.workers_admin)
-    app.router.add_post("/add_worker", router.workers_admin)
-    app.router.add_post("/remove_worker", router.workers_admin)
+    routes: list[tuple[str, str, Handler]] = [
+        ("POST", "/v1/completions", proxied("completions", "/v1/completions")),
+        ("POST", "/v1/chat/completions", proxied("chat", "/v1/chat/completions")),
+        ("POST", "/generate", proxied("generate", "/generate")),
+        ("GET", "/v1/models", router.models),
+        ("GET", "/health", router.health),
+        ("GET", "/liveness", router.liveness),
+        ("GET", "/readiness", router.readiness),
+        ("GET", "/metrics", router.metrics_route),
+        *(("GET", "/workers", router.workers_admin), ("POST", "/workers", router.workers_admin),
+          ("DELETE", "/workers", router.workers_admin)),
+        ("POST", "/add_worker", router.workers_admin),
+        ("POST", "/remove_worker", router.workers_admin),
+    ]
+    known = {path for _, path, _ in routes}
+
+    async def unrouted(request: web.Request) -> web.StreamResponse:
+        if request.path in known:
+            return _error(405, f"{request.method} is not allowed on {request.path}",
+                          "http_error")
+        return _error(404, f"no route {request.method} {request.path}", "not_found")
+
+    for method, path, handler in routes:
+        app.router.add_route(method, path, _json_errors(handler))
+    app.router.add_route("*", "/{path:.*}", unrouted)  # JSON errors for what matches nothing
     return app
