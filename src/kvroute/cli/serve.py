@@ -22,7 +22,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         from kvroute.server.app import ServeConfig, build_app
     except ImportError as e:
-        raise ConfigError("kvroute serve needs aiohttp and prometheus-client: "
+        raise ConfigError("kvroute serve needs aiohttp, httptools and prometheus-client: "
                           "pip install 'kvroute[serve]'") from e
     kwargs = {f: getattr(args, f) for f in _POLICY_FLAGS if getattr(args, f) is not None}
     try:

@@ -103,9 +103,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     """Start emulated workers and the router on loopback; optionally run a short bench."""
     try:
         import aiohttp  # noqa: F401
+        import httptools  # noqa: F401
         import prometheus_client  # noqa: F401
     except ImportError:
-        raise KvrouteError("kvroute up needs aiohttp and prometheus-client: "
+        raise KvrouteError("kvroute up needs aiohttp, httptools and prometheus-client: "
                            "pip install 'kvroute[serve]'") from None
     if args.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")

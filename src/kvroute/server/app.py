@@ -52,6 +52,7 @@ from kvroute.routing.router import Dispatch
 from kvroute.server.engine_metrics import EngineLoad, engine_load
 from kvroute.server.membership import Membership, Worker, wait_idle
 from kvroute.server.metrics import CONTENT_TYPE_LATEST, RouterMetrics
+from kvroute.server.upstream import Upstream, UpstreamError, UpstreamResponse, UpstreamTimeout
 from kvroute.workloads.chat_template import ChatTemplate
 from kvroute.workloads.tokenizer import Tokenizer, apply_chat_template
 
@@ -216,7 +217,7 @@ class RouterApp:
         self.rng = random.Random(config.seed)
         self.t0 = time.monotonic()
         self.draining = False
-        self.session: aiohttp.ClientSession | None = None
+        self.upstream: Upstream | None = None
         self._log: IO[str] | None = None
         if config.decision_log:
             try:
@@ -244,10 +245,8 @@ class RouterApp:
             self._log.flush()
 
     async def _lifecycle(self, app: web.Application) -> AsyncIterator[None]:
-        self.session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=self.config.request_timeout,
-                                          sock_connect=self.config.connect_timeout),
-            auto_decompress=True)
+        self.upstream = Upstream(connect_timeout=self.config.connect_timeout,
+                                 total_timeout=self.config.request_timeout)
         for interval, check in ((self.config.health_interval, self.check_health),
                                 (self.config.metrics_interval, self.scrape_engines)):
             if interval > 0:
@@ -259,7 +258,7 @@ class RouterApp:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            await self.session.close()
+            await self.upstream.close()
             if self._log is not None:
                 self._log.close()
                 self._log = None
@@ -278,17 +277,14 @@ class RouterApp:
 
     async def check_health(self) -> None:
         """One round of ``GET {url}/health`` on every worker."""
-        assert self.session is not None
         workers = list(self.members.workers)
-        timeout = aiohttp.ClientTimeout(total=self.config.health_timeout)
 
         async def probe(w: Worker) -> bool:
-            assert self.session is not None
             try:
-                async with self.session.get(w.url + "/health", timeout=timeout) as r:
+                async with await self._get(w, "/health") as r:
                     await r.read()
                     return r.status == 200
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+            except UpstreamError:
                 return False
 
         results = await asyncio.gather(*(probe(w) for w in workers))
@@ -297,24 +293,28 @@ class RouterApp:
             self.members.record_health(w, ok, now)
         self._update_health_gauges()
 
+    async def _get(self, w: Worker, path: str) -> UpstreamResponse:
+        """``GET {w.url}{path}`` within the health-check timeout."""
+        assert self.upstream is not None
+        return await self.upstream.request("GET", w.url, path,
+                                           timeout=self.config.health_timeout)
+
     async def scrape_engines(self) -> None:
         """One round of ``GET {url}/metrics`` on every worker: the engine-reported load
         (running, waiting, KV usage and capacity; :mod:`kvroute.server.engine_metrics`)
         goes into the router's ``WorkerState``, where policies such as ``llmd`` and
         ``least_load`` read it. A page without those gauges is skipped (warned once)."""
-        assert self.session is not None
         workers = list(self.members.workers)
-        timeout = aiohttp.ClientTimeout(total=self.config.health_timeout)
 
         async def scrape(w: Worker) -> EngineLoad | str:
-            assert self.session is not None
             try:
-                async with self.session.get(w.url + "/metrics", timeout=timeout) as r:
+                async with await self._get(w, "/metrics") as r:
+                    text = await r.text()
                     if r.status != 200:
                         return f"HTTP {r.status}"
-                    return engine_load(await r.text()) or "no SGLang or vLLM load gauges"
-            except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
-                return type(e).__name__
+                    return engine_load(text) or "no SGLang or vLLM load gauges"
+            except UpstreamError as e:
+                return str(e)
             except ValueError as e:
                 return f"unparsable ({e})"
 
@@ -418,7 +418,7 @@ class RouterApp:
         stream = bool(body.get("stream"))
         max_tokens = self._max_tokens(body)
         session = self._session(request)
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
+        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _HOP]
         exclude: set[str] = set()
         failed: _Failed | None = None
         for attempt in range(self.config.max_retries + 1):
@@ -511,7 +511,7 @@ class RouterApp:
             log.warning("circuit breaker opened for %s", w.url)
             self._update_health_gauges()
 
-    def _out_headers(self, upstream: aiohttp.ClientResponse, d: Dispatch,
+    def _out_headers(self, upstream: UpstreamResponse, d: Dispatch,
                      w: Worker) -> dict[str, str]:
         out = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP}
         out["X-Kvroute-Worker"] = w.url
@@ -520,17 +520,18 @@ class RouterApp:
         return out
 
     async def _attempt(self, request: web.Request, d: Dispatch, path: str, raw: bytes,
-                       headers: dict[str, str], stream: bool) -> web.StreamResponse | _Failed:
+                       headers: list[tuple[str, str]],
+                       stream: bool) -> web.StreamResponse | _Failed:
         """Send one attempt to ``d``'s worker; ``d`` is closed whatever happens."""
-        assert self.session is not None
+        assert self.upstream is not None
         w = self.members.worker_of(d)
         st = _Outcome()
         try:
             try:
-                upstream = await self.session.post(w.url + path, data=raw, headers=headers)
-            except asyncio.TimeoutError:
+                upstream = await self.upstream.request("POST", w.url, path, raw, headers)
+            except UpstreamTimeout:
                 return self._failed(w, st, "upstream_timeout", 504, "timed out", retry=False)
-            except (aiohttp.ClientError, OSError) as e:
+            except UpstreamError as e:
                 self.members.router.undelivered(d)
                 return self._failed(w, st, "upstream_connect", 502, f"unreachable: {e}")
             async with upstream:
@@ -539,10 +540,10 @@ class RouterApp:
                     return await self._stream(request, upstream, d, w, st)
                 try:
                     data = await upstream.read()
-                except asyncio.TimeoutError:
+                except UpstreamTimeout:
                     return self._failed(w, st, "upstream_timeout", 504, "timed out",
                                         retry=False)
-                except (aiohttp.ClientError, OSError) as e:
+                except UpstreamError as e:
                     return self._failed(w, st, "upstream_connect", 502, f"failed: {e}")
                 resp = web.Response(body=data, status=upstream.status,
                                     headers=self._out_headers(upstream, d, w))
@@ -576,7 +577,7 @@ class RouterApp:
         self._fail(w, kind)
         return _Failed(_error(status, f"worker {w.url} {what}", "upstream_error"), retry=retry)
 
-    async def _stream(self, request: web.Request, upstream: aiohttp.ClientResponse,
+    async def _stream(self, request: web.Request, upstream: UpstreamResponse,
                       d: Dispatch, w: Worker, st: _Outcome) -> web.StreamResponse | _Failed:
         """Pass an SSE body through chunk by chunk. The first chunk is read before the
         client gets headers, so an upstream that dies before it can still be retried."""
@@ -585,9 +586,9 @@ class RouterApp:
         while True:
             try:
                 chunk = await upstream.content.readany()
-            except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
+            except UpstreamError as e:
                 if resp is None:
-                    timeout = isinstance(e, asyncio.TimeoutError)
+                    timeout = isinstance(e, UpstreamTimeout)
                     return self._failed(w, st, "upstream_timeout" if timeout
                                         else "upstream_connect", 504 if timeout else 502,
                                         f"failed before streaming: {type(e).__name__}",
@@ -632,19 +633,19 @@ class RouterApp:
     # --- other routes -----------------------------------------------------------------
     async def models(self, request: web.Request) -> web.StreamResponse:
         self.metrics.requests.labels("models").inc()
-        assert self.session is not None
+        assert self.upstream is not None
         now = self.now()
         for w, a in zip(list(self.members.workers), self.members.available(now), strict=True):
             if not a:
                 continue
             try:
-                async with self.session.get(w.url + "/v1/models") as r:
+                async with await self.upstream.request("GET", w.url, "/v1/models") as r:
                     data = await r.read()
                     if r.status < 500:
                         return web.Response(body=data, status=r.status, headers={
                             "Content-Type": r.headers.get("Content-Type", "application/json"),
                             "X-Kvroute-Worker": w.url})
-            except (aiohttp.ClientError, OSError, asyncio.TimeoutError):
+            except UpstreamError:
                 continue
         self.metrics.errors.labels("no_worker").inc()
         return _error(503, "no healthy worker is available", "service_unavailable")
@@ -753,7 +754,7 @@ def _json_errors(handler: Handler) -> Handler:
 
 
 def build_app(config: ServeConfig, policy: RoutingPolicy) -> web.Application:
-    """The router's aiohttp application (the client session opens on startup)."""
+    """The router's aiohttp application (the upstream pool opens on startup)."""
     router = RouterApp(config, policy)
     app = web.Application(client_max_size=256 * 1024 ** 2)
     app[APP_KEY] = router
