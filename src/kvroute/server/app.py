@@ -227,17 +227,18 @@ class RouterApp:
                                   f"({e.strerror})") from e
         self._tasks: list[asyncio.Task[None]] = []
         self._unreadable: set[str] = set()  # workers whose /metrics we warned about
-        for w in self.members.workers:
-            self.metrics.in_flight.labels(w.url).set(0)
-        self._update_health_gauges()
+        self._update_gauges()
 
     # --- plumbing ---------------------------------------------------------------------
     def now(self) -> float:
         return time.monotonic() - self.t0
 
-    def _update_health_gauges(self) -> None:
-        for w, a in zip(self.members.workers, self.members.available(self.now()), strict=True):
-            self.metrics.healthy.labels(w.url).set(1 if a else 0)
+    def _update_gauges(self) -> None:
+        """Per-worker health and in-flight gauges (set when read, not per request)."""
+        m, mt = self.members, self.metrics
+        for w, a, s in zip(m.workers, m.available(self.now()), m.router.workers, strict=True):
+            mt.child(mt.healthy, w.url).set(1 if a else 0)
+            mt.child(mt.in_flight, w.url).set(s.in_flight)
 
     def _write_log(self, record: dict[str, Any]) -> None:
         if self._log is not None:
@@ -291,7 +292,7 @@ class RouterApp:
         now = self.now()
         for w, ok in zip(workers, results, strict=True):
             self.members.record_health(w, ok, now)
-        self._update_health_gauges()
+        self._update_gauges()
 
     async def _get(self, w: Worker, path: str) -> UpstreamResponse:
         """``GET {w.url}{path}`` within the health-check timeout."""
@@ -459,7 +460,6 @@ class RouterApp:
         dec = d.decision
         mt = self.metrics
         mt.child(mt.decisions, w.url, dec.branch or "-").inc()
-        mt.child(mt.in_flight, w.url).set(m.router.workers[d.worker].in_flight)
         n = len(req)
         hit = int(matched[d.worker]) if d.worker < len(matched) else 0
         self.metrics.prompt_units.inc(n)
@@ -495,9 +495,6 @@ class RouterApp:
                 self.metrics.prediction_error.observe(e2e - d.decision.predicted_s)
             if cached is not None:
                 self.metrics.cached_tokens.inc(cached)
-        if not w.removed:
-            self.metrics.child(self.metrics.in_flight, w.url).set(
-                self.members.router.workers[d.worker].in_flight)
         if self._log is not None:
             self._write_log({"event": "outcome", "t": round(now, 6), "rid": d.req.rid,
                              "worker": w.url, "ok": ok, "error": error,
@@ -509,7 +506,7 @@ class RouterApp:
         self.metrics.errors.labels(kind).inc()
         if self.members.record_failure(w, self.now()):
             log.warning("circuit breaker opened for %s", w.url)
-            self._update_health_gauges()
+            self._update_gauges()
 
     def _out_headers(self, upstream: UpstreamResponse, d: Dispatch,
                      w: Worker) -> dict[str, str]:
@@ -665,7 +662,7 @@ class RouterApp:
         return web.json_response({"status": "ready", "healthy_workers": n})
 
     async def metrics_route(self, request: web.Request) -> web.StreamResponse:
-        self._update_health_gauges()
+        self._update_gauges()
         return web.Response(body=self.metrics.render(),
                             headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -714,8 +711,7 @@ class RouterApp:
             url = await self._admin_url(request)
             if adding:
                 w = self.members.add(url)
-                self.metrics.in_flight.labels(w.url).set(0)
-                self._update_health_gauges()
+                self._update_gauges()
                 log.info("added worker %s", w.url)
                 return web.json_response({"added": w.url, "workers": self._workers_json()})
             w = self.members.remove(url, self.now(), on_forced_close=self._forced_close)
