@@ -94,22 +94,29 @@ def exact_distribution(leaves, n, marked=()):
     return dict(out)
 
 
-# each way the fast sampler can run: (draws per candidate, draws counted per slot)
+# each way the fast sampler can run: (draws per candidate, draws counted per slot,
+# follow each slot's chain on its own)
 SAMPLERS = {
-    "draws, counted": (10**9, 10**9),  # one batch of draws, counts by counting draws
-    "draws, multinomial": (10**9, 0),  # one batch of draws, counts from a multinomial
-    "clocks": (0, None),  # Poisson clocks
+    "draws, counted": (10**9, 10**9, True),  # batches of draws, counts by counting draws
+    "draws, multinomial": (10**9, 0, True),  # batches of draws, counts from a multinomial
+    "draws, timed": (10**9, 0, False),  # batches, every emptying event ordered in time
+    "clocks": (0, None, True),  # Poisson clocks
 }
+
+
+def force(sampler, monkeypatch):
+    draws, counted, follow = SAMPLERS[sampler]
+    monkeypatch.setattr(rlt_module, "_DRAWS_PER_CANDIDATE", draws)
+    if counted is not None:
+        monkeypatch.setattr(rlt_module, "_COUNT_DRAWS_PER_SLOT", counted)
+    monkeypatch.setattr(rlt_module, "_FOLLOW_SLOTS", follow)
 
 
 def run_process(name, sampler, leaves, n, trials, monkeypatch, touch=()):
     """Final cached prefix sets of ``trials`` runs: leaves inserted, a new phase, the
     paths in ``touch`` matched (marked), then one eviction call of n tokens."""
     if sampler is not None:
-        draws, counted = SAMPLERS[sampler]
-        monkeypatch.setattr(rlt_module, "_DRAWS_PER_CANDIDATE", draws)
-        if counted is not None:
-            monkeypatch.setattr(rlt_module, "_COUNT_DRAWS_PER_SLOT", counted)
+        force(sampler, monkeypatch)
     seen = Counter()
     for seed in range(trials):
         c = RadixCache(100, make_policy(name, seed=seed))
@@ -167,14 +174,29 @@ def test_promotion_chains_and_a_phase_end_inside_one_call(name, sampler, monkeyp
     assert_matches(seen, exact_distribution(leaves, n, marked), trials)
 
 
+@pytest.mark.parametrize(("name", "sampler"), [
+    *(("rlt", s) for s in SAMPLERS),
+    ("rlt_reference", None),
+])
+def test_siblings_that_all_empty_promote_their_parent_in_time_order(name, sampler,
+                                                                     monkeypatch):
+    """Chi-square against the enumerated process where the order of events in different
+    slots matters: both children of [1, 2] empty in one call, so the last of them (in
+    time) hands its slot to [1, 2], which empties in turn; [1] then waits for [1, 5, 5]
+    to empty too. The fast path follows slots one by one and draws event times only for
+    such parents; "draws, timed" orders every event."""
+    leaves = ([1, 2, 3], [1, 2, 4], [1, 5, 5], [6])
+    trials = 4000
+    for n in (3, 5):
+        seen = run_process(name, sampler, leaves, n, trials, monkeypatch)
+        assert_matches(seen, exact_distribution(leaves, n), trials)
+
+
 @pytest.mark.parametrize("sampler", list(SAMPLERS))
 def test_every_sampler_keeps_events_locks_and_pages_exact(sampler, monkeypatch):
     """Each sampler, forced, on a random trace with locks and pages of 2: integrity after
     every call, locked paths kept, and the removed events add up to the cache content."""
-    draws, counted = SAMPLERS[sampler]
-    monkeypatch.setattr(rlt_module, "_DRAWS_PER_CANDIDATE", draws)
-    if counted is not None:
-        monkeypatch.setattr(rlt_module, "_COUNT_DRAWS_PER_SLOT", counted)
+    force(sampler, monkeypatch)
     rng = np.random.default_rng(5)
     for seed in range(20):
         c = RadixCache(40, make_policy("rlt", seed=seed), page_size=2)
@@ -270,13 +292,16 @@ def test_adversarial_cycle_collapses_lru_but_not_rlt():
 
 
 def test_buffered_draws_are_uniform_and_reject_the_partial_range():
-    """Slots come from 32-bit integers: uniform (chi-square), and values at or past the
-    largest multiple of k are dropped and made up from the buffer."""
+    """Slots come from 32-bit integers x as x // (2^32 // k): uniform (chi-square), and
+    values at or past the largest multiple of k are dropped and made up from the buffer."""
     pol = make_policy("rlt", seed=0)
-    counts = np.bincount(pol._draws(7, 70_000), minlength=7)
-    assert stats.chisquare(counts).pvalue > 1e-3
+    for k in (7, 600):
+        counts = np.bincount(pol._draws(k, 100 * k), minlength=k)
+        assert stats.chisquare(counts).pvalue > 1e-3
+    assert pol._draws(1, 4).tolist() == [0, 0, 0, 0]
     k = 3
-    lim = (1 << 32) - (1 << 32) % k
-    pol._buf = np.array([0, lim, 5, lim + 1, 7, 4, 4, 0], dtype=np.int64)
+    m = (1 << 32) // k
+    lim = m * k
+    pol._buf = np.array([0, lim, m + 5, lim + 1, 2 * m + 7, m, 2 * m - 1, 0], dtype=np.int64)
     pol._buf_pos, pol._buf_max = 0, lim + 1
-    assert pol._draws(k, 5).tolist() == [0, 2, 1, 1, 1]
+    assert pol._draws(k, 5).tolist() == [0, 1, 2, 1, 1]

@@ -16,21 +16,30 @@ How it is made fast without changing the process:
 
 * Candidates live in one array partitioned as [unmarked | marked] unlocked leaves, with
   a parallel numpy array of their lengths in pages. Marking moves a leaf across the
-  boundary in O(1); a new phase is ``epoch += 1`` and moving the boundary to the end,
-  O(1) (a node is marked iff ``node.mark == epoch``).
-* Sampling is exact, with O(1) numpy calls per eviction call and Python work only per
-  leaf that empties. (1) Batches (the default): the call's rem steps are rem i.i.d.
-  uniform draws over k *slots*, one per unmarked candidate. When a slot's leaf has
-  had L draws it empties; its parent, if that becomes an unmarked candidate, takes
-  over the slot (k candidates again, so later draws stay uniform over them), else the
-  slot is dead and its later draws are rejected (the others stay uniform over the
-  k - 1 live ones); a new batch makes up for rejected draws. What matters is only
-  each slot's count, a multinomial (one numpy draw, or counting buffered draws when
-  few per slot), and, for the "full" slots counted at least L, the order of their own
-  draws: give every draw an i.i.d. uniform time; a slot's L-th draw comes at the L-th
-  of its c uniforms, ~ Beta(L, c - L + 1), and a promoted parent's L'-th later draw
-  at a Beta order statistic of the rest. One scalar Beta per leaf that empties orders
-  the events. A batch where nobody empties costs a multinomial and two array ops.
+  boundary in O(1) (inlined in ``on_access``); a new phase is ``epoch += 1`` and moving
+  the boundary to the end, O(1) (a node is marked iff ``node.mark == epoch``). A new
+  leaf is marked, so ``on_created`` just appends it.
+* Sampling is exact, with O(1) numpy calls per batch and Python work only per leaf that
+  empties. (1) Batches (the default): a call's rem steps are rem i.i.d. uniform draws
+  over k *slots*, one per unmarked candidate. When a slot's leaf has had L draws it
+  empties; its parent, if that becomes an unmarked candidate, takes over the slot (k
+  candidates again, so later draws stay uniform over them), else the slot is dead and
+  its later draws are rejected (the others stay uniform over the k - 1 live ones); a new
+  batch makes up for rejected draws. What matters is each slot's count, a multinomial
+  (one numpy draw, or counting buffered 32-bit draws when there are few per slot); the
+  counts are taken off the lengths in place and one ``argmin`` tells whether any slot
+  was drawn at least its length ("full"). A batch where nobody empties (about three in
+  four on the GSP stream) costs the counts, that subtraction and the ``argmin``.
+  Full slots: each slot's chain (leaf, promoted parent, its parent...) is followed on
+  its own, which is exact because the order of events in different slots matters only
+  through a parent with two or more children that all empty in the batch: the last of
+  them to empty promotes it into its slot, the others' slots die. Such a parent makes
+  its children's chains wait; when its last child has emptied, their times decide: give
+  every draw an i.i.d. uniform time (this makes the order of the draws uniformly random
+  given the counts, as it is); a slot's L-th of c draws comes at ~Beta(L, c - L + 1)
+  and a promoted parent's L'-th later draw at a Beta order statistic of the rest. These
+  Betas are drawn lazily, only for such parents (``_resolve_timed``, which orders every
+  event in time with a heap, is kept as an independent method the tests force).
   (2) Poissonisation (kept as an independent exact method, forced by the tests):
   give every candidate leaf an independent rate-1 Poisson clock; the merged arrivals
   are then i.i.d. uniform choices among the candidates, the same single-token steps
@@ -43,8 +52,15 @@ How it is made fast without changing the process:
   call.
 * Candidate lengths are trimmed lazily in the numpy array; the tree calls ``settle``
   before it reads a leaf's key, so beyond the numpy work a batch costs O(1) Python
-  per leaf that empties, however many leaves it trims. Tree changes (deletions,
-  promotions) are applied after the batch, in event order.
+  per leaf that empties, however many leaves it trims. A leaf that empties is unlinked
+  without settling (its key still names its edge). Tree changes (deletions,
+  promotions) are applied after the batch, children before their parents.
+
+Cost (``benchmarks/cache_bench.py``, docs/cache.md): a batch costs a few microseconds
+of numpy calls whatever it evicts (the multinomial alone is 2-8 us), and the GSP stream
+at 200,000 tokens makes about 4,000 calls (rlt is asked for the deficit, lru for the
+whole allocation, so lru makes 1,600) and 4,900 batches; that fixed cost per call is
+why rlt stays about 2x lru's time on that stream.
 """
 
 from __future__ import annotations
@@ -71,6 +87,14 @@ _BLOCK = 1 << 16  # uniform draws fetched from the generator at a time
 # A batch's per-slot counts come from counting single draws up to this many per slot,
 # else from one multinomial draw (measured crossover, benchmarks/cache_bench.py sizes).
 _COUNT_DRAWS_PER_SLOT = 16
+# Batches in which leaves empty follow each slot's chain on its own and order events in
+# time only where the order matters (a parent whose children all empty); False orders
+# every event in time (both exact; the tests force False).
+_FOLLOW_SLOTS = True
+
+# a chain of emptying draws in one slot: (the slot's draws, index of the draw that
+# empties the node, the node, its event [time or -1, previous event, Beta a, Beta b])
+_Chain = tuple[int, int, "Node", list]
 
 
 @register
@@ -86,7 +110,7 @@ class RLT(EvictionPolicy):
         self._nodes: list[Node] = []  # [0, u): unmarked candidates, [u, size): marked
         self._lens = np.zeros(1024, dtype=np.int64)  # pages, authoritative
         self._u = 0
-        self._buf = np.zeros(0, dtype=np.int64)  # pre-drawn 32-bit integers
+        self._buf = np.zeros(0, dtype=np.uint32)  # pre-drawn 32-bit integers
         self._buf_pos = 0
         self._buf_max = 0
         self._uniform: dict[int, np.ndarray] = {}  # k -> [1/k] * k
@@ -96,48 +120,65 @@ class RLT(EvictionPolicy):
         self._page = cache.page_size
 
     # ---------------------------------------------------------------- the candidate store
-    def _place(self, node: Node, pos: int, length: int) -> None:
-        self._nodes[pos] = node
-        self._lens[pos] = length
-        node.slot = pos
-
     def _add(self, node: Node) -> None:
-        size = len(self._nodes)
-        if size == len(self._lens):
-            self._lens = np.concatenate([self._lens, np.zeros(size, dtype=np.int64)])
-        self._nodes.append(node)
+        nodes, lens = self._nodes, self._lens
+        size = len(nodes)
+        if size == lens.size:
+            lens = self._lens = np.concatenate([lens, np.zeros(size, dtype=np.int64)])
         length = len(node.key) // self._page
         if node.mark == self.epoch:  # marked: at the end
-            self._place(node, size, length)
-        else:  # unmarked: first marked one moves to the end, node takes its place
-            u = self._u
-            if u < size:
-                self._place(self._nodes[u], size, int(self._lens[u]))
-            self._place(node, u, length)
-            self._u = u + 1
+            nodes.append(node)
+            lens[size] = length
+            node.slot = size
+            return
+        u = self._u  # unmarked: the first marked one moves to the end, node takes its place
+        if u < size:
+            first = nodes[u]
+            nodes.append(first)
+            lens[size] = lens[u]
+            first.slot = size
+            nodes[u] = node
+        else:
+            nodes.append(node)
+        lens[u] = length
+        node.slot = u
+        self._u = u + 1
+
+    def _drop(self, node: Node) -> None:
+        """Take a candidate out of the store as it is (no settling)."""
+        nodes, lens = self._nodes, self._lens
+        pos, last = node.slot, len(nodes) - 1
+        u1 = self._u - 1
+        if pos <= u1:  # hole in the unmarked part: fill from its end, then from the last
+            if pos != u1:
+                other = nodes[u1]
+                nodes[pos] = other
+                lens[pos] = lens[u1]
+                other.slot = pos
+            pos = u1
+            self._u = u1
+        if pos != last:
+            other = nodes[last]
+            nodes[pos] = other
+            lens[pos] = lens[last]
+            other.slot = pos
+        nodes.pop()
+        node.slot = -1
 
     def _remove(self, node: Node) -> None:
         """Take a candidate out of the store, settling its key first."""
         self.settle(node)
-        pos, last = node.slot, len(self._nodes) - 1
-        if pos < self._u:  # hole in the unmarked part: fill from its end, then from the last
-            u1 = self._u - 1
-            if pos != u1:
-                self._place(self._nodes[u1], pos, int(self._lens[u1]))
-            pos = u1
-            self._u = u1
-        if pos != last:
-            self._place(self._nodes[last], pos, int(self._lens[last]))
-        self._nodes.pop()
-        node.slot = -1
+        self._drop(node)
 
     def _to_marked(self, node: Node) -> None:
         pos, u1 = node.slot, self._u - 1
         if 0 <= pos <= u1:
-            other, olen = self._nodes[u1], int(self._lens[u1])
-            self._place(node, u1, int(self._lens[pos]))
-            if other is not node:
-                self._place(other, pos, olen)
+            if pos != u1:
+                nodes, lens = self._nodes, self._lens
+                other = nodes[u1]
+                nodes[pos], nodes[u1] = other, node
+                lens[pos], lens[u1] = lens[u1], lens[pos]
+                other.slot, node.slot = pos, u1
             self._u = u1
 
     def _mark(self, node: Node) -> None:
@@ -151,18 +192,37 @@ class RLT(EvictionPolicy):
         self._u = len(self._nodes)
 
     def settle(self, node: Node) -> None:
-        if node.slot >= 0:
-            keep = int(self._lens[node.slot]) * self._page
+        pos = node.slot
+        if pos >= 0:
+            keep = self._lens.item(pos) * self._page
             if keep < len(node.key):
                 node.key = node.key[:keep]
 
     # ---------------------------------------------------------------- hooks
     def on_created(self, leaf: Node) -> None:
         leaf.mark = self.epoch
-        self.on_candidacy(leaf)
+        if leaf.lock_ref == 0:  # a new leaf: a marked candidate, at the end of the store
+            nodes, lens = self._nodes, self._lens
+            size = len(nodes)
+            if size == lens.size:
+                lens = self._lens = np.concatenate([lens, np.zeros(size, dtype=np.int64)])
+            nodes.append(leaf)
+            lens[size] = len(leaf.key) // self._page
+            leaf.slot = size
 
     def on_access(self, node: Node, hit: bool) -> None:
-        self._mark(node)
+        epoch = self.epoch
+        if node.mark != epoch:  # _mark, inlined: this runs for every node a walk passes
+            node.mark = epoch
+            pos, u1 = node.slot, self._u - 1
+            if 0 <= pos <= u1:
+                if pos != u1:
+                    nodes, lens = self._nodes, self._lens
+                    other = nodes[u1]
+                    nodes[pos], nodes[u1] = other, node
+                    lens[pos], lens[u1] = lens[u1], lens[pos]
+                    other.slot, node.slot = pos, u1
+                self._u = u1
 
     def on_split(self, prefix: Node, suffix: Node, in_match: bool) -> None:
         prefix.mark = suffix.mark
@@ -170,10 +230,10 @@ class RLT(EvictionPolicy):
             self._lens[suffix.slot] = len(suffix.key) // self._page
 
     def on_candidacy(self, node: Node) -> None:
-        want = node.parent is not None and not node.children and node.lock_ref == 0
-        if want and node.slot < 0:
-            self._add(node)
-        elif not want and node.slot >= 0:
+        if node.parent is not None and not node.children and node.lock_ref == 0:
+            if node.slot < 0:
+                self._add(node)
+        elif node.slot >= 0:
             self._remove(node)
 
     def on_removed(self, node: Node) -> None:
@@ -188,6 +248,8 @@ class RLT(EvictionPolicy):
         page = self._page
         need = -(-n // page)
         done = 0
+        cache = self.cache
+        listening = cache.listening
         while done < need:
             k = self._u
             if k == 0:
@@ -196,30 +258,56 @@ class RLT(EvictionPolicy):
                 self._new_phase()
                 continue
             rem = need - done
-            if rem <= _DRAWS_PER_CANDIDATE * k:
-                done += self._round_by_draws(k, rem)
+            if rem > _DRAWS_PER_CANDIDATE * k:
+                steps, emptied = self._round_by_clocks(self._lens[:k], rem)
+                done += steps
+                if emptied is not None:
+                    self._delete(emptied)
                 continue
-            steps, emptied = self._round_by_clocks(self._lens[:k], rem)
-            done += steps
-            if emptied is not None:
-                self._delete(emptied)
+            # one batch of rem i.i.d. uniform draws over the k unmarked slots
+            if rem <= _COUNT_DRAWS_PER_SLOT * k:
+                counts = np.bincount(self._draws(k, rem), minlength=k)
+            else:
+                pvals = self._uniform.get(k)
+                if pvals is None:
+                    pvals = self._pvals(k)
+                counts = self.rng.multinomial(rem, pvals)
+            lens = self._lens[:k]
+            if listening:
+                self._emit_trims(counts, lens)
+            lens -= counts
+            if lens.item(lens.argmin()) > 0:  # the common case: nobody empties
+                cache._discard(rem * page)
+                done += rem
+            else:
+                done += self._resolve(k, rem, counts, lens, listening)
         return done * page
+
+    def _pvals(self, k: int) -> np.ndarray:
+        if len(self._uniform) > 256:
+            self._uniform.clear()
+        pvals = self._uniform[k] = np.full(k, 1.0 / k)
+        return pvals
 
     def _draws(self, k: int, b: int) -> np.ndarray:
         """b i.i.d. uniform slots in [0, k), from a buffer of 32-bit integers drawn in
-        blocks from the seeded generator's bit stream (exact: values past the largest
-        multiple of k are dropped, which keeps the rest i.i.d. uniform)."""
+        blocks from the seeded generator's bit stream: x // m with m = 2^32 // k (exact:
+        values at or past k * m are dropped, which keeps the rest i.i.d. uniform; the
+        division by a constant is much cheaper than a remainder)."""
+        if k == 1:
+            return np.zeros(b, dtype=np.intp)
         pos = self._buf_pos
         if pos + b > self._buf.size:
             block = self.rng.bit_generator.random_raw(max(_BLOCK, b) // 2 + 1)
-            self._buf = block.view(np.uint32).astype(np.int64)  # uniform on [0, 2^32)
+            self._buf = block.view(np.uint32)  # uniform on [0, 2^32)
             self._buf_max = int(self._buf.max())
             pos = 0
         raw = self._buf[pos:pos + b]
         self._buf_pos = pos + b
-        slots = raw % k
-        lim = (1 << 32) - (1 << 32) % k
-        if self._buf_max >= lim:  # rare: reject the partial range, top up
+        m = (1 << 32) // k
+        slots = raw // m
+        lim = m * k
+        if self._buf_max >= lim and raw.max() >= lim:  # rare: reject, top up
             slots = slots[raw < lim]
             if slots.size < b:
                 slots = np.concatenate([slots, self._draws(k, b - slots.size)])
@@ -232,48 +320,114 @@ class RLT(EvictionPolicy):
             return np.bincount(self._draws(k, b), minlength=k)
         pvals = self._uniform.get(k)
         if pvals is None:
-            if len(self._uniform) > 256:
-                self._uniform.clear()
-            pvals = self._uniform[k] = np.full(k, 1.0 / k)
+            pvals = self._pvals(k)
         return self.rng.multinomial(b, pvals)
 
-    def _round_by_draws(self, k: int, rem: int) -> int:
-        """rem i.i.d. uniform draws over the k unmarked slots, applied in one batch.
-
-        Slot s holds candidate ``nodes[s]``; it empties at its L-th draw. Then its
-        parent, if that becomes an unmarked candidate, takes over the slot (the new
-        candidate set has k members again, so later draws stay uniform over it);
+    def _resolve(self, k: int, rem: int, counts: np.ndarray, lens: np.ndarray,
+                 listening: bool) -> int:
+        """A batch in which some slots were drawn at least their length ("full"; ``lens``
+        is already reduced by ``counts``, so theirs are <= 0). Slot s holds candidate
+        ``nodes[s]``; it empties at its L-th draw. Then its parent, if that becomes an
+        unmarked candidate, takes over the slot (the candidate set has k members again,
+        so later draws stay uniform over it) and empties in turn at its L'-th later draw;
         otherwise the slot is dead and its later draws are rejected (the others stay
-        uniform over the k - 1 live slots). Only the per-slot counts and, for the slots
-        hit at least their length ("full"), the relative order of their draws matter:
-        the counts are multinomial; give every draw an i.i.d. uniform time (this makes
-        the order of the draws uniformly random given the counts, as it is), then the
-        L-th of a slot's c draws comes at ~Beta(L, c - L + 1), and a promoted parent's
-        L'-th later draw at a Beta order statistic of the c - L later ones. Tree changes
-        are applied after the batch, in event order. Returns the steps done: rem minus
-        the rejected draws."""
-        lens = self._lens[:k]
-        counts = self._counts(k, rem)
-        full = (counts >= lens).nonzero()[0]
-        if not full.size:  # the common case: nobody empties
-            self._take(counts, rem)
-            return rem
+        uniform over the live slots). Returns the steps done: rem minus the rejections.
+
+        The order of events in different slots matters only through a parent with two or
+        more children that all empty in the batch: the last of them to empty promotes it
+        into its own slot (the others' slots die). So each slot's chain is followed on
+        its own; a chain that reaches such a parent waits there, and when the parent's
+        last child has emptied, the times of its children's emptying draws decide which
+        slot takes it. Event times are drawn only then, lazily, as in ``_resolve_timed``:
+        the L-th of a slot's c draws comes at ~Beta(L, c - L + 1), and a promoted
+        parent's L'-th later draw at a Beta order statistic of the later ones."""
+        full = (lens <= 0).nonzero()[0].tolist()
+        if not _FOLLOW_SLOTS:
+            return self._resolve_timed(k, rem, counts, lens, full, listening)
+        nodes = self._nodes
+        root, epoch, page = self.cache.root, self.epoch, self._page
+        gone: list[Node] = []  # emptied candidates, children before their parents
+        kept: list[tuple[Node, int]] = []  # promoted parents that survive, pages drawn
+        waiting: dict[int, list[_Chain]] = {}  # id(parent) -> chains waiting at it
+        rejected = 0
+        work: list[_Chain] = []
+        for s in full:
+            c = counts.item(s)
+            length = lens.item(s) + c
+            # (slot draws, index of the draw that empties the node, node, its event)
+            work.append((c, length - 1, nodes[s], [-1.0, None, length, c - length + 1]))
+        while work:
+            c, i, node, event = work.pop()
+            while True:
+                parent = node.parent
+                assert parent is not None
+                if parent is root or parent.lock_ref or parent.mark == epoch:
+                    gone.append(node)  # the slot dies: its later draws are rejected
+                    rejected += c - i - 1
+                    break
+                siblings = len(parent.children)
+                if siblings > 1:
+                    group = waiting.setdefault(id(parent), [])
+                    group.append((c, i, node, event))
+                    if len(group) < siblings:
+                        break  # waits: dies unless it turns out to be the last child
+                    del waiting[id(parent)]
+                    times = [self._event_time(g[3]) for g in group]
+                    last = times.index(max(times))
+                    for j, (c2, i2, node2, _) in enumerate(group):
+                        if j != last:
+                            gone.append(node2)
+                            rejected += c2 - i2 - 1
+                    c, i, node, event = group[last]
+                gone.append(node)  # the parent is promoted into the slot
+                length, after = len(parent.key) // page, c - i - 1
+                if length <= after:  # it empties too, at the length-th later draw
+                    i += length
+                    node = parent
+                    event = [-1.0, event, length, after - length + 1]
+                    continue
+                if after:
+                    kept.append((parent, after))
+                break
+        for group in waiting.values():  # parents that keep a child: those slots die
+            for c, i, node, _ in group:
+                gone.append(node)
+                rejected += c - i - 1
+        steps = rem - rejected
+        self._apply(counts, full, gone, kept, steps, listening)
+        return steps
+
+    def _event_time(self, event: list) -> float:
+        """The time in (0, 1) of an emptying draw, drawn once when first asked for:
+        [time or -1, the slot's previous event or None, a, b] with the time ~ Beta(a, b)
+        on what is left of (0, 1) after the previous event."""
+        if event[0] < 0:
+            prev = event[1]
+            start = 0.0 if prev is None else self._event_time(prev)
+            event[0] = start + (1.0 - start) * self.rng.beta(event[2], event[3])
+        return float(event[0])
+
+    def _resolve_timed(self, k: int, rem: int, counts: np.ndarray, lens: np.ndarray,
+                       full: list[int], listening: bool) -> int:
+        """``_resolve`` with the events in time order: give every draw an i.i.d. uniform
+        time (this makes the order of the draws uniformly random given the counts, as it
+        is); the L-th of a slot's c draws comes at ~Beta(L, c - L + 1), and a promoted
+        parent's L'-th later draw at a Beta order statistic of the c - L later ones."""
         beta = self.rng.beta
-        sizes = dict(zip(full.tolist(), counts[full].tolist(), strict=True))  # slot -> draws
-        at: dict[int, int] = {}  # full slot -> index of the draw that empties its candidate
-        events: list[tuple[float, int]] = []  # (time in (0, 1), slot) of those draws
-        for s, c in sizes.items():
-            length = int(lens[s])
-            at[s] = length - 1
-            events.append((beta(length, c - length + 1), s))  # the length-th of c uniforms
+        cs = counts[full]
+        lengths = lens[full] + cs
+        times = beta(lengths, cs - lengths + 1).tolist()  # each slot's L-th of c uniforms
+        sizes = dict(zip(full, cs.tolist(), strict=True))  # slot -> draws
+        at = {s: length - 1 for s, length in zip(full, lengths.tolist(), strict=True)}
+        events = list(zip(times, full, strict=True))  # (time in (0, 1), slot)
         heapq.heapify(events)
         owner = cast("list[Node | None]", self._nodes[:k])  # current candidate per slot
         since: dict[int, int] = {}  # promoted slot -> index of its candidate's first draw
-        dead: dict[int, int] = {}  # dead slot -> index of its first rejected draw
-        gone: list[tuple[Node, Node | None, int]] = []  # (emptied, promoted parent, slot)
+        gone: list[Node] = []
         pending: dict[int, int] = {}  # id(parent) -> children emptied in this batch
-        root, epoch, page, live = self.cache.root, self.epoch, self._page, k
-        while events:
+        root, epoch, page = self.cache.root, self.epoch, self._page
+        rejected = 0
+        while events:  # no slot can be left without events while others are live
             e, s = heapq.heappop(events)
             node = owner[s]
             assert node is not None
@@ -281,33 +435,64 @@ class RLT(EvictionPolicy):
             assert parent is not None
             left = pending[id(parent)] = pending.get(id(parent), 0) + 1
             i = at[s]
+            gone.append(node)
             if (parent is not root and len(parent.children) == left and parent.lock_ref == 0
                     and parent.mark != epoch):  # the parent becomes a candidate in slot s
                 owner[s] = parent
                 since[s] = i + 1
-                gone.append((node, parent, s))
                 length, after = len(parent.key) // page, sizes[s] - i - 1
                 if length <= after:  # it empties too: the length-th of the later draws
                     at[s] = i + length
                     heapq.heappush(events, (e + (1 - e) * beta(length, after - length + 1), s))
             else:
                 owner[s] = None
-                dead[s] = i + 1
-                gone.append((node, None, s))
-                live -= 1
-                if not live:  # the phase is over: the rest of the batch is rejected
-                    break
-        steps = rem - sum(sizes[t] - i for t, i in dead.items())
-        for _, _, s in gone:
-            counts[s] = 0  # its first candidate is deleted below
-        self._take(counts, steps)
-        for node, parent, s in gone:
-            self._delete(node, emit=True)  # adds the promoted parent to the store
-            if parent is not None and owner[s] is parent:  # it survived the batch
-                c = sizes[s] - since[s]
-                if c:
-                    self._trim(parent, c)
+                rejected += sizes[s] - i - 1
+        kept = []
+        for s, first in since.items():
+            parent = owner[s]
+            if parent is not None and sizes[s] > first:  # promoted, survived, drawn
+                kept.append((parent, sizes[s] - first))
+        steps = rem - rejected
+        self._apply(counts, full, gone, kept, steps, listening)
         return steps
+
+    def _apply(self, counts: np.ndarray, full: list[int], gone: list[Node],
+               kept: list[tuple[Node, int]], steps: int, listening: bool) -> None:
+        """Apply a resolved batch: the other slots' draws are already taken off their
+        lengths; delete ``gone`` in order (promoting parents), trim the ``kept``."""
+        lens = self._lens
+        if listening:  # the removed spans of the emptied ones are sent whole below
+            for s in full:
+                lens[s] += counts[s]
+        self.cache._discard(steps * self._page)
+        for node in gone:
+            if listening:
+                self._emit_removed(node, 0, self._lens.item(node.slot))
+            self._delete(node)
+        for node, c in kept:
+            pos = node.slot
+            if listening:
+                length = self._lens.item(pos)
+                self._emit_removed(node, length - c, length)
+            self._lens[pos] -= c
+
+    def _emit_removed(self, node: Node, keep: int, old: int) -> None:
+        """Send the removed event for pages [keep, old) of a candidate (before they go)."""
+        cache, page = self.cache, self._page
+        assert node.parent is not None
+        key = node.key
+        prefix = cache.path_of(node.parent)
+        cache._emit("removed", np.concatenate([prefix, key[: keep * page]]),
+                    key[keep * page: old * page])
+
+    def _emit_trims(self, counts: np.ndarray, lens: np.ndarray) -> None:
+        """Removed events for a batch's draws (``lens`` not yet reduced); the slots that
+        empty are skipped here, their whole span is sent when they are deleted."""
+        nodes = self._nodes
+        for pos in np.flatnonzero(counts).tolist():
+            old, c = lens.item(pos), counts.item(pos)
+            if c < old:
+                self._emit_removed(nodes[pos], old - c, old)
 
     def _round_by_clocks(self, lens: np.ndarray, rem: int) -> tuple[int, Node | None]:
         """Poissonisation: leaf i empties at its lens[i]-th arrival, at ~Gamma(lens[i])."""
@@ -346,34 +531,23 @@ class RLT(EvictionPolicy):
         return counts
 
     def _take(self, counts: np.ndarray, steps: int) -> None:
-        """Apply ``steps`` single-page evictions, ``counts`` per unmarked candidate."""
+        """Apply ``steps`` single-page evictions, ``counts`` per unmarked candidate (a
+        candidate taken to 0 must be ``_delete``d next)."""
         k = counts.size
-        cache, page = self.cache, self._page
-        if cache.listening:  # events need the exact spans
+        lens = self._lens[:k]
+        if self.cache.listening:  # events need the exact spans
+            nodes = self._nodes
             for pos in np.flatnonzero(counts).tolist():
-                node = self._nodes[pos]
-                keep = (int(self._lens[pos]) - int(counts[pos])) * page
-                cache._emit("removed", cache.path_of(node)[: node.start + keep],
-                            node.key[keep:])
-        self._lens[:k] -= counts
-        cache._discard(steps * page)
+                old = lens.item(pos)
+                self._emit_removed(nodes[pos], old - counts.item(pos), old)
+        lens -= counts
+        self.cache._discard(steps * self._page)
 
-    def _trim(self, node: Node, c: int) -> None:
-        """Take c pages off one candidate (already counted as discarded)."""
-        pos = node.slot
-        if self.cache.listening:
-            cache = self.cache
-            keep = (int(self._lens[pos]) - c) * self._page
-            cache._emit("removed", cache.path_of(node)[: node.start + keep], node.key[keep:])
-        self._lens[pos] -= c
-
-    def _delete(self, node: Node, emit: bool = False) -> None:
-        """Unlink a candidate whose length reached 0 (with ``emit``: its pages are still
-        in the store and the removal event is sent here)."""
-        if emit and self.cache.listening:
-            self._trim(node, int(self._lens[node.slot]))
-        self._lens[node.slot] = 1  # keep its first page to name the edge while unlinking
-        self._remove(node)
+    def _delete(self, node: Node) -> None:
+        """Unlink a candidate whose pages are all accounted as gone. Its key is still
+        untrimmed (trims are lazy and nothing settled it since its length ran out), so
+        its first page names the edge while it is unlinked."""
+        self._drop(node)
         self.cache._unlink_leaf(node)
 
     def check(self) -> None:
