@@ -20,7 +20,9 @@ It reports three numbers:
 
 Targets (issue 5): added p50 under 1 ms; CPU per request within 2x of sglang-router's
 (the ratio is printed); at least 2,000 requests/s through the whole chain. The client is
-Python too and shares the machine's cores, so the maximum rate is a lower bound.
+Python too (kvroute's lean keep-alive client, ``kvroute.server.upstream``, on uvloop, the
+same for every target) and shares the machine's cores, so the maximum rate is a lower
+bound.
 
 The reference routers install from PyPI; keep them out of kvroute's venv::
 
@@ -212,46 +214,54 @@ async def wait_ready(t: Target, n_workers: int, timeout: float) -> None:
                        f"the end of its log:\n{t.log_tail()}")
 
 
+HEADERS = [("Content-Type", "application/json")]
+
+
 async def latencies(url: str, prompt: str, n: int) -> np.ndarray:
-    import aiohttp
+    """Latency of ``n`` sequential requests, ms (the first tenth dropped as warm-up)."""
+    from kvroute.server.upstream import Upstream
 
     body = json.dumps({"model": "m", "prompt": prompt, "max_tokens": 1}).encode()
     out = []
-    async with aiohttp.ClientSession(headers={"Content-Type": "application/json"}) as http:
+    http = Upstream(connect_timeout=10, total_timeout=60)
+    try:
         for _ in range(n):
             t = time.perf_counter()
-            async with http.post(url + "/v1/completions", data=body) as r:
-                await r.read()
-                assert r.status == 200, r.status
+            r = await http.request("POST", url, "/v1/completions", body, HEADERS)
+            await r.read()
+            assert r.status == 200, r.status
             out.append(time.perf_counter() - t)
-    return np.array(out[n // 10:]) * 1000  # ms, warm-up dropped
+    finally:
+        await http.close()
+    return np.array(out[n // 10:]) * 1000
 
 
 async def max_rate(url: str, prompt: str, seconds: float, pid: int | None,
                    concurrency: int = 64) -> tuple[float, float | None]:
     """Requests per second at ``concurrency``, and the router's CPU us per request."""
-    import aiohttp
+    from kvroute.server.upstream import Upstream
 
     body = json.dumps({"model": "m", "prompt": prompt, "max_tokens": 1}).encode()
     done = 0
     stop = time.perf_counter() + seconds
+    http = Upstream(connect_timeout=10, total_timeout=60)
 
-    async def client(http: aiohttp.ClientSession) -> None:
+    async def client() -> None:
         nonlocal done
         while time.perf_counter() < stop:
-            async with http.post(url + "/v1/completions", data=body) as r:
-                await r.read()
-                assert r.status == 200, r.status
+            r = await http.request("POST", url, "/v1/completions", body, HEADERS)
+            await r.read()
+            assert r.status == 200, r.status
             done += 1
 
-    conn = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=conn,
-                                     headers={"Content-Type": "application/json"}) as http:
+    try:
         cpu0 = cpu_seconds(pid) if pid else 0.0
         t = time.perf_counter()
-        await asyncio.gather(*(client(http) for _ in range(concurrency)))
+        await asyncio.gather(*(client() for _ in range(concurrency)))
         elapsed = time.perf_counter() - t
         cpu = (cpu_seconds(pid) - cpu0) / done * 1e6 if pid else None
+    finally:
+        await http.close()
     return done / elapsed, cpu
 
 
