@@ -108,9 +108,11 @@ class BadRequest(Exception):
     """The client's request is unusable (400)."""
 
 
+_UTF32 = np.dtype("<u4")
+
+
 def _chars(text: str) -> np.ndarray:
-    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"),
-                         dtype="<u4").astype(np.int64)
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=_UTF32).astype(np.int64)
 
 
 def _ids(x: Any) -> np.ndarray | None:
