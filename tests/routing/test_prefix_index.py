@@ -67,17 +67,7 @@ def test_matches_a_naive_model(records: list[tuple[int, list[int]]], probe: list
         held[w].append(seq)
         idx.check_integrity()
 
-    def lcp(x: list[int], y: list[int]) -> int:
-        k = 0
-        while k < min(len(x), len(y)) and x[k] == y[k]:
-            k += 1
-        return k
-
-    want = [max((lcp(probe, s) for s in held[w]), default=0) for w in range(3)]
-    assert idx.match(np.array(probe, dtype=np.int64)).tolist() == want
-    sizes = [len({tuple(s[:k]) for s in held[w] for k in range(1, len(s) + 1)})
-             for w in range(3)]
-    assert idx.sizes().tolist() == sizes
+    assert_naive_model(idx, held, probe)
 
 
 @settings(max_examples=80, deadline=None)
@@ -113,14 +103,20 @@ def test_forget_undoes_undelivered_records(
         idx.forget(w, units, keep, t0)
     idx.check_integrity()
 
+    assert_naive_model(idx, held, probe)
+
+
+def assert_naive_model(idx: PrefixIndex, held: list[list[list[int]]], probe: list[int]) -> None:
+    """match = longest common prefix with anything held per worker; sizes = distinct
+    prefixes held per worker."""
     def lcp(x: list[int], y: list[int]) -> int:
         k = 0
         while k < min(len(x), len(y)) and x[k] == y[k]:
             k += 1
         return k
 
-    want = [max((lcp(probe, s) for s in held[w]), default=0) for w in range(3)]
+    want = [max((lcp(probe, s) for s in held[w]), default=0) for w in range(len(held))]
     assert idx.match(np.array(probe, dtype=np.int64)).tolist() == want
     sizes = [len({tuple(s[:k]) for s in held[w] for k in range(1, len(s) + 1)})
-             for w in range(3)]
+             for w in range(len(held))]
     assert idx.sizes().tolist() == sizes

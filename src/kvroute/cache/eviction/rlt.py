@@ -181,11 +181,6 @@ class RLT(EvictionPolicy):
                 other.slot, node.slot = pos, u1
             self._u = u1
 
-    def _mark(self, node: Node) -> None:
-        if node.mark != self.epoch:
-            node.mark = self.epoch
-            self._to_marked(node)
-
     def _new_phase(self) -> None:
         self.epoch += 1
         self.phases += 1
