@@ -18,7 +18,14 @@ from aiohttp.test_utils import TestClient, TestServer
 from kvroute.cli import serve as serve_cli
 from kvroute.errors import ConfigError
 from kvroute.routing import make_router_policy
-from kvroute.server.app import APP_KEY, RouterApp, ServeConfig, SSEScanner, build_app
+from kvroute.server.app import (
+    APP_KEY,
+    RouterApp,
+    ServeConfig,
+    SSEScanner,
+    build_app,
+    cached_tokens_of,
+)
 from kvroute.workloads.tokenizer import load_tokenizer
 
 
@@ -469,6 +476,21 @@ def test_sse_scanner_reads_cached_tokens_across_chunks() -> None:
     g.feed(b'data: {"text": "a", "meta_info": {"cached_tokens": 3}}')
     g.close()
     assert g.cached_tokens == 3
+
+
+def test_cached_tokens_of_reads_keys_not_text() -> None:
+    """The fast path (one key, read by a pattern) and the parse agree; generated text that
+    spells the key is never read; batches and nulls go through the parse."""
+    usage = {"usage": {"prompt_tokens_details": {"cached_tokens": 12}}}
+    assert cached_tokens_of(json.dumps(usage).encode()) == 12
+    meta = {"text": '"cached_tokens": 99', "meta_info": {"cached_tokens": 7}}
+    assert cached_tokens_of(json.dumps(meta).encode()) == 7
+    text_only = {"choices": [{"text": '{"cached_tokens": 99}'}]}
+    assert cached_tokens_of(json.dumps(text_only).encode()) is None
+    batch = [{"meta_info": {"cached_tokens": 7}}, {"meta_info": {"cached_tokens": 3}}]
+    assert cached_tokens_of(json.dumps(batch).encode()) == 10
+    null = {"usage": {"prompt_tokens_details": {"cached_tokens": None}}}
+    assert cached_tokens_of(json.dumps(null).encode()) is None
 
 
 def test_serve_cli_rejects_bad_configuration() -> None:

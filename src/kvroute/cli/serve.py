@@ -55,10 +55,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
         units = f"tokens (chat template: {template.origin if template else 'Llama-3-like'})"
     print(f"kvroute serve: policy {args.policy}, {len(config.worker_urls)} workers, "
           f"units {units}, listening on http://{args.host}:{args.port}", flush=True)
+    _quiet_gc()
     web.run_app(app, host=args.host, port=args.port, print=None,
                 shutdown_timeout=args.drain_timeout + 5, access_log=None,
                 handler_cancellation=True, loop=_event_loop())
     return 0
+
+
+def _quiet_gc() -> None:
+    """Fewer, cheaper garbage collections for a long-running proxy: what exists at start
+    (modules, the app) is frozen out of every collection, and the youngest generation is
+    collected every 20,000 allocations instead of 700 (a proxied request allocates a few
+    hundred objects; reference counting frees almost all of them)."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
 
 
 def _event_loop() -> asyncio.AbstractEventLoop:
