@@ -40,8 +40,9 @@ async def test_every_endpoint_failover_and_bad_input() -> None:
     urls = [f"http://127.0.0.1:{port}" for _, port in workers]
     cfg = ServeConfig(worker_urls=urls, policy="round_robin", api_key="secret",
                       health_interval=0.2, failure_threshold=1, cooldown_s=0.3)
-    router, rport = await _start(build_app(cfg, make_router_policy("round_robin")))
-    base = f"http://127.0.0.1:{rport}"
+    router = build_app(cfg, make_router_policy("round_robin"))
+    await router.start("127.0.0.1", 0)
+    base = f"http://127.0.0.1:{router.port}"
     try:
         async with aiohttp.ClientSession() as http:
             # every endpoint, streaming and not
@@ -109,6 +110,6 @@ async def test_every_endpoint_failover_and_bad_input() -> None:
                                  json={"prompt": "still fine", "max_tokens": 2}) as r:
                 assert r.status == 200
     finally:
-        await router.cleanup()
+        await router.stop()
         for runner, _ in workers:
             await runner.cleanup()

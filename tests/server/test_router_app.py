@@ -10,16 +10,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import aiohttp
 import numpy as np
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 
 from kvroute.cli import serve as serve_cli
 from kvroute.errors import ConfigError
 from kvroute.routing import make_router_policy
 from kvroute.server.app import (
-    APP_KEY,
     RouterApp,
     ServeConfig,
     SSEScanner,
@@ -112,7 +111,7 @@ def dead_url() -> str:
 
 @asynccontextmanager
 async def cluster(workers: list[FakeWorker | str], policy: str = "lbgr",
-                  **cfg: Any) -> AsyncIterator[tuple[TestClient[Any, Any], RouterApp]]:
+                  **cfg: Any) -> AsyncIterator[tuple[aiohttp.ClientSession, RouterApp]]:
     fakes = [w for w in workers if isinstance(w, FakeWorker)]
     for f in fakes:
         await f.start()
@@ -122,12 +121,13 @@ async def cluster(workers: list[FakeWorker | str], policy: str = "lbgr",
     cfg.setdefault("backoff_base", 0.001)
     app = build_app(ServeConfig(worker_urls=urls, policy=policy, **cfg),
                     make_router_policy(policy, seed=0))
-    client = TestClient(TestServer(app))
-    await client.start_server()
+    await app.start("127.0.0.1", 0)
+    client = aiohttp.ClientSession(base_url=f"http://127.0.0.1:{app.port}")
     try:
-        yield client, app[APP_KEY]
+        yield client, app
     finally:
         await client.close()
+        await app.stop()
         for f in fakes:
             await f.stop()
 
@@ -436,7 +436,7 @@ async def test_health_liveness_models_and_graceful_drain() -> None:
         models = await (await client.get("/v1/models")).json()
         assert models["data"][0]["owner"] == w.url
         resp = await client.post("/v1/completions", json={"prompt": "p", "stream": True})
-        drain = asyncio.create_task(r._on_shutdown(client.app))
+        drain = asyncio.create_task(r._on_shutdown())
         await asyncio.sleep(0.01)
         assert (await client.get("/readiness")).status == 503
         assert (await client.post("/v1/completions", json={"prompt": "p"})).status == 503

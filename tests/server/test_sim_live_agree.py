@@ -34,13 +34,14 @@ async def test_sim_and_live_agree_on_small_gsp() -> None:
     started = [await _start(create_app(EmulatedConfig(eviction="rlt", speed=SPEED, seed=1)))
                for _ in range(4)]
     urls = [u for _, u in started]
-    router, base = await _start(build_app(ServeConfig(worker_urls=urls, policy="lbgr",
-                                                      health_interval=0),
-                                          make_router_policy("lbgr", seed=1)))
+    router = build_app(ServeConfig(worker_urls=urls, policy="lbgr", health_interval=0),
+                       make_router_policy("lbgr", seed=1))
+    await router.start("127.0.0.1", 0)
+    base = f"http://127.0.0.1:{router.port}"
     try:
         run = await run_workload(workload, BenchConfig(base, timeout=60))
     finally:
-        await router.cleanup()
+        await router.stop()
         for runner, _ in started:
             await runner.cleanup()
     live = summarize(run)

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
-from typing import Any
+import signal
+from typing import TYPE_CHECKING, Any
 
 from kvroute.errors import ConfigError
 from kvroute.routing import make_router_policy, routing_names
+
+if TYPE_CHECKING:
+    from kvroute.server.app import RouterApp
 
 __all__ = ["add_parser", "cmd_serve"]
 
@@ -18,8 +23,6 @@ _POLICY_FLAGS = ("cache_threshold", "balance_abs_threshold", "balance_rel_thresh
 def cmd_serve(args: argparse.Namespace) -> int:
     """Route requests across engine replicas with a kvroute policy (an HTTP reverse proxy)."""
     try:
-        from aiohttp import web
-
         from kvroute.server.app import ServeConfig, build_app
     except ImportError as e:
         raise ConfigError("kvroute serve needs aiohttp, httptools and prometheus-client: "
@@ -53,13 +56,33 @@ def cmd_serve(args: argparse.Namespace) -> int:
     units = "characters"
     if tokenizer is not None:
         units = f"tokens (chat template: {template.origin if template else 'Llama-3-like'})"
-    print(f"kvroute serve: policy {args.policy}, {len(config.worker_urls)} workers, "
-          f"units {units}, listening on http://{args.host}:{args.port}", flush=True)
+    banner = (f"kvroute serve: policy {args.policy}, {len(config.worker_urls)} workers, "
+              f"units {units}, listening on http://{args.host}:{args.port}")
     _quiet_gc()
-    web.run_app(app, host=args.host, port=args.port, print=None,
-                shutdown_timeout=args.drain_timeout + 5, access_log=None,
-                handler_cancellation=True, loop=_event_loop())
+    loop = _event_loop()
+    try:
+        loop.run_until_complete(_serve(app, args.host, args.port, banner))
+    finally:
+        loop.close()
     return 0
+
+
+async def _serve(app: RouterApp, host: str, port: int, banner: str) -> None:
+    """Listen until SIGINT or SIGTERM, then stop gracefully (``RouterApp.stop``)."""
+    try:
+        await app.start(host, port)
+    except OSError as e:
+        raise ConfigError(f"cannot listen on {host}:{port} ({e.strerror or e})") from None
+    print(banner, flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await app.stop()
 
 
 def _quiet_gc() -> None:

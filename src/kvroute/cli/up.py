@@ -43,12 +43,13 @@ def _free_ports(host: str, after: int, n: int) -> list[int]:
 async def _up(args: argparse.Namespace) -> int:
     from aiohttp import ClientSession, ClientTimeout, web
 
-    from kvroute.server.app import ServeConfig, build_app
+    from kvroute.server.app import RouterApp, ServeConfig, build_app
     from kvroute.worker.emulated import EmulatedConfig, create_app
 
     host = args.host
     ports = _free_ports(host, args.port, args.workers)
     runners: list[web.AppRunner] = []
+    router: RouterApp | None = None
     try:
         for k, port in enumerate(ports):
             app = create_app(EmulatedConfig(profile=args.profile, eviction=args.eviction,
@@ -60,16 +61,14 @@ async def _up(args: argparse.Namespace) -> int:
             runners.append(runner)
         urls = [f"http://{host}:{p}" for p in ports]
         policy = make_router_policy(args.policy, seed=args.seed)
-        router = web.AppRunner(build_app(ServeConfig(worker_urls=urls, policy=args.policy,
-                                                     seed=args.seed), policy),
-                               access_log=None, handler_cancellation=True)
-        await router.setup()
+        routing = build_app(ServeConfig(worker_urls=urls, policy=args.policy,
+                                        seed=args.seed), policy)
         try:
-            await web.TCPSite(router, host, args.port).start()
+            await routing.start(host, args.port)
         except OSError as e:
             raise ConfigError(f"cannot listen on {host}:{args.port} ({e.strerror}); "
                               "choose another --port") from None
-        runners.append(router)
+        router = routing
         base = f"http://{host}:{args.port}"
         async with ClientSession(timeout=ClientTimeout(total=5)) as http:
             for url in [*urls, base]:
@@ -95,6 +94,8 @@ async def _up(args: argparse.Namespace) -> int:
         await stop.wait()
         return 0
     finally:
+        if router is not None:
+            await router.stop()
         for runner in reversed(runners):
             await runner.cleanup()
 

@@ -1,8 +1,10 @@
-"""The live router: an aiohttp reverse proxy that routes with a kvroute policy.
+"""The live router: a reverse proxy that routes with a kvroute policy, on a lean HTTP/1.1
+server (:mod:`kvroute.server.http`) and client (:mod:`kvroute.server.upstream`).
 
-Needs the ``serve`` extra (aiohttp, prometheus-client): ``pip install 'kvroute[serve]'``.
+Needs the ``serve`` extra (httptools, prometheus-client; aiohttp for the emulated worker and
+the load generator): ``pip install 'kvroute[serve]'``.
 """
 
-from kvroute.server.app import APP_KEY, RouterApp, ServeConfig, build_app
+from kvroute.server.app import RouterApp, ServeConfig, build_app
 
-__all__ = ["APP_KEY", "RouterApp", "ServeConfig", "build_app"]
+__all__ = ["RouterApp", "ServeConfig", "build_app"]

@@ -1,14 +1,20 @@
-"""The live router: an aiohttp reverse proxy in front of OpenAI-compatible / SGLang engines.
+"""The live router: a reverse proxy in front of OpenAI-compatible / SGLang engines, on the
+lean HTTP server of :mod:`kvroute.server.http` (requests to the workers go through the
+lean client of :mod:`kvroute.server.upstream`).
 
 Contract:
 
-* ``build_app(ServeConfig, policy)`` returns the :class:`aiohttp.web.Application`. Routes:
+* ``build_app(ServeConfig, policy)`` returns the :class:`RouterApp`; ``await
+  app.start(host, port)`` opens the upstream pool, starts the health and engine checks and
+  listens; ``await app.stop()`` stops gracefully: no new connections, new requests on open
+  ones get 503 (draining), the requests in flight get up to ``drain_timeout`` seconds, then
+  every connection, the checks and the pool close. Routes:
   ``POST /v1/completions``, ``/v1/chat/completions``, ``/generate`` (proxied to the worker
   the policy picks), ``GET /v1/models`` (from the first available worker), ``/health``,
   ``/readiness`` (503 when no worker is available or the router is draining),
   ``/liveness``, ``/metrics`` (Prometheus text), admin ``GET/POST/DELETE /workers`` and
   SGLang's ``POST /add_worker?url=`` / ``/remove_worker?url=`` (``Authorization: Bearer``
-  when an API key is set).
+  when an API key is set). Anything else is a JSON 404, or 405 on a known path.
 * Routing units: token ids of the prompt with a tokenizer (chat: ``messages`` through the
   model's chat template when ``chat_template`` is set, else a Llama-3-like one), else its
   characters (chat: the compact JSON of ``messages``), as SGLang's router does;
@@ -39,25 +45,31 @@ import logging
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-import aiohttp
 import numpy as np
-from aiohttp import web
 
 from kvroute.errors import ConfigError
 from kvroute.routing.base import RouteRequest, RoutingPolicy
 from kvroute.routing.router import Dispatch
 from kvroute.server.engine_metrics import EngineLoad, engine_load
+from kvroute.server.http import (
+    HttpServer,
+    Request,
+    Response,
+    StreamResponse,
+    error_response,
+    json_response,
+)
 from kvroute.server.membership import Membership, Worker, wait_idle
 from kvroute.server.metrics import CONTENT_TYPE_LATEST, RouterMetrics
 from kvroute.server.upstream import Upstream, UpstreamError, UpstreamResponse, UpstreamTimeout
 from kvroute.workloads.chat_template import ChatTemplate
 from kvroute.workloads.tokenizer import Tokenizer, apply_chat_template
 
-__all__ = ["APP_KEY", "RouterApp", "ServeConfig", "build_app"]
+__all__ = ["RouterApp", "ServeConfig", "build_app"]
 
 log = logging.getLogger("kvroute.server")
 
@@ -99,10 +111,7 @@ class ServeConfig:
                               "--max-retries >= 0 and non-negative backoff/drain times")
 
 
-def _error(status: int, message: str, kind: str,
-           headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response({"error": {"message": message, "type": kind, "code": status}},
-                             status=status, headers=headers)
+_error = error_response
 
 
 class BadRequest(Exception):
@@ -201,7 +210,7 @@ class SSEScanner:
 class _Failed:
     """An attempt that failed before anything reached the client."""
 
-    response: web.Response
+    response: Response
     retry: bool
 
 
@@ -213,7 +222,7 @@ class _Outcome:
     cached: int | None = None
 
 
-APP_KEY: web.AppKey[RouterApp] = web.AppKey("kvroute_router")
+Route = Callable[[Request], Awaitable[Response | StreamResponse]]
 
 
 class RouterApp:
@@ -239,7 +248,74 @@ class RouterApp:
                                   f"({e.strerror})") from e
         self._tasks: list[asyncio.Task[None]] = []
         self._unreadable: set[str] = set()  # workers whose /metrics we warned about
+        self.server: HttpServer | None = None
         self._update_gauges()
+
+        def proxied(route: str, path: str) -> Route:
+            async def handler(request: Request) -> Response | StreamResponse:
+                return await self.proxy(request, route, path)
+            return handler
+
+        self.routes: dict[tuple[str, str], Route] = {
+            ("POST", "/v1/completions"): proxied("completions", "/v1/completions"),
+            ("POST", "/v1/chat/completions"): proxied("chat", "/v1/chat/completions"),
+            ("POST", "/generate"): proxied("generate", "/generate"),
+            ("GET", "/v1/models"): self.models,
+            ("GET", "/health"): self.health,
+            ("GET", "/liveness"): self.liveness,
+            ("GET", "/readiness"): self.readiness,
+            ("GET", "/metrics"): self.metrics_route,
+            ("GET", "/workers"): self.workers_admin,
+            ("POST", "/workers"): self.workers_admin,
+            ("DELETE", "/workers"): self.workers_admin,
+            ("POST", "/add_worker"): self.workers_admin,
+            ("POST", "/remove_worker"): self.workers_admin,
+        }
+        self._known = {path for _, path in self.routes}
+
+    # --- serving ------------------------------------------------------------------------
+    async def handle(self, request: Request) -> Response | StreamResponse:
+        """Every request: its route, or a JSON 404/405; unexpected errors become JSON 500s."""
+        route = self.routes.get((request.method, request.path))
+        if route is None:
+            if request.path in self._known:
+                return _error(405, f"{request.method} is not allowed on {request.path}",
+                              "http_error")
+            return _error(404, f"no route {request.method} {request.path}", "not_found")
+        try:
+            return await route(request)
+        except (asyncio.CancelledError, ConnectionError):
+            raise
+        except Exception:
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            return _error(500, "internal router error (see the router's log)", "internal_error")
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        """Open the upstream pool, start the periodic checks and listen on ``host:port``
+        (port 0: a free one, then :attr:`port`); ``OSError`` when it cannot listen."""
+        await self.startup()
+        self.server = HttpServer(self.handle, max_body=256 * 1024 ** 2)
+        try:
+            await self.server.start(host, port)
+        except BaseException:
+            self.server = None
+            await self.cleanup()
+            raise
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None, "not listening"
+        return self.server.port
+
+    async def stop(self) -> None:
+        """Stop gracefully: no new connections, draining (503) while the requests in flight
+        finish (up to ``drain_timeout``), then close the connections and clean up."""
+        server, self.server = self.server, None
+        if server is not None:
+            server.close()
+            await self._on_shutdown()
+            await server.shutdown(5.0)
+        await self.cleanup()
 
     # --- plumbing ---------------------------------------------------------------------
     def now(self) -> float:
@@ -257,26 +333,29 @@ class RouterApp:
             self._log.write(json.dumps(record, separators=(",", ":")) + "\n")
             self._log.flush()
 
-    async def _lifecycle(self, app: web.Application) -> AsyncIterator[None]:
+    async def startup(self) -> None:
+        """Open the upstream pool and start the periodic health and engine checks."""
         self.upstream = Upstream(connect_timeout=self.config.connect_timeout,
                                  total_timeout=self.config.request_timeout)
         for interval, check in ((self.config.health_interval, self.check_health),
                                 (self.config.metrics_interval, self.scrape_engines)):
             if interval > 0:
                 self._tasks.append(asyncio.create_task(self._every(interval, check)))
-        try:
-            yield
-        finally:
-            for task in self._tasks:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            await self.upstream.close()
-            if self._log is not None:
-                self._log.close()
-                self._log = None
 
-    async def _on_shutdown(self, app: web.Application) -> None:
+    async def cleanup(self) -> None:
+        """Stop the checks, close the upstream pool and the decision log."""
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.upstream is not None:
+            await self.upstream.close()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    async def _on_shutdown(self) -> None:
         self.draining = True
         if not await wait_idle(self.members, self.config.drain_timeout):
             log.warning("shutdown: %d requests still in flight after %.0f s",
@@ -402,19 +481,20 @@ class RouterApp:
         return None
 
     @staticmethod
-    def _session(request: web.Request) -> int | None:
+    def _session(request: Request) -> int | None:
         sid = request.headers.get("X-Session-ID")
         if not sid:
             return None
         return int.from_bytes(hashlib.blake2b(sid.encode(), digest_size=8).digest(), "little") >> 1
 
     # --- proxying ---------------------------------------------------------------------
-    async def proxy(self, request: web.Request, route: str, path: str) -> web.StreamResponse:
+    async def proxy(self, request: Request, route: str,
+                    path: str) -> Response | StreamResponse:
         self.metrics.child(self.metrics.requests, route).inc()
         if self.draining:
             self.metrics.errors.labels("draining").inc()
             return _error(503, "the router is shutting down", "service_unavailable")
-        raw = await request.read()
+        raw = request.body
         try:
             body = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
@@ -528,9 +608,9 @@ class RouterApp:
             out["X-Kvroute-Predicted-Ms"] = f"{d.decision.predicted_s * 1000:.3f}"
         return out
 
-    async def _attempt(self, request: web.Request, d: Dispatch, path: str, raw: bytes,
+    async def _attempt(self, request: Request, d: Dispatch, path: str, raw: bytes,
                        headers: list[tuple[str, str]],
-                       stream: bool) -> web.StreamResponse | _Failed:
+                       stream: bool) -> Response | StreamResponse | _Failed:
         """Send one attempt to ``d``'s worker; ``d`` is closed whatever happens."""
         assert self.upstream is not None
         w = self.members.worker_of(d)
@@ -554,8 +634,7 @@ class RouterApp:
                                         retry=False)
                 except UpstreamError as e:
                     return self._failed(w, st, "upstream_connect", 502, f"failed: {e}")
-                resp = web.Response(body=data, status=upstream.status,
-                                    headers=self._out_headers(upstream, d, w))
+                resp = Response(data, upstream.status, self._out_headers(upstream, d, w))
                 if upstream.status >= 400:  # the engine did not take the prompt in
                     self.members.router.undelivered(d)
                 if upstream.status in RETRYABLE:
@@ -571,7 +650,7 @@ class RouterApp:
                 self.members.record_success(w)
                 return resp
         except asyncio.CancelledError:
-            # the client went away (aiohttp cancels the handler) or the router is stopping
+            # the client went away (the server cancels the handler) or the router stops
             transport = request.transport
             if transport is None or transport.is_closing():
                 st.ok, st.error = False, "client_disconnect"
@@ -586,12 +665,12 @@ class RouterApp:
         self._fail(w, kind)
         return _Failed(_error(status, f"worker {w.url} {what}", "upstream_error"), retry=retry)
 
-    async def _stream(self, request: web.Request, upstream: UpstreamResponse,
-                      d: Dispatch, w: Worker, st: _Outcome) -> web.StreamResponse | _Failed:
+    async def _stream(self, request: Request, upstream: UpstreamResponse,
+                      d: Dispatch, w: Worker, st: _Outcome) -> StreamResponse | _Failed:
         """Pass an SSE body through chunk by chunk. The first chunk is read before the
         client gets headers, so an upstream that dies before it can still be retried."""
         scanner = SSEScanner()
-        resp: web.StreamResponse | None = None
+        resp: StreamResponse | None = None
         while True:
             try:
                 chunk = await upstream.content.readany()
@@ -606,15 +685,14 @@ class RouterApp:
                 self._fail(w, st.error)
                 msg = json.dumps({"error": {"message": f"worker {w.url} failed mid-stream: "
                                             f"{type(e).__name__}", "type": "upstream_error"}})
-                with contextlib.suppress(ConnectionError, aiohttp.ClientConnectionResetError):
+                with contextlib.suppress(ConnectionError):
                     await resp.write(f"data: {msg}\n\n".encode())
                 return resp
             if resp is None:
-                resp = web.StreamResponse(status=upstream.status,
-                                          headers=self._out_headers(upstream, d, w))
+                resp = StreamResponse(upstream.status, self._out_headers(upstream, d, w))
                 try:
                     await resp.prepare(request)
-                except (ConnectionError, aiohttp.ClientConnectionResetError):
+                except ConnectionError:
                     st.error = "client_disconnect"
                     self.metrics.errors.labels(st.error).inc()
                     return resp
@@ -627,7 +705,7 @@ class RouterApp:
             scanner.feed(chunk)
             try:
                 await resp.write(chunk)
-            except (ConnectionError, aiohttp.ClientConnectionResetError):
+            except ConnectionError:
                 st.error = "client_disconnect"
                 self.metrics.errors.labels(st.error).inc()
                 return resp
@@ -635,12 +713,12 @@ class RouterApp:
         st.cached = scanner.cached_tokens
         st.ok, st.error = True, None
         self.members.record_success(w)
-        with contextlib.suppress(ConnectionError, aiohttp.ClientConnectionResetError):
+        with contextlib.suppress(ConnectionError):
             await resp.write_eof()
         return resp
 
     # --- other routes -----------------------------------------------------------------
-    async def models(self, request: web.Request) -> web.StreamResponse:
+    async def models(self, request: Request) -> Response:
         self.metrics.requests.labels("models").inc()
         assert self.upstream is not None
         now = self.now()
@@ -651,7 +729,7 @@ class RouterApp:
                 async with await self.upstream.request("GET", w.url, "/v1/models") as r:
                     data = await r.read()
                     if r.status < 500:
-                        return web.Response(body=data, status=r.status, headers={
+                        return Response(data, r.status, {
                             "Content-Type": r.headers.get("Content-Type", "application/json"),
                             "X-Kvroute-Worker": w.url})
             except UpstreamError:
@@ -659,27 +737,26 @@ class RouterApp:
         self.metrics.errors.labels("no_worker").inc()
         return _error(503, "no healthy worker is available", "service_unavailable")
 
-    async def health(self, request: web.Request) -> web.StreamResponse:
-        return web.json_response({"status": "ok"})
+    async def health(self, request: Request) -> Response:
+        return json_response({"status": "ok"})
 
-    async def liveness(self, request: web.Request) -> web.StreamResponse:
-        return web.json_response({"status": "alive"})
+    async def liveness(self, request: Request) -> Response:
+        return json_response({"status": "alive"})
 
-    async def readiness(self, request: web.Request) -> web.StreamResponse:
+    async def readiness(self, request: Request) -> Response:
         n = sum(self.members.available(self.now()))
         if self.draining:
-            return web.json_response({"status": "draining", "healthy_workers": n}, status=503)
+            return json_response({"status": "draining", "healthy_workers": n}, status=503)
         if n == 0:
-            return web.json_response({"status": "not ready", "healthy_workers": 0}, status=503)
-        return web.json_response({"status": "ready", "healthy_workers": n})
+            return json_response({"status": "not ready", "healthy_workers": 0}, status=503)
+        return json_response({"status": "ready", "healthy_workers": n})
 
-    async def metrics_route(self, request: web.Request) -> web.StreamResponse:
+    async def metrics_route(self, request: Request) -> Response:
         self._update_gauges()
-        return web.Response(body=self.metrics.render(),
-                            headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return Response(self.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     # --- admin ------------------------------------------------------------------------
-    def _authorized(self, request: web.Request) -> bool:
+    def _authorized(self, request: Request) -> bool:
         key = self.config.api_key
         if not key:
             return True
@@ -697,11 +774,12 @@ class RouterApp:
                             "kv_usage": round(s.kv_usage, 4), "kv_capacity": s.kv_capacity}}
                 for w, a, s in zip(m.workers, m.available(now), m.router.workers, strict=True)]
 
-    async def _admin_url(self, request: web.Request) -> str:
+    @staticmethod
+    def _admin_url(request: Request) -> str:
         url = request.query.get("url")
-        if url is None and request.can_read_body:
+        if url is None and request.body:
             try:
-                body = await request.json()
+                body = request.json()
             except (ValueError, UnicodeDecodeError) as e:
                 raise BadRequest("the request body is not valid JSON") from e
             if isinstance(body, dict) and isinstance(body.get("url"), str):
@@ -710,26 +788,26 @@ class RouterApp:
             raise BadRequest("give the worker as ?url= or a JSON body {\"url\": ...}")
         return url
 
-    async def workers_admin(self, request: web.Request) -> web.StreamResponse:
+    async def workers_admin(self, request: Request) -> Response:
         if not self._authorized(request):
             self.metrics.errors.labels("unauthorized").inc()
             return _error(401, "missing or wrong API key", "unauthorized",
                           headers={"WWW-Authenticate": "Bearer"})
         if request.method == "GET":
-            return web.json_response({"policy": self.policy_name,
+            return json_response({"policy": self.policy_name,
                                       "workers": self._workers_json()})
         adding = request.method == "POST" and request.path != "/remove_worker"
         try:
-            url = await self._admin_url(request)
+            url = self._admin_url(request)
             if adding:
                 w = self.members.add(url)
                 self._update_gauges()
                 log.info("added worker %s", w.url)
-                return web.json_response({"added": w.url, "workers": self._workers_json()})
+                return json_response({"added": w.url, "workers": self._workers_json()})
             w = self.members.remove(url, self.now(), on_forced_close=self._forced_close)
             self.metrics.forget_worker(w.url)
             log.info("removed worker %s", w.url)
-            return web.json_response({"removed": w.url, "workers": self._workers_json()})
+            return json_response({"removed": w.url, "workers": self._workers_json()})
         except BadRequest as e:
             return _error(400, str(e), "invalid_request_error")
         except ConfigError as e:
@@ -740,63 +818,6 @@ class RouterApp:
         self._close(d, w, ok=False, error="worker_removed")
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def _json_errors(handler: Handler) -> Handler:
-    """``handler`` with its HTTP errors and unexpected exceptions turned into JSON error
-    responses (a wrapper made once per route: an aiohttp middleware costs more per request)."""
-    async def guarded(request: web.Request) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except web.HTTPException as e:
-            if e.status < 400:
-                raise
-            return _error(e.status, e.reason, "not_found" if e.status == 404 else "http_error")
-        except (asyncio.CancelledError, ConnectionError):
-            raise
-        except Exception:
-            log.exception("unhandled error on %s %s", request.method, request.path)
-            return _error(500, "internal router error (see the router's log)", "internal_error")
-    return guarded
-
-
-def build_app(config: ServeConfig, policy: RoutingPolicy) -> web.Application:
-    """The router's aiohttp application (the upstream pool opens on startup)."""
-    router = RouterApp(config, policy)
-    app = web.Application(client_max_size=256 * 1024 ** 2)
-    app[APP_KEY] = router
-    app.cleanup_ctx.append(router._lifecycle)
-    app.on_shutdown.append(router._on_shutdown)
-
-    def proxied(route: str, path: str) -> Handler:
-        async def handler(request: web.Request) -> web.StreamResponse:
-            return await router.proxy(request, route, path)
-        return handler
-
-    routes: list[tuple[str, str, Handler]] = [
-        ("POST", "/v1/completions", proxied("completions", "/v1/completions")),
-        ("POST", "/v1/chat/completions", proxied("chat", "/v1/chat/completions")),
-        ("POST", "/generate", proxied("generate", "/generate")),
-        ("GET", "/v1/models", router.models),
-        ("GET", "/health", router.health),
-        ("GET", "/liveness", router.liveness),
-        ("GET", "/readiness", router.readiness),
-        ("GET", "/metrics", router.metrics_route),
-        *(("GET", "/workers", router.workers_admin), ("POST", "/workers", router.workers_admin),
-          ("DELETE", "/workers", router.workers_admin)),
-        ("POST", "/add_worker", router.workers_admin),
-        ("POST", "/remove_worker", router.workers_admin),
-    ]
-    known = {path for _, path, _ in routes}
-
-    async def unrouted(request: web.Request) -> web.StreamResponse:
-        if request.path in known:
-            return _error(405, f"{request.method} is not allowed on {request.path}",
-                          "http_error")
-        return _error(404, f"no route {request.method} {request.path}", "not_found")
-
-    for method, path, handler in routes:
-        app.router.add_route(method, path, _json_errors(handler))
-    app.router.add_route("*", "/{path:.*}", unrouted)  # JSON errors for what matches nothing
-    return app
+def build_app(config: ServeConfig, policy: RoutingPolicy) -> RouterApp:
+    """The router, not yet listening (``await app.start(host, port)``)."""
+    return RouterApp(config, policy)
