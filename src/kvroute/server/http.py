@@ -214,6 +214,7 @@ class _Conn(asyncio.Protocol):
         self._write_paused = False
         self._drain: asyncio.Future[None] | None = None
         self._want_continue = False
+        self._linger = False
         # the request being parsed
         self._req: Request | None = None
         self._url = b""
@@ -258,8 +259,11 @@ class _Conn(asyncio.Protocol):
                 log.error("HTTP parser callback failed", exc_info=e.__context__)
                 self._stop(error_response(500, "internal server error", "internal_error"))
         except httptools.HttpParserError as e:
-            self._stop(error_response(400, f"malformed HTTP request: {e}",
-                                      "invalid_request_error"))
+            if self.reading_done:  # bytes after a request that closes the connection
+                self._stop(None)
+            else:
+                self._stop(error_response(400, f"malformed HTTP request: {e}",
+                                          "invalid_request_error"))
         if self._in_head and not self.reading_done:
             if was_in_head:  # this whole read was part of the head
                 self._head += len(data)
@@ -348,9 +352,22 @@ class _Conn(asyncio.Protocol):
         self._req = None
         self._body = []
         if response is not None:
+            self._linger = True
             self._enqueue(response)
-        elif self.task is None and self.transport is not None:
-            self.transport.close()
+        elif self.task is None:
+            self._close()
+
+    def _close(self) -> None:
+        """Close; after an error response, half-close first and discard what the client
+        still sends for a second, so that it reads the response rather than a reset."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if self._linger and transport.can_write_eof():
+            transport.write_eof()
+            self.loop.call_later(1.0, transport.close)
+        else:
+            transport.close()
 
     def _enqueue(self, item: Request | Response) -> None:
         if self.task is None:
@@ -460,8 +477,7 @@ class _Conn(asyncio.Protocol):
                     self._write(item, "GET")
             except ConnectionError:
                 self.task = None
-                if self.transport is not None:
-                    self.transport.close()
+                self._close()
                 return
             if not self.queue:
                 break
@@ -475,7 +491,7 @@ class _Conn(asyncio.Protocol):
         if self.transport is None or self.lost:
             return
         if self.closes_after():
-            self.transport.close()
+            self._close()
         elif self._want_continue:
             self._want_continue = False
             self.transport.write(_CONTINUE)
@@ -497,18 +513,15 @@ class HttpServer:
         self._sweeper: asyncio.TimerHandle | None = None
         self._date_at = 0
         self._date = ""
+        self.port = 0  # the port it listens on, once started
 
     async def start(self, host: str, port: int) -> None:
         """Listen on ``host:port`` (``OSError`` when that is impossible)."""
         self._server = await self.loop.create_server(lambda: _Conn(self), host, port)
+        server = cast(asyncio.base_events.Server, self._server)  # uvloop's: same API
+        self.port = int(server.sockets[0].getsockname()[1])
         self._sweep_later()
 
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("not listening")
-        server = cast(asyncio.base_events.Server, self._server)  # uvloop's: same API
-        return int(server.sockets[0].getsockname()[1])
 
     def date(self) -> str:
         now = int(time.time())
