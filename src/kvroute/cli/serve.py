@@ -81,6 +81,9 @@ async def _serve(app: RouterApp, host: str, port: int, banner: str) -> None:
             loop.add_signal_handler(sig, stop.set)
     try:
         await stop.wait()
+        for sig in (signal.SIGINT, signal.SIGTERM):  # a second one stops at once
+            with contextlib.suppress(NotImplementedError):
+                loop.remove_signal_handler(sig)
     finally:
         await app.stop()
 
