@@ -54,6 +54,8 @@ class App:
                 await resp.write(bytes([65 + k % 26]) * BIG_CHUNK)
                 self.written += 1
             return resp  # the server finishes it
+        elif req.path == "/inject":
+            return Response(b"x", headers={"X-A": "a\r\nInjected: 1"})
         elif req.path == "/server":
             return Response(b"x", headers={"Server": "upstream/1.0"})
         return Response(req.body, headers={"X-Path": req.path, "X-Query": req.query_string,
@@ -308,6 +310,10 @@ async def test_date_server_head_and_handler_errors(caplog: pytest.LogCaptureFixt
         assert any("boom" in r.getMessage() or r.exc_info for r in caplog.records)
         writer.write(req("GET", "/x"))
         assert (await response(reader))[0] == 200
+        # a header with CR LF in it is never sent: a 500 instead
+        writer.write(req("GET", "/inject"))
+        status, headers, _ = await response(reader)
+        assert status == 500 and "injected" not in headers
 
 
 @pytest.mark.asyncio

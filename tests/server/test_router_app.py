@@ -421,6 +421,8 @@ async def test_bad_client_input_is_a_400_json_error() -> None:
         assert resp.status == 404 and "error" in await resp.json()
         resp = await client.get("/generate")
         assert resp.status == 405 and "error" in await resp.json()
+        assert (await client.head("/health")).status == 405
+        assert (await client.head("/nowhere")).status == 404
         assert w.calls == 1 and in_flight(r) == [0]
 
 

@@ -222,7 +222,8 @@ class _Conn(asyncio.Protocol):
         self._body: list[bytes] = []
         self._size = 0
         self._in_head = False
-        self._head = 0
+        self._head = 0  # bytes of the head seen by the callbacks
+        self._head_raw = 0  # bytes of the reads after the one the head began in
 
     # --- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -264,10 +265,9 @@ class _Conn(asyncio.Protocol):
             else:
                 self._stop(error_response(400, f"malformed HTTP request: {e}",
                                           "invalid_request_error"))
-        if self._in_head and not self.reading_done:
-            if was_in_head:  # this whole read was part of the head
-                self._head += len(data)
-            if self._head > self.server.max_head:
+        if self._in_head and was_in_head and not self.reading_done:
+            self._head_raw += len(data)  # this whole read was part of the head
+            if self._head_raw > self.server.max_head:
                 self._stop(self._too_long())
 
     # --- httptools callbacks -------------------------------------------------------------
@@ -275,7 +275,7 @@ class _Conn(asyncio.Protocol):
         if self.reading_done:  # a request after one that closes the connection
             raise _Reject(None)
         self._in_head = True
-        self._head = 0
+        self._head = self._head_raw = 0
         self._url = b""
         self._raw = []
 
@@ -309,7 +309,7 @@ class _Conn(asyncio.Protocol):
                 raise _Reject(self._too_large())
             if lname == b"expect" and value.lower() == b"100-continue" and version == "1.1":
                 if self.task is None and not self.queue:
-                    self.send(_CONTINUE)
+                    self.transport.write(_CONTINUE)  # type: ignore[union-attr]
                 else:
                     self._want_continue = True
         self._req = Request(self, parser.get_method().decode("ascii", "replace"), path, query,
@@ -478,6 +478,12 @@ class _Conn(asyncio.Protocol):
             except ConnectionError:
                 self.task = None
                 self._close()
+                return
+            except Exception:  # a bad response (a CR in a header, a misused stream)
+                log.exception("cannot answer %s", getattr(item, "path", "a request"))
+                self.task = None
+                if self.transport is not None:
+                    self.transport.close()
                 return
             if not self.queue:
                 break
