@@ -293,7 +293,6 @@ class RouterApp:
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
         """Open the upstream pool, start the periodic checks and listen on ``host:port``
         (port 0: a free one, then :attr:`port`); ``OSError`` when it cannot listen."""
-        await self.startup()
         self.server = HttpServer(self.handle, max_body=256 * 1024 ** 2)
         try:
             await self.server.start(host, port)
@@ -301,6 +300,7 @@ class RouterApp:
             self.server = None
             await self.cleanup()
             raise
+        await self.startup()  # before the loop runs again: no request comes in first
 
     @property
     def port(self) -> int:
