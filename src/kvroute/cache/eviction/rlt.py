@@ -92,9 +92,9 @@ _COUNT_DRAWS_PER_SLOT = 16
 # every event in time (both exact; the tests force False).
 _FOLLOW_SLOTS = True
 
-# a chain of emptying draws in one slot: (the slot's draws, index of the draw that
+# a chain of emptying draws in one slot: (the slot, its draws, index of the draw that
 # empties the node, the node, its event [time or -1, previous event, Beta a, Beta b])
-_Chain = tuple[int, int, "Node", list]
+_Chain = tuple[int, int, int, "Node", list]
 
 
 @register
@@ -341,55 +341,58 @@ class RLT(EvictionPolicy):
             return self._resolve_timed(k, rem, counts, lens, full, listening)
         nodes = self._nodes
         root, epoch, page = self.cache.root, self.epoch, self._page
-        gone: list[Node] = []  # emptied candidates, children before their parents
-        kept: list[tuple[Node, int]] = []  # promoted parents that survive, pages drawn
+        gone: list[Node] = []  # emptied nodes, children before their parents
+        dead: list[int] = []  # slots left without a candidate
+        kept: list[tuple[int, Node, int]] = []  # (slot, promoted parent that survives, pages)
+        orphans: list[Node] = []  # parents of nodes whose slot died: candidates now?
         waiting: dict[int, list[_Chain]] = {}  # id(parent) -> chains waiting at it
         rejected = 0
         work: list[_Chain] = []
         for s in full:
             c = counts.item(s)
             length = lens.item(s) + c
-            # (slot draws, index of the draw that empties the node, node, its event)
-            work.append((c, length - 1, nodes[s], [-1.0, None, length, c - length + 1]))
+            # (slot, its draws, index of the draw that empties the node, node, its event)
+            work.append((s, c, length - 1, nodes[s], [-1.0, None, length, c - length + 1]))
         while work:
-            c, i, node, event = work.pop()
+            s, c, i, node, event = work.pop()
             while True:
+                gone.append(node)
                 parent = node.parent
                 assert parent is not None
                 if parent is root or parent.lock_ref or parent.mark == epoch:
-                    gone.append(node)  # the slot dies: its later draws are rejected
+                    dead.append(s)  # the slot dies: its later draws are rejected
                     rejected += c - i - 1
+                    orphans.append(parent)
                     break
                 siblings = len(parent.children)
                 if siblings > 1:
                     group = waiting.setdefault(id(parent), [])
-                    group.append((c, i, node, event))
+                    group.append((s, c, i, node, event))
                     if len(group) < siblings:
                         break  # waits: dies unless it turns out to be the last child
                     del waiting[id(parent)]
-                    times = [self._event_time(g[3]) for g in group]
+                    times = [self._event_time(g[4]) for g in group]
                     last = times.index(max(times))
-                    for j, (c2, i2, node2, _) in enumerate(group):
+                    for j, (s2, c2, i2, _, _) in enumerate(group):
                         if j != last:
-                            gone.append(node2)
+                            dead.append(s2)
                             rejected += c2 - i2 - 1
-                    c, i, node, event = group[last]
-                gone.append(node)  # the parent is promoted into the slot
+                    s, c, i, node, event = group[last]
+                # the parent is promoted into the slot
                 length, after = len(parent.key) // page, c - i - 1
                 if length <= after:  # it empties too, at the length-th later draw
                     i += length
                     node = parent
                     event = [-1.0, event, length, after - length + 1]
                     continue
-                if after:
-                    kept.append((parent, after))
+                kept.append((s, parent, length - after))
                 break
         for group in waiting.values():  # parents that keep a child: those slots die
-            for c, i, node, _ in group:
-                gone.append(node)
+            for s, c, i, _, _ in group:
+                dead.append(s)
                 rejected += c - i - 1
         steps = rem - rejected
-        self._apply(counts, full, gone, kept, steps, listening)
+        self._apply(counts, full, gone, dead, kept, orphans, steps, listening)
         return steps
 
     def _event_time(self, event: list) -> float:
@@ -419,6 +422,7 @@ class RLT(EvictionPolicy):
         owner = cast("list[Node | None]", self._nodes[:k])  # current candidate per slot
         since: dict[int, int] = {}  # promoted slot -> index of its candidate's first draw
         gone: list[Node] = []
+        orphans: list[Node] = []
         pending: dict[int, int] = {}  # id(parent) -> children emptied in this batch
         root, epoch, page = self.cache.root, self.epoch, self._page
         rejected = 0
@@ -441,35 +445,66 @@ class RLT(EvictionPolicy):
                     heapq.heappush(events, (e + (1 - e) * beta(length, after - length + 1), s))
             else:
                 owner[s] = None
+                orphans.append(parent)
                 rejected += sizes[s] - i - 1
+        dead = [s for s in full if owner[s] is None]
         kept = []
         for s, first in since.items():
             parent = owner[s]
-            if parent is not None and sizes[s] > first:  # promoted, survived, drawn
-                kept.append((parent, sizes[s] - first))
+            if parent is not None:  # promoted and survived
+                kept.append((s, parent, len(parent.key) // page - (sizes[s] - first)))
         steps = rem - rejected
-        self._apply(counts, full, gone, kept, steps, listening)
+        self._apply(counts, full, gone, dead, kept, orphans, steps, listening)
         return steps
 
-    def _apply(self, counts: np.ndarray, full: list[int], gone: list[Node],
-               kept: list[tuple[Node, int]], steps: int, listening: bool) -> None:
-        """Apply a resolved batch: the other slots' draws are already taken off their
-        lengths; delete ``gone`` in order (promoting parents), trim the ``kept``."""
-        lens = self._lens
-        if listening:  # the removed spans of the emptied ones are sent whole below
-            for s in full:
+    def _apply(self, counts: np.ndarray, full: list[int], gone: list[Node], dead: list[int],
+               kept: list[tuple[int, Node, int]], orphans: list[Node], steps: int,
+               listening: bool) -> None:
+        """Apply a resolved batch (the other slots' draws are already taken off their
+        lengths): unlink ``gone`` (children before parents), put each surviving promoted
+        parent in its slot with its pages left (``kept``), take the ``dead`` slots out of
+        the store, and add the ``orphans`` that became (marked) candidate leaves. The
+        tree's candidacy hooks are not called for these nodes: this is their update."""
+        lens, nodes, page, cache = self._lens, self._nodes, self._page, self.cache
+        if listening:  # every removed span, before the tree changes
+            for s in full:  # the emptied candidates' spans are sent whole
                 lens[s] += counts[s]
-        self.cache._discard(steps * self._page)
+            for node in gone:
+                old = lens.item(node.slot) if node.slot >= 0 else len(node.key) // page
+                self._emit_removed(node, 0, old)
+            for _, node, left in kept:
+                self._emit_removed(node, left, len(node.key) // page)
+        cache._discard(steps * page)
         for node in gone:
-            if listening:
-                self._emit_removed(node, 0, self._lens.item(node.slot))
-            self._delete(node)
-        for node, c in kept:
-            pos = node.slot
-            if listening:
-                length = self._lens.item(pos)
-                self._emit_removed(node, length - c, length)
-            self._lens[pos] -= c
+            node.slot = -1
+        cache._unlink_quietly(gone)
+        for s, node, left in kept:
+            nodes[s] = node
+            node.slot = s
+            lens[s] = left
+        if dead:
+            dead.sort(reverse=True)  # each hole is filled from positions past it
+            last = len(nodes) - 1
+            u1 = self._u - 1
+            for pos in dead:
+                if pos != u1:
+                    other = nodes[u1]
+                    nodes[pos] = other
+                    lens[pos] = lens[u1]
+                    other.slot = pos
+                if u1 != last:
+                    other = nodes[last]
+                    nodes[u1] = other
+                    lens[u1] = lens[last]
+                    other.slot = u1
+                nodes.pop()
+                u1 -= 1
+                last -= 1
+            self._u = u1 + 1
+            for node in orphans:
+                if (node.slot < 0 and node.parent is not None and not node.children
+                        and node.lock_ref == 0):
+                    self._add(node)
 
     def _emit_removed(self, node: Node, keep: int, old: int) -> None:
         """Send the removed event for pages [keep, old) of a candidate (before they go)."""
