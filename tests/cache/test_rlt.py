@@ -296,12 +296,15 @@ def test_buffered_draws_are_uniform_and_reject_the_partial_range():
     values at or past the largest multiple of k are dropped and made up from the buffer."""
     pol = make_policy("rlt", seed=0)
     for k in (7, 600):
-        counts = np.bincount(pol._draws(k, 100 * k), minlength=k)
-        assert stats.chisquare(counts).pvalue > 1e-3
-    assert pol._draws(1, 4).tolist() == [0, 0, 0, 0]
-    k = 3
+        counts = pol._count_draws(k, 100 * k)
+        assert counts.sum() == 100 * k and stats.chisquare(counts).pvalue > 1e-3
+    assert pol._count_draws(1, 4).tolist() == [4]
+    k = 7
     m = (1 << 32) // k
     lim = m * k
-    pol._buf = np.array([0, lim, m + 5, lim + 1, 2 * m + 7, m, 2 * m - 1, 0], dtype=np.int64)
-    pol._buf_pos, pol._buf_max = 0, lim + 1
-    assert pol._draws(k, 5).tolist() == [0, 1, 2, 1, 1]
+    assert lim + 3 < 1 << 32
+    pol._buf = np.array([0, lim, m + 5, lim + 3, 6 * m + 7, m, 2 * m - 1, 0], dtype=np.uint32)
+    pol._buf_pos = 0
+    # the first five give slots 0, -, 1, -, 6; the two rejected are made up by m, 2m - 1
+    assert pol._count_draws(k, 5).tolist() == [1, 3, 0, 0, 0, 0, 1]
+    assert pol._buf_pos == 7

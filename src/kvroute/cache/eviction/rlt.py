@@ -86,7 +86,7 @@ _DRAWS_PER_CANDIDATE: float = float("inf")
 _BLOCK = 1 << 16  # uniform draws fetched from the generator at a time
 # A batch's per-slot counts come from counting single draws up to this many per slot,
 # else from one multinomial draw (measured crossover, benchmarks/cache_bench.py sizes).
-_COUNT_DRAWS_PER_SLOT = 16
+_COUNT_DRAWS_PER_SLOT = 32
 # Batches in which leaves empty follow each slot's chain on its own and order events in
 # time only where the order matters (a parent whose children all empty); False orders
 # every event in time (both exact; the tests force False).
@@ -112,7 +112,6 @@ class RLT(EvictionPolicy):
         self._u = 0
         self._buf = np.zeros(0, dtype=np.uint32)  # pre-drawn 32-bit integers
         self._buf_pos = 0
-        self._buf_max = 0
         self._uniform: dict[int, np.ndarray] = {}  # k -> [1/k] * k
 
     def attach(self, cache: RadixCache) -> None:
@@ -261,7 +260,7 @@ class RLT(EvictionPolicy):
                 continue
             # one batch of rem i.i.d. uniform draws over the k unmarked slots
             if rem <= _COUNT_DRAWS_PER_SLOT * k:
-                counts = np.bincount(self._draws(k, rem), minlength=k)
+                counts = self._count_draws(k, rem)
             else:
                 pvals = self._uniform.get(k)
                 if pvals is None:
@@ -284,39 +283,24 @@ class RLT(EvictionPolicy):
         pvals = self._uniform[k] = np.full(k, 1.0 / k)
         return pvals
 
-    def _draws(self, k: int, b: int) -> np.ndarray:
-        """b i.i.d. uniform slots in [0, k), from a buffer of 32-bit integers drawn in
-        blocks from the seeded generator's bit stream: x // m with m = 2^32 // k (exact:
-        values at or past k * m are dropped, which keeps the rest i.i.d. uniform; the
-        division by a constant is much cheaper than a remainder)."""
+    def _count_draws(self, k: int, b: int) -> np.ndarray:
+        """How often each of k slots is hit by b i.i.d. uniform draws, counted from a
+        buffer of 32-bit integers drawn in blocks from the seeded generator's bit stream:
+        x goes to slot x // m with m = 2^32 // k (the division by a constant is much
+        cheaper than a remainder). Exact: values at or past k * m, which land in an extra
+        bin k, are rejected and drawn again (this keeps the rest i.i.d. uniform)."""
         if k == 1:
-            return np.zeros(b, dtype=np.intp)
+            return np.full(1, b, dtype=np.int64)
         pos = self._buf_pos
         if pos + b > self._buf.size:
             block = self.rng.bit_generator.random_raw(max(_BLOCK, b) // 2 + 1)
             self._buf = block.view(np.uint32)  # uniform on [0, 2^32)
-            self._buf_max = int(self._buf.max())
             pos = 0
-        raw = self._buf[pos:pos + b]
         self._buf_pos = pos + b
-        m = (1 << 32) // k
-        slots = raw // m
-        lim = m * k
-        if self._buf_max >= lim and raw.max() >= lim:  # rare: reject, top up
-            slots = slots[raw < lim]
-            if slots.size < b:
-                slots = np.concatenate([slots, self._draws(k, b - slots.size)])
-        return slots
-
-    def _counts(self, k: int, b: int) -> np.ndarray:
-        """How often each of k slots is hit by b i.i.d. uniform draws (multinomial):
-        counted from buffered draws when b is small against k, else one multinomial."""
-        if b <= _COUNT_DRAWS_PER_SLOT * k:
-            return np.bincount(self._draws(k, b), minlength=k)
-        pvals = self._uniform.get(k)
-        if pvals is None:
-            pvals = self._pvals(k)
-        return self.rng.multinomial(b, pvals)
+        counts = np.bincount(self._buf[pos:pos + b] // ((1 << 32) // k), minlength=k)
+        if counts.size > k:  # rare: some were rejected
+            counts = counts[:k] + self._count_draws(k, counts.item(k))
+        return counts
 
     def _resolve(self, k: int, rem: int, counts: np.ndarray, lens: np.ndarray,
                  listening: bool) -> int:
@@ -349,10 +333,19 @@ class RLT(EvictionPolicy):
         rejected = 0
         work: list[_Chain] = []
         for s in full:
+            node = nodes[s]
+            parent = node.parent
+            assert parent is not None
+            if parent is root or parent.lock_ref or parent.mark == epoch:  # the usual case
+                gone.append(node)  # the slot dies at once (as in the loop below)
+                dead.append(s)
+                rejected -= lens.item(s)  # its c - L draws after the L-th
+                orphans.append(parent)
+                continue
             c = counts.item(s)
             length = lens.item(s) + c
             # (slot, its draws, index of the draw that empties the node, node, its event)
-            work.append((s, c, length - 1, nodes[s], [-1.0, None, length, c - length + 1]))
+            work.append((s, c, length - 1, node, [-1.0, None, length, c - length + 1]))
         while work:
             s, c, i, node, event = work.pop()
             while True:
@@ -490,12 +483,12 @@ class RLT(EvictionPolicy):
                 if pos != u1:
                     other = nodes[u1]
                     nodes[pos] = other
-                    lens[pos] = lens[u1]
+                    lens[pos] = lens.item(u1)
                     other.slot = pos
                 if u1 != last:
                     other = nodes[last]
                     nodes[u1] = other
-                    lens[u1] = lens[last]
+                    lens[u1] = lens.item(last)
                     other.slot = u1
                 nodes.pop()
                 u1 -= 1
