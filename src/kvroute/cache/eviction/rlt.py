@@ -113,6 +113,7 @@ class RLT(EvictionPolicy):
         self._buf = np.zeros(0, dtype=np.uint32)  # pre-drawn 32-bit integers
         self._buf_pos = 0
         self._uniform: dict[int, np.ndarray] = {}  # k -> [1/k] * k
+        self._divisor: dict[int, np.uint32] = {}  # k -> 2^32 // k (a numpy scalar divides faster)
 
     def attach(self, cache: RadixCache) -> None:
         super().attach(cache)
@@ -297,7 +298,12 @@ class RLT(EvictionPolicy):
             self._buf = block.view(np.uint32)  # uniform on [0, 2^32)
             pos = 0
         self._buf_pos = pos + b
-        counts = np.bincount(self._buf[pos:pos + b] // ((1 << 32) // k), minlength=k)
+        m = self._divisor.get(k)
+        if m is None:
+            if len(self._divisor) > 4096:
+                self._divisor.clear()
+            m = self._divisor[k] = np.uint32((1 << 32) // k)
+        counts = np.bincount(self._buf[pos:pos + b] // m, minlength=k)
         if counts.size > k:  # rare: some were rejected
             counts = counts[:k] + self._count_draws(k, counts.item(k))
         return counts
