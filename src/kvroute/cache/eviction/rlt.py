@@ -25,11 +25,14 @@ How it is made fast without changing the process:
   empties; its parent, if that becomes an unmarked candidate, takes over the slot (k
   candidates again, so later draws stay uniform over them), else the slot is dead and
   its later draws are rejected (the others stay uniform over the k - 1 live ones); a new
-  batch makes up for rejected draws. What matters is each slot's count, a multinomial
-  (one numpy draw, or counting buffered 32-bit draws when there are few per slot); the
-  counts are taken off the lengths in place and one ``argmin`` tells whether any slot
-  was drawn at least its length ("full"). A batch where nobody empties (about three in
-  four on the GSP stream) costs the counts, that subtraction and the ``argmin``.
+  batch makes up for rejected draws. What matters is each slot's count, a multinomial:
+  one numpy draw, or, at up to 32 draws per slot (where numpy's binomials invert and
+  cost in proportion to the draws), a bincount of buffered 32-bit draws x, slot
+  x // (2^32 // k), the values past the last multiple of k landing in an extra bin and
+  drawn again. The counts are taken off the lengths in place and one ``argmin`` tells
+  whether any slot was drawn at least its length ("full"). A batch where nobody empties
+  (about three in four on the GSP stream) costs the counts, that subtraction and the
+  ``argmin``.
   Full slots: each slot's chain (leaf, promoted parent, its parent...) is followed on
   its own, which is exact because the order of events in different slots matters only
   through a parent with two or more children that all empty in the batch: the last of
@@ -52,9 +55,12 @@ How it is made fast without changing the process:
   call.
 * Candidate lengths are trimmed lazily in the numpy array; the tree calls ``settle``
   before it reads a leaf's key, so beyond the numpy work a batch costs O(1) Python
-  per leaf that empties, however many leaves it trims. A leaf that empties is unlinked
-  without settling (its key still names its edge). Tree changes (deletions,
-  promotions) are applied after the batch, children before their parents.
+  per leaf that empties, however many leaves it trims. Tree changes are applied after
+  the batch, slot by slot: a promoted parent that survives takes its slot in place,
+  dead slots leave the store together, and the emptied nodes (children before their
+  parents) are unlinked without settling (a key still names its edge) and without the
+  tree's candidacy hooks (``RadixCache._unlink_quietly``): the policy itself adds a
+  marked parent that became a leaf.
 
 Cost (``benchmarks/cache_bench.py``, docs/cache.md): a batch costs a few microseconds
 of numpy calls whatever it evicts (the multinomial alone is 2-8 us), and the GSP stream
@@ -472,7 +478,9 @@ class RLT(EvictionPolicy):
                 old = lens.item(node.slot) if node.slot >= 0 else len(node.key) // page
                 self._emit_removed(node, 0, old)
             for _, node, left in kept:
-                self._emit_removed(node, left, len(node.key) // page)
+                old = len(node.key) // page
+                if left < old:  # drawn after its promotion
+                    self._emit_removed(node, left, old)
         cache._discard(steps * page)
         for node in gone:
             node.slot = -1
