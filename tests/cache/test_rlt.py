@@ -109,6 +109,7 @@ def force(sampler, monkeypatch):
     monkeypatch.setattr(rlt_module, "_DRAWS_PER_CANDIDATE", draws)
     if counted is not None:
         monkeypatch.setattr(rlt_module, "_COUNT_DRAWS_PER_SLOT", counted)
+        monkeypatch.setattr(rlt_module, "_COUNT_MIN_SLOTS", 0)  # counted at any size
     monkeypatch.setattr(rlt_module, "_FOLLOW_SLOTS", follow)
 
 

@@ -26,8 +26,9 @@ How it is made fast without changing the process:
   candidates again, so later draws stay uniform over them), else the slot is dead and
   its later draws are rejected (the others stay uniform over the k - 1 live ones); a new
   batch makes up for rejected draws. What matters is each slot's count, a multinomial:
-  one numpy draw, or, at up to 32 draws per slot (where numpy's binomials invert and
-  cost in proportion to the draws), a bincount of buffered 32-bit draws x, slot
+  one numpy draw, or, with at least 16 slots and at most 32 draws per slot (where numpy's
+  binomials invert and cost in proportion to the draws), a bincount of buffered 32-bit
+  draws x, slot
   x // (2^32 // k), the values past the last multiple of k landing in an extra bin and
   drawn again. The counts are taken off the lengths in place and one ``argmin`` tells
   whether any slot was drawn at least its length ("full"). A batch where nobody empties
@@ -90,9 +91,13 @@ __all__ = ["RLT"]
 # size (benchmarks/cache_bench.py), so the clocks only run when a test forces them (0).
 _DRAWS_PER_CANDIDATE: float = float("inf")
 _BLOCK = 1 << 16  # uniform draws fetched from the generator at a time
-# A batch's per-slot counts come from counting single draws up to this many per slot,
-# else from one multinomial draw (measured crossover, benchmarks/cache_bench.py sizes).
+# A batch's per-slot counts come from counting single draws when there are at least
+# _COUNT_MIN_SLOTS slots and at most _COUNT_DRAWS_PER_SLOT draws per slot, else from one
+# multinomial draw. Measured: numpy's multinomial costs about 1 us plus, per slot, 0.05 us
+# at 4 draws, 0.2 us at 24 (its binomials invert below 30) and 0.1 us from 32 on; counting
+# costs about 2 us plus 3 ns a draw. So few slots always take the multinomial.
 _COUNT_DRAWS_PER_SLOT = 32
+_COUNT_MIN_SLOTS = 16
 # Batches in which leaves empty follow each slot's chain on its own and order events in
 # time only where the order matters (a parent whose children all empty); False orders
 # every event in time (both exact; the tests force False).
@@ -266,7 +271,7 @@ class RLT(EvictionPolicy):
                     self._delete(emptied)
                 continue
             # one batch of rem i.i.d. uniform draws over the k unmarked slots
-            if rem <= _COUNT_DRAWS_PER_SLOT * k:
+            if k >= _COUNT_MIN_SLOTS and rem <= _COUNT_DRAWS_PER_SLOT * k:
                 counts = self._count_draws(k, rem)
             else:
                 pvals = self._uniform.get(k)
