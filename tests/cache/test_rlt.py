@@ -109,6 +109,7 @@ def force(sampler, monkeypatch):
     monkeypatch.setattr(rlt_module, "_DRAWS_PER_CANDIDATE", draws)
     if counted is not None:
         monkeypatch.setattr(rlt_module, "_COUNT_DRAWS_PER_SLOT", counted)
+        monkeypatch.setattr(rlt_module, "_COUNT_MIN_SLOTS", 0)  # counted at any size
     monkeypatch.setattr(rlt_module, "_FOLLOW_SLOTS", follow)
 
 
@@ -195,7 +196,8 @@ def test_siblings_that_all_empty_promote_their_parent_in_time_order(name, sample
 @pytest.mark.parametrize("sampler", list(SAMPLERS))
 def test_every_sampler_keeps_events_locks_and_pages_exact(sampler, monkeypatch):
     """Each sampler, forced, on a random trace with locks and pages of 2: integrity after
-    every call, locked paths kept, and the removed events add up to the cache content."""
+    every call, locked paths kept, and the removed events (none empty) add up to the
+    cache content."""
     force(sampler, monkeypatch)
     rng = np.random.default_rng(5)
     for seed in range(20):
@@ -203,6 +205,7 @@ def test_every_sampler_keeps_events_locks_and_pages_exact(sampler, monkeypatch):
         content: Counter = Counter()
 
         def listen(e, content=content):
+            assert len(e.tokens) > 0  # no empty spans
             path = e.prefix.tolist() + e.tokens.tolist()
             for i in range(len(e.prefix) + 2, len(path) + 1, 2):  # whole pages
                 content[tuple(path[:i])] += 1 if e.kind == "stored" else -1
@@ -296,12 +299,15 @@ def test_buffered_draws_are_uniform_and_reject_the_partial_range():
     values at or past the largest multiple of k are dropped and made up from the buffer."""
     pol = make_policy("rlt", seed=0)
     for k in (7, 600):
-        counts = np.bincount(pol._draws(k, 100 * k), minlength=k)
-        assert stats.chisquare(counts).pvalue > 1e-3
-    assert pol._draws(1, 4).tolist() == [0, 0, 0, 0]
-    k = 3
+        counts = pol._count_draws(k, 100 * k)
+        assert counts.sum() == 100 * k and stats.chisquare(counts).pvalue > 1e-3
+    assert pol._count_draws(1, 4).tolist() == [4]
+    k = 7
     m = (1 << 32) // k
     lim = m * k
-    pol._buf = np.array([0, lim, m + 5, lim + 1, 2 * m + 7, m, 2 * m - 1, 0], dtype=np.int64)
-    pol._buf_pos, pol._buf_max = 0, lim + 1
-    assert pol._draws(k, 5).tolist() == [0, 1, 2, 1, 1]
+    assert lim + 3 < 1 << 32
+    pol._buf = np.array([0, lim, m + 5, lim + 3, 6 * m + 7, m, 2 * m - 1, 0], dtype=np.uint32)
+    pol._buf_pos = 0
+    # the first five give slots 0, -, 1, -, 6; the two rejected are made up by m, 2m - 1
+    assert pol._count_draws(k, 5).tolist() == [1, 3, 0, 0, 0, 0, 1]
+    assert pol._buf_pos == 7

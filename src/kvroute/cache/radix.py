@@ -390,6 +390,19 @@ class RadixCache:
         if parent is not self.root and not parent.children:
             self.policy.on_candidacy(parent)
 
+    def _unlink_quietly(self, nodes: list[Node]) -> None:
+        """``_unlink_leaf`` for each of ``nodes`` in order (a child before its parent),
+        without calling the policy's ``on_removed`` or ``on_candidacy``: for a lazy policy
+        that updates its own candidate set for these nodes and their parents."""
+        empty, page = _EMPTY, self.page_size
+        for node in nodes:
+            parent = node.parent
+            assert parent is not None and not node.children and node.lock_ref == 0
+            key = node.key
+            del parent.children[key.item(0) if page == 1 else key[:page].tobytes()]
+            node.parent = None
+            node.key = empty
+
     def _trim_leaf(self, node: Node, tokens: int) -> None:
         """Remove the last ``tokens`` ids of an unlocked leaf (the whole leaf if all)."""
         keep = len(node.key) - tokens

@@ -14,7 +14,9 @@ victims. The tree calls, in this order of life:
   its first child, lost its last one, or its lock count moved between 0 and 1);
 * ``on_removed(node)`` when the node leaves the tree (its ``parent`` is still set);
 * ``evict(n)`` to free up to n tokens, through the tree's ``_trim_leaf`` (eager) or
-  ``_discard`` + ``_unlink_leaf`` (a policy that trims lazily); returns tokens freed;
+  ``_discard`` + ``_unlink_leaf`` (a policy that trims lazily; ``_unlink_quietly``
+  unlinks without calling ``on_removed``/``on_candidacy``, for a policy that updates
+  its own candidate set for those nodes and their parents); returns tokens freed;
 * ``settle(node)`` (only if ``lazy_trim``) before the tree reads a leaf's key;
 * ``check()`` from ``check_integrity``: raise IntegrityError if the policy's state
   disagrees with the tree.

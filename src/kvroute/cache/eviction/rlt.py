@@ -25,11 +25,15 @@ How it is made fast without changing the process:
   empties; its parent, if that becomes an unmarked candidate, takes over the slot (k
   candidates again, so later draws stay uniform over them), else the slot is dead and
   its later draws are rejected (the others stay uniform over the k - 1 live ones); a new
-  batch makes up for rejected draws. What matters is each slot's count, a multinomial
-  (one numpy draw, or counting buffered 32-bit draws when there are few per slot); the
-  counts are taken off the lengths in place and one ``argmin`` tells whether any slot
-  was drawn at least its length ("full"). A batch where nobody empties (about three in
-  four on the GSP stream) costs the counts, that subtraction and the ``argmin``.
+  batch makes up for rejected draws. What matters is each slot's count, a multinomial:
+  one numpy draw, or, with at least 16 slots and at most 32 draws per slot (where numpy's
+  binomials invert and cost in proportion to the draws), a bincount of buffered 32-bit
+  draws x, slot
+  x // (2^32 // k), the values past the last multiple of k landing in an extra bin and
+  drawn again. The counts are taken off the lengths in place and one ``argmin`` tells
+  whether any slot was drawn at least its length ("full"). A batch where nobody empties
+  (about three in four on the GSP stream) costs the counts, that subtraction and the
+  ``argmin``.
   Full slots: each slot's chain (leaf, promoted parent, its parent...) is followed on
   its own, which is exact because the order of events in different slots matters only
   through a parent with two or more children that all empty in the batch: the last of
@@ -52,15 +56,23 @@ How it is made fast without changing the process:
   call.
 * Candidate lengths are trimmed lazily in the numpy array; the tree calls ``settle``
   before it reads a leaf's key, so beyond the numpy work a batch costs O(1) Python
-  per leaf that empties, however many leaves it trims. A leaf that empties is unlinked
-  without settling (its key still names its edge). Tree changes (deletions,
-  promotions) are applied after the batch, children before their parents.
+  per leaf that empties, however many leaves it trims. Tree changes are applied after
+  the batch, slot by slot: a promoted parent that survives takes its slot in place,
+  dead slots leave the store together, and the emptied nodes (children before their
+  parents) are unlinked without settling (a key still names its edge) and without the
+  tree's candidacy hooks (``RadixCache._unlink_quietly``): the policy itself adds a
+  marked parent that became a leaf.
 
 Cost (``benchmarks/cache_bench.py``, docs/cache.md): a batch costs a few microseconds
-of numpy calls whatever it evicts (the multinomial alone is 2-8 us), and the GSP stream
-at 200,000 tokens makes about 4,000 calls (rlt is asked for the deficit, lru for the
-whole allocation, so lru makes 1,600) and 4,900 batches; that fixed cost per call is
-why rlt stays about 2x lru's time on that stream.
+of numpy calls whatever it evicts (the counts 1-8 us, the subtraction and ``argmin``
+about 1.5 us), and the GSP stream at 200,000 tokens makes about 4,000 calls (rlt is
+asked for the deficit, lru for the whole allocation, so lru makes 1,600) and 4,900
+batches, 1,100 of them with leaves that empty (about 16 us each). That is about 63 ms
+of eviction against lru's 12, on top of matches and inserts that alone take about as
+long as lru's whole replay, so rlt stays about 2x lru's time on that stream. In a tree
+of 10^6 tokens a call has only a few draws per candidate, so its counts come from one
+counted draw per evicted token, and that dominates: about 10 ns a draw in place (page
+faults on each fresh block of random bits included) against 3.5 ns in a tight loop.
 """
 
 from __future__ import annotations
@@ -84,17 +96,21 @@ __all__ = ["RLT"]
 # size (benchmarks/cache_bench.py), so the clocks only run when a test forces them (0).
 _DRAWS_PER_CANDIDATE: float = float("inf")
 _BLOCK = 1 << 16  # uniform draws fetched from the generator at a time
-# A batch's per-slot counts come from counting single draws up to this many per slot,
-# else from one multinomial draw (measured crossover, benchmarks/cache_bench.py sizes).
-_COUNT_DRAWS_PER_SLOT = 16
+# A batch's per-slot counts come from counting single draws when there are at least
+# _COUNT_MIN_SLOTS slots and at most _COUNT_DRAWS_PER_SLOT draws per slot, else from one
+# multinomial draw. Measured: numpy's multinomial costs about 1 us plus, per slot, 0.05 us
+# at 4 draws, 0.2 us at 24 (its binomials invert below 30) and 0.1 us from 32 on; counting
+# costs about 2 us plus 3 ns a draw. So few slots always take the multinomial.
+_COUNT_DRAWS_PER_SLOT = 32
+_COUNT_MIN_SLOTS = 16
 # Batches in which leaves empty follow each slot's chain on its own and order events in
 # time only where the order matters (a parent whose children all empty); False orders
 # every event in time (both exact; the tests force False).
 _FOLLOW_SLOTS = True
 
-# a chain of emptying draws in one slot: (the slot's draws, index of the draw that
+# a chain of emptying draws in one slot: (the slot, its draws, index of the draw that
 # empties the node, the node, its event [time or -1, previous event, Beta a, Beta b])
-_Chain = tuple[int, int, "Node", list]
+_Chain = tuple[int, int, int, "Node", list]
 
 
 @register
@@ -112,8 +128,8 @@ class RLT(EvictionPolicy):
         self._u = 0
         self._buf = np.zeros(0, dtype=np.uint32)  # pre-drawn 32-bit integers
         self._buf_pos = 0
-        self._buf_max = 0
         self._uniform: dict[int, np.ndarray] = {}  # k -> [1/k] * k
+        self._divisor: dict[int, np.uint32] = {}  # k -> 2^32 // k (a numpy scalar divides faster)
 
     def attach(self, cache: RadixCache) -> None:
         super().attach(cache)
@@ -260,8 +276,8 @@ class RLT(EvictionPolicy):
                     self._delete(emptied)
                 continue
             # one batch of rem i.i.d. uniform draws over the k unmarked slots
-            if rem <= _COUNT_DRAWS_PER_SLOT * k:
-                counts = np.bincount(self._draws(k, rem), minlength=k)
+            if k >= _COUNT_MIN_SLOTS and rem <= _COUNT_DRAWS_PER_SLOT * k:
+                counts = self._count_draws(k, rem)
             else:
                 pvals = self._uniform.get(k)
                 if pvals is None:
@@ -284,39 +300,29 @@ class RLT(EvictionPolicy):
         pvals = self._uniform[k] = np.full(k, 1.0 / k)
         return pvals
 
-    def _draws(self, k: int, b: int) -> np.ndarray:
-        """b i.i.d. uniform slots in [0, k), from a buffer of 32-bit integers drawn in
-        blocks from the seeded generator's bit stream: x // m with m = 2^32 // k (exact:
-        values at or past k * m are dropped, which keeps the rest i.i.d. uniform; the
-        division by a constant is much cheaper than a remainder)."""
+    def _count_draws(self, k: int, b: int) -> np.ndarray:
+        """How often each of k slots is hit by b i.i.d. uniform draws, counted from a
+        buffer of 32-bit integers drawn in blocks from the seeded generator's bit stream:
+        x goes to slot x // m with m = 2^32 // k (the division by a constant is much
+        cheaper than a remainder). Exact: values at or past k * m, which land in an extra
+        bin k, are rejected and drawn again (this keeps the rest i.i.d. uniform)."""
         if k == 1:
-            return np.zeros(b, dtype=np.intp)
+            return np.full(1, b, dtype=np.int64)
         pos = self._buf_pos
         if pos + b > self._buf.size:
             block = self.rng.bit_generator.random_raw(max(_BLOCK, b) // 2 + 1)
             self._buf = block.view(np.uint32)  # uniform on [0, 2^32)
-            self._buf_max = int(self._buf.max())
             pos = 0
-        raw = self._buf[pos:pos + b]
         self._buf_pos = pos + b
-        m = (1 << 32) // k
-        slots = raw // m
-        lim = m * k
-        if self._buf_max >= lim and raw.max() >= lim:  # rare: reject, top up
-            slots = slots[raw < lim]
-            if slots.size < b:
-                slots = np.concatenate([slots, self._draws(k, b - slots.size)])
-        return slots
-
-    def _counts(self, k: int, b: int) -> np.ndarray:
-        """How often each of k slots is hit by b i.i.d. uniform draws (multinomial):
-        counted from buffered draws when b is small against k, else one multinomial."""
-        if b <= _COUNT_DRAWS_PER_SLOT * k:
-            return np.bincount(self._draws(k, b), minlength=k)
-        pvals = self._uniform.get(k)
-        if pvals is None:
-            pvals = self._pvals(k)
-        return self.rng.multinomial(b, pvals)
+        m = self._divisor.get(k)
+        if m is None:
+            if len(self._divisor) > 4096:
+                self._divisor.clear()
+            m = self._divisor[k] = np.uint32((1 << 32) // k)
+        counts = np.bincount(self._buf[pos:pos + b] // m, minlength=k)
+        if counts.size > k:  # rare: some were rejected
+            counts = counts[:k] + self._count_draws(k, counts.item(k))
+        return counts
 
     def _resolve(self, k: int, rem: int, counts: np.ndarray, lens: np.ndarray,
                  listening: bool) -> int:
@@ -341,55 +347,67 @@ class RLT(EvictionPolicy):
             return self._resolve_timed(k, rem, counts, lens, full, listening)
         nodes = self._nodes
         root, epoch, page = self.cache.root, self.epoch, self._page
-        gone: list[Node] = []  # emptied candidates, children before their parents
-        kept: list[tuple[Node, int]] = []  # promoted parents that survive, pages drawn
+        gone: list[Node] = []  # emptied nodes, children before their parents
+        dead: list[int] = []  # slots left without a candidate
+        kept: list[tuple[int, Node, int]] = []  # (slot, promoted parent that survives, pages)
+        orphans: list[Node] = []  # parents of nodes whose slot died: candidates now?
         waiting: dict[int, list[_Chain]] = {}  # id(parent) -> chains waiting at it
         rejected = 0
         work: list[_Chain] = []
         for s in full:
+            node = nodes[s]
+            parent = node.parent
+            assert parent is not None
+            if parent is root or parent.lock_ref or parent.mark == epoch:  # the usual case
+                gone.append(node)  # the slot dies at once (as in the loop below)
+                dead.append(s)
+                rejected -= lens.item(s)  # its c - L draws after the L-th
+                orphans.append(parent)
+                continue
             c = counts.item(s)
             length = lens.item(s) + c
-            # (slot draws, index of the draw that empties the node, node, its event)
-            work.append((c, length - 1, nodes[s], [-1.0, None, length, c - length + 1]))
+            # (slot, its draws, index of the draw that empties the node, node, its event)
+            work.append((s, c, length - 1, node, [-1.0, None, length, c - length + 1]))
         while work:
-            c, i, node, event = work.pop()
+            s, c, i, node, event = work.pop()
             while True:
+                gone.append(node)
                 parent = node.parent
                 assert parent is not None
                 if parent is root or parent.lock_ref or parent.mark == epoch:
-                    gone.append(node)  # the slot dies: its later draws are rejected
+                    dead.append(s)  # the slot dies: its later draws are rejected
                     rejected += c - i - 1
+                    orphans.append(parent)
                     break
                 siblings = len(parent.children)
                 if siblings > 1:
                     group = waiting.setdefault(id(parent), [])
-                    group.append((c, i, node, event))
+                    group.append((s, c, i, node, event))
                     if len(group) < siblings:
                         break  # waits: dies unless it turns out to be the last child
                     del waiting[id(parent)]
-                    times = [self._event_time(g[3]) for g in group]
+                    times = [self._event_time(g[4]) for g in group]
                     last = times.index(max(times))
-                    for j, (c2, i2, node2, _) in enumerate(group):
+                    for j, (s2, c2, i2, _, _) in enumerate(group):
                         if j != last:
-                            gone.append(node2)
+                            dead.append(s2)
                             rejected += c2 - i2 - 1
-                    c, i, node, event = group[last]
-                gone.append(node)  # the parent is promoted into the slot
+                    s, c, i, node, event = group[last]
+                # the parent is promoted into the slot
                 length, after = len(parent.key) // page, c - i - 1
                 if length <= after:  # it empties too, at the length-th later draw
                     i += length
                     node = parent
                     event = [-1.0, event, length, after - length + 1]
                     continue
-                if after:
-                    kept.append((parent, after))
+                kept.append((s, parent, length - after))
                 break
         for group in waiting.values():  # parents that keep a child: those slots die
-            for c, i, node, _ in group:
-                gone.append(node)
+            for s, c, i, _, _ in group:
+                dead.append(s)
                 rejected += c - i - 1
         steps = rem - rejected
-        self._apply(counts, full, gone, kept, steps, listening)
+        self._apply(counts, full, gone, dead, kept, orphans, steps, listening)
         return steps
 
     def _event_time(self, event: list) -> float:
@@ -419,6 +437,7 @@ class RLT(EvictionPolicy):
         owner = cast("list[Node | None]", self._nodes[:k])  # current candidate per slot
         since: dict[int, int] = {}  # promoted slot -> index of its candidate's first draw
         gone: list[Node] = []
+        orphans: list[Node] = []
         pending: dict[int, int] = {}  # id(parent) -> children emptied in this batch
         root, epoch, page = self.cache.root, self.epoch, self._page
         rejected = 0
@@ -441,35 +460,68 @@ class RLT(EvictionPolicy):
                     heapq.heappush(events, (e + (1 - e) * beta(length, after - length + 1), s))
             else:
                 owner[s] = None
+                orphans.append(parent)
                 rejected += sizes[s] - i - 1
+        dead = [s for s in full if owner[s] is None]
         kept = []
         for s, first in since.items():
             parent = owner[s]
-            if parent is not None and sizes[s] > first:  # promoted, survived, drawn
-                kept.append((parent, sizes[s] - first))
+            if parent is not None:  # promoted and survived
+                kept.append((s, parent, len(parent.key) // page - (sizes[s] - first)))
         steps = rem - rejected
-        self._apply(counts, full, gone, kept, steps, listening)
+        self._apply(counts, full, gone, dead, kept, orphans, steps, listening)
         return steps
 
-    def _apply(self, counts: np.ndarray, full: list[int], gone: list[Node],
-               kept: list[tuple[Node, int]], steps: int, listening: bool) -> None:
-        """Apply a resolved batch: the other slots' draws are already taken off their
-        lengths; delete ``gone`` in order (promoting parents), trim the ``kept``."""
-        lens = self._lens
-        if listening:  # the removed spans of the emptied ones are sent whole below
-            for s in full:
+    def _apply(self, counts: np.ndarray, full: list[int], gone: list[Node], dead: list[int],
+               kept: list[tuple[int, Node, int]], orphans: list[Node], steps: int,
+               listening: bool) -> None:
+        """Apply a resolved batch (the other slots' draws are already taken off their
+        lengths): unlink ``gone`` (children before parents), put each surviving promoted
+        parent in its slot with its pages left (``kept``), take the ``dead`` slots out of
+        the store, and add the ``orphans`` that became (marked) candidate leaves. The
+        tree's candidacy hooks are not called for these nodes: this is their update."""
+        lens, nodes, page, cache = self._lens, self._nodes, self._page, self.cache
+        if listening:  # every removed span, before the tree changes
+            for s in full:  # the emptied candidates' spans are sent whole
                 lens[s] += counts[s]
-        self.cache._discard(steps * self._page)
+            for node in gone:
+                old = lens.item(node.slot) if node.slot >= 0 else len(node.key) // page
+                self._emit_removed(node, 0, old)
+            for _, node, left in kept:
+                old = len(node.key) // page
+                if left < old:  # drawn after its promotion
+                    self._emit_removed(node, left, old)
+        cache._discard(steps * page)
         for node in gone:
-            if listening:
-                self._emit_removed(node, 0, self._lens.item(node.slot))
-            self._delete(node)
-        for node, c in kept:
-            pos = node.slot
-            if listening:
-                length = self._lens.item(pos)
-                self._emit_removed(node, length - c, length)
-            self._lens[pos] -= c
+            node.slot = -1
+        cache._unlink_quietly(gone)
+        for s, node, left in kept:
+            nodes[s] = node
+            node.slot = s
+            lens[s] = left
+        if dead:
+            dead.sort(reverse=True)  # each hole is filled from positions past it
+            last = len(nodes) - 1
+            u1 = self._u - 1
+            for pos in dead:
+                if pos != u1:
+                    other = nodes[u1]
+                    nodes[pos] = other
+                    lens[pos] = lens.item(u1)
+                    other.slot = pos
+                if u1 != last:
+                    other = nodes[last]
+                    nodes[u1] = other
+                    lens[u1] = lens.item(last)
+                    other.slot = u1
+                nodes.pop()
+                u1 -= 1
+                last -= 1
+            self._u = u1 + 1
+            for node in orphans:
+                if (node.slot < 0 and node.parent is not None and not node.children
+                        and node.lock_ref == 0):
+                    self._add(node)
 
     def _emit_removed(self, node: Node, keep: int, old: int) -> None:
         """Send the removed event for pages [keep, old) of a candidate (before they go)."""
