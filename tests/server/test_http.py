@@ -13,6 +13,8 @@ from typing import Any
 
 import aiohttp
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from kvroute.server.http import (
     Handler,
@@ -158,6 +160,105 @@ async def test_pipelined_requests_are_answered_in_order() -> None:
                      + req("GET", "/sleep?s=0") + req("POST", "/four", b"4"))
         paths = [(await response(reader))[1]["x-path"] for _ in range(4)]
         assert paths == ["/sleep", "/two", "/sleep", "/four"]
+
+
+def chunked(body: bytes, sizes: list[int]) -> bytes:
+    """``body`` in chunked transfer encoding, cut into pieces of the given sizes."""
+    out, pos = [], 0
+    for n in [*sizes, len(body)]:
+        piece = body[pos:pos + max(n, 1)]
+        if piece:
+            out.append(b"%x\r\n%b\r\n" % (len(piece), piece))
+        pos += len(piece)
+    return b"".join(out) + b"0\r\n\r\n"
+
+
+_REQUEST = st.tuples(
+    st.sampled_from(["GET", "POST", "DELETE"]),
+    st.sampled_from(["/", "/a", "/v1/completions", "/p%20q"]),
+    st.sampled_from(["", "?x=1", "?url=http%3A%2F%2Fw&y="]),
+    st.binary(max_size=3000),
+    st.none() | st.lists(st.integers(1, 700), max_size=4),  # chunk sizes, or Content-Length
+    st.sampled_from(["", "s-1", "\u00e9"]),  # an X-Session header value
+)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(requests=st.lists(_REQUEST, min_size=1, max_size=5),
+       cuts=st.lists(st.integers(1, 400), max_size=8))
+def test_pipelined_requests_cut_anywhere_are_parsed_whole(
+        requests: list[tuple[str, str, str, bytes, list[int] | None, str]],
+        cuts: list[int]) -> None:
+    """Any requests, pipelined on one connection and cut at any bytes across reads, are
+    each seen whole (method, path, query, body, headers) and answered in order."""
+    wire = []
+    for method, path, query, body, sizes, session in requests:
+        head = f"{method} {path}{query} HTTP/1.1\r\nHost: t\r\n"
+        if session:
+            head += f"X-Session: {session}\r\n"
+        if sizes is None:
+            data = (head + f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+        else:
+            data = (head + "Transfer-Encoding: chunked\r\n\r\n").encode() + \
+                chunked(body, sizes)
+        wire.append(data)
+    raw = b"".join(wire)
+
+    async def run() -> None:
+        async with serving() as (server, _):
+            reader, writer = await connect(server)
+            pos = 0
+            for n in cuts:  # separate reads on the server's side
+                writer.write(raw[pos:pos + n])
+                await writer.drain()
+                await asyncio.sleep(0.002)
+                pos += n
+            writer.write(raw[pos:])
+            for method, path, query, body, _, session in requests:
+                status, headers, got = await response(reader)
+                assert status == 200
+                assert headers["x-method"] == method and got == body
+                assert headers["x-path"] == path.replace("%20", " ")
+                assert headers["x-query"] == query.lstrip("?")
+                assert headers["x-session"] == session
+            writer.close()
+
+    asyncio.run(run())
+
+
+_STARTS = [b"GET / HTTP/1.1\r\n", b"POST /x HTTP/1.1\r\nContent-Length: ",
+           b"GET /\x00 HTTP/1.1\r\n", b"G\r\n"]
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(junk=st.binary(min_size=1, max_size=300)
+       | st.builds(bytes.__add__, st.sampled_from(_STARTS), st.binary(max_size=100)))
+def test_garbage_gets_an_error_or_a_close_and_the_server_goes_on(junk: bytes) -> None:
+    """Whatever bytes arrive, the connection gets a JSON error or is closed or waits for
+    more; the server keeps answering other connections."""
+
+    async def run() -> None:
+        async with serving() as (server, _):
+            reader, writer = await connect(server)
+            writer.write(junk)
+            writer.write_eof()
+            try:
+                data = await asyncio.wait_for(reader.read(), 5)
+            except ConnectionResetError:
+                data = b""
+            if data:
+                assert data.startswith(b"HTTP/1.1 ")
+                status = int(data.split()[1])
+                assert status < 500, data
+                if status >= 400:
+                    assert json.loads(data.split(b"\r\n\r\n", 1)[1])["error"]["code"] == status
+            reader, writer = await connect(server)
+            writer.write(req("POST", "/after", b"ok"))
+            status, _, body = await response(reader)
+            assert status == 200 and body == b"ok"
+            writer.close()
+
+    asyncio.run(run())
 
 
 @pytest.mark.asyncio
