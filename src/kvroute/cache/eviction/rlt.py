@@ -65,8 +65,8 @@ How it is made fast without changing the process:
 
 Cost (``benchmarks/cache_bench.py``, docs/cache.md): a batch costs a few microseconds
 of numpy calls whatever it evicts (the counts 1-8 us, the subtraction and ``argmin``
-about 1.5 us), and the GSP stream at 200,000 tokens makes about 4,000 calls (rlt is
-asked for the deficit, lru for the whole allocation, so lru makes 1,600) and 4,900
+about 1.5 us), and the GSP stream at 200,000 tokens makes about 4,000 calls (one per
+insert once the cache is full; lru makes 1,600, since it frees whole leaves) and 4,900
 batches, 1,100 of them with leaves that empty (about 16 us each). That is about 63 ms
 of eviction against lru's 12, on top of matches and inserts that alone take about as
 long as lru's whole replay, so rlt stays about 2x lru's time on that stream. In a tree
