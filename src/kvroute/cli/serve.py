@@ -25,7 +25,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         from kvroute.server.app import ServeConfig, build_app
     except ImportError as e:
-        raise ConfigError("kvroute serve needs aiohttp, httptools and prometheus-client: "
+        raise ConfigError("kvroute serve needs httptools, multidict and prometheus-client: "
                           "pip install 'kvroute[serve]'") from e
     kwargs = {f: getattr(args, f) for f in _POLICY_FLAGS if getattr(args, f) is not None}
     try:
