@@ -223,7 +223,7 @@ class RLT(EvictionPolicy):
 
     def on_access(self, node: Node, hit: bool) -> None:
         epoch = self.epoch
-        if node.mark != epoch:  # _mark, inlined: this runs for every node a walk passes
+        if node.mark != epoch:  # _to_marked, inlined: this runs for every node a walk passes
             node.mark = epoch
             pos, u1 = node.slot, self._u - 1
             if 0 <= pos <= u1:
