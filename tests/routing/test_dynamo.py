@@ -8,22 +8,10 @@ import numpy as np
 import pytest
 
 from kvroute.errors import ConfigError
-from kvroute.routing.base import ClusterView, RouteRequest, WorkerState
+from kvroute.routing.base import ClusterView, WorkerState
 from kvroute.routing.dynamo import Dynamo
-from kvroute.routing.prefix_index import PrefixIndex
 from kvroute.routing.registry import make_router_policy
-
-
-def view_of(workers: list[WorkerState], cached: dict[int, int] | None = None) -> ClusterView:
-    """A view whose index holds ``arange(n)`` on worker w for each ``w: n`` of ``cached``."""
-    index = PrefixIndex(len(workers))
-    for w, n in (cached or {}).items():
-        index.record(w, np.arange(n, dtype=np.int64), 0.0)
-    return ClusterView(workers, index)
-
-
-def prompt(n: int) -> RouteRequest:
-    return RouteRequest(np.arange(n, dtype=np.int64))
+from tests.routing.views import prompt, view_of
 
 
 class _OverlongIndex:
