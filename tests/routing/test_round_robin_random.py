@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from kvroute.routing.base import ClusterView, RouteRequest, WorkerState
-from kvroute.routing.random import Random
+from kvroute.routing.random_choice import Random
 from kvroute.routing.round_robin import RoundRobin
 
 

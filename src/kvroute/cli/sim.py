@@ -9,25 +9,23 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from kvroute.cache import policy_names
+from kvroute.cache.eviction.registry import EVICTION
 from kvroute.cli.console import make_console, need_rich, progress_bar
+from kvroute.cli.policy_flags import (
+    ONLINE,
+    SIMULATED,
+    add_arg_flags,
+    choose,
+    eviction_args,
+    routing_args,
+)
 from kvroute.cli.workload_flags import add_workload_flags, build_workload
-from kvroute.errors import ConfigError
-from kvroute.routing import routing_names
+from kvroute.routing.registry import ROUTING
 from kvroute.sim.cluster import SimConfig, SimResult, simulate
 from kvroute.sim.step_model import DEFAULT_PROFILE, load_profile, parse_overrides, profile_names
 from kvroute.workloads.catalog import WORKLOAD_NAMES
 
 __all__ = ["add_parser", "cmd_sim"]
-
-
-def _names(text: str, known: list[str], what: str) -> list[str]:
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    bad = [n for n in names if n not in known]
-    if bad or not names:
-        raise ConfigError(f"unknown {what} {', '.join(bad) or repr(text)}; choose from: "
-                          f"{', '.join(known)}")
-    return names
 
 
 def _ms(seconds: float) -> str:
@@ -58,9 +56,9 @@ def cmd_sim(args: argparse.Namespace) -> int:
     """Simulate a cluster of workers behind a router; one run per (eviction, routing) pair."""
     rich = need_rich()
     console = make_console()
-    evictions = _names(args.eviction, [p for p in policy_names() if p != "optimal"],
-                       "eviction policy")
-    routings = _names(args.routing, routing_names(), "routing policy")
+    evictions = choose(EVICTION, args.eviction, "in the simulator", ONLINE)
+    routings = choose(ROUTING, args.routing, "in the simulator", SIMULATED)
+    ev_args, ro_args = eviction_args(args, evictions), routing_args(args, routings)
     model = load_profile(args.profile)
     if args.step_coeffs:
         model = model.replace(**parse_overrides(args.step_coeffs))
@@ -78,7 +76,8 @@ def cmd_sim(args: argparse.Namespace) -> int:
                 if done % 64 == 0:
                     progress.update(task, completed=done)
 
-            cfg = replace(base, eviction=ev, routing=ro)
+            cfg = replace(base, eviction=ev, routing=ro, eviction_args=ev_args[ev],
+                          routing_args=ro_args[ro])
             results.append(simulate(workload, cfg, ceilings=args.ceilings and k == 0,
                                     progress=advance))
             progress.update(task, completed=workload.size)
@@ -110,9 +109,10 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--workload", choices=WORKLOAD_NAMES, default="gsp")
     s.add_argument("--eviction", default="lru,rlt",
                    help="comma-separated eviction policies, from: "
-                        f"{', '.join(p for p in policy_names() if p != 'optimal')}")
+                        f"{', '.join(EVICTION.names(**ONLINE))}")
     s.add_argument("--routing", default="round_robin",
-                   help=f"comma-separated routing policies, from: {', '.join(routing_names())}")
+                   help=f"comma-separated routing policies, from: {', '.join(ROUTING.names())}")
+    add_arg_flags(s)
     s.add_argument("--workers", type=int, default=4)
     s.add_argument("--profile", default=DEFAULT_PROFILE,
                    help=f"step-time profile name or JSON file; names: "

@@ -1,21 +1,7 @@
-"""Routing: policies behind one protocol and registry, the prefix index, the router."""
+"""Routing: policies behind one protocol and registry, the prefix index, the router.
 
-from kvroute.routing import (  # noqa: F401 - importing a policy module registers it
-    aibrix_prefix,
-    cache_aware,
-    cache_aware_v2,
-    dynamo,
-    lbgr,
-    least_load,
-    least_request,
-    llmd,
-    lmetric,
-    oracle,
-    power_of_two,
-    prefix_hash,
-    random,
-    round_robin,
-)
+Each policy is one module here that registers itself; the registry finds it on first use."""
+
 from kvroute.routing.base import (
     ClusterView,
     Decision,

@@ -138,7 +138,11 @@ class RoutingPolicy(ABC):
     """Base of every routing policy. Subclasses set ``name`` and register themselves."""
 
     name: ClassVar[str] = ""
+    # capabilities, read by the router and the command lines (never a check on ``name``):
     uses_index: ClassVar[bool] = False  # the router keeps a prefix index for this policy
+    needs_probes: ClassVar[bool] = False  # reads ``view.probes``: runs only in the simulator
+    takes_seed: ClassVar[bool] = True  # the constructor takes ``seed``
+    describe_needs: ClassVar[str] = ""  # why it cannot run somewhere, for error messages
 
     def __init__(self, seed: int = 0) -> None:
         self.rng = np.random.default_rng(seed)

@@ -17,6 +17,8 @@ __all__ = ["Oracle"]
 @register
 class Oracle(RoutingPolicy):
     name = "oracle"
+    needs_probes = True
+    describe_needs = "needs the simulator's probes of each worker's true state"
 
     def route(self, req: RouteRequest, view: ClusterView) -> Decision:
         if view.probes is None:

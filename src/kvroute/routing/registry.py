@@ -1,36 +1,26 @@
-"""One registry of routing policies: the CLI's choices and the router's names come from it."""
+"""The registry of routing policies: every module of :mod:`kvroute.routing` that registers
+a policy is found on first use (:mod:`kvroute.registry`); the CLI's choices come from it."""
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from collections.abc import Mapping
+from typing import Any
 
-from kvroute.errors import UnknownNameError
+from kvroute.registry import Registry
 from kvroute.routing.base import RoutingPolicy
 
-__all__ = ["make_router_policy", "register", "routing_names"]
+__all__ = ["ROUTING", "make_router_policy", "register", "routing_names"]
 
-_REGISTRY: dict[str, type[RoutingPolicy]] = {}
-P = TypeVar("P", bound=type[RoutingPolicy])
-
-
-def register(cls: P) -> P:
-    if not cls.name or cls.name in _REGISTRY:
-        raise ValueError(f"routing policy name {cls.name!r} is empty or taken")
-    _REGISTRY[cls.name] = cls
-    return cls
+ROUTING: Registry[RoutingPolicy] = Registry("routing policy", "kvroute.routing")
+register = ROUTING.register
 
 
-def routing_names() -> list[str]:
-    return sorted(_REGISTRY)
+def routing_names(**capabilities: Any) -> list[str]:
+    """Sorted names; ``capabilities`` filter on class attributes (``needs_probes=False``)."""
+    return ROUTING.names(**capabilities)
 
 
-def routing_class(name: str) -> type[RoutingPolicy]:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise UnknownNameError(f"unknown routing policy {name!r}; choose from: "
-                               f"{', '.join(routing_names())}") from None
-
-
-def make_router_policy(name: str, **kwargs: Any) -> RoutingPolicy:
-    return routing_class(name)(**kwargs)
+def make_router_policy(name: str, args: Mapping[str, Any] | None = None,
+                       **context: Any) -> RoutingPolicy:
+    """Build ``name`` with the user's ``args`` (validated) and ``context`` (``seed`` ...)."""
+    return ROUTING.make(name, args, **context)

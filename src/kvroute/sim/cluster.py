@@ -12,15 +12,21 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
-from kvroute.cache import Ceilings, hit_rate_ceilings, policy_names
+from kvroute.cache import Ceilings, hit_rate_ceilings
 from kvroute.errors import ConfigError
-from kvroute.routing import Dispatch, Router, RouteRequest, make_router_policy, routing_names
+from kvroute.routing import (
+    Dispatch,
+    Router,
+    RouteRequest,
+    RoutingPolicy,
+    make_router_policy,
+)
 from kvroute.sim.events import ARRIVAL, EventLoop
 from kvroute.sim.metrics import Records
 from kvroute.sim.step_model import DEFAULT_PROFILE, StepModel, load_profile
@@ -35,6 +41,8 @@ class SimConfig:
     workers: int = 4
     eviction: str = "lru"
     routing: str = "round_robin"
+    eviction_args: Mapping[str, Any] = field(default_factory=dict)  # the policies' parameters
+    routing_args: Mapping[str, Any] = field(default_factory=dict)
     profile: str = DEFAULT_PROFILE  # a profile name or a JSON file
     model: StepModel | None = None  # overrides ``profile`` when given
     capacity: int | None = None  # KV pool per worker; None: the profile's
@@ -47,16 +55,15 @@ class SimConfig:
     def __post_init__(self) -> None:
         if self.workers < 1:
             raise ConfigError(f"workers must be >= 1, got {self.workers}")
-        if self.eviction not in policy_names():
-            raise ConfigError(f"unknown eviction policy {self.eviction!r}; choose from: "
-                              f"{', '.join(policy_names())}")
-        if self.routing not in routing_names():
-            raise ConfigError(f"unknown routing policy {self.routing!r}; choose from: "
-                              f"{', '.join(routing_names())}")
-        self.worker_config()  # validates the worker's fields
+        self.worker_config()  # validates the worker's fields and the eviction policy
+        self.routing_policy()  # the policy validates its parameters
+
+    def routing_policy(self) -> RoutingPolicy:
+        return make_router_policy(self.routing, self.routing_args, seed=self.seed)
 
     def worker_config(self) -> WorkerConfig:
         return WorkerConfig(capacity=self.capacity, eviction=self.eviction,
+                            eviction_args=self.eviction_args,
                             chunk_size=self.chunk_size, max_running=self.max_running,
                             mixed_chunk=self.mixed_chunk)
 
@@ -160,7 +167,7 @@ def simulate(workload: Workload, config: SimConfig | None = None, *, ceilings: b
                for i in range(cfg.workers)]
     for w in workers:
         w.debug = cfg.debug
-    router = Router(make_router_policy(cfg.routing, seed=cfg.seed), cfg.workers,
+    router = Router(cfg.routing_policy(), cfg.workers,
                     probes=workers)
 
     def dispatch(req: Request) -> None:

@@ -26,12 +26,14 @@ needed), CPU/GPU overlap, speculative decoding, and network time.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from kvroute.cache import Node, RadixCache, make_policy
+from kvroute.cache import EvictionPolicy, Node, RadixCache, make_policy
+from kvroute.cache.eviction.registry import EVICTION
 from kvroute.errors import ConfigError
 from kvroute.sim.events import STEP_END, WAKE, EventLoop, RealtimeLoop
 from kvroute.sim.step_model import StepModel
@@ -44,6 +46,7 @@ __all__ = ["Job", "SimWorker", "WorkerConfig"]
 class WorkerConfig:
     capacity: int | None = None  # KV pool in tokens; None: the profile's kv_pool_tokens
     eviction: str = "lru"
+    eviction_args: Mapping[str, Any] = field(default_factory=dict)  # the policy's parameters
     chunk_size: int = 8192
     max_running: int | None = None  # None: limited by the KV pool only
     mixed_chunk: bool = False
@@ -56,10 +59,12 @@ class WorkerConfig:
             raise ConfigError(f"chunk_size must be >= 1 token, got {self.chunk_size}")
         if self.max_running is not None and self.max_running < 1:
             raise ConfigError(f"max_running must be >= 1, got {self.max_running}")
-        if self.eviction == "optimal":
-            raise ConfigError("the 'optimal' eviction policy needs the future request "
-                              "sequence of each worker, which routing decides online; it is "
-                              "reported as a ceiling instead")
+        EVICTION.require(self.eviction, "on a worker, where requests arrive online",
+                         needs_future=False)
+        self.make_policy(seed=0)  # the policy validates its parameters
+
+    def make_policy(self, seed: int) -> EvictionPolicy:
+        return make_policy(self.eviction, self.eviction_args, seed=seed)
 
 
 class Job:
@@ -100,7 +105,7 @@ class SimWorker:
         self.model = model
         self.config = config
         self.capacity = config.capacity or model.kv_pool_tokens
-        self.cache = RadixCache(self.capacity, make_policy(config.eviction, seed=seed),
+        self.cache = RadixCache(self.capacity, config.make_policy(seed),
                                 page_size=config.page_size)
         self.loop = loop
         self.on_finish = on_finish

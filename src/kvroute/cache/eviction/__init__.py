@@ -1,4 +1,5 @@
-"""Eviction policies for the prefix cache, one module each, behind one registry.
+"""Eviction policies for the prefix cache, one module each, behind one registry that finds
+every module here on first use (adding a module that registers a policy is enough).
 
 =================  ==========================================================
 ``lru``            SGLang's leaf-LRU (paper.md section 4)
@@ -9,9 +10,7 @@
 =================  ==========================================================
 """
 
-from kvroute.cache.eviction import lru, optimal, rlt, rlt_faithful, rlt_reference  # registers
 from kvroute.cache.eviction.base import EvictionPolicy
 from kvroute.cache.eviction.registry import make_policy, policy_class, policy_names, register
 
-__all__ = ["EvictionPolicy", "lru", "make_policy", "optimal", "policy_class", "policy_names",
-           "register", "rlt", "rlt_faithful", "rlt_reference"]
+__all__ = ["EvictionPolicy", "make_policy", "policy_class", "policy_names", "register"]

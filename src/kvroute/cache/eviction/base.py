@@ -43,6 +43,8 @@ class EvictionPolicy:
     """Base class with no-op hooks; subclasses override what they need."""
 
     name: ClassVar[str] = ""
+    needs_future: ClassVar[bool] = False
+    describe_needs: ClassVar[str] = ""  # why it cannot run somewhere, for error messages
     #: what ``insert`` asks to free when over capacity: the deficit or the whole allocation
     default_request: ClassVar[Literal["deficit", "allocation"]] = "deficit"
     #: True if the policy trims candidate leaves lazily and provides ``settle``

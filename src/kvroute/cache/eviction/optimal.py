@@ -52,6 +52,9 @@ class _Keep(EvictionPolicy):
 @register
 class OfflineOptimal(EvictionPolicy):
     name = "optimal"
+    needs_future = True
+    describe_needs = ("needs the future request sequence (the offline optimum); it is "
+                      "reported as a ceiling instead")
     default_request = "deficit"
 
     def __init__(self, requests: Sequence[Sequence[int] | np.ndarray] | None = None) -> None:

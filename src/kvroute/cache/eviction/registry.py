@@ -1,44 +1,30 @@
-"""The one registry of eviction policies: names come from here and nowhere else."""
+"""The registry of eviction policies: every module of :mod:`kvroute.cache.eviction` that
+registers a policy is found on first use (:mod:`kvroute.registry`)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
-from kvroute.errors import ConfigError, UnknownNameError
+from kvroute.registry import Registry
 
 if TYPE_CHECKING:
     from kvroute.cache.eviction.base import EvictionPolicy
 
-__all__ = ["make_policy", "policy_names", "register"]
+__all__ = ["EVICTION", "make_policy", "policy_class", "policy_names", "register"]
 
-_POLICIES: dict[str, type[EvictionPolicy]] = {}
-P = TypeVar("P", bound="type[EvictionPolicy]")
-
-
-def register(cls: P) -> P:
-    """Class decorator: make the policy available under ``cls.name``."""
-    if not cls.name or cls.name in _POLICIES:
-        raise ValueError(f"eviction policy name {cls.name!r} is empty or taken")
-    _POLICIES[cls.name] = cls
-    return cls
+EVICTION: Registry[EvictionPolicy] = Registry("eviction policy", "kvroute.cache.eviction")
+register = EVICTION.register
+policy_class = EVICTION.get
 
 
-def policy_names() -> list[str]:
-    return list(_POLICIES)
+def policy_names(**capabilities: Any) -> list[str]:
+    """Sorted names; ``capabilities`` filter on class attributes (``needs_future=False``)."""
+    return EVICTION.names(**capabilities)
 
 
-def policy_class(name: str) -> type[EvictionPolicy]:
-    try:
-        return _POLICIES[name]
-    except KeyError:
-        raise UnknownNameError(
-            f"unknown eviction policy {name!r}; choose one of: {', '.join(_POLICIES)}") from None
-
-
-def make_policy(name: str, **kwargs: Any) -> EvictionPolicy:
-    """Build the policy registered as ``name`` with its keyword parameters."""
-    cls = policy_class(name)
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"bad parameters for eviction policy {name!r}: {exc}") from None
+def make_policy(name: str, args: Mapping[str, Any] | None = None,
+                **context: Any) -> EvictionPolicy:
+    """Build ``name`` with the user's ``args`` (validated) and ``context`` (``seed``,
+    ``requests`` for a policy that ``needs_future``)."""
+    return EVICTION.make(name, args, **context)

@@ -1,0 +1,69 @@
+"""The command-line flags that choose policies and set their parameters, for every command.
+
+``--routing``/``--policy`` and ``--eviction`` take names from the registries (filtered by
+the capability the command needs: the live router cannot run a policy that
+``needs_probes``, a worker cannot run one that ``needs_future``); ``--policy-arg
+[POLICY.]KEY=VALUE`` and ``--eviction-arg [POLICY.]KEY=VALUE`` set parameters, checked by
+the policy before any work starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from kvroute.cache.eviction.registry import EVICTION
+from kvroute.errors import ConfigError
+from kvroute.registry import Registry, parse_policy_args
+from kvroute.routing.registry import ROUTING
+
+__all__ = ["ONLINE", "ONLINE_ROUTING", "SIMULATED", "add_arg_flags", "choose", "eviction_args",
+           "routing_args"]
+
+# What each place can run: the capabilities its policies must have.
+ONLINE_ROUTING: dict[str, Any] = {"needs_probes": False}  # the live router
+ONLINE: dict[str, Any] = {"needs_future": False}  # eviction on any worker, simulated or live
+SIMULATED: dict[str, Any] = {}  # routing in the simulator: anything
+
+
+def add_arg_flags(parser: argparse.ArgumentParser | Any, routing: bool = True,
+                  eviction: bool = True) -> None:
+    """``--policy-arg`` and/or ``--eviction-arg``, repeatable."""
+    if routing:
+        parser.add_argument(
+            "--policy-arg", action="append", default=[], metavar="[POLICY.]KEY=VALUE",
+            help="a routing-policy parameter, e.g. cache_threshold=0.3 (repeat for more; "
+                 "POLICY. limits it to one policy)")
+    if eviction:
+        parser.add_argument(
+            "--eviction-arg", action="append", default=[], metavar="[POLICY.]KEY=VALUE",
+            help="an eviction-policy parameter (repeat for more; POLICY. limits it to one "
+                 "policy)")
+
+
+def choose(registry: Registry[Any], text: str, where: str,
+           capabilities: dict[str, Any]) -> list[str]:
+    """Comma-separated policy names, each known and able to run ``where``."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise ConfigError(f"no {registry.kind} given; choose from: "
+                          f"{', '.join(registry.names(**capabilities))}")
+    for name in names:
+        registry.require(name, where, **capabilities)
+    return names
+
+
+def routing_args(args: argparse.Namespace, names: list[str]) -> dict[str, dict[str, str]]:
+    return _args_for(ROUTING, names, args.policy_arg, "--policy-arg")
+
+
+def eviction_args(args: argparse.Namespace, names: list[str]) -> dict[str, dict[str, str]]:
+    return _args_for(EVICTION, names, args.eviction_arg, "--eviction-arg")
+
+
+def _args_for(registry: Registry[Any], names: list[str], items: list[str],
+              flag: str) -> dict[str, dict[str, str]]:
+    per_policy = registry.args_for(names, parse_policy_args(items, flag), flag)
+    for name, params in per_policy.items():  # the policy checks its values now, not mid-run
+        registry.make(name, params, seed=0)
+    return per_policy
