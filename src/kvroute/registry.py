@@ -70,7 +70,7 @@ class Registry(Generic[T]):
         try:
             return self._classes[name]
         except KeyError:
-            raise UnknownNameError(f"unknown {self.kind} {name!r}; choose from: "
+            raise UnknownNameError(f"unknown {self.kind} {name}; choose from: "
                                    f"{', '.join(self.names())}") from None
 
     def require(self, name: str, where: str, **capabilities: Any) -> type[T]:
@@ -120,7 +120,7 @@ class Registry(Generic[T]):
         for key, value in (args or {}).items():
             if key not in params:
                 takes = ", ".join(f"{k}={_default(p)}" for k, p in params.items()) or "none"
-                raise ConfigError(f"{self.kind} {name!r} has no parameter {key!r}; "
+                raise ConfigError(f"{self.kind} {name!r} does not take {key!r}; "
                                   f"its parameters: {takes}")
             kwargs[key] = _convert(name, key, value, params[key])
         if "seed" in context and not getattr(cls, "takes_seed", True):

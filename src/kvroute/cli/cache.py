@@ -8,8 +8,9 @@ import time
 from typing import Any
 
 from kvroute.cache import RadixCache, hit_rate_ceilings, make_policy, policy_names, replay
+from kvroute.cache.eviction.registry import EVICTION
 from kvroute.cli.console import make_console, need_rich, progress_bar
-from kvroute.errors import KvrouteError
+from kvroute.cli.policy_flags import add_arg_flags, eviction_args
 from kvroute.workloads.gsp import ORDERS, GSPConfig, generate_gsp
 
 DEFAULT_POLICIES = ("lru", "rlt", "rlt_faithful", "optimal")
@@ -19,10 +20,8 @@ def cmd_cache(args: argparse.Namespace) -> int:
     """Replay a GSP prompt stream through one cache per eviction policy; print a table."""
     rich = need_rich()
     console = make_console()
-    unknown = [p for p in args.policies if p not in policy_names()]
-    if unknown:
-        raise KvrouteError(f"unknown eviction policy {', '.join(unknown)}; "
-                           f"choose from: {', '.join(policy_names())}")
+    classes = {name: EVICTION.get(name) for name in args.policies}
+    params = eviction_args(args, list(classes))
     cfg = GSPConfig(groups=args.groups, prompts_per_group=args.prompts_per_group,
                     prefix_ratio=args.prefix_ratio, order=args.order, seed=args.seed)
     stream = generate_gsp(cfg)
@@ -35,8 +34,8 @@ def cmd_cache(args: argparse.Namespace) -> int:
         progress.update(task, completed=1)
         for name in args.policies:
             task = progress.add_task(name, total=len(prompts))
-            policy = (make_policy(name, requests=prompts) if name == "optimal"
-                      else make_policy(name, seed=args.seed))
+            future = {"requests": prompts} if classes[name].needs_future else {}
+            policy = make_policy(name, params[name], seed=args.seed, **future)
             cache = RadixCache(args.capacity, policy, page_size=args.page_size)
             start = time.perf_counter()
             def advance(j: int, task: Any = task) -> None:
@@ -92,4 +91,5 @@ def add_parser(sub: Any) -> None:
     c.add_argument("--order", choices=ORDERS, default="random")
     c.add_argument("--seed", type=int, default=1)
     c.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    add_arg_flags(c, routing=False)
     c.set_defaults(func=cmd_cache)

@@ -8,10 +8,18 @@ import re
 from pathlib import Path
 from typing import Any
 
-from kvroute.cache import policy_names
+from kvroute.cache.eviction.registry import EVICTION
 from kvroute.cli.console import make_console, need_rich, progress_bar
+from kvroute.cli.policy_flags import (
+    ONLINE,
+    SIMULATED,
+    add_arg_flags,
+    choose,
+    eviction_args,
+    routing_args,
+)
 from kvroute.errors import ConfigError
-from kvroute.routing import routing_names
+from kvroute.routing.registry import ROUTING
 from kvroute.sim.cluster import SimConfig
 from kvroute.sim.grid import Grid, run_grid
 from kvroute.sim.report import METRICS, aggregate, fmt, markdown_table, plot_grid
@@ -39,6 +47,7 @@ COLUMNS = ("workload", "order", "eviction", "routing", "hit_rate", "ceiling_opti
 
 
 def _csv(text: str, known: list[str] | tuple[str, ...], what: str) -> tuple[str, ...]:
+    """Comma-separated names, each one of ``known``."""
     names = tuple(n.strip() for n in text.split(",") if n.strip())
     bad = [n for n in names if n not in known]
     if bad or not names:
@@ -92,17 +101,20 @@ def cmd_compare(args: argparse.Namespace) -> int:
     baseline_text = args.baseline or preset.get("baseline", "lru+round_robin")
     ev_b, _, ro_b = baseline_text.partition("+")
     model = load_profile(args.profile)
+    evictions = choose(EVICTION, pick("evictions", "lru,rlt"), "in the simulator", ONLINE)
+    routings = choose(ROUTING, pick("routings", "round_robin,lbgr"), "in the simulator",
+                      SIMULATED)
     grid = Grid(
         workloads=workloads,
         orders=_csv(pick("orders", "random"), ORDERS, "order"),
-        evictions=_csv(pick("evictions", "lru,rlt"),
-                       [p for p in policy_names() if p != "optimal"], "eviction policy"),
-        routings=_csv(pick("routings", "round_robin,lbgr"), routing_names(),
-                      "routing policy"),
+        evictions=tuple(evictions),
+        routings=tuple(routings),
         seeds=seeds,
         sim=SimConfig(workers=args.workers, profile=args.profile, model=model,
                       capacity=args.capacity),
         workload_options=_options(args.option),
+        eviction_args=eviction_args(args, evictions),
+        routing_args=routing_args(args, routings),
         sources={"mooncake": {"trace": args.trace}} if args.trace else {})
     cells = list(grid.cells())
     console.print(f"{len(cells)} runs ({len(grid.cases())} workload cases x "
@@ -140,7 +152,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
             "grid": {"workloads": grid.workloads, "orders": grid.orders,
                      "evictions": grid.evictions, "routings": grid.routings,
                      "seeds": grid.seeds, "sim": grid.sim.describe(),
-                     "workload_options": grid.workload_options},
+                     "workload_options": grid.workload_options,
+                     "eviction_args": grid.eviction_args, "routing_args": grid.routing_args},
             "rows": rows,
             "ceilings": [{"workload": k[0], "order": k[1], "seed": k[2], **v}
                          for k, v in ceilings.items()],
@@ -171,8 +184,10 @@ def add_parser(sub: Any) -> None:
                    help="rlt with the 2026 routers, lbgr and oracle on the same workloads")
     c.add_argument("--workloads", help=f"comma-separated, from: {', '.join(WORKLOAD_NAMES)}")
     c.add_argument("--orders", help=f"gsp arrival orders, from: {', '.join(ORDERS)}")
-    c.add_argument("--evictions", help="comma-separated eviction policies")
-    c.add_argument("--routings", help=f"comma-separated, from: {', '.join(routing_names())}")
+    c.add_argument("--evictions", help="comma-separated, from: "
+                   f"{', '.join(EVICTION.names(**ONLINE))}")
+    c.add_argument("--routings", help=f"comma-separated, from: {', '.join(ROUTING.names())}")
+    add_arg_flags(c)
     c.add_argument("--seeds", help="comma-separated seeds (default 1)")
     c.add_argument("-o", "--option", action="append", default=[], metavar="WL.KEY=VALUE",
                    help="workload option, e.g. gsp.rate=8 or sharegpt.clients=64")

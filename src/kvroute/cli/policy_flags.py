@@ -65,5 +65,6 @@ def _args_for(registry: Registry[Any], names: list[str], items: list[str],
               flag: str) -> dict[str, dict[str, str]]:
     per_policy = registry.args_for(names, parse_policy_args(items, flag), flag)
     for name, params in per_policy.items():  # the policy checks its values now, not mid-run
-        registry.make(name, params, seed=0)
+        if not getattr(registry.get(name), "needs_future", False):  # built later, with it
+            registry.make(name, params, seed=0)
     return per_policy

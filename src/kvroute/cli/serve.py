@@ -9,15 +9,17 @@ import logging
 import signal
 from typing import TYPE_CHECKING, Any
 
+from kvroute.cli.policy_flags import ONLINE_ROUTING, add_arg_flags, choose, routing_args
 from kvroute.errors import ConfigError
-from kvroute.routing import make_router_policy, routing_names
+from kvroute.routing.registry import ROUTING, make_router_policy
 
 if TYPE_CHECKING:
     from kvroute.server.app import RouterApp
 
 __all__ = ["add_parser", "cmd_serve"]
 
-_POLICY_FLAGS = ("cache_threshold", "balance_abs_threshold", "balance_rel_threshold")
+# SGLang router's flags for cache_aware's parameters, kept under their SGLang names
+_SGLANG_FLAGS = ("cache_threshold", "balance_abs_threshold", "balance_rel_threshold")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -27,12 +29,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ImportError as e:
         raise ConfigError("kvroute serve needs httptools, multidict and prometheus-client: "
                           "pip install 'kvroute[serve]'") from e
-    kwargs = {f: getattr(args, f) for f in _POLICY_FLAGS if getattr(args, f) is not None}
-    try:
-        policy = make_router_policy(args.policy, seed=args.seed, **kwargs)
-    except TypeError as e:
-        raise ConfigError(f"policy {args.policy} does not take "
-                          f"{', '.join('--' + k.replace('_', '-') for k in kwargs)}") from e
+    [name] = choose(ROUTING, args.policy, "in the live router", ONLINE_ROUTING)
+    params = {f: getattr(args, f) for f in _SGLANG_FLAGS if getattr(args, f) is not None}
+    params.update(routing_args(args, [name])[name])
+    policy = make_router_policy(name, params, seed=args.seed)
     tokenizer = template = None
     if args.tokenizer:
         from kvroute.workloads.chat_template import find_chat_template
@@ -117,7 +117,8 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--worker-urls", nargs="+", required=True, metavar="URL",
                    help="engine base URLs, e.g. http://127.0.0.1:30000")
     s.add_argument("--policy", default="lbgr",
-                   help=f"routing policy, from: {', '.join(routing_names())}")
+                   help=f"routing policy, from: {', '.join(ROUTING.names(**ONLINE_ROUTING))}")
+    add_arg_flags(s, eviction=False)
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--tokenizer", metavar="PATH",
@@ -144,7 +145,8 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--drain-timeout", type=float, default=30.0,
                    help="on SIGINT/SIGTERM, seconds to wait for requests in flight")
     s.add_argument("--seed", type=int, default=0, help="seed of the policy and retry jitter")
-    p = s.add_argument_group("policy parameters (cache_aware, cache_aware_v2)")
+    p = s.add_argument_group("SGLang router's names for cache_aware's parameters "
+                             "(the same as --policy-arg KEY=VALUE)")
     p.add_argument("--cache-threshold", type=float)
     p.add_argument("--balance-abs-threshold", type=int)
     p.add_argument("--balance-rel-threshold", type=float)

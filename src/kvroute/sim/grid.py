@@ -51,6 +51,8 @@ class Grid:
     seeds: tuple[int, ...] = (1,)
     sim: SimConfig = field(default_factory=SimConfig)
     workload_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per workload
+    eviction_args: dict[str, dict[str, Any]] = field(default_factory=dict)  # per policy
+    routing_args: dict[str, dict[str, Any]] = field(default_factory=dict)  # per policy
     sources: dict[str, dict[str, str]] = field(default_factory=dict)  # dataset/trace files
 
     def cells(self) -> Iterator[Cell]:
@@ -73,7 +75,9 @@ class Grid:
 
 def _run_cell(grid: Grid, cell: Cell) -> dict[str, Any]:
     wl = grid.workload(cell.workload, cell.order, cell.seed)
-    cfg = replace(grid.sim, eviction=cell.eviction, routing=cell.routing, seed=cell.seed)
+    cfg = replace(grid.sim, eviction=cell.eviction, routing=cell.routing, seed=cell.seed,
+                  eviction_args=grid.eviction_args.get(cell.eviction, {}),
+                  routing_args=grid.routing_args.get(cell.routing, {}))
     res = simulate(wl, cfg)
     return {"cell": cell, "summary": res.summary(), "capacity": res.capacity,
             "ttft": np.sort(res.records.ttft), "e2e": np.sort(res.records.e2e)}

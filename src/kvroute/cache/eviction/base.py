@@ -44,6 +44,7 @@ class EvictionPolicy:
 
     name: ClassVar[str] = ""
     needs_future: ClassVar[bool] = False
+    takes_seed: ClassVar[bool] = True
     describe_needs: ClassVar[str] = ""  # why it cannot run somewhere, for error messages
     #: what ``insert`` asks to free when over capacity: the deficit or the whole allocation
     default_request: ClassVar[Literal["deficit", "allocation"]] = "deficit"

@@ -53,6 +53,7 @@ class _Keep(EvictionPolicy):
 class OfflineOptimal(EvictionPolicy):
     name = "optimal"
     needs_future = True
+    takes_seed = False
     describe_needs = ("needs the future request sequence (the offline optimum); it is "
                       "reported as a ceiling instead")
     default_request = "deficit"
