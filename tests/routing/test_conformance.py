@@ -1,0 +1,123 @@
+"""Every registered routing policy, driven through the Router the simulator and the live
+router share: decisions in range, feedback exactly once, determinism under a seed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kvroute.routing import Router, RouteRequest, make_router_policy, routing_names
+from kvroute.routing.base import Feedback, RoutingPolicy
+
+
+class Probe:
+    """A stand-in for a simulated worker's exact state (for policies that need probes)."""
+
+    def __init__(self, speed: float) -> None:
+        self.speed = speed
+        self.load = 0
+
+    def predict_e2e(self, tokens: np.ndarray, output_len: int) -> float:
+        return (self.load + len(tokens) + output_len) / self.speed
+
+
+def counting(policy: RoutingPolicy) -> list[Feedback]:
+    """Record every feedback the policy receives (and still let it learn from it)."""
+    seen: list[Feedback] = []
+    inner = policy.on_complete
+
+    def on_complete(fb: Feedback) -> None:
+        seen.append(fb)
+        inner(fb)
+
+    policy.on_complete = on_complete  # type: ignore[method-assign]
+    return seen
+
+
+def build(name: str, workers: int, seed: int) -> tuple[Router, list[Probe]]:
+    policy = make_router_policy(name, seed=seed)
+    probes = [Probe(1.0 + w) for w in range(workers)]
+    return Router(policy, workers, probes=probes if policy.needs_probes else None), probes
+
+
+def workload(seed: int, n: int = 120) -> list[RouteRequest]:
+    """Prompts from a few shared prefixes with private suffixes, some empty."""
+    rng = np.random.default_rng(seed)
+    heads = [rng.integers(0, 1000, size=int(rng.integers(20, 200))) for _ in range(5)]
+    out = []
+    for _ in range(n):
+        if rng.random() < 0.05:
+            units = np.empty(0, dtype=np.int64)
+        else:
+            tail = rng.integers(0, 1000, size=int(rng.integers(0, 100)))
+            units = np.concatenate([heads[int(rng.integers(len(heads)))], tail]).astype(np.int64)
+        out.append(RouteRequest(units, max_tokens=int(rng.integers(1, 64))))
+    return out
+
+
+def drive(router: Router, probes: list[Probe], seed: int) -> list[int]:
+    """Route a workload with completions (ok and failed, some closed twice) out of order,
+    engine loads that move, and time that advances; return the chosen workers."""
+    rng = np.random.default_rng(seed + 100)
+    open_: list = []
+    chosen = []
+    now = 0.0
+    for k, req in enumerate(workload(seed)):
+        now += float(rng.exponential(0.05))
+        for w in range(len(router.workers)):
+            router.workers[w].running = int(rng.integers(0, 8))
+            router.workers[w].waiting = int(rng.integers(0, 4))
+            router.workers[w].kv_usage = float(rng.random())
+            router.workers[w].kv_capacity = 100_000
+        d = router.route(req, now)
+        chosen.append(d.worker)
+        probes[d.worker].load += len(req)
+        open_.append(d)
+        if k % 3 == 0:
+            router.first_token(d, now + 0.01)
+        while open_ and rng.random() < 0.6:
+            done = open_.pop(int(rng.integers(len(open_))))
+            now += 0.001
+            ok = bool(rng.random() < 0.9)
+            router.complete(done, now, ok=ok)
+            router.complete(done, now + 1.0, ok=True)  # a second close is ignored
+            probes[done.worker].load -= len(done.req)
+    for d in open_:
+        router.complete(d, now + 1.0, ok=True)
+    return chosen
+
+
+@pytest.mark.parametrize("name", routing_names())
+@pytest.mark.parametrize("workers", [1, 3])
+def test_decisions_in_range_and_feedback_exactly_once(name: str, workers: int) -> None:
+    """Every decision names a worker of the router; every routed request reaches the
+    policy's on_complete once, with its own worker and id; the router's counts balance."""
+    router, probes = build(name, workers, seed=7)
+    seen = counting(router.policy)
+    chosen = drive(router, probes, seed=7)
+    assert all(0 <= w < workers for w in chosen)
+    assert len(seen) == len(chosen)
+    assert sorted(fb.rid for fb in seen) == list(range(len(chosen)))
+    by_rid = {fb.rid: fb.worker for fb in seen}
+    assert [by_rid[k] for k in range(len(chosen))] == chosen
+    assert all(s.in_flight == 0 and s.prefill_units == 0 and s.decode_units == 0
+               for s in router.workers)
+    assert sum(s.completed + s.errors for s in router.workers) == len(chosen)
+
+
+@pytest.mark.parametrize("name", routing_names())
+def test_same_seed_same_decisions(name: str) -> None:
+    """Two routers built with the same seed make the same decisions on the same inputs."""
+    runs = [drive(*build(name, 4, seed=3), seed=11) for _ in range(2)]
+    assert runs[0] == runs[1]
+
+
+@pytest.mark.parametrize("name", routing_names())
+def test_capabilities_are_declared(name: str) -> None:
+    """Capabilities are booleans on the class, and a policy that needs something it is not
+    given says so instead of failing later."""
+    cls = type(make_router_policy(name))
+    for attr in ("uses_index", "needs_probes", "takes_seed"):
+        assert isinstance(getattr(cls, attr), bool)
+    if cls.needs_probes:
+        assert cls.describe_needs
