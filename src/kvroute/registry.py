@@ -86,7 +86,7 @@ class Registry(Generic[T]):
 
     def parameters(self, name: str) -> dict[str, inspect.Parameter]:
         """The parameters a user may set (the constructor's, without ``self`` and ``seed``)."""
-        sig = inspect.signature(self.get(name).__init__)  # type: ignore[misc]
+        sig = inspect.signature(self.get(name).__init__)
         return {k: p for k, p in sig.parameters.items()
                 if k not in ("self", "seed") and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
 

@@ -85,7 +85,8 @@ class Dynamo(RoutingPolicy):
         norm = (costs - lo) / (hi - lo) if hi > lo else np.zeros_like(costs)
         logits = -norm / self.temperature
         weights = np.exp(logits - logits.max())
-        return weights / weights.sum()
+        probs: np.ndarray = weights / weights.sum()
+        return probs
 
     def route(self, req: RouteRequest, view: ClusterView) -> Decision:
         costs = self.costs(req, view)

@@ -107,7 +107,8 @@ class LeastLoad(RoutingPolicy):
         decode = np.array([w.decode_units for w in ws], dtype=np.float64)
         rate = np.array(self._rate[:len(ws)], dtype=np.float64)
         k = np.clip(np.array([w.kv_usage for w in ws], dtype=np.float64), 0.0, self.kv_clamp)
-        return (uncached + prefill + decode) / rate + self.kv_penalty_s * k / (1.0 - k)
+        cost: np.ndarray = (uncached + prefill + decode) / rate + self.kv_penalty_s * k / (1.0 - k)
+        return cost
 
     def route(self, req: RouteRequest, view: ClusterView) -> Decision:
         costs = self.costs(req, view)

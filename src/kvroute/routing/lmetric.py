@@ -32,7 +32,8 @@ class LMetric(RoutingPolicy):
     def scores(self, req: RouteRequest, view: ClusterView) -> np.ndarray:
         """Every worker's score for ``req`` (the quantity the policy minimises)."""
         uncached = np.maximum(0, len(req) - view.matched(req))
-        return uncached * (view.in_flight() + 1)
+        score: np.ndarray = uncached * (view.in_flight() + 1)
+        return score
 
     def route(self, req: RouteRequest, view: ClusterView) -> Decision:
         return Decision(int(np.argmin(self.scores(req, view))), branch="argmin")
