@@ -126,11 +126,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def add_parser(sub: Any) -> None:
     s = sub.add_parser("bench", help="load-generate a workload against a real endpoint",
-                       description=cmd_bench.__doc__,
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       description=cmd_bench.__doc__)
     s.add_argument("--url", required=True,
                    help="base URL of the router or engine, e.g. http://localhost:30000")
-    s.add_argument("--workload", choices=WORKLOAD_NAMES, default="gsp")
+    s.add_argument("--workload", choices=WORKLOAD_NAMES, default="gsp",
+                   help="what to send (synthetic unless --dataset/--trace)")
     s.add_argument("--api", choices=APIS,
                    help="force one API (default: chat for chat workloads, else completions)")
     s.add_argument("--model", help="model name sent to OpenAI APIs (default: the first of "
@@ -145,6 +145,6 @@ def add_parser(sub: Any) -> None:
                    help="a worker's Prometheus endpoint (repeatable), scraped before and after "
                         "for the cluster hit rate")
     s.add_argument("--json", metavar="PATH", help="write the summary and per-request rows")
-    s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--seed", type=int, default=1, help="seed of the workload")
     add_workload_flags(s, "workload options (as in kvroute sim)")
     s.set_defaults(func=cmd_bench)

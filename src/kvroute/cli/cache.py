@@ -82,14 +82,17 @@ def add_parser(sub: Any) -> None:
                    metavar="POLICY", help=f"from: {', '.join(policy_names())} "
                    f"(default: {' '.join(DEFAULT_POLICIES)})")
     c.add_argument("--capacity", type=int, default=200_000, help="cache size in tokens")
-    c.add_argument("--page-size", type=int, default=1, help="tokens per page (default 1)")
+    c.add_argument("--page-size", type=int, default=1, help="tokens per page")
     c.add_argument("--workers", type=int, default=1,
-                   help="report the optimum pooled over this many caches (default 1)")
-    c.add_argument("--groups", type=int, default=128)
-    c.add_argument("--prompts-per-group", type=int, default=32)
-    c.add_argument("--prefix-ratio", type=float, default=0.5)
-    c.add_argument("--order", choices=ORDERS, default="random")
-    c.add_argument("--seed", type=int, default=1)
+                   help="report the optimum pooled over this many caches")
+    c.add_argument("--groups", type=int, default=128, help="GSP: groups of prompts")
+    c.add_argument("--prompts-per-group", type=int, default=32,
+                   help="GSP: prompts in each group")
+    c.add_argument("--prefix-ratio", type=float, default=0.5,
+                   help="GSP: fraction of each prompt shared by its group")
+    c.add_argument("--order", choices=ORDERS, default="random", help="GSP: arrival order")
+    c.add_argument("--seed", type=int, default=1,
+                   help="seed of the stream and of the policies")
     c.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     add_arg_flags(c, routing=False)
     c.set_defaults(func=cmd_cache)

@@ -175,8 +175,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def add_parser(sub: Any) -> None:
     c = sub.add_parser("compare", help="run a grid of policies x workloads x seeds",
-                       description=cmd_compare.__doc__,
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       description=cmd_compare.__doc__)
     c.add_argument("--paper", dest="preset", action="store_const", const="paper",
                    help="the paper's grid: {lru,rlt} x {random,round_robin,cache_aware,lbgr} x "
                         "{gsp,sharegpt,ultrachat,loogle} x gsp orders x 3 seeds")
@@ -192,18 +191,22 @@ def add_parser(sub: Any) -> None:
     c.add_argument("-o", "--option", action="append", default=[], metavar="WL.KEY=VALUE",
                    help="workload option, e.g. gsp.rate=8 or sharegpt.clients=64")
     c.add_argument("--trace", metavar="PATH", help="also replay this Mooncake trace")
-    c.add_argument("--workers", type=int, default=4)
-    c.add_argument("--profile", default=DEFAULT_PROFILE)
+    c.add_argument("--workers", type=int, default=4, help="simulated workers per run")
+    c.add_argument("--profile", default=DEFAULT_PROFILE,
+                   help="step-time profile name or JSON file")
     c.add_argument("--capacity", type=int, help="KV pool per worker (default: the profile's)")
     c.add_argument("--baseline", metavar="EVICTION+ROUTING",
                    help="pair the ratios are taken against (preset's, else lru+round_robin)")
     c.add_argument("--focus", metavar="EVICTION+ROUTING",
                    help="also write its rows alone (focus.md; the presets: rlt+lbgr)")
-    c.add_argument("--sort", choices=tuple(METRICS), default="e2e_mean")
+    c.add_argument("--sort", choices=tuple(METRICS), default="e2e_mean",
+                   help="order of the rows within each workload")
     c.add_argument("--jobs", type=int, help="processes (default: all cores)")
     c.add_argument("--out", metavar="DIR", help="write table.md, runs.json (and plots) here")
-    c.add_argument("--no-plot", dest="plot", action="store_false")
-    c.add_argument("--no-ceilings", dest="ceilings", action="store_false")
+    c.add_argument("--no-plot", dest="plot", action="store_false",
+                   help="with --out, do not draw the plots (drawn by default)")
+    c.add_argument("--no-ceilings", dest="ceilings", action="store_false",
+                   help="do not compute the hit-rate ceilings (computed by default)")
     c.add_argument("--update-doc", metavar="FILE.md",
                    help="replace the tables between <!-- BEGIN SECTION --> / <!-- END SECTION "
                         "--> (and SECTION-focus) markers in FILE")

@@ -1,12 +1,13 @@
-"""Shared pieces of the command line: rich (an extra) and the progress bar."""
+"""Shared pieces of the command line: rich, the progress bar, the help formatter."""
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 from kvroute.errors import KvrouteError
 
-__all__ = ["make_console", "need_rich", "progress_bar"]
+__all__ = ["HelpFormatter", "make_console", "need_rich", "progress_bar"]
 
 
 def need_rich() -> Any:
@@ -33,3 +34,16 @@ def make_console() -> Any:
     rich = need_rich()
     console = rich.console.Console()
     return console if console.is_terminal else rich.console.Console(width=160)
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """States an option's default once: not for switches or options without one (None),
+    and not when the option's help already says what its default is."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (not action.option_strings or default is None or default is argparse.SUPPRESS
+                or isinstance(default, bool) or default == [] or "default" in text):
+            return text
+        return f"{text} (default: %(default)s)" if text else "default: %(default)s"

@@ -17,8 +17,11 @@ from kvroute.errors import ConfigError
 from kvroute.registry import Registry, parse_policy_args
 from kvroute.routing.registry import ROUTING
 
-__all__ = ["ONLINE", "ONLINE_ROUTING", "SIMULATED", "add_arg_flags", "choose", "eviction_args",
-           "routing_args"]
+__all__ = ["DEFAULT_EVICTION", "DEFAULT_ROUTING", "ONLINE", "ONLINE_ROUTING", "SIMULATED",
+           "add_arg_flags", "choose", "eviction_args", "routing_args"]
+
+DEFAULT_EVICTION = "rlt"  # every command's default eviction policy
+DEFAULT_ROUTING = "lbgr"  # the live router's default (sim and compare compare several)
 
 # What each place can run: the capabilities its policies must have.
 ONLINE_ROUTING: dict[str, Any] = {"needs_probes": False}  # the live router

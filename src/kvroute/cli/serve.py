@@ -112,15 +112,14 @@ def _event_loop() -> asyncio.AbstractEventLoop:
 
 def add_parser(sub: Any) -> None:
     s = sub.add_parser("serve", help="run the live router (an HTTP reverse proxy)",
-                       description=cmd_serve.__doc__,
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       description=cmd_serve.__doc__)
     s.add_argument("--worker-urls", nargs="+", required=True, metavar="URL",
                    help="engine base URLs, e.g. http://127.0.0.1:30000")
     s.add_argument("--policy", default="lbgr",
                    help=f"routing policy, from: {', '.join(ROUTING.names(**ONLINE_ROUTING))}")
     add_arg_flags(s, eviction=False)
-    s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    s.add_argument("--port", type=int, default=8000, help="port to listen on")
     s.add_argument("--tokenizer", metavar="PATH",
                    help="tokenizer.json: route on token ids, chat through the chat_template "
                         "of the tokenizer_config.json beside it (default: on characters, as "
@@ -147,7 +146,10 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--seed", type=int, default=0, help="seed of the policy and retry jitter")
     p = s.add_argument_group("SGLang router's names for cache_aware's parameters "
                              "(the same as --policy-arg KEY=VALUE)")
-    p.add_argument("--cache-threshold", type=float)
-    p.add_argument("--balance-abs-threshold", type=int)
-    p.add_argument("--balance-rel-threshold", type=float)
+    p.add_argument("--cache-threshold", type=float,
+                   help="cache_aware: prefix-match fraction that routes to the best match")
+    p.add_argument("--balance-abs-threshold", type=int,
+                   help="cache_aware: in-flight gap (requests) that triggers load balancing")
+    p.add_argument("--balance-rel-threshold", type=float,
+                   help="cache_aware: in-flight ratio that also must hold to balance")
     s.set_defaults(func=cmd_serve)

@@ -12,6 +12,7 @@ from typing import Any
 from kvroute.cache.eviction.registry import EVICTION
 from kvroute.cli.console import make_console, need_rich, progress_bar
 from kvroute.cli.policy_flags import (
+    DEFAULT_EVICTION,
     ONLINE,
     SIMULATED,
     add_arg_flags,
@@ -104,16 +105,16 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
 def add_parser(sub: Any) -> None:
     s = sub.add_parser("sim", help="simulate M workers behind a router (the paper's setup)",
-                       description=cmd_sim.__doc__,
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    s.add_argument("--workload", choices=WORKLOAD_NAMES, default="gsp")
-    s.add_argument("--eviction", default="lru,rlt",
+                       description=cmd_sim.__doc__)
+    s.add_argument("--workload", choices=WORKLOAD_NAMES, default="gsp",
+                   help="what to send (synthetic unless --dataset/--trace)")
+    s.add_argument("--eviction", default=DEFAULT_EVICTION,
                    help="comma-separated eviction policies, from: "
                         f"{', '.join(EVICTION.names(**ONLINE))}")
     s.add_argument("--routing", default="round_robin",
                    help=f"comma-separated routing policies, from: {', '.join(ROUTING.names())}")
     add_arg_flags(s)
-    s.add_argument("--workers", type=int, default=4)
+    s.add_argument("--workers", type=int, default=4, help="simulated workers (GPUs)")
     s.add_argument("--profile", default=DEFAULT_PROFILE,
                    help=f"step-time profile name or JSON file; names: "
                         f"{', '.join(profile_names())}")
@@ -125,7 +126,8 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--max-running", type=int, help="cap on running requests per worker")
     s.add_argument("--mixed-chunk", action="store_true",
                    help="run decodes in the same step as prefill chunks")
-    s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--seed", type=int, default=1,
+                   help="seed of the workload and of every policy")
     s.add_argument("--no-ceilings", dest="ceilings", action="store_false",
                    help="skip the infinite-cache and pooled-optimum ceilings")
     s.add_argument("--json", metavar="PATH", help="write every run (summary, requests, load)")

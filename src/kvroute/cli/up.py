@@ -16,10 +16,21 @@ import socket
 import sys
 from typing import Any
 
-from kvroute.cache import policy_names
+from kvroute.cache.eviction.registry import EVICTION
+from kvroute.cli.policy_flags import (
+    DEFAULT_EVICTION,
+    DEFAULT_ROUTING,
+    ONLINE,
+    ONLINE_ROUTING,
+    add_arg_flags,
+    choose,
+    eviction_args,
+    routing_args,
+)
 from kvroute.errors import ConfigError, KvrouteError
-from kvroute.routing import make_router_policy, routing_names
+from kvroute.routing.registry import ROUTING, make_router_policy
 from kvroute.sim.step_model import DEFAULT_PROFILE
+from kvroute.workloads.catalog import WORKLOAD_NAMES
 
 __all__ = ["add_parser", "cmd_up"]
 
@@ -60,7 +71,7 @@ async def _up(args: argparse.Namespace) -> int:
             await web.TCPSite(runner, host, port).start()
             runners.append(runner)
         urls = [f"http://{host}:{p}" for p in ports]
-        policy = make_router_policy(args.policy, seed=args.seed)
+        policy = make_router_policy(args.policy, args.policy_params, seed=args.seed)
         routing = build_app(ServeConfig(worker_urls=urls, policy=args.policy,
                                         seed=args.seed), policy)
         try:
@@ -111,6 +122,14 @@ def cmd_up(args: argparse.Namespace) -> int:
                            "pip install 'kvroute[serve]'") from None
     if args.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
+    if args.bench_requests < 1:
+        raise ConfigError(f"--bench-requests must be >= 1, got {args.bench_requests}")
+    if args.speed <= 0:
+        raise ConfigError(f"--speed must be > 0, got {args.speed}")
+    [args.eviction] = choose(EVICTION, args.eviction, "on a worker", ONLINE)
+    [args.policy] = choose(ROUTING, args.policy, "in the live router", ONLINE_ROUTING)
+    args.eviction_params = eviction_args(args, [args.eviction])[args.eviction]
+    args.policy_params = routing_args(args, [args.policy])[args.policy]
     if not 0 < args.port < 65536:
         raise ConfigError(f"--port must be in 1..65535, got {args.port}")
     print("starting...", flush=True)
@@ -119,24 +138,28 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def add_parser(sub: Any) -> None:
     u = sub.add_parser("up", help="start emulated workers and the router on loopback",
-                       description=cmd_up.__doc__,
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    u.add_argument("--workers", type=int, default=4)
-    u.add_argument("--eviction", default="rlt",
-                   choices=[p for p in policy_names() if p != "optimal"])
-    u.add_argument("--policy", default="lbgr", choices=routing_names())
+                       description=cmd_up.__doc__)
+    u.add_argument("--workers", type=int, default=4, help="emulated workers to start")
+    u.add_argument("--eviction", default=DEFAULT_EVICTION,
+                   help=f"workers' eviction policy, from: {', '.join(EVICTION.names(**ONLINE))}")
+    u.add_argument("--policy", default=DEFAULT_ROUTING,
+                   help="router's routing policy, from: "
+                        f"{', '.join(ROUTING.names(**ONLINE_ROUTING))}")
+    add_arg_flags(u)
     u.add_argument("--profile", default=DEFAULT_PROFILE, help="workers' step-time profile")
-    u.add_argument("--capacity", type=int, help="workers' KV pool (default: the profile's)")
+    u.add_argument("--capacity", type=int, help="workers' KV pool in tokens (default: the "
+                   "profile's)")
     u.add_argument("--speed", type=float, default=1.0,
                    help="run the emulated GPUs this many times faster than the profile")
-    u.add_argument("--host", default="127.0.0.1")
+    u.add_argument("--host", default="127.0.0.1", help="address of every server")
     u.add_argument("--port", type=int, default=8000, help="router port; workers take the next "
                    "free ones")
-    u.add_argument("--seed", type=int, default=1)
+    u.add_argument("--seed", type=int, default=1, help="seed of the policies and the bench")
     u.add_argument("--bench", action="store_true",
                    help="run kvroute bench against the router, then stop")
-    u.add_argument("--bench-workload", default="gsp")
-    u.add_argument("--bench-requests", type=int, default=256)
+    u.add_argument("--bench-workload", choices=WORKLOAD_NAMES, default="gsp",
+                   help="workload of --bench, at its default rate (gsp: 12 requests/s)")
+    u.add_argument("--bench-requests", type=int, default=256, help="requests --bench sends")
     u.add_argument("--bench-arg", action="append", default=[], metavar="ARG",
                    help="extra argument for kvroute bench (repeat), e.g. --bench-arg=--rate=4")
     u.set_defaults(func=cmd_up)

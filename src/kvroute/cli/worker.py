@@ -5,9 +5,17 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 from typing import Any
 
-from kvroute.cache import policy_names
+from kvroute.cache.eviction.registry import EVICTION
+from kvroute.cli.policy_flags import (
+    DEFAULT_EVICTION,
+    ONLINE,
+    add_arg_flags,
+    choose,
+    eviction_args,
+)
 from kvroute.errors import ConfigError
 from kvroute.sim.step_model import DEFAULT_PROFILE, profile_names
 
@@ -28,40 +36,46 @@ def cmd_worker(args: argparse.Namespace) -> int:
                           "pip install 'kvroute[serve]'") from e
     if not 0 < args.port < 65536:
         raise ConfigError(f"--port must be in 1..65535, got {args.port}")
-    config = EmulatedConfig(profile=args.profile, eviction=args.eviction,
+    [name] = choose(EVICTION, args.eviction, "on a worker", ONLINE)
+    params = eviction_args(args, [name])[name]
+    config = EmulatedConfig(profile=args.profile, eviction=name, eviction_args=params,
                             capacity=args.capacity, tokenizer=args.tokenizer, seed=args.seed,
                             speed=args.speed, model_name=args.model_name,
                             chunk_size=args.chunk_size, max_running=args.max_running)
     app = create_app(config)
+    try:
+        sock = socket.create_server((args.host, args.port))
+    except OSError as e:
+        raise ConfigError(f"cannot listen on {args.host}:{args.port} ({e.strerror or e}); "
+                          "choose another --port") from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s "
                         "%(message)s")
     model = config.step_model()
     pool = config.capacity or model.kv_pool_tokens
-    print(f"kvroute worker: emulated {args.profile} ({args.eviction} eviction, KV pool "
+    print(f"kvroute worker: emulated {args.profile} ({name} eviction, KV pool "
           f"{pool:,} tokens, speed x{args.speed:g}), listening on "
           f"http://{args.host}:{args.port}", flush=True)
-    web.run_app(app, host=args.host, port=args.port, print=None, access_log=None)
+    web.run_app(app, sock=sock, print=None, access_log=None)
     return 0
 
 
 def add_parser(sub: Any) -> None:
     s = sub.add_parser("worker", help="run an emulated engine (SGLang/vLLM HTTP API)",
-                       description=cmd_worker.__doc__,
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       description=cmd_worker.__doc__)
     s.add_argument("--emulate", action="store_true",
                    help="emulate the engine with the simulator's worker (required)")
     s.add_argument("--profile", default=DEFAULT_PROFILE,
                    help=f"step-time profile name or JSON file; names: "
                         f"{', '.join(profile_names())}")
-    s.add_argument("--eviction", default="lru",
-                   help="eviction policy, from: "
-                        f"{', '.join(p for p in policy_names() if p != 'optimal')}")
-    s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=30000)
+    s.add_argument("--eviction", default=DEFAULT_EVICTION,
+                   help=f"eviction policy, from: {', '.join(EVICTION.names(**ONLINE))}")
+    add_arg_flags(s, routing=False)
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    s.add_argument("--port", type=int, default=30000, help="port to listen on")
     s.add_argument("--capacity", type=int, help="KV pool in tokens (default: the profile's)")
     s.add_argument("--tokenizer", metavar="PATH",
                    help="tokenizer.json (default: the built-in approximation)")
-    s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--seed", type=int, default=1, help="seed of the eviction policy")
     s.add_argument("--speed", type=float, default=1.0,
                    help="divide every step time by this (faster than real time for demos)")
     s.add_argument("--model-name", default="kvroute-emulated",
