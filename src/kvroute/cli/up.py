@@ -19,7 +19,7 @@ from typing import Any
 from kvroute.cache import policy_names
 from kvroute.errors import ConfigError, KvrouteError
 from kvroute.routing import make_router_policy, routing_names
-from kvroute.sim.step_model import DEFAULT_PROFILE
+from kvroute.sim.step_profiles import DEFAULT_PROFILE
 
 __all__ = ["add_parser", "cmd_up"]
 

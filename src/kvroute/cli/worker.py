@@ -9,7 +9,7 @@ from typing import Any
 
 from kvroute.cache import policy_names
 from kvroute.errors import ConfigError
-from kvroute.sim.step_model import DEFAULT_PROFILE, profile_names
+from kvroute.sim.step_profiles import DEFAULT_PROFILE, profile_names
 
 __all__ = ["add_parser", "cmd_worker"]
 
