@@ -2,7 +2,10 @@
 """Measure engine step times of a Llama-3.1-8B-shaped decoder and fit the
 kvroute step-time model to them.
 
-Standalone: needs only torch (no kvroute, numpy or scipy imports).
+Standalone: needs only torch (no kvroute, numpy or scipy imports), so it runs on a bare GPU
+machine. That is why ``features``/``predict`` below copy the formula of
+``kvroute.sim.step_model`` instead of importing it; tests/sim/test_step_model.py checks
+that kvroute's fitter reproduces this script's coefficients from its points.
 
 Model being fitted (all times in ms), for one continuous-batching step with a
 prefill set P (request i adds n_i new tokens on top of h_i cached tokens) and a

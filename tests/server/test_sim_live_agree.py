@@ -11,7 +11,7 @@ from kvroute.bench.report import summarize
 from kvroute.routing import make_router_policy
 from kvroute.server.app import ServeConfig, build_app
 from kvroute.sim.cluster import SimConfig, simulate
-from kvroute.sim.step_model import load_profile
+from kvroute.sim.step_profiles import load_profile
 from kvroute.worker.emulated import EmulatedConfig, create_app, scaled_model
 from kvroute.workloads.catalog import build_workload
 

@@ -8,7 +8,7 @@ import pytest
 
 from kvroute.sim.cluster import SimConfig
 from kvroute.sim.grid import Grid, run_grid
-from kvroute.sim.report import aggregate
+from kvroute.sim.grid_results import aggregate
 
 GRID = Grid(
     workloads=("gsp", "sharegpt", "loogle"), orders=("random", "grouped"),

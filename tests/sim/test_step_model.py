@@ -10,15 +10,12 @@ from pathlib import Path
 import pytest
 
 from kvroute.errors import ConfigError, UnknownNameError
-from kvroute.sim.step_model import (
-    COEFFICIENT_KEYS,
+from kvroute.sim.step_fit import fit_step_model
+from kvroute.sim.step_model import COEFFICIENT_KEYS, StepModel, parse_overrides, prefill_pairs
+from kvroute.sim.step_profiles import (
     DEFAULT_PROFILE,
     PROFILE_KINDS,
-    StepModel,
-    fit_step_model,
     load_profile,
-    parse_overrides,
-    prefill_pairs,
     profile_names,
     profile_record,
 )

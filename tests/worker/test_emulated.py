@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families  # noqa: E40
 
 from kvroute.cli import worker as worker_cli  # noqa: E402
 from kvroute.errors import ConfigError  # noqa: E402
-from kvroute.sim.step_model import load_profile  # noqa: E402
+from kvroute.sim.step_profiles import load_profile  # noqa: E402
 from kvroute.worker import emulated  # noqa: E402
 from kvroute.worker.emulated import (  # noqa: E402
     WORKER_KEY,

@@ -1,6 +1,6 @@
 """Summaries of a load-generator run, with the simulator's metric definitions.
 
-* Latencies, duration and throughput are those of :class:`kvroute.sim.metrics.Records`
+* Latencies, duration and throughput are those of :class:`kvroute.sim.records.Records`
   over the requests that succeeded, with the client's send time as the arrival: TTFT =
   first token - sent, E2E = finish - sent, duration = first send to last completion.
   TPOT = (E2E - TTFT) / (output tokens - 1) over requests with more than one token.
@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from kvroute.bench.loadgen import BenchRun, RequestResult
-from kvroute.sim.metrics import Records, latency_stats
+from kvroute.sim.records import Records, latency_stats
 
 __all__ = ["CACHE_COUNTERS", "cache_counters", "metrics_hit_rate", "summarize"]
 

@@ -22,8 +22,8 @@ from kvroute.errors import ConfigError
 from kvroute.routing.registry import ROUTING
 from kvroute.sim.cluster import SimConfig
 from kvroute.sim.grid import Grid, run_grid
-from kvroute.sim.report import METRICS, aggregate, fmt, markdown_table, plot_grid
-from kvroute.sim.step_model import DEFAULT_PROFILE, load_profile
+from kvroute.sim.grid_results import METRICS, aggregate, fmt, markdown_table, plot_grid
+from kvroute.sim.step_profiles import DEFAULT_PROFILE, load_profile
 from kvroute.workloads.catalog import WORKLOAD_NAMES
 from kvroute.workloads.gsp import ORDERS
 

@@ -23,7 +23,8 @@ from kvroute.cli.policy_flags import (
 from kvroute.cli.workload_flags import add_workload_flags, build_workload
 from kvroute.routing.registry import ROUTING
 from kvroute.sim.cluster import SimConfig, SimResult, simulate
-from kvroute.sim.step_model import DEFAULT_PROFILE, load_profile, parse_overrides, profile_names
+from kvroute.sim.step_model import parse_overrides
+from kvroute.sim.step_profiles import DEFAULT_PROFILE, load_profile, profile_names
 from kvroute.workloads.catalog import WORKLOAD_NAMES
 
 __all__ = ["add_parser", "cmd_sim"]

@@ -29,7 +29,7 @@ from kvroute.cli.policy_flags import (
 )
 from kvroute.errors import ConfigError, KvrouteError
 from kvroute.routing.registry import ROUTING, make_router_policy
-from kvroute.sim.step_model import DEFAULT_PROFILE
+from kvroute.sim.step_profiles import DEFAULT_PROFILE
 from kvroute.workloads.catalog import WORKLOAD_NAMES
 
 __all__ = ["add_parser", "cmd_up"]

@@ -17,7 +17,7 @@ from kvroute.cli.policy_flags import (
     eviction_args,
 )
 from kvroute.errors import ConfigError
-from kvroute.sim.step_model import DEFAULT_PROFILE, profile_names
+from kvroute.sim.step_profiles import DEFAULT_PROFILE, profile_names
 
 __all__ = ["add_parser", "cmd_worker"]
 

@@ -28,8 +28,9 @@ from kvroute.routing import (
     make_router_policy,
 )
 from kvroute.sim.events import ARRIVAL, EventLoop
-from kvroute.sim.metrics import Records
-from kvroute.sim.step_model import DEFAULT_PROFILE, StepModel, load_profile
+from kvroute.sim.records import Records
+from kvroute.sim.step_model import StepModel
+from kvroute.sim.step_profiles import DEFAULT_PROFILE, load_profile
 from kvroute.sim.worker import Job, SimWorker, WorkerConfig
 from kvroute.workloads.request import ClosedLoop, OpenLoop, Request, Workload, output_ids
 

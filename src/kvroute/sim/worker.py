@@ -36,7 +36,7 @@ from kvroute.cache import EvictionPolicy, Node, RadixCache, make_policy
 from kvroute.cache.eviction.registry import EVICTION
 from kvroute.errors import ConfigError
 from kvroute.sim.events import STEP_END, WAKE, EventLoop, RealtimeLoop
-from kvroute.sim.step_model import StepModel
+from kvroute.sim.step_model import StepModel, prefill_pairs
 from kvroute.workloads.request import Request, output_ids
 
 __all__ = ["Job", "SimWorker", "WorkerConfig"]
@@ -130,27 +130,24 @@ class SimWorker:
         return len(self.prefilling) + len(self.decoding)
 
     @property
-    def queued_tokens(self) -> int:
-        return sum(j.req.prompt_len for j in self.waiting)
-
-    @property
     def used_tokens(self) -> int:
         """Pool tokens in use: the cache plus admitted requests' reservations."""
         return self.cache.total + self.reserved
 
     def predict_e2e(self, tokens: np.ndarray, output_len: int) -> float:
         """Seconds a request would take if it came now, from the true cache and queue: the
-        prefill backlog plus its own uncached prompt in chunks, then its decode steps
-        beside the current decodes (admission waits and later arrivals are ignored)."""
+        prefill backlog plus its own uncached prompt in chunks (only its own attention
+        priced, on the last chunk), then its decode steps beside the current decodes
+        (admission waits and later arrivals are ignored)."""
         m, chunk = self.model, self.config.chunk_size
         hit = min(self.cache.peek(tokens), len(tokens) - 1)
         own = len(tokens) - hit
         backlog = (sum(j.req.prompt_len - j.computed for j in self.prefilling)
                    + sum(j.est_uncached for j in self.waiting))
-        total = backlog + own
-        full, rest = divmod(total, chunk)
-        t = full * m.step_time(chunk, 0.0, 0) + (m.step_time(rest, 0.0, 0) if rest else 0.0)
-        t += m.c_ms / 1000 * own * (hit + own / 2)
+        full, last = divmod(backlog + own, chunk)  # own >= 1, so there is a last chunk
+        if last == 0:
+            full, last = full - 1, chunk
+        t = full * m.step_time(chunk, 0.0, 0) + m.step_time(last, prefill_pairs(own, hit), 0)
         batch = len(self.decoding) + len(self.prefilling) + len(self.waiting) + 1
         ctx = self.decode_context + len(tokens)
         return t + (output_len - 1) * m.step_time(batch, 0.0, ctx)
@@ -202,7 +199,7 @@ class SimWorker:
                 break
             n = min(job.req.prompt_len - job.computed, budget)
             chunks.append((job, n))
-            pairs += n * (job.computed + n / 2)
+            pairs += prefill_pairs(n, job.computed)
             budget -= n
         limit = self.config.max_running
         while budget > 0 and self.waiting and (limit is None or self.running < limit):
@@ -213,7 +210,7 @@ class SimWorker:
             self.prefilling.append(job)
             n = min(job.req.prompt_len - job.computed, budget)
             chunks.append((job, n))
-            pairs += n * (job.computed + n / 2)
+            pairs += prefill_pairs(n, job.computed)
             budget -= n
         decode = not chunks or self.config.mixed_chunk
         n_decode = len(self.decoding) if decode else 0

@@ -42,7 +42,8 @@ from prometheus_client import generate_latest as _generate_latest
 from kvroute.cache import policy_names
 from kvroute.errors import ConfigError
 from kvroute.sim.events import RealtimeLoop
-from kvroute.sim.step_model import DEFAULT_PROFILE, StepModel, load_profile
+from kvroute.sim.step_model import StepModel
+from kvroute.sim.step_profiles import DEFAULT_PROFILE, load_profile
 from kvroute.sim.worker import Job, SimWorker, WorkerConfig
 from kvroute.workloads.request import Request
 from kvroute.workloads.tokenizer import Tokenizer, apply_chat_template, load_tokenizer

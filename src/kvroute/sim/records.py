@@ -50,15 +50,18 @@ class Records:
 
     @property
     def ttft(self) -> np.ndarray:
-        return self["first_token"] - self["arrival"]
+        span: np.ndarray = self["first_token"] - self["arrival"]
+        return span
 
     @property
     def e2e(self) -> np.ndarray:
-        return self["finish"] - self["arrival"]
+        span: np.ndarray = self["finish"] - self["arrival"]
+        return span
 
     @property
     def queue(self) -> np.ndarray:
-        return self["start"] - self["arrival"]
+        span: np.ndarray = self["start"] - self["arrival"]
+        return span
 
     @property
     def duration(self) -> float:
