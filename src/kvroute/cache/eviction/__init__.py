@@ -10,7 +10,7 @@
 """
 
 from kvroute.cache.eviction import lru, optimal, rlt, rlt_faithful, rlt_reference  # registers
-from kvroute.cache.eviction.base import EvictionPolicy
+from kvroute.cache.eviction.policy import EvictionPolicy
 from kvroute.cache.eviction.registry import make_policy, policy_class, policy_names, register
 
 __all__ = ["EvictionPolicy", "lru", "make_policy", "optimal", "policy_class", "policy_names",

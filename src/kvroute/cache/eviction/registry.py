@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from kvroute.errors import ConfigError, UnknownNameError
 
 if TYPE_CHECKING:
-    from kvroute.cache.eviction.base import EvictionPolicy
+    from kvroute.cache.eviction.policy import EvictionPolicy
 
 __all__ = ["make_policy", "policy_names", "register"]
 
