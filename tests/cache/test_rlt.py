@@ -8,6 +8,7 @@ from scipy import stats
 
 from kvroute.cache import RadixCache, make_policy, replay
 from kvroute.cache.eviction.rlt_samplers import SAMPLERS, SlotCounts
+from kvroute.errors import ConfigError
 
 LEAVES = ([1, 1, 1], [2, 2], [3], [4, 4, 4, 4], [5, 5])
 
@@ -102,6 +103,11 @@ FORCED = ["counted", "multinomial", "timed", "clocks"]
 
 def test_every_sampler_but_the_default_is_forced_below():
     assert set(FORCED) == set(SAMPLERS) - {"batches"}
+
+
+def test_an_unknown_sampler_is_a_clear_error():
+    with pytest.raises(ConfigError, match="unknown rlt sampler 'fast'; choose one of: batches"):
+        make_policy("rlt", seed=0, sampler="fast")
 
 
 def run_process(name, sampler, leaves, n, trials, touch=()):

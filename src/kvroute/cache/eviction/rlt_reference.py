@@ -14,10 +14,13 @@ Parameters: ``seed`` for its ``random.Random``.
 from __future__ import annotations
 
 import random
+from typing import TYPE_CHECKING
 
 from kvroute.cache.eviction.policy import EvictionPolicy
 from kvroute.cache.eviction.registry import register
-from kvroute.cache.radix import Node
+
+if TYPE_CHECKING:
+    from kvroute.cache.radix import Node
 
 __all__ = ["ReferenceRLT"]
 
