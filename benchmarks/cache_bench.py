@@ -28,17 +28,17 @@ from rich.console import Console
 from rich.table import Table
 
 from kvroute.cache import RadixCache, make_policy, replay
+from kvroute.cache.eviction import policy_class
 from kvroute.workloads import GSPConfig, generate_gsp
 
 console = Console()
 
 
 def build(name: str, prompts: list[np.ndarray], capacity: int) -> RadixCache:
-    if name == "optimal":
+    cls = policy_class(name)
+    if cls.needs_future:
         return RadixCache(capacity, make_policy(name, requests=prompts))
-    if name == "lru":
-        return RadixCache(capacity, name)
-    return RadixCache(capacity, make_policy(name, seed=1))
+    return RadixCache(capacity, make_policy(name, **({"seed": 1} if cls.takes_seed else {})))
 
 
 def timed_evictions(cache: RadixCache) -> Callable[[], tuple[float, int, int]]:

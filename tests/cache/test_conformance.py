@@ -1,10 +1,16 @@
-"""Every registered policy against a naive model of the cached prefix set (Hypothesis)."""
+"""Every registered policy against a naive model of the cached prefix set (Hypothesis),
+and its declared capabilities against what it does."""
+
+import inspect
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kvroute.cache import RadixCache, make_policy, policy_names
+from kvroute.cache.eviction import policy_class
+from kvroute.errors import ConfigError
 
 seqs = st.lists(st.integers(0, 2), min_size=0, max_size=8)
 ops = st.lists(st.one_of(
@@ -25,11 +31,15 @@ def cached(c):
 
 
 def build(name, capacity, page, requests):
-    if name == "optimal":
-        return RadixCache(capacity, make_policy(name, requests=requests), page_size=page)
-    if name == "lru":
-        return RadixCache(capacity, name, page_size=page)
-    return RadixCache(capacity, make_policy(name, seed=0), page_size=page)
+    """A cache with the policy built from what its class says it needs."""
+    cls = policy_class(name)
+    if cls.needs_future:
+        params = {"requests": requests}
+    elif cls.takes_seed:
+        params = {"seed": 0}
+    else:
+        params = {}
+    return RadixCache(capacity, make_policy(name, **params), page_size=page)
 
 
 def run_conformance(name, capacity, page, program):
@@ -62,7 +72,7 @@ def run_conformance(name, capacity, page, program):
             freed = c.evict(arg)
             after = cached(c)
             assert after <= before and freed == (len(before) - len(after)) * page
-            if name == "lru":
+            if policy_class(name).frees_whole_leaves:
                 assert freed >= min(arg, evictable) and freed <= evictable
             else:
                 assert freed == min(-(-arg // page) * page, evictable)
@@ -78,6 +88,30 @@ def run_conformance(name, capacity, page, program):
 def test_every_policy_conforms(capacity, page, program):
     """For every registered policy: integrity after every operation, capacity never
     exceeded, locked paths never evicted, hits equal to the naive prefix-set model,
-    exact frees (leaf-LRU: at least what was asked, in whole leaves)."""
+    exact frees (a policy that frees whole leaves: at least what was asked)."""
     for name in policy_names():
         run_conformance(name, capacity, page, program)
+
+
+@pytest.mark.parametrize("name", policy_names())
+def test_capabilities_match_the_constructor(name):
+    """``takes_seed``: the constructor has a ``seed`` parameter; ``needs_future``: it
+    has ``requests`` and refuses to be built without them."""
+    cls = policy_class(name)
+    params = inspect.signature(cls.__init__).parameters
+    assert ("seed" in params) == cls.takes_seed
+    assert ("requests" in params) == cls.needs_future
+    if cls.needs_future:
+        with pytest.raises(ConfigError, match="needs the future"):
+            make_policy(name)
+    else:
+        make_policy(name, **({"seed": 1} if cls.takes_seed else {}))
+
+
+def test_whole_leaf_capability_is_what_evict_does():
+    """Asked for 1 token of a 3-token leaf, a policy that frees whole leaves frees 3,
+    the others exactly 1."""
+    for name in policy_names():
+        c = build(name, 10, 1, [np.array([1, 2, 3])])
+        c.insert([1, 2, 3], now=0)
+        assert c.evict(1) == (3 if policy_class(name).frees_whole_leaves else 1), name

@@ -1,10 +1,10 @@
 """Leaf-LRU on hand-built trees: exact eviction order."""
 
-from kvroute.cache import RadixCache
+from kvroute.cache import RadixCache, make_policy
 
 
 def build(capacity=100):
-    c = RadixCache(capacity, "lru")
+    c = RadixCache(capacity, make_policy("lru"))
     c.insert([1, 2, 3], now=1)  # leaf [3] under [1,2]
     c.insert([1, 2, 4], now=2)  # leaf [4]
     c.insert([5, 6], now=3)  # leaf [5,6]

@@ -7,7 +7,8 @@ import pytest
 from scipy import stats
 
 from kvroute.cache import RadixCache, make_policy, replay
-from kvroute.cache.eviction import rlt as rlt_module
+from kvroute.cache.eviction.rlt_samplers import SAMPLERS, SlotCounts
+from kvroute.errors import ConfigError
 
 LEAVES = ([1, 1, 1], [2, 2], [3], [4, 4, 4, 4], [5, 5])
 
@@ -94,33 +95,28 @@ def exact_distribution(leaves, n, marked=()):
     return dict(out)
 
 
-# each way the fast sampler can run: (draws per candidate, draws counted per slot,
-# follow each slot's chain on its own)
-SAMPLERS = {
-    "draws, counted": (10**9, 10**9, True),  # batches of draws, counts by counting draws
-    "draws, multinomial": (10**9, 0, True),  # batches of draws, counts from a multinomial
-    "draws, timed": (10**9, 0, False),  # batches, every emptying event ordered in time
-    "clocks": (0, None, True),  # Poisson clocks
-}
+# each way the fast sampler can run, forced: batches of draws with counts by counting
+# draws, or from a multinomial, or with every emptying event ordered in time; Poisson
+# clocks (the default, "batches", picks counted or multinomial by size)
+FORCED = ["counted", "multinomial", "timed", "clocks"]
 
 
-def force(sampler, monkeypatch):
-    draws, counted, follow = SAMPLERS[sampler]
-    monkeypatch.setattr(rlt_module, "_DRAWS_PER_CANDIDATE", draws)
-    if counted is not None:
-        monkeypatch.setattr(rlt_module, "_COUNT_DRAWS_PER_SLOT", counted)
-        monkeypatch.setattr(rlt_module, "_COUNT_MIN_SLOTS", 0)  # counted at any size
-    monkeypatch.setattr(rlt_module, "_FOLLOW_SLOTS", follow)
+def test_every_sampler_but_the_default_is_forced_below():
+    assert set(FORCED) == set(SAMPLERS) - {"batches"}
 
 
-def run_process(name, sampler, leaves, n, trials, monkeypatch, touch=()):
+def test_an_unknown_sampler_is_a_clear_error():
+    with pytest.raises(ConfigError, match="unknown rlt sampler 'fast'; choose one of: batches"):
+        make_policy("rlt", seed=0, sampler="fast")
+
+
+def run_process(name, sampler, leaves, n, trials, touch=()):
     """Final cached prefix sets of ``trials`` runs: leaves inserted, a new phase, the
     paths in ``touch`` matched (marked), then one eviction call of n tokens."""
-    if sampler is not None:
-        force(sampler, monkeypatch)
+    params = {} if sampler is None else {"sampler": sampler}
     seen = Counter()
     for seed in range(trials):
-        c = RadixCache(100, make_policy(name, seed=seed))
+        c = RadixCache(100, make_policy(name, seed=seed, **params))
         for seq in leaves:
             c.insert(seq)
         if name == "rlt":  # start a new phase (the reference keeps marks on the nodes)
@@ -146,23 +142,23 @@ def assert_matches(seen, exact, trials):
 
 
 @pytest.mark.parametrize(("name", "sampler"), [
-    *(("rlt", s) for s in SAMPLERS),
+    *(("rlt", s) for s in FORCED),
     ("rlt_reference", None),
 ])
-def test_multi_token_eviction_matches_the_exact_process(name, sampler, monkeypatch):
+def test_multi_token_eviction_matches_the_exact_process(name, sampler):
     """Chi-square against the exactly enumerated process, with leaves that empty and a
     parent that is promoted mid-call, for each way the fast sampler can run."""
     leaves = ([0, 1], [0, 2, 2], [5], [6, 6, 6])
     trials = 4000
-    seen = run_process(name, sampler, leaves, 4, trials, monkeypatch)
+    seen = run_process(name, sampler, leaves, 4, trials)
     assert_matches(seen, exact_distribution(leaves, 4), trials)
 
 
 @pytest.mark.parametrize(("name", "sampler"), [
-    *(("rlt", s) for s in SAMPLERS),
+    *(("rlt", s) for s in FORCED),
     ("rlt_reference", None),
 ])
-def test_promotion_chains_and_a_phase_end_inside_one_call(name, sampler, monkeypatch):
+def test_promotion_chains_and_a_phase_end_inside_one_call(name, sampler):
     """Chi-square against the enumerated process on a deeper tree: a parent promoted
     into its last child's slot empties in turn (a chain), a grandparent follows, marked
     nodes stay until the phase ends inside the call, then eviction goes on."""
@@ -170,38 +166,36 @@ def test_promotion_chains_and_a_phase_end_inside_one_call(name, sampler, monkeyp
     touch = ([7, 7, 7], [1, 5])  # marked: node [7,7,7], node [1] and leaf [5]
     n = 8
     trials = 4000
-    seen = run_process(name, sampler, leaves, n, trials, monkeypatch, touch)
+    seen = run_process(name, sampler, leaves, n, trials, touch)
     marked = {(7,), (7, 7), (7, 7, 7), (1,), (1, 5)}
     assert_matches(seen, exact_distribution(leaves, n, marked), trials)
 
 
 @pytest.mark.parametrize(("name", "sampler"), [
-    *(("rlt", s) for s in SAMPLERS),
+    *(("rlt", s) for s in FORCED),
     ("rlt_reference", None),
 ])
-def test_siblings_that_all_empty_promote_their_parent_in_time_order(name, sampler,
-                                                                     monkeypatch):
+def test_siblings_that_all_empty_promote_their_parent_in_time_order(name, sampler):
     """Chi-square against the enumerated process where the order of events in different
     slots matters: both children of [1, 2] empty in one call, so the last of them (in
     time) hands its slot to [1, 2], which empties in turn; [1] then waits for [1, 5, 5]
     to empty too. The fast path follows slots one by one and draws event times only for
-    such parents; "draws, timed" orders every event."""
+    such parents; "timed" orders every event."""
     leaves = ([1, 2, 3], [1, 2, 4], [1, 5, 5], [6])
     trials = 4000
     for n in (3, 5):
-        seen = run_process(name, sampler, leaves, n, trials, monkeypatch)
+        seen = run_process(name, sampler, leaves, n, trials)
         assert_matches(seen, exact_distribution(leaves, n), trials)
 
 
-@pytest.mark.parametrize("sampler", list(SAMPLERS))
-def test_every_sampler_keeps_events_locks_and_pages_exact(sampler, monkeypatch):
+@pytest.mark.parametrize("sampler", FORCED)
+def test_every_sampler_keeps_events_locks_and_pages_exact(sampler):
     """Each sampler, forced, on a random trace with locks and pages of 2: integrity after
     every call, locked paths kept, and the removed events (none empty) add up to the
     cache content."""
-    force(sampler, monkeypatch)
     rng = np.random.default_rng(5)
     for seed in range(20):
-        c = RadixCache(40, make_policy("rlt", seed=seed), page_size=2)
+        c = RadixCache(40, make_policy("rlt", seed=seed, sampler=sampler), page_size=2)
         content: Counter = Counter()
 
         def listen(e, content=content):
@@ -287,7 +281,7 @@ def test_adversarial_cycle_collapses_lru_but_not_rlt():
     k, m = 8, 16  # k+1 distinct sequences of m tokens, room for k of them
     seqs = [np.full(m, i, dtype=np.int64) + np.arange(m) * 100 for i in range(k + 1)]
     trace = seqs * 40
-    lru = replay(RadixCache(k * m, "lru"), trace).hit_rate
+    lru = replay(RadixCache(k * m, make_policy("lru")), trace).hit_rate
     rlt = np.mean([replay(RadixCache(k * m, make_policy("rlt", seed=s)), trace).hit_rate
                    for s in range(5)])
     assert lru == 0.0
@@ -297,11 +291,11 @@ def test_adversarial_cycle_collapses_lru_but_not_rlt():
 def test_buffered_draws_are_uniform_and_reject_the_partial_range():
     """Slots come from 32-bit integers x as x // (2^32 // k): uniform (chi-square), and
     values at or past the largest multiple of k are dropped and made up from the buffer."""
-    pol = make_policy("rlt", seed=0)
+    pol = SlotCounts(np.random.default_rng(0))
     for k in (7, 600):
-        counts = pol._count_draws(k, 100 * k)
+        counts = pol.counted(k, 100 * k)
         assert counts.sum() == 100 * k and stats.chisquare(counts).pvalue > 1e-3
-    assert pol._count_draws(1, 4).tolist() == [4]
+    assert pol.counted(1, 4).tolist() == [4]
     k = 7
     m = (1 << 32) // k
     lim = m * k
@@ -309,5 +303,5 @@ def test_buffered_draws_are_uniform_and_reject_the_partial_range():
     pol._buf = np.array([0, lim, m + 5, lim + 3, 6 * m + 7, m, 2 * m - 1, 0], dtype=np.uint32)
     pol._buf_pos = 0
     # the first five give slots 0, -, 1, -, 6; the two rejected are made up by m, 2m - 1
-    assert pol._count_draws(k, 5).tolist() == [1, 3, 0, 0, 0, 0, 1]
+    assert pol.counted(k, 5).tolist() == [1, 3, 0, 0, 0, 0, 1]
     assert pol._buf_pos == 7

@@ -65,7 +65,8 @@ def infinite_hit_rate(prompts: TokenSeqs, inserts: TokenSeqs | None = None,
     """Hit rate of a cache that never evicts."""
     stored = inserts if inserts is not None else prompts
     capacity = sum(len(s) for s in stored) + 1
-    return replay(RadixCache(capacity, "lru", page_size=page_size), prompts, inserts).hit_rate
+    cache = RadixCache(capacity, make_policy("lru"), page_size=page_size)
+    return replay(cache, prompts, inserts).hit_rate
 
 
 def optimal_hit_rate(prompts: TokenSeqs, capacity: int, inserts: TokenSeqs | None = None,

@@ -27,9 +27,13 @@ Contract (what a caller may rely on):
 * ``subscribe(fn)`` delivers a :class:`KVEvent` for every stored and removed span.
   Event arrays are views: copy them to keep them.
 
-Eviction policies plug in through the hooks of
-:class:`kvroute.cache.eviction.base.EvictionPolicy`; the tree keeps its own invariants
-(sizes, structure, locks) and the policy keeps its candidate sets.
+The eviction policy is an object (``RadixCache(capacity, make_policy("rlt", seed=1))``);
+this module does not import the policy registry. Policies plug in through the hooks of
+:class:`kvroute.cache.eviction.policy.EvictionPolicy` and call back the tree's section
+"tree API for policies" below (``trim_leaf``, ``discard``, ``unlink_leaf``,
+``unlink_quietly``, ``emit_removed``), documented in that module's docstring; the tree
+keeps its own invariants (sizes, structure, locks) and the policy keeps its candidate
+sets.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ import numpy as np
 from kvroute.errors import ConfigError, IntegrityError
 
 if TYPE_CHECKING:
-    from kvroute.cache.eviction.base import EvictionPolicy
+    from kvroute.cache.eviction.policy import EvictionPolicy
 
 __all__ = ["KVEvent", "MatchResult", "Node", "RadixCache", "as_tokens"]
 
@@ -116,22 +120,23 @@ _EMPTY = np.zeros(0, dtype=np.int64)
 class RadixCache:
     """A prefix KV cache of ``capacity`` tokens with a pluggable eviction policy.
 
-    ``eviction`` is a policy object or a registered name (``kvroute.cache.eviction``);
-    ``eviction_request`` chooses what ``insert`` asks the policy to free when over
-    capacity: the ``deficit``, or the whole ``allocation`` of new tokens as SGLang does
-    (default: the policy's own choice).
+    ``eviction`` is a policy object, one per cache: build it with
+    ``kvroute.cache.make_policy(name, ...)``. ``eviction_request`` chooses what
+    ``insert`` asks the policy to free when over capacity: the ``deficit``, or the whole
+    ``allocation`` of new tokens as SGLang does (default: the policy's own choice).
     """
 
     def __init__(
         self,
         capacity: int,
-        eviction: EvictionPolicy | str = "lru",
+        eviction: EvictionPolicy,
         *,
         page_size: int = 1,
         eviction_request: EvictRequest | None = None,
     ) -> None:
-        from kvroute.cache.eviction import make_policy
-
+        if isinstance(eviction, str) or not callable(getattr(eviction, "attach", None)):
+            raise ConfigError(f"eviction must be a policy object, got {eviction!r}; build one"
+                              " with kvroute.cache.make_policy(name, ...)")
         if not isinstance(capacity, (int, np.integer)) or capacity < 0:
             raise ConfigError(
                 f"capacity must be a non-negative integer of tokens, got {capacity!r}")
@@ -148,7 +153,7 @@ class RadixCache:
         self.total = 0  # tokens in the tree
         self.locked = 0  # tokens in nodes with lock_ref > 0
         self._listeners: list[Callable[[KVEvent], None]] = []
-        policy = make_policy(eviction) if isinstance(eviction, str) else eviction
+        policy = eviction
         self.policy = policy
         self.eviction_request: EvictRequest = eviction_request or policy.default_request
         policy.attach(self)
@@ -193,12 +198,15 @@ class RadixCache:
         return np.concatenate(parts[::-1]) if parts else _EMPTY
 
     # ------------------------------------------------------------------ walking
-    def _child_key(self, tokens: TokenArray, pos: int) -> object:
+    def child_key(self, tokens: TokenArray, pos: int) -> object:
+        """The key under which a node's child starting at ``tokens[pos]`` is indexed:
+        its first id, or its first page as bytes when ``page_size`` > 1."""
         if self.page_size == 1:
             return int(tokens[pos])
         return tokens[pos:pos + self.page_size].tobytes()
 
-    def _aligned(self, tokens: Sequence[int] | np.ndarray) -> TokenArray:
+    def page_aligned(self, tokens: Sequence[int] | np.ndarray) -> TokenArray:
+        """``tokens`` as an int64 array cut to whole pages (what match and insert use)."""
         arr = as_tokens(tokens)
         p = self.page_size
         if p > 1 and len(arr) % p:
@@ -213,7 +221,7 @@ class RadixCache:
         self.now = now
         return now
 
-    def _common(self, key: TokenArray, tokens: TokenArray, pos: int) -> int:
+    def common_length(self, key: TokenArray, tokens: TokenArray, pos: int) -> int:
         """Length of the common prefix of ``key`` and ``tokens[pos:]``, page-aligned."""
         n = min(len(key), len(tokens) - pos)
         diff = key[:n] != tokens[pos:pos + n]
@@ -229,11 +237,11 @@ class RadixCache:
         assert parent is not None
         prefix = Node(node.key[:m], node.start, parent, node.last_access)
         prefix.lock_ref = node.lock_ref
-        parent.children[self._child_key(node.key, 0)] = prefix
+        parent.children[self.child_key(node.key, 0)] = prefix
         node.key = node.key[m:]
         node.start += m
         node.parent = prefix
-        prefix.children[self._child_key(node.key, 0)] = node
+        prefix.children[self.child_key(node.key, 0)] = node
         self.policy.on_split(prefix, node, in_match)
         return prefix
 
@@ -242,12 +250,12 @@ class RadixCache:
         node, pos, n = self.root, 0, len(tokens)
         settle, on_access = self._settle, self.policy.on_access
         while pos < n:
-            child = node.children.get(self._child_key(tokens, pos))
+            child = node.children.get(self.child_key(tokens, pos))
             if child is None:
                 break
             if settle is not None and not child.children:
                 settle(child)
-            m = self._common(child.key, tokens, pos)
+            m = self.common_length(child.key, tokens, pos)
             if m == 0:
                 break
             ends_inside = m < len(child.key)
@@ -263,22 +271,22 @@ class RadixCache:
     # ------------------------------------------------------------------ public operations
     def match(self, tokens: Sequence[int] | np.ndarray, now: float | None = None) -> MatchResult:
         """Longest cached prefix of ``tokens`` (page-aligned), as a hit length and handle."""
-        arr = self._aligned(tokens)
+        arr = self.page_aligned(tokens)
         pos, node = self._walk(arr, self._tick(now), hit=True)
         return MatchResult(pos, node)
 
     def peek(self, tokens: Sequence[int] | np.ndarray) -> int:
         """The cached prefix length of ``tokens``, like ``match`` but with no effect at all:
         no split, no access recorded, no clock tick (for observers such as an oracle)."""
-        arr = self._aligned(tokens)
+        arr = self.page_aligned(tokens)
         node, pos, n = self.root, 0, len(arr)
         while pos < n:
-            child = node.children.get(self._child_key(arr, pos))
+            child = node.children.get(self.child_key(arr, pos))
             if child is None:
                 break
             if self._settle is not None and not child.children:
                 self._settle(child)  # applies a pending trim: invisible to every caller
-            m = self._common(child.key, arr, pos)
+            m = self.common_length(child.key, arr, pos)
             pos += m
             if m < len(child.key):
                 break
@@ -287,7 +295,7 @@ class RadixCache:
 
     def insert(self, tokens: Sequence[int] | np.ndarray, now: float | None = None) -> int:
         """Store ``tokens`` (page-aligned part); return how many tokens were new."""
-        arr = self._aligned(tokens)
+        arr = self.page_aligned(tokens)
         now = self._tick(now)
         pos, node = self._walk(arr, now, hit=False)
         new = len(arr) - pos
@@ -295,7 +303,7 @@ class RadixCache:
             return 0
         was_leaf = not node.children and node is not self.root
         leaf = Node(arr[pos:].copy(), pos, node, now)
-        node.children[self._child_key(leaf.key, 0)] = leaf
+        node.children[self.child_key(leaf.key, 0)] = leaf
         self.total += new
         if was_leaf:
             self.policy.on_candidacy(node)
@@ -368,32 +376,39 @@ class RadixCache:
         node.children.clear()
         self.policy.on_removed(node)
         assert node.parent is not None
-        del node.parent.children[self._child_key(node.key, 0)]
+        del node.parent.children[self.child_key(node.key, 0)]
         node.parent = None
 
-    # ------------------------------------------------------------------ primitives for policies
-    def _discard(self, tokens: int) -> None:
-        """Account for ``tokens`` already trimmed from unlocked leaves by a lazy policy."""
+    # ------------------------------------------------------------------ tree API for policies
+    # Called by the policy's evict; see kvroute.cache.eviction.policy for the protocol.
+    def discard(self, tokens: int) -> None:
+        """Account for ``tokens`` that a lazy policy already took off its unlocked
+        leaves' lengths (they are trimmed from the keys when the policy settles them).
+        Calls back nothing and sends no event (``emit_removed`` does, beforehand)."""
         self.total -= tokens
 
-    def _unlink_leaf(self, node: Node) -> None:
-        """Detach an unlocked leaf whose tokens are already accounted as gone.
+    def unlink_leaf(self, node: Node) -> None:
+        """Detach an unlocked leaf whose tokens are already accounted as gone (by
+        ``discard``); calls back ``policy.on_removed(node)``, then
+        ``policy.on_candidacy(parent)`` if the parent (not the root) became a leaf.
 
-        The node's first page must still be in ``node.key`` (it names the edge).
+        The node's first page must still be in ``node.key`` (it names the edge); the
+        node's key is emptied and its parent cleared.
         """
         parent = node.parent
         assert parent is not None and not node.children and node.lock_ref == 0
-        del parent.children[self._child_key(node.key, 0)]
+        del parent.children[self.child_key(node.key, 0)]
         self.policy.on_removed(node)
         node.parent = None
         node.key = _EMPTY
         if parent is not self.root and not parent.children:
             self.policy.on_candidacy(parent)
 
-    def _unlink_quietly(self, nodes: list[Node]) -> None:
-        """``_unlink_leaf`` for each of ``nodes`` in order (a child before its parent),
-        without calling the policy's ``on_removed`` or ``on_candidacy``: for a lazy policy
-        that updates its own candidate set for these nodes and their parents."""
+    def unlink_quietly(self, nodes: list[Node]) -> None:
+        """``unlink_leaf`` for each of ``nodes`` in order (a child before its parent),
+        calling back nothing (no ``on_removed``, no ``on_candidacy``): for a lazy policy
+        that updates its own candidate set for these nodes and their parents. Each must
+        be an unlocked leaf by the time its turn comes, its tokens already discarded."""
         empty, page = _EMPTY, self.page_size
         for node in nodes:
             parent = node.parent
@@ -403,17 +418,27 @@ class RadixCache:
             node.parent = None
             node.key = empty
 
-    def _trim_leaf(self, node: Node, tokens: int) -> None:
-        """Remove the last ``tokens`` ids of an unlocked leaf (the whole leaf if all)."""
+    def trim_leaf(self, node: Node, tokens: int) -> None:
+        """Remove the last ``tokens`` ids (whole pages) of an unlocked leaf, the whole
+        leaf if all: sends the ``removed`` event, updates ``total``, and if the leaf
+        empties unlinks it with ``unlink_leaf`` (calling back ``on_removed`` and maybe
+        ``on_candidacy(parent)``). For eager policies; a leaf that keeps some tokens
+        stays in the tree, and the caller keeps its candidate set up to date for it."""
         keep = len(node.key) - tokens
         assert keep >= 0 and tokens % self.page_size == 0
         if self._listeners:
             self._emit("removed", self.path_of(node)[: node.start + keep], node.key[keep:])
         self.total -= tokens
         if keep == 0:
-            self._unlink_leaf(node)
+            self.unlink_leaf(node)
         else:
             node.key = node.key[:keep]
+
+    def emit_removed(self, prefix: TokenArray, tokens: TokenArray) -> None:
+        """Send a ``removed`` event for ``tokens`` cached after ``prefix`` (the path
+        from the root). For a lazy policy, which trims without ``trim_leaf``: call it
+        while the span is still in the leaf's key, and only when ``listening``."""
+        self._emit("removed", prefix, tokens)
 
     # ------------------------------------------------------------------ inspection
     def nodes(self) -> Iterator[Node]:
@@ -441,7 +466,7 @@ class RadixCache:
             if len(node.key) == 0 or len(node.key) % p:
                 raise IntegrityError(
                     f"{node} key length {len(node.key)} not a positive multiple of {p}")
-            if parent.children.get(self._child_key(node.key, 0)) is not node:
+            if parent.children.get(self.child_key(node.key, 0)) is not node:
                 raise IntegrityError(f"{node} is not indexed under its first page in its parent")
             if node.start != parent.start + len(parent.key) and parent is not self.root:
                 raise IntegrityError(f"{node} start {node.start} != parent end {parent.end}")

@@ -10,7 +10,7 @@ every module here on first use (adding a module that registers a policy is enoug
 =================  ==========================================================
 """
 
-from kvroute.cache.eviction.base import EvictionPolicy
+from kvroute.cache.eviction.policy import EvictionPolicy
 from kvroute.cache.eviction.registry import make_policy, policy_class, policy_names, register
 
 __all__ = ["EvictionPolicy", "make_policy", "policy_class", "policy_names", "register"]

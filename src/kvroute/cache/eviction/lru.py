@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from kvroute.cache.eviction.base import EvictionPolicy, LeafHeap
+from kvroute.cache.eviction.leaf_heap import LeafHeap
+from kvroute.cache.eviction.policy import EvictionPolicy
 from kvroute.cache.eviction.registry import register
 from kvroute.errors import IntegrityError
 
@@ -30,6 +31,8 @@ __all__ = ["LeafLRU"]
 class LeafLRU(EvictionPolicy):
     name = "lru"
     default_request = "allocation"
+    takes_seed = True
+    frees_whole_leaves = True
 
     def __init__(self, seed: int | None = None) -> None:
         """``seed`` is unused (LRU is deterministic); every online policy accepts one."""
@@ -61,7 +64,7 @@ class LeafLRU(EvictionPolicy):
                 break
             node = entry[1]
             freed += len(node.key)
-            self.cache._trim_leaf(node, len(node.key))
+            self.cache.trim_leaf(node, len(node.key))
         return freed
 
     def check(self) -> None:
@@ -69,6 +72,6 @@ class LeafLRU(EvictionPolicy):
         for node in self.cache.nodes():
             if self._valid(node) and id(node) not in live:
                 raise IntegrityError(f"lru: candidate leaf {node} missing from the heap")
-        for entry_key, seq, node in self.heap._heap:
-            if node.slot == seq and self._valid(node) and entry_key != node.last_access:
+        for entry_key, node in live.values():
+            if entry_key != node.last_access:
                 raise IntegrityError(f"lru: heap key {entry_key} != last access of {node}")

@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from kvroute.cache.eviction.base import EvictionPolicy, LeafHeap
+from kvroute.cache.eviction.leaf_heap import LeafHeap
+from kvroute.cache.eviction.policy import EvictionPolicy
 from kvroute.cache.eviction.registry import register
 from kvroute.errors import ConfigError, IntegrityError
 
@@ -68,7 +69,7 @@ class OfflineOptimal(EvictionPolicy):
         from kvroute.cache.radix import RadixCache
 
         super().attach(cache)
-        prompts = [cache._aligned(r) for r in self.requests]
+        prompts = [cache.page_aligned(r) for r in self.requests]
         trie = RadixCache(sum(len(p) for p in prompts) + 1, _Keep(), page_size=cache.page_size)
         for p in prompts:
             trie.insert(p)
@@ -93,12 +94,12 @@ class OfflineOptimal(EvictionPolicy):
         child: Node | None
         while i < n:
             if d < f.end:  # inside f's edge
-                m = trie._common(f.key[d - f.start:], seq, i)
+                m = trie.common_length(f.key[d - f.start:], seq, i)
                 d, i = d + m, i + m
                 if d < f.end:
                     break
             else:
-                child = f.children.get(trie._child_key(seq, i))
+                child = f.children.get(trie.child_key(seq, i))
                 if child is None:
                     break
                 f = child
@@ -172,7 +173,7 @@ class OfflineOptimal(EvictionPolicy):
             f, d = node.aux
             floor = max(d if d < end else f.start, node.start)
             amount = min(need - freed, end - floor)
-            cache._trim_leaf(node, amount)
+            cache.trim_leaf(node, amount)
             freed += amount
             if node.parent is not None:
                 node.aux = self._up(node.aux, node.end)

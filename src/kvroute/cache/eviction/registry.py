@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from kvroute.registry import Registry
 
 if TYPE_CHECKING:
-    from kvroute.cache.eviction.base import EvictionPolicy
+    from kvroute.cache.eviction.policy import EvictionPolicy
 
 __all__ = ["EVICTION", "make_policy", "policy_class", "policy_names", "register"]
 

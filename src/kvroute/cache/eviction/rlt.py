@@ -10,7 +10,9 @@ goes is deleted and its parent may become a candidate. When no candidate is left
 space is still needed, the phase ends: every mark is cleared and eviction goes on. It
 evicts exactly what it is asked for (rounded up to a page) while unlocked tokens remain.
 
-Parameters: ``seed`` or ``rng`` (a ``numpy.random.Generator``) for the random choices.
+Parameters: ``seed`` or ``rng`` (a ``numpy.random.Generator``) for the random choices;
+``sampler``, how the steps are drawn: ``"batches"`` (the default) or one of the other
+exact samplers of :mod:`~kvroute.cache.eviction.rlt_samplers`, for tests and benchmarks.
 
 How it is made fast without changing the process:
 
@@ -20,47 +22,19 @@ How it is made fast without changing the process:
   the boundary to the end, O(1) (a node is marked iff ``node.mark == epoch``). A new
   leaf is marked, so ``on_created`` just appends it.
 * Sampling is exact, with O(1) numpy calls per batch and Python work only per leaf that
-  empties. (1) Batches (the default): a call's rem steps are rem i.i.d. uniform draws
-  over k *slots*, one per unmarked candidate. When a slot's leaf has had L draws it
-  empties; its parent, if that becomes an unmarked candidate, takes over the slot (k
-  candidates again, so later draws stay uniform over them), else the slot is dead and
-  its later draws are rejected (the others stay uniform over the k - 1 live ones); a new
-  batch makes up for rejected draws. What matters is each slot's count, a multinomial:
-  one numpy draw, or, with at least 16 slots and at most 32 draws per slot (where numpy's
-  binomials invert and cost in proportion to the draws), a bincount of buffered 32-bit
-  draws x, slot
-  x // (2^32 // k), the values past the last multiple of k landing in an extra bin and
-  drawn again. The counts are taken off the lengths in place and one ``argmin`` tells
-  whether any slot was drawn at least its length ("full"). A batch where nobody empties
-  (about three in four on the GSP stream) costs the counts, that subtraction and the
-  ``argmin``.
-  Full slots: each slot's chain (leaf, promoted parent, its parent...) is followed on
-  its own, which is exact because the order of events in different slots matters only
-  through a parent with two or more children that all empty in the batch: the last of
-  them to empty promotes it into its slot, the others' slots die. Such a parent makes
-  its children's chains wait; when its last child has emptied, their times decide: give
-  every draw an i.i.d. uniform time (this makes the order of the draws uniformly random
-  given the counts, as it is); a slot's L-th of c draws comes at ~Beta(L, c - L + 1)
-  and a promoted parent's L'-th later draw at a Beta order statistic of the rest. These
-  Betas are drawn lazily, only for such parents (``_resolve_timed``, which orders every
-  event in time with a heap, is kept as an independent method the tests force).
-  (2) Poissonisation (kept as an independent exact method, forced by the tests):
-  give every candidate leaf an independent rate-1 Poisson clock; the merged arrivals
-  are then i.i.d. uniform choices among the candidates, the same single-token steps
-  as the algorithm. Leaf i empties at its L_i-th arrival, at time E_i ~ Gamma(L_i), so
-  one round draws all E_i, takes the first leaf to empty (time T), and draws every other
-  leaf's arrivals by T as Poisson(T) conditioned on being below its length. If that is
-  more steps than the call still needs, the first ``rem`` steps are a uniformly random
-  part of those arrivals (a multivariate hypergeometric draw) and no leaf empties. A
-  round costs O(candidates) in numpy; there is one round per deleted leaf plus one per
-  call.
+  empties: a call's steps are drawn in batches of i.i.d. uniform draws over the unmarked
+  candidates' slots, and a slot whose leaf empties hands the slot to its parent when
+  that becomes an unmarked candidate. The samplers (and the exact independent ones the
+  tests compare: counts always counted or always multinomial, every event ordered in
+  time, Poisson clocks) are in :mod:`~kvroute.cache.eviction.rlt_samplers`, chosen by
+  the constructor's ``sampler``.
 * Candidate lengths are trimmed lazily in the numpy array; the tree calls ``settle``
   before it reads a leaf's key, so beyond the numpy work a batch costs O(1) Python
   per leaf that empties, however many leaves it trims. Tree changes are applied after
   the batch, slot by slot: a promoted parent that survives takes its slot in place,
   dead slots leave the store together, and the emptied nodes (children before their
   parents) are unlinked without settling (a key still names its edge) and without the
-  tree's candidacy hooks (``RadixCache._unlink_quietly``): the policy itself adds a
+  tree's candidacy hooks (``RadixCache.unlink_quietly``): the policy itself adds a
   marked parent that became a leaf.
 
 Cost (``benchmarks/cache_bench.py``, docs/cache.md): a batch costs a few microseconds
@@ -77,13 +51,20 @@ faults on each fresh block of random bits included) against 3.5 ns in a tight lo
 
 from __future__ import annotations
 
-import heapq
-from typing import TYPE_CHECKING, ClassVar, Literal, cast
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
 
-from kvroute.cache.eviction.base import EvictionPolicy
+from kvroute.cache.eviction.policy import EvictionPolicy
 from kvroute.cache.eviction.registry import register
+from kvroute.cache.eviction.rlt_samplers import (
+    Batch,
+    SlotCounts,
+    clock_round,
+    follow_slots,
+    in_time_order,
+    sampler_named,
+)
 from kvroute.errors import IntegrityError
 
 if TYPE_CHECKING:
@@ -91,45 +72,25 @@ if TYPE_CHECKING:
 
 __all__ = ["RLT"]
 
-# A call is sampled by batches of draws when it needs at most this many steps per unmarked
-# candidate, else by Poisson clocks. Both are exact; batches measured faster at every tree
-# size (benchmarks/cache_bench.py), so the clocks only run when a test forces them (0).
-_DRAWS_PER_CANDIDATE: float = float("inf")
-_BLOCK = 1 << 16  # uniform draws fetched from the generator at a time
-# A batch's per-slot counts come from counting single draws when there are at least
-# _COUNT_MIN_SLOTS slots and at most _COUNT_DRAWS_PER_SLOT draws per slot, else from one
-# multinomial draw. Measured: numpy's multinomial costs about 1 us plus, per slot, 0.05 us
-# at 4 draws, 0.2 us at 24 (its binomials invert below 30) and 0.1 us from 32 on; counting
-# costs about 2 us plus 3 ns a draw. So few slots always take the multinomial.
-_COUNT_DRAWS_PER_SLOT = 32
-_COUNT_MIN_SLOTS = 16
-# Batches in which leaves empty follow each slot's chain on its own and order events in
-# time only where the order matters (a parent whose children all empty); False orders
-# every event in time (both exact; the tests force False).
-_FOLLOW_SLOTS = True
-
-# a chain of emptying draws in one slot: (the slot, its draws, index of the draw that
-# empties the node, the node, its event [time or -1, previous event, Beta a, Beta b])
-_Chain = tuple[int, int, int, "Node", list]
-
 
 @register
 class RLT(EvictionPolicy):
     name = "rlt"
     default_request: ClassVar[Literal["deficit", "allocation"]] = "deficit"
     lazy_trim = True
+    takes_seed = True
 
-    def __init__(self, seed: int | None = None, rng: np.random.Generator | None = None) -> None:
+    def __init__(self, seed: int | None = None, rng: np.random.Generator | None = None,
+                 sampler: str = "batches") -> None:
         self.rng = rng if rng is not None else np.random.default_rng(seed)
+        self.sampler = sampler_named(sampler)
+        self._counts = SlotCounts(self.rng)
+        self._resolve = follow_slots if self.sampler.follow_slots else in_time_order
         self.epoch = 1  # node.mark == epoch <=> marked in this phase (nodes start at 0)
         self.phases = 1
         self._nodes: list[Node] = []  # [0, u): unmarked candidates, [u, size): marked
         self._lens = np.zeros(1024, dtype=np.int64)  # pages, authoritative
         self._u = 0
-        self._buf = np.zeros(0, dtype=np.uint32)  # pre-drawn 32-bit integers
-        self._buf_pos = 0
-        self._uniform: dict[int, np.ndarray] = {}  # k -> [1/k] * k
-        self._divisor: dict[int, np.uint32] = {}  # k -> 2^32 // k (a numpy scalar divides faster)
 
     def attach(self, cache: RadixCache) -> None:
         super().attach(cache)
@@ -261,6 +222,10 @@ class RLT(EvictionPolicy):
         done = 0
         cache = self.cache
         listening = cache.listening
+        sampler = self.sampler
+        by_clocks, min_slots = sampler.draws_per_candidate, sampler.count_min_slots
+        per_slot, counted, multinomial = (sampler.count_draws_per_slot, self._counts.counted,
+                                          self._counts.multinomial)
         while done < need:
             k = self._u
             if k == 0:
@@ -269,211 +234,35 @@ class RLT(EvictionPolicy):
                 self._new_phase()
                 continue
             rem = need - done
-            if rem > _DRAWS_PER_CANDIDATE * k:
-                steps, emptied = self._round_by_clocks(self._lens[:k], rem)
+            if rem > by_clocks * k:
+                counts, steps, first = clock_round(self.rng, self._lens[:k], rem)
+                emptied = self._nodes[first] if first >= 0 else None
+                self._take(counts, steps)
                 done += steps
                 if emptied is not None:
                     self._delete(emptied)
                 continue
             # one batch of rem i.i.d. uniform draws over the k unmarked slots
-            if k >= _COUNT_MIN_SLOTS and rem <= _COUNT_DRAWS_PER_SLOT * k:
-                counts = self._count_draws(k, rem)
+            if k >= min_slots and rem <= per_slot * k:
+                counts = counted(k, rem)
             else:
-                pvals = self._uniform.get(k)
-                if pvals is None:
-                    pvals = self._pvals(k)
-                counts = self.rng.multinomial(rem, pvals)
+                counts = multinomial(k, rem)
             lens = self._lens[:k]
             if listening:
                 self._emit_trims(counts, lens)
             lens -= counts
             if lens.item(lens.argmin()) > 0:  # the common case: nobody empties
-                cache._discard(rem * page)
+                cache.discard(rem * page)
                 done += rem
-            else:
-                done += self._resolve(k, rem, counts, lens, listening)
+            else:  # some slots were drawn at least their length: they empty
+                full = (lens <= 0).nonzero()[0].tolist()
+                batch = self._resolve(self._nodes, rem, counts, lens, full, cache.root,
+                                      self.epoch, page, self.rng)
+                self._apply(counts, full, batch, listening)
+                done += batch.steps
         return done * page
 
-    def _pvals(self, k: int) -> np.ndarray:
-        if len(self._uniform) > 256:
-            self._uniform.clear()
-        pvals = self._uniform[k] = np.full(k, 1.0 / k)
-        return pvals
-
-    def _count_draws(self, k: int, b: int) -> np.ndarray:
-        """How often each of k slots is hit by b i.i.d. uniform draws, counted from a
-        buffer of 32-bit integers drawn in blocks from the seeded generator's bit stream:
-        x goes to slot x // m with m = 2^32 // k (the division by a constant is much
-        cheaper than a remainder). Exact: values at or past k * m, which land in an extra
-        bin k, are rejected and drawn again (this keeps the rest i.i.d. uniform)."""
-        if k == 1:
-            return np.full(1, b, dtype=np.int64)
-        pos = self._buf_pos
-        if pos + b > self._buf.size:
-            block = self.rng.bit_generator.random_raw(max(_BLOCK, b) // 2 + 1)
-            self._buf = block.view(np.uint32)  # uniform on [0, 2^32)
-            pos = 0
-        self._buf_pos = pos + b
-        m = self._divisor.get(k)
-        if m is None:
-            if len(self._divisor) > 4096:
-                self._divisor.clear()
-            m = self._divisor[k] = np.uint32((1 << 32) // k)
-        counts = np.bincount(self._buf[pos:pos + b] // m, minlength=k)
-        if counts.size > k:  # rare: some were rejected
-            counts = counts[:k] + self._count_draws(k, counts.item(k))
-        return counts
-
-    def _resolve(self, k: int, rem: int, counts: np.ndarray, lens: np.ndarray,
-                 listening: bool) -> int:
-        """A batch in which some slots were drawn at least their length ("full"; ``lens``
-        is already reduced by ``counts``, so theirs are <= 0). Slot s holds candidate
-        ``nodes[s]``; it empties at its L-th draw. Then its parent, if that becomes an
-        unmarked candidate, takes over the slot (the candidate set has k members again,
-        so later draws stay uniform over it) and empties in turn at its L'-th later draw;
-        otherwise the slot is dead and its later draws are rejected (the others stay
-        uniform over the live slots). Returns the steps done: rem minus the rejections.
-
-        The order of events in different slots matters only through a parent with two or
-        more children that all empty in the batch: the last of them to empty promotes it
-        into its own slot (the others' slots die). So each slot's chain is followed on
-        its own; a chain that reaches such a parent waits there, and when the parent's
-        last child has emptied, the times of its children's emptying draws decide which
-        slot takes it. Event times are drawn only then, lazily, as in ``_resolve_timed``:
-        the L-th of a slot's c draws comes at ~Beta(L, c - L + 1), and a promoted
-        parent's L'-th later draw at a Beta order statistic of the later ones."""
-        full = (lens <= 0).nonzero()[0].tolist()
-        if not _FOLLOW_SLOTS:
-            return self._resolve_timed(k, rem, counts, lens, full, listening)
-        nodes = self._nodes
-        root, epoch, page = self.cache.root, self.epoch, self._page
-        gone: list[Node] = []  # emptied nodes, children before their parents
-        dead: list[int] = []  # slots left without a candidate
-        kept: list[tuple[int, Node, int]] = []  # (slot, promoted parent that survives, pages)
-        orphans: list[Node] = []  # parents of nodes whose slot died: candidates now?
-        waiting: dict[int, list[_Chain]] = {}  # id(parent) -> chains waiting at it
-        rejected = 0
-        work: list[_Chain] = []
-        for s in full:
-            node = nodes[s]
-            parent = node.parent
-            assert parent is not None
-            if parent is root or parent.lock_ref or parent.mark == epoch:  # the usual case
-                gone.append(node)  # the slot dies at once (as in the loop below)
-                dead.append(s)
-                rejected -= lens.item(s)  # its c - L draws after the L-th
-                orphans.append(parent)
-                continue
-            c = counts.item(s)
-            length = lens.item(s) + c
-            # (slot, its draws, index of the draw that empties the node, node, its event)
-            work.append((s, c, length - 1, node, [-1.0, None, length, c - length + 1]))
-        while work:
-            s, c, i, node, event = work.pop()
-            while True:
-                gone.append(node)
-                parent = node.parent
-                assert parent is not None
-                if parent is root or parent.lock_ref or parent.mark == epoch:
-                    dead.append(s)  # the slot dies: its later draws are rejected
-                    rejected += c - i - 1
-                    orphans.append(parent)
-                    break
-                siblings = len(parent.children)
-                if siblings > 1:
-                    group = waiting.setdefault(id(parent), [])
-                    group.append((s, c, i, node, event))
-                    if len(group) < siblings:
-                        break  # waits: dies unless it turns out to be the last child
-                    del waiting[id(parent)]
-                    times = [self._event_time(g[4]) for g in group]
-                    last = times.index(max(times))
-                    for j, (s2, c2, i2, _, _) in enumerate(group):
-                        if j != last:
-                            dead.append(s2)
-                            rejected += c2 - i2 - 1
-                    s, c, i, node, event = group[last]
-                # the parent is promoted into the slot
-                length, after = len(parent.key) // page, c - i - 1
-                if length <= after:  # it empties too, at the length-th later draw
-                    i += length
-                    node = parent
-                    event = [-1.0, event, length, after - length + 1]
-                    continue
-                kept.append((s, parent, length - after))
-                break
-        for group in waiting.values():  # parents that keep a child: those slots die
-            for s, c, i, _, _ in group:
-                dead.append(s)
-                rejected += c - i - 1
-        steps = rem - rejected
-        self._apply(counts, full, gone, dead, kept, orphans, steps, listening)
-        return steps
-
-    def _event_time(self, event: list) -> float:
-        """The time in (0, 1) of an emptying draw, drawn once when first asked for:
-        [time or -1, the slot's previous event or None, a, b] with the time ~ Beta(a, b)
-        on what is left of (0, 1) after the previous event."""
-        if event[0] < 0:
-            prev = event[1]
-            start = 0.0 if prev is None else self._event_time(prev)
-            event[0] = start + (1.0 - start) * self.rng.beta(event[2], event[3])
-        return float(event[0])
-
-    def _resolve_timed(self, k: int, rem: int, counts: np.ndarray, lens: np.ndarray,
-                       full: list[int], listening: bool) -> int:
-        """``_resolve`` with the events in time order: give every draw an i.i.d. uniform
-        time (this makes the order of the draws uniformly random given the counts, as it
-        is); the L-th of a slot's c draws comes at ~Beta(L, c - L + 1), and a promoted
-        parent's L'-th later draw at a Beta order statistic of the c - L later ones."""
-        beta = self.rng.beta
-        cs = counts[full]
-        lengths = lens[full] + cs
-        times = beta(lengths, cs - lengths + 1).tolist()  # each slot's L-th of c uniforms
-        sizes = dict(zip(full, cs.tolist(), strict=True))  # slot -> draws
-        at = {s: length - 1 for s, length in zip(full, lengths.tolist(), strict=True)}
-        events = list(zip(times, full, strict=True))  # (time in (0, 1), slot)
-        heapq.heapify(events)
-        owner = cast("list[Node | None]", self._nodes[:k])  # current candidate per slot
-        since: dict[int, int] = {}  # promoted slot -> index of its candidate's first draw
-        gone: list[Node] = []
-        orphans: list[Node] = []
-        pending: dict[int, int] = {}  # id(parent) -> children emptied in this batch
-        root, epoch, page = self.cache.root, self.epoch, self._page
-        rejected = 0
-        while events:  # no slot can be left without events while others are live
-            e, s = heapq.heappop(events)
-            node = owner[s]
-            assert node is not None
-            parent = node.parent
-            assert parent is not None
-            left = pending[id(parent)] = pending.get(id(parent), 0) + 1
-            i = at[s]
-            gone.append(node)
-            if (parent is not root and len(parent.children) == left and parent.lock_ref == 0
-                    and parent.mark != epoch):  # the parent becomes a candidate in slot s
-                owner[s] = parent
-                since[s] = i + 1
-                length, after = len(parent.key) // page, sizes[s] - i - 1
-                if length <= after:  # it empties too: the length-th of the later draws
-                    at[s] = i + length
-                    heapq.heappush(events, (e + (1 - e) * beta(length, after - length + 1), s))
-            else:
-                owner[s] = None
-                orphans.append(parent)
-                rejected += sizes[s] - i - 1
-        dead = [s for s in full if owner[s] is None]
-        kept = []
-        for s, first in since.items():
-            parent = owner[s]
-            if parent is not None:  # promoted and survived
-                kept.append((s, parent, len(parent.key) // page - (sizes[s] - first)))
-        steps = rem - rejected
-        self._apply(counts, full, gone, dead, kept, orphans, steps, listening)
-        return steps
-
-    def _apply(self, counts: np.ndarray, full: list[int], gone: list[Node], dead: list[int],
-               kept: list[tuple[int, Node, int]], orphans: list[Node], steps: int,
+    def _apply(self, counts: np.ndarray, full: list[int], batch: Batch,
                listening: bool) -> None:
         """Apply a resolved batch (the other slots' draws are already taken off their
         lengths): unlink ``gone`` (children before parents), put each surviving promoted
@@ -481,6 +270,7 @@ class RLT(EvictionPolicy):
         the store, and add the ``orphans`` that became (marked) candidate leaves. The
         tree's candidacy hooks are not called for these nodes: this is their update."""
         lens, nodes, page, cache = self._lens, self._nodes, self._page, self.cache
+        gone, dead, kept, orphans, steps = batch
         if listening:  # every removed span, before the tree changes
             for s in full:  # the emptied candidates' spans are sent whole
                 lens[s] += counts[s]
@@ -491,10 +281,10 @@ class RLT(EvictionPolicy):
                 old = len(node.key) // page
                 if left < old:  # drawn after its promotion
                     self._emit_removed(node, left, old)
-        cache._discard(steps * page)
+        cache.discard(steps * page)
         for node in gone:
             node.slot = -1
-        cache._unlink_quietly(gone)
+        cache.unlink_quietly(gone)
         for s, node, left in kept:
             nodes[s] = node
             node.slot = s
@@ -529,8 +319,8 @@ class RLT(EvictionPolicy):
         assert node.parent is not None
         key = node.key
         prefix = cache.path_of(node.parent)
-        cache._emit("removed", np.concatenate([prefix, key[: keep * page]]),
-                    key[keep * page: old * page])
+        cache.emit_removed(np.concatenate([prefix, key[: keep * page]]),
+                           key[keep * page: old * page])
 
     def _emit_trims(self, counts: np.ndarray, lens: np.ndarray) -> None:
         """Removed events for a batch's draws (``lens`` not yet reduced); the slots that
@@ -540,42 +330,6 @@ class RLT(EvictionPolicy):
             old, c = lens.item(pos), counts.item(pos)
             if c < old:
                 self._emit_removed(nodes[pos], old - c, old)
-
-    def _round_by_clocks(self, lens: np.ndarray, rem: int) -> tuple[int, Node | None]:
-        """Poissonisation: leaf i empties at its lens[i]-th arrival, at ~Gamma(lens[i])."""
-        rng = self.rng
-        empties = rng.standard_gamma(lens)
-        first = int(empties.argmin())
-        counts = self._counts_before(float(empties[first]), lens, first)
-        counts[first] = int(lens[first])
-        steps = int(counts.sum())
-        if steps > rem:  # the call ends before the leaf empties: the first rem arrivals
-            counts[first] -= 1
-            self._take(rng.multivariate_hypergeometric(counts, rem), rem)
-            return rem, None
-        self._take(counts, steps)
-        return steps, self._nodes[first]
-
-    def _counts_before(self, t: float, lens: np.ndarray, first: int) -> np.ndarray:
-        """Arrivals by time t of every other leaf: Poisson(t) given fewer than its length."""
-        rng = self.rng
-        counts = rng.poisson(t, lens.size)
-        counts[first] = 0
-        idx = np.flatnonzero(counts >= lens)
-        tries = 0
-        while idx.size:  # rejection: accepted with probability P(Gamma(lens) > t)
-            if tries < 20:
-                counts[idx] = rng.poisson(t, idx.size)
-            else:  # unlucky: inverse transform on the truncated distribution
-                for j in idx.tolist():
-                    support = np.arange(int(lens[j]))
-                    logp = support * np.log(t) - np.concatenate(
-                        [[0.0], np.cumsum(np.log(support[1:]))])
-                    p = np.exp(logp - logp.max())
-                    counts[j] = rng.choice(support.size, p=p / p.sum())
-            idx = idx[counts[idx] >= lens[idx]]
-            tries += 1
-        return counts
 
     def _take(self, counts: np.ndarray, steps: int) -> None:
         """Apply ``steps`` single-page evictions, ``counts`` per unmarked candidate (a
@@ -588,14 +342,14 @@ class RLT(EvictionPolicy):
                 old = lens.item(pos)
                 self._emit_removed(nodes[pos], old - counts.item(pos), old)
         lens -= counts
-        self.cache._discard(steps * self._page)
+        self.cache.discard(steps * self._page)
 
     def _delete(self, node: Node) -> None:
         """Unlink a candidate whose pages are all accounted as gone. Its key is still
         untrimmed (trims are lazy and nothing settled it since its length ran out), so
         its first page names the edge while it is unlinked."""
         self._drop(node)
-        self.cache._unlink_leaf(node)
+        self.cache.unlink_leaf(node)
 
     def check(self) -> None:
         cache = self.cache

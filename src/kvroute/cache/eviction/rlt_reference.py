@@ -14,10 +14,13 @@ Parameters: ``seed`` for its ``random.Random``.
 from __future__ import annotations
 
 import random
+from typing import TYPE_CHECKING
 
-from kvroute.cache.eviction.base import EvictionPolicy
+from kvroute.cache.eviction.policy import EvictionPolicy
 from kvroute.cache.eviction.registry import register
-from kvroute.cache.radix import Node
+
+if TYPE_CHECKING:
+    from kvroute.cache.radix import Node
 
 __all__ = ["ReferenceRLT"]
 
@@ -26,6 +29,7 @@ __all__ = ["ReferenceRLT"]
 class ReferenceRLT(EvictionPolicy):
     name = "rlt_reference"
     default_request = "deficit"
+    takes_seed = True
 
     def __init__(self, seed: int | None = None) -> None:
         self.rng = random.Random(seed)
@@ -55,7 +59,7 @@ class ReferenceRLT(EvictionPolicy):
             i = self.rng.randrange(len(cands))
             leaf = cands[i]
             parent = leaf.parent
-            cache._trim_leaf(leaf, page)
+            cache.trim_leaf(leaf, page)
             done += 1
             if leaf.parent is None:  # emptied: swap-remove, maybe promote the parent
                 cands[i] = cands[-1]
