@@ -44,7 +44,7 @@ async def _up(args: argparse.Namespace) -> int:
     from aiohttp import ClientSession, ClientTimeout, web
 
     from kvroute.server.app import RouterApp, ServeConfig, build_app
-    from kvroute.worker.emulated import EmulatedConfig, create_app
+    from kvroute.worker import EmulatedConfig, create_app
 
     host = args.host
     ports = _free_ports(host, args.port, args.workers)
