@@ -12,7 +12,7 @@ from aiohttp import web
 
 from kvroute.routing import make_router_policy
 from kvroute.server.app import ServeConfig, build_app
-from kvroute.worker.emulated import EmulatedConfig, create_app
+from kvroute.worker import EmulatedConfig, create_app
 
 
 async def _start(app: web.Application, port: int = 0) -> tuple[web.AppRunner, int]:

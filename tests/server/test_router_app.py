@@ -18,13 +18,7 @@ from aiohttp import web
 from kvroute.cli import serve as serve_cli
 from kvroute.errors import ConfigError
 from kvroute.routing import make_router_policy
-from kvroute.server.app import (
-    RouterApp,
-    ServeConfig,
-    SSEScanner,
-    build_app,
-    cached_tokens_of,
-)
+from kvroute.server.app import RouterApp, ServeConfig, build_app
 from kvroute.workloads.tokenizer import load_tokenizer
 
 
@@ -207,7 +201,7 @@ async def test_retry_on_500_goes_to_another_worker() -> None:
         metrics = await (await client.get("/metrics")).text()
         assert "kvroute_retries_total 1.0" in metrics
         # the prompt never reached the failing worker: the index does not credit it there
-        units = r.units_for("completions", {"prompt": "x"})
+        units = r.prompts.units("completions", {"prompt": "x"})
         assert r.members.router.index is not None
         assert r.members.router.index.match(units).tolist() == [0, 1]
 
@@ -219,7 +213,7 @@ async def test_index_forgets_a_worker_whose_breaker_opens() -> None:
                        failure_threshold=1) as (client, r):
         body = {"prompt": "hello world", "max_tokens": 1}
         assert (await client.post("/v1/completions", json=body)).status == 200
-        units, idx = r.units_for("completions", body), r.members.router.index
+        units, idx = r.prompts.units("completions", body), r.members.router.index
         assert idx is not None
         held = idx.match(units)
         k = int(np.argmax(held))
@@ -452,47 +446,18 @@ def test_routing_units_chars_tokens_and_ids() -> None:
     """Units: characters (chat as compact JSON), token ids with a tokenizer, ids as given."""
     msgs = [{"role": "user", "content": "héllo"}]
     r = RouterApp(ServeConfig(worker_urls=["http://a:1"]), make_router_policy("random"))
-    units = r.units_for("chat", {"messages": msgs})
+    units = r.prompts.units("chat", {"messages": msgs})
     assert "".join(map(chr, units)) == json.dumps(msgs, separators=(",", ":"),
                                                   ensure_ascii=False)
-    assert r.units_for("generate", {"text": "ab"}).tolist() == [97, 98]
-    assert r.units_for("generate", {"input_ids": [5, 6]}).tolist() == [5, 6]
-    assert r.units_for("completions", {"prompt": [[1, 2], [3]]}).tolist() == [1, 2]
-    assert r.units_for("completions", {"prompt": ["xy", "z"]}).tolist() == [120, 121]
+    assert r.prompts.units("generate", {"text": "ab"}).tolist() == [97, 98]
+    assert r.prompts.units("generate", {"input_ids": [5, 6]}).tolist() == [5, 6]
+    assert r.prompts.units("completions", {"prompt": [[1, 2], [3]]}).tolist() == [1, 2]
+    assert r.prompts.units("completions", {"prompt": ["xy", "z"]}).tolist() == [120, 121]
     tok = load_tokenizer(None)
     rt = RouterApp(ServeConfig(worker_urls=["http://a:1"], tokenizer=tok),
                    make_router_policy("random"))
-    assert np.array_equal(rt.units_for("completions", {"prompt": "hello world"}),
+    assert np.array_equal(rt.prompts.units("completions", {"prompt": "hello world"}),
                           tok.encode("hello world"))
-
-
-def test_sse_scanner_reads_cached_tokens_across_chunks() -> None:
-    """cached_tokens from an OpenAI usage chunk split across reads, or SGLang meta_info."""
-    s = SSEScanner()
-    event = b'data: {"usage": {"prompt_tokens_details": {"cached_tokens": 12}}}\n\n'
-    for i in range(0, len(event), 7):
-        s.feed(event[i:i + 7])
-    s.feed(b"data: [DONE]\n\n")
-    assert s.cached_tokens == 12 and s.done
-    g = SSEScanner()
-    g.feed(b'data: {"text": "a", "meta_info": {"cached_tokens": 3}}')
-    g.close()
-    assert g.cached_tokens == 3
-
-
-def test_cached_tokens_of_reads_keys_not_text() -> None:
-    """The fast path (one key, read by a pattern) and the parse agree; generated text that
-    spells the key is never read; batches and nulls go through the parse."""
-    usage = {"usage": {"prompt_tokens_details": {"cached_tokens": 12}}}
-    assert cached_tokens_of(json.dumps(usage).encode()) == 12
-    meta = {"text": '"cached_tokens": 99', "meta_info": {"cached_tokens": 7}}
-    assert cached_tokens_of(json.dumps(meta).encode()) == 7
-    text_only = {"choices": [{"text": '{"cached_tokens": 99}'}]}
-    assert cached_tokens_of(json.dumps(text_only).encode()) is None
-    batch = [{"meta_info": {"cached_tokens": 7}}, {"meta_info": {"cached_tokens": 3}}]
-    assert cached_tokens_of(json.dumps(batch).encode()) == 10
-    null = {"usage": {"prompt_tokens_details": {"cached_tokens": None}}}
-    assert cached_tokens_of(json.dumps(null).encode()) is None
 
 
 def test_serve_cli_rejects_bad_configuration() -> None:
@@ -544,7 +509,7 @@ def test_chat_units_use_the_models_own_chat_template(tmp_path: Any) -> None:
     """With a tokenizer_config.json beside the tokenizer, chat goes through its template;
     a template error is a 400-worthy BadRequest."""
     pytest.importorskip("jinja2")
-    from kvroute.server.app import BadRequest
+    from kvroute.protocol.request_body import BadRequest
     from kvroute.workloads.chat_template import find_chat_template
 
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({
@@ -560,9 +525,9 @@ def test_chat_units_use_the_models_own_chat_template(tmp_path: Any) -> None:
     tok = load_tokenizer(None)
     r = RouterApp(ServeConfig(worker_urls=["http://a:1"], tokenizer=tok, chat_template=template),
                   make_router_policy("random"))
-    assert np.array_equal(r.units_for("chat", {"messages": msgs}),
+    assert np.array_equal(r.prompts.units("chat", {"messages": msgs}),
                           tok.encode("<s>[user] hi\n[assistant]"))
     with pytest.raises(BadRequest, match="no tools"):
-        r.units_for("chat", {"messages": [{"role": "tool", "content": "x"}]})
+        r.prompts.units("chat", {"messages": [{"role": "tool", "content": "x"}]})
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({"eos_token": "</s>"}))
     assert find_chat_template(tmp_path / "tokenizer.json") is None

@@ -6,13 +6,15 @@ from __future__ import annotations
 import pytest
 from aiohttp import web
 
-from kvroute.bench.loadgen import BenchConfig, run_workload
-from kvroute.bench.report import summarize
+from kvroute.bench.config import BenchConfig
+from kvroute.bench.loadgen import run_workload
+from kvroute.bench.summary import summarize
 from kvroute.routing import make_router_policy
 from kvroute.server.app import ServeConfig, build_app
 from kvroute.sim.cluster import SimConfig, simulate
 from kvroute.sim.step_profiles import load_profile
-from kvroute.worker.emulated import EmulatedConfig, create_app, scaled_model
+from kvroute.worker.emulated import EmulatedConfig, scaled_model
+from kvroute.worker.http_api import create_app
 from kvroute.workloads.catalog import build_workload
 
 SPEED = 2.0  # emulated GPUs 2x faster than the L40 profile; arrivals 2x denser

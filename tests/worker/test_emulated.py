@@ -21,14 +21,9 @@ from prometheus_client.parser import text_string_to_metric_families  # noqa: E40
 from kvroute.cli import worker as worker_cli  # noqa: E402
 from kvroute.errors import ConfigError  # noqa: E402
 from kvroute.sim.step_profiles import load_profile  # noqa: E402
-from kvroute.worker import emulated  # noqa: E402
-from kvroute.worker.emulated import (  # noqa: E402
-    WORKER_KEY,
-    EmulatedConfig,
-    create_app,
-    filler_text,
-    scaled_model,
-)
+from kvroute.worker import http_api  # noqa: E402
+from kvroute.worker.emulated import EmulatedConfig, filler_text, scaled_model  # noqa: E402
+from kvroute.worker.http_api import WORKER_KEY, create_app  # noqa: E402
 
 PROMPT = "You are a helpful assistant. " * 20 + "Tell me about radix trees."
 
@@ -76,7 +71,7 @@ async def test_completion_with_usage(client: TestClient) -> None:
     assert choice["text"] == filler_text(0, 7)
     assert choice["finish_reason"] == "length"
     u = body["usage"]
-    n = len(client.app[WORKER_KEY].encode(PROMPT))
+    n = len(client.app[WORKER_KEY].tokenizer.encode(PROMPT))
     assert u["prompt_tokens"] == n
     assert u["completion_tokens"] == 7
     assert u["total_tokens"] == n + 7
@@ -178,7 +173,7 @@ async def test_generate(client: TestClient) -> None:
     assert body["text"] == filler_text(0, 6)
     meta = body["meta_info"]
     assert meta["completion_tokens"] == 6
-    assert meta["prompt_tokens"] == len(client.app[WORKER_KEY].encode(PROMPT))
+    assert meta["prompt_tokens"] == len(client.app[WORKER_KEY].tokenizer.encode(PROMPT))
     assert meta["cached_tokens"] == 0
     assert meta["e2e_latency"] > 0
     r = await client.post("/generate", json={"text": PROMPT, "stream": True,
@@ -222,7 +217,8 @@ async def test_flush_cache(client: TestClient) -> None:
     ("/v1/completions", {"prompt": "hi", "max_tokens": 0}, ">= 1"),
     ("/v1/completions", {"prompt": "hi", "max_tokens": "3"}, "integer"),
     ("/v1/completions", {"prompt": "", "max_tokens": 3}, "empty"),
-    ("/v1/completions", {"prompt": ["a", "b"]}, "batched"),
+    ("/v1/completions", {"prompt": ["a", ""]}, "empty"),
+    ("/v1/completions", {"prompt": ["a", "word " * 9000]}, "KV pool"),
     ("/v1/completions", {"prompt": "hi", "n": 2}, "n = 1"),
     ("/v1/completions", {"prompt": "word " * 9000, "max_tokens": 3}, "KV pool"),
     ("/v1/chat/completions", {"messages": []}, "messages"),
@@ -245,6 +241,34 @@ async def test_bad_input_is_400_json(client: TestClient, path: str, payload: Any
     assert err["type"] == "invalid_request_error"
     r = await client.post("/v1/completions", json={"prompt": "still alive", "max_tokens": 1})
     assert r.status == 200
+
+
+@pytest.mark.asyncio
+async def test_batch_is_served_whole_or_not_at_all(client: TestClient) -> None:
+    """A batch is one request per prompt (choices by index, usage summed); a batch with
+    one prompt that cannot fit queues none of it."""
+    ew = client.app[WORKER_KEY]
+    r = await client.post("/v1/completions", json={"prompt": [PROMPT, "short one"],
+                                                   "max_tokens": 3})
+    assert r.status == 200
+    body = await r.json()
+    assert [c["text"] for c in body["choices"]] == [filler_text(0, 3)] * 2
+    n = len(ew.tokenizer.encode(PROMPT)) + len(ew.tokenizer.encode("short one"))
+    assert body["usage"]["prompt_tokens"] == n and body["usage"]["completion_tokens"] == 6
+    r = await client.post("/generate", json={"text": ["a b", PROMPT], "stream": True,
+                                             "sampling_params": {"max_new_tokens": 2}})
+    events = sse_events(await r.text())
+    assert events[-1] == "[DONE]"
+    indices = [e["index"] for e in events[:-1]]
+    assert indices == sorted(indices) and set(indices) == {0, 1}  # one prompt after another
+    for i in (0, 1):  # cumulative text; a prompt done before its turn comes in one chunk
+        last = [e for e in events[:-1] if e["index"] == i][-1]
+        assert last["text"] == filler_text(0, 2)
+        assert last["meta_info"]["finish_reason"] == {"type": "length", "length": 2}
+    assert ew.worker is not None
+    steps = ew.worker.steps
+    r = await client.post("/v1/completions", json={"prompt": ["a", "word " * 9000]})
+    assert r.status == 400 and ew.worker.steps == steps and not ew.pending
 
 
 @pytest.mark.asyncio
@@ -284,14 +308,14 @@ async def test_client_disconnect_mid_stream(cancel: bool, monkeypatch: Any) -> N
     """A client that leaves mid-stream does not break the worker; its request finishes
     (whether aiohttp cancels the handler or the handler's next write fails)."""
     sends: list[bool] = []
-    real_send = emulated._send
+    real_send = http_api._send
 
     async def spy(resp: web.StreamResponse, payload: Any) -> bool:
         ok = await real_send(resp, payload)
         sends.append(ok)
         return ok
 
-    monkeypatch.setattr(emulated, "_send", spy)
+    monkeypatch.setattr(http_api, "_send", spy)
     app = create_app(EmulatedConfig(speed=200, capacity=8192))
     runner = web.AppRunner(app, handler_cancellation=cancel)
     await runner.setup()

@@ -11,15 +11,15 @@ from typing import TYPE_CHECKING, Any
 from kvroute.cli.console import make_console, need_rich, progress_bar
 from kvroute.cli.workload_flags import add_workload_flags, build_workload
 from kvroute.errors import KvrouteError
+from kvroute.protocol.request_body import APIS
 from kvroute.workloads.catalog import WORKLOAD_NAMES
 
 if TYPE_CHECKING:  # aiohttp (kvroute[serve]) is imported only when the command runs
-    from kvroute.bench.loadgen import BenchRun, RequestResult
+    from kvroute.bench.results import BenchRun, RequestResult
 
 __all__ = ["add_parser", "cmd_bench"]
 
 SHOWN_FAILURES = 10
-APIS = ("completions", "chat", "generate")  # kvroute.bench.loadgen.APIS
 
 def _ms(seconds: float | None) -> str:
     if seconds is None:
@@ -74,8 +74,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     throughput and the cluster's prefix-cache hit rate from the workers' /metrics."""
     rich = need_rich()
     try:
-        from kvroute.bench.loadgen import BenchConfig, run_bench
-        from kvroute.bench.report import summarize
+        from kvroute.bench.config import BenchConfig
+        from kvroute.bench.loadgen import run_bench
+        from kvroute.bench.summary import summarize
     except ImportError:
         raise KvrouteError("kvroute bench needs aiohttp and prometheus-client: "
                            "pip install 'kvroute[serve]'") from None

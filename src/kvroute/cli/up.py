@@ -55,7 +55,7 @@ async def _up(args: argparse.Namespace) -> int:
     from aiohttp import ClientSession, ClientTimeout, web
 
     from kvroute.server.app import RouterApp, ServeConfig, build_app
-    from kvroute.worker.emulated import EmulatedConfig, create_app
+    from kvroute.worker import EmulatedConfig, create_app
 
     host = args.host
     ports = _free_ports(host, args.port, args.workers)
@@ -64,6 +64,7 @@ async def _up(args: argparse.Namespace) -> int:
     try:
         for k, port in enumerate(ports):
             app = create_app(EmulatedConfig(profile=args.profile, eviction=args.eviction,
+                                            eviction_args=args.eviction_params,
                                             capacity=args.capacity, seed=args.seed + k,
                                             speed=args.speed))
             runner = web.AppRunner(app, access_log=None)

@@ -30,7 +30,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     try:
         from aiohttp import web
 
-        from kvroute.worker.emulated import EmulatedConfig, create_app
+        from kvroute.worker import EmulatedConfig, create_app
     except ImportError as e:
         raise ConfigError("kvroute worker needs aiohttp and prometheus-client: "
                           "pip install 'kvroute[serve]'") from e

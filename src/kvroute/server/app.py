@@ -15,15 +15,15 @@ Contract:
   ``/liveness``, ``/metrics`` (Prometheus text), admin ``GET/POST/DELETE /workers`` and
   SGLang's ``POST /add_worker?url=`` / ``/remove_worker?url=`` (``Authorization: Bearer``
   when an API key is set). Anything else is a JSON 404, or 405 on a known path.
-* Routing units: token ids of the prompt with a tokenizer (chat: ``messages`` through the
-  model's chat template when ``chat_template`` is set, else a Llama-3-like one), else its
-  characters (chat: the compact JSON of ``messages``), as SGLang's router does;
-  ``input_ids`` / token-id prompts are used as given; for a batch the first prompt keys
-  the decision. The clock is ``time.monotonic()`` since the app started.
+* Requests are read by :mod:`kvroute.protocol.request_body` (a body that breaks it is a
+  400 before any worker is tried): the routing units are the first prompt's, token ids
+  with a tokenizer (chat: ``messages`` through the model's chat template when
+  ``chat_template`` is set, else a Llama-3-like one), else characters, as SGLang's
+  router does. The clock is ``time.monotonic()`` since the app started.
 * Accounting: every routed attempt is closed exactly once (``try``/``finally``) with
   ``Router.complete``: ok on success (TTFT at the first streamed chunk, ``cached_tokens``
-  from ``usage.prompt_tokens_details.cached_tokens`` or ``meta_info.cached_tokens``, also in
-  SSE chunks), not ok on upstream errors, timeouts, client disconnects and cancellation.
+  as :mod:`kvroute.protocol.response_body` reads it from the body or the SSE chunks),
+  not ok on upstream errors, timeouts, client disconnects and cancellation.
 * Retries: connection errors and 5xx/408/429 before anything was sent to the client are
   retried on another worker (the failed ones excluded for this request), up to
   ``max_retries`` times with jittered exponential backoff from a seeded RNG. Timeouts are
@@ -38,12 +38,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import hmac
 import json
 import logging
 import random
-import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -52,6 +50,16 @@ from typing import IO, Any
 import numpy as np
 
 from kvroute.errors import ConfigError
+from kvroute.protocol.request_body import (
+    SESSION_HEADER,
+    BadRequest,
+    PromptEncoder,
+    json_body,
+    max_tokens_of,
+    session_key,
+    streamed,
+)
+from kvroute.protocol.response_body import SSEScanner, cached_tokens_of
 from kvroute.routing.base import RouteRequest, RoutingPolicy
 from kvroute.routing.router import Dispatch
 from kvroute.server.engine_metrics import EngineLoad, engine_load
@@ -67,7 +75,7 @@ from kvroute.server.membership import Membership, Worker, wait_idle
 from kvroute.server.metrics import CONTENT_TYPE_LATEST, RouterMetrics
 from kvroute.server.upstream import Upstream, UpstreamError, UpstreamResponse, UpstreamTimeout
 from kvroute.workloads.chat_template import ChatTemplate
-from kvroute.workloads.tokenizer import Tokenizer, apply_chat_template
+from kvroute.workloads.tokenizer import Tokenizer
 
 __all__ = ["RouterApp", "ServeConfig", "build_app"]
 
@@ -114,98 +122,6 @@ class ServeConfig:
 _error = error_response
 
 
-class BadRequest(Exception):
-    """The client's request is unusable (400)."""
-
-
-_UTF32 = np.dtype("<u4")
-
-
-def _chars(text: str) -> np.ndarray:
-    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=_UTF32).astype(np.int64)
-
-
-def _ids(x: Any) -> np.ndarray | None:
-    if isinstance(x, list) and x and all(isinstance(t, int) and not isinstance(t, bool)
-                                         for t in x):
-        return np.asarray(x, dtype=np.int64)
-    return None
-
-
-def _cached_from(obj: Any) -> int | None:
-    if not isinstance(obj, dict):
-        return None
-    usage = obj.get("usage")
-    if isinstance(usage, dict):
-        details = usage.get("prompt_tokens_details")
-        if isinstance(details, dict) and isinstance(details.get("cached_tokens"), int):
-            return int(details["cached_tokens"])
-    meta = obj.get("meta_info")
-    if isinstance(meta, dict) and isinstance(meta.get("cached_tokens"), int):
-        return int(meta["cached_tokens"])
-    return None
-
-
-# JSON strings cannot hold an unescaped quote, so this matches keys only, never text.
-_CACHED_KEY = re.compile(rb'"cached_tokens"\s*:\s*(\d+)')
-
-
-def cached_tokens_of(body: bytes) -> int | None:
-    """``cached_tokens`` of a JSON response body (OpenAI usage or SGLang meta_info). A
-    body with one such key and a number is read without parsing it (a tenth of the time
-    on a short completion, less still on a long one); anything else is parsed."""
-    if b"cached_tokens" not in body:
-        return None
-    found = _CACHED_KEY.findall(body)
-    if len(found) == 1 and body.count(b'"cached_tokens"') == 1 and body.lstrip()[:1] == b"{":
-        return int(found[0])
-    try:
-        obj = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    if isinstance(obj, list):  # SGLang batch
-        vals = [c for c in (_cached_from(o) for o in obj) if c is not None]
-        return sum(vals) if vals else None
-    return _cached_from(obj)
-
-
-class SSEScanner:
-    """Reads SSE ``data:`` lines as they stream by; remembers the last ``cached_tokens``."""
-
-    def __init__(self) -> None:
-        self._buf = b""
-        self.cached_tokens: int | None = None
-        self.done = False
-
-    def feed(self, chunk: bytes) -> None:
-        data = self._buf + chunk
-        lines = data.split(b"\n")
-        self._buf = lines.pop()
-        if len(self._buf) > 1 << 20:  # a runaway line: stop buffering it
-            self._buf = b""
-        for line in lines:
-            self._line(line.strip())
-
-    def _line(self, line: bytes) -> None:
-        if not line.startswith(b"data:"):
-            return
-        payload = line[5:].strip()
-        if payload == b"[DONE]":
-            self.done = True
-            return
-        if b"cached_tokens" not in payload:
-            return
-        with contextlib.suppress(ValueError, UnicodeDecodeError):
-            c = _cached_from(json.loads(payload))
-            if c is not None:
-                self.cached_tokens = c
-
-    def close(self) -> None:
-        if self._buf:
-            self._line(self._buf.strip())
-            self._buf = b""
-
-
 @dataclass
 class _Failed:
     """An attempt that failed before anything reached the client."""
@@ -234,6 +150,7 @@ class RouterApp:
                                   cooldown_s=config.cooldown_s,
                                   health_checks=config.health_interval > 0)
         self.policy_name = policy.name
+        self.prompts = PromptEncoder(config.tokenizer, config.chat_template)
         self.metrics = RouterMetrics()
         self.rng = random.Random(config.seed)
         self.t0 = time.monotonic()
@@ -425,68 +342,6 @@ class RouterApp:
             state.running, state.waiting = got.running, got.waiting
             state.kv_usage, state.kv_capacity = got.kv_usage, got.kv_capacity
 
-    # --- units ------------------------------------------------------------------------
-    def _encode(self, text: str) -> np.ndarray:
-        tok = self.config.tokenizer
-        return tok.encode(text) if tok is not None else _chars(text)
-
-    def units_for(self, route: str, body: dict[str, Any]) -> np.ndarray:
-        """The routing units of a request body (BadRequest when the prompt is missing)."""
-        if route == "chat":
-            messages = body.get("messages")
-            if not isinstance(messages, list) or not messages:
-                raise BadRequest("'messages' must be a non-empty list")
-            if self.config.tokenizer is None:
-                return _chars(json.dumps(messages, separators=(",", ":"), ensure_ascii=False))
-            template = self.config.chat_template
-            try:
-                text = (template.render(messages) if template is not None
-                        else apply_chat_template(messages))
-                return self._encode(text)
-            except ConfigError as e:
-                raise BadRequest(str(e)) from e
-        if route == "generate":
-            prompt = body.get("text")
-            if prompt is None:
-                ids = body.get("input_ids")
-                if isinstance(ids, list) and ids and isinstance(ids[0], list):
-                    ids = ids[0]
-                arr = _ids(ids)
-                if arr is None:
-                    raise BadRequest("/generate needs 'text' or 'input_ids'")
-                return arr
-        else:
-            prompt = body.get("prompt")
-        if isinstance(prompt, list) and prompt:
-            arr = _ids(prompt)
-            if arr is not None:
-                return arr
-            prompt = prompt[0]
-            if isinstance(prompt, list):
-                arr = _ids(prompt)
-                if arr is not None:
-                    return arr
-        if not isinstance(prompt, str):
-            field_name = "text" if route == "generate" else "prompt"
-            raise BadRequest(f"'{field_name}' must be a string, a list of strings or token ids")
-        return self._encode(prompt)
-
-    @staticmethod
-    def _max_tokens(body: dict[str, Any]) -> int | None:
-        for v in (body.get("max_tokens"), body.get("max_completion_tokens"),
-                  (body.get("sampling_params") or {}).get("max_new_tokens")
-                  if isinstance(body.get("sampling_params"), dict) else None):
-            if isinstance(v, int) and not isinstance(v, bool):
-                return v
-        return None
-
-    @staticmethod
-    def _session(request: Request) -> int | None:
-        sid = request.headers.get("X-Session-ID")
-        if not sid:
-            return None
-        return int.from_bytes(hashlib.blake2b(sid.encode(), digest_size=8).digest(), "little") >> 1
-
     # --- proxying ---------------------------------------------------------------------
     async def proxy(self, request: Request, route: str,
                     path: str) -> Response | StreamResponse:
@@ -496,21 +351,14 @@ class RouterApp:
             return _error(503, "the router is shutting down", "service_unavailable")
         raw = request.body
         try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            self.metrics.errors.labels("bad_request").inc()
-            return _error(400, "the request body is not valid JSON", "invalid_request_error")
-        if not isinstance(body, dict):
-            self.metrics.errors.labels("bad_request").inc()
-            return _error(400, "the request body must be a JSON object", "invalid_request_error")
-        try:
-            units = self.units_for(route, body)
+            body = json_body(raw)
+            units = self.prompts.units(route, body)
+            max_tokens = max_tokens_of(route, body)
         except BadRequest as e:
             self.metrics.errors.labels("bad_request").inc()
             return _error(400, str(e), "invalid_request_error")
-        stream = bool(body.get("stream"))
-        max_tokens = self._max_tokens(body)
-        session = self._session(request)
+        stream = streamed(body)
+        session = session_key(request.headers.get(SESSION_HEADER))
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _HOP]
         exclude: set[str] = set()
         failed: _Failed | None = None

@@ -19,6 +19,7 @@
   ============  ===========================  =======================================
 
   With several series (data-parallel ranks) counts are summed and usage is averaged.
+  The names come from :mod:`kvroute.protocol.metric_names`.
 """
 
 from __future__ import annotations
@@ -27,13 +28,13 @@ import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from kvroute.protocol.metric_names import SGLANG, VLLM
+
 __all__ = ["EngineLoad", "engine_load", "samples"]
 
-_SGLANG = ("sglang:num_running_reqs", "sglang:num_queue_reqs", "sglang:token_usage",
-           "sglang:max_total_num_tokens")
-_VLLM = ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",
-         "vllm:gpu_cache_usage_perc")
-_VLLM_CONFIG = "vllm:cache_config_info"
+_SGLANG = (SGLANG.running, SGLANG.waiting, SGLANG.kv_usage[0], SGLANG.kv_capacity)
+_VLLM = (VLLM.running, VLLM.waiting, *VLLM.kv_usage)
+_VLLM_CONFIG = VLLM.kv_capacity
 _WANTED = frozenset((*_SGLANG, *_VLLM, _VLLM_CONFIG))
 
 
@@ -80,10 +81,10 @@ def engine_load(text: str) -> EngineLoad | None:
                                   * int(labels.get("block_size", 0)))
         else:
             got.setdefault(name, []).append(value)
-    if "sglang:num_running_reqs" in got:
+    if SGLANG.running in got:
         running, waiting, usage = _SGLANG[:3]
-        capacity = int(sum(got.get("sglang:max_total_num_tokens", [])))
-    elif "vllm:num_requests_running" in got:
+        capacity = int(sum(got.get(SGLANG.kv_capacity, [])))
+    elif VLLM.running in got:
         running, waiting = _VLLM[:2]
         usage = _VLLM[2] if _VLLM[2] in got else _VLLM[3]
         capacity = vllm_capacity

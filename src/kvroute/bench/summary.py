@@ -8,9 +8,7 @@
   reported ``cached_tokens`` (None when none did).
 * Cluster hit rate = the increase of the workers' cached-token counter over the increase
   of their prompt-token counter between the scrapes before and after the run, summed over
-  the ``--metrics-url`` endpoints: SGLang ``sglang:cached_tokens_total`` /
-  ``sglang:prompt_tokens_total``, else vLLM ``vllm:prefix_cache_hits_total`` /
-  ``vllm:prefix_cache_queries_total``.
+  the ``--metrics-url`` endpoints (:func:`kvroute.bench.scrape.metrics_hit_rate`).
 """
 
 from __future__ import annotations
@@ -20,56 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from kvroute.bench.loadgen import BenchRun, RequestResult
+from kvroute.bench.results import BenchRun, RequestResult
+from kvroute.bench.scrape import metrics_hit_rate
 from kvroute.sim.records import Records, latency_stats
 
-__all__ = ["CACHE_COUNTERS", "cache_counters", "metrics_hit_rate", "summarize"]
-
-# engine -> (cached-token counter, prompt-token counter), without the _total suffix
-CACHE_COUNTERS: dict[str, tuple[str, str]] = {
-    "sglang": ("sglang:cached_tokens", "sglang:prompt_tokens"),
-    "vllm": ("vllm:prefix_cache_hits", "vllm:prefix_cache_queries"),
-}
-_WANTED = frozenset(n for pair in CACHE_COUNTERS.values() for n in pair)
-
-
-def cache_counters(text: str) -> dict[str, float]:
-    """The prefix-cache counters in Prometheus ``text``, summed over label sets."""
-    from kvroute.server.engine_metrics import samples
-
-    return {name: sum(values) for name, values in samples(text, _WANTED).items()}
-
-
-def metrics_hit_rate(before: dict[str, dict[str, float] | str],
-                     after: dict[str, dict[str, float] | str]) -> dict[str, Any]:
-    """Cluster hit rate from counter deltas, per endpoint and in total."""
-    per_url: list[dict[str, Any]] = []
-    cached_sum = prompt_sum = 0.0
-    for url in after.keys() | before.keys():
-        a, b = after.get(url), before.get(url)
-        if not isinstance(a, dict) or not isinstance(b, dict):
-            bad = a if isinstance(a, str) else b
-            per_url.append({"url": url, "error": bad or "not scraped"})
-            continue
-        engine = next((e for e, (_, p) in CACHE_COUNTERS.items() if p in a), None)
-        if engine is None:
-            per_url.append({"url": url, "error": "no prefix-cache counters "
-                            "(sglang:cached_tokens_total or vllm:prefix_cache_hits_total)"})
-            continue
-        c_name, p_name = CACHE_COUNTERS[engine]
-        deltas = []
-        for name in (c_name, p_name):
-            d = a.get(name, 0.0) - b.get(name, 0.0)
-            deltas.append(d if d >= 0 else a.get(name, 0.0))  # a restart reset the counter
-        cached, prompt = deltas
-        cached_sum += cached
-        prompt_sum += prompt
-        per_url.append({"url": url, "engine": engine, "cached_tokens": cached,
-                        "prompt_tokens": prompt,
-                        "hit_rate": cached / prompt if prompt > 0 else None})
-    per_url.sort(key=lambda r: r["url"])
-    return {"hit_rate": cached_sum / prompt_sum if prompt_sum > 0 else None,
-            "cached_tokens": cached_sum, "prompt_tokens": prompt_sum, "per_url": per_url}
+__all__ = ["summarize"]
 
 
 def _records(ok: list[RequestResult], workers: dict[str | None, int]) -> Records:
@@ -105,8 +58,6 @@ def summarize(run: BenchRun, workload: str = "", url: str = "") -> dict[str, Any
     def nan_none(x: float) -> float | None:
         return None if x != x else x
 
-    client_hit = (sum(r.cached_tokens or 0 for r in reported) / rep_prompt
-                  if rep_prompt else None)
     client_hit = (sum(r.cached_tokens or 0 for r in reported) / rep_prompt
                   if rep_prompt else None)
     return {

@@ -1,0 +1,227 @@
+"""What a client's request says. The router and the emulated worker read it with these
+functions; the load generator's bodies (:func:`kvroute.bench.client.http_request`) are
+read back by them in the tests.
+
+Contract:
+
+* Routes (:data:`APIS`, :data:`PATHS`): ``completions`` is ``POST /v1/completions``,
+  ``chat`` is ``POST /v1/chat/completions``, ``generate`` is SGLang's ``POST /generate``.
+* The body is a JSON object (:func:`json_body`). Whatever breaks this contract raises
+  :class:`BadRequest`, which the router and the worker both answer with a 400 and the
+  error body of :mod:`kvroute.protocol.response_body`.
+* Prompts (:func:`prompts_of`), one or more (a batch):
+
+  - ``completions``: ``prompt``: a string, token ids, or a list of strings and lists of
+    token ids (a batch);
+  - ``generate``: ``text`` (a string or a list of strings), else ``input_ids`` (token ids
+    or a list of lists of them);
+  - ``chat``: ``messages``, a non-empty list of objects with a string ``role``: one prompt.
+
+  A string must be non-empty, a list non-empty, and a token id an integer in
+  ``[0, 2**63)`` (not a boolean). Negative ids are refused because the simulator's
+  generated ids are negative (:func:`kvroute.workloads.request.output_ids`): a client's
+  could collide with them.
+* A batch: the router validates every prompt and keys its decision on the first
+  (:meth:`PromptEncoder.units`); the emulated worker serves every prompt of it.
+* Units (:class:`PromptEncoder`): token ids are used as given; text goes through the
+  tokenizer, or without one becomes its characters (code points), as SGLang's router
+  does; chat messages are rendered by the model's own chat template when there is one,
+  else by the Llama-3-like :func:`~kvroute.workloads.tokenizer.apply_chat_template`,
+  then encoded; without a tokenizer they become the characters of their compact JSON. A
+  template's refusal is a BadRequest.
+* ``max_tokens`` (:func:`max_tokens_of`): ``completions``: ``max_tokens``; ``chat``:
+  ``max_tokens``, else ``max_completion_tokens``; ``generate``:
+  ``sampling_params.max_new_tokens``. Absent or null: None (the engine's default);
+  otherwise an integer >= 1. ``sampling_params``, when given, is an object.
+* ``stream`` and ``stream_options.include_usage`` are read as truthy values
+  (:func:`streamed`, :func:`include_usage`).
+* Session: the ``X-Session-ID`` header (:data:`SESSION_HEADER`), hashed to a 63-bit
+  non-negative int (:func:`session_key`); absent or empty: None.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from kvroute.errors import ConfigError
+from kvroute.workloads.tokenizer import Tokenizer, apply_chat_template
+
+if TYPE_CHECKING:
+    from kvroute.workloads.chat_template import ChatTemplate
+
+__all__ = ["APIS", "PATHS", "SESSION_HEADER", "BadRequest", "Messages", "Prompt",
+           "PromptEncoder", "chars", "include_usage", "json_body", "max_tokens_of",
+           "prompts_of", "session_key", "streamed"]
+
+APIS = ("completions", "chat", "generate")
+PATHS = {"completions": "/v1/completions", "chat": "/v1/chat/completions",
+         "generate": "/generate"}
+SESSION_HEADER = "X-Session-ID"
+
+Messages = list[dict[str, Any]]
+Prompt = str | np.ndarray | Messages  # text, token ids (1-D int64) or chat messages
+
+_MAX_ID = 1 << 63
+_UTF32 = np.dtype("<u4")
+
+
+class BadRequest(Exception):
+    """The client's request breaks the protocol: a 400 (``invalid_request_error``)."""
+
+
+def json_body(raw: bytes) -> dict[str, Any]:
+    """The request body as a JSON object."""
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BadRequest("the request body is not valid JSON") from e
+    if not isinstance(body, dict):
+        raise BadRequest("the request body must be a JSON object")
+    return body
+
+
+def _ids(value: list[Any]) -> np.ndarray | None:
+    """Token ids from a non-empty list of them, else None."""
+    if value and all(type(t) is int and 0 <= t < _MAX_ID for t in value):
+        return np.asarray(value, dtype=np.int64)
+    return None
+
+
+def _batch(value: Any, field: str, text: bool, ids: bool) -> list[Prompt]:
+    """The prompts of ``field``: one (a string or token ids) or a list of them."""
+    kinds = {(True, True): "a string, token ids (ints >= 0) or a list of strings and "
+                           "lists of token ids",
+             (True, False): "a string or a list of strings",
+             (False, True): "token ids (ints >= 0) or a list of lists of token ids"}
+    wrong = f"'{field}' must be {kinds[text, ids]}"
+    if isinstance(value, str):
+        if not text:
+            raise BadRequest(wrong)
+        if not value:
+            raise BadRequest(f"'{field}' is empty")
+        return [value]
+    if not isinstance(value, list):
+        raise BadRequest(wrong)
+    if not value:
+        raise BadRequest(f"'{field}' is empty")
+    if ids:
+        one = _ids(value)
+        if one is not None:
+            return [one]
+    out: list[Prompt] = []
+    for item in value:
+        if text and isinstance(item, str) and item:
+            out.append(item)
+        elif ids and isinstance(item, list) and (arr := _ids(item)) is not None:
+            out.append(arr)
+        elif item == "" or item == []:
+            raise BadRequest(f"'{field}' holds an empty prompt")
+        else:
+            raise BadRequest(wrong)
+    return out
+
+
+def _messages(body: dict[str, Any]) -> Messages:
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest("'messages' must be a non-empty list")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+            raise BadRequest(f"message {i}: must be an object with a string 'role'")
+    return messages
+
+
+def prompts_of(route: str, body: dict[str, Any]) -> list[Prompt]:
+    """The prompts of a request body on ``route`` (see the module docstring)."""
+    if route == "chat":
+        return [_messages(body)]
+    if route == "generate":
+        if body.get("text") is not None:
+            return _batch(body["text"], "text", text=True, ids=False)
+        if body.get("input_ids") is not None:
+            return _batch(body["input_ids"], "input_ids", text=False, ids=True)
+        raise BadRequest("/generate needs 'text' or 'input_ids'")
+    if route == "completions":
+        if body.get("prompt") is None:
+            raise BadRequest("'prompt' is required")
+        return _batch(body["prompt"], "prompt", text=True, ids=True)
+    raise ValueError(f"unknown route {route!r}; one of: {', '.join(APIS)}")
+
+
+def chars(text: str) -> np.ndarray:
+    """The code points of ``text`` (1-D int64)."""
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=_UTF32).astype(np.int64)
+
+
+class PromptEncoder:
+    """Prompts to units (token ids, or characters without a tokenizer)."""
+
+    def __init__(self, tokenizer: Tokenizer | None = None,
+                 chat_template: ChatTemplate | None = None) -> None:
+        self.tokenizer = tokenizer
+        self.chat_template = chat_template  # None: the Llama-3-like one
+
+    def encode(self, prompt: Prompt) -> np.ndarray:
+        if isinstance(prompt, np.ndarray):
+            return prompt
+        tok = self.tokenizer
+        if isinstance(prompt, str):
+            return tok.encode(prompt) if tok is not None else chars(prompt)
+        if tok is None:
+            return chars(json.dumps(prompt, separators=(",", ":"), ensure_ascii=False))
+        try:
+            text = (self.chat_template.render(prompt) if self.chat_template is not None
+                    else apply_chat_template(prompt))
+        except ConfigError as e:
+            raise BadRequest(str(e)) from e
+        return tok.encode(text)
+
+    def units(self, route: str, body: dict[str, Any]) -> np.ndarray:
+        """The routing units of a request: its first prompt's (all of them validated)."""
+        return self.encode(prompts_of(route, body)[0])
+
+
+def _count(value: Any, field: str) -> int | None:
+    if value is None:
+        return None
+    if type(value) is not int:
+        raise BadRequest(f"'{field}' must be an integer, got {value!r}")
+    if value < 1:
+        raise BadRequest(f"'{field}' must be >= 1, got {value}")
+    return value
+
+
+def max_tokens_of(route: str, body: dict[str, Any]) -> int | None:
+    """How many tokens the request asks for; None when it leaves it to the engine."""
+    if route == "generate":
+        params = body.get("sampling_params")
+        if params is None:
+            return None
+        if not isinstance(params, dict):
+            raise BadRequest("'sampling_params' must be an object")
+        return _count(params.get("max_new_tokens"), "sampling_params.max_new_tokens")
+    value, field = body.get("max_tokens"), "max_tokens"
+    if value is None and route == "chat":
+        value, field = body.get("max_completion_tokens"), "max_completion_tokens"
+    return _count(value, field)
+
+
+def streamed(body: dict[str, Any]) -> bool:
+    return bool(body.get("stream"))
+
+
+def include_usage(body: dict[str, Any]) -> bool:
+    opts = body.get("stream_options")
+    return isinstance(opts, dict) and bool(opts.get("include_usage"))
+
+
+def session_key(value: str | None) -> int | None:
+    """The session of a request from its ``X-Session-ID`` header value."""
+    if not value:
+        return None
+    digest = hashlib.blake2b(value.encode("utf-8", "surrogateescape"), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1

@@ -1,0 +1,161 @@
+"""What an engine's response says: the router reads ``cached_tokens`` from it, the load
+generator token usage and stream events; and the error body kvroute's servers write.
+
+Contract:
+
+* The router names the worker that answered in the :data:`WORKER_HEADER` response header.
+* Errors: ``{"error": {"message": str, "type": str, "code": int}}`` (:func:`error_body`,
+  OpenAI's shape, ``code`` the HTTP status), from the router and the emulated worker
+  alike. :func:`error_message` reads one, or a bare ``{"error": "..."}``, from a body or
+  an SSE event; an object with ``choices`` is not an error.
+* Usage (:func:`usage_of`): the counts one response object or SSE chunk reports.
+  ``prompt_tokens`` and ``completion_tokens`` from OpenAI's ``usage``, else SGLang's
+  ``meta_info``; ``cached_tokens`` from ``usage.prompt_tokens_details.cached_tokens``,
+  else ``usage.cached_tokens``, else ``meta_info.cached_tokens``. A count is a JSON
+  integer >= 0; anything else is absent (None).
+* :func:`cached_tokens_of` reads a whole response body: one object, or an SGLang batch (a
+  list: the sum over the items that report it). A body that holds the key
+  ``"cached_tokens"`` exactly once, with an integer, is read without parsing it (JSON
+  strings cannot hold an unescaped quote, so generated text never matches; a tenth of
+  the parse's time on a short completion, less still on a long one).
+* SSE (:class:`SSELines`): a byte stream splits at ``\\n``; each line is stripped; a
+  ``data:`` line gives its payload (stripped), other lines (blank separators, comments,
+  ``event:``/``id:``) give nothing; the payload ``[DONE]`` (:data:`DONE`) ends a stream.
+  With ``max_line``, a line longer than that is dropped instead of buffered.
+  :class:`SSEScanner` is the router's: whether ``[DONE]`` came and the last
+  ``cached_tokens`` seen, parsing only the payloads that mention the key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["DONE", "WORKER_HEADER", "SSELines", "SSEScanner", "Usage", "cached_tokens_of",
+           "error_body", "error_message", "usage_of"]
+
+DONE = b"[DONE]"
+WORKER_HEADER = "X-Kvroute-Worker"
+
+
+def error_body(message: str, kind: str, status: int) -> dict[str, Any]:
+    """The JSON error body: ``kind`` is its ``type`` (``invalid_request_error``, ...)."""
+    return {"error": {"message": message, "type": kind, "code": status}}
+
+
+def error_message(obj: Any) -> str | None:
+    """The message of an error body or SSE error event; None when ``obj`` is none."""
+    if not isinstance(obj, dict) or not obj.get("error") or obj.get("choices"):
+        return None
+    err = obj["error"]
+    return str(err.get("message", err) if isinstance(err, dict) else err)
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cached_tokens: int | None = None
+
+
+def _count(x: Any) -> int | None:
+    return x if type(x) is int and x >= 0 else None
+
+
+def _first(*values: Any) -> int | None:
+    for v in values:
+        c = _count(v)
+        if c is not None:
+            return c
+    return None
+
+
+def _dict(x: Any) -> dict[str, Any]:
+    return x if isinstance(x, dict) else {}
+
+
+def usage_of(obj: Any) -> Usage:
+    """The token counts ``obj`` (a parsed response or chunk) reports."""
+    if not isinstance(obj, dict):
+        return Usage()
+    usage, meta = _dict(obj.get("usage")), _dict(obj.get("meta_info"))
+    details = _dict(usage.get("prompt_tokens_details"))
+    return Usage(_first(usage.get("prompt_tokens"), meta.get("prompt_tokens")),
+                 _first(usage.get("completion_tokens"), meta.get("completion_tokens")),
+                 _first(details.get("cached_tokens"), usage.get("cached_tokens"),
+                        meta.get("cached_tokens")))
+
+
+_CACHED_KEY = re.compile(rb'"cached_tokens"\s*:\s*(\d+)')
+
+
+def cached_tokens_of(body: bytes) -> int | None:
+    """``cached_tokens`` of a JSON response body (see the module docstring)."""
+    if b"cached_tokens" not in body:
+        return None
+    found = _CACHED_KEY.findall(body)
+    if len(found) == 1 and body.count(b'"cached_tokens"') == 1 and body.lstrip()[:1] == b"{":
+        return int(found[0])
+    try:
+        obj = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if isinstance(obj, list):  # SGLang batch
+        vals = [c for c in (usage_of(o).cached_tokens for o in obj) if c is not None]
+        return sum(vals) if vals else None
+    return usage_of(obj).cached_tokens
+
+
+def _payload(line: bytes) -> bytes | None:
+    line = line.strip()
+    return line[5:].strip() if line.startswith(b"data:") else None
+
+
+class SSELines:
+    """The payloads of an SSE byte stream's ``data:`` lines, as the bytes come in."""
+
+    def __init__(self, max_line: int | None = None) -> None:
+        self.max_line = max_line
+        self._buf = b""
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        lines = (self._buf + chunk).split(b"\n")
+        self._buf = lines.pop()
+        if self.max_line is not None and len(self._buf) > self.max_line:
+            self._buf = b""  # a runaway line: stop buffering it
+        return [p for p in map(_payload, lines) if p is not None]
+
+    def close(self) -> list[bytes]:
+        """The payload of an unterminated last line, if any."""
+        rest, self._buf = self._buf, b""
+        p = _payload(rest)
+        return [] if p is None else [p]
+
+
+class SSEScanner:
+    """Reads an SSE stream as it passes by: ``done`` and the last ``cached_tokens``."""
+
+    def __init__(self) -> None:
+        self._lines = SSELines(max_line=1 << 20)
+        self.cached_tokens: int | None = None
+        self.done = False
+
+    def feed(self, chunk: bytes) -> None:
+        for payload in self._lines.feed(chunk):
+            self._payload(payload)
+
+    def close(self) -> None:
+        for payload in self._lines.close():
+            self._payload(payload)
+
+    def _payload(self, payload: bytes) -> None:
+        if payload == DONE:
+            self.done = True
+        elif b"cached_tokens" in payload:
+            with contextlib.suppress(ValueError):  # UnicodeDecodeError is one
+                c = usage_of(json.loads(payload)).cached_tokens
+                if c is not None:
+                    self.cached_tokens = c

@@ -1,0 +1,311 @@
+"""The emulated worker's HTTP API: SGLang's and vLLM's endpoints in front of an
+:class:`~kvroute.worker.emulated.EmulatedWorker` (:func:`create_app`, an aiohttp app
+whose worker starts with it).
+
+Contract:
+
+* Endpoints: ``POST /v1/completions``, ``POST /v1/chat/completions`` (SSE when
+  ``stream``; ``stream_options.include_usage`` adds a usage chunk), ``POST /generate``
+  (SGLang native), ``GET /v1/models``, ``GET /health`` and ``GET /health_generate`` (503
+  until the worker has started), ``POST /flush_cache`` (400 while requests are queued or
+  running), ``GET /metrics`` (:mod:`kvroute.worker.exported_metrics`).
+* Requests are read by :mod:`kvroute.protocol.request_body`: what it refuses is a 400.
+  ``max_tokens`` defaults to ``EmulatedConfig.default_max_tokens``; only ``n = 1`` is
+  served.
+* A batch (completions, /generate) is served whole, each prompt a request of its own on
+  the SimWorker: completions answer with one choice per prompt (its ``index``) and the
+  usage summed; /generate with a list of results when there is more than one prompt.
+  Streamed, the chunks come one prompt after another, each with its ``index``.
+* Responses: OpenAI's ``text_completion`` / ``chat.completion`` objects with ``usage``
+  (``prompt_tokens_details.cached_tokens``); SGLang's ``text`` and ``meta_info``
+  (``cached_tokens``; cumulative text when streamed). Every stream ends with
+  ``data: [DONE]``.
+* Errors are JSON (:func:`kvroute.protocol.response_body.error_body`): bad input 400,
+  unknown routes 404, a bug 500 (logged; no traceback is sent). A client that goes away
+  mid-stream does not affect the worker: its requests run to completion.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from kvroute.protocol.request_body import (
+    PATHS,
+    BadRequest,
+    include_usage,
+    json_body,
+    max_tokens_of,
+    prompts_of,
+    streamed,
+)
+from kvroute.protocol.response_body import DONE, error_body
+from kvroute.sim.worker import Job
+from kvroute.worker.emulated import (
+    EmulatedConfig,
+    EmulatedWorker,
+    Pending,
+    filler_piece,
+    filler_text,
+)
+
+__all__ = ["WORKER_KEY", "create_app"]
+
+log = logging.getLogger(__name__)
+
+WORKER_KEY = web.AppKey("kvroute_emulated_worker", EmulatedWorker)
+
+
+def _error(message: str, status: int = 400, kind: str = "invalid_request_error") -> web.Response:
+    return web.json_response(error_body(message, kind, status), status=status)
+
+
+# -------------------------------------------------------------------- requests
+def _worker(request: web.Request) -> EmulatedWorker:
+    ew = request.app[WORKER_KEY]
+    if not ew.started:
+        raise web.HTTPServiceUnavailable(text="the worker is starting")
+    return ew
+
+
+async def _submit(request: web.Request, route: str) -> tuple[dict[str, Any], list[Pending]]:
+    """The request's body and its prompts, queued on the worker."""
+    ew = _worker(request)
+    body = json_body(await request.read())
+    prompts = [ew.prompts.encode(p) for p in prompts_of(route, body)]
+    max_tokens = max_tokens_of(route, body) or ew.config.default_max_tokens
+    n = body.get("n", 1)
+    if n is not None and n != 1:
+        raise BadRequest(f"only n = 1 is supported, got n = {n!r}")
+    return body, ew.submit(prompts, max_tokens)
+
+
+async def _finished(ps: list[Pending]) -> None:
+    """Wait for every request (their futures survive the handler's cancellation)."""
+    for p in ps:
+        await asyncio.shield(p.done)
+
+
+# -------------------------------------------------------------------- responses
+def _usage(jobs: list[Job]) -> dict[str, Any]:
+    n = sum(j.req.prompt_len for j in jobs)
+    out = sum(j.req.output_len for j in jobs)
+    return {"prompt_tokens": n, "completion_tokens": out, "total_tokens": n + out,
+            "prompt_tokens_details": {"cached_tokens": sum(j.cached for j in jobs)}}
+
+
+async def _open_sse(request: web.Request) -> web.StreamResponse:
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                       "Cache-Control": "no-cache"})
+    await resp.prepare(request)
+    return resp
+
+
+async def _send(resp: web.StreamResponse, payload: Any) -> bool:
+    """Write one SSE event; False when the client has gone away."""
+    data = payload if isinstance(payload, str) else json.dumps(payload)
+    try:
+        await resp.write(f"data: {data}\n\n".encode())
+    except (ConnectionError, RuntimeError):  # ConnectionResetError: the client left
+        return False
+    return True
+
+
+async def _close_sse(resp: web.StreamResponse) -> None:
+    """Send ``data: [DONE]`` and end the stream (quietly if the client has gone)."""
+    if await _send(resp, DONE.decode()):
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await resp.write_eof()
+
+
+async def _tokens(p: Pending) -> AsyncIterator[tuple[int, int]]:
+    """Yield ``(start, end)`` ranges of newly generated tokens until the request is done."""
+    sent = 0
+    total = p.job.req.output_len
+    while sent < total:
+        await p.progress.wait()
+        p.progress.clear()
+        now = p.job.generated
+        if now > sent:
+            yield sent, now
+            sent = now
+
+
+async def _openai(request: web.Request, route: str) -> web.StreamResponse:
+    body, ps = await _submit(request, route)
+    ew = request.app[WORKER_KEY]
+    chat = route == "chat"
+    max_tokens = ps[0].job.req.output_len
+    rid = f"{'chatcmpl' if chat else 'cmpl'}-{ps[0].job.req.rid}"
+    created = int(time.time())
+    model = ew.config.model_name
+    if not streamed(body):
+        await _finished(ps)
+        text = filler_text(0, max_tokens)
+        choices: list[dict[str, Any]] = []
+        for i in range(len(ps)):
+            choice: dict[str, Any] = {"index": i, "finish_reason": "length", "logprobs": None}
+            if chat:
+                choice["message"] = {"role": "assistant", "content": text}
+            else:
+                choice["text"] = text
+            choices.append(choice)
+        return web.json_response({"id": rid, "object": "chat.completion" if chat
+                                  else "text_completion", "created": created, "model": model,
+                                  "choices": choices, "usage": _usage([p.job for p in ps])})
+    chunk_obj = "chat.completion.chunk" if chat else "text_completion"
+    resp = await _open_sse(request)
+
+    def chunk(choice: dict[str, Any]) -> dict[str, Any]:
+        return {"id": rid, "object": chunk_obj, "created": created, "model": model,
+                "choices": [choice]}
+
+    alive = True
+    for index, p in enumerate(ps):
+        async for start, end in _tokens(p):
+            if chat and start == 0 and alive:  # the role chunk goes out with the first token
+                alive = await _send(resp, chunk({"index": index, "delta": {
+                    "role": "assistant", "content": ""}, "logprobs": None,
+                    "finish_reason": None}))
+            for i in range(start, end):
+                if not alive:
+                    break
+                fin = "length" if i == max_tokens - 1 else None
+                piece = filler_piece(i)
+                c: dict[str, Any] = {"index": index, "logprobs": None, "finish_reason": fin}
+                if chat:
+                    c["delta"] = {"content": piece}
+                else:
+                    c["text"] = piece
+                alive = await _send(resp, chunk(c))
+    await _finished(ps)
+    if alive and include_usage(body):
+        alive = await _send(resp, {"id": rid, "object": chunk_obj, "created": created,
+                                   "model": model, "choices": [],
+                                   "usage": _usage([p.job for p in ps])})
+    if alive:
+        await _close_sse(resp)
+    return resp
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/completions`` (OpenAI)."""
+    return await _openai(request, "completions")
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/chat/completions`` (OpenAI)."""
+    return await _openai(request, "chat")
+
+
+async def generate(request: web.Request) -> web.StreamResponse:
+    """``POST /generate`` (SGLang native: ``text`` or ``input_ids``, ``sampling_params``)."""
+    body, ps = await _submit(request, "generate")
+    ew = request.app[WORKER_KEY]
+    max_tokens = ps[0].job.req.output_len
+
+    def meta(p: Pending, done: bool, generated: int) -> dict[str, Any]:
+        job = p.job
+        return {"id": str(job.req.rid), "prompt_tokens": job.req.prompt_len,
+                "completion_tokens": generated, "cached_tokens": job.cached,
+                "finish_reason": {"type": "length", "length": max_tokens} if done else None,
+                "e2e_latency": ew.now() - p.t0}
+
+    if not streamed(body):
+        await _finished(ps)
+        results = [{"text": filler_text(0, max_tokens), "meta_info": meta(p, True, max_tokens)}
+                   for p in ps]
+        return web.json_response(results if len(results) > 1 else results[0])
+    resp = await _open_sse(request)
+    alive = True
+    for index, p in enumerate(ps):
+        async for _, end in _tokens(p):
+            if alive:
+                alive = await _send(resp, {"text": filler_text(0, end), "index": index,
+                                           "meta_info": meta(p, end == max_tokens, end)})
+    await _finished(ps)
+    if alive:
+        await _close_sse(resp)
+    return resp
+
+
+async def models(request: web.Request) -> web.Response:
+    """``GET /v1/models``."""
+    ew = request.app[WORKER_KEY]
+    name = ew.config.model_name
+    return web.json_response({"object": "list", "data": [{
+        "id": name, "object": "model", "created": 0, "owned_by": "kvroute",
+        "root": name, "max_model_len": ew.capacity}]})
+
+
+async def health(request: web.Request) -> web.Response:
+    """``GET /health`` and ``/health_generate``: 200 once the worker runs."""
+    if not request.app[WORKER_KEY].started:
+        return _error("the worker is starting", 503, "service_unavailable")
+    return web.Response(text="")
+
+
+async def flush_cache(request: web.Request) -> web.Response:
+    """``POST /flush_cache`` (SGLang): clear the radix cache when nothing is in flight."""
+    reason = request.app[WORKER_KEY].flush()
+    if reason is not None:
+        return _error(reason)
+    return web.Response(text="Cache flushed.\nPlease check backend logs for more details. "
+                             "(When there are running or waiting requests, the operation "
+                             "will not be performed.)\n")
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """``GET /metrics``: Prometheus text format."""
+    body = request.app[WORKER_KEY].metrics.render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+@web.middleware
+async def _errors(request: web.Request,
+                  handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                  ) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except BadRequest as e:
+        return _error(str(e))
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        kind = "not_found_error" if e.status == 404 else "invalid_request_error"
+        return _error(e.reason if e.status in (404, 405) else e.text or e.reason,
+                      e.status, kind)
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception as e:  # a bug: answer JSON, log the traceback here only
+        log.exception("%s %s failed", request.method, request.path)
+        return _error(f"internal error: {type(e).__name__}", 500, "internal_server_error")
+
+
+def create_app(config: EmulatedConfig | None = None) -> web.Application:
+    """The aiohttp app of an emulated worker (its SimWorker starts with the app)."""
+    ew = EmulatedWorker(config or EmulatedConfig())
+    app = web.Application(middlewares=[_errors])
+    app[WORKER_KEY] = ew
+
+    async def start(app: web.Application) -> None:
+        ew.start()
+
+    app.on_startup.append(start)
+    app.router.add_post(PATHS["completions"], completions)
+    app.router.add_post(PATHS["chat"], chat_completions)
+    app.router.add_post(PATHS["generate"], generate)
+    app.router.add_get("/v1/models", models)
+    app.router.add_get("/health", health)
+    app.router.add_get("/health_generate", health)
+    app.router.add_post("/flush_cache", flush_cache)
+    app.router.add_get("/metrics", metrics)
+    return app
