@@ -299,6 +299,29 @@ async def test_503_when_all_workers_are_down() -> None:
 
 
 @pytest.mark.asyncio
+async def test_unavailable_workers_are_masked_not_cancelled() -> None:
+    """A worker whose breaker is open is never offered to the policy: it picks among the
+    others, and hears one completion per dispatch, none for a refused pick."""
+    good = FakeWorker()
+    async with cluster([dead_url(), good, dead_url()], failure_threshold=1,
+                       cooldown_s=60) as (client, r):
+        heard: list[int] = []
+        on_complete = r.router.policy.on_complete
+        r.router.policy.on_complete = lambda fb: (heard.append(fb.rid),  # type: ignore
+                                                  on_complete(fb))
+        for i in range(8):
+            resp = await client.post("/v1/completions", json={"prompt": f"p{i}" * 50})
+            assert resp.status == 200 and resp.headers["X-Kvroute-Worker"] == good.url
+        await settle(r)
+        states = r.router.workers
+        assert [s.completed for s in states] == [0, 8, 0]
+        assert states[0].errors + states[2].errors <= 2  # a dead one is tried at most once
+        assert len(heard) == len(set(heard)) == sum(s.routed for s in states) \
+            == sum(s.completed + s.errors for s in states)
+        assert not r.router.policy._pending  # type: ignore[attr-defined]  # lbgr's
+
+
+@pytest.mark.asyncio
 async def test_breaker_and_health_checks() -> None:
     """Failures open the breaker; a passing health check after the cool-down restores it,
     and failing health checks take a worker out."""
