@@ -300,7 +300,7 @@ async def router_and_worker(tokenizer: str | None = None
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    cfg = ServeConfig(worker_urls=[url], policy="round_robin", health_interval=0,
+    cfg = ServeConfig(worker_urls=[url], health_interval=0,
                       metrics_interval=0,
                       tokenizer=load_tokenizer(tokenizer) if tokenizer else None,
                       chat_template=find_chat_template(tokenizer) if tokenizer else None)
@@ -341,7 +341,7 @@ async def test_batch_is_keyed_on_its_first_prompt_and_served_whole() -> None:
                                                  "sampling_params": {"max_new_tokens": 1}})
         results = await r.json()
         assert [x["meta_info"]["prompt_tokens"] for x in results] == [2, 3]
-        index = router.members.router.index
+        index = router.router.index
         assert index is not None  # round_robin's units: the first prompt of each batch
         assert index.match(np.array([1, 2, 3])).tolist() == [3]
         assert index.match(np.array([4, 5])).tolist() == [0]
@@ -371,7 +371,7 @@ async def test_bad_requests_are_the_same_400_everywhere(path: str, body: dict[st
         err = answers[0]["error"]
         assert needle in err["message"] and err["type"] == "invalid_request_error"
         assert err["code"] == 400
-        assert [s.routed for s in router.members.router.workers] == [0]
+        assert [s.routed for s in router.router.workers] == [0]
 
 
 @pytest.mark.asyncio

@@ -38,7 +38,7 @@ async def test_every_endpoint_failover_and_bad_input() -> None:
     non-streaming requests and used again once back; bad input gets a clear 4xx."""
     workers = [await _start(_worker()) for _ in range(3)]
     urls = [f"http://127.0.0.1:{port}" for _, port in workers]
-    cfg = ServeConfig(worker_urls=urls, policy="round_robin", api_key="secret",
+    cfg = ServeConfig(worker_urls=urls, api_key="secret",
                       health_interval=0.2, failure_threshold=1, cooldown_s=0.3)
     router = build_app(cfg, make_router_policy("round_robin"))
     await router.start("127.0.0.1", 0)

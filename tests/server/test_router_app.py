@@ -113,7 +113,7 @@ async def cluster(workers: list[FakeWorker | str], policy: str = "lbgr",
     cfg.setdefault("health_interval", 0)
     cfg.setdefault("metrics_interval", 0)
     cfg.setdefault("backoff_base", 0.001)
-    app = build_app(ServeConfig(worker_urls=urls, policy=policy, **cfg),
+    app = build_app(ServeConfig(worker_urls=urls, **cfg),
                     make_router_policy(policy, seed=0))
     await app.start("127.0.0.1", 0)
     client = aiohttp.ClientSession(base_url=f"http://127.0.0.1:{app.port}")
@@ -127,13 +127,13 @@ async def cluster(workers: list[FakeWorker | str], policy: str = "lbgr",
 
 
 def in_flight(r: RouterApp) -> list[int]:
-    return [s.in_flight for s in r.members.router.workers]
+    return [s.in_flight for s in r.router.workers]
 
 
 async def settle(r: RouterApp, timeout: float = 3.0) -> None:
     """Wait until the router has closed every dispatch."""
     for _ in range(int(timeout / 0.02)):
-        if not r.members.open and not any(in_flight(r)):
+        if not r.router.open_dispatches and not any(in_flight(r)):
             return
         await asyncio.sleep(0.02)
 
@@ -150,7 +150,7 @@ async def test_non_stream_passthrough_with_headers() -> None:
         assert float(resp.headers["X-Kvroute-Predicted-Ms"]) > 0
         assert body["usage"]["prompt_tokens_details"]["cached_tokens"] == 7
         assert in_flight(r) == [0, 0]
-        assert sum(s.completed for s in r.members.router.workers) == 1
+        assert sum(s.completed for s in r.router.workers) == 1
 
 
 @pytest.mark.asyncio
@@ -167,7 +167,7 @@ async def test_stream_passthrough_chunks_and_accounting() -> None:
         assert text.count("data: ") == 6 and text.rstrip().endswith("data: [DONE]")
         await settle(r)
         assert in_flight(r) == [0]
-        assert r.members.router.workers[0].completed == 1
+        assert r.router.workers[0].completed == 1
 
 
 @pytest.mark.asyncio
@@ -197,13 +197,13 @@ async def test_retry_on_500_goes_to_another_worker() -> None:
         assert (bad.calls, good.calls) == (1, 1)
         await settle(r)
         assert in_flight(r) == [0, 0]
-        assert [s.errors for s in r.members.router.workers] == [1, 0]
+        assert [s.errors for s in r.router.workers] == [1, 0]
         metrics = await (await client.get("/metrics")).text()
         assert "kvroute_retries_total 1.0" in metrics
         # the prompt never reached the failing worker: the index does not credit it there
         units = r.prompts.units("completions", {"prompt": "x"})
-        assert r.members.router.index is not None
-        assert r.members.router.index.match(units).tolist() == [0, 1]
+        assert r.router.index is not None
+        assert r.router.index.match(units).tolist() == [0, 1]
 
 
 @pytest.mark.asyncio
@@ -213,7 +213,7 @@ async def test_index_forgets_a_worker_whose_breaker_opens() -> None:
                        failure_threshold=1) as (client, r):
         body = {"prompt": "hello world", "max_tokens": 1}
         assert (await client.post("/v1/completions", json=body)).status == 200
-        units, idx = r.prompts.units("completions", body), r.members.router.index
+        units, idx = r.prompts.units("completions", body), r.router.index
         assert idx is not None
         held = idx.match(units)
         k = int(np.argmax(held))
@@ -240,7 +240,7 @@ async def test_upstream_drop_before_first_chunk_retries_midway_ends_with_error()
         text = (await resp.read()).decode()
         assert text.startswith("data: ") and "failed mid-stream" in text
         await settle(r)
-        assert in_flight(r) == [0] and r.members.router.workers[0].errors == 1
+        assert in_flight(r) == [0] and r.router.workers[0].errors == 1
 
 
 @pytest.mark.asyncio
@@ -253,8 +253,8 @@ async def test_in_flight_zero_after_upstream_errors() -> None:
             assert resp.status in (500, 502)
             assert "error" in await resp.json()
         assert in_flight(r) == [0, 0]
-        assert sum(s.errors for s in r.members.router.workers) == 6
-        assert not r.members.open
+        assert sum(s.errors for s in r.router.workers) == 6
+        assert not r.router.open_dispatches
 
 
 @pytest.mark.asyncio
@@ -270,7 +270,7 @@ async def test_client_disconnect_mid_stream_closes_dispatch(tmp_path: Any) -> No
         resp.close()
         await settle(r)
         assert in_flight(r) == [0]
-        assert r.members.router.workers[0].errors == 1
+        assert r.router.workers[0].errors == 1
     outcome = [json.loads(x) for x in log.read_text().splitlines()][-1]
     assert outcome["event"] == "outcome" and outcome["ok"] is False
     assert outcome["error"] == "client_disconnect"
@@ -293,6 +293,29 @@ async def test_503_when_all_workers_are_down() -> None:
 
 
 @pytest.mark.asyncio
+async def test_unavailable_workers_are_masked_not_cancelled() -> None:
+    """A worker whose breaker is open is never offered to the policy: it picks among the
+    others, and hears one completion per dispatch, none for a refused pick."""
+    good = FakeWorker()
+    async with cluster([dead_url(), good, dead_url()], failure_threshold=1,
+                       cooldown_s=60) as (client, r):
+        heard: list[int] = []
+        on_complete = r.router.policy.on_complete
+        r.router.policy.on_complete = lambda fb: (heard.append(fb.rid),  # type: ignore
+                                                  on_complete(fb))
+        for i in range(8):
+            resp = await client.post("/v1/completions", json={"prompt": f"p{i}" * 50})
+            assert resp.status == 200 and resp.headers["X-Kvroute-Worker"] == good.url
+        await settle(r)
+        states = r.router.workers
+        assert [s.completed for s in states] == [0, 8, 0]
+        assert states[0].errors + states[2].errors <= 2  # a dead one is tried at most once
+        assert len(heard) == len(set(heard)) == sum(s.routed for s in states) \
+            == sum(s.completed + s.errors for s in states)
+        assert not r.router.policy._pending  # type: ignore[attr-defined]  # lbgr's
+
+
+@pytest.mark.asyncio
 async def test_breaker_and_health_checks() -> None:
     """Failures open the breaker; a passing health check after the cool-down restores it,
     and failing health checks take a worker out."""
@@ -303,10 +326,10 @@ async def test_breaker_and_health_checks() -> None:
         await asyncio.sleep(0.06)
         r.members.health_checks = True
         w.mode = "unhealthy"
-        await r.check_health()
+        await r.checks.check_health()
         assert (await client.get("/readiness")).status == 503
         w.mode = "ok"
-        await r.check_health()
+        await r.checks.check_health()
         assert (await client.get("/readiness")).status == 200
         assert (await client.post("/generate", json={"text": "p"})).status == 200
 
@@ -341,8 +364,8 @@ async def test_admin_add_remove_with_and_without_api_key() -> None:
             assert (await client.delete("/workers", json={"url": a.url},
                                         headers=auth)).status == 404
             assert [w.url for w in r.members.workers] == [c.url]
-            assert len(r.members.router.workers) == 1
-            r.members.router.index.check_integrity()  # type: ignore[union-attr]
+            assert len(r.router.workers) == 1
+            r.router.index.check_integrity()  # type: ignore[union-attr]
             resp = await client.post("/v1/completions", json={"prompt": "after"})
             assert resp.headers["X-Kvroute-Worker"] == c.url
             assert in_flight(r) == [0]
@@ -361,7 +384,7 @@ async def test_removing_a_worker_mid_stream_closes_its_dispatch_once() -> None:
         assert resp.headers["X-Kvroute-Worker"] == slow.url
         assert (await client.post(f"/remove_worker?url={slow.url}")).status == 200
         assert (await client.post(f"/remove_worker?url={a.url}")).status == 200
-        assert in_flight(r) == [] and not r.members.open
+        assert in_flight(r) == [] and not r.router.open_dispatches
         assert (await resp.read()).rstrip().endswith(b"[DONE]")
         assert (await client.post("/v1/completions", json={"prompt": "z"})).status == 503
         assert (await client.post(f"/add_worker?url={a.url}")).status == 200
@@ -488,9 +511,9 @@ sglang:max_total_num_tokens{model_name="m"} 100000.0
 async def test_engine_load_is_scraped_into_worker_state(caplog: pytest.LogCaptureFixture) -> None:
     busy, silent = FakeWorker(metrics=SGLANG_PAGE), FakeWorker()
     async with cluster([busy, silent], policy="llmd") as (client, rt):
-        await rt.scrape_engines()
-        await rt.scrape_engines()  # the worker without /metrics is warned about once
-        states = rt.members.router.workers
+        await rt.checks.scrape_engines()
+        await rt.checks.scrape_engines()  # the worker without /metrics is warned about once
+        states = rt.router.workers
         assert (states[0].running, states[0].waiting) == (5, 2)
         assert states[0].kv_usage == pytest.approx(0.25)
         assert states[0].kv_capacity == 100_000

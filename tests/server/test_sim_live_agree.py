@@ -36,7 +36,7 @@ async def test_sim_and_live_agree_on_small_gsp() -> None:
     started = [await _start(create_app(EmulatedConfig(eviction="rlt", speed=SPEED, seed=1)))
                for _ in range(4)]
     urls = [u for _, u in started]
-    router = build_app(ServeConfig(worker_urls=urls, policy="lbgr", health_interval=0),
+    router = build_app(ServeConfig(worker_urls=urls, health_interval=0),
                        make_router_policy("lbgr", seed=1))
     await router.start("127.0.0.1", 0)
     base = f"http://127.0.0.1:{router.port}"

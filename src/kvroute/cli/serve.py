@@ -43,7 +43,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         raise ConfigError(f"--port must be in 1..65535, got {args.port}")
     config = ServeConfig(
-        worker_urls=list(args.worker_urls), policy=args.policy, tokenizer=tokenizer,
+        worker_urls=list(args.worker_urls), tokenizer=tokenizer,
         chat_template=template,
         api_key=args.api_key, decision_log=args.decision_log,
         health_interval=args.health_interval, metrics_interval=args.metrics_interval,

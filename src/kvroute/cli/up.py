@@ -73,8 +73,7 @@ async def _up(args: argparse.Namespace) -> int:
             runners.append(runner)
         urls = [f"http://{host}:{p}" for p in ports]
         policy = make_router_policy(args.policy, args.policy_params, seed=args.seed)
-        routing = build_app(ServeConfig(worker_urls=urls, policy=args.policy,
-                                        seed=args.seed), policy)
+        routing = build_app(ServeConfig(worker_urls=urls, seed=args.seed), policy)
         try:
             await routing.start(host, args.port)
         except OSError as e:

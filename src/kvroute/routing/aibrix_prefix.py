@@ -1,6 +1,7 @@
 """``aibrix_prefix``: AIBrix's prefix-cache router.
 
-Algorithm, with ``R_w`` the requests in flight on worker ``w`` (router-counted):
+Algorithm, with ``R_w`` the requests in flight on worker ``w`` (router-counted), over the
+allowed workers only (the maximum, minimum, mean and deviation are theirs):
 
 1. If ``max R - min R > imbalance_threshold``: the least running worker (ties: lowest
    index) -- branch ``"balance"``.
@@ -53,12 +54,13 @@ class AibrixPrefix(RoutingPolicy):
 
     def route(self, req: RouteRequest, view: ClusterView) -> Decision:
         running = view.in_flight()
-        least = int(np.argmin(running))
-        if int(running.max()) - int(running.min()) > self.imbalance_threshold:
+        least = view.argmin(running)
+        allowed = running[view.candidates()]
+        if int(allowed.max()) - int(allowed.min()) > self.imbalance_threshold:
             return Decision(least, branch="balance")
         # population std (ddof 0); the tolerance keeps a worker exactly at the limit in
-        limit = running.mean() + self.std_factor * running.std() + 1e-9
-        matched = np.where(running <= limit, view.matched(req), -1)
+        limit = allowed.mean() + self.std_factor * allowed.std() + 1e-9
+        matched = np.where((running <= limit) & view.allowed, view.matched(req), -1)
         best = int(np.argmax(matched))
         if matched[best] <= 0:
             return Decision(least, branch="miss")

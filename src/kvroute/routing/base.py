@@ -72,11 +72,11 @@ class WorkerState:
     The first group is the router's own accounting, exact by construction. The second is
     what the engine reports about itself (the simulator refreshes it at every engine step;
     the live router scrapes it, so it can be stale); ``kv_capacity`` 0 means unknown.
+    Only the router writes either group (``Router.report_load`` for the second).
     """
 
     index: int
     in_flight: int = 0  # routed and not yet closed
-    in_flight_units: int = 0  # prompt units of those
     prefill_units: int = 0  # prompt units of in-flight requests without a first token yet
     decode_units: int = 0  # prompt units of in-flight requests past their first token
     routed: int = 0
@@ -99,15 +99,30 @@ class WorkerProbe(Protocol):
 class ClusterView:
     """A read-only window on the router's state, handed to ``RoutingPolicy.route``.
 
+    Per-worker quantities (``workers``, ``in_flight()``, ``matched(req)``,
+    ``index_sizes()``) cover every member, indexed as the router numbers them.
     ``probes`` is None except in the simulator, which can see the workers' true state.
+
+    Allowed workers: a routing call may be restricted to some workers (the live router
+    leaves out unhealthy ones and those that already failed this request). ``allowed`` is
+    the boolean mask, ``candidates()`` the allowed indices in ascending order; a policy
+    must return one of them, and takes whatever it compares across workers (load
+    balance, normalisations, ties, random draws) over the candidates only. ``argmin`` and
+    ``argmax`` give the lowest-index candidate with the least or greatest value. With
+    every worker allowed (the simulator, always) these are exactly numpy's ``argmin``,
+    ``argmax`` and ``arange(len(view))``, so a policy decides as if there were no mask.
     """
 
     def __init__(self, workers: Sequence[WorkerState], index: PrefixIndex | None,
-                 probes: Sequence[WorkerProbe] | None = None) -> None:
+                 probes: Sequence[WorkerProbe] | None = None,
+                 allowed: Sequence[bool] | np.ndarray | None = None) -> None:
         self._workers = workers
         self._index = index
         self.probes = probes
         self.now = 0.0
+        self._mask: np.ndarray | None = None  # None: every worker is allowed
+        self._candidates: np.ndarray | None = None
+        self.allow(allowed)
 
     def __len__(self) -> int:
         return len(self._workers)
@@ -115,6 +130,52 @@ class ClusterView:
     @property
     def workers(self) -> Sequence[WorkerState]:
         return self._workers
+
+    def allow(self, allowed: Sequence[bool] | np.ndarray | None) -> None:
+        """Restrict the next decisions to the workers where ``allowed`` is true (None:
+        every worker). The router calls this before each decision; policies only read.
+        ValueError when the mask has the wrong length or allows no worker."""
+        if allowed is None:
+            self._mask = self._candidates = None
+            return
+        mask = np.array(allowed, dtype=bool)
+        if mask.shape != (len(self._workers),):
+            raise ValueError(f"the allowed mask has {mask.size} entries for "
+                              f"{len(self._workers)} workers")
+        if mask.all():
+            self._mask = self._candidates = None
+            return
+        candidates = np.flatnonzero(mask)
+        if len(candidates) == 0:
+            raise ValueError("no worker is allowed for this request")
+        mask.flags.writeable = False
+        candidates.flags.writeable = False
+        self._mask, self._candidates = mask, candidates
+
+    @property
+    def allowed(self) -> np.ndarray:
+        """True for each worker a decision may name."""
+        if self._mask is None:
+            return np.ones(len(self._workers), dtype=bool)
+        return self._mask
+
+    def candidates(self) -> np.ndarray:
+        """The allowed workers' indices, ascending (int64)."""
+        if self._candidates is None:
+            return np.arange(len(self._workers), dtype=np.int64)
+        return self._candidates
+
+    def argmin(self, values: np.ndarray) -> int:
+        """The allowed worker with the least ``values[w]`` (ties: the lowest index)."""
+        if self._candidates is None:
+            return int(np.argmin(values))
+        return int(self._candidates[np.argmin(values[self._candidates])])
+
+    def argmax(self, values: np.ndarray) -> int:
+        """The allowed worker with the greatest ``values[w]`` (ties: the lowest index)."""
+        if self._candidates is None:
+            return int(np.argmax(values))
+        return int(self._candidates[np.argmax(values[self._candidates])])
 
     def in_flight(self) -> np.ndarray:
         return np.array([w.in_flight for w in self._workers], dtype=np.int64)

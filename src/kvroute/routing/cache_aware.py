@@ -11,7 +11,9 @@ Algorithm, with ``L_w`` the requests in flight on worker ``w`` as the router cou
 3. Otherwise route to the worker whose index tree is smallest (``view.index_sizes()``;
    ties: lowest index) -- branch ``"miss"``. An empty prompt counts as a miss.
 
-The router then records the prompt under the chosen worker and counts it in flight.
+Only allowed workers are considered: the loads, matches and tree sizes compared above are
+theirs. The router then records the prompt under the chosen worker and counts it in
+flight.
 
 Parameters (published defaults): ``seed`` 0 (unused, the rule is deterministic),
 ``cache_threshold`` 0.5 (in [0, 1]), ``balance_abs_threshold`` 32 (an integer >= 0),
@@ -58,15 +60,16 @@ class CacheAware(RoutingPolicy):
 
     def route(self, req: RouteRequest, view: ClusterView) -> Decision:
         load = view.in_flight()
-        hi, lo = int(load.max()), int(load.min())
+        allowed = load[view.candidates()]
+        hi, lo = int(allowed.max()), int(allowed.min())
         if hi - lo > self.balance_abs_threshold and hi > self.balance_rel_threshold * lo:
-            return Decision(int(np.argmin(load)), branch="balance")
+            return Decision(view.argmin(load), branch="balance")
         matched = view.matched(req)
-        best = int(np.argmax(matched))
+        best = view.argmax(matched)
         if len(req) > 0 and matched[best] / len(req) > self.cache_threshold:
             return Decision(best, branch="hit")
         return self._miss(view, load)
 
     def _miss(self, view: ClusterView, load: np.ndarray) -> Decision:
         """Where a request goes when no worker holds enough of its prefix."""
-        return Decision(int(np.argmin(view.index_sizes())), branch="miss")
+        return Decision(view.argmin(view.index_sizes()), branch="miss")

@@ -4,8 +4,8 @@ The same switch as :mod:`kvroute.routing.cache_aware` (balance when imbalanced, 
 prefix hit when ``matched / len(prompt) > cache_threshold``), with two changes: newer
 defaults, and a miss goes to the least-loaded worker instead of the smallest tree
 (misses to the smallest tree piled onto busy workers). Least loaded = fewest requests in
-flight (router-counted); ties: fewest requests routed so far (``WorkerState.routed``),
-then lowest index -- branch ``"miss"``.
+flight (router-counted) among the allowed workers; ties: fewest requests routed so far
+(``WorkerState.routed``), then lowest index -- branch ``"miss"``.
 
 Parameters (published defaults): ``seed`` 0 (unused), ``cache_threshold`` 0.3,
 ``balance_abs_threshold`` 64, ``balance_rel_threshold`` 1.5 (validated as in
@@ -33,5 +33,6 @@ class CacheAwareV2(CacheAware):
 
     def _miss(self, view: ClusterView, load: np.ndarray) -> Decision:
         routed = np.array([w.routed for w in view.workers], dtype=np.int64)
-        order = np.lexsort((np.arange(len(load)), routed, load))  # last key is primary
-        return Decision(int(order[0]), branch="miss")
+        allowed = view.candidates()
+        order = np.lexsort((allowed, routed[allowed], load[allowed]))  # last key is primary
+        return Decision(int(allowed[order[0]]), branch="miss")

@@ -8,7 +8,8 @@ For each worker i, with ``P`` the prompt length in units and ``b`` the block siz
 and the request goes to ``argmin cost`` at temperature 0 (ties to the lowest index). At a
 temperature ``T > 0`` the costs are min-max normalised to ``[0, 1]`` and a worker is drawn
 with probability proportional to ``exp(-norm_cost_i / T)`` (lower cost, likelier) from the
-policy's seeded generator; equal costs everywhere give a uniform draw.
+policy's seeded generator; equal costs everywhere give a uniform draw. Both rules run over
+the allowed workers only (the normalisation too).
 
 What the router knows stands in for Dynamo's own counters:
 
@@ -77,7 +78,9 @@ class Dynamo(RoutingPolicy):
         decode = np.array([w.decode_units for w in ws], dtype=np.float64)
         requests = np.array([w.in_flight for w in ws], dtype=np.float64)
         new_blocks = np.maximum(0.0, (prefill + len(req)) / b - overlap)
-        return self.prefill_scale * new_blocks + decode / b + self.request_weight * requests
+        costs: np.ndarray = (self.prefill_scale * new_blocks + decode / b
+                             + self.request_weight * requests)
+        return costs
 
     def probabilities(self, costs: np.ndarray) -> np.ndarray:
         """The softmax over min-max normalised costs at this policy's temperature (> 0)."""
@@ -85,12 +88,13 @@ class Dynamo(RoutingPolicy):
         norm = (costs - lo) / (hi - lo) if hi > lo else np.zeros_like(costs)
         logits = -norm / self.temperature
         weights = np.exp(logits - logits.max())
-        probs: np.ndarray = weights / weights.sum()
-        return probs
+        p: np.ndarray = weights / weights.sum()
+        return p
 
     def route(self, req: RouteRequest, view: ClusterView) -> Decision:
         costs = self.costs(req, view)
         if self.temperature == 0.0:
-            return Decision(int(np.argmin(costs)), branch="argmin")
-        p = self.probabilities(costs)
-        return Decision(int(self.rng.choice(len(p), p=p)), branch="softmax")
+            return Decision(view.argmin(costs), branch="argmin")
+        allowed = view.candidates()
+        p = self.probabilities(costs[allowed])
+        return Decision(int(allowed[self.rng.choice(len(p), p=p)]), branch="softmax")

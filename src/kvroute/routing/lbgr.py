@@ -7,8 +7,9 @@ the live router's character mode, which is what the paper used):
     u_i  = T - c_i
     base = max(1, a0 + a_hit * c_i + a_miss * u_i)        # defaults 0, 0, 1 "ms" per unit
     pred = max(1, base + q_weight * Q_i + theta_i)        # q_weight 1
-    route to argmin pred, scanning workers in index order: a later worker replaces the
-    current best only if it is better by more than ``tolerance`` (1.0); ties: lowest index
+    route to argmin pred, scanning the allowed workers in index order: a later worker
+    replaces the current best only if it is better by more than ``tolerance`` (1.0);
+    ties: lowest index
     Q_best += round(base)
 
 * Queue load Q decays every ``decay_period`` (20 ms of the clock it is given):
@@ -88,12 +89,12 @@ class LBGR(RoutingPolicy):
         tick = self._advance(view.now)
         matched = view.matched(req)
         total = len(req)
-        best, best_pred, best_base, best_q = 0, math.inf, 0.0, 0.0
-        for i in range(n):
+        best, best_pred, best_base, best_q = -1, math.inf, 0.0, 0.0
+        for i in view.candidates().tolist():
             c = int(matched[i])
             base = max(1.0, self.a0 + self.a_hit * c + self.a_miss * (total - c))
             pred = max(1.0, base + self.q_weight * self.queue[i] + self.theta[i])
-            if i == 0 or pred < best_pred - self.tolerance:
+            if best < 0 or pred < best_pred - self.tolerance:
                 best, best_pred, best_base, best_q = i, pred, base, float(self.queue[i])
         self.queue[best] += round(best_base)
         self._pending[req.rid] = (best_base, tick, best_base + best_q)

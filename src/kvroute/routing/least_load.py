@@ -7,7 +7,8 @@ For each worker i, with ``P`` the prompt length in units::
     k_i         = min(max(kv_usage_i, 0), kv_clamp)
     cost_i      = (queued_i + in_flight_i) / rate_i + kv_penalty_s * k_i / (1 - k_i)
 
-and the request goes to ``argmin cost`` (ties to the lowest index); the decision carries
+and the request goes to the allowed worker of least cost (ties to the lowest index); the
+decision carries
 ``predicted_s`` = the chosen worker's cost, in seconds.
 
 SMG reads queue and throughput from its engines; here they come from what a router knows:
@@ -107,12 +108,13 @@ class LeastLoad(RoutingPolicy):
         decode = np.array([w.decode_units for w in ws], dtype=np.float64)
         rate = np.array(self._rate[:len(ws)], dtype=np.float64)
         k = np.clip(np.array([w.kv_usage for w in ws], dtype=np.float64), 0.0, self.kv_clamp)
-        cost: np.ndarray = (uncached + prefill + decode) / rate + self.kv_penalty_s * k / (1.0 - k)
-        return cost
+        costs: np.ndarray = ((uncached + prefill + decode) / rate
+                             + self.kv_penalty_s * k / (1.0 - k))
+        return costs
 
     def route(self, req: RouteRequest, view: ClusterView) -> Decision:
         costs = self.costs(req, view)
-        worker = int(np.argmin(costs))
+        worker = view.argmin(costs)
         return Decision(worker, branch="argmin", predicted_s=float(costs[worker]))
 
     def on_complete(self, fb: Feedback) -> None:

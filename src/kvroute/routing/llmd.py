@@ -9,11 +9,13 @@ For each worker i, with ``P`` the prompt length in units and ``b`` the block siz
               + prefix_weight * prefix_score_i
 
 and the request goes to ``argmax score``; workers tied at the maximum (within 1e-12) are
-drawn uniformly from the policy's seeded generator. ``q_i`` is the engine-reported
-``WorkerState.waiting`` (queued, not yet running), ``kv_usage_i`` the engine-reported
-fraction of the KV pool in use (clipped to [0, 1]); both may be stale in the live router.
-``matched_i`` is the prefix of this prompt the router's prefix index believes i holds,
-counted in whole blocks like llm-d's block-hash prefix scorer.
+drawn uniformly from the policy's seeded generator. Only allowed workers are scored
+against each other: ``minQ``, ``maxQ``, the maximum and the ties are taken over them.
+``q_i`` is the engine-reported ``WorkerState.waiting`` (queued, not yet running),
+``kv_usage_i`` the engine-reported fraction of the KV pool in use (clipped to [0, 1]);
+both may be stale in the live router. ``matched_i`` is the prefix of this prompt the
+router's prefix index believes i holds, counted in whole blocks like llm-d's block-hash
+prefix scorer.
 
 Parameters (published defaults):
 
@@ -63,10 +65,12 @@ class LlmD(RoutingPolicy):
 
     def components(self, req: RouteRequest,
                    view: ClusterView) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The three per-worker scores (queue, KV-free, prefix), each in [0, 1]."""
+        """The three per-worker scores (queue, KV-free, prefix), each in [0, 1] for the
+        allowed workers."""
         ws = view.workers
         q = np.array([w.waiting for w in ws], dtype=np.float64)
-        lo, hi = float(q.min()), float(q.max())
+        allowed = q[view.candidates()]
+        lo, hi = float(allowed.min()), float(allowed.max())
         queue = (hi - q) / (hi - lo) if hi > lo else np.ones_like(q)
         kv = 1.0 - np.clip(np.array([w.kv_usage for w in ws], dtype=np.float64), 0.0, 1.0)
         total_blocks = -(-len(req) // self.block)
@@ -83,7 +87,9 @@ class LlmD(RoutingPolicy):
 
     def route(self, req: RouteRequest, view: ClusterView) -> Decision:
         scores = self.scores(req, view)
-        best = np.flatnonzero(scores >= scores.max() - TIE_TOLERANCE)
+        allowed = view.candidates()
+        top = scores[allowed]
+        best = allowed[top >= top.max() - TIE_TOLERANCE]
         if len(best) == 1:
             return Decision(int(best[0]), branch="argmax")
         return Decision(int(best[self.rng.integers(len(best))]), branch="tie")

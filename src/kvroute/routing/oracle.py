@@ -1,8 +1,9 @@
 """``oracle``: a reference, not a product policy. It sees each worker's true cache and
 queue (``view.probes``, which only the simulator provides) and sends the request to the
-worker with the least predicted end-to-end time (ties: lowest index). It shows how much a
-router could gain from perfect knowledge of the workers' state; its own predictor is
-approximate (see ``SimWorker.predict_e2e``), so it is a strong baseline, not an optimum.
+allowed worker with the least predicted end-to-end time (ties: lowest index). It shows
+how much a router could gain from perfect knowledge of the workers' state; its own
+predictor is approximate (see ``SimWorker.predict_e2e``), so it is a strong baseline, not
+an optimum.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class Oracle(RoutingPolicy):
             raise ConfigError("the oracle policy needs the workers' true state, which only the "
                               "simulator has; use it in kvroute sim / compare")
         out = req.max_tokens or 1
-        times = [p.predict_e2e(req.units, out) for p in view.probes]
-        best = min(range(len(times)), key=times.__getitem__)
+        probes = view.probes
+        times = {w: probes[w].predict_e2e(req.units, out) for w in view.candidates().tolist()}
+        best = min(times, key=times.__getitem__)
         return Decision(best, branch="min_true_e2e", predicted_s=times[best])

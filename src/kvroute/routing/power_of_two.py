@@ -1,9 +1,9 @@
 """``power_of_two``: the less loaded of two workers drawn at random ("power of two choices").
 
-Algorithm: draw two distinct workers uniformly without replacement from the policy's
-seeded generator (``self.rng``); route to the one with fewer requests in flight
+Algorithm: draw two distinct allowed workers uniformly without replacement from the
+policy's seeded generator (``self.rng``); route to the one with fewer requests in flight
 (router-counted ``WorkerState.in_flight``); on a tie, the first one drawn. With a single
-worker, that worker (no draw is made).
+allowed worker, that worker (no draw is made).
 
 Branches: ``"lighter"`` (the two differ in load), ``"tie"`` (equal load, first drawn),
 ``"single"`` (one worker).
@@ -24,10 +24,10 @@ class PowerOfTwo(RoutingPolicy):
     name = "power_of_two"
 
     def route(self, req: RouteRequest, view: ClusterView) -> Decision:
-        n = len(view)
-        if n == 1:
-            return Decision(0, branch="single")
-        a, b = (int(x) for x in self.rng.choice(n, size=2, replace=False))
+        allowed = view.candidates()
+        if len(allowed) == 1:
+            return Decision(int(allowed[0]), branch="single")
+        a, b = (int(allowed[x]) for x in self.rng.choice(len(allowed), size=2, replace=False))
         la, lb = view.workers[a].in_flight, view.workers[b].in_flight
         if la == lb:
             return Decision(a, branch="tie")

@@ -7,10 +7,12 @@ Algorithm:
   Python's salted ``hash()`` is never used, so placement is the same in every process.
 * A request's key is ``blake2b`` of its first ``prefix_units`` units (as little-endian
   int64). Its ring owner is the worker of the first point at or after the key, wrapping
-  around (points that collide are ordered by worker, then virtual node).
-* With ``L_w`` the router-counted requests in flight, ``n`` workers and ``T = sum L``:
-  take the owner if ``L_owner <= load_factor * (T + 1) / n`` (branch ``"owner"``), else
-  the least-loaded worker, ties to the lowest index (branch ``"overload"``).
+  around (points that collide are ordered by worker, then virtual node), skipping the
+  points of workers not allowed for this request (so their keys spread over the others).
+* With ``L_w`` the router-counted requests in flight, ``n`` allowed workers and ``T`` the
+  sum of their ``L``: take the owner if ``L_owner <= load_factor * (T + 1) / n`` (branch
+  ``"owner"``), else the least-loaded allowed worker, ties to the lowest index (branch
+  ``"overload"``).
 * The ring is rebuilt when the membership changes (``on_workers_changed``), and lazily
   whenever the view's worker count differs from the ring's.
 
@@ -78,17 +80,22 @@ class PrefixHash(RoutingPolicy):
     def on_workers_changed(self, count: int) -> None:
         self._build(count)
 
-    def owner(self, units: np.ndarray, workers: int) -> int:
-        """The ring owner of a prompt among ``workers`` workers (no load guard)."""
+    def owner(self, units: np.ndarray, workers: int, allowed: np.ndarray | None = None) -> int:
+        """The ring owner of a prompt among ``workers`` workers, the first one ``allowed``
+        marks (None: any) from the prompt's key on (no load guard)."""
         if workers != self._n:
             self._build(workers)
         pos = int(np.searchsorted(self._points, np.uint64(prefix_key(units, self.prefix_units))))
-        return int(self._owners[pos % len(self._owners)])
+        owner = int(self._owners[pos % len(self._owners)])
+        if allowed is None or allowed[owner]:
+            return owner
+        ring = np.concatenate((self._owners[pos:], self._owners[:pos]))
+        return int(ring[np.argmax(allowed[ring])])
 
     def route(self, req: RouteRequest, view: ClusterView) -> Decision:
-        n = len(view)
-        w = self.owner(req.units, n)
+        w = self.owner(req.units, len(view), view.allowed)
         load = view.in_flight()
-        if load[w] <= self.load_factor * (int(load.sum()) + 1) / n:
+        allowed = load[view.candidates()]
+        if load[w] <= self.load_factor * (int(allowed.sum()) + 1) / len(allowed):
             return Decision(w, branch="owner")
-        return Decision(int(np.argmin(load)), branch="overload")
+        return Decision(view.argmin(load), branch="overload")

@@ -1,4 +1,4 @@
-"""``random``: a worker drawn uniformly from the policy's own seeded generator."""
+"""``random``: an allowed worker drawn uniformly from the policy's own seeded generator."""
 
 from __future__ import annotations
 
@@ -13,4 +13,5 @@ class Random(RoutingPolicy):
     name = "random"
 
     def route(self, req: RouteRequest, view: ClusterView) -> Decision:
-        return Decision(int(self.rng.integers(len(view))))
+        allowed = view.candidates()
+        return Decision(int(allowed[self.rng.integers(len(allowed))]))

@@ -1,6 +1,12 @@
-"""``round_robin``: worker k, then k+1, cyclically, whatever the load or the prompt."""
+"""``round_robin``: worker k, then k+1, cyclically, whatever the load or the prompt.
+
+A worker that is not allowed for this request is skipped: the request goes to the next
+allowed one after it, and the cycle continues from there.
+"""
 
 from __future__ import annotations
+
+import numpy as np
 
 from kvroute.routing.base import ClusterView, Decision, RouteRequest, RoutingPolicy
 from kvroute.routing.registry import register
@@ -17,6 +23,8 @@ class RoundRobin(RoutingPolicy):
         self._next = 0
 
     def route(self, req: RouteRequest, view: ClusterView) -> Decision:
-        worker = self._next % len(view)
+        allowed = view.candidates()
+        start = np.searchsorted(allowed, self._next % len(view))
+        worker = int(allowed[start % len(allowed)])
         self._next = worker + 1
         return Decision(worker)

@@ -1,16 +1,40 @@
-"""The router: one routing policy, its prefix index and the per-worker accounting.
+"""The router: one routing policy, its prefix index, and what it knows of each worker.
 
-``route`` turns a request into a :class:`Dispatch` (the worker and the decision) and
-counts it in flight; ``first_token`` moves it from prefill to decode accounting;
-``complete`` closes a dispatch exactly once (a second call is ignored), so in-flight
-counts stay right whatever path a request ends by. The simulator
-and the live HTTP router both drive this object; only their clocks differ.
+Contract (the simulator and the live HTTP router both drive this object through these
+methods; only their clocks differ):
+
+* Workers are numbered ``0..n-1``; worker ``i``'s state is ``workers[i]``. The router is
+  the only writer of that state: its own accounting, and the engine-reported fields
+  through ``report_load(i, ...)``.
+* Membership: ``add_worker()`` appends worker ``n`` (a fresh state, a tenant in the prefix
+  index) and calls ``policy.on_workers_changed(n + 1)``. ``remove_worker(i, now)`` first
+  closes every dispatch still open on ``i`` as failed (the policy hears each
+  ``on_complete(ok=False)`` once), then deletes its state and index tenant, renumbers the
+  later workers and the open dispatches that point at them, calls
+  ``policy.on_worker_removed(i, n - 1)`` and returns the dispatches it closed.
+* Routing: ``route(req, now, allowed)`` asks the policy for a worker among those
+  ``allowed`` marks (None: all; see :class:`~kvroute.routing.base.ClusterView`), counts
+  the request in flight there and records its prompt in the prefix index. The policy only
+  ever proposes an allowed worker, so nothing is cancelled behind its back: it hears
+  ``on_complete`` exactly once per dispatch, from ``complete``.
+* Accounting: ``first_token`` moves a dispatch from prefill to decode accounting;
+  ``complete`` closes it exactly once (True; a second call is ignored and returns False),
+  so in-flight counts stay right whatever path a request ends by. ``undelivered`` takes
+  back the index's belief that the worker holds a prompt that never reached it;
+  ``forget_cache(i)`` drops all it believed ``i`` holds (a worker that went down).
+* The prefix index is kept when the policy declares ``uses_index``, or when the caller
+  asks for it (``keep_index=True``: the live router's hit-ratio telemetry and decision
+  log read ``matched(req)`` whatever the policy). The policy's view holds the index only
+  if the policy declared it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from kvroute.errors import ConfigError
 from kvroute.routing.base import (
@@ -44,36 +68,105 @@ class Dispatch:
 class Router:
     def __init__(self, policy: RoutingPolicy, workers: int,
                  index_capacity: int = DEFAULT_INDEX_CAPACITY,
-                 probes: Sequence[WorkerProbe] | None = None) -> None:
+                 probes: Sequence[WorkerProbe] | None = None, *,
+                 keep_index: bool = False) -> None:
         if workers < 1:
             raise ConfigError(f"a router needs at least one worker, got {workers}")
         self.policy = policy
         self.workers = [WorkerState(i) for i in range(workers)]
-        self.index = PrefixIndex(workers, index_capacity) if policy.uses_index else None
-        self.view = ClusterView(self.workers, self.index, probes)
+        self.index = (PrefixIndex(workers, index_capacity)
+                      if policy.uses_index or keep_index else None)
+        self.view = ClusterView(self.workers, self.index if policy.uses_index else None,
+                                probes)
         self._next_rid = 0
+        self._open: dict[Dispatch, None] = {}  # routed and not closed, in routing order
 
-    def route(self, req: RouteRequest, now: float) -> Dispatch:
-        """Choose a worker for ``req`` (a request without an id gets a fresh one)."""
+    @property
+    def open_dispatches(self) -> int:
+        """Dispatches routed and not yet closed."""
+        return len(self._open)
+
+    # --- membership and engine state ------------------------------------------------------
+    def add_worker(self) -> int:
+        """A new worker joins as the last one; its index."""
+        k = len(self.workers)
+        self.workers.append(WorkerState(k))
+        if self.index is not None:
+            self.index.add_worker()
+        self.policy.on_workers_changed(k + 1)
+        return k
+
+    def remove_worker(self, worker: int, now: float) -> list[Dispatch]:
+        """Worker ``worker`` leaves (see the module doc); the dispatches closed on it."""
+        if not 0 <= worker < len(self.workers):
+            raise ConfigError(f"no worker {worker} among {len(self.workers)}")
+        closed = [d for d in self._open if d.worker == worker]
+        for d in closed:
+            self.complete(d, now, ok=False)
+        del self.workers[worker]
+        for j, state in enumerate(self.workers):
+            state.index = j
+        if self.index is not None:
+            self.index.remove_worker(worker)
+        for d in self._open:
+            if d.worker > worker:
+                d.decision = dataclasses.replace(d.decision, worker=d.worker - 1)
+        self.policy.on_worker_removed(worker, len(self.workers))
+        return closed
+
+    def report_load(self, worker: int, *, running: int, waiting: int, kv_usage: float,
+                    kv_capacity: int) -> None:
+        """What worker ``worker``'s engine says about itself (``WorkerState``'s second
+        group): requests running and queued, the fraction of its KV pool in use, and the
+        pool's size in tokens (0: unknown)."""
+        state = self.workers[worker]
+        state.running, state.waiting = running, waiting
+        state.kv_usage, state.kv_capacity = kv_usage, kv_capacity
+
+    # --- the prefix index -----------------------------------------------------------------
+    def matched(self, req: RouteRequest) -> np.ndarray:
+        """Prefix units of ``req`` the index believes each worker holds (zeros without an
+        index); computed once per request and shared with the policy's view."""
+        if self.index is None:
+            return np.zeros(len(self.workers), dtype=np.int64)
+        if req._matched is None:
+            req._matched = self.index.match(req.units)
+        return req._matched
+
+    def forget_cache(self, worker: int) -> None:
+        """The index forgets all it believed ``worker`` holds (it went down and may come
+        back restarted, with an empty cache)."""
+        if self.index is not None:
+            self.index.clear(worker)
+
+    # --- routing and accounting -----------------------------------------------------------
+    def route(self, req: RouteRequest, now: float,
+              allowed: Sequence[bool] | np.ndarray | None = None) -> Dispatch:
+        """Choose a worker for ``req`` among ``allowed`` (None: all); a request without an
+        id gets a fresh one. ValueError when ``allowed`` allows no worker."""
         if req.rid < 0:
             req.rid = self._next_rid
         self._next_rid = max(self._next_rid, req.rid) + 1
-        self.view.now = now
-        decision = self.policy.route(req, self.view)
+        view = self.view
+        view.now = now
+        view.allow(allowed)
+        decision = self.policy.route(req, view)
         w = decision.worker
-        if not 0 <= w < len(self.workers):
-            raise ConfigError(f"policy {self.policy.name} chose worker {w} of "
+        if not 0 <= w < len(self.workers) or (allowed is not None and not view.allowed[w]):
+            raise ConfigError(f"policy {self.policy.name} chose worker {w}, which is not "
+                              f"one of the {len(view.candidates())} allowed of "
                               f"{len(self.workers)}")
         state = self.workers[w]
         state.in_flight += 1
-        state.in_flight_units += len(req)
         state.prefill_units += len(req)
         state.routed += 1
         held = 0
         if self.index is not None:
-            held = int(self.view.matched(req)[w])
+            held = int(self.matched(req)[w])
             self.index.record(w, req.units, now)
-        return Dispatch(req, decision, now, held=held)
+        d = Dispatch(req, decision, now, held=held)
+        self._open[d] = None
+        return d
 
     def undelivered(self, dispatch: Dispatch) -> None:
         """The request never reached its worker (refused connection, rejected with an
@@ -92,13 +185,14 @@ class Router:
         state.decode_units += len(dispatch.req)
 
     def complete(self, dispatch: Dispatch, now: float, ok: bool = True,
-                 ttft_s: float | None = None, cached_tokens: int | None = None) -> None:
+                 ttft_s: float | None = None, cached_tokens: int | None = None) -> bool:
+        """Close ``dispatch`` and tell the policy; False when it was closed already."""
         if dispatch.closed:
-            return
+            return False
         dispatch.closed = True
+        del self._open[dispatch]
         state = self.workers[dispatch.worker]
         state.in_flight -= 1
-        state.in_flight_units -= len(dispatch.req)
         if dispatch.first_token_at is None:
             state.prefill_units -= len(dispatch.req)
         else:
@@ -113,3 +207,4 @@ class Router:
             now=now, decision=dispatch.decision, e2e_s=now - dispatch.sent_at if ok else None,
             ttft_s=ttft_s if ttft_s is not None or dispatch.first_token_at is None
             else dispatch.first_token_at - dispatch.sent_at, cached_tokens=cached_tokens))
+        return True

@@ -523,8 +523,8 @@ class HttpServer:
 
     async def start(self, host: str, port: int) -> None:
         """Listen on ``host:port`` (``OSError`` when that is impossible)."""
-        self._server = await self.loop.create_server(lambda: _Conn(self), host, port)
-        server = cast(asyncio.base_events.Server, self._server)  # uvloop's: same API
+        server = await self.loop.create_server(lambda: _Conn(self), host, port)
+        self._server = server  # asyncio's Server, or uvloop's with the same API
         self.port = int(server.sockets[0].getsockname()[1])
         self._sweep_later()
 

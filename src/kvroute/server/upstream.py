@@ -8,8 +8,8 @@ its body whole or chunk by chunk.
 Contract
 --------
 ``Upstream(connect_timeout=..., total_timeout=..., max_idle_per_host=256)`` is one pool of
-keep-alive connections per ``(host, port)``; create it inside the running event loop and
-use it from that loop only. ``await upstream.request(method, url, path, body, headers)``
+keep-alive connections per ``(host, port)``; it takes no loop when created, and must be
+used from one event loop only. ``await upstream.request(method, url, path, body, headers)``
 returns an :class:`UpstreamResponse` once the status line and headers are in.
 
 - ``url`` is a worker's base URL, ``http://host[:port][/prefix]`` (port 80 by default; a

@@ -140,9 +140,8 @@ def simulate(workload: Workload, config: SimConfig | None = None, *, ceilings: b
     def on_step(worker: SimWorker) -> None:
         usage = worker.used_tokens / worker.capacity
         load.append((loop.now, worker.index, len(worker.waiting), worker.running, usage))
-        state = router.workers[worker.index]  # what an engine reports about itself
-        state.running, state.waiting = worker.running, len(worker.waiting)
-        state.kv_usage, state.kv_capacity = usage, worker.capacity
+        router.report_load(worker.index, running=worker.running, waiting=len(worker.waiting),
+                           kv_usage=usage, kv_capacity=worker.capacity)
 
     def on_first_token(job: Job) -> None:
         router.first_token(dispatches[job.req.rid], loop.now)

@@ -1,4 +1,5 @@
-"""Prometheus metrics of the live router, in a registry of its own (one per app)."""
+"""Prometheus metrics the live router exports (/metrics), in a registry of its own (one per
+app). What the engines export is read by :mod:`kvroute.server.engine_metrics`."""
 
 from __future__ import annotations
 

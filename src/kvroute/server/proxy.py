@@ -1,0 +1,309 @@
+"""Forwarding a client's request to a worker: routing, retries, streaming, accounting.
+
+Contract:
+
+* ``Forwarder.forward(request, path, units, ...)`` sends an already parsed request (its
+  routing units, session, ``max_tokens``, whether it streams; parsing is the app's) to the
+  worker the policy picks and returns the worker's response with ``X-Kvroute-Worker`` and,
+  when the policy predicts, ``X-Kvroute-Predicted-Ms`` (hop-by-hop headers dropped both
+  ways).
+* Routing: ``Router.route`` with the mask ``Membership.allowed(now, exclude)``: available
+  workers, less those this request already failed on. The policy picks among them; none
+  left: 503 ``service_unavailable``.
+* Accounting: every routed attempt is closed exactly once (``try``/``finally``) with
+  ``Router.complete``: ok on success (TTFT at the first streamed chunk, ``cached_tokens``
+  read from the body or the SSE events by the readers the app gives), not ok on upstream
+  errors, timeouts, client disconnects and cancellation. A prompt the worker never took
+  in (refused connection, an error status) is taken back from the prefix index
+  (``Router.undelivered``). Request failures count towards the worker's circuit breaker
+  (``Membership.record_failure``), successes reset it.
+* Retries: connection errors and 5xx/408/429 before anything was sent to the client are
+  retried on another worker, up to ``max_retries`` times with jittered exponential backoff
+  (``backoff_base * backoff_factor ** (attempt - 1)``, times ``1 +- backoff_jitter``) from
+  an RNG seeded with ``seed``. Timeouts are not retried (504). A stream's first chunk is
+  read before the client gets headers, so a stream that dies before it is still retried;
+  one that fails midway ends with an SSE error event.
+* ``models(request)``: ``GET /v1/models`` from the first available worker that answers
+  below 500; 503 when none does.
+* Telemetry: Prometheus counters and histograms (:mod:`kvroute.server.router_metrics`) and
+  the decision log (:mod:`kvroute.server.decision_log`), per decision and per outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from kvroute.protocol.response_body import WORKER_HEADER, SSEScanner, cached_tokens_of
+from kvroute.routing.base import RouteRequest
+from kvroute.routing.router import Dispatch, Router
+from kvroute.server.decision_log import DecisionLog
+from kvroute.server.http import Request, Response, StreamResponse, error_response
+from kvroute.server.membership import Membership, Worker
+from kvroute.server.router_metrics import RouterMetrics
+from kvroute.server.upstream import Upstream, UpstreamError, UpstreamResponse, UpstreamTimeout
+
+__all__ = ["RETRYABLE", "Forwarder"]
+
+RETRYABLE = frozenset({408, 429, 500, 502, 503, 504})
+_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
+                  "trailer", "transfer-encoding", "upgrade", "host", "content-length",
+                  "accept-encoding", "content-encoding"})
+
+log = logging.getLogger("kvroute.server")
+
+
+@dataclass
+class _Failed:
+    """An attempt that failed before anything reached the client."""
+
+    response: Response
+    retry: bool
+
+
+@dataclass
+class _Outcome:
+    ok: bool = False
+    error: str | None = "cancelled"
+    ttft: float | None = None
+    cached: int | None = None
+
+
+class Forwarder:
+    def __init__(self, router: Router, members: Membership, upstream: Upstream,
+                 metrics: RouterMetrics, decisions: DecisionLog, clock: Callable[[], float], *,
+                 max_retries: int, backoff_base: float, backoff_factor: float,
+                 backoff_jitter: float, seed: int) -> None:
+        self.router = router
+        self.members = members
+        self.upstream = upstream
+        self.metrics = metrics
+        self.decisions = decisions
+        self.clock = clock
+        self.max_retries = max_retries
+        self.backoff_base = backoff_base
+        self.backoff_factor = backoff_factor
+        self.backoff_jitter = backoff_jitter
+        self.rng = random.Random(seed)
+
+    async def forward(self, request: Request, path: str, units: np.ndarray, *,
+                      session: int | None, max_tokens: int | None,
+                      stream: bool) -> Response | StreamResponse:
+        """Route and send ``request`` (body as received) to ``path`` on a worker, with
+        retries; see the module doc."""
+        raw = request.body
+        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _HOP]
+        exclude: set[str] = set()
+        failed: _Failed | None = None
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                self.metrics.retries.inc()
+                delay = self.backoff_base * self.backoff_factor ** (attempt - 1)
+                jitter = self.backoff_jitter
+                await asyncio.sleep(delay * (1 + self.rng.uniform(-jitter, jitter)))
+            req = RouteRequest(units, session=session, max_tokens=max_tokens)
+            routed = self._route(req, attempt, exclude)
+            if routed is None:
+                break
+            d, w = routed
+            result = await self._attempt(request, d, w, path, raw, headers, stream)
+            if not isinstance(result, _Failed):
+                return result
+            failed = result
+            exclude.add(w.url)
+            if not result.retry:
+                break
+        if failed is not None:
+            return failed.response
+        self.metrics.errors.labels("no_worker").inc()
+        return error_response(503, "no healthy worker is available", "service_unavailable")
+
+    def _route(self, req: RouteRequest, attempt: int,
+               exclude: set[str]) -> tuple[Dispatch, Worker] | None:
+        """Route ``req`` among available workers not in ``exclude``; record the decision."""
+        now = self.clock()
+        allowed = self.members.allowed(now, exclude)
+        if not allowed.any():
+            return None
+        matched = self.router.matched(req)  # before the router records the prompt
+        d = self.router.route(req, now, allowed)
+        w = self.members.workers[d.worker]
+        dec = d.decision
+        mt = self.metrics
+        mt.child(mt.decisions, w.url, dec.branch or "-").inc()
+        n = len(req)
+        hit = int(matched[d.worker])
+        mt.prompt_units.inc(n)
+        mt.matched_units.inc(hit)
+        if n:
+            mt.hit_ratio.observe(hit / n)
+        if dec.predicted_s is not None:
+            mt.predicted.observe(dec.predicted_s)
+        self.decisions.decision(now, req, attempt, d, w.url, self.members.workers, matched,
+                          self.router.workers)
+        return d, w
+
+    def _close(self, d: Dispatch, w: Worker, ok: bool, error: str | None = None,
+               ttft_s: float | None = None, cached: int | None = None) -> None:
+        """Close ``d`` exactly once, with its metrics and decision-log outcome."""
+        now = self.clock()
+        if not self.router.complete(d, now, ok=ok, ttft_s=ttft_s, cached_tokens=cached):
+            return  # closed already (its worker was removed)
+        if ok:
+            e2e = now - d.sent_at
+            self.metrics.e2e.observe(e2e)
+            if ttft_s is not None:
+                self.metrics.ttft.observe(ttft_s)
+            if d.decision.predicted_s is not None:
+                self.metrics.observed.observe(e2e)
+                self.metrics.prediction_error.observe(e2e - d.decision.predicted_s)
+            if cached is not None:
+                self.metrics.cached_tokens.inc(cached)
+        self.decisions.outcome(now, d, w.url, ok, error, ttft_s=ttft_s, cached=cached)
+
+    def _fail(self, w: Worker, kind: str) -> None:
+        self.metrics.errors.labels(kind).inc()
+        if self.members.record_failure(w, self.clock()):
+            log.warning("circuit breaker opened for %s", w.url)
+
+    def _out_headers(self, upstream: UpstreamResponse, d: Dispatch,
+                     w: Worker) -> dict[str, str]:
+        out = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP}
+        out[WORKER_HEADER] = w.url
+        if d.decision.predicted_s is not None:
+            out["X-Kvroute-Predicted-Ms"] = f"{d.decision.predicted_s * 1000:.3f}"
+        return out
+
+    async def _attempt(self, request: Request, d: Dispatch, w: Worker, path: str, raw: bytes,
+                       headers: list[tuple[str, str]],
+                       stream: bool) -> Response | StreamResponse | _Failed:
+        """Send one attempt to ``w``, ``d``'s worker; ``d`` is closed whatever happens."""
+        st = _Outcome()
+        try:
+            try:
+                upstream = await self.upstream.request("POST", w.url, path, raw, headers)
+            except UpstreamTimeout:
+                return self._failed(w, st, "upstream_timeout", 504, "timed out", retry=False)
+            except UpstreamError as e:
+                self.router.undelivered(d)
+                return self._failed(w, st, "upstream_connect", 502, f"unreachable: {e}")
+            async with upstream:
+                sse = "text/event-stream" in upstream.headers.get("Content-Type", "")
+                if upstream.status < 400 and (sse or stream):
+                    return await self._stream(request, upstream, d, w, st)
+                try:
+                    data = await upstream.read()
+                except UpstreamTimeout:
+                    return self._failed(w, st, "upstream_timeout", 504, "timed out",
+                                        retry=False)
+                except UpstreamError as e:
+                    return self._failed(w, st, "upstream_connect", 502, f"failed: {e}")
+                resp = Response(data, upstream.status, self._out_headers(upstream, d, w))
+                if upstream.status >= 400:  # the engine did not take the prompt in
+                    self.router.undelivered(d)
+                if upstream.status in RETRYABLE:
+                    st.error = f"upstream_{upstream.status}"
+                    self._fail(w, "upstream_status")
+                    return _Failed(resp, retry=True)
+                if upstream.status >= 400:  # the engine rejected the request itself
+                    st.error = f"upstream_{upstream.status}"
+                    self.metrics.errors.labels("upstream_rejected").inc()
+                    return resp
+                st.cached = cached_tokens_of(data)
+                st.ok, st.error = True, None
+                self.members.record_success(w)
+                return resp
+        except asyncio.CancelledError:
+            # the client went away (the server cancels the handler) or the router stops
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                st.ok, st.error = False, "client_disconnect"
+                self.metrics.errors.labels(st.error).inc()
+            raise
+        finally:
+            self._close(d, w, st.ok, error=st.error, ttft_s=st.ttft, cached=st.cached)
+
+    def _failed(self, w: Worker, st: _Outcome, kind: str, status: int, what: str,
+                retry: bool = True) -> _Failed:
+        st.error = kind
+        self._fail(w, kind)
+        return _Failed(error_response(status, f"worker {w.url} {what}", "upstream_error"),
+                       retry=retry)
+
+    async def _stream(self, request: Request, upstream: UpstreamResponse,
+                      d: Dispatch, w: Worker, st: _Outcome) -> StreamResponse | _Failed:
+        """Pass an SSE body through chunk by chunk. The first chunk is read before the
+        client gets headers, so an upstream that dies before it can still be retried."""
+        reader = SSEScanner()
+        resp: StreamResponse | None = None
+        while True:
+            try:
+                chunk = await upstream.content.readany()
+            except UpstreamError as e:
+                if resp is None:
+                    timeout = isinstance(e, UpstreamTimeout)
+                    return self._failed(w, st, "upstream_timeout" if timeout
+                                        else "upstream_connect", 504 if timeout else 502,
+                                        f"failed before streaming: {type(e).__name__}",
+                                        retry=not timeout)
+                st.error = "upstream_midstream"
+                self._fail(w, st.error)
+                msg = json.dumps({"error": {"message": f"worker {w.url} failed mid-stream: "
+                                            f"{type(e).__name__}", "type": "upstream_error"}})
+                with contextlib.suppress(ConnectionError):
+                    await resp.write(f"data: {msg}\n\n".encode())
+                return resp
+            if resp is None:
+                resp = StreamResponse(upstream.status, self._out_headers(upstream, d, w))
+                try:
+                    await resp.prepare(request)
+                except ConnectionError:
+                    st.error = "client_disconnect"
+                    self.metrics.errors.labels(st.error).inc()
+                    return resp
+            if not chunk:
+                break
+            if st.ttft is None:
+                now = self.clock()
+                st.ttft = now - d.sent_at
+                self.router.first_token(d, now)
+            reader.feed(chunk)
+            try:
+                await resp.write(chunk)
+            except ConnectionError:
+                st.error = "client_disconnect"
+                self.metrics.errors.labels(st.error).inc()
+                return resp
+        reader.close()
+        st.cached = reader.cached_tokens
+        st.ok, st.error = True, None
+        self.members.record_success(w)
+        with contextlib.suppress(ConnectionError):
+            await resp.write_eof()
+        return resp
+
+    async def models(self, request: Request) -> Response:
+        """``GET /v1/models`` from the first available worker that answers below 500."""
+        self.metrics.requests.labels("models").inc()
+        now = self.clock()
+        for w, a in zip(list(self.members.workers), self.members.available(now), strict=True):
+            if not a:
+                continue
+            try:
+                async with await self.upstream.request("GET", w.url, "/v1/models") as r:
+                    data = await r.read()
+                    if r.status < 500:
+                        return Response(data, r.status, {
+                            "Content-Type": r.headers.get("Content-Type", "application/json"),
+                            WORKER_HEADER: w.url})
+            except UpstreamError:
+                continue
+        self.metrics.errors.labels("no_worker").inc()
+        return error_response(503, "no healthy worker is available", "service_unavailable")
