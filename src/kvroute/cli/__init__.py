@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from functools import partial
 
 from kvroute import __version__
 from kvroute.cli import bench as bench
@@ -18,7 +17,7 @@ from kvroute.cli import serve as serve
 from kvroute.cli import sim as sim
 from kvroute.cli import up as up
 from kvroute.cli import worker as worker
-from kvroute.cli.console import HelpFormatter
+from kvroute.cli.console import CommandParser
 from kvroute.errors import KvrouteError
 
 __all__ = ["build_parser", "main"]
@@ -29,8 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Joint request routing and prefix-KV-cache eviction for multi-replica LLM serving."))
     ap.add_argument("--version", action="version", version=f"kvroute {__version__}")
     sub = ap.add_subparsers(dest="command", required=True,
-                            parser_class=partial(argparse.ArgumentParser,
-                                                 formatter_class=HelpFormatter))
+                            parser_class=CommandParser)
     for module in (sim, compare, up, serve, worker, bench, cache):
         module.add_parser(sub)
     return ap

@@ -7,7 +7,7 @@ from typing import Any
 
 from kvroute.errors import KvrouteError
 
-__all__ = ["HelpFormatter", "make_console", "need_rich", "progress_bar"]
+__all__ = ["CommandParser", "HelpFormatter", "make_console", "need_rich", "progress_bar"]
 
 
 def need_rich() -> Any:
@@ -47,3 +47,11 @@ class HelpFormatter(argparse.HelpFormatter):
                 or isinstance(default, bool) or default == [] or "default" in text):
             return text
         return f"{text} (default: %(default)s)" if text else "default: %(default)s"
+
+
+class CommandParser(argparse.ArgumentParser):
+    """A subcommand's parser: :class:`HelpFormatter` unless told otherwise."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
