@@ -65,10 +65,9 @@ def drive(router: Router, probes: list[Probe], seed: int) -> list[int]:
     for k, req in enumerate(workload(seed)):
         now += float(rng.exponential(0.05))
         for w in range(len(router.workers)):
-            router.workers[w].running = int(rng.integers(0, 8))
-            router.workers[w].waiting = int(rng.integers(0, 4))
-            router.workers[w].kv_usage = float(rng.random())
-            router.workers[w].kv_capacity = 100_000
+            router.report_load(w, running=int(rng.integers(0, 8)),
+                               waiting=int(rng.integers(0, 4)), kv_usage=float(rng.random()),
+                               kv_capacity=100_000)
         d = router.route(req, now)
         chosen.append(d.worker)
         probes[d.worker].load += len(req)
@@ -121,3 +120,30 @@ def test_capabilities_are_declared(name: str) -> None:
         assert isinstance(getattr(cls, attr), bool)
     if cls.needs_probes:
         assert cls.describe_needs
+
+
+@pytest.mark.parametrize("name", routing_names())
+def test_workers_added_and_removed(name: str) -> None:
+    """A worker that joins is routed to like the others; one that leaves with requests in
+    flight closes each of them once (failed) and is never chosen again; every decision
+    stays in range and every dispatch is heard once."""
+    router, probes = build(name, 2, seed=5)
+    seen = counting(router.policy)
+    reqs = workload(5, n=60)
+    open_ = [router.route(r, 0.01 * k) for k, r in enumerate(reqs[:20])]
+    assert router.add_worker() == 2
+    probes.append(Probe(4.0))
+    later = [router.route(r, 0.5 + 0.01 * k) for k, r in enumerate(reqs[20:40])]
+    assert all(0 <= d.worker < 3 for d in later)
+    on_zero = sum(d.worker == 0 for d in open_ + later)
+    closed = router.remove_worker(0, 1.0)
+    del probes[0]
+    assert len(closed) == on_zero and all(d.closed for d in closed)
+    assert len(seen) == on_zero and not any(fb.ok for fb in seen)
+    last = [router.route(r, 1.5 + 0.01 * k) for k, r in enumerate(reqs[40:])]
+    assert all(0 <= d.worker < 2 for d in last)
+    for d in open_ + later + last:
+        router.complete(d, 3.0)
+    assert len(seen) == len(reqs)
+    assert sorted(fb.rid for fb in seen) == sorted(r.rid for r in reqs)
+    assert all(s.in_flight == 0 for s in router.workers)

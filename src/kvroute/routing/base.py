@@ -5,7 +5,8 @@ Contract:
 * A policy is a plain object built with its parameters and a seed. It never reads the
   wall clock or a global RNG: time arrives as ``view.now`` (seconds, simulated or real)
   and randomness from the ``numpy.random.Generator`` it was given.
-* ``route(req, view)`` returns a :class:`Decision` naming one worker of ``view``. The view
+* ``route(req, view)`` returns a :class:`Decision` naming one of ``view.candidates()``
+  (the workers the router allows for this request; all of them in the simulator). The view
   is read-only: router-counted in-flight requests and prompt units per worker, how many
   requests each worker was sent, and what the router's prefix index believes each worker
   has cached (``view.matched(req)``). Policies must not keep references to it between
@@ -13,6 +14,10 @@ Contract:
 * ``on_complete(fb)`` is called exactly once per routed request, with ``fb.ok`` false for
   errors, disconnects and timeouts (no latency then).
 * The same objects run in the simulator and in the live router: nothing here knows which.
+* Capabilities are class attributes (``uses_index``, ``needs_probes``, ``takes_seed``):
+  the router and the command lines read them, never a policy's name. A policy is one
+  module of :mod:`kvroute.routing` that registers its class (``@register``); the registry
+  finds it, and its constructor's keyword parameters are what ``--policy-arg`` can set.
 """
 
 from __future__ import annotations
