@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from kvroute.cache.eviction.registry import EVICTION
-from kvroute.cli.console import make_console, need_rich, progress_bar
+from kvroute.cli.console import make_console, need_matplotlib, progress_bar
 from kvroute.cli.policy_flags import (
     ONLINE,
     SIMULATED,
@@ -18,6 +18,7 @@ from kvroute.cli.policy_flags import (
     eviction_args,
     routing_args,
 )
+from kvroute.cli.tables import Column, choose_columns, print_table
 from kvroute.errors import ConfigError
 from kvroute.routing.registry import ROUTING
 from kvroute.sim.cluster import SimConfig
@@ -41,6 +42,26 @@ PRESETS: dict[str, dict[str, Any]] = {
                                "aibrix_prefix", "least_load", "prefix_hash", "lbgr", "oracle"),
                   "seeds": (1, 2, 3), "baseline": "rlt+cache_aware", "focus": "rlt+lbgr"},
 }
+# the console table: names, short headers with units (compare's latencies are in seconds)
+TABLE = (
+    Column("workload", "workload", names=True, right=False),
+    Column("order", "order", names=True, right=False),
+    Column("eviction", "eviction", names=True, right=False),
+    Column("routing", "routing", names=True, right=False),
+    Column("hit_rate", "hit", "prefix-cache hit rate"),
+    Column("ceiling_optimal", "opt", "the pooled offline optimum's hit rate"),
+    Column("ttft_mean", "TTFT s", "mean time to first token, s"),
+    Column("ttft_p99", "TTFT p99", "its 99th percentile, s"),
+    Column("e2e_mean", "E2E s", "mean end-to-end latency, s"),
+    Column("e2e_p99", "E2E p99", "its 99th percentile, s"),
+    Column("throughput", "req/s", "requests completed per second"),
+    Column("x_hit", "x hit", "hit rate / the baseline's"),
+    Column("x_ttft", "x TTFT", "the baseline's mean TTFT / this one's"),
+    Column("x_e2e", "x E2E", "the baseline's mean E2E / this one's"),
+    Column("throughput_gain", "thr +", "throughput gain over the baseline"),
+)
+DEFAULT_COLUMNS = ("hit_rate", "ttft_mean", "e2e_mean", "x_ttft", "x_e2e", "ceiling_optimal",
+                   "ttft_p99", "e2e_p99")
 COLUMNS = ("workload", "order", "eviction", "routing", "hit_rate", "ceiling_optimal",
            "ttft_mean", "ttft_p99", "e2e_mean", "e2e_p99", "throughput", "x_hit", "x_ttft",
            "x_e2e", "throughput_gain")
@@ -86,8 +107,10 @@ def _update_doc(path: Path, section: str, text: str) -> None:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Run a grid of eviction x routing x workload x seed in the simulator, in parallel."""
-    rich = need_rich()
     console = make_console()
+    columns = choose_columns(TABLE, args.columns, DEFAULT_COLUMNS)
+    if args.out and args.plot:
+        need_matplotlib("--out (its plots; --no-plot skips them)")
     preset = PRESETS[args.preset] if args.preset else {}
 
     def pick(name: str, default: str) -> str:
@@ -131,13 +154,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
     _, higher = METRICS[args.sort]
     rows.sort(key=lambda r: (r["workload"], r["order"],
                              -r[args.sort] if higher else r[args.sort]))
-    table = rich.table.Table(title=f"{len(cells)} runs, means over seeds {list(seeds)}; "
-                                   f"ratios vs {baseline_text} (x: times better)")
-    for col in COLUMNS:
-        table.add_column(col.replace("ceiling_optimal", "optimum"), justify="right")
-    for r in rows:
-        table.add_row(*(fmt(r.get(c), c) for c in COLUMNS))
-    console.print(table)
+    shown = [{c: fmt(r.get(c), c) for c in COLUMNS} for r in rows]
+    for cells_, r in zip(shown, rows, strict=True):
+        if r.get("source") == "synthetic":
+            cells_["workload"] += " (synthetic)"
+    print_table(console, f"{len(cells)} runs, means over seeds {list(seeds)}; ratios vs "
+                f"{baseline_text} (x: times better)", columns, shown)
+    if any(r.get("source") == "synthetic" for r in rows):
+        console.print("(synthetic): generated in the dataset's shape, no dataset file given; "
+                      "synthetic sharegpt and ultrachat have the same shape, so their rows "
+                      "match (pass -o sharegpt.dataset=FILE for real conversations)",
+                      markup=False, highlight=False)
     md = markdown_table(rows, COLUMNS)
     focus = args.focus or preset.get("focus")
     focus_md = markdown_table(
@@ -199,6 +226,10 @@ def add_parser(sub: Any) -> None:
                    help="pair the ratios are taken against (preset's, else lru+round_robin)")
     c.add_argument("--focus", metavar="EVICTION+ROUTING",
                    help="also write its rows alone (focus.md; the presets: rlt+lbgr)")
+    c.add_argument("--columns", metavar="A,B,...",
+                   help=f"console columns, from: {', '.join(c.key for c in TABLE if not c.names)} "
+                        f"(default: {','.join(DEFAULT_COLUMNS)}, those that fit; the written "
+                        "table.md has them all)")
     c.add_argument("--sort", choices=tuple(METRICS), default="e2e_mean",
                    help="order of the rows within each workload")
     c.add_argument("--jobs", type=int, help="processes (default: all cores)")

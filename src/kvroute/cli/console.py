@@ -7,18 +7,27 @@ from typing import Any
 
 from kvroute.errors import KvrouteError
 
-__all__ = ["CommandParser", "HelpFormatter", "make_console", "need_rich", "progress_bar"]
+__all__ = ["CommandParser", "HelpFormatter", "make_console", "need_matplotlib", "need_rich",
+           "progress_bar"]
 
 
 def need_rich() -> Any:
+    """rich (a core dependency: this fails only in a broken install)."""
     try:
         import rich.console
         import rich.progress
         import rich.table
     except ImportError:
-        raise KvrouteError(
-            "kvroute's command line needs rich: pip install 'kvroute[cli]'") from None
+        raise KvrouteError("kvroute's command line needs rich: pip install rich") from None
     return rich
+
+
+def need_matplotlib(flag: str) -> None:
+    """Fail before any work when ``flag`` asks for a plot and matplotlib is missing."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise KvrouteError(f"{flag} needs matplotlib: pip install 'kvroute[plot]'") from None
 
 
 def progress_bar(console: Any) -> Any:
@@ -30,10 +39,11 @@ def progress_bar(console: Any) -> Any:
 
 
 def make_console() -> Any:
-    """A console; when output is not a terminal, wide enough for kvroute's tables."""
+    """A console on stdout; when it is not a terminal, lines are not wrapped (and tables
+    print as Markdown: :mod:`kvroute.cli.tables`)."""
     rich = need_rich()
     console = rich.console.Console()
-    return console if console.is_terminal else rich.console.Console(width=160)
+    return console if console.is_terminal else rich.console.Console(soft_wrap=True)
 
 
 class HelpFormatter(argparse.HelpFormatter):

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from kvroute.cache.eviction.registry import EVICTION
-from kvroute.cli.console import make_console, need_rich, progress_bar
+from kvroute.cli.console import make_console, need_matplotlib, progress_bar
 from kvroute.cli.policy_flags import (
     DEFAULT_EVICTION,
     ONLINE,
@@ -20,6 +20,7 @@ from kvroute.cli.policy_flags import (
     eviction_args,
     routing_args,
 )
+from kvroute.cli.tables import Column, choose_columns, print_table
 from kvroute.cli.workload_flags import add_workload_flags, build_workload
 from kvroute.routing.registry import ROUTING
 from kvroute.sim.cluster import SimConfig, SimResult, simulate
@@ -36,28 +37,43 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:,.0f}" if seconds < 10 else f"{seconds:,.1f}s"
 
 
-def _table(rich: Any, results: list[SimResult], title: str) -> Any:
-    table = rich.table.Table(title=title)
-    cols = ("eviction", "routing", "hit rate", "of optimum", "TTFT mean", "TTFT p99",
-            "E2E mean", "E2E p99", "queue mean", "req/s", "prompt tok/s", "wall s")
-    for col in cols:
-        table.add_column(col, justify="right")
+COLUMNS = (
+    Column("eviction", "eviction", names=True, right=False),
+    Column("routing", "routing", names=True, right=False),
+    Column("hit", "hit", "prefix-cache hit rate (cached / prompt tokens)"),
+    Column("of_opt", "of opt", "hit rate / the pooled offline optimum's"),
+    Column("ttft", "TTFT", "mean time to first token, ms (s when marked)"),
+    Column("ttft_p99", "TTFT p99", "its 99th percentile"),
+    Column("e2e", "E2E", "mean end-to-end latency, ms (s when marked)"),
+    Column("e2e_p99", "E2E p99", "its 99th percentile"),
+    Column("queue", "queue", "mean time queued at the worker, ms (s when marked)"),
+    Column("rps", "req/s", "requests completed per second of simulated time"),
+    Column("tps", "prompt tok/s", "prompt tokens per second"),
+    Column("wall", "wall s", "seconds this run took to simulate"),
+)
+
+
+def _rows(results: list[SimResult]) -> list[dict[str, str]]:
+    rows = []
     for r in results:
         s = r.summary()
         opt = s.get("ceiling_optimal")
-        table.add_row(
-            r.config.eviction, r.config.routing, f"{s['hit_rate']:.4f}",
-            f"{s['hit_rate'] / opt:.1%}" if opt else "-",
-            _ms(s["ttft_s"]["mean"]), _ms(s["ttft_s"]["p99"]), _ms(s["e2e_s"]["mean"]),
-            _ms(s["e2e_s"]["p99"]), _ms(s["queue_s"]["mean"]), f"{s['throughput_rps']:.2f}",
-            f"{s['prompt_tps']:,.0f}", f"{s['wall_s']:.1f}")
-    return table
+        rows.append({
+            "eviction": r.config.eviction, "routing": r.config.routing,
+            "hit": f"{s['hit_rate']:.4f}", "of_opt": f"{s['hit_rate'] / opt:.1%}" if opt else "-",
+            "ttft": _ms(s["ttft_s"]["mean"]), "ttft_p99": _ms(s["ttft_s"]["p99"]),
+            "e2e": _ms(s["e2e_s"]["mean"]), "e2e_p99": _ms(s["e2e_s"]["p99"]),
+            "queue": _ms(s["queue_s"]["mean"]), "rps": f"{s['throughput_rps']:.2f}",
+            "tps": f"{s['prompt_tps']:,.0f}", "wall": f"{s['wall_s']:.1f}"})
+    return rows
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
     """Simulate a cluster of workers behind a router; one run per (eviction, routing) pair."""
-    rich = need_rich()
     console = make_console()
+    columns = choose_columns(COLUMNS, args.columns)
+    if args.plot:
+        need_matplotlib("--plot")
     evictions = choose(EVICTION, args.eviction, "in the simulator", ONLINE)
     routings = choose(ROUTING, args.routing, "in the simulator", SIMULATED)
     ev_args, ro_args = eviction_args(args, evictions), routing_args(args, routings)
@@ -89,7 +105,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
     size = f"{len(results[0].records):,} requests"
     title = (f"{workload.name} ({size}) on {args.workers} workers, profile {model.name}, "
              f"KV pool {results[0].capacity:,} tokens per worker")
-    console.print(_table(rich, results, title))
+    print_table(console, title, columns, _rows(results))
     if ceil is not None:
         console.print(f"ceilings: infinite cache {ceil.infinite:.4f}; offline optimum pooled "
                       f"over {ceil.workers} x {ceil.capacity:,} tokens {ceil.optimal:.4f}. "
@@ -134,6 +150,9 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--json", metavar="PATH", help="write every run (summary, requests, load)")
     s.add_argument("--plot", metavar="PATH", help="write a figure (PNG/SVG/PDF; needs "
                    "kvroute[plot])")
+    s.add_argument("--columns", metavar="A,B,...", help="table columns, from: "
+                   f"{', '.join(c.key for c in COLUMNS if not c.names)} (default: all that "
+                   "fit the terminal)")
     s.add_argument("--debug", action="store_true",
                    help="check every invariant after every step (slow)")
     w = add_workload_flags(s, "workload options (defaults: the paper's)")

@@ -80,6 +80,7 @@ def _run_cell(grid: Grid, cell: Cell) -> dict[str, Any]:
                   routing_args=grid.routing_args.get(cell.routing, {}))
     res = simulate(wl, cfg)
     return {"cell": cell, "summary": res.summary(), "capacity": res.capacity,
+            "source": str(wl.meta.get("source", "")),  # "synthetic" when made up, no dataset
             "ttft": np.sort(res.records.ttft), "e2e": np.sort(res.records.e2e)}
 
 

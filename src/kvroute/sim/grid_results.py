@@ -47,7 +47,8 @@ def aggregate(runs: Sequence[dict[str, Any]], ceilings: dict[Any, dict[str, floa
     rows = []
     for (wl, order, ev, ro), members in groups.items():
         row: dict[str, Any] = {"workload": wl, "order": order or "", "eviction": ev,
-                               "routing": ro, "seeds": len(members)}
+                               "routing": ro, "seeds": len(members),
+                               "source": members[0].get("source", "")}
         for name, (path, _) in METRICS.items():
             row[name] = float(np.mean([_read(m["summary"], path) for m in members]))
         cs = [ceilings[m["cell"].case] for m in members if m["cell"].case in ceilings]
