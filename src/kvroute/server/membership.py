@@ -22,8 +22,10 @@ Contract:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -32,13 +34,23 @@ from kvroute.routing.router import Dispatch, Router
 
 __all__ = ["Membership", "Worker", "normalize_url", "worker_urls"]
 
+log = logging.getLogger("kvroute.server")
+
 
 def normalize_url(url: str) -> str:
     """``http(s)://host:port[/prefix]`` without a trailing slash; ConfigError otherwise."""
-    u = url.strip().rstrip("/")
-    if not (u.startswith("http://") or u.startswith("https://")) or len(u.split("://", 1)[1]) == 0:
+    u = url.strip()
+    if not (u.startswith("http://") or u.startswith("https://")):
         raise ConfigError(f"worker URL must start with http:// or https://, got {url!r}")
-    return u
+    try:
+        parts = urlsplit(u)
+        parts.port  # noqa: B018 - raises on a port that is not a number in range
+    except ValueError as e:
+        raise ConfigError(f"worker URL {url!r} is not valid: {e}") from None
+    if not parts.hostname:
+        raise ConfigError(f"worker URL {url!r} has no host; expected e.g. "
+                          "http://127.0.0.1:30000")
+    return u.rstrip("/")
 
 
 def worker_urls(urls: Sequence[str]) -> list[str]:
@@ -116,15 +128,20 @@ class Membership:
         return False
 
     def record_health(self, w: Worker, ok: bool, now: float) -> None:
+        """A health check's result; a change of state is logged (warning when a worker
+        turns unhealthy, info when it comes back)."""
         if ok:
             w.health_failures = 0
-            if now >= w.open_until:
+            if now >= w.open_until and not w.healthy:
                 w.healthy = True
+                log.info("worker %s is healthy again: routing to it", w.url)
         else:
             w.health_failures += 1
             if w.health_failures >= self.failure_threshold and w.healthy:
                 w.healthy = False
                 self._forget_cache(w)
+                log.warning("worker %s is unhealthy (%d failed health checks): routing "
+                            "around it", w.url, w.health_failures)
 
     def _forget_cache(self, w: Worker) -> None:
         if not w.removed:
