@@ -90,3 +90,22 @@ def test_compare_command_grid_table_json_doc(tmp_path, capsys):
     assert "unknown routing policy nope" in capsys.readouterr().err
     assert main(["compare", "-o", "gsp.colour=3"]) == 2
     assert "unknown option(s) colour" in capsys.readouterr().err
+
+
+def test_progress_without_a_terminal_prints_a_line_every_few_seconds() -> None:
+    """Piped output gets a plain progress line at most every every_s seconds."""
+    import io
+
+    from rich.console import Console
+
+    from kvroute.cli.console import LineProgress
+
+    now = [0.0]
+    out = io.StringIO()
+    progress = LineProgress(Console(file=out, width=200), 5.0, clock=lambda: now[0])
+    with progress:
+        task = progress.add_task("gsp", total=512)
+        for k in range(1, 13):
+            now[0] = k
+            progress.update(task, advance=10)
+    assert out.getvalue().splitlines() == ["gsp: 50/512 after 5 s", "gsp: 100/512 after 10 s"]

@@ -8,7 +8,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kvroute.cli.console import make_console, need_rich, progress_bar
+from kvroute.cli.console import make_console, progress_bar
+from kvroute.cli.tables import Column, print_table
 from kvroute.cli.workload_flags import add_workload_flags, build_workload
 from kvroute.errors import KvrouteError
 from kvroute.protocol.request_body import APIS
@@ -31,27 +32,30 @@ def _rate(x: float | None) -> str:
     return "-" if x is None else f"{x:.4f}"
 
 
-def _tables(rich: Any, s: dict[str, Any], title: str) -> tuple[Any, Any]:
-    top = rich.table.Table(title=title)
-    cols = ("ok", "failed", "duration s", "req/s", "prompt tok/s", "output tok/s",
-            "hit rate (cluster)", "hit rate (client)")
-    for col in cols:
-        top.add_column(col, justify="right")
+TOP = (
+    Column("ok", "ok", "requests answered"), Column("failed", "failed", "requests that failed"),
+    Column("duration", "s", "duration, s"), Column("rps", "req/s", "requests per second"),
+    Column("ptps", "prompt tok/s", "prompt tokens per second"),
+    Column("otps", "output tok/s", "output tokens per second"),
+    Column("hit_cluster", "hit rate (cluster)", "prefix-cache hit rate from the workers' /metrics"),
+    Column("hit_client", "hit rate (client)", "from the replies' cached_tokens"),
+)
+LATENCY = (Column("metric", "ms", names=True, right=False),
+           *(Column(q, q) for q in ("mean", "p50", "p90", "p99", "max")))
 
+
+def _print_tables(console: Any, s: dict[str, Any], title: str) -> None:
     def num(x: float | None, fmt: str) -> str:
         return "-" if x is None else format(x, fmt)
 
-    top.add_row(f"{s['requests_ok']:,}", f"{s['requests_failed']:,}",
-                f"{s['duration_s']:,.2f}", num(s["throughput_rps"], ".2f"),
-                num(s["prompt_tps"], ",.0f"), num(s["output_tps"], ",.1f"),
-                _rate(s["hit_rate_cluster"]), _rate(s["hit_rate_client"]))
-    lat = rich.table.Table(title="latency (ms unless marked s)")
-    lat.add_column("metric")
-    for col in ("mean", "p50", "p90", "p99", "max"):
-        lat.add_column(col, justify="right")
-    for name, key in (("TTFT", "ttft_s"), ("E2E", "e2e_s"), ("TPOT", "tpot_s")):
-        lat.add_row(name, *(_ms(s[key][c]) for c in ("mean", "p50", "p90", "p99", "max")))
-    return top, lat
+    print_table(console, title, TOP, [{
+        "ok": f"{s['requests_ok']:,}", "failed": f"{s['requests_failed']:,}",
+        "duration": f"{s['duration_s']:,.2f}", "rps": num(s["throughput_rps"], ".2f"),
+        "ptps": num(s["prompt_tps"], ",.0f"), "otps": num(s["output_tps"], ",.1f"),
+        "hit_cluster": _rate(s["hit_rate_cluster"]), "hit_client": _rate(s["hit_rate_client"])}])
+    print_table(console, "latency (ms unless marked s)", LATENCY, [
+        {"metric": name, **{c: _ms(s[key][c]) for c in ("mean", "p50", "p90", "p99", "max")}}
+        for name, key in (("TTFT", "ttft_s"), ("E2E", "e2e_s"), ("TPOT", "tpot_s"))])
 
 
 def _failures(console: Any, run: BenchRun, s: dict[str, Any]) -> None:
@@ -72,7 +76,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """Send a workload's requests to an OpenAI-compatible or SGLang endpoint (open loop at
     the workload's arrival times, or --concurrency clients) and report TTFT, E2E,
     throughput and the cluster's prefix-cache hit rate from the workers' /metrics."""
-    rich = need_rich()
     try:
         from kvroute.bench.config import BenchConfig
         from kvroute.bench.loadgen import run_bench
@@ -104,8 +107,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     mode = run.mode + (f", {run.concurrency} clients" if run.concurrency else "")
     title = (f"{workload.name} -> {cfg.base_url} ({len(run.results):,} requests sent{unsent}; "
              f"{mode}; model {run.model or 'default'})")
-    for table in _tables(rich, s, title):
-        console.print(table)
+    _print_tables(console, s, title)
     if s["per_worker"] and any(w["worker"] is not None for w in s["per_worker"]):
         console.print("per worker (X-Kvroute-Worker): " + ", ".join(
             f"{w['worker'] or '?'}: {w['requests']}" for w in s["per_worker"]),

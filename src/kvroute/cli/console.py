@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import time
+from collections.abc import Callable
 from typing import Any
 
 from kvroute.errors import KvrouteError
 
-__all__ = ["CommandParser", "HelpFormatter", "make_console", "need_matplotlib", "need_rich",
-           "progress_bar"]
+__all__ = ["CommandParser", "HelpFormatter", "LineProgress", "make_console", "need_matplotlib",
+           "need_rich", "progress_bar"]
 
 
 def need_rich() -> Any:
@@ -30,7 +32,11 @@ def need_matplotlib(flag: str) -> None:
         raise KvrouteError(f"{flag} needs matplotlib: pip install 'kvroute[plot]'") from None
 
 
-def progress_bar(console: Any) -> Any:
+def progress_bar(console: Any, every_s: float = 5.0) -> Any:
+    """A progress bar in a terminal; elsewhere (piped, a log, ``kvroute up --bench``'s
+    child) a plain line per task every ``every_s`` seconds, so long work is never silent."""
+    if not console.is_terminal:
+        return LineProgress(console, every_s)
     rich = need_rich()
     return rich.progress.Progress(
         rich.progress.TextColumn("{task.description:>22}"), rich.progress.BarColumn(),
@@ -65,3 +71,39 @@ class CommandParser(argparse.ArgumentParser):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
+
+
+class LineProgress:
+    """The subset of rich's ``Progress`` the commands use, printing plain lines."""
+
+    def __init__(self, console: Any, every_s: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.console = console
+        self.every_s = every_s
+        self.clock = clock
+        self.tasks: list[dict[str, Any]] = []
+
+    def __enter__(self) -> LineProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def add_task(self, description: str, total: float | None = None) -> int:
+        now = self.clock()
+        self.tasks.append({"description": description, "total": total, "completed": 0.0,
+                           "start": now, "printed": now})
+        return len(self.tasks) - 1
+
+    def update(self, task: int, *, completed: float | None = None, advance: float = 0.0,
+               description: str | None = None) -> None:
+        t = self.tasks[task]
+        t["completed"] = (completed if completed is not None else t["completed"]) + advance
+        if description is not None:
+            t["description"] = description
+        now = self.clock()
+        if now - t["printed"] >= self.every_s:
+            t["printed"] = now
+            total = f"/{t['total']:,.0f}" if t["total"] else ""
+            self.console.print(f"{t['description']}: {t['completed']:,.0f}{total} after "
+                               f"{now - t['start']:.0f} s", markup=False, highlight=False)
