@@ -19,8 +19,6 @@ from kvroute.workloads.gsp import gsp_workload
 from kvroute.workloads.mooncake import load_mooncake
 from kvroute.workloads.request import Workload
 
-DEFAULT_TRACE = Path(__file__).resolve().parents[2] / "shared/traces/mooncake_synthetic_trace.jsonl"
-
 
 def bench(name: str, workload: Workload, cfg: SimConfig, target: float, repeats: int) -> None:
     best = None
@@ -41,7 +39,7 @@ def bench(name: str, workload: Workload, cfg: SimConfig, target: float, repeats:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--policies", default="lru,rlt,rlt_faithful")
-    ap.add_argument("--trace", type=Path, default=DEFAULT_TRACE)
+    ap.add_argument("--trace", type=Path, help="a Mooncake-format trace (JSONL) to time as well")
     ap.add_argument("--repeats", type=int, default=1)
     args = ap.parse_args()
     policies = args.policies.split(",")
@@ -49,13 +47,15 @@ def main() -> None:
     print(f"{'workload':<26} {'eviction':<13} {'wall':>9}  {'throughput':>15}  {'speed':>16}")
     for ev in policies:
         bench("gsp 4096 (L40, 4x200K)", gsp, SimConfig(eviction=ev), 5.0, args.repeats)
-    if args.trace.exists():
+    if args.trace is not None:
+        if not args.trace.exists():
+            raise SystemExit(f"sim_bench: no trace at {args.trace}")
         trace = load_mooncake(args.trace)
         for ev in policies:
             bench("mooncake 3993 (L40, 4x200K)", trace, SimConfig(eviction=ev), 30.0,
                   args.repeats)
     else:
-        print(f"(no trace at {args.trace}: Mooncake part skipped; pass --trace)")
+        print("(Mooncake part skipped: pass --trace PATH to a Mooncake-format trace)")
 
 
 if __name__ == "__main__":
