@@ -23,7 +23,7 @@ Contract (``expected`` is the next sequence number to apply, ``start_seq`` at fi
   state the caller kept.
 * Without a replay socket (``can_replay=False``) gaps are counted as lost at once.
 * A replay that times out (:meth:`replay_failed`) is counted; what it did not deliver is
-  lost.
+  lost, and the stream is out of sync (the loss cannot be measured).
 * :attr:`in_sync` is ``True`` while no batch or event is known to be missing since the
   start, the last restart or the last ``AllBlocksCleared``, and no replay is pending.
   Events of an unknown kind do not clear it (they are counted by the decoder).
@@ -148,6 +148,7 @@ class EventStream:
     def replay_failed(self) -> list[KvEvent]:
         """The open replay got no end marker in time; go on with what arrived."""
         self._open = False
+        self._exact = False
         self.stats.replay_failures += 1
         return self._release()
 
