@@ -107,13 +107,25 @@ def test_restart_clears_and_replays_from_zero():
     assert s.stats.restarts == 1 and s.stats.duplicates == 1 and s.in_sync
 
 
-def test_restart_at_sequence_zero_needs_no_replay():
-    """A restarted engine's first batch 0 is applied at once after the clear."""
+def test_restart_replays_even_from_sequence_zero():
+    """Batch 0 after batch 1 may be a repeat rather than a restart: the replay from 0
+    tells, here by returning the publisher's batch 1 as well."""
     s = started()
     s.on_live(live(0))
     s.on_live(live(1))
+    assert s.on_live(live(0)) == [AllBlocksCleared()]
+    assert s.replay_request() == 0
+    out = s.on_replay(answer(0)) + s.on_replay(answer(1)) + s.on_replay(END)
+    assert out == [ev(0), ev(1)] and s.stats.duplicates == 1 and s.in_sync
+
+
+def test_restart_without_replay_applies_at_once():
+    """Without a replay socket a restarted engine's batch 0 follows the clear directly."""
+    s = started(can_replay=False)
+    s.on_live(live(0))
+    s.on_live(live(1))
     assert s.on_live(live(0)) == [AllBlocksCleared(), ev(0)]
-    assert not s.replaying and s.stats.restarts == 1
+    assert s.stats.restarts == 1 and s.in_sync
 
 
 def test_replay_timeout_then_a_clear_restores_sync():

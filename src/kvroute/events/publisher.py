@@ -64,7 +64,12 @@ class EventPublisher:
         if replay_endpoint is not None:
             router = ctx.socket(zmq.ROUTER)
             router.setsockopt(zmq.LINGER, 0)
-            router.bind(replay_endpoint)
+            try:
+                router.bind(replay_endpoint)
+            except zmq.ZMQError:
+                router.close(linger=0)
+                self._pub.close(linger=0)
+                raise
             self.replay_endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
             self._thread = threading.Thread(target=self._serve, args=(router,),
                                             name="kvroute-events-replay", daemon=True)
@@ -96,7 +101,11 @@ class EventPublisher:
         self._pub.send_multipart(frames)
 
     def wait_subscribed(self, count: int = 1, timeout: float = 5.0) -> bool:
-        """Wait until ``count`` subscriptions in all have reached the live socket."""
+        """Wait until ``count`` subscriptions in all have reached the live socket.
+
+        A SUB resends its subscription after reconnecting only when its owner next uses
+        it (libzmq handles the reconnect as a command to the socket): keep polling a
+        subscriber that waits for a restarted publisher."""
         deadline = time.monotonic() + timeout
         while self.subscriptions < count:
             left_ms = int((deadline - time.monotonic()) * 1000)

@@ -16,8 +16,9 @@ Contract (``expected`` is the next sequence number to apply, ``start_seq`` at fi
   a live one. Sequence numbers the replay cannot supply (the engine's buffer no longer
   holds them) are counted in ``lost``.
 * A live ``seq`` at or below the previous live ``seq`` means the publisher started over
-  (an engine restart): the stream emits :class:`AllBlocksCleared` (a restarted engine's
-  cache is empty), counts a restart and replays from 0.
+  (an engine restart; one ZMQ connection never reorders or repeats): the stream emits
+  :class:`AllBlocksCleared` (a restarted engine's cache is empty), counts a restart and
+  replays from 0, so what the publisher holds is rebuilt whatever the cause.
 * The first replay, from ``start_seq``, is requested before anything else: 0 rebuilds
   the engine's whole buffered history (a router restart); a later value resumes after a
   state the caller kept.
@@ -116,12 +117,17 @@ class EventStream:
             return []
         payload = frames[2]
         out: list[KvEvent] = []
-        if self._live_last is not None and seq <= self._live_last:
+        restart = self._live_last is not None and seq <= self._live_last
+        if restart:
             self.stats.restarts += 1
             out.append(AllBlocksCleared())
             self._expected = 0
             self._exact = True
         self._live_last = seq
+        if restart and self.can_replay:
+            self._held = (seq, bytes(payload))
+            self._wanted = 0
+            return out
         if seq > self._expected:
             self.stats.gaps += 1
             if self.can_replay:
