@@ -44,13 +44,20 @@ def collect(sub, until_seq):
     return out
 
 
-def connect(pub, engine="vllm", **kw):
-    """A subscriber that ran its start replay and that ``pub`` hears subscribed."""
+def start(pub, engine="vllm", **kw):
+    """A subscriber that ran its start replay and that ``pub`` hears subscribed, and the
+    events of its first poll (the start replay's)."""
     kw.setdefault("replay_endpoint", pub.replay_endpoint)
     sub = EventSubscriber(pub.endpoint, engine=engine, **kw)
     first = sub.poll(0)
     assert pub.wait_subscribed(pub.subscriptions + 1, DEADLINE)
-    sub.first = first
+    return sub, first
+
+
+def connect(pub, engine="vllm", **kw):
+    """A started subscriber whose start replay found nothing."""
+    sub, first = start(pub, engine, **kw)
+    assert first == []
     return sub
 
 
@@ -95,8 +102,8 @@ def test_start_replay_delivers_history(pub):
     """A subscriber that starts late gets everything buffered since sequence 0."""
     for h in range(1, 6):
         pub.publish([stored(h, h - 1 or None)])
-    sub = connect(pub)
-    assert sub.first == [stored(h, h - 1 or None) for h in range(1, 6)]
+    sub, first = start(pub)
+    assert first == [stored(h, h - 1 or None) for h in range(1, 6)]
     assert sub.last_seq == 4 and sub.in_sync
     sub.close()
 
@@ -159,15 +166,14 @@ def test_subscriber_restart_rebuilds_its_index_by_replay(pub):
     before = BlockIndex()
     before.apply_all(collect(first, 29))
     first.close()
-    again = connect(pub)
+    again, first_events = start(pub)
     after = BlockIndex()
-    after.apply_all(again.first)
+    after.apply_all(first_events)
     assert again.last_seq == 29 and again.in_sync
     assert after.hashes() == before.hashes() and len(after) == len(before) > 0
     flat = [e for b in batches for e in b]
     assert [after.match(p) for p in probes(flat)] == [before.match(p) for p in probes(flat)]
     resumed = connect(pub, start_seq=30)
-    assert resumed.first == []
     pub.publish([stored(1000)])
     assert collect(resumed, 30) == [stored(1000)]
     assert resumed.stats.duplicates == 0 and resumed.in_sync
