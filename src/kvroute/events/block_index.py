@@ -152,15 +152,19 @@ class BlockIndex:
 
     def _remove(self, e: BlockRemoved) -> None:
         space = self._spaces.get((e.group_idx, e.medium))
+        if space is None:
+            self.stats.unknown_removals += len(e.block_hashes)
+            return
+        blocks = space.blocks
         for h in e.block_hashes:
-            entry = None if space is None else space.blocks.get(h)
+            entry = blocks.get(h)
             if entry is None:
                 self.stats.unknown_removals += 1
                 continue
             entry[0] -= 1
             if entry[0] == 0:
-                del space.blocks[h]  # type: ignore[union-attr]
-                space.unlink(h, entry[1])  # type: ignore[union-attr]
+                del blocks[h]
+                space.unlink(h, entry[1])
             self.stats.removed += 1
 
     # ------------------------------------------------------------------ queries

@@ -83,7 +83,8 @@ def _freeze(value: Any) -> Hashable:
         return tuple(_freeze(v) for v in value)
     if isinstance(value, dict):
         return tuple((_freeze(k), _freeze(v)) for k, v in value.items())
-    return value  # type: ignore[no-any-return]
+    scalar: Hashable = value
+    return scalar
 
 
 class Decoder:
@@ -92,6 +93,7 @@ class Decoder:
     def __init__(self, name: str, array_types: tuple[type, type]) -> None:
         self.name = name
         self.stats = DecodeStats()
+        self._skipped = 0  # events of a known kind skipped in the batch being decoded
         stored, removed = array_types
         self._array = msgspec.msgpack.Decoder(stored | removed | s.ClearedArray)
         self._map = msgspec.msgpack.Decoder(s.StoredMap | s.RemovedMap | s.ClearedMap)
@@ -113,21 +115,19 @@ class Decoder:
             self.stats.errors["batch"] += 1
             return None
         events: list[KvEvent] = []
-        skipped = 0
+        self._skipped = 0
         counts = self.stats.events
         for raw in raws:
             event = self._event(raw)
-            if event is None:
-                skipped += 1
-            elif event is not _UNKNOWN:
-                events.append(event)  # type: ignore[arg-type]
+            if event is not None:
+                events.append(event)
                 counts[type(event).__name__] += 1
         self.stats.batches += 1
-        return EventBatch(ts, tuple(events), rank, skipped)
+        return EventBatch(ts, tuple(events), rank, self._skipped)
 
     # ------------------------------------------------------------------ one event
-    def _event(self, raw: msgspec.Raw) -> KvEvent | object | None:
-        """The event, ``_UNKNOWN`` for a kind kvroute does not know, ``None`` if bad."""
+    def _event(self, raw: msgspec.Raw) -> KvEvent | None:
+        """The event, or ``None`` (counted; ``_skipped`` too unless the kind is unknown)."""
         view = memoryview(raw)
         first = view[0] if len(view) else -1
         try:
@@ -136,10 +136,11 @@ class Decoder:
             elif _is_map(first):
                 wire = self._map.decode(view)
             else:
-                self.stats.errors["event"] += 1
+                self._bad("event")
                 return None
         except _DecodeFailure:
-            return self._classify(view)
+            self._classify(view)
+            return None
         if isinstance(wire, s.ClearedArray | s.ClearedMap):
             return AllBlocksCleared()
         if isinstance(wire, s.VllmRemovedArray | s.SglangRemovedArray | s.RemovedMap):
@@ -147,7 +148,11 @@ class Decoder:
                                 getattr(wire, "group_idx", None) or 0)
         return self._stored(wire)
 
-    def _classify(self, view: memoryview) -> object | None:
+    def _bad(self, reason: str) -> None:
+        self.stats.errors[reason] += 1
+        self._skipped += 1
+
+    def _classify(self, view: memoryview) -> None:
         """Why a tagged event failed typed decoding: an unknown kind or a bad field."""
         try:
             obj = msgspec.msgpack.decode(view)
@@ -161,27 +166,26 @@ class Decoder:
         if isinstance(tag, str) and tag not in s.KINDS:
             self.stats.errors["unknown_kind"] += 1
             self.stats.unknown_kinds[tag] += 1
-            return _UNKNOWN
-        self.stats.errors[_BAD.get(tag, "event") if isinstance(tag, str) else "event"] += 1
-        return None
+            return
+        self._bad(_BAD.get(tag, "event") if isinstance(tag, str) else "event")
 
     def _stored(self, w: Any) -> BlockStored | None:
         n = len(w.block_hashes)
         size = w.block_size
         if size <= 0:
-            self.stats.errors["block_size"] += 1
+            self._bad("block_size")
             return None
         tokens = w.token_ids
         if n == 0:
             tokens = ()
         elif len(tokens) != n * size:
-            self.stats.errors["token_count"] += 1
+            self._bad("token_count")
             return None
         extras = getattr(w, "extra_keys", None)
         frozen: tuple[Hashable | None, ...] | None = None
         if extras is not None:
             if len(extras) != n:
-                self.stats.errors["extra_keys"] += 1
+                self._bad("extra_keys")
                 return None
             frozen = tuple(None if e is None else _freeze(e) for e in extras)
         return BlockStored(
@@ -191,8 +195,6 @@ class Decoder:
             getattr(w, "kv_cache_spec_kind", None),
             getattr(w, "kv_cache_spec_sliding_window", None))
 
-
-_UNKNOWN = object()
 
 _ARRAY_TYPES: dict[str, tuple[type, type]] = {
     "vllm": (s.VllmStoredArray, s.VllmRemovedArray),
