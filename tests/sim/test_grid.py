@@ -20,12 +20,12 @@ GRID = Grid(
 
 # (workload, order, eviction, routing) -> (hit rate, mean E2E s)
 PINNED: dict[tuple[str, str, str, str], tuple[float, float]] = {
-    ('gsp', 'random', 'lru', 'round_robin'): (0.144736, 4.241779),
-    ('gsp', 'random', 'lru', 'cache_aware'): (0.434744, 2.321576),
-    ('gsp', 'random', 'lru', 'lbgr'): (0.305617, 2.694855),
-    ('gsp', 'random', 'rlt', 'round_robin'): (0.167142, 4.074472),
-    ('gsp', 'random', 'rlt', 'cache_aware'): (0.424777, 2.395924),
-    ('gsp', 'random', 'rlt', 'lbgr'): (0.327274, 2.626745),
+    ('gsp', 'random', 'lru', 'round_robin'): (0.165923, 4.790777),
+    ('gsp', 'random', 'lru', 'cache_aware'): (0.411546, 3.060128),
+    ('gsp', 'random', 'lru', 'lbgr'): (0.275863, 3.430913),
+    ('gsp', 'random', 'rlt', 'round_robin'): (0.201568, 4.457488),
+    ('gsp', 'random', 'rlt', 'cache_aware'): (0.412409, 2.958904),
+    ('gsp', 'random', 'rlt', 'lbgr'): (0.305260, 3.283190),
     ('gsp', 'grouped', 'lru', 'round_robin'): (0.143208, 4.108829),
     ('gsp', 'grouped', 'lru', 'cache_aware'): (0.436766, 2.096231),
     ('gsp', 'grouped', 'lru', 'lbgr'): (0.145230, 4.238926),

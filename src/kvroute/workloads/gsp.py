@@ -4,9 +4,11 @@ Group g has total length ``L_g = lengths[g % len(lengths)]``: a system prompt of
 ``round(prefix_ratio * L_g)`` tokens shared by the whole group, a separator (the single
 Llama-3 token for "\\n\\n") and a fresh random question filling the rest, so every prompt
 is exactly ``L_g`` tokens. Token ids are uniform over ``vocab_size``. Orders: ``random``
-(one global shuffle, the paper's runs), ``grouped`` (group by group) and ``round_robin``
-(the i-th prompt of every group, then the (i+1)-th). Defaults are the paper's: 128 groups
-x 32 prompts, lengths 512..8192, ratio 0.5, seed 1: 4,096 prompts, 12.81M tokens.
+(one global shuffle of the grouped list, as the paper's harness does it: SGLang's
+bench_serving with Python's ``random.Random(seed).shuffle``), ``grouped`` (group by
+group) and ``round_robin`` (the i-th prompt of every group, then the (i+1)-th). Defaults
+are the paper's: 128 groups x 32 prompts, lengths 512..8192, ratio 0.5, seed 1: 4,096
+prompts, 12.81M tokens.
 :func:`gsp_workload` turns the stream into requests: 4 output tokens each, Poisson
 arrivals at 12 requests/s (the paper's benchmark), seeded separately from the prompts so
 that changing the rate keeps the same prompts.
@@ -14,6 +16,7 @@ that changing the rate keeps the same prompts.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -81,8 +84,8 @@ def generate_gsp(config: GSPConfig | None = None) -> GSPStream:
     pairs = [(g, i) for g in range(cfg.groups) for i in range(cfg.prompts_per_group)]
     if cfg.order == "round_robin":
         pairs.sort(key=lambda gi: (gi[1], gi[0]))
-    elif cfg.order == "random":
-        pairs = [pairs[k] for k in rng.permutation(len(pairs))]
+    elif cfg.order == "random":  # the paper's harness: SGLang's bench_serving, seeded
+        random.Random(cfg.seed).shuffle(pairs)
     return GSPStream(cfg, [table[g][i] for g, i in pairs],
                      np.array([g for g, _ in pairs], dtype=np.int64))
 

@@ -4,7 +4,10 @@ Algorithm: the candidates are the unlocked leaves; to free n tokens, evict whole
 nodes in order of last access (oldest first; ties: the leaf that became a candidate
 first) until at least n tokens are freed, so it may free more than asked. A parent
 whose last child goes becomes a candidate at once, with its own last-access time.
-``last_access`` is set by the tree on every match and insert that walks through a node.
+``last_access`` is set by the tree on every match and insert that walks through a node;
+as in SGLang, a node cut by a match or an insert is stamped too (its suffix counts as just
+used). With that, GSP's random order (``kvroute cache``) gives 5.23 / 19.67 / 46.21% at
+50k / 200k / 800k tokens against SGLang's own code's 5.26 / 19.68 / 46.18% on its stream.
 
 Parameters: none. Like SGLang, ``insert`` asks it to free the whole allocation.
 
@@ -55,6 +58,14 @@ class LeafLRU(EvictionPolicy):
     def on_candidacy(self, node: Node) -> None:
         if self._valid(node):
             self._push(node)
+
+    def on_split(self, prefix: Node, suffix: Node, in_match: bool) -> None:
+        """SGLang stamps a node's last access before it splits it, so the split-off suffix
+        (the old node) counts as just used; the prefix keeps the time the walk gives it."""
+        super().on_split(prefix, suffix, in_match)
+        suffix.last_access = self.cache.now
+        if self._valid(suffix):
+            self._push(suffix)
 
     def evict(self, n: int) -> int:
         freed = 0
