@@ -41,7 +41,7 @@ from kvroute.protocol.response_body import (
 from kvroute.routing import make_router_policy
 from kvroute.server.app import RouterApp, ServeConfig, build_app
 from kvroute.server.engine_metrics import engine_load
-from kvroute.server.http import error_response
+from kvroute.server.http_messages import error_response
 from kvroute.worker import EmulatedConfig, create_app
 from kvroute.worker.exported_metrics import ExportedMetrics
 from kvroute.worker.http_api import WORKER_KEY
@@ -167,7 +167,8 @@ def test_load_generator_bodies_read_back_as_sent(api: str) -> None:
 
 
 def test_error_body_is_one_format() -> None:
-    """The router's error responses and the protocol's body are the same JSON."""
+    """The router's error responses are the protocol's body (its SSE error event too:
+    tests/server/test_router_app.py, the stream that fails midway)."""
     body = error_body("no", "invalid_request_error", 400)
     assert body == {"error": {"message": "no", "type": "invalid_request_error", "code": 400}}
     assert json.loads(error_response(400, "no", "invalid_request_error").body) == body

@@ -1,5 +1,5 @@
-"""The lean HTTP/1.1 server (kvroute.server.http) on real sockets: raw ones where the bytes
-matter, aiohttp's client where they do not."""
+"""The lean HTTP/1.1 server (kvroute.server.http_server, http_connection, http_messages)
+on real sockets: raw ones where the bytes matter, aiohttp's client where they do not."""
 
 from __future__ import annotations
 
@@ -16,14 +16,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kvroute.server.http import (
+from kvroute.server.http_messages import (
     Handler,
-    HttpServer,
     Request,
     Response,
     StreamResponse,
     error_response,
 )
+from kvroute.server.http_server import HttpServer
 
 BIG_CHUNK = 256 * 1024
 

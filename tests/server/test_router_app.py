@@ -17,6 +17,7 @@ from aiohttp import web
 
 from kvroute.cli import serve as serve_cli
 from kvroute.errors import ConfigError
+from kvroute.protocol.response_body import error_body
 from kvroute.routing import make_router_policy
 from kvroute.server.app import RouterApp, ServeConfig, build_app
 from kvroute.workloads.tokenizer import load_tokenizer
@@ -225,7 +226,8 @@ async def test_index_forgets_a_worker_whose_breaker_opens() -> None:
 @pytest.mark.asyncio
 async def test_upstream_drop_before_first_chunk_retries_midway_ends_with_error() -> None:
     """A stream lost before its first byte is retried elsewhere; one lost midway ends
-    with an SSE error event; nothing stays in flight."""
+    with an SSE error event (the protocol's error body, with its code); nothing stays in
+    flight."""
     drop, good = FakeWorker("drop"), FakeWorker()
     async with cluster([drop, good]) as (client, r):
         resp = await client.post("/v1/completions", json={"prompt": "x", "stream": True})
@@ -239,6 +241,9 @@ async def test_upstream_drop_before_first_chunk_retries_midway_ends_with_error()
         resp = await client.post("/v1/completions", json={"prompt": "x", "stream": True})
         text = (await resp.read()).decode()
         assert text.startswith("data: ") and "failed mid-stream" in text
+        event = json.loads(text.rstrip().rsplit("\n", 1)[-1].removeprefix("data: "))
+        assert event == error_body(f"worker {midway.url} failed mid-stream: UpstreamError",
+                                   "upstream_error", 502)
         await settle(r)
         assert in_flight(r) == [0] and r.router.workers[0].errors == 1
 

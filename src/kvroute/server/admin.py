@@ -26,7 +26,7 @@ from typing import Any
 from kvroute.errors import ConfigError
 from kvroute.routing.router import Router
 from kvroute.server.decision_log import DecisionLog
-from kvroute.server.http import Request, Response, error_response, json_response
+from kvroute.server.http_messages import Request, Response, error_response, json_response
 from kvroute.server.membership import Membership
 from kvroute.server.router_metrics import RouterMetrics
 

@@ -1,6 +1,6 @@
 """The live router: a reverse proxy in front of OpenAI-compatible / SGLang engines, on the
-lean HTTP server of :mod:`kvroute.server.http` (requests to the workers go through the
-lean client of :mod:`kvroute.server.upstream`).
+lean HTTP server of :mod:`kvroute.server.http_server` (requests to the workers go through
+the lean client of :mod:`kvroute.server.upstream`).
 
 Contract:
 
@@ -53,14 +53,14 @@ from kvroute.routing.router import Router
 from kvroute.server.admin import Admin
 from kvroute.server.checks import WorkerChecks
 from kvroute.server.decision_log import DecisionLog
-from kvroute.server.http import (
-    HttpServer,
+from kvroute.server.http_messages import (
     Request,
     Response,
     StreamResponse,
     error_response,
     json_response,
 )
+from kvroute.server.http_server import HttpServer
 from kvroute.server.membership import Membership, worker_urls
 from kvroute.server.proxy import Forwarder
 from kvroute.server.router_metrics import CONTENT_TYPE_LATEST, RouterMetrics

@@ -22,7 +22,9 @@ Contract:
   (``backoff_base * backoff_factor ** (attempt - 1)``, times ``1 +- backoff_jitter``) from
   an RNG seeded with ``seed``. Timeouts are not retried (504). A stream's first chunk is
   read before the client gets headers, so a stream that dies before it is still retried;
-  one that fails midway ends with an SSE error event.
+  one that fails midway ends with an SSE error event whose data is the shared error body
+  (:func:`kvroute.protocol.response_body.error_body`: ``upstream_error``, ``code`` 504 for
+  a timeout, else 502).
 * ``models(request)``: ``GET /v1/models`` from the first available worker that answers
   below 500; 503 when none does.
 * Telemetry: Prometheus counters and histograms (:mod:`kvroute.server.router_metrics`) and
@@ -41,11 +43,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kvroute.protocol.response_body import WORKER_HEADER, SSEScanner, cached_tokens_of
+from kvroute.protocol.response_body import (
+    WORKER_HEADER,
+    SSEScanner,
+    cached_tokens_of,
+    error_body,
+)
 from kvroute.routing.base import RouteRequest
 from kvroute.routing.router import Dispatch, Router
 from kvroute.server.decision_log import DecisionLog
-from kvroute.server.http import Request, Response, StreamResponse, error_response
+from kvroute.server.http_messages import Request, Response, StreamResponse, error_response
 from kvroute.server.membership import Membership, Worker
 from kvroute.server.router_metrics import RouterMetrics
 from kvroute.server.upstream import Upstream, UpstreamError, UpstreamResponse, UpstreamTimeout
@@ -255,8 +262,9 @@ class Forwarder:
                                         retry=not timeout)
                 st.error = "upstream_midstream"
                 self._fail(w, st.error)
-                msg = json.dumps({"error": {"message": f"worker {w.url} failed mid-stream: "
-                                            f"{type(e).__name__}", "type": "upstream_error"}})
+                msg = json.dumps(error_body(f"worker {w.url} failed mid-stream: "
+                                            f"{type(e).__name__}", "upstream_error",
+                                            504 if isinstance(e, UpstreamTimeout) else 502))
                 with contextlib.suppress(ConnectionError):
                     await resp.write(f"data: {msg}\n\n".encode())
                 return resp

@@ -1,193 +1,67 @@
-"""A lean HTTP/1.1 server for the router, on asyncio Protocols and ``httptools``' request
-parser (llhttp): aiohttp's server side took about a third of the router's CPU.
+"""One client connection of the router's HTTP/1.1 server (:mod:`kvroute.server.http_server`):
+an asyncio Protocol that parses requests with ``httptools``' request parser (llhttp) and
+answers them, in order, with the server's handler.
 
 Contract
 --------
-``HttpServer(handler, *, max_body=256 MiB, max_head=64 KiB, keepalive_timeout=75.0)``
-answers every request with ``await handler(request)``, which returns a :class:`Response`
-or a :class:`StreamResponse` (prepared or not, finished or not). ``await
-server.start(host, port)`` listens (port 0: any free one; :attr:`HttpServer.port` says
-which); create and use it inside one running event loop.
-
 - Requests: HTTP/1.0 and 1.1. The body (``Content-Length`` or chunked, de-chunked) is read
-  whole before the handler runs: :attr:`Request.body`. ``Expect: 100-continue`` is
-  answered ``HTTP/1.1 100 Continue`` when the request is next in line (not when its
-  ``Content-Length`` is over the limit). :attr:`Request.path` is percent-decoded,
-  :attr:`Request.headers` case-insensitive (decoded as UTF-8 with surrogateescape, like
-  aiohttp's), :attr:`Request.query` parsed from the query string.
+  whole before the handler runs (a :class:`~kvroute.server.http_messages.Request`).
+  ``Expect: 100-continue`` is answered ``HTTP/1.1 100 Continue`` when the request is next
+  in line (not when its ``Content-Length`` is over the limit).
 - Keep-alive: an HTTP/1.1 connection stays open unless the request says
   ``Connection: close``; HTTP/1.0 connections always close after the response.
   Pipelined requests are handled one at a time and answered in order; while 8 wait, the
   connection stops reading.
-- Errors, each a JSON ``{"error": {"message", "type", "code"}}`` response after which the
-  connection closes (the requests before it on the connection are answered first): a body
-  over ``max_body`` gets 413 (before the body is read when ``Content-Length`` says so);
-  a request line and headers over ``max_head`` bytes get 431; malformed HTTP (llhttp's
+- Errors, each a JSON error response
+  (:func:`~kvroute.server.http_messages.error_response`) after which the connection
+  closes (the requests before it on the connection are answered first; the connection
+  half-closes and discards what the client still sends for a second): a body over
+  ``max_body`` gets 413 (before the body is read when ``Content-Length`` says so); a
+  request line and headers over ``max_head`` bytes get 431; malformed HTTP (llhttp's
   verdict) gets 400. A handler's exception is logged and answered 500; nothing is ever
-  sent as a traceback.
+  sent as a traceback. A request with ``Upgrade`` is answered as a plain request and the
+  connection closes after it.
 - Disconnects: if the connection is lost while a handler runs, the handler's task is
   cancelled (aiohttp's ``handler_cancellation=True``). An end of file from the client
   counts as a disconnect (half-closed connections are not kept).
-- Responses: a :class:`Response` goes out in one write with ``Content-Length``. A
-  :class:`StreamResponse` sends its head on :meth:`StreamResponse.prepare`, then each
-  :meth:`~StreamResponse.write` as one chunk (``Transfer-Encoding: chunked``; to an
-  HTTP/1.0 client, unframed, and the connection closes at the end), and waits while the
-  transport's buffer is over its high-water mark (``pause_writing``); writing to a lost
-  connection raises ``ConnectionResetError``. A stream the handler did not finish is
-  finished after it returns. Given ``Content-Length``, ``Transfer-Encoding`` and
-  ``Connection`` headers are replaced by the server's own; ``Date`` (formatted once a
-  second) and ``Server: kvroute`` are added unless given; ``Connection: close`` when the
-  connection closes after the response. A HEAD request gets the head only.
-- Idle connections: one with no request in hand and no byte received for
-  ``keepalive_timeout`` seconds is closed (checked about every second).
-- ``close()`` stops listening. ``await shutdown(timeout)`` closes the listener and every
-  idle connection, lets the handlers running finish for up to ``timeout`` seconds (their
-  responses say ``Connection: close``), then cancels what is left and closes every
-  connection.
-
-Not supported: TLS, HTTP/2, protocol upgrades (a request with ``Upgrade`` is answered as
-a plain request and the connection closes after it), streamed request bodies, response
-trailers, compression.
+- Response heads (:meth:`HttpConnection.head`): given ``Content-Length``,
+  ``Transfer-Encoding`` and ``Connection`` headers are replaced by the connection's own;
+  ``Date`` (the server's, formatted once a second), ``Server: kvroute`` and (to a
+  non-empty whole body or an unframed stream) ``Content-Type: application/octet-stream``
+  are added unless given; ``Connection: close`` when the connection closes after the
+  response. A CR or LF in a header is a ``ValueError`` (a
+  :class:`~kvroute.server.http_messages.Response` with one is logged and answered 500).
+  A HEAD request gets the head only.
+- Writes (:meth:`HttpConnection.send`, :meth:`HttpConnection.drain`): to a lost
+  connection they raise ``ConnectionResetError``; ``drain`` waits while the transport's
+  buffer is over its high-water mark (``pause_writing``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
-from email.utils import formatdate
+from collections.abc import Mapping
 from http import HTTPStatus
-from typing import Any, cast
-from urllib.parse import parse_qsl, unquote
+from typing import TYPE_CHECKING, cast
+from urllib.parse import unquote
 
 import httptools
-from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
 
-__all__ = ["HttpServer", "Request", "Response", "StreamResponse", "error_response",
-           "json_response"]
+from kvroute.server.http_messages import Request, Response, StreamResponse, error_response
 
-log = logging.getLogger("kvroute.server.http")
+if TYPE_CHECKING:
+    from kvroute.server.http_server import HttpServer
+
+__all__ = ["HttpConnection"]
+
+log = logging.getLogger("kvroute.server.http")  # the server's logger, as it has always been
 
 _REASONS = {int(s): s.phrase for s in HTTPStatus}
 _OWN = frozenset({"content-length", "transfer-encoding", "connection"})
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _MAX_QUEUED = 8  # pipelined requests waiting before a connection stops reading
-
-
-class Request:
-    """One request, its body already read."""
-
-    __slots__ = ("_conn", "_headers", "_query", "body", "keep_alive", "method", "path",
-                 "query_string", "raw_headers", "transport", "version")
-
-    def __init__(self, conn: _Conn, method: str, path: str, query_string: str,
-                 version: str, raw_headers: list[tuple[bytes, bytes]]) -> None:
-        self._conn = conn
-        self.transport: asyncio.Transport | None = conn.transport
-        self.method = method
-        self.path = path
-        self.query_string = query_string
-        self.version = version  # "1.0" or "1.1"
-        self.raw_headers = raw_headers
-        self.body = b""
-        self.keep_alive = False
-        self._headers: CIMultiDictProxy[str] | None = None
-        self._query: MultiDictProxy[str] | None = None
-
-    @property
-    def headers(self) -> CIMultiDictProxy[str]:
-        if self._headers is None:
-            self._headers = CIMultiDictProxy(CIMultiDict([
-                (k.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
-                for k, v in self.raw_headers]))
-        return self._headers
-
-    @property
-    def query(self) -> MultiDictProxy[str]:
-        if self._query is None:
-            self._query = MultiDictProxy(MultiDict(parse_qsl(self.query_string,
-                                                             keep_blank_values=True)))
-        return self._query
-
-    def json(self) -> Any:
-        """The body parsed as JSON (``ValueError`` when it is not)."""
-        return json.loads(self.body)
-
-
-class Response:
-    """A whole response: status, headers and body."""
-
-    __slots__ = ("body", "headers", "status")
-
-    def __init__(self, body: bytes = b"", status: int = 200,
-                 headers: Mapping[str, str] | None = None,
-                 content_type: str | None = None) -> None:
-        self.body = body
-        self.status = status
-        self.headers: dict[str, str] = dict(headers) if headers else {}
-        if content_type is not None:
-            self.headers["Content-Type"] = content_type
-
-
-def json_response(obj: Any, status: int = 200,
-                  headers: Mapping[str, str] | None = None) -> Response:
-    return Response(json.dumps(obj).encode(), status, headers,
-                    "application/json; charset=utf-8")
-
-
-def error_response(status: int, message: str, kind: str,
-                   headers: Mapping[str, str] | None = None) -> Response:
-    """The router's JSON error: ``{"error": {"message", "type", "code"}}``."""
-    return json_response({"error": {"message": message, "type": kind, "code": status}},
-                         status, headers)
-
-
-class StreamResponse:
-    """A response whose body is written piece by piece (chunked)."""
-
-    def __init__(self, status: int = 200, headers: Mapping[str, str] | None = None) -> None:
-        self.status = status
-        self.headers: dict[str, str] = dict(headers) if headers else {}
-        self.prepared = self.finished = False
-        self._conn: _Conn | None = None
-        self._chunked = True
-
-    async def prepare(self, request: Request) -> None:
-        """Send the status line and headers."""
-        if self.prepared:
-            return
-        conn = self._conn = request._conn
-        self._chunked = request.version != "1.0"
-        if not self._chunked:
-            conn.reading_done = True  # the end of the body is the end of the connection
-        head = conn.head(self.status, self.headers, None if self._chunked else -1)
-        self.prepared = True
-        conn.send(head)
-        await conn.drain()
-
-    async def write(self, data: bytes) -> None:
-        """Send ``data`` as one chunk; wait while the transport's buffer is full."""
-        conn = self._conn
-        if conn is None or self.finished:
-            raise RuntimeError("write() before prepare() or after write_eof()")
-        if not data:
-            return
-        conn.send(b"%x\r\n%b\r\n" % (len(data), data) if self._chunked else data)
-        await conn.drain()
-
-    async def write_eof(self) -> None:
-        """End the body."""
-        if self.finished or self._conn is None:
-            return
-        self.finished = True
-        if self._chunked:
-            self._conn.send(b"0\r\n\r\n")
-
-
-Handler = Callable[[Request], Awaitable[Response | StreamResponse]]
 
 
 class _Reject(Exception):
@@ -197,7 +71,7 @@ class _Reject(Exception):
         self.response = response
 
 
-class _Conn(asyncio.Protocol):
+class HttpConnection(asyncio.Protocol):
     """One client connection: parses requests, runs the handler on them in order."""
 
     def __init__(self, server: HttpServer) -> None:
@@ -501,76 +375,3 @@ class _Conn(asyncio.Protocol):
         elif self._want_continue:
             self._want_continue = False
             self.transport.write(_CONTINUE)
-
-
-class HttpServer:
-    """Listens on one address and serves :class:`Request`\\ s with ``handler``."""
-
-    def __init__(self, handler: Handler, *, max_body: int = 256 << 20,
-                 max_head: int = 64 << 10, keepalive_timeout: float = 75.0) -> None:
-        self.handler = handler
-        self.max_body = max_body
-        self.max_head = max_head
-        self.keepalive_timeout = keepalive_timeout
-        self.conns: set[_Conn] = set()
-        self.closing = False
-        self.loop = asyncio.get_running_loop()
-        self._server: asyncio.AbstractServer | None = None
-        self._sweeper: asyncio.TimerHandle | None = None
-        self._date_at = 0
-        self._date = ""
-        self.port = 0  # the port it listens on, once started
-
-    async def start(self, host: str, port: int) -> None:
-        """Listen on ``host:port`` (``OSError`` when that is impossible)."""
-        server = await self.loop.create_server(lambda: _Conn(self), host, port)
-        self._server = server  # asyncio's Server, or uvloop's with the same API
-        self.port = int(server.sockets[0].getsockname()[1])
-        self._sweep_later()
-
-
-    def date(self) -> str:
-        now = int(time.time())
-        if now != self._date_at:
-            self._date_at = now
-            self._date = f"Date: {formatdate(now, usegmt=True)}\r\n"
-        return self._date
-
-    def _sweep_later(self) -> None:
-        self._sweeper = self.loop.call_later(min(1.0, self.keepalive_timeout / 4), self._sweep)
-
-    def _sweep(self) -> None:
-        limit = self.loop.time() - self.keepalive_timeout
-        for conn in list(self.conns):
-            if conn.task is None and conn.last < limit and conn.transport is not None:
-                conn.transport.close()
-        self._sweep_later()
-
-    def close(self) -> None:
-        """Stop listening (the connections stay)."""
-        if self._server is not None:
-            self._server.close()
-
-    async def shutdown(self, timeout: float) -> None:
-        """Stop listening, close idle connections, give running handlers ``timeout``
-        seconds, then cancel them and close every connection."""
-        self.close()
-        self.closing = True
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-        deadline = self.loop.time() + timeout
-        while True:
-            for conn in list(self.conns):
-                if conn.task is None and conn.transport is not None:
-                    conn.transport.close()
-            tasks = [c.task for c in self.conns if c.task is not None and not c.task.done()]
-            left = deadline - self.loop.time()
-            if not tasks or left <= 0:
-                break
-            await asyncio.wait(tasks, timeout=left)
-        for conn in list(self.conns):
-            if conn.task is not None:
-                conn.task.cancel()
-            if conn.transport is not None:
-                conn.transport.close()
-        await asyncio.sleep(0)  # let the transports run connection_lost

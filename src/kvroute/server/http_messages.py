@@ -1,0 +1,158 @@
+"""The request and response types of the router's HTTP/1.1 server
+(:mod:`kvroute.server.http_server`): what a handler gets and what it returns.
+:mod:`kvroute.server.http_connection` builds the requests and writes the responses.
+
+Contract
+--------
+- :class:`Request`: one request, its body already read whole (:attr:`Request.body`,
+  de-chunked). :attr:`Request.path` is percent-decoded, :attr:`Request.headers`
+  case-insensitive (decoded as UTF-8 with surrogateescape, like aiohttp's; built on first
+  use), :attr:`Request.query` parsed from :attr:`Request.query_string` (on first use).
+  :attr:`Request.version` is ``"1.0"`` or ``"1.1"``; :attr:`Request.transport` the
+  client's connection (``is_closing()`` once the client went away); :meth:`Request.json`
+  the body parsed (``ValueError`` when it is not JSON).
+- :class:`Response`: a whole response (status, headers, body); it goes out in one write
+  with ``Content-Length``. :func:`json_response` is one with a JSON body
+  (``application/json; charset=utf-8``); :func:`error_response` one with the shared error
+  body, :func:`kvroute.protocol.response_body.error_body`
+  (``{"error": {"message", "type", "code"}}``, ``code`` the status).
+- :class:`StreamResponse`: :meth:`StreamResponse.prepare` sends the status line and
+  headers, then each :meth:`~StreamResponse.write` goes out as one chunk
+  (``Transfer-Encoding: chunked``; to an HTTP/1.0 client unframed, and the connection
+  closes at the end) and waits while the transport's buffer is over its high-water mark
+  (``pause_writing``). Writing to a lost connection raises ``ConnectionResetError``;
+  ``write()`` before ``prepare()`` or after ``write_eof()`` raises ``RuntimeError``. A
+  stream the handler did not prepare or finish is prepared and finished after it returns.
+- :data:`Handler`: ``async (Request) -> Response | StreamResponse``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
+
+from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
+
+from kvroute.protocol.response_body import error_body
+
+if TYPE_CHECKING:
+    from kvroute.server.http_connection import HttpConnection
+
+__all__ = ["Handler", "Request", "Response", "StreamResponse", "error_response",
+           "json_response"]
+
+
+class Request:
+    """One request, its body already read."""
+
+    __slots__ = ("_conn", "_headers", "_query", "body", "keep_alive", "method", "path",
+                 "query_string", "raw_headers", "transport", "version")
+
+    def __init__(self, conn: HttpConnection, method: str, path: str, query_string: str,
+                 version: str, raw_headers: list[tuple[bytes, bytes]]) -> None:
+        self._conn = conn
+        self.transport: asyncio.Transport | None = conn.transport
+        self.method = method
+        self.path = path
+        self.query_string = query_string
+        self.version = version  # "1.0" or "1.1"
+        self.raw_headers = raw_headers
+        self.body = b""
+        self.keep_alive = False
+        self._headers: CIMultiDictProxy[str] | None = None
+        self._query: MultiDictProxy[str] | None = None
+
+    @property
+    def headers(self) -> CIMultiDictProxy[str]:
+        if self._headers is None:
+            self._headers = CIMultiDictProxy(CIMultiDict([
+                (k.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
+                for k, v in self.raw_headers]))
+        return self._headers
+
+    @property
+    def query(self) -> MultiDictProxy[str]:
+        if self._query is None:
+            self._query = MultiDictProxy(MultiDict(parse_qsl(self.query_string,
+                                                             keep_blank_values=True)))
+        return self._query
+
+    def json(self) -> Any:
+        """The body parsed as JSON (``ValueError`` when it is not)."""
+        return json.loads(self.body)
+
+
+class Response:
+    """A whole response: status, headers and body."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, body: bytes = b"", status: int = 200,
+                 headers: Mapping[str, str] | None = None,
+                 content_type: str | None = None) -> None:
+        self.body = body
+        self.status = status
+        self.headers: dict[str, str] = dict(headers) if headers else {}
+        if content_type is not None:
+            self.headers["Content-Type"] = content_type
+
+
+def json_response(obj: Any, status: int = 200,
+                  headers: Mapping[str, str] | None = None) -> Response:
+    return Response(json.dumps(obj).encode(), status, headers,
+                    "application/json; charset=utf-8")
+
+
+def error_response(status: int, message: str, kind: str,
+                   headers: Mapping[str, str] | None = None) -> Response:
+    """The router's JSON error: :func:`~kvroute.protocol.response_body.error_body`, the
+    shape every kvroute server writes."""
+    return json_response(error_body(message, kind, status), status, headers)
+
+
+class StreamResponse:
+    """A response whose body is written piece by piece (chunked)."""
+
+    def __init__(self, status: int = 200, headers: Mapping[str, str] | None = None) -> None:
+        self.status = status
+        self.headers: dict[str, str] = dict(headers) if headers else {}
+        self.prepared = self.finished = False
+        self._conn: HttpConnection | None = None
+        self._chunked = True
+
+    async def prepare(self, request: Request) -> None:
+        """Send the status line and headers."""
+        if self.prepared:
+            return
+        conn = self._conn = request._conn
+        self._chunked = request.version != "1.0"
+        if not self._chunked:
+            conn.reading_done = True  # the end of the body is the end of the connection
+        head = conn.head(self.status, self.headers, None if self._chunked else -1)
+        self.prepared = True
+        conn.send(head)
+        await conn.drain()
+
+    async def write(self, data: bytes) -> None:
+        """Send ``data`` as one chunk; wait while the transport's buffer is full."""
+        conn = self._conn
+        if conn is None or self.finished:
+            raise RuntimeError("write() before prepare() or after write_eof()")
+        if not data:
+            return
+        conn.send(b"%x\r\n%b\r\n" % (len(data), data) if self._chunked else data)
+        await conn.drain()
+
+    async def write_eof(self) -> None:
+        """End the body."""
+        if self.finished or self._conn is None:
+            return
+        self.finished = True
+        if self._chunked:
+            self._conn.send(b"0\r\n\r\n")
+
+
+Handler = Callable[[Request], Awaitable[Response | StreamResponse]]
