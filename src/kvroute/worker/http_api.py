@@ -8,7 +8,8 @@ Contract:
   ``stream``; ``stream_options.include_usage`` adds a usage chunk), ``POST /generate``
   (SGLang native), ``GET /v1/models``, ``GET /health`` and ``GET /health_generate`` (503
   until the worker has started), ``POST /flush_cache`` (400 while requests are queued or
-  running), ``GET /metrics`` (:mod:`kvroute.worker.exported_metrics`).
+  running), ``GET /metrics`` (:mod:`kvroute.worker.exported_metrics`), and what other
+  routers ask (tokenize, render, server and model info: :mod:`kvroute.worker.engine_info`).
 * Requests are read by :mod:`kvroute.protocol.request_body`: what it refuses is a 400.
   ``max_tokens`` defaults to ``EmulatedConfig.default_max_tokens``; only ``n = 1`` is
   served.
@@ -56,6 +57,7 @@ from kvroute.worker.emulated import (
     filler_piece,
     filler_text,
 )
+from kvroute.worker.engine_info import add_info_routes
 
 __all__ = ["WORKER_KEY", "create_app"]
 
@@ -308,4 +310,5 @@ def create_app(config: EmulatedConfig | None = None) -> web.Application:
     app.router.add_get("/health_generate", health)
     app.router.add_post("/flush_cache", flush_cache)
     app.router.add_get("/metrics", metrics)
+    add_info_routes(app, WORKER_KEY)
     return app
