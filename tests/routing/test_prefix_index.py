@@ -120,3 +120,26 @@ def assert_naive_model(idx: PrefixIndex, held: list[list[list[int]]], probe: lis
     sizes = [len({tuple(s[:k]) for s in held[w] for k in range(1, len(s) + 1)})
              for w in range(len(held))]
     assert idx.sizes().tolist() == sizes
+
+
+def test_a_worker_bounded_by_set_capacity_is_trimmed_at_once_and_later() -> None:
+    """set_capacity bounds one worker (least recently recorded leaves go first, now and
+    at every later trim); the others keep the default bound."""
+    idx = PrefixIndex(2, capacity=1000, trim_interval=10.0)
+    for k in range(5):
+        idx.record(0, np.arange(100 * k, 100 * k + 100, dtype=np.int64), float(k))
+        idx.record(1, np.arange(100 * k, 100 * k + 100, dtype=np.int64), float(k))
+    idx.set_capacity(0, 250)
+    assert idx.sizes().tolist() == [200, 500]
+    assert idx.match(np.arange(0, 100, dtype=np.int64)).tolist() == [0, 100]
+    assert idx.match(np.arange(400, 500, dtype=np.int64)).tolist() == [100, 100]
+    for k in range(5, 8):
+        idx.record(0, np.arange(100 * k, 100 * k + 100, dtype=np.int64), float(k))
+    assert idx.sizes().tolist() == [500, 500]  # not trimmed before the next interval
+    idx.record(0, np.arange(900, 1000, dtype=np.int64), 10.0)
+    assert idx.sizes().tolist() == [200, 500]
+    assert idx.capacities().tolist() == [250, 1000]
+    idx.add_worker()
+    idx.remove_worker(0)
+    assert idx.capacities().tolist() == [1000, 1000]
+    idx.check_integrity()

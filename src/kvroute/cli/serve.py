@@ -49,7 +49,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         health_interval=args.health_interval, metrics_interval=args.metrics_interval,
         request_timeout=args.request_timeout,
         max_retries=args.max_retries, failure_threshold=args.failure_threshold,
-        cooldown_s=args.cooldown, drain_timeout=args.drain_timeout, seed=args.seed)
+        cooldown_s=args.cooldown, drain_timeout=args.drain_timeout, seed=args.seed,
+        index_capacity=args.index_capacity)
     app = build_app(config, policy)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s "
                         "%(message)s")
@@ -144,6 +145,10 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--drain-timeout", type=float, default=30.0,
                    help="on SIGINT/SIGTERM, seconds to wait for requests in flight")
     s.add_argument("--seed", type=int, default=0, help="seed of the policy and retry jitter")
+    s.add_argument("--index-capacity", type=int, metavar="UNITS",
+                   help="most routing units the prefix index keeps per worker (default: each "
+                        "engine's reported KV pool, in tokens with --tokenizer, else 4 "
+                        "characters a token; 2^24 until a worker reports it)")
     p = s.add_argument_group("SGLang router's names for cache_aware's parameters "
                              "(the same as --policy-arg KEY=VALUE)")
     p.add_argument("--cache-threshold", type=float,

@@ -16,8 +16,10 @@ Contract:
   ``clear(w)`` forgets all ``w`` was believed to hold (it went down: its cache is gone).
 * Tenancy is prefix-closed per worker. ``sizes()`` is each worker's units in the tree.
 * Every ``trim_interval`` of the clock given to ``record`` (60 s), each worker holding more
-  than ``capacity`` units (2^24) is trimmed leaf-LRU: its least recently recorded leaves
-  go first, until it fits. These are the paper's router constants.
+  than its capacity is trimmed leaf-LRU: its least recently recorded leaves go first,
+  until it fits. The capacity is ``capacity`` units (2^24, the paper's router constant)
+  until ``set_capacity(w, units)`` bounds worker ``w`` by what it can really hold (the
+  live router does so from each engine's reported KV pool); a lower bound trims at once.
 * Units are whatever the router keys on: token ids or character codes (int64 arrays).
 """
 
@@ -63,6 +65,7 @@ class PrefixIndex:
         self.trim_interval = trim_interval
         self.root = _Node(np.empty(0, dtype=np.int64), None)
         self._sizes = [0] * workers
+        self._caps = [capacity] * workers
         self._next_trim = trim_interval
 
     def __len__(self) -> int:
@@ -157,11 +160,22 @@ class PrefixIndex:
         prefix.children[int(node.key[0])] = node
         return prefix
 
+    def set_capacity(self, worker: int, units: int) -> None:
+        """Bound ``worker`` to ``units`` (>= 1); trims it now if it holds more."""
+        if units < 1:
+            raise ConfigError(f"prefix index capacity must be >= 1 unit, got {units}")
+        self._caps[worker] = units
+        if self._sizes[worker] > units:
+            self._trim_worker(worker, self._sizes[worker] - units)
+
+    def capacities(self) -> np.ndarray:
+        return np.array(self._caps, dtype=np.int64)
+
     def trim(self) -> None:
-        """Trim every worker above ``capacity`` units, least recently recorded leaves first."""
+        """Trim every worker above its capacity, least recently recorded leaves first."""
         for w, size in enumerate(self._sizes):
-            if size > self.capacity:
-                self._trim_worker(w, size - self.capacity)
+            if size > self._caps[w]:
+                self._trim_worker(w, size - self._caps[w])
 
     def _is_leaf_of(self, node: _Node, w: int) -> bool:
         return w in node.tenants and not any(w in c.tenants for c in node.children.values())
@@ -192,6 +206,7 @@ class PrefixIndex:
 
     def add_worker(self) -> None:
         self._sizes.append(0)
+        self._caps.append(self.capacity)
 
     def remove_worker(self, worker: int) -> None:
         """Forget ``worker``; later workers shift down one index (as the router's list does)."""
@@ -203,6 +218,7 @@ class PrefixIndex:
                 node.tenants = {(v - 1 if v > worker else v): t
                                 for v, t in node.tenants.items() if v != worker}
         del self._sizes[worker]
+        del self._caps[worker]
         self._prune(self.root)
 
     def _prune(self, node: _Node) -> None:

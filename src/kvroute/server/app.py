@@ -49,6 +49,7 @@ from kvroute.protocol.request_body import (
     streamed,
 )
 from kvroute.routing.base import RoutingPolicy
+from kvroute.routing.prefix_index import DEFAULT_INDEX_CAPACITY
 from kvroute.routing.router import Router
 from kvroute.server.admin import Admin
 from kvroute.server.checks import WorkerChecks
@@ -93,8 +94,14 @@ class ServeConfig:
     cooldown_s: float = 30.0
     drain_timeout: float = 30.0
     seed: int = 0
+    # the prefix index's bound per worker, in routing units; None: each engine's reported
+    # KV pool (tokens with a tokenizer, else CHARS_PER_TOKEN characters a token), 2^24
+    # until it reports one
+    index_capacity: int | None = None
 
     def validate(self) -> None:
+        if self.index_capacity is not None and self.index_capacity < 1:
+            raise ConfigError(f"--index-capacity must be >= 1, got {self.index_capacity}")
         if min(self.health_interval, self.metrics_interval, self.max_retries,
                self.backoff_base, self.drain_timeout) < 0 \
                 or min(self.request_timeout, self.health_timeout, self.connect_timeout) <= 0:
@@ -104,6 +111,7 @@ class ServeConfig:
 
 
 _error = error_response
+CHARS_PER_TOKEN = 4.0  # routing on characters: a KV pool of n tokens holds about 4n of them
 
 
 Route = Callable[[Request], Awaitable[Response | StreamResponse]]
@@ -114,7 +122,8 @@ class RouterApp:
         config.validate()
         self.config = config
         urls = worker_urls(config.worker_urls)
-        self.router = Router(policy, len(urls), keep_index=True)
+        self.router = Router(policy, len(urls), keep_index=True,
+                             index_capacity=config.index_capacity or DEFAULT_INDEX_CAPACITY)
         self.members = Membership(urls, self.router, failure_threshold=config.failure_threshold,
                                   cooldown_s=config.cooldown_s,
                                   health_checks=config.health_interval > 0)
@@ -130,8 +139,10 @@ class RouterApp:
             max_retries=config.max_retries, backoff_base=config.backoff_base,
             backoff_factor=config.backoff_factor, backoff_jitter=config.backoff_jitter,
             seed=config.seed)
-        self.checks = WorkerChecks(self.members, self.router, self.upstream,
-                                   config.health_timeout, self.now)
+        per_token = 1.0 if config.tokenizer is not None else CHARS_PER_TOKEN
+        self.checks = WorkerChecks(
+            self.members, self.router, self.upstream, config.health_timeout, self.now,
+            units_per_kv_token=per_token if config.index_capacity is None else None)
         self.admin = Admin(self.router, self.members, self.metrics, self.decisions, self.now,
                            api_key=config.api_key, policy_name=policy.name)
         self._tasks: list[asyncio.Task[None]] = []

@@ -11,8 +11,10 @@ Contract:
 * ``scrape_engines()``: ``GET {url}/metrics``, parsed by
   :func:`kvroute.server.engine_metrics.engine_load`; the load (running, waiting, KV usage
   and capacity) goes to ``Router.report_load``, where policies such as ``llmd`` and
-  ``least_load`` read it. A worker whose page cannot be read or lacks those gauges keeps
-  its last values (zeros at first) and is warned about once, until it is readable again.
+  ``least_load`` read it; with ``units_per_kv_token``, the router's prefix index holds at
+  most the engine's KV pool (times that many routing units a token) for it. A worker
+  whose page cannot be read or lacks those gauges keeps its last values (zeros at first)
+  and is warned about once, until it is readable again.
 * A worker removed while its check is under way is skipped.
 """
 
@@ -34,8 +36,10 @@ log = logging.getLogger("kvroute.server")
 
 class WorkerChecks:
     def __init__(self, members: Membership, router: Router, upstream: Upstream,
-                 timeout: float, clock: Callable[[], float]) -> None:
+                 timeout: float, clock: Callable[[], float],
+                 units_per_kv_token: float | None = None) -> None:
         self.members = members
+        self.units_per_kv_token = units_per_kv_token
         self.router = router
         self.upstream = upstream
         self.timeout = timeout
@@ -90,6 +94,9 @@ class WorkerChecks:
                                 "zeros)", w.url, got)
                 continue
             self._unreadable.discard(w.url)
-            self.router.report_load(self.members.workers.index(w), running=got.running,
-                                    waiting=got.waiting, kv_usage=got.kv_usage,
-                                    kv_capacity=got.kv_capacity)
+            i = self.members.workers.index(w)
+            self.router.report_load(i, running=got.running, waiting=got.waiting,
+                                    kv_usage=got.kv_usage, kv_capacity=got.kv_capacity)
+            index = self.router.index
+            if index is not None and self.units_per_kv_token and got.kv_capacity > 0:
+                index.set_capacity(i, max(1, int(got.kv_capacity * self.units_per_kv_token)))
