@@ -109,3 +109,59 @@ def test_progress_without_a_terminal_prints_a_line_every_few_seconds() -> None:
             now[0] = k
             progress.update(task, advance=10)
     assert out.getvalue().splitlines() == ["gsp: 50/512 after 5 s", "gsp: 100/512 after 10 s"]
+
+
+def test_checks_come_before_the_work(monkeypatch, capsys):
+    """A plot without matplotlib, or a bad bench size for `up`, is refused before anything
+    is simulated or started."""
+    import builtins
+
+    import kvroute.cli.sim as sim_cli
+
+    def no_simulation(*args, **kwargs):
+        raise AssertionError("simulated before checking its flags")
+
+    monkeypatch.setattr(sim_cli, "simulate", no_simulation)
+    real_import = builtins.__import__
+
+    def without_matplotlib(name, *args, **kwargs):
+        if name.split(".")[0] == "matplotlib":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", without_matplotlib)
+    assert main(["sim", "--groups", "2", "--plot", "x.png"]) == 2
+    assert "--plot needs matplotlib" in capsys.readouterr().err
+    monkeypatch.setattr(builtins, "__import__", real_import)
+    assert main(["up", "--bench", "--bench-requests", "-5"]) == 2
+    assert "--bench-requests must be >= 1" in capsys.readouterr().err
+    assert main(["up", "--eviction", "optimal"]) == 2
+    assert "needs the future" in capsys.readouterr().err
+
+
+def test_worker_on_a_busy_port_is_one_line(capsys):
+    """`kvroute worker` on a port in use says so in one line and exits 2."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        assert main(["worker", "--emulate", "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"kvroute: error: cannot listen on 127.0.0.1:{port}")
+    assert err.count("\n") == 1
+
+
+def test_help_states_each_default_once(capsys):
+    """No option's help says its default twice, and switches do not claim one."""
+    import re
+
+    import pytest
+
+    for cmd in ("sim", "compare", "up", "serve", "worker", "bench", "cache"):
+        with pytest.raises(SystemExit):
+            main([cmd, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert "(default: None)" not in text and "(default: True)" not in text, cmd
+        assert not re.search(r"default[^()]*\)\s*\(default", text), cmd
