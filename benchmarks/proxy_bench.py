@@ -18,6 +18,14 @@ It reports three numbers:
   /proc) while it runs at its maximum rate; the same measure for every router;
 - the maximum request rate at concurrency 64.
 
+With ``--load RATE`` it measures instead at the same offered load for every router, the
+way a deployment runs: 4 emulated workers (``kvroute worker --emulate``, fast), GSP
+prompts (groups sharing a prefix, as text) through the chat API, streamed with 32 output
+tokens, open loop at RATE requests/s for ``--load-seconds``, rounds interleaved; per
+router, the CPU per request (its process's utime + stime over the run / requests) and
+its resident memory at the end (the prefix index at steady state). Target (issue 16):
+CPU per request and RSS at or below sglang-router's.
+
 Targets (issue 5): added p50 under 1 ms; CPU per request within 2x of sglang-router's
 (the ratio is printed); at least 2,000 requests/s through the whole chain. The client is
 Python too (kvroute's lean keep-alive client, ``kvroute.server.upstream``, on uvloop, the
@@ -265,6 +273,66 @@ async def max_rate(url: str, prompt: str, seconds: float, pid: int | None,
     return done / elapsed, cpu
 
 
+def rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def gsp_chat_prompts(n: int) -> list[str]:
+    """GSP prompts (shared system prompt per group, random order) as chat text."""
+    from kvroute.workloads.gsp import GSPConfig, generate_gsp
+    from kvroute.workloads.tokenizer import pseudo_text
+
+    groups = max(1, n // 32)
+    stream = generate_gsp(GSPConfig(groups=groups, prompts_per_group=32))
+    return [pseudo_text(p) for p in stream.prompts[:n]]
+
+
+async def offered_load(url: str, prompts: list[str], rate: float, seconds: float,
+                       pid: int | None) -> dict[str, float]:
+    """Open loop at ``rate`` for ``seconds``: streamed chat requests; the router's CPU per
+    request and RSS at the end; failures counted."""
+    import aiohttp
+
+    ok = failed = 0
+    lat: list[float] = []
+
+    async def one(prompt: str, http: aiohttp.ClientSession) -> None:
+        nonlocal ok, failed
+        body = {"model": "m", "stream": True, "max_tokens": 32,
+                "messages": [{"role": "user", "content": prompt}]}
+        t = time.perf_counter()
+        try:
+            async with http.post(url + "/v1/chat/completions", json=body) as r:
+                data = await r.read()
+            if r.status == 200 and data.rstrip().endswith(b"data: [DONE]"):
+                ok += 1
+                lat.append(time.perf_counter() - t)
+            else:
+                failed += 1
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            failed += 1
+
+    n = int(rate * seconds)
+    conn = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=conn,
+                                     timeout=aiohttp.ClientTimeout(total=120)) as http:
+        cpu0 = cpu_seconds(pid) if pid else 0.0
+        t0 = time.perf_counter()
+        tasks = []
+        for k in range(n):
+            await asyncio.sleep(max(0.0, t0 + k / rate - time.perf_counter()))
+            tasks.append(asyncio.create_task(one(prompts[k % len(prompts)], http)))
+        await asyncio.gather(*tasks)
+        cpu = (cpu_seconds(pid) - cpu0) / max(ok, 1) * 1e3 if pid else float("nan")
+    return {"ok": ok, "failed": failed, "cpu_ms": cpu,
+            "rss_mib": rss_mib(pid) if pid else float("nan"),
+            "e2e_p50_ms": float(np.percentile(lat, 50)) * 1000 if lat else float("nan")}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -285,6 +353,10 @@ def main() -> None:
     ap.add_argument("--startup-timeout", type=float, default=120.0,
                     help="seconds each router may take to list every worker healthy")
     ap.add_argument("--json", metavar="PATH", help="also write every round's numbers here")
+    ap.add_argument("--load", type=float, metavar="RATE",
+                    help="measure at this offered load (requests/s) instead (see above)")
+    ap.add_argument("--load-seconds", type=float, default=60.0)
+    ap.add_argument("--load-workers", type=int, default=4)
     args = ap.parse_args()
     if args.serve_worker:
         serve_worker(args.serve_worker)
@@ -292,11 +364,16 @@ def main() -> None:
     workers: list[subprocess.Popen[bytes]] = []
     targets: list[Target] = []
     try:
-        wports = [free_port() for _ in range(2)]
+        wports = [free_port() for _ in range(args.load_workers if args.load else 2)]
         for p in wports:
-            workers.append(subprocess.Popen([sys.executable, __file__, "--serve-worker", str(p)]))
+            workers.append(subprocess.Popen(
+                [sys.executable, "-m", "kvroute", "worker", "--emulate", "--speed", "50",
+                 "--port", str(p)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                if args.load else
+                subprocess.Popen([sys.executable, __file__, "--serve-worker", str(p)]))
         urls = [f"http://127.0.0.1:{p}" for p in wports]
-        targets.append(Target("direct", urls[0]))
+        if not args.load:
+            targets.append(Target("direct", urls[0]))
         for pol in args.policies.split(","):
             port = free_port()
             targets.append(launch(f"kvroute {pol}", [
@@ -319,6 +396,17 @@ def main() -> None:
         async def run() -> None:
             for t in targets:
                 await wait_ready(t, len(urls), args.startup_timeout)
+            if args.load:
+                prompts = gsp_chat_prompts(int(args.load * args.load_seconds))
+                for r in range(args.rounds):
+                    k = r % len(targets)
+                    for t in targets[k:] + targets[:k]:
+                        got = await offered_load(t.url, prompts, args.load, args.load_seconds,
+                                                 t.proc.pid if t.proc else None)
+                        for key, v in got.items():
+                            t.add(key, v)
+                    print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
+                return
             for r in range(args.rounds):
                 k = r % len(targets)
                 for t in targets[k:] + targets[:k]:
@@ -353,7 +441,24 @@ def main() -> None:
                 t.log.close()
                 with contextlib.suppress(OSError):
                     os.unlink(t.log.name)
-    report(targets, args)
+    (report_load if args.load else report)(targets, args)
+
+
+def report_load(targets: list[Target], args: argparse.Namespace) -> None:
+    print(f"{'target':<26}{'ok':>8}{'failed':>8}{'CPU ms/req':>12}{'RSS MiB':>10}"
+          f"{'E2E p50 ms':>12}   (each round)")
+    for t in targets:
+        rounds = range(len(t.results.get("ok", [])))
+        print(f"{t.name:<26}" + "; ".join(
+            f"{t.results['ok'][i]:>6.0f}{t.results['failed'][i]:>8.0f}"
+            f"{t.results['cpu_ms'][i]:>12.2f}{t.results['rss_mib'][i]:>10.0f}"
+            f"{t.results['e2e_p50_ms'][i]:>12.0f}" for i in rounds))
+    print(f"({args.load:g} requests/s for {args.load_seconds:g} s a round, streamed chat, "
+          f"32 output tokens, {args.load_workers} emulated workers; CPU and RSS are the "
+          "router process's)")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({t.name: t.results for t in targets}, fh, indent=1)
 
 
 def report(targets: list[Target], args: argparse.Namespace) -> None:
