@@ -1,0 +1,98 @@
+"""What ``learned`` eviction learns from: reuse rates per class, and ghost entries.
+
+* :class:`ReuseModel`: for each class of leaf, the tokens evicted from that class and
+  the tokens of them that were asked for again while their ghost was remembered. The
+  estimated reuse probability of a class is ``(reused + 1) / (evicted + 2)`` (a uniform
+  prior: an unseen class counts as 1/2). Both counts are halved each time a further
+  ``horizon`` tokens have been evicted, so the estimates follow a changing stream
+  (memory of about two horizons; the policy passes its cache's capacity).
+* :class:`GhostList`: recently evicted spans, keyed by ``(id(anchor), first page)``:
+  the anchor is the node the span hung from when it left (the trimmed leaf itself, or
+  the parent of a leaf that went whole), so a later request that asks for the span
+  again creates a new leaf under the same anchor with the same first page; it is
+  credited with the length the new leaf shares with the span, segment by segment. Entries
+  keep their anchor alive (the id cannot be reused while the entry exists). The list
+  holds at most ``capacity`` tokens of ghosts, oldest dropped first (as ARC's ghost
+  lists: "would a cache twice as large have kept it?").
+
+Nothing here reads a clock or a random generator.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any, NamedTuple
+
+import numpy as np
+
+__all__ = ["Ghost", "GhostList", "ReuseModel", "Segment"]
+
+
+class ReuseModel:
+    def __init__(self, classes: int, horizon: int) -> None:
+        self.evicted = [0.0] * classes
+        self.reused = [0.0] * classes
+        self.horizon = max(1, horizon)
+        self._since = 0
+
+    def p(self, cls: int) -> float:
+        return (self.reused[cls] + 1.0) / (self.evicted[cls] + 2.0)
+
+    def on_evicted(self, cls: int, tokens: int) -> None:
+        self.evicted[cls] += tokens
+        self._since += tokens
+        if self._since >= self.horizon:
+            self._since = 0
+            self.evicted = [x * 0.5 for x in self.evicted]
+            self.reused = [x * 0.5 for x in self.reused]
+
+    def on_reused(self, cls: int, tokens: int) -> None:
+        self.reused[cls] += tokens
+
+
+class Segment(NamedTuple):
+    cls: int  # the class of the tokens when they were evicted
+    tokens: int
+    epoch: int  # the phase they were evicted in
+    predicted: bool  # chosen by prediction (True) or by the random fallback
+
+
+class Ghost(NamedTuple):
+    """An evicted span: its ids, and its segments (shallow first) as evicted; a leaf
+    trimmed several times leaves one ghost whose segments are its successive trims."""
+
+    anchor: Any  # the node the span hung from (kept alive by this entry)
+    span: np.ndarray  # the evicted ids, shallow first
+    segments: tuple[Segment, ...]
+
+    @property
+    def tokens(self) -> int:
+        return len(self.span)
+
+
+class GhostList:
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.tokens = 0
+        self._entries: OrderedDict[tuple[int, object], Ghost] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def add(self, key: tuple[int, object], ghost: Ghost) -> None:
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self.tokens -= old.tokens
+        self._entries[key] = ghost
+        self.tokens += ghost.tokens
+        while self.tokens > self.capacity and self._entries:
+            self.tokens -= self._entries.popitem(last=False)[1].tokens
+
+    def take(self, key: tuple[int, object], anchor: Any) -> Ghost | None:
+        """The ghost under ``key`` if it hangs from ``anchor`` (it is then forgotten)."""
+        ghost = self._entries.get(key)
+        if ghost is None or ghost.anchor is not anchor:
+            return None
+        del self._entries[key]
+        self.tokens -= ghost.tokens
+        return ghost
