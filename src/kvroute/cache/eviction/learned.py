@@ -193,12 +193,10 @@ class LearnedEviction(EvictionPolicy):
     def _credit(self, ghost: Ghost, shared: int) -> None:
         """A request asked again for the first ``shared`` ids of an evicted span."""
         for seg in ghost.segments:
-            if shared <= 0:
-                break
-            hit = min(shared, seg.tokens)
+            hit = max(0, min(shared, seg.tokens))
             shared -= hit
-            self.model.on_reused(seg.cls, hit)
-            if seg.predicted and seg.epoch == self.epoch and self.predicting:
+            self.model.resolve(seg.cls, seg.tokens, hit)
+            if hit and seg.predicted and seg.epoch == self.epoch and self.predicting:
                 self.mistakes += hit
                 if self.mistakes > self.trust * self.cache.capacity:
                     self.predicting = False
@@ -277,8 +275,9 @@ class LearnedEviction(EvictionPolicy):
         anchor = node if keep > 0 else node.parent
         assert anchor is not None
         key = (id(anchor), cache.child_key(node.key, keep))
-        self.ghosts.add(key, Ghost(anchor, span, segments))
-        self.model.on_evicted(cls, tokens)
+        for gone in self.ghosts.add(key, Ghost(anchor, span, segments)):
+            for seg in gone.segments:
+                self.model.resolve(seg.cls, seg.tokens, 0)
         cache.trim_leaf(node, tokens)
         if keep > 0:
             node.aux[1] = key

@@ -1,10 +1,12 @@
 """What ``learned`` eviction learns from: reuse rates per class, and ghost entries.
 
 * :class:`ReuseModel`: for each class of leaf, the tokens evicted from that class and
-  the tokens of them that were asked for again while their ghost was remembered. The
+  the tokens of them that were asked for again while their ghost was remembered, both
+  counted when the ghost is settled (asked for, or forgotten), so that the two counts
+  always cover the same evictions. The
   estimated reuse probability of a class is ``(reused + 1) / (evicted + 2)`` (a uniform
   prior: an unseen class counts as 1/2). Both counts are halved each time a further
-  ``horizon`` tokens have been evicted, so the estimates follow a changing stream
+  ``horizon`` tokens have been settled, so the estimates follow a changing stream
   (memory of about two horizons; the policy passes its cache's capacity).
 * :class:`GhostList`: recently evicted spans, keyed by ``(id(anchor), first page)``:
   the anchor is the node the span hung from when it left (the trimmed leaf itself, or
@@ -38,16 +40,16 @@ class ReuseModel:
     def p(self, cls: int) -> float:
         return (self.reused[cls] + 1.0) / (self.evicted[cls] + 2.0)
 
-    def on_evicted(self, cls: int, tokens: int) -> None:
+    def resolve(self, cls: int, tokens: int, reused: int) -> None:
+        """A ghost's segment of ``tokens`` evicted ids is settled: ``reused`` of them
+        were asked for again (0 if it was forgotten first)."""
         self.evicted[cls] += tokens
+        self.reused[cls] += reused
         self._since += tokens
         if self._since >= self.horizon:
             self._since = 0
             self.evicted = [x * 0.5 for x in self.evicted]
             self.reused = [x * 0.5 for x in self.reused]
-
-    def on_reused(self, cls: int, tokens: int) -> None:
-        self.reused[cls] += tokens
 
 
 class Segment(NamedTuple):
@@ -79,14 +81,20 @@ class GhostList:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def add(self, key: tuple[int, object], ghost: Ghost) -> None:
+    def add(self, key: tuple[int, object], ghost: Ghost) -> list[Ghost]:
+        """Remember ``ghost``; returns the ghosts forgotten to make room (or replaced)."""
+        gone = []
         old = self._entries.pop(key, None)
         if old is not None:
             self.tokens -= old.tokens
+            gone.append(old)
         self._entries[key] = ghost
         self.tokens += ghost.tokens
         while self.tokens > self.capacity and self._entries:
-            self.tokens -= self._entries.popitem(last=False)[1].tokens
+            dropped = self._entries.popitem(last=False)[1]
+            self.tokens -= dropped.tokens
+            gone.append(dropped)
+        return gone
 
     def take(self, key: tuple[int, object], anchor: Any) -> Ghost | None:
         """The ghost under ``key`` if it hangs from ``anchor`` (it is then forgotten)."""
