@@ -75,7 +75,7 @@ if TYPE_CHECKING:
 __all__ = ["LearnedEviction"]
 
 BUCKETS = 7
-AGES = 3
+AGES = 5
 Entry = tuple[float, int, "Node"]
 
 
@@ -83,15 +83,23 @@ def hit_bucket(hits: int) -> int:
     return min(BUCKETS - 1, hits.bit_length())
 
 
+def age_bucket(phases: int) -> int:
+    """Phases since the last access: 0, 1, 2-3, 4-7, 8 or more."""
+    return min(AGES - 1, phases.bit_length())
+
+
 @register
 class LearnedEviction(EvictionPolicy):
     name = "learned"
     takes_seed = True
 
-    def __init__(self, seed: int | None = None, trust: float = 0.1) -> None:
+    def __init__(self, seed: int | None = None, trust: float = 0.1, ghosts: float = 1.0) -> None:
         if not 0.0 <= trust:
             raise ConfigError(f"learned: trust must be >= 0, got {trust}")
         self.trust = float(trust)
+        if not ghosts > 0:
+            raise ConfigError(f"learned: ghosts must be > 0, got {ghosts}")
+        self._ghost_share = float(ghosts)
         self.rng = np.random.default_rng(seed)
         self.epoch = 1  # node.mark == epoch <=> touched in this phase
         self.phases = 1
@@ -112,7 +120,7 @@ class LearnedEviction(EvictionPolicy):
         super().attach(cache)
         self._page = cache.page_size
         self.model = ReuseModel(BUCKETS * AGES, cache.capacity)
-        self.ghosts = GhostList(cache.capacity)
+        self.ghosts = GhostList(int(self._ghost_share * cache.capacity))
 
     # ---------------------------------------------------------------- candidates
     @staticmethod
@@ -148,8 +156,7 @@ class LearnedEviction(EvictionPolicy):
         return None
 
     def _cls(self, node: Node) -> int:
-        age = min(AGES - 1, self.epoch - node.mark)
-        return hit_bucket(node.aux[0]) * AGES + age
+        return hit_bucket(node.aux[0]) * AGES + age_bucket(self.epoch - node.mark)
 
     # ---------------------------------------------------------------- phases
     def _touch(self, node: Node) -> None:
@@ -247,7 +254,7 @@ class LearnedEviction(EvictionPolicy):
             node = self._top(heap)
             if node is None:
                 continue
-            key = (p(b * AGES + min(AGES - 1, epoch - node.mark)), node.last_access)
+            key = (p(b * AGES + age_bucket(epoch - node.mark)), node.last_access)
             if key < best_key:
                 best, best_key, best_b = node, key, b
         if best is not None:
