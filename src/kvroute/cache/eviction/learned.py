@@ -79,8 +79,16 @@ AGES = 5
 Entry = tuple[float, int, "Node"]
 
 
+GROUPS = 2 * BUCKETS
+
+
 def hit_bucket(hits: int) -> int:
     return min(BUCKETS - 1, hits.bit_length())
+
+
+def group(node: Node) -> int:
+    """The leaf's hit bucket, and whether it hangs below a cached prefix (start > 0)."""
+    return 2 * hit_bucket(node.aux[0]) + (node.start > 0)
 
 
 def age_bucket(phases: int) -> int:
@@ -111,7 +119,7 @@ class LearnedEviction(EvictionPolicy):
         self.skip = 0  # RLT-only phases left before predictions are tried again
         self.rlt_phases = 0
         self.mistakes = 0  # tokens, this phase
-        self._heaps: list[list[Entry]] = [[] for _ in range(BUCKETS)]
+        self._heaps: list[list[Entry]] = [[] for _ in range(GROUPS)]
         self._seq = 0
         self._entries = 0
         self._compact_at = 64
@@ -119,7 +127,7 @@ class LearnedEviction(EvictionPolicy):
     def attach(self, cache: RadixCache) -> None:
         super().attach(cache)
         self._page = cache.page_size
-        self.model = ReuseModel(BUCKETS * AGES, cache.capacity)
+        self.model = ReuseModel(GROUPS, AGES, cache.capacity, weight=cache.page_size)
         self.ghosts = GhostList(int(self._ghost_share * cache.capacity))
 
     # ---------------------------------------------------------------- candidates
@@ -130,7 +138,7 @@ class LearnedEviction(EvictionPolicy):
     def _push(self, node: Node) -> None:
         self._seq += 1
         node.slot = self._seq
-        heapq.heappush(self._heaps[hit_bucket(node.aux[0])],
+        heapq.heappush(self._heaps[group(node)],
                        (node.last_access, self._seq, node))
         self._entries += 1
         if self._entries > self._compact_at:
@@ -156,7 +164,7 @@ class LearnedEviction(EvictionPolicy):
         return None
 
     def _cls(self, node: Node) -> int:
-        return hit_bucket(node.aux[0]) * AGES + age_bucket(self.epoch - node.mark)
+        return group(node) * AGES + age_bucket(self.epoch - node.mark)
 
     # ---------------------------------------------------------------- phases
     def _touch(self, node: Node) -> None:
@@ -192,7 +200,10 @@ class LearnedEviction(EvictionPolicy):
         assert parent is not None
         ghost = self.ghosts.take((id(parent), self.cache.child_key(leaf.key, 0)), parent)
         if ghost is not None:
-            self._credit(ghost, self.cache.common_length(ghost.span, leaf.key, 0))
+            shared = self.cache.common_length(ghost.span, leaf.key, 0)
+            self._credit(ghost, shared)
+            if shared:  # asked for again: its popularity comes back
+                leaf.aux[0] = ghost.hits
         self._touch(leaf)
         if leaf.lock_ref == 0:
             self._push(leaf)
@@ -219,6 +230,8 @@ class LearnedEviction(EvictionPolicy):
     def on_split(self, prefix: Node, suffix: Node, in_match: bool) -> None:
         prefix.mark = suffix.mark
         prefix.aux = [suffix.aux[0], None]
+        if suffix.slot > 0 and self._valid(suffix):  # its start moved: maybe a new group
+            self._push(suffix)
 
     def on_candidacy(self, node: Node) -> None:
         if self._valid(node):
@@ -282,7 +295,7 @@ class LearnedEviction(EvictionPolicy):
         anchor = node if keep > 0 else node.parent
         assert anchor is not None
         key = (id(anchor), cache.child_key(node.key, keep))
-        for gone in self.ghosts.add(key, Ghost(anchor, span, segments)):
+        for gone in self.ghosts.add(key, Ghost(anchor, span, segments, node.aux[0])):
             for seg in gone.segments:
                 self.model.resolve(seg.cls, seg.tokens, 0)
         cache.trim_leaf(node, tokens)
@@ -327,7 +340,7 @@ class LearnedEviction(EvictionPolicy):
         for b, heap in enumerate(self._heaps):
             for key, seq, node in heap:
                 if node.slot == seq and self._valid(node):
-                    if key != node.last_access or b != hit_bucket(node.aux[0]):
+                    if key != node.last_access or b != group(node):
                         raise IntegrityError(f"learned: stale heap entry for {node}")
                     live[id(node)] = node
         for node in self.cache.nodes():

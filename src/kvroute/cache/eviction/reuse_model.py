@@ -4,8 +4,11 @@
   the tokens of them that were asked for again while their ghost was remembered, both
   counted when the ghost is settled (asked for, or forgotten), so that the two counts
   always cover the same evictions. The
-  estimated reuse probability of a class is ``(reused + 1) / (evicted + 2)`` (a uniform
-  prior: an unseen class counts as 1/2). Both counts are halved each time a further
+  estimated reuse probability of a class is ``(reused + w * q) / (evicted + w)``, where
+  q is its group's rate ``(reused + 1) / (evicted + 2)`` summed over the group (a hit
+  bucket and all its ages; an unseen group counts as 1/2) and w is ``weight`` tokens
+  (the policy passes one page... of evidence per class: an unseen age of a hit bucket
+  borrows the bucket's rate instead of a flat 1/2). Both counts are halved each time a further
   ``horizon`` tokens have been settled, so the estimates follow a changing stream
   (memory of about two horizons; the policy passes its cache's capacity).
 * :class:`GhostList`: recently evicted spans, keyed by ``(id(anchor), first page)``:
@@ -31,14 +34,22 @@ __all__ = ["Ghost", "GhostList", "ReuseModel", "Segment"]
 
 
 class ReuseModel:
-    def __init__(self, classes: int, horizon: int) -> None:
-        self.evicted = [0.0] * classes
-        self.reused = [0.0] * classes
+    """Classes come in ``groups`` of ``size`` (a hit bucket and its ages)."""
+
+    def __init__(self, groups: int, size: int, horizon: int, weight: int = 1) -> None:
+        self.size = size
+        self.evicted = [0.0] * (groups * size)
+        self.reused = [0.0] * (groups * size)
         self.horizon = max(1, horizon)
+        self.weight = weight
         self._since = 0
 
     def p(self, cls: int) -> float:
-        return (self.reused[cls] + 1.0) / (self.evicted[cls] + 2.0)
+        g = cls - cls % self.size
+        group_rate = ((sum(self.reused[g:g + self.size]) + 1.0)
+                      / (sum(self.evicted[g:g + self.size]) + 2.0))
+        w = self.weight
+        return (self.reused[cls] + w * group_rate) / (self.evicted[cls] + w)
 
     def resolve(self, cls: int, tokens: int, reused: int) -> None:
         """A ghost's segment of ``tokens`` evicted ids is settled: ``reused`` of them
@@ -66,6 +77,7 @@ class Ghost(NamedTuple):
     anchor: Any  # the node the span hung from (kept alive by this entry)
     span: np.ndarray  # the evicted ids, shallow first
     segments: tuple[Segment, ...]
+    hits: int  # the evicted node's hits (its popularity survives the eviction)
 
     @property
     def tokens(self) -> int:
