@@ -87,7 +87,7 @@ def workload_stream(name: str, seed: int = 1, **options: Any) -> CacheStream:
     else:
         from kvroute.workloads.catalog import build_workload
         work = build_workload(name, seed, **opts)
-        prompts = [np.asarray(r.tokens, dtype=np.int64) for r in work]  # type: ignore[attr-defined]
+        prompts = [np.asarray(r.tokens, dtype=np.int64) for r in work]
         meta = {"seed": seed, **opts}
     return CacheStream(name, "token", list(prompts), _unique(list(prompts)), capacity, meta)
 
@@ -101,7 +101,7 @@ def parse_capacities(text: str, unique_units: int) -> list[int]:
         try:
             if item.endswith("%"):
                 pct = float(item[:-1])
-                if not 0 < pct:
+                if not pct > 0:
                     raise ValueError
                 out.append(max(1, round(unique_units * pct / 100)))
             else:

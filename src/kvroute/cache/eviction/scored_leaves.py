@@ -51,6 +51,8 @@ class ScoredLeaves(EvictionPolicy):
 
     def on_split(self, prefix: Node, suffix: Node, in_match: bool) -> None:
         prefix.aux = suffix.aux
+        if self.is_candidate(suffix):  # its start moved (a key may depend on it)
+            self._push(suffix)
 
     def on_candidacy(self, node: Node) -> None:
         if self.is_candidate(node):
