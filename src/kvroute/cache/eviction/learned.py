@@ -87,8 +87,11 @@ def hit_bucket(hits: int) -> int:
 
 
 def group(node: Node) -> int:
-    """The leaf's hit bucket, and whether it hangs below a cached prefix (start > 0)."""
-    return 2 * hit_bucket(node.aux[0]) + (node.start > 0)
+    """The leaf's hit bucket, and whether it hangs below a cached prefix (start > 0). A
+    leaf whose ids are all *proven* (asked for again through a ghost) counts one more
+    hit; while it has an unproven tail, the tail's (its own hits) decide."""
+    hits, _, proven = node.aux
+    return 2 * hit_bucket(hits + (len(node.key) <= proven)) + (node.start > 0)
 
 
 def age_bucket(phases: int) -> int:
@@ -195,15 +198,16 @@ class LearnedEviction(EvictionPolicy):
 
     # ---------------------------------------------------------------- hooks
     def on_created(self, leaf: Node) -> None:
-        leaf.aux = [0, None]
+        leaf.aux = [0, None, 0]  # hits, key of the ghost of its trims, proven head
         parent = leaf.parent
         assert parent is not None
         ghost = self.ghosts.take((id(parent), self.cache.child_key(leaf.key, 0)), parent)
         if ghost is not None:
             shared = self.cache.common_length(ghost.span, leaf.key, 0)
             self._credit(ghost, shared)
-            if shared:  # asked for again: its popularity comes back
+            if shared:  # asked for again: its popularity comes back, its head is proven
                 leaf.aux[0] = ghost.hits
+                leaf.aux[2] = shared
         self._touch(leaf)
         if leaf.lock_ref == 0:
             self._push(leaf)
@@ -229,7 +233,9 @@ class LearnedEviction(EvictionPolicy):
 
     def on_split(self, prefix: Node, suffix: Node, in_match: bool) -> None:
         prefix.mark = suffix.mark
-        prefix.aux = [suffix.aux[0], None]
+        proven = suffix.aux[2]
+        prefix.aux = [suffix.aux[0], None, min(proven, len(prefix.key))]
+        suffix.aux[2] = max(0, proven - len(prefix.key))
         if suffix.slot > 0 and self._valid(suffix):  # its start moved: maybe a new group
             self._push(suffix)
 
@@ -247,7 +253,9 @@ class LearnedEviction(EvictionPolicy):
                 node = self._predicted()
                 if node is None:
                     break
-                take = min(need - done, len(node.key) // page)
+                length, proven = len(node.key), node.aux[2]
+                tail = length - proven if length > proven else length
+                take = min(need - done, tail // page)
                 self._trim(node, take, predicted=True)
                 done += take
             else:
