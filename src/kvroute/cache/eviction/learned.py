@@ -225,7 +225,8 @@ class LearnedEviction(EvictionPolicy):
                     self.failed = True
 
     def on_access(self, node: Node, hit: bool) -> None:
-        self._touch(node)
+        if node.mark != self.epoch:
+            self._touch(node)
         if hit:
             node.aux[0] += 1
         if not node.children and node.lock_ref == 0:
@@ -268,16 +269,22 @@ class LearnedEviction(EvictionPolicy):
     def _predicted(self) -> Node | None:
         """Pop the leaf of least estimated reuse (oldest first within a class)."""
         best: Node | None = None
-        best_key = (2.0, 0.0)
+        best_p, best_t = 2.0, 0.0
         best_b = -1
-        p, epoch = self.model.p, self.epoch
+        p_of, epoch, last_age = self.model.p, self.epoch, AGES - 1
+        valid = self._valid
         for b, heap in enumerate(self._heaps):
-            node = self._top(heap)
-            if node is None:
+            while heap:  # _top, inlined
+                _, seq, node = heap[0]
+                if node.slot == seq and valid(node):
+                    break
+                heapq.heappop(heap)
+                self._entries -= 1
+            else:
                 continue
-            key = (p(b * AGES + age_bucket(epoch - node.mark)), node.last_access)
-            if key < best_key:
-                best, best_key, best_b = node, key, b
+            p = p_of(b * AGES + min(last_age, (epoch - node.mark).bit_length()))
+            if p < best_p or (p == best_p and node.last_access < best_t):
+                best, best_p, best_t, best_b = node, p, node.last_access, b
         if best is not None:
             heapq.heappop(self._heaps[best_b])
             self._entries -= 1

@@ -40,27 +40,32 @@ class ReuseModel:
         self.size = size
         self.evicted = [0.0] * (groups * size)
         self.reused = [0.0] * (groups * size)
+        self._group_evicted = [0.0] * groups
+        self._group_reused = [0.0] * groups
         self.horizon = max(1, horizon)
         self.weight = weight
         self._since = 0
 
     def p(self, cls: int) -> float:
-        g = cls - cls % self.size
-        group_rate = ((sum(self.reused[g:g + self.size]) + 1.0)
-                      / (sum(self.evicted[g:g + self.size]) + 2.0))
+        g = cls // self.size
+        q = (self._group_reused[g] + 1.0) / (self._group_evicted[g] + 2.0)
         w = self.weight
-        return (self.reused[cls] + w * group_rate) / (self.evicted[cls] + w)
+        return (self.reused[cls] + w * q) / (self.evicted[cls] + w)
 
     def resolve(self, cls: int, tokens: int, reused: int) -> None:
         """A ghost's segment of ``tokens`` evicted ids is settled: ``reused`` of them
         were asked for again (0 if it was forgotten first)."""
+        g = cls // self.size
         self.evicted[cls] += tokens
         self.reused[cls] += reused
+        self._group_evicted[g] += tokens
+        self._group_reused[g] += reused
         self._since += tokens
         if self._since >= self.horizon:
             self._since = 0
-            self.evicted = [x * 0.5 for x in self.evicted]
-            self.reused = [x * 0.5 for x in self.reused]
+            for counts in (self.evicted, self.reused, self._group_evicted,
+                           self._group_reused):
+                counts[:] = [x * 0.5 for x in counts]
 
 
 class Segment(NamedTuple):
