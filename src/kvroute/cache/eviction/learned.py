@@ -79,7 +79,7 @@ AGES = 5
 Entry = tuple[float, int, "Node"]
 
 
-GROUPS = 2 * BUCKETS
+GROUPS = 4 * BUCKETS
 
 
 def hit_bucket(hits: int) -> int:
@@ -90,8 +90,10 @@ def group(node: Node) -> int:
     """The leaf's hit bucket, and whether it hangs below a cached prefix (start > 0). A
     leaf whose ids are all *proven* (asked for again through a ghost) counts one more
     hit; while it has an unproven tail, the tail's (its own hits) decide."""
-    hits, _, proven = node.aux
-    return 2 * hit_bucket(hits + (len(node.key) <= proven)) + (node.start > 0)
+    hits, _, proven, full = node.aux
+    length = len(node.key)
+    return (4 * hit_bucket(hits + (length <= proven)) + 2 * (node.start > 0)
+            + (2 * length <= full))
 
 
 def age_bucket(phases: int) -> int:
@@ -198,7 +200,8 @@ class LearnedEviction(EvictionPolicy):
 
     # ---------------------------------------------------------------- hooks
     def on_created(self, leaf: Node) -> None:
-        leaf.aux = [0, None, 0]  # hits, key of the ghost of its trims, proven head
+        # hits, key of the ghost of its trims, proven head, length when created
+        leaf.aux = [0, None, 0, len(leaf.key)]
         parent = leaf.parent
         assert parent is not None
         ghost = self.ghosts.take((id(parent), self.cache.child_key(leaf.key, 0)), parent)
@@ -234,9 +237,10 @@ class LearnedEviction(EvictionPolicy):
 
     def on_split(self, prefix: Node, suffix: Node, in_match: bool) -> None:
         prefix.mark = suffix.mark
-        proven = suffix.aux[2]
-        prefix.aux = [suffix.aux[0], None, min(proven, len(prefix.key))]
-        suffix.aux[2] = max(0, proven - len(prefix.key))
+        proven, full, cut = suffix.aux[2], suffix.aux[3], len(prefix.key)
+        prefix.aux = [suffix.aux[0], None, min(proven, cut), cut]
+        suffix.aux[2] = max(0, proven - cut)
+        suffix.aux[3] = max(len(suffix.key), full - cut)
         if suffix.slot > 0 and self._valid(suffix):  # its start moved: maybe a new group
             self._push(suffix)
 
