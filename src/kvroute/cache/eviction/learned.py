@@ -258,9 +258,7 @@ class LearnedEviction(EvictionPolicy):
                 node = self._predicted()
                 if node is None:
                     break
-                length, proven = len(node.key), node.aux[2]
-                tail = length - proven if length > proven else length
-                take = min(need - done, tail // page)
+                take = min(need - done, max(1, self._tail(node) // page))
                 self._trim(node, take, predicted=True)
                 done += take
             else:
@@ -294,6 +292,16 @@ class LearnedEviction(EvictionPolicy):
             self._entries -= 1
             best.slot = -1
         return best
+
+    @staticmethod
+    def _tail(node: Node) -> int:
+        """What prediction takes from a leaf at once: down to its proven head, else
+        down to half its length when created (one page at least), else all of it."""
+        length, proven, full = len(node.key), node.aux[2], node.aux[3]
+        if length > proven > 0:
+            return length - proven
+        half = -(-full // 2)
+        return max(length - half, 1) if 2 * length > full else length
 
     def _trim(self, node: Node, pages: int, predicted: bool) -> None:
         """Evict the last ``pages`` pages of a candidate leaf, leaving a ghost (merged
