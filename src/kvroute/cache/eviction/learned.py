@@ -2,10 +2,14 @@
 marking phases as a fallback that keeps a worst-case guarantee.
 
 What it sees (no future knowledge): for every leaf, how many matches passed through it
-(``hits``: the distinct requests that reused it), when it was last accessed, and in
-which phase. Its *class* is ``(hit bucket, age)``: hit bucket ``min(6, bit_length(hits))``
-(0, 1, 2-3, 4-7, 8-15, 16-31, 32+) and age in phases since its last access (0: this
-phase, 1: the previous one, 2: older).
+(``hits``: the requests that reused it), when and in which phase it was last accessed,
+whether it hangs from the root or below a cached prefix, its length when it was created
+and how much of its head was *proven* (asked for again through a ghost, below). Its
+*class* has four parts: the hit bucket ``min(6, bit_length(hits))`` (0, 1, 2-3, 4-7,
+8-15, 16-31, 32+; a leaf that is all proven head counts one hit more); below the root
+or not (``start > 0``); deep half or shallow half (its length is more than half of its
+length when created, or not); and its age in phases since its last access (0, 1, 2-3,
+4-7, 8+). 7 x 2 x 2 x 5 = 140 classes.
 
 Phases (as in marking paging and RLT): a phase is a maximal run of accesses that touch
 at most ``capacity`` distinct tokens. Every token a ``match`` or ``insert`` touches is
@@ -13,19 +17,21 @@ at most ``capacity`` distinct tokens. Every token a ``match`` or ``insert`` touc
 capacity, or (in the fallback below) when space is needed and no unmarked leaf is left.
 
 What it learns: when it evicts a span (the last pages of a leaf) it leaves a *ghost*
-(:mod:`~kvroute.cache.eviction.reuse_model`): the span's class, its length, the phase,
-and where it hung. If a later request asks for that span again, it creates a new leaf
-in the same place: a ghost hit, and the span's class is credited with the tokens it
-would have saved. Per class, the reuse probability is estimated as ``(reused + 1) /
-(evicted + 2)`` over a window of about two cache turnovers (counts halve after every
-``capacity`` evicted tokens); the ghost list holds ``capacity`` tokens.
+(:mod:`~kvroute.cache.eviction.reuse_model`: the span's ids, class, phase, where it
+hung; successive trims of one leaf merge into one ghost). If a later request asks for
+the span again, it creates a new leaf in the same place: a ghost hit; the span's
+classes are credited with the ids the new leaf shares with it, the new leaf gets the
+evicted leaf's hits back, and that shared head is proven. Per class, the reuse
+probability is ``(reused + w q) / (evicted + w)``, counted when ghosts are settled
+(asked for, or forgotten), with q the rate of its hit-bucket group and w one page; the
+counts halve after every ``capacity`` settled tokens; the ghost list holds ``ghosts``
+x ``capacity`` tokens.
 
-How it evicts (prediction mode): among all unlocked leaves, the one of the class with
-the least estimated reuse probability, oldest last access first within a class (ties
-between classes: older first), and from it the last pages, as many as are needed. All
-tokens of a class share its probability, so this is least expected saving per token
-first; trimming a leaf from its end keeps its shallower tokens, which every request
-that reuses the deeper ones needs too. Whole leaves are not required: it frees exactly
+How it evicts (prediction mode): among all unlocked leaves, the one whose class has the
+least estimated reuse probability (least expected saving per token: every token of a
+class has its class's probability), oldest last access first within a class; from it,
+the last pages as needed, but at most down to its proven head, or (if it has none) down
+to half its created length, so a deep half goes before a shallow one. It frees exactly
 what is asked (rounded up to a page).
 
 The guarantee (robustness). Predictions are trusted per phase. A prediction *mistake*
@@ -43,18 +49,23 @@ predictions are tried again; a phase that keeps its trust resets the count. Henc
 * each phase in prediction mode pays at most ``trust * capacity`` tokens of misses for
   its own mistakes before it becomes an RLT phase (plus the misses of spans predicted
   away before the switch that come back later in the phase);
-* on a stream where predictions always fail, at most about log2(P) + 1 of P phases
+* on a stream where predictions always fail, at most about log2(P) + 2 of P phases
   use predictions, and all the others are RLT phases (O(log k)-competitive rule);
 * tested (tests/cache/test_learned.py): on the adversarial cycle (k + 1 disjoint paths
-  through a cache of k, where leaf-LRU never hits) its hit rate is at least 0.9x RLT's.
+  through a cache of k, where leaf-LRU never hits) its hit rate is at least 0.9x RLT's,
+  with its own predictions and with predictions that are always wrong.
+
+This is a measured guarantee with a stated mechanism, not a proof of a competitive
+ratio: the RLT phases start from the state the predictions left.
 
 Parameters: ``seed`` (its own numpy generator, for the fallback's draws); ``trust``
-(default 0.1: the share of the capacity that mistakes may cost in a phase before the
-phase falls back; 0 falls back at the first mistake).
+(0.1: the share of the capacity that mistakes may cost in a phase before the phase
+falls back; 0 falls back at the first mistake); ``ghosts`` (1.0: the ghost list's size
+in capacities, as ARC's).
 
-Cost: O(log L) per heap change (one lazy min-heap per hit bucket, keyed by last access)
-and O(buckets) per victim in prediction mode; the fallback gathers the unmarked leaves
-once per eviction call, O(L).
+Cost: O(log L) per heap change (one lazy min-heap per class group, keyed by last
+access) and O(groups) per victim in prediction mode; the fallback gathers the unmarked
+leaves once per batch, O(L).
 """
 
 from __future__ import annotations
