@@ -101,10 +101,11 @@ def group(node: Node) -> int:
     """The leaf's hit bucket, and whether it hangs below a cached prefix (start > 0). A
     leaf whose ids are all *proven* (asked for again through a ghost) counts one more
     hit; while it has an unproven tail, the tail's (its own hits) decide."""
-    hits, _, proven, full = node.aux
+    aux = node.aux
     length = len(node.key)
-    return (4 * hit_bucket(hits + (length <= proven)) + 2 * (node.start > 0)
-            + (2 * length <= full))
+    hits = aux[0] + (length <= aux[2])
+    return (4 * (hits.bit_length() if hits < 64 else BUCKETS - 1) + 2 * (node.start > 0)
+            + (2 * length <= aux[3]))
 
 
 def age_bucket(phases: int) -> int:
@@ -152,10 +153,14 @@ class LearnedEviction(EvictionPolicy):
         return node.parent is not None and not node.children and node.lock_ref == 0
 
     def _push(self, node: Node) -> None:
+        g = group(node)
+        aux = node.aux
+        if node.slot > 0 and aux[4] == g and aux[5] == node.last_access:
+            return  # its live entry is already this one
+        aux[4], aux[5] = g, node.last_access
         self._seq += 1
         node.slot = self._seq
-        heapq.heappush(self._heaps[group(node)],
-                       (node.last_access, self._seq, node))
+        heapq.heappush(self._heaps[g], (node.last_access, self._seq, node))
         self._entries += 1
         if self._entries > self._compact_at:
             self._compact()
@@ -163,7 +168,10 @@ class LearnedEviction(EvictionPolicy):
     def _compact(self) -> None:
         live = 0
         for i, heap in enumerate(self._heaps):
-            kept = [e for e in heap if e[2].slot == e[1] and self._valid(e[2])]
+            for e in heap:
+                if e[2].slot == e[1] and not self._valid(e[2]):
+                    e[2].slot = -1
+            kept = [e for e in heap if e[2].slot == e[1]]
             heapq.heapify(kept)
             self._heaps[i] = kept
             live += len(kept)
@@ -173,8 +181,10 @@ class LearnedEviction(EvictionPolicy):
     def _top(self, heap: list[Entry]) -> Node | None:
         while heap:
             _, seq, node = heap[0]
-            if node.slot == seq and self._valid(node):
-                return node
+            if node.slot == seq:
+                if self._valid(node):
+                    return node
+                node.slot = -1  # its live entry goes: a later _push must not skip
             heapq.heappop(heap)
             self._entries -= 1
         return None
@@ -212,7 +222,8 @@ class LearnedEviction(EvictionPolicy):
     # ---------------------------------------------------------------- hooks
     def on_created(self, leaf: Node) -> None:
         # hits, key of the ghost of its trims, proven head, length when created
-        leaf.aux = [0, None, 0, len(leaf.key)]
+        # and the group and key of its live heap entry
+        leaf.aux = [0, None, 0, len(leaf.key), -1, -1.0]
         parent = leaf.parent
         assert parent is not None
         ghost = self.ghosts.take((id(parent), self.cache.child_key(leaf.key, 0)), parent)
@@ -249,7 +260,7 @@ class LearnedEviction(EvictionPolicy):
     def on_split(self, prefix: Node, suffix: Node, in_match: bool) -> None:
         prefix.mark = suffix.mark
         proven, full, cut = suffix.aux[2], suffix.aux[3], len(prefix.key)
-        prefix.aux = [suffix.aux[0], None, min(proven, cut), cut]
+        prefix.aux = [suffix.aux[0], None, min(proven, cut), cut, -1, -1.0]
         suffix.aux[2] = max(0, proven - cut)
         suffix.aux[3] = max(len(suffix.key), full - cut)
         if suffix.slot > 0 and self._valid(suffix):  # its start moved: maybe a new group
@@ -289,8 +300,10 @@ class LearnedEviction(EvictionPolicy):
         for b, heap in enumerate(self._heaps):
             while heap:  # _top, inlined
                 _, seq, node = heap[0]
-                if node.slot == seq and valid(node):
-                    break
+                if node.slot == seq:
+                    if valid(node):
+                        break
+                    node.slot = -1
                 heapq.heappop(heap)
                 self._entries -= 1
             else:
