@@ -45,12 +45,16 @@ class ReuseModel:
         self.horizon = max(1, horizon)
         self.weight = weight
         self._since = 0
+        self._p: list[float] = [-1.0] * (groups * size)  # cached estimates (-1: stale)
 
     def p(self, cls: int) -> float:
-        g = cls // self.size
-        q = (self._group_reused[g] + 1.0) / (self._group_evicted[g] + 2.0)
-        w = self.weight
-        return (self.reused[cls] + w * q) / (self.evicted[cls] + w)
+        value = self._p[cls]
+        if value < 0:
+            g = cls // self.size
+            q = (self._group_reused[g] + 1.0) / (self._group_evicted[g] + 2.0)
+            w = self.weight
+            value = self._p[cls] = (self.reused[cls] + w * q) / (self.evicted[cls] + w)
+        return value
 
     def resolve(self, cls: int, tokens: int, reused: int) -> None:
         """A ghost's segment of ``tokens`` evicted ids is settled: ``reused`` of them
@@ -60,12 +64,15 @@ class ReuseModel:
         self.reused[cls] += reused
         self._group_evicted[g] += tokens
         self._group_reused[g] += reused
+        first = g * self.size
+        self._p[first:first + self.size] = [-1.0] * self.size
         self._since += tokens
         if self._since >= self.horizon:
             self._since = 0
             for counts in (self.evicted, self.reused, self._group_evicted,
                            self._group_reused):
                 counts[:] = [x * 0.5 for x in counts]
+            self._p = [-1.0] * len(self._p)
 
 
 class Segment(NamedTuple):
