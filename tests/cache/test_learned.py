@@ -27,7 +27,7 @@ def test_guarantee_on_the_adversarial_cycle(seed):
     prompts = adversarial_cycle(cfg)
     lru, _ = run("lru", prompts, cfg.capacity, seed)
     rlt, _ = run("rlt", prompts, cfg.capacity, seed)
-    learned, policy = run("learned", prompts, cfg.capacity, seed)
+    learned, _ = run("learned", prompts, cfg.capacity, seed)
     assert lru == 0.0 and rlt > 0.5
     assert learned >= 0.9 * rlt
 

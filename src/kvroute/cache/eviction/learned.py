@@ -75,6 +75,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from kvroute.cache.eviction.leaf_classes import AGES, GROUPS, age_bucket, group, new_aux
 from kvroute.cache.eviction.policy import EvictionPolicy
 from kvroute.cache.eviction.registry import register
 from kvroute.cache.eviction.reuse_model import Ghost, GhostList, ReuseModel, Segment
@@ -85,32 +86,7 @@ if TYPE_CHECKING:
 
 __all__ = ["LearnedEviction"]
 
-BUCKETS = 7
-AGES = 5
 Entry = tuple[float, int, "Node"]
-
-
-GROUPS = 4 * BUCKETS
-
-
-def hit_bucket(hits: int) -> int:
-    return min(BUCKETS - 1, hits.bit_length())
-
-
-def group(node: Node) -> int:
-    """The leaf's hit bucket, and whether it hangs below a cached prefix (start > 0). A
-    leaf whose ids are all *proven* (asked for again through a ghost) counts one more
-    hit; while it has an unproven tail, the tail's (its own hits) decide."""
-    aux = node.aux
-    length = len(node.key)
-    hits = aux[0] + (length <= aux[2])
-    return (4 * (hits.bit_length() if hits < 64 else BUCKETS - 1) + 2 * (node.start > 0)
-            + (2 * length <= aux[3]))
-
-
-def age_bucket(phases: int) -> int:
-    """Phases since the last access: 0, 1, 2-3, 4-7, 8 or more."""
-    return min(AGES - 1, phases.bit_length())
 
 
 @register
@@ -221,9 +197,7 @@ class LearnedEviction(EvictionPolicy):
 
     # ---------------------------------------------------------------- hooks
     def on_created(self, leaf: Node) -> None:
-        # hits, key of the ghost of its trims, proven head, length when created
-        # and the group and key of its live heap entry
-        leaf.aux = [0, None, 0, len(leaf.key), -1, -1.0]
+        leaf.aux = new_aux(0, len(leaf.key))
         parent = leaf.parent
         assert parent is not None
         ghost = self.ghosts.take((id(parent), self.cache.child_key(leaf.key, 0)), parent)
@@ -260,7 +234,7 @@ class LearnedEviction(EvictionPolicy):
     def on_split(self, prefix: Node, suffix: Node, in_match: bool) -> None:
         prefix.mark = suffix.mark
         proven, full, cut = suffix.aux[2], suffix.aux[3], len(prefix.key)
-        prefix.aux = [suffix.aux[0], None, min(proven, cut), cut, -1, -1.0]
+        prefix.aux = new_aux(suffix.aux[0], cut, min(proven, cut))
         suffix.aux[2] = max(0, proven - cut)
         suffix.aux[3] = max(len(suffix.key), full - cut)
         if suffix.slot > 0 and self._valid(suffix):  # its start moved: maybe a new group
@@ -321,7 +295,9 @@ class LearnedEviction(EvictionPolicy):
     def _tail(node: Node) -> int:
         """What prediction takes from a leaf at once: down to its proven head, else
         down to half its length when created (one page at least), else all of it."""
-        length, proven, full = len(node.key), node.aux[2], node.aux[3]
+        length = len(node.key)
+        proven: int = node.aux[2]
+        full: int = node.aux[3]
         if length > proven > 0:
             return length - proven
         half = -(-full // 2)
