@@ -172,7 +172,7 @@ def render(all_cells: list[dict[str, Any]], elapsed: float,
               "(our reading of anchors.md); with 16-token pages (GSP) its depth bonus is "
               "what vLLM's would be.",
               *(notes or [])]
-    lines += ["", f"Whole script: {elapsed:.0f} s.", ""]
+    lines += ["", f"One-cache part of the script: {elapsed:.0f} s.", ""]
     return "\n".join(lines)
 
 
