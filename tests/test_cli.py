@@ -2,7 +2,11 @@
 
 import json
 
+import numpy as np
+import pytest
+
 from kvroute.cli import main
+from kvroute.workloads.mooncake import write_mooncake
 
 
 def test_cache_command_writes_a_table_and_json(tmp_path, capsys):
@@ -13,9 +17,70 @@ def test_cache_command_writes_a_table_and_json(tmp_path, capsys):
     assert rc == 0
     assert "rlt_faithful" in capsys.readouterr().out
     data = json.loads(out.read_text())
-    rates = {r["policy"]: r["hit_rate"] for r in data["policies"]}
-    assert set(rates) == {"lru", "rlt", "rlt_faithful", "optimal"}
-    assert max(rates.values()) == rates["optimal"] <= data["ceilings"]["infinite"]
+    (run,) = data["results"]
+    rates = {r["policy"]: r["hit_rate"] for r in run["policies"]}
+    assert set(rates) == {"lru", "lfu", "slru", "sae", "rlt", "rlt_faithful", "learned",
+                          "optimal"}
+    assert max(rates.values()) == rates["optimal"] <= run["ceilings"]["infinite"]
+    assert run["capacity"] == 6000 and data["stream"]["name"] == "gsp"
+
+
+def _trace(path, n=40):
+    rng = np.random.default_rng(0)
+    records = []
+    for i in range(n):
+        shared = [0, 1, 2] if i % 2 else [5, 6]
+        own = (100 + i * 10 + np.arange(rng.integers(1, 4))).tolist()
+        ids = shared + own
+        records.append({"timestamp": i * 10, "input_length": len(ids) * 512 - 7,
+                        "output_length": 3, "hash_ids": ids})
+    write_mooncake(path, records)
+    return records
+
+
+@pytest.mark.parametrize("unit", ["block", "token"])
+def test_cache_replays_a_trace_at_percent_capacities(tmp_path, unit):
+    """--trace with --unit, capacities as N% of the unique units, several at once."""
+    trace, out = tmp_path / "t.jsonl", tmp_path / "r.json"
+    records = _trace(trace)
+    rc = main(["cache", "--trace", str(trace), "--unit", unit, "--capacity", "10%,50%,8",
+               "--policies", "lru", "rlt", "learned", "optimal", "--json", str(out)])
+    assert rc == 0
+    data = json.loads(out.read_text())
+    unique = data["stream"]["unique_units"]
+    own = sum(len(r["hash_ids"]) - (3 if i % 2 else 2) for i, r in enumerate(records))
+    if unit == "block":  # [0], [0 1], [0 1 2], [5], [5 6] and every request's own ids
+        assert unique == 5 + own
+    else:  # the same blocks in tokens; each prompt's last block is 7 tokens short
+        assert unique == (5 + own) * 512 - 7 * len(records)
+    caps = [r["capacity"] for r in data["results"]]
+    assert caps == [round(unique * 0.1), round(unique * 0.5), 8]
+    for run in data["results"]:
+        rates = {r["policy"]: r["hit_rate"] for r in run["policies"]}
+        assert max(rates.values()) == rates["optimal"] <= run["ceilings"]["infinite"]
+
+
+def test_cache_plot_checked_before_the_work(tmp_path, monkeypatch, capsys):
+    """Without matplotlib, --plot fails at once with one line (no replay is run)."""
+    import kvroute.cache.plot as plot
+    from kvroute.errors import KvrouteError
+
+    def missing():
+        raise KvrouteError("plots need matplotlib: pip install 'kvroute[plot]'")
+
+    monkeypatch.setattr(plot, "load_pyplot", missing)
+    monkeypatch.setattr("kvroute.cli.cache.replay_grid",
+                        lambda *a, **k: pytest.fail("the replay ran before the check"))
+    assert main(["cache", "--plot", str(tmp_path / "p.png")]) == 2
+    assert "matplotlib" in capsys.readouterr().err
+
+
+def test_cache_plot_and_adversarial(tmp_path):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "p.png"
+    assert main(["cache", "--workload", "adversarial", "--policies", "lru", "rlt",
+                 "--plot", str(png)]) == 0
+    assert png.stat().st_size > 0
 
 
 def test_bad_arguments_exit_2_with_a_message(capsys):

@@ -1,88 +1,128 @@
-"""``kvroute cache``: replay a GSP prompt stream through one cache per eviction policy."""
+"""``kvroute cache``: replay a prompt stream (a workload or a trace) through one cache per
+eviction policy, at one or more capacities, beside the infinite and offline-optimum
+ceilings."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import time
 from typing import Any
 
-from kvroute.cache import RadixCache, hit_rate_ceilings, make_policy, policy_names, replay
-from kvroute.cache.eviction.registry import EVICTION
+from kvroute.cache.eviction.registry import EVICTION, policy_names
+from kvroute.cache.replay_grid import replay_grid
 from kvroute.cli.console import make_console, need_rich, progress_bar
 from kvroute.cli.policy_flags import add_arg_flags, eviction_args
-from kvroute.workloads.gsp import ORDERS, GSPConfig, generate_gsp
+from kvroute.errors import ConfigError
+from kvroute.workloads.cache_streams import (
+    STREAM_WORKLOADS,
+    UNITS,
+    CacheStream,
+    parse_capacities,
+    trace_stream,
+    workload_stream,
+)
+from kvroute.workloads.gsp import ORDERS
 
-DEFAULT_POLICIES = ("lru", "rlt", "rlt_faithful", "optimal")
+DEFAULT_POLICIES = ("lru", "lfu", "slru", "sae", "rlt", "rlt_faithful", "learned", "optimal")
+DEFAULT_CAPACITY = {"gsp": "200000", "trace": "1%,5%,10%", "sharegpt": "1%,5%,10%",
+                    "loogle": "1%,5%,10%"}
+
+
+def _stream(args: argparse.Namespace) -> CacheStream:
+    if args.trace:
+        if args.workload:
+            raise ConfigError("give --trace or --workload, not both")
+        return trace_stream(args.trace, args.unit, args.block_size)
+    name = args.workload or "gsp"
+    if name == "gsp":
+        return workload_stream("gsp", args.seed, groups=args.groups,
+                               prompts_per_group=args.prompts_per_group,
+                               prefix_ratio=args.prefix_ratio, order=args.order)
+    return workload_stream(name, args.seed)
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
-    """Replay a GSP prompt stream through one cache per eviction policy; print a table."""
+    """Replay a prompt stream through one cache per eviction policy; print a table."""
     rich = need_rich()
     console = make_console()
-    classes = {name: EVICTION.get(name) for name in args.policies}
-    params = eviction_args(args, list(classes))
-    cfg = GSPConfig(groups=args.groups, prompts_per_group=args.prompts_per_group,
-                    prefix_ratio=args.prefix_ratio, order=args.order, seed=args.seed)
-    stream = generate_gsp(cfg)
+    if args.plot:
+        from kvroute.cache.plot import load_pyplot
+        load_pyplot()  # fail before the work, not after it
+    for name in args.policies:
+        EVICTION.get(name)
+    params = eviction_args(args, list(args.policies))
+    stream = _stream(args)
+    text = args.capacity
+    if text is None:
+        text = (str(stream.capacity) if stream.capacity is not None else
+                DEFAULT_CAPACITY["trace" if args.trace else stream.name])
+    capacities = parse_capacities(text, stream.unique_units)
     prompts = stream.prompts
-    rows = []
     with progress_bar(console) as progress:
-        task = progress.add_task("ceilings", total=1)
-        ceil = hit_rate_ceilings(prompts, args.capacity, workers=args.workers,
-                                 page_size=args.page_size)
-        progress.update(task, completed=1)
-        for name in args.policies:
-            task = progress.add_task(name, total=len(prompts))
-            future = {"requests": prompts} if classes[name].needs_future else {}
-            policy = make_policy(name, params[name], seed=args.seed, **future)
-            cache = RadixCache(args.capacity, policy, page_size=args.page_size)
-            start = time.perf_counter()
-            def advance(j: int, task: Any = task) -> None:
-                progress.update(task, completed=j)
+        tasks: dict[str, Any] = {}
 
-            result = replay(cache, prompts, progress=advance)
-            rows.append({"policy": name, "hit_rate": result.hit_rate,
-                         "hit_tokens": result.hit_tokens,
-                         "evicted_tokens": result.evicted_tokens,
-                         "seconds": time.perf_counter() - start})
-    table = rich.table.Table(
-        title=f"GSP {cfg.groups}x{cfg.prompts_per_group} ({cfg.order} order): "
-              f"{len(prompts):,} prompts, {stream.prompt_tokens:,} tokens through one cache "
-              f"of {args.capacity:,} tokens")
-    for col in ("policy", "hit rate", "of ceiling", "evicted tokens", "seconds"):
-        table.add_column(col, justify="right")
-    for row in rows:
-        table.add_row(row["policy"], f"{row['hit_rate']:.4f}",
-                      f"{row['hit_rate'] / ceil.optimal:.1%}" if ceil.optimal else "-",
-                      f"{row['evicted_tokens']:,}", f"{row['seconds']:.2f}")
-    console.print(table)
-    pooled = f" (pooled over {args.workers} workers)" if args.workers > 1 else ""
-    console.print(f"ceilings: infinite cache {ceil.infinite:.4f}; offline optimum at "
-                  f"{args.capacity * args.workers:,} tokens{pooled} {ceil.optimal:.4f}. "
-                  "'of ceiling' = hit rate / optimum. Requests are served one at a time here;"
-                  " concurrency only lowers real hit rates.")
+        def advance(name: str, j: int) -> None:
+            if name not in tasks:
+                tasks[name] = progress.add_task(name, total=len(prompts))
+            progress.update(tasks[name], completed=j)
+            if j == len(prompts):
+                progress.remove_task(tasks.pop(name))
+
+        grid = replay_grid(prompts, capacities, args.policies, params=params,
+                           seed=args.seed, page_size=args.page_size, workers=args.workers,
+                           progress=advance)
+    unit = f"{stream.unit}s"
+    for g in grid:
+        ceil = g["ceilings"]
+        table = rich.table.Table(
+            title=f"{stream.name}: {len(prompts):,} prompts, {stream.units:,} {unit} "
+                  f"({stream.unique_units:,} unique) through one cache of "
+                  f"{g['capacity']:,} {unit}")
+        for col in ("policy", "hit rate", "of optimum", f"evicted {unit}", "seconds"):
+            table.add_column(col, justify="right")
+        for row in g["policies"]:
+            table.add_row(row["policy"], f"{row['hit_rate']:.4f}",
+                          f"{row['hit_rate'] / ceil['optimal']:.1%}" if ceil["optimal"]
+                          else "-", f"{row['evicted_units']:,}", f"{row['seconds']:.2f}")
+        console.print(table)
+        pooled = f" (pooled over {args.workers} workers)" if args.workers > 1 else ""
+        console.print(f"ceilings: infinite cache {ceil['infinite']:.4f}; offline optimum at "
+                      f"{ceil['optimal_capacity']:,} {unit}{pooled} {ceil['optimal']:.4f}. "
+                      "'of optimum' = hit rate / optimum. Requests are served one at a time "
+                      "here; concurrency only lowers real hit rates.")
     if args.json:
-        workload = {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}
-        out = {"workload": {"name": "gsp", **workload},
-               "capacity": args.capacity, "page_size": args.page_size,
-               "ceilings": {"infinite": ceil.infinite, "optimal": ceil.optimal,
-                            "optimal_capacity": args.capacity * args.workers},
-               "policies": rows}
+        out = {"stream": {"name": stream.name, "unit": stream.unit, "prompts": len(prompts),
+                          "units": stream.units, "unique_units": stream.unique_units,
+                          **stream.meta},
+               "page_size": args.page_size, "workers": args.workers, "seed": args.seed,
+               "results": grid}
         with open(args.json, "w") as fh:
             json.dump(out, fh, indent=2)
         console.print(f"wrote {args.json}")
+    if args.plot:
+        from kvroute.cache.plot import plot_hit_rates
+        console.print(f"wrote {plot_hit_rates(grid, args.plot, stream.name, unit)}")
     return 0
 
 
 def add_parser(sub: Any) -> None:
-    c = sub.add_parser("cache", help="replay a GSP prompt stream through each eviction policy",
-                       description=cmd_cache.__doc__)
+    c = sub.add_parser("cache", help="replay a prompt stream (workload or trace) through "
+                       "each eviction policy", description=cmd_cache.__doc__)
     c.add_argument("--policies", nargs="+", default=list(DEFAULT_POLICIES),
                    metavar="POLICY", help=f"from: {', '.join(policy_names())} "
                    f"(default: {' '.join(DEFAULT_POLICIES)})")
-    c.add_argument("--capacity", type=int, default=200_000, help="cache size in tokens")
-    c.add_argument("--page-size", type=int, default=1, help="tokens per page")
+    c.add_argument("--trace", metavar="FILE",
+                   help="a Mooncake-format JSONL trace to replay instead of a workload")
+    c.add_argument("--unit", choices=UNITS, default="block",
+                   help="trace: one unit per hash id (block) or per token")
+    c.add_argument("--block-size", type=int, default=512, help="trace: tokens per hash id")
+    c.add_argument("--workload", choices=STREAM_WORKLOADS,
+                   help="the generated stream to replay (default: gsp)")
+    c.add_argument("--capacity", metavar="N[,N%...]",
+                   help="cache sizes in units, or N%% of the stream's unique units, "
+                        "comma-separated (default: 200000 for gsp, the built-in capacity "
+                        "for adversarial, 1%%,5%%,10%% otherwise)")
+    c.add_argument("--page-size", type=int, default=1, help="units per page")
     c.add_argument("--workers", type=int, default=1,
                    help="report the optimum pooled over this many caches")
     c.add_argument("--groups", type=int, default=128, help="GSP: groups of prompts")
@@ -94,5 +134,7 @@ def add_parser(sub: Any) -> None:
     c.add_argument("--seed", type=int, default=1,
                    help="seed of the stream and of the policies")
     c.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    c.add_argument("--plot", metavar="PATH",
+                   help="hit rate against capacity (PNG/SVG/PDF; needs kvroute[plot])")
     add_arg_flags(c, routing=False)
     c.set_defaults(func=cmd_cache)

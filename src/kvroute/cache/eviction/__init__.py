@@ -7,6 +7,10 @@ every module here on first use (adding a module that registers a policy is enoug
 ``rlt_faithful``   the authors' RLT variant, for reproducing the paper
 ``rlt_reference``  the official algorithm done the slow way (tests, benchmarks)
 ``optimal``        offline tree-Belady ceiling, built from the future requests
+``lfu``            SGLang's LFU (fewest hits, then oldest; whole leaves)
+``slru``           SGLang's segmented LRU (probationary, then protected)
+``sae``            vLLM CPU tier's session-aware score, ghost popularity, admission gate
+``learned``        reuse learned from ghosts, with an RLT fallback per phase
 =================  ==========================================================
 """
 

@@ -1,0 +1,227 @@
+"""Generate docs/eviction-results.md: one-cache hit rates of every eviction policy beside
+the ceilings, and the status of issue 13's targets for ``learned``.
+
+    PYTHONPATH=src python benchmarks/eviction_results.py \
+        --trace ../shared/traces/mooncake_synthetic_trace.jsonl [--out PATH]
+
+Streams: GSP (paper defaults, random order) with 16-token pages at the paper's pool
+(200,000 tokens = 12,500 blocks); the Mooncake synthetic trace (one unit per hash id) at
+1%, 5%, 10% of its unique blocks (skipped if the trace is absent); the adversarial cycle
+at its own capacity. Design seeds 1-3 and check seeds 4-6 are reported apart (a GSP seed
+changes the stream and the policies' seeds; the trace is fixed, so there a seed changes
+only the randomised policies). Numbers are means over the three seeds of each set. The
+file is written by this script, not by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import statistics
+import tempfile
+import time
+from typing import Any
+
+from kvroute.cache.replay_grid import replay_grid
+from kvroute.workloads.cache_streams import parse_capacities, trace_stream, workload_stream
+
+POLICIES = ["lru", "lfu", "slru", "sae", "rlt", "rlt_faithful", "learned"]
+BASELINES = ["lfu", "slru", "sae"]
+SEEDS = {"design": [1, 2, 3], "check": [4, 5, 6]}
+TRACE = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "traces",
+                     "mooncake_synthetic_trace.jsonl")
+
+
+def cells(trace: str | None) -> list[dict[str, Any]]:
+    """Each cell: a stream and capacity, with per-seed-set mean hit rates and times."""
+    out = []
+    specs: list[tuple[str, Any, list[str], int]] = [("GSP, 16-token pages", "gsp", ["200000"], 16)]
+    if trace and os.path.exists(trace):
+        specs.append(("Mooncake trace, blocks", "trace", ["1%", "5%", "10%"], 1))
+    specs.append(("adversarial cycle (17 paths, cache of 16)", "adversarial", [""], 1))
+    for label, kind, caps, page in specs:
+        for cap_text in caps:
+            cell: dict[str, Any] = {"stream": label, "capacity_text": cap_text, "sets": {}}
+            for set_name, seeds in SEEDS.items():
+                rates: dict[str, list[float]] = {p: [] for p in [*POLICIES, "optimal", "infinite"]}
+                times: dict[str, list[float]] = {p: [] for p in POLICIES}
+                for seed in seeds:
+                    if kind == "trace":
+                        stream = trace_stream(trace, "block")  # type: ignore[arg-type]
+                    else:
+                        stream = workload_stream(kind, seed)
+                    cap = (stream.capacity if kind == "adversarial" else
+                           parse_capacities(cap_text, stream.unique_units)[0])
+                    assert cap is not None
+                    (g,) = replay_grid(stream.prompts, [cap], POLICIES, seed=seed,
+                                       page_size=page)
+                    cell["capacity"] = cap
+                    for row in g["policies"]:
+                        rates[row["policy"]].append(row["hit_rate"])
+                        times[row["policy"]].append(row["seconds"])
+                    rates["optimal"].append(g["ceilings"]["optimal"])
+                    rates["infinite"].append(g["ceilings"]["infinite"])
+                cell["sets"][set_name] = {
+                    "rates": {k: statistics.mean(v) for k, v in rates.items()},
+                    "all": rates,
+                    "time_ratio": sum(times["learned"]) / sum(times["rlt"])}
+            out.append(cell)
+    return out
+
+
+def status(cell: dict[str, Any], set_name: str) -> tuple[str, list[str]]:
+    """Issue 13's one-cache targets for ``learned`` in one cell (adversarial: >= 0.9x
+    RLT; otherwise 1.3x max(lru, rlt) where the optimum is >= 1.5x above them, never
+    below 0.98x, at least the best of lfu, slru, sae)."""
+    r = cell["sets"][set_name]["rates"]
+    learned = r["learned"]
+    if cell["stream"].startswith("adversarial"):
+        ok = learned >= 0.9 * r["rlt"]
+        return ("met" if ok else "**not met**"), [f"{learned / r['rlt']:.2f}x rlt (>= 0.9x)"]
+    base = max(r["lru"], r["rlt"])
+    best_engine = max(r[b] for b in BASELINES)
+    notes, ok = [], True
+    if r["optimal"] >= 1.5 * base:
+        ok &= learned >= 1.3 * base
+        notes.append(f"{learned / base:.2f}x max(lru, rlt) (>= 1.3x)")
+    else:
+        notes.append(f"{learned / base:.2f}x max(lru, rlt)")
+    ok &= learned >= 0.98 * base
+    ok &= learned >= best_engine
+    notes.append(f"{learned / best_engine:.2f}x best of lfu/slru/sae (>= 1x)")
+    notes.append(f"{learned / r['optimal']:.0%} of optimum (moonshot 80%)")
+    return ("met" if ok else "**not met**"), notes
+
+
+def reuse_distances(trace: str) -> list[str]:
+    """Why the trace is hard for any online policy: how far back (in requests) each
+    infinite-cache block hit last saw its block, against how many requests a cache of
+    1%, 5%, 10% holds (unique blocks per request, on average)."""
+    stream = trace_stream(trace, "block")
+    last: dict[int, int] = {}
+    gaps = []
+    for j, prompt in enumerate(stream.prompts):
+        h = 0
+        for x in prompt.tolist():
+            h = hash((h, x))
+            if h in last:
+                gaps.append(j - last[h])
+            last[h] = j
+    gaps.sort()
+    per_request = stream.unique_units / len(stream.prompts)
+    out = [f"- Mooncake trace: {len(gaps):,} block hits with an infinite cache; median "
+           f"distance to the block's previous use {gaps[len(gaps) // 2]} requests "
+           f"(quartiles {gaps[len(gaps) // 4]}, {gaps[3 * len(gaps) // 4]})."]
+    for pct in (1, 5, 10):
+        fit = stream.unique_units * pct / 100 / per_request
+        beyond = sum(1 for g in gaps if g > fit) / len(gaps)
+        out.append(f"  - a {pct}% cache holds about {fit:.0f} requests' new blocks; "
+                   f"{beyond:.0%} of the hits come from further back than that.")
+    out.append("  So a policy must choose which once-seen blocks to keep for hundreds of "
+               "requests. The optimum knows; in our measurements the features an online "
+               "policy sees (hits, age, depth, place in the leaf) separate them weakly, and "
+               "`learned` stays within a few percent of lru and rlt there.")
+    return out
+
+
+def render(all_cells: list[dict[str, Any]], elapsed: float,
+           notes: list[str] | None = None) -> str:
+    lines = ["# Eviction results (issue 13)", "",
+             "Generated by `PYTHONPATH=src python benchmarks/eviction_results.py --trace "
+             "../shared/traces/mooncake_synthetic_trace.jsonl`; do not edit by hand. "
+             "One cache, requests served one at a time (clock = request index), hit rate "
+             "= hit units / prompt units. Means over seeds 1-3 (design) "
+             "and 4-6 (check), reported apart. Ceilings: `infinite` (never evict), "
+             "`optimal` (offline tree Belady at the same capacity).", ""]
+    cols = [*POLICIES, "optimal", "infinite"]
+    for set_name in SEEDS:
+        lines += [f"## Hit rates, {set_name} seeds {SEEDS[set_name]}", "",
+                  "| stream | capacity | " + " | ".join(cols) + " | learned targets |",
+                  "|---|---|" + "---|" * len(cols) + "---|"]
+        for cell in all_cells:
+            r = cell["sets"][set_name]["rates"]
+            best = max(r[p] for p in POLICIES)
+            vals = [(f"**{r[p]:.4f}**" if p in POLICIES and r[p] == best else f"{r[p]:.4f}")
+                    for p in cols]
+            cap = cell["capacity_text"] or "built-in"
+            st, _ = status(cell, set_name)
+            lines.append(f"| {cell['stream']} | {cap} ({cell['capacity']:,}) | "
+                         + " | ".join(vals) + f" | {st} |")
+        lines.append("")
+    lines += ["## Targets, cell by cell", ""]
+    for cell in all_cells:
+        for set_name in SEEDS:
+            st, notes = status(cell, set_name)
+            cap = cell["capacity_text"] or "built-in"
+            lines.append(f"- {cell['stream']} at {cap}, {set_name}: {st}: " + "; ".join(notes))
+    lines += ["", "## Replay time", ""]
+    for cell in all_cells:
+        ratios = ", ".join(f"{s} {cell['sets'][s]['time_ratio']:.2f}x" for s in SEEDS)
+        lines.append(f"- {cell['stream']} at {cell['capacity_text'] or 'built-in'}: "
+                     f"learned / rlt replay time {ratios} (target <= 2x; these are single "
+                     "runs on a shared machine: `benchmarks/cache_bench.py` measures it "
+                     "with interleaved repeats)")
+    lines += ["", "## Notes", "",
+              "- lfu and slru give identical rows on these streams: asked for the whole "
+              "allocation, they always find enough never-hit leaves, and they differ only "
+              "in the order of leaves that have hits (tests/cache/test_baselines.py). Both "
+              "then keep hit leaves for good, which costs them on the trace.",
+              "- sae: vLLM's constants with time = the request index and depth in pages "
+              "(our reading of anchors.md); with 16-token pages (GSP) its depth bonus is "
+              "what vLLM's would be.",
+              *(notes or [])]
+    lines += ["", f"One-cache part of the script: {elapsed:.0f} s.", ""]
+    return "\n".join(lines)
+
+
+CLUSTER_SEEDS = {"design": "1", "check": "4"}
+
+
+def cluster(trace: str | None) -> str:
+    """Rows of ``kvroute compare`` (the simulator: 4 workers, the default profile and
+    rates): lru, rlt and learned eviction under lbgr routing, per seed set."""
+    from kvroute.cli import main as cli
+
+    workloads = "gsp,sharegpt,loogle" + (",mooncake" if trace and os.path.exists(trace)
+                                         else "")
+    lines = ["## In the cluster (`kvroute compare`, 4 simulated workers, lbgr routing)", "",
+             "Ceiling: the pooled offline optimum. TTFT and E2E in seconds (means). "
+             "Command, per seed set: `kvroute compare --workloads "
+             f"{workloads} --orders random --evictions lru,rlt,learned --routings lbgr "
+             "--seeds S --trace TRACE --jobs 1`.", ""]
+    for set_name, seeds in CLUSTER_SEEDS.items():
+        with tempfile.TemporaryDirectory() as out:
+            args = ["compare", "--workloads", workloads, "--orders", "random",
+                    "--evictions", "lru,rlt,learned", "--routings", "lbgr", "--seeds", seeds,
+                    "--jobs", "1", "--out", out, "--no-plot"]
+            if trace and os.path.exists(trace):
+                args += ["--trace", trace]
+            with contextlib.redirect_stdout(io.StringIO()):
+                cli(args)
+            with open(os.path.join(out, "table.md")) as fh:
+                table = fh.read().strip()
+        lines += [f"### {set_name} seed {seeds}", "", table, ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--trace", default=TRACE, help="the Mooncake synthetic trace")
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "docs",
+                                                  "eviction-results.md"))
+    ap.add_argument("--no-cluster", action="store_true", help="skip the simulator rows")
+    args = ap.parse_args()
+    start = time.perf_counter()
+    grid = cells(args.trace)
+    notes = reuse_distances(args.trace) if args.trace and os.path.exists(args.trace) else []
+    extra = "" if args.no_cluster else cluster(args.trace)
+    text = render(grid, time.perf_counter() - start, notes) + "\n" + extra
+    with open(args.out, "w") as fh:
+        fh.write(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

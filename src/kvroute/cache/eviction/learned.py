@@ -1,0 +1,379 @@
+"""``learned``: eviction by predicted reuse, learned online from ghosts, with RLT's
+marking phases as a fallback that keeps a worst-case guarantee.
+
+What it sees (no future knowledge): for every leaf, how many matches passed through it
+(``hits``: the requests that reused it), when and in which phase it was last accessed,
+whether it hangs from the root or below a cached prefix, its length when it was created
+and how much of its head was *proven* (asked for again through a ghost, below). Its
+*class* has four parts: the hit bucket ``min(6, bit_length(hits))`` (0, 1, 2-3, 4-7,
+8-15, 16-31, 32+; a leaf that is all proven head counts one hit more); below the root
+or not (``start > 0``); deep half or shallow half (its length is more than half of its
+length when created, or not); and its age in phases since its last access (0, 1, 2-3,
+4-7, 8+). 7 x 2 x 2 x 5 = 140 classes.
+
+Phases (as in marking paging and RLT): a phase is a maximal run of accesses that touch
+at most ``capacity`` distinct tokens. Every token a ``match`` or ``insert`` touches is
+*marked* with the current phase; a phase ends when the marked tokens would exceed the
+capacity, or (in the fallback below) when space is needed and no unmarked leaf is left.
+
+What it learns: when it evicts a span (the last pages of a leaf) it leaves a *ghost*
+(:mod:`~kvroute.cache.eviction.reuse_model`: the span's ids, class, phase, where it
+hung; successive trims of one leaf merge into one ghost). If a later request asks for
+the span again, it creates a new leaf in the same place: a ghost hit; the span's
+classes are credited with the ids the new leaf shares with it, the new leaf gets the
+evicted leaf's hits back, and that shared head is proven. Per class, the reuse
+probability is ``(reused + w q) / (evicted + w)``, counted when ghosts are settled
+(asked for, or forgotten), with q the rate of its hit-bucket group and w one page; the
+counts halve after every ``capacity`` settled tokens; the ghost list holds ``ghosts``
+x ``capacity`` tokens.
+
+How it evicts (prediction mode): among all unlocked leaves, the one whose class has the
+least estimated reuse probability (least expected saving per token: every token of a
+class has its class's probability), oldest last access first within a class; from it,
+the last pages as needed, but at most down to its proven head, or (if it has none) down
+to half its created length, so a deep half goes before a shallow one. It frees exactly
+what is asked (rounded up to a page).
+
+The guarantee (robustness). Predictions are trusted per phase. A prediction *mistake*
+is a ghost hit on a span that prediction evicted in the same phase (a marking algorithm
+never makes one: it never evicts what the phase has touched). As soon as the tokens of
+the phase's mistakes exceed ``trust * capacity``, the rest of the phase is run by RLT's
+rule: each step evicts one page from a leaf drawn uniformly among the unmarked unlocked
+leaves (RLT's process, drawn in batches: counts over the k unmarked leaves by one
+multinomial, a leaf drawn more than its length empties and the excess is drawn again;
+a parent that becomes a candidate during a batch joins at the next batch), and a phase
+ends when no unmarked leaf is left. A phase that fell back is followed by 1, then 3,
+7, ... (doubling after each consecutive failure) phases of RLT's rule alone before
+predictions are tried again; a phase that keeps its trust resets the count. Hence:
+
+* each phase in prediction mode pays at most ``trust * capacity`` tokens of misses for
+  its own mistakes before it becomes an RLT phase (plus the misses of spans predicted
+  away before the switch that come back later in the phase);
+* on a stream where predictions always fail, at most about log2(P) + 2 of P phases
+  use predictions, and all the others are RLT phases (O(log k)-competitive rule);
+* tested (tests/cache/test_learned.py): on the adversarial cycle (k + 1 disjoint paths
+  through a cache of k, where leaf-LRU never hits) its hit rate is at least 0.9x RLT's,
+  with its own predictions and with predictions that are always wrong.
+
+This is a measured guarantee with a stated mechanism, not a proof of a competitive
+ratio: the RLT phases start from the state the predictions left.
+
+Parameters: ``seed`` (its own numpy generator, for the fallback's draws); ``trust``
+(0.1: the share of the capacity that mistakes may cost in a phase before the phase
+falls back; 0 falls back at the first mistake); ``ghosts`` (1.0: the ghost list's size
+in capacities, as ARC's).
+
+Cost: O(log L) per heap change (one lazy min-heap per class group, keyed by last
+access) and O(groups) per victim in prediction mode; the fallback gathers the unmarked
+leaves once per batch, O(L).
+"""
+
+from __future__ import annotations
+
+import heapq
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from kvroute.cache.eviction.leaf_classes import AGES, GROUPS, age_bucket, group, new_aux
+from kvroute.cache.eviction.policy import EvictionPolicy
+from kvroute.cache.eviction.registry import register
+from kvroute.cache.eviction.reuse_model import Ghost, GhostList, ReuseModel, Segment
+from kvroute.errors import ConfigError, IntegrityError
+
+if TYPE_CHECKING:
+    from kvroute.cache.radix import Node, RadixCache
+
+__all__ = ["LearnedEviction"]
+
+Entry = tuple[float, int, "Node"]
+
+
+@register
+class LearnedEviction(EvictionPolicy):
+    name = "learned"
+    takes_seed = True
+
+    def __init__(self, seed: int | None = None, trust: float = 0.1, ghosts: float = 1.0) -> None:
+        if not trust >= 0.0:
+            raise ConfigError(f"learned: trust must be >= 0, got {trust}")
+        self.trust = float(trust)
+        if not ghosts > 0:
+            raise ConfigError(f"learned: ghosts must be > 0, got {ghosts}")
+        self._ghost_share = float(ghosts)
+        self.rng = np.random.default_rng(seed)
+        self.epoch = 1  # node.mark == epoch <=> touched in this phase
+        self.phases = 1
+        self.phase_tokens = 0  # distinct tokens touched in this phase
+        self.predicting = True  # this phase follows predictions
+        self.tried = True  # this phase started with predictions
+        self.failed = False  # this phase fell back
+        self.streak = 0  # consecutive failed prediction phases
+        self.skip = 0  # RLT-only phases left before predictions are tried again
+        self.rlt_phases = 0
+        self.mistakes = 0  # tokens, this phase
+        self._heaps: list[list[Entry]] = [[] for _ in range(GROUPS)]
+        self._seq = 0
+        self._entries = 0
+        self._compact_at = 64
+
+    def attach(self, cache: RadixCache) -> None:
+        super().attach(cache)
+        self._page = cache.page_size
+        self.model = ReuseModel(GROUPS, AGES, cache.capacity, weight=cache.page_size)
+        self.ghosts = GhostList(int(self._ghost_share * cache.capacity))
+
+    # ---------------------------------------------------------------- candidates
+    @staticmethod
+    def _valid(node: Node) -> bool:
+        return node.parent is not None and not node.children and node.lock_ref == 0
+
+    def _push(self, node: Node) -> None:
+        g = group(node)
+        aux = node.aux
+        if node.slot > 0 and aux[4] == g and aux[5] == node.last_access:
+            return  # its live entry is already this one
+        aux[4], aux[5] = g, node.last_access
+        self._seq += 1
+        node.slot = self._seq
+        heapq.heappush(self._heaps[g], (node.last_access, self._seq, node))
+        self._entries += 1
+        if self._entries > self._compact_at:
+            self._compact()
+
+    def _compact(self) -> None:
+        live = 0
+        for i, heap in enumerate(self._heaps):
+            for e in heap:
+                if e[2].slot == e[1] and not self._valid(e[2]):
+                    e[2].slot = -1
+            kept = [e for e in heap if e[2].slot == e[1]]
+            heapq.heapify(kept)
+            self._heaps[i] = kept
+            live += len(kept)
+        self._entries = live
+        self._compact_at = max(64, 2 * live)
+
+    def _top(self, heap: list[Entry]) -> Node | None:
+        while heap:
+            _, seq, node = heap[0]
+            if node.slot == seq:
+                if self._valid(node):
+                    return node
+                node.slot = -1  # its live entry goes: a later _push must not skip
+            heapq.heappop(heap)
+            self._entries -= 1
+        return None
+
+    def _cls(self, node: Node) -> int:
+        return group(node) * AGES + age_bucket(self.epoch - node.mark)
+
+    # ---------------------------------------------------------------- phases
+    def _touch(self, node: Node) -> None:
+        if node.mark != self.epoch:
+            node.mark = self.epoch
+            self.phase_tokens += len(node.key)
+            if self.phase_tokens > self.cache.capacity:
+                self._new_phase()
+                node.mark = self.epoch
+                self.phase_tokens = len(node.key)
+
+    def _new_phase(self) -> None:
+        if self.tried:  # this phase started with predictions
+            if self.failed:
+                self.streak += 1
+                self.skip = 2 ** self.streak - 1
+            else:
+                self.streak = 0
+        self.epoch += 1
+        self.phases += 1
+        self.phase_tokens = 0
+        self.mistakes = 0
+        self.failed = False
+        self.predicting = self.tried = self.skip == 0
+        if not self.predicting:
+            self.skip -= 1
+            self.rlt_phases += 1
+
+    # ---------------------------------------------------------------- hooks
+    def on_created(self, leaf: Node) -> None:
+        leaf.aux = new_aux(0, len(leaf.key))
+        parent = leaf.parent
+        assert parent is not None
+        ghost = self.ghosts.take((id(parent), self.cache.child_key(leaf.key, 0)), parent)
+        if ghost is not None:
+            shared = self.cache.common_length(ghost.span, leaf.key, 0)
+            self._credit(ghost, shared)
+            if shared:  # asked for again: its popularity comes back, its head is proven
+                leaf.aux[0] = ghost.hits
+                leaf.aux[2] = shared
+        self._touch(leaf)
+        if leaf.lock_ref == 0:
+            self._push(leaf)
+
+    def _credit(self, ghost: Ghost, shared: int) -> None:
+        """A request asked again for the first ``shared`` ids of an evicted span."""
+        for seg in ghost.segments:
+            hit = max(0, min(shared, seg.tokens))
+            shared -= hit
+            self.model.resolve(seg.cls, seg.tokens, hit)
+            if hit and seg.predicted and seg.epoch == self.epoch and self.predicting:
+                self.mistakes += hit
+                if self.mistakes > self.trust * self.cache.capacity:
+                    self.predicting = False
+                    self.failed = True
+
+    def on_access(self, node: Node, hit: bool) -> None:
+        if node.mark != self.epoch:
+            self._touch(node)
+        if hit:
+            node.aux[0] += 1
+        if not node.children and node.lock_ref == 0:
+            self._push(node)
+
+    def on_split(self, prefix: Node, suffix: Node, in_match: bool) -> None:
+        prefix.mark = suffix.mark
+        proven, full, cut = suffix.aux[2], suffix.aux[3], len(prefix.key)
+        prefix.aux = new_aux(suffix.aux[0], cut, min(proven, cut))
+        suffix.aux[2] = max(0, proven - cut)
+        suffix.aux[3] = max(len(suffix.key), full - cut)
+        if suffix.slot > 0 and self._valid(suffix):  # its start moved: maybe a new group
+            self._push(suffix)
+
+    def on_candidacy(self, node: Node) -> None:
+        if self._valid(node):
+            self._push(node)
+
+    # ---------------------------------------------------------------- eviction
+    def evict(self, n: int) -> int:
+        page = self._page
+        need = -(-n // page)
+        done = 0
+        while done < need:
+            if self.predicting:
+                node = self._predicted()
+                if node is None:
+                    break
+                take = min(need - done, max(1, self._tail(node) // page))
+                self._trim(node, take, predicted=True)
+                done += take
+            else:
+                steps = self._rlt_batch(need - done)
+                if steps < 0:
+                    break
+                done += steps
+        return done * page
+
+    def _predicted(self) -> Node | None:
+        """Pop the leaf of least estimated reuse (oldest first within a class)."""
+        best: Node | None = None
+        best_p, best_t = 2.0, 0.0
+        best_b = -1
+        p_of, epoch, last_age = self.model.p, self.epoch, AGES - 1
+        valid = self._valid
+        for b, heap in enumerate(self._heaps):
+            while heap:  # _top, inlined
+                _, seq, node = heap[0]
+                if node.slot == seq:
+                    if valid(node):
+                        break
+                    node.slot = -1
+                heapq.heappop(heap)
+                self._entries -= 1
+            else:
+                continue
+            p = p_of(b * AGES + min(last_age, (epoch - node.mark).bit_length()))
+            if p < best_p or (p == best_p and node.last_access < best_t):
+                best, best_p, best_t, best_b = node, p, node.last_access, b
+        if best is not None:
+            heapq.heappop(self._heaps[best_b])
+            self._entries -= 1
+            best.slot = -1
+        return best
+
+    @staticmethod
+    def _tail(node: Node) -> int:
+        """What prediction takes from a leaf at once: down to its proven head, else
+        down to half its length when created (one page at least), else all of it."""
+        length = len(node.key)
+        proven: int = node.aux[2]
+        full: int = node.aux[3]
+        if length > proven > 0:
+            return length - proven
+        half = -(-full // 2)
+        return max(length - half, 1) if 2 * length > full else length
+
+    def _trim(self, node: Node, pages: int, predicted: bool) -> None:
+        """Evict the last ``pages`` pages of a candidate leaf, leaving a ghost (merged
+        with the ghost of the leaf's earlier trims, which hangs right after it)."""
+        cache = self.cache
+        tokens = pages * self._page
+        keep = len(node.key) - tokens
+        cls = self._cls(node)
+        span = node.key[keep:]
+        segments: tuple[Segment, ...] = (Segment(cls, tokens, self.epoch, predicted),)
+        tail = node.aux[1]
+        if tail is not None:
+            node.aux[1] = None
+            old = self.ghosts.take(tail, node)
+            if old is not None:
+                span = np.concatenate([span, old.span])
+                segments += old.segments
+        anchor = node if keep > 0 else node.parent
+        assert anchor is not None
+        key = (id(anchor), cache.child_key(node.key, keep))
+        for gone in self.ghosts.add(key, Ghost(anchor, span, segments, node.aux[0])):
+            for seg in gone.segments:
+                self.model.resolve(seg.cls, seg.tokens, 0)
+        cache.trim_leaf(node, tokens)
+        if keep > 0:
+            node.aux[1] = key
+            self._push(node)  # still a candidate, shorter
+
+    def _unmarked(self) -> list[Node]:
+        epoch = self.epoch
+        return [e[2] for heap in self._heaps for e in heap
+                if e[2].slot == e[1] and e[2].mark != epoch and self._valid(e[2])]
+
+    def _rlt_batch(self, rem: int) -> int:
+        """One batch of RLT's process: ``rem`` uniform draws over the unmarked leaves
+        (a new phase if there are none); returns pages freed, -1 if nothing is left."""
+        leaves = self._unmarked()
+        if not leaves:
+            if self._top_any() is None:
+                return -1  # everything left is locked
+            self._new_phase()
+            self.predicting = False  # finish this eviction call by RLT's rule
+            return 0
+        counts = self.rng.multinomial(rem, np.full(len(leaves), 1.0 / len(leaves)))
+        done = 0
+        page = self._page
+        for node, c in zip(leaves, counts.tolist(), strict=True):
+            if c:
+                take = min(c, len(node.key) // page)
+                self._trim(node, take, predicted=False)
+                done += take
+        return done
+
+    def _top_any(self) -> Node | None:
+        for heap in self._heaps:
+            node = self._top(heap)
+            if node is not None:
+                return node
+        return None
+
+    def check(self) -> None:
+        live = {}
+        for b, heap in enumerate(self._heaps):
+            for key, seq, node in heap:
+                if node.slot == seq and self._valid(node):
+                    if key != node.last_access or b != group(node):
+                        raise IntegrityError(f"learned: stale heap entry for {node}")
+                    live[id(node)] = node
+        for node in self.cache.nodes():
+            if self._valid(node) and id(node) not in live:
+                raise IntegrityError(f"learned: candidate leaf {node} missing from its heap")
+            if node.mark > self.epoch:
+                raise IntegrityError(f"learned: {node} marked in a future phase")
+        if self.phase_tokens < 0 or self.mistakes < 0:
+            raise IntegrityError("learned: negative phase counters")
