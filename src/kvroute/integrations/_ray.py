@@ -15,7 +15,7 @@ def require_ray() -> Any:
     """The ``ray`` module with Serve importable, else a ConfigError saying what to install."""
     try:
         import ray
-        import ray.serve  # noqa: F401
+        import ray.serve
     except ImportError:
         raise ConfigError(f"Ray Serve is not installed; {INSTALL}") from None
     return ray

@@ -75,13 +75,13 @@ class _Attempt:
     request: PendingRequest
 
 
-class KvrouteRouting(RequestRouter):  # type: ignore[misc]  # Ray is untyped
+class KvrouteRouting(RequestRouter):  # type: ignore[misc, unused-ignore]  # Any without ray
     """Routes a deployment's requests with a kvroute policy (see ``ray_serve``)."""
 
-    def initialize_state(self, policy: str = "cache_aware",
-                         policy_args: dict[str, Any] | None = None, seed: int = 0,
-                         tokenizer: str | None = None,
-                         index_capacity: int = DEFAULT_INDEX_CAPACITY) -> None:
+    def initialize_state(  # type: ignore[override, unused-ignore]  # Serve: **kwargs
+            self, policy: str = "cache_aware", policy_args: dict[str, Any] | None = None,
+            seed: int = 0, tokenizer: str | None = None,
+            index_capacity: int = DEFAULT_INDEX_CAPACITY) -> None:
         ROUTING.require(policy, "in Ray Serve", needs_probes=False)
         self.policy = make_router_policy(policy, policy_args or {}, seed=seed)
         self.index_capacity = index_capacity
