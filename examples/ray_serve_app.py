@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import socket
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -109,11 +110,15 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=12)
     ap.add_argument("--speed", type=float, default=4.0, help="engine speed-up over real time")
     ap.add_argument("--capacity", type=int, default=6000, help="KV pool per engine, tokens")
-    ap.add_argument("--port", type=int, default=8000)
+    ap.add_argument("--port", type=int, default=0, help="HTTP port (0: a free one)")
     ap.add_argument("--routers", default=",".join(ROUTERS),
                     help=f"comma-separated, from: {', '.join(ROUTERS)}")
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
+    if args.port == 0:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            args.port = s.getsockname()[1]
     ray.init(include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": args.port})
     prompts = workload(args.requests, args.groups, args.seed)

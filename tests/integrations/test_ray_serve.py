@@ -26,6 +26,7 @@ PREFIX = "You are a careful assistant who answers in one short paragraph. " * 40
 @pytest.fixture(scope="module")
 def handle():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    serve.start(proxy_location="Disabled")  # handles only: no port to bind
     dep = emulated_deployment(3, KvrouteRequestRouter, {"policy": "cache_aware"},
                               stats_period_s=0.2)
     app = dep.options(ray_actor_options={"num_cpus": 0}).bind(speed=20.0, capacity=100_000)
