@@ -34,6 +34,7 @@ __all__ = ["LOAD_KEYS", "KvrouteRouting", "load_stats", "request_body", "routers
 LOAD_KEYS = ("running", "waiting", "kv_usage", "kv_capacity")
 _ROUTES = (("messages", "chat"), ("prompt", "completions"), ("text", "generate"),
            ("input_ids", "generate"))
+_REFUSED_KEPT = 4096  # requests whose refusals are remembered
 _LIVE: weakref.WeakSet[KvrouteRouting] = weakref.WeakSet()
 
 
@@ -159,11 +160,11 @@ class KvrouteRouting(RequestRouter):  # type: ignore[misc, unused-ignore]  # Any
         if pending_request is None:
             return [candidate_replicas]
         key = pending_request.metadata.internal_request_id
-        refused = self._refused.setdefault(key, set())
         prev = self._chosen.pop(key, None)
         if prev is not None:  # Serve asks again: the last choice did not take it
             self._close_unaccepted(prev, now)
-            refused.add(prev.replica)
+            self._refuse(key, prev.replica)
+        refused = self._refused.setdefault(key, set())
         found = self._units(pending_request)
         by_id = {r.replica_id: r for r in candidate_replicas}
         if found is None or self.router is None or not by_id.keys() & set(self.members):
@@ -203,8 +204,15 @@ class KvrouteRouting(RequestRouter):  # type: ignore[misc, unused-ignore]  # Any
         if att is not None and fut is not None and att.replica == replica_id \
                 and fut.done():  # handed to the replica, never accepted
             del self._chosen[internal_request_id]
-            self._refused.pop(internal_request_id, None)
+            self._refuse(internal_request_id, att.replica)
             self._close_unaccepted(att, time.monotonic())
+
+    def _refuse(self, key: str, replica: ReplicaID) -> None:
+        """Leave ``replica`` out when Serve asks again for request ``key``. A request that
+        is never asked for again leaves its entry; the oldest go past _REFUSED_KEPT."""
+        self._refused.setdefault(key, set()).add(replica)
+        while len(self._refused) > _REFUSED_KEPT:
+            del self._refused[next(iter(self._refused))]
 
     def _finished(self, d: Dispatch, out: Any) -> None:
         ok = not isinstance(out, BaseException)
