@@ -12,16 +12,16 @@ import pytest
 
 pytest.importorskip("ray.serve")
 
-from ray.serve._private.common import (  # noqa: E402
+from ray.serve._private.common import (
     DeploymentHandleSource,
     DeploymentID,
     ReplicaID,
     RequestMetadata,
 )
-from ray.serve.request_router import PendingRequest  # noqa: E402
+from ray.serve.request_router import PendingRequest
 
-from kvroute.integrations.ray_replica import ServePrompt  # noqa: E402
-from kvroute.integrations.ray_serve import KvrouteRequestRouter, load_stats  # noqa: E402
+from kvroute.integrations.ray_replica import ServePrompt
+from kvroute.integrations.ray_serve import KvrouteRequestRouter, load_stats
 
 DEP = DeploymentID(name="engine", app_name="app")
 
@@ -149,3 +149,4 @@ async def test_a_call_without_a_prompt_is_left_to_serve():
                         metadata=RequestMetadata(request_id="x", internal_request_id="x"))
     assert await router.choose_replicas(reps, pr) == [reps]
     assert router.stats()["unrouted"] == 1 and router.stats()["routed"] == 0
+    assert not heard  # nothing for the policy to hear about
