@@ -4,7 +4,6 @@ last)."""
 
 from __future__ import annotations
 
-import sys
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -140,12 +139,3 @@ def test_bad_router_kwargs_are_config_errors():
         r.initialize_state(policy="oracle")
     with pytest.raises(ConfigError, match="does not take 'colour'"):
         r.initialize_state(policy="cache_aware", policy_args={"colour": 1})
-
-
-def test_import_without_ray_names_the_extra(monkeypatch):
-    for name in [n for n in sys.modules if n.startswith("kvroute.integrations.ray")]:
-        monkeypatch.delitem(sys.modules, name)
-    monkeypatch.setitem(sys.modules, "ray", None)
-    monkeypatch.setitem(sys.modules, "ray.serve", None)
-    with pytest.raises(ConfigError, match=r"pip install 'kvroute\[ray\]'"):
-        import kvroute.integrations.ray_serve  # noqa: F401
