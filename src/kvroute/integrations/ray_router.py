@@ -121,7 +121,7 @@ class KvrouteRouting(RequestRouter):  # type: ignore[misc, unused-ignore]  # Any
 
     def _add(self, replica: ReplicaID) -> None:
         if self.router is None:
-            self.router = Router(self.policy, 1, self.index_capacity, keep_index=True)
+            self.router = Router(self.policy, 1, self.index_capacity)
         else:
             self.router.add_worker()
         self.members.append(replica)
