@@ -140,14 +140,20 @@ def cmd_compare(args: argparse.Namespace) -> int:
         routing_args=routing_args(args, routings),
         sources={"mooncake": {"trace": args.trace}} if args.trace else {})
     cells = list(grid.cells())
+    where = "Ray" if args.ray is not None else f"{args.jobs or 'all'} cores"
     console.print(f"{len(cells)} runs ({len(grid.cases())} workload cases x "
-                  f"{len(grid.evictions)} evictions x {len(grid.routings)} routings) on "
-                  f"{args.jobs or 'all'} cores")
+                  f"{len(grid.evictions)} evictions x {len(grid.routings)} routings) on {where}")
+    executor = None
+    if args.ray is not None:
+        from kvroute.integrations.ray_grid import RayExecutor
+
+        executor = RayExecutor(args.ray or None)
     with progress_bar(console) as progress:
         task = progress.add_task("runs + ceilings", total=len(cells) + len(grid.cases()))
         runs, ceilings = run_grid(grid, args.jobs, ceilings=args.ceilings,
                                   progress=lambda done, total: progress.update(task,
-                                                                               completed=done))
+                                                                               completed=done),
+                                  executor=executor)
     baseline = (ev_b, ro_b)
     have = {(c.eviction, c.routing) for c in cells}
     rows = aggregate(runs, ceilings, baseline if baseline in have else None)
@@ -233,6 +239,9 @@ def add_parser(sub: Any) -> None:
     c.add_argument("--sort", choices=tuple(METRICS), default="e2e_mean",
                    help="order of the rows within each workload")
     c.add_argument("--jobs", type=int, help="processes (default: all cores)")
+    c.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                   help="run the cells as Ray tasks on the cluster at ADDRESS (none: a local "
+                        "Ray instance); needs kvroute[ray]; --jobs is ignored")
     c.add_argument("--out", metavar="DIR", help="write table.md, runs.json (and plots) here")
     c.add_argument("--no-plot", dest="plot", action="store_false",
                    help="with --out, do not draw the plots (drawn by default)")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -96,9 +96,12 @@ def _run_ceilings(grid: Grid, case: tuple[str, str | None, int]) -> dict[str, An
 
 
 def run_grid(grid: Grid, jobs: int | None = None, ceilings: bool = True,
-             progress: Callable[[int, int], None] | None = None
+             progress: Callable[[int, int], None] | None = None,
+             executor: Executor | None = None
              ) -> tuple[list[dict[str, Any]], dict[tuple[str, str | None, int], dict[str, float]]]:
-    """Run every cell (and ceilings); return the runs in grid order and ceilings by case."""
+    """Run every cell (and ceilings); return the runs in grid order and ceilings by case.
+    ``executor`` (e.g. Ray's, :mod:`kvroute.integrations.ray_grid`) replaces the process
+    pool of ``jobs`` processes; it is shut down at the end."""
     cells = list(grid.cells())
     cases = grid.cases() if ceilings else []
     total = len(cells) + len(cases)
@@ -114,13 +117,13 @@ def run_grid(grid: Grid, jobs: int | None = None, ceilings: bool = True,
         if progress is not None:
             progress(len(runs) + len(ceils), total)
 
-    if jobs == 1:
+    if jobs == 1 and executor is None:
         for case in cases:
             collect(_run_ceilings(grid, case))
         for cell in cells:
             collect(_run_cell(grid, cell))
     else:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
+        with executor or ProcessPoolExecutor(max_workers=jobs) as pool:
             pending: set[Future[dict[str, Any]]] = {
                 pool.submit(_run_ceilings, grid, case) for case in cases}
             pending |= {pool.submit(_run_cell, grid, cell) for cell in cells}

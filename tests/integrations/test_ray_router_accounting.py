@@ -1,0 +1,152 @@
+"""The kvroute request router's hooks driven directly, in the order Ray Serve calls them,
+with stand-in replicas (no Ray instance): every path a dispatch can end by closes it
+exactly once, and the policy hears it once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+import pytest
+
+pytest.importorskip("ray.serve")
+
+from ray.serve._private.common import (
+    DeploymentHandleSource,
+    DeploymentID,
+    ReplicaID,
+    RequestMetadata,
+)
+from ray.serve.request_router import PendingRequest
+
+from kvroute.integrations.ray_replica import ServePrompt
+from kvroute.integrations.ray_serve import KvrouteRequestRouter, load_stats
+
+DEP = DeploymentID(name="engine", app_name="app")
+
+
+class Replica:
+    """What the request router reads of a RunningReplica."""
+
+    def __init__(self, name: str, stats: dict[str, Any] | None = None) -> None:
+        self.replica_id = ReplicaID(unique_id=name, deployment_id=DEP)
+        self.routing_stats = stats or {}
+        self.max_ongoing_requests = 100
+
+    async def get_queue_len(self, *, deadline_s: float) -> int:
+        return 0
+
+
+class Result:
+    """A ReplicaResult whose done callbacks the test fires."""
+
+    def __init__(self) -> None:
+        self.callbacks: list[Any] = []
+
+    def add_done_callback(self, cb: Any) -> None:
+        self.callbacks.append(cb)
+
+    def finish(self, out: Any) -> None:
+        for cb in self.callbacks:
+            cb(out)
+
+
+def pending(i: int, text: str = "a long shared prefix " * 20) -> PendingRequest:
+    pr = PendingRequest(args=[ServePrompt(text + str(i), 4)], kwargs={},
+                        metadata=RequestMetadata(request_id=str(i),
+                                                 internal_request_id=f"r{i}"))
+    return pr
+
+
+def make(policy: str = "cache_aware") -> tuple[KvrouteRequestRouter, Counter]:
+    r = KvrouteRequestRouter(deployment_id=DEP, handle_source=DeploymentHandleSource.UNKNOWN)
+    r.initialize_state(policy=policy)
+    heard: Counter = Counter()
+    inner = r.policy.on_complete
+
+    def on_complete(fb: Any) -> None:
+        heard[fb.rid] += 1
+        inner(fb)
+
+    r.policy.on_complete = on_complete  # type: ignore[method-assign]
+    return r, heard
+
+
+async def settle() -> None:
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+
+@pytest.mark.asyncio
+async def test_accepted_refused_cancelled_and_dead_each_close_once():
+    router, heard = make()
+    reps = [Replica(n, load_stats(1, 2, 0.5, 1000)) for n in "abc"]
+    router.update_replicas(reps)
+    assert router.members == [r.replica_id for r in reps]
+    assert [w.waiting for w in router.router.workers] == [2, 2, 2]  # routing stats reported
+
+    # accepted, finished ok
+    pr = pending(0)
+    (rank,) = await router.choose_replicas(reps, pr)
+    assert len(rank) == 1
+    pr.future.set_result(rank[0])
+    res = Result()
+    router.on_request_routed(pr, rank[0].replica_id, res)
+    res.finish("answer")
+    await settle()
+    router.on_request_completed(rank[0].replica_id, "r0")
+    assert router.stats()["ok"] == 1 and router.stats()["open"] == 0
+
+    # refused: Serve asks again, the first replica is left out, then accepted with an error
+    pr = pending(1)
+    (first,) = (await router.choose_replicas(reps, pr))[0]
+    pr.future.set_result(first)
+    router.on_request_completed(first.replica_id, "r1")  # sent, rejected
+    pr.reset_future()
+    (second,) = (await router.choose_replicas(reps, pr))[0]
+    assert second is not first
+    pr.future.set_result(second)
+    res = Result()
+    router.on_request_routed(pr, second.replica_id, res)
+    res.finish(RuntimeError("the replica raised"))
+    await settle()
+    s = router.stats()
+    assert (s["routed"], s["ok"], s["failed"], s["refused"], s["open"]) == (3, 1, 2, 1, 0)
+
+    # the caller gave up before any replica took it
+    pr = pending(2)
+    await router.choose_replicas(reps, pr)
+    pr.future.cancel()
+    await router.choose_replicas(reps, pending(3))  # any later call sweeps it
+    assert router.stats()["refused"] == 2
+
+    # a replica dies with the request on it; its late result changes nothing
+    (victim,) = [router.members[d.worker] for d in router.router._open]
+    pr3 = router._chosen["r3"].request
+    pr3.future.set_result(next(r for r in reps if r.replica_id == victim))
+    res = Result()
+    router.on_request_routed(pr3, victim, res)
+    router.on_replica_actor_died(victim)
+    assert victim not in router.members and len(router.router.workers) == 2
+    res.finish(RuntimeError("actor died"))
+    await settle()
+    s = router.stats()
+    assert s["routed"] == s["ok"] + s["failed"] and s["open"] == 0
+    assert sum(heard.values()) == s["routed"] and set(heard.values()) == {1}
+
+    # membership: the replica set shrinks and grows through update_replicas
+    router.update_replicas([reps[0], Replica("d")])
+    assert [m.unique_id for m in router.members] == ["a", "d"]
+
+
+@pytest.mark.asyncio
+async def test_a_call_without_a_prompt_is_left_to_serve():
+    router, heard = make("round_robin")
+    reps = [Replica("a"), Replica("b")]
+    router.update_replicas(reps)
+    pr = PendingRequest(args=[42], kwargs={},
+                        metadata=RequestMetadata(request_id="x", internal_request_id="x"))
+    assert await router.choose_replicas(reps, pr) == [reps]
+    assert router.stats()["unrouted"] == 1 and router.stats()["routed"] == 0
+    assert not heard  # nothing for the policy to hear about
