@@ -10,8 +10,9 @@ from typing import Any
 
 from kvroute.cache.eviction.registry import EVICTION, policy_names
 from kvroute.cache.replay_grid import replay_grid
-from kvroute.cli.console import make_console, need_rich, progress_bar
+from kvroute.cli.console import make_console, progress_bar
 from kvroute.cli.policy_flags import add_arg_flags, eviction_args
+from kvroute.cli.tables import Column, print_table
 from kvroute.errors import ConfigError
 from kvroute.workloads.cache_streams import (
     STREAM_WORKLOADS,
@@ -43,7 +44,6 @@ def _stream(args: argparse.Namespace) -> CacheStream:
 
 def cmd_cache(args: argparse.Namespace) -> int:
     """Replay a prompt stream through one cache per eviction policy; print a table."""
-    rich = need_rich()
     console = make_console()
     if args.plot:
         from kvroute.cache.plot import load_pyplot
@@ -74,17 +74,19 @@ def cmd_cache(args: argparse.Namespace) -> int:
     unit = f"{stream.unit}s"
     for g in grid:
         ceil = g["ceilings"]
-        table = rich.table.Table(
-            title=f"{stream.name}: {len(prompts):,} prompts, {stream.units:,} {unit} "
-                  f"({stream.unique_units:,} unique) through one cache of "
-                  f"{g['capacity']:,} {unit}")
-        for col in ("policy", "hit rate", "of optimum", f"evicted {unit}", "seconds"):
-            table.add_column(col, justify="right")
-        for row in g["policies"]:
-            table.add_row(row["policy"], f"{row['hit_rate']:.4f}",
-                          f"{row['hit_rate'] / ceil['optimal']:.1%}" if ceil["optimal"]
-                          else "-", f"{row['evicted_units']:,}", f"{row['seconds']:.2f}")
-        console.print(table)
+        columns = (Column("policy", "policy", names=True, right=False),
+                   Column("hit", "hit rate", f"hit {unit} / prompt {unit}"),
+                   Column("of_opt", "of optimum", "hit rate / the offline optimum's"),
+                   Column("evicted", f"evicted {unit}"),
+                   Column("seconds", "seconds", "replay time, s"))
+        print_table(console, f"{stream.name}: {len(prompts):,} prompts, {stream.units:,} "
+                    f"{unit} ({stream.unique_units:,} unique) through one cache of "
+                    f"{g['capacity']:,} {unit}", columns, [{
+                        "policy": row["policy"], "hit": f"{row['hit_rate']:.4f}",
+                        "of_opt": f"{row['hit_rate'] / ceil['optimal']:.1%}"
+                        if ceil["optimal"] else "-",
+                        "evicted": f"{row['evicted_units']:,}",
+                        "seconds": f"{row['seconds']:.2f}"} for row in g["policies"]])
         pooled = f" (pooled over {args.workers} workers)" if args.workers > 1 else ""
         console.print(f"ceilings: infinite cache {ceil['infinite']:.4f}; offline optimum at "
                       f"{ceil['optimal_capacity']:,} {unit}{pooled} {ceil['optimal']:.4f}. "

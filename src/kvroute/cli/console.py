@@ -95,6 +95,9 @@ class LineProgress:
                            "start": now, "printed": now})
         return len(self.tasks) - 1
 
+    def remove_task(self, task: int) -> None:
+        self.tasks[task]["printed"] = float("inf")  # done: no more lines for it
+
     def update(self, task: int, *, completed: float | None = None, advance: float = 0.0,
                description: str | None = None) -> None:
         t = self.tasks[task]
