@@ -41,7 +41,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                                "aibrix_prefix", "least_load", "prefix_hash", "lbgr", "oracle"),
                   "seeds": (1, 2, 3), "baseline": "rlt+cache_aware", "focus": "rlt+lbgr"},
 }
-COLUMNS = ("workload", "order", "eviction", "routing", "hit_rate", "ceiling_optimal",
+COLUMNS = ("workload", "order", "load", "eviction", "routing", "hit_rate", "ceiling_optimal",
            "ttft_mean", "ttft_p99", "e2e_mean", "e2e_p99", "throughput", "x_hit", "x_ttft",
            "x_e2e", "throughput_gain")
 
@@ -104,8 +104,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     evictions = choose(EVICTION, pick("evictions", "lru,rlt"), "in the simulator", ONLINE)
     routings = choose(ROUTING, pick("routings", "round_robin,lbgr"), "in the simulator",
                       SIMULATED)
+    loads = tuple(float(x) for x in pick("loads", "").split(",") if x.strip()) or (None,)
     grid = Grid(
         workloads=workloads,
+        loads=loads,
         orders=_csv(pick("orders", "random"), ORDERS, "order"),
         evictions=tuple(evictions),
         routings=tuple(routings),
@@ -129,7 +131,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     have = {(c.eviction, c.routing) for c in cells}
     rows = aggregate(runs, ceilings, baseline if baseline in have else None)
     _, higher = METRICS[args.sort]
-    rows.sort(key=lambda r: (r["workload"], r["order"],
+    rows.sort(key=lambda r: (r["workload"], r["order"], r["load"] or 0.0,
                              -r[args.sort] if higher else r[args.sort]))
     table = rich.table.Table(title=f"{len(cells)} runs, means over seeds {list(seeds)}; "
                                    f"ratios vs {baseline_text} (x: times better)")
@@ -188,6 +190,8 @@ def add_parser(sub: Any) -> None:
     c.add_argument("--routings", help=f"comma-separated, from: {', '.join(ROUTING.names())}")
     add_arg_flags(c)
     c.add_argument("--seeds", help="comma-separated seeds (default 1)")
+    c.add_argument("--loads", metavar="RHO,...", help="offered loads (fractions of the "
+                   "cluster's capacity without cache hits) instead of each workload's rate")
     c.add_argument("-o", "--option", action="append", default=[], metavar="WL.KEY=VALUE",
                    help="workload option, e.g. gsp.rate=8 or sharegpt.clients=64")
     c.add_argument("--trace", metavar="PATH", help="also replay this Mooncake trace")

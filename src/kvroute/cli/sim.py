@@ -68,7 +68,10 @@ def cmd_sim(args: argparse.Namespace) -> int:
                      capacity=args.capacity, chunk_size=args.chunk_size,
                      max_running=args.max_running, mixed_chunk=args.mixed_chunk,
                      seed=args.seed, debug=args.debug)
-    workload = build_workload(args, concurrency=args.concurrency)
+    workload, rate = build_workload(args, model=model, workers=args.workers,
+                                    chunk_size=args.chunk_size, concurrency=args.concurrency)
+    if rate is not None:
+        console.print(f"load {args.load:g}: {rate:.3f} requests/s")
     results: list[SimResult] = []
     with progress_bar(console) as progress:
         for k, (ev, ro) in enumerate((e, r) for e in evictions for r in routings):

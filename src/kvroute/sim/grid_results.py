@@ -38,16 +38,16 @@ def _read(summary: dict[str, Any], path: tuple[str, ...]) -> float:
 
 def aggregate(runs: Sequence[dict[str, Any]], ceilings: dict[Any, dict[str, float]],
               baseline: tuple[str, str] | None = None) -> list[dict[str, Any]]:
-    """One row per (workload, order, eviction, routing): metric means over seeds, the mean
+    """One row per (workload, order, load, eviction, routing): metric means over seeds, the mean
     ceilings, and ratios to ``baseline`` = (eviction, routing) when it is in the grid."""
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
     for run in runs:
         c = run["cell"]
-        groups[(c.workload, c.order, c.eviction, c.routing)].append(run)
+        groups[(c.workload, c.order, c.load, c.eviction, c.routing)].append(run)
     rows = []
-    for (wl, order, ev, ro), members in groups.items():
-        row: dict[str, Any] = {"workload": wl, "order": order or "", "eviction": ev,
-                               "routing": ro, "seeds": len(members)}
+    for (wl, order, load, ev, ro), members in groups.items():
+        row: dict[str, Any] = {"workload": wl, "order": order or "", "load": load,
+                               "eviction": ev, "routing": ro, "seeds": len(members)}
         for name, (path, _) in METRICS.items():
             row[name] = float(np.mean([_read(m["summary"], path) for m in members]))
         cs = [ceilings[m["cell"].case] for m in members if m["cell"].case in ceilings]
@@ -55,12 +55,12 @@ def aggregate(runs: Sequence[dict[str, Any]], ceilings: dict[Any, dict[str, floa
         row["ceiling_optimal"] = float(np.mean([c["optimal"] for c in cs])) if cs else None
         rows.append(row)
     if baseline is not None:
-        base = {(r["workload"], r["order"]): r for r in rows
+        base = {(r["workload"], r["order"], r["load"]): r for r in rows
                 if (r["eviction"], r["routing"]) == baseline}
         if not base:
             raise ConfigError(f"baseline {baseline[0]}+{baseline[1]} is not in the grid")
         for r in rows:
-            b = base.get((r["workload"], r["order"]))
+            b = base.get((r["workload"], r["order"], r["load"]))
             if b is None:
                 continue
             r["x_hit"] = r["hit_rate"] / b["hit_rate"] if b["hit_rate"] else float("inf")
@@ -81,6 +81,8 @@ def fmt(value: Any, name: str) -> str:
         return f"{value:.2f}x"
     if name == "throughput_gain":
         return f"{value:+.1%}"
+    if name == "load":
+        return f"{value:g}"
     if name == "throughput":
         return f"{value:.2f}"
     if name.startswith(("ttft", "e2e")):
