@@ -69,7 +69,8 @@ def cmd_sim(args: argparse.Namespace) -> int:
                      max_running=args.max_running, mixed_chunk=args.mixed_chunk,
                      seed=args.seed, debug=args.debug)
     workload, rate = build_workload(args, model=model, workers=args.workers,
-                                    chunk_size=args.chunk_size, concurrency=args.concurrency)
+                                    chunk_size=args.chunk_size, pool=args.capacity,
+                                    concurrency=args.concurrency)
     if rate is not None:
         console.print(f"load {args.load:g}: {rate:.3f} requests/s")
     results: list[SimResult] = []

@@ -53,7 +53,7 @@ def add_workload_flags(parser: argparse.ArgumentParser, title: str) -> Any:
 
 def build_workload(args: argparse.Namespace, *, model: StepModel | None = None,
                    workers: int | None = None, chunk_size: int = 8192,
-                   **extra: Any) -> tuple[Workload, float | None]:
+                   pool: int | None = None, **extra: Any) -> tuple[Workload, float | None]:
     """The workload named by ``--workload`` with the workload flags the user gave, and the
     rate ``--load`` chose (None without it; a load needs the cluster's ``model`` and
     ``workers``)."""
@@ -64,5 +64,5 @@ def build_workload(args: argparse.Namespace, *, model: StepModel | None = None,
     if model is None or workers is None:
         raise ConfigError("--load needs the cluster's step-time profile and worker count")
     options = {k: v for k, v in {**options, **extra}.items() if v is not None}
-    return build_at_load(args.workload, args.seed, args.load, model, workers, chunk_size,
+    return build_at_load(args.workload, args.seed, args.load, model, workers, chunk_size, pool,
                          **{k: v for k, v in sources.items() if v}, **options)

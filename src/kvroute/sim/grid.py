@@ -22,7 +22,9 @@ from kvroute.sim.load import build_at_load
 from kvroute.workloads.catalog import build_workload
 from kvroute.workloads.request import ClosedLoop, output_ids
 
-__all__ = ["Cell", "Grid", "run_grid"]
+__all__ = ["Case", "Cell", "Grid", "run_grid"]
+
+Case = tuple[str, str | None, int, float | None]  # workload, order, seed, load
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,7 @@ class Cell:
     load: float | None = None  # offered load (kvroute.sim.load); None: the workload's rate
 
     @property
-    def case(self) -> tuple[str, str | None, int, float | None]:
+    def case(self) -> Case:
         return (self.workload, self.order, self.seed, self.load)
 
     @property
@@ -68,7 +70,7 @@ class Grid:
                             for ro in self.routings:
                                 yield Cell(wl, order, ev, ro, seed, load)
 
-    def cases(self) -> list[tuple[str, str | None, int, float | None]]:
+    def cases(self) -> list[Case]:
         return list(dict.fromkeys(c.case for c in self.cells()))
 
     def workload(self, name: str, order: str | None, seed: int,
@@ -82,7 +84,8 @@ class Grid:
         if load is None:
             return build_workload(name, seed, **self.sources.get(name, {}), **opts)
         return build_at_load(name, seed, float(load), self.sim.step_model(), self.sim.workers,
-                             self.sim.chunk_size, **self.sources.get(name, {}), **opts)[0]
+                             self.sim.chunk_size, self.sim.capacity,
+                             **self.sources.get(name, {}), **opts)[0]
 
 
 def _run_cell(grid: Grid, cell: Cell) -> dict[str, Any]:
@@ -95,7 +98,7 @@ def _run_cell(grid: Grid, cell: Cell) -> dict[str, Any]:
             "ttft": np.sort(res.records.ttft), "e2e": np.sort(res.records.e2e)}
 
 
-def _run_ceilings(grid: Grid, case: tuple[str, str | None, int, float | None]
+def _run_ceilings(grid: Grid, case: Case
                   ) -> dict[str, Any]:
     wl = grid.workload(*case)
     reqs = list(wl)
@@ -109,14 +112,14 @@ def _run_ceilings(grid: Grid, case: tuple[str, str | None, int, float | None]
 
 def run_grid(grid: Grid, jobs: int | None = None, ceilings: bool = True,
              progress: Callable[[int, int], None] | None = None
-             ) -> tuple[list[dict[str, Any]], dict[tuple[str, str | None, int, float | None], dict[str, float]]]:
+             ) -> tuple[list[dict[str, Any]], dict[Case, dict[str, float]]]:
     """Run every cell (and ceilings); return the runs in grid order and ceilings by case."""
     cells = list(grid.cells())
     cases = grid.cases() if ceilings else []
     total = len(cells) + len(cases)
     jobs = max(1, min(jobs or os.cpu_count() or 1, total))
     runs: dict[Cell, dict[str, Any]] = {}
-    ceils: dict[tuple[str, str | None, int, float | None], dict[str, float]] = {}
+    ceils: dict[Case, dict[str, float]] = {}
 
     def collect(out: dict[str, Any]) -> None:
         if "cell" in out:
