@@ -37,25 +37,40 @@ def test_idle_cluster_takes_the_prefix_hit() -> None:
 
 
 def test_a_long_queue_outweighs_the_hit_at_light_load() -> None:
-    """Worker 0 (the hit) has 3 in flight, 6000 units to prefill: own 0.7895 + 1.5 * 0.1075
-    = 0.95075 against worker 1's 0.283 + 1.5 * 0.21 = 0.598."""
+    """Worker 0 (the hit) has 3 in flight, 6000 units to prefill: own 0.7895 + (3 + 1.5) *
+    0.1075 = 1.27325 against worker 1's 0.283 + (0 + 1.5) * 0.21 = 0.598 (the policy has no
+    open requests of its own there, so all in flight count as decoding)."""
     view = view_of([WorkerState(0, in_flight=3, prefill_units=6000), WorkerState(1)],
                    {0: 1000})
     cost, own, *_ = Learned().costs(_req(2000), view)
     assert own == pytest.approx([0.7895, 0.283])
-    assert cost == pytest.approx([0.95075, 0.598])
+    assert cost == pytest.approx([1.27325, 0.598])
     assert Learned().route(_req(2000), view).worker == 1
 
 
 def test_under_heavy_load_spared_work_beats_a_shorter_queue() -> None:
-    """8 in flight on each: own latency prefers worker 1 (0.6045 vs 0.407), but lam = 8
-    prices worker 0's spared prefill: 0.6045 + 8 * 0.1075 = 1.4645 < 0.407 + 8 * 0.21."""
+    """8 in flight on each: own latency prefers worker 1 (0.6045 vs 0.407), but lam = 8 + 8
+    prices worker 0's spared prefill: 0.6045 + 16 * 0.1075 = 2.3245 < 0.407 + 16 * 0.21."""
     view = view_of([WorkerState(0, in_flight=8, prefill_units=4000),
                     WorkerState(1, in_flight=8, prefill_units=1000)], {0: 1000})
     cost, own, *_ = Learned().costs(_req(2000), view)
     assert own == pytest.approx([0.6045, 0.407])
-    assert cost == pytest.approx([1.4645, 2.087])
+    assert cost == pytest.approx([2.3245, 3.767])
     assert Learned().route(_req(2000), view).worker == 0
+
+
+def test_requests_waiting_for_a_first_token_do_not_count_as_decoding() -> None:
+    """The policy's own open requests set the mean prompt: two of 1000 units on worker 0,
+    prefill_units 1000 -> one waiting, one decoding; lam_0 = 1 + mean in-flight 1 = 2."""
+    view = view_of([WorkerState(0), WorkerState(1)])
+    policy = Learned()
+    for rid in (1, 2):  # the view is not updated between the two: both go to worker 0
+        policy.route(RouteRequest(np.arange(10_000, 11_000), rid=rid, max_tokens=4), view)
+    assert list(policy.count) == [2, 0] and list(policy.len_sum) == [2000, 0]
+    busy = view_of([WorkerState(0, in_flight=2, prefill_units=1000), WorkerState(1)])
+    cost, own, *_ = policy.costs(_req(500), busy)
+    work = 0.1 * 0.5 + 0.005 * 0.125
+    assert cost - own == pytest.approx([2 * work, 1 * work])
 
 
 def test_only_allowed_workers_are_chosen_and_averaged() -> None:

@@ -23,6 +23,7 @@ from kvroute.routing.registry import ROUTING
 from kvroute.sim.cluster import SimConfig
 from kvroute.sim.grid import Grid, run_grid
 from kvroute.sim.grid_results import METRICS, aggregate, fmt, markdown_table, plot_grid
+from kvroute.sim.routing_results import routing_markdown
 from kvroute.sim.step_profiles import DEFAULT_PROFILE, load_profile
 from kvroute.workloads.catalog import WORKLOAD_NAMES
 from kvroute.workloads.gsp import ORDERS
@@ -40,6 +41,10 @@ PRESETS: dict[str, dict[str, Any]] = {
                   "routings": ("cache_aware", "cache_aware_v2", "dynamo", "lmetric", "llmd",
                                "aibrix_prefix", "least_load", "prefix_hash", "lbgr", "oracle"),
                   "seeds": (1, 2, 3), "baseline": "rlt+cache_aware", "focus": "rlt+lbgr"},
+    "routers": {"workloads": ("gsp", "loogle", "sharegpt"), "orders": ORDERS,
+                "loads": (0.5, 0.8, 0.95), "evictions": ("rlt",), "routings": "all",
+                "seeds": (1, 2, 3), "baseline": "rlt+cache_aware_v2", "focus": "rlt+learned",
+                "ranks": True},
 }
 COLUMNS = ("workload", "order", "load", "eviction", "routing", "hit_rate", "ceiling_optimal",
            "ttft_mean", "ttft_p99", "e2e_mean", "e2e_p99", "throughput", "x_hit", "x_ttft",
@@ -92,7 +97,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     def pick(name: str, default: str) -> str:
         """A flag the user gave, else the preset's value, else ``default``."""
-        return getattr(args, name) or ",".join(map(str, preset.get(name, ()))) or default
+        value = preset.get(name, ())
+        if value == "all":  # every registered routing policy
+            value = ROUTING.names()
+        return getattr(args, name) or ",".join(map(str, value)) or default
 
     workloads = _csv(pick("workloads", "gsp"), WORKLOAD_NAMES, "workload")
     if args.trace and "mooncake" not in workloads:
@@ -166,9 +174,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
         paths = plot_grid(rows, runs, out) if args.plot else []
         console.print(f"wrote {out}/table.md, runs.json" + (f" and {len(paths)} plots"
                                                            if paths else ""))
+    ranks_md = routing_markdown(rows, ROUTING.names(needs_probes=True)) \
+        if preset.get("ranks") else ""
+    if ranks_md:
+        console.print(ranks_md, markup=False, highlight=False)
+        if args.out:
+            (Path(args.out) / "ranks.md").write_text(ranks_md + "\n")
     if args.update_doc:
         section = args.section or args.preset or "results"
         _update_doc(Path(args.update_doc), section, md)
+        if ranks_md:
+            _update_doc(Path(args.update_doc), f"{section}-ranks", ranks_md)
         if focus:
             _update_doc(Path(args.update_doc), f"{section}-focus", focus_md)
         console.print(f"updated {args.update_doc}")
@@ -183,6 +199,10 @@ def add_parser(sub: Any) -> None:
                         "{gsp,sharegpt,ultrachat,loogle} x gsp orders x 3 seeds")
     c.add_argument("--baselines", dest="preset", action="store_const", const="baselines",
                    help="rlt with the 2026 routers, lbgr and oracle on the same workloads")
+    c.add_argument("--routers", dest="preset", action="store_const", const="routers",
+                   help="every routing policy (rlt) on gsp (3 orders), loogle, sharegpt (open "
+                        "loop) and --trace, at loads 0.5, 0.8, 0.95 x 3 seeds; with ranks and "
+                        "geometric-mean advantages (docs/routing-results.md)")
     c.add_argument("--workloads", help=f"comma-separated, from: {', '.join(WORKLOAD_NAMES)}")
     c.add_argument("--orders", help=f"gsp arrival orders, from: {', '.join(ORDERS)}")
     c.add_argument("--evictions", help="comma-separated, from: "

@@ -15,17 +15,21 @@ allowed worker ``w``:
     TTFT_w = a . [(ahead + u_w) / 1000, pairs / 1e6, 1]
     dec_w  = (O - 1) * d . [1, in_flight_w + 1]     its decode time
     work_w = a0 * u_w / 1000 + a1 * pairs / 1e6     seconds of prefill it adds to worker w
-    cost_w = TTFT_w + dec_w + lam * work_w,   lam = mean in-flight over the allowed workers
+    lam_w  = decoding_w + mean in-flight over the allowed workers
+    cost_w = TTFT_w + dec_w + lam_w * work_w
 
 and the request goes to ``argmin cost`` (ties: lowest index). ``TTFT_w + dec_w`` is the
-request's own predicted latency (reported as ``Decision.predicted_s``). ``lam * work_w``
+request's own predicted latency (reported as ``Decision.predicted_s``). ``lam_w * work_w``
 is the delay its prefill adds to other requests: the engine runs prefill before decode,
-so every request decoding on ``w`` waits for it, and later arrivals queue behind it; in
-a balanced cluster both number about the mean in-flight count. At low load ``lam`` is
-small and the rule is "least own latency"; at high load spared prefill (a prefix hit) is
-worth more than a shorter queue, and the rule keeps prefix groups together. With no
-hits anywhere (long prompts, little reuse) ``work_w`` is the same on every worker and the
-rule balances by predicted latency alone.
+so every request decoding on ``w`` waits for it (``decoding_w`` = in-flight minus those
+still waiting for a first token, estimated as ``prefill_units_w`` over the mean prompt of
+this policy's open requests on ``w``; all in-flight when it has none), and later arrivals
+queue behind it (about the cluster's mean in-flight count). At low load ``lam`` is small
+and the rule is "least own latency" (what ``oracle`` does); at high load spared prefill
+(a prefix hit) is worth more than a shorter queue, and the rule keeps prefix groups
+together, except on a worker whose decoding requests would pay for it. With no hits
+anywhere (long prompts, little reuse) ``work_w`` is the same on every worker and the
+rule balances by predicted latency and decoders alone.
 
 Learning (all from completions; errors teach nothing):
 
@@ -120,6 +124,7 @@ class Learned(RoutingPolicy):
         self.hit_den = 0.0
         self.unc_sum = np.zeros(0)
         self.len_sum = np.zeros(0)
+        self.count = np.zeros(0)  # this policy's open requests per worker
         self.open: dict[int, _Open] = {}
         self.ttft_errors = _Errors()
         self.e2e_errors = _Errors()
@@ -130,6 +135,7 @@ class Learned(RoutingPolicy):
             pad = n - len(self.unc_sum)
             self.unc_sum = np.concatenate([self.unc_sum, np.zeros(pad)])
             self.len_sum = np.concatenate([self.len_sum, np.zeros(pad)])
+            self.count = np.concatenate([self.count, np.zeros(pad)])
 
     def on_workers_changed(self, count: int) -> None:
         self._ensure(count)
@@ -138,6 +144,7 @@ class Learned(RoutingPolicy):
         self._ensure(index + 1)
         self.unc_sum = np.delete(self.unc_sum, index)
         self.len_sum = np.delete(self.len_sum, index)
+        self.count = np.delete(self.count, index)
         for rec in self.open.values():
             if rec.worker > index:
                 rec.worker -= 1
@@ -175,7 +182,11 @@ class Learned(RoutingPolicy):
             dec = np.full(n, self.decode_mean)
         own = ttft + dec
         work = a[0] * unc / 1000.0 + a[1] * pairs / 1e6
-        lam = float(flight[view.candidates()].mean())
+        count = self.count[:n]
+        waiting = np.divide(prefill * count, self.len_sum[:n], out=np.zeros(n),
+                            where=self.len_sum[:n] > 0)
+        decoding = np.maximum(flight - np.minimum(waiting, flight), 0.0)
+        lam = decoding + float(flight[view.candidates()].mean())
         return own + lam * work, own, ttft, unc, x
 
     def route(self, req: RouteRequest, view: ClusterView) -> Decision:
@@ -189,6 +200,7 @@ class Learned(RoutingPolicy):
             pred_ttft=float(ttft[w]), pred_e2e=float(own[w]))
         self.unc_sum[w] += unc[w]
         self.len_sum[w] += len(req)
+        self.count[w] += 1
         return Decision(w, branch="min_marginal_cost", predicted_s=float(own[w]))
 
     # ------------------------------------------------------------------ learning
@@ -200,8 +212,9 @@ class Learned(RoutingPolicy):
         if w < len(self.unc_sum):
             self.unc_sum[w] = max(0.0, self.unc_sum[w] - rec.uncached)
             self.len_sum[w] = max(0.0, self.len_sum[w] - rec.units)
-            if self.len_sum[w] <= 0:
-                self.unc_sum[w] = self.len_sum[w] = 0.0
+            self.count[w] = max(0.0, self.count[w] - 1)
+            if self.len_sum[w] <= 0 or self.count[w] <= 0:
+                self.unc_sum[w] = self.len_sum[w] = self.count[w] = 0.0
         if not fb.ok or fb.e2e_s is None:
             return
         self.e2e_errors.add(rec.pred_e2e, fb.e2e_s)
