@@ -18,7 +18,8 @@ allowed worker ``w``:
     lam_w  = decoding_w + mean in-flight over the allowed workers
     cost_w = TTFT_w + dec_w + lam_w * work_w
 
-and the request goes to ``argmin cost`` (ties: lowest index). ``TTFT_w + dec_w`` is the
+and the request goes to ``argmin cost`` (ties: the smallest prefix index, so new prefixes
+spread over the cluster's caches; then the lowest index). ``TTFT_w + dec_w`` is the
 request's own predicted latency (reported as ``Decision.predicted_s``). ``lam_w * work_w``
 is the delay its prefill adds to other requests: the engine runs prefill before decode,
 so every request decoding on ``w`` waits for it (``decoding_w`` = in-flight minus those
@@ -34,7 +35,9 @@ rule balances by predicted latency and decoders alone.
 Learning (all from completions; errors teach nothing):
 
 * ``a`` (TTFT model): recursive least squares with forgetting ``forget`` on the features
-  above, target the observed TTFT; coefficients clipped at >= 0.
+  above, target the observed TTFT; coefficients clipped at >= 0. When the engine reports
+  the cached tokens, ``u`` and ``pairs`` are recomputed from them (what was really
+  prefilled) before the update.
 * ``d`` (per-token decode time): the same, target ``(E2E - TTFT) / (O - 1)`` when O > 1.
   Without ``max_tokens`` (live clients may omit it) ``dec_w`` is the mean observed decode
   time instead (exponential average, weight ``1 - forget`` per sample).
@@ -71,6 +74,7 @@ class _Open:
     uncached: float  # u_w predicted
     matched: int  # index's matched units on the chosen worker
     x_ttft: np.ndarray
+    ahead: float  # uncached units estimated ahead of it
     x_dec: np.ndarray
     out: int | None
     pred_ttft: float
@@ -191,11 +195,14 @@ class Learned(RoutingPolicy):
 
     def route(self, req: RouteRequest, view: ClusterView) -> Decision:
         cost, own, ttft, unc, x = self.costs(req, view)
-        w = view.argmin(cost)
+        allowed = view.candidates()
+        sizes = view.index_sizes()[allowed]
+        w = int(allowed[np.lexsort((allowed, sizes, cost[allowed]))[0]])
         flight = view.workers[w].in_flight
         self.open[req.rid] = _Open(
             worker=w, units=len(req), uncached=float(unc[w]),
             matched=int(view.matched(req)[w]), x_ttft=x[w],
+            ahead=float(x[w, 0] * 1000.0 - unc[w]),
             x_dec=np.array([1.0, flight + 1.0]), out=req.max_tokens,
             pred_ttft=float(ttft[w]), pred_e2e=float(own[w]))
         self.unc_sum[w] += unc[w]
@@ -220,7 +227,12 @@ class Learned(RoutingPolicy):
         self.e2e_errors.add(rec.pred_e2e, fb.e2e_s)
         if fb.ttft_s is not None:
             self.ttft_errors.add(rec.pred_ttft, fb.ttft_s)
-            self.ttft_model.update(rec.x_ttft, fb.ttft_s)
+            x = rec.x_ttft
+            if fb.cached_tokens is not None:  # learn from what was really computed
+                hit = float(min(fb.cached_tokens, rec.units - 1))
+                unc = rec.units - hit
+                x = np.array([(rec.ahead + unc) / 1000.0, unc * (hit + unc / 2.0) / 1e6, 1.0])
+            self.ttft_model.update(x, fb.ttft_s)
             decode_s = max(0.0, fb.e2e_s - fb.ttft_s)
             if rec.out is not None and rec.out > 1:
                 self.decode_model.update(rec.x_dec, decode_s / (rec.out - 1))
