@@ -4,7 +4,8 @@ Each decision is one ``Router.route`` call: the policy, the prefix-index lookup 
 policies that use it), the in-flight accounting and recording the prompt in the index.
 The index is warmed with 512 prompts first (GSP-like: groups sharing a 4K-token prefix),
 and each timed request is completed right away so in-flight counts stay bounded.
-Targets (issue 4): ``lbgr`` under 50 us at 4 workers and under 200 us at 64.
+Targets: ``lbgr`` under 50 us at 4 workers and under 200 us at 64 (issue 4); ``learned``
+under 100 us at 16 workers and under 300 us at 64 (issue 12).
 
     python benchmarks/route_bench.py [--requests 400] [--workers 4,16,64]
 """
@@ -55,6 +56,10 @@ def main() -> None:
     lb = [bench("lbgr", w, warm, timed) for w in (4, 64)]
     print(f"lbgr targets: 4 workers {lb[0]:.1f} us (< 50: {'met' if lb[0] < 50 else 'NOT met'}),"
           f" 64 workers {lb[1]:.1f} us (< 200: {'met' if lb[1] < 200 else 'NOT met'})")
+    le = [bench("learned", w, warm, timed) for w in (16, 64)]
+    print(f"learned targets: 16 workers {le[0]:.1f} us (< 100: "
+          f"{'met' if le[0] < 100 else 'NOT met'}), 64 workers {le[1]:.1f} us (< 300: "
+          f"{'met' if le[1] < 300 else 'NOT met'})")
 
 
 if __name__ == "__main__":

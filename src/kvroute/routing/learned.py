@@ -161,7 +161,7 @@ class Learned(RoutingPolicy):
 
     def costs(self, req: RouteRequest, view: ClusterView
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(cost, own predicted E2E, predicted TTFT, uncached units, TTFT features) per
+        """(cost, own predicted E2E, predicted TTFT, uncached units, units ahead) per
         worker, as in the module doc."""
         n = len(view)
         self._ensure(n)
@@ -176,33 +176,37 @@ class Learned(RoutingPolicy):
         frac = np.divide(self.unc_sum[:n], self.len_sum[:n], out=np.ones(n),
                          where=self.len_sum[:n] > 0)
         ahead = prefill * np.minimum(frac, 1.0)
-        x = np.column_stack([(ahead + unc) / 1000.0, pairs / 1e6, np.ones(n)])
         a = self.ttft_model.coefficients()
-        ttft = x @ a
+        work = a[0] * unc / 1000.0 + a[1] * pairs / 1e6
+        ttft = work + a[0] * ahead / 1000.0 + a[2]
         if req.max_tokens is not None:
             d = self.decode_model.coefficients()
             dec = (req.max_tokens - 1) * (d[0] + d[1] * (flight + 1.0))
         else:
             dec = np.full(n, self.decode_mean)
         own = ttft + dec
-        work = a[0] * unc / 1000.0 + a[1] * pairs / 1e6
         count = self.count[:n]
         waiting = np.divide(prefill * count, self.len_sum[:n], out=np.zeros(n),
                             where=self.len_sum[:n] > 0)
         decoding = np.maximum(flight - np.minimum(waiting, flight), 0.0)
         lam = decoding + float(flight[view.candidates()].mean())
-        return own + lam * work, own, ttft, unc, x
+        return own + lam * work, own, ttft, unc, ahead
 
     def route(self, req: RouteRequest, view: ClusterView) -> Decision:
-        cost, own, ttft, unc, x = self.costs(req, view)
+        cost, own, ttft, unc, ahead = self.costs(req, view)
+        w = view.argmin(cost)
         allowed = view.candidates()
-        sizes = view.index_sizes()[allowed]
-        w = int(allowed[np.lexsort((allowed, sizes, cost[allowed]))[0]])
+        tied = allowed[cost[allowed] == cost[w]]
+        if len(tied) > 1:  # the smallest prefix index, then the lowest index
+            w = int(tied[np.argmin(view.index_sizes()[tied])])
         flight = view.workers[w].in_flight
+        u = float(unc[w])
+        hit = len(req) - u
         self.open[req.rid] = _Open(
-            worker=w, units=len(req), uncached=float(unc[w]),
-            matched=int(view.matched(req)[w]), x_ttft=x[w],
-            ahead=float(x[w, 0] * 1000.0 - unc[w]),
+            worker=w, units=len(req), uncached=u,
+            matched=int(view.matched(req)[w]),
+            x_ttft=np.array([(ahead[w] + u) / 1000.0, u * (hit + u / 2.0) / 1e6, 1.0]),
+            ahead=float(ahead[w]),
             x_dec=np.array([1.0, flight + 1.0]), out=req.max_tokens,
             pred_ttft=float(ttft[w]), pred_e2e=float(own[w]))
         self.unc_sum[w] += unc[w]
