@@ -22,7 +22,14 @@ from kvroute.errors import ConfigError
 from kvroute.routing.registry import ROUTING
 from kvroute.sim.cluster import SimConfig
 from kvroute.sim.grid import Grid, run_grid
-from kvroute.sim.grid_results import METRICS, aggregate, fmt, markdown_table, plot_grid
+from kvroute.sim.grid_results import (
+    METRICS,
+    aggregate,
+    fmt,
+    markdown_table,
+    plot_grid,
+    plot_load_ratios,
+)
 from kvroute.sim.routing_results import routing_markdown
 from kvroute.sim.step_profiles import DEFAULT_PROFILE, load_profile
 from kvroute.workloads.catalog import WORKLOAD_NAMES
@@ -168,10 +175,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
             "ceilings": [{"workload": k[0], "order": k[1], "seed": k[2], **v}
                          for k, v in ceilings.items()],
             "runs": [{"workload": r["cell"].workload, "order": r["cell"].order,
+                      "load": r["cell"].load,
                       "eviction": r["cell"].eviction, "routing": r["cell"].routing,
                       "seed": r["cell"].seed, "summary": r["summary"]} for r in runs]},
             indent=1))
         paths = plot_grid(rows, runs, out) if args.plot else []
+        if args.plot and focus and len(loads) > 1 and baseline in have:
+            ev_f, _, ro_f = focus.partition("+")
+            paths += plot_load_ratios(rows, (ev_f, ro_f), out)
         console.print(f"wrote {out}/table.md, runs.json" + (f" and {len(paths)} plots"
                                                            if paths else ""))
     ranks_md = routing_markdown(rows, ROUTING.names(needs_probes=True)) \

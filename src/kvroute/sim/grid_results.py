@@ -16,7 +16,7 @@ import numpy as np
 
 from kvroute.errors import ConfigError
 
-__all__ = ["METRICS", "aggregate", "fmt", "markdown_table", "plot_grid"]
+__all__ = ["METRICS", "aggregate", "fmt", "markdown_table", "plot_grid", "plot_load_ratios"]
 
 # name -> (how to read it from a summary, higher is better)
 METRICS: dict[str, tuple[tuple[str, ...], bool]] = {
@@ -144,6 +144,36 @@ def plot_grid(rows: Sequence[dict[str, Any]], runs: Sequence[dict[str, Any]],
         ax.legend(fontsize=7)
         fig.tight_layout()
         path = out_dir / f"cdf_{wl}{'_' + od if od else ''}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def plot_load_ratios(rows: Sequence[dict[str, Any]], focus: tuple[str, str],
+                     out_dir: Path) -> list[Path]:
+    """Per (workload, order): the focus pair's TTFT and E2E ratios to the baseline (the
+    rows' ``x_ttft``, ``x_e2e``) against the offered load."""
+    from kvroute.sim.plot import load_pyplot
+
+    plt = load_pyplot()
+    mine = [r for r in rows if (r["eviction"], r["routing"]) == focus
+            and r.get("load") is not None and "x_e2e" in r]
+    written = []
+    for wl, od in dict.fromkeys((r["workload"], r["order"]) for r in mine):
+        pts = sorted((r["load"], r["x_ttft"], r["x_e2e"]) for r in mine
+                     if (r["workload"], r["order"]) == (wl, od))
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label="TTFT ratio (mean)")
+        ax.plot([p[0] for p in pts], [p[2] for p in pts], "s-", label="E2E ratio (mean)")
+        ax.axhline(1.0, color="grey", lw=0.8)
+        ax.set_xlabel("offered load (fraction of capacity without cache hits)")
+        ax.set_ylabel("times better than the baseline")
+        ax.set_title(f"{focus[0]}+{focus[1]}: {wl}{' ' + od if od else ''}")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        path = out_dir / f"load_ratios_{wl}{'_' + od if od else ''}.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
         written.append(path)
