@@ -13,6 +13,7 @@ from kvroute.cache.eviction.registry import EVICTION
 from kvroute.cli.console import make_console, need_rich, progress_bar
 from kvroute.cli.policy_flags import (
     DEFAULT_EVICTION,
+    DEFAULT_ROUTING,
     ONLINE,
     SIMULATED,
     add_arg_flags,
@@ -116,7 +117,7 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--eviction", default=DEFAULT_EVICTION,
                    help="comma-separated eviction policies, from: "
                         f"{', '.join(EVICTION.names(**ONLINE))}")
-    s.add_argument("--routing", default="round_robin",
+    s.add_argument("--routing", default=DEFAULT_ROUTING,
                    help=f"comma-separated routing policies, from: {', '.join(ROUTING.names())}")
     add_arg_flags(s)
     s.add_argument("--workers", type=int, default=4, help="simulated workers (GPUs)")
