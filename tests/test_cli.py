@@ -230,3 +230,26 @@ def test_help_states_each_default_once(capsys):
         text = " ".join(capsys.readouterr().out.split())
         assert "(default: None)" not in text and "(default: True)" not in text, cmd
         assert not re.search(r"default[^()]*\)\s*\(default", text), cmd
+
+
+def test_compare_routers_preset_ranks_loads_and_doc(tmp_path, capsys):
+    """`compare --routers` (scaled down): a load dimension, ranks and advantages in the doc,
+    the load-ratio plot; `sim --load` prints the rate it chose."""
+    doc = tmp_path / "doc.md"
+    doc.write_text("<!-- BEGIN routers -->\n<!-- END routers -->\n"
+                   "<!-- BEGIN routers-focus -->\n<!-- END routers-focus -->\n"
+                   "<!-- BEGIN routers-ranks -->\n<!-- END routers-ranks -->\n")
+    rc = main(["compare", "--routers", "--workloads", "gsp", "--orders", "random",
+               "-o", "gsp.groups=4", "-o", "gsp.prompts_per_group=4", "--loads", "0.5,0.9",
+               "--seeds", "1", "--routings", "cache_aware_v2,learned,oracle", "--jobs", "1",
+               "--no-ceilings", "--out", str(tmp_path / "out"), "--update-doc", str(doc)])
+    assert rc == 0
+    rows = json.loads((tmp_path / "out" / "runs.json").read_text())["rows"]
+    assert sorted({r["load"] for r in rows}) == [0.5, 0.9] and len(rows) == 6
+    text = doc.read_text()
+    assert "| learned |" in text and "oracle (reference)" in text and "gsp/random @0.9" in text
+    assert (tmp_path / "out" / "load_ratios_gsp_random.png").exists()
+    capsys.readouterr()
+    assert main(["sim", "--workload", "gsp", "--groups", "2", "--prompts-per-group", "2",
+                 "--load", "0.5", "--routing", "learned", "--no-ceilings"]) == 0
+    assert "load 0.5: " in capsys.readouterr().out

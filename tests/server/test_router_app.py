@@ -424,6 +424,22 @@ async def test_metrics_and_decision_log(tmp_path: Any) -> None:
 
 
 @pytest.mark.asyncio
+async def test_metrics_show_the_learned_policys_prediction_error() -> None:
+    """With ``learned``, /metrics carries its predicted-vs-observed TTFT and E2E error."""
+    w = FakeWorker()
+    async with cluster([w], policy="learned") as (client, _):
+        await (await client.post("/v1/completions", json={"prompt": "abc"})).read()
+        await (await client.post("/v1/completions", json={"prompt": "abd", "stream": True})
+               ).read()  # only a streamed reply has a TTFT
+        text = await (await client.get("/metrics")).text()
+    for name in ('kvroute_policy_telemetry{key="ttft.count"} 1.0',
+                 'kvroute_policy_telemetry{key="e2e.count"} 2.0',
+                 'kvroute_policy_telemetry{key="e2e.mean_abs_error_s"}',
+                 'kvroute_policy_telemetry{key="hit_realisation"}'):
+        assert name in text, name
+
+
+@pytest.mark.asyncio
 async def test_bad_client_input_is_a_400_json_error() -> None:
     """Invalid JSON or a missing prompt give 400 {"error": {...}}, unknown paths 404 JSON."""
     w = FakeWorker()

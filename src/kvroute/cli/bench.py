@@ -13,6 +13,7 @@ from kvroute.cli.tables import Column, print_table
 from kvroute.cli.workload_flags import add_workload_flags, build_workload
 from kvroute.errors import KvrouteError
 from kvroute.protocol.request_body import APIS
+from kvroute.sim.step_profiles import DEFAULT_PROFILE, load_profile
 from kvroute.workloads.catalog import WORKLOAD_NAMES
 
 if TYPE_CHECKING:  # aiohttp (kvroute[serve]) is imported only when the command runs
@@ -88,7 +89,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
                       concurrency=args.concurrency, requests=args.requests,
                       duration=args.duration, timeout=args.timeout,
                       metrics_urls=tuple(args.metrics_url or ()))
-    workload = build_workload(args)
+    workload, rate = build_workload(args, model=load_profile(args.profile),
+                                    workers=args.workers)
+    if rate is not None:
+        console.print(f"load {args.load:g}: {rate:.3f} requests/s")
     total = workload.size if args.requests is None else min(workload.size or args.requests,
                                                              args.requests)
     with progress_bar(console) as progress:
@@ -149,5 +153,9 @@ def add_parser(sub: Any) -> None:
                         "for the cluster hit rate")
     s.add_argument("--json", metavar="PATH", help="write the summary and per-request rows")
     s.add_argument("--seed", type=int, default=1, help="seed of the workload")
+    s.add_argument("--profile", default=DEFAULT_PROFILE,
+                   help="with --load: step-time profile of the workers behind --url")
+    s.add_argument("--workers", type=int, default=1,
+                   help="with --load: how many workers are behind --url")
     add_workload_flags(s, "workload options (as in kvroute sim)")
     s.set_defaults(func=cmd_bench)

@@ -23,7 +23,15 @@ from kvroute.errors import ConfigError
 from kvroute.routing.registry import ROUTING
 from kvroute.sim.cluster import SimConfig
 from kvroute.sim.grid import Grid, run_grid
-from kvroute.sim.grid_results import METRICS, aggregate, fmt, markdown_table, plot_grid
+from kvroute.sim.grid_results import (
+    METRICS,
+    aggregate,
+    fmt,
+    markdown_table,
+    plot_grid,
+    plot_load_ratios,
+)
+from kvroute.sim.routing_results import routing_markdown
 from kvroute.sim.step_profiles import DEFAULT_PROFILE, load_profile
 from kvroute.workloads.catalog import WORKLOAD_NAMES
 from kvroute.workloads.gsp import ORDERS
@@ -41,11 +49,16 @@ PRESETS: dict[str, dict[str, Any]] = {
                   "routings": ("cache_aware", "cache_aware_v2", "dynamo", "lmetric", "llmd",
                                "aibrix_prefix", "least_load", "prefix_hash", "lbgr", "oracle"),
                   "seeds": (1, 2, 3), "baseline": "rlt+cache_aware", "focus": "rlt+lbgr"},
+    "routers": {"workloads": ("gsp", "loogle", "sharegpt"), "orders": ORDERS,
+                "loads": (0.5, 0.8, 0.95), "evictions": ("rlt",), "routings": "all",
+                "seeds": (1, 2, 3), "baseline": "rlt+cache_aware_v2", "focus": "rlt+learned",
+                "ranks": True},
 }
 # the console table: names, short headers with units (compare's latencies are in seconds)
 TABLE = (
     Column("workload", "workload", names=True, right=False),
     Column("order", "order", names=True, right=False),
+    Column("load", "load", names=True),
     Column("eviction", "eviction", names=True, right=False),
     Column("routing", "routing", names=True, right=False),
     Column("hit_rate", "hit", "prefix-cache hit rate"),
@@ -62,7 +75,7 @@ TABLE = (
 )
 DEFAULT_COLUMNS = ("hit_rate", "ttft_mean", "e2e_mean", "x_ttft", "x_e2e", "ceiling_optimal",
                    "ttft_p99", "e2e_p99")
-COLUMNS = ("workload", "order", "eviction", "routing", "hit_rate", "ceiling_optimal",
+COLUMNS = ("workload", "order", "load", "eviction", "routing", "hit_rate", "ceiling_optimal",
            "ttft_mean", "ttft_p99", "e2e_mean", "e2e_p99", "throughput", "x_hit", "x_ttft",
            "x_e2e", "throughput_gain")
 
@@ -115,7 +128,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     def pick(name: str, default: str) -> str:
         """A flag the user gave, else the preset's value, else ``default``."""
-        return getattr(args, name) or ",".join(map(str, preset.get(name, ()))) or default
+        value = preset.get(name, ())
+        if value == "all":  # every registered routing policy
+            value = ROUTING.names()
+        return getattr(args, name) or ",".join(map(str, value)) or default
 
     workloads = _csv(pick("workloads", "gsp"), WORKLOAD_NAMES, "workload")
     if args.trace and "mooncake" not in workloads:
@@ -127,8 +143,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     evictions = choose(EVICTION, pick("evictions", "lru,rlt"), "in the simulator", ONLINE)
     routings = choose(ROUTING, pick("routings", "round_robin,lbgr"), "in the simulator",
                       SIMULATED)
+    loads = tuple(float(x) for x in pick("loads", "").split(",") if x.strip()) or (None,)
     grid = Grid(
         workloads=workloads,
+        loads=loads,
         orders=_csv(pick("orders", "random"), ORDERS, "order"),
         evictions=tuple(evictions),
         routings=tuple(routings),
@@ -158,7 +176,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     have = {(c.eviction, c.routing) for c in cells}
     rows = aggregate(runs, ceilings, baseline if baseline in have else None)
     _, higher = METRICS[args.sort]
-    rows.sort(key=lambda r: (r["workload"], r["order"],
+    rows.sort(key=lambda r: (r["workload"], r["order"], r["load"] or 0.0,
                              -r[args.sort] if higher else r[args.sort]))
     shown = [{c: fmt(r.get(c), c) for c in COLUMNS} for r in rows]
     for cells_, r in zip(shown, rows, strict=True):
@@ -191,15 +209,27 @@ def cmd_compare(args: argparse.Namespace) -> int:
             "ceilings": [{"workload": k[0], "order": k[1], "seed": k[2], **v}
                          for k, v in ceilings.items()],
             "runs": [{"workload": r["cell"].workload, "order": r["cell"].order,
+                      "load": r["cell"].load,
                       "eviction": r["cell"].eviction, "routing": r["cell"].routing,
                       "seed": r["cell"].seed, "summary": r["summary"]} for r in runs]},
             indent=1))
         paths = plot_grid(rows, runs, out) if args.plot else []
+        if args.plot and focus and len(loads) > 1 and baseline in have:
+            ev_f, _, ro_f = focus.partition("+")
+            paths += plot_load_ratios(rows, (ev_f, ro_f), out)
         console.print(f"wrote {out}/table.md, runs.json" + (f" and {len(paths)} plots"
                                                            if paths else ""))
+    ranks_md = routing_markdown(rows, ROUTING.names(needs_probes=True)) \
+        if preset.get("ranks") else ""
+    if ranks_md:
+        console.print(ranks_md, markup=False, highlight=False)
+        if args.out:
+            (Path(args.out) / "ranks.md").write_text(ranks_md + "\n")
     if args.update_doc:
         section = args.section or args.preset or "results"
         _update_doc(Path(args.update_doc), section, md)
+        if ranks_md:
+            _update_doc(Path(args.update_doc), f"{section}-ranks", ranks_md)
         if focus:
             _update_doc(Path(args.update_doc), f"{section}-focus", focus_md)
         console.print(f"updated {args.update_doc}")
@@ -214,6 +244,10 @@ def add_parser(sub: Any) -> None:
                         "{gsp,sharegpt,ultrachat,loogle} x gsp orders x 3 seeds")
     c.add_argument("--baselines", dest="preset", action="store_const", const="baselines",
                    help="rlt with the 2026 routers, lbgr and oracle on the same workloads")
+    c.add_argument("--routers", dest="preset", action="store_const", const="routers",
+                   help="every routing policy (rlt) on gsp (3 orders), loogle, sharegpt (open "
+                        "loop) and --trace, at loads 0.5, 0.8, 0.95 x 3 seeds; with ranks and "
+                        "geometric-mean advantages (docs/routing-results.md)")
     c.add_argument("--workloads", help=f"comma-separated, from: {', '.join(WORKLOAD_NAMES)}")
     c.add_argument("--orders", help=f"gsp arrival orders, from: {', '.join(ORDERS)}")
     c.add_argument("--evictions", help="comma-separated, from: "
@@ -221,6 +255,8 @@ def add_parser(sub: Any) -> None:
     c.add_argument("--routings", help=f"comma-separated, from: {', '.join(ROUTING.names())}")
     add_arg_flags(c)
     c.add_argument("--seeds", help="comma-separated seeds (default 1)")
+    c.add_argument("--loads", metavar="RHO,...", help="offered loads (fractions of the "
+                   "cluster's capacity without cache hits) instead of each workload's rate")
     c.add_argument("-o", "--option", action="append", default=[], metavar="WL.KEY=VALUE",
                    help="workload option, e.g. gsp.rate=8 or sharegpt.clients=64")
     c.add_argument("--trace", metavar="PATH", help="also replay this Mooncake trace")

@@ -21,7 +21,7 @@ __all__ = ["DEFAULT_EVICTION", "DEFAULT_ROUTING", "ONLINE", "ONLINE_ROUTING", "S
            "add_arg_flags", "choose", "eviction_args", "routing_args"]
 
 DEFAULT_EVICTION = "rlt"  # every command's default eviction policy
-DEFAULT_ROUTING = "lbgr"  # the live router's default (sim and compare compare several)
+DEFAULT_ROUTING = "learned"  # sim, serve and up (measured: docs/routing-results.md)
 
 # What each place can run: the capabilities its policies must have.
 ONLINE_ROUTING: dict[str, Any] = {"needs_probes": False}  # the live router

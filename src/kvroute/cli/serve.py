@@ -9,7 +9,13 @@ import logging
 import signal
 from typing import TYPE_CHECKING, Any
 
-from kvroute.cli.policy_flags import ONLINE_ROUTING, add_arg_flags, choose, routing_args
+from kvroute.cli.policy_flags import (
+    DEFAULT_ROUTING,
+    ONLINE_ROUTING,
+    add_arg_flags,
+    choose,
+    routing_args,
+)
 from kvroute.errors import ConfigError
 from kvroute.routing.registry import ROUTING, make_router_policy
 
@@ -116,7 +122,7 @@ def add_parser(sub: Any) -> None:
                        description=cmd_serve.__doc__)
     s.add_argument("--worker-urls", nargs="+", required=True, metavar="URL",
                    help="engine base URLs, e.g. http://127.0.0.1:30000")
-    s.add_argument("--policy", default="lbgr",
+    s.add_argument("--policy", default=DEFAULT_ROUTING,
                    help=f"routing policy, from: {', '.join(ROUTING.names(**ONLINE_ROUTING))}")
     add_arg_flags(s, eviction=False)
     s.add_argument("--host", default="127.0.0.1", help="address to listen on")

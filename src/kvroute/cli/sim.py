@@ -13,6 +13,7 @@ from kvroute.cache.eviction.registry import EVICTION
 from kvroute.cli.console import make_console, need_matplotlib, progress_bar
 from kvroute.cli.policy_flags import (
     DEFAULT_EVICTION,
+    DEFAULT_ROUTING,
     ONLINE,
     SIMULATED,
     add_arg_flags,
@@ -84,7 +85,11 @@ def cmd_sim(args: argparse.Namespace) -> int:
                      capacity=args.capacity, chunk_size=args.chunk_size,
                      max_running=args.max_running, mixed_chunk=args.mixed_chunk,
                      seed=args.seed, debug=args.debug)
-    workload = build_workload(args, concurrency=args.concurrency)
+    workload, rate = build_workload(args, model=model, workers=args.workers,
+                                    chunk_size=args.chunk_size, pool=args.capacity,
+                                    concurrency=args.concurrency)
+    if rate is not None:
+        console.print(f"load {args.load:g}: {rate:.3f} requests/s")
     results: list[SimResult] = []
     with progress_bar(console) as progress:
         for k, (ev, ro) in enumerate((e, r) for e in evictions for r in routings):
@@ -128,7 +133,7 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--eviction", default=DEFAULT_EVICTION,
                    help="comma-separated eviction policies, from: "
                         f"{', '.join(EVICTION.names(**ONLINE))}")
-    s.add_argument("--routing", default="round_robin",
+    s.add_argument("--routing", default=DEFAULT_ROUTING,
                    help=f"comma-separated routing policies, from: {', '.join(ROUTING.names())}")
     add_arg_flags(s)
     s.add_argument("--workers", type=int, default=4, help="simulated workers (GPUs)")

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from kvroute.errors import ConfigError
+from kvroute.sim.load import build_at_load
+from kvroute.sim.step_model import StepModel
 from kvroute.workloads.catalog import build_workload as build
 from kvroute.workloads.gsp import ORDERS
 from kvroute.workloads.request import Workload
@@ -22,6 +25,9 @@ def add_workload_flags(parser: argparse.ArgumentParser, title: str) -> Any:
     w = parser.add_argument_group(title)
     w.add_argument("--rate", type=float, help="open loop: requests/s (default 12; a trace: "
                    "its own timing unless given)")
+    w.add_argument("--load", type=float, metavar="RHO",
+                   help="instead of --rate: the rate at which the work offered without cache "
+                        "hits is RHO x the cluster's capacity (chat: open loop)")
     w.add_argument("--output-len", type=int, help="output tokens per request (default 4)")
     w.add_argument("--dataset", metavar="PATH",
                    help="ShareGPT/UltraChat or LooGLE file (default: synthetic)")
@@ -45,8 +51,18 @@ def add_workload_flags(parser: argparse.ArgumentParser, title: str) -> Any:
     return w
 
 
-def build_workload(args: argparse.Namespace, **extra: Any) -> Workload:
-    """The workload named by ``--workload`` with the workload flags the user gave."""
+def build_workload(args: argparse.Namespace, *, model: StepModel | None = None,
+                   workers: int | None = None, chunk_size: int = 8192,
+                   pool: int | None = None, **extra: Any) -> tuple[Workload, float | None]:
+    """The workload named by ``--workload`` with the workload flags the user gave, and the
+    rate ``--load`` chose (None without it; a load needs the cluster's ``model`` and
+    ``workers``)."""
     options = {f: getattr(args, f) for f in FLAGS}
-    return build(args.workload, args.seed, dataset=args.dataset, trace=args.trace,
-                 tokenizer=args.tokenizer, **options, **extra)
+    sources = {"dataset": args.dataset, "trace": args.trace, "tokenizer": args.tokenizer}
+    if args.load is None:
+        return build(args.workload, args.seed, **sources, **options, **extra), None
+    if model is None or workers is None:
+        raise ConfigError("--load needs the cluster's step-time profile and worker count")
+    options = {k: v for k, v in {**options, **extra}.items() if v is not None}
+    return build_at_load(args.workload, args.seed, args.load, model, workers, chunk_size, pool,
+                         **{k: v for k, v in sources.items() if v}, **options)

@@ -220,6 +220,10 @@ class RoutingPolicy(ABC):
     def on_complete(self, fb: Feedback) -> None:  # noqa: B027 - optional hook
         """Learn from a finished (or failed) request."""
 
+    def telemetry(self) -> dict[str, object]:
+        """What the policy reports about itself (e.g. prediction error); {} by default."""
+        return {}
+
     def on_workers_changed(self, count: int) -> None:  # noqa: B027 - optional hook
         """The router's membership changed; ``count`` workers now."""
 

@@ -295,6 +295,7 @@ class RouterApp:
                            strict=True):
             mt.child(mt.healthy, w.url).set(1 if a else 0)
             mt.child(mt.in_flight, w.url).set(s.in_flight)
+        mt.set_policy_telemetry(self.router.policy.telemetry())
         return Response(self.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

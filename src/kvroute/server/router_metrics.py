@@ -58,8 +58,21 @@ class RouterMetrics:
                                      "worker", registry=r)
         self.cached_tokens = Counter("kvroute_engine_cached_tokens",
                                      "Cached prompt tokens the engines reported", registry=r)
+        self.policy = Gauge("kvroute_policy_telemetry",
+                            "What the routing policy reports about itself (e.g. learned's "
+                            "predicted-vs-observed TTFT and E2E error), one series per key",
+                            ["key"], registry=r)
 
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def set_policy_telemetry(self, telemetry: dict[str, object], prefix: str = "") -> None:
+        """Every number in ``telemetry`` (nested keys joined by dots) as a gauge series."""
+        for key, value in telemetry.items():
+            name = f"{prefix}{key}"
+            if isinstance(value, dict):
+                self.set_policy_telemetry(value, name + ".")
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                self.child(self.policy, name).set(float(value))
 
     def child(self, metric: Any, *labels: str) -> Any:
         """``metric.labels(*labels)``, looked up once (the hot path calls it per request)."""

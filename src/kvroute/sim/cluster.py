@@ -89,6 +89,7 @@ class SimResult:
     events: int
     worker_stats: list[dict[str, float]]  # busy_s, steps, prefill_tokens, decode_tokens
     ceilings: Ceilings | None = None
+    routing_telemetry: dict[str, Any] = field(default_factory=dict)  # policy.telemetry()
 
     @property
     def sim_time(self) -> float:
@@ -103,6 +104,8 @@ class SimResult:
         if self.ceilings is not None:
             out["ceiling_infinite"] = self.ceilings.infinite
             out["ceiling_optimal"] = self.ceilings.optimal
+        if self.routing_telemetry:
+            out["routing_telemetry"] = self.routing_telemetry
         out["wall_s"] = self.wall_s
         out["events"] = self.events
         out["sim_per_wall"] = self.sim_time / self.wall_s if self.wall_s > 0 else float("inf")
@@ -229,7 +232,8 @@ def simulate(workload: Workload, config: SimConfig | None = None, *, ceilings: b
     result = SimResult(workload.name, cfg, Records.from_rows(rows),
                        np.array(load, dtype=np.float64).reshape(-1, 5),
                        np.array(in_system, dtype=np.int64), capacity, wall,
-                       loop.processed, [w.stats() for w in workers])
+                       loop.processed, [w.stats() for w in workers],
+                       routing_telemetry=router.policy.telemetry())
     if ceilings:
         order = sent if closed is not None else list(workload)
         result.ceilings = hit_rate_ceilings(

@@ -1,4 +1,4 @@
-"""A grid of simulator runs (workloads x orders x evictions x routings x seeds), in parallel.
+"""A grid of simulator runs (workloads x orders x loads x evictions x routings x seeds).
 
 Each cell is one ``simulate`` call in a worker process; each (workload, order, seed) also
 gets one ceilings task (infinite cache and pooled optimum on the workload's nominal order:
@@ -18,10 +18,13 @@ import numpy as np
 
 from kvroute.cache import hit_rate_ceilings
 from kvroute.sim.cluster import SimConfig, simulate
+from kvroute.sim.load import build_at_load
 from kvroute.workloads.catalog import build_workload
 from kvroute.workloads.request import ClosedLoop, output_ids
 
-__all__ = ["Cell", "Grid", "run_grid"]
+__all__ = ["Case", "Cell", "Grid", "run_grid"]
+
+Case = tuple[str, str | None, int, float | None]  # workload, order, seed, load
 
 
 @dataclass(frozen=True)
@@ -31,15 +34,17 @@ class Cell:
     eviction: str
     routing: str
     seed: int
+    load: float | None = None  # offered load (kvroute.sim.load); None: the workload's rate
 
     @property
-    def case(self) -> tuple[str, str | None, int]:
-        return (self.workload, self.order, self.seed)
+    def case(self) -> Case:
+        return (self.workload, self.order, self.seed, self.load)
 
     @property
     def label(self) -> str:
         wl = self.workload + (f"/{self.order}" if self.order else "")
-        return f"{wl} {self.eviction}+{self.routing} s{self.seed}"
+        at = f" @{self.load:g}" if self.load is not None else ""
+        return f"{wl}{at} {self.eviction}+{self.routing} s{self.seed}"
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,7 @@ class Grid:
     evictions: tuple[str, ...] = ("lru", "rlt")
     routings: tuple[str, ...] = ("round_robin", "lbgr")
     seeds: tuple[int, ...] = (1,)
+    loads: tuple[float | None, ...] = (None,)  # None: each workload's own rate (or load option)
     sim: SimConfig = field(default_factory=SimConfig)
     workload_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per workload
     eviction_args: dict[str, dict[str, Any]] = field(default_factory=dict)  # per policy
@@ -58,23 +64,32 @@ class Grid:
     def cells(self) -> Iterator[Cell]:
         for wl in self.workloads:
             for order in (self.orders if wl == "gsp" else (None,)):
-                for seed in self.seeds:
-                    for ev in self.evictions:
-                        for ro in self.routings:
-                            yield Cell(wl, order, ev, ro, seed)
+                for load in self.loads:
+                    for seed in self.seeds:
+                        for ev in self.evictions:
+                            for ro in self.routings:
+                                yield Cell(wl, order, ev, ro, seed, load)
 
-    def cases(self) -> list[tuple[str, str | None, int]]:
+    def cases(self) -> list[Case]:
         return list(dict.fromkeys(c.case for c in self.cells()))
 
-    def workload(self, name: str, order: str | None, seed: int) -> Any:
+    def workload(self, name: str, order: str | None, seed: int,
+                 load: float | None = None) -> Any:
+        """The workload of a case; a grid load (or a ``load`` option) sets its rate."""
         opts = dict(self.workload_options.get(name, {}))
         if order is not None:
             opts["order"] = order
-        return build_workload(name, seed, **self.sources.get(name, {}), **opts)
+        option_load = opts.pop("load", None)
+        load = load if load is not None else option_load
+        if load is None:
+            return build_workload(name, seed, **self.sources.get(name, {}), **opts)
+        return build_at_load(name, seed, float(load), self.sim.step_model(), self.sim.workers,
+                             self.sim.chunk_size, self.sim.capacity,
+                             **self.sources.get(name, {}), **opts)[0]
 
 
 def _run_cell(grid: Grid, cell: Cell) -> dict[str, Any]:
-    wl = grid.workload(cell.workload, cell.order, cell.seed)
+    wl = grid.workload(cell.workload, cell.order, cell.seed, cell.load)
     cfg = replace(grid.sim, eviction=cell.eviction, routing=cell.routing, seed=cell.seed,
                   eviction_args=grid.eviction_args.get(cell.eviction, {}),
                   routing_args=grid.routing_args.get(cell.routing, {}))
@@ -84,7 +99,8 @@ def _run_cell(grid: Grid, cell: Cell) -> dict[str, Any]:
             "ttft": np.sort(res.records.ttft), "e2e": np.sort(res.records.e2e)}
 
 
-def _run_ceilings(grid: Grid, case: tuple[str, str | None, int]) -> dict[str, Any]:
+def _run_ceilings(grid: Grid, case: Case
+                  ) -> dict[str, Any]:
     wl = grid.workload(*case)
     reqs = list(wl)
     if isinstance(wl, ClosedLoop):
@@ -98,7 +114,7 @@ def _run_ceilings(grid: Grid, case: tuple[str, str | None, int]) -> dict[str, An
 def run_grid(grid: Grid, jobs: int | None = None, ceilings: bool = True,
              progress: Callable[[int, int], None] | None = None,
              executor: Executor | None = None
-             ) -> tuple[list[dict[str, Any]], dict[tuple[str, str | None, int], dict[str, float]]]:
+             ) -> tuple[list[dict[str, Any]], dict[Case, dict[str, float]]]:
     """Run every cell (and ceilings); return the runs in grid order and ceilings by case.
     ``executor`` (e.g. Ray's, :mod:`kvroute.integrations.ray_grid`) replaces the process
     pool of ``jobs`` processes; it is shut down at the end."""
@@ -107,7 +123,7 @@ def run_grid(grid: Grid, jobs: int | None = None, ceilings: bool = True,
     total = len(cells) + len(cases)
     jobs = max(1, min(jobs or os.cpu_count() or 1, total))
     runs: dict[Cell, dict[str, Any]] = {}
-    ceils: dict[tuple[str, str | None, int], dict[str, float]] = {}
+    ceils: dict[Case, dict[str, float]] = {}
 
     def collect(out: dict[str, Any]) -> None:
         if "cell" in out:

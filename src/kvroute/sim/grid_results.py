@@ -16,7 +16,7 @@ import numpy as np
 
 from kvroute.errors import ConfigError
 
-__all__ = ["METRICS", "aggregate", "fmt", "markdown_table", "plot_grid"]
+__all__ = ["METRICS", "aggregate", "fmt", "markdown_table", "plot_grid", "plot_load_ratios"]
 
 # name -> (how to read it from a summary, higher is better)
 METRICS: dict[str, tuple[tuple[str, ...], bool]] = {
@@ -38,16 +38,16 @@ def _read(summary: dict[str, Any], path: tuple[str, ...]) -> float:
 
 def aggregate(runs: Sequence[dict[str, Any]], ceilings: dict[Any, dict[str, float]],
               baseline: tuple[str, str] | None = None) -> list[dict[str, Any]]:
-    """One row per (workload, order, eviction, routing): metric means over seeds, the mean
+    """One row per (workload, order, load, eviction, routing): metric means over seeds, the mean
     ceilings, and ratios to ``baseline`` = (eviction, routing) when it is in the grid."""
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
     for run in runs:
         c = run["cell"]
-        groups[(c.workload, c.order, c.eviction, c.routing)].append(run)
+        groups[(c.workload, c.order, c.load, c.eviction, c.routing)].append(run)
     rows = []
-    for (wl, order, ev, ro), members in groups.items():
-        row: dict[str, Any] = {"workload": wl, "order": order or "", "eviction": ev,
-                               "routing": ro, "seeds": len(members),
+    for (wl, order, load, ev, ro), members in groups.items():
+        row: dict[str, Any] = {"workload": wl, "order": order or "", "load": load,
+                               "eviction": ev, "routing": ro, "seeds": len(members),
                                "source": members[0].get("source", "")}
         for name, (path, _) in METRICS.items():
             row[name] = float(np.mean([_read(m["summary"], path) for m in members]))
@@ -56,12 +56,12 @@ def aggregate(runs: Sequence[dict[str, Any]], ceilings: dict[Any, dict[str, floa
         row["ceiling_optimal"] = float(np.mean([c["optimal"] for c in cs])) if cs else None
         rows.append(row)
     if baseline is not None:
-        base = {(r["workload"], r["order"]): r for r in rows
+        base = {(r["workload"], r["order"], r["load"]): r for r in rows
                 if (r["eviction"], r["routing"]) == baseline}
         if not base:
             raise ConfigError(f"baseline {baseline[0]}+{baseline[1]} is not in the grid")
         for r in rows:
-            b = base.get((r["workload"], r["order"]))
+            b = base.get((r["workload"], r["order"], r["load"]))
             if b is None:
                 continue
             r["x_hit"] = r["hit_rate"] / b["hit_rate"] if b["hit_rate"] else float("inf")
@@ -82,6 +82,8 @@ def fmt(value: Any, name: str) -> str:
         return f"{value:.2f}x"
     if name == "throughput_gain":
         return f"{value:+.1%}"
+    if name == "load":
+        return f"{value:g}"
     if name == "throughput":
         return f"{value:.2f}"
     if name.startswith(("ttft", "e2e")):
@@ -143,6 +145,36 @@ def plot_grid(rows: Sequence[dict[str, Any]], runs: Sequence[dict[str, Any]],
         ax.legend(fontsize=7)
         fig.tight_layout()
         path = out_dir / f"cdf_{wl}{'_' + od if od else ''}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def plot_load_ratios(rows: Sequence[dict[str, Any]], focus: tuple[str, str],
+                     out_dir: Path) -> list[Path]:
+    """Per (workload, order): the focus pair's TTFT and E2E ratios to the baseline (the
+    rows' ``x_ttft``, ``x_e2e``) against the offered load."""
+    from kvroute.sim.plot import load_pyplot
+
+    plt = load_pyplot()
+    mine = [r for r in rows if (r["eviction"], r["routing"]) == focus
+            and r.get("load") is not None and "x_e2e" in r]
+    written = []
+    for wl, od in dict.fromkeys((r["workload"], r["order"]) for r in mine):
+        pts = sorted((r["load"], r["x_ttft"], r["x_e2e"]) for r in mine
+                     if (r["workload"], r["order"]) == (wl, od))
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label="TTFT ratio (mean)")
+        ax.plot([p[0] for p in pts], [p[2] for p in pts], "s-", label="E2E ratio (mean)")
+        ax.axhline(1.0, color="grey", lw=0.8)
+        ax.set_xlabel("offered load (fraction of capacity without cache hits)")
+        ax.set_ylabel("times better than the baseline")
+        ax.set_title(f"{focus[0]}+{focus[1]}: {wl}{' ' + od if od else ''}")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        path = out_dir / f"load_ratios_{wl}{'_' + od if od else ''}.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
         written.append(path)

@@ -1,0 +1,254 @@
+"""``learned``: least marginal cost, with latency models learned online from feedback.
+
+What it sees (never the simulator's probes): the router's prefix index
+(``view.matched(req)``), its in-flight accounting (``in_flight``, ``prefill_units``), and
+each completed request's TTFT, E2E and engine-reported cached tokens.
+
+For a request of ``L`` prompt units and ``O`` output tokens (``max_tokens``), and each
+allowed worker ``w``:
+
+    h_w    = min(r * matched_w, L - 1)              expected cached units (r: hit realisation)
+    u_w    = L - h_w                                units it must prefill
+    pairs  = u_w * (h_w + u_w / 2)                  its attention pairs
+    ahead  = prefill_units_w * f_w                  uncached units queued before it, where
+             f_w = (sum of u over this policy's open requests on w) / (sum of L over them)
+    TTFT_w = a . [(ahead + u_w) / 1000, pairs / 1e6, 1]
+    dec_w  = (O - 1) * d . [1, in_flight_w + 1]     its decode time
+    work_w = a0 * u_w / 1000 + a1 * pairs / 1e6     seconds of prefill it adds to worker w
+    lam_w  = decoding_w + mean in-flight over the allowed workers
+    cost_w = TTFT_w + dec_w + lam_w * work_w
+
+and the request goes to ``argmin cost`` (ties: the smallest prefix index, so new prefixes
+spread over the cluster's caches; then the lowest index). ``TTFT_w + dec_w`` is the
+request's own predicted latency (reported as ``Decision.predicted_s``). ``lam_w * work_w``
+is the delay its prefill adds to other requests: the engine runs prefill before decode,
+so every request decoding on ``w`` waits for it (``decoding_w`` = in-flight minus those
+still waiting for a first token, estimated as ``prefill_units_w`` over the mean prompt of
+this policy's open requests on ``w``; all in-flight when it has none), and later arrivals
+queue behind it (about the cluster's mean in-flight count). At low load ``lam`` is small
+and the rule is "least own latency" (what ``oracle`` does); at high load spared prefill
+(a prefix hit) is worth more than a shorter queue, and the rule keeps prefix groups
+together, except on a worker whose decoding requests would pay for it. With no hits
+anywhere (long prompts, little reuse) ``work_w`` is the same on every worker and the
+rule balances by predicted latency and decoders alone.
+
+Learning (all from completions; errors teach nothing):
+
+* ``a`` (TTFT model): recursive least squares with forgetting ``forget`` on the features
+  above, target the observed TTFT; coefficients clipped at >= 0. When the engine reports
+  the cached tokens, ``u`` and ``pairs`` are recomputed from them (what was really
+  prefilled) before the update.
+* ``d`` (per-token decode time): the same, target ``(E2E - TTFT) / (O - 1)`` when O > 1.
+  Without ``max_tokens`` (live clients may omit it) ``dec_w`` is the mean observed decode
+  time instead (exponential average, weight ``1 - forget`` per sample).
+* ``r`` (hit realisation): engine-reported cached tokens over the index's ``matched`` at
+  routing, summed with the same forgetting (starts at 1; the index may believe in
+  prefixes the worker has evicted).
+
+Parameters: ``forget`` 0.998 (forgetting factor of every estimate, in (0, 1]);
+``prior_ktoken_s`` 0.1 (prior seconds per 1000 prefill units, replaced by the first few
+hundred completions; the decision does not depend on its scale when costs are
+prefill-bound). No constant depends on a workload. Telemetry: :meth:`telemetry` gives the
+mean absolute and signed error of the predicted TTFT and E2E against the observed ones.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from kvroute.errors import ConfigError
+from kvroute.routing.base import ClusterView, Decision, Feedback, RouteRequest, RoutingPolicy
+from kvroute.routing.online_regression import OnlineRegression
+from kvroute.routing.registry import register
+
+__all__ = ["Learned"]
+
+
+@dataclass
+class _Open:
+    worker: int
+    units: int  # L
+    uncached: float  # u_w predicted
+    matched: int  # index's matched units on the chosen worker
+    x_ttft: np.ndarray
+    ahead: float  # uncached units estimated ahead of it
+    x_dec: np.ndarray
+    out: int | None
+    pred_ttft: float
+    pred_e2e: float
+
+
+class _Errors:
+    """Running sums of predicted - observed."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.abs = 0.0
+        self.signed = 0.0
+        self.observed = 0.0
+
+    def add(self, predicted: float, observed: float) -> None:
+        self.n += 1
+        self.abs += abs(predicted - observed)
+        self.signed += predicted - observed
+        self.observed += observed
+
+    def report(self) -> dict[str, float]:
+        n = max(self.n, 1)
+        return {"count": self.n, "mean_abs_error_s": self.abs / n,
+                "mean_error_s": self.signed / n, "mean_observed_s": self.observed / n,
+                "relative_abs_error": self.abs / self.observed if self.observed else 0.0}
+
+
+@register
+class Learned(RoutingPolicy):
+    name = "learned"
+    uses_index = True
+
+    def __init__(self, seed: int = 0, *, forget: float = 0.998,
+                 prior_ktoken_s: float = 0.1) -> None:
+        super().__init__(seed)
+        if isinstance(forget, bool) or not isinstance(forget, (int, float)) \
+                or not 0.0 < forget <= 1.0:
+            raise ConfigError(f"learned: forget must be in (0, 1], got {forget!r}")
+        if isinstance(prior_ktoken_s, bool) or not isinstance(prior_ktoken_s, (int, float)) \
+                or not (math.isfinite(prior_ktoken_s) and prior_ktoken_s > 0):
+            raise ConfigError(f"learned: prior_ktoken_s must be > 0, got {prior_ktoken_s!r}")
+        self.forget = float(forget)
+        k = float(prior_ktoken_s)
+        # TTFT: s per 1000 units, s per 1e6 pairs, s fixed; decode: s per token, s per token
+        # per request in flight
+        self.ttft_model = OnlineRegression([k, k / 20.0, k / 10.0], lam=self.forget)
+        self.decode_model = OnlineRegression([k / 5.0, k / 100.0], lam=self.forget)
+        self.decode_mean = k / 2.0  # observed decode seconds, when O is unknown
+        self.hit_num = 0.0
+        self.hit_den = 0.0
+        self.unc_sum = np.zeros(0)
+        self.len_sum = np.zeros(0)
+        self.count = np.zeros(0)  # this policy's open requests per worker
+        self.open: dict[int, _Open] = {}
+        self.ttft_errors = _Errors()
+        self.e2e_errors = _Errors()
+
+    # ------------------------------------------------------------------ membership
+    def _ensure(self, n: int) -> None:
+        if len(self.unc_sum) < n:
+            pad = n - len(self.unc_sum)
+            self.unc_sum = np.concatenate([self.unc_sum, np.zeros(pad)])
+            self.len_sum = np.concatenate([self.len_sum, np.zeros(pad)])
+            self.count = np.concatenate([self.count, np.zeros(pad)])
+
+    def on_workers_changed(self, count: int) -> None:
+        self._ensure(count)
+
+    def on_worker_removed(self, index: int, count: int) -> None:
+        self._ensure(index + 1)
+        self.unc_sum = np.delete(self.unc_sum, index)
+        self.len_sum = np.delete(self.len_sum, index)
+        self.count = np.delete(self.count, index)
+        for rec in self.open.values():
+            if rec.worker > index:
+                rec.worker -= 1
+        self._ensure(count)
+
+    # ------------------------------------------------------------------ the decision
+    @property
+    def hit_realisation(self) -> float:
+        return self.hit_num / self.hit_den if self.hit_den > 0 else 1.0
+
+    def costs(self, req: RouteRequest, view: ClusterView
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(cost, own predicted E2E, predicted TTFT, uncached units, units ahead) per
+        worker, as in the module doc."""
+        n = len(view)
+        self._ensure(n)
+        length = float(len(req))
+        matched = view.matched(req).astype(np.float64)
+        hit = np.minimum(self.hit_realisation * matched, length - 1.0)
+        unc = length - hit
+        pairs = unc * (hit + unc / 2.0)
+        ws = view.workers
+        prefill = np.fromiter((w.prefill_units for w in ws), np.float64, n)
+        flight = np.fromiter((w.in_flight for w in ws), np.float64, n)
+        frac = np.divide(self.unc_sum[:n], self.len_sum[:n], out=np.ones(n),
+                         where=self.len_sum[:n] > 0)
+        ahead = prefill * np.minimum(frac, 1.0)
+        a = self.ttft_model.coefficients()
+        work = a[0] * unc / 1000.0 + a[1] * pairs / 1e6
+        ttft = work + a[0] * ahead / 1000.0 + a[2]
+        if req.max_tokens is not None:
+            d = self.decode_model.coefficients()
+            dec = (req.max_tokens - 1) * (d[0] + d[1] * (flight + 1.0))
+        else:
+            dec = np.full(n, self.decode_mean)
+        own = ttft + dec
+        count = self.count[:n]
+        waiting = np.divide(prefill * count, self.len_sum[:n], out=np.zeros(n),
+                            where=self.len_sum[:n] > 0)
+        decoding = np.maximum(flight - np.minimum(waiting, flight), 0.0)
+        lam = decoding + float(flight[view.candidates()].mean())
+        return own + lam * work, own, ttft, unc, ahead
+
+    def route(self, req: RouteRequest, view: ClusterView) -> Decision:
+        cost, own, ttft, unc, ahead = self.costs(req, view)
+        w = view.argmin(cost)
+        allowed = view.candidates()
+        tied = allowed[cost[allowed] == cost[w]]
+        if len(tied) > 1:  # the smallest prefix index, then the lowest index
+            w = int(tied[np.argmin(view.index_sizes()[tied])])
+        flight = view.workers[w].in_flight
+        u = float(unc[w])
+        hit = len(req) - u
+        self.open[req.rid] = _Open(
+            worker=w, units=len(req), uncached=u,
+            matched=int(view.matched(req)[w]),
+            x_ttft=np.array([(ahead[w] + u) / 1000.0, u * (hit + u / 2.0) / 1e6, 1.0]),
+            ahead=float(ahead[w]),
+            x_dec=np.array([1.0, flight + 1.0]), out=req.max_tokens,
+            pred_ttft=float(ttft[w]), pred_e2e=float(own[w]))
+        self.unc_sum[w] += unc[w]
+        self.len_sum[w] += len(req)
+        self.count[w] += 1
+        return Decision(w, branch="min_marginal_cost", predicted_s=float(own[w]))
+
+    # ------------------------------------------------------------------ learning
+    def on_complete(self, fb: Feedback) -> None:
+        rec = self.open.pop(fb.rid, None)
+        if rec is None:
+            return
+        w = rec.worker
+        if w < len(self.unc_sum):
+            self.unc_sum[w] = max(0.0, self.unc_sum[w] - rec.uncached)
+            self.len_sum[w] = max(0.0, self.len_sum[w] - rec.units)
+            self.count[w] = max(0.0, self.count[w] - 1)
+            if self.len_sum[w] <= 0 or self.count[w] <= 0:
+                self.unc_sum[w] = self.len_sum[w] = self.count[w] = 0.0
+        if not fb.ok or fb.e2e_s is None:
+            return
+        self.e2e_errors.add(rec.pred_e2e, fb.e2e_s)
+        if fb.ttft_s is not None:
+            self.ttft_errors.add(rec.pred_ttft, fb.ttft_s)
+            x = rec.x_ttft
+            if fb.cached_tokens is not None:  # learn from what was really computed
+                hit = float(min(fb.cached_tokens, rec.units - 1))
+                unc = rec.units - hit
+                x = np.array([(rec.ahead + unc) / 1000.0, unc * (hit + unc / 2.0) / 1e6, 1.0])
+            self.ttft_model.update(x, fb.ttft_s)
+            decode_s = max(0.0, fb.e2e_s - fb.ttft_s)
+            if rec.out is not None and rec.out > 1:
+                self.decode_model.update(rec.x_dec, decode_s / (rec.out - 1))
+            else:
+                self.decode_mean += (1.0 - self.forget) * (decode_s - self.decode_mean)
+        if fb.cached_tokens is not None and rec.matched > 0:
+            self.hit_num = self.forget * self.hit_num + min(fb.cached_tokens, rec.matched)
+            self.hit_den = self.forget * self.hit_den + rec.matched
+
+    def telemetry(self) -> dict[str, object]:
+        """Predicted against observed TTFT and E2E, and the learned coefficients."""
+        return {"ttft": self.ttft_errors.report(), "e2e": self.e2e_errors.report(),
+                "ttft_coefficients": self.ttft_model.coefficients().tolist(),
+                "decode_coefficients": self.decode_model.coefficients().tolist(),
+                "hit_realisation": self.hit_realisation}

@@ -1,0 +1,83 @@
+"""Load as utilisation: the arrival rate at which a workload offers RHO x a cluster's capacity.
+
+A request's *offered work* is the time one worker spends on it when nothing is cached and
+steps are full (the step-time formula of :mod:`kvroute.sim.step_model`):
+
+* prefill: its prompt of ``P`` tokens in chunks of ``chunk_size`` tokens, each chunk of
+  ``n`` new tokens on ``h`` earlier ones priced as one step of its own,
+  ``step_time(n, prefill_pairs(n, h), 0)`` (so the floor ``T_w`` is paid per chunk);
+* decode: its ``output_len - 1`` further tokens, each its share of a decode step whose
+  batch ``B`` is as large as the KV pool allows for such requests,
+  ``B = max(1, pool // (P + output_len))``: ``max(T_w, T0 + b*B) / B + g * context`` ms,
+  with the context growing from ``P + 1`` (``pool``: the worker's KV pool in tokens).
+
+The workload's mean work per request ``W`` (seconds, over all its requests) and ``M``
+workers give a capacity of ``M / W`` requests/s; load ``rho`` is the rate ``rho * M / W``.
+Cache hits only lower the real work, so ``rho`` is an upper bound on the true
+utilisation; the knee of the latency curve sits where hits stop sparing enough work.
+
+:func:`build_at_load` builds a workload once at its default rate to read its requests,
+then again at the chosen rate (same seed: same prompts; only arrival times change). Chat
+workloads switch to their open loop (a closed loop has no rate).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from kvroute.errors import ConfigError
+from kvroute.sim.step_model import StepModel, prefill_pairs
+from kvroute.workloads.catalog import build_workload
+from kvroute.workloads.request import Workload
+
+__all__ = ["build_at_load", "offered_work_s", "rate_for_load"]
+
+CLOSED_LOOP_WORKLOADS = ("sharegpt", "ultrachat")
+
+
+def offered_work_s(model: StepModel, prompt_len: int, output_len: int,
+                   chunk_size: int, pool: int | None = None) -> float:
+    """Seconds of one worker's time for a request with nothing cached (module doc);
+    ``pool`` defaults to the model's ``kv_pool_tokens``."""
+    if prompt_len < 1 or output_len < 1 or chunk_size < 1:
+        raise ConfigError("prompt_len, output_len and chunk_size must be >= 1")
+    ms = 0.0
+    done = 0
+    while done < prompt_len:
+        n = min(chunk_size, prompt_len - done)
+        ms += model.step_ms(n, prefill_pairs(n, done), 0.0)
+        done += n
+    extra = output_len - 1  # context P+1 .. P+extra
+    batch = max(1, (pool or model.kv_pool_tokens) // (prompt_len + output_len))
+    per_step = max(model.t_w_ms, model.t0_ms + model.b_ms * batch) / batch
+    ms += extra * (per_step + model.g_ms * (prompt_len + 1 + (extra - 1) / 2.0))
+    return ms * 0.001
+
+
+def rate_for_load(workload: Workload, model: StepModel, workers: int, rho: float,
+                  chunk_size: int, pool: int | None = None) -> float:
+    """Requests/s at which ``workload`` offers ``rho`` times the capacity of ``workers``."""
+    if not (isinstance(rho, (int, float)) and math.isfinite(rho) and rho > 0):
+        raise ConfigError(f"load must be a number > 0 (a fraction of capacity), got {rho!r}")
+    works = [offered_work_s(model, r.prompt_len, r.output_len, chunk_size, pool)
+             for r in workload]
+    if not works:
+        raise ConfigError(f"workload {workload.name!r} has no requests")
+    return float(rho) * workers * len(works) / sum(works)
+
+
+def build_at_load(name: str, seed: int, rho: float, model: StepModel, workers: int,
+                  chunk_size: int, pool: int | None = None, **options: Any
+                  ) -> tuple[Workload, float]:
+    """Workload ``name`` (with ``options``, sources included) at load ``rho``; and its rate."""
+    if options.get("rate") is not None:
+        raise ConfigError(f"workload {name}: give a load or a rate, not both")
+    if name in CLOSED_LOOP_WORKLOADS:
+        if options.get("mode", "open") != "open":
+            raise ConfigError(f"workload {name}: a load needs the open loop (mode open)")
+        options = {**options, "mode": "open"}
+        options.pop("concurrency", None)
+    rate = rate_for_load(build_workload(name, seed, **options), model, workers, rho,
+                         chunk_size, pool)
+    return build_workload(name, seed, **options, rate=rate), rate

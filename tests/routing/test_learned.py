@@ -1,0 +1,144 @@
+"""The ``learned`` policy: hand-computed costs from its priors, online learning, telemetry."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from kvroute.errors import ConfigError
+from kvroute.routing.base import Decision, Feedback, RouteRequest, WorkerState
+from kvroute.routing.learned import Learned
+from kvroute.routing.online_regression import OnlineRegression
+from kvroute.routing.registry import make_router_policy
+from tests.routing.views import view_of
+
+# Priors with prior_ktoken_s = 0.1: TTFT a = [0.1 s/1000 units, 0.005 s/1e6 pairs, 0.01 s],
+# decode d = [0.02 s/token, 0.001 s/token per request in flight].
+
+
+def _req(n: int, out: int = 4) -> RouteRequest:
+    return RouteRequest(np.arange(n, dtype=np.int64), rid=7, max_tokens=out)
+
+
+def test_idle_cluster_takes_the_prefix_hit() -> None:
+    """2000 units, worker 0 holds 1000: TTFT 0.1175 vs 0.22, decode 0.063 each, lam 0."""
+    view = view_of([WorkerState(0), WorkerState(1)], {0: 1000})
+    policy = Learned()
+    cost, own, ttft, unc, _ = policy.costs(_req(2000), view)
+    assert ttft == pytest.approx([0.1175, 0.22])
+    assert own == pytest.approx([0.1805, 0.283])
+    assert cost == pytest.approx(own)  # nothing in flight: lam = 0
+    assert unc == pytest.approx([1000, 2000])
+    d = policy.route(_req(2000), view)
+    assert (d.worker, d.branch, d.predicted_s) == (0, "min_marginal_cost",
+                                                   pytest.approx(0.1805))
+
+
+def test_a_long_queue_outweighs_the_hit_at_light_load() -> None:
+    """Worker 0 (the hit) has 3 in flight, 6000 units to prefill: own 0.7895 + (3 + 1.5) *
+    0.1075 = 1.27325 against worker 1's 0.283 + (0 + 1.5) * 0.21 = 0.598 (the policy has no
+    open requests of its own there, so all in flight count as decoding)."""
+    view = view_of([WorkerState(0, in_flight=3, prefill_units=6000), WorkerState(1)],
+                   {0: 1000})
+    cost, own, *_ = Learned().costs(_req(2000), view)
+    assert own == pytest.approx([0.7895, 0.283])
+    assert cost == pytest.approx([1.27325, 0.598])
+    assert Learned().route(_req(2000), view).worker == 1
+
+
+def test_under_heavy_load_spared_work_beats_a_shorter_queue() -> None:
+    """8 in flight on each: own latency prefers worker 1 (0.6045 vs 0.407), but lam = 8 + 8
+    prices worker 0's spared prefill: 0.6045 + 16 * 0.1075 = 2.3245 < 0.407 + 16 * 0.21."""
+    view = view_of([WorkerState(0, in_flight=8, prefill_units=4000),
+                    WorkerState(1, in_flight=8, prefill_units=1000)], {0: 1000})
+    cost, own, *_ = Learned().costs(_req(2000), view)
+    assert own == pytest.approx([0.6045, 0.407])
+    assert cost == pytest.approx([2.3245, 3.767])
+    assert Learned().route(_req(2000), view).worker == 0
+
+
+def test_requests_waiting_for_a_first_token_do_not_count_as_decoding() -> None:
+    """The policy's own open requests set the mean prompt: two of 1000 units on worker 0,
+    prefill_units 1000 -> one waiting, one decoding; lam_0 = 1 + mean in-flight 1 = 2."""
+    view = view_of([WorkerState(0), WorkerState(1)])
+    policy = Learned()
+    for rid in (1, 2):  # the view is not updated between the two: both go to worker 0
+        policy.route(RouteRequest(np.arange(10_000, 11_000), rid=rid, max_tokens=4), view)
+    assert list(policy.count) == [2, 0] and list(policy.len_sum) == [2000, 0]
+    busy = view_of([WorkerState(0, in_flight=2, prefill_units=1000), WorkerState(1)])
+    cost, own, *_ = policy.costs(_req(500), busy)
+    work = 0.1 * 0.5 + 0.005 * 0.125
+    assert cost - own == pytest.approx([2 * work, 1 * work])
+
+
+def test_only_allowed_workers_are_chosen_and_averaged() -> None:
+    view = view_of([WorkerState(0), WorkerState(1, in_flight=4), WorkerState(2)], {0: 1000})
+    view.allow([False, True, True])
+    assert Learned().route(_req(2000), view).worker == 2
+
+
+def _feedback(rid: int, worker: int, ttft: float, e2e: float, cached: int) -> Feedback:
+    return Feedback(worker=worker, rid=rid, ok=True, prompt_units=2000, now=1.0,
+                    decision=Decision(worker), e2e_s=e2e, ttft_s=ttft, cached_tokens=cached)
+
+
+def test_learns_hit_realisation_and_reports_errors() -> None:
+    """The index said 1000 cached, the engine 500: r = 0.5, and the next prediction uses it."""
+    view = view_of([WorkerState(0), WorkerState(1)], {0: 1000})
+    policy = Learned()
+    d = policy.route(_req(2000), view)
+    policy.on_complete(_feedback(7, d.worker, ttft=0.2, e2e=0.3, cached=500))
+    assert policy.hit_realisation == pytest.approx(0.5)
+    tel = policy.telemetry()
+    assert tel["ttft"]["count"] == 1  # type: ignore[index]
+    assert tel["e2e"]["mean_error_s"] == pytest.approx(0.1805 - 0.3)  # type: ignore[index]
+    _, _, _, unc, _ = policy.costs(_req(2000), view)
+    assert unc[0] == pytest.approx(1500)
+    assert policy.open == {} and policy.len_sum.sum() == 0
+
+
+def test_failures_teach_nothing() -> None:
+    view = view_of([WorkerState(0), WorkerState(1)])
+    policy = Learned()
+    d = policy.route(_req(100), view)
+    before = policy.ttft_model.theta.copy()
+    policy.on_complete(dataclasses.replace(_feedback(7, d.worker, 0.1, 0.2, 0), ok=False,
+                                           e2e_s=None, ttft_s=None))
+    assert np.array_equal(policy.ttft_model.theta, before)
+    assert policy.telemetry()["e2e"]["count"] == 0  # type: ignore[index]
+
+
+def test_online_regression_recovers_a_linear_model() -> None:
+    rng = np.random.default_rng(0)
+    model = OnlineRegression([1.0, 1.0, 1.0], lam=1.0)
+    for _ in range(200):
+        x = np.array([rng.uniform(0, 8), rng.uniform(0, 30), 1.0])
+        model.update(x, float(x @ [0.05, 0.002, 0.02]))
+    assert model.coefficients() == pytest.approx([0.05, 0.002, 0.02], abs=1e-4)
+
+
+def test_worker_removal_renumbers_open_requests() -> None:
+    view = view_of([WorkerState(0), WorkerState(1, in_flight=9), WorkerState(2, in_flight=9)])
+    policy = Learned()
+    policy.on_workers_changed(3)
+    d = policy.route(_req(100), view)
+    assert d.worker == 0
+    view2 = view_of([WorkerState(0, in_flight=9), WorkerState(1, in_flight=9), WorkerState(2)])
+    d2 = dataclasses.replace(policy.route(RouteRequest(np.arange(100), rid=8, max_tokens=4),
+                                          view2))
+    assert d2.worker == 2
+    policy.on_worker_removed(1, 2)
+    assert policy.open[8].worker == 1 and len(policy.len_sum) == 2
+
+
+@pytest.mark.parametrize("args", [{"forget": 0.0}, {"forget": 1.5}, {"prior_ktoken_s": 0},
+                                  {"forget": True}])
+def test_bad_parameters(args: dict[str, object]) -> None:
+    with pytest.raises(ConfigError):
+        make_router_policy("learned", args)
+
+
+def test_capabilities() -> None:
+    assert Learned.uses_index and not Learned.needs_probes and Learned.takes_seed

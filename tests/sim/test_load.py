@@ -1,0 +1,49 @@
+"""Load as utilisation: offered work by hand, the rate it implies, chat's open loop."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kvroute.errors import ConfigError
+from kvroute.sim.load import build_at_load, offered_work_s, rate_for_load
+from kvroute.sim.step_model import StepModel
+from kvroute.workloads.request import OpenLoop, Request
+
+FLOOR = StepModel("floor", t_w_ms=10.0, t0_ms=0.0, b_ms=0.01, c_ms=0.0, g_ms=0.0,
+                  kv_pool_tokens=1000)
+
+
+def test_offered_work_by_hand() -> None:
+    """100-token prompt in chunks of 64 + 36: two floor steps, 20 ms; 2 decode tokens in a
+    batch of 1000 // 103 = 9: 10 / 9 ms each. Total 22.222 ms."""
+    assert offered_work_s(FLOOR, 100, 3, 64) == pytest.approx(0.02 + 2 * 0.01 / 9)
+
+
+def test_pairs_are_priced_per_chunk() -> None:
+    model = StepModel("pairs", t_w_ms=0.0, t0_ms=0.0, b_ms=0.0, c_ms=1e-3, g_ms=0.0,
+                      kv_pool_tokens=1000)
+    # chunks 4 on 0 and 2 on 4: pairs 4*2 + 2*5 = 18 -> 0.018 ms
+    assert offered_work_s(model, 6, 1, 4) == pytest.approx(18e-6)
+
+
+def test_rate_for_load() -> None:
+    reqs = [Request(i, np.arange(100), 3, arrival=float(i)) for i in range(2)]
+    wl = OpenLoop.of("two", reqs)
+    assert rate_for_load(wl, FLOOR, 4, 0.5, 64) == pytest.approx(0.5 * 4 / (0.02 + 0.02 / 9))
+    with pytest.raises(ConfigError):
+        rate_for_load(wl, FLOOR, 4, 0.0, 64)
+
+
+def test_build_at_load_turns_chat_open_and_keeps_prompts() -> None:
+    wl, rate = build_at_load("sharegpt", 1, 0.5, FLOOR.replace(kv_pool_tokens=100_000), 2,
+                             8192, clients=4)
+    assert isinstance(wl, OpenLoop) and rate > 0
+    again, rate2 = build_at_load("sharegpt", 1, 1.0, FLOOR.replace(kv_pool_tokens=100_000), 2,
+                                 8192, clients=4)
+    assert rate2 == pytest.approx(2 * rate)
+    assert [len(r.tokens) for r in wl] == [len(r.tokens) for r in again]
+    with pytest.raises(ConfigError):
+        build_at_load("sharegpt", 1, 0.5, FLOOR, 2, 8192, clients=4, mode="closed")
+    with pytest.raises(ConfigError):
+        build_at_load("gsp", 1, 0.5, FLOOR, 2, 8192, groups=2, rate=3.0)
