@@ -49,15 +49,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
         health_interval=args.health_interval, metrics_interval=args.metrics_interval,
         request_timeout=args.request_timeout,
         max_retries=args.max_retries, failure_threshold=args.failure_threshold,
-        cooldown_s=args.cooldown, drain_timeout=args.drain_timeout, seed=args.seed)
+        cooldown_s=args.cooldown, drain_timeout=args.drain_timeout, seed=args.seed,
+        kv_events=args.kv_events, kv_events_engine=args.kv_events_engine)
     app = build_app(config, policy)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s "
                         "%(message)s")
     units = "characters"
     if tokenizer is not None:
         units = f"tokens (chat template: {template.origin if template else 'Llama-3-like'})"
+    feeds = len(app.kv_events)
     banner = (f"kvroute serve: policy {args.policy}, {len(config.worker_urls)} workers, "
-              f"units {units}, listening on http://{args.host}:{args.port}")
+              f"units {units}, " + (f"KV events from {feeds}, " if feeds else "")
+              + f"listening on http://{args.host}:{args.port}")
     _quiet_gc()
     loop = _event_loop()
     try:
@@ -144,6 +147,13 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--drain-timeout", type=float, default=30.0,
                    help="on SIGINT/SIGTERM, seconds to wait for requests in flight")
     s.add_argument("--seed", type=int, default=0, help="seed of the policy and retry jitter")
+    s.add_argument("--kv-events", nargs="+", metavar="ENDPOINT[,REPLAY]",
+                   help="each worker's KV-event publisher, in the order of --worker-urls "
+                        "('-' for none), e.g. tcp://10.0.0.5:5557,tcp://10.0.0.5:5558: the "
+                        "router then knows that engine's cache exactly (needs --tokenizer "
+                        "and kvroute[events])")
+    s.add_argument("--kv-events-engine", choices=("vllm", "sglang"), default="vllm",
+                   help="the engines' event schema")
     p = s.add_argument_group("SGLang router's names for cache_aware's parameters "
                              "(the same as --policy-arg KEY=VALUE)")
     p.add_argument("--cache-threshold", type=float,
