@@ -62,7 +62,7 @@ def _free_ports(host: str, after: int, n: int) -> list[int]:
 async def _up(args: argparse.Namespace) -> int:
     from aiohttp import ClientSession, ClientTimeout, web
 
-    from kvroute.server.app import RouterApp, ServeConfig, build_app
+    from kvroute.server.app import ServeConfig, build_app
     from kvroute.worker import EmulatedConfig, create_app
     from kvroute.worker.http_api import WORKER_KEY
     from kvroute.workloads.tokenizer import load_tokenizer
