@@ -15,10 +15,13 @@ Contract:
   cache's ``cleared`` becomes :class:`AllBlocksCleared`. So the held blocks are always
   exactly the full blocks of the cached paths, and a :class:`BlockIndex` fed these
   events matches every prompt to its cached length rounded down to whole blocks.
-* Block hashes are deterministic: the first 8 bytes (big-endian, unsigned) of BLAKE2b
-  keyed by ``seed`` over the parent's hash and the block's token ids, so the same
-  prefix gets the same hash on every worker with the same seed. A path's hashes are
-  recomputed from its root for each event (its length / B hashes).
+* Block hashes are deterministic and seeded: block ``k``'s hash is a function of the
+  seed and the path's first ``(k + 1) * B`` tokens, i.e. of its parent block's hash
+  inputs and its own tokens, as a chained hash is. It is a polynomial hash of that prefix
+  modulo 2^64 (base drawn from ``seed``), finished with SplitMix64: one vectorised pass
+  over the path per event, so the emulated worker and the simulator can afford to
+  recompute a path's hashes from its root. Not collision-proof against adversarial
+  prompts; kvroute never needs it to be (an index is fed only its own worker's hashes).
 """
 
 from __future__ import annotations
@@ -34,6 +37,19 @@ from kvroute.events.model import AllBlocksCleared, BlockRemoved, BlockStored, Kv
 __all__ = ["RadixBlocks"]
 
 
+_K1 = np.uint64(0x9E3779B97F4A7C15)
+_K2 = np.uint64(0xD1B54A32D192ED03)
+_K3 = np.uint64(0x94D049BB133111EB)
+
+
+def _splitmix(x: np.ndarray) -> np.ndarray:
+    x = x + _K1
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * _K3
+    out: np.ndarray = x ^ (x >> np.uint64(31))
+    return out
+
+
 class RadixBlocks:
     """Converts a RadixCache's span events into block events (see the module doc)."""
 
@@ -41,22 +57,29 @@ class RadixBlocks:
         if block_size < 1:
             raise ConfigError(f"block size must be >= 1 token, got {block_size}")
         self.block_size = block_size
-        self._key = seed.to_bytes(8, "big", signed=True)
+        digest = blake2b(seed.to_bytes(8, "big", signed=True), digest_size=8).digest()
+        self._base = np.uint64(int.from_bytes(digest, "big") | 1)  # odd
+        self._powers = np.ones(1, dtype=np.uint64)
 
-    def block_hash(self, parent: int | None, tokens: np.ndarray) -> int:
-        h = blake2b(digest_size=8, key=self._key)
-        h.update(b"\x00" * 8 if parent is None else parent.to_bytes(8, "big"))
-        h.update(np.ascontiguousarray(tokens, dtype=np.int64).tobytes())
-        return int.from_bytes(h.digest(), "big")
+    def _powers_upto(self, n: int) -> np.ndarray:
+        have = len(self._powers)
+        if have < n:
+            grow = max(n, 2 * have)
+            steps = np.full(grow - have, self._base, dtype=np.uint64)
+            more = self._powers[-1] * np.cumprod(steps, dtype=np.uint64)
+            self._powers = np.concatenate([self._powers, more])
+        return self._powers[:n]
 
     def chain(self, path: np.ndarray, blocks: int) -> list[int]:
         """The hashes of the first ``blocks`` blocks of ``path``."""
-        out: list[int] = []
-        parent: int | None = None
-        size = self.block_size
-        for k in range(blocks):
-            parent = self.block_hash(parent, path[k * size:(k + 1) * size])
-            out.append(parent)
+        if blocks <= 0:
+            return []
+        n = blocks * self.block_size
+        x = np.asarray(path[:n]).astype(np.uint64) * _K1 + _K2
+        prefix = np.cumsum(x * self._powers_upto(n), dtype=np.uint64)
+        ends = np.arange(self.block_size, n + 1, self.block_size, dtype=np.uint64)
+        out: list[int] = _splitmix(prefix[self.block_size - 1::self.block_size]
+                                   ^ (ends * _K3)).tolist()
         return out
 
     def convert(self, event: KVEvent) -> KvEvent | None:
