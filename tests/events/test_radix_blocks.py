@@ -29,7 +29,7 @@ def _prompts(rng: np.random.Generator, n: int) -> list[np.ndarray]:
 
 
 def _wire(cache: RadixCache, blocks: RadixBlocks, sink: list) -> None:
-    def listener(ev):  # noqa: ANN001
+    def listener(ev):
         got = blocks.convert(ev)
         if got is not None:
             sink.append(got)
@@ -48,7 +48,7 @@ def test_index_agrees_with_the_cache_after_its_own_evictions(policy: str) -> Non
         cache.insert(p, now=float(t))
         index.apply_all(events)
         events.clear()
-        for q in _prompts(rng, 3) + [p]:
+        for q in [*_prompts(rng, 3), p]:
             probes += 1
             agree += index.match(q.tolist()) == cache.peek(q) // bs * bs
     assert index.stats.removed > 0 and index.stats.unknown_removals == 0

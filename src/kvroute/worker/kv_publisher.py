@@ -37,10 +37,20 @@ class CachePublisher:
         self.endpoint: str = self._pub.endpoint
         self.replay_endpoint: str | None = self._pub.replay_endpoint
         self.block_size = block_size
-        self.batches = 0
         self._loop = loop
         self._pending: list[Any] = []
         cache.subscribe(self._on_event)
+
+    @property
+    def next_seq(self) -> int:
+        """The sequence number the next batch will carry (batches published so far)."""
+        n: int = self._pub.next_seq
+        return n
+
+    @property
+    def pending(self) -> int:
+        """Events waiting for the next batch."""
+        return len(self._pending)
 
     def _on_event(self, event: KVEvent) -> None:
         block_event = self._blocks.convert(event)
@@ -55,7 +65,6 @@ class CachePublisher:
         if self._pending:
             events, self._pending = self._pending, []
             self._pub.publish(events)
-            self.batches += 1
 
     def close(self) -> None:
         self.flush()
