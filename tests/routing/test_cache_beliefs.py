@@ -89,3 +89,16 @@ def test_exact_source_without_an_approximate_index_and_the_available_mask() -> N
     assert d.worker == 0 and (d.expected, d.available) == (0, 0)  # worker 1 not allowed
     d = router.route(_req([5, 6]), 2.0)
     assert d.worker == 1 and (d.expected, d.available, d.exact) == (2, 2, True)
+
+
+def test_prompts_in_flight_on_an_exact_worker_count_until_their_dispatch_closes() -> None:
+    policy = Fixed(1)
+    router = Router(policy, 2)
+    router.attach_exact(1, FakeExact(np.array([1], dtype=np.int64)))
+    first = router.route(_req([1, 2, 3, 4]), 0.0)  # sent to worker 1, not yet computed
+    second = router.route(_req([1, 2, 3, 9]), 0.1)
+    assert policy.seen[-1] == [0, 3] and second.expected == 3 and second.exact
+    router.complete(first, 1.0)
+    assert router.matched(_req([1, 2, 3, 4])).tolist() == [0, 3]  # second still open
+    router.complete(second, 1.5)
+    assert router.matched(_req([1, 2, 3, 4])).tolist() == [0, 1]  # the source alone

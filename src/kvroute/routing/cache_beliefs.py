@@ -13,9 +13,16 @@ Contract:
   e.g. a :class:`kvroute.events.BlockIndex` fed by the engine's KV events), attached and
   detached by the router (``attach`` / ``detach``).
 * ``match(units, now)``: per worker, the prefix units held: from its exact source while
-  that source is ``in_sync``, else from the approximate index (0 without one).
+  that source is ``in_sync`` (raised to the longest common prefix with a prompt in flight
+  there, see below), else from the approximate index (0 without one).
   ``sizes()``: the same choice for the units each worker holds. ``exact(w)``: whether
   worker ``w`` answers from an exact source right now.
+* In flight. An engine reports a prompt only once it has computed it, but a prompt routed
+  to a worker is there for whatever arrives after it (requests run and are admitted in
+  order, and a running request's blocks cannot be evicted). So the router declares each
+  prompt it sends to a worker with an exact source (``sent(w, key, units)``) until the
+  dispatch closes (``done(w, key)``), and an exact worker's match is the larger of its
+  source's and the longest common prefix with those prompts (token-granular).
 * The approximate index keeps learning from routing for every worker, exact or not, so a
   worker whose events fall out of sync falls back to a warm approximate view at once.
 * Membership: ``add_worker`` / ``remove_worker(i)`` keep the per-worker list (and the
@@ -34,6 +41,15 @@ import numpy as np
 from kvroute.routing.prefix_index import PrefixIndex
 
 __all__ = ["CacheBeliefs", "ExactCache"]
+
+
+def _common(a: np.ndarray, b: np.ndarray) -> int:
+    n = min(len(a), len(b))
+    if n == 0:
+        return 0
+    diff = a[:n] != b[:n]
+    i = int(diff.argmax())
+    return i if diff[i] else n
 
 
 class ExactCache(Protocol):
@@ -56,6 +72,7 @@ class CacheBeliefs:
     def __init__(self, approx: PrefixIndex | None, workers: int) -> None:
         self.approx = approx
         self._exact: list[ExactCache | None] = [None] * workers
+        self._sent: list[dict[int, np.ndarray]] = [{} for _ in range(workers)]
 
     def __len__(self) -> int:
         return len(self._exact)
@@ -80,14 +97,25 @@ class CacheBeliefs:
         src = self._exact[worker]
         return src is not None and src.in_sync
 
+    def sent(self, worker: int, key: int, units: np.ndarray) -> None:
+        """A prompt routed to ``worker`` (kept only where an exact source is attached)."""
+        if self._exact[worker] is not None:
+            self._sent[worker][key] = units
+
+    def done(self, worker: int, key: int) -> None:
+        """The dispatch ``key`` on ``worker`` closed."""
+        self._sent[worker].pop(key, None)
+
     # --- membership -------------------------------------------------------------------
     def add_worker(self) -> None:
         self._exact.append(None)
+        self._sent.append({})
         if self.approx is not None:
             self.approx.add_worker()
 
     def remove_worker(self, worker: int) -> None:
         del self._exact[worker]
+        del self._sent[worker]
         if self.approx is not None:
             self.approx.remove_worker(worker)
 
@@ -102,7 +130,10 @@ class CacheBeliefs:
                else np.zeros(len(self._exact), dtype=np.int64))
         for w, src in enumerate(self._exact):
             if src is not None and src.in_sync:
-                out[w] = src.match(units)
+                held = src.match(units)
+                for prompt in self._sent[w].values():
+                    held = max(held, _common(prompt, units))
+                out[w] = held
         return out
 
     def approx_match(self, units: np.ndarray, worker: int) -> int:

@@ -29,10 +29,12 @@ methods; only their clocks differ):
 * Exact sources: ``attach_exact(i, source)`` gives worker ``i`` an exact view of its
   cache (its engine's KV events); ``detach_exact(i)`` takes it back. ``matched`` and the
   policy's ``view.matched`` both read :class:`~kvroute.routing.cache_beliefs.CacheBeliefs`
-  (``caches``): an in-sync exact source answers for its worker, the approximate index for
-  the others. Each dispatch keeps what the router expected the chosen worker to hold
-  (``expected``), the most any allowed worker held (``available``) and whether the
-  expectation was exact (``exact``), for the hit-rate telemetry.
+  (``caches``): an in-sync exact source answers for its worker (with the prompts of the
+  dispatches open there, which the engine will hold before anything routed after them
+  runs), the approximate index for the others. Each dispatch keeps what the router
+  expected the chosen worker to hold (``expected``), the most any allowed worker held
+  (``available``) and whether the expectation was exact (``exact``), for the hit-rate
+  telemetry.
 """
 
 from __future__ import annotations
@@ -191,6 +193,7 @@ class Router:
             self.index.record(w, req.units, now)
         d = Dispatch(req, decision, now, held=held, expected=expected, available=available,
                      exact=exact)
+        self.caches.sent(w, id(d), req.units)
         self._open[d] = None
         return d
 
@@ -217,6 +220,7 @@ class Router:
             return False
         dispatch.closed = True
         del self._open[dispatch]
+        self.caches.done(dispatch.worker, id(dispatch))
         state = self.workers[dispatch.worker]
         state.in_flight -= 1
         if dispatch.first_token_at is None:
