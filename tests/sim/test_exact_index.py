@@ -78,3 +78,22 @@ def test_delayed_events_still_run_and_bad_settings_fail() -> None:
     for bad in ({"index": "magic"}, {"event_delay": -1.0}, {"block_size": 0}):
         with pytest.raises(ConfigError):
             SimConfig(**bad)  # type: ignore[arg-type]
+
+
+def test_sim_command_runs_both_indexes(tmp_path, capsys) -> None:
+    """`kvroute sim --index approx,exact` adds one row per index; a bad name is one line."""
+    import json
+
+    from kvroute.cli import main
+
+    out = tmp_path / "s.json"
+    rc = main(["sim", "--groups", "6", "--prompts-per-group", "4", "--routing", "lbgr",
+               "--index", "approx,exact", "--event-delay", "0.01", "--no-ceilings",
+               "--json", str(out)])
+    assert rc == 0
+    runs = json.loads(out.read_text())["runs"]
+    assert [r["config"]["index"] for r in runs] == ["approx", "exact"]
+    assert runs[1]["config"]["event_delay"] == 0.01
+    capsys.readouterr()
+    assert main(["sim", "--index", "perfect"]) == 2
+    assert "--index" in capsys.readouterr().err
