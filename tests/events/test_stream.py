@@ -192,3 +192,22 @@ def test_malformed_event_puts_the_stream_out_of_sync():
     skipped = encode([1.0, [["BlockRemoved", "x"], ["BlockRemoved", [2]]]])
     assert s.on_live([b"", pack_seq(1), skipped]) == [BlockRemoved((2,))]
     assert not s.in_sync
+
+
+def test_an_engine_that_comes_up_late_is_in_sync_from_its_first_batch():
+    """The start replay times out (no engine yet): out of sync. The engine's first batch
+    (seq 0) proves nothing is missing, live or by the replay of a gap."""
+    s = EventStream(make_decoder("vllm"), clock=lambda: 100.0)
+    assert s.replay_request() == 0
+    s.replay_failed()
+    assert not s.in_sync
+    assert s.on_live(live(0)) == [ev(0)]
+    assert s.in_sync
+    late = EventStream(make_decoder("vllm"), clock=lambda: 100.0)
+    late.replay_request()
+    late.replay_failed()
+    assert late.on_live(live(2)) == []  # seq 0 and 1 went by before the subscription
+    assert late.replay_request() == 0
+    assert late.on_replay(answer(0)) == [ev(0)] and late.on_replay(answer(1)) == [ev(1)]
+    assert late.on_replay(END) == [ev(2)]
+    assert late.in_sync

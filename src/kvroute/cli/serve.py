@@ -56,15 +56,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
         request_timeout=args.request_timeout,
         max_retries=args.max_retries, failure_threshold=args.failure_threshold,
         cooldown_s=args.cooldown, drain_timeout=args.drain_timeout, seed=args.seed,
-        index_capacity=args.index_capacity)
+        index_capacity=args.index_capacity, kv_events=args.kv_events,
+        kv_events_engine=args.kv_events_engine)
     app = build_app(config, policy)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s "
                         "%(message)s")
     units = "characters"
     if tokenizer is not None:
         units = f"tokens (chat template: {template.origin if template else 'Llama-3-like'})"
+    feeds = len(app.kv_events)
     banner = (f"kvroute serve: policy {args.policy}, {len(config.worker_urls)} workers, "
-              f"units {units}, listening on http://{args.host}:{args.port}")
+              f"units {units}, " + (f"KV events from {feeds}, " if feeds else "")
+              + f"listening on http://{args.host}:{args.port}")
     _quiet_gc()
     loop = _event_loop()
     try:
@@ -155,6 +158,13 @@ def add_parser(sub: Any) -> None:
                    help="most routing units the prefix index keeps per worker (default: each "
                         "engine's reported KV pool, in tokens with --tokenizer, else 4 "
                         "characters a token; 2^24 until a worker reports it)")
+    s.add_argument("--kv-events", nargs="+", metavar="ENDPOINT[,REPLAY]",
+                   help="each worker's KV-event publisher, in the order of --worker-urls "
+                        "('-' for none), e.g. tcp://10.0.0.5:5557,tcp://10.0.0.5:5558: the "
+                        "router then knows that engine's cache exactly (needs --tokenizer "
+                        "and kvroute[events])")
+    s.add_argument("--kv-events-engine", choices=("vllm", "sglang"), default="vllm",
+                   help="the engines' event schema")
     p = s.add_argument_group("SGLang router's names for cache_aware's parameters "
                              "(the same as --policy-arg KEY=VALUE)")
     p.add_argument("--cache-threshold", type=float,

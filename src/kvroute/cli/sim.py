@@ -23,6 +23,7 @@ from kvroute.cli.policy_flags import (
 )
 from kvroute.cli.tables import Column, choose_columns, print_table
 from kvroute.cli.workload_flags import add_workload_flags, build_workload
+from kvroute.errors import ConfigError
 from kvroute.routing.registry import ROUTING
 from kvroute.sim.cluster import SimConfig, SimResult, simulate
 from kvroute.sim.step_model import parse_overrides
@@ -41,6 +42,7 @@ def _ms(seconds: float) -> str:
 COLUMNS = (
     Column("eviction", "eviction", names=True, right=False),
     Column("routing", "routing", names=True, right=False),
+    Column("index", "index", names=True, right=False),
     Column("hit", "hit", "prefix-cache hit rate (cached / prompt tokens)"),
     Column("of_opt", "of opt", "hit rate / the pooled offline optimum's"),
     Column("ttft", "TTFT", "mean time to first token, ms (s when marked)"),
@@ -61,6 +63,7 @@ def _rows(results: list[SimResult]) -> list[dict[str, str]]:
         opt = s.get("ceiling_optimal")
         rows.append({
             "eviction": r.config.eviction, "routing": r.config.routing,
+            "index": r.config.index,
             "hit": f"{s['hit_rate']:.4f}", "of_opt": f"{s['hit_rate'] / opt:.1%}" if opt else "-",
             "ttft": _ms(s["ttft_s"]["mean"]), "ttft_p99": _ms(s["ttft_s"]["p99"]),
             "e2e": _ms(s["e2e_s"]["mean"]), "e2e_p99": _ms(s["e2e_s"]["p99"]),
@@ -70,7 +73,8 @@ def _rows(results: list[SimResult]) -> list[dict[str, str]]:
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
-    """Simulate a cluster of workers behind a router; one run per (eviction, routing) pair."""
+    """Simulate a cluster of workers behind a router; one run per (eviction, routing,
+    index) triple."""
     console = make_console()
     columns = choose_columns(COLUMNS, args.columns)
     if args.plot:
@@ -84,7 +88,12 @@ def cmd_sim(args: argparse.Namespace) -> int:
     base = SimConfig(workers=args.workers, profile=args.profile, model=model,
                      capacity=args.capacity, chunk_size=args.chunk_size,
                      max_running=args.max_running, mixed_chunk=args.mixed_chunk,
-                     seed=args.seed, debug=args.debug)
+                     seed=args.seed, debug=args.debug, event_delay=args.event_delay,
+                     block_size=args.event_block_size)
+    indexes = [i.strip() for i in args.index.split(",") if i.strip()]
+    for i in indexes:
+        if i not in ("approx", "exact"):
+            raise ConfigError(f"--index takes approx, exact or both, got {i!r}")
     workload, rate = build_workload(args, model=model, workers=args.workers,
                                     chunk_size=args.chunk_size, pool=args.capacity,
                                     concurrency=args.concurrency)
@@ -92,15 +101,16 @@ def cmd_sim(args: argparse.Namespace) -> int:
         console.print(f"load {args.load:g}: {rate:.3f} requests/s")
     results: list[SimResult] = []
     with progress_bar(console) as progress:
-        for k, (ev, ro) in enumerate((e, r) for e in evictions for r in routings):
-            task = progress.add_task(f"{ev} + {ro}", total=workload.size)
+        runs = [(e, r, i) for e in evictions for r in routings for i in indexes]
+        for k, (ev, ro, ix) in enumerate(runs):
+            task = progress.add_task(f"{ev} + {ro} ({ix})", total=workload.size)
 
             def advance(done: int, task: Any = task) -> None:
                 if done % 64 == 0:
                     progress.update(task, completed=done)
 
             cfg = replace(base, eviction=ev, routing=ro, eviction_args=ev_args[ev],
-                          routing_args=ro_args[ro])
+                          routing_args=ro_args[ro], index=ix)
             results.append(simulate(workload, cfg, ceilings=args.ceilings and k == 0,
                                     progress=advance))
             progress.update(task, completed=workload.size)
@@ -136,6 +146,15 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--routing", default=DEFAULT_ROUTING,
                    help=f"comma-separated routing policies, from: {', '.join(ROUTING.names())}")
     add_arg_flags(s)
+    s.add_argument("--index", default="approx", metavar="approx|exact",
+                   help="the router's prefix index: approx (learned from routing history) or "
+                        "exact (the workers' KV-cache events; needs kvroute[events]); "
+                        "'approx,exact' runs both")
+    s.add_argument("--event-delay", type=float, default=0.0, metavar="S",
+                   help="--index exact: seconds of simulated time before a cache event "
+                        "reaches the router")
+    s.add_argument("--event-block-size", type=int, default=16,
+                   help="--index exact: tokens per block in the workers' events")
     s.add_argument("--workers", type=int, default=4, help="simulated workers (GPUs)")
     s.add_argument("--profile", default=DEFAULT_PROFILE,
                    help=f"step-time profile name or JSON file; names: "

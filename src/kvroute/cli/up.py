@@ -2,8 +2,13 @@
 
 Workers take the first free ports after ``--port``; the router listens on ``--port``.
 With ``--bench`` a short ``kvroute bench`` runs against the router (as a separate process,
-so that it does not share the servers' event loop) and everything shuts down after it;
-without it, the servers run until Ctrl-C.
+so that it does not share the servers' event loop) and everything shuts down after it,
+printing what the router expected beside what the engines reported; without it, the
+servers run until Ctrl-C.
+
+KV events are on by default (``--no-kv-events``: off): every worker publishes its cache's
+changes as vLLM events on free loopback ports, the router subscribes to each (with
+replay) and routes on the builtin tokenizer's ids, the workers' own.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import contextlib
 import signal
 import socket
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kvroute.cache.eviction.registry import EVICTION
 from kvroute.cli.policy_flags import (
@@ -32,7 +37,10 @@ from kvroute.routing.registry import ROUTING, make_router_policy
 from kvroute.sim.step_profiles import DEFAULT_PROFILE
 from kvroute.workloads.catalog import WORKLOAD_NAMES
 
-__all__ = ["add_parser", "cmd_up"]
+if TYPE_CHECKING:
+    from kvroute.server.app import RouterApp
+
+__all__ = ["add_parser", "cmd_up", "expected_vs_reported"]
 
 
 def _free_ports(host: str, after: int, n: int) -> list[int]:
@@ -54,26 +62,39 @@ def _free_ports(host: str, after: int, n: int) -> list[int]:
 async def _up(args: argparse.Namespace) -> int:
     from aiohttp import ClientSession, ClientTimeout, web
 
-    from kvroute.server.app import RouterApp, ServeConfig, build_app
+    from kvroute.server.app import ServeConfig, build_app
     from kvroute.worker import EmulatedConfig, create_app
+    from kvroute.worker.http_api import WORKER_KEY
+    from kvroute.workloads.tokenizer import load_tokenizer
 
     host = args.host
     ports = _free_ports(host, args.port, args.workers)
     runners: list[web.AppRunner] = []
     router: RouterApp | None = None
+    zmq = f"tcp://{host}:*"
+    feeds: list[str] = []
     try:
         for k, port in enumerate(ports):
             app = create_app(EmulatedConfig(profile=args.profile, eviction=args.eviction,
                                             eviction_args=args.eviction_params,
                                             capacity=args.capacity, seed=args.seed + k,
-                                            speed=args.speed))
+                                            speed=args.speed,
+                                            kv_events_endpoint=zmq if args.kv_events else None,
+                                            kv_events_replay_endpoint=zmq if args.kv_events
+                                            else None))
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
             await web.TCPSite(runner, host, port).start()
             runners.append(runner)
+            pub = app[WORKER_KEY].events
+            if pub is not None:
+                feeds.append(f"{pub.endpoint},{pub.replay_endpoint}")
         urls = [f"http://{host}:{p}" for p in ports]
         policy = make_router_policy(args.policy, args.policy_params, seed=args.seed)
-        routing = build_app(ServeConfig(worker_urls=urls, seed=args.seed), policy)
+        serve = ServeConfig(worker_urls=urls, seed=args.seed)
+        if feeds:
+            serve.tokenizer, serve.kv_events = load_tokenizer(None), feeds
+        routing = build_app(serve, policy)
         try:
             await routing.start(host, args.port)
         except OSError as e:
@@ -88,6 +109,8 @@ async def _up(args: argparse.Namespace) -> int:
                         raise KvrouteError(f"{url} is not healthy ({resp.status})")
         print(f"kvroute up: {args.workers} emulated workers ({args.profile}, eviction "
               f"{args.eviction}, speed x{args.speed:g}): {' '.join(urls)}", flush=True)
+        if feeds:
+            print(f"KV events (vLLM form, with replay): {' '.join(feeds)}", flush=True)
         print(f"router ({args.policy}): {base}  (OpenAI /v1/completions, "
               "/v1/chat/completions; SGLang /generate; /metrics; /workers)", flush=True)
         if args.bench:
@@ -95,7 +118,9 @@ async def _up(args: argparse.Namespace) -> int:
                    "--workload", args.bench_workload, "--requests", str(args.bench_requests),
                    *[a for u in urls for a in ("--metrics-url", u)], *args.bench_arg]
             proc = await asyncio.create_subprocess_exec(*cmd)
-            return await proc.wait()
+            rc = await proc.wait()
+            print(expected_vs_reported(routing), flush=True)
+            return rc
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -109,6 +134,29 @@ async def _up(args: argparse.Namespace) -> int:
             await router.stop()
         for runner in reversed(runners):
             await runner.cleanup()
+
+
+def expected_vs_reported(app: RouterApp) -> str:
+    """One line from the router's own counters: the hit rate it expected (exact and
+    approximate indexes apart) beside the one the engines reported for the same
+    requests, and the KV events it applied."""
+    m = app.metrics
+    parts = []
+    for index in ("exact", "approx"):
+        got = {name: sum(s.value for fam in metric.collect() for s in fam.samples
+                         if s.name.endswith("_total") and s.labels.get("index") == index)
+               for name, metric in (("prompt", m.hit_prompt), ("expected", m.hit_expected),
+                                    ("reported", m.hit_reported),
+                                    ("available", m.hit_available))}
+        if got["prompt"]:
+            p = got["prompt"]
+            parts.append(f"{index} index over {p:,.0f} prompt units: expected "
+                         f"{got['expected'] / p:.2%}, engines reported "
+                         f"{got['reported'] / p:.2%} (best worker held {got['available'] / p:.2%})")
+    events = sum(s.value for fam in app.kv_events.collect() for s in fam.samples
+                 if s.name == "kvroute_kv_events_total")
+    return "router: " + ("; ".join(parts) or "no request reported cached tokens") + \
+        f"; kvroute_kv_events_total {events:,.0f}"
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -132,6 +180,14 @@ def cmd_up(args: argparse.Namespace) -> int:
     args.policy_params = routing_args(args, [args.policy])[args.policy]
     if not 0 < args.port < 65536:
         raise ConfigError(f"--port must be in 1..65535, got {args.port}")
+    if args.kv_events:
+        try:
+            import msgspec  # noqa: F401
+            import zmq  # noqa: F401
+        except ImportError:
+            print("KV events off: they need pyzmq and msgspec (pip install "
+                  "'kvroute[events]')", flush=True)
+            args.kv_events = False
     print("starting...", flush=True)
     return asyncio.run(_up(args))
 
@@ -155,6 +211,9 @@ def add_parser(sub: Any) -> None:
     u.add_argument("--port", type=int, default=8000, help="router port; workers take the next "
                    "free ones")
     u.add_argument("--seed", type=int, default=1, help="seed of the policies and the bench")
+    u.add_argument("--no-kv-events", dest="kv_events", action="store_false",
+                   help="workers do not publish KV events; the router routes on characters "
+                        "with its approximate index only")
     u.add_argument("--bench", action="store_true",
                    help="run kvroute bench against the router, then stop")
     u.add_argument("--bench-workload", choices=WORKLOAD_NAMES, default="gsp",

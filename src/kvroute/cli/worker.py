@@ -41,7 +41,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     config = EmulatedConfig(profile=args.profile, eviction=name, eviction_args=params,
                             capacity=args.capacity, tokenizer=args.tokenizer, seed=args.seed,
                             speed=args.speed, model_name=args.model_name,
-                            chunk_size=args.chunk_size, max_running=args.max_running)
+                            chunk_size=args.chunk_size, max_running=args.max_running,
+                            kv_events_endpoint=args.kv_events_endpoint,
+                            kv_events_replay_endpoint=args.kv_events_replay_endpoint,
+                            block_size=args.block_size)
     app = create_app(config)
     try:
         sock = socket.create_server((args.host, args.port))
@@ -52,8 +55,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
                         "%(message)s")
     model = config.step_model()
     pool = config.capacity or model.kv_pool_tokens
+    events = ""
+    if args.kv_events_endpoint:
+        events = f", KV events on {args.kv_events_endpoint}"
+        if args.kv_events_replay_endpoint:
+            events += f" (replay {args.kv_events_replay_endpoint})"
     print(f"kvroute worker: emulated {args.profile} ({name} eviction, KV pool "
-          f"{pool:,} tokens, speed x{args.speed:g}), listening on "
+          f"{pool:,} tokens, speed x{args.speed:g}{events}), listening on "
           f"http://{args.host}:{args.port}", flush=True)
     web.run_app(app, sock=sock, print=None, access_log=None)
     return 0
@@ -82,4 +90,11 @@ def add_parser(sub: Any) -> None:
                    help="model id reported by /v1/models and in responses")
     s.add_argument("--chunk-size", type=int, default=8192, help="chunked-prefill tokens per step")
     s.add_argument("--max-running", type=int, help="cap on running requests")
+    s.add_argument("--kv-events-endpoint", metavar="ZMQ",
+                   help="publish the cache's changes as vLLM KV events on this ZMQ address, "
+                        "e.g. tcp://127.0.0.1:5557 (needs kvroute[events]; default: off)")
+    s.add_argument("--kv-events-replay-endpoint", metavar="ZMQ",
+                   help="answer replay requests on this address, e.g. tcp://127.0.0.1:5558")
+    s.add_argument("--block-size", type=int, default=16,
+                   help="tokens per block in the published events")
     s.set_defaults(func=cmd_worker)

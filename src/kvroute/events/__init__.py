@@ -12,7 +12,11 @@ Needs the ``events`` extra (pyzmq, msgspec): ``pip install 'kvroute[events]'``.
 * :mod:`~kvroute.events.subscriber`: ``EventSubscriber`` (step by step) and
   ``AsyncEventSubscriber`` (asyncio).
 * :mod:`~kvroute.events.publisher`: ``EventPublisher`` (tests, the emulated worker).
-* :mod:`~kvroute.events.block_index`: ``BlockIndex``, the exact per-worker index.
+* :mod:`~kvroute.events.block_index`: ``BlockIndex``, the exact per-worker index;
+  :mod:`~kvroute.events.exact_source`: ``BlockIndexSource``, one as the router's exact
+  source for a worker.
+* :mod:`~kvroute.events.radix_blocks`: ``RadixBlocks``, a radix cache's changes as block
+  events (the emulated worker and the simulator publish them).
 
 See ``docs/events.md``.
 """
@@ -29,6 +33,7 @@ except ImportError as e:  # pragma: no cover - exercised by a test in a fresh im
 from kvroute.events.block_index import BlockIndex, IndexStats
 from kvroute.events.decode import DECODERS, Decoder, DecodeStats, make_decoder
 from kvroute.events.encode import WIRE_FORMATS, encode_batch
+from kvroute.events.exact_source import BlockIndexSource
 from kvroute.events.model import (
     MEDIUM_GPU,
     AllBlocksCleared,
@@ -39,11 +44,12 @@ from kvroute.events.model import (
     KvEvent,
 )
 from kvroute.events.publisher import EventPublisher
+from kvroute.events.radix_blocks import RadixBlocks
 from kvroute.events.stream import EventStream, StreamStats
 from kvroute.events.subscriber import AsyncEventSubscriber, EventSubscriber
 
 __all__ = ["DECODERS", "MEDIUM_GPU", "WIRE_FORMATS", "AllBlocksCleared",
-           "AsyncEventSubscriber", "BlockHash", "BlockIndex", "BlockRemoved", "BlockStored",
-           "DecodeStats", "Decoder", "EventBatch", "EventPublisher", "EventStream",
-           "EventSubscriber", "IndexStats", "KvEvent", "StreamStats", "encode_batch",
-           "make_decoder"]
+           "AsyncEventSubscriber", "BlockHash", "BlockIndex", "BlockIndexSource",
+           "BlockRemoved", "BlockStored", "DecodeStats", "Decoder", "EventBatch",
+           "EventPublisher", "EventStream", "EventSubscriber", "IndexStats", "KvEvent",
+           "RadixBlocks", "StreamStats", "encode_batch", "make_decoder"]

@@ -202,6 +202,11 @@ class BlockIndex:
         space = self._spaces.get((group_idx, medium))
         return set() if space is None else set(space.blocks)
 
+    def held_tokens(self, *, medium: str = MEDIUM_GPU, group_idx: int = 0) -> int:
+        """Tokens in the distinct blocks held in one space."""
+        space = self._spaces.get((group_idx, medium))
+        return 0 if space is None else sum(size * n for size, n in space.sizes.items())
+
     def __len__(self) -> int:
         """Distinct hashes held, over every space."""
         return sum(len(space.blocks) for space in self._spaces.values())

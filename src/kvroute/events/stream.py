@@ -26,7 +26,10 @@ Contract (``expected`` is the next sequence number to apply, ``start_seq`` at fi
 * A replay that times out (:meth:`replay_failed`) is counted; what it did not deliver is
   lost, and the stream is out of sync (the loss cannot be measured).
 * :attr:`in_sync` is ``True`` while no batch or event is known to be missing since the
-  start, the last restart or the last ``AllBlocksCleared``, and no replay is pending.
+  start, the last restart, the last ``AllBlocksCleared`` or the publisher's first batch
+  (``seq`` 0: its engine started empty, so an engine that comes up after the router, or
+  after a replay that timed out, is in sync from its first batch), and no replay is
+  pending.
   Events of an unknown kind do not clear it (they are counted by the decoder).
 * ``stats.lag_s`` is ``clock() - ts`` of the last applied batch (``clock`` is injected;
   the engines stamp batches with wall-clock seconds).
@@ -170,6 +173,8 @@ class EventStream:
         if seq > self._expected:
             self.stats.lost += seq - self._expected
             self._exact = False
+        elif seq == 0:
+            self._exact = True  # the publisher's first batch: nothing before it is missing
         self._expected = seq + 1
         self.stats.batches += 1
         self.stats.last_seq = seq

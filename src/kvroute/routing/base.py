@@ -25,15 +25,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import ClassVar, Protocol
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from kvroute.routing.prefix_index import PrefixIndex
-
-__all__ = ["ClusterView", "Decision", "Feedback", "RouteRequest", "RoutingPolicy", "WorkerProbe",
-           "WorkerState"]
+__all__ = ["ClusterView", "Decision", "Feedback", "PrefixSource", "RouteRequest",
+           "RoutingPolicy", "WorkerProbe", "WorkerState"]
 
 
 @dataclass(eq=False)
@@ -101,6 +98,19 @@ class WorkerProbe(Protocol):
         """Seconds this request would take end to end if it were sent to the worker now."""
 
 
+class PrefixSource(Protocol):
+    """What a view reads prefix matches from: the router's
+    :class:`~kvroute.routing.cache_beliefs.CacheBeliefs` (exact per worker where the
+    engines publish KV events, else approximate), or a bare
+    :class:`~kvroute.routing.prefix_index.PrefixIndex` in tests."""
+
+    def match(self, units: np.ndarray, now: float = 0.0) -> np.ndarray:
+        """Prefix units of ``units`` each worker holds."""
+
+    def sizes(self) -> np.ndarray:
+        """Units each worker holds."""
+
+
 class ClusterView:
     """A read-only window on the router's state, handed to ``RoutingPolicy.route``.
 
@@ -118,7 +128,7 @@ class ClusterView:
     ``argmax`` and ``arange(len(view))``, so a policy decides as if there were no mask.
     """
 
-    def __init__(self, workers: Sequence[WorkerState], index: PrefixIndex | None,
+    def __init__(self, workers: Sequence[WorkerState], index: PrefixSource | None,
                  probes: Sequence[WorkerProbe] | None = None,
                  allowed: Sequence[bool] | np.ndarray | None = None) -> None:
         self._workers = workers

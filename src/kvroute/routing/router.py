@@ -26,6 +26,15 @@ methods; only their clocks differ):
   asks for it (``keep_index=True``: the live router's hit-ratio telemetry and decision
   log read ``matched(req)`` whatever the policy). The policy's view holds the index only
   if the policy declared it.
+* Exact sources: ``attach_exact(i, source)`` gives worker ``i`` an exact view of its
+  cache (its engine's KV events); ``detach_exact(i)`` takes it back. ``matched`` and the
+  policy's ``view.matched`` both read :class:`~kvroute.routing.cache_beliefs.CacheBeliefs`
+  (``caches``): an in-sync exact source answers for its worker (with the prompts of the
+  dispatches open there, which the engine will hold before anything routed after them
+  runs), the approximate index for the others. Each dispatch keeps what the router
+  expected the chosen worker to hold (``expected``), the most any allowed worker held
+  (``available``) and whether the expectation was exact (``exact``), for the hit-rate
+  telemetry.
 """
 
 from __future__ import annotations
@@ -46,6 +55,7 @@ from kvroute.routing.base import (
     WorkerProbe,
     WorkerState,
 )
+from kvroute.routing.cache_beliefs import CacheBeliefs, ExactCache
 from kvroute.routing.prefix_index import DEFAULT_INDEX_CAPACITY, PrefixIndex
 
 __all__ = ["Dispatch", "Router"]
@@ -58,7 +68,10 @@ class Dispatch:
     sent_at: float
     first_token_at: float | None = None
     closed: bool = False
-    held: int = 0  # units of the prompt the index believed the worker held before this
+    held: int = 0  # units of the prompt the approximate index believed the worker held
+    expected: int = 0  # units the router believed the worker held (exact or approximate)
+    available: int = 0  # the most units any allowed worker was believed to hold
+    exact: bool = False  # ``expected`` came from an in-sync exact source
 
     @property
     def worker(self) -> int:
@@ -76,7 +89,8 @@ class Router:
         self.workers = [WorkerState(i) for i in range(workers)]
         self.index = (PrefixIndex(workers, index_capacity)
                       if policy.uses_index or keep_index else None)
-        self.view = ClusterView(self.workers, self.index if policy.uses_index else None,
+        self.caches = CacheBeliefs(self.index, workers)
+        self.view = ClusterView(self.workers, self.caches if policy.uses_index else None,
                                 probes)
         self._next_rid = 0
         self._open: dict[Dispatch, None] = {}  # routed and not closed, in routing order
@@ -91,8 +105,7 @@ class Router:
         """A new worker joins as the last one; its index."""
         k = len(self.workers)
         self.workers.append(WorkerState(k))
-        if self.index is not None:
-            self.index.add_worker()
+        self.caches.add_worker()
         self.policy.on_workers_changed(k + 1)
         return k
 
@@ -106,8 +119,7 @@ class Router:
         del self.workers[worker]
         for j, state in enumerate(self.workers):
             state.index = j
-        if self.index is not None:
-            self.index.remove_worker(worker)
+        self.caches.remove_worker(worker)
         for d in self._open:
             if d.worker > worker:
                 d.decision = dataclasses.replace(d.decision, worker=d.worker - 1)
@@ -125,19 +137,27 @@ class Router:
 
     # --- the prefix index -----------------------------------------------------------------
     def matched(self, req: RouteRequest) -> np.ndarray:
-        """Prefix units of ``req`` the index believes each worker holds (zeros without an
-        index); computed once per request and shared with the policy's view."""
-        if self.index is None:
-            return np.zeros(len(self.workers), dtype=np.int64)
+        """Prefix units of ``req`` the router believes each worker holds (zeros without an
+        index or exact source); computed once per request and shared with the policy's
+        view."""
         if req._matched is None:
-            req._matched = self.index.match(req.units)
+            req._matched = self.caches.match(req.units)
         return req._matched
 
+    def attach_exact(self, worker: int, source: ExactCache) -> None:
+        """Worker ``worker``'s cache is known exactly from ``source`` while it is in sync."""
+        if not 0 <= worker < len(self.workers):
+            raise ConfigError(f"no worker {worker} among {len(self.workers)}")
+        self.caches.attach(worker, source)
+
+    def detach_exact(self, worker: int) -> None:
+        """Back to the approximate index for ``worker``."""
+        self.caches.detach(worker)
+
     def forget_cache(self, worker: int) -> None:
-        """The index forgets all it believed ``worker`` holds (it went down and may come
-        back restarted, with an empty cache)."""
-        if self.index is not None:
-            self.index.clear(worker)
+        """The approximate index forgets all it believed ``worker`` holds (it went down and
+        may come back restarted, with an empty cache); an exact source follows its engine."""
+        self.caches.clear(worker)
 
     # --- routing and accounting -----------------------------------------------------------
     def route(self, req: RouteRequest, now: float,
@@ -160,11 +180,20 @@ class Router:
         state.in_flight += 1
         state.prefill_units += len(req)
         state.routed += 1
-        held = 0
+        expected = available = held = 0
+        exact = False
+        if not self.caches.blind:
+            matched = self.matched(req)
+            expected = int(matched[w])
+            exact = self.caches.exact(w)
+            available = int(matched.max() if allowed is None
+                            else matched[view.candidates()].max())
         if self.index is not None:
-            held = int(self.matched(req)[w])
+            held = self.caches.approx_match(req.units, w) if exact else expected
             self.index.record(w, req.units, now)
-        d = Dispatch(req, decision, now, held=held)
+        d = Dispatch(req, decision, now, held=held, expected=expected, available=available,
+                     exact=exact)
+        self.caches.sent(w, id(d), req.units)
         self._open[d] = None
         return d
 
@@ -191,6 +220,7 @@ class Router:
             return False
         dispatch.closed = True
         del self._open[dispatch]
+        self.caches.done(dispatch.worker, id(dispatch))
         state = self.workers[dispatch.worker]
         state.in_flight -= 1
         if dispatch.first_token_at is None:

@@ -6,6 +6,8 @@ Contract:
   and the engine-reported load); ``POST /workers`` and SGLang's ``POST /add_worker`` add
   one; ``DELETE /workers`` and ``POST /remove_worker`` remove one. The worker is given as
   ``?url=`` or a JSON body ``{"url": ...}``. Add and remove answer with the new list.
+  Adding may name the worker's KV-event feed, ``kv_events=ENDPOINT[,REPLAY]`` (query or
+  JSON field; the router needs a tokenizer); the list then shows each feed's state.
 * With an API key set, every admin request needs ``Authorization: Bearer KEY`` (401
   otherwise, compared in constant time).
 * Errors are JSON: 400 for a missing or malformed URL, 409 when adding a member, 404 when
@@ -27,6 +29,7 @@ from kvroute.errors import ConfigError
 from kvroute.routing.router import Router
 from kvroute.server.decision_log import DecisionLog
 from kvroute.server.http_messages import Request, Response, error_response, json_response
+from kvroute.server.kv_events import KvEventFeeds, parse_feed
 from kvroute.server.membership import Membership
 from kvroute.server.router_metrics import RouterMetrics
 
@@ -42,7 +45,7 @@ class _NoUrl(Exception):
 class Admin:
     def __init__(self, router: Router, members: Membership, metrics: RouterMetrics,
                  decisions: DecisionLog, clock: Callable[[], float], *, api_key: str | None,
-                 policy_name: str) -> None:
+                 policy_name: str, kv_events: KvEventFeeds | None = None) -> None:
         self.router = router
         self.members = members
         self.metrics = metrics
@@ -50,6 +53,7 @@ class Admin:
         self.clock = clock
         self.api_key = api_key
         self.policy_name = policy_name
+        self.kv_events = kv_events
 
     def _authorized(self, request: Request) -> bool:
         key = self.api_key
@@ -62,24 +66,32 @@ class Admin:
     def workers_json(self) -> list[dict[str, Any]]:
         now = self.clock()
         m = self.members
-        return [{"url": w.url, "healthy": w.healthy, "available": a,
-                 "circuit_open": now < w.open_until, "in_flight": s.in_flight,
-                 "routed": s.routed, "completed": s.completed, "errors": s.errors,
-                 "engine": {"running": s.running, "waiting": s.waiting,
-                            "kv_usage": round(s.kv_usage, 4), "kv_capacity": s.kv_capacity}}
-                for w, a, s in zip(m.workers, m.available(now), self.router.workers,
-                                   strict=True)]
+        out: list[dict[str, Any]] = [
+            {"url": w.url, "healthy": w.healthy, "available": a,
+             "circuit_open": now < w.open_until, "in_flight": s.in_flight,
+             "routed": s.routed, "completed": s.completed, "errors": s.errors,
+             "engine": {"running": s.running, "waiting": s.waiting,
+                        "kv_usage": round(s.kv_usage, 4), "kv_capacity": s.kv_capacity}}
+            for w, a, s in zip(m.workers, m.available(now), self.router.workers, strict=True)]
+        if self.kv_events is not None:
+            for item in out:
+                item["kv_events"] = self.kv_events.status(item["url"])
+        return out
 
     @staticmethod
-    def _url(request: Request) -> str:
-        url = request.query.get("url")
-        if url is None and request.body:
+    def _field(request: Request, name: str) -> str | None:
+        value = request.query.get(name)
+        if value is None and request.body:
             try:
                 body = request.json()
             except (ValueError, UnicodeDecodeError) as e:
                 raise _NoUrl("the request body is not valid JSON") from e
-            if isinstance(body, dict) and isinstance(body.get("url"), str):
-                url = body["url"]
+            if isinstance(body, dict) and isinstance(body.get(name), str):
+                value = body[name]
+        return value
+
+    def _url(self, request: Request) -> str:
+        url = self._field(request, "url")
         if not url:
             raise _NoUrl("give the worker as ?url= or a JSON body {\"url\": ...}")
         return url
@@ -96,11 +108,23 @@ class Admin:
         try:
             url = self._url(request)
             if adding:
+                spec = parse_feed(self._field(request, "kv_events"))
+                if spec is not None and self.kv_events is None:
+                    raise ConfigError("kv_events needs a router started with --tokenizer "
+                                      "(events carry token ids)")
                 w = self.members.add(url)
+                if spec is not None and self.kv_events is not None:
+                    try:
+                        self.kv_events.add(w.url, spec)
+                    except ConfigError:
+                        self.members.remove(w.url, self.clock())
+                        raise
                 log.info("added worker %s", w.url)
                 return json_response({"added": w.url, "workers": self.workers_json()})
             now = self.clock()
             w, closed = self.members.remove(url, now)
+            if self.kv_events is not None:
+                self.kv_events.remove(w.url)
             for d in closed:
                 self.decisions.outcome(now, d, w.url, ok=False, error="worker_removed")
             self.metrics.forget_worker(w.url)

@@ -21,6 +21,10 @@ Contract:
   whatever the policy, for the estimated hit ratio in ``/metrics`` and the decision log.
   Every ``health_interval`` / ``metrics_interval`` seconds the workers' ``/health`` and
   ``/metrics`` are read (:mod:`kvroute.server.checks`).
+* KV events (``kv_events``: ``ENDPOINT[,REPLAY]`` or ``-`` per worker URL, in order):
+  each feed fills an exact index that the router believes for that worker while in sync
+  (:mod:`kvroute.server.kv_events`); it needs a tokenizer (the router must route on the
+  engines' token ids). Workers added through the admin API may name a feed too.
 * Requests are read by :mod:`kvroute.protocol.request_body` (a body that breaks it is a
   400 before any worker is tried): the routing units are the first prompt's, token ids
   with a tokenizer (chat: ``messages`` through the model's chat template when
@@ -62,6 +66,7 @@ from kvroute.server.http_messages import (
     json_response,
 )
 from kvroute.server.http_server import HttpServer
+from kvroute.server.kv_events import KvEventFeeds, parse_feeds
 from kvroute.server.membership import Membership, worker_urls
 from kvroute.server.proxy import Forwarder
 from kvroute.server.router_metrics import CONTENT_TYPE_LATEST, RouterMetrics
@@ -98,6 +103,9 @@ class ServeConfig:
     # KV pool (tokens with a tokenizer, else CHARS_PER_TOKEN characters a token), 2^24
     # until it reports one
     index_capacity: int | None = None
+    # one ``ENDPOINT[,REPLAY]`` (or ``-``) per worker URL: its engine's KV events
+    kv_events: list[str] | None = None
+    kv_events_engine: str = "vllm"  # the events' schema: vllm or sglang
 
     def validate(self) -> None:
         if self.index_capacity is not None and self.index_capacity < 1:
@@ -129,6 +137,16 @@ class RouterApp:
                                   health_checks=config.health_interval > 0)
         self.prompts = PromptEncoder(config.tokenizer, config.chat_template)
         self.metrics = RouterMetrics()
+        feeds = parse_feeds(config.kv_events, len(urls))
+        if any(feeds) and config.tokenizer is None:
+            raise ConfigError("--kv-events needs --tokenizer: the engines' events carry "
+                              "token ids, and the router must route on the same ids")
+        self.kv_events = KvEventFeeds(self.router, self.members,
+                                      engine=config.kv_events_engine)
+        for url, spec in zip(urls, feeds, strict=True):
+            if spec is not None:
+                self.kv_events.add(url, spec)
+        self.metrics.registry.register(self.kv_events)
         self.t0 = time.monotonic()
         self.draining = False
         self.decisions = DecisionLog(config.decision_log)
@@ -144,7 +162,8 @@ class RouterApp:
             self.members, self.router, self.upstream, config.health_timeout, self.now,
             units_per_kv_token=per_token if config.index_capacity is None else None)
         self.admin = Admin(self.router, self.members, self.metrics, self.decisions, self.now,
-                           api_key=config.api_key, policy_name=policy.name)
+                           api_key=config.api_key, policy_name=policy.name,
+                           kv_events=self.kv_events if config.tokenizer is not None else None)
         self._tasks: list[asyncio.Task[None]] = []
         self.server: HttpServer | None = None
 
@@ -225,9 +244,12 @@ class RouterApp:
                                 (self.config.metrics_interval, self.checks.scrape_engines)):
             if interval > 0:
                 self._tasks.append(asyncio.create_task(self._every(interval, check)))
+        self.kv_events.start()
 
     async def cleanup(self) -> None:
-        """Stop the checks, close the upstream pool and the decision log."""
+        """Stop the checks and the KV-event feeds, close the upstream pool and the
+        decision log."""
+        await self.kv_events.close()
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()

@@ -29,6 +29,10 @@ Contract:
   below 500; 503 when none does.
 * Telemetry: Prometheus counters and histograms (:mod:`kvroute.server.router_metrics`) and
   the decision log (:mod:`kvroute.server.decision_log`), per decision and per outcome.
+  For each successful request whose engine reported ``cached_tokens``, the hit counters
+  ``kvroute_hit_{prompt,available,expected}_units`` and ``kvroute_hit_reported_tokens``
+  (by worker and by index kind, exact or approx) put what the router expected beside
+  what the engine captured.
 """
 
 from __future__ import annotations
@@ -172,7 +176,13 @@ class Forwarder:
                 self.metrics.observed.observe(e2e)
                 self.metrics.prediction_error.observe(e2e - d.decision.predicted_s)
             if cached is not None:
-                self.metrics.cached_tokens.inc(cached)
+                mt = self.metrics
+                mt.cached_tokens.inc(cached)
+                labels = (w.url, "exact" if d.exact else "approx")
+                mt.child(mt.hit_prompt, *labels).inc(len(d.req))
+                mt.child(mt.hit_available, *labels).inc(d.available)
+                mt.child(mt.hit_expected, *labels).inc(d.expected)
+                mt.child(mt.hit_reported, *labels).inc(cached)
         self.decisions.outcome(now, d, w.url, ok, error, ttft_s=ttft_s, cached=cached)
 
     def _fail(self, w: Worker, kind: str) -> None:

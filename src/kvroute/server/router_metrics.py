@@ -62,6 +62,21 @@ class RouterMetrics:
                             "What the routing policy reports about itself (e.g. learned's "
                             "predicted-vs-observed TTFT and E2E error), one series per key",
                             ["key"], registry=r)
+        # expected vs reported, over the same requests (those whose engine reported
+        # cached tokens); index: exact (from KV events) or approx (from routing history)
+        hit = ["worker", "index"]
+        self.hit_prompt = Counter("kvroute_hit_prompt_units", "Prompt units of completed "
+                                  "requests whose engine reported cached tokens", hit,
+                                  registry=r)
+        self.hit_available = Counter("kvroute_hit_available_units", "Prompt units the best "
+                                     "allowed worker was believed to hold (what was "
+                                     "available)", hit, registry=r)
+        self.hit_expected = Counter("kvroute_hit_expected_units", "Prompt units the router "
+                                    "believed the chosen worker held (what it expected to "
+                                    "capture)", hit, registry=r)
+        self.hit_reported = Counter("kvroute_hit_reported_tokens", "Cached tokens the "
+                                    "engine reported for the same requests (what was "
+                                    "captured)", hit, registry=r)
 
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
 

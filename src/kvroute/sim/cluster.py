@@ -5,7 +5,9 @@ router is :class:`kvroute.routing.Router` with a registered policy, the very obj
 live router uses; here its clock is the event loop's. Open-loop requests arrive at their
 ``arrival`` times (read lazily, in order); closed-loop clients send each turn when the
 previous reply is complete (plus think time). Same inputs and seed, same result, bit for
-bit: every random choice comes from generators seeded from ``config.seed``.
+bit: every random choice comes from generators seeded from ``config.seed``. With
+``index="exact"`` the router's index is the workers' own cache events
+(:mod:`kvroute.sim.exact_index`) instead of its routing history.
 """
 
 from __future__ import annotations
@@ -52,10 +54,19 @@ class SimConfig:
     mixed_chunk: bool = False
     seed: int = 1
     debug: bool = False  # check every invariant after every step (slow)
+    # the router's index: "approx" (learned from routing) or "exact" (the workers' cache
+    # events, ``event_delay`` s late, in blocks of ``block_size`` tokens)
+    index: str = "approx"
+    event_delay: float = 0.0
+    block_size: int = 16
 
     def __post_init__(self) -> None:
         if self.workers < 1:
             raise ConfigError(f"workers must be >= 1, got {self.workers}")
+        if self.index not in ("approx", "exact"):
+            raise ConfigError(f"index must be approx or exact, got {self.index!r}")
+        if self.event_delay < 0 or self.block_size < 1:
+            raise ConfigError("need an event delay >= 0 s and a block size >= 1 token")
         self.worker_config()  # validates the worker's fields and the eviction policy
         self.routing_policy()  # the policy validates its parameters
 
@@ -172,6 +183,10 @@ def simulate(workload: Workload, config: SimConfig | None = None, *, ceilings: b
         w.debug = cfg.debug
     router = Router(cfg.routing_policy(), cfg.workers,
                     probes=workers)
+    if cfg.index == "exact":
+        from kvroute.sim.exact_index import attach_exact_indexes
+
+        attach_exact_indexes(router, workers, loop, cfg.event_delay, cfg.block_size)
 
     def dispatch(req: Request) -> None:
         if req.rid in dispatches:

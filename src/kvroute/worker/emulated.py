@@ -19,6 +19,10 @@ Contract:
   client went away runs to completion.
 * ``speed`` divides every step time (all step-model coefficients), so tests and demos can
   run faster than real time; the KV pool size is unchanged.
+* With ``kv_events_endpoint`` the radix cache's changes are published as vLLM KV events
+  (:mod:`kvroute.worker.kv_publisher`: blocks of ``block_size`` tokens, a replay socket
+  on ``kv_events_replay_endpoint``); :attr:`EmulatedWorker.events` has the bound
+  addresses once started. The engine itself behaves the same with events on or off.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from kvroute.sim.step_model import StepModel
 from kvroute.sim.step_profiles import DEFAULT_PROFILE, load_profile
 from kvroute.sim.worker import Job, SimWorker, WorkerConfig
 from kvroute.worker.exported_metrics import ExportedMetrics
+from kvroute.worker.kv_publisher import CachePublisher
 from kvroute.workloads.chat_template import find_chat_template
 from kvroute.workloads.request import Request
 from kvroute.workloads.tokenizer import Tokenizer, load_tokenizer
@@ -84,6 +89,10 @@ class EmulatedConfig:
     chunk_size: int = 8192
     max_running: int | None = None
     default_max_tokens: int = 16
+    # KV events (vLLM's wire form): ZMQ endpoints to bind (":*": a free port); None: off
+    kv_events_endpoint: str | None = None
+    kv_events_replay_endpoint: str | None = None
+    block_size: int = 16  # tokens per published block
 
     def __post_init__(self) -> None:
         speed = self.speed
@@ -94,6 +103,10 @@ class EmulatedConfig:
             raise ConfigError("model_name must be a non-empty string")
         if self.default_max_tokens < 1:
             raise ConfigError(f"default_max_tokens must be >= 1, got {self.default_max_tokens}")
+        if self.block_size < 1:
+            raise ConfigError(f"block_size must be >= 1 token, got {self.block_size}")
+        if self.kv_events_replay_endpoint and not self.kv_events_endpoint:
+            raise ConfigError("a KV-events replay endpoint needs a KV-events endpoint")
         self.worker_config()  # validates capacity, chunk_size, max_running, the policy
 
     def step_model(self) -> StepModel:
@@ -137,6 +150,7 @@ class EmulatedWorker:
                                        running=lambda: self.running,
                                        waiting=lambda: self.waiting, kv_usage=self.kv_usage)
         self.worker: SimWorker | None = None
+        self.events: CachePublisher | None = None
         self.pending: dict[int, Pending] = {}
         self._rids = itertools.count()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -148,6 +162,16 @@ class EmulatedWorker:
         self.worker = SimWorker(0, self.model, self.worker_config, RealtimeLoop(self._loop),
                                 on_finish=self._on_finish, seed=self.config.seed,
                                 on_first_token=self._on_first_token, on_token=self._on_token)
+        c = self.config
+        if c.kv_events_endpoint:
+            self.events = CachePublisher(self.worker.cache, self._loop, c.kv_events_endpoint,
+                                         c.kv_events_replay_endpoint, c.block_size)
+
+    def close(self) -> None:
+        """Close the KV-event sockets, if any."""
+        if self.events is not None:
+            self.events.close()
+            self.events = None
 
     @property
     def started(self) -> bool:

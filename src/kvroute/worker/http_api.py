@@ -301,7 +301,11 @@ def create_app(config: EmulatedConfig | None = None) -> web.Application:
     async def start(app: web.Application) -> None:
         ew.start()
 
+    async def stop(app: web.Application) -> None:
+        ew.close()
+
     app.on_startup.append(start)
+    app.on_cleanup.append(stop)
     app.router.add_post(PATHS["completions"], completions)
     app.router.add_post(PATHS["chat"], chat_completions)
     app.router.add_post(PATHS["generate"], generate)
