@@ -143,3 +143,18 @@ def test_a_worker_bounded_by_set_capacity_is_trimmed_at_once_and_later() -> None
     idx.remove_worker(0)
     assert idx.capacities().tolist() == [1000, 1000]
     idx.check_integrity()
+
+
+def test_node_units_bound_many_short_prompts() -> None:
+    """With node_units, each node held costs that much against the bound (sizes() still
+    counts units only): many short distinct prompts are trimmed to fit."""
+    idx = PrefixIndex(1, capacity=1000, trim_interval=1e9)
+    idx.node_units = 90
+    for k in range(50):
+        idx.record(0, np.array([k, 1000 + k], dtype=np.int64), float(k))
+    assert idx.sizes().tolist() == [100]  # 50 leaves of 2 units: 100 + 50 * 90 > 1000
+    idx.trim()
+    assert idx.sizes().tolist() == [20]  # 10 leaves: 20 + 900 = 920 <= 1000
+    assert idx.match(np.array([49, 1049], dtype=np.int64)).tolist() == [2]  # newest kept
+    assert idx.match(np.array([0, 1000], dtype=np.int64)).tolist() == [0]
+    idx.check_integrity()

@@ -20,6 +20,9 @@ Contract:
   until it fits. The capacity is ``capacity`` units (2^24, the paper's router constant)
   until ``set_capacity(w, units)`` bounds worker ``w`` by what it can really hold (the
   live router does so from each engine's reported KV pool); a lower bound trims at once.
+  With ``node_units`` > 0 every node a worker holds also costs that many units against
+  its bound (not in ``sizes()``): many short prompts then cannot grow the tree past what
+  the bound means in memory (a node costs about as much as 110 units' keys).
 * Units are whatever the router keys on: token ids or character codes (int64 arrays).
 """
 
@@ -66,6 +69,7 @@ class PrefixIndex:
         self.root = _Node(np.empty(0, dtype=np.int64), None)
         self._sizes = [0] * workers
         self._caps = [capacity] * workers
+        self.node_units = 0  # what one node costs against a worker's bound, in units
         self._next_trim = trim_interval
 
     def __len__(self) -> int:
@@ -165,17 +169,30 @@ class PrefixIndex:
         if units < 1:
             raise ConfigError(f"prefix index capacity must be >= 1 unit, got {units}")
         self._caps[worker] = units
-        if self._sizes[worker] > units:
-            self._trim_worker(worker, self._sizes[worker] - units)
+        cost = self._costs()[worker]
+        if cost > units:
+            self._trim_worker(worker, cost - units)
 
     def capacities(self) -> np.ndarray:
         return np.array(self._caps, dtype=np.int64)
 
     def trim(self) -> None:
         """Trim every worker above its capacity, least recently recorded leaves first."""
-        for w, size in enumerate(self._sizes):
-            if size > self._caps[w]:
-                self._trim_worker(w, size - self._caps[w])
+        for w, cost in enumerate(self._costs()):
+            if cost > self._caps[w]:
+                self._trim_worker(w, cost - self._caps[w])
+
+    def _costs(self) -> list[int]:
+        """Each worker's units plus ``node_units`` per node it holds."""
+        costs = list(self._sizes)
+        if self.node_units:
+            stack = [self.root]
+            while stack:
+                node = stack.pop()
+                stack.extend(node.children.values())
+                for w in node.tenants:
+                    costs[w] += self.node_units
+        return costs
 
     def _is_leaf_of(self, node: _Node, w: int) -> bool:
         return w in node.tenants and not any(w in c.tenants for c in node.children.values())
@@ -193,7 +210,7 @@ class PrefixIndex:
             _, _, node = heapq.heappop(heap)
             del node.tenants[w]
             self._sizes[w] -= len(node.key)
-            excess -= len(node.key)
+            excess -= len(node.key) + self.node_units
             parent = node.parent
             assert parent is not None
             if not node.tenants and not node.children:

@@ -120,6 +120,7 @@ class ServeConfig:
 
 _error = error_response
 CHARS_PER_TOKEN = 4.0  # routing on characters: a KV pool of n tokens holds about 4n of them
+INDEX_NODE_UNITS = 128  # a prefix-index node costs ~1 KB, the keys of ~110 units (9 B each)
 
 
 Route = Callable[[Request], Awaitable[Response | StreamResponse]]
@@ -132,6 +133,8 @@ class RouterApp:
         urls = worker_urls(config.worker_urls)
         self.router = Router(policy, len(urls), keep_index=True,
                              index_capacity=config.index_capacity or DEFAULT_INDEX_CAPACITY)
+        if self.router.index is not None:  # a long run of short prompts stays bounded too
+            self.router.index.node_units = INDEX_NODE_UNITS
         self.members = Membership(urls, self.router, failure_threshold=config.failure_threshold,
                                   cooldown_s=config.cooldown_s,
                                   health_checks=config.health_interval > 0)
