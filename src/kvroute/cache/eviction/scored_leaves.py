@@ -1,7 +1,7 @@
-"""``ScoredLeaves``: the mechanism shared by the engines' whole-leaf policies (``lfu``,
+"""``ScoredLeaves``: the mechanism shared by the whole-leaf policies (``lru``, ``lfu``,
 ``slru``, ``sae``): a lazy min-heap of the unlocked leaves keyed by the policy's
 ``key(node)``; ``evict(n)`` removes whole leaves, smallest key first, until at least n
-tokens are freed (like ``lru``). ``node.aux`` holds the node's hit count (matches that
+tokens are freed. ``node.aux`` holds the node's hit count (matches that
 passed through it), copied to the new prefix on a split. Subclasses define ``key`` (a
 tuple or number that only changes when the node is accessed or hit) and may override
 ``on_created`` and ``on_evicted``.
