@@ -116,3 +116,58 @@ def test_bad_parameters():
         make_policy("learned", {"trust": "-1"})
     with pytest.raises(ConfigError, match="ghosts"):
         make_policy("learned", {"ghosts": "0"})
+    with pytest.raises(ConfigError, match="memory"):
+        make_policy("learned", {"memory": "-1"})
+
+
+def test_an_echo_restores_popularity_after_the_ghost_is_forgotten():
+    """A span whose ghost fell off the ghost list (1x capacity) but is still in the
+    memory of echoes (2x) comes back with its hits and a proven head."""
+    policy = make_policy("learned", seed=0)
+    cache = RadixCache(8, policy)
+    cache.insert([1, 2, 3, 4, 5, 6, 7, 8], now=0)
+    for t in (1, 2, 3):
+        cache.match([1, 2, 3, 4, 5, 6, 7, 8], now=t)  # three hits
+    cache.insert([20, 21, 22, 23, 24, 25, 26, 27], now=4)  # evicts the first span
+    cache.insert([30, 31, 32, 33, 34, 35, 36, 37], now=5)  # its ghost is forgotten
+    assert policy.ghosts.take((id(cache.root), 1), cache.root) is None
+    assert policy.ghosts.echo_tokens > 0
+    cache.insert([1, 2, 3, 4, 5, 6, 9, 9], now=6)  # shares 6 ids: proven 4 (2, 4, 8...)
+    leaf = next(n for n in cache.root.children.values() if int(n.key[0]) == 1)
+    assert leaf.aux[0] == 3 and leaf.aux[2] == 4
+    cache.check_integrity()
+
+
+@pytest.mark.parametrize("page_size", [1, 4])
+def test_cached_group_keys_choose_what_a_full_scan_would(page_size):
+    """The per-group cached keys pick exactly the victim a scan of every group's heap
+    top picks (lowest estimate, then oldest, then lowest group)."""
+    from kvroute.cache.eviction.leaf_classes import AGES
+
+    chosen = []
+
+    class Checked(LearnedEviction):
+        name = "checked_learned_for_a_test"  # not registered
+
+        def _predicted(self):
+            truth = None
+            for b, heap in enumerate(self._heaps):
+                live = [e for e in heap if e[2].slot == e[1] and self._valid(e[2])]
+                if live:
+                    t, _, node = min(live, key=lambda e: (e[0], e[1]))
+                    age = min(AGES - 1, (self.epoch - node.mark).bit_length())
+                    key = (self.model.p(b * AGES + age), t, b)
+                    if truth is None or key < truth[0]:
+                        truth = (key, node)
+            node = super()._predicted()
+            assert (truth is None) == (node is None)
+            assert node is None or node is truth[1]
+            chosen.append(node)
+            return node
+
+    prompts = generate_gsp(GSPConfig(groups=8, prompts_per_group=8, lengths=(64, 256),
+                                     seed=3)).prompts
+    cache = RadixCache(1500, Checked(seed=3), page_size=page_size)
+    replay(cache, prompts)
+    cache.check_integrity()
+    assert len(chosen) > 50

@@ -94,13 +94,17 @@ class LearnedEviction(EvictionPolicy):
     name = "learned"
     takes_seed = True
 
-    def __init__(self, seed: int | None = None, trust: float = 0.1, ghosts: float = 1.0) -> None:
+    def __init__(self, seed: int | None = None, trust: float = 0.1, ghosts: float = 1.0,
+                 memory: float = 2.0) -> None:
         if not trust >= 0.0:
             raise ConfigError(f"learned: trust must be >= 0, got {trust}")
         self.trust = float(trust)
         if not ghosts > 0:
             raise ConfigError(f"learned: ghosts must be > 0, got {ghosts}")
         self._ghost_share = float(ghosts)
+        if not memory >= 0:
+            raise ConfigError(f"learned: memory must be >= 0, got {memory}")
+        self._memory_share = float(memory)
         self.rng = np.random.default_rng(seed)
         self.epoch = 1  # node.mark == epoch <=> touched in this phase
         self.phases = 1
@@ -116,12 +120,16 @@ class LearnedEviction(EvictionPolicy):
         self._seq = 0
         self._entries = 0
         self._compact_at = 64
+        # per group, the key (p, last access, group) of its heap's top, or None (stale)
+        self._best: list[tuple[float, float, int, int] | None] = [None] * GROUPS
+        self._halvings = 0
 
     def attach(self, cache: RadixCache) -> None:
         super().attach(cache)
         self._page = cache.page_size
         self.model = ReuseModel(GROUPS, AGES, cache.capacity, weight=cache.page_size)
-        self.ghosts = GhostList(int(self._ghost_share * cache.capacity))
+        self.ghosts = GhostList(int(self._ghost_share * cache.capacity),
+                                int(self._memory_share * cache.capacity), cache.page_size)
 
     # ---------------------------------------------------------------- candidates
     @staticmethod
@@ -133,10 +141,14 @@ class LearnedEviction(EvictionPolicy):
         aux = node.aux
         if node.slot > 0 and aux[4] == g and aux[5] == node.last_access:
             return  # its live entry is already this one
+        self._stale(node)  # its old entry goes stale
         aux[4], aux[5] = g, node.last_access
         self._seq += 1
         node.slot = self._seq
         heapq.heappush(self._heaps[g], (node.last_access, self._seq, node))
+        cached = self._best[g]
+        if cached is not None and node.last_access < cached[1]:
+            self._best[g] = None  # the new entry is the group's top
         self._entries += 1
         if self._entries > self._compact_at:
             self._compact()
@@ -151,6 +163,7 @@ class LearnedEviction(EvictionPolicy):
             heapq.heapify(kept)
             self._heaps[i] = kept
             live += len(kept)
+        self._best = [None] * GROUPS
         self._entries = live
         self._compact_at = max(64, 2 * live)
 
@@ -178,7 +191,15 @@ class LearnedEviction(EvictionPolicy):
                 node.mark = self.epoch
                 self.phase_tokens = len(node.key)
 
+    def _resolve(self, cls: int, tokens: int, reused: int) -> None:
+        g = self.model.resolve(cls, tokens, reused)
+        self._best[g] = None
+        if self.model.halvings != self._halvings:
+            self._halvings = self.model.halvings
+            self._best = [None] * GROUPS
+
     def _new_phase(self) -> None:
+        self._best = [None] * GROUPS  # ages moved
         if self.tried:  # this phase started with predictions
             if self.failed:
                 self.streak += 1
@@ -200,8 +221,14 @@ class LearnedEviction(EvictionPolicy):
         leaf.aux = new_aux(0, len(leaf.key))
         parent = leaf.parent
         assert parent is not None
-        ghost = self.ghosts.take((id(parent), self.cache.child_key(leaf.key, 0)), parent)
-        if ghost is not None:
+        key = (id(parent), self.cache.child_key(leaf.key, 0))
+        ghost = self.ghosts.take(key, parent)
+        if ghost is None:
+            echo = self.ghosts.recall(key, parent, leaf.key)
+            if echo is not None and echo[1]:  # asked for again after its span was forgotten
+                leaf.aux[0] = echo[0]
+                leaf.aux[2] = echo[1]
+        else:
             shared = self.cache.common_length(ghost.span, leaf.key, 0)
             self._credit(ghost, shared)
             if shared:  # asked for again: its popularity comes back, its head is proven
@@ -216,7 +243,7 @@ class LearnedEviction(EvictionPolicy):
         for seg in ghost.segments:
             hit = max(0, min(shared, seg.tokens))
             shared -= hit
-            self.model.resolve(seg.cls, seg.tokens, hit)
+            self._resolve(seg.cls, seg.tokens, hit)
             if hit and seg.predicted and seg.epoch == self.epoch and self.predicting:
                 self.mistakes += hit
                 if self.mistakes > self.trust * self.cache.capacity:
@@ -243,6 +270,20 @@ class LearnedEviction(EvictionPolicy):
     def on_candidacy(self, node: Node) -> None:
         if self._valid(node):
             self._push(node)
+        else:
+            self._stale(node)
+
+    def on_removed(self, node: Node) -> None:
+        self._stale(node)
+
+    def _stale(self, node: Node) -> None:
+        """``node`` stopped being a candidate: if it heads its group, the group's next
+        top (maybe of another age, so of another estimate) must be looked at."""
+        aux = node.aux
+        if node.slot > 0 and isinstance(aux, list) and aux[4] >= 0:
+            cached = self._best[aux[4]]
+            if cached is not None and cached[3] == node.slot:
+                self._best[aux[4]] = None
 
     # ---------------------------------------------------------------- eviction
     def evict(self, n: int) -> int:
@@ -265,31 +306,36 @@ class LearnedEviction(EvictionPolicy):
         return done * page
 
     def _predicted(self) -> Node | None:
-        """Pop the leaf of least estimated reuse (oldest first within a class)."""
-        best: Node | None = None
-        best_p, best_t = 2.0, 0.0
-        best_b = -1
-        p_of, epoch, last_age = self.model.p, self.epoch, AGES - 1
-        valid = self._valid
-        for b, heap in enumerate(self._heaps):
-            while heap:  # _top, inlined
-                _, seq, node = heap[0]
-                if node.slot == seq:
-                    if valid(node):
-                        break
+        """Pop the leaf of least estimated reuse (oldest first within a class). Each
+        group's heap top and its key are cached until the group changes (a push, a pop,
+        its estimates, a new phase), so a victim costs a min over the cached keys plus
+        the groups that changed since the last victim."""
+        best = self._best
+        while True:
+            for b, key in enumerate(best):
+                if key is None:
+                    best[b] = self._group_key(b)
+            p, _, b, seq = min(best)  # type: ignore[type-var,misc]  # no None left here
+            if p > 1.0:
+                return None  # every heap is empty
+            heap = self._heaps[b]
+            if heap and heap[0][1] == seq:
+                node = heap[0][2]
+                if node.slot == seq and self._valid(node):
+                    heapq.heappop(heap)
+                    self._entries -= 1
                     node.slot = -1
-                heapq.heappop(heap)
-                self._entries -= 1
-            else:
-                continue
-            p = p_of(b * AGES + min(last_age, (epoch - node.mark).bit_length()))
-            if p < best_p or (p == best_p and node.last_access < best_t):
-                best, best_p, best_t, best_b = node, p, node.last_access, b
-        if best is not None:
-            heapq.heappop(self._heaps[best_b])
-            self._entries -= 1
-            best.slot = -1
-        return best
+                    best[b] = None
+                    return node
+            best[b] = None  # its top went stale unseen: look again
+
+    def _group_key(self, b: int) -> tuple[float, float, int, int]:
+        heap = self._heaps[b]
+        node = self._top(heap)
+        if node is None:
+            return (2.0, float("inf"), b, -1)  # empty: any push invalidates it
+        cls = b * AGES + min(AGES - 1, (self.epoch - node.mark).bit_length())
+        return (self.model.p(cls), node.last_access, b, heap[0][1])
 
     @staticmethod
     def _tail(node: Node) -> int:
@@ -324,7 +370,7 @@ class LearnedEviction(EvictionPolicy):
         key = (id(anchor), cache.child_key(node.key, keep))
         for gone in self.ghosts.add(key, Ghost(anchor, span, segments, node.aux[0])):
             for seg in gone.segments:
-                self.model.resolve(seg.cls, seg.tokens, 0)
+                self._resolve(seg.cls, seg.tokens, 0)
         cache.trim_leaf(node, tokens)
         if keep > 0:
             node.aux[1] = key
@@ -332,8 +378,10 @@ class LearnedEviction(EvictionPolicy):
 
     def _unmarked(self) -> list[Node]:
         epoch = self.epoch
-        return [e[2] for heap in self._heaps for e in heap
-                if e[2].slot == e[1] and e[2].mark != epoch and self._valid(e[2])]
+        leaves = [e for heap in self._heaps for e in heap
+                  if e[2].slot == e[1] and e[2].mark != epoch and self._valid(e[2])]
+        leaves.sort(key=lambda e: e[1])  # in order of entry: independent of heap layout
+        return [e[2] for e in leaves]
 
     def _rlt_batch(self, rem: int) -> int:
         """One batch of RLT's process: ``rem`` uniform draws over the unmarked leaves

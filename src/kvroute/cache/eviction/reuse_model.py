@@ -46,6 +46,7 @@ class ReuseModel:
         self.weight = weight
         self._since = 0
         self._p: list[float] = [-1.0] * (groups * size)  # cached estimates (-1: stale)
+        self.halvings = 0  # how many times every estimate changed at once
 
     def p(self, cls: int) -> float:
         value = self._p[cls]
@@ -56,9 +57,10 @@ class ReuseModel:
             value = self._p[cls] = (self.reused[cls] + w * q) / (self.evicted[cls] + w)
         return value
 
-    def resolve(self, cls: int, tokens: int, reused: int) -> None:
+    def resolve(self, cls: int, tokens: int, reused: int) -> int:
         """A ghost's segment of ``tokens`` evicted ids is settled: ``reused`` of them
-        were asked for again (0 if it was forgotten first)."""
+        were asked for again (0 if it was forgotten first). Returns the group whose
+        estimates changed (all of them changed if ``halvings`` moved)."""
         g = cls // self.size
         self.evicted[cls] += tokens
         self.reused[cls] += reused
@@ -73,6 +75,8 @@ class ReuseModel:
                            self._group_reused):
                 counts[:] = [x * 0.5 for x in counts]
             self._p = [-1.0] * len(self._p)
+            self.halvings += 1
+        return g
 
 
 class Segment(NamedTuple):
@@ -96,11 +100,62 @@ class Ghost(NamedTuple):
         return len(self.span)
 
 
+class Echo(NamedTuple):
+    """What is left of a ghost after its span is forgotten: enough to tell that the
+    span comes back (its popularity) and about how much of it, in O(log) ids: the id
+    ending each prefix of doubling length (a sampled check: a false agreement only
+    misjudges a span's popularity, never the cache's contents)."""
+
+    anchor: Any
+    tokens: int
+    hits: int
+    ends: np.ndarray  # prefix lengths: 2, 4, 8, ... pages, and the whole span
+    last: np.ndarray  # the id that ends each of those prefixes
+
+
 class GhostList:
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, memory: int = 0, page: int = 1) -> None:
+        self.page = page
         self.capacity = capacity
         self.tokens = 0
         self._entries: OrderedDict[tuple[int, object], Ghost] = OrderedDict()
+        self.memory = memory
+        self.echo_tokens = 0
+        self._echoes: OrderedDict[tuple[int, object], Echo] = OrderedDict()
+
+    def _echo(self, key: tuple[int, object], ghost: Ghost) -> None:
+        if self.memory <= 0:
+            return
+        span = ghost.span
+        ends = []
+        n = 2 * self.page
+        while n < len(span):
+            ends.append(n)
+            n *= 2
+        ends.append(len(span))
+        at = np.array(ends, dtype=np.int64)
+        self._echoes[key] = Echo(ghost.anchor, len(span), ghost.hits, at, span[at - 1])
+        self.echo_tokens += len(span)
+        while self.echo_tokens > self.memory and self._echoes:
+            self.echo_tokens -= self._echoes.popitem(last=False)[1].tokens
+
+    def recall(self, key: tuple[int, object], anchor: Any,
+               ids: np.ndarray) -> tuple[int, int] | None:
+        """A forgotten ghost under ``key`` hanging from ``anchor``, asked for again by a
+        new leaf with ``ids`` (it starts with the ghost's first page): its hits and the
+        length the leaf is taken to share with it: the longest of the echo's prefix
+        lengths (doubling from two pages, and its whole length) up to which ``ids``
+        agrees with the id ending each of them (0 if none). None if there is no such
+        echo; the echo is dropped."""
+        echo = self._echoes.get(key)
+        if echo is None or echo.anchor is not anchor:
+            return None
+        del self._echoes[key]
+        self.echo_tokens -= echo.tokens
+        k = int(np.searchsorted(echo.ends, len(ids), side="right"))
+        same = ids[echo.ends[:k] - 1] == echo.last[:k]
+        agree = k if same.all() else int(same.argmin())
+        return echo.hits, int(echo.ends[agree - 1]) if agree else 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -114,10 +169,14 @@ class GhostList:
             gone.append(old)
         self._entries[key] = ghost
         self.tokens += ghost.tokens
+        old_echo = self._echoes.pop(key, None)
+        if old_echo is not None:
+            self.echo_tokens -= old_echo.tokens
         while self.tokens > self.capacity and self._entries:
-            dropped = self._entries.popitem(last=False)[1]
+            dropped_key, dropped = self._entries.popitem(last=False)
             self.tokens -= dropped.tokens
             gone.append(dropped)
+            self._echo(dropped_key, dropped)
         return gone
 
     def take(self, key: tuple[int, object], anchor: Any) -> Ghost | None:
