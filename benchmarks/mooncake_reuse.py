@@ -125,7 +125,8 @@ def main() -> None:
           "requests [2^k, 2^(k+1)):")
     print("k        " + " ".join(f"{k:>6}" for k in range(12)))
     for name, (rate, dist) in rows.items():
-        print(f"{name:<9}" + " ".join(f"{dist[k]:>6}" for k in range(12)) + f"   hit rate {rate:.4f}")
+        counts = " ".join(f"{dist[k]:>6}" for k in range(12))
+        print(f"{name:<9}{counts}   hit rate {rate:.4f}")
 
     # P(next use within the stack distance of each cache), by uses so far
     seq = [b for r in reqs for b in r]

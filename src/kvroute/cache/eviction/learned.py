@@ -27,6 +27,16 @@ probability is ``(reused + w q) / (evicted + w)``, counted when ghosts are settl
 counts halve after every ``capacity`` settled tokens; the ghost list holds ``ghosts``
 x ``capacity`` tokens.
 
+Echoes (longer popularity memory): a ghost that falls off the list is settled (the
+model's horizon stays one list) but leaves an *echo* for ``memory`` x ``capacity``
+more tokens: its place, length, hits, and the ids ending its prefixes of 2, 4, 8, ...
+pages. A new leaf in an echo's place that agrees with it at those ids gets the hits
+back and the longest agreeing prefix as its proven head, as a ghost hit would (a
+sampled check: a false agreement only misjudges popularity). On the Mooncake trace
+(benchmarks/mooncake_reuse.py) the reuse that matters comes hundreds of requests later,
+far past a ghost list of one capacity at 1%; the echoes are what lifted ``learned``
+there from below lru/rlt to 1.01-1.06x (docs/eviction-results.md).
+
 How it evicts (prediction mode): among all unlocked leaves, the one whose class has the
 least estimated reuse probability (least expected saving per token: every token of a
 class has its class's probability), oldest last access first within a class; from it,
@@ -61,11 +71,17 @@ ratio: the RLT phases start from the state the predictions left.
 Parameters: ``seed`` (its own numpy generator, for the fallback's draws); ``trust``
 (0.1: the share of the capacity that mistakes may cost in a phase before the phase
 falls back; 0 falls back at the first mistake); ``ghosts`` (1.0: the ghost list's size
-in capacities, as ARC's).
+in capacities, as ARC's); ``memory`` (2.0: the echoes' size in capacities; 0 keeps
+none).
 
 Cost: O(log L) per heap change (one lazy min-heap per class group, keyed by last
-access) and O(groups) per victim in prediction mode; the fallback gathers the unmarked
-leaves once per batch, O(L).
+access). A victim in prediction mode is the least of the groups' cached top keys
+(estimate, last access, group); a group's key is recomputed only when it may have
+changed: a push that could be its new top, its top re-keyed or no longer a candidate,
+its estimates resolved, a new phase (ages), a halving of the counts or a compaction
+(tests/cache/test_learned.py checks the choice against a full scan). The fallback
+gathers the unmarked leaves once per batch, O(L), in the order of their heap entries
+(so its seeded draws do not depend on the heaps' layout).
 """
 
 from __future__ import annotations

@@ -18,7 +18,10 @@
   credited with the length the new leaf shares with the span, segment by segment. Entries
   keep their anchor alive (the id cannot be reused while the entry exists). The list
   holds at most ``capacity`` tokens of ghosts, oldest dropped first (as ARC's ghost
-  lists: "would a cache twice as large have kept it?").
+  lists: "would a cache twice as large have kept it?"). A dropped ghost leaves an
+  :class:`Echo` (no span: its length, hits, and the ids ending its prefixes of 2, 4,
+  8, ... pages and its whole length) for ``memory`` more tokens, so that popularity
+  outlives the span (``recall``).
 
 Nothing here reads a clock or a random generator.
 """
