@@ -51,8 +51,8 @@ class RayPrefix(RoutingPolicy):
                 isinstance(match_rate, Real) and 0.0 <= match_rate <= 1.0):
             raise ConfigError(f"ray_prefix: match_rate must be a number in [0, 1], "
                               f"got {match_rate!r}")
-        self.imbalanced_threshold = int(imbalanced_threshold)
-        self.match_rate = float(match_rate)
+        self.imbalanced_threshold: int = int(imbalanced_threshold)
+        self.match_rate: float = float(match_rate)
 
     def candidates(self, req: RouteRequest, view: ClusterView) -> tuple[np.ndarray, str]:
         """The workers step 1 or 2 leaves to the final draw, and the branch."""

@@ -78,20 +78,20 @@ class SMetric(RoutingPolicy):
                  window: int = 64, quantile: float = 0.9, hit_fraction: float = 0.5,
                  ttft_slo_s: float = 1.0, prior_s_per_work: float = 1e-4) -> None:
         super().__init__(seed)
-        self.c_lin = _number("c_lin", c_lin)
-        self.c_att = _number("c_att", c_att)
+        self.c_lin: float = _number("c_lin", c_lin)
+        self.c_att: float = _number("c_att", c_att)
         if isinstance(window, bool) or not isinstance(window, Integral) or window < 1:
             raise ConfigError(f"smetric: window must be an integer >= 1, got {window!r}")
-        self.window = int(window)
-        self.quantile = _number("quantile", quantile, high=1.0)
-        self.hit_fraction = _number("hit_fraction", hit_fraction, high=1.0)
-        self.ttft_slo_s = _number("ttft_slo_s", ttft_slo_s, strict=True)
-        self.prior_s_per_work = _number("prior_s_per_work", prior_s_per_work, strict=True)
+        self.window: int = int(window)
+        self.quantile: float = _number("quantile", quantile, high=1.0)
+        self.hit_fraction: float = _number("hit_fraction", hit_fraction, high=1.0)
+        self.ttft_slo_s: float = _number("ttft_slo_s", ttft_slo_s, strict=True)
+        self.prior_s_per_work: float = _number("prior_s_per_work", prior_s_per_work, strict=True)
         self.samples: list[deque[float]] = []
-        self.rate = np.zeros(0)  # p90 of each worker's window (valid where it has samples)
-        self.default_rate = self.prior_s_per_work  # p90 of all samples, or the prior
-        self.open_work = np.zeros(0)
-        self.open_units = np.zeros(0)
+        self.rate: np.ndarray = np.zeros(0)  # p90 of each worker's window, where it has one
+        self.default_rate: float = self.prior_s_per_work  # p90 of all samples, or the prior
+        self.open_work: np.ndarray = np.zeros(0)
+        self.open_units: np.ndarray = np.zeros(0)
         self.open: dict[int, _Open] = {}
 
     # ------------------------------------------------------------------ membership
@@ -129,13 +129,13 @@ class SMetric(RoutingPolicy):
     def rates(self, n: int) -> np.ndarray:
         """Seconds per unit of work for each of ``n`` workers (p90 of its window)."""
         self._ensure(n)
-        has = np.fromiter((len(s) > 0 for s in self.samples[:n]), bool, n)
+        has = np.array([len(q) > 0 for q in self.samples[:n]], dtype=bool)
         out: np.ndarray = np.where(has, self.rate[:n], self.default_rate)
         return out
 
     def _refresh_default(self) -> None:
-        pooled = [x for s in self.samples for x in s]
-        self.default_rate = (float(np.quantile(pooled, self.quantile)) if pooled
+        pooled = np.array([x for q in self.samples for x in q], dtype=np.float64)
+        self.default_rate = (float(np.quantile(pooled, self.quantile)) if len(pooled)
                              else self.prior_s_per_work)
 
     def predictions(self, req: RouteRequest, view: ClusterView
@@ -188,7 +188,8 @@ class SMetric(RoutingPolicy):
         total = rec.queued + work
         if total > 0:
             self.samples[w].append(fb.ttft_s / total)
-            self.rate[w] = float(np.quantile(self.samples[w], self.quantile))
+            window = np.array(self.samples[w], dtype=np.float64)
+            self.rate[w] = float(np.quantile(window, self.quantile))
             self._refresh_default()
 
     def telemetry(self) -> dict[str, object]:
