@@ -17,9 +17,9 @@ from tests.routing.views import prompt, view_of
 L = 1600  # 100 blocks of 16
 
 
-def trained(seed: int = 0, waiting_s: float = 0.0) -> LlmDPredicted:
+def trained(seed: int = 0, waiting_s: float = 0.0, **kwargs: float) -> LlmDPredicted:
     """TTFT = 0.1 s + waiting_s x waiting + 1 s per 1000 uncached units; TPOT 0.01 s."""
-    pol = LlmDPredicted(seed)
+    pol = LlmDPredicted(seed, **kwargs)  # type: ignore[arg-type]
     ttft = np.zeros(9)
     ttft[0], ttft[3], ttft[8] = 0.1, waiting_s, 1.0
     tpot = np.zeros(8)
@@ -48,29 +48,40 @@ def test_strict_affinity_keeps_the_full_hit() -> None:
 
 
 def test_affinity_broken_when_5s_worse_then_the_slo_tier() -> None:
-    """w0 has 10 waiting at 1 s each: TTFT 10.1 > 0.9 (w1) + 5 -> affinity broken; the SLO tier
-    keeps only w1 (0.9 s <= 1 s; w2 1.7 s fails); the 0.80 filter has no sticky worker left."""
-    pol = trained(seed=1, waiting_s=1.0)
+    """SLOs 1 s / 50 ms. w0 has 10 waiting at 1 s each: TTFT 10.1 > 0.9 (w1) + 5 -> affinity
+    broken; the positive tier is w1 alone (0.9 s < 1 s; w2 1.7 s fails); the 0.80 filter has
+    no sticky worker left."""
+    pol = trained(seed=1, waiting_s=1.0, ttft_slo_s=1.0, tpot_slo_s=0.05)
     assert {pol.route(prompt(L), three(waiting0=10)).worker for _ in range(100)} == {1}
-    # 5 waiting: TTFT 5.1 <= 0.9 + 5, affinity holds: w0 though it misses the SLO (but for
-    # the 1% of skipped filters, which go to w1); 6: broken
+    # 5 waiting: TTFT 5.1 <= 0.9 + 5, affinity holds: w0 though it misses the SLO (the
+    # negative tier), but for the 1% of skipped filters, which go to w1; 6: broken
     picks = [pol.route(prompt(L), three(waiting0=5)).worker for _ in range(400)]
     assert set(picks) <= {0, 1} and picks.count(0) >= 388
     assert {pol.route(prompt(L), three(waiting0=6)).worker for _ in range(100)} == {1}
 
 
 def test_headroom_scores_by_hand() -> None:
-    """TTFT [.5, 1, 2], TPOT [.01, .05, .1] (SLOs 1 s, 0.05 s): headroom .56 / 0 / -1 ->
-    scores 1, 0.01 + 0.99 x 1/1.56, 0.01."""
-    pol = LlmDPredicted()
-    s = pol.scores(np.array([0.5, 1.0, 2.0]), np.array([0.01, 0.05, 0.1]), np.arange(3))
-    assert s == pytest.approx([1.0, 0.01 + 0.99 / 1.56, 0.01])
-    assert pol.scores(np.ones(2), np.ones(2), np.arange(2)) == pytest.approx([1.0, 1.0])
+    """SLOs 1 s / 50 ms, TTFT [.2, .5, .9], TPOT .01: headroom .648 / .408 / .088 s; 'least'
+    scores the least headroom highest, 'most' the most. Without SLOs (0: the negative tier),
+    TTFT [.5, 1, 2], TPOT [.01, .05, .1]: h = -.402 / -.81 / -1.62, the least violation
+    highest."""
+    ttft, tpot, keep = np.array([0.2, 0.5, 0.9]), np.full(3, 0.01), np.arange(3)
+    least = LlmDPredicted(ttft_slo_s=1.0, tpot_slo_s=0.05)
+    assert least.scores(ttft, tpot, keep, positive=True) == pytest.approx(
+        [0.01, 0.01 + 0.99 * 0.24 / 0.56, 1.0])
+    most = LlmDPredicted(ttft_slo_s=1.0, tpot_slo_s=0.05, strategy="most")
+    assert most.scores(ttft, tpot, keep, positive=True) == pytest.approx(
+        [1.0, 0.01 + 0.99 * 0.32 / 0.56, 0.01])
+    none = LlmDPredicted()
+    s = none.scores(np.array([0.5, 1.0, 2.0]), np.array([0.01, 0.05, 0.1]), keep,
+                    positive=False)
+    assert s == pytest.approx([1.0, 0.01 + 0.99 * 0.81 / 1.218, 0.01])
+    assert none.scores(np.ones(2), np.ones(2), np.arange(2), False) == pytest.approx([1, 1])
 
 
 def test_weighted_random_pick() -> None:
-    """Two cold workers: equal headroom -> about half each; w1 with 2 waiting at 0.2 s
-    (headroom lower) scores 0.01 against 1 -> chosen about 1% of the time (0.01/1.01)."""
+    """No SLOs, two cold workers: equal latency -> about half each; w1 with 2 waiting at 0.2 s
+    (slower) scores 0.01 against 1 -> chosen about 1% of the time (0.01/1.01)."""
     pol = trained(seed=2, waiting_s=0.2)
     even = view_of([WorkerState(0), WorkerState(1)])
     share = np.mean([pol.route(prompt(160), even).worker for _ in range(4000)])
@@ -122,6 +133,7 @@ def test_learns_ttft_and_tpot_from_feedback() -> None:
 def test_registry_and_bad_parameters() -> None:
     """Registered with an index; bad parameters are refused by name."""
     assert isinstance(make_router_policy("llmd_predicted", seed=3), LlmDPredicted)
-    for kwargs in ({"ttft_slo_s": 0.0}, {"forget": 1.5}, {"min_samples": 0}, {"block": 0}):
+    for kwargs in ({"ttft_slo_s": -1.0}, {"forget": 1.5}, {"min_samples": 0}, {"block": 0},
+                   {"strategy": "fastest"}, {"retrain_s": 0.0}):
         with pytest.raises(ConfigError, match=next(iter(kwargs))):
             LlmDPredicted(**kwargs)  # type: ignore[arg-type]

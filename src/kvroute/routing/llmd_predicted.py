@@ -5,12 +5,16 @@ Per allowed worker ``w``, the predictor gives a TTFT and a TPOT (below); then, i
 
 1. **prefix-affinity filter at 0.99**: keep the workers whose prefix score (as ``llmd``:
    whole matched blocks over the prompt's blocks) is >= 0.99;
-2. **SLO-headroom tier filter**: keep the workers with headroom on both SLOs
-   (``ttft_slo_s - TTFT >= 0`` and ``tpot_slo_s - TPOT >= 0``) if there are any, else all;
+2. **SLO-headroom tier filter**: keep the workers with positive headroom on both SLOs
+   (``ttft_slo_s - TTFT > 0`` and ``tpot_slo_s - TPOT > 0``) if there are any (the
+   positive tier), else all (the negative tier);
 3. **prefix-affinity filter at 0.80**, as in 1;
-4. **latency scorer**: blended headroom ``h_w = 0.8 (ttft_slo_s - TTFT_w) / ttft_slo_s +
-   0.2 (tpot_slo_s - TPOT_w) / tpot_slo_s``, scored ``0.01 + 0.99 (h_w - min h) / (max h -
-   min h)`` over the remaining workers (1 for all when equal);
+4. **latency scorer**: blended headroom in seconds ``h_w = 0.8 (ttft_slo_s - TTFT_w) +
+   0.2 (tpot_slo_s - TPOT_w)``, scored over the remaining workers ``0.01 + 0.99 (max h -
+   h_w) / (max h - min h)`` in the positive tier with the ``least`` strategy (llm-d's
+   default: the least positive headroom, packing), ``0.01 + 0.99 (h_w - min h) / (max h -
+   min h)`` with ``most`` and in the negative tier (the least violation); 1 for all when
+   equal;
 5. **weighted-random pick**: each remaining worker draws ``U^(1/score)`` (U uniform from
    the policy's seeded generator) and the largest key wins -- branch ``"predicted"``.
 
@@ -34,13 +38,16 @@ view's clock) once ``min_samples`` (100) completions were learned from; before t
 policy routes as ``llmd``'s default profile (queue 2, KV 2, prefix 3; random tie-break)
 -- branch ``"warmup"``.
 
-Choices where the description is silent: the SLOs (llm-d reads them from request headers;
-ours default to ``ttft_slo_s`` 1 s and ``tpot_slo_s`` 0.05 s), the scorer's direction (more
-headroom scores higher), the normalisation of step 4. Not modelled: the load-aware,
-no-hit LRU and session-affinity scorers (not in this profile).
+SLOs: llm-d reads them from request headers and, without them, takes SLO = 0, so every
+worker is in the negative tier and the pick favours the lowest predicted latency; kvroute's
+requests carry no SLO, so both default to 0 (set them to route as with headers). The
+normalisation of step 4 is kvroute's choice; llm-d's sidecar predicts p90 latencies, the
+stand-in the mean. Not modelled: the load-aware, no-hit LRU and session-affinity scorers
+(not in this profile).
 
-Parameters: ``ttft_slo_s`` 1.0, ``tpot_slo_s`` 0.05 (> 0), ``block`` 16, ``forget`` 0.998
-(in (0, 1]), ``retrain_s`` 10.0, ``min_samples`` 100; ``seed`` seeds the draws.
+Parameters: ``ttft_slo_s`` 0, ``tpot_slo_s`` 0 (>= 0; 0: none), ``strategy`` "least" (or
+"most"), ``block`` 16, ``forget`` 0.998 (in (0, 1]), ``retrain_s`` 10.0, ``min_samples``
+100; ``seed`` seeds the draws.
 """
 
 from __future__ import annotations
@@ -67,11 +74,11 @@ TTFT_SHARE = 0.8  # the latency scorer's blend: 0.8 TTFT + 0.2 TPOT
 MIN_SCORE = 0.01
 
 
-def _positive(name: str, value: float) -> float:
+def _number(name: str, value: float, strict: bool = True) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) \
-            or not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"llmd_predicted: {name} must be a finite number > 0, "
-                          f"got {value!r}")
+            or not math.isfinite(value) or value < 0 or (strict and value == 0):
+        raise ConfigError(f"llmd_predicted: {name} must be a finite number "
+                          f"{'>' if strict else '>='} 0, got {value!r}")
     return float(value)
 
 
@@ -87,13 +94,18 @@ class LlmDPredicted(RoutingPolicy):
     name = "llmd_predicted"
     uses_index = True
 
-    def __init__(self, seed: int = 0, *, ttft_slo_s: float = 1.0, tpot_slo_s: float = 0.05,
+    def __init__(self, seed: int = 0, *, ttft_slo_s: float = 0.0, tpot_slo_s: float = 0.0,
+                 strategy: str = "least",
                  block: int = 16, forget: float = 0.998, retrain_s: float = 10.0,
                  min_samples: int = 100) -> None:
         super().__init__(seed)
-        self.ttft_slo_s: float = _positive("ttft_slo_s", ttft_slo_s)
-        self.tpot_slo_s: float = _positive("tpot_slo_s", tpot_slo_s)
-        self.retrain_s: float = _positive("retrain_s", retrain_s)
+        self.ttft_slo_s: float = _number("ttft_slo_s", ttft_slo_s, strict=False)
+        self.tpot_slo_s: float = _number("tpot_slo_s", tpot_slo_s, strict=False)
+        self.retrain_s: float = _number("retrain_s", retrain_s)
+        if strategy not in ("least", "most"):
+            raise ConfigError(f"llmd_predicted: strategy must be 'least' or 'most', "
+                              f"got {strategy!r}")
+        self.strategy = strategy
         if isinstance(forget, bool) or not isinstance(forget, (int, float)) \
                 or not 0.0 < forget <= 1.0:
             raise ConfigError(f"llmd_predicted: forget must be in (0, 1], got {forget!r}")
@@ -155,15 +167,18 @@ class LlmDPredicted(RoutingPolicy):
             return keep
         return sticky
 
-    def scores(self, ttft: np.ndarray, tpot: np.ndarray, keep: np.ndarray) -> np.ndarray:
-        """The latency scorer's score for each worker of ``keep`` (in that order)."""
-        h = (TTFT_SHARE * (self.ttft_slo_s - ttft[keep]) / self.ttft_slo_s
-             + (1.0 - TTFT_SHARE) * (self.tpot_slo_s - tpot[keep]) / self.tpot_slo_s)
+    def scores(self, ttft: np.ndarray, tpot: np.ndarray, keep: np.ndarray,
+               positive: bool) -> np.ndarray:
+        """The latency scorer's score for each worker of ``keep`` (in that order), in the
+        positive tier or not."""
+        h = (TTFT_SHARE * (self.ttft_slo_s - ttft[keep])
+             + (1.0 - TTFT_SHARE) * (self.tpot_slo_s - tpot[keep]))
         lo, hi = float(h.min()), float(h.max())
         if hi <= lo:
             ones: np.ndarray = np.ones(len(keep))
             return ones
-        out: np.ndarray = MIN_SCORE + (1.0 - MIN_SCORE) * (h - lo) / (hi - lo)
+        rel = (hi - h if positive and self.strategy == "least" else h - lo) / (hi - lo)
+        out: np.ndarray = MIN_SCORE + (1.0 - MIN_SCORE) * rel
         return out
 
     def route(self, req: RouteRequest, view: ClusterView) -> Decision:
@@ -176,11 +191,11 @@ class LlmDPredicted(RoutingPolicy):
             ttft = np.maximum(0.0, x_ttft @ self.ttft_coef)
             tpot = np.maximum(0.0, x_tpot @ self.tpot_coef)
             keep = self._affinity(view.candidates(), prefix, ttft, AFFINITY_STRICT)
-            ok = keep[(ttft[keep] <= self.ttft_slo_s) & (tpot[keep] <= self.tpot_slo_s)]
+            ok = keep[(ttft[keep] < self.ttft_slo_s) & (tpot[keep] < self.tpot_slo_s)]
             if len(ok):
                 keep = ok
             keep = self._affinity(keep, prefix, ttft, AFFINITY_LOOSE)
-            score = self.scores(ttft, tpot, keep)
+            score = self.scores(ttft, tpot, keep, positive=len(ok) > 0)
             keys = self.rng.random(len(keep)) ** (1.0 / score)
             w, branch = int(keep[int(np.argmax(keys))]), "predicted"
             out = req.max_tokens if req.max_tokens is not None else 1
