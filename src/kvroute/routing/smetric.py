@@ -90,6 +90,7 @@ class SMetric(RoutingPolicy):
         self.samples: list[deque[float]] = []
         self.rate: np.ndarray = np.zeros(0)  # p90 of each worker's window, where it has one
         self.default_rate: float = self.prior_s_per_work  # p90 of all samples, or the prior
+        self._default_stale = False  # recomputed when a worker without samples needs it
         self.open_work: np.ndarray = np.zeros(0)
         self.open_units: np.ndarray = np.zeros(0)
         self.open: dict[int, _Open] = {}
@@ -111,7 +112,7 @@ class SMetric(RoutingPolicy):
         self._ensure(index + 1)
         del self.samples[index]
         self.rate = np.delete(self.rate, index)
-        self._refresh_default()
+        self._default_stale = True
         self.open_work = np.delete(self.open_work, index)
         self.open_units = np.delete(self.open_units, index)
         for rec in self.open.values():
@@ -130,6 +131,8 @@ class SMetric(RoutingPolicy):
         """Seconds per unit of work for each of ``n`` workers (p90 of its window)."""
         self._ensure(n)
         has = np.array([len(q) > 0 for q in self.samples[:n]], dtype=bool)
+        if self._default_stale and not has.all():
+            self._refresh_default()
         out: np.ndarray = np.where(has, self.rate[:n], self.default_rate)
         return out
 
@@ -137,6 +140,7 @@ class SMetric(RoutingPolicy):
         pooled = np.array([x for q in self.samples for x in q], dtype=np.float64)
         self.default_rate = (float(np.quantile(pooled, self.quantile)) if len(pooled)
                              else self.prior_s_per_work)
+        self._default_stale = False
 
     def predictions(self, req: RouteRequest, view: ClusterView
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -190,7 +194,7 @@ class SMetric(RoutingPolicy):
             self.samples[w].append(fb.ttft_s / total)
             window = np.array(self.samples[w], dtype=np.float64)
             self.rate[w] = float(np.quantile(window, self.quantile))
-            self._refresh_default()
+            self._default_stale = True
 
     def telemetry(self) -> dict[str, object]:
         """Each worker's current seconds per unit of work."""
