@@ -90,7 +90,7 @@ class SMetric(RoutingPolicy):
         self.samples: list[deque[float]] = []
         self.rate: np.ndarray = np.zeros(0)  # p90 of each worker's window, where it has one
         self.default_rate: float = self.prior_s_per_work  # p90 of all samples, or the prior
-        self._default_stale = False  # recomputed when a worker without samples needs it
+        self._default_stale: bool = False  # recomputed when a worker without samples needs it
         self.open_work: np.ndarray = np.zeros(0)
         self.open_units: np.ndarray = np.zeros(0)
         self.open: dict[int, _Open] = {}
