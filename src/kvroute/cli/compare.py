@@ -47,6 +47,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "baselines": {"workloads": ("gsp", "sharegpt", "ultrachat", "loogle"), "orders": ("random",),
                   "evictions": ("rlt",),
                   "routings": ("cache_aware", "cache_aware_v2", "dynamo", "lmetric", "llmd",
+                               "llmd_predicted", "smetric", "loadaware", "ray_prefix",
                                "aibrix_prefix", "least_load", "prefix_hash", "lbgr", "oracle"),
                   "seeds": (1, 2, 3), "baseline": "rlt+cache_aware", "focus": "rlt+lbgr"},
     "routers": {"workloads": ("gsp", "loogle", "sharegpt"), "orders": ORDERS,

@@ -1,15 +1,28 @@
 """``dynamo``: NVIDIA Dynamo's KV router, a block-level cost of new prefill plus decode load.
 
-For each worker i, with ``P`` the prompt length in units and ``b`` the block size::
+Follows Dynamo's 2026 cost (anchors.md, "Additions (2026-12)"). For each worker i, with
+``P`` the prompt length in units, ``b`` the block size and ``pb = ceil(P / b)`` the
+request's own blocks::
 
-    cost_i = prefill_scale * max(0, (active_prefill_i + P) / b - overlap_blocks_i)
-             + active_decode_blocks_i + request_weight * active_requests_i
+    adjusted_prefill_i = max(0, active_prefill_i / b + pb - overlap_blocks_i)
+    cost_i = prefill_scale * adjusted_prefill_i + active_decode_blocks_i + pb
+             + request_weight * active_requests_i
 
 and the request goes to ``argmin cost`` at temperature 0 (ties to the lowest index). At a
 temperature ``T > 0`` the costs are min-max normalised to ``[0, 1]`` and a worker is drawn
 with probability proportional to ``exp(-norm_cost_i / T)`` (lower cost, likelier) from the
 policy's seeded generator; equal costs everywhere give a uniform draw. Both rules run over
-the allowed workers only (the normalisation too).
+the allowed workers only (the normalisation too). With ``lmetric=True`` (Dynamo's LMetric
+option) the cost is ``adjusted_prefill_i * (active_decode_blocks_i + 1)`` instead.
+
+Versions: the 2025 rule (``max(0, (active_prefill_i + P) / b - overlap_blocks_i) +
+active_decode_blocks_i``) differs from this one only by terms that are the same on every
+worker (``pb`` added, ``P / b`` rounded up), and the clamp at 0 never binds (overlap
+blocks are at most ``floor(P / b)``), so both choose the same worker in every state, at
+every temperature (min-max normalisation removes a common shift): there is no older
+variant to keep. Not modelled: host-tier (0.75) and disk-tier (0.25) hit weights (the
+index knows one tier) and the optional model that decays active prefill load (off by
+default in Dynamo).
 
 What the router knows stands in for Dynamo's own counters:
 
@@ -28,7 +41,8 @@ Parameters (published defaults):
 * ``block`` = 16 units per KV block (Dynamo's default; Mooncake traces use 512, so pass
   ``block=512`` when replaying them);
 * ``temperature`` = 0.0: 0 is deterministic argmin, > 0 samples the softmax above;
-* ``request_weight`` = 0.0: weight ``w`` of the in-flight request count (>= 0).
+* ``request_weight`` = 0.0: weight ``w`` of the in-flight request count (>= 0);
+* ``lmetric`` = False: the LMetric product cost above.
 
 The cost is in blocks, not seconds, so decisions carry no latency prediction.
 """
@@ -59,7 +73,8 @@ class Dynamo(RoutingPolicy):
     uses_index = True
 
     def __init__(self, seed: int = 0, *, prefill_scale: float = 1.0, block: int = 16,
-                 temperature: float = 0.0, request_weight: float = 0.0) -> None:
+                 temperature: float = 0.0, request_weight: float = 0.0,
+                 lmetric: bool = False) -> None:
         super().__init__(seed)
         if isinstance(block, bool) or not isinstance(block, (int, np.integer)) or block < 1:
             raise ConfigError(f"dynamo: block must be an integer >= 1 (units per KV block; "
@@ -68,6 +83,9 @@ class Dynamo(RoutingPolicy):
         self.block = int(block)
         self.temperature = _nonneg("temperature", temperature)
         self.request_weight = _nonneg("request_weight", request_weight)
+        if not isinstance(lmetric, bool):
+            raise ConfigError(f"dynamo: lmetric must be true or false, got {lmetric!r}")
+        self.lmetric = lmetric
 
     def costs(self, req: RouteRequest, view: ClusterView) -> np.ndarray:
         """Every worker's cost for ``req`` (the quantity the policy minimises)."""
@@ -77,9 +95,14 @@ class Dynamo(RoutingPolicy):
         prefill = np.array([w.prefill_units for w in ws], dtype=np.float64)
         decode = np.array([w.decode_units for w in ws], dtype=np.float64)
         requests = np.array([w.in_flight for w in ws], dtype=np.float64)
-        new_blocks = np.maximum(0.0, (prefill + len(req)) / b - overlap)
-        costs: np.ndarray = (self.prefill_scale * new_blocks + decode / b
-                             + self.request_weight * requests)
+        own = float(-(-len(req) // self.block))
+        adjusted = np.maximum(0.0, prefill / b + own - overlap)
+        costs: np.ndarray
+        if self.lmetric:
+            costs = adjusted * (decode / b + 1.0)
+        else:
+            costs = (self.prefill_scale * adjusted + decode / b + own
+                     + self.request_weight * requests)
         return costs
 
     def probabilities(self, costs: np.ndarray) -> np.ndarray:
