@@ -1,0 +1,51 @@
+"""benchmarks/eviction_results.py: the per-cell verdict against issue 13's cluster target
+(learned's mean TTFT no worse than rlt's; better where the hit rate is below the pooled
+optimum; cells where every eviction gives the same row are not judged)."""
+
+import importlib.util
+import os
+
+import pytest
+
+PATH = os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks", "eviction_results.py")
+
+
+@pytest.fixture(scope="module")
+def er():
+    if not os.path.exists(PATH):
+        pytest.skip("benchmarks/eviction_results.py not in this checkout")
+    spec = importlib.util.spec_from_file_location("eviction_results", PATH)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def row(ev, hit, ttft, opt=0.5, wl="gsp", load=0.8, routing="learned"):
+    return {"workload": wl, "order": "random", "load": load, "routing": routing,
+            "eviction": ev, "hit_rate": hit, "ttft_mean": ttft, "ceiling_optimal": opt}
+
+
+def cells(learned, rlt, opt=0.5):
+    return {"lru": row("lru", 0.1, 9.0, opt), "rlt": row("rlt", rlt[0], rlt[1], opt),
+            "learned": row("learned", learned[0], learned[1], opt)}
+
+
+def test_below_the_optimum_learned_must_be_faster(er):
+    assert er.cluster_verdict(cells((0.4, 0.9), (0.3, 1.0)))[0] is True
+    assert er.cluster_verdict(cells((0.4, 1.0), (0.3, 1.0)))[0] is False  # a tie is not better
+    assert er.cluster_verdict(cells((0.4, 1.1), (0.3, 1.0)))[0] is False
+
+
+def test_at_the_optimum_a_tie_is_enough(er):
+    at = er.AT_OPTIMUM
+    assert er.cluster_verdict(cells((0.5, 1.0), (0.5 * at, 1.0)))[0] is True
+    assert er.cluster_verdict(cells((0.5, 1.01), (0.5 * at, 1.0)))[0] is False
+
+
+def test_equal_rows_are_not_judged_and_the_table_counts_them(er):
+    same = [row(ev, 0.7, 0.2, opt=0.8, wl="loogle") for ev in ("lru", "rlt", "learned")]
+    assert er.cluster_verdict({r["eviction"]: r for r in same})[0] is None
+    judged = list(cells((0.4, 0.9), (0.3, 1.0)).values())
+    lines, met, n, equal = er.cluster_table(same + judged)
+    assert (met, n, equal) == (1, 1, 1)
+    assert len(lines) == 4 and "equal rows" in lines[3] and "| met |" in lines[2]
