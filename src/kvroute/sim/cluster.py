@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from kvroute.cache import Ceilings, hit_rate_ceilings
+from kvroute.cache.ceilings import compact_requests
 from kvroute.errors import ConfigError
 from kvroute.routing import (
     Dispatch,
@@ -36,7 +37,7 @@ from kvroute.sim.step_profiles import DEFAULT_PROFILE, load_profile
 from kvroute.sim.worker import Job, SimWorker, WorkerConfig
 from kvroute.workloads.request import ClosedLoop, OpenLoop, Request, Workload, output_ids
 
-__all__ = ["SimConfig", "SimResult", "simulate"]
+__all__ = ["SimConfig", "SimResult", "request_ceilings", "simulate"]
 
 
 @dataclass(frozen=True)
@@ -250,8 +251,15 @@ def simulate(workload: Workload, config: SimConfig | None = None, *, ceilings: b
                        loop.processed, [w.stats() for w in workers],
                        routing_telemetry=router.policy.telemetry())
     if ceilings:
-        order = sent if closed is not None else list(workload)
-        result.ceilings = hit_rate_ceilings(
-            [r.tokens for r in order], capacity, workers=cfg.workers,
-            inserts=[np.concatenate([r.tokens, output_ids(r)]) for r in order])
+        result.ceilings = request_ceilings(sent if closed is not None else workload,
+                                           capacity, cfg.workers)
     return result
+
+
+def request_ceilings(requests: Iterable[Request], capacity: int, workers: int) -> Ceilings:
+    """The ceilings of ``requests`` served in that order, each caching its prompt and
+    output; the requests are read once, one at a time, and kept as runs when that is
+    compact (:func:`kvroute.cache.ceilings.compact_requests`)."""
+    prompts, inserts = compact_requests(
+        (r.tokens, np.concatenate([r.tokens, output_ids(r)])) for r in requests)
+    return hit_rate_ceilings(prompts, capacity, workers=workers, inserts=inserts)
