@@ -199,6 +199,10 @@ def simulate(workload: Workload, config: SimConfig | None = None, *, ceilings: b
                 f"than a worker's pool of {workers[0].capacity}; raise the capacity")
         d = router.route(RouteRequest(req.tokens, req.rid, req.session, req.output_len),
                          loop.now)
+        # the simulator never calls router.undelivered, the one reader of the prompt after
+        # routing: the dispatch keeps its length only (a zero-stride stand-in), so a long
+        # backlog does not hold every prompt (the worker parks its own copy compactly)
+        d.req.units = np.broadcast_to(np.int64(0), (len(d.req.units),))
         dispatches[req.rid] = d
         in_system.append(sum(len(w.waiting) + w.running for w in workers))
         workers[d.worker].submit(Job(req, d.worker, loop.now))

@@ -117,7 +117,8 @@ def fit_stats(records: Sequence[MooncakeRecord], block_size: int = 512,
 
 
 def _bucket(blocks: np.ndarray) -> np.ndarray:
-    return np.minimum(np.log2(np.maximum(blocks, 1)).astype(np.int64), BUCKETS - 1)
+    out: np.ndarray = np.minimum(np.log2(np.maximum(blocks, 1)).astype(np.int64), BUCKETS - 1)
+    return out
 
 
 def _draw(rng: np.random.Generator, quantiles: Sequence[float]) -> float:
