@@ -13,6 +13,7 @@ bit: every random choice comes from generators seeded from ``config.seed``. With
 from __future__ import annotations
 
 import time
+from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
@@ -144,7 +145,7 @@ def simulate(workload: Workload, config: SimConfig | None = None, *, ceilings: b
     wcfg = cfg.worker_config()
     loop = EventLoop()
     rows: list[tuple[float, ...]] = []
-    load: list[tuple[float, int, int, int, float]] = []
+    load = array("d")  # 5 doubles per sample: 40 bytes, not a tuple of 5 objects
     dispatches: dict[int, Dispatch] = {}
     in_system: list[int] = []
     sent: list[Request] = []  # closed loop: the realised order, for the ceilings
@@ -154,7 +155,7 @@ def simulate(workload: Workload, config: SimConfig | None = None, *, ceilings: b
 
     def on_step(worker: SimWorker) -> None:
         usage = worker.used_tokens / worker.capacity
-        load.append((loop.now, worker.index, len(worker.waiting), worker.running, usage))
+        load.extend((loop.now, worker.index, len(worker.waiting), worker.running, usage))
         router.report_load(worker.index, running=worker.running, waiting=len(worker.waiting),
                            kv_usage=usage, kv_capacity=worker.capacity)
 
@@ -250,7 +251,7 @@ def simulate(workload: Workload, config: SimConfig | None = None, *, ceilings: b
                           f"{sorted(dispatches)[:5]}...)")
     capacity = workers[0].capacity
     result = SimResult(workload.name, cfg, Records.from_rows(rows),
-                       np.array(load, dtype=np.float64).reshape(-1, 5),
+                       np.frombuffer(load, dtype=np.float64).reshape(-1, 5),
                        np.array(in_system, dtype=np.int64), capacity, wall,
                        loop.processed, [w.stats() for w in workers],
                        routing_telemetry=router.policy.telemetry())
