@@ -125,6 +125,8 @@ def test_sim_other_workloads_and_errors(tmp_path, capsys):
                            for i in range(5)])
     assert main(["sim", "--workload", "mooncake", "--trace", str(trace)]) == 0
     capsys.readouterr()
+    assert main(["sim", "--trace", str(trace), "--no-ceilings"]) == 0  # --trace: mooncake
+    assert "t (5 requests)" in capsys.readouterr().out
     assert main(["sim", "--workload", "mooncake"]) == 2
     assert "--trace" in capsys.readouterr().err
     assert main(["sim", "--routing", "nope"]) == 2

@@ -11,23 +11,64 @@ Requests are served one at a time: each prompt is matched (its hit counted), the
 engine does) is stored. Hit rate = sum of hits / sum of prompt tokens. Concurrency only
 makes real systems worse (in-flight requests pin paths and share the pool), so these
 stay upper bounds for the simulator and for real engines.
+
+Memory: the sequences may be token arrays or :class:`kvroute.cache.runs.Runs` (all of one
+kind); with runs the trees are :class:`kvroute.cache.runs.RunRadixCache`, which gives the
+same hits token for token in memory proportional to the runs. :func:`compact_requests`
+encodes a stream of (prompt, insert) pairs as runs while that is at least
+``COMPACT_RATIO`` times smaller, as arrays otherwise: the caller never holds every prompt
+as tokens (the simulator and ``kvroute compare`` use it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from kvroute.cache.eviction import make_policy
 from kvroute.cache.radix import RadixCache, as_tokens
+from kvroute.cache.runs import RunRadixCache, Runs
 from kvroute.errors import ConfigError
 
-__all__ = ["Ceilings", "ReplayResult", "hit_rate_ceilings", "infinite_hit_rate",
-           "optimal_hit_rate", "replay"]
+__all__ = ["COMPACT_RATIO", "Ceilings", "ReplayResult", "compact_requests",
+           "hit_rate_ceilings", "infinite_hit_rate", "optimal_hit_rate", "replay"]
 
-TokenSeqs = Sequence[Sequence[int] | np.ndarray]
+TokenSeqs = Sequence[Sequence[int] | np.ndarray] | Sequence[Runs]
+
+#: runs are used while the sequences hold at least this many tokens per run (a run costs
+#: about 100 bytes of Python objects, a token 8 bytes as int64)
+COMPACT_RATIO = 16
+
+
+def _tree(seqs: TokenSeqs) -> type[RadixCache]:
+    return RunRadixCache if len(seqs) and isinstance(seqs[0], Runs) else RadixCache
+
+
+def compact_requests(pairs: Iterable[tuple[np.ndarray, np.ndarray]]
+                     ) -> tuple[list[Runs], list[Runs]] | tuple[list[np.ndarray],
+                                                                 list[np.ndarray]]:
+    """(prompts, inserts) from a stream of (prompt, insert) token arrays: as
+    :class:`Runs` while the runs so far hold at least ``COMPACT_RATIO`` tokens each on
+    average, else (from then on, converting what came before) as int64 arrays."""
+    prompts: list[Runs] = []
+    inserts: list[Runs] = []
+    tokens = runs = 0
+    it = iter(pairs)
+    for prompt, insert in it:
+        p, q = Runs.of(prompt), Runs.of(insert)
+        prompts.append(p)
+        inserts.append(q)
+        tokens += len(p) + len(q)
+        runs += p.runs + q.runs
+        if tokens < COMPACT_RATIO * runs:
+            arrays = [r.array() for r in prompts], [r.array() for r in inserts]
+            for prompt, insert in it:
+                arrays[0].append(as_tokens(prompt))
+                arrays[1].append(as_tokens(insert))
+            return arrays
+    return prompts, inserts
 
 
 @dataclass(frozen=True)
@@ -50,7 +91,7 @@ def replay(cache: RadixCache, prompts: TokenSeqs, inserts: TokenSeqs | None = No
     hits = total = stored = 0
     start_total = cache.total
     for j, prompt in enumerate(prompts):
-        arr = as_tokens(prompt)
+        arr = prompt if isinstance(prompt, Runs) else as_tokens(prompt)
         hits += cache.match(arr, now=j).hit
         total += len(arr)
         stored += cache.insert(arr if inserts is None else inserts[j], now=j)
@@ -65,7 +106,7 @@ def infinite_hit_rate(prompts: TokenSeqs, inserts: TokenSeqs | None = None,
     """Hit rate of a cache that never evicts."""
     stored = inserts if inserts is not None else prompts
     capacity = sum(len(s) for s in stored) + 1
-    cache = RadixCache(capacity, make_policy("lru"), page_size=page_size)
+    cache = _tree(prompts)(capacity, make_policy("lru"), page_size=page_size)
     return replay(cache, prompts, inserts).hit_rate
 
 
@@ -73,7 +114,7 @@ def optimal_hit_rate(prompts: TokenSeqs, capacity: int, inserts: TokenSeqs | Non
                      page_size: int = 1) -> float:
     """Hit rate of the offline optimum with one cache of ``capacity`` tokens."""
     policy = make_policy("optimal", requests=prompts)
-    cache = RadixCache(capacity, policy, page_size=page_size)
+    cache = _tree(prompts)(capacity, policy, page_size=page_size)
     return replay(cache, prompts, inserts).hit_rate
 
 

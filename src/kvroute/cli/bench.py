@@ -136,8 +136,9 @@ def add_parser(sub: Any) -> None:
                        description=cmd_bench.__doc__)
     s.add_argument("--url", required=True,
                    help="base URL of the router or engine, e.g. http://localhost:30000")
-    s.add_argument("--workload", choices=WORKLOAD_NAMES, default="gsp",
-                   help="what to send (synthetic unless --dataset/--trace)")
+    s.add_argument("--workload", choices=WORKLOAD_NAMES,
+                   help="what to send (synthetic unless --dataset/--trace; default gsp, "
+                        "mooncake with --trace)")
     s.add_argument("--api", choices=APIS,
                    help="force one API (default: chat for chat workloads, else completions)")
     s.add_argument("--model", help="model name sent to OpenAI APIs (default: the first of "

@@ -138,8 +138,9 @@ def cmd_sim(args: argparse.Namespace) -> int:
 def add_parser(sub: Any) -> None:
     s = sub.add_parser("sim", help="simulate M workers behind a router (the paper's setup)",
                        description=cmd_sim.__doc__)
-    s.add_argument("--workload", choices=WORKLOAD_NAMES, default="gsp",
-                   help="what to send (synthetic unless --dataset/--trace)")
+    s.add_argument("--workload", choices=WORKLOAD_NAMES,
+                   help="what to send (synthetic unless --dataset/--trace; default gsp, "
+                        "mooncake with --trace)")
     s.add_argument("--eviction", default=DEFAULT_EVICTION,
                    help="comma-separated eviction policies, from: "
                         f"{', '.join(EVICTION.names(**ONLINE))}")

@@ -54,15 +54,17 @@ def add_workload_flags(parser: argparse.ArgumentParser, title: str) -> Any:
 def build_workload(args: argparse.Namespace, *, model: StepModel | None = None,
                    workers: int | None = None, chunk_size: int = 8192,
                    pool: int | None = None, **extra: Any) -> tuple[Workload, float | None]:
-    """The workload named by ``--workload`` with the workload flags the user gave, and the
+    """The workload named by ``--workload`` (default: ``mooncake`` with ``--trace``, else
+    ``gsp``) with the workload flags the user gave, and the
     rate ``--load`` chose (None without it; a load needs the cluster's ``model`` and
     ``workers``)."""
     options = {f: getattr(args, f) for f in FLAGS}
     sources = {"dataset": args.dataset, "trace": args.trace, "tokenizer": args.tokenizer}
+    name = args.workload or ("mooncake" if args.trace else "gsp")
     if args.load is None:
-        return build(args.workload, args.seed, **sources, **options, **extra), None
+        return build(name, args.seed, **sources, **options, **extra), None
     if model is None or workers is None:
         raise ConfigError("--load needs the cluster's step-time profile and worker count")
     options = {k: v for k, v in {**options, **extra}.items() if v is not None}
-    return build_at_load(args.workload, args.seed, args.load, model, workers, chunk_size, pool,
+    return build_at_load(name, args.seed, args.load, model, workers, chunk_size, pool,
                          **{k: v for k, v in sources.items() if v}, **options)

@@ -9,18 +9,17 @@ dicts: the run's summary plus its sorted TTFT and E2E samples for CDFs.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from kvroute.cache import hit_rate_ceilings
-from kvroute.sim.cluster import SimConfig, simulate
+from kvroute.sim.cluster import SimConfig, request_ceilings, simulate
 from kvroute.sim.load import build_at_load
 from kvroute.workloads.catalog import build_workload
-from kvroute.workloads.request import ClosedLoop, output_ids
+from kvroute.workloads.request import ClosedLoop, Request
 
 __all__ = ["Case", "Cell", "Grid", "run_grid"]
 
@@ -102,12 +101,11 @@ def _run_cell(grid: Grid, cell: Cell) -> dict[str, Any]:
 def _run_ceilings(grid: Grid, case: Case
                   ) -> dict[str, Any]:
     wl = grid.workload(*case)
-    reqs = list(wl)
+    reqs: Iterable[Request] = wl  # open loop: read once, lazily
     if isinstance(wl, ClosedLoop):
-        reqs.sort(key=lambda r: (r.turn, r.session))
+        reqs = sorted(wl, key=lambda r: (r.turn, r.session))
     capacity = grid.sim.capacity or grid.sim.step_model().kv_pool_tokens
-    ceil = hit_rate_ceilings([r.tokens for r in reqs], capacity, workers=grid.sim.workers,
-                             inserts=[np.concatenate([r.tokens, output_ids(r)]) for r in reqs])
+    ceil = request_ceilings(reqs, capacity, grid.sim.workers)
     return {"case": case, "infinite": ceil.infinite, "optimal": ceil.optimal}
 
 

@@ -19,6 +19,12 @@ What is modelled (service-time.md):
 * The first output token is produced by the step that finishes the prompt (TTFT ends
   there); each decode step adds one token to every running request.
 
+Memory: a job waiting in the queue keeps its prompt as :class:`kvroute.cache.runs.Runs`
+when that is ``COMPACT_RATIO`` times smaller than the array (a Mooncake prompt: a few
+runs), and gets the array back when it reaches the head of the queue
+(:meth:`Job.park`, :meth:`Job.unpark`): an overloaded run's backlog costs bytes per
+request, not 8 per token. The results are the same.
+
 Not modelled: preemption and retraction (admission reserves the whole output, so none is
 needed), CPU/GPU overlap, speculative decoding, and network time.
 """
@@ -27,13 +33,15 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from kvroute.cache import EvictionPolicy, Node, RadixCache, make_policy
+from kvroute.cache.ceilings import COMPACT_RATIO
 from kvroute.cache.eviction.registry import EVICTION
+from kvroute.cache.runs import Runs
 from kvroute.errors import ConfigError
 from kvroute.sim.events import STEP_END, WAKE, EventLoop, RealtimeLoop
 from kvroute.sim.step_model import StepModel, prefill_pairs
@@ -71,7 +79,7 @@ class Job:
     """One request's life on a worker (times in seconds)."""
 
     __slots__ = ("cached", "computed", "done", "est_uncached", "finish", "first_token",
-                 "generated", "handle", "need", "queued", "req", "start", "worker")
+                 "generated", "handle", "need", "parked", "queued", "req", "start", "worker")
 
     def __init__(self, req: Request, worker: int, now: float) -> None:
         self.req = req
@@ -87,6 +95,23 @@ class Job:
         self.handle: Node | None = None
         self.done = False
         self.est_uncached = 0  # prompt tokens not cached when it reached the worker
+        self.parked: Runs | None = None  # the prompt while parked (req.tokens is a stand-in)
+
+    def park(self) -> None:
+        """Keep the prompt as runs, if compact, until :meth:`unpark`; ``req`` becomes a
+        copy whose ``tokens`` is a zero-stride stand-in of the right length (no memory)."""
+        if self.parked is not None:
+            return
+        runs = Runs.of(self.req.tokens)
+        if len(runs) >= COMPACT_RATIO * runs.runs:
+            self.parked = runs
+            self.req = replace(self.req, tokens=np.broadcast_to(np.int64(0), (len(runs),)))
+
+    def unpark(self) -> None:
+        """Give ``req`` its prompt array back."""
+        if self.parked is not None:
+            self.req = replace(self.req, tokens=self.parked.array())
+            self.parked = None
 
 
 class SimWorker:
@@ -166,12 +191,14 @@ class SimWorker:
                 f"request {job.req.rid} needs {job.req.prompt_len + job.req.output_len} KV "
                 f"tokens, more than the worker's pool of {self.capacity}; raise --capacity")
         job.est_uncached = job.req.prompt_len - self.cache.peek(job.req.tokens)
+        job.park()
         self.waiting.append(job)
         if not self.busy:
             self.busy = True  # a step is planned
             self.loop.at(self.loop.now, WAKE, self._start_step)
 
     def _admit(self, job: Job, now: float) -> bool:
+        job.unpark()  # the head of the queue: it keeps its array until it finishes
         req = job.req
         cache = self.cache
         hit, handle = cache.match(req.tokens, now)

@@ -66,11 +66,10 @@ class OfflineOptimal(EvictionPolicy):
         self.requests = list(requests)
 
     def attach(self, cache: RadixCache) -> None:
-        from kvroute.cache.radix import RadixCache
-
         super().attach(cache)
         prompts = [cache.page_aligned(r) for r in self.requests]
-        trie = RadixCache(sum(len(p) for p in prompts) + 1, _Keep(), page_size=cache.page_size)
+        # the same tree class as the cache (RunRadixCache when the keys are Runs)
+        trie = type(cache)(sum(len(p) for p in prompts) + 1, _Keep(), page_size=cache.page_size)
         for p in prompts:
             trie.insert(p)
         for edge in trie.nodes():
