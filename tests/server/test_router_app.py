@@ -17,9 +17,11 @@ from aiohttp import web
 
 from kvroute.cli import serve as serve_cli
 from kvroute.errors import ConfigError
-from kvroute.protocol.response_body import error_body
+from kvroute.protocol.response_body import SSEScanner, error_body
 from kvroute.routing import make_router_policy
 from kvroute.server.app import RouterApp, ServeConfig, build_app
+from kvroute.server.http_messages import Request, StreamResponse
+from kvroute.server.proxy import _relay
 from kvroute.workloads.tokenizer import load_tokenizer
 
 
@@ -169,6 +171,44 @@ async def test_stream_passthrough_chunks_and_accounting() -> None:
         await settle(r)
         assert in_flight(r) == [0]
         assert r.router.workers[0].completed == 1
+
+
+class PausableConn:
+    """A client connection stand-in whose writing can be paused."""
+
+    transport = None
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+        self.paused = True
+
+    def head(self, status: int, headers: Any, length: int | None) -> bytes:
+        return b"HEAD"
+
+    def send(self, data: bytes) -> None:
+        self.sent.append(data)
+
+    async def drain(self) -> None:
+        return None
+
+    def writable(self) -> bool:
+        return not self.paused
+
+
+@pytest.mark.asyncio
+async def test_relay_declines_chunks_while_the_client_cannot_take_them() -> None:
+    """The stream's pass-through sends and scans a chunk only while the client's
+    connection takes it at once; otherwise it leaves it (unsent, unscanned) to the loop."""
+    conn = PausableConn()
+    resp = StreamResponse(200)
+    await resp.prepare(Request(conn, "POST", "/", "", "1.1", []))  # type: ignore[arg-type]
+    reader = SSEScanner()
+    relay = _relay(resp, reader)
+    assert not relay(b"data: [DONE]\n\n")
+    assert conn.sent == [b"HEAD"] and not reader.done
+    conn.paused = False
+    assert relay(b"data: [DONE]\n\n")
+    assert conn.sent == [b"HEAD", b"e\r\ndata: [DONE]\n\n\r\n"] and reader.done
 
 
 @pytest.mark.asyncio

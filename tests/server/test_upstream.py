@@ -173,6 +173,28 @@ async def test_chunked_stream_arrives_chunk_by_chunk(worker: Worker, up: Upstrea
 
 
 @pytest.mark.asyncio
+async def test_relay_takes_chunks_until_it_declines(worker: Worker, up: Upstream) -> None:
+    """A sink gets the chunks as they arrive while it takes them; the first it declines,
+    and what follows, are queued for readany, in order; the connection is pooled after."""
+    taken: list[bytes] = []
+
+    def sink(chunk: bytes) -> bool:
+        if len(taken) >= 2:
+            return False
+        taken.append(chunk)
+        return True
+
+    async with await up.request("GET", worker.url, "/stream") as r:
+        read = [await r.content.readany()]
+        r.relay(sink)
+        while chunk := await r.content.readany():
+            read.append(chunk)
+    assert taken == [b"data: 1\n\n", b"data: 2\n\n"]
+    assert read == [b"data: 0\n\n", b"data: 3\n\n"]
+    assert up.idle_connections == 1
+
+
+@pytest.mark.asyncio
 async def test_keep_alive_reuses_one_connection(worker: Worker, up: Upstream) -> None:
     for _ in range(3):
         async with await up.request("POST", worker.url, "/echo", b"hi") as r:

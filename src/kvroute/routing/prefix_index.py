@@ -23,7 +23,9 @@ Contract:
   With ``node_units`` > 0 every node a worker holds also costs that many units against
   its bound (not in ``sizes()``): many short prompts then cannot grow the tree past what
   the bound means in memory (a node costs about as much as 110 units' keys).
-* Units are whatever the router keys on: token ids or character codes (int64 arrays).
+* Units are whatever the router keys on: token ids or character codes (1-D integer
+  arrays, compared by value; a node keeps a copy of its units in the dtype they came in,
+  so character codes cost one or four bytes each rather than eight).
 """
 
 from __future__ import annotations
@@ -101,7 +103,7 @@ class PrefixIndex:
         while pos < n:
             child = node.children.get(int(units[pos]))
             if child is None:
-                leaf = _Node(np.array(units[pos:], dtype=np.int64), node)
+                leaf = _Node(np.array(units[pos:]), node)  # a copy, in the units' dtype
                 leaf.tenants[worker] = now
                 node.children[int(units[pos])] = leaf
                 added += n - pos
@@ -156,7 +158,9 @@ class PrefixIndex:
     def _split(self, node: _Node, m: int) -> _Node:
         parent = node.parent
         assert parent is not None
-        prefix = _Node(node.key[:m], parent)
+        # the prefix gets its own copy and the suffix keeps the old array: once the suffix
+        # (a leaf, trimmed first) goes, no view keeps the whole array alive
+        prefix = _Node(node.key[:m].copy(), parent)
         prefix.tenants = dict(node.tenants)
         parent.children[int(node.key[0])] = prefix
         node.key = node.key[m:]

@@ -261,6 +261,13 @@ class HttpConnection(asyncio.Protocol):
             else:
                 waiter.set_exception(exc)
 
+    def writable(self) -> bool:
+        """Whether :meth:`send` may go on now: the connection is open and writing is not
+        paused (its buffer is under the high-water mark)."""
+        transport = self.transport
+        return not (self.lost or self._write_paused or transport is None
+                    or transport.is_closing())
+
     def send(self, data: bytes) -> None:
         if self.lost or self.transport is None or self.transport.is_closing():
             raise ConnectionResetError("the client closed the connection")

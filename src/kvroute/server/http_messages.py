@@ -20,7 +20,9 @@ Contract
   headers, then each :meth:`~StreamResponse.write` goes out as one chunk
   (``Transfer-Encoding: chunked``; to an HTTP/1.0 client unframed, and the connection
   closes at the end) and waits while the transport's buffer is over its high-water mark
-  (``pause_writing``). Writing to a lost connection raises ``ConnectionResetError``;
+  (``pause_writing``); :meth:`~StreamResponse.write_nowait` sends a chunk only if that
+  needs no wait (False otherwise, nothing sent). Writing to a lost connection raises
+  ``ConnectionResetError``;
   ``write()`` before ``prepare()`` or after ``write_eof()`` raises ``RuntimeError``. A
   stream the handler did not prepare or finish is prepared and finished after it returns.
 - :data:`Handler`: ``async (Request) -> Response | StreamResponse``.
@@ -145,6 +147,17 @@ class StreamResponse:
             return
         conn.send(b"%x\r\n%b\r\n" % (len(data), data) if self._chunked else data)
         await conn.drain()
+
+    def write_nowait(self, data: bytes) -> bool:
+        """Send ``data`` as one chunk now if the connection takes it without waiting (open,
+        its buffer under the high-water mark) and return True; else send nothing and
+        return False (then :meth:`write` it, which waits or raises)."""
+        conn = self._conn
+        if conn is None or self.finished or not conn.writable():
+            return False
+        if data:
+            conn.send(b"%x\r\n%b\r\n" % (len(data), data) if self._chunked else data)
+        return True
 
     async def write_eof(self) -> None:
         """End the body."""

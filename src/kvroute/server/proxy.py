@@ -22,9 +22,12 @@ Contract:
   (``backoff_base * backoff_factor ** (attempt - 1)``, times ``1 +- backoff_jitter``) from
   an RNG seeded with ``seed``. Timeouts are not retried (504). A stream's first chunk is
   read before the client gets headers, so a stream that dies before it is still retried;
-  one that fails midway ends with an SSE error event whose data is the shared error body
-  (:func:`kvroute.protocol.response_body.error_body`: ``upstream_error``, ``code`` 504 for
-  a timeout, else 502).
+  the later chunks are written to the client as they arrive, in the upstream connection's
+  callback while the client's connection takes them at once (no task woken per chunk),
+  else by the handler once the client's buffer drains. A stream that fails midway ends
+  with an SSE error event whose data is the shared error body
+  (:func:`kvroute.protocol.response_body.error_body`: ``upstream_error``, ``code`` 504
+  for a timeout, else 502).
 * ``models(request)``: ``GET /v1/models`` from the first available worker that answers
   below 500; 503 when none does.
 * Telemetry: Prometheus counters and histograms (:mod:`kvroute.server.router_metrics`) and
@@ -85,6 +88,18 @@ class _Outcome:
     error: str | None = "cancelled"
     ttft: float | None = None
     cached: int | None = None
+
+
+def _relay(resp: StreamResponse, reader: SSEScanner) -> Callable[[bytes], bool]:
+    """A stream's pass-through: each chunk goes to the client as it arrives, in the
+    upstream connection's callback, while the client's connection takes it at once;
+    otherwise the chunk is left to :meth:`Forwarder._stream`'s loop, which waits."""
+    def relay(chunk: bytes) -> bool:
+        if not resp.write_nowait(chunk):
+            return False
+        reader.feed(chunk)
+        return True
+    return relay
 
 
 class Forwarder:
@@ -257,7 +272,9 @@ class Forwarder:
     async def _stream(self, request: Request, upstream: UpstreamResponse,
                       d: Dispatch, w: Worker, st: _Outcome) -> StreamResponse | _Failed:
         """Pass an SSE body through chunk by chunk. The first chunk is read before the
-        client gets headers, so an upstream that dies before it can still be retried."""
+        client gets headers, so an upstream that dies before it can still be retried;
+        after it, chunks go out as they arrive (:func:`_relay`), and this loop only
+        writes those the client's connection could not take at once, and sees the end."""
         reader = SSEScanner()
         resp: StreamResponse | None = None
         while True:
@@ -286,6 +303,7 @@ class Forwarder:
                     st.error = "client_disconnect"
                     self.metrics.errors.labels(st.error).inc()
                     return resp
+                upstream.relay(_relay(resp, reader))  # from the next chunk on
             if not chunk:
                 break
             if st.ttft is None:

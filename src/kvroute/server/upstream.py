@@ -25,7 +25,9 @@ returns an :class:`UpstreamResponse` once the status line and headers are in.
 - Body: :meth:`UpstreamResponse.readany` returns everything queued so far (waiting for at
   least one byte), ``b""`` at the end; so an SSE stream passes through chunk by chunk,
   and a slow reader holds at most about 1 MiB plus one socket read.
-  :meth:`UpstreamResponse.read` returns the whole body.
+  :meth:`UpstreamResponse.read` returns the whole body. :meth:`UpstreamResponse.relay`
+  hands the chunks to a callback as they arrive instead (a proxy's pass-through, with no
+  task woken per chunk); what it declines is queued for ``readany``.
 - Keep-alive: the connection goes back to the pool (most recently used first, at most
   ``max_idle_per_host`` idle ones per host; beyond that it is closed) when the response
   is released after its whole body arrived, without error, and neither side asked to
@@ -63,7 +65,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -148,6 +150,14 @@ class UpstreamResponse:
         if not data:
             self.release()
         return data
+
+    def relay(self, sink: Callable[[bytes], bool] | None) -> None:
+        """Offer each body chunk that arrives from now on, while nothing is queued, to
+        ``sink`` (in the connection's protocol callback) before queueing it: a chunk it
+        takes (returns True) is never returned by ``readany``, which then waits for the
+        end of the body (or an error) past it; None stops. A sink must not raise."""
+        if self._conn is not None:
+            self._conn.sink = sink
 
     def release(self) -> None:
         """Give the connection back to the pool if the whole body arrived cleanly and the
@@ -263,6 +273,7 @@ class Upstream:
         return conn
 
     def _release(self, conn: UpstreamConnection) -> None:
+        conn.sink = None
         if self._closed or not conn.reusable():
             conn.close()
             return

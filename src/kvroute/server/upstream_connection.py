@@ -25,9 +25,13 @@ Contract
   an error. ``status`` and ``raw_headers`` are set once ``wait_headers()`` returns.
 - Body chunks are queued as they arrive: ``readany()`` returns everything queued
   (waiting for at least one byte), ``b""`` at the end; ``take()`` what is queued, without
-  waiting. While more than 1 MiB is queued the connection stops reading from the socket
-  (``pause_reading``) and resumes when the queue is taken: a slow reader holds at most
-  about 1 MiB plus one socket read.
+  waiting. With a ``sink`` set (reset by ``start``), a chunk that arrives while nothing
+  is queued is first offered to it, in the parser's callback: when it returns True it
+  took the chunk, which is not queued and wakes nobody; when False, it is queued as
+  usual (so the chunks keep their order). A sink must not raise. While more than 1 MiB
+  is queued the connection stops reading from the socket (``pause_reading``) and
+  resumes when the queue is taken: a slow reader holds at most about 1 MiB plus one
+  socket read.
 - Failures: a connection lost before the full response, a malformed response, the timer
   expiring (:class:`UpstreamTimeout`), or ``fail()``, close the connection and make the
   pending or next ``wait_headers``/``readany`` raise an :class:`UpstreamError` naming the
@@ -44,7 +48,7 @@ Contract
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import cast
 from urllib.parse import urlsplit
 
@@ -141,6 +145,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._interim = False  # the message being parsed is a 1xx
         self.exc: UpstreamError | None = None
         self.chunks: list[bytes] = []
+        self.sink: Callable[[bytes], bool] | None = None
         self._size = 0
         self._paused = False
         self._waiter: asyncio.Future[None] | None = None
@@ -224,6 +229,9 @@ class UpstreamConnection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         if self.done or self.exc is not None:
             return
+        sink = self.sink
+        if sink is not None and not self.chunks and sink(body):
+            return  # passed on as it came, without waking the reader
         self.chunks.append(body)
         self._size += len(body)
         if self._size > _HIGH_WATER and not self._paused and self.transport is not None:
@@ -302,6 +310,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.headers_done = self.done = self.keep_alive = self._interim = False
         self.exc = None
         self.chunks = []
+        self.sink = None
         self._size = 0
         self._timer = self._loop.call_at(deadline, self._on_timeout, timeout)
         self.transport.write(data)
