@@ -21,7 +21,7 @@ from kvroute.protocol.response_body import SSEScanner, error_body
 from kvroute.routing import make_router_policy
 from kvroute.server.app import RouterApp, ServeConfig, build_app
 from kvroute.server.http_messages import Request, StreamResponse
-from kvroute.server.proxy import _relay
+from kvroute.server.proxy import _Relay
 from kvroute.workloads.tokenizer import load_tokenizer
 
 
@@ -191,24 +191,34 @@ class PausableConn:
     async def drain(self) -> None:
         return None
 
+    def is_open(self) -> bool:
+        return True
+
     def writable(self) -> bool:
         return not self.paused
 
 
 @pytest.mark.asyncio
 async def test_relay_declines_chunks_while_the_client_cannot_take_them() -> None:
-    """The stream's pass-through sends and scans a chunk only while the client's
-    connection takes it at once; otherwise it leaves it (unsent, unscanned) to the loop."""
+    """The stream's pass-through takes chunks only while the client's connection takes
+    them at once; a read's chunks go out (and are scanned) in one write at its flush,
+    with the end of the body when it came in that read."""
     conn = PausableConn()
     resp = StreamResponse(200)
-    await resp.prepare(Request(conn, "POST", "/", "", "1.1", []))  # type: ignore[arg-type]
+    await resp.prepare(Request(conn, "POST", "/", "", "1.1", []),  # type: ignore[arg-type]
+                       b"data: 0\n\n")
+    assert conn.sent == [b"HEAD9\r\ndata: 0\n\n\r\n"]
     reader = SSEScanner()
-    relay = _relay(resp, reader)
-    assert not relay(b"data: [DONE]\n\n")
-    assert conn.sent == [b"HEAD"] and not reader.done
+    relay = _Relay(resp, reader)
+    assert not relay.take(b"data: 1\n\n")
+    relay.flush(False)
+    assert len(conn.sent) == 1
     conn.paused = False
-    assert relay(b"data: [DONE]\n\n")
-    assert conn.sent == [b"HEAD", b"e\r\ndata: [DONE]\n\n\r\n"] and reader.done
+    assert relay.take(b"data: 1\n\n") and relay.take(b"data: [DONE]\n\n")
+    assert len(conn.sent) == 1 and not reader.done
+    relay.flush(True)
+    assert conn.sent[1:] == [b"17\r\ndata: 1\n\ndata: [DONE]\n\n\r\n0\r\n\r\n"]
+    assert reader.done and resp.finished
 
 
 @pytest.mark.asyncio

@@ -17,12 +17,14 @@ Contract
   body, :func:`kvroute.protocol.response_body.error_body`
   (``{"error": {"message", "type", "code"}}``, ``code`` the status).
 - :class:`StreamResponse`: :meth:`StreamResponse.prepare` sends the status line and
-  headers, then each :meth:`~StreamResponse.write` goes out as one chunk
+  headers (and, if given, the first chunk in the same write), then each
+  :meth:`~StreamResponse.write` goes out as one chunk
   (``Transfer-Encoding: chunked``; to an HTTP/1.0 client unframed, and the connection
   closes at the end) and waits while the transport's buffer is over its high-water mark
-  (``pause_writing``); :meth:`~StreamResponse.write_nowait` sends a chunk only if that
-  needs no wait (False otherwise, nothing sent). Writing to a lost connection raises
-  ``ConnectionResetError``;
+  (``pause_writing``). :meth:`~StreamResponse.write_nowait` sends a chunk (and, with
+  ``eof``, the end) at once whatever the buffer holds, False when the connection is
+  closed; :meth:`~StreamResponse.writable` says whether the buffer is under its mark.
+  Writing to a lost connection raises ``ConnectionResetError``;
   ``write()`` before ``prepare()`` or after ``write_eof()`` raises ``RuntimeError``. A
   stream the handler did not prepare or finish is prepared and finished after it returns.
 - :data:`Handler`: ``async (Request) -> Response | StreamResponse``.
@@ -125,8 +127,9 @@ class StreamResponse:
         self._conn: HttpConnection | None = None
         self._chunked = True
 
-    async def prepare(self, request: Request) -> None:
-        """Send the status line and headers."""
+    async def prepare(self, request: Request, body: bytes = b"") -> None:
+        """Send the status line and headers, and ``body`` (if any) as the first chunk, in
+        one write."""
         if self.prepared:
             return
         conn = self._conn = request._conn
@@ -135,8 +138,11 @@ class StreamResponse:
             conn.reading_done = True  # the end of the body is the end of the connection
         head = conn.head(self.status, self.headers, None if self._chunked else -1)
         self.prepared = True
-        conn.send(head)
+        conn.send(head + self._frame(body) if body else head)
         await conn.drain()
+
+    def _frame(self, data: bytes) -> bytes:
+        return b"%x\r\n%b\r\n" % (len(data), data) if self._chunked else data
 
     async def write(self, data: bytes) -> None:
         """Send ``data`` as one chunk; wait while the transport's buffer is full."""
@@ -145,18 +151,30 @@ class StreamResponse:
             raise RuntimeError("write() before prepare() or after write_eof()")
         if not data:
             return
-        conn.send(b"%x\r\n%b\r\n" % (len(data), data) if self._chunked else data)
+        conn.send(self._frame(data))
         await conn.drain()
 
-    def write_nowait(self, data: bytes) -> bool:
-        """Send ``data`` as one chunk now if the connection takes it without waiting (open,
-        its buffer under the high-water mark) and return True; else send nothing and
-        return False (then :meth:`write` it, which waits or raises)."""
+    def writable(self) -> bool:
+        """Whether a write would go out without waiting: prepared, not finished, and the
+        connection open with its buffer under the high-water mark."""
         conn = self._conn
-        if conn is None or self.finished or not conn.writable():
+        return conn is not None and not self.finished and conn.writable()
+
+    def write_nowait(self, data: bytes, eof: bool = False) -> bool:
+        """Send ``data`` (if any) as one chunk now, and with ``eof`` the end of the body in
+        the same write, whatever the buffer holds (a caller that cares checks
+        :meth:`writable` first); False, with nothing sent, when the response is not
+        prepared, is finished or its connection is closed."""
+        conn = self._conn
+        if conn is None or self.finished or not conn.is_open():
             return False
-        if data:
-            conn.send(b"%x\r\n%b\r\n" % (len(data), data) if self._chunked else data)
+        out = self._frame(data) if data else b""
+        if eof:
+            self.finished = True
+            if self._chunked:
+                out += b"0\r\n\r\n"
+        if out:
+            conn.send(out)
         return True
 
     async def write_eof(self) -> None:

@@ -21,10 +21,12 @@ Contract:
   retried on another worker, up to ``max_retries`` times with jittered exponential backoff
   (``backoff_base * backoff_factor ** (attempt - 1)``, times ``1 +- backoff_jitter``) from
   an RNG seeded with ``seed``. Timeouts are not retried (504). A stream's first chunk is
-  read before the client gets headers, so a stream that dies before it is still retried;
-  the later chunks are written to the client as they arrive, in the upstream connection's
-  callback while the client's connection takes them at once (no task woken per chunk),
-  else by the handler once the client's buffer drains. A stream that fails midway ends
+  read before the client gets headers (then sent with them), so a stream that dies
+  before it is still retried; the later chunks are written to the client as they
+  arrive, those of one socket read together (and the end of the body with them when it
+  came in that read), in the upstream connection's callback while the client's
+  connection takes them at once (no task woken per chunk), else by the handler once the
+  client's buffer drains. A stream that fails midway ends
   with an SSE error event whose data is the shared error body
   (:func:`kvroute.protocol.response_body.error_body`: ``upstream_error``, ``code`` 504
   for a timeout, else 502).
@@ -90,16 +92,36 @@ class _Outcome:
     cached: int | None = None
 
 
-def _relay(resp: StreamResponse, reader: SSEScanner) -> Callable[[bytes], bool]:
-    """A stream's pass-through: each chunk goes to the client as it arrives, in the
-    upstream connection's callback, while the client's connection takes it at once;
-    otherwise the chunk is left to :meth:`Forwarder._stream`'s loop, which waits."""
-    def relay(chunk: bytes) -> bool:
-        if not resp.write_nowait(chunk):
+class _Relay:
+    """A stream's pass-through (an upstream :class:`~kvroute.server.upstream.Sink`): the
+    chunks of one socket read go to the client in one write as they arrive, with the end
+    of the body when it came in that read, while the client's connection takes them
+    without waiting; otherwise they are left to :meth:`Forwarder._stream`'s loop. That
+    loop writes what it reads before it next waits, so the end the relay writes (the body
+    ended with nothing queued) always comes after every chunk."""
+
+    __slots__ = ("pending", "reader", "resp")
+
+    def __init__(self, resp: StreamResponse, reader: SSEScanner) -> None:
+        self.resp = resp
+        self.reader = reader
+        self.pending: list[bytes] = []
+
+    def take(self, chunk: bytes) -> bool:
+        if not self.pending and not self.resp.writable():
             return False
-        reader.feed(chunk)
+        self.pending.append(chunk)
         return True
-    return relay
+
+    def flush(self, end: bool) -> None:
+        pending = self.pending
+        if not pending and not end:
+            return
+        data = b"".join(pending) if len(pending) != 1 else pending[0]
+        self.pending = []
+        if data:
+            self.reader.feed(data)
+        self.resp.write_nowait(data, eof=end)
 
 
 class Forwarder:
@@ -273,7 +295,7 @@ class Forwarder:
                       d: Dispatch, w: Worker, st: _Outcome) -> StreamResponse | _Failed:
         """Pass an SSE body through chunk by chunk. The first chunk is read before the
         client gets headers, so an upstream that dies before it can still be retried;
-        after it, chunks go out as they arrive (:func:`_relay`), and this loop only
+        after it, chunks go out as they arrive (:class:`_Relay`), and this loop only
         writes those the client's connection could not take at once, and sees the end."""
         reader = SSEScanner()
         resp: StreamResponse | None = None
@@ -295,15 +317,16 @@ class Forwarder:
                 with contextlib.suppress(ConnectionError):
                     await resp.write(f"data: {msg}\n\n".encode())
                 return resp
+            sent = resp is None
             if resp is None:
                 resp = StreamResponse(upstream.status, self._out_headers(upstream, d, w))
                 try:
-                    await resp.prepare(request)
+                    await resp.prepare(request, chunk)  # the first chunk with the head
                 except ConnectionError:
                     st.error = "client_disconnect"
                     self.metrics.errors.labels(st.error).inc()
                     return resp
-                upstream.relay(_relay(resp, reader))  # from the next chunk on
+                upstream.relay(_Relay(resp, reader))  # from the next socket read on
             if not chunk:
                 break
             if st.ttft is None:
@@ -311,6 +334,8 @@ class Forwarder:
                 st.ttft = now - d.sent_at
                 self.router.first_token(d, now)
             reader.feed(chunk)
+            if sent:
+                continue
             try:
                 await resp.write(chunk)
             except ConnectionError:

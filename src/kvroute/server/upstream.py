@@ -26,7 +26,7 @@ returns an :class:`UpstreamResponse` once the status line and headers are in.
   least one byte), ``b""`` at the end; so an SSE stream passes through chunk by chunk,
   and a slow reader holds at most about 1 MiB plus one socket read.
   :meth:`UpstreamResponse.read` returns the whole body. :meth:`UpstreamResponse.relay`
-  hands the chunks to a callback as they arrive instead (a proxy's pass-through, with no
+  hands the chunks to a sink as they arrive instead (a proxy's pass-through, with no
   task woken per chunk); what it declines is queued for ``readany``.
 - Keep-alive: the connection goes back to the pool (most recently used first, at most
   ``max_idle_per_host`` idle ones per host; beyond that it is closed) when the response
@@ -65,12 +65,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from types import TracebackType
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from kvroute.server.upstream_connection import (
+    Sink,
     StaleConnection,
     UpstreamConnection,
     UpstreamError,
@@ -79,7 +80,7 @@ from kvroute.server.upstream_connection import (
     encode_request,
 )
 
-__all__ = ["Upstream", "UpstreamError", "UpstreamResponse", "UpstreamTimeout"]
+__all__ = ["Sink", "Upstream", "UpstreamError", "UpstreamResponse", "UpstreamTimeout"]
 
 _MAX_TARGETS = 4096  # parsed base URLs kept per Upstream
 
@@ -151,11 +152,12 @@ class UpstreamResponse:
             self.release()
         return data
 
-    def relay(self, sink: Callable[[bytes], bool] | None) -> None:
+    def relay(self, sink: Sink | None) -> None:
         """Offer each body chunk that arrives from now on, while nothing is queued, to
-        ``sink`` (in the connection's protocol callback) before queueing it: a chunk it
-        takes (returns True) is never returned by ``readany``, which then waits for the
-        end of the body (or an error) past it; None stops. A sink must not raise."""
+        ``sink`` (in the connection's protocol callback; see
+        :class:`~kvroute.server.upstream_connection.Sink`) before queueing it: a chunk it
+        takes is never returned by ``readany``, which then waits for the end of the body
+        (or an error) past it; None stops. A sink must not raise."""
         if self._conn is not None:
             self._conn.sink = sink
 
