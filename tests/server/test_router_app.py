@@ -221,6 +221,16 @@ async def test_relay_declines_chunks_while_the_client_cannot_take_them() -> None
     assert reader.done and resp.finished
 
 
+def test_request_header_reads_what_headers_holds() -> None:
+    """``Request.header`` (no multidict built) gives what ``headers.get`` gives."""
+    raw = [(b"Content-Type", b"application/json"), (b"X-Session-ID", b"a\xffb"),
+           (b"x-session-id", b"second")]
+    req = Request(PausableConn(), "POST", "/", "", "1.1", raw)  # type: ignore[arg-type]
+    for name in ("x-session-id", "X-SESSION-ID", "content-type", "absent"):
+        assert req.header(name) == req.headers.get(name)
+    assert req.header("X-Session-ID") == "a\udcffb"
+
+
 @pytest.mark.asyncio
 @pytest.mark.parametrize("policy", ["cache_aware", "lbgr"])
 async def test_repeated_prompt_goes_to_the_same_worker(policy: str) -> None:

@@ -7,7 +7,8 @@ Contract
 - :class:`Request`: one request, its body already read whole (:attr:`Request.body`,
   de-chunked). :attr:`Request.path` is percent-decoded, :attr:`Request.headers`
   case-insensitive (decoded as UTF-8 with surrogateescape, like aiohttp's; built on first
-  use), :attr:`Request.query` parsed from :attr:`Request.query_string` (on first use).
+  use; :meth:`Request.header` reads one header without building them),
+  :attr:`Request.query` parsed from :attr:`Request.query_string` (on first use).
   :attr:`Request.version` is ``"1.0"`` or ``"1.1"``; :attr:`Request.transport` the
   client's connection (``is_closing()`` once the client went away); :meth:`Request.json`
   the body parsed (``ValueError`` when it is not JSON).
@@ -34,7 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
@@ -46,7 +47,17 @@ if TYPE_CHECKING:
     from kvroute.server.http_connection import HttpConnection
 
 __all__ = ["Handler", "Request", "Response", "StreamResponse", "error_response",
-           "json_response"]
+           "first_header", "json_response"]
+
+
+def first_header(raw: Sequence[tuple[bytes, bytes]], name: str) -> str | None:
+    """The first value of header ``name`` (case-insensitive) among raw ``(name, value)``
+    pairs, decoded as UTF-8 with surrogateescape; None when absent."""
+    key = name.lower().encode("utf-8", "surrogateescape")
+    for k, v in raw:
+        if k.lower() == key:
+            return v.decode("utf-8", "surrogateescape")
+    return None
 
 
 class Request:
@@ -76,6 +87,11 @@ class Request:
                 (k.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
                 for k, v in self.raw_headers]))
         return self._headers
+
+    def header(self, name: str) -> str | None:
+        """The first value of header ``name`` (case-insensitive), as :attr:`headers` has
+        it, without building :attr:`headers`."""
+        return first_header(self.raw_headers, name)
 
     @property
     def query(self) -> MultiDictProxy[str]:

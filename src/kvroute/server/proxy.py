@@ -72,6 +72,7 @@ RETRYABLE = frozenset({408, 429, 500, 502, 503, 504})
 _HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
                   "trailer", "transfer-encoding", "upgrade", "host", "content-length",
                   "accept-encoding", "content-encoding"})
+_HOP_RAW = frozenset(h.encode() for h in _HOP)
 
 log = logging.getLogger("kvroute.server")
 
@@ -147,7 +148,8 @@ class Forwarder:
         """Route and send ``request`` (body as received) to ``path`` on a worker, with
         retries; see the module doc."""
         raw = request.body
-        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _HOP]
+        headers = [(k.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
+                   for k, v in request.raw_headers if k.lower() not in _HOP_RAW]
         exclude: set[str] = set()
         failed: _Failed | None = None
         for attempt in range(self.max_retries + 1):
@@ -229,7 +231,7 @@ class Forwarder:
 
     def _out_headers(self, upstream: UpstreamResponse, d: Dispatch,
                      w: Worker) -> dict[str, str]:
-        out = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP}
+        out = {k: v for k, v in upstream.header_items() if k.lower() not in _HOP}
         out[WORKER_HEADER] = w.url
         if d.decision.predicted_s is not None:
             out["X-Kvroute-Predicted-Ms"] = f"{d.decision.predicted_s * 1000:.3f}"
@@ -249,7 +251,7 @@ class Forwarder:
                 self.router.undelivered(d)
                 return self._failed(w, st, "upstream_connect", 502, f"unreachable: {e}")
             async with upstream:
-                sse = "text/event-stream" in upstream.headers.get("Content-Type", "")
+                sse = "text/event-stream" in (upstream.header("Content-Type") or "")
                 if upstream.status < 400 and (sse or stream):
                     return await self._stream(request, upstream, d, w, st)
                 try:

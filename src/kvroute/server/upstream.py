@@ -70,6 +70,7 @@ from types import TracebackType
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from kvroute.server.http_messages import first_header
 from kvroute.server.upstream_connection import (
     Sink,
     StaleConnection,
@@ -106,6 +107,16 @@ class UpstreamResponse:
                 (k.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
                 for k, v in self._raw]))
         return self._headers
+
+    def header(self, name: str) -> str | None:
+        """The first value of header ``name`` (case-insensitive), without building
+        :attr:`headers`."""
+        return first_header(self._raw, name)
+
+    def header_items(self) -> list[tuple[str, str]]:
+        """Every header as ``(name, value)``, in order (what :attr:`headers` holds)."""
+        return [(k.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
+                for k, v in self._raw]
 
     @property
     def content(self) -> UpstreamResponse:
