@@ -293,6 +293,7 @@ class RouterApp:
             self.metrics.errors.labels("bad_request").inc()
             return _error(400, str(e), "invalid_request_error")
         stream = streamed(body)
+        del body  # the parsed body (a copy of the prompt) need not live while it runs
         session = session_key(request.header(SESSION_HEADER))
         return await self.forwarder.forward(request, path, units, session=session,
                                             max_tokens=max_tokens, stream=stream)
