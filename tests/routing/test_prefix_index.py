@@ -175,13 +175,14 @@ def test_units_of_any_integer_dtype_match_by_value() -> None:
 
 
 def test_a_split_prefix_owns_its_units() -> None:
-    """After a split the prefix node holds a copy of its units, so trimming the old leaf's
-    suffix frees the array the leaf was recorded with."""
+    """After a split both halves hold copies of their units, so trimming either frees
+    what it held (no view keeps the array the leaf was recorded with alive)."""
     idx = PrefixIndex(1, capacity=6, trim_interval=1.0)
     idx.record(0, a(1, 2, 3, 4, 5, 6), 0.0)
     idx.record(0, a(1, 2, 3, 9), 0.5)  # splits (1..6) at 3
     prefix = idx.root.children[1]
     assert prefix.key.tolist() == [1, 2, 3] and prefix.key.base is None
+    assert prefix.children[4].key.tolist() == [4, 5, 6] and prefix.children[4].key.base is None
     idx.record(0, a(1, 2, 3, 9), 1.0)  # the trim: (4, 5, 6), the oldest leaf, goes
     assert idx.match(a(1, 2, 3, 4)).tolist() == [3]
     assert [c.key.base is None for c in prefix.children.values()] == [True]

@@ -163,14 +163,14 @@ class PrefixIndex:
     def _split(self, node: _Node, m: int) -> _Node:
         parent = node.parent
         assert parent is not None
-        # the prefix gets its own copy and the suffix keeps the old array: once the suffix
-        # (a leaf, trimmed first) goes, no view keeps the whole array alive
+        # both halves get their own copies: no view keeps the whole old array alive once
+        # either half is trimmed
         prefix = _Node(node.key[:m].copy(), parent)
         prefix.tenants = dict(node.tenants)
         for w in prefix.tenants:
             self._nodes[w] += 1
         parent.children[int(node.key[0])] = prefix
-        node.key = node.key[m:]
+        node.key = node.key[m:].copy()
         node.parent = prefix
         prefix.children[int(node.key[0])] = node
         return prefix
