@@ -39,7 +39,10 @@ The reference routers install from PyPI; keep them out of kvroute's venv::
     python benchmarks/proxy_bench.py --sglang-router /tmp/rvenv/bin/sglang-router \\
         --vllm-router /tmp/vvenv/bin/vllm-router
 
-Without those options it compares kvroute with the direct calls only. The references run
+Without those options it compares kvroute with the direct calls only. With
+``--kvroute-baseline SRC`` it also runs kvroute from another source tree (say the
+``src/`` of ``git worktree add /tmp/old OLDCOMMIT``), interleaved with the rest: a
+before/after in one run. The references run
 as ``sglang-router launch ... --log-level warn`` and ``vllm-router ... --log-level
 warning``, each with its own Prometheus port (both default to 29000: a second instance
 on the same port panics at startup). Their logs, and kvroute's, go to temporary files
@@ -174,9 +177,11 @@ class Target:
         return "\n".join(text.splitlines()[-lines:])
 
 
-def launch(name: str, cmd: list[str], port: int) -> Target:
+def launch(name: str, cmd: list[str], port: int, pythonpath: str | None = None) -> Target:
     log = tempfile.NamedTemporaryFile(prefix="proxy_bench_", suffix=".log", delete=False)  # noqa: SIM115
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    env = None if pythonpath is None else dict(os.environ, PYTHONPATH=pythonpath)
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            env=env)
     return Target(name, f"http://127.0.0.1:{port}", proc, log)
 
 
@@ -346,6 +351,10 @@ def main() -> None:
     ap.add_argument("--vllm-router", metavar="PATH",
                     help="vllm-router executable (pip install vllm-router)")
     ap.add_argument("--vllm-policies", default="round_robin", help="vllm-router policies")
+    ap.add_argument("--kvroute-baseline", metavar="SRC",
+                    help="also run kvroute from this source tree (its PYTHONPATH, e.g. the "
+                         "src/ of an older checkout), for each --policies, as "
+                         "'kvroute-baseline POLICY': before/after in one run")
     ap.add_argument("--requests", type=int, default=400,
                     help="sequential requests per latency measurement")
     ap.add_argument("--seconds", type=float, default=3.0, help="per maximum-rate measurement")
@@ -374,11 +383,14 @@ def main() -> None:
         urls = [f"http://127.0.0.1:{p}" for p in wports]
         if not args.load:
             targets.append(Target("direct", urls[0]))
-        for pol in args.policies.split(","):
-            port = free_port()
-            targets.append(launch(f"kvroute {pol}", [
-                sys.executable, "-m", "kvroute", "serve", "--worker-urls", *urls,
-                "--policy", pol, "--port", str(port)], port))
+        for src, label in ((None, "kvroute"), (args.kvroute_baseline, "kvroute-baseline")):
+            if label != "kvroute" and not src:
+                continue
+            for pol in args.policies.split(","):
+                port = free_port()
+                targets.append(launch(f"{label} {pol}", [
+                    sys.executable, "-m", "kvroute", "serve", "--worker-urls", *urls,
+                    "--policy", pol, "--port", str(port)], port, pythonpath=src))
         refs = ((args.sglang_router, args.sglang_policies, "sglang-router",
                  ["launch"], "warn"),
                 (args.vllm_router, args.vllm_policies, "vllm-router", [], "warning"))

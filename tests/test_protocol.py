@@ -24,6 +24,7 @@ from kvroute.protocol.request_body import (
     PATHS,
     BadRequest,
     PromptEncoder,
+    chars,
     json_body,
     max_tokens_of,
     prompts_of,
@@ -398,3 +399,31 @@ async def test_worker_uses_the_models_chat_template_as_the_router_does(tmp_path:
                                                             "max_tokens": 1})
         assert r.status == 200
         assert (await r.json())["usage"]["prompt_tokens"] == len(units)
+
+
+def test_sse_scanner_agrees_however_the_stream_is_cut() -> None:
+    """Chunks that mention neither key are skipped without being split into lines; cut at
+    any two points, the stream reads as it does whole (the key or [DONE] across a cut)."""
+    raw = (b'data: {"choices": [{"delta": {"content": "x"}}]}\n\n'
+           b'data: {"usage": {"prompt_tokens_details": {"cached_tokens": 12}}}\n\n'
+           b"data: [DONE]\n\n")
+    whole = SSEScanner()
+    whole.feed(raw)
+    assert (whole.cached_tokens, whole.done) == (12, True)
+    for i in range(len(raw) + 1):
+        for j in range(i, len(raw) + 1, 3):
+            s = SSEScanner()
+            for part in (raw[:i], raw[i:j], raw[j:]):
+                s.feed(part)
+            s.close()
+            assert (s.cached_tokens, s.done) == (12, True), (i, j)
+    capped = SSELines(max_line=8)
+    capped.skip(b"data: " + b"x" * 20)  # a runaway line is dropped by skip as by feed
+    assert capped.feed(b"\ndata: 1\n") == [b"1"]
+
+
+def test_chars_are_code_points_one_or_four_bytes_each() -> None:
+    """ASCII text becomes uint8 units, other text uint32; the values are the code points."""
+    assert chars("ab").dtype == np.uint8 and chars("ab").tolist() == [97, 98]
+    text = "a\u00e9\u2603\U0001f600"
+    assert chars(text).dtype == np.uint32 and chars(text).tolist() == [ord(c) for c in text]

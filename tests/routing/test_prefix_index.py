@@ -158,3 +158,32 @@ def test_node_units_bound_many_short_prompts() -> None:
     assert idx.match(np.array([49, 1049], dtype=np.int64)).tolist() == [2]  # newest kept
     assert idx.match(np.array([0, 1000], dtype=np.int64)).tolist() == [0]
     idx.check_integrity()
+
+
+def test_units_of_any_integer_dtype_match_by_value() -> None:
+    """Character units come as uint8 or uint32 (the router's chars), token ids as int64: a
+    node keeps its units' dtype, and matching compares values, whatever the dtypes."""
+    idx = PrefixIndex(2)
+    idx.record(0, np.frombuffer(b"abcdef", dtype=np.uint8), 0.0)
+    idx.record(1, np.array([97, 98, 99, 0x2603], dtype=np.uint32), 1.0)
+    probe = [97, 98, 99, 100, 0x2603]
+    for dtype in (np.int64, np.uint32):
+        assert idx.match(np.array(probe, dtype=dtype)).tolist() == [4, 3]
+    assert idx.match(np.frombuffer(b"abcz", dtype=np.uint8)).tolist() == [3, 3]
+    assert idx.sizes().tolist() == [6, 4]
+    idx.check_integrity()
+
+
+def test_a_split_prefix_owns_its_units() -> None:
+    """After a split both halves hold copies of their units, so trimming either frees
+    what it held (no view keeps the array the leaf was recorded with alive)."""
+    idx = PrefixIndex(1, capacity=6, trim_interval=1.0)
+    idx.record(0, a(1, 2, 3, 4, 5, 6), 0.0)
+    idx.record(0, a(1, 2, 3, 9), 0.5)  # splits (1..6) at 3
+    prefix = idx.root.children[1]
+    assert prefix.key.tolist() == [1, 2, 3] and prefix.key.base is None
+    assert prefix.children[4].key.tolist() == [4, 5, 6] and prefix.children[4].key.base is None
+    idx.record(0, a(1, 2, 3, 9), 1.0)  # the trim: (4, 5, 6), the oldest leaf, goes
+    assert idx.match(a(1, 2, 3, 4)).tolist() == [3]
+    assert [c.key.base is None for c in prefix.children.values()] == [True]
+    idx.check_integrity()

@@ -17,9 +17,11 @@ from aiohttp import web
 
 from kvroute.cli import serve as serve_cli
 from kvroute.errors import ConfigError
-from kvroute.protocol.response_body import error_body
+from kvroute.protocol.response_body import SSEScanner, error_body
 from kvroute.routing import make_router_policy
 from kvroute.server.app import RouterApp, ServeConfig, build_app
+from kvroute.server.http_messages import Request, StreamResponse
+from kvroute.server.proxy import _Relay
 from kvroute.workloads.tokenizer import load_tokenizer
 
 
@@ -169,6 +171,64 @@ async def test_stream_passthrough_chunks_and_accounting() -> None:
         await settle(r)
         assert in_flight(r) == [0]
         assert r.router.workers[0].completed == 1
+
+
+class PausableConn:
+    """A client connection stand-in whose writing can be paused."""
+
+    transport = None
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+        self.paused = True
+
+    def head(self, status: int, headers: Any, length: int | None) -> bytes:
+        return b"HEAD"
+
+    def send(self, data: bytes) -> None:
+        self.sent.append(data)
+
+    async def drain(self) -> None:
+        return None
+
+    def is_open(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return not self.paused
+
+
+@pytest.mark.asyncio
+async def test_relay_declines_chunks_while_the_client_cannot_take_them() -> None:
+    """The stream's pass-through takes chunks only while the client's connection takes
+    them at once; a read's chunks go out (and are scanned) in one write at its flush,
+    with the end of the body when it came in that read."""
+    conn = PausableConn()
+    resp = StreamResponse(200)
+    await resp.prepare(Request(conn, "POST", "/", "", "1.1", []),  # type: ignore[arg-type]
+                       b"data: 0\n\n")
+    assert conn.sent == [b"HEAD9\r\ndata: 0\n\n\r\n"]
+    reader = SSEScanner()
+    relay = _Relay(resp, reader)
+    assert not relay.take(b"data: 1\n\n")
+    relay.flush(False)
+    assert len(conn.sent) == 1
+    conn.paused = False
+    assert relay.take(b"data: 1\n\n") and relay.take(b"data: [DONE]\n\n")
+    assert len(conn.sent) == 1 and not reader.done
+    relay.flush(True)
+    assert conn.sent[1:] == [b"17\r\ndata: 1\n\ndata: [DONE]\n\n\r\n0\r\n\r\n"]
+    assert reader.done and resp.finished
+
+
+def test_request_header_reads_what_headers_holds() -> None:
+    """``Request.header`` (no multidict built) gives what ``headers.get`` gives."""
+    raw = [(b"Content-Type", b"application/json"), (b"X-Session-ID", b"a\xffb"),
+           (b"x-session-id", b"second")]
+    req = Request(PausableConn(), "POST", "/", "", "1.1", raw)  # type: ignore[arg-type]
+    for name in ("x-session-id", "X-SESSION-ID", "content-type", "absent"):
+        assert req.header(name) == req.headers.get(name)
+    assert req.header("X-Session-ID") == "a\udcffb"
 
 
 @pytest.mark.asyncio

@@ -172,6 +172,63 @@ async def test_chunked_stream_arrives_chunk_by_chunk(worker: Worker, up: Upstrea
     assert up.idle_connections == 1
 
 
+class TakeTwo:
+    """A sink that takes two chunks, then declines."""
+
+    def __init__(self) -> None:
+        self.taken: list[bytes] = []
+        self.flushed: list[tuple[int, bool]] = []  # (chunks taken so far, end)
+
+    def take(self, chunk: bytes) -> bool:
+        if len(self.taken) >= 2:
+            return False
+        self.taken.append(chunk)
+        return True
+
+    def flush(self, end: bool) -> None:
+        self.flushed.append((len(self.taken), end))
+
+
+@pytest.mark.asyncio
+async def test_relay_takes_chunks_until_it_declines(worker: Worker, up: Upstream) -> None:
+    """A sink gets the chunks as they arrive while it takes them, and a flush after each
+    read; the first chunk it declines, and what follows, are queued for readany, in
+    order; the connection is pooled after."""
+    sink = TakeTwo()
+    async with await up.request("GET", worker.url, "/stream") as r:
+        read = [await r.content.readany()]
+        r.relay(sink)
+        while chunk := await r.content.readany():
+            read.append(chunk)
+    assert sink.taken == [b"data: 1\n\n", b"data: 2\n\n"]
+    assert read == [b"data: 0\n\n", b"data: 3\n\n"]
+    assert (1, False) in sink.flushed and (2, False) in sink.flushed
+    assert up.idle_connections == 1
+
+
+@pytest.mark.asyncio
+async def test_relay_sees_the_end_when_it_took_everything(worker: Worker,
+                                                          up: Upstream) -> None:
+    """A sink that took every chunk is flushed with end=True; readany then says b""."""
+    sink = TakeTwo()
+    sink.taken.append(b"")  # room for one more chunk only: the stream sends 3 after the first
+    async with await up.request("GET", worker.url, "/stream") as r:
+        await r.content.readany()
+        await r.content.readany()  # chunk 1, before the sink is set
+        r.relay(sink)
+        rest = await r.content.readany()
+        assert rest == b"data: 3\n\n"  # declined: the sink is full after chunk 2
+    assert sink.taken == [b"", b"data: 2\n\n"] and not any(e for _, e in sink.flushed)
+    everything = TakeTwo()
+    everything.take = lambda chunk: True  # type: ignore[method-assign]
+    async with await up.request("GET", worker.url, "/stream") as r:
+        await r.content.readany()
+        r.relay(everything)
+        assert await r.content.readany() == b""
+    assert everything.flushed[-1][1] is True
+    assert up.idle_connections == 1
+
+
 @pytest.mark.asyncio
 async def test_keep_alive_reuses_one_connection(worker: Worker, up: Upstream) -> None:
     for _ in range(3):

@@ -23,12 +23,14 @@ Contract:
   could collide with them.
 * A batch: the router validates every prompt and keys its decision on the first
   (:meth:`PromptEncoder.units`); the emulated worker serves every prompt of it.
-* Units (:class:`PromptEncoder`): token ids are used as given; text goes through the
-  tokenizer, or without one becomes its characters (code points), as SGLang's router
-  does; chat messages are rendered by the model's own chat template when there is one,
-  else by the Llama-3-like :func:`~kvroute.workloads.tokenizer.apply_chat_template`,
-  then encoded; without a tokenizer they become the characters of their compact JSON. A
-  template's refusal is a BadRequest.
+* Units (:class:`PromptEncoder`): token ids are used as given (int64); text goes through
+  the tokenizer, or without one becomes its characters (code points, :func:`chars`:
+  uint8 for ASCII text, else uint32; units compare by value whatever their dtype), as
+  SGLang's router does; chat messages are rendered by the model's own chat template
+  when there is one, else by the Llama-3-like
+  :func:`~kvroute.workloads.tokenizer.apply_chat_template`, then encoded; without a
+  tokenizer they become the characters of their compact JSON. A template's refusal is a
+  BadRequest.
 * ``max_tokens`` (:func:`max_tokens_of`): ``completions``: ``max_tokens``; ``chat``:
   ``max_tokens``, else ``max_completion_tokens``; ``generate``:
   ``sampling_params.max_new_tokens``. Absent or null: None (the engine's default);
@@ -153,8 +155,11 @@ def prompts_of(route: str, body: dict[str, Any]) -> list[Prompt]:
 
 
 def chars(text: str) -> np.ndarray:
-    """The code points of ``text`` (1-D int64)."""
-    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=_UTF32).astype(np.int64)
+    """The code points of ``text`` (1-D, read-only): uint8 when it is ASCII, else uint32,
+    a view of its encoding (no conversion, one or four bytes a unit)."""
+    if text.isascii():  # O(1): CPython knows; the encoding is a copy of its bytes
+        return np.frombuffer(text.encode("ascii"), dtype=np.uint8)
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=_UTF32)
 
 
 class PromptEncoder:

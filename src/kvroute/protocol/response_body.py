@@ -23,7 +23,8 @@ Contract:
   ``event:``/``id:``) give nothing; the payload ``[DONE]`` (:data:`DONE`) ends a stream.
   With ``max_line``, a line longer than that is dropped instead of buffered.
   :class:`SSEScanner` is the router's: whether ``[DONE]`` came and the last
-  ``cached_tokens`` seen, parsing only the payloads that mention the key.
+  ``cached_tokens`` seen, parsing only the payloads that mention the key (a chunk that
+  mentions neither, with no partial line before it, is not split into lines at all).
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ def usage_of(obj: Any) -> Usage:
                         meta.get("cached_tokens")))
 
 
+_CACHED = b"cached_tokens"
 _CACHED_KEY = re.compile(rb'"cached_tokens"\s*:\s*(\d+)')
 
 
@@ -128,6 +130,15 @@ class SSELines:
             self._buf = b""  # a runaway line: stop buffering it
         return [p for p in map(_payload, lines) if p is not None]
 
+    def skip(self, chunk: bytes) -> None:
+        """Consume ``chunk`` without reading its complete lines (the caller knows none of
+        them matters): only its unterminated tail is kept, as :meth:`feed` would."""
+        if self._buf:
+            chunk = self._buf + chunk
+        self._buf = chunk[chunk.rfind(b"\n") + 1:]
+        if self.max_line is not None and len(self._buf) > self.max_line:
+            self._buf = b""
+
     def close(self) -> list[bytes]:
         """The payload of an unterminated last line, if any."""
         rest, self._buf = self._buf, b""
@@ -144,6 +155,9 @@ class SSEScanner:
         self.done = False
 
     def feed(self, chunk: bytes) -> None:
+        if not self._lines._buf and _CACHED not in chunk and DONE not in chunk:
+            self._lines.skip(chunk)  # no line of it can matter: do not split it
+            return
         for payload in self._lines.feed(chunk):
             self._payload(payload)
 
@@ -154,7 +168,7 @@ class SSEScanner:
     def _payload(self, payload: bytes) -> None:
         if payload == DONE:
             self.done = True
-        elif b"cached_tokens" in payload:
+        elif _CACHED in payload:
             with contextlib.suppress(ValueError):  # UnicodeDecodeError is one
                 c = usage_of(json.loads(payload)).cached_tokens
                 if c is not None:

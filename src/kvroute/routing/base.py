@@ -37,7 +37,7 @@ __all__ = ["ClusterView", "Decision", "Feedback", "PrefixSource", "RouteRequest"
 class RouteRequest:
     """A request as the router sees it: its prompt in units (token ids or characters)."""
 
-    units: np.ndarray = field(repr=False)  # 1-D int64
+    units: np.ndarray = field(repr=False)  # 1-D ints: int64 token ids, or uint8/uint32 chars
     rid: int = -1
     session: int | None = None
     max_tokens: int | None = None

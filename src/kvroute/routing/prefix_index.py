@@ -23,7 +23,9 @@ Contract:
   With ``node_units`` > 0 every node a worker holds also costs that many units against
   its bound (not in ``sizes()``): many short prompts then cannot grow the tree past what
   the bound means in memory (a node costs about as much as 110 units' keys).
-* Units are whatever the router keys on: token ids or character codes (int64 arrays).
+* Units are whatever the router keys on: token ids or character codes (1-D integer
+  arrays, compared by value; a node keeps a copy of its units in the dtype they came in,
+  so character codes cost one or four bytes each rather than eight).
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ class PrefixIndex:
         self.trim_interval = trim_interval
         self.root = _Node(np.empty(0, dtype=np.int64), None)
         self._sizes = [0] * workers
+        self._nodes = [0] * workers  # nodes each worker is a tenant of
         self._caps = [capacity] * workers
         self.node_units = 0  # what one node costs against a worker's bound, in units
         self._next_trim = trim_interval
@@ -101,16 +104,18 @@ class PrefixIndex:
         while pos < n:
             child = node.children.get(int(units[pos]))
             if child is None:
-                leaf = _Node(np.array(units[pos:], dtype=np.int64), node)
+                leaf = _Node(np.array(units[pos:]), node)  # a copy, in the units' dtype
                 leaf.tenants[worker] = now
                 node.children[int(units[pos])] = leaf
                 added += n - pos
+                self._nodes[worker] += 1
                 break
             m = _common(child.key, units, pos)
             if m < len(child.key):
                 child = self._split(child, m)
             if worker not in child.tenants:
                 added += m
+                self._nodes[worker] += 1
             child.tenants[worker] = now
             node, pos = child, pos + m
         self._sizes[worker] += added
@@ -139,6 +144,7 @@ class PrefixIndex:
                 break
             del node.tenants[worker]
             self._sizes[worker] -= len(node.key)
+            self._nodes[worker] -= 1
             if not node.tenants and not node.children:
                 assert node.parent is not None
                 del node.parent.children[int(node.key[0])]
@@ -151,15 +157,20 @@ class PrefixIndex:
             stack.extend(node.children.values())
             node.tenants.pop(worker, None)
         self._sizes[worker] = 0
+        self._nodes[worker] = 0
         self._prune(self.root)
 
     def _split(self, node: _Node, m: int) -> _Node:
         parent = node.parent
         assert parent is not None
-        prefix = _Node(node.key[:m], parent)
+        # both halves get their own copies: no view keeps the whole old array alive once
+        # either half is trimmed
+        prefix = _Node(node.key[:m].copy(), parent)
         prefix.tenants = dict(node.tenants)
+        for w in prefix.tenants:
+            self._nodes[w] += 1
         parent.children[int(node.key[0])] = prefix
-        node.key = node.key[m:]
+        node.key = node.key[m:].copy()
         node.parent = prefix
         prefix.children[int(node.key[0])] = node
         return prefix
@@ -184,15 +195,8 @@ class PrefixIndex:
 
     def _costs(self) -> list[int]:
         """Each worker's units plus ``node_units`` per node it holds."""
-        costs = list(self._sizes)
-        if self.node_units:
-            stack = [self.root]
-            while stack:
-                node = stack.pop()
-                stack.extend(node.children.values())
-                for w in node.tenants:
-                    costs[w] += self.node_units
-        return costs
+        k = self.node_units
+        return [size + k * nodes for size, nodes in zip(self._sizes, self._nodes, strict=True)]
 
     def _is_leaf_of(self, node: _Node, w: int) -> bool:
         return w in node.tenants and not any(w in c.tenants for c in node.children.values())
@@ -210,6 +214,7 @@ class PrefixIndex:
             _, _, node = heapq.heappop(heap)
             del node.tenants[w]
             self._sizes[w] -= len(node.key)
+            self._nodes[w] -= 1
             excess -= len(node.key) + self.node_units
             parent = node.parent
             assert parent is not None
@@ -223,6 +228,7 @@ class PrefixIndex:
 
     def add_worker(self) -> None:
         self._sizes.append(0)
+        self._nodes.append(0)
         self._caps.append(self.capacity)
 
     def remove_worker(self, worker: int) -> None:
@@ -235,6 +241,7 @@ class PrefixIndex:
                 node.tenants = {(v - 1 if v > worker else v): t
                                 for v, t in node.tenants.items() if v != worker}
         del self._sizes[worker]
+        del self._nodes[worker]
         del self._caps[worker]
         self._prune(self.root)
 
@@ -245,8 +252,9 @@ class PrefixIndex:
                 del node.children[key]
 
     def check_integrity(self) -> None:
-        """Tenancy is prefix-closed, no node is empty, and sizes add up."""
+        """Tenancy is prefix-closed, no node is empty, and sizes and node counts add up."""
         sizes = [0] * len(self._sizes)
+        nodes = [0] * len(self._sizes)
         stack = [self.root]
         while stack:
             node = stack.pop()
@@ -259,6 +267,9 @@ class PrefixIndex:
                     raise IntegrityError("prefix index: tenancy is not prefix-closed")
                 for w in child.tenants:
                     sizes[w] += len(child.key)
+                    nodes[w] += 1
                 stack.append(child)
         if sizes != self._sizes:
             raise IntegrityError(f"prefix index: sizes {self._sizes} != counted {sizes}")
+        if nodes != self._nodes:
+            raise IntegrityError(f"prefix index: node counts {self._nodes} != counted {nodes}")

@@ -120,7 +120,8 @@ class ServeConfig:
 
 _error = error_response
 CHARS_PER_TOKEN = 4.0  # routing on characters: a KV pool of n tokens holds about 4n of them
-INDEX_NODE_UNITS = 128  # a prefix-index node costs ~1 KB, the keys of ~110 units (9 B each)
+INDEX_NODE_UNITS = 128  # a prefix-index node costs ~1 KB, the keys of ~110 token ids (9 B
+# each); ASCII characters cost 1 B each, so this over-counts nodes for them (conservative)
 
 
 Route = Callable[[Request], Awaitable[Response | StreamResponse]]
@@ -293,7 +294,8 @@ class RouterApp:
             self.metrics.errors.labels("bad_request").inc()
             return _error(400, str(e), "invalid_request_error")
         stream = streamed(body)
-        session = session_key(request.headers.get(SESSION_HEADER))
+        del body  # the parsed body (a copy of the prompt) need not live while it runs
+        session = session_key(request.header(SESSION_HEADER))
         return await self.forwarder.forward(request, path, units, session=session,
                                             max_tokens=max_tokens, stream=stream)
 

@@ -261,6 +261,16 @@ class HttpConnection(asyncio.Protocol):
             else:
                 waiter.set_exception(exc)
 
+    def is_open(self) -> bool:
+        """Whether :meth:`send` would not raise: the connection is open."""
+        transport = self.transport
+        return not (self.lost or transport is None or transport.is_closing())
+
+    def writable(self) -> bool:
+        """Whether :meth:`send` may go on without waiting: the connection is open and
+        writing is not paused (its buffer is under the high-water mark)."""
+        return not self._write_paused and self.is_open()
+
     def send(self, data: bytes) -> None:
         if self.lost or self.transport is None or self.transport.is_closing():
             raise ConnectionResetError("the client closed the connection")

@@ -7,7 +7,8 @@ Contract
 - :class:`Request`: one request, its body already read whole (:attr:`Request.body`,
   de-chunked). :attr:`Request.path` is percent-decoded, :attr:`Request.headers`
   case-insensitive (decoded as UTF-8 with surrogateescape, like aiohttp's; built on first
-  use), :attr:`Request.query` parsed from :attr:`Request.query_string` (on first use).
+  use; :meth:`Request.header` reads one header without building them),
+  :attr:`Request.query` parsed from :attr:`Request.query_string` (on first use).
   :attr:`Request.version` is ``"1.0"`` or ``"1.1"``; :attr:`Request.transport` the
   client's connection (``is_closing()`` once the client went away); :meth:`Request.json`
   the body parsed (``ValueError`` when it is not JSON).
@@ -17,10 +18,14 @@ Contract
   body, :func:`kvroute.protocol.response_body.error_body`
   (``{"error": {"message", "type", "code"}}``, ``code`` the status).
 - :class:`StreamResponse`: :meth:`StreamResponse.prepare` sends the status line and
-  headers, then each :meth:`~StreamResponse.write` goes out as one chunk
+  headers (and, if given, the first chunk in the same write), then each
+  :meth:`~StreamResponse.write` goes out as one chunk
   (``Transfer-Encoding: chunked``; to an HTTP/1.0 client unframed, and the connection
   closes at the end) and waits while the transport's buffer is over its high-water mark
-  (``pause_writing``). Writing to a lost connection raises ``ConnectionResetError``;
+  (``pause_writing``). :meth:`~StreamResponse.write_nowait` sends a chunk (and, with
+  ``eof``, the end) at once whatever the buffer holds, False when the connection is
+  closed; :meth:`~StreamResponse.writable` says whether the buffer is under its mark.
+  Writing to a lost connection raises ``ConnectionResetError``;
   ``write()`` before ``prepare()`` or after ``write_eof()`` raises ``RuntimeError``. A
   stream the handler did not prepare or finish is prepared and finished after it returns.
 - :data:`Handler`: ``async (Request) -> Response | StreamResponse``.
@@ -30,7 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
@@ -42,7 +47,17 @@ if TYPE_CHECKING:
     from kvroute.server.http_connection import HttpConnection
 
 __all__ = ["Handler", "Request", "Response", "StreamResponse", "error_response",
-           "json_response"]
+           "first_header", "json_response"]
+
+
+def first_header(raw: Sequence[tuple[bytes, bytes]], name: str) -> str | None:
+    """The first value of header ``name`` (case-insensitive) among raw ``(name, value)``
+    pairs, decoded as UTF-8 with surrogateescape; None when absent."""
+    key = name.lower().encode("utf-8", "surrogateescape")
+    for k, v in raw:
+        if k.lower() == key:
+            return v.decode("utf-8", "surrogateescape")
+    return None
 
 
 class Request:
@@ -72,6 +87,11 @@ class Request:
                 (k.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
                 for k, v in self.raw_headers]))
         return self._headers
+
+    def header(self, name: str) -> str | None:
+        """The first value of header ``name`` (case-insensitive), as :attr:`headers` has
+        it, without building :attr:`headers`."""
+        return first_header(self.raw_headers, name)
 
     @property
     def query(self) -> MultiDictProxy[str]:
@@ -123,8 +143,9 @@ class StreamResponse:
         self._conn: HttpConnection | None = None
         self._chunked = True
 
-    async def prepare(self, request: Request) -> None:
-        """Send the status line and headers."""
+    async def prepare(self, request: Request, body: bytes = b"") -> None:
+        """Send the status line and headers, and ``body`` (if any) as the first chunk, in
+        one write."""
         if self.prepared:
             return
         conn = self._conn = request._conn
@@ -133,8 +154,11 @@ class StreamResponse:
             conn.reading_done = True  # the end of the body is the end of the connection
         head = conn.head(self.status, self.headers, None if self._chunked else -1)
         self.prepared = True
-        conn.send(head)
+        conn.send(head + self._frame(body) if body else head)
         await conn.drain()
+
+    def _frame(self, data: bytes) -> bytes:
+        return b"%x\r\n%b\r\n" % (len(data), data) if self._chunked else data
 
     async def write(self, data: bytes) -> None:
         """Send ``data`` as one chunk; wait while the transport's buffer is full."""
@@ -143,8 +167,31 @@ class StreamResponse:
             raise RuntimeError("write() before prepare() or after write_eof()")
         if not data:
             return
-        conn.send(b"%x\r\n%b\r\n" % (len(data), data) if self._chunked else data)
+        conn.send(self._frame(data))
         await conn.drain()
+
+    def writable(self) -> bool:
+        """Whether a write would go out without waiting: prepared, not finished, and the
+        connection open with its buffer under the high-water mark."""
+        conn = self._conn
+        return conn is not None and not self.finished and conn.writable()
+
+    def write_nowait(self, data: bytes, eof: bool = False) -> bool:
+        """Send ``data`` (if any) as one chunk now, and with ``eof`` the end of the body in
+        the same write, whatever the buffer holds (a caller that cares checks
+        :meth:`writable` first); False, with nothing sent, when the response is not
+        prepared, is finished or its connection is closed."""
+        conn = self._conn
+        if conn is None or self.finished or not conn.is_open():
+            return False
+        out = self._frame(data) if data else b""
+        if eof:
+            self.finished = True
+            if self._chunked:
+                out += b"0\r\n\r\n"
+        if out:
+            conn.send(out)
+        return True
 
     async def write_eof(self) -> None:
         """End the body."""

@@ -21,10 +21,15 @@ Contract:
   retried on another worker, up to ``max_retries`` times with jittered exponential backoff
   (``backoff_base * backoff_factor ** (attempt - 1)``, times ``1 +- backoff_jitter``) from
   an RNG seeded with ``seed``. Timeouts are not retried (504). A stream's first chunk is
-  read before the client gets headers, so a stream that dies before it is still retried;
-  one that fails midway ends with an SSE error event whose data is the shared error body
-  (:func:`kvroute.protocol.response_body.error_body`: ``upstream_error``, ``code`` 504 for
-  a timeout, else 502).
+  read before the client gets headers (then sent with them), so a stream that dies
+  before it is still retried; the later chunks are written to the client as they
+  arrive, those of one socket read together (and the end of the body with them when it
+  came in that read), in the upstream connection's callback while the client's
+  connection takes them at once (no task woken per chunk), else by the handler once the
+  client's buffer drains. A stream that fails midway ends
+  with an SSE error event whose data is the shared error body
+  (:func:`kvroute.protocol.response_body.error_body`: ``upstream_error``, ``code`` 504
+  for a timeout, else 502).
 * ``models(request)``: ``GET /v1/models`` from the first available worker that answers
   below 500; 503 when none does.
 * Telemetry: Prometheus counters and histograms (:mod:`kvroute.server.router_metrics`) and
@@ -67,6 +72,7 @@ RETRYABLE = frozenset({408, 429, 500, 502, 503, 504})
 _HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
                   "trailer", "transfer-encoding", "upgrade", "host", "content-length",
                   "accept-encoding", "content-encoding"})
+_HOP_RAW = frozenset(h.encode() for h in _HOP)
 
 log = logging.getLogger("kvroute.server")
 
@@ -85,6 +91,38 @@ class _Outcome:
     error: str | None = "cancelled"
     ttft: float | None = None
     cached: int | None = None
+
+
+class _Relay:
+    """A stream's pass-through (an upstream :class:`~kvroute.server.upstream.Sink`): the
+    chunks of one socket read go to the client in one write as they arrive, with the end
+    of the body when it came in that read, while the client's connection takes them
+    without waiting; otherwise they are left to :meth:`Forwarder._stream`'s loop. That
+    loop writes what it reads before it next waits, so the end the relay writes (the body
+    ended with nothing queued) always comes after every chunk."""
+
+    __slots__ = ("pending", "reader", "resp")
+
+    def __init__(self, resp: StreamResponse, reader: SSEScanner) -> None:
+        self.resp = resp
+        self.reader = reader
+        self.pending: list[bytes] = []
+
+    def take(self, chunk: bytes) -> bool:
+        if not self.pending and not self.resp.writable():
+            return False
+        self.pending.append(chunk)
+        return True
+
+    def flush(self, end: bool) -> None:
+        pending = self.pending
+        if not pending and not end:
+            return
+        data = b"".join(pending) if len(pending) != 1 else pending[0]
+        self.pending = []
+        if data:
+            self.reader.feed(data)
+        self.resp.write_nowait(data, eof=end)
 
 
 class Forwarder:
@@ -110,7 +148,8 @@ class Forwarder:
         """Route and send ``request`` (body as received) to ``path`` on a worker, with
         retries; see the module doc."""
         raw = request.body
-        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _HOP]
+        headers = [(k.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
+                   for k, v in request.raw_headers if k.lower() not in _HOP_RAW]
         exclude: set[str] = set()
         failed: _Failed | None = None
         for attempt in range(self.max_retries + 1):
@@ -192,7 +231,7 @@ class Forwarder:
 
     def _out_headers(self, upstream: UpstreamResponse, d: Dispatch,
                      w: Worker) -> dict[str, str]:
-        out = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP}
+        out = {k: v for k, v in upstream.header_items() if k.lower() not in _HOP}
         out[WORKER_HEADER] = w.url
         if d.decision.predicted_s is not None:
             out["X-Kvroute-Predicted-Ms"] = f"{d.decision.predicted_s * 1000:.3f}"
@@ -212,7 +251,7 @@ class Forwarder:
                 self.router.undelivered(d)
                 return self._failed(w, st, "upstream_connect", 502, f"unreachable: {e}")
             async with upstream:
-                sse = "text/event-stream" in upstream.headers.get("Content-Type", "")
+                sse = "text/event-stream" in (upstream.header("Content-Type") or "")
                 if upstream.status < 400 and (sse or stream):
                     return await self._stream(request, upstream, d, w, st)
                 try:
@@ -257,7 +296,9 @@ class Forwarder:
     async def _stream(self, request: Request, upstream: UpstreamResponse,
                       d: Dispatch, w: Worker, st: _Outcome) -> StreamResponse | _Failed:
         """Pass an SSE body through chunk by chunk. The first chunk is read before the
-        client gets headers, so an upstream that dies before it can still be retried."""
+        client gets headers, so an upstream that dies before it can still be retried;
+        after it, chunks go out as they arrive (:class:`_Relay`), and this loop only
+        writes those the client's connection could not take at once, and sees the end."""
         reader = SSEScanner()
         resp: StreamResponse | None = None
         while True:
@@ -278,14 +319,16 @@ class Forwarder:
                 with contextlib.suppress(ConnectionError):
                     await resp.write(f"data: {msg}\n\n".encode())
                 return resp
+            sent = resp is None
             if resp is None:
                 resp = StreamResponse(upstream.status, self._out_headers(upstream, d, w))
                 try:
-                    await resp.prepare(request)
+                    await resp.prepare(request, chunk)  # the first chunk with the head
                 except ConnectionError:
                     st.error = "client_disconnect"
                     self.metrics.errors.labels(st.error).inc()
                     return resp
+                upstream.relay(_Relay(resp, reader))  # from the next socket read on
             if not chunk:
                 break
             if st.ttft is None:
@@ -293,6 +336,8 @@ class Forwarder:
                 st.ttft = now - d.sent_at
                 self.router.first_token(d, now)
             reader.feed(chunk)
+            if sent:
+                continue
             try:
                 await resp.write(chunk)
             except ConnectionError:

@@ -25,7 +25,9 @@ returns an :class:`UpstreamResponse` once the status line and headers are in.
 - Body: :meth:`UpstreamResponse.readany` returns everything queued so far (waiting for at
   least one byte), ``b""`` at the end; so an SSE stream passes through chunk by chunk,
   and a slow reader holds at most about 1 MiB plus one socket read.
-  :meth:`UpstreamResponse.read` returns the whole body.
+  :meth:`UpstreamResponse.read` returns the whole body. :meth:`UpstreamResponse.relay`
+  hands the chunks to a sink as they arrive instead (a proxy's pass-through, with no
+  task woken per chunk); what it declines is queued for ``readany``.
 - Keep-alive: the connection goes back to the pool (most recently used first, at most
   ``max_idle_per_host`` idle ones per host; beyond that it is closed) when the response
   is released after its whole body arrived, without error, and neither side asked to
@@ -68,7 +70,9 @@ from types import TracebackType
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from kvroute.server.http_messages import first_header
 from kvroute.server.upstream_connection import (
+    Sink,
     StaleConnection,
     UpstreamConnection,
     UpstreamError,
@@ -77,7 +81,7 @@ from kvroute.server.upstream_connection import (
     encode_request,
 )
 
-__all__ = ["Upstream", "UpstreamError", "UpstreamResponse", "UpstreamTimeout"]
+__all__ = ["Sink", "Upstream", "UpstreamError", "UpstreamResponse", "UpstreamTimeout"]
 
 _MAX_TARGETS = 4096  # parsed base URLs kept per Upstream
 
@@ -103,6 +107,16 @@ class UpstreamResponse:
                 (k.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
                 for k, v in self._raw]))
         return self._headers
+
+    def header(self, name: str) -> str | None:
+        """The first value of header ``name`` (case-insensitive), without building
+        :attr:`headers`."""
+        return first_header(self._raw, name)
+
+    def header_items(self) -> list[tuple[str, str]]:
+        """Every header as ``(name, value)``, in order (what :attr:`headers` holds)."""
+        return [(k.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
+                for k, v in self._raw]
 
     @property
     def content(self) -> UpstreamResponse:
@@ -148,6 +162,15 @@ class UpstreamResponse:
         if not data:
             self.release()
         return data
+
+    def relay(self, sink: Sink | None) -> None:
+        """Offer each body chunk that arrives from now on, while nothing is queued, to
+        ``sink`` (in the connection's protocol callback; see
+        :class:`~kvroute.server.upstream_connection.Sink`) before queueing it: a chunk it
+        takes is never returned by ``readany``, which then waits for the end of the body
+        (or an error) past it; None stops. A sink must not raise."""
+        if self._conn is not None:
+            self._conn.sink = sink
 
     def release(self) -> None:
         """Give the connection back to the pool if the whole body arrived cleanly and the
@@ -263,6 +286,7 @@ class Upstream:
         return conn
 
     def _release(self, conn: UpstreamConnection) -> None:
+        conn.sink = None
         if self._closed or not conn.reusable():
             conn.close()
             return

@@ -25,9 +25,16 @@ Contract
   an error. ``status`` and ``raw_headers`` are set once ``wait_headers()`` returns.
 - Body chunks are queued as they arrive: ``readany()`` returns everything queued
   (waiting for at least one byte), ``b""`` at the end; ``take()`` what is queued, without
-  waiting. While more than 1 MiB is queued the connection stops reading from the socket
-  (``pause_reading``) and resumes when the queue is taken: a slow reader holds at most
-  about 1 MiB plus one socket read.
+  waiting. With a ``sink`` (:class:`Sink`; reset by ``start``), a chunk that arrives
+  while nothing is queued is first offered to ``sink.take``, in the parser's callback:
+  when it returns True it took the chunk, which is not queued and wakes nobody; when
+  False, it is queued as usual (so the chunks keep their order). After each socket read
+  ``sink.flush(end)`` is called, ``end`` True when the body ended in that read with
+  nothing queued and no error (what was queued before had been taken). A sink must not
+  raise. While more than 1 MiB
+  is queued the connection stops reading from the socket (``pause_reading``) and
+  resumes when the queue is taken: a slow reader holds at most about 1 MiB plus one
+  socket read.
 - Failures: a connection lost before the full response, a malformed response, the timer
   expiring (:class:`UpstreamTimeout`), or ``fail()``, close the connection and make the
   pending or next ``wait_headers``/``readany`` raise an :class:`UpstreamError` naming the
@@ -45,17 +52,27 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import cast
+from typing import Protocol, cast
 from urllib.parse import urlsplit
 
 import httptools
 
-__all__ = ["StaleConnection", "UpstreamConnection", "UpstreamError", "UpstreamTimeout",
+__all__ = ["Sink", "StaleConnection", "UpstreamConnection", "UpstreamError", "UpstreamTimeout",
            "WorkerTarget", "encode_request"]
 
 _HIGH_WATER = 1 << 20  # queued body bytes above which the connection stops reading
 _DROPPED = frozenset({"host", "content-length", "transfer-encoding", "connection"})
 _NO_BODY_METHODS = frozenset({"GET", "HEAD"})
+
+
+class Sink(Protocol):
+    """Where a response's body chunks go as they arrive (a proxy's pass-through)."""
+
+    def take(self, chunk: bytes) -> bool:
+        """Take ``chunk`` (True), or leave it to be queued (False)."""
+
+    def flush(self, end: bool) -> None:
+        """A socket read was parsed: pass on what was taken; ``end``: the body is over."""
 
 
 class UpstreamError(Exception):
@@ -141,6 +158,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._interim = False  # the message being parsed is a 1xx
         self.exc: UpstreamError | None = None
         self.chunks: list[bytes] = []
+        self.sink: Sink | None = None
         self._size = 0
         self._paused = False
         self._waiter: asyncio.Future[None] | None = None
@@ -164,6 +182,9 @@ class UpstreamConnection(asyncio.Protocol):
         except httptools.HttpParserError as e:
             self.fail(UpstreamError(f"worker {self.target.url} sent a malformed "
                                      f"response: {e}"))
+        sink = self.sink
+        if sink is not None:
+            sink.flush(self.done and self.exc is None and not self.chunks)
 
     def eof_received(self) -> bool | None:
         return None  # close the transport; connection_lost finishes the response
@@ -224,6 +245,9 @@ class UpstreamConnection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         if self.done or self.exc is not None:
             return
+        sink = self.sink
+        if sink is not None and not self.chunks and sink.take(body):
+            return  # passed on as it came, without waking the reader
         self.chunks.append(body)
         self._size += len(body)
         if self._size > _HIGH_WATER and not self._paused and self.transport is not None:
@@ -302,6 +326,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.headers_done = self.done = self.keep_alive = self._interim = False
         self.exc = None
         self.chunks = []
+        self.sink = None
         self._size = 0
         self._timer = self._loop.call_at(deadline, self._on_timeout, timeout)
         self.transport.write(data)
