@@ -23,13 +23,14 @@ def _req(n: int, out: int = 4) -> RouteRequest:
 
 
 def test_idle_cluster_takes_the_prefix_hit() -> None:
-    """2000 units, worker 0 holds 1000: TTFT 0.1175 vs 0.22, decode 0.063 each, lam 0."""
+    """2000 units, worker 0 holds 1000: TTFT 0.1175 vs 0.22, decode 0.063 each, lam 0; no
+    hit realisation learned yet (r = 1), so a copy costs nothing: cost = own + 3 TTFT."""
     view = view_of([WorkerState(0), WorkerState(1)], {0: 1000})
     policy = Learned()
     cost, own, ttft, unc, _ = policy.costs(_req(2000), view)
     assert ttft == pytest.approx([0.1175, 0.22])
     assert own == pytest.approx([0.1805, 0.283])
-    assert cost == pytest.approx(own)  # nothing in flight: lam = 0
+    assert cost == pytest.approx([0.533, 0.943])  # nothing in flight: lam = 0
     assert unc == pytest.approx([1000, 2000])
     d = policy.route(_req(2000), view)
     assert (d.worker, d.branch, d.predicted_s) == (0, "min_marginal_cost",
@@ -37,40 +38,61 @@ def test_idle_cluster_takes_the_prefix_hit() -> None:
 
 
 def test_a_long_queue_outweighs_the_hit_at_light_load() -> None:
-    """Worker 0 (the hit) has 3 in flight, 6000 units to prefill: own 0.7895 + (3 + 1.5) *
-    0.1075 = 1.27325 against worker 1's 0.283 + (0 + 1.5) * 0.21 = 0.598 (the policy has no
-    open requests of its own there, so all in flight count as decoding)."""
+    """Worker 0 (the hit) has 3 in flight, 6000 units to prefill: own 0.7895 + 3 * TTFT
+    0.7175 + (3 + (3 + 1.5) / 2) * 0.1075 = 3.506375 against worker 1's 0.283 + 3 * 0.22 +
+    (0 + (0 + 1.5) / 2) * 0.21 = 1.1005 (the policy has no open requests of its own there,
+    so all in flight count as decoding)."""
     view = view_of([WorkerState(0, in_flight=3, prefill_units=6000), WorkerState(1)],
                    {0: 1000})
     cost, own, *_ = Learned().costs(_req(2000), view)
     assert own == pytest.approx([0.7895, 0.283])
-    assert cost == pytest.approx([1.27325, 0.598])
+    assert cost == pytest.approx([3.506375, 1.1005])
     assert Learned().route(_req(2000), view).worker == 1
 
 
 def test_under_heavy_load_spared_work_beats_a_shorter_queue() -> None:
-    """8 in flight on each: own latency prefers worker 1 (0.6045 vs 0.407), but lam = 8 + 8
-    prices worker 0's spared prefill: 0.6045 + 16 * 0.1075 = 2.3245 < 0.407 + 16 * 0.21."""
+    """8 in flight on each: own latency prefers worker 1 (0.6045 vs 0.407), but lam = 8 +
+    (8 + 8) / 2 prices worker 0's spared prefill: 0.6045 + 3 * 0.5175 + 16 * 0.1075 = 3.877
+    < 0.407 + 3 * 0.32 + 16 * 0.21 = 4.727."""
     view = view_of([WorkerState(0, in_flight=8, prefill_units=4000),
                     WorkerState(1, in_flight=8, prefill_units=1000)], {0: 1000})
     cost, own, *_ = Learned().costs(_req(2000), view)
     assert own == pytest.approx([0.6045, 0.407])
-    assert cost == pytest.approx([2.3245, 3.767])
+    assert cost == pytest.approx([3.877, 4.727])
     assert Learned().route(_req(2000), view).worker == 0
 
 
 def test_requests_waiting_for_a_first_token_do_not_count_as_decoding() -> None:
     """The policy's own open requests set the mean prompt: two of 1000 units on worker 0,
-    prefill_units 1000 -> one waiting, one decoding; lam_0 = 1 + mean in-flight 1 = 2."""
+    prefill_units 1000 -> one waiting, one decoding; lam_0 = 1 + (2 + mean in-flight 1) / 2
+    = 2.5, lam_1 = 0 + (0 + 1) / 2 = 0.5."""
     view = view_of([WorkerState(0), WorkerState(1)])
     policy = Learned()
     for rid in (1, 2):  # the view is not updated between the two: both go to worker 0
         policy.route(RouteRequest(np.arange(10_000, 11_000), rid=rid, max_tokens=4), view)
     assert list(policy.count) == [2, 0] and list(policy.len_sum) == [2000, 0]
     busy = view_of([WorkerState(0, in_flight=2, prefill_units=1000), WorkerState(1)])
-    cost, own, *_ = policy.costs(_req(500), busy)
+    cost, own, ttft, *_ = policy.costs(_req(500), busy)
     work = 0.1 * 0.5 + 0.005 * 0.125
-    assert cost - own == pytest.approx([2 * work, 1 * work])
+    assert cost - own - 3 * ttft == pytest.approx([2.5 * work, 0.5 * work])
+
+
+def test_a_copy_is_priced_by_how_scarce_cache_is() -> None:
+    """4000 units, worker 0 holds 2000 and has 2 in flight (2000 units to prefill). While
+    the engines' caches hold what the index believes (r = 1) the idle worker 1 wins: 2.634
+    against 2.083. With r = 0.9 (10% of believed prefixes were evicted) worker 0's hit is
+    1800 units, and copying them onto worker 1 costs 30 * (1 - 0.9) * (1 + lam_1 0.5) *
+    0.1 * 1.8 = 0.81 more: 2.79825 against 2.893, the request stays with its group."""
+    view = view_of([WorkerState(0, in_flight=2, prefill_units=2000), WorkerState(1)],
+                   {0: 2000})
+    cost, *_ = Learned().costs(_req(4000), view)
+    assert cost == pytest.approx([2.634, 2.083])
+    policy = Learned()
+    policy.hit_num, policy.hit_den = 0.9, 1.0
+    cost, *_ = policy.costs(_req(4000), view)
+    assert cost == pytest.approx([2.79825, 2.893])
+    assert policy.route(_req(4000), view).worker == 0
+    assert Learned(copy_weight=0).route(_req(4000), view).worker == 1
 
 
 def test_only_allowed_workers_are_chosen_and_averaged() -> None:
@@ -134,7 +156,8 @@ def test_worker_removal_renumbers_open_requests() -> None:
 
 
 @pytest.mark.parametrize("args", [{"forget": 0.0}, {"forget": 1.5}, {"prior_ktoken_s": 0},
-                                  {"forget": True}])
+                                  {"forget": True}, {"ttft_weight": -1},
+                                  {"copy_weight": float("nan")}, {"copy_weight": True}])
 def test_bad_parameters(args: dict[str, object]) -> None:
     with pytest.raises(ConfigError):
         make_router_policy("learned", args)

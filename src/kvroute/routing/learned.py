@@ -15,22 +15,42 @@ allowed worker ``w``:
     TTFT_w = a . [(ahead + u_w) / 1000, pairs / 1e6, 1]
     dec_w  = (O - 1) * d . [1, in_flight_w + 1]     its decode time
     work_w = a0 * u_w / 1000 + a1 * pairs / 1e6     seconds of prefill it adds to worker w
-    lam_w  = decoding_w + mean in-flight over the allowed workers
-    cost_w = TTFT_w + dec_w + lam_w * work_w
+    lam_w  = decoding_w + (in_flight_w + mean in-flight over the allowed workers) / 2
+    copy_w = a0 * (max_v h_v - h_w) / 1000          seconds to recompute what another
+                                                    allowed worker already holds
+    cost_w = (1 + ttft_weight) * TTFT_w + dec_w + lam_w * work_w
+             + copy_weight * (1 - r) * (1 + lam_w) * copy_w
 
 and the request goes to ``argmin cost`` (ties: the smallest prefix index, so new prefixes
 spread over the cluster's caches; then the lowest index). ``TTFT_w + dec_w`` is the
-request's own predicted latency (reported as ``Decision.predicted_s``). ``lam_w * work_w``
-is the delay its prefill adds to other requests: the engine runs prefill before decode,
-so every request decoding on ``w`` waits for it (``decoding_w`` = in-flight minus those
-still waiting for a first token, estimated as ``prefill_units_w`` over the mean prompt of
-this policy's open requests on ``w``; all in-flight when it has none), and later arrivals
-queue behind it (about the cluster's mean in-flight count). At low load ``lam`` is small
-and the rule is "least own latency" (what ``oracle`` does); at high load spared prefill
-(a prefix hit) is worth more than a shorter queue, and the rule keeps prefix groups
-together, except on a worker whose decoding requests would pay for it. With no hits
-anywhere (long prompts, little reuse) ``work_w`` is the same on every worker and the
-rule balances by predicted latency and decoders alone.
+request's own predicted latency (reported as ``Decision.predicted_s``). The terms:
+
+* ``lam_w * work_w`` is the delay its prefill adds to other requests: the engine runs
+  prefill before decode, so every request decoding on ``w`` waits for it (``decoding_w`` =
+  in-flight minus those still waiting for a first token, estimated as ``prefill_units_w``
+  over the mean prompt of this policy's open requests on ``w``; all in-flight when it has
+  none), and later arrivals queue behind it: about the number in flight there, taken as
+  the mean of the worker's own count and the cluster's (the cluster's alone undercounts
+  a worker that a burst of one prefix group has filled, and keeps the burst there too
+  long; the worker's alone spreads prefix groups over the cluster at high load). At low
+  load ``lam`` is small and the rule is "least own latency" (what ``oracle`` does); at
+  high load spared prefill (a prefix hit) is worth more than a shorter queue, and the
+  rule keeps prefix groups together, except on a worker whose decoding requests would pay
+  for it. With no hits anywhere (long prompts, little reuse) ``work_w`` is the same on
+  every worker and the rule balances by predicted latency and decoders alone.
+* ``ttft_weight`` counts the predicted TTFT (the queue ahead and the prefill) once more
+  in each of ``ttft_weight`` extra copies: time to first token is what a waiting client
+  sees, and a request queued behind prefills also delays the decode steps of the worker
+  it lands on. Measured on the design grid, it improves mean E2E as well as TTFT.
+* The copy term prices the future hits a prefix group loses when one of its requests is
+  sent away from the worker that holds the prefix: the copy takes cache space on ``w``
+  that the eviction policy frees by dropping other prefixes, each of which a later
+  request will miss (prefill plus the delay to others: ``1 + lam_w`` times its work).
+  How scarce cache is comes from ``1 - r``: the share of the prefixes the index believed
+  cached that the engines had in fact evicted (0 while the caches hold everything, and
+  while no engine reports cached tokens). A burst of one group (short reuse distance,
+  ``r`` near 1) may still spread; a group that comes back after the caches have turned
+  over stays on its worker.
 
 Learning (all from completions; errors teach nothing):
 
@@ -48,7 +68,9 @@ Learning (all from completions; errors teach nothing):
 Parameters: ``forget`` 0.998 (forgetting factor of every estimate, in (0, 1]);
 ``prior_ktoken_s`` 0.1 (prior seconds per 1000 prefill units, replaced by the first few
 hundred completions; the decision does not depend on its scale when costs are
-prefill-bound). No constant depends on a workload. Telemetry: :meth:`telemetry` gives the
+prefill-bound); ``ttft_weight`` 3 and ``copy_weight`` 30 (>= 0; chosen on the design
+grid of ``docs/routing-results.md``, seeds 1-3, and checked on seeds 4-6). No constant
+depends on a workload. Telemetry: :meth:`telemetry` gives the
 mean absolute and signed error of the predicted TTFT and E2E against the observed ones.
 """
 
@@ -109,8 +131,15 @@ class Learned(RoutingPolicy):
     uses_index = True
 
     def __init__(self, seed: int = 0, *, forget: float = 0.998,
-                 prior_ktoken_s: float = 0.1) -> None:
+                 prior_ktoken_s: float = 0.1, ttft_weight: float = 3.0,
+                 copy_weight: float = 30.0) -> None:
         super().__init__(seed)
+        for name, value in (("ttft_weight", ttft_weight), ("copy_weight", copy_weight)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"learned: {name} must be >= 0, got {value!r}")
+        self.ttft_weight = float(ttft_weight)
+        self.copy_weight = float(copy_weight)
         if isinstance(forget, bool) or not isinstance(forget, (int, float)) \
                 or not 0.0 < forget <= 1.0:
             raise ConfigError(f"learned: forget must be in (0, 1], got {forget!r}")
@@ -189,8 +218,12 @@ class Learned(RoutingPolicy):
         waiting = np.divide(prefill * count, self.len_sum[:n], out=np.zeros(n),
                             where=self.len_sum[:n] > 0)
         decoding = np.maximum(flight - np.minimum(waiting, flight), 0.0)
-        lam = decoding + float(flight[view.candidates()].mean())
-        return own + lam * work, own, ttft, unc, ahead
+        allowed = view.candidates()
+        lam = decoding + (flight + float(flight[allowed].mean())) / 2.0
+        copy = a[0] * np.maximum(float(hit[allowed].max()) - hit, 0.0) / 1000.0
+        scarcity = self.copy_weight * (1.0 - self.hit_realisation)
+        cost = own + self.ttft_weight * ttft + lam * work + scarcity * (1.0 + lam) * copy
+        return cost, own, ttft, unc, ahead
 
     def route(self, req: RouteRequest, view: ClusterView) -> Decision:
         cost, own, ttft, unc, ahead = self.costs(req, view)
