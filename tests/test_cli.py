@@ -255,3 +255,18 @@ def test_compare_routers_preset_ranks_loads_and_doc(tmp_path, capsys):
     assert main(["sim", "--workload", "gsp", "--groups", "2", "--prompts-per-group", "2",
                  "--load", "0.5", "--routing", "learned", "--no-ceilings"]) == 0
     assert "load 0.5: " in capsys.readouterr().out
+
+
+def test_compare_plots_keep_loads_apart(tmp_path):
+    """With several loads, every (workload, load) gets its own bar group, CDF and heatmap
+    column: no load's rows overwrite another's."""
+    out = tmp_path / "out"
+    rc = main(["compare", "--workloads", "gsp", "-o", "gsp.groups=4", "-o",
+               "gsp.prompts_per_group=3", "--loads", "0.5,0.9", "--routings",
+               "round_robin,lbgr", "--evictions", "lru", "--baseline", "lru+round_robin",
+               "--no-ceilings", "--jobs", "1", "--out", str(out)])
+    assert rc == 0
+    for name in ("cdf_gsp_random_load0.5.png", "cdf_gsp_random_load0.9.png",
+                 "relative_e2e_mean.png", "e2e_mean.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert not (out / "relative_hit_rate.png").exists()

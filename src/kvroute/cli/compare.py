@@ -168,7 +168,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
         executor = RayExecutor(args.ray or None)
     with progress_bar(console) as progress:
-        task = progress.add_task("runs + ceilings", total=len(cells) + len(grid.cases()))
+        extra = len(grid.cases()) if args.ceilings else 0
+        task = progress.add_task("runs + ceilings" if extra else "runs",
+                                 total=len(cells) + extra)
         runs, ceilings = run_grid(grid, args.jobs, ceilings=args.ceilings,
                                   progress=lambda done, total: progress.update(task,
                                                                                completed=done),

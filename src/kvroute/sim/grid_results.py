@@ -98,56 +98,103 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> st
     return "\n".join([head, rule, *body])
 
 
+def _case_label(wl: str, od: str, load: float | None, sep: str = "\n") -> str:
+    return wl + (f"{sep}{od}" if od else "") + (f"{sep}@{load:g}" if load is not None else "")
+
+
+def _case_file(wl: str, od: str, load: float | None) -> str:
+    return wl + (f"_{od}" if od else "") + (f"_load{load:g}" if load is not None else "")
+
+
+def _legend_outside(ax: Any, n: int) -> None:
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+              ncol=1 if n <= 28 else 2, frameon=False)
+
+
 def plot_grid(rows: Sequence[dict[str, Any]], runs: Sequence[dict[str, Any]],
               out_dir: Path) -> list[Path]:
-    """Bar charts per metric (one group per workload/order) and E2E CDFs per workload."""
+    """Per metric: bars (one group per workload, order and load) and, for the latency
+    metrics, a heatmap of each pair's value relative to the best in its cell (1.00 =
+    best); per workload, order and load: the E2E CDF of the first seed."""
     from kvroute.sim.plot import load_pyplot
 
     plt = load_pyplot()
+    import matplotlib
+
     out_dir.mkdir(parents=True, exist_ok=True)
-    cases = list(dict.fromkeys((r["workload"], r["order"]) for r in rows))
+    cases = list(dict.fromkeys((r["workload"], r["order"], r["load"]) for r in rows))
     pairs = list(dict.fromkeys((r["eviction"], r["routing"]) for r in rows))
-    by = {(r["workload"], r["order"], r["eviction"], r["routing"]): r for r in rows}
+    by = {(r["workload"], r["order"], r["load"], r["eviction"], r["routing"]): r for r in rows}
+    cmap = matplotlib.colormaps["tab20" if len(pairs) <= 20 else "turbo"]
+    colors = [cmap(k / max(len(pairs) - 1, 1)) if len(pairs) > 20 else cmap(k)
+              for k in range(len(pairs))]
+    names = [f"{ev}+{ro}" for ev, ro in pairs]
     written = []
+
+    def save(fig: Any, name: str) -> None:
+        path = out_dir / name
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        written.append(path)
+
     width = 0.8 / max(len(pairs), 1)
     for metric, (_, higher) in METRICS.items():
-        fig, ax = plt.subplots(figsize=(max(8, 1.6 * len(cases)), 4.5))
+        fig, ax = plt.subplots(figsize=(max(8.0, 0.1 * len(pairs) * len(cases) + 2),
+                                        max(4.5, 0.17 * len(pairs))))
         x = np.arange(len(cases))
         for k, (ev, ro) in enumerate(pairs):
-            vals = [by.get((wl, od, ev, ro), {}).get(metric, np.nan) for wl, od in cases]
-            ax.bar(x + k * width - 0.4 + width / 2, vals, width, label=f"{ev}+{ro}")
-        ax.set_xticks(x, [wl + (f"\n{od}" if od else "") for wl, od in cases])
+            heights = [by.get((*case, ev, ro), {}).get(metric, np.nan) for case in cases]
+            ax.bar(x + k * width - 0.4 + width / 2, heights, width, label=names[k],
+                   color=colors[k])
+        ax.set_xticks(x, [_case_label(*case) for case in cases])
         ax.set_title(f"{metric} ({'higher' if higher else 'lower'} is better; mean over seeds)")
         if metric.startswith(("ttft", "e2e")):
             ax.set_yscale("log")
             ax.set_ylabel("seconds (log)")
-        ax.legend(fontsize=7, ncol=2)
+        _legend_outside(ax, len(pairs))
         ax.grid(axis="y", alpha=0.3)
-        fig.tight_layout()
-        path = out_dir / f"{metric}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
-    for wl, od in cases:
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        first_seed = min(r["cell"].seed for r in runs)
+        save(fig, f"{metric}.png")
+        if higher or len(pairs) < 2:
+            continue
+        rel = np.full((len(pairs), len(cases)), np.nan)
+        for j, case in enumerate(cases):
+            vals = np.array([by.get((*case, ev, ro), {}).get(metric, np.nan)
+                             for ev, ro in pairs])
+            if np.isfinite(vals).any():
+                rel[:, j] = vals / np.nanmin(vals)
+        fig, ax = plt.subplots(figsize=(max(6.0, 0.75 * len(cases) + 3),
+                                        max(3.0, 0.32 * len(pairs) + 1.5)))
+        order = np.argsort([np.nanmean(np.log(r)) if np.isfinite(r).any() else np.inf
+                            for r in rel], kind="stable")  # best overall on top
+        rel = rel[order]
+        im = ax.imshow(np.minimum(rel, 3.0), cmap="RdYlGn_r", vmin=1.0, vmax=3.0, aspect="auto")
+        for i in range(len(pairs)):
+            for j in range(len(cases)):
+                if np.isfinite(rel[i, j]):
+                    ax.text(j, i, f"{rel[i, j]:.2f}", ha="center", va="center", fontsize=6)
+        ax.set_xticks(np.arange(len(cases)), [_case_label(*c) for c in cases], fontsize=7)
+        ax.set_yticks(np.arange(len(pairs)), [names[k] for k in order], fontsize=7)
+        ax.set_title(f"{metric}: each pair's value over the best in its column "
+                     "(1.00 = best; colour capped at 3)")
+        fig.colorbar(im, ax=ax, fraction=0.03)
+        save(fig, f"relative_{metric}.png")
+    first_seed = min((r["cell"].seed for r in runs), default=None)
+    for wl, od, load in cases if runs else []:
+        fig, ax = plt.subplots(figsize=(7, max(4.5, 0.17 * len(pairs))))
         for run in runs:
             c = run["cell"]
-            if (c.workload, c.order or "", c.seed) == (wl, od, first_seed):
+            if (c.workload, c.order or "", c.load, c.seed) == (wl, od, load, first_seed):
                 e2e = run["e2e"]
-                ax.plot(e2e, np.arange(1, len(e2e) + 1) / len(e2e),
-                        label=f"{c.eviction}+{c.routing}")
+                k = pairs.index((c.eviction, c.routing))
+                ax.plot(e2e, np.arange(1, len(e2e) + 1) / len(e2e), label=names[k],
+                        color=colors[k])
         ax.set_xscale("log")
         ax.set_xlabel("end-to-end latency (s, log)")
         ax.set_ylabel("fraction of requests")
-        ax.set_title(f"E2E CDF: {wl}{' ' + od if od else ''} (seed {first_seed})")
+        ax.set_title(f"E2E CDF: {_case_label(wl, od, load, ' ')} (seed {first_seed})")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        path = out_dir / f"cdf_{wl}{'_' + od if od else ''}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        _legend_outside(ax, len(pairs))
+        save(fig, f"cdf_{_case_file(wl, od, load)}.png")
     return written
 
 
