@@ -86,7 +86,7 @@ gathers the unmarked leaves once per batch, O(L), in the order of their heap ent
 
 from __future__ import annotations
 
-import heapq
+from heapq import heapify, heappop, heappush
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -136,8 +136,11 @@ class LearnedEviction(EvictionPolicy):
         self._seq = 0
         self._entries = 0
         self._compact_at = 64
-        # per group, the key (p, last access, group) of its heap's top, or None (stale)
+        # per group, the key (p, last access, group, seq) of its heap's top, or None
+        # (stale); the stale groups are listed in _dirty (once: a key is listed when it
+        # goes from a tuple to None)
         self._best: list[tuple[float, float, int, int] | None] = [None] * GROUPS
+        self._dirty = list(range(GROUPS))
         self._halvings = 0
 
     def attach(self, cache: RadixCache) -> None:
@@ -155,16 +158,26 @@ class LearnedEviction(EvictionPolicy):
     def _push(self, node: Node) -> None:
         g = group(node)
         aux = node.aux
-        if node.slot > 0 and aux[4] == g and aux[5] == node.last_access:
-            return  # its live entry is already this one
-        self._stale(node)  # its old entry goes stale
-        aux[4], aux[5] = g, node.last_access
-        self._seq += 1
-        node.slot = self._seq
-        heapq.heappush(self._heaps[g], (node.last_access, self._seq, node))
-        cached = self._best[g]
-        if cached is not None and node.last_access < cached[1]:
-            self._best[g] = None  # the new entry is the group's top
+        last = node.last_access
+        best = self._best
+        slot = node.slot
+        if slot > 0:
+            old = aux[4]
+            if old == g and aux[5] == last:
+                return  # its live entry is already this one
+            if old >= 0:  # its old entry goes stale (_stale, inlined: this runs per hook)
+                cached = best[old]
+                if cached is not None and cached[3] == slot:
+                    best[old] = None
+                    self._dirty.append(old)
+        aux[4], aux[5] = g, last
+        self._seq = seq = self._seq + 1
+        node.slot = seq
+        heappush(self._heaps[g], (last, seq, node))
+        cached = best[g]
+        if cached is not None and last < cached[1]:
+            best[g] = None  # the new entry is the group's top
+            self._dirty.append(g)
         self._entries += 1
         if self._entries > self._compact_at:
             self._compact()
@@ -176,10 +189,10 @@ class LearnedEviction(EvictionPolicy):
                 if e[2].slot == e[1] and not self._valid(e[2]):
                     e[2].slot = -1
             kept = [e for e in heap if e[2].slot == e[1]]
-            heapq.heapify(kept)
+            heapify(kept)
             self._heaps[i] = kept
             live += len(kept)
-        self._best = [None] * GROUPS
+        self._forget_all()
         self._entries = live
         self._compact_at = max(64, 2 * live)
 
@@ -187,10 +200,10 @@ class LearnedEviction(EvictionPolicy):
         while heap:
             _, seq, node = heap[0]
             if node.slot == seq:
-                if self._valid(node):
-                    return node
+                if node.parent is not None and not node.children and node.lock_ref == 0:
+                    return node  # (_valid, inlined)
                 node.slot = -1  # its live entry goes: a later _push must not skip
-            heapq.heappop(heap)
+            heappop(heap)
             self._entries -= 1
         return None
 
@@ -209,13 +222,20 @@ class LearnedEviction(EvictionPolicy):
 
     def _resolve(self, cls: int, tokens: int, reused: int) -> None:
         g = self.model.resolve(cls, tokens, reused)
-        self._best[g] = None
+        if self._best[g] is not None:
+            self._best[g] = None
+            self._dirty.append(g)
         if self.model.halvings != self._halvings:
             self._halvings = self.model.halvings
-            self._best = [None] * GROUPS
+            self._forget_all()
+
+    def _forget_all(self) -> None:
+        """Every group's key may have changed."""
+        self._best = [None] * GROUPS
+        self._dirty = list(range(GROUPS))
 
     def _new_phase(self) -> None:
-        self._best = [None] * GROUPS  # ages moved
+        self._forget_all()  # ages moved
         if self.tried:  # this phase started with predictions
             if self.failed:
                 self.streak += 1
@@ -300,6 +320,7 @@ class LearnedEviction(EvictionPolicy):
             cached = self._best[aux[4]]
             if cached is not None and cached[3] == node.slot:
                 self._best[aux[4]] = None
+                self._dirty.append(aux[4])
 
     # ---------------------------------------------------------------- eviction
     def evict(self, n: int) -> int:
@@ -326,11 +347,12 @@ class LearnedEviction(EvictionPolicy):
         group's heap top and its key are cached until the group changes (a push, a pop,
         its estimates, a new phase), so a victim costs a min over the cached keys plus
         the groups that changed since the last victim."""
-        best = self._best
+        best, dirty = self._best, self._dirty
         while True:
-            for b, key in enumerate(best):
-                if key is None:
+            for b in dirty:  # the groups that changed since the last look
+                if best[b] is None:
                     best[b] = self._group_key(b)
+            dirty.clear()
             p, _, b, seq = min(best)  # type: ignore[type-var,misc]  # no None left here
             if p > 1.0:
                 return None  # every heap is empty
@@ -338,19 +360,21 @@ class LearnedEviction(EvictionPolicy):
             if heap and heap[0][1] == seq:
                 node = heap[0][2]
                 if node.slot == seq and self._valid(node):
-                    heapq.heappop(heap)
+                    heappop(heap)
                     self._entries -= 1
                     node.slot = -1
                     best[b] = None
+                    dirty.append(b)
                     return node
             best[b] = None  # its top went stale unseen: look again
+            dirty.append(b)
 
     def _group_key(self, b: int) -> tuple[float, float, int, int]:
         heap = self._heaps[b]
         node = self._top(heap)
         if node is None:
             return (2.0, float("inf"), b, -1)  # empty: any push invalidates it
-        cls = b * AGES + min(AGES - 1, (self.epoch - node.mark).bit_length())
+        cls = b * AGES + min(AGES - 1, (self.epoch - node.mark).bit_length())  # _cls
         return (self.model.p(cls), node.last_access, b, heap[0][1])
 
     @staticmethod
@@ -370,32 +394,37 @@ class LearnedEviction(EvictionPolicy):
         with the ghost of the leaf's earlier trims, which hangs right after it)."""
         cache = self.cache
         tokens = pages * self._page
-        keep = len(node.key) - tokens
-        cls = self._cls(node)
-        span = node.key[keep:]
-        segments: tuple[Segment, ...] = (Segment(cls, tokens, self.epoch, predicted),)
-        tail = node.aux[1]
+        ids, aux, epoch = node.key, node.aux, self.epoch
+        keep = len(ids) - tokens
+        cls = group(node) * AGES + min(AGES - 1, (epoch - node.mark).bit_length())  # _cls
+        spans: tuple[np.ndarray, ...] = (ids[keep:],)
+        segments: tuple[Segment, ...] = (Segment(cls, tokens, epoch, predicted),)
+        span_tokens = tokens
+        tail = aux[1]
         if tail is not None:
-            node.aux[1] = None
+            aux[1] = None
             old = self.ghosts.take(tail, node)
-            if old is not None:
-                span = np.concatenate([span, old.span])
+            if old is not None:  # the earlier trims' span follows this one
+                spans += old.spans
                 segments += old.segments
+                span_tokens += old.tokens
         anchor = node if keep > 0 else node.parent
         assert anchor is not None
-        key = (id(anchor), cache.child_key(node.key, keep))
-        for gone in self.ghosts.add(key, Ghost(anchor, span, segments, node.aux[0])):
+        key = (id(anchor), cache.child_key(ids, keep))
+        ghost = Ghost(anchor, spans, span_tokens, segments, aux[0])
+        for gone in self.ghosts.add(key, ghost):
             for seg in gone.segments:
                 self._resolve(seg.cls, seg.tokens, 0)
         cache.trim_leaf(node, tokens)
         if keep > 0:
-            node.aux[1] = key
+            aux[1] = key
             self._push(node)  # still a candidate, shorter
 
     def _unmarked(self) -> list[Node]:
         epoch = self.epoch
         leaves = [e for heap in self._heaps for e in heap
-                  if e[2].slot == e[1] and e[2].mark != epoch and self._valid(e[2])]
+                  if e[2].slot == e[1] and e[2].mark != epoch and e[2].parent is not None
+                  and not e[2].children and e[2].lock_ref == 0]  # (_valid, inlined)
         leaves.sort(key=lambda e: e[1])  # in order of entry: independent of heap layout
         return [e[2] for e in leaves]
 
@@ -439,5 +468,7 @@ class LearnedEviction(EvictionPolicy):
                 raise IntegrityError(f"learned: candidate leaf {node} missing from its heap")
             if node.mark > self.epoch:
                 raise IntegrityError(f"learned: {node} marked in a future phase")
+        if any(key is None and b not in self._dirty for b, key in enumerate(self._best)):
+            raise IntegrityError("learned: a stale group key is not listed for a refresh")
         if self.phase_tokens < 0 or self.mistakes < 0:
             raise IntegrityError("learned: negative phase counters")
