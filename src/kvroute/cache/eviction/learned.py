@@ -87,6 +87,7 @@ gathers the unmarked leaves once per batch, O(L), in the order of their heap ent
 from __future__ import annotations
 
 from heapq import heapify, heappop, heappush
+from operator import itemgetter
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -254,22 +255,23 @@ class LearnedEviction(EvictionPolicy):
 
     # ---------------------------------------------------------------- hooks
     def on_created(self, leaf: Node) -> None:
-        leaf.aux = new_aux(0, len(leaf.key))
+        ids = leaf.key
+        aux = leaf.aux = new_aux(0, len(ids))
         parent = leaf.parent
         assert parent is not None
-        key = (id(parent), self.cache.child_key(leaf.key, 0))
+        key = (id(parent), self.cache.child_key(ids, 0))
         ghost = self.ghosts.take(key, parent)
         if ghost is None:
-            echo = self.ghosts.recall(key, parent, leaf.key)
+            echo = self.ghosts.recall(key, parent, ids)
             if echo is not None and echo[1]:  # asked for again after its span was forgotten
-                leaf.aux[0] = echo[0]
-                leaf.aux[2] = echo[1]
+                aux[0] = echo[0]
+                aux[2] = echo[1]
         else:
-            shared = self.cache.common_length(ghost.span, leaf.key, 0)
+            shared = self.cache.common_length(ghost.span, ids, 0)
             self._credit(ghost, shared)
             if shared:  # asked for again: its popularity comes back, its head is proven
-                leaf.aux[0] = ghost.hits
-                leaf.aux[2] = shared
+                aux[0] = ghost.hits
+                aux[2] = shared
         self._touch(leaf)
         if leaf.lock_ref == 0:
             self._push(leaf)
@@ -304,7 +306,7 @@ class LearnedEviction(EvictionPolicy):
             self._push(suffix)
 
     def on_candidacy(self, node: Node) -> None:
-        if self._valid(node):
+        if node.parent is not None and not node.children and node.lock_ref == 0:  # _valid
             self._push(node)
         else:
             self._stale(node)
@@ -333,7 +335,7 @@ class LearnedEviction(EvictionPolicy):
                 if node is None:
                     break
                 take = min(need - done, max(1, self._tail(node) // page))
-                self._trim(node, take, predicted=True)
+                self._trim(node, take, True)  # predicted
                 done += take
             else:
                 steps = self._rlt_batch(need - done)
@@ -359,7 +361,8 @@ class LearnedEviction(EvictionPolicy):
             heap = self._heaps[b]
             if heap and heap[0][1] == seq:
                 node = heap[0][2]
-                if node.slot == seq and self._valid(node):
+                if (node.slot == seq and node.parent is not None and not node.children
+                        and node.lock_ref == 0):  # still a candidate (_valid, inlined)
                     heappop(heap)
                     self._entries -= 1
                     node.slot = -1
@@ -371,11 +374,16 @@ class LearnedEviction(EvictionPolicy):
 
     def _group_key(self, b: int) -> tuple[float, float, int, int]:
         heap = self._heaps[b]
-        node = self._top(heap)
-        if node is None:
-            return (2.0, float("inf"), b, -1)  # empty: any push invalidates it
-        cls = b * AGES + min(AGES - 1, (self.epoch - node.mark).bit_length())  # _cls
-        return (self.model.p(cls), node.last_access, b, heap[0][1])
+        while heap:  # (_top, inlined)
+            _, seq, node = heap[0]
+            if node.slot == seq:
+                if node.parent is not None and not node.children and node.lock_ref == 0:
+                    cls = b * AGES + min(AGES - 1, (self.epoch - node.mark).bit_length())
+                    return (self.model.p(cls), node.last_access, b, seq)
+                node.slot = -1  # its live entry goes: a later _push must not skip
+            heappop(heap)
+            self._entries -= 1
+        return (2.0, float("inf"), b, -1)  # empty: any push invalidates it
 
     @staticmethod
     def _tail(node: Node) -> int:
@@ -425,7 +433,7 @@ class LearnedEviction(EvictionPolicy):
         leaves = [e for heap in self._heaps for e in heap
                   if e[2].slot == e[1] and e[2].mark != epoch and e[2].parent is not None
                   and not e[2].children and e[2].lock_ref == 0]  # (_valid, inlined)
-        leaves.sort(key=lambda e: e[1])  # in order of entry: independent of heap layout
+        leaves.sort(key=itemgetter(1))  # in order of entry: independent of heap layout
         return [e[2] for e in leaves]
 
     def _rlt_batch(self, rem: int) -> int:
@@ -439,13 +447,14 @@ class LearnedEviction(EvictionPolicy):
             self.predicting = False  # finish this eviction call by RLT's rule
             return 0
         counts = self.rng.multinomial(rem, np.full(len(leaves), 1.0 / len(leaves)))
+        drawn = counts.tolist()
         done = 0
         page = self._page
-        for node, c in zip(leaves, counts.tolist(), strict=True):
-            if c:
-                take = min(c, len(node.key) // page)
-                self._trim(node, take, predicted=False)
-                done += take
+        for i in np.flatnonzero(counts).tolist():  # the leaves drawn, in their order
+            node = leaves[i]
+            take = min(drawn[i], len(node.key) // page)
+            self._trim(node, take, False)  # not predicted
+            done += take
         return done
 
     def _top_any(self) -> Node | None:

@@ -49,6 +49,7 @@ class ReuseModel:
         self.weight = weight
         self._since = 0
         self._p: list[float] = [-1.0] * (groups * size)  # cached estimates (-1: stale)
+        self._stale = [-1.0] * size  # a group's estimates, all stale
         self.halvings = 0  # how many times every estimate changed at once
 
     def p(self, cls: int) -> float:
@@ -70,7 +71,7 @@ class ReuseModel:
         self._group_evicted[g] += tokens
         self._group_reused[g] += reused
         first = g * self.size
-        self._p[first:first + self.size] = [-1.0] * self.size
+        self._p[first:first + self.size] = self._stale
         self._since += tokens
         if self._since >= self.horizon:
             self._since = 0
@@ -137,6 +138,7 @@ class Echo(NamedTuple):
 class GhostList:
     def __init__(self, capacity: int, memory: int = 0, page: int = 1) -> None:
         self.page = page
+        self._doublings = [page << i for i in range(1, 64)]  # 2, 4, 8, ... pages
         self.capacity = capacity
         self.tokens = 0
         self._entries: OrderedDict[tuple[int, object], Ghost] = OrderedDict()
@@ -148,11 +150,8 @@ class GhostList:
         if self.memory <= 0:
             return
         length = ghost.tokens
-        ends = []
-        n = 2 * self.page
-        while n < length:
-            ends.append(n)
-            n *= 2
+        # 2, 4, 8, ... pages while shorter than the span, then the span's length
+        ends = self._doublings[:max(0, ((length - 1) // self.page).bit_length() - 1)]
         ends.append(length)  # a few ids: plain lists are cheaper than arrays here
         self._echoes[key] = Echo(ghost.anchor, length, ghost.hits, ends, ghost.ids_at(ends))
         self.echo_tokens += length
