@@ -15,7 +15,8 @@
   the anchor is the node the span hung from when it left (the trimmed leaf itself, or
   the parent of a leaf that went whole), so a later request that asks for the span
   again creates a new leaf under the same anchor with the same first page; it is
-  credited with the length the new leaf shares with the span, segment by segment. Entries
+  credited with the length the new leaf shares with the span, segment by segment (a
+  ghost keeps each segment's ids as the array its trim cut, joined only when read). Entries
   keep their anchor alive (the id cannot be reused while the entry exists). The list
   holds at most ``capacity`` tokens of ghosts, oldest dropped first (as ARC's ghost
   lists: "would a cache twice as large have kept it?"). A dropped ghost leaves an
