@@ -213,8 +213,8 @@ class LearnedEviction(EvictionPolicy):
         while heap:
             _, seq, node = heap[0]
             if node.slot == seq:
-                if node.parent is not None and not node.children and node.lock_ref == 0:
-                    return node  # (_valid, inlined)
+                if self._valid(node):
+                    return node
                 node.slot = -1  # its live entry goes: a later _push must not skip
             heappop(heap)
             self._entries -= 1
@@ -318,7 +318,7 @@ class LearnedEviction(EvictionPolicy):
             self._push(suffix)
 
     def on_candidacy(self, node: Node) -> None:
-        if node.parent is not None and not node.children and node.lock_ref == 0:  # _valid
+        if self._valid(node):
             self._push(node)
         else:
             self._stale(node)
@@ -373,8 +373,7 @@ class LearnedEviction(EvictionPolicy):
             heap = self._heaps[b]
             if heap and heap[0][1] == seq:
                 node = heap[0][2]
-                if (node.slot == seq and node.parent is not None and not node.children
-                        and node.lock_ref == 0):  # still a candidate (_valid, inlined)
+                if node.slot == seq and self._valid(node):
                     heappop(heap)
                     self._entries -= 1
                     node.slot = -1
@@ -386,16 +385,11 @@ class LearnedEviction(EvictionPolicy):
 
     def _group_key(self, b: int) -> tuple[float, float, int, int]:
         heap = self._heaps[b]
-        while heap:  # (_top, inlined)
-            _, seq, node = heap[0]
-            if node.slot == seq:
-                if node.parent is not None and not node.children and node.lock_ref == 0:
-                    cls = b * AGES + min(AGES - 1, (self.epoch - node.mark).bit_length())
-                    return (self.model.p(cls), node.last_access, b, seq)
-                node.slot = -1  # its live entry goes: a later _push must not skip
-            heappop(heap)
-            self._entries -= 1
-        return (2.0, float("inf"), b, -1)  # empty: any push invalidates it
+        node = self._top(heap)
+        if node is None:
+            return (2.0, float("inf"), b, -1)  # empty: any push invalidates it
+        cls = b * AGES + min(AGES - 1, (self.epoch - node.mark).bit_length())
+        return (self.model.p(cls), node.last_access, b, heap[0][1])
 
     @staticmethod
     def _tail(node: Node) -> int:
@@ -416,7 +410,7 @@ class LearnedEviction(EvictionPolicy):
         tokens = pages * self._page
         ids, aux, epoch = node.key, node.aux, self.epoch
         keep = len(ids) - tokens
-        cls = group(node) * AGES + min(AGES - 1, (epoch - node.mark).bit_length())  # _cls
+        cls = self._cls(node)
         spans: tuple[np.ndarray, ...] = (ids[keep:],)
         segments: tuple[Segment, ...] = (Segment(cls, tokens, epoch, predicted),)
         span_tokens = tokens
