@@ -92,8 +92,9 @@ the tree's trim and the leaf's new heap entry: about 7-9 us on a shared 2-core m
 against rlt's numpy batches that draw a whole call's steps at once. On the GSP stream at
 200,000 tokens (about 12,000 victims in 4,025 calls; learned also hits twice as often
 as rlt, so its walks go deeper) ``benchmarks/cache_bench.py`` gives learned 2.8-3.0x
-rlt's time (3.2x before the tuning of Dec 2026, with the same decisions); on the
-Mooncake trace (blocks, 1-10%: about 12,000-16,000 victims against rlt's 33 ms) 3.5-4x.
+rlt's time (3.1-3.3x before the tuning of Dec 2026, which kept every decision); on the
+Mooncake trace (blocks, 1-10%: about 12,000-16,000 victims against rlt's 33 ms of
+replay) ``kvroute cache`` gives 3.5-3.8x (3.7-4.2x before).
 """
 
 from __future__ import annotations
