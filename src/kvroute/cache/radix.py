@@ -202,7 +202,7 @@ class RadixCache:
         """The key under which a node's child starting at ``tokens[pos]`` is indexed:
         its first id, or its first page as bytes when ``page_size`` > 1."""
         if self.page_size == 1:
-            return int(tokens[pos])
+            return tokens.item(pos)  # a Python int, as int(tokens[pos]) but cheaper
         return tokens[pos:pos + self.page_size].tobytes()
 
     def page_aligned(self, tokens: Sequence[int] | np.ndarray) -> TokenArray:

@@ -79,14 +79,28 @@ access). A victim in prediction mode is the least of the groups' cached top keys
 (estimate, last access, group); a group's key is recomputed only when it may have
 changed: a push that could be its new top, its top re-keyed or no longer a candidate,
 its estimates resolved, a new phase (ages), a halving of the counts or a compaction
-(tests/cache/test_learned.py checks the choice against a full scan). The fallback
-gathers the unmarked leaves once per batch, O(L), in the order of their heap entries
-(so its seeded draws do not depend on the heaps' layout).
+(tests/cache/test_learned.py checks the choice against a full scan); the stale groups
+are listed as they go stale, so a victim costs a min over the 28 cached keys plus one
+refresh per listed group. The fallback gathers the unmarked leaves once per batch,
+O(L), in the order of their heap entries (so its seeded draws do not depend on the
+heaps' layout), and visits only the leaves drawn.
+
+Replay time (issue 13: within 2x of rlt's; not met). Every victim is one Python step:
+the lookup above, a ghost (merged with the leaf's earlier trims by tuples, never by
+copying ids), the ghosts it pushes out (each settled in the model, and an echo made),
+the tree's trim and the leaf's new heap entry: about 7-9 us on a shared 2-core machine,
+against rlt's numpy batches that draw a whole call's steps at once. On the GSP stream at
+200,000 tokens (about 12,000 victims in 4,025 calls; learned also hits twice as often
+as rlt, so its walks go deeper) ``benchmarks/cache_bench.py`` gives learned 2.8-3.0x
+rlt's time (3.1-3.3x before the tuning of Dec 2026, which kept every decision); on the
+Mooncake trace (blocks, 1-10%: about 12,000-16,000 victims against rlt's 33 ms of
+replay) ``kvroute cache`` gives 3.5-3.8x (3.7-4.2x before).
 """
 
 from __future__ import annotations
 
-import heapq
+from heapq import heapify, heappop, heappush
+from operator import itemgetter
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -136,8 +150,11 @@ class LearnedEviction(EvictionPolicy):
         self._seq = 0
         self._entries = 0
         self._compact_at = 64
-        # per group, the key (p, last access, group) of its heap's top, or None (stale)
+        # per group, the key (p, last access, group, seq) of its heap's top, or None
+        # (stale); the stale groups are listed in _dirty (once: a key is listed when it
+        # goes from a tuple to None)
         self._best: list[tuple[float, float, int, int] | None] = [None] * GROUPS
+        self._dirty = list(range(GROUPS))
         self._halvings = 0
 
     def attach(self, cache: RadixCache) -> None:
@@ -155,16 +172,26 @@ class LearnedEviction(EvictionPolicy):
     def _push(self, node: Node) -> None:
         g = group(node)
         aux = node.aux
-        if node.slot > 0 and aux[4] == g and aux[5] == node.last_access:
-            return  # its live entry is already this one
-        self._stale(node)  # its old entry goes stale
-        aux[4], aux[5] = g, node.last_access
-        self._seq += 1
-        node.slot = self._seq
-        heapq.heappush(self._heaps[g], (node.last_access, self._seq, node))
-        cached = self._best[g]
-        if cached is not None and node.last_access < cached[1]:
-            self._best[g] = None  # the new entry is the group's top
+        last = node.last_access
+        best = self._best
+        slot = node.slot
+        if slot > 0:
+            old = aux[4]
+            if old == g and aux[5] == last:
+                return  # its live entry is already this one
+            if old >= 0:  # its old entry goes stale (_stale, inlined: this runs per hook)
+                cached = best[old]
+                if cached is not None and cached[3] == slot:
+                    best[old] = None
+                    self._dirty.append(old)
+        aux[4], aux[5] = g, last
+        self._seq = seq = self._seq + 1
+        node.slot = seq
+        heappush(self._heaps[g], (last, seq, node))
+        cached = best[g]
+        if cached is not None and last < cached[1]:
+            best[g] = None  # the new entry is the group's top
+            self._dirty.append(g)
         self._entries += 1
         if self._entries > self._compact_at:
             self._compact()
@@ -176,10 +203,10 @@ class LearnedEviction(EvictionPolicy):
                 if e[2].slot == e[1] and not self._valid(e[2]):
                     e[2].slot = -1
             kept = [e for e in heap if e[2].slot == e[1]]
-            heapq.heapify(kept)
+            heapify(kept)
             self._heaps[i] = kept
             live += len(kept)
-        self._best = [None] * GROUPS
+        self._forget_all()
         self._entries = live
         self._compact_at = max(64, 2 * live)
 
@@ -190,7 +217,7 @@ class LearnedEviction(EvictionPolicy):
                 if self._valid(node):
                     return node
                 node.slot = -1  # its live entry goes: a later _push must not skip
-            heapq.heappop(heap)
+            heappop(heap)
             self._entries -= 1
         return None
 
@@ -209,13 +236,20 @@ class LearnedEviction(EvictionPolicy):
 
     def _resolve(self, cls: int, tokens: int, reused: int) -> None:
         g = self.model.resolve(cls, tokens, reused)
-        self._best[g] = None
+        if self._best[g] is not None:
+            self._best[g] = None
+            self._dirty.append(g)
         if self.model.halvings != self._halvings:
             self._halvings = self.model.halvings
-            self._best = [None] * GROUPS
+            self._forget_all()
+
+    def _forget_all(self) -> None:
+        """Every group's key may have changed."""
+        self._best = [None] * GROUPS
+        self._dirty = list(range(GROUPS))
 
     def _new_phase(self) -> None:
-        self._best = [None] * GROUPS  # ages moved
+        self._forget_all()  # ages moved
         if self.tried:  # this phase started with predictions
             if self.failed:
                 self.streak += 1
@@ -234,22 +268,23 @@ class LearnedEviction(EvictionPolicy):
 
     # ---------------------------------------------------------------- hooks
     def on_created(self, leaf: Node) -> None:
-        leaf.aux = new_aux(0, len(leaf.key))
+        ids = leaf.key
+        aux = leaf.aux = new_aux(0, len(ids))
         parent = leaf.parent
         assert parent is not None
-        key = (id(parent), self.cache.child_key(leaf.key, 0))
+        key = (id(parent), self.cache.child_key(ids, 0))
         ghost = self.ghosts.take(key, parent)
         if ghost is None:
-            echo = self.ghosts.recall(key, parent, leaf.key)
+            echo = self.ghosts.recall(key, parent, ids)
             if echo is not None and echo[1]:  # asked for again after its span was forgotten
-                leaf.aux[0] = echo[0]
-                leaf.aux[2] = echo[1]
+                aux[0] = echo[0]
+                aux[2] = echo[1]
         else:
-            shared = self.cache.common_length(ghost.span, leaf.key, 0)
+            shared = self.cache.common_length(ghost.span, ids, 0)
             self._credit(ghost, shared)
             if shared:  # asked for again: its popularity comes back, its head is proven
-                leaf.aux[0] = ghost.hits
-                leaf.aux[2] = shared
+                aux[0] = ghost.hits
+                aux[2] = shared
         self._touch(leaf)
         if leaf.lock_ref == 0:
             self._push(leaf)
@@ -300,6 +335,7 @@ class LearnedEviction(EvictionPolicy):
             cached = self._best[aux[4]]
             if cached is not None and cached[3] == node.slot:
                 self._best[aux[4]] = None
+                self._dirty.append(aux[4])
 
     # ---------------------------------------------------------------- eviction
     def evict(self, n: int) -> int:
@@ -312,7 +348,7 @@ class LearnedEviction(EvictionPolicy):
                 if node is None:
                     break
                 take = min(need - done, max(1, self._tail(node) // page))
-                self._trim(node, take, predicted=True)
+                self._trim(node, take, True)  # predicted
                 done += take
             else:
                 steps = self._rlt_batch(need - done)
@@ -326,11 +362,12 @@ class LearnedEviction(EvictionPolicy):
         group's heap top and its key are cached until the group changes (a push, a pop,
         its estimates, a new phase), so a victim costs a min over the cached keys plus
         the groups that changed since the last victim."""
-        best = self._best
+        best, dirty = self._best, self._dirty
         while True:
-            for b, key in enumerate(best):
-                if key is None:
+            for b in dirty:  # the groups that changed since the last look
+                if best[b] is None:
                     best[b] = self._group_key(b)
+            dirty.clear()
             p, _, b, seq = min(best)  # type: ignore[type-var,misc]  # no None left here
             if p > 1.0:
                 return None  # every heap is empty
@@ -338,12 +375,14 @@ class LearnedEviction(EvictionPolicy):
             if heap and heap[0][1] == seq:
                 node = heap[0][2]
                 if node.slot == seq and self._valid(node):
-                    heapq.heappop(heap)
+                    heappop(heap)
                     self._entries -= 1
                     node.slot = -1
                     best[b] = None
+                    dirty.append(b)
                     return node
             best[b] = None  # its top went stale unseen: look again
+            dirty.append(b)
 
     def _group_key(self, b: int) -> tuple[float, float, int, int]:
         heap = self._heaps[b]
@@ -370,33 +409,38 @@ class LearnedEviction(EvictionPolicy):
         with the ghost of the leaf's earlier trims, which hangs right after it)."""
         cache = self.cache
         tokens = pages * self._page
-        keep = len(node.key) - tokens
+        ids, aux, epoch = node.key, node.aux, self.epoch
+        keep = len(ids) - tokens
         cls = self._cls(node)
-        span = node.key[keep:]
-        segments: tuple[Segment, ...] = (Segment(cls, tokens, self.epoch, predicted),)
-        tail = node.aux[1]
+        spans: tuple[np.ndarray, ...] = (ids[keep:],)
+        segments: tuple[Segment, ...] = (Segment(cls, tokens, epoch, predicted),)
+        span_tokens = tokens
+        tail = aux[1]
         if tail is not None:
-            node.aux[1] = None
+            aux[1] = None
             old = self.ghosts.take(tail, node)
-            if old is not None:
-                span = np.concatenate([span, old.span])
+            if old is not None:  # the earlier trims' span follows this one
+                spans += old.spans
                 segments += old.segments
+                span_tokens += old.tokens
         anchor = node if keep > 0 else node.parent
         assert anchor is not None
-        key = (id(anchor), cache.child_key(node.key, keep))
-        for gone in self.ghosts.add(key, Ghost(anchor, span, segments, node.aux[0])):
+        key = (id(anchor), cache.child_key(ids, keep))
+        ghost = Ghost(anchor, spans, span_tokens, segments, aux[0])
+        for gone in self.ghosts.add(key, ghost):
             for seg in gone.segments:
                 self._resolve(seg.cls, seg.tokens, 0)
         cache.trim_leaf(node, tokens)
         if keep > 0:
-            node.aux[1] = key
+            aux[1] = key
             self._push(node)  # still a candidate, shorter
 
     def _unmarked(self) -> list[Node]:
         epoch = self.epoch
         leaves = [e for heap in self._heaps for e in heap
-                  if e[2].slot == e[1] and e[2].mark != epoch and self._valid(e[2])]
-        leaves.sort(key=lambda e: e[1])  # in order of entry: independent of heap layout
+                  if e[2].slot == e[1] and e[2].mark != epoch and e[2].parent is not None
+                  and not e[2].children and e[2].lock_ref == 0]  # (_valid, inlined)
+        leaves.sort(key=itemgetter(1))  # in order of entry: independent of heap layout
         return [e[2] for e in leaves]
 
     def _rlt_batch(self, rem: int) -> int:
@@ -410,13 +454,14 @@ class LearnedEviction(EvictionPolicy):
             self.predicting = False  # finish this eviction call by RLT's rule
             return 0
         counts = self.rng.multinomial(rem, np.full(len(leaves), 1.0 / len(leaves)))
+        drawn = counts.tolist()
         done = 0
         page = self._page
-        for node, c in zip(leaves, counts.tolist(), strict=True):
-            if c:
-                take = min(c, len(node.key) // page)
-                self._trim(node, take, predicted=False)
-                done += take
+        for i in np.flatnonzero(counts).tolist():  # the leaves drawn, in their order
+            node = leaves[i]
+            take = min(drawn[i], len(node.key) // page)
+            self._trim(node, take, False)  # not predicted
+            done += take
         return done
 
     def _top_any(self) -> Node | None:
@@ -439,5 +484,7 @@ class LearnedEviction(EvictionPolicy):
                 raise IntegrityError(f"learned: candidate leaf {node} missing from its heap")
             if node.mark > self.epoch:
                 raise IntegrityError(f"learned: {node} marked in a future phase")
+        if any(key is None and b not in self._dirty for b, key in enumerate(self._best)):
+            raise IntegrityError("learned: a stale group key is not listed for a refresh")
         if self.phase_tokens < 0 or self.mistakes < 0:
             raise IntegrityError("learned: negative phase counters")

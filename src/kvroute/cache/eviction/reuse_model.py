@@ -15,7 +15,8 @@
   the anchor is the node the span hung from when it left (the trimmed leaf itself, or
   the parent of a leaf that went whole), so a later request that asks for the span
   again creates a new leaf under the same anchor with the same first page; it is
-  credited with the length the new leaf shares with the span, segment by segment. Entries
+  credited with the length the new leaf shares with the span, segment by segment (a
+  ghost keeps each segment's ids as the array its trim cut, joined only when read). Entries
   keep their anchor alive (the id cannot be reused while the entry exists). The list
   holds at most ``capacity`` tokens of ghosts, oldest dropped first (as ARC's ghost
   lists: "would a cache twice as large have kept it?"). A dropped ghost leaves an
@@ -49,6 +50,7 @@ class ReuseModel:
         self.weight = weight
         self._since = 0
         self._p: list[float] = [-1.0] * (groups * size)  # cached estimates (-1: stale)
+        self._stale = [-1.0] * size  # a group's estimates, all stale
         self.halvings = 0  # how many times every estimate changed at once
 
     def p(self, cls: int) -> float:
@@ -70,7 +72,7 @@ class ReuseModel:
         self._group_evicted[g] += tokens
         self._group_reused[g] += reused
         first = g * self.size
-        self._p[first:first + self.size] = [-1.0] * self.size
+        self._p[first:first + self.size] = self._stale
         self._since += tokens
         if self._since >= self.horizon:
             self._since = 0
@@ -91,16 +93,34 @@ class Segment(NamedTuple):
 
 class Ghost(NamedTuple):
     """An evicted span: its ids, and its segments (shallow first) as evicted; a leaf
-    trimmed several times leaves one ghost whose segments are its successive trims."""
+    trimmed several times leaves one ghost whose segments are its successive trims
+    (``spans``: the ids of each trim, joined only when read: most ghosts never are)."""
 
     anchor: Any  # the node the span hung from (kept alive by this entry)
-    span: np.ndarray  # the evicted ids, shallow first
+    spans: tuple[np.ndarray, ...]  # the evicted ids, one array per segment, shallow first
+    tokens: int  # the span's length
     segments: tuple[Segment, ...]
     hits: int  # the evicted node's hits (its popularity survives the eviction)
 
     @property
-    def tokens(self) -> int:
-        return len(self.span)
+    def span(self) -> np.ndarray:
+        """The evicted ids, shallow first."""
+        spans = self.spans
+        return spans[0] if len(spans) == 1 else np.concatenate(spans)
+
+    def ids_at(self, ends: list[int]) -> list[int]:
+        """The ids that end the span's prefixes of ``ends`` (ascending) tokens, read
+        from the segments' arrays without joining them."""
+        out = []
+        parts = iter(self.spans)
+        part = next(parts)
+        start = 0
+        for end in ends:
+            while end > start + len(part):
+                start += len(part)
+                part = next(parts)
+            out.append(part.item(end - 1 - start))
+        return out
 
 
 class Echo(NamedTuple):
@@ -112,13 +132,14 @@ class Echo(NamedTuple):
     anchor: Any
     tokens: int
     hits: int
-    ends: np.ndarray  # prefix lengths: 2, 4, 8, ... pages, and the whole span
-    last: np.ndarray  # the id that ends each of those prefixes
+    ends: list[int]  # prefix lengths: 2, 4, 8, ... pages, and the whole span
+    last: list[int]  # the id that ends each of those prefixes
 
 
 class GhostList:
     def __init__(self, capacity: int, memory: int = 0, page: int = 1) -> None:
         self.page = page
+        self._doublings = [page << i for i in range(1, 64)]  # 2, 4, 8, ... pages
         self.capacity = capacity
         self.tokens = 0
         self._entries: OrderedDict[tuple[int, object], Ghost] = OrderedDict()
@@ -129,16 +150,12 @@ class GhostList:
     def _echo(self, key: tuple[int, object], ghost: Ghost) -> None:
         if self.memory <= 0:
             return
-        span = ghost.span
-        ends = []
-        n = 2 * self.page
-        while n < len(span):
-            ends.append(n)
-            n *= 2
-        ends.append(len(span))
-        at = np.array(ends, dtype=np.int64)
-        self._echoes[key] = Echo(ghost.anchor, len(span), ghost.hits, at, span[at - 1])
-        self.echo_tokens += len(span)
+        length = ghost.tokens
+        # 2, 4, 8, ... pages while shorter than the span, then the span's length
+        ends = self._doublings[:max(0, ((length - 1) // self.page).bit_length() - 1)]
+        ends.append(length)  # a few ids: plain lists are cheaper than arrays here
+        self._echoes[key] = Echo(ghost.anchor, length, ghost.hits, ends, ghost.ids_at(ends))
+        self.echo_tokens += length
         while self.echo_tokens > self.memory and self._echoes:
             self.echo_tokens -= self._echoes.popitem(last=False)[1].tokens
 
@@ -155,10 +172,12 @@ class GhostList:
             return None
         del self._echoes[key]
         self.echo_tokens -= echo.tokens
-        k = int(np.searchsorted(echo.ends, len(ids), side="right"))
-        same = ids[echo.ends[:k] - 1] == echo.last[:k]
-        agree = k if same.all() else int(same.argmin())
-        return echo.hits, int(echo.ends[agree - 1]) if agree else 0
+        shared = 0
+        for end, last in zip(echo.ends, echo.last, strict=True):
+            if end > len(ids) or ids.item(end - 1) != last:
+                break
+            shared = end
+        return echo.hits, shared
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -166,17 +185,19 @@ class GhostList:
     def add(self, key: tuple[int, object], ghost: Ghost) -> list[Ghost]:
         """Remember ``ghost``; returns the ghosts forgotten to make room (or replaced)."""
         gone = []
-        old = self._entries.pop(key, None)
+        entries = self._entries
+        old = entries.pop(key, None)
         if old is not None:
             self.tokens -= old.tokens
             gone.append(old)
-        self._entries[key] = ghost
+        entries[key] = ghost
         self.tokens += ghost.tokens
-        old_echo = self._echoes.pop(key, None)
-        if old_echo is not None:
-            self.echo_tokens -= old_echo.tokens
-        while self.tokens > self.capacity and self._entries:
-            dropped_key, dropped = self._entries.popitem(last=False)
+        if self._echoes:
+            old_echo = self._echoes.pop(key, None)
+            if old_echo is not None:
+                self.echo_tokens -= old_echo.tokens
+        while self.tokens > self.capacity and entries:
+            dropped_key, dropped = entries.popitem(last=False)
             self.tokens -= dropped.tokens
             gone.append(dropped)
             self._echo(dropped_key, dropped)
