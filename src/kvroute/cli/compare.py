@@ -281,7 +281,10 @@ def add_parser(sub: Any) -> None:
     c.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
                    help="run the cells as Ray tasks on the cluster at ADDRESS (none: a local "
                         "Ray instance); needs kvroute[ray]; --jobs is ignored")
-    c.add_argument("--out", metavar="DIR", help="write table.md, runs.json (and plots) here")
+    c.add_argument("--out", metavar="DIR",
+                   help="write table.md, runs.json and plots here (bars per metric; "
+                        "relative_METRIC.png: each pair over the best of each cell; an E2E "
+                        "CDF per workload and load)")
     c.add_argument("--no-plot", dest="plot", action="store_false",
                    help="with --out, do not draw the plots (drawn by default)")
     c.add_argument("--no-ceilings", dest="ceilings", action="store_false",
