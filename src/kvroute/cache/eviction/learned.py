@@ -88,13 +88,8 @@ heaps' layout), and visits only the leaves drawn.
 Replay time (issue 13: within 2x of rlt's; not met). Every victim is one Python step:
 the lookup above, a ghost (merged with the leaf's earlier trims by tuples, never by
 copying ids), the ghosts it pushes out (each settled in the model, and an echo made),
-the tree's trim and the leaf's new heap entry: about 7-9 us on a shared 2-core machine,
-against rlt's numpy batches that draw a whole call's steps at once. On the GSP stream at
-200,000 tokens (about 12,000 victims in 4,025 calls; learned also hits twice as often
-as rlt, so its walks go deeper) ``benchmarks/cache_bench.py`` gives learned 2.8-3.0x
-rlt's time (3.1-3.3x before the tuning of Dec 2026, which kept every decision); on the
-Mooncake trace (blocks, 1-10%: about 12,000-16,000 victims against rlt's 33 ms of
-replay) ``kvroute cache`` gives 3.5-3.8x (3.7-4.2x before).
+the tree's trim and the leaf's new heap entry: about 7-9 us, against rlt's numpy batches
+that draw a whole call's steps at once. Measured figures: docs/eviction-results.md.
 """
 
 from __future__ import annotations
@@ -174,16 +169,10 @@ class LearnedEviction(EvictionPolicy):
         aux = node.aux
         last = node.last_access
         best = self._best
-        slot = node.slot
-        if slot > 0:
-            old = aux[4]
-            if old == g and aux[5] == last:
+        if node.slot > 0:
+            if aux[4] == g and aux[5] == last:
                 return  # its live entry is already this one
-            if old >= 0:  # its old entry goes stale (_stale, inlined: this runs per hook)
-                cached = best[old]
-                if cached is not None and cached[3] == slot:
-                    best[old] = None
-                    self._dirty.append(old)
+            self._stale(node)  # its old entry goes stale
         aux[4], aux[5] = g, last
         self._seq = seq = self._seq + 1
         node.slot = seq
@@ -438,8 +427,7 @@ class LearnedEviction(EvictionPolicy):
     def _unmarked(self) -> list[Node]:
         epoch = self.epoch
         leaves = [e for heap in self._heaps for e in heap
-                  if e[2].slot == e[1] and e[2].mark != epoch and e[2].parent is not None
-                  and not e[2].children and e[2].lock_ref == 0]  # (_valid, inlined)
+                  if e[2].slot == e[1] and e[2].mark != epoch and self._valid(e[2])]
         leaves.sort(key=itemgetter(1))  # in order of entry: independent of heap layout
         return [e[2] for e in leaves]
 
