@@ -25,6 +25,7 @@ from kvroute.protocol.request_body import (
     BadRequest,
     PromptEncoder,
     chars,
+    chat_text,
     json_body,
     max_tokens_of,
     prompts_of,
@@ -94,7 +95,7 @@ def test_bad_prompts_are_bad_requests(route: str, body: dict[str, Any], needle: 
 
 
 def test_units_text_ids_chat_and_first_of_a_batch() -> None:
-    """Units: characters without a tokenizer (chat as compact JSON), the tokenizer's ids
+    """Units: characters without a tokenizer (chat as :func:`chat_text`), the tokenizer's ids
     with one (chat through the template), ids as given; a batch keys on its first."""
     plain, tok = PromptEncoder(), load_tokenizer(None)
     with_tok = PromptEncoder(tok)
@@ -102,8 +103,7 @@ def test_units_text_ids_chat_and_first_of_a_batch() -> None:
     assert plain.units("completions", {"prompt": ["xy", "z"]}).tolist() == [120, 121]
     assert plain.units("completions", {"prompt": [[1, 2], [3]]}).tolist() == [1, 2]
     msgs = [{"role": "user", "content": "hé"}]
-    assert "".join(map(chr, plain.units("chat", {"messages": msgs}))) == \
-        json.dumps(msgs, separators=(",", ":"), ensure_ascii=False)
+    assert "".join(map(chr, plain.units("chat", {"messages": msgs}))) == "user\nhé"
     assert np.array_equal(with_tok.units("chat", {"messages": msgs}),
                           tok.encode(apply_chat_template(msgs)))
     assert with_tok.units("generate", {"input_ids": [5, 6]}).tolist() == [5, 6]
@@ -427,3 +427,17 @@ def test_chars_are_code_points_one_or_four_bytes_each() -> None:
     assert chars("ab").dtype == np.uint8 and chars("ab").tolist() == [97, 98]
     text = "a\u00e9\u2603\U0001f600"
     assert chars(text).dtype == np.uint32 and chars(text).tolist() == [ord(c) for c in text]
+
+
+def test_chat_text_is_prefix_closed_and_keeps_other_messages_whole() -> None:
+    """Plain messages are role and content; any other message is its compact JSON; a
+    conversation's text is a prefix of its continuation's."""
+    first = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
+    more = [*first, {"role": "assistant", "content": "hello"},
+            {"role": "user", "content": [{"type": "text", "text": "and?"}]}]
+    assert chat_text(first) == "system\nbe brief\n\nuser\nhi"
+    assert chat_text(more).startswith(chat_text(first) + "\n\n")
+    assert chat_text(more).endswith(
+        '\n\n{"role":"user","content":[{"type":"text","text":"and?"}]}')
+    named = [{"role": "user", "content": "hi", "name": "ann"}]
+    assert chat_text(named) == '{"role":"user","content":"hi","name":"ann"}'

@@ -547,12 +547,11 @@ async def test_health_liveness_models_and_graceful_drain() -> None:
 
 
 def test_routing_units_chars_tokens_and_ids() -> None:
-    """Units: characters (chat as compact JSON), token ids with a tokenizer, ids as given."""
+    """Units: characters (chat as role and content), token ids with a tokenizer, ids as given."""
     msgs = [{"role": "user", "content": "héllo"}]
     r = RouterApp(ServeConfig(worker_urls=["http://a:1"]), make_router_policy("random"))
     units = r.prompts.units("chat", {"messages": msgs})
-    assert "".join(map(chr, units)) == json.dumps(msgs, separators=(",", ":"),
-                                                  ensure_ascii=False)
+    assert "".join(map(chr, units)) == "user\nhéllo"
     assert r.prompts.units("generate", {"text": "ab"}).tolist() == [97, 98]
     assert r.prompts.units("generate", {"input_ids": [5, 6]}).tolist() == [5, 6]
     assert r.prompts.units("completions", {"prompt": [[1, 2], [3]]}).tolist() == [1, 2]

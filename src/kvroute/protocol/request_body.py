@@ -29,7 +29,7 @@ Contract:
   SGLang's router does; chat messages are rendered by the model's own chat template
   when there is one, else by the Llama-3-like
   :func:`~kvroute.workloads.tokenizer.apply_chat_template`, then encoded; without a
-  tokenizer they become the characters of their compact JSON. A template's refusal is a
+  tokenizer they become the characters of :func:`chat_text`. A template's refusal is a
   BadRequest.
 * ``max_tokens`` (:func:`max_tokens_of`): ``completions``: ``max_tokens``; ``chat``:
   ``max_tokens``, else ``max_completion_tokens``; ``generate``:
@@ -56,7 +56,7 @@ if TYPE_CHECKING:
     from kvroute.workloads.chat_template import ChatTemplate
 
 __all__ = ["APIS", "PATHS", "SESSION_HEADER", "BadRequest", "Messages", "Prompt",
-           "PromptEncoder", "chars", "include_usage", "json_body", "max_tokens_of",
+           "PromptEncoder", "chars", "chat_text", "include_usage", "json_body", "max_tokens_of",
            "prompts_of", "session_key", "streamed"]
 
 APIS = ("completions", "chat", "generate")
@@ -162,6 +162,19 @@ def chars(text: str) -> np.ndarray:
     return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=_UTF32)
 
 
+def chat_text(messages: Messages) -> str:
+    """Chat messages as one text to key on without a tokenizer: per message, its role, a
+    newline and its content when the message is just a string ``role`` and ``content``,
+    else the message's compact JSON; messages joined by a blank line. A conversation's
+    text is a prefix of its continuation's. (A copy of the content, not an escaping
+    pass: compact JSON cost the router 40 us a request on 20K-character prompts.)"""
+    return "\n\n".join(
+        f"{m['role']}\n{m['content']}"
+        if len(m) == 2 and type(m.get("content")) is str and "role" in m
+        else json.dumps(m, separators=(",", ":"), ensure_ascii=False)
+        for m in messages)
+
+
 class PromptEncoder:
     """Prompts to units (token ids, or characters without a tokenizer)."""
 
@@ -177,7 +190,7 @@ class PromptEncoder:
         if isinstance(prompt, str):
             return tok.encode(prompt) if tok is not None else chars(prompt)
         if tok is None:
-            return chars(json.dumps(prompt, separators=(",", ":"), ensure_ascii=False))
+            return chars(chat_text(prompt))
         try:
             text = (self.chat_template.render(prompt) if self.chat_template is not None
                     else apply_chat_template(prompt))
