@@ -88,7 +88,7 @@ heaps' layout), and visits only the leaves drawn.
 Replay time (issue 13: within 2x of rlt's; not met). Every victim is one Python step:
 the lookup above, a ghost (merged with the leaf's earlier trims by appending to its
 lists, in O(1), never by copying ids), the ghosts it pushes out (settled in the model in
-one call, and an echo made), the tree's trim and the leaf's new heap entry: about 5-7
+one call, and an echo made), the tree's trim and the leaf's new heap entry: about 6-9
 us, against rlt's numpy batches that draw a whole call's steps at once. Measured
 figures: docs/eviction-results.md.
 """
