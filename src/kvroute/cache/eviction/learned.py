@@ -86,24 +86,24 @@ O(L), in the order of their heap entries (so its seeded draws do not depend on t
 heaps' layout), and visits only the leaves drawn.
 
 Replay time (issue 13: within 2x of rlt's; not met). Every victim is one Python step:
-the lookup above, a ghost (merged with the leaf's earlier trims by tuples, never by
-copying ids), the ghosts it pushes out (each settled in the model, and an echo made),
-the tree's trim and the leaf's new heap entry: about 7-9 us, against rlt's numpy batches
-that draw a whole call's steps at once. Measured figures: docs/eviction-results.md.
+the lookup above, a ghost (merged with the leaf's earlier trims by appending to its
+lists, in O(1), never by copying ids), the ghosts it pushes out (settled in the model in
+one call, and an echo made), the tree's trim and the leaf's new heap entry: about 6-9
+us, against rlt's numpy batches that draw a whole call's steps at once. Measured
+figures: docs/eviction-results.md.
 """
 
 from __future__ import annotations
 
 from heapq import heapify, heappop, heappush
-from operator import itemgetter
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from kvroute.cache.eviction.leaf_classes import AGES, GROUPS, age_bucket, group, new_aux
+from kvroute.cache.eviction.leaf_classes import AGES, BUCKETS, GROUPS, group, new_aux
 from kvroute.cache.eviction.policy import EvictionPolicy
 from kvroute.cache.eviction.registry import register
-from kvroute.cache.eviction.reuse_model import Ghost, GhostList, ReuseModel, Segment
+from kvroute.cache.eviction.reuse_model import Ghost, GhostList, ReuseModel, new_segment
 from kvroute.errors import ConfigError, IntegrityError
 
 if TYPE_CHECKING:
@@ -165,8 +165,11 @@ class LearnedEviction(EvictionPolicy):
         return node.parent is not None and not node.children and node.lock_ref == 0
 
     def _push(self, node: Node) -> None:
-        g = group(node)
         aux = node.aux
+        length = len(node.key)  # its group, as leaf_classes.group (inlined: the hot path)
+        hits: int = aux[0] + (length <= aux[2])
+        g = (4 * (hits.bit_length() if hits < 64 else BUCKETS - 1) + 2 * (node.start > 0)
+             + (2 * length <= aux[3]))
         last = node.last_access
         best = self._best
         if node.slot > 0:
@@ -210,9 +213,6 @@ class LearnedEviction(EvictionPolicy):
             self._entries -= 1
         return None
 
-    def _cls(self, node: Node) -> int:
-        return group(node) * AGES + age_bucket(self.epoch - node.mark)
-
     # ---------------------------------------------------------------- phases
     def _touch(self, node: Node) -> None:
         if node.mark != self.epoch:
@@ -228,6 +228,18 @@ class LearnedEviction(EvictionPolicy):
         if self._best[g] is not None:
             self._best[g] = None
             self._dirty.append(g)
+        if self.model.halvings != self._halvings:
+            self._halvings = self.model.halvings
+            self._forget_all()
+
+    def _forgotten(self, gone: list[Ghost]) -> None:
+        """``_resolve`` each segment of ghosts that fell off the list as not reused (a
+        halving is looked at once, after them: it marks every group stale anyway)."""
+        best, dirty = self._best, self._dirty
+        for g in self.model.forgotten(gone):
+            if best[g] is not None:
+                best[g] = None
+                dirty.append(g)
         if self.model.halvings != self._halvings:
             self._halvings = self.model.halvings
             self._forget_all()
@@ -280,7 +292,7 @@ class LearnedEviction(EvictionPolicy):
 
     def _credit(self, ghost: Ghost, shared: int) -> None:
         """A request asked again for the first ``shared`` ids of an evicted span."""
-        for seg in ghost.segments:
+        for seg in reversed(ghost.segments):  # shallow first
             hit = max(0, min(shared, seg.tokens))
             shared -= hit
             self._resolve(seg.cls, seg.tokens, hit)
@@ -375,11 +387,16 @@ class LearnedEviction(EvictionPolicy):
 
     def _group_key(self, b: int) -> tuple[float, float, int, int]:
         heap = self._heaps[b]
-        node = self._top(heap)
-        if node is None:
-            return (2.0, float("inf"), b, -1)  # empty: any push invalidates it
-        cls = b * AGES + min(AGES - 1, (self.epoch - node.mark).bit_length())
-        return (self.model.p(cls), node.last_access, b, heap[0][1])
+        while heap:  # as _top (inlined: once or twice per victim)
+            _, seq, node = heap[0]
+            if node.slot == seq:
+                if node.parent is not None and not node.children and node.lock_ref == 0:
+                    cls = b * AGES + min(AGES - 1, (self.epoch - node.mark).bit_length())
+                    return (self.model.p(cls), node.last_access, b, seq)
+                node.slot = -1  # its live entry goes: a later _push must not skip
+            heappop(heap)
+            self._entries -= 1
+        return (2.0, float("inf"), b, -1)  # empty: any push invalidates it
 
     @staticmethod
     def _tail(node: Node) -> int:
@@ -400,25 +417,16 @@ class LearnedEviction(EvictionPolicy):
         tokens = pages * self._page
         ids, aux, epoch = node.key, node.aux, self.epoch
         keep = len(ids) - tokens
-        cls = self._cls(node)
-        spans: tuple[np.ndarray, ...] = (ids[keep:],)
-        segments: tuple[Segment, ...] = (Segment(cls, tokens, epoch, predicted),)
-        span_tokens = tokens
+        # its class: a candidate's group is its live entry's (aux[4], as check() verifies)
+        seg = new_segment((aux[4] * AGES + min(AGES - 1, (epoch - node.mark).bit_length()),
+                           tokens, epoch, predicted))
         tail = aux[1]
-        if tail is not None:
-            aux[1] = None
-            old = self.ghosts.take(tail, node)
-            if old is not None:  # the earlier trims' span follows this one
-                spans += old.spans
-                segments += old.segments
-                span_tokens += old.tokens
+        aux[1] = None
         anchor = node if keep > 0 else node.parent
-        assert anchor is not None
         key = (id(anchor), cache.child_key(ids, keep))
-        ghost = Ghost(anchor, spans, span_tokens, segments, aux[0])
-        for gone in self.ghosts.add(key, ghost):
-            for seg in gone.segments:
-                self._resolve(seg.cls, seg.tokens, 0)
+        gone = self.ghosts.add_trim(tail, node, key, anchor, ids[keep:], seg, aux[0])
+        if gone:
+            self._forgotten(gone)
         cache.trim_leaf(node, tokens)
         if keep > 0:
             aux[1] = key
@@ -426,10 +434,11 @@ class LearnedEviction(EvictionPolicy):
 
     def _unmarked(self) -> list[Node]:
         epoch = self.epoch
-        leaves = [e for heap in self._heaps for e in heap
-                  if e[2].slot == e[1] and e[2].mark != epoch and self._valid(e[2])]
-        leaves.sort(key=itemgetter(1))  # in order of entry: independent of heap layout
-        return [e[2] for e in leaves]
+        leaves = [(seq, node) for heap in self._heaps for _, seq, node in heap
+                  if node.slot == seq and node.mark != epoch and not node.children
+                  and node.lock_ref == 0 and node.parent is not None]  # live, valid
+        leaves.sort()  # in order of entry (seq is unique): independent of heap layout
+        return [node for _, node in leaves]
 
     def _rlt_batch(self, rem: int) -> int:
         """One batch of RLT's process: ``rem`` uniform draws over the unmarked leaves

@@ -16,7 +16,8 @@
   the parent of a leaf that went whole), so a later request that asks for the span
   again creates a new leaf under the same anchor with the same first page; it is
   credited with the length the new leaf shares with the span, segment by segment (a
-  ghost keeps each segment's ids as the array its trim cut, joined only when read). Entries
+  ghost keeps each segment's ids as the array its trim cut, joined only when read;
+  successive trims of one leaf append to one ghost's lists). Entries
   keep their anchor alive (the id cannot be reused while the entry exists). The list
   holds at most ``capacity`` tokens of ghosts, oldest dropped first (as ARC's ghost
   lists: "would a cache twice as large have kept it?"). A dropped ghost leaves an
@@ -30,11 +31,13 @@ Nothing here reads a clock or a random generator.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, NamedTuple
+from collections.abc import Callable, Iterable
+from functools import partial
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 
-__all__ = ["Ghost", "GhostList", "ReuseModel", "Segment"]
+__all__ = ["Ghost", "GhostList", "ReuseModel", "Segment", "new_ghost", "new_segment"]
 
 
 class ReuseModel:
@@ -84,6 +87,32 @@ class ReuseModel:
         return g
 
 
+    def forgotten(self, ghosts: list[Ghost]) -> set[int]:
+        """``resolve(cls, tokens, 0)`` for each segment of ``ghosts`` in turn (shallow
+        first: the same counts, halvings at the same points), in one call: the eviction
+        hot path. Returns the groups whose estimates changed."""
+        size, horizon, evicted, group_evicted = (self.size, self.horizon, self.evicted,
+                                                 self._group_evicted)
+        changed = set()
+        for ghost in ghosts:
+            for cls, tokens, _, _ in reversed(ghost.segments):
+                g = cls // size
+                evicted[cls] += tokens  # reused: + 0
+                group_evicted[g] += tokens
+                changed.add(g)
+                self._since += tokens
+                if self._since >= horizon:
+                    self._since = 0
+                    for counts in (evicted, self.reused, group_evicted, self._group_reused):
+                        counts[:] = [x * 0.5 for x in counts]
+                    self._p = [-1.0] * len(self._p)
+                    self.halvings += 1
+        p, stale = self._p, self._stale
+        for g in changed:
+            p[g * size:(g + 1) * size] = stale
+        return changed
+
+
 class Segment(NamedTuple):
     cls: int  # the class of the tokens when they were evicted
     tokens: int
@@ -92,35 +121,43 @@ class Segment(NamedTuple):
 
 
 class Ghost(NamedTuple):
-    """An evicted span: its ids, and its segments (shallow first) as evicted; a leaf
-    trimmed several times leaves one ghost whose segments are its successive trims
-    (``spans``: the ids of each trim, joined only when read: most ghosts never are)."""
+    """An evicted span: its ids, and its segments as evicted; a leaf trimmed several
+    times leaves one ghost whose segments are its successive trims (``spans``: the ids
+    of each trim, joined only when read: most ghosts never are). Both lists are in the
+    order of the trims, so the *deepest* comes first: a further trim of the leaf appends
+    its shallower span to the same lists, in O(1) (the ghost is then re-keyed)."""
 
     anchor: Any  # the node the span hung from (kept alive by this entry)
-    spans: tuple[np.ndarray, ...]  # the evicted ids, one array per segment, shallow first
+    spans: list[np.ndarray]  # the evicted ids, one array per segment, deepest first
     tokens: int  # the span's length
-    segments: tuple[Segment, ...]
+    segments: list[Segment]  # deepest first, as spans
     hits: int  # the evicted node's hits (its popularity survives the eviction)
 
     @property
     def span(self) -> np.ndarray:
         """The evicted ids, shallow first."""
         spans = self.spans
-        return spans[0] if len(spans) == 1 else np.concatenate(spans)
+        return spans[0] if len(spans) == 1 else np.concatenate(spans[::-1])
 
     def ids_at(self, ends: list[int]) -> list[int]:
         """The ids that end the span's prefixes of ``ends`` (ascending) tokens, read
         from the segments' arrays without joining them."""
         out = []
-        parts = iter(self.spans)
+        parts = reversed(self.spans)
         part = next(parts)
-        start = 0
+        start, stop = 0, len(part)
         for end in ends:
-            while end > start + len(part):
-                start += len(part)
+            while end > stop:
                 part = next(parts)
+                start, stop = stop, stop + len(part)
             out.append(part.item(end - 1 - start))
         return out
+
+
+# Build a Segment or a Ghost from one tuple of its fields, without the Python-level
+# __new__ of a NamedTuple (the eviction hot path makes one of each per victim).
+new_segment = cast(Callable[[Iterable[Any]], Segment], partial(tuple.__new__, Segment))
+new_ghost = cast(Callable[[Iterable[Any]], Ghost], partial(tuple.__new__, Ghost))
 
 
 class Echo(NamedTuple):
@@ -134,6 +171,9 @@ class Echo(NamedTuple):
     hits: int
     ends: list[int]  # prefix lengths: 2, 4, 8, ... pages, and the whole span
     last: list[int]  # the id that ends each of those prefixes
+
+
+_new_echo = cast(Callable[[Iterable[Any]], Echo], partial(tuple.__new__, Echo))
 
 
 class GhostList:
@@ -154,7 +194,13 @@ class GhostList:
         # 2, 4, 8, ... pages while shorter than the span, then the span's length
         ends = self._doublings[:max(0, ((length - 1) // self.page).bit_length() - 1)]
         ends.append(length)  # a few ids: plain lists are cheaper than arrays here
-        self._echoes[key] = Echo(ghost.anchor, length, ghost.hits, ends, ghost.ids_at(ends))
+        spans = ghost.spans
+        if len(spans) == 1:  # one trim's span (most ghosts): read it directly
+            span = spans[0]
+            last = [span.item(end - 1) for end in ends]
+        else:
+            last = ghost.ids_at(ends)
+        self._echoes[key] = _new_echo((ghost.anchor, length, ghost.hits, ends, last))
         self.echo_tokens += length
         while self.echo_tokens > self.memory and self._echoes:
             self.echo_tokens -= self._echoes.popitem(last=False)[1].tokens
@@ -202,6 +248,24 @@ class GhostList:
             gone.append(dropped)
             self._echo(dropped_key, dropped)
         return gone
+
+    def add_trim(self, tail: tuple[int, object] | None, node: Any, key: tuple[int, object],
+                 anchor: Any, span: np.ndarray, segment: Segment, hits: int) -> list[Ghost]:
+        """A trim of ``node`` evicted ``span`` (its ``segment``): remember it under
+        ``key`` hanging from ``anchor``, merged with the ghost of the node's earlier
+        trims (under ``tail``, if it is still there: ``take`` then ``add``, in one call:
+        the eviction hot path). Returns what ``add`` returns."""
+        entries = self._entries
+        old = entries.get(tail) if tail is not None else None
+        if old is not None and old.anchor is node:
+            del entries[tail]  # type: ignore[arg-type]  # not None: old was found under it
+            self.tokens -= old.tokens
+            old.spans.append(span)  # the lists are deepest first
+            old.segments.append(segment)
+            ghost = new_ghost((anchor, old.spans, segment[1] + old.tokens, old.segments, hits))
+        else:
+            ghost = new_ghost((anchor, [span], segment[1], [segment], hits))
+        return self.add(key, ghost)
 
     def take(self, key: tuple[int, object], anchor: Any) -> Ghost | None:
         """The ghost under ``key`` if it hangs from ``anchor`` (it is then forgotten)."""
