@@ -173,9 +173,10 @@ def test_cached_group_keys_choose_what_a_full_scan_would(page_size):
     assert len(chosen) > 50
 
 
-@pytest.mark.parametrize(("capacity", "hit_rate"), [(50_000, 0.105527), (200_000, 0.473154)])
+@pytest.mark.parametrize(("capacity", "hit_rate"), [(50_000, 0.103650), (200_000, 0.473154)])
 def test_hit_rate_on_gsp_is_pinned(capacity, hit_rate):
-    """Its decisions on the paper's GSP stream, pinned (docs/eviction-results.md): a change
-    that moves them is a change of the rule, to be documented and re-pinned."""
-    got = replay(RadixCache(capacity, make_policy("learned")), list(generate_gsp().prompts))
+    """Its decisions on the paper's GSP stream with seed 1, pinned (docs/eviction-results.md):
+    a change that moves them is a change of the rule, to be documented and re-pinned."""
+    policy = make_policy("learned", seed=1)
+    got = replay(RadixCache(capacity, policy), list(generate_gsp().prompts))
     assert got.hit_rate == pytest.approx(hit_rate, abs=1e-6)
