@@ -224,6 +224,8 @@ class RadixCache:
     def common_length(self, key: TokenArray, tokens: TokenArray, pos: int) -> int:
         """Length of the common prefix of ``key`` and ``tokens[pos:]``, page-aligned."""
         n = min(len(key), len(tokens) - pos)
+        if n == len(key) and key.tobytes() == tokens[pos:pos + n].tobytes():
+            return n  # the usual step of a walk: the whole key matches (a key is whole pages)
         diff = key[:n] != tokens[pos:pos + n]
         i = int(diff.argmax())
         m = i if diff[i] else n
