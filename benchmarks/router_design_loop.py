@@ -1,0 +1,101 @@
+"""A fast design loop for a routing policy: its rows of the routing preset, scored against
+the other policies' rows already generated into docs/routing-results.md.
+
+    PYTHONPATH=src python benchmarks/router_design_loop.py \
+        [--routing learned] [--policy-arg KEY=VALUE ...] \
+        [--trace ../shared/traces/mooncake_synthetic_trace.jsonl]
+
+``kvroute compare --routers`` runs all 22 policies (about 13 minutes on 2 cores); a change
+to one policy changes only its own rows. This script runs the preset for that one policy
+(about 40 seconds for ``learned``) and prints what the preset would: its geometric-mean
+advantage over the best other non-oracle policy of each cell (mean E2E, mean TTFT, p99
+TTFT), how many cells it is within 2% of the best on mean E2E and mean TTFT, and its worst
+cells. The other policies' values are read from the doc's generated table (design seeds
+1-3), so the score is the preset's only while those rows are current and only for seeds
+1-3: check a candidate on seeds 4-6 with the whole preset (``--seeds 4,5,6``) before
+reporting it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+
+DOC = os.path.join(os.path.dirname(__file__), "..", "docs", "routing-results.md")
+TRACE = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "traces",
+                     "mooncake_synthetic_trace.jsonl")
+METRICS = {"e2e": ("e2e_mean", 9), "ttft": ("ttft_mean", 7), "p99": ("ttft_p99", 8)}
+
+
+def cell(workload: str, order: str, load: str | float) -> tuple[str, str, float]:
+    return workload, order if workload == "gsp" else "", float(load)
+
+
+def best_others(doc: str, routing: str) -> dict[tuple[str, str, float], dict[str, float]]:
+    """Per cell and metric, the lowest value among the doc's rows of the other non-oracle
+    policies."""
+    with open(doc, encoding="utf-8") as f:
+        text = f.read()
+    if "<!-- BEGIN routers -->" not in text:
+        sys.exit(f"{doc} has no generated routers table")
+    rows = text.split("<!-- BEGIN routers -->")[1].split("<!-- END routers -->")[0]
+    best: dict[tuple[str, str, float], dict[str, float]] = {}
+    for line in rows.splitlines():
+        c = [x.strip() for x in line.strip().strip("|").split("|")]
+        if len(c) < 11 or c[0] in ("workload", "---") or c[4] in (routing, "oracle"):
+            continue
+        b = best.setdefault(cell(c[0], c[1], c[2]), {})
+        for name, (_, col) in METRICS.items():
+            b[name] = min(b.get(name, math.inf), float(c[col]))
+    return best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--routing", default="learned", help="the policy under design")
+    ap.add_argument("--policy-arg", action="append", default=[], metavar="KEY=VALUE",
+                    help="a parameter of the policy (repeat for more)")
+    ap.add_argument("--trace", default=TRACE, help="the Mooncake trace of the preset")
+    ap.add_argument("--doc", default=DOC, help="where the other policies' rows are")
+    args = ap.parse_args()
+    if not os.path.exists(args.trace):
+        sys.exit(f"no trace at {args.trace}: give --trace (the preset's Mooncake cells)")
+    best = best_others(args.doc, args.routing)
+    with tempfile.TemporaryDirectory() as out:
+        cmd = [sys.executable, "-m", "kvroute", "compare", "--routers", "--routings",
+               args.routing, "--trace", args.trace, "--no-ceilings", "--jobs",
+               str(min(2, os.cpu_count() or 1)), "--out", out]
+        for a in args.policy_arg:
+            cmd += ["--policy-arg", a]
+        done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True, check=False)
+        if done.returncode:
+            sys.exit(done.stderr.strip() or f"kvroute compare exited {done.returncode}")
+        with open(os.path.join(out, "runs.json"), encoding="utf-8") as f:
+            rows = json.load(f)["rows"]
+    adv: dict[str, list[float]] = {name: [] for name in METRICS}
+    cells = []
+    for r in rows:
+        b = best[cell(r["workload"], r["order"], r["load"])]
+        a = {name: b[name] / r[field] for name, (field, _) in METRICS.items()}
+        for name in METRICS:
+            adv[name].append(a[name])
+        order = f" {r['order']}" if r["workload"] == "gsp" else ""
+        cells.append((a["e2e"], a["ttft"], f"{r['workload']}{order} @{r['load']}",
+                      r["hit_rate"]))
+    geo = {name: math.exp(sum(map(math.log, v)) / len(v)) for name, v in adv.items()}
+    print(f"{' '.join([args.routing, *args.policy_arg])}: geo-mean advantage, seeds 1-3: "
+          f"E2E {geo['e2e']:.3f}x, TTFT {geo['ttft']:.3f}x, p99 TTFT {geo['p99']:.3f}x; "
+          f"within 2% on E2E in {sum(c[0] >= 0.98 for c in cells)} of {len(cells)} cells, "
+          f"on TTFT in {sum(c[1] >= 0.98 for c in cells)}")
+    for e2e, ttft, name, hit in sorted(cells)[:5]:
+        print(f"  {name}: E2E {e2e:.3f}x, TTFT {ttft:.3f}x, hit rate {hit:.3f}")
+
+
+if __name__ == "__main__":
+    main()
