@@ -6,6 +6,7 @@ import pytest
 
 from kvroute.cache import RadixCache, make_policy, replay
 from kvroute.cache.eviction.learned import LearnedEviction
+from kvroute.cache.eviction.reuse_model import ReuseModel, new_ghost, new_segment
 from kvroute.errors import ConfigError
 from kvroute.workloads.adversarial import AdversarialConfig, adversarial_cycle
 from kvroute.workloads.gsp import GSPConfig, generate_gsp
@@ -180,3 +181,23 @@ def test_hit_rate_on_gsp_is_pinned(capacity, hit_rate):
     policy = make_policy("learned", seed=1)
     got = replay(RadixCache(capacity, policy), list(generate_gsp().prompts))
     assert got.hit_rate == pytest.approx(hit_rate, abs=1e-6)
+
+
+def test_forgotten_settles_as_resolve_does_one_segment_at_a_time():
+    """The hot path's batch settling of forgotten ghosts counts, halves and marks stale
+    exactly as ``resolve(cls, tokens, 0)`` on each segment, shallow first."""
+    rng = np.random.default_rng(3)
+    one, batch = ReuseModel(4, 5, horizon=50), ReuseModel(4, 5, horizon=50)
+    for _ in range(40):
+        ghosts = []
+        for _ in range(int(rng.integers(1, 4))):
+            segs = [new_segment((int(rng.integers(20)), int(rng.integers(1, 9)), 0, 0))
+                    for _ in range(int(rng.integers(1, 4)))]  # deepest first
+            ghosts.append(new_ghost((None, [], sum(s.tokens for s in segs), segs, 0)))
+        for g in ghosts:
+            for seg in reversed(g.segments):
+                one.resolve(seg.cls, seg.tokens, 0)
+        batch.forgotten(ghosts)
+        assert [one.p(c) for c in range(20)] == [batch.p(c) for c in range(20)]
+    assert one.halvings == batch.halvings > 0
+    assert (one.evicted, one.reused) == (batch.evicted, batch.reused)

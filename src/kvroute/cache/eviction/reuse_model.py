@@ -86,7 +86,6 @@ class ReuseModel:
             self.halvings += 1
         return g
 
-
     def forgotten(self, ghosts: list[Ghost]) -> set[int]:
         """``resolve(cls, tokens, 0)`` for each segment of ``ghosts`` in turn (shallow
         first: the same counts, halvings at the same points), in one call: the eviction
