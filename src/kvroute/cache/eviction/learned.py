@@ -100,7 +100,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from kvroute.cache.eviction.leaf_classes import AGES, BUCKETS, GROUPS, group, new_aux
+from kvroute.cache.eviction.leaf_classes import AGES, GROUPS, group, new_aux
 from kvroute.cache.eviction.policy import EvictionPolicy
 from kvroute.cache.eviction.registry import register
 from kvroute.cache.eviction.reuse_model import Ghost, GhostList, ReuseModel, new_segment
@@ -165,11 +165,8 @@ class LearnedEviction(EvictionPolicy):
         return node.parent is not None and not node.children and node.lock_ref == 0
 
     def _push(self, node: Node) -> None:
+        g = group(node)
         aux = node.aux
-        length = len(node.key)  # its group, as leaf_classes.group (inlined: the hot path)
-        hits: int = aux[0] + (length <= aux[2])
-        g = (4 * (hits.bit_length() if hits < 64 else BUCKETS - 1) + 2 * (node.start > 0)
-             + (2 * length <= aux[3]))
         last = node.last_access
         best = self._best
         if node.slot > 0:
@@ -387,16 +384,11 @@ class LearnedEviction(EvictionPolicy):
 
     def _group_key(self, b: int) -> tuple[float, float, int, int]:
         heap = self._heaps[b]
-        while heap:  # as _top (inlined: once or twice per victim)
-            _, seq, node = heap[0]
-            if node.slot == seq:
-                if node.parent is not None and not node.children and node.lock_ref == 0:
-                    cls = b * AGES + min(AGES - 1, (self.epoch - node.mark).bit_length())
-                    return (self.model.p(cls), node.last_access, b, seq)
-                node.slot = -1  # its live entry goes: a later _push must not skip
-            heappop(heap)
-            self._entries -= 1
-        return (2.0, float("inf"), b, -1)  # empty: any push invalidates it
+        node = self._top(heap)
+        if node is None:
+            return (2.0, float("inf"), b, -1)  # empty: any push invalidates it
+        cls = b * AGES + min(AGES - 1, (self.epoch - node.mark).bit_length())
+        return (self.model.p(cls), node.last_access, b, heap[0][1])
 
     @staticmethod
     def _tail(node: Node) -> int:
@@ -435,8 +427,7 @@ class LearnedEviction(EvictionPolicy):
     def _unmarked(self) -> list[Node]:
         epoch = self.epoch
         leaves = [(seq, node) for heap in self._heaps for _, seq, node in heap
-                  if node.slot == seq and node.mark != epoch and not node.children
-                  and node.lock_ref == 0 and node.parent is not None]  # live, valid
+                  if node.slot == seq and node.mark != epoch and self._valid(node)]
         leaves.sort()  # in order of entry (seq is unique): independent of heap layout
         return [node for _, node in leaves]
 
