@@ -100,7 +100,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from kvroute.cache.eviction.leaf_classes import AGES, GROUPS, group, new_aux
+from kvroute.cache.eviction.leaf_classes import AGES, GROUPS, age_bucket, group, new_aux
 from kvroute.cache.eviction.policy import EvictionPolicy
 from kvroute.cache.eviction.registry import register
 from kvroute.cache.eviction.reuse_model import Ghost, GhostList, ReuseModel, new_segment
@@ -387,7 +387,7 @@ class LearnedEviction(EvictionPolicy):
         node = self._top(heap)
         if node is None:
             return (2.0, float("inf"), b, -1)  # empty: any push invalidates it
-        cls = b * AGES + min(AGES - 1, (self.epoch - node.mark).bit_length())
+        cls = b * AGES + age_bucket(self.epoch - node.mark)
         return (self.model.p(cls), node.last_access, b, heap[0][1])
 
     @staticmethod
@@ -410,7 +410,7 @@ class LearnedEviction(EvictionPolicy):
         ids, aux, epoch = node.key, node.aux, self.epoch
         keep = len(ids) - tokens
         # its class: a candidate's group is its live entry's (aux[4], as check() verifies)
-        seg = new_segment((aux[4] * AGES + min(AGES - 1, (epoch - node.mark).bit_length()),
+        seg = new_segment((aux[4] * AGES + age_bucket(epoch - node.mark),
                            tokens, epoch, predicted))
         tail = aux[1]
         aux[1] = None
