@@ -254,11 +254,8 @@ class GhostList:
         ``key`` hanging from ``anchor``, merged with the ghost of the node's earlier
         trims (under ``tail``, if it is still there: ``take`` then ``add``, in one call:
         the eviction hot path). Returns what ``add`` returns."""
-        entries = self._entries
-        old = entries.get(tail) if tail is not None else None
-        if old is not None and old.anchor is node:
-            del entries[tail]  # type: ignore[arg-type]  # not None: old was found under it
-            self.tokens -= old.tokens
+        old = self.take(tail, node) if tail is not None else None
+        if old is not None:
             old.spans.append(span)  # the lists are deepest first
             old.segments.append(segment)
             ghost = new_ghost((anchor, old.spans, segment[1] + old.tokens, old.segments, hits))
