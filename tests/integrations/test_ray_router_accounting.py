@@ -150,3 +150,39 @@ async def test_a_call_without_a_prompt_is_left_to_serve():
     assert await router.choose_replicas(reps, pr) == [reps]
     assert router.stats()["unrouted"] == 1 and router.stats()["routed"] == 0
     assert not heard  # nothing for the policy to hear about
+
+
+@pytest.mark.asyncio
+async def test_done_before_accepted_counts_ok_and_an_orphan_closes_after_the_grace():
+    """A fast replica's request is reported done before Serve reports it accepted: it
+    closes ok when its result is in, not as refused. A choice reported done that is never
+    accepted nor asked for again closes as refused at a sweep after the grace time."""
+    router, heard = make()
+    reps = [Replica(n, load_stats(0, 0, 0.1, 1000)) for n in "ab"]
+    router.update_replicas(reps)
+    t = [100.0]
+    router.clock = lambda: t[0]
+
+    pr = pending(0)
+    (rank,) = await router.choose_replicas(reps, pr)
+    pr.future.set_result(rank[0])
+    res = Result()
+    router.on_request_completed(rank[0].replica_id, "r0")  # done first...
+    router.on_request_routed(pr, rank[0].replica_id, res)  # ...then reported accepted
+    res.finish("answer")
+    await settle()
+    s = router.stats()
+    assert (s["ok"], s["failed"], s["open"]) == (1, 0, 0)
+
+    pr = pending(1)
+    (rank,) = await router.choose_replicas(reps, pr)
+    pr.future.set_result(rank[0])
+    router.on_request_completed(rank[0].replica_id, "r1")  # never accepted, never again
+    t[0] += 1.0
+    await router.choose_replicas(reps, pending(2))  # within the grace: still open
+    assert router.stats()["open"] == 2
+    t[0] += 10.0
+    await router.choose_replicas(reps, pending(3))  # past it: r1 closes as refused
+    s = router.stats()
+    assert (s["refused"], s["failed"], s["open"]) == (1, 1, 2)
+    assert heard[0] == 1 and sum(heard.values()) == 2

@@ -35,6 +35,7 @@ LOAD_KEYS = ("running", "waiting", "kv_usage", "kv_capacity")
 _ROUTES = (("messages", "chat"), ("prompt", "completions"), ("text", "generate"),
            ("input_ids", "generate"))
 _REFUSED_KEPT = 4096  # requests whose refusals are remembered
+_UNROUTED_GRACE_S = 5.0  # reported done but neither accepted nor asked again: refused
 _LIVE: weakref.WeakSet[KvrouteRouting] = weakref.WeakSet()
 
 
@@ -98,12 +99,14 @@ class KvrouteRouting(RequestRouter):  # type: ignore[misc, unused-ignore]  # Any
         self.counts: Counter[str] = Counter()  # routed, ok, failed, refused, unrouted
         self._chosen: dict[str, _Attempt] = {}  # by internal request id: not yet accepted
         self._refused: dict[str, set[ReplicaID]] = {}  # replicas that did not take it
+        self._done_unrouted: dict[str, float] = {}  # chosen, reported done, not accepted yet
+        self.clock = time.monotonic  # seconds; tests replace it
         _LIVE.add(self)
 
     # --- membership and load ----------------------------------------------------------
     def update_replicas(self, replicas: list[RunningReplica]) -> None:
         super().update_replicas(replicas)
-        now = time.monotonic()
+        now = self.clock()
         current = {r.replica_id for r in replicas}
         for rid in [m for m in self.members if m not in current]:
             self._remove(rid, now)
@@ -117,7 +120,7 @@ class KvrouteRouting(RequestRouter):  # type: ignore[misc, unused-ignore]  # Any
     def on_replica_actor_died(self, replica_id: ReplicaID) -> None:
         super().on_replica_actor_died(replica_id)
         if replica_id in self.members:
-            self._remove(replica_id, time.monotonic())
+            self._remove(replica_id, self.clock())
 
     def _add(self, replica: ReplicaID) -> None:
         if self.router is None:
@@ -155,12 +158,13 @@ class KvrouteRouting(RequestRouter):  # type: ignore[misc, unused-ignore]  # Any
     async def choose_replicas(self, candidate_replicas: list[RunningReplica],
                               pending_request: PendingRequest | None = None
                               ) -> list[list[RunningReplica]]:
-        now = time.monotonic()
+        now = self.clock()
         self._sweep(now)
         if pending_request is None:
             return [candidate_replicas]
         key = pending_request.metadata.internal_request_id
         prev = self._chosen.pop(key, None)
+        self._done_unrouted.pop(key, None)
         if prev is not None:  # Serve asks again: the last choice did not take it
             self._close_unaccepted(prev, now)
             self._refuse(key, prev.replica)
@@ -187,11 +191,12 @@ class KvrouteRouting(RequestRouter):  # type: ignore[misc, unused-ignore]  # Any
                           result: Any) -> None:
         key = pending_request.metadata.internal_request_id
         self._refused.pop(key, None)
+        self._done_unrouted.pop(key, None)
         att = self._chosen.pop(key, None)
         if att is None:
             return  # not the policy's (no prompt)
         if att.replica != replica_id:  # cannot happen with one replica per rank
-            self._close_unaccepted(att, time.monotonic())
+            self._close_unaccepted(att, self.clock())
             return
         loop = self._event_loop
         d = att.dispatch
@@ -199,13 +204,16 @@ class KvrouteRouting(RequestRouter):  # type: ignore[misc, unused-ignore]  # Any
             lambda out, d=d: loop.call_soon_threadsafe(self._finished, d, out))
 
     def on_request_completed(self, replica_id: ReplicaID, internal_request_id: str) -> None:
+        """Serve reports a request done on ``replica_id``. If the replica never accepted it
+        (rejected, or the send failed), Serve asks again for it (``choose_replicas`` closes
+        this choice then) or its caller gives up (``_sweep``). A fast replica's accepted
+        request can also be reported done *before* ``on_request_routed``: so nothing is
+        closed here; a choice reported done that neither is accepted nor asked for again
+        within ``_UNROUTED_GRACE_S`` is closed as refused by a later ``_sweep``."""
         att = self._chosen.get(internal_request_id)
         fut = att.request.future if att is not None else None
-        if att is not None and fut is not None and att.replica == replica_id \
-                and fut.done():  # handed to the replica, never accepted
-            del self._chosen[internal_request_id]
-            self._refuse(internal_request_id, att.replica)
-            self._close_unaccepted(att, time.monotonic())
+        if att is not None and fut is not None and att.replica == replica_id and fut.done():
+            self._done_unrouted.setdefault(internal_request_id, self.clock())
 
     def _refuse(self, key: str, replica: ReplicaID) -> None:
         """Leave ``replica`` out when Serve asks again for request ``key``. A request that
@@ -216,7 +224,7 @@ class KvrouteRouting(RequestRouter):  # type: ignore[misc, unused-ignore]  # Any
 
     def _finished(self, d: Dispatch, out: Any) -> None:
         ok = not isinstance(out, BaseException)
-        if self.router is not None and self.router.complete(d, time.monotonic(), ok=ok):
+        if self.router is not None and self.router.complete(d, self.clock(), ok=ok):
             self.counts["ok" if ok else "failed"] += 1
 
     def _close_unaccepted(self, att: _Attempt, now: float) -> None:
@@ -227,12 +235,21 @@ class KvrouteRouting(RequestRouter):  # type: ignore[misc, unused-ignore]  # Any
             self.counts["refused"] += 1
 
     def _sweep(self, now: float) -> None:
-        """Close the choices whose callers gave up before a replica took them."""
+        """Close the choices whose callers gave up before a replica took them, and those
+        reported done that were neither accepted nor asked for again in the grace time."""
         for key, att in list(self._chosen.items()):
             if att.request.future.cancelled():
                 del self._chosen[key]
                 self._refused.pop(key, None)
+                self._done_unrouted.pop(key, None)
                 self._close_unaccepted(att, now)
+        for key, at in list(self._done_unrouted.items()):
+            if now - at > _UNROUTED_GRACE_S:
+                del self._done_unrouted[key]
+                self._refused.pop(key, None)
+                gone = self._chosen.pop(key, None)
+                if gone is not None:
+                    self._close_unaccepted(gone, now)
 
     # --- introspection ------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:

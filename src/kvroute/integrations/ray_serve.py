@@ -29,8 +29,10 @@ Contract:
   (``on_request_routed``) closes when its result is done (ok unless the result is an
   error); one the replica did not take (queue full, rejected, the caller cancelled)
   closes as failed and undelivered when Serve asks again for the same request (that
-  replica is then left out for it, unless nothing else is left) or reports it completed
-  unaccepted; one on a replica that leaves closes as failed with it. This needs Serve's
+  replica is then left out for it, unless nothing else is left), when its caller gives
+  up, or when Serve reported it done and neither accepted it nor asked again within 5 s
+  (a fast replica's request can be reported done just before it is reported accepted);
+  one on a replica that leaves closes as failed with it. This needs Serve's
   rejection protocol, on by default (off through Ray Client, which is not supported).
 """
 
