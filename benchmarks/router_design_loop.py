@@ -2,7 +2,7 @@
 the other policies' rows already generated into docs/routing-results.md.
 
     PYTHONPATH=src python benchmarks/router_design_loop.py \
-        [--routing learned] [--policy-arg KEY=VALUE ...] \
+        [--routing learned] [--policy-arg KEY=VALUE ...] [--seeds 4,5,6] \
         [--trace ../shared/traces/mooncake_synthetic_trace.jsonl]
 
 ``kvroute compare --routers`` runs all 22 policies (about 13 minutes on 2 cores); a change
@@ -10,10 +10,10 @@ to one policy changes only its own rows. This script runs the preset for that on
 (about 40 seconds for ``learned``) and prints what the preset would: its geometric-mean
 advantage over the best other non-oracle policy of each cell (mean E2E, mean TTFT, p99
 TTFT), how many cells it is within 2% of the best on mean E2E and mean TTFT, and its worst
-cells. The other policies' values are read from the doc's generated table (design seeds
-1-3), so the score is the preset's only while those rows are current and only for seeds
-1-3: check a candidate on seeds 4-6 with the whole preset (``--seeds 4,5,6``) before
-reporting it.
+cells. The other policies' values are read from the doc's generated tables: the design
+seeds 1,2,3 (``routers``, the default) or the check seeds 4,5,6 (``routers-check``), so
+the score is the preset's only while those rows are current. Design on the first, check
+on the second before reporting.
 """
 
 from __future__ import annotations
@@ -36,14 +36,19 @@ def cell(workload: str, order: str, load: str | float) -> tuple[str, str, float]
     return workload, order if workload == "gsp" else "", float(load)
 
 
-def best_others(doc: str, routing: str) -> dict[tuple[str, str, float], dict[str, float]]:
-    """Per cell and metric, the lowest value among the doc's rows of the other non-oracle
-    policies."""
+SECTIONS = {"1,2,3": "routers", "4,5,6": "routers-check"}  # seeds -> the doc's rows
+
+
+def best_others(doc: str, section: str,
+                routing: str) -> dict[tuple[str, str, float], dict[str, float]]:
+    """Per cell and metric, the lowest value among the doc's rows (in ``section``) of the
+    other non-oracle policies."""
     with open(doc, encoding="utf-8") as f:
         text = f.read()
-    if "<!-- BEGIN routers -->" not in text:
-        sys.exit(f"{doc} has no generated routers table")
-    rows = text.split("<!-- BEGIN routers -->")[1].split("<!-- END routers -->")[0]
+    begin, end = f"<!-- BEGIN {section} -->", f"<!-- END {section} -->"
+    if begin not in text:
+        sys.exit(f"{doc} has no generated {section} table")
+    rows = text.split(begin)[1].split(end)[0]
     best: dict[tuple[str, str, float], dict[str, float]] = {}
     for line in rows.splitlines():
         c = [x.strip() for x in line.strip().strip("|").split("|")]
@@ -60,15 +65,20 @@ def main() -> None:
     ap.add_argument("--routing", default="learned", help="the policy under design")
     ap.add_argument("--policy-arg", action="append", default=[], metavar="KEY=VALUE",
                     help="a parameter of the policy (repeat for more)")
+    ap.add_argument("--seeds", default="1,2,3", choices=sorted(SECTIONS),
+                    help="design (1,2,3) or check (4,5,6) seeds")
     ap.add_argument("--trace", default=TRACE, help="the Mooncake trace of the preset")
     ap.add_argument("--doc", default=DOC, help="where the other policies' rows are")
     args = ap.parse_args()
     if not os.path.exists(args.trace):
         sys.exit(f"no trace at {args.trace}: give --trace (the preset's Mooncake cells)")
-    best = best_others(args.doc, args.routing)
+    best = best_others(args.doc, SECTIONS[args.seeds], args.routing)
+    if not best:
+        sys.exit(f"{args.doc} has no rows for seeds {args.seeds} yet: generate them first")
     with tempfile.TemporaryDirectory() as out:
         cmd = [sys.executable, "-m", "kvroute", "compare", "--routers", "--routings",
-               args.routing, "--trace", args.trace, "--no-ceilings", "--jobs",
+               args.routing, "--seeds", args.seeds, "--trace", args.trace, "--no-ceilings",
+               "--jobs",
                str(min(2, os.cpu_count() or 1)), "--out", out]
         for a in args.policy_arg:
             cmd += ["--policy-arg", a]
@@ -89,7 +99,7 @@ def main() -> None:
         cells.append((a["e2e"], a["ttft"], f"{r['workload']}{order} @{r['load']}",
                       r["hit_rate"]))
     geo = {name: math.exp(sum(map(math.log, v)) / len(v)) for name, v in adv.items()}
-    print(f"{' '.join([args.routing, *args.policy_arg])}: geo-mean advantage, seeds 1-3: "
+    print(f"{' '.join([args.routing, *args.policy_arg])}: geo-mean advantage, seeds {args.seeds}: "
           f"E2E {geo['e2e']:.3f}x, TTFT {geo['ttft']:.3f}x, p99 TTFT {geo['p99']:.3f}x; "
           f"within 2% on E2E in {sum(c[0] >= 0.98 for c in cells)} of {len(cells)} cells, "
           f"on TTFT in {sum(c[1] >= 0.98 for c in cells)}")
