@@ -78,8 +78,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as out:
         cmd = [sys.executable, "-m", "kvroute", "compare", "--routers", "--routings",
                args.routing, "--seeds", args.seeds, "--trace", args.trace, "--no-ceilings",
-               "--jobs",
-               str(min(2, os.cpu_count() or 1)), "--out", out]
+               "--jobs", str(min(2, os.cpu_count() or 1)), "--out", out]
         for a in args.policy_arg:
             cmd += ["--policy-arg", a]
         done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
