@@ -184,8 +184,8 @@ def test_hit_rate_on_gsp_is_pinned(capacity, hit_rate):
 
 
 def test_forgotten_settles_as_resolve_does_one_segment_at_a_time():
-    """The hot path's batch settling of forgotten ghosts counts, halves and marks stale
-    exactly as ``resolve(cls, tokens, 0)`` on each segment, shallow first."""
+    """Settling the ghosts that fell off the list counts, halves and marks stale exactly
+    as ``resolve(cls, tokens, 0)`` on each of their segments in turn, shallow first."""
     rng = np.random.default_rng(3)
     one, batch = ReuseModel(4, 5, horizon=50), ReuseModel(4, 5, horizon=50)
     for _ in range(40):

@@ -87,14 +87,15 @@ heaps' layout), and visits only the leaves drawn.
 
 Replay time (issue 13: within 2x of rlt's; not met). Every victim is one Python step:
 the lookup above, a ghost (merged with the leaf's earlier trims by appending to its
-lists, in O(1), never by copying ids), the ghosts it pushes out (settled in the model in
-one call, and an echo made), the tree's trim and the leaf's new heap entry: about 6-9
+lists, in O(1), never by copying ids), the ghosts it pushes out (each segment settled in
+the model, and an echo made), the tree's trim and the leaf's new heap entry: about 6-9
 us, against rlt's numpy batches that draw a whole call's steps at once. Measured
 figures: docs/eviction-results.md.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from heapq import heapify, heappop, heappush
 from typing import TYPE_CHECKING
 
@@ -221,19 +222,12 @@ class LearnedEviction(EvictionPolicy):
                 self.phase_tokens = len(node.key)
 
     def _resolve(self, cls: int, tokens: int, reused: int) -> None:
-        g = self.model.resolve(cls, tokens, reused)
-        if self._best[g] is not None:
-            self._best[g] = None
-            self._dirty.append(g)
-        if self.model.halvings != self._halvings:
-            self._halvings = self.model.halvings
-            self._forget_all()
+        self._changed((self.model.resolve(cls, tokens, reused),))
 
-    def _forgotten(self, gone: list[Ghost]) -> None:
-        """``_resolve`` each segment of ghosts that fell off the list as not reused (a
-        halving is looked at once, after them: it marks every group stale anyway)."""
+    def _changed(self, groups: Iterable[int]) -> None:
+        """The model's estimates changed for ``groups`` (for all, if it halved)."""
         best, dirty = self._best, self._dirty
-        for g in self.model.forgotten(gone):
+        for g in groups:
             if best[g] is not None:
                 best[g] = None
                 dirty.append(g)
@@ -418,7 +412,7 @@ class LearnedEviction(EvictionPolicy):
         key = (id(anchor), cache.child_key(ids, keep))
         gone = self.ghosts.add_trim(tail, node, key, anchor, ids[keep:], seg, aux[0])
         if gone:
-            self._forgotten(gone)
+            self._changed(self.model.forgotten(gone))
         cache.trim_leaf(node, tokens)
         if keep > 0:
             aux[1] = key

@@ -87,29 +87,10 @@ class ReuseModel:
         return g
 
     def forgotten(self, ghosts: list[Ghost]) -> set[int]:
-        """``resolve(cls, tokens, 0)`` for each segment of ``ghosts`` in turn (shallow
-        first: the same counts, halvings at the same points), in one call: the eviction
-        hot path. Returns the groups whose estimates changed."""
-        size, horizon, evicted, group_evicted = (self.size, self.horizon, self.evicted,
-                                                 self._group_evicted)
-        changed = set()
-        for ghost in ghosts:
-            for cls, tokens, _, _ in reversed(ghost.segments):
-                g = cls // size
-                evicted[cls] += tokens  # reused: + 0
-                group_evicted[g] += tokens
-                changed.add(g)
-                self._since += tokens
-                if self._since >= horizon:
-                    self._since = 0
-                    for counts in (evicted, self.reused, group_evicted, self._group_reused):
-                        counts[:] = [x * 0.5 for x in counts]
-                    self._p = [-1.0] * len(self._p)
-                    self.halvings += 1
-        p, stale = self._p, self._stale
-        for g in changed:
-            p[g * size:(g + 1) * size] = stale
-        return changed
+        """``resolve(cls, tokens, 0)`` for each segment of ``ghosts`` (forgotten, never
+        asked for again), shallow first; the groups whose estimates changed."""
+        return {self.resolve(cls, tokens, 0)
+                for ghost in ghosts for cls, tokens, _, _ in reversed(ghost.segments)}
 
 
 class Segment(NamedTuple):
