@@ -6,7 +6,7 @@ import pytest
 
 from kvroute.cache import RadixCache, make_policy, replay
 from kvroute.cache.eviction.learned import LearnedEviction
-from kvroute.cache.eviction.reuse_model import ReuseModel, new_ghost, new_segment
+from kvroute.cache.eviction.reuse_model import Ghost, ReuseModel, Segment
 from kvroute.errors import ConfigError
 from kvroute.workloads.adversarial import AdversarialConfig, adversarial_cycle
 from kvroute.workloads.gsp import GSPConfig, generate_gsp
@@ -191,9 +191,9 @@ def test_forgotten_settles_as_resolve_does_one_segment_at_a_time():
     for _ in range(40):
         ghosts = []
         for _ in range(int(rng.integers(1, 4))):
-            segs = [new_segment((int(rng.integers(20)), int(rng.integers(1, 9)), 0, 0))
+            segs = [Segment(int(rng.integers(20)), int(rng.integers(1, 9)), 0, False)
                     for _ in range(int(rng.integers(1, 4)))]  # deepest first
-            ghosts.append(new_ghost((None, [], sum(s.tokens for s in segs), segs, 0)))
+            ghosts.append(Ghost(None, [], sum(s.tokens for s in segs), segs, 0))
         for g in ghosts:
             for seg in reversed(g.segments):
                 one.resolve(seg.cls, seg.tokens, 0)

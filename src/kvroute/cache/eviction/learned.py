@@ -104,7 +104,7 @@ import numpy as np
 from kvroute.cache.eviction.leaf_classes import AGES, GROUPS, age_bucket, group, new_aux
 from kvroute.cache.eviction.policy import EvictionPolicy
 from kvroute.cache.eviction.registry import register
-from kvroute.cache.eviction.reuse_model import Ghost, GhostList, ReuseModel, new_segment
+from kvroute.cache.eviction.reuse_model import Ghost, GhostList, ReuseModel, Segment
 from kvroute.errors import ConfigError, IntegrityError
 
 if TYPE_CHECKING:
@@ -404,8 +404,7 @@ class LearnedEviction(EvictionPolicy):
         ids, aux, epoch = node.key, node.aux, self.epoch
         keep = len(ids) - tokens
         # its class: a candidate's group is its live entry's (aux[4], as check() verifies)
-        seg = new_segment((aux[4] * AGES + age_bucket(epoch - node.mark),
-                           tokens, epoch, predicted))
+        seg = Segment(aux[4] * AGES + age_bucket(epoch - node.mark), tokens, epoch, predicted)
         tail = aux[1]
         aux[1] = None
         anchor = node if keep > 0 else node.parent

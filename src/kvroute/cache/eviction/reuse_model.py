@@ -31,13 +31,11 @@ Nothing here reads a clock or a random generator.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
-from functools import partial
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple
 
 import numpy as np
 
-__all__ = ["Ghost", "GhostList", "ReuseModel", "Segment", "new_ghost", "new_segment"]
+__all__ = ["Ghost", "GhostList", "ReuseModel", "Segment"]
 
 
 class ReuseModel:
@@ -134,12 +132,6 @@ class Ghost(NamedTuple):
         return out
 
 
-# Build a Segment or a Ghost from one tuple of its fields, without the Python-level
-# __new__ of a NamedTuple (the eviction hot path makes one of each per victim).
-new_segment = cast(Callable[[Iterable[Any]], Segment], partial(tuple.__new__, Segment))
-new_ghost = cast(Callable[[Iterable[Any]], Ghost], partial(tuple.__new__, Ghost))
-
-
 class Echo(NamedTuple):
     """What is left of a ghost after its span is forgotten: enough to tell that the
     span comes back (its popularity) and about how much of it, in O(log) ids: the id
@@ -151,9 +143,6 @@ class Echo(NamedTuple):
     hits: int
     ends: list[int]  # prefix lengths: 2, 4, 8, ... pages, and the whole span
     last: list[int]  # the id that ends each of those prefixes
-
-
-_new_echo = cast(Callable[[Iterable[Any]], Echo], partial(tuple.__new__, Echo))
 
 
 class GhostList:
@@ -174,13 +163,7 @@ class GhostList:
         # 2, 4, 8, ... pages while shorter than the span, then the span's length
         ends = self._doublings[:max(0, ((length - 1) // self.page).bit_length() - 1)]
         ends.append(length)  # a few ids: plain lists are cheaper than arrays here
-        spans = ghost.spans
-        if len(spans) == 1:  # one trim's span (most ghosts): read it directly
-            span = spans[0]
-            last = [span.item(end - 1) for end in ends]
-        else:
-            last = ghost.ids_at(ends)
-        self._echoes[key] = _new_echo((ghost.anchor, length, ghost.hits, ends, last))
+        self._echoes[key] = Echo(ghost.anchor, length, ghost.hits, ends, ghost.ids_at(ends))
         self.echo_tokens += length
         while self.echo_tokens > self.memory and self._echoes:
             self.echo_tokens -= self._echoes.popitem(last=False)[1].tokens
@@ -239,9 +222,9 @@ class GhostList:
         if old is not None:
             old.spans.append(span)  # the lists are deepest first
             old.segments.append(segment)
-            ghost = new_ghost((anchor, old.spans, segment[1] + old.tokens, old.segments, hits))
+            ghost = Ghost(anchor, old.spans, segment.tokens + old.tokens, old.segments, hits)
         else:
-            ghost = new_ghost((anchor, [span], segment[1], [segment], hits))
+            ghost = Ghost(anchor, [span], segment.tokens, [segment], hits)
         return self.add(key, ghost)
 
     def take(self, key: tuple[int, object], anchor: Any) -> Ghost | None:
