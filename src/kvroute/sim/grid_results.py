@@ -98,12 +98,10 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> st
     return "\n".join([head, rule, *body])
 
 
-def _case_label(wl: str, od: str, load: float | None, sep: str = "\n") -> str:
-    return wl + (f"{sep}{od}" if od else "") + (f"{sep}@{load:g}" if load is not None else "")
-
-
-def _case_file(wl: str, od: str, load: float | None) -> str:
-    return wl + (f"_{od}" if od else "") + (f"_load{load:g}" if load is not None else "")
+def _case_label(wl: str, od: str, load: float | None, sep: str = "\n", at: str = "@") -> str:
+    """A cell's name: one part per line for an axis (``gsp``, ``random``, ``@0.8``);
+    ``gsp_random_load0.8`` with ``sep="_", at="load"`` for a file."""
+    return wl + (f"{sep}{od}" if od else "") + (f"{sep}{at}{load:g}" if load is not None else "")
 
 
 def _legend_outside(ax: Any, n: int) -> None:
@@ -194,7 +192,7 @@ def plot_grid(rows: Sequence[dict[str, Any]], runs: Sequence[dict[str, Any]],
         ax.set_title(f"E2E CDF: {_case_label(wl, od, load, ' ')} (seed {first_seed})")
         ax.grid(alpha=0.3)
         _legend_outside(ax, len(pairs))
-        save(fig, f"cdf_{_case_file(wl, od, load)}.png")
+        save(fig, f"cdf_{_case_label(wl, od, load, '_', 'load')}.png")
     return written
 
 
