@@ -69,6 +69,7 @@ def main() -> None:
                     help="design (1,2,3) or check (4,5,6) seeds")
     ap.add_argument("--trace", default=TRACE, help="the Mooncake trace of the preset")
     ap.add_argument("--doc", default=DOC, help="where the other policies' rows are")
+    ap.add_argument("--worst", type=int, default=5, help="how many of the worst cells to list")
     args = ap.parse_args()
     if not os.path.exists(args.trace):
         sys.exit(f"no trace at {args.trace}: give --trace (the preset's Mooncake cells)")
@@ -102,7 +103,7 @@ def main() -> None:
           f"E2E {geo['e2e']:.3f}x, TTFT {geo['ttft']:.3f}x, p99 TTFT {geo['p99']:.3f}x; "
           f"within 2% on E2E in {sum(c[0] >= 0.98 for c in cells)} of {len(cells)} cells, "
           f"on TTFT in {sum(c[1] >= 0.98 for c in cells)}")
-    for e2e, ttft, name, hit in sorted(cells)[:5]:
+    for e2e, ttft, name, hit in sorted(cells)[:args.worst]:
         print(f"  {name}: E2E {e2e:.3f}x, TTFT {ttft:.3f}x, hit rate {hit:.3f}")
 
 

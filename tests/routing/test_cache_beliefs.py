@@ -102,3 +102,20 @@ def test_prompts_in_flight_on_an_exact_worker_count_until_their_dispatch_closes(
     assert router.matched(_req([1, 2, 3, 4])).tolist() == [0, 3]  # second still open
     router.complete(second, 1.5)
     assert router.matched(_req([1, 2, 3, 4])).tolist() == [0, 1]  # the source alone
+
+
+def test_last_sent_comes_from_routing_history_even_for_exact_workers() -> None:
+    """When each worker was last sent its longest prefix: the approximate index's record
+    times, for an exact worker as well (its events say what is held, not when it was asked
+    for); -inf where nothing was sent, and without an index."""
+    policy = Fixed(0)
+    router = Router(policy, 3)
+    router.route(_req([1, 2, 3]), 1.0)
+    router.route(_req([1, 2, 4]), 2.0)  # worker 0's [1, 2] was last sent at 2.0
+    policy.w = 1
+    router.attach_exact(1, FakeExact(np.array([1, 2, 3], dtype=np.int64)))
+    router.route(_req([1, 2, 3]), 3.0)
+    assert router.caches.last_sent(_req([1, 2, 3, 9]).units).tolist() == [1.0, 3.0, -np.inf]
+    assert router.caches.last_sent(_req([1, 2, 7]).units).tolist() == [2.0, 3.0, -np.inf]
+    bare = Router(make_router_policy("round_robin"), 2)
+    assert bare.caches.last_sent(_req([1, 2]).units).tolist() == [-np.inf, -np.inf]

@@ -68,6 +68,12 @@ def test_matches_a_naive_model(records: list[tuple[int, list[int]]], probe: list
         idx.check_integrity()
 
     assert_naive_model(idx, held, probe)
+    # last_sent: the latest record of each worker that reaches its deepest matched node,
+    # i.e. that shares at least its match with the probe
+    want = idx.match(np.array(probe, dtype=np.int64)).tolist()
+    last = [max((float(t) for t, (v, seq) in enumerate(records) if v == w and m > 0
+                 and seq[:m] == probe[:m]), default=-np.inf) for w, m in enumerate(want)]
+    assert idx.last_sent(np.array(probe, dtype=np.int64)).tolist() == last
 
 
 @settings(max_examples=80, deadline=None)

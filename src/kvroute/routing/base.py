@@ -110,6 +110,10 @@ class PrefixSource(Protocol):
     def sizes(self) -> np.ndarray:
         """Units each worker holds."""
 
+    def last_sent(self, units: np.ndarray) -> np.ndarray:
+        """Per worker, when it was last sent the longest prefix of ``units`` it holds
+        (-inf where it holds none or nobody knows)."""
+
 
 class ClusterView:
     """A read-only window on the router's state, handed to ``RoutingPolicy.route``.
@@ -202,6 +206,14 @@ class ClusterView:
         if req._matched is None:
             req._matched = self._index.match(req.units, self.now)
         return req._matched
+
+    def last_sent(self, req: RouteRequest) -> np.ndarray:
+        """Per worker, when the router last sent it the longest prefix of ``req`` it is
+        believed to hold (seconds on the router's clock; -inf where none): of several
+        workers holding the same prefix, the freshest copy is the last sent."""
+        if self._index is None:
+            raise RuntimeError("this policy did not declare uses_index = True")
+        return self._index.last_sent(req.units)
 
     def index_sizes(self) -> np.ndarray:
         """Units in the router's prefix index per worker (the 'tree size')."""

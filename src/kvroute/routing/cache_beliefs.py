@@ -16,7 +16,9 @@ Contract:
   that source is ``in_sync`` (raised to the longest common prefix with a prompt in flight
   there, see below), else from the approximate index (0 without one).
   ``sizes()``: the same choice for the units each worker holds. ``exact(w)``: whether
-  worker ``w`` answers from an exact source right now.
+  worker ``w`` answers from an exact source right now. ``last_sent(units)``: when each
+  worker was last sent its longest prefix of ``units``, from the approximate index's
+  routing history (an exact source says what is held, not when it was last asked for).
 * In flight. An engine reports a prompt only once it has computed it, but a prompt routed
   to a worker is there for whatever arrives after it (requests run and are admitted in
   order, and a running request's blocks cannot be evicted). So the router declares each
@@ -135,6 +137,14 @@ class CacheBeliefs:
                     held = max(held, _common(prompt, units))
                 out[w] = held
         return out
+
+    def last_sent(self, units: np.ndarray) -> np.ndarray:
+        """Per worker, when the router last sent it the longest prefix of ``units`` it is
+        believed to hold, from the approximate index (routing history, kept for every
+        worker); -inf where unknown."""
+        if self.approx is None:
+            return np.full(len(self._exact), -np.inf)
+        return self.approx.last_sent(units)
 
     def approx_match(self, units: np.ndarray, worker: int) -> int:
         """The approximate index's match alone, for one worker (0 without an index)."""

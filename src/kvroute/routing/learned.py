@@ -18,6 +18,9 @@ allowed worker ``w``:
     lam_w  = decoding_w + (in_flight_w + mean in-flight over the allowed workers) / 2
     copy_w = a0 * (max_v h_v - h_w) / 1000          seconds to recompute what another
                                                     allowed worker already holds
+             + consolidate * a0 * max_v h_v / 1000  if w is one of several (not all)
+                                                    allowed workers holding that longest
+                                                    prefix, but not the one last sent it
     cost_w = (1 + ttft_weight) * TTFT_w + dec_w + lam_w * work_w
              + copy_weight * (1 - r) * (1 + lam_w) * copy_w
 
@@ -51,6 +54,13 @@ request's own predicted latency (reported as ``Decision.predicted_s``). The term
   while no engine reports cached tokens). A burst of one group (short reuse distance,
   ``r`` near 1) may still spread; a group that comes back after the caches have turned
   over stays on its worker.
+* Consolidation: once a prefix group has spread over several workers (a burst, or before
+  the engines' reports showed cache to be scarce), sending its next request to any holder
+  but the one last sent it (``view.last_sent``: the freshest copy) keeps a duplicate
+  alive, which costs cache space as a copy does, in part (``consolidate`` of a copy, 0.5).
+  The stale copies then age out of their caches unless the freshest holder is too busy.
+  A prefix every allowed worker holds is left alone: shared cluster-wide (a common system
+  prompt, or a group hot enough to need every worker), it has no copy to give up.
 
 Learning (all from completions; errors teach nothing):
 
@@ -68,9 +78,9 @@ Learning (all from completions; errors teach nothing):
 Parameters: ``forget`` 0.998 (forgetting factor of every estimate, in (0, 1]);
 ``prior_ktoken_s`` 0.1 (prior seconds per 1000 prefill units, replaced by the first few
 hundred completions; the decision does not depend on its scale when costs are
-prefill-bound); ``ttft_weight`` 3 and ``copy_weight`` 30 (>= 0; chosen on the design
-grid of ``docs/routing-results.md``, seeds 1-3, and checked on seeds 4-6). No constant
-depends on a workload. Telemetry: :meth:`telemetry` gives the
+prefill-bound); ``ttft_weight`` 3, ``copy_weight`` 30 and ``consolidate`` 0.5 (>= 0;
+chosen on the design grid of ``docs/routing-results.md``, seeds 1-3, and checked on seeds
+4-6). No constant depends on a workload. Telemetry: :meth:`telemetry` gives the
 mean absolute and signed error of the predicted TTFT and E2E against the observed ones.
 """
 
@@ -132,14 +142,16 @@ class Learned(RoutingPolicy):
 
     def __init__(self, seed: int = 0, *, forget: float = 0.998,
                  prior_ktoken_s: float = 0.1, ttft_weight: float = 3.0,
-                 copy_weight: float = 30.0) -> None:
+                 copy_weight: float = 30.0, consolidate: float = 0.5) -> None:
         super().__init__(seed)
-        for name, value in (("ttft_weight", ttft_weight), ("copy_weight", copy_weight)):
+        for name, value in (("ttft_weight", ttft_weight), ("copy_weight", copy_weight),
+                            ("consolidate", consolidate)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) \
                     or not (math.isfinite(value) and value >= 0):
                 raise ConfigError(f"learned: {name} must be >= 0, got {value!r}")
         self.ttft_weight = float(ttft_weight)
         self.copy_weight = float(copy_weight)
+        self.consolidate = float(consolidate)
         if isinstance(forget, bool) or not isinstance(forget, (int, float)) \
                 or not 0.0 < forget <= 1.0:
             raise ConfigError(f"learned: forget must be in (0, 1], got {forget!r}")
@@ -220,7 +232,14 @@ class Learned(RoutingPolicy):
         decoding = np.maximum(flight - np.minimum(waiting, flight), 0.0)
         allowed = view.candidates()
         lam = decoding + (flight + float(flight[allowed].mean())) / 2.0
-        copy = a[0] * np.maximum(float(hit[allowed].max()) - hit, 0.0) / 1000.0
+        top = float(hit[allowed].max())
+        copy = a[0] * np.maximum(top - hit, 0.0) / 1000.0
+        if self.consolidate > 0 and top > 0:
+            holders = allowed[hit[allowed] == top]
+            if 1 < len(holders) < len(allowed):
+                last = view.last_sent(req)
+                others = holders[holders != holders[np.argmax(last[holders])]]
+                copy[others] += self.consolidate * a[0] * top / 1000.0
         scarcity = self.copy_weight * (1.0 - self.hit_realisation)
         cost = own + self.ttft_weight * ttft + lam * work + scarcity * (1.0 + lam) * copy
         return cost, own, ttft, unc, ahead

@@ -9,7 +9,8 @@ Contract:
 
 * ``match(units)`` returns, for every worker, the length of the longest prefix of
   ``units`` it holds. It changes nothing (no split, no timestamp), so probing costs one
-  walk down the tree whatever the number of workers.
+  walk down the tree whatever the number of workers. ``last_sent(units)`` walks the same
+  path and gives, per worker, the time of its record at the deepest node it matched.
 * ``record(w, units, now)`` marks every prefix of ``units`` as held by ``w`` at ``now``;
   ``forget(w, units, keep, now)`` undoes it beyond the ``keep`` units ``w`` held before,
   for a request that never reached ``w`` (later records of those units stay);
@@ -80,6 +81,16 @@ class PrefixIndex:
 
     def match(self, units: np.ndarray, now: float = 0.0) -> np.ndarray:
         """Longest prefix of ``units`` each worker holds (``now`` is unused: no side effect)."""
+        return self._walk(units, None)
+
+    def last_sent(self, units: np.ndarray) -> np.ndarray:
+        """Per worker, when it was last recorded at the deepest node of ``units`` it holds
+        (the freshest sign of its copy of its longest prefix); -inf where it holds none."""
+        times = np.full(len(self._sizes), -np.inf)
+        self._walk(units, times)
+        return times
+
+    def _walk(self, units: np.ndarray, times: np.ndarray | None) -> np.ndarray:
         out = np.zeros(len(self._sizes), dtype=np.int64)
         node, pos, n = self.root, 0, len(units)
         while pos < n:
@@ -90,6 +101,9 @@ class PrefixIndex:
             pos += m
             for w in child.tenants:
                 out[w] = pos
+            if times is not None:
+                for w, t in child.tenants.items():
+                    times[w] = t
             if m < len(child.key):
                 break
             node = child
