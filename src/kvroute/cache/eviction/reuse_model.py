@@ -20,10 +20,14 @@
   successive trims of one leaf append to one ghost's lists). Entries
   keep their anchor alive (the id cannot be reused while the entry exists). The list
   holds at most ``capacity`` tokens of ghosts, oldest dropped first (as ARC's ghost
-  lists: "would a cache twice as large have kept it?"). A dropped ghost leaves an
-  :class:`Echo` (no span: its length, hits, and the ids ending its prefixes of 2, 4,
-  8, ... pages and its whole length) for ``memory`` more tokens, so that popularity
-  outlives the span (``recall``).
+  lists: "would a cache twice as large have kept it?"). A dropped ghost stays as an
+  *echo* for ``memory`` more tokens, so that popularity outlives the span (``recall``):
+  it is no longer credited, only checked, at the ids ending its prefixes of 2, 4, 8,
+  ... pages and its whole length. An echo is the dropped ghost object itself (its
+  arrays are views of the evicted keys: nothing is copied when it is made, and those
+  ids are read only when it is recalled, which most echoes never are); it keeps its
+  ids in memory, so the ghosts and echoes together hold at most ``capacity + memory``
+  tokens of ids.
 
 Nothing here reads a clock or a random generator.
 """
@@ -132,19 +136,6 @@ class Ghost(NamedTuple):
         return out
 
 
-class Echo(NamedTuple):
-    """What is left of a ghost after its span is forgotten: enough to tell that the
-    span comes back (its popularity) and about how much of it, in O(log) ids: the id
-    ending each prefix of doubling length (a sampled check: a false agreement only
-    misjudges a span's popularity, never the cache's contents)."""
-
-    anchor: Any
-    tokens: int
-    hits: int
-    ends: list[int]  # prefix lengths: 2, 4, 8, ... pages, and the whole span
-    last: list[int]  # the id that ends each of those prefixes
-
-
 class GhostList:
     def __init__(self, capacity: int, memory: int = 0, page: int = 1) -> None:
         self.page = page
@@ -154,17 +145,16 @@ class GhostList:
         self._entries: OrderedDict[tuple[int, object], Ghost] = OrderedDict()
         self.memory = memory
         self.echo_tokens = 0
-        self._echoes: OrderedDict[tuple[int, object], Echo] = OrderedDict()
+        self._echoes: OrderedDict[tuple[int, object], Ghost] = OrderedDict()
 
     def _echo(self, key: tuple[int, object], ghost: Ghost) -> None:
+        """Keep the forgotten ``ghost`` as an echo: as it is (its arrays are views, so
+        nothing is copied; the ids an echo is checked at are read only if it is
+        recalled, and most never are)."""
         if self.memory <= 0:
             return
-        length = ghost.tokens
-        # 2, 4, 8, ... pages while shorter than the span, then the span's length
-        ends = self._doublings[:max(0, ((length - 1) // self.page).bit_length() - 1)]
-        ends.append(length)  # a few ids: plain lists are cheaper than arrays here
-        self._echoes[key] = Echo(ghost.anchor, length, ghost.hits, ends, ghost.ids_at(ends))
-        self.echo_tokens += length
+        self._echoes[key] = ghost
+        self.echo_tokens += ghost.tokens
         while self.echo_tokens > self.memory and self._echoes:
             self.echo_tokens -= self._echoes.popitem(last=False)[1].tokens
 
@@ -173,16 +163,19 @@ class GhostList:
         """A forgotten ghost under ``key`` hanging from ``anchor``, asked for again by a
         new leaf with ``ids`` (it starts with the ghost's first page): its hits and the
         length the leaf is taken to share with it: the longest of the echo's prefix
-        lengths (doubling from two pages, and its whole length) up to which ``ids``
-        agrees with the id ending each of them (0 if none). None if there is no such
-        echo; the echo is dropped."""
+        lengths (2, 4, 8, ... pages while shorter than the span, then its whole length)
+        up to which ``ids`` agrees with the id ending each of them (0 if none). None if
+        there is no such echo; the echo is dropped."""
         echo = self._echoes.get(key)
         if echo is None or echo.anchor is not anchor:
             return None
         del self._echoes[key]
-        self.echo_tokens -= echo.tokens
+        length = echo.tokens
+        self.echo_tokens -= length
+        ends = self._doublings[:max(0, ((length - 1) // self.page).bit_length() - 1)]
+        ends.append(length)
         shared = 0
-        for end, last in zip(echo.ends, echo.last, strict=True):
+        for end, last in zip(ends, echo.ids_at(ends), strict=True):
             if end > len(ids) or ids.item(end - 1) != last:
                 break
             shared = end
