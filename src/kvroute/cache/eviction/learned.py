@@ -236,9 +236,13 @@ class LearnedEviction(EvictionPolicy):
             self._forget_all()
 
     def _forget_all(self) -> None:
-        """Every group's key may have changed."""
-        self._best = [None] * GROUPS
-        self._dirty = list(range(GROUPS))
+        """Every group's key may have changed, but an empty group's (it has no top whose
+        estimate or age could move; any push to it marks it stale)."""
+        best = self._best
+        for b, key in enumerate(best):
+            if key is not None and key[3] >= 0:
+                best[b] = None
+                self._dirty.append(b)
 
     def _new_phase(self) -> None:
         self._forget_all()  # ages moved
