@@ -102,18 +102,31 @@ class Segment(NamedTuple):
     predicted: bool  # chosen by prediction (True) or by the random fallback
 
 
-class Ghost(NamedTuple):
+class Ghost:
     """An evicted span: its ids, and its segments as evicted; a leaf trimmed several
     times leaves one ghost whose segments are its successive trims (``spans``: the ids
     of each trim, joined only when read: most ghosts never are). Both lists are in the
-    order of the trims, so the *deepest* comes first: a further trim of the leaf appends
-    its shallower span to the same lists, in O(1) (the ghost is then re-keyed)."""
+    order of the trims, so the *deepest* comes first: a further trim of the leaf merges
+    into the same ghost in O(1) (``merge``; the ghost is then re-keyed)."""
 
-    anchor: Any  # the node the span hung from (kept alive by this entry)
-    spans: list[np.ndarray]  # the evicted ids, one array per segment, deepest first
-    tokens: int  # the span's length
-    segments: list[Segment]  # deepest first, as spans
-    hits: int  # the evicted node's hits (its popularity survives the eviction)
+    __slots__ = ("anchor", "hits", "segments", "spans", "tokens")
+
+    def __init__(self, anchor: Any, spans: list[np.ndarray], tokens: int,
+                 segments: list[Segment], hits: int) -> None:
+        self.anchor = anchor  # the node the span hung from (kept alive by this entry)
+        self.spans = spans  # the evicted ids, one array per segment, deepest first
+        self.tokens = tokens  # the span's length
+        self.segments = segments  # deepest first, as spans
+        self.hits = hits  # the evicted node's hits (its popularity survives the eviction)
+
+    def merge(self, anchor: Any, span: np.ndarray, segment: Segment, hits: int) -> None:
+        """A further trim of the same leaf evicted ``span`` (shallower than the rest),
+        now hanging from ``anchor``."""
+        self.anchor = anchor
+        self.spans.append(span)
+        self.segments.append(segment)
+        self.tokens += segment.tokens
+        self.hits = hits
 
     @property
     def span(self) -> np.ndarray:
@@ -211,13 +224,11 @@ class GhostList:
         ``key`` hanging from ``anchor``, merged with the ghost of the node's earlier
         trims (under ``tail``, if it is still there: ``take`` then ``add``, in one call:
         the eviction hot path). Returns what ``add`` returns."""
-        old = self.take(tail, node) if tail is not None else None
-        if old is not None:
-            old.spans.append(span)  # the lists are deepest first
-            old.segments.append(segment)
-            ghost = Ghost(anchor, old.spans, segment.tokens + old.tokens, old.segments, hits)
-        else:
+        ghost = self.take(tail, node) if tail is not None else None
+        if ghost is None:
             ghost = Ghost(anchor, [span], segment.tokens, [segment], hits)
+        else:
+            ghost.merge(anchor, span, segment, hits)
         return self.add(key, ghost)
 
     def take(self, key: tuple[int, object], anchor: Any) -> Ghost | None:
