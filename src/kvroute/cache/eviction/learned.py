@@ -146,10 +146,11 @@ class LearnedEviction(EvictionPolicy):
         self._seq = 0
         self._entries = 0
         self._compact_at = 64
-        # per group, the key (p, last access, group, seq) of its heap's top, or None
-        # (stale); the stale groups are listed in _dirty (once: a key is listed when it
-        # goes from a tuple to None)
-        self._best: list[tuple[float, float, int, int] | None] = [None] * GROUPS
+        # per group with a live entry, the key (p, last access, group, seq) of its heap's
+        # top, or None (stale); an empty group is absent. The stale groups are listed in
+        # _dirty (once: a key is listed when it goes to None)
+        self._best: dict[int, tuple[float, float, int, int] | None] = dict.fromkeys(
+            range(GROUPS))
         self._dirty = list(range(GROUPS))
         self._halvings = 0
 
@@ -178,8 +179,8 @@ class LearnedEviction(EvictionPolicy):
         self._seq = seq = self._seq + 1
         node.slot = seq
         heappush(self._heaps[g], (last, seq, node))
-        cached = best[g]
-        if cached is not None and last < cached[1]:
+        cached = best.get(g, ())  # () if the group was empty
+        if cached is not None and (not cached or last < cached[1]):
             best[g] = None  # the new entry is the group's top
             self._dirty.append(g)
         self._entries += 1
@@ -228,7 +229,7 @@ class LearnedEviction(EvictionPolicy):
         """The model's estimates changed for ``groups`` (for all, if it halved)."""
         best, dirty = self._best, self._dirty
         for g in groups:
-            if best[g] is not None:
+            if best.get(g) is not None:
                 best[g] = None
                 dirty.append(g)
         if self.model.halvings != self._halvings:
@@ -236,11 +237,10 @@ class LearnedEviction(EvictionPolicy):
             self._forget_all()
 
     def _forget_all(self) -> None:
-        """Every group's key may have changed, but an empty group's (it has no top whose
-        estimate or age could move; any push to it marks it stale)."""
+        """Every group's key may have changed (an empty group has none)."""
         best = self._best
-        for b, key in enumerate(best):
-            if key is not None and key[3] >= 0:
+        for b, key in best.items():
+            if key is not None:
                 best[b] = None
                 self._dirty.append(b)
 
@@ -328,7 +328,7 @@ class LearnedEviction(EvictionPolicy):
         top (maybe of another age, so of another estimate) must be looked at."""
         aux = node.aux
         if node.slot > 0 and isinstance(aux, list) and aux[4] >= 0:
-            cached = self._best[aux[4]]
+            cached = self._best.get(aux[4])
             if cached is not None and cached[3] == node.slot:
                 self._best[aux[4]] = None
                 self._dirty.append(aux[4])
@@ -361,12 +361,16 @@ class LearnedEviction(EvictionPolicy):
         best, dirty = self._best, self._dirty
         while True:
             for b in dirty:  # the groups that changed since the last look
-                if best[b] is None:
-                    best[b] = self._group_key(b)
+                if best.get(b, ()) is None:
+                    key = self._group_key(b)
+                    if key is None:
+                        del best[b]  # empty: a push lists it again
+                    else:
+                        best[b] = key
             dirty.clear()
-            p, _, b, seq = min(best)  # type: ignore[type-var,misc]  # no None left here
-            if p > 1.0:
+            if not best:
                 return None  # every heap is empty
+            _, _, b, seq = min(best.values())  # type: ignore[type-var,misc]  # no None left
             heap = self._heaps[b]
             if heap and heap[0][1] == seq:
                 node = heap[0][2]
@@ -380,11 +384,12 @@ class LearnedEviction(EvictionPolicy):
             best[b] = None  # its top went stale unseen: look again
             dirty.append(b)
 
-    def _group_key(self, b: int) -> tuple[float, float, int, int]:
+    def _group_key(self, b: int) -> tuple[float, float, int, int] | None:
+        """The key of group ``b``'s top, None if it has no live entry."""
         heap = self._heaps[b]
         node = self._top(heap)
         if node is None:
-            return (2.0, float("inf"), b, -1)  # empty: any push invalidates it
+            return None
         cls = b * AGES + age_bucket(self.epoch - node.mark)
         return (self.model.p(cls), node.last_access, b, heap[0][1])
 
@@ -469,7 +474,7 @@ class LearnedEviction(EvictionPolicy):
                 raise IntegrityError(f"learned: candidate leaf {node} missing from its heap")
             if node.mark > self.epoch:
                 raise IntegrityError(f"learned: {node} marked in a future phase")
-        if any(key is None and b not in self._dirty for b, key in enumerate(self._best)):
+        if any(key is None and b not in self._dirty for b, key in self._best.items()):
             raise IntegrityError("learned: a stale group key is not listed for a refresh")
         if self.phase_tokens < 0 or self.mistakes < 0:
             raise IntegrityError("learned: negative phase counters")
