@@ -197,8 +197,17 @@ class GhostList:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def add(self, key: tuple[int, object], ghost: Ghost) -> list[Ghost]:
-        """Remember ``ghost``; returns the ghosts forgotten to make room (or replaced)."""
+    def add_trim(self, tail: tuple[int, object] | None, node: Any, key: tuple[int, object],
+                 anchor: Any, span: np.ndarray, segment: Segment, hits: int) -> list[Ghost]:
+        """A trim of ``node`` evicted ``span`` (its ``segment``): remember it under
+        ``key`` hanging from ``anchor``, merged with the ghost of the node's earlier
+        trims (under ``tail``, if it is still there). Returns the ghosts forgotten to
+        make room, or replaced (another ghost under ``key``), oldest first."""
+        ghost = self.take(tail, node) if tail is not None else None
+        if ghost is None:
+            ghost = Ghost(anchor, [span], segment.tokens, [segment], hits)
+        else:
+            ghost.merge(anchor, span, segment, hits)
         gone = []
         entries = self._entries
         old = entries.pop(key, None)
@@ -217,19 +226,6 @@ class GhostList:
             gone.append(dropped)
             self._echo(dropped_key, dropped)
         return gone
-
-    def add_trim(self, tail: tuple[int, object] | None, node: Any, key: tuple[int, object],
-                 anchor: Any, span: np.ndarray, segment: Segment, hits: int) -> list[Ghost]:
-        """A trim of ``node`` evicted ``span`` (its ``segment``): remember it under
-        ``key`` hanging from ``anchor``, merged with the ghost of the node's earlier
-        trims (under ``tail``, if it is still there: ``take`` then ``add``, in one call:
-        the eviction hot path). Returns what ``add`` returns."""
-        ghost = self.take(tail, node) if tail is not None else None
-        if ghost is None:
-            ghost = Ghost(anchor, [span], segment.tokens, [segment], hits)
-        else:
-            ghost.merge(anchor, span, segment, hits)
-        return self.add(key, ghost)
 
     def take(self, key: tuple[int, object], anchor: Any) -> Ghost | None:
         """The ghost under ``key`` if it hangs from ``anchor`` (it is then forgotten)."""
