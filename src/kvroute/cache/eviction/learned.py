@@ -97,6 +97,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from heapq import heapify, heappop, heappush
+from operator import itemgetter
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -428,10 +429,10 @@ class LearnedEviction(EvictionPolicy):
 
     def _unmarked(self) -> list[Node]:
         epoch = self.epoch
-        leaves = [(seq, node) for heap in self._heaps for _, seq, node in heap
-                  if node.slot == seq and node.mark != epoch and self._valid(node)]
-        leaves.sort()  # in order of entry (seq is unique): independent of heap layout
-        return [node for _, node in leaves]
+        live = [e for heap in self._heaps for e in heap
+                if e[2].slot == e[1] and e[2].mark != epoch and self._valid(e[2])]
+        live.sort(key=itemgetter(1))  # in order of entry (seq): independent of heap layout
+        return [e[2] for e in live]
 
     def _rlt_batch(self, rem: int) -> int:
         """One batch of RLT's process: ``rem`` uniform draws over the unmarked leaves
