@@ -419,7 +419,7 @@ class LearnedEviction(EvictionPolicy):
         aux[1] = None
         anchor = node if keep > 0 else node.parent
         key = (id(anchor), cache.child_key(ids, keep))
-        gone = self.ghosts.add_trim(tail, node, key, anchor, ids[keep:], seg, aux[0])
+        gone = self.ghosts.add_trim(tail, node, key, anchor, (ids, keep), seg, aux[0])
         if gone:
             self._changed(self.model.forgotten(gone))
         cache.trim_leaf(node, tokens)

@@ -16,8 +16,9 @@
   the parent of a leaf that went whole), so a later request that asks for the span
   again creates a new leaf under the same anchor with the same first page; it is
   credited with the length the new leaf shares with the span, segment by segment (a
-  ghost keeps each segment's ids as the array its trim cut, joined only when read;
-  successive trims of one leaf append to one ghost's lists). Entries
+  ghost keeps each segment's ids as the key its trim cut and the place of the cut,
+  sliced and joined only when read; successive trims of one leaf append to one
+  ghost's lists). Entries
   keep their anchor alive (the id cannot be reused while the entry exists). The list
   holds at most ``capacity`` tokens of ghosts, oldest dropped first (as ARC's ghost
   lists: "would a cache twice as large have kept it?"). A dropped ghost stays as an
@@ -39,7 +40,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-__all__ = ["Ghost", "GhostList", "ReuseModel", "Segment"]
+__all__ = ["Cut", "Ghost", "GhostList", "ReuseModel", "Segment"]
 
 
 class ReuseModel:
@@ -102,28 +103,32 @@ class Segment(NamedTuple):
     predicted: bool  # chosen by prediction (True) or by the random fallback
 
 
+Cut = tuple[np.ndarray, int]  # (key, start): a trim evicted key[start:] of a leaf's key
+
+
 class Ghost:
     """An evicted span: its ids, and its segments as evicted; a leaf trimmed several
-    times leaves one ghost whose segments are its successive trims (``spans``: the ids
-    of each trim, joined only when read: most ghosts never are). Both lists are in the
-    order of the trims, so the *deepest* comes first: a further trim of the leaf merges
-    into the same ghost in O(1) (``merge``; the ghost is then re-keyed)."""
+    times leaves one ghost whose segments are its successive trims (``cuts``: for each
+    trim, the leaf's key as it was and where the trim cut it, sliced only when read:
+    most ghosts never are). Both lists are in the order of the trims, so the *deepest*
+    comes first: a further trim of the leaf merges into the same ghost in O(1)
+    (``merge``; the ghost is then re-keyed)."""
 
-    __slots__ = ("anchor", "hits", "segments", "spans", "tokens")
+    __slots__ = ("anchor", "cuts", "hits", "segments", "tokens")
 
-    def __init__(self, anchor: Any, spans: list[np.ndarray], tokens: int,
-                 segments: list[Segment], hits: int) -> None:
+    def __init__(self, anchor: Any, cuts: list[Cut], tokens: int, segments: list[Segment],
+                 hits: int) -> None:
         self.anchor = anchor  # the node the span hung from (kept alive by this entry)
-        self.spans = spans  # the evicted ids, one array per segment, deepest first
+        self.cuts = cuts  # the evicted ids, one cut per segment, deepest first
         self.tokens = tokens  # the span's length
-        self.segments = segments  # deepest first, as spans
+        self.segments = segments  # deepest first, as cuts
         self.hits = hits  # the evicted node's hits (its popularity survives the eviction)
 
-    def merge(self, anchor: Any, span: np.ndarray, segment: Segment, hits: int) -> None:
-        """A further trim of the same leaf evicted ``span`` (shallower than the rest),
+    def merge(self, anchor: Any, cut: Cut, segment: Segment, hits: int) -> None:
+        """A further trim of the same leaf evicted ``cut`` (shallower than the rest),
         now hanging from ``anchor``."""
         self.anchor = anchor
-        self.spans.append(span)
+        self.cuts.append(cut)
         self.segments.append(segment)
         self.tokens += segment.tokens
         self.hits = hits
@@ -131,21 +136,24 @@ class Ghost:
     @property
     def span(self) -> np.ndarray:
         """The evicted ids, shallow first."""
-        spans = self.spans
-        return spans[0] if len(spans) == 1 else np.concatenate(spans[::-1])
+        cuts = self.cuts
+        if len(cuts) == 1:
+            key, start = cuts[0]
+            return key[start:]
+        return np.concatenate([key[start:] for key, start in reversed(cuts)])
 
     def ids_at(self, ends: list[int]) -> list[int]:
         """The ids that end the span's prefixes of ``ends`` (ascending) tokens, read
-        from the segments' arrays without joining them."""
+        from the cut keys without slicing or joining them."""
         out = []
-        parts = reversed(self.spans)
-        part = next(parts)
-        start, stop = 0, len(part)
+        cuts = reversed(self.cuts)
+        key, first = next(cuts)
+        start, stop = 0, len(key) - first  # the span's positions this cut holds
         for end in ends:
             while end > stop:
-                part = next(parts)
-                start, stop = stop, stop + len(part)
-            out.append(part.item(end - 1 - start))
+                key, first = next(cuts)
+                start, stop = stop, stop + len(key) - first
+            out.append(key.item(first + end - 1 - start))
         return out
 
 
@@ -198,16 +206,16 @@ class GhostList:
         return len(self._entries)
 
     def add_trim(self, tail: tuple[int, object] | None, node: Any, key: tuple[int, object],
-                 anchor: Any, span: np.ndarray, segment: Segment, hits: int) -> list[Ghost]:
-        """A trim of ``node`` evicted ``span`` (its ``segment``): remember it under
+                 anchor: Any, cut: Cut, segment: Segment, hits: int) -> list[Ghost]:
+        """A trim of ``node`` evicted ``cut`` (its ``segment``): remember it under
         ``key`` hanging from ``anchor``, merged with the ghost of the node's earlier
         trims (under ``tail``, if it is still there). Returns the ghosts forgotten to
         make room, or replaced (another ghost under ``key``), oldest first."""
         ghost = self.take(tail, node) if tail is not None else None
         if ghost is None:
-            ghost = Ghost(anchor, [span], segment.tokens, [segment], hits)
+            ghost = Ghost(anchor, [cut], segment.tokens, [segment], hits)
         else:
-            ghost.merge(anchor, span, segment, hits)
+            ghost.merge(anchor, cut, segment, hits)
         gone = []
         entries = self._entries
         old = entries.pop(key, None)
