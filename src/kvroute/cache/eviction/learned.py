@@ -28,9 +28,10 @@ counts halve after every ``capacity`` settled tokens; the ghost list holds ``gho
 x ``capacity`` tokens.
 
 Echoes (longer popularity memory): a ghost that falls off the list is settled (the
-model's horizon stays one list) but leaves an *echo* for ``memory`` x ``capacity``
-more tokens: its place, length, hits, and the ids ending its prefixes of 2, 4, 8, ...
-pages. A new leaf in an echo's place that agrees with it at those ids gets the hits
+model's horizon stays one list) but stays as an *echo* for ``memory`` x ``capacity``
+more tokens: its place, length and hits count, and its ids are only checked, at the ids
+ending its prefixes of 2, 4, 8, ... pages (read when it is recalled, not when it is
+made). A new leaf in an echo's place that agrees with it at those ids gets the hits
 back and the longest agreeing prefix as its proven head, as a ghost hit would (a
 sampled check: a false agreement only misjudges popularity). On the Mooncake trace
 (benchmarks/mooncake_reuse.py) the reuse that matters comes hundreds of requests later,
@@ -80,17 +81,29 @@ access). A victim in prediction mode is the least of the groups' cached top keys
 changed: a push that could be its new top, its top re-keyed or no longer a candidate,
 its estimates resolved, a new phase (ages), a halving of the counts or a compaction
 (tests/cache/test_learned.py checks the choice against a full scan); the stale groups
-are listed as they go stale, so a victim costs a min over the 28 cached keys plus one
-refresh per listed group. The fallback gathers the unmarked leaves once per batch,
-O(L), in the order of their heap entries (so its seeded draws do not depend on the
-heaps' layout), and visits only the leaves drawn.
+are listed as they go stale, and a group with no live entry has no key (a push lists it
+again), so a victim costs a min over the keys of the non-empty groups (a handful of the
+28) plus one refresh per listed group. The fallback gathers the unmarked leaves once
+per batch, O(L), in the order of their heap entries (so its seeded draws do not depend
+on the heaps' layout), and visits only the leaves drawn.
 
 Replay time (issue 13: within 2x of rlt's; not met). Every victim is one Python step:
-the lookup above, a ghost (merged with the leaf's earlier trims by appending to its
-lists, in O(1), never by copying ids), the ghosts it pushes out (each segment settled in
-the model, and an echo made), the tree's trim and the leaf's new heap entry: about 6-9
-us, against rlt's numpy batches that draw a whole call's steps at once. Measured
-figures: docs/eviction-results.md.
+the lookup above; a ghost (merged with the leaf's earlier trims in place, in O(1); a
+trim's ids are kept as the leaf's key and the place of the cut, sliced only if the
+ghost is asked for); the ghosts it pushes out (each segment settled in the model; the
+ghost itself kept as an echo, its checked ids read only if it is recalled); the tree's
+trim and the leaf's new heap entry: about 5 us, against rlt's numpy batches that draw a
+whole call's steps at once (on the Mooncake trace at 5% a call makes about 3.8 trims,
+2.6 of them predicted). Measured (one process, interleaved, best of 15, replay time
+over rlt's): GSP at 200,000 tokens 2.49x; Mooncake blocks at 1%, 5%, 10% 2.89x, 3.30x,
+3.63x (before the in-place ghosts, cuts, lazy echoes and non-empty group keys: 2.84x,
+3.68x, 3.93x, 4.17x). What is left is spread over the steps (Mooncake at 5%, shares of
+learned's time): choosing victims about 15%, the ghost list 14%, settling forgotten
+ghosts and dropping echoes 9%, the tree's trims and heap pushes 12%, new leaves (ghost
+and echo lookups) 11%; fallback batches are 18% at 5% and about a quarter at 10%
+(their trims included). On GSP the walks also cost learned more than rlt because it
+hits more (a walk compares every hit id). Figures for every stream:
+docs/eviction-results.md.
 """
 
 from __future__ import annotations

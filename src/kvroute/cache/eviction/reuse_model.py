@@ -24,11 +24,11 @@
   lists: "would a cache twice as large have kept it?"). A dropped ghost stays as an
   *echo* for ``memory`` more tokens, so that popularity outlives the span (``recall``):
   it is no longer credited, only checked, at the ids ending its prefixes of 2, 4, 8,
-  ... pages and its whole length. An echo is the dropped ghost object itself (its
-  arrays are views of the evicted keys: nothing is copied when it is made, and those
-  ids are read only when it is recalled, which most echoes never are); it keeps its
-  ids in memory, so the ghosts and echoes together hold at most ``capacity + memory``
-  tokens of ids.
+  ... pages and its whole length. An echo is the dropped ghost object itself: nothing
+  is built when it is made, and those ids are read only when it is recalled, which most
+  echoes never are. Its cuts keep the evicted keys' arrays alive, so the ghosts and
+  echoes together keep about ``capacity + memory`` evicted ids in memory (plus what
+  those arrays share with the leaves they were cut from).
 
 Nothing here reads a clock or a random generator.
 """
