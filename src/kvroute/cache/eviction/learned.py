@@ -28,9 +28,10 @@ counts halve after every ``capacity`` settled tokens; the ghost list holds ``gho
 x ``capacity`` tokens.
 
 Echoes (longer popularity memory): a ghost that falls off the list is settled (the
-model's horizon stays one list) but leaves an *echo* for ``memory`` x ``capacity``
-more tokens: its place, length, hits, and the ids ending its prefixes of 2, 4, 8, ...
-pages. A new leaf in an echo's place that agrees with it at those ids gets the hits
+model's horizon stays one list) but stays as an *echo* for ``memory`` x ``capacity``
+more tokens: its place, length and hits count, and its ids are only checked, at the ids
+ending its prefixes of 2, 4, 8, ... pages (read when it is recalled, not when it is
+made). A new leaf in an echo's place that agrees with it at those ids gets the hits
 back and the longest agreeing prefix as its proven head, as a ghost hit would (a
 sampled check: a false agreement only misjudges popularity). On the Mooncake trace
 (benchmarks/mooncake_reuse.py) the reuse that matters comes hundreds of requests later,
@@ -80,23 +81,36 @@ access). A victim in prediction mode is the least of the groups' cached top keys
 changed: a push that could be its new top, its top re-keyed or no longer a candidate,
 its estimates resolved, a new phase (ages), a halving of the counts or a compaction
 (tests/cache/test_learned.py checks the choice against a full scan); the stale groups
-are listed as they go stale, so a victim costs a min over the 28 cached keys plus one
-refresh per listed group. The fallback gathers the unmarked leaves once per batch,
-O(L), in the order of their heap entries (so its seeded draws do not depend on the
-heaps' layout), and visits only the leaves drawn.
+are listed as they go stale, and a group with no live entry has no key (a push lists it
+again), so a victim costs a min over the keys of the non-empty groups (a handful of the
+28) plus one refresh per listed group. The fallback gathers the unmarked leaves once
+per batch, O(L), in the order of their heap entries (so its seeded draws do not depend
+on the heaps' layout), and visits only the leaves drawn.
 
 Replay time (issue 13: within 2x of rlt's; not met). Every victim is one Python step:
-the lookup above, a ghost (merged with the leaf's earlier trims by appending to its
-lists, in O(1), never by copying ids), the ghosts it pushes out (each segment settled in
-the model, and an echo made), the tree's trim and the leaf's new heap entry: about 6-9
-us, against rlt's numpy batches that draw a whole call's steps at once. Measured
-figures: docs/eviction-results.md.
+the lookup above; a ghost (merged with the leaf's earlier trims in place, in O(1); a
+trim's ids are kept as the leaf's key and the place of the cut, sliced only if the
+ghost is asked for); the ghosts it pushes out (each segment settled in the model; the
+ghost itself kept as an echo, its checked ids read only if it is recalled); the tree's
+trim and the leaf's new heap entry: about 5 us, against rlt's numpy batches that draw a
+whole call's steps at once (on the Mooncake trace at 5% a call makes about 3.8 trims,
+2.6 of them predicted). Measured (one process, interleaved, best of 15, replay time
+over rlt's): GSP at 200,000 tokens 2.49x; Mooncake blocks at 1%, 5%, 10% 2.89x, 3.30x,
+3.63x (before the in-place ghosts, cuts, lazy echoes and non-empty group keys: 2.84x,
+3.68x, 3.93x, 4.17x). What is left is spread over the steps (Mooncake at 5%, shares of
+learned's time): choosing victims about 15%, the ghost list 14%, settling forgotten
+ghosts and dropping echoes 9%, the tree's trims and heap pushes 12%, new leaves (ghost
+and echo lookups) 11%; fallback batches are 18% at 5% and about a quarter at 10%
+(their trims included). On GSP the walks also cost learned more than rlt because it
+hits more (a walk compares every hit id). Figures for every stream:
+docs/eviction-results.md.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from heapq import heapify, heappop, heappush
+from operator import itemgetter
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -146,10 +160,11 @@ class LearnedEviction(EvictionPolicy):
         self._seq = 0
         self._entries = 0
         self._compact_at = 64
-        # per group, the key (p, last access, group, seq) of its heap's top, or None
-        # (stale); the stale groups are listed in _dirty (once: a key is listed when it
-        # goes from a tuple to None)
-        self._best: list[tuple[float, float, int, int] | None] = [None] * GROUPS
+        # per group with a live entry, the key (p, last access, group, seq) of its heap's
+        # top, or None (stale); an empty group is absent. The stale groups are listed in
+        # _dirty (once: a key is listed when it goes to None)
+        self._best: dict[int, tuple[float, float, int, int] | None] = dict.fromkeys(
+            range(GROUPS))
         self._dirty = list(range(GROUPS))
         self._halvings = 0
 
@@ -178,8 +193,8 @@ class LearnedEviction(EvictionPolicy):
         self._seq = seq = self._seq + 1
         node.slot = seq
         heappush(self._heaps[g], (last, seq, node))
-        cached = best[g]
-        if cached is not None and last < cached[1]:
+        cached = best.get(g, ())  # () if the group was empty
+        if cached is not None and (not cached or last < cached[1]):
             best[g] = None  # the new entry is the group's top
             self._dirty.append(g)
         self._entries += 1
@@ -228,7 +243,7 @@ class LearnedEviction(EvictionPolicy):
         """The model's estimates changed for ``groups`` (for all, if it halved)."""
         best, dirty = self._best, self._dirty
         for g in groups:
-            if best[g] is not None:
+            if best.get(g) is not None:
                 best[g] = None
                 dirty.append(g)
         if self.model.halvings != self._halvings:
@@ -236,9 +251,12 @@ class LearnedEviction(EvictionPolicy):
             self._forget_all()
 
     def _forget_all(self) -> None:
-        """Every group's key may have changed."""
-        self._best = [None] * GROUPS
-        self._dirty = list(range(GROUPS))
+        """Every group's key may have changed (an empty group has none)."""
+        best = self._best
+        for b, key in best.items():
+            if key is not None:
+                best[b] = None
+                self._dirty.append(b)
 
     def _new_phase(self) -> None:
         self._forget_all()  # ages moved
@@ -324,7 +342,7 @@ class LearnedEviction(EvictionPolicy):
         top (maybe of another age, so of another estimate) must be looked at."""
         aux = node.aux
         if node.slot > 0 and isinstance(aux, list) and aux[4] >= 0:
-            cached = self._best[aux[4]]
+            cached = self._best.get(aux[4])
             if cached is not None and cached[3] == node.slot:
                 self._best[aux[4]] = None
                 self._dirty.append(aux[4])
@@ -357,12 +375,16 @@ class LearnedEviction(EvictionPolicy):
         best, dirty = self._best, self._dirty
         while True:
             for b in dirty:  # the groups that changed since the last look
-                if best[b] is None:
-                    best[b] = self._group_key(b)
+                if best.get(b, ()) is None:
+                    key = self._group_key(b)
+                    if key is None:
+                        del best[b]  # empty: a push lists it again
+                    else:
+                        best[b] = key
             dirty.clear()
-            p, _, b, seq = min(best)  # type: ignore[type-var,misc]  # no None left here
-            if p > 1.0:
+            if not best:
                 return None  # every heap is empty
+            _, _, b, seq = min(best.values())  # type: ignore[type-var,misc]  # no None left
             heap = self._heaps[b]
             if heap and heap[0][1] == seq:
                 node = heap[0][2]
@@ -376,11 +398,12 @@ class LearnedEviction(EvictionPolicy):
             best[b] = None  # its top went stale unseen: look again
             dirty.append(b)
 
-    def _group_key(self, b: int) -> tuple[float, float, int, int]:
+    def _group_key(self, b: int) -> tuple[float, float, int, int] | None:
+        """The key of group ``b``'s top, None if it has no live entry."""
         heap = self._heaps[b]
         node = self._top(heap)
         if node is None:
-            return (2.0, float("inf"), b, -1)  # empty: any push invalidates it
+            return None
         cls = b * AGES + age_bucket(self.epoch - node.mark)
         return (self.model.p(cls), node.last_access, b, heap[0][1])
 
@@ -409,7 +432,7 @@ class LearnedEviction(EvictionPolicy):
         aux[1] = None
         anchor = node if keep > 0 else node.parent
         key = (id(anchor), cache.child_key(ids, keep))
-        gone = self.ghosts.add_trim(tail, node, key, anchor, ids[keep:], seg, aux[0])
+        gone = self.ghosts.add_trim(tail, node, key, anchor, (ids, keep), seg, aux[0])
         if gone:
             self._changed(self.model.forgotten(gone))
         cache.trim_leaf(node, tokens)
@@ -419,10 +442,10 @@ class LearnedEviction(EvictionPolicy):
 
     def _unmarked(self) -> list[Node]:
         epoch = self.epoch
-        leaves = [(seq, node) for heap in self._heaps for _, seq, node in heap
-                  if node.slot == seq and node.mark != epoch and self._valid(node)]
-        leaves.sort()  # in order of entry (seq is unique): independent of heap layout
-        return [node for _, node in leaves]
+        live = [e for heap in self._heaps for e in heap
+                if e[2].slot == e[1] and e[2].mark != epoch and self._valid(e[2])]
+        live.sort(key=itemgetter(1))  # in order of entry (seq): independent of heap layout
+        return [e[2] for e in live]
 
     def _rlt_batch(self, rem: int) -> int:
         """One batch of RLT's process: ``rem`` uniform draws over the unmarked leaves
@@ -465,7 +488,7 @@ class LearnedEviction(EvictionPolicy):
                 raise IntegrityError(f"learned: candidate leaf {node} missing from its heap")
             if node.mark > self.epoch:
                 raise IntegrityError(f"learned: {node} marked in a future phase")
-        if any(key is None and b not in self._dirty for b, key in enumerate(self._best)):
+        if any(key is None and b not in self._dirty for b, key in self._best.items()):
             raise IntegrityError("learned: a stale group key is not listed for a refresh")
         if self.phase_tokens < 0 or self.mistakes < 0:
             raise IntegrityError("learned: negative phase counters")

@@ -16,14 +16,19 @@
   the parent of a leaf that went whole), so a later request that asks for the span
   again creates a new leaf under the same anchor with the same first page; it is
   credited with the length the new leaf shares with the span, segment by segment (a
-  ghost keeps each segment's ids as the array its trim cut, joined only when read;
-  successive trims of one leaf append to one ghost's lists). Entries
+  ghost keeps each segment's ids as the key its trim cut and the place of the cut,
+  sliced and joined only when read; successive trims of one leaf append to one
+  ghost's lists). Entries
   keep their anchor alive (the id cannot be reused while the entry exists). The list
   holds at most ``capacity`` tokens of ghosts, oldest dropped first (as ARC's ghost
-  lists: "would a cache twice as large have kept it?"). A dropped ghost leaves an
-  :class:`Echo` (no span: its length, hits, and the ids ending its prefixes of 2, 4,
-  8, ... pages and its whole length) for ``memory`` more tokens, so that popularity
-  outlives the span (``recall``).
+  lists: "would a cache twice as large have kept it?"). A dropped ghost stays as an
+  *echo* for ``memory`` more tokens, so that popularity outlives the span (``recall``):
+  it is no longer credited, only checked, at the ids ending its prefixes of 2, 4, 8,
+  ... pages and its whole length. An echo is the dropped ghost object itself: nothing
+  is built when it is made, and those ids are read only when it is recalled, which most
+  echoes never are. Its cuts keep the evicted keys' arrays alive, so the ghosts and
+  echoes together keep about ``capacity + memory`` evicted ids in memory (plus what
+  those arrays share with the leaves they were cut from).
 
 Nothing here reads a clock or a random generator.
 """
@@ -35,7 +40,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-__all__ = ["Ghost", "GhostList", "ReuseModel", "Segment"]
+__all__ = ["Cut", "Ghost", "GhostList", "ReuseModel", "Segment"]
 
 
 class ReuseModel:
@@ -98,51 +103,58 @@ class Segment(NamedTuple):
     predicted: bool  # chosen by prediction (True) or by the random fallback
 
 
-class Ghost(NamedTuple):
-    """An evicted span: its ids, and its segments as evicted; a leaf trimmed several
-    times leaves one ghost whose segments are its successive trims (``spans``: the ids
-    of each trim, joined only when read: most ghosts never are). Both lists are in the
-    order of the trims, so the *deepest* comes first: a further trim of the leaf appends
-    its shallower span to the same lists, in O(1) (the ghost is then re-keyed)."""
+Cut = tuple[np.ndarray, int]  # (key, start): a trim evicted key[start:] of a leaf's key
 
-    anchor: Any  # the node the span hung from (kept alive by this entry)
-    spans: list[np.ndarray]  # the evicted ids, one array per segment, deepest first
-    tokens: int  # the span's length
-    segments: list[Segment]  # deepest first, as spans
-    hits: int  # the evicted node's hits (its popularity survives the eviction)
+
+class Ghost:
+    """An evicted span: its ids, and its segments as evicted; a leaf trimmed several
+    times leaves one ghost whose segments are its successive trims (``cuts``: for each
+    trim, the leaf's key as it was and where the trim cut it, sliced only when read:
+    most ghosts never are). Both lists are in the order of the trims, so the *deepest*
+    comes first: a further trim of the leaf merges into the same ghost in O(1)
+    (``merge``; the ghost is then re-keyed)."""
+
+    __slots__ = ("anchor", "cuts", "hits", "segments", "tokens")
+
+    def __init__(self, anchor: Any, cuts: list[Cut], tokens: int, segments: list[Segment],
+                 hits: int) -> None:
+        self.anchor = anchor  # the node the span hung from (kept alive by this entry)
+        self.cuts = cuts  # the evicted ids, one cut per segment, deepest first
+        self.tokens = tokens  # the span's length
+        self.segments = segments  # deepest first, as cuts
+        self.hits = hits  # the evicted node's hits (its popularity survives the eviction)
+
+    def merge(self, anchor: Any, cut: Cut, segment: Segment, hits: int) -> None:
+        """A further trim of the same leaf evicted ``cut`` (shallower than the rest),
+        now hanging from ``anchor``."""
+        self.anchor = anchor
+        self.cuts.append(cut)
+        self.segments.append(segment)
+        self.tokens += segment.tokens
+        self.hits = hits
 
     @property
     def span(self) -> np.ndarray:
         """The evicted ids, shallow first."""
-        spans = self.spans
-        return spans[0] if len(spans) == 1 else np.concatenate(spans[::-1])
+        cuts = self.cuts
+        if len(cuts) == 1:
+            key, start = cuts[0]
+            return key[start:]
+        return np.concatenate([key[start:] for key, start in reversed(cuts)])
 
     def ids_at(self, ends: list[int]) -> list[int]:
         """The ids that end the span's prefixes of ``ends`` (ascending) tokens, read
-        from the segments' arrays without joining them."""
+        from the cut keys without slicing or joining them."""
         out = []
-        parts = reversed(self.spans)
-        part = next(parts)
-        start, stop = 0, len(part)
+        cuts = reversed(self.cuts)
+        key, first = next(cuts)
+        start, stop = 0, len(key) - first  # the span's positions this cut holds
         for end in ends:
             while end > stop:
-                part = next(parts)
-                start, stop = stop, stop + len(part)
-            out.append(part.item(end - 1 - start))
+                key, first = next(cuts)
+                start, stop = stop, stop + len(key) - first
+            out.append(key.item(first + end - 1 - start))
         return out
-
-
-class Echo(NamedTuple):
-    """What is left of a ghost after its span is forgotten: enough to tell that the
-    span comes back (its popularity) and about how much of it, in O(log) ids: the id
-    ending each prefix of doubling length (a sampled check: a false agreement only
-    misjudges a span's popularity, never the cache's contents)."""
-
-    anchor: Any
-    tokens: int
-    hits: int
-    ends: list[int]  # prefix lengths: 2, 4, 8, ... pages, and the whole span
-    last: list[int]  # the id that ends each of those prefixes
 
 
 class GhostList:
@@ -154,17 +166,16 @@ class GhostList:
         self._entries: OrderedDict[tuple[int, object], Ghost] = OrderedDict()
         self.memory = memory
         self.echo_tokens = 0
-        self._echoes: OrderedDict[tuple[int, object], Echo] = OrderedDict()
+        self._echoes: OrderedDict[tuple[int, object], Ghost] = OrderedDict()
 
     def _echo(self, key: tuple[int, object], ghost: Ghost) -> None:
+        """Keep the forgotten ``ghost`` as an echo: as it is (its arrays are views, so
+        nothing is copied; the ids an echo is checked at are read only if it is
+        recalled, and most never are)."""
         if self.memory <= 0:
             return
-        length = ghost.tokens
-        # 2, 4, 8, ... pages while shorter than the span, then the span's length
-        ends = self._doublings[:max(0, ((length - 1) // self.page).bit_length() - 1)]
-        ends.append(length)  # a few ids: plain lists are cheaper than arrays here
-        self._echoes[key] = Echo(ghost.anchor, length, ghost.hits, ends, ghost.ids_at(ends))
-        self.echo_tokens += length
+        self._echoes[key] = ghost
+        self.echo_tokens += ghost.tokens
         while self.echo_tokens > self.memory and self._echoes:
             self.echo_tokens -= self._echoes.popitem(last=False)[1].tokens
 
@@ -173,16 +184,19 @@ class GhostList:
         """A forgotten ghost under ``key`` hanging from ``anchor``, asked for again by a
         new leaf with ``ids`` (it starts with the ghost's first page): its hits and the
         length the leaf is taken to share with it: the longest of the echo's prefix
-        lengths (doubling from two pages, and its whole length) up to which ``ids``
-        agrees with the id ending each of them (0 if none). None if there is no such
-        echo; the echo is dropped."""
+        lengths (2, 4, 8, ... pages while shorter than the span, then its whole length)
+        up to which ``ids`` agrees with the id ending each of them (0 if none). None if
+        there is no such echo; the echo is dropped."""
         echo = self._echoes.get(key)
         if echo is None or echo.anchor is not anchor:
             return None
         del self._echoes[key]
-        self.echo_tokens -= echo.tokens
+        length = echo.tokens
+        self.echo_tokens -= length
+        ends = self._doublings[:max(0, ((length - 1) // self.page).bit_length() - 1)]
+        ends.append(length)
         shared = 0
-        for end, last in zip(echo.ends, echo.last, strict=True):
+        for end, last in zip(ends, echo.ids_at(ends), strict=True):
             if end > len(ids) or ids.item(end - 1) != last:
                 break
             shared = end
@@ -191,8 +205,17 @@ class GhostList:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def add(self, key: tuple[int, object], ghost: Ghost) -> list[Ghost]:
-        """Remember ``ghost``; returns the ghosts forgotten to make room (or replaced)."""
+    def add_trim(self, tail: tuple[int, object] | None, node: Any, key: tuple[int, object],
+                 anchor: Any, cut: Cut, segment: Segment, hits: int) -> list[Ghost]:
+        """A trim of ``node`` evicted ``cut`` (its ``segment``): remember it under
+        ``key`` hanging from ``anchor``, merged with the ghost of the node's earlier
+        trims (under ``tail``, if it is still there). Returns the ghosts forgotten to
+        make room, or replaced (another ghost under ``key``), oldest first."""
+        ghost = self.take(tail, node) if tail is not None else None
+        if ghost is None:
+            ghost = Ghost(anchor, [cut], segment.tokens, [segment], hits)
+        else:
+            ghost.merge(anchor, cut, segment, hits)
         gone = []
         entries = self._entries
         old = entries.pop(key, None)
@@ -211,21 +234,6 @@ class GhostList:
             gone.append(dropped)
             self._echo(dropped_key, dropped)
         return gone
-
-    def add_trim(self, tail: tuple[int, object] | None, node: Any, key: tuple[int, object],
-                 anchor: Any, span: np.ndarray, segment: Segment, hits: int) -> list[Ghost]:
-        """A trim of ``node`` evicted ``span`` (its ``segment``): remember it under
-        ``key`` hanging from ``anchor``, merged with the ghost of the node's earlier
-        trims (under ``tail``, if it is still there: ``take`` then ``add``, in one call:
-        the eviction hot path). Returns what ``add`` returns."""
-        old = self.take(tail, node) if tail is not None else None
-        if old is not None:
-            old.spans.append(span)  # the lists are deepest first
-            old.segments.append(segment)
-            ghost = Ghost(anchor, old.spans, segment.tokens + old.tokens, old.segments, hits)
-        else:
-            ghost = Ghost(anchor, [span], segment.tokens, [segment], hits)
-        return self.add(key, ghost)
 
     def take(self, key: tuple[int, object], anchor: Any) -> Ghost | None:
         """The ghost under ``key`` if it hangs from ``anchor`` (it is then forgotten)."""
