@@ -96,15 +96,16 @@ def main() -> None:
         for name in METRICS:
             adv[name].append(a[name])
         order = f" {r['order']}" if r["workload"] == "gsp" else ""
-        cells.append((a["e2e"], a["ttft"], f"{r['workload']}{order} @{r['load']}",
+        cells.append((a["e2e"], a["ttft"], a["p99"], f"{r['workload']}{order} @{r['load']}",
                       r["hit_rate"]))
     geo = {name: math.exp(sum(map(math.log, v)) / len(v)) for name, v in adv.items()}
     print(f"{' '.join([args.routing, *args.policy_arg])}: geo-mean advantage, seeds {args.seeds}: "
           f"E2E {geo['e2e']:.3f}x, TTFT {geo['ttft']:.3f}x, p99 TTFT {geo['p99']:.3f}x; "
           f"within 2% on E2E in {sum(c[0] >= 0.98 for c in cells)} of {len(cells)} cells, "
           f"on TTFT in {sum(c[1] >= 0.98 for c in cells)}")
-    for e2e, ttft, name, hit in sorted(cells)[:args.worst]:
-        print(f"  {name}: E2E {e2e:.3f}x, TTFT {ttft:.3f}x, hit rate {hit:.3f}")
+    for e2e, ttft, p99, name, hit in sorted(cells)[:args.worst]:
+        print(f"  {name}: E2E {e2e:.3f}x, TTFT {ttft:.3f}x, p99 TTFT {p99:.3f}x, "
+              f"hit rate {hit:.3f}")
 
 
 if __name__ == "__main__":
