@@ -120,6 +120,27 @@ def test_a_spread_group_consolidates_on_its_freshest_copy() -> None:
     assert policy.costs(_req(4000), view)[0] == pytest.approx([1.1106] * 3)
 
 
+class _Unrecorded:
+    """Two workers hold 2000 units (say, by their engines' events) but the routing history
+    has no record of either."""
+
+    def match(self, units: np.ndarray, now: float = 0.0) -> np.ndarray:
+        return np.array([2000, 2000, 0])
+
+    def sizes(self) -> np.ndarray:
+        return np.array([2000, 2000, 0])
+
+    def last_sent(self, units: np.ndarray) -> np.ndarray:
+        return np.full(3, -np.inf)
+
+
+def test_no_consolidation_without_a_record_of_the_freshest_copy() -> None:
+    view = ClusterView([WorkerState(0), WorkerState(1), WorkerState(2)], _Unrecorded())
+    policy = Learned()
+    policy.hit_num, policy.hit_den = 0.9, 1.0
+    assert policy.costs(_req(4000), view)[0] == pytest.approx([1.1106, 1.1106, 2.403])
+
+
 def test_only_allowed_workers_are_chosen_and_averaged() -> None:
     view = view_of([WorkerState(0), WorkerState(1, in_flight=4), WorkerState(2)], {0: 1000})
     view.allow([False, True, True])

@@ -237,9 +237,10 @@ class Learned(RoutingPolicy):
         if self.consolidate > 0 and top > 0:
             holders = allowed[hit[allowed] == top]
             if 1 < len(holders) < len(allowed):
-                last = view.last_sent(req)
-                others = holders[holders != holders[np.argmax(last[holders])]]
-                copy[others] += self.consolidate * a[0] * top / 1000.0
+                last = view.last_sent(req)[holders]
+                if np.isfinite(last).any():  # else no record says which copy is fresh
+                    others = holders[holders != holders[np.argmax(last)]]
+                    copy[others] += self.consolidate * a[0] * top / 1000.0
         scarcity = self.copy_weight * (1.0 - self.hit_realisation)
         cost = own + self.ttft_weight * ttft + lam * work + scarcity * (1.0 + lam) * copy
         return cost, own, ttft, unc, ahead
