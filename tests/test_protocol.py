@@ -203,26 +203,32 @@ def test_sse_scanner_reads_cached_tokens_across_chunks() -> None:
     for i in range(0, len(event), 7):
         s.feed(event[i:i + 7])
     s.feed(b"data: [DONE]\n\n")
-    assert s.cached_tokens == 12 and s.done
+    assert s.cached_tokens == 12 and s.prompt_tokens is None and s.done
     g = SSEScanner()
-    g.feed(b'data: {"text": "a", "meta_info": {"cached_tokens": 3}}')
+    g.feed(b'data: {"text": "a", "meta_info": {"prompt_tokens": 9, "cached_tokens": 3}}')
     g.close()
-    assert g.cached_tokens == 3
+    assert (g.cached_tokens, g.prompt_tokens) == (3, 9)
 
 
 def test_cached_tokens_of_reads_keys_not_text() -> None:
     """The fast path (one key, read by a pattern) and the parse agree; generated text that
     spells the key is never read; batches and nulls go through the parse."""
     usage = {"usage": {"prompt_tokens_details": {"cached_tokens": 12}}}
-    assert cached_tokens_of(json.dumps(usage).encode()) == 12
-    meta = {"text": '"cached_tokens": 99', "meta_info": {"cached_tokens": 7}}
-    assert cached_tokens_of(json.dumps(meta).encode()) == 7
+    assert cached_tokens_of(json.dumps(usage).encode()) == (12, None)
+    both = {"usage": {"prompt_tokens": 40, "prompt_tokens_details": {"cached_tokens": 12}}}
+    assert cached_tokens_of(json.dumps(both).encode()) == (12, 40)  # the fast path
+    meta = {"text": '"cached_tokens": 99', "meta_info": {"cached_tokens": 7,
+                                                         "prompt_tokens": 20}}
+    assert cached_tokens_of(json.dumps(meta).encode()) == (7, 20)  # parsed
+    spelled = {"text": '"prompt_tokens": 99', "meta_info": {"cached_tokens": 7}}
+    assert cached_tokens_of(json.dumps(spelled).encode()) == (7, None)
     text_only = {"choices": [{"text": '{"cached_tokens": 99}'}]}
-    assert cached_tokens_of(json.dumps(text_only).encode()) is None
-    batch = [{"meta_info": {"cached_tokens": 7}}, {"meta_info": {"cached_tokens": 3}}]
-    assert cached_tokens_of(json.dumps(batch).encode()) == 10
+    assert cached_tokens_of(json.dumps(text_only).encode()) == (None, None)
+    batch = [{"meta_info": {"cached_tokens": 7, "prompt_tokens": 9}},
+             {"meta_info": {"cached_tokens": 3, "prompt_tokens": 9}}]
+    assert cached_tokens_of(json.dumps(batch).encode()) == (10, None)
     null = {"usage": {"prompt_tokens_details": {"cached_tokens": None}}}
-    assert cached_tokens_of(json.dumps(null).encode()) is None
+    assert cached_tokens_of(json.dumps(null).encode()) == (None, None)
 
 
 def test_sse_lines() -> None:
@@ -256,8 +262,8 @@ def test_router_and_load_generator_read_the_same_counts() -> None:
         reply.close(Request(0, np.array([1]), 2))
         assert res.ok and scanner.done
         assert res.cached_tokens == scanner.cached_tokens == cached_tokens_of(
-            json.dumps(chunk).encode()) == usage_of(chunk).cached_tokens
-        assert res.prompt_tokens == 9
+            json.dumps(chunk).encode())[0] == usage_of(chunk).cached_tokens
+        assert res.prompt_tokens == scanner.prompt_tokens == 9
 
 
 # --------------------------------------------------------------------- metric names

@@ -241,3 +241,18 @@ def test_the_index_is_kept_for_policies_that_use_it_or_on_request() -> None:
         kept.view.matched(RouteRequest(np.arange(6)))
     assert Router(make_router_policy("random"), 2).matched(
         RouteRequest(np.arange(6))).tolist() == [0, 0]
+
+
+def test_cached_tokens_reach_the_policy_in_the_routers_units() -> None:
+    """A router keyed on characters (400 units) in front of an engine that counts 100
+    prompt tokens, 30 of them cached: the policy is told 120 cached units. Without the
+    engine's prompt count the units are taken to be its tokens; never more than the
+    prompt."""
+    policy = make_router_policy("learned")
+    _, feedback = spy(policy)
+    router = Router(policy, 2)
+    for cached, prompt_tokens in ((30, 100), (30, None), (500, 100)):
+        d = router.route(RouteRequest(np.arange(400)), 0.0)
+        router.complete(d, 1.0, ttft_s=0.1, cached_tokens=cached, prompt_tokens=prompt_tokens)
+    assert [(fb.cached_tokens, fb.cached_units) for fb in feedback] == [
+        (30, 120), (30, 30), (500, 400)]

@@ -19,6 +19,7 @@ from kvroute.cli import serve as serve_cli
 from kvroute.errors import ConfigError
 from kvroute.protocol.response_body import SSEScanner, error_body
 from kvroute.routing import make_router_policy
+from kvroute.routing.base import Feedback
 from kvroute.server.app import RouterApp, ServeConfig, build_app
 from kvroute.server.http_messages import Request, StreamResponse
 from kvroute.server.proxy import _Relay
@@ -146,6 +147,7 @@ async def test_non_stream_passthrough_with_headers() -> None:
     """A JSON completion passes through with the worker and prediction headers."""
     a, b = FakeWorker(), FakeWorker()
     async with cluster([a, b]) as (client, r):
+        seen = feedback_of(r)
         resp = await client.post("/v1/completions", json={"prompt": "hello world"})
         assert resp.status == 200
         body = await resp.json()
@@ -154,6 +156,21 @@ async def test_non_stream_passthrough_with_headers() -> None:
         assert body["usage"]["prompt_tokens_details"]["cached_tokens"] == 7
         assert in_flight(r) == [0, 0]
         assert sum(s.completed for s in r.router.workers) == 1
+        # 7 of the engine's 10 prompt tokens, in the router's 11 character units
+        assert [(fb.cached_tokens, fb.cached_units) for fb in seen] == [(7, 8)]
+
+
+def feedback_of(r: Any) -> list[Feedback]:
+    """Every Feedback the router's policy gets from now on."""
+    seen: list[Feedback] = []
+    inner = r.router.policy.on_complete
+
+    def on_complete(fb: Feedback) -> None:
+        seen.append(fb)
+        inner(fb)
+
+    r.router.policy.on_complete = on_complete
+    return seen
 
 
 @pytest.mark.asyncio
@@ -166,11 +183,14 @@ async def test_stream_passthrough_chunks_and_accounting() -> None:
         assert resp.status == 200
         assert resp.headers["Content-Type"].startswith("text/event-stream")
         assert resp.headers["X-Kvroute-Worker"] == a.url
+        seen = feedback_of(r)
         text = (await resp.read()).decode()
         assert text.count("data: ") == 6 and text.rstrip().endswith("data: [DONE]")
         await settle(r)
         assert in_flight(r) == [0]
         assert r.router.workers[0].completed == 1
+        # "user\nhi": 7 character units for the engine's 10 tokens, 7 of them cached
+        assert [(fb.cached_tokens, fb.cached_units) for fb in seen] == [(7, 5)]
 
 
 class PausableConn:

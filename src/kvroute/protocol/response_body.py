@@ -14,17 +14,19 @@ Contract:
   else ``usage.cached_tokens``, else ``meta_info.cached_tokens``. A count is a JSON
   integer >= 0; anything else is absent (None).
 * :func:`cached_tokens_of` reads a whole response body: one object, or an SGLang batch (a
-  list: the sum over the items that report it). A body that holds the key
-  ``"cached_tokens"`` exactly once, with an integer, is read without parsing it (JSON
-  strings cannot hold an unescaped quote, so generated text never matches; a tenth of
-  the parse's time on a short completion, less still on a long one).
+  list: the sum over the items that report it), and the ``prompt_tokens`` reported beside
+  it (not for a batch), which let the router put the count in its own units. A body that
+  holds the key ``"cached_tokens"`` exactly once, with an integer, is read without
+  parsing it (JSON strings cannot hold an unescaped quote, so generated text never
+  matches; a tenth of the parse's time on a short completion, less still on a long one).
 * SSE (:class:`SSELines`): a byte stream splits at ``\\n``; each line is stripped; a
   ``data:`` line gives its payload (stripped), other lines (blank separators, comments,
   ``event:``/``id:``) give nothing; the payload ``[DONE]`` (:data:`DONE`) ends a stream.
   With ``max_line``, a line longer than that is dropped instead of buffered.
   :class:`SSEScanner` is the router's: whether ``[DONE]`` came and the last
-  ``cached_tokens`` seen, parsing only the payloads that mention the key (a chunk that
-  mentions neither, with no partial line before it, is not split into lines at all).
+  ``cached_tokens`` seen (with the ``prompt_tokens`` of the same usage), parsing only the
+  payloads that mention the key (a chunk that mentions neither, with no partial line
+  before it, is not split into lines at all).
 """
 
 from __future__ import annotations
@@ -92,23 +94,28 @@ def usage_of(obj: Any) -> Usage:
 
 _CACHED = b"cached_tokens"
 _CACHED_KEY = re.compile(rb'"cached_tokens"\s*:\s*(\d+)')
+_PROMPT_KEY = re.compile(rb'"prompt_tokens"\s*:\s*(\d+)')
 
 
-def cached_tokens_of(body: bytes) -> int | None:
-    """``cached_tokens`` of a JSON response body (see the module docstring)."""
+def cached_tokens_of(body: bytes) -> tuple[int | None, int | None]:
+    """``cached_tokens`` of a JSON response body, and the ``prompt_tokens`` beside it (see
+    the module docstring; a batch gives no prompt count)."""
     if b"cached_tokens" not in body:
-        return None
+        return None, None
     found = _CACHED_KEY.findall(body)
     if len(found) == 1 and body.count(b'"cached_tokens"') == 1 and body.lstrip()[:1] == b"{":
-        return int(found[0])
+        prompt = _PROMPT_KEY.findall(body)
+        return int(found[0]), (int(prompt[0]) if len(prompt) == 1
+                               and body.count(b'"prompt_tokens"') == 1 else None)
     try:
         obj = json.loads(body)
     except (ValueError, UnicodeDecodeError):
-        return None
+        return None, None
     if isinstance(obj, list):  # SGLang batch
         vals = [c for c in (usage_of(o).cached_tokens for o in obj) if c is not None]
-        return sum(vals) if vals else None
-    return usage_of(obj).cached_tokens
+        return (sum(vals) if vals else None), None
+    usage = usage_of(obj)
+    return usage.cached_tokens, usage.prompt_tokens
 
 
 def _payload(line: bytes) -> bytes | None:
@@ -152,6 +159,7 @@ class SSEScanner:
     def __init__(self) -> None:
         self._lines = SSELines(max_line=1 << 20)
         self.cached_tokens: int | None = None
+        self.prompt_tokens: int | None = None  # reported with the last cached_tokens
         self.done = False
 
     def feed(self, chunk: bytes) -> None:
@@ -170,6 +178,7 @@ class SSEScanner:
             self.done = True
         elif _CACHED in payload:
             with contextlib.suppress(ValueError):  # UnicodeDecodeError is one
-                c = usage_of(json.loads(payload)).cached_tokens
-                if c is not None:
-                    self.cached_tokens = c
+                usage = usage_of(json.loads(payload))
+                if usage.cached_tokens is not None:
+                    self.cached_tokens = usage.cached_tokens
+                    self.prompt_tokens = usage.prompt_tokens

@@ -65,6 +65,15 @@ class Feedback:
     e2e_s: float | None = None
     ttft_s: float | None = None
     cached_tokens: int | None = None  # as the engine reports it, when it does
+    # the same in the router's units (what ``view.matched`` counts): the router scales it
+    # by the prompt's units over the engine's prompt tokens when the engine reports those
+    # (a router keyed on characters in front of a real tokenizer); by default
+    # ``cached_tokens`` as is (the units are the engine's tokens)
+    cached_units: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.cached_units is None:
+            object.__setattr__(self, "cached_units", self.cached_tokens)
 
 
 @dataclass

@@ -67,11 +67,11 @@ Learning (all from completions; errors teach nothing):
 * ``a`` (TTFT model): recursive least squares with forgetting ``forget`` on the features
   above, target the observed TTFT; coefficients clipped at >= 0. When the engine reports
   the cached tokens, ``u`` and ``pairs`` are recomputed from them (what was really
-  prefilled) before the update.
+  prefilled; in the router's units, ``Feedback.cached_units``) before the update.
 * ``d`` (per-token decode time): the same, target ``(E2E - TTFT) / (O - 1)`` when O > 1.
   Without ``max_tokens`` (live clients may omit it) ``dec_w`` is the mean observed decode
   time instead (exponential average, weight ``1 - forget`` per sample).
-* ``r`` (hit realisation): engine-reported cached tokens over the index's ``matched`` at
+* ``r`` (hit realisation): engine-reported cached units over the index's ``matched`` at
   routing, summed with the same forgetting (starts at 1; the index may believe in
   prefixes the worker has evicted).
 
@@ -285,8 +285,8 @@ class Learned(RoutingPolicy):
         if fb.ttft_s is not None:
             self.ttft_errors.add(rec.pred_ttft, fb.ttft_s)
             x = rec.x_ttft
-            if fb.cached_tokens is not None:  # learn from what was really computed
-                hit = float(min(fb.cached_tokens, rec.units - 1))
+            if fb.cached_units is not None:  # learn from what was really computed
+                hit = float(min(fb.cached_units, rec.units - 1))
                 unc = rec.units - hit
                 x = np.array([(rec.ahead + unc) / 1000.0, unc * (hit + unc / 2.0) / 1e6, 1.0])
             self.ttft_model.update(x, fb.ttft_s)
@@ -295,8 +295,8 @@ class Learned(RoutingPolicy):
                 self.decode_model.update(rec.x_dec, decode_s / (rec.out - 1))
             else:
                 self.decode_mean += (1.0 - self.forget) * (decode_s - self.decode_mean)
-        if fb.cached_tokens is not None and rec.matched > 0:
-            self.hit_num = self.forget * self.hit_num + min(fb.cached_tokens, rec.matched)
+        if fb.cached_units is not None and rec.matched > 0:
+            self.hit_num = self.forget * self.hit_num + min(fb.cached_units, rec.matched)
             self.hit_den = self.forget * self.hit_den + rec.matched
 
     def telemetry(self) -> dict[str, object]:

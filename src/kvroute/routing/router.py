@@ -58,7 +58,7 @@ from kvroute.routing.base import (
 from kvroute.routing.cache_beliefs import CacheBeliefs, ExactCache
 from kvroute.routing.prefix_index import DEFAULT_INDEX_CAPACITY, PrefixIndex
 
-__all__ = ["Dispatch", "Router"]
+__all__ = ["Dispatch", "Router", "cached_units"]
 
 
 @dataclass(eq=False)
@@ -214,8 +214,12 @@ class Router:
         state.decode_units += len(dispatch.req)
 
     def complete(self, dispatch: Dispatch, now: float, ok: bool = True,
-                 ttft_s: float | None = None, cached_tokens: int | None = None) -> bool:
-        """Close ``dispatch`` and tell the policy; False when it was closed already."""
+                 ttft_s: float | None = None, cached_tokens: int | None = None,
+                 prompt_tokens: int | None = None) -> bool:
+        """Close ``dispatch`` and tell the policy; False when it was closed already.
+        ``cached_tokens`` and ``prompt_tokens`` are the engine's counts, when it reports
+        them: the policy gets the cached count in the router's units too
+        (``Feedback.cached_units``)."""
         if dispatch.closed:
             return False
         dispatch.closed = True
@@ -236,5 +240,14 @@ class Router:
             worker=dispatch.worker, rid=dispatch.req.rid, ok=ok, prompt_units=len(dispatch.req),
             now=now, decision=dispatch.decision, e2e_s=now - dispatch.sent_at if ok else None,
             ttft_s=ttft_s if ttft_s is not None or dispatch.first_token_at is None
-            else dispatch.first_token_at - dispatch.sent_at, cached_tokens=cached_tokens))
+            else dispatch.first_token_at - dispatch.sent_at, cached_tokens=cached_tokens,
+            cached_units=cached_units(cached_tokens, prompt_tokens, len(dispatch.req))))
         return True
+
+
+def cached_units(cached: int | None, prompt_tokens: int | None, units: int) -> int | None:
+    """An engine's cached-token count in the router's units: scaled by the prompt's units
+    over its tokens when the engine gave those, at most the prompt's units."""
+    if cached is None or not prompt_tokens:
+        return cached
+    return min(units, round(cached * units / prompt_tokens))

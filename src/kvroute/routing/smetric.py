@@ -186,8 +186,8 @@ class SMetric(RoutingPolicy):
         if not fb.ok or fb.ttft_s is None or w >= len(self.samples):
             return
         work = rec.work
-        if fb.cached_tokens is not None:
-            cached = float(min(fb.cached_tokens, rec.units))
+        if fb.cached_units is not None:
+            cached = float(min(fb.cached_units, rec.units))
             work = float(self.work(rec.units - cached, rec.units))
         total = rec.queued + work
         if total > 0:

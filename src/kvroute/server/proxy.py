@@ -91,6 +91,7 @@ class _Outcome:
     error: str | None = "cancelled"
     ttft: float | None = None
     cached: int | None = None
+    prompt: int | None = None  # the engine's prompt tokens, reported with ``cached``
 
 
 class _Relay:
@@ -201,10 +202,12 @@ class Forwarder:
         return d, w
 
     def _close(self, d: Dispatch, w: Worker, ok: bool, error: str | None = None,
-               ttft_s: float | None = None, cached: int | None = None) -> None:
+               ttft_s: float | None = None, cached: int | None = None,
+               prompt: int | None = None) -> None:
         """Close ``d`` exactly once, with its metrics and decision-log outcome."""
         now = self.clock()
-        if not self.router.complete(d, now, ok=ok, ttft_s=ttft_s, cached_tokens=cached):
+        if not self.router.complete(d, now, ok=ok, ttft_s=ttft_s, cached_tokens=cached,
+                                    prompt_tokens=prompt):
             return  # closed already (its worker was removed)
         if ok:
             e2e = now - d.sent_at
@@ -272,7 +275,7 @@ class Forwarder:
                     st.error = f"upstream_{upstream.status}"
                     self.metrics.errors.labels("upstream_rejected").inc()
                     return resp
-                st.cached = cached_tokens_of(data)
+                st.cached, st.prompt = cached_tokens_of(data)
                 st.ok, st.error = True, None
                 self.members.record_success(w)
                 return resp
@@ -284,7 +287,8 @@ class Forwarder:
                 self.metrics.errors.labels(st.error).inc()
             raise
         finally:
-            self._close(d, w, st.ok, error=st.error, ttft_s=st.ttft, cached=st.cached)
+            self._close(d, w, st.ok, error=st.error, ttft_s=st.ttft, cached=st.cached,
+                        prompt=st.prompt)
 
     def _failed(self, w: Worker, st: _Outcome, kind: str, status: int, what: str,
                 retry: bool = True) -> _Failed:
@@ -345,7 +349,7 @@ class Forwarder:
                 self.metrics.errors.labels(st.error).inc()
                 return resp
         reader.close()
-        st.cached = reader.cached_tokens
+        st.cached, st.prompt = reader.cached_tokens, reader.prompt_tokens
         st.ok, st.error = True, None
         self.members.record_success(w)
         with contextlib.suppress(ConnectionError):
