@@ -134,6 +134,8 @@ async def test_exact_index_agrees_with_the_engines_and_survives_a_router_restart
             reported = _metric(page, "kvroute_hit_reported_tokens_total", index="exact")
             prompt = _metric(page, "kvroute_hit_prompt_units_total", index="exact")
             assert prompt > 0 and 0 < expected <= reported
+            # token ids are the units here: the two reported counters agree
+            assert _metric(page, "kvroute_hit_reported_units_total", index="exact") == reported
             async with http.get(base + "/workers") as r:
                 listed = (await r.json())["workers"]
             assert all(w["kv_events"]["in_sync"] and w["kv_events"]["blocks"] > 0

@@ -158,6 +158,10 @@ async def test_non_stream_passthrough_with_headers() -> None:
         assert sum(s.completed for s in r.router.workers) == 1
         # 7 of the engine's 10 prompt tokens, in the router's 11 character units
         assert [(fb.cached_tokens, fb.cached_units) for fb in seen] == [(7, 8)]
+        m = r.metrics
+        assert [sum(s.value for fam in c.collect() for s in fam.samples
+                    if s.name.endswith("_total")) for c in (m.hit_reported, m.hit_reported_units,
+                                                            m.hit_prompt)] == [7, 8, 11]
 
 
 def feedback_of(r: Any) -> list[Feedback]:

@@ -146,7 +146,7 @@ def expected_vs_reported(app: RouterApp) -> str:
         got = {name: sum(s.value for fam in metric.collect() for s in fam.samples
                          if s.name.endswith("_total") and s.labels.get("index") == index)
                for name, metric in (("prompt", m.hit_prompt), ("expected", m.hit_expected),
-                                    ("reported", m.hit_reported),
+                                    ("reported", m.hit_reported_units),
                                     ("available", m.hit_available))}
         if got["prompt"]:
             p = got["prompt"]

@@ -35,9 +35,10 @@ Contract:
 * Telemetry: Prometheus counters and histograms (:mod:`kvroute.server.router_metrics`) and
   the decision log (:mod:`kvroute.server.decision_log`), per decision and per outcome.
   For each successful request whose engine reported ``cached_tokens``, the hit counters
-  ``kvroute_hit_{prompt,available,expected}_units`` and ``kvroute_hit_reported_tokens``
-  (by worker and by index kind, exact or approx) put what the router expected beside
-  what the engine captured.
+  ``kvroute_hit_{prompt,available,expected,reported}_units`` and
+  ``kvroute_hit_reported_tokens`` (by worker and by index kind, exact or approx) put what
+  the router expected beside what the engine captured (``reported_units``: the engine's
+  count in the router's units, see ``Router.complete``).
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ from kvroute.protocol.response_body import (
     error_body,
 )
 from kvroute.routing.base import RouteRequest
-from kvroute.routing.router import Dispatch, Router
+from kvroute.routing.router import Dispatch, Router, cached_units
 from kvroute.server.decision_log import DecisionLog
 from kvroute.server.http_messages import Request, Response, StreamResponse, error_response
 from kvroute.server.membership import Membership, Worker
@@ -225,6 +226,8 @@ class Forwarder:
                 mt.child(mt.hit_available, *labels).inc(d.available)
                 mt.child(mt.hit_expected, *labels).inc(d.expected)
                 mt.child(mt.hit_reported, *labels).inc(cached)
+                mt.child(mt.hit_reported_units, *labels).inc(
+                    cached_units(cached, prompt, len(d.req)) or 0)
         self.decisions.outcome(now, d, w.url, ok, error, ttft_s=ttft_s, cached=cached)
 
     def _fail(self, w: Worker, kind: str) -> None:

@@ -77,6 +77,10 @@ class RouterMetrics:
         self.hit_reported = Counter("kvroute_hit_reported_tokens", "Cached tokens the "
                                     "engine reported for the same requests (what was "
                                     "captured)", hit, registry=r)
+        self.hit_reported_units = Counter(
+            "kvroute_hit_reported_units", "The same in the router's units (scaled by the "
+            "prompt's units over the engine's prompt tokens, when it reports those): "
+            "comparable with the other kvroute_hit_* counters", hit, registry=r)
 
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
 
