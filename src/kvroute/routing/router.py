@@ -94,6 +94,8 @@ class Router:
                                 probes)
         self._next_rid = 0
         self._open: dict[Dispatch, None] = {}  # routed and not closed, in routing order
+        self._prompt_units = 0  # over completions whose engine reported its prompt tokens
+        self._prompt_tokens = 0
 
     @property
     def open_dispatches(self) -> int:
@@ -235,6 +237,9 @@ class Router:
             state.completed += 1
         else:
             state.errors += 1
+        if prompt_tokens:
+            self._prompt_units += len(dispatch.req)
+            self._prompt_tokens += prompt_tokens
         self.view.now = now
         self.policy.on_complete(Feedback(
             worker=dispatch.worker, rid=dispatch.req.rid, ok=ok, prompt_units=len(dispatch.req),
@@ -243,6 +248,12 @@ class Router:
             else dispatch.first_token_at - dispatch.sent_at, cached_tokens=cached_tokens,
             cached_units=cached_units(cached_tokens, prompt_tokens, len(dispatch.req))))
         return True
+
+    def units_per_token(self) -> float | None:
+        """Routing units per engine token over the completed requests whose engine
+        reported its prompt tokens (about 4 when the router keys on characters in front of
+        a real tokenizer, 1 on token ids); None before any did."""
+        return self._prompt_units / self._prompt_tokens if self._prompt_tokens else None
 
 
 def cached_units(cached: int | None, prompt_tokens: int | None, units: int) -> int | None:

@@ -100,8 +100,9 @@ class ServeConfig:
     drain_timeout: float = 30.0
     seed: int = 0
     # the prefix index's bound per worker, in routing units; None: each engine's reported
-    # KV pool (tokens with a tokenizer, else CHARS_PER_TOKEN characters a token), 2^24
-    # until it reports one
+    # KV pool times the routing units a token, measured from the engines' prompt-token
+    # reports (before any: 1 with a tokenizer, else CHARS_PER_TOKEN), 2^24 until it
+    # reports a pool
     index_capacity: int | None = None
     # one ``ENDPOINT[,REPLAY]`` (or ``-``) per worker URL: its engine's KV events
     kv_events: list[str] | None = None

@@ -12,7 +12,9 @@ Contract:
   :func:`kvroute.server.engine_metrics.engine_load`; the load (running, waiting, KV usage
   and capacity) goes to ``Router.report_load``, where policies such as ``llmd`` and
   ``least_load`` read it; with ``units_per_kv_token``, the router's prefix index holds at
-  most the engine's KV pool (times that many routing units a token) for it. A worker
+  most the engine's KV pool for it, times the routing units a token: measured from the
+  engines' reported prompt tokens once any completed request carried them
+  (``Router.units_per_token``), ``units_per_kv_token`` until then. A worker
   whose page cannot be read or lacks those gauges keeps its last values (zeros at first)
   and is warned about once, until it is readable again.
 * A worker removed while its check is under way is skipped.
@@ -99,4 +101,5 @@ class WorkerChecks:
                                     kv_usage=got.kv_usage, kv_capacity=got.kv_capacity)
             index = self.router.index
             if index is not None and self.units_per_kv_token and got.kv_capacity > 0:
-                index.set_capacity(i, max(1, int(got.kv_capacity * self.units_per_kv_token)))
+                per = self.router.units_per_token() or self.units_per_kv_token
+                index.set_capacity(i, max(1, int(got.kv_capacity * per)))
