@@ -19,7 +19,11 @@ methods; only their clocks differ):
   ``on_complete`` exactly once per dispatch, from ``complete``.
 * Accounting: ``first_token`` moves a dispatch from prefill to decode accounting;
   ``complete`` closes it exactly once (True; a second call is ignored and returns False),
-  so in-flight counts stay right whatever path a request ends by. ``undelivered`` takes
+  so in-flight counts stay right whatever path a request ends by. The engine's cached
+  tokens it is given reach the policy in the router's units as well
+  (``Feedback.cached_units``, by :func:`cached_units`), and ``units_per_token()`` is the
+  ratio of routing units to engine tokens over the replies that reported prompt tokens
+  (the live index's bound reads it). ``undelivered`` takes
   back the index's belief that the worker holds a prompt that never reached it;
   ``forget_cache(i)`` drops all it believed ``i`` holds (a worker that went down).
 * The prefix index is kept when the policy declares ``uses_index``, or when the caller
