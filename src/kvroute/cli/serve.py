@@ -156,8 +156,10 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--seed", type=int, default=0, help="seed of the policy and retry jitter")
     s.add_argument("--index-capacity", type=int, metavar="UNITS",
                    help="most routing units the prefix index keeps per worker (default: each "
-                        "engine's reported KV pool, in tokens with --tokenizer, else 4 "
-                        "characters a token; 2^24 until a worker reports it)")
+                        "engine's reported KV pool times the routing units a token, measured "
+                        "from the prompt_tokens the engines report (1 with --tokenizer, else "
+                        "4 characters a token, until a reply carries them); 2^24 until a "
+                        "worker reports its pool)")
     s.add_argument("--kv-events", nargs="+", metavar="ENDPOINT[,REPLAY]",
                    help="each worker's KV-event publisher, in the order of --worker-urls "
                         "('-' for none), e.g. tcp://10.0.0.5:5557,tcp://10.0.0.5:5558: the "
