@@ -73,6 +73,25 @@ def test_the_fallback_keeps_the_guarantee_whatever_the_predictions(seed):
     assert policy.phases - policy.rlt_phases <= np.log2(policy.phases) + 2
 
 
+def test_mistakes_are_measured_against_rlt_phases_returns():
+    """On the cycle RLT's own phases evict spans that come back within the phase; those
+    returns are counted apart from the predictions' mistakes, and the mistakes a
+    prediction phase may make grow by the RLT-only phases' mean returns, pro rata of
+    the phase so far."""
+    cfg = AdversarialConfig(paths=9, length=64, rounds=30, seed=1)
+    policy = WorstPredictions(seed=1, trust=0.1)
+    cache = RadixCache(cfg.capacity, policy)
+    replay(cache, adversarial_cycle(cfg))
+    assert policy.rlt_done > 0 and policy.rlt_returns > 0
+    assert policy.rlt_done <= policy.rlt_phases
+    mean = policy.rlt_returns / policy.rlt_done
+    expected = 0.1 * cfg.capacity + mean * policy.phase_tokens / cfg.capacity
+    assert policy._allowed() == pytest.approx(expected)
+    fresh = LearnedEviction(seed=1)
+    RadixCache(cfg.capacity, fresh)
+    assert fresh._allowed() == pytest.approx(0.1 * cfg.capacity)  # no RLT phase yet
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_learns_that_unique_suffixes_are_not_reused(seed):
     """GSP (shared group prefixes, unique questions): ghosts show that never-hit spans
