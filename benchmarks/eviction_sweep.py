@@ -1,0 +1,111 @@
+"""Issue 13's one-cache targets for ``learned`` on streams and capacities it was not
+designed on: a check of how its design generalises.
+
+    PYTHONPATH=src python benchmarks/eviction_sweep.py \
+        [--trace ../shared/traces/mooncake_synthetic_trace.jsonl] [--seeds 1,2,3]
+
+``learned`` was designed on GSP at 200,000 tokens (16-token pages, prefix ratio 0.5),
+the Mooncake trace in blocks at 1%, 5%, 10% and the adversarial cycle
+(docs/eviction-results.md). This sweep replays other capacities, GSP shapes, the LooGLE
+and ShareGPT streams, and the trace at other capacities and in tokens (skipped without
+``--trace``), every policy beside the offline optimum, and prints per cell (means over
+the seeds): learned / max(lru, rlt), learned / the best of lfu, slru, sae, the optimum /
+max(lru, rlt), learned's share of the optimum, and the verdict of issue 13's rules
+(``eviction_results.status``). About 2 minutes for three seeds on one core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from eviction_results import BASELINES, status
+from kvroute.cache.replay_grid import replay_grid
+from kvroute.workloads.cache_streams import (
+    CacheStream,
+    parse_capacities,
+    trace_stream,
+    workload_stream,
+)
+
+POLICIES = ["lru", "lfu", "slru", "sae", "rlt", "learned", "optimal"]
+TRACE = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "traces",
+                     "mooncake_synthetic_trace.jsonl")
+
+Stream = Callable[[int], CacheStream]  # seed -> stream
+
+
+def cells(trace: str | None) -> list[tuple[str, Stream, str, int]]:
+    """(label, stream of a seed, capacities, page size)."""
+    def gsp(**opts: Any) -> Stream:
+        return lambda seed: workload_stream("gsp", seed, **opts)
+
+    def named(name: str) -> Stream:
+        return lambda seed: workload_stream(name, seed)
+
+    out: list[tuple[str, Stream, str, int]] = [
+        ("GSP, 16-token pages", gsp(), "50000,100000,400000", 16),
+        ("GSP prefix ratio 0.2", gsp(prefix_ratio=0.2), "200000", 16),
+        ("GSP prefix ratio 0.8", gsp(prefix_ratio=0.8), "200000", 16),
+        ("GSP 512 groups x 8", gsp(groups=512, prompts_per_group=8), "200000", 16),
+        ("LooGLE", named("loogle"), "1%,2%,5%,10%,20%", 1),
+        ("ShareGPT", named("sharegpt"), "1%,5%,20%", 1),
+    ]
+    if trace:
+        blocks = trace_stream(trace, "block")
+        tokens = trace_stream(trace, "token")
+        out += [("Mooncake blocks", lambda seed: blocks, "0.5%,2%,20%,40%", 1),
+                ("Mooncake tokens", lambda seed: tokens, "1%,5%,10%", 16)]
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--trace", default=TRACE if os.path.exists(TRACE) else None,
+                    help="the Mooncake trace (default: ../shared's, if present)")
+    ap.add_argument("--seeds", default="1,2,3", help="comma-separated seeds")
+    args = ap.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    console = Console()
+    table = Table(title=f"learned on streams it was not designed on, seeds {args.seeds}")
+    for col in ("stream", "capacity", "vs lru/rlt", "vs engines", "opt vs lru/rlt",
+                "of opt", "issue 13"):
+        table.add_column(col, justify="left" if col in ("stream", "issue 13") else "right")
+    start = time.perf_counter()
+    for label, make, capacities, page in cells(args.trace):
+        rates: dict[tuple[str, str], list[float]] = {}
+        for seed in seeds:
+            stream = make(seed)
+            caps = parse_capacities(capacities, stream.unique_units)
+            grid = replay_grid(stream.prompts, caps, POLICIES[:-1], seed=seed,
+                               page_size=page)
+            for text, res in zip(capacities.split(","), grid, strict=True):
+                got = {r["policy"]: r["hit_rate"] for r in res["policies"]}
+                got["optimal"] = res["ceilings"]["optimal"]
+                for name, rate in got.items():
+                    rates.setdefault((text, name), []).append(rate)
+        for text in capacities.split(","):
+            r = {name: statistics.fmean(rates[(text, name)]) for name in POLICIES}
+            verdict, _ = status({"stream": label, "sets": {"s": {"rates": r}}}, "s")
+            base = max(r["lru"], r["rlt"])
+            engine = max(r[b] for b in BASELINES)
+            table.add_row(label, text, f"{r['learned'] / base:.3f}",
+                          f"{r['learned'] / engine:.3f}" if engine else "-",
+                          f"{r['optimal'] / base:.2f}" if base else "-",
+                          f"{r['learned'] / r['optimal']:.0%}", verdict.replace("*", ""))
+        console.print(f"{label}: done after {time.perf_counter() - start:.0f} s")
+    console.print(table)
+    console.print("vs lru/rlt: learned / max(lru, rlt); vs engines: learned / the best of "
+                  "lfu, slru, sae; opt: the offline optimum; issue 13: its rules for one cell "
+                  "(benchmarks/eviction_results.py)")
+
+
+if __name__ == "__main__":
+    main()
