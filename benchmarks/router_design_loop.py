@@ -14,6 +14,17 @@ cells. The other policies' values are read from the doc's generated tables: the 
 seeds 1,2,3 (``routers``, the default) or the check seeds 4,5,6 (``routers-check``), so
 the score is the preset's only while those rows are current. Design on the first, check
 on the second before reporting.
+
+Other cluster sizes: ``--rows RUNS.json`` reads the other policies' rows from a
+``kvroute compare --routers ... --out DIR`` run instead (its ``DIR/runs.json``), and
+``--workers`` and ``-o`` are passed on, so the policy runs on the same grid, e.g. 8
+workers (docs/routing-results.md, "Eight workers"):
+
+    kvroute compare --routers --workers 8 \
+        --routings cache_aware_v2,prefix_hash,dynamo,least_load,llmd,lbgr,lmetric,loadaware \
+        --seeds 1,2,3 --trace TRACE -o mooncake.limit=1500 --no-ceilings --out /tmp/w8
+    PYTHONPATH=src python benchmarks/router_design_loop.py --rows /tmp/w8/runs.json \
+        --workers 8 -o mooncake.limit=1500
 """
 
 from __future__ import annotations
@@ -60,28 +71,58 @@ def best_others(doc: str, section: str,
     return best
 
 
+def best_in_rows(path: str, routing: str) -> dict[tuple[str, str, float], dict[str, float]]:
+    """The same from a ``kvroute compare`` runs.json (its ``rows``: means over seeds)."""
+    with open(path, encoding="utf-8") as f:
+        rows = json.load(f)["rows"]
+    best: dict[tuple[str, str, float], dict[str, float]] = {}
+    for r in rows:
+        if r["routing"] in (routing, "oracle"):
+            continue
+        b = best.setdefault(cell(r["workload"], r["order"] or "", r["load"]), {})
+        for name, (field, _) in METRICS.items():
+            b[name] = min(b.get(name, math.inf), float(r[field]))
+    return best
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--routing", default="learned", help="the policy under design")
     ap.add_argument("--policy-arg", action="append", default=[], metavar="KEY=VALUE",
                     help="a parameter of the policy (repeat for more)")
-    ap.add_argument("--seeds", default="1,2,3", choices=sorted(SECTIONS),
-                    help="design (1,2,3) or check (4,5,6) seeds")
+    ap.add_argument("--seeds", default="1,2,3",
+                    help="design (1,2,3) or check (4,5,6) seeds; with --rows, the run's")
     ap.add_argument("--trace", default=TRACE, help="the Mooncake trace of the preset")
     ap.add_argument("--doc", default=DOC, help="where the other policies' rows are")
     ap.add_argument("--worst", type=int, default=5, help="how many of the worst cells to list")
+    ap.add_argument("--rows", help="a compare runs.json with the other policies' rows "
+                    "(instead of --doc)")
+    ap.add_argument("--workers", type=int, help="simulated workers (with --rows)")
+    ap.add_argument("-o", "--option", action="append", default=[], metavar="WL.KEY=VALUE",
+                    help="a workload option passed to compare (with --rows)")
     args = ap.parse_args()
     if not os.path.exists(args.trace):
         sys.exit(f"no trace at {args.trace}: give --trace (the preset's Mooncake cells)")
-    best = best_others(args.doc, SECTIONS[args.seeds], args.routing)
+    if args.rows:
+        best = best_in_rows(args.rows, args.routing)
+    else:
+        if args.workers or args.option:
+            sys.exit("--workers and -o need --rows: the doc's rows are the preset's")
+        if args.seeds not in SECTIONS:
+            sys.exit(f"the doc has rows for seeds {' or '.join(SECTIONS)}; for others, --rows")
+        best = best_others(args.doc, SECTIONS[args.seeds], args.routing)
     if not best:
-        sys.exit(f"{args.doc} has no rows for seeds {args.seeds} yet: generate them first")
+        sys.exit(f"no rows of other policies for seeds {args.seeds}: generate them first")
     with tempfile.TemporaryDirectory() as out:
         cmd = [sys.executable, "-m", "kvroute", "compare", "--routers", "--routings",
                args.routing, "--seeds", args.seeds, "--trace", args.trace, "--no-ceilings",
                "--jobs", str(min(2, os.cpu_count() or 1)), "--out", out]
         for a in args.policy_arg:
             cmd += ["--policy-arg", a]
+        for o in args.option:
+            cmd += ["-o", o]
+        if args.workers:
+            cmd += ["--workers", str(args.workers)]
         done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               text=True, check=False)
         if done.returncode:
@@ -91,7 +132,10 @@ def main() -> None:
     adv: dict[str, list[float]] = {name: [] for name in METRICS}
     cells = []
     for r in rows:
-        b = best[cell(r["workload"], r["order"], r["load"])]
+        b = best.get(cell(r["workload"], r["order"], r["load"]))
+        if b is None:
+            sys.exit(f"no other policy's row for {r['workload']} {r['order']} @{r['load']}: "
+                     "the rows and this run must be the same grid")
         a = {name: b[name] / r[field] for name, (field, _) in METRICS.items()}
         for name in METRICS:
             adv[name].append(a[name])
