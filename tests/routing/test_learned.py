@@ -63,10 +63,10 @@ def test_under_heavy_load_spared_work_beats_a_shorter_queue() -> None:
     assert Learned().route(_req(2000), view).worker == 0
 
 
-def test_requests_waiting_for_a_first_token_do_not_count_as_decoding() -> None:
-    """The policy's own open requests set the mean prompt: two of 1000 units on worker 0,
-    prefill_units 1000 -> one waiting, one decoding; lam_0 = 1 + (2 + mean in-flight 1) / 2
-    = 2.5, lam_1 = 0 + (0 + 1) / 2 = 0.5."""
+def test_requests_still_prefilling_count_among_those_its_prefill_stalls() -> None:
+    """Two in flight on worker 0, one of them still prefilling (prefill_units 1000): the
+    new request queues behind it and its prefill then stalls both, so lam_0 = 2 + (2 +
+    mean in-flight 1) / 2 = 3.5, lam_1 = 0 + (0 + 1) / 2 = 0.5."""
     view = view_of([WorkerState(0), WorkerState(1)])
     policy = Learned()
     for rid in (1, 2):  # the view is not updated between the two: both go to worker 0
@@ -75,7 +75,7 @@ def test_requests_waiting_for_a_first_token_do_not_count_as_decoding() -> None:
     busy = view_of([WorkerState(0, in_flight=2, prefill_units=1000), WorkerState(1)])
     cost, own, ttft, *_ = policy.costs(_req(500), busy)
     work = 0.1 * 0.5 + 0.005 * 0.125
-    assert cost - own - 3 * ttft == pytest.approx([2.5 * work, 0.5 * work])
+    assert cost - own - 3 * ttft == pytest.approx([3.5 * work, 0.5 * work])
 
 
 def test_a_copy_is_priced_by_how_scarce_cache_is() -> None:

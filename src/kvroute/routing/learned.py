@@ -15,7 +15,7 @@ allowed worker ``w``:
     TTFT_w = a . [(ahead + u_w) / 1000, pairs / 1e6, 1]
     dec_w  = (O - 1) * d . [1, in_flight_w + 1]     its decode time
     work_w = a0 * u_w / 1000 + a1 * pairs / 1e6     seconds of prefill it adds to worker w
-    lam_w  = decoding_w + (in_flight_w + mean in-flight over the allowed workers) / 2
+    lam_w  = in_flight_w + (in_flight_w + mean in-flight over the allowed workers) / 2
     copy_w = a0 * (max_v h_v - h_w) / 1000          seconds to recompute what another
                                                     allowed worker already holds
              + consolidate * a0 * max_v h_v / 1000  if w is one of several (not all)
@@ -29,18 +29,21 @@ spread over the cluster's caches; then the lowest index). ``TTFT_w + dec_w`` is 
 request's own predicted latency (reported as ``Decision.predicted_s``). The terms:
 
 * ``lam_w * work_w`` is the delay its prefill adds to other requests: the engine runs
-  prefill before decode, so every request decoding on ``w`` waits for it (``decoding_w`` =
-  in-flight minus those still waiting for a first token, estimated as ``prefill_units_w``
-  over the mean prompt of this policy's open requests on ``w``; all in-flight when it has
-  none), and later arrivals queue behind it: about the number in flight there, taken as
-  the mean of the worker's own count and the cluster's (the cluster's alone undercounts
-  a worker that a burst of one prefix group has filled, and keeps the burst there too
-  long; the worker's alone spreads prefix groups over the cluster at high load). At low
-  load ``lam`` is small and the rule is "least own latency" (what ``oracle`` does); at
-  high load spared prefill (a prefix hit) is worth more than a shorter queue, and the
-  rule keeps prefix groups together, except on a worker whose decoding requests would pay
-  for it. With no hits anywhere (long prompts, little reuse) ``work_w`` is the same on
-  every worker and the rule balances by predicted latency and decoders alone.
+  prefill before decode, so every request in flight on ``w`` waits for it, those decoding
+  now and those still prefilling alike (this one queues behind them, and they are
+  decoding when its prefill runs), and later arrivals queue behind it: about the number
+  in flight there, taken as the mean of the worker's own count and the cluster's (the
+  cluster's alone undercounts a worker that a burst of one prefix group has filled, and
+  keeps the burst there too long; the worker's alone spreads prefix groups over the
+  cluster at high load). At low load ``lam`` is small and the rule is "least own
+  latency" (what ``oracle`` does); at high load spared prefill (a prefix hit) is worth
+  more than a shorter queue, and the rule keeps prefix groups together, except on a
+  worker whose requests in flight would pay for it. With no hits anywhere (long prompts,
+  little reuse) ``work_w`` is the same on every worker and the rule balances by
+  predicted latency and load alone. (Counting only the requests decoding now, as an
+  earlier version did, left out the ones that a request arriving during their prefill
+  stalls right after: on GSP in round-robin order it doubled the stalls that decoding
+  requests suffer.)
 * ``ttft_weight`` counts the predicted TTFT (the queue ahead and the prefill) once more
   in each of ``ttft_weight`` extra copies: time to first token is what a waiting client
   sees, and a request queued behind prefills also delays the decode steps of the worker
@@ -226,12 +229,8 @@ class Learned(RoutingPolicy):
         else:
             dec = np.full(n, self.decode_mean)
         own = ttft + dec
-        count = self.count[:n]
-        waiting = np.divide(prefill * count, self.len_sum[:n], out=np.zeros(n),
-                            where=self.len_sum[:n] > 0)
-        decoding = np.maximum(flight - np.minimum(waiting, flight), 0.0)
         allowed = view.candidates()
-        lam = decoding + (flight + float(flight[allowed].mean())) / 2.0
+        lam = flight + (flight + float(flight[allowed].mean())) / 2.0
         top = float(hit[allowed].max())
         copy = a[0] * np.maximum(top - hit, 0.0) / 1000.0
         if self.consolidate > 0 and top > 0:
