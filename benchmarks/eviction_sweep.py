@@ -73,7 +73,7 @@ def main() -> None:
     ap.add_argument("--seeds", default="1,2,3", help="comma-separated seeds")
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    console = Console()
+    console = Console(width=110)
     table = Table(title=f"learned on streams it was not designed on, seeds {args.seeds}")
     for col in ("stream", "capacity", "vs lru/rlt", "vs engines", "opt vs lru/rlt",
                 "of opt", "issue 13"):
