@@ -79,9 +79,9 @@ same-phase returns, predictions' phases 6k-26k, so the flat 20k budget failed ab
 third of the prediction phases and handed them, with their backoff, to RLT's rule,
 which loses there (rlt 0.399, learned with predictions only 0.465, learned 0.436:
 6.6% below sae's 0.467). With the yardstick learned has 0.463 (seeds 1-3; 0.465 on
-4-6), the design streams move within their seed noise (GSP at 50% unchanged, the
-adversarial cycle up 1.6-1.9%, Mooncake blocks 0-2% lower), and the always-wrong
-predictions on the cycle still keep 0.93x RLT.
+4-6), the design streams move within their seed noise (GSP at prefix ratio 0.5
+unchanged, the adversarial cycle up 1.6-1.9%, Mooncake blocks 0-2% lower), and the
+always-wrong predictions on the cycle still keep 0.93x RLT.
 
 This is a measured guarantee with a stated mechanism, not a proof of a competitive
 ratio: the RLT phases start from the state the predictions left.
