@@ -18,7 +18,7 @@ on the second before reporting.
 Other cluster sizes: ``--rows RUNS.json`` reads the other policies' rows from a
 ``kvroute compare --routers ... --out DIR`` run instead (its ``DIR/runs.json``), and
 ``--workers`` and ``-o`` are passed on, so the policy runs on the same grid, e.g. 8
-workers (docs/routing-results.md, "Eight workers"):
+workers (docs/routing-results.md, "Off the design grid"):
 
     kvroute compare --routers --workers 8 \
         --routings cache_aware_v2,prefix_hash,dynamo,least_load,llmd,lbgr,lmetric,loadaware \
