@@ -101,10 +101,14 @@ def status(cell: dict[str, Any], set_name: str) -> tuple[str, list[str]]:
     return ("met" if ok else "**not met**"), notes
 
 
-def reuse_distances(trace: str) -> list[str]:
+def reuse_distances(trace: str, all_cells: list[dict[str, Any]]) -> list[str]:
     """Why the trace is hard for any online policy: how far back (in requests) each
     infinite-cache block hit last saw its block, against how many requests a cache of
-    1%, 5%, 10% holds (unique blocks per request, on average)."""
+    1%, 5%, 10% holds (unique blocks per request, on average); with learned's range over
+    max(lru, rlt) on the trace's cells."""
+    ratios = [r["learned"] / max(r["lru"], r["rlt"]) for c in all_cells
+              if c["stream"].startswith("Mooncake") for r in
+              (s["rates"] for s in c["sets"].values())]
     stream = trace_stream(trace, "block")
     last: dict[int, int] = {}
     gaps = []
@@ -128,7 +132,8 @@ def reuse_distances(trace: str) -> list[str]:
     out.append("  So a policy must choose which once-seen blocks to keep for hundreds of "
                "requests. The optimum knows; in our measurements the features an online "
                "policy sees (hits, age, depth, place in the leaf) separate them weakly, and "
-               "`learned` stays within a few percent of lru and rlt there (1.01-1.06x). "
+               "`learned` stays within a few percent of lru and rlt there "
+               f"({min(ratios):.2f}-{max(ratios):.2f}x max(lru, rlt) in the cells above). "
                "`benchmarks/mooncake_reuse.py` measures why: most prefix groups are seen "
                "once, popularity moves (the first half's most used blocks are a poor guess "
                "for the second half's), and frequency with perfect per-block memory gains "
@@ -310,7 +315,8 @@ def main() -> None:
     args = ap.parse_args()
     start = time.perf_counter()
     grid = cells(args.trace)
-    notes = reuse_distances(args.trace) if args.trace and os.path.exists(args.trace) else []
+    notes = (reuse_distances(args.trace, grid) if args.trace and os.path.exists(args.trace)
+             else [])
     elapsed = time.perf_counter() - start
     extra = "" if args.no_cluster else cluster(args.trace)
     text = render(grid, elapsed, notes) + "\n" + extra
