@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from kvroute.cache import RadixCache, make_policy, replay
+from kvroute.cache.eviction.group_heaps import valid
 from kvroute.cache.eviction.learned import LearnedEviction
 from kvroute.cache.eviction.reuse_model import Ghost, ReuseModel, Segment
 from kvroute.errors import ConfigError
@@ -40,7 +41,7 @@ class WorstPredictions(LearnedEviction):
     name = "worst_predictions_for_a_test"  # not registered
 
     def _predicted(self):
-        leaves = [n for n in self.cache.nodes() if self._valid(n)]
+        leaves = [n for n in self.cache.nodes() if valid(n)]
         if not leaves:
             return None
         node = min(leaves, key=lambda n: n.last_access)
@@ -171,8 +172,8 @@ def test_cached_group_keys_choose_what_a_full_scan_would(page_size):
 
         def _predicted(self):
             truth = None
-            for b, heap in enumerate(self._heaps):
-                live = [e for e in heap if e[2].slot == e[1] and self._valid(e[2])]
+            for b, heap in enumerate(self.candidates.heaps):
+                live = [e for e in heap if e[2].slot == e[1] and valid(e[2])]
                 if live:
                     t, _, node = min(live, key=lambda e: (e[0], e[1]))
                     age = min(AGES - 1, (self.epoch - node.mark).bit_length())

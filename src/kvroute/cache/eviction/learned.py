@@ -72,17 +72,9 @@ predictions are tried again; a phase that keeps its trust resets the count. Henc
   through a cache of k, where leaf-LRU never hits) its hit rate is at least 0.9x RLT's,
   with its own predictions and with predictions that are always wrong.
 
-Why the yardstick (changed from a flat ``trust * capacity``): where the working set
-is larger than the cache, every policy evicts spans that come back within the phase.
-On GSP with 80% of each prompt shared (prefix ratio 0.8, 16-token pages, 200,000
-tokens: 325k tokens of group prefixes) RLT's own phases had 23k-37k tokens of
-same-phase returns, predictions' phases 6k-26k, so the flat 20k budget failed about a
-third of the prediction phases and handed them, with their backoff, to RLT's rule,
-which loses there (rlt 0.399, learned with predictions only 0.465, learned 0.436:
-6.6% below sae's 0.467). With the yardstick learned has 0.463 (seeds 1-3; 0.465 on
-4-6), the design streams move within their seed noise (GSP at prefix ratio 0.5
-unchanged, the adversarial cycle up 1.6-1.9%, Mooncake blocks 0-2% lower), and the
-always-wrong predictions on the cycle still keep 0.93x RLT.
+Why the yardstick (it was a flat ``trust * capacity``): where the working set is larger
+than the cache every policy evicts spans that come back within the phase, and a flat
+budget handed predictions' phases to RLT's rule where it loses (docs/cache.md).
 
 This is a measured guarantee with a stated mechanism, not a proof of a competitive
 ratio: the RLT phases start from the state the predictions left.
@@ -94,46 +86,27 @@ mistake beyond them); ``ghosts`` (1.0: the ghost list's size
 in capacities, as ARC's); ``memory`` (2.0: the echoes' size in capacities; 0 keeps
 none).
 
-Cost: O(log L) per heap change (one lazy min-heap per class group, keyed by last
-access). A victim in prediction mode is the least of the groups' cached top keys
-(estimate, last access, group); a group's key is recomputed only when it may have
-changed: a push that could be its new top, its top re-keyed or no longer a candidate,
-its estimates resolved, a new phase (ages), a halving of the counts or a compaction
-(tests/cache/test_learned.py checks the choice against a full scan); the stale groups
-are listed as they go stale, and a group with no live entry has no key (a push lists it
-again), so a victim costs a min over the keys of the non-empty groups (a handful of the
-28) plus one refresh per listed group. The fallback gathers the unmarked leaves once
-per batch, O(L), in the order of their heap entries (so its seeded draws do not depend
-on the heaps' layout), and visits only the leaves drawn.
+Cost: O(log L) per heap change; a victim in prediction mode is the least of the class
+groups' cached top keys (``group_heaps.GroupHeaps``: one lazy min-heap per group keyed
+by last access; a group's key is recomputed only when it may have changed, and
+tests/cache/test_learned.py checks the choice against a full scan). The fallback gathers
+the unmarked leaves once per batch, O(L), in the order of their heap entries (so its
+seeded draws do not depend on the heaps' layout), and visits only the leaves drawn.
 
-Replay time (issue 13: within 2x of rlt's; not met). Every victim is one Python step:
-the lookup above; a ghost (merged with the leaf's earlier trims in place, in O(1); a
-trim's ids are kept as the leaf's key and the place of the cut, sliced only if the
-ghost is asked for); the ghosts it pushes out (each segment settled in the model; the
-ghost itself kept as an echo, its checked ids read only if it is recalled); the tree's
-trim and the leaf's new heap entry: about 5 us, against rlt's numpy batches that draw a
-whole call's steps at once (on the Mooncake trace at 5% a call makes about 3.8 trims,
-2.6 of them predicted). Measured (one process, interleaved, best of 15, replay time
-over rlt's): GSP at 200,000 tokens 2.49x; Mooncake blocks at 1%, 5%, 10% 2.89x, 3.30x,
-3.63x (before the in-place ghosts, cuts, lazy echoes and non-empty group keys: 2.84x,
-3.68x, 3.93x, 4.17x). What is left is spread over the steps (Mooncake at 5%, shares of
-learned's time): choosing victims about 15%, the ghost list 14%, settling forgotten
-ghosts and dropping echoes 9%, the tree's trims and heap pushes 12%, new leaves (ghost
-and echo lookups) 11%; fallback batches are 18% at 5% and about a quarter at 10%
-(their trims included). On GSP the walks also cost learned more than rlt because it
-hits more (a walk compares every hit id). Figures for every stream:
-docs/eviction-results.md.
+Replay time (issue 13: within 2x of rlt's; not met): every victim is one Python step
+(the lookup above, a ghost, the ghosts it pushes out, the tree's trim, a heap entry),
+against rlt's numpy batches that draw a whole call's steps at once; measured, with where
+the time goes, in docs/cache.md.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from heapq import heapify, heappop, heappush
-from operator import itemgetter
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from kvroute.cache.eviction.group_heaps import GroupHeaps, valid
 from kvroute.cache.eviction.leaf_classes import AGES, GROUPS, age_bucket, group, new_aux
 from kvroute.cache.eviction.policy import EvictionPolicy
 from kvroute.cache.eviction.registry import register
@@ -144,8 +117,6 @@ if TYPE_CHECKING:
     from kvroute.cache.radix import Node, RadixCache
 
 __all__ = ["LearnedEviction"]
-
-Entry = tuple[float, int, "Node"]
 
 
 @register
@@ -181,16 +152,7 @@ class LearnedEviction(EvictionPolicy):
         self.returns = 0
         self.rlt_returns = 0
         self.rlt_done = 0
-        self._heaps: list[list[Entry]] = [[] for _ in range(GROUPS)]
-        self._seq = 0
-        self._entries = 0
-        self._compact_at = 64
-        # per group with a live entry, the key (p, last access, group, seq) of its heap's
-        # top, or None (stale); an empty group is absent. The stale groups are listed in
-        # _dirty (once: a key is listed when it goes to None)
-        self._best: dict[int, tuple[float, float, int, int] | None] = dict.fromkeys(
-            range(GROUPS))
-        self._dirty = list(range(GROUPS))
+        self.candidates = GroupHeaps(GROUPS)
         self._halvings = 0
 
     def attach(self, cache: RadixCache) -> None:
@@ -199,57 +161,6 @@ class LearnedEviction(EvictionPolicy):
         self.model = ReuseModel(GROUPS, AGES, cache.capacity, weight=cache.page_size)
         self.ghosts = GhostList(int(self._ghost_share * cache.capacity),
                                 int(self._memory_share * cache.capacity), cache.page_size)
-
-    # ---------------------------------------------------------------- candidates
-    @staticmethod
-    def _valid(node: Node) -> bool:
-        return node.parent is not None and not node.children and node.lock_ref == 0
-
-    def _push(self, node: Node) -> None:
-        g = group(node)
-        aux = node.aux
-        last = node.last_access
-        best = self._best
-        if node.slot > 0:
-            if aux[4] == g and aux[5] == last:
-                return  # its live entry is already this one
-            self._stale(node)  # its old entry goes stale
-        aux[4], aux[5] = g, last
-        self._seq = seq = self._seq + 1
-        node.slot = seq
-        heappush(self._heaps[g], (last, seq, node))
-        cached = best.get(g, ())  # () if the group was empty
-        if cached is not None and (not cached or last < cached[1]):
-            best[g] = None  # the new entry is the group's top
-            self._dirty.append(g)
-        self._entries += 1
-        if self._entries > self._compact_at:
-            self._compact()
-
-    def _compact(self) -> None:
-        live = 0
-        for i, heap in enumerate(self._heaps):
-            for e in heap:
-                if e[2].slot == e[1] and not self._valid(e[2]):
-                    e[2].slot = -1
-            kept = [e for e in heap if e[2].slot == e[1]]
-            heapify(kept)
-            self._heaps[i] = kept
-            live += len(kept)
-        self._forget_all()
-        self._entries = live
-        self._compact_at = max(64, 2 * live)
-
-    def _top(self, heap: list[Entry]) -> Node | None:
-        while heap:
-            _, seq, node = heap[0]
-            if node.slot == seq:
-                if self._valid(node):
-                    return node
-                node.slot = -1  # its live entry goes: a later _push must not skip
-            heappop(heap)
-            self._entries -= 1
-        return None
 
     # ---------------------------------------------------------------- phases
     def _touch(self, node: Node) -> None:
@@ -266,25 +177,13 @@ class LearnedEviction(EvictionPolicy):
 
     def _changed(self, groups: Iterable[int]) -> None:
         """The model's estimates changed for ``groups`` (for all, if it halved)."""
-        best, dirty = self._best, self._dirty
-        for g in groups:
-            if best.get(g) is not None:
-                best[g] = None
-                dirty.append(g)
+        self.candidates.changed(groups)
         if self.model.halvings != self._halvings:
             self._halvings = self.model.halvings
-            self._forget_all()
-
-    def _forget_all(self) -> None:
-        """Every group's key may have changed (an empty group has none)."""
-        best = self._best
-        for b, key in best.items():
-            if key is not None:
-                best[b] = None
-                self._dirty.append(b)
+            self.candidates.forget_all()
 
     def _new_phase(self) -> None:
-        self._forget_all()  # ages moved
+        self.candidates.forget_all()  # ages moved
         if self.tried:  # this phase started with predictions
             if self.failed:
                 self.streak += 1
@@ -326,7 +225,7 @@ class LearnedEviction(EvictionPolicy):
                 aux[2] = shared
         self._touch(leaf)
         if leaf.lock_ref == 0:
-            self._push(leaf)
+            self.candidates.push(leaf)
 
     def _credit(self, ghost: Ghost, shared: int) -> None:
         """A request asked again for the first ``shared`` ids of an evicted span."""
@@ -359,7 +258,7 @@ class LearnedEviction(EvictionPolicy):
         if hit:
             node.aux[0] += 1
         if not node.children and node.lock_ref == 0:
-            self._push(node)
+            self.candidates.push(node)
 
     def on_split(self, prefix: Node, suffix: Node, in_match: bool) -> None:
         prefix.mark = suffix.mark
@@ -367,27 +266,17 @@ class LearnedEviction(EvictionPolicy):
         prefix.aux = new_aux(suffix.aux[0], cut, min(proven, cut))
         suffix.aux[2] = max(0, proven - cut)
         suffix.aux[3] = max(len(suffix.key), full - cut)
-        if suffix.slot > 0 and self._valid(suffix):  # its start moved: maybe a new group
-            self._push(suffix)
+        if suffix.slot > 0 and valid(suffix):  # its start moved: maybe a new group
+            self.candidates.push(suffix)
 
     def on_candidacy(self, node: Node) -> None:
-        if self._valid(node):
-            self._push(node)
+        if valid(node):
+            self.candidates.push(node)
         else:
-            self._stale(node)
+            self.candidates.stale(node)
 
     def on_removed(self, node: Node) -> None:
-        self._stale(node)
-
-    def _stale(self, node: Node) -> None:
-        """``node`` stopped being a candidate: if it heads its group, the group's next
-        top (maybe of another age, so of another estimate) must be looked at."""
-        aux = node.aux
-        if node.slot > 0 and isinstance(aux, list) and aux[4] >= 0:
-            cached = self._best.get(aux[4])
-            if cached is not None and cached[3] == node.slot:
-                self._best[aux[4]] = None
-                self._dirty.append(aux[4])
+        self.candidates.stale(node)
 
     # ---------------------------------------------------------------- eviction
     def evict(self, n: int) -> int:
@@ -410,44 +299,12 @@ class LearnedEviction(EvictionPolicy):
         return done * page
 
     def _predicted(self) -> Node | None:
-        """Pop the leaf of least estimated reuse (oldest first within a class). Each
-        group's heap top and its key are cached until the group changes (a push, a pop,
-        its estimates, a new phase), so a victim costs a min over the cached keys plus
-        the groups that changed since the last victim."""
-        best, dirty = self._best, self._dirty
-        while True:
-            for b in dirty:  # the groups that changed since the last look
-                if best.get(b, ()) is None:
-                    key = self._group_key(b)
-                    if key is None:
-                        del best[b]  # empty: a push lists it again
-                    else:
-                        best[b] = key
-            dirty.clear()
-            if not best:
-                return None  # every heap is empty
-            _, _, b, seq = min(best.values())  # type: ignore[type-var,misc]  # no None left
-            heap = self._heaps[b]
-            if heap and heap[0][1] == seq:
-                node = heap[0][2]
-                if node.slot == seq and self._valid(node):
-                    heappop(heap)
-                    self._entries -= 1
-                    node.slot = -1
-                    best[b] = None
-                    dirty.append(b)
-                    return node
-            best[b] = None  # its top went stale unseen: look again
-            dirty.append(b)
+        """Pop the leaf of least estimated reuse (oldest first within a class)."""
+        return self.candidates.pop_least(self._estimate)
 
-    def _group_key(self, b: int) -> tuple[float, float, int, int] | None:
-        """The key of group ``b``'s top, None if it has no live entry."""
-        heap = self._heaps[b]
-        node = self._top(heap)
-        if node is None:
-            return None
-        cls = b * AGES + age_bucket(self.epoch - node.mark)
-        return (self.model.p(cls), node.last_access, b, heap[0][1])
+    def _estimate(self, b: int, node: Node) -> float:
+        """The reuse probability of a candidate of group ``b`` at its age."""
+        return self.model.p(b * AGES + age_bucket(self.epoch - node.mark))
 
     @staticmethod
     def _tail(node: Node) -> int:
@@ -480,21 +337,14 @@ class LearnedEviction(EvictionPolicy):
         cache.trim_leaf(node, tokens)
         if keep > 0:
             aux[1] = key
-            self._push(node)  # still a candidate, shorter
-
-    def _unmarked(self) -> list[Node]:
-        epoch = self.epoch
-        live = [e for heap in self._heaps for e in heap
-                if e[2].slot == e[1] and e[2].mark != epoch and self._valid(e[2])]
-        live.sort(key=itemgetter(1))  # in order of entry (seq): independent of heap layout
-        return [e[2] for e in live]
+            self.candidates.push(node)  # still a candidate, shorter
 
     def _rlt_batch(self, rem: int) -> int:
         """One batch of RLT's process: ``rem`` uniform draws over the unmarked leaves
         (a new phase if there are none); returns pages freed, -1 if nothing is left."""
-        leaves = self._unmarked()
+        leaves = self.candidates.unmarked(self.epoch)
         if not leaves:
-            if self._top_any() is None:
+            if not self.candidates.any_live():
                 return -1  # everything left is locked
             self._new_phase()
             self.predicting = False  # finish this eviction call by RLT's rule
@@ -510,27 +360,19 @@ class LearnedEviction(EvictionPolicy):
             done += take
         return done
 
-    def _top_any(self) -> Node | None:
-        for heap in self._heaps:
-            node = self._top(heap)
-            if node is not None:
-                return node
-        return None
-
     def check(self) -> None:
         live = {}
-        for b, heap in enumerate(self._heaps):
-            for key, seq, node in heap:
-                if node.slot == seq and self._valid(node):
-                    if key != node.last_access or b != group(node):
-                        raise IntegrityError(f"learned: stale heap entry for {node}")
-                    live[id(node)] = node
+        for b, key, node in self.candidates.live():
+            if key != node.last_access or b != group(node):
+                raise IntegrityError(f"learned: stale heap entry for {node}")
+            live[id(node)] = node
         for node in self.cache.nodes():
-            if self._valid(node) and id(node) not in live:
+            if valid(node) and id(node) not in live:
                 raise IntegrityError(f"learned: candidate leaf {node} missing from its heap")
             if node.mark > self.epoch:
                 raise IntegrityError(f"learned: {node} marked in a future phase")
-        if any(key is None and b not in self._dirty for b, key in self._best.items()):
+        heaps = self.candidates
+        if any(key is None and b not in heaps.dirty for b, key in heaps.best.items()):
             raise IntegrityError("learned: a stale group key is not listed for a refresh")
         if min(self.phase_tokens, self.mistakes, self.returns, self.rlt_returns) < 0:
             raise IntegrityError("learned: negative phase counters")
