@@ -28,7 +28,7 @@ def test_idle_cluster_takes_the_prefix_hit() -> None:
     hit realisation learned yet (r = 1), so a copy costs nothing: cost = own + 3 TTFT."""
     view = view_of([WorkerState(0), WorkerState(1)], {0: 1000})
     policy = Learned()
-    cost, own, ttft, unc, _ = policy.costs(_req(2000), view)
+    cost, own, ttft, unc, *_ = policy.costs(_req(2000), view)
     assert ttft == pytest.approx([0.1175, 0.22])
     assert own == pytest.approx([0.1805, 0.283])
     assert cost == pytest.approx([0.533, 0.943])  # nothing in flight: lam = 0
@@ -84,7 +84,7 @@ def test_a_copy_is_priced_by_how_scarce_cache_is() -> None:
     cost, *_ = Learned().costs(_req(4000), view)
     assert cost == pytest.approx([2.634, 2.083])
     policy = Learned()
-    policy.hit_num, policy.hit_den = 0.9, 1.0
+    policy.realisation.update(-1, 0.9, 1.0)
     cost, *_ = policy.costs(_req(4000), view)
     assert cost == pytest.approx([2.79825, 2.893])
     assert policy.route(_req(4000), view).worker == 0
@@ -103,12 +103,12 @@ def test_a_spread_group_consolidates_on_its_freshest_copy() -> None:
     view = ClusterView([WorkerState(0), WorkerState(1), WorkerState(2)], index)
     assert list(view.last_sent(_req(4000))) == [1.0, 5.0, -np.inf]
     policy = Learned()
-    policy.hit_num, policy.hit_den = 0.9, 1.0
+    policy.realisation.update(-1, 0.9, 1.0)
     cost, *_ = policy.costs(_req(4000), view)
     assert cost == pytest.approx([1.3806, 1.1106, 2.403])
     assert policy.route(_req(4000), view).worker == 1
     plain = Learned(consolidate=0)
-    plain.hit_num, plain.hit_den = 0.9, 1.0
+    plain.realisation.update(-1, 0.9, 1.0)
     assert plain.costs(_req(4000), view)[0] == pytest.approx([1.1106, 1.1106, 2.403])
     assert plain.route(_req(4000), view).worker == 0
     index.record(2, np.arange(2000, dtype=np.int64), 3.0)  # now every worker holds it
@@ -132,7 +132,7 @@ class _Unrecorded:
 def test_no_consolidation_without_a_record_of_the_freshest_copy() -> None:
     view = ClusterView([WorkerState(0), WorkerState(1), WorkerState(2)], _Unrecorded())
     policy = Learned()
-    policy.hit_num, policy.hit_den = 0.9, 1.0
+    policy.realisation.update(-1, 0.9, 1.0)
     assert policy.costs(_req(4000), view)[0] == pytest.approx([1.1106, 1.1106, 2.403])
 
 
@@ -157,7 +157,7 @@ def test_learns_hit_realisation_and_reports_errors() -> None:
     tel = policy.telemetry()
     assert tel["ttft"]["count"] == 1  # type: ignore[index]
     assert tel["e2e"]["mean_error_s"] == pytest.approx(0.1805 - 0.3)  # type: ignore[index]
-    _, _, _, unc, _ = policy.costs(_req(2000), view)
+    unc = policy.costs(_req(2000), view).unc
     assert unc[0] == pytest.approx(1500)
     assert policy.open == {} and policy.len_sum.sum() == 0
 
@@ -207,3 +207,40 @@ def test_bad_parameters(args: dict[str, object]) -> None:
 
 def test_capabilities() -> None:
     assert Learned.uses_index and not Learned.needs_probes and Learned.takes_seed
+
+
+def test_a_fresh_prefix_is_worth_more_than_a_stale_longer_one() -> None:
+    """Worker 0 was sent 3000 units of the prompt 100 s ago, worker 1 2000 units 0.1 s ago
+    (age buckets 9 and 0). Learned (forget 1): 100 of 1000 matched units were cached at age
+    bucket 9, 1000 of 1000 at bucket 0; overall 0.55, so bucket 9 (100 + 550) / 2000 =
+    0.325, bucket 0 (1000 + 550) / 2000 = 0.775: hits 975 and 1550, the fresh prefix wins.
+    At the overall rate alone (hits 1650 and 1100) the stale one would."""
+    index = PrefixIndex(3)
+    index.record(0, np.arange(3000, dtype=np.int64), 0.0)
+    index.record(1, np.arange(2000, dtype=np.int64), 99.9)
+    view = ClusterView([WorkerState(0), WorkerState(1), WorkerState(2)], index)
+    view.now = 100.0
+    policy = Learned(forget=1.0)
+    policy.realisation.update(9, 100, 1000)
+    policy.realisation.update(0, 1000, 1000)
+    costs = policy.costs(_req(4000), view)
+    assert costs.age.tolist() == [9, 0, -1]
+    assert costs.unc == pytest.approx([3025, 2450, 4000])
+    assert policy.route(_req(4000), view).worker == 1
+    flat = Learned(forget=1.0)
+    flat.realisation.update(-1, 1100, 2000)
+    assert flat.costs(_req(4000), view).unc == pytest.approx([2350, 2900, 4000])
+    assert flat.route(_req(4000), view).worker == 0
+
+
+def test_feedback_is_learned_in_the_age_bucket_it_was_routed_with() -> None:
+    index = PrefixIndex(2)
+    index.record(0, np.arange(1000, dtype=np.int64), 0.0)
+    view = ClusterView([WorkerState(0), WorkerState(1)], index)
+    view.now = 0.5  # bucket floor(log2(5)) = 2
+    policy = Learned()
+    d = policy.route(_req(2000), view)
+    assert d.worker == 0
+    policy.on_complete(_feedback(7, 0, ttft=0.2, e2e=0.3, cached=250))
+    assert policy.realisation.by_age() == {"0.375s": pytest.approx(0.25)}
+    assert policy.telemetry()["hit_realisation_by_age"] == {"0.375s": pytest.approx(0.25)}

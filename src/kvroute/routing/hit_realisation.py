@@ -1,0 +1,74 @@
+"""``HitRealisation``: how much of the prefix the router's index believes a worker holds
+the engine really had cached, learned from feedback, overall and by the prefix's age.
+
+The index records what the router sent; engines evict on their own, so a believed prefix
+is realised only in part, and the older it is (the longer since the worker was last
+sent it: ``ClusterView.last_sent``) the more of it is gone. Each completed request whose
+worker was believed to hold ``matched > 0`` units adds ``(min(cached, matched),
+matched)`` to two running sums, overall and in the bucket of its prefix's age at
+routing: bucket ``min(buckets - 1, floor(log2(age / unit_s + 1)))`` (0 below ``unit_s``,
+then doubling widths: 16 buckets of 0.125 s reach about 68 minutes; the last one holds
+everything older). Every sum decays by ``forget`` per sample.
+
+* ``overall`` = sum of cached / sum of matched (1 before any sample).
+* ``by_age()``: each bucket's own rate, for telemetry.
+* ``estimate(buckets)``: per bucket ``(cached_b + overall * m) / (matched_b + m)``, where
+  ``m`` is the mean matched units of one sample: a bucket with little evidence borrows
+  the overall rate, one sample's worth; an age unknown (bucket -1) gets ``overall``.
+
+Mechanism only: how the caller weighs a realised hit is its business. No clock: ages are
+the caller's (``view.now`` minus the record time).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["HitRealisation"]
+
+
+class HitRealisation:
+    def __init__(self, forget: float, buckets: int = 16, unit_s: float = 0.125) -> None:
+        self.forget = forget
+        self.unit_s = unit_s
+        self.num = 0.0
+        self.den = 0.0
+        self.age_num = np.zeros(buckets)
+        self.age_den = np.zeros(buckets)
+        self.samples = 0.0
+
+    @property
+    def overall(self) -> float:
+        return self.num / self.den if self.den > 0 else 1.0
+
+    def bucket(self, last: np.ndarray, now: float) -> np.ndarray:
+        """The age bucket of record times ``last`` at ``now`` (-1 where not finite)."""
+        known = np.isfinite(last)
+        age = np.maximum(now - np.where(known, last, now), 0.0)
+        b = np.minimum(np.floor(np.log2(age / self.unit_s + 1.0)), len(self.age_num) - 1)
+        return np.where(known, b, -1).astype(np.int64)
+
+    def estimate(self, buckets: np.ndarray) -> np.ndarray:
+        r = self.overall
+        m = float(self.age_den.sum()) / self.samples if self.samples else 1.0
+        per = (self.age_num + r * m) / (self.age_den + m)
+        return np.where(buckets >= 0, per[np.maximum(buckets, 0)], r)
+
+    def update(self, bucket: int, cached: float, matched: float) -> None:
+        """A completed request: ``cached`` units reported of ``matched`` believed (> 0)."""
+        cached = min(cached, matched)
+        f = self.forget
+        self.num = f * self.num + cached
+        self.den = f * self.den + matched
+        if bucket >= 0:
+            self.age_num *= f
+            self.age_den *= f
+            self.age_num[bucket] += cached
+            self.age_den[bucket] += matched
+            self.samples = f * self.samples + 1.0
+
+    def by_age(self) -> dict[str, float]:
+        """Per bucket with evidence, keyed by its lower age bound ("0s", "0.125s", ...)."""
+        lower = self.unit_s * (2.0 ** np.arange(len(self.age_num)) - 1.0)
+        return {f"{lower[b]:g}s": float(self.age_num[b] / self.age_den[b])
+                for b in np.flatnonzero(self.age_den > 1e-9)}
