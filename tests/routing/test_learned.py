@@ -91,30 +91,6 @@ def test_a_copy_is_priced_by_how_scarce_cache_is() -> None:
     assert Learned(copy_weight=0).route(_req(4000), view).worker == 1
 
 
-def test_a_spread_group_consolidates_on_its_freshest_copy() -> None:
-    """Workers 0 and 1 both hold 2000 units of a 4000-unit prompt; worker 1 was sent them
-    last. With r = 0.9 (hit 1800, TTFT 0.2619, own 0.3249, cost 0.3249 + 3 * 0.2619 =
-    1.1106 on each holder) keeping worker 0's stale copy alive costs half a copy: 30 * (1 -
-    0.9) * (1 + lam 0) * 0.5 * 0.1 * 1.8 = 0.27 more. Worker 2 pays a whole copy: 0.513 + 3 *
-    0.45 + 3 * 0.18 = 2.403. Without consolidation the holders tie and the lower index wins."""
-    index = PrefixIndex(3)
-    index.record(0, np.arange(2000, dtype=np.int64), 1.0)
-    index.record(1, np.arange(2000, dtype=np.int64), 5.0)
-    view = ClusterView([WorkerState(0), WorkerState(1), WorkerState(2)], index)
-    assert list(view.last_sent(_req(4000))) == [1.0, 5.0, -np.inf]
-    policy = Learned()
-    policy.realisation.update(-1, 0.9, 1.0)
-    cost, *_ = policy.costs(_req(4000), view)
-    assert cost == pytest.approx([1.3806, 1.1106, 2.403])
-    assert policy.route(_req(4000), view).worker == 1
-    plain = Learned(consolidate=0)
-    plain.realisation.update(-1, 0.9, 1.0)
-    assert plain.costs(_req(4000), view)[0] == pytest.approx([1.1106, 1.1106, 2.403])
-    assert plain.route(_req(4000), view).worker == 0
-    index.record(2, np.arange(2000, dtype=np.int64), 3.0)  # now every worker holds it
-    assert policy.costs(_req(4000), view)[0] == pytest.approx([1.1106] * 3)
-
-
 class _Unrecorded:
     """Two workers hold 2000 units (say, by their engines' events) but the routing history
     has no record of either."""
@@ -129,11 +105,18 @@ class _Unrecorded:
         return np.full(3, -np.inf)
 
 
-def test_no_consolidation_without_a_record_of_the_freshest_copy() -> None:
+def test_holders_without_a_record_get_the_overall_rate() -> None:
+    """No age is known (-1): each holder's hit is 0.9 * 2000 = 1800 (TTFT 0.2619, own
+    0.3249, cost 0.3249 + 3 * 0.2619 = 1.1106); worker 2 pays a whole copy: 0.513 + 3 *
+    0.45 + 30 * (1 - 0.9) * (1 + lam 0) * 0.1 * 1.8 = 2.403; the holders tie, the lower
+    index wins."""
     view = ClusterView([WorkerState(0), WorkerState(1), WorkerState(2)], _Unrecorded())
     policy = Learned()
     policy.realisation.update(-1, 0.9, 1.0)
-    assert policy.costs(_req(4000), view)[0] == pytest.approx([1.1106, 1.1106, 2.403])
+    costs = policy.costs(_req(4000), view)
+    assert costs.age.tolist() == [-1, -1, -1]
+    assert costs.cost == pytest.approx([1.1106, 1.1106, 2.403])
+    assert policy.route(_req(4000), view).worker == 0
 
 
 def test_only_allowed_workers_are_chosen_and_averaged() -> None:
@@ -199,7 +182,7 @@ def test_worker_removal_renumbers_open_requests() -> None:
 @pytest.mark.parametrize("args", [{"forget": 0.0}, {"forget": 1.5}, {"prior_ktoken_s": 0},
                                   {"forget": True}, {"ttft_weight": -1},
                                   {"copy_weight": float("nan")}, {"copy_weight": True},
-                                  {"consolidate": -0.5}])
+                                  {"consolidate": 0.5}])
 def test_bad_parameters(args: dict[str, object]) -> None:
     with pytest.raises(ConfigError):
         make_router_policy("learned", args)

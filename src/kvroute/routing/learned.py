@@ -19,9 +19,6 @@ allowed worker ``w``:
     lam_w  = in_flight_w + (in_flight_w + mean in-flight over the allowed workers) / 2
     copy_w = a0 * (max_v h_v - h_w) / 1000          seconds to recompute what another
                                                     allowed worker already holds
-             + consolidate * a0 * max_v h_v / 1000  if w is one of several (not all)
-                                                    allowed workers holding that longest
-                                                    prefix, but not the one last sent it
     cost_w = (1 + ttft_weight) * TTFT_w + dec_w + lam_w * work_w
              + copy_weight * (1 - r) * (1 + lam_w) * copy_w
 
@@ -57,14 +54,9 @@ request's own predicted latency (reported as ``Decision.predicted_s``). The term
   cached that the engines had in fact evicted (0 while the caches hold everything, and
   while no engine reports cached tokens). A burst of one group (short reuse distance,
   ``r`` near 1) may still spread; a group that comes back after the caches have turned
-  over stays on its worker.
-* Consolidation: once a prefix group has spread over several workers (a burst, or before
-  the engines' reports showed cache to be scarce), sending its next request to any holder
-  but the one last sent it (``view.last_sent``: the freshest copy) keeps a duplicate
-  alive, which costs cache space as a copy does, in part (``consolidate`` of a copy, 0.5).
-  The stale copies then age out of their caches unless the freshest holder is too busy.
-  A prefix every allowed worker holds is left alone: shared cluster-wide (a common system
-  prompt, or a group hot enough to need every worker), it has no copy to give up.
+  over stays on its worker. Of several workers that hold a group's prefix, the one sent
+  it last has the youngest copy, so the highest ``r_w`` (below): the group consolidates
+  there and the stale copies age out.
 
 Learning (all from completions; errors teach nothing):
 
@@ -85,12 +77,13 @@ Learning (all from completions; errors teach nothing):
   overall rate (a mix of both) undervalues the first and overvalues the second. The
   copy term's scarcity is the overall ``r``. (Measured on the design grid, seeds 1-3 /
   4-6: 1.051x -> 1.085x / 1.040x -> 1.074x geo-mean E2E advantage; the same to within
-  0.004x with a bucket unit of 0.02 s or 1 s instead of 0.125 s.)
+  0.004x with a bucket unit of 0.02 s or 1 s instead of 0.125 s. It made an earlier
+  explicit charge on stale copies redundant: docs/routing-results.md.)
 
 Parameters: ``forget`` 0.998 (forgetting factor of every estimate, in (0, 1]);
 ``prior_ktoken_s`` 0.1 (prior seconds per 1000 prefill units, replaced by the first few
 hundred completions; the decision does not depend on its scale when costs are
-prefill-bound); ``ttft_weight`` 3, ``copy_weight`` 30 and ``consolidate`` 0.5 (>= 0;
+prefill-bound); ``ttft_weight`` 3 and ``copy_weight`` 30 (>= 0;
 chosen on the design grid of ``docs/routing-results.md``, seeds 1-3, and checked on seeds
 4-6). No constant depends on a workload. Telemetry: :meth:`telemetry` gives the
 mean absolute and signed error of the predicted TTFT and E2E against the observed ones.
@@ -166,16 +159,14 @@ class Learned(RoutingPolicy):
 
     def __init__(self, seed: int = 0, *, forget: float = 0.998,
                  prior_ktoken_s: float = 0.1, ttft_weight: float = 3.0,
-                 copy_weight: float = 30.0, consolidate: float = 0.5) -> None:
+                 copy_weight: float = 30.0) -> None:
         super().__init__(seed)
-        for name, value in (("ttft_weight", ttft_weight), ("copy_weight", copy_weight),
-                            ("consolidate", consolidate)):
+        for name, value in (("ttft_weight", ttft_weight), ("copy_weight", copy_weight)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) \
                     or not (math.isfinite(value) and value >= 0):
                 raise ConfigError(f"learned: {name} must be >= 0, got {value!r}")
         self.ttft_weight = float(ttft_weight)
         self.copy_weight = float(copy_weight)
-        self.consolidate = float(consolidate)
         if isinstance(forget, bool) or not isinstance(forget, (int, float)) \
                 or not 0.0 < forget <= 1.0:
             raise ConfigError(f"learned: forget must be in (0, 1], got {forget!r}")
@@ -253,13 +244,6 @@ class Learned(RoutingPolicy):
         lam = flight + (flight + float(flight[allowed].mean())) / 2.0
         top = float(hit[allowed].max())
         copy = a[0] * np.maximum(top - hit, 0.0) / 1000.0
-        if self.consolidate > 0 and top > 0:
-            holders = allowed[hit[allowed] == top]
-            if 1 < len(holders) < len(allowed):
-                sent = last[holders]
-                if np.isfinite(sent).any():  # else no record says which copy is fresh
-                    others = holders[holders != holders[np.argmax(sent)]]
-                    copy[others] += self.consolidate * a[0] * top / 1000.0
         scarcity = self.copy_weight * (1.0 - self.hit_realisation)
         cost = own + self.ttft_weight * ttft + lam * work + scarcity * (1.0 + lam) * copy
         return Costs(cost, own, ttft, unc, ahead, age)
