@@ -55,8 +55,9 @@ request's own predicted latency (reported as ``Decision.predicted_s``). The term
   while no engine reports cached tokens). A burst of one group (short reuse distance,
   ``r`` near 1) may still spread; a group that comes back after the caches have turned
   over stays on its worker. Of several workers that hold a group's prefix, the one sent
-  it last has the youngest copy, so the highest ``r_w`` (below): the group consolidates
-  there and the stale copies age out.
+  it last has the youngest copy, so the highest ``r_w`` (below) once older copies are
+  seen to be evicted more often: the group consolidates there and the stale copies age
+  out.
 
 Learning (all from completions; errors teach nothing):
 
@@ -86,7 +87,8 @@ hundred completions; the decision does not depend on its scale when costs are
 prefill-bound); ``ttft_weight`` 3 and ``copy_weight`` 30 (>= 0;
 chosen on the design grid of ``docs/routing-results.md``, seeds 1-3, and checked on seeds
 4-6). No constant depends on a workload. Telemetry: :meth:`telemetry` gives the
-mean absolute and signed error of the predicted TTFT and E2E against the observed ones.
+mean absolute and signed error of the predicted TTFT and E2E against the observed ones,
+the learned coefficients and the hit realisation, overall and by age.
 """
 
 from __future__ import annotations
