@@ -11,6 +11,7 @@ then doubling widths: 16 buckets of 0.125 s reach about 68 minutes; the last one
 everything older). Every sum decays by ``forget`` per sample.
 
 * ``overall`` = sum of cached / sum of matched (1 before any sample).
+* ``oldest()``: the estimate of the oldest bucket with evidence.
 * ``by_age()``: each bucket's own rate, for telemetry.
 * ``estimate(buckets)``: per bucket ``(cached_b + overall * m) / (matched_b + m)``, where
   ``m`` is the mean matched units of one sample: a bucket with little evidence borrows
@@ -53,6 +54,15 @@ class HitRealisation:
         m = float(self.age_den.sum()) / self.samples if self.samples else 1.0
         per = (self.age_num + r * m) / (self.age_den + m)
         return np.where(buckets >= 0, per[np.maximum(buckets, 0)], r)
+
+    def oldest(self) -> float:
+        """The estimate of the oldest age bucket with evidence (``overall`` before any):
+        how much of a prefix survives as long as any has been seen to, so ``1 - oldest()``
+        says whether the caches evict at all, whatever share of the traffic is young."""
+        seen = np.flatnonzero(self.age_den > 1e-9)
+        if not len(seen):
+            return self.overall
+        return float(self.estimate(seen[-1:])[0])
 
     def update(self, bucket: int, cached: float, matched: float) -> None:
         """A completed request: ``cached`` units reported of ``matched`` believed (> 0)."""

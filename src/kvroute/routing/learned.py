@@ -161,7 +161,7 @@ class Learned(RoutingPolicy):
 
     def __init__(self, seed: int = 0, *, forget: float = 0.998,
                  prior_ktoken_s: float = 0.1, ttft_weight: float = 3.0,
-                 copy_weight: float = 30.0) -> None:
+                 copy_weight: float = 3.0) -> None:
         super().__init__(seed)
         for name, value in (("ttft_weight", ttft_weight), ("copy_weight", copy_weight)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) \
@@ -246,7 +246,7 @@ class Learned(RoutingPolicy):
         lam = flight + (flight + float(flight[allowed].mean())) / 2.0
         top = float(hit[allowed].max())
         copy = a[0] * np.maximum(top - hit, 0.0) / 1000.0
-        scarcity = self.copy_weight * (1.0 - self.hit_realisation)
+        scarcity = self.copy_weight * (1.0 - self.realisation.oldest())
         cost = own + self.ttft_weight * ttft + lam * work + scarcity * (1.0 + lam) * copy
         return Costs(cost, own, ttft, unc, ahead, age)
 
