@@ -33,6 +33,8 @@ def test_sparse_buckets_borrow_the_overall_rate() -> None:
     assert r.overall == pytest.approx(0.5)
     assert r.estimate(np.array([0, 3, 5, -1])) == pytest.approx([0.7, 0.3, 0.5, 0.5])
     assert r.by_age() == {"0s": pytest.approx(0.9), "0.875s": pytest.approx(0.1)}
+    assert r.oldest() == pytest.approx(0.3)  # bucket 3's estimate
+    assert HitRealisation(1.0).oldest() == 1.0  # nothing seen: the overall rate
 
 
 def test_old_evidence_is_forgotten() -> None:

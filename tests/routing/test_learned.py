@@ -74,21 +74,43 @@ def test_requests_still_prefilling_count_among_those_its_prefill_stalls() -> Non
 
 
 def test_a_copy_is_priced_by_how_scarce_cache_is() -> None:
-    """4000 units, worker 0 holds 2000 and has 2 in flight (2000 units to prefill). While
-    the engines' caches hold what the index believes (r = 1) the idle worker 1 wins: 2.634
-    against 2.083. With r = 0.9 (10% of believed prefixes were evicted) worker 0's hit is
-    1800 units, and copying them onto worker 1 costs 30 * (1 - 0.9) * (1 + lam_1 0.5) *
-    0.1 * 1.8 = 0.81 more: 2.79825 against 2.893, the request stays with its group."""
+    """4000 units, worker 0 holds 2000 and has 2 in flight (2000 units to prefill);
+    copy_weight 30. While the engines' caches hold what the index believes (r = 1) the
+    idle worker 1 wins: 2.634 against 2.083. With r = 0.9 (10% of believed prefixes were
+    evicted; no age known, so the oldest rate is the overall one) worker 0's hit is 1800
+    units, and copying them onto worker 1 costs 30 * (1 - 0.9) * (1 + lam_1 0.5) * 0.1 *
+    1.8 = 0.81 more: 2.79825 against 2.893, the request stays with its group."""
     view = view_of([WorkerState(0, in_flight=2, prefill_units=2000), WorkerState(1)],
                    {0: 2000})
-    cost, *_ = Learned().costs(_req(4000), view)
+    cost, *_ = Learned(copy_weight=30).costs(_req(4000), view)
     assert cost == pytest.approx([2.634, 2.083])
-    policy = Learned()
+    policy = Learned(copy_weight=30)
     policy.realisation.update(-1, 0.9, 1.0)
     cost, *_ = policy.costs(_req(4000), view)
     assert cost == pytest.approx([2.79825, 2.893])
     assert policy.route(_req(4000), view).worker == 0
     assert Learned(copy_weight=0).route(_req(4000), view).worker == 1
+
+
+def test_scarcity_is_read_from_the_oldest_prefixes() -> None:
+    """Forget 1; 9 samples at age bucket 0 fully cached and one at bucket 12 (about 8
+    minutes) with nothing left: overall 0.9, but bucket 12 is estimated (0 + 0.9 * 1000) /
+    (1000 + 1000) = 0.45 (one sample's worth of the overall rate), so the copy term's
+    scarcity is copy_weight * 0.55, not * 0.1. Worker 0 holds 2000 units sent just now
+    (bucket 0: (9000 + 900) / 10000 = 0.99, hit 1980); worker 1 is idle: its copy of
+    1980 units costs 3 * 0.55 * (1 + 0.5) * 0.1 * 1.98 = 0.49005 more."""
+    view = view_of([WorkerState(0, in_flight=2, prefill_units=2000), WorkerState(1)],
+                   {0: 2000})
+    policy = Learned(forget=1.0)
+    for _ in range(9):
+        policy.realisation.update(0, 1000, 1000)
+    policy.realisation.update(12, 0, 1000)
+    assert policy.realisation.overall == pytest.approx(0.9)
+    assert policy.realisation.oldest() == pytest.approx(0.45)
+    costs = policy.costs(_req(4000), view)
+    assert costs.unc == pytest.approx([2020, 4000])
+    policy.copy_weight = 0.0
+    assert costs.cost - policy.costs(_req(4000), view).cost == pytest.approx([0.0, 0.49005])
 
 
 class _Unrecorded:
@@ -108,14 +130,14 @@ class _Unrecorded:
 def test_holders_without_a_record_get_the_overall_rate() -> None:
     """No age is known (-1): each holder's hit is 0.9 * 2000 = 1800 (TTFT 0.2619, own
     0.3249, cost 0.3249 + 3 * 0.2619 = 1.1106); worker 2 pays a whole copy: 0.513 + 3 *
-    0.45 + 30 * (1 - 0.9) * (1 + lam 0) * 0.1 * 1.8 = 2.403; the holders tie, the lower
+    0.45 + 3 * (1 - 0.9) * (1 + lam 0) * 0.1 * 1.8 = 1.917; the holders tie, the lower
     index wins."""
     view = ClusterView([WorkerState(0), WorkerState(1), WorkerState(2)], _Unrecorded())
     policy = Learned()
     policy.realisation.update(-1, 0.9, 1.0)
     costs = policy.costs(_req(4000), view)
     assert costs.age.tolist() == [-1, -1, -1]
-    assert costs.cost == pytest.approx([1.1106, 1.1106, 2.403])
+    assert costs.cost == pytest.approx([1.1106, 1.1106, 1.917])
     assert policy.route(_req(4000), view).worker == 0
 
 

@@ -1,8 +1,9 @@
 """``learned``'s rank on a small grid (GSP with 16 groups in random order and LooGLE with 16
 documents, load 0.9, seed 1): within 2% of the best mean E2E, ahead of lbgr and
 cache_aware_v2. Measured when last re-measured (issue 12's learned, hit realisation by
-age): gsp learned 0.483 s, dynamo 0.536, lbgr 0.547, cache_aware_v2 1.20; loogle learned
-0.140, lbgr 0.141, dynamo 0.152, cache_aware_v2 0.157."""
+age and scarcity from the oldest prefixes): gsp learned 0.502 s, dynamo 0.536, lbgr
+0.547, cache_aware_v2 1.20; loogle learned 0.140, lbgr 0.141, dynamo 0.152,
+cache_aware_v2 0.157."""
 
 from __future__ import annotations
 
