@@ -20,7 +20,7 @@ allowed worker ``w``:
     copy_w = a0 * (max_v h_v - h_w) / 1000          seconds to recompute what another
                                                     allowed worker already holds
     cost_w = (1 + ttft_weight) * TTFT_w + dec_w + lam_w * work_w
-             + copy_weight * (1 - r) * (1 + lam_w) * copy_w
+             + copy_weight * (1 - r_old) * (1 + lam_w) * copy_w
 
 and the request goes to ``argmin cost`` (ties: the smallest prefix index, so new prefixes
 spread over the cluster's caches; then the lowest index). ``TTFT_w + dec_w`` is the
@@ -50,14 +50,16 @@ request's own predicted latency (reported as ``Decision.predicted_s``). The term
   sent away from the worker that holds the prefix: the copy takes cache space on ``w``
   that the eviction policy frees by dropping other prefixes, each of which a later
   request will miss (prefill plus the delay to others: ``1 + lam_w`` times its work).
-  How scarce cache is comes from ``1 - r``: the share of the prefixes the index believed
-  cached that the engines had in fact evicted (0 while the caches hold everything, and
-  while no engine reports cached tokens). A burst of one group (short reuse distance,
-  ``r`` near 1) may still spread; a group that comes back after the caches have turned
-  over stays on its worker. Of several workers that hold a group's prefix, the one sent
-  it last has the youngest copy, so the highest ``r_w`` (below) once older copies are
-  seen to be evicted more often: the group consolidates there and the stale copies age
-  out.
+  How scarce cache is comes from ``1 - r_old``: ``r_old`` is the hit realisation
+  (below) of the oldest prefixes it has evidence on, the share of them the engines
+  still held (1 while the caches hold everything, and while no engine reports cached
+  tokens). Not the overall rate: most traffic reuses young prefixes, which are realised
+  whatever the pressure (GSP round-robin, load 0.8: 0.95 overall while nothing older
+  than two minutes survives). A burst of one group may spread while the caches keep
+  everything; once they evict, a group stays on its worker unless the load says
+  otherwise. Of several workers that hold a group's prefix, the one sent it last has
+  the youngest copy, so the highest ``r_w`` (below) once older copies are seen to be
+  evicted more often: the group consolidates there and the stale copies age out.
 
 Learning (all from completions; errors teach nothing):
 
@@ -75,16 +77,16 @@ Learning (all from completions; errors teach nothing):
   log-width buckets). ``r_w`` is the rate of the age bucket of ``w``'s prefix, which
   borrows the overall rate while it has little evidence: a prefix sent a moment ago is
   almost surely still cached, one sent long ago on a busy worker much less so, and the
-  overall rate (a mix of both) undervalues the first and overvalues the second. The
-  copy term's scarcity is the overall ``r``. (Measured on the design grid, seeds 1-3 /
-  4-6: 1.051x -> 1.085x / 1.040x -> 1.074x geo-mean E2E advantage; the same to within
-  0.004x with a bucket unit of 0.02 s or 1 s instead of 0.125 s. It made an earlier
-  explicit charge on stale copies redundant: docs/routing-results.md.)
+  overall rate (a mix of both) undervalues the first and overvalues the second.
+  (Measured on the design grid, seeds 1-3 / 4-6: 1.051x -> 1.085x / 1.040x -> 1.074x
+  geo-mean E2E advantage; the same to within 0.004x with a bucket unit of 0.02 s or 1 s
+  instead of 0.125 s. It made an earlier explicit charge on stale copies redundant, and
+  scarcity read from the oldest prefixes gave 1.093x / 1.081x: docs/routing-results.md.)
 
 Parameters: ``forget`` 0.998 (forgetting factor of every estimate, in (0, 1]);
 ``prior_ktoken_s`` 0.1 (prior seconds per 1000 prefill units, replaced by the first few
 hundred completions; the decision does not depend on its scale when costs are
-prefill-bound); ``ttft_weight`` 3 and ``copy_weight`` 30 (>= 0;
+prefill-bound); ``ttft_weight`` 3 and ``copy_weight`` 3 (>= 0;
 chosen on the design grid of ``docs/routing-results.md``, seeds 1-3, and checked on seeds
 4-6). No constant depends on a workload. Telemetry: :meth:`telemetry` gives the
 mean absolute and signed error of the predicted TTFT and E2E against the observed ones,
