@@ -111,6 +111,8 @@ __all__ = ["Learned"]
 
 
 class Costs(NamedTuple):
+    """Per worker, the decision's terms (the module doc's names)."""
+
     cost: np.ndarray
     own: np.ndarray  # the request's own predicted E2E
     ttft: np.ndarray  # its predicted TTFT
