@@ -8,7 +8,8 @@ worker was believed to hold ``matched > 0`` units adds ``(min(cached, matched),
 matched)`` to two running sums, overall and in the bucket of its prefix's age at
 routing: bucket ``min(buckets - 1, floor(log2(age / unit_s + 1)))`` (0 below ``unit_s``,
 then doubling widths: 16 buckets of 0.125 s reach about 68 minutes; the last one holds
-everything older). Every sum decays by ``forget`` per sample.
+everything older). The overall sums decay by ``forget`` per sample, the buckets' sums
+per sample of known age.
 
 * ``overall`` = sum of cached / sum of matched (1 before any sample).
 * ``oldest()``: the estimate of the oldest bucket with evidence.
