@@ -17,6 +17,8 @@ per sample of known age.
 * ``estimate(buckets)``: per bucket ``(cached_b + overall * m) / (matched_b + m)``, where
   ``m`` is the mean matched units of one sample: a bucket with little evidence borrows
   the overall rate, one sample's worth; an age unknown (bucket -1) gets ``overall``.
+  The per-bucket estimates and ``oldest()`` are computed in ``update`` (they change only
+  there), so a routing decision only looks them up.
 
 Mechanism only: how the caller weighs a realised hit is its business. No clock: ages are
 the caller's (``view.now`` minus the record time).
@@ -38,6 +40,8 @@ class HitRealisation:
         self.age_num = np.zeros(buckets)
         self.age_den = np.zeros(buckets)
         self.samples = 0.0
+        self._per = np.ones(buckets)  # each bucket's estimate, refreshed by update()
+        self._oldest = 1.0
 
     @property
     def overall(self) -> float:
@@ -51,19 +55,13 @@ class HitRealisation:
         return np.where(known, b, -1).astype(np.int64)
 
     def estimate(self, buckets: np.ndarray) -> np.ndarray:
-        r = self.overall
-        m = float(self.age_den.sum()) / self.samples if self.samples else 1.0
-        per = (self.age_num + r * m) / (self.age_den + m)
-        return np.where(buckets >= 0, per[np.maximum(buckets, 0)], r)
+        return np.where(buckets >= 0, self._per[np.maximum(buckets, 0)], self.overall)
 
     def oldest(self) -> float:
         """The estimate of the oldest age bucket with evidence (``overall`` before any):
         how much of a prefix survives as long as any has been seen to, so ``1 - oldest()``
         says whether the caches evict at all, whatever share of the traffic is young."""
-        seen = np.flatnonzero(self.age_den > 1e-9)
-        if not len(seen):
-            return self.overall
-        return float(self.estimate(seen[-1:])[0])
+        return self._oldest
 
     def update(self, bucket: int, cached: float, matched: float) -> None:
         """A completed request: ``cached`` units reported of ``matched`` believed (> 0)."""
@@ -77,6 +75,12 @@ class HitRealisation:
             self.age_num[bucket] += cached
             self.age_den[bucket] += matched
             self.samples = f * self.samples + 1.0
+        # the estimates change only here: computed once, not at every routing decision
+        r = self.overall
+        m = float(self.age_den.sum()) / self.samples if self.samples else 1.0
+        self._per = (self.age_num + r * m) / (self.age_den + m)
+        seen = np.flatnonzero(self.age_den > 1e-9)
+        self._oldest = float(self._per[seen[-1]]) if len(seen) else r
 
     def by_age(self) -> dict[str, float]:
         """Per bucket with evidence, keyed by its lower age bound ("0s", "0.125s", ...)."""

@@ -226,8 +226,11 @@ class Learned(RoutingPolicy):
         self._ensure(n)
         length = float(len(req))
         matched = view.matched(req).astype(np.float64)
-        last = view.last_sent(req) if (matched > 0).any() else np.full(n, -np.inf)
-        age = self.realisation.bucket(last, view.now)
+        if (matched > 0).any():
+            last = view.last_sent(req)
+            age = self.realisation.bucket(last, view.now)
+        else:  # nothing believed cached: no age to look up (and no holder to compare)
+            age = np.full(n, -1, dtype=np.int64)
         hit = np.minimum(self.realisation.estimate(age) * matched, length - 1.0)
         unc = length - hit
         pairs = unc * (hit + unc / 2.0)
