@@ -73,6 +73,23 @@ def test_requests_still_prefilling_count_among_those_its_prefill_stalls() -> Non
     assert cost - own - 3 * ttft == pytest.approx([3.5 * work, 0.5 * work])
 
 
+def test_decode_time_grows_with_the_context_in_flight() -> None:
+    """Decode d = [0.02, 0.001, 0.05 s/token per 1e5 context units] (as if learned). One
+    request in flight on each worker, but worker 0's has 50000 prompt units: the new
+    request (2000 units, 4 tokens) would decode at 0.02 + 0.001 * 2 + 0.05 * 0.52 = 0.048
+    s/token there against 0.02 + 0.002 + 0.05 * 0.02 = 0.023 on worker 1 (TTFT 0.22 on
+    both). The context it saw is what the decode model learns from."""
+    view = view_of([WorkerState(0, in_flight=1, decode_units=50000),
+                    WorkerState(1, in_flight=1)])
+    policy = Learned()
+    policy.decode_model.theta = np.array([0.02, 0.001, 0.05])
+    _, own, ttft, *_ = policy.costs(_req(2000), view)
+    assert ttft == pytest.approx([0.22, 0.22])
+    assert own == pytest.approx([0.22 + 3 * 0.048, 0.22 + 3 * 0.023])
+    assert policy.route(_req(2000), view).worker == 1
+    assert policy.open[7].x_dec == pytest.approx([1.0, 2.0, 0.02])
+
+
 def test_a_copy_is_priced_by_how_scarce_cache_is() -> None:
     """4000 units, worker 0 holds 2000 and has 2 in flight (2000 units to prefill);
     copy_weight 30. While the engines' caches hold what the index believes (r = 1) the
