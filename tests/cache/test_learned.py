@@ -207,16 +207,18 @@ def test_forgotten_settles_as_resolve_does_one_segment_at_a_time():
     """Settling the ghosts that fell off the list counts, halves and marks stale exactly
     as ``resolve(cls, tokens, 0)`` on each of their segments in turn, shallow first."""
     rng = np.random.default_rng(3)
+    empty = np.zeros(0, dtype=np.int64)
     one, batch = ReuseModel(4, 5, horizon=50), ReuseModel(4, 5, horizon=50)
     for _ in range(40):
         ghosts = []
         for _ in range(int(rng.integers(1, 4))):
-            segs = [Segment(int(rng.integers(20)), int(rng.integers(1, 9)), 0, False)
-                    for _ in range(int(rng.integers(1, 4)))]  # deepest first
-            ghosts.append(Ghost(None, [], sum(s.tokens for s in segs), segs, 0))
+            segs: list[Segment] = [
+                (int(rng.integers(20)), int(rng.integers(1, 9)), 0, False, empty, 0)
+                for _ in range(int(rng.integers(1, 4)))]  # deepest first
+            ghosts.append(Ghost(None, sum(s[1] for s in segs), segs, 0))
         for g in ghosts:
-            for seg in reversed(g.segments):
-                one.resolve(seg.cls, seg.tokens, 0)
+            for cls, tokens, *_ in reversed(g.segments):
+                one.resolve(cls, tokens, 0)
         batch.forgotten(ghosts)
         assert [one.p(c) for c in range(20)] == [batch.p(c) for c in range(20)]
     assert one.halvings == batch.halvings > 0

@@ -9,9 +9,11 @@ Contract:
   longer a candidate. Entries of nodes pushed again, removed, locked or grown children
   are dropped lazily; the heaps are compacted when the entries double since the last
   compaction, so memory stays proportional to the tree.
-* ``pop_least(estimate)`` removes and returns the leaf of least
-  ``(estimate(group, node), last access, group)`` among the groups' tops, None if there
-  is no live candidate. A group's key is recomputed only when it may have changed: a push
+* ``pop_least(estimates, p, epoch)`` removes and returns the leaf of least
+  ``(estimate, last access, group)`` among the groups' tops, None if there is no live
+  candidate; the estimate of a candidate of group b is that of its class
+  ``b * AGES + age_bucket(epoch - node.mark)``: ``estimates[cls]``, or ``p(cls)`` where
+  that is stale (negative). A group's key is recomputed only when it may have changed: a push
   that could be its new top, its top popped or no longer a candidate, ``changed(groups)``
   (the caller's estimates for them moved) or ``forget_all()`` (all of them moved, or the
   heaps were compacted); the stale groups are listed as they go stale, and a group with
@@ -29,7 +31,7 @@ from heapq import heapify, heappop, heappush
 from operator import itemgetter
 from typing import TYPE_CHECKING
 
-from kvroute.cache.eviction.leaf_classes import group
+from kvroute.cache.eviction.leaf_classes import AGE_OF, AGES, BUCKETS
 
 if TYPE_CHECKING:
     from kvroute.cache.radix import Node
@@ -58,18 +60,22 @@ class GroupHeaps:
         self.dirty = list(range(groups))
 
     def push(self, node: Node) -> None:
-        g = group(node)
         aux = node.aux
+        length = len(node.key)
+        hits: int = aux[0] + (length <= aux[2])  # as leaf_classes.group(node), inlined
+        g = (4 * (hits.bit_length() if hits < 64 else BUCKETS - 1) + 2 * (node.start > 0)
+             + (2 * length <= aux[3]))
         last = node.last_access
-        best = self.best
         if node.slot > 0:
             if aux[4] == g and aux[5] == last:
                 return  # its live entry is already this one
             self.stale(node)  # its old entry goes stale
-        aux[4], aux[5] = g, last
+        aux[4] = g
+        aux[5] = last
         self._seq = seq = self._seq + 1
         node.slot = seq
         heappush(self.heaps[g], (last, seq, node))
+        best = self.best
         cached = best.get(g, ())  # () if the group was empty
         if cached is not None and (not cached or last < cached[1]):
             best[g] = None  # the new entry is the group's top
@@ -129,18 +135,35 @@ class GroupHeaps:
             self._entries -= 1
         return None
 
-    def pop_least(self, estimate: Callable[[int, Node], float]) -> Node | None:
-        """Pop the leaf of least (estimate, last access, group)."""
+    def pop_least(self, estimates: list[float], p: Callable[[int], float],
+                  epoch: int) -> Node | None:
+        """Pop the leaf of least (estimate, last access, group): a candidate of group b
+        has the estimate of class ``b * AGES + age_bucket(epoch - node.mark)``, cached in
+        ``estimates`` (negative: stale, computed by ``p``)."""
         best, dirty, heaps = self.best, self.dirty, self.heaps
         while True:
             for b in dirty:  # the groups that changed since the last look
                 if best.get(b, ()) is None:
                     heap = heaps[b]
-                    node = self._top(heap)
-                    if node is None:
-                        del best[b]  # empty: a push lists it again
+                    while heap:  # as _top(heap), inlined
+                        seq = heap[0][1]
+                        node = heap[0][2]
+                        if node.slot == seq:
+                            if (node.parent is not None and not node.children
+                                    and node.lock_ref == 0):  # valid(node)
+                                break
+                            node.slot = -1  # its live entry goes: a later push must not skip
+                        heappop(heap)
+                        self._entries -= 1
                     else:
-                        best[b] = (estimate(b, node), node.last_access, b, heap[0][1])
+                        del best[b]  # empty: a push lists it again
+                        continue
+                    phases = epoch - node.mark
+                    cls = b * AGES + (AGE_OF[phases] if phases < 8 else AGES - 1)
+                    estimate = estimates[cls]
+                    if estimate < 0:
+                        estimate = p(cls)
+                    best[b] = (estimate, node.last_access, b, seq)
             dirty.clear()
             if not best:
                 return None  # every heap is empty
@@ -148,7 +171,8 @@ class GroupHeaps:
             heap = heaps[b]
             if heap and heap[0][1] == seq:
                 node = heap[0][2]
-                if node.slot == seq and valid(node):
+                if (node.slot == seq and node.parent is not None and not node.children
+                        and node.lock_ref == 0):
                     heappop(heap)
                     self._entries -= 1
                     node.slot = -1
@@ -160,7 +184,8 @@ class GroupHeaps:
 
     def unmarked(self, epoch: int) -> list[Node]:
         live = [e for heap in self.heaps for e in heap
-                if e[2].slot == e[1] and e[2].mark != epoch and valid(e[2])]
+                if e[2].slot == e[1] and e[2].mark != epoch and e[2].parent is not None
+                and not e[2].children and e[2].lock_ref == 0]  # valid(e[2]), inlined
         live.sort(key=itemgetter(1))  # in order of entry (seq): independent of heap layout
         return [e[2] for e in live]
 

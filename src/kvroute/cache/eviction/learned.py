@@ -91,12 +91,17 @@ groups' cached top keys (``group_heaps.GroupHeaps``: one lazy min-heap per group
 by last access; a group's key is recomputed only when it may have changed, and
 tests/cache/test_learned.py checks the choice against a full scan). The fallback gathers
 the unmarked leaves once per batch, O(L), in the order of their heap entries (so its
-seeded draws do not depend on the heaps' layout), and visits only the leaves drawn.
+seeded draws do not depend on the heaps' layout), and visits only the leaves drawn. A
+ghost hit compares the new leaf with the span cut by cut, each on its first 16 pages
+first (most share a page or two), so the span is never joined and a long one is not read.
 
-Replay time (issue 13: within 2x of rlt's; not met): every victim is one Python step
-(the lookup above, a ghost, the ghosts it pushes out, the tree's trim, a heap entry),
-against rlt's numpy batches that draw a whole call's steps at once; measured, with where
-the time goes, in docs/cache.md.
+Replay time (issue 13: within 2x of rlt's; met, narrowly, only on GSP with 16-token
+pages): every victim is one Python step (the lookup above, a ghost, the ghosts it pushes
+out, the tree's trim, a heap entry; about 3.5-4 us, the tiny helpers on that path
+inlined), against rlt's numpy batches that draw a whole call's steps at once: about 1.9x
+rlt's replay time on GSP with 16-token pages, 2.3x with 1-token pages, 2.6x / 2.7x /
+2.8x on the Mooncake trace at 1% / 5% / 10%; measured, with where the time goes, in
+docs/cache.md.
 """
 
 from __future__ import annotations
@@ -107,10 +112,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from kvroute.cache.eviction.group_heaps import GroupHeaps, valid
-from kvroute.cache.eviction.leaf_classes import AGES, GROUPS, age_bucket, group, new_aux
+from kvroute.cache.eviction.leaf_classes import AGE_OF, AGES, GROUPS, group, new_aux
 from kvroute.cache.eviction.policy import EvictionPolicy
 from kvroute.cache.eviction.registry import register
-from kvroute.cache.eviction.reuse_model import Ghost, GhostList, ReuseModel, Segment
+from kvroute.cache.eviction.reuse_model import Ghost, GhostList, ReuseModel
 from kvroute.errors import ConfigError, IntegrityError
 
 if TYPE_CHECKING:
@@ -172,9 +177,6 @@ class LearnedEviction(EvictionPolicy):
                 node.mark = self.epoch
                 self.phase_tokens = len(node.key)
 
-    def _resolve(self, cls: int, tokens: int, reused: int) -> None:
-        self._changed((self.model.resolve(cls, tokens, reused),))
-
     def _changed(self, groups: Iterable[int]) -> None:
         """The model's estimates changed for ``groups`` (for all, if it halved)."""
         self.candidates.changed(groups)
@@ -211,36 +213,65 @@ class LearnedEviction(EvictionPolicy):
         parent = leaf.parent
         assert parent is not None
         key = (id(parent), self.cache.child_key(ids, 0))
-        ghost = self.ghosts.take(key, parent)
+        ghosts = self.ghosts
+        ghost = ghosts.take(key, parent)
         if ghost is None:
-            echo = self.ghosts.recall(key, parent, ids)
+            echo = ghosts.recall(key, parent, ids) if ghosts.echo_tokens else None
             if echo is not None and echo[1]:  # asked for again after its span was forgotten
                 aux[0] = echo[0]
                 aux[2] = echo[1]
         else:
-            shared = self.cache.common_length(ghost.span, ids, 0)
+            shared = self._shared(ghost, ids)
             self._credit(ghost, shared)
             if shared:  # asked for again: its popularity comes back, its head is proven
                 aux[0] = ghost.hits
                 aux[2] = shared
-        self._touch(leaf)
+        leaf.mark = self.epoch  # as _touch(leaf), inlined (a new leaf is unmarked)
+        self.phase_tokens += len(ids)
+        if self.phase_tokens > self.cache.capacity:
+            self._new_phase()
+            leaf.mark = self.epoch
+            self.phase_tokens = len(ids)
         if leaf.lock_ref == 0:
             self.candidates.push(leaf)
 
+    def _shared(self, ghost: Ghost, ids: np.ndarray) -> int:
+        """``cache.common_length(ghost.span, ids, 0)``, cut by cut (shallow first), each
+        first compared on its first 16 pages: the span is never joined, and most ghost
+        hits share only a page or two, so the rest of a long cut (evicted long ago, no
+        longer in the CPU's caches) is not read."""
+        common_length = self.cache.common_length
+        probe = 16 * self._page
+        shared, n = 0, len(ids)
+        for seg in reversed(ghost.segments):
+            key, start = seg[4], seg[5]
+            length = len(key) - start
+            m = common_length(key[start:start + probe], ids, shared)
+            if m == probe < length and shared + m < n:  # the probe agrees: the rest
+                m += common_length(key[start + probe:], ids, shared + probe)
+            shared += m
+            if m < length or shared >= n:
+                break
+        return shared
+
     def _credit(self, ghost: Ghost, shared: int) -> None:
         """A request asked again for the first ``shared`` ids of an evicted span."""
+        model = self.model
+        groups = []
         for seg in reversed(ghost.segments):  # shallow first
-            hit = max(0, min(shared, seg.tokens))
+            tokens = seg[1]
+            hit = max(0, min(shared, tokens))
             shared -= hit
-            self._resolve(seg.cls, seg.tokens, hit)
-            if hit and seg.epoch == self.epoch:
+            groups.append(model.resolve(seg[0], tokens, hit))
+            if hit and seg[2] == self.epoch:
                 if not self.tried:
                     self.returns += hit
-                elif seg.predicted and self.predicting:
+                elif seg[3] and self.predicting:  # predicted
                     self.mistakes += hit
                     if self.mistakes > self._allowed():
                         self.predicting = False
                         self.failed = True
+        self._changed(groups)
 
     def _allowed(self) -> float:
         """The mistakes a phase's predictions may make: ``trust * capacity`` more than
@@ -272,24 +303,26 @@ class LearnedEviction(EvictionPolicy):
     def on_candidacy(self, node: Node) -> None:
         if valid(node):
             self.candidates.push(node)
-        else:
+        elif node.slot > 0:
             self.candidates.stale(node)
 
     def on_removed(self, node: Node) -> None:
-        self.candidates.stale(node)
+        if node.slot > 0:  # a victim was popped already (slot -1): nothing to do
+            self.candidates.stale(node)
 
     # ---------------------------------------------------------------- eviction
     def evict(self, n: int) -> int:
         page = self._page
         need = -(-n // page)
         done = 0
+        predicted, tail, trim = self._predicted, self._tail, self._trim
         while done < need:
             if self.predicting:
-                node = self._predicted()
+                node = predicted()
                 if node is None:
                     break
-                take = min(need - done, max(1, self._tail(node) // page))
-                self._trim(node, take, True)  # predicted
+                take = min(need - done, max(1, tail(node) // page))
+                trim(node, take, True)  # predicted
                 done += take
             else:
                 steps = self._rlt_batch(need - done)
@@ -300,11 +333,8 @@ class LearnedEviction(EvictionPolicy):
 
     def _predicted(self) -> Node | None:
         """Pop the leaf of least estimated reuse (oldest first within a class)."""
-        return self.candidates.pop_least(self._estimate)
-
-    def _estimate(self, b: int, node: Node) -> float:
-        """The reuse probability of a candidate of group ``b`` at its age."""
-        return self.model.p(b * AGES + age_bucket(self.epoch - node.mark))
+        model = self.model
+        return self.candidates.pop_least(model.estimates, model.p, self.epoch)
 
     @staticmethod
     def _tail(node: Node) -> int:
@@ -321,20 +351,26 @@ class LearnedEviction(EvictionPolicy):
     def _trim(self, node: Node, pages: int, predicted: bool) -> None:
         """Evict the last ``pages`` pages of a candidate leaf, leaving a ghost (merged
         with the ghost of the leaf's earlier trims, which hangs right after it)."""
-        cache = self.cache
-        tokens = pages * self._page
+        page = self._page
+        tokens = pages * page
         ids, aux, epoch = node.key, node.aux, self.epoch
         keep = len(ids) - tokens
         # its class: a candidate's group is its live entry's (aux[4], as check() verifies)
-        seg = Segment(aux[4] * AGES + age_bucket(epoch - node.mark), tokens, epoch, predicted)
+        phases = epoch - node.mark
+        seg = (aux[4] * AGES + (AGE_OF[phases] if phases < 8 else AGES - 1), tokens, epoch,
+               predicted, ids, keep)
         tail = aux[1]
         aux[1] = None
         anchor = node if keep > 0 else node.parent
-        key = (id(anchor), cache.child_key(ids, keep))
-        gone = self.ghosts.add_trim(tail, node, key, anchor, (ids, keep), seg, aux[0])
-        if gone:
-            self._changed(self.model.forgotten(gone))
-        cache.trim_leaf(node, tokens)
+        key = (id(anchor), self.cache.child_key(ids, keep))
+        gone = self.ghosts.add_trim(tail, node, key, anchor, seg, aux[0])
+        if gone:  # as _changed(model.forgotten(gone)), inlined
+            model = self.model
+            self.candidates.changed(model.forgotten(gone))
+            if model.halvings != self._halvings:
+                self._halvings = model.halvings
+                self.candidates.forget_all()
+        self.cache.trim_leaf(node, tokens)
         if keep > 0:
             aux[1] = key
             self.candidates.push(node)  # still a candidate, shorter

@@ -18,7 +18,7 @@
   credited with the length the new leaf shares with the span, segment by segment (a
   ghost keeps each segment's ids as the key its trim cut and the place of the cut,
   sliced and joined only when read; successive trims of one leaf append to one
-  ghost's lists). Entries
+  ghost's list of segments). Entries
   keep their anchor alive (the id cannot be reused while the entry exists). The list
   holds at most ``capacity`` tokens of ghosts, oldest dropped first (as ARC's ghost
   lists: "would a cache twice as large have kept it?"). A dropped ghost stays as an
@@ -36,11 +36,11 @@ Nothing here reads a clock or a random generator.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
-__all__ = ["Cut", "Ghost", "GhostList", "ReuseModel", "Segment"]
+__all__ = ["Ghost", "GhostList", "ReuseModel", "Segment"]
 
 
 class ReuseModel:
@@ -55,103 +55,109 @@ class ReuseModel:
         self.horizon = max(1, horizon)
         self.weight = weight
         self._since = 0
-        self._p: list[float] = [-1.0] * (groups * size)  # cached estimates (-1: stale)
+        # the cached estimates, -1 where stale (updated in place: callers may hold it)
+        self.estimates: list[float] = [-1.0] * (groups * size)
         self._stale = [-1.0] * size  # a group's estimates, all stale
         self.halvings = 0  # how many times every estimate changed at once
 
     def p(self, cls: int) -> float:
-        value = self._p[cls]
+        value = self.estimates[cls]
         if value < 0:
             g = cls // self.size
             q = (self._group_reused[g] + 1.0) / (self._group_evicted[g] + 2.0)
             w = self.weight
-            value = self._p[cls] = (self.reused[cls] + w * q) / (self.evicted[cls] + w)
+            value = self.estimates[cls] = (self.reused[cls] + w * q) / (self.evicted[cls] + w)
         return value
 
     def resolve(self, cls: int, tokens: int, reused: int) -> int:
         """A ghost's segment of ``tokens`` evicted ids is settled: ``reused`` of them
         were asked for again (0 if it was forgotten first). Returns the group whose
         estimates changed (all of them changed if ``halvings`` moved)."""
-        g = cls // self.size
+        size = self.size
+        g = cls // size
         self.evicted[cls] += tokens
         self.reused[cls] += reused
         self._group_evicted[g] += tokens
         self._group_reused[g] += reused
-        first = g * self.size
-        self._p[first:first + self.size] = self._stale
+        first = g * size
+        self.estimates[first:first + size] = self._stale
         self._since += tokens
         if self._since >= self.horizon:
-            self._since = 0
-            for counts in (self.evicted, self.reused, self._group_evicted,
-                           self._group_reused):
-                counts[:] = [x * 0.5 for x in counts]
-            self._p = [-1.0] * len(self._p)
-            self.halvings += 1
+            self._halve()
         return g
+
+    def _halve(self) -> None:
+        self._since = 0
+        for counts in (self.evicted, self.reused, self._group_evicted, self._group_reused):
+            counts[:] = [x * 0.5 for x in counts]
+        self.estimates[:] = [-1.0] * len(self.estimates)
+        self.halvings += 1
 
     def forgotten(self, ghosts: list[Ghost]) -> set[int]:
         """``resolve(cls, tokens, 0)`` for each segment of ``ghosts`` (forgotten, never
         asked for again), shallow first; the groups whose estimates changed."""
-        return {self.resolve(cls, tokens, 0)
-                for ghost in ghosts for cls, tokens, _, _ in reversed(ghost.segments)}
+        size, evicted, group_evicted = self.size, self.evicted, self._group_evicted
+        estimates, stale, horizon = self.estimates, self._stale, self.horizon
+        changed = set()
+        for ghost in ghosts:
+            for seg in reversed(ghost.segments):  # as resolve(cls, tokens, 0), inlined
+                cls, tokens = seg[0], seg[1]
+                g = cls // size
+                evicted[cls] += tokens
+                group_evicted[g] += tokens
+                first = g * size
+                estimates[first:first + size] = stale
+                self._since += tokens
+                if self._since >= horizon:
+                    self._halve()
+                changed.add(g)
+        return changed
 
 
-class Segment(NamedTuple):
-    cls: int  # the class of the tokens when they were evicted
-    tokens: int
-    epoch: int  # the phase they were evicted in
-    predicted: bool  # chosen by prediction (True) or by the random fallback
-
-
-Cut = tuple[np.ndarray, int]  # (key, start): a trim evicted key[start:] of a leaf's key
+# A segment: one trim's evicted ids, as ``(cls, tokens, epoch, predicted, key, start)``:
+# the class of the tokens when they were evicted, their count, the phase they were
+# evicted in, whether prediction chose them (True) or the random fallback, and the cut:
+# the trim evicted ``key[start:]`` of the leaf's key (sliced only when read). A plain
+# tuple: one is built for every trim.
+Segment = tuple[int, int, int, bool, np.ndarray, int]
 
 
 class Ghost:
-    """An evicted span: its ids, and its segments as evicted; a leaf trimmed several
-    times leaves one ghost whose segments are its successive trims (``cuts``: for each
-    trim, the leaf's key as it was and where the trim cut it, sliced only when read:
-    most ghosts never are). Both lists are in the order of the trims, so the *deepest*
-    comes first: a further trim of the leaf merges into the same ghost in O(1)
-    (``merge``; the ghost is then re-keyed)."""
+    """An evicted span: its segments as evicted; a leaf trimmed several times leaves one
+    ghost whose segments are its successive trims, each with its cut of the leaf's key
+    (sliced only when read: most ghosts never are). They are in the order of the trims,
+    so the *deepest* comes first: a further trim of the leaf merges into the same ghost
+    in O(1) (an append; the ghost is then re-keyed)."""
 
-    __slots__ = ("anchor", "cuts", "hits", "segments", "tokens")
+    __slots__ = ("anchor", "hits", "segments", "tokens")
 
-    def __init__(self, anchor: Any, cuts: list[Cut], tokens: int, segments: list[Segment],
-                 hits: int) -> None:
+    def __init__(self, anchor: Any, tokens: int, segments: list[Segment], hits: int) -> None:
         self.anchor = anchor  # the node the span hung from (kept alive by this entry)
-        self.cuts = cuts  # the evicted ids, one cut per segment, deepest first
         self.tokens = tokens  # the span's length
-        self.segments = segments  # deepest first, as cuts
+        self.segments = segments  # deepest first
         self.hits = hits  # the evicted node's hits (its popularity survives the eviction)
-
-    def merge(self, anchor: Any, cut: Cut, segment: Segment, hits: int) -> None:
-        """A further trim of the same leaf evicted ``cut`` (shallower than the rest),
-        now hanging from ``anchor``."""
-        self.anchor = anchor
-        self.cuts.append(cut)
-        self.segments.append(segment)
-        self.tokens += segment.tokens
-        self.hits = hits
 
     @property
     def span(self) -> np.ndarray:
         """The evicted ids, shallow first."""
-        cuts = self.cuts
-        if len(cuts) == 1:
-            key, start = cuts[0]
-            return key[start:]
-        return np.concatenate([key[start:] for key, start in reversed(cuts)])
+        segments = self.segments
+        if len(segments) == 1:
+            seg = segments[0]
+            return seg[4][seg[5]:]
+        return np.concatenate([seg[4][seg[5]:] for seg in reversed(segments)])
 
     def ids_at(self, ends: list[int]) -> list[int]:
         """The ids that end the span's prefixes of ``ends`` (ascending) tokens, read
         from the cut keys without slicing or joining them."""
         out = []
-        cuts = reversed(self.cuts)
-        key, first = next(cuts)
+        segments = reversed(self.segments)
+        seg = next(segments)
+        key, first = seg[4], seg[5]
         start, stop = 0, len(key) - first  # the span's positions this cut holds
         for end in ends:
             while end > stop:
-                key, first = next(cuts)
+                seg = next(segments)
+                key, first = seg[4], seg[5]
                 start, stop = stop, stop + len(key) - first
             out.append(key.item(first + end - 1 - start))
         return out
@@ -167,17 +173,6 @@ class GhostList:
         self.memory = memory
         self.echo_tokens = 0
         self._echoes: OrderedDict[tuple[int, object], Ghost] = OrderedDict()
-
-    def _echo(self, key: tuple[int, object], ghost: Ghost) -> None:
-        """Keep the forgotten ``ghost`` as an echo: as it is (its arrays are views, so
-        nothing is copied; the ids an echo is checked at are read only if it is
-        recalled, and most never are)."""
-        if self.memory <= 0:
-            return
-        self._echoes[key] = ghost
-        self.echo_tokens += ghost.tokens
-        while self.echo_tokens > self.memory and self._echoes:
-            self.echo_tokens -= self._echoes.popitem(last=False)[1].tokens
 
     def recall(self, key: tuple[int, object], anchor: Any,
                ids: np.ndarray) -> tuple[int, int] | None:
@@ -206,33 +201,47 @@ class GhostList:
         return len(self._entries)
 
     def add_trim(self, tail: tuple[int, object] | None, node: Any, key: tuple[int, object],
-                 anchor: Any, cut: Cut, segment: Segment, hits: int) -> list[Ghost]:
-        """A trim of ``node`` evicted ``cut`` (its ``segment``): remember it under
-        ``key`` hanging from ``anchor``, merged with the ghost of the node's earlier
-        trims (under ``tail``, if it is still there). Returns the ghosts forgotten to
-        make room, or replaced (another ghost under ``key``), oldest first."""
-        ghost = self.take(tail, node) if tail is not None else None
-        if ghost is None:
-            ghost = Ghost(anchor, [cut], segment.tokens, [segment], hits)
-        else:
-            ghost.merge(anchor, cut, segment, hits)
-        gone = []
+                 anchor: Any, segment: Segment, hits: int) -> list[Ghost]:
+        """A trim of ``node`` evicted ``segment``: remember it under ``key`` hanging from
+        ``anchor``, merged with the ghost of the node's earlier trims (under ``tail``, if
+        it is still there). Returns the ghosts forgotten to make room, or replaced
+        (another ghost under ``key``), oldest first. A forgotten ghost becomes an echo
+        (as it is: nothing is copied; the ids an echo is checked at are read only if it
+        is recalled, and most never are)."""
         entries = self._entries
-        old = entries.pop(key, None)
-        if old is not None:
+        tokens = segment[1]
+        ghost = entries.get(tail) if tail is not None else None  # as take(tail, node)
+        if tail is not None and ghost is not None and ghost.anchor is node:
+            del entries[tail]  # merged: re-keyed below
+            ghost.anchor = anchor
+            ghost.segments.append(segment)
+            ghost.tokens += tokens
+            ghost.hits = hits
+        else:
+            ghost = Ghost(anchor, tokens, [segment], hits)
+        self.tokens += tokens
+        gone: list[Ghost] = []
+        if key in entries:
+            old = entries.pop(key)
             self.tokens -= old.tokens
             gone.append(old)
         entries[key] = ghost
-        self.tokens += ghost.tokens
-        if self._echoes:
-            old_echo = self._echoes.pop(key, None)
+        echoes = self._echoes
+        if echoes:
+            old_echo = echoes.pop(key, None)
             if old_echo is not None:
                 self.echo_tokens -= old_echo.tokens
-        while self.tokens > self.capacity and entries:
-            dropped_key, dropped = entries.popitem(last=False)
-            self.tokens -= dropped.tokens
-            gone.append(dropped)
-            self._echo(dropped_key, dropped)
+        if self.tokens > self.capacity:
+            capacity, memory = self.capacity, self.memory
+            while self.tokens > capacity and entries:
+                dropped_key, dropped = entries.popitem(last=False)
+                self.tokens -= dropped.tokens
+                gone.append(dropped)
+                if memory > 0:  # it stays as an echo
+                    echoes[dropped_key] = dropped
+                    self.echo_tokens += dropped.tokens
+                    while self.echo_tokens > memory and echoes:
+                        self.echo_tokens -= echoes.popitem(last=False)[1].tokens
         return gone
 
     def take(self, key: tuple[int, object], anchor: Any) -> Ghost | None:
