@@ -15,9 +15,9 @@ seeds 1,2,3 (``routers``, the default) or the check seeds 4,5,6 (``routers-check
 the score is the preset's only while those rows are current. Design on the first, check
 on the second before reporting.
 
-Other cluster sizes: ``--rows RUNS.json`` reads the other policies' rows from a
+Other cluster sizes and profiles: ``--rows RUNS.json`` reads the other policies' rows from a
 ``kvroute compare --routers ... --out DIR`` run instead (its ``DIR/runs.json``), and
-``--workers`` and ``-o`` are passed on, so the policy runs on the same grid, e.g. 8
+``--workers``, ``--profile`` and ``-o`` are passed on, so the policy runs on the same grid, e.g. 8
 workers (docs/routing-results.md, "Off the design grid"):
 
     kvroute compare --routers --workers 8 \
@@ -98,6 +98,7 @@ def main() -> None:
     ap.add_argument("--rows", help="a compare runs.json with the other policies' rows "
                     "(instead of --doc)")
     ap.add_argument("--workers", type=int, help="simulated workers (with --rows)")
+    ap.add_argument("--profile", help="step-time profile passed to compare (with --rows)")
     ap.add_argument("-o", "--option", action="append", default=[], metavar="WL.KEY=VALUE",
                     help="a workload option passed to compare (with --rows)")
     args = ap.parse_args()
@@ -106,8 +107,8 @@ def main() -> None:
     if args.rows:
         best = best_in_rows(args.rows, args.routing)
     else:
-        if args.workers or args.option:
-            sys.exit("--workers and -o need --rows: the doc's rows are the preset's")
+        if args.workers or args.option or args.profile:
+            sys.exit("--workers, --profile and -o need --rows: the doc's rows are the preset's")
         if args.seeds not in SECTIONS:
             sys.exit(f"the doc has rows for seeds {' or '.join(SECTIONS)}; for others, --rows")
         best = best_others(args.doc, SECTIONS[args.seeds], args.routing)
@@ -123,6 +124,8 @@ def main() -> None:
             cmd += ["-o", o]
         if args.workers:
             cmd += ["--workers", str(args.workers)]
+        if args.profile:
+            cmd += ["--profile", args.profile]
         done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               text=True, check=False)
         if done.returncode:
