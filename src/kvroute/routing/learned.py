@@ -76,7 +76,8 @@ Learning (all from completions; errors teach nothing):
   context effect until one is observed). (Measured: on the Mooncake trace, prompts of
   30 to 66,000 tokens, where decode is two thirds of E2E, the context feature took
   load 0.95 from 1.68x to 1.86x over the best other; design seeds 1.093x -> 1.099x,
-  check 1.081x -> 1.089x, 8 workers 1.050x -> 1.059x and 1.040x -> 1.050x.)
+  check 1.081x -> 1.089x, 8 workers 1.050x -> 1.059x and 1.040x -> 1.050x; neutral on
+  the h100 profile, 1.084x -> 1.085x.)
   Without ``max_tokens`` (live clients may omit it) ``dec_w`` is the mean observed decode
   time instead (exponential average, weight ``1 - forget`` per sample).
 * ``r`` (hit realisation, :mod:`~kvroute.routing.hit_realisation`): engine-reported
