@@ -31,7 +31,7 @@ from heapq import heapify, heappop, heappush
 from operator import itemgetter
 from typing import TYPE_CHECKING
 
-from kvroute.cache.eviction.leaf_classes import AGE_OF, AGES, BUCKETS
+from kvroute.cache.eviction.leaf_classes import AGES, age_bucket, group
 
 if TYPE_CHECKING:
     from kvroute.cache.radix import Node
@@ -61,10 +61,7 @@ class GroupHeaps:
 
     def push(self, node: Node) -> None:
         aux = node.aux
-        length = len(node.key)
-        hits: int = aux[0] + (length <= aux[2])  # as leaf_classes.group(node), inlined
-        g = (4 * (hits.bit_length() if hits < 64 else BUCKETS - 1) + 2 * (node.start > 0)
-             + (2 * length <= aux[3]))
+        g = group(node)
         last = node.last_access
         if node.slot > 0:
             if aux[4] == g and aux[5] == last:
@@ -145,25 +142,15 @@ class GroupHeaps:
             for b in dirty:  # the groups that changed since the last look
                 if best.get(b, ()) is None:
                     heap = heaps[b]
-                    while heap:  # as _top(heap), inlined
-                        seq = heap[0][1]
-                        node = heap[0][2]
-                        if node.slot == seq:
-                            if (node.parent is not None and not node.children
-                                    and node.lock_ref == 0):  # valid(node)
-                                break
-                            node.slot = -1  # its live entry goes: a later push must not skip
-                        heappop(heap)
-                        self._entries -= 1
-                    else:
+                    node = self._top(heap)
+                    if node is None:
                         del best[b]  # empty: a push lists it again
                         continue
-                    phases = epoch - node.mark
-                    cls = b * AGES + (AGE_OF[phases] if phases < 8 else AGES - 1)
+                    cls = b * AGES + age_bucket(epoch - node.mark)
                     estimate = estimates[cls]
                     if estimate < 0:
                         estimate = p(cls)
-                    best[b] = (estimate, node.last_access, b, seq)
+                    best[b] = (estimate, node.last_access, b, heap[0][1])
             dirty.clear()
             if not best:
                 return None  # every heap is empty
@@ -171,8 +158,7 @@ class GroupHeaps:
             heap = heaps[b]
             if heap and heap[0][1] == seq:
                 node = heap[0][2]
-                if (node.slot == seq and node.parent is not None and not node.children
-                        and node.lock_ref == 0):
+                if node.slot == seq and valid(node):
                     heappop(heap)
                     self._entries -= 1
                     node.slot = -1
@@ -184,8 +170,7 @@ class GroupHeaps:
 
     def unmarked(self, epoch: int) -> list[Node]:
         live = [e for heap in self.heaps for e in heap
-                if e[2].slot == e[1] and e[2].mark != epoch and e[2].parent is not None
-                and not e[2].children and e[2].lock_ref == 0]  # valid(e[2]), inlined
+                if e[2].slot == e[1] and e[2].mark != epoch and valid(e[2])]
         live.sort(key=itemgetter(1))  # in order of entry (seq): independent of heap layout
         return [e[2] for e in live]
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from kvroute.cache.radix import Node
 
-__all__ = ["AGES", "AGE_OF", "BUCKETS", "GROUPS", "age_bucket", "group", "new_aux"]
+__all__ = ["AGES", "BUCKETS", "GROUPS", "age_bucket", "group", "new_aux"]
 
 BUCKETS = 7
 AGES = 5
@@ -40,10 +40,9 @@ def group(node: Node) -> int:
             + shallow)
 
 
-AGE_OF = (0, 1, 2, 2, 3, 3, 3, 3)  # bit_length(phases) for 0-7 phases (AGES - 1 above)
+_AGE_OF = (0, 1, 2, 2, 3, 3, 3, 3)  # bit_length(phases) for 0-7 phases
 
 
 def age_bucket(phases: int) -> int:
-    """``min(AGES - 1, bit_length(phases))``, by table (the hot paths inline it as
-    ``AGE_OF[phases] if phases < 8 else AGES - 1``)."""
-    return AGE_OF[phases] if phases < 8 else AGES - 1
+    """``min(AGES - 1, bit_length(phases))``, by table (it runs for every victim)."""
+    return _AGE_OF[phases] if phases < 8 else AGES - 1

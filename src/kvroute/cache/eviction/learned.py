@@ -95,13 +95,12 @@ seeded draws do not depend on the heaps' layout), and visits only the leaves dra
 ghost hit compares the new leaf with the span cut by cut, each on its first 16 pages
 first (most share a page or two), so the span is never joined and a long one is not read.
 
-Replay time (issue 13: within 2x of rlt's; met, narrowly, only on GSP with 16-token
-pages): every victim is one Python step (the lookup above, a ghost, the ghosts it pushes
-out, the tree's trim, a heap entry; about 3.5-4 us, the tiny helpers on that path
-inlined), against rlt's numpy batches that draw a whole call's steps at once: about 1.9x
-rlt's replay time on GSP with 16-token pages, 2.3x with 1-token pages, 2.6x / 2.7x /
-2.8x on the Mooncake trace at 1% / 5% / 10%; measured, with where the time goes, in
-docs/cache.md.
+Replay time (issue 13: within 2x of rlt's; not met, but for GSP with 16-token pages at
+about 2.0x): every victim is one Python step (the lookup above, a ghost, the ghosts it
+pushes out, the tree's trim, a heap entry; about 4 us), against rlt's numpy batches that
+draw a whole call's steps at once: about 2.0x rlt's replay time on GSP with 16-token
+pages, 2.25x with 1-token pages, 2.7x / 2.8x / 2.9x on the Mooncake trace at 1% / 5% /
+10%; measured, with where the time goes, in docs/cache.md.
 """
 
 from __future__ import annotations
@@ -112,7 +111,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from kvroute.cache.eviction.group_heaps import GroupHeaps, valid
-from kvroute.cache.eviction.leaf_classes import AGE_OF, AGES, GROUPS, group, new_aux
+from kvroute.cache.eviction.leaf_classes import AGES, GROUPS, age_bucket, group, new_aux
 from kvroute.cache.eviction.policy import EvictionPolicy
 from kvroute.cache.eviction.registry import register
 from kvroute.cache.eviction.reuse_model import Ghost, GhostList, ReuseModel
@@ -226,12 +225,7 @@ class LearnedEviction(EvictionPolicy):
             if shared:  # asked for again: its popularity comes back, its head is proven
                 aux[0] = ghost.hits
                 aux[2] = shared
-        leaf.mark = self.epoch  # as _touch(leaf), inlined (a new leaf is unmarked)
-        self.phase_tokens += len(ids)
-        if self.phase_tokens > self.cache.capacity:
-            self._new_phase()
-            leaf.mark = self.epoch
-            self.phase_tokens = len(ids)
+        self._touch(leaf)
         if leaf.lock_ref == 0:
             self.candidates.push(leaf)
 
@@ -356,20 +350,15 @@ class LearnedEviction(EvictionPolicy):
         ids, aux, epoch = node.key, node.aux, self.epoch
         keep = len(ids) - tokens
         # its class: a candidate's group is its live entry's (aux[4], as check() verifies)
-        phases = epoch - node.mark
-        seg = (aux[4] * AGES + (AGE_OF[phases] if phases < 8 else AGES - 1), tokens, epoch,
-               predicted, ids, keep)
+        seg = (aux[4] * AGES + age_bucket(epoch - node.mark), tokens, epoch, predicted, ids,
+               keep)
         tail = aux[1]
         aux[1] = None
         anchor = node if keep > 0 else node.parent
         key = (id(anchor), self.cache.child_key(ids, keep))
         gone = self.ghosts.add_trim(tail, node, key, anchor, seg, aux[0])
-        if gone:  # as _changed(model.forgotten(gone)), inlined
-            model = self.model
-            self.candidates.changed(model.forgotten(gone))
-            if model.halvings != self._halvings:
-                self._halvings = model.halvings
-                self.candidates.forget_all()
+        if gone:
+            self._changed(self.model.forgotten(gone))
         self.cache.trim_leaf(node, tokens)
         if keep > 0:
             aux[1] = key

@@ -96,22 +96,8 @@ class ReuseModel:
     def forgotten(self, ghosts: list[Ghost]) -> set[int]:
         """``resolve(cls, tokens, 0)`` for each segment of ``ghosts`` (forgotten, never
         asked for again), shallow first; the groups whose estimates changed."""
-        size, evicted, group_evicted = self.size, self.evicted, self._group_evicted
-        estimates, stale, horizon = self.estimates, self._stale, self.horizon
-        changed = set()
-        for ghost in ghosts:
-            for seg in reversed(ghost.segments):  # as resolve(cls, tokens, 0), inlined
-                cls, tokens = seg[0], seg[1]
-                g = cls // size
-                evicted[cls] += tokens
-                group_evicted[g] += tokens
-                first = g * size
-                estimates[first:first + size] = stale
-                self._since += tokens
-                if self._since >= horizon:
-                    self._halve()
-                changed.add(g)
-        return changed
+        return {self.resolve(seg[0], seg[1], 0)
+                for ghost in ghosts for seg in reversed(ghost.segments)}
 
 
 # A segment: one trim's evicted ids, as ``(cls, tokens, epoch, predicted, key, start)``:
