@@ -128,6 +128,7 @@ class Costs(NamedTuple):
     ttft: np.ndarray  # its predicted TTFT
     unc: np.ndarray  # its uncached units
     ahead: np.ndarray  # uncached units queued ahead of it
+    ctx: np.ndarray  # prompt units in flight with it, / 1e5 (the decode model's context)
     age: np.ndarray  # age bucket of its prefix (-1: none recorded)
 
 
@@ -253,10 +254,10 @@ class Learned(RoutingPolicy):
         a = self.ttft_model.coefficients()
         work = a[0] * unc / 1000.0 + a[1] * pairs / 1e6
         ttft = work + a[0] * ahead / 1000.0 + a[2]
+        ctx = (np.fromiter((w.prefill_units + w.decode_units for w in ws), np.float64, n)
+               + length) / 1e5
         if req.max_tokens is not None:
             d = self.decode_model.coefficients()
-            ctx = (np.fromiter((w.prefill_units + w.decode_units for w in ws), np.float64, n)
-                   + length) / 1e5
             dec = (req.max_tokens - 1) * (d[0] + d[1] * (flight + 1.0) + d[2] * ctx)
         else:
             dec = np.full(n, self.decode_mean)
@@ -267,18 +268,16 @@ class Learned(RoutingPolicy):
         copy = a[0] * np.maximum(top - hit, 0.0) / 1000.0
         scarcity = self.copy_weight * (1.0 - self.realisation.oldest())
         cost = own + self.ttft_weight * ttft + lam * work + scarcity * (1.0 + lam) * copy
-        return Costs(cost, own, ttft, unc, ahead, age)
+        return Costs(cost, own, ttft, unc, ahead, ctx, age)
 
     def route(self, req: RouteRequest, view: ClusterView) -> Decision:
-        cost, own, ttft, unc, ahead, age = self.costs(req, view)
+        cost, own, ttft, unc, ahead, ctx, age = self.costs(req, view)
         w = view.argmin(cost)
         allowed = view.candidates()
         tied = allowed[cost[allowed] == cost[w]]
         if len(tied) > 1:  # the smallest prefix index, then the lowest index
             w = int(tied[np.argmin(view.index_sizes()[tied])])
-        state = view.workers[w]
-        flight = state.in_flight
-        ctx = (state.prefill_units + state.decode_units + len(req)) / 1e5
+        flight = view.workers[w].in_flight
         u = float(unc[w])
         hit = len(req) - u
         self.open[req.rid] = _Open(
@@ -286,8 +285,7 @@ class Learned(RoutingPolicy):
             matched=int(view.matched(req)[w]), age=int(age[w]),
             x_ttft=np.array([(ahead[w] + u) / 1000.0, u * (hit + u / 2.0) / 1e6, 1.0]),
             ahead=float(ahead[w]),
-            x_dec=np.array([1.0, flight + 1.0, ctx]),
-            out=req.max_tokens,
+            x_dec=np.array([1.0, flight + 1.0, ctx[w]]), out=req.max_tokens,
             pred_ttft=float(ttft[w]), pred_e2e=float(own[w]))
         self.unc_sum[w] += unc[w]
         self.len_sum[w] += len(req)
