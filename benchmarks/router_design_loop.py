@@ -17,8 +17,8 @@ on the second before reporting.
 
 Other cluster sizes and profiles: ``--rows RUNS.json`` reads the other policies' rows from a
 ``kvroute compare --routers ... --out DIR`` run instead (its ``DIR/runs.json``), and
-``--workers``, ``--profile`` and ``-o`` are passed on, so the policy runs on the same grid, e.g. 8
-workers (docs/routing-results.md, "Off the design grid"):
+``--workers``, ``--profile``, ``--speeds`` and ``-o`` are passed on, so the policy runs on
+the same grid, e.g. 8 workers (docs/routing-results.md, "Off the design grid"):
 
     kvroute compare --routers --workers 8 \
         --routings cache_aware_v2,prefix_hash,dynamo,least_load,llmd,lbgr,lmetric,loadaware \
@@ -99,6 +99,7 @@ def main() -> None:
                     "(instead of --doc)")
     ap.add_argument("--workers", type=int, help="simulated workers (with --rows)")
     ap.add_argument("--profile", help="step-time profile passed to compare (with --rows)")
+    ap.add_argument("--speeds", help="workers' speeds passed to compare (with --rows)")
     ap.add_argument("-o", "--option", action="append", default=[], metavar="WL.KEY=VALUE",
                     help="a workload option passed to compare (with --rows)")
     args = ap.parse_args()
@@ -107,8 +108,9 @@ def main() -> None:
     if args.rows:
         best = best_in_rows(args.rows, args.routing)
     else:
-        if args.workers or args.option or args.profile:
-            sys.exit("--workers, --profile and -o need --rows: the doc's rows are the preset's")
+        if args.workers or args.option or args.profile or args.speeds:
+            sys.exit("--workers, --profile, --speeds and -o need --rows: the doc's rows are "
+                     "the preset's")
         if args.seeds not in SECTIONS:
             sys.exit(f"the doc has rows for seeds {' or '.join(SECTIONS)}; for others, --rows")
         best = best_others(args.doc, SECTIONS[args.seeds], args.routing)
@@ -126,6 +128,8 @@ def main() -> None:
             cmd += ["--workers", str(args.workers)]
         if args.profile:
             cmd += ["--profile", args.profile]
+        if args.speeds:
+            cmd += ["--speeds", args.speeds]
         done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               text=True, check=False)
         if done.returncode:

@@ -133,6 +133,11 @@ def test_sim_other_workloads_and_errors(tmp_path, capsys):
     assert "unknown routing policy nope" in capsys.readouterr().err
     assert main(["sim", "--profile", "tpu-v9"]) == 2
     assert "l40-llama3-8b" in capsys.readouterr().err
+    assert main(["sim", "--workers", "2", "--speeds", "1,0.5,0.5"]) == 2
+    assert "one speed per worker" in capsys.readouterr().err
+    assert main(["sim", "--groups", "4", "--prompts-per-group", "2", "--workers", "2",
+                 "--speeds", "1,0.5", "--load", "0.5", "--no-ceilings"]) == 0
+    assert "on 2 workers at speeds 1, 0.5" in capsys.readouterr().out
 
 
 def test_compare_command_grid_table_json_doc(tmp_path, capsys):

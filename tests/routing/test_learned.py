@@ -266,3 +266,46 @@ def test_feedback_is_learned_in_the_age_bucket_it_was_routed_with() -> None:
     policy.on_complete(_feedback(7, 0, ttft=0.2, e2e=0.3, cached=250))
     assert policy.realisation.by_age() == {"0.375s": pytest.approx(0.25)}
     assert policy.telemetry()["hit_realisation_by_age"] == {"0.375s": pytest.approx(0.25)}
+
+
+def test_a_slow_worker_is_learned_and_avoided() -> None:
+    """Two idle workers; every request is 2000 units, nothing cached, 4 tokens. Worker 1
+    takes twice worker 0's time: TTFT 0.44 s against 0.22 s, decode 0.042 s per token
+    against 0.021. Its speed is read from the TTFT of requests that found nothing queued
+    ahead (here all of them): the shared TTFT model learns the middle, the residuals
+    deviate by about -+ln(2)/2 (less the prior's shrinkage and the 0.15 margin), and the
+    decode prediction, learned at the typical speed, is multiplied by the factor. TTFT
+    predictions stay the shared model's. The same request then goes to worker 0."""
+    policy = Learned()
+    for i in range(200):
+        w = i % 2
+        view = view_of([WorkerState(0), WorkerState(1)])
+        view.allow([w == 0, w == 1])
+        req = RouteRequest(np.arange(2000, dtype=np.int64), rid=i, max_tokens=4)
+        assert policy.route(req, view).worker == w
+        policy.on_complete(Feedback(worker=w, rid=i, ok=True, prompt_units=2000, now=1.0,
+                                    decision=Decision(w), e2e_s=(0.22 + 3 * 0.021) * (1 + w),
+                                    ttft_s=0.22 * (1 + w), cached_tokens=0))
+    slow = policy.speed.factors(2)
+    assert 1.3 < slow[1] / slow[0] < 1.6 and slow[0] * slow[1] == pytest.approx(1.0)
+    view = view_of([WorkerState(0), WorkerState(1)])
+    _, own, ttft, *_ = policy.costs(_req(2000), view)
+    assert ttft[0] == pytest.approx(ttft[1])
+    assert (own - ttft)[1] / (own - ttft)[0] == pytest.approx(slow[1] / slow[0])
+    assert policy.route(_req(2000), view).worker == 0
+    assert policy.telemetry()["worker_slowness"] == {"0": pytest.approx(slow[0]),
+                                                     "1": pytest.approx(slow[1])}
+
+
+def test_only_requests_with_nothing_ahead_teach_the_speed() -> None:
+    """A request queued behind another's prefill measures the queue as much as the
+    worker: its TTFT leaves the speed estimate alone."""
+    policy = Learned()
+    busy = view_of([WorkerState(0, in_flight=1, prefill_units=4000), WorkerState(1)])
+    busy.allow([True, False])
+    policy.route(_req(2000), busy)
+    policy.on_complete(_feedback(7, 0, ttft=5.0, e2e=5.1, cached=0))
+    assert policy.speed.counts.sum() == 0
+    policy.route(_req(2000), view_of([WorkerState(0), WorkerState(1)]))
+    policy.on_complete(_feedback(7, 0, ttft=5.0, e2e=5.1, cached=0))
+    assert policy.speed.counts.sum() == 1

@@ -139,3 +139,23 @@ def test_bad_inputs_are_clear_errors() -> None:
     huge = [Request(rid=0, tokens=np.arange(200_000), output_len=1)]
     with pytest.raises(ConfigError, match="pool"):
         simulate(OpenLoop.of("huge", huge), SimConfig(model=LINEAR))
+
+
+def test_workers_of_different_speeds() -> None:
+    """``speeds``: a worker at half speed takes twice the time for the same steps (one
+    request at a time: the same batches at either speed)."""
+    wl = gsp_workload(SMALL_GSP, rate=0.01, output_len=3)
+    fast = simulate(wl, SimConfig(workers=1, model=LINEAR, speeds=(1.0,)))
+    slow = simulate(wl, SimConfig(workers=1, model=LINEAR, speeds=(0.5,)))
+    assert slow.worker_stats[0]["busy_s"] == pytest.approx(2 * fast.worker_stats[0]["busy_s"])
+    mixed = simulate(wl, SimConfig(workers=2, model=LINEAR, routing="round_robin",
+                                   speeds=(1.0, 0.5)))
+    per_token = [w["busy_s"] / (w["prefill_tokens"] + w["decode_tokens"])
+                 for w in mixed.worker_stats]
+    assert per_token[1] > 1.5 * per_token[0]
+    assert SimConfig(workers=2, model=LINEAR, speeds=(1.0, 0.5)).speed_sum == 1.5
+    assert SimConfig(workers=3, model=LINEAR).speed_sum == 3.0
+    with pytest.raises(ConfigError, match="one speed per worker"):
+        SimConfig(workers=2, model=LINEAR, speeds=(1.0,))
+    with pytest.raises(ConfigError, match="speed must be a number > 0"):
+        SimConfig(workers=2, model=LINEAR, speeds=(1.0, 0.0))

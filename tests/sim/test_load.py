@@ -47,3 +47,11 @@ def test_build_at_load_turns_chat_open_and_keeps_prompts() -> None:
         build_at_load("sharegpt", 1, 0.5, FLOOR, 2, 8192, clients=4, mode="closed")
     with pytest.raises(ConfigError):
         build_at_load("gsp", 1, 0.5, FLOOR, 2, 8192, groups=2, rate=3.0)
+
+
+def test_a_mixed_fleet_offers_the_sum_of_its_speeds() -> None:
+    """Two workers at speeds 1 and 0.5 have the capacity of 1.5 workers of the profile."""
+    reqs = [Request(i, np.arange(100), 3, arrival=float(i)) for i in range(2)]
+    wl = OpenLoop.of("two", reqs)
+    assert rate_for_load(wl, FLOOR, 1.5, 0.5, 64) == pytest.approx(
+        rate_for_load(wl, FLOOR, 3, 0.5, 64) / 2)

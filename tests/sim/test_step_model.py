@@ -234,3 +234,19 @@ def test_fit_rejects_bad_points() -> None:
         fit_step_model([dict(new_tokens=1, prefill_pairs=0, decode_context=0, ms=1.0)], "x", 10)
     with pytest.raises(ConfigError, match="lacks its time"):
         fit_step_model([dict(new_tokens=1)] * 6, "x", 10)
+
+
+def test_at_speed_divides_every_time_and_keeps_the_pool() -> None:
+    from kvroute.sim.step_model import parse_speeds
+
+    base = StepModel("m", t_w_ms=10.0, t0_ms=2.0, b_ms=0.1, c_ms=1e-4, g_ms=1e-3,
+                     kv_pool_tokens=1000, overhead_ms=1.0)
+    half = base.at_speed(0.5)
+    assert half.step_ms(300, 5000, 2000) == pytest.approx(2 * base.step_ms(300, 5000, 2000))
+    assert half.kv_pool_tokens == 1000 and base.at_speed(1) is base
+    for bad in (0, -1.0, float("nan"), True):
+        with pytest.raises(ConfigError, match="speed"):
+            base.at_speed(bad)  # type: ignore[arg-type]
+    assert parse_speeds("1, 0.5,,2") == (1.0, 0.5, 2.0) and parse_speeds(None) == ()
+    with pytest.raises(ConfigError, match="'fast'"):
+        parse_speeds("1,fast")

@@ -32,6 +32,7 @@ from kvroute.sim.grid_results import (
     plot_load_ratios,
 )
 from kvroute.sim.routing_results import routing_markdown
+from kvroute.sim.step_model import parse_speeds
 from kvroute.sim.step_profiles import DEFAULT_PROFILE, load_profile
 from kvroute.workloads.catalog import WORKLOAD_NAMES
 from kvroute.workloads.gsp import ORDERS
@@ -153,7 +154,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         routings=tuple(routings),
         seeds=seeds,
         sim=SimConfig(workers=args.workers, profile=args.profile, model=model,
-                      capacity=args.capacity),
+                      capacity=args.capacity, speeds=parse_speeds(args.speeds)),
         workload_options=_options(args.option),
         eviction_args=eviction_args(args, evictions),
         routing_args=routing_args(args, routings),
@@ -266,6 +267,10 @@ def add_parser(sub: Any) -> None:
     c.add_argument("--workers", type=int, default=4, help="simulated workers per run")
     c.add_argument("--profile", default=DEFAULT_PROFILE,
                    help="step-time profile name or JSON file")
+    c.add_argument("--speeds", metavar="S,...",
+                   help="each worker's speed relative to the profile, one per worker, e.g. "
+                        "1,1,0.5,0.5 (step times divided by it, same KV pool; --load counts "
+                        "their sum)")
     c.add_argument("--capacity", type=int, help="KV pool per worker (default: the profile's)")
     c.add_argument("--baseline", metavar="EVICTION+ROUTING",
                    help="pair the ratios are taken against (preset's, else lru+round_robin)")

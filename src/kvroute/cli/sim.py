@@ -26,7 +26,7 @@ from kvroute.cli.workload_flags import add_workload_flags, build_workload
 from kvroute.errors import ConfigError
 from kvroute.routing.registry import ROUTING
 from kvroute.sim.cluster import SimConfig, SimResult, simulate
-from kvroute.sim.step_model import parse_overrides
+from kvroute.sim.step_model import parse_overrides, parse_speeds
 from kvroute.sim.step_profiles import DEFAULT_PROFILE, load_profile, profile_names
 from kvroute.workloads.catalog import WORKLOAD_NAMES
 
@@ -89,12 +89,12 @@ def cmd_sim(args: argparse.Namespace) -> int:
                      capacity=args.capacity, chunk_size=args.chunk_size,
                      max_running=args.max_running, mixed_chunk=args.mixed_chunk,
                      seed=args.seed, debug=args.debug, event_delay=args.event_delay,
-                     block_size=args.event_block_size)
+                     block_size=args.event_block_size, speeds=parse_speeds(args.speeds))
     indexes = [i.strip() for i in args.index.split(",") if i.strip()]
     for i in indexes:
         if i not in ("approx", "exact"):
             raise ConfigError(f"--index takes approx, exact or both, got {i!r}")
-    workload, rate = build_workload(args, model=model, workers=args.workers,
+    workload, rate = build_workload(args, model=model, workers=base.speed_sum,
                                     chunk_size=args.chunk_size, pool=args.capacity,
                                     concurrency=args.concurrency)
     if rate is not None:
@@ -118,7 +118,8 @@ def cmd_sim(args: argparse.Namespace) -> int:
     for r in results[1:]:
         r.ceilings = ceil
     size = f"{len(results[0].records):,} requests"
-    title = (f"{workload.name} ({size}) on {args.workers} workers, profile {model.name}, "
+    speeds = f" at speeds {', '.join(f'{v:g}' for v in base.speeds)}" if base.speeds else ""
+    title = (f"{workload.name} ({size}) on {args.workers} workers{speeds}, profile {model.name}, "
              f"KV pool {results[0].capacity:,} tokens per worker")
     print_table(console, title, columns, _rows(results))
     if ceil is not None:
@@ -160,6 +161,10 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--profile", default=DEFAULT_PROFILE,
                    help=f"step-time profile name or JSON file; names: "
                         f"{', '.join(profile_names())}")
+    s.add_argument("--speeds", metavar="S,...",
+                   help="each worker's speed relative to the profile, one per worker, e.g. "
+                        "1,1,0.5,0.5 (step times divided by it, same KV pool; --load counts "
+                        "their sum)")
     s.add_argument("--step-coeffs", metavar="K=V,...",
                    help="override profile coefficients, e.g. t_w_ms=20,b_ms=0.12")
     s.add_argument("--capacity", type=int, help="KV pool per worker in tokens "

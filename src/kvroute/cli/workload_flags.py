@@ -52,7 +52,7 @@ def add_workload_flags(parser: argparse.ArgumentParser, title: str) -> Any:
 
 
 def build_workload(args: argparse.Namespace, *, model: StepModel | None = None,
-                   workers: int | None = None, chunk_size: int = 8192,
+                   workers: float | None = None, chunk_size: int = 8192,
                    pool: int | None = None, **extra: Any) -> tuple[Workload, float | None]:
     """The workload named by ``--workload`` (default: ``mooncake`` with ``--trace``, else
     ``gsp``) with the workload flags the user gave, and the

@@ -15,7 +15,8 @@ allowed worker ``w``:
              f_w = (sum of u over this policy's open requests on w) / (sum of L over them)
     TTFT_w = a . [(ahead + u_w) / 1000, pairs / 1e6, 1]
     ctx_w  = (prompt units in flight on w + L) / 1e5
-    dec_w  = (O - 1) * d . [1, in_flight_w + 1, ctx_w]   its decode time
+    dec_w  = s_w * (O - 1) * d . [1, in_flight_w + 1, ctx_w]   its decode time (s_w: the
+                                                    worker's slowness, below)
     work_w = a0 * u_w / 1000 + a1 * pairs / 1e6     seconds of prefill it adds to worker w
     lam_w  = in_flight_w + (in_flight_w + mean in-flight over the allowed workers) / 2
     copy_w = a0 * (max_v h_v - h_w) / 1000          seconds to recompute what another
@@ -80,6 +81,20 @@ Learning (all from completions; errors teach nothing):
   the h100 profile, 1.084x -> 1.085x.)
   Without ``max_tokens`` (live clients may omit it) ``dec_w`` is the mean observed decode
   time instead (exponential average, weight ``1 - forget`` per sample).
+* ``s`` (each worker's slowness, :mod:`~kvroute.routing.worker_speed`): replicas may be
+  of different speeds, and one model for all predicts the same time everywhere. The
+  slowness is read from the TTFT residuals (observed over the shared model's
+  prediction) of the requests that found nothing queued ahead of them on their worker:
+  their TTFT is the worker's own prefill, while a queued request's residual also
+  measures the queue and the traffic the worker was given (measured: the decode
+  residuals of equal workers differ by up to 30% with their share of a prefix burst,
+  GSP grouped 0.8; the TTFT residuals of requests with nothing ahead by at most about
+  10%, Mooncake 0.8). It multiplies the decode prediction (the decode model learns times
+  at the typical worker's speed: its targets are divided by ``s_w``), not the TTFT:
+  applied to the prefill too, it sends new prefix groups past the slow workers and the
+  cluster loses their caches (on LooGLE with two workers at half speed the hit rate
+  fell from 0.96 to 0.80), while the queue terms already see a slow worker's backlog.
+  Equal workers keep ``s = 1`` exactly nearly always, so the ties above survive.
 * ``r`` (hit realisation, :mod:`~kvroute.routing.hit_realisation`): engine-reported
   cached units over the index's ``matched`` at routing, summed with the same forgetting
   (starts at 1; the index may believe in prefixes the worker has evicted), overall and
@@ -100,7 +115,8 @@ prefill-bound); ``ttft_weight`` 3 and ``copy_weight`` 3 (>= 0;
 chosen on the design grid of ``docs/routing-results.md``, seeds 1-3, and checked on seeds
 4-6). No constant depends on a workload. Telemetry: :meth:`telemetry` gives the
 mean absolute and signed error of the predicted TTFT and E2E against the observed ones,
-the learned coefficients and the hit realisation, overall and by age.
+the learned coefficients, the hit realisation, overall and by age, and each worker's
+slowness.
 """
 
 from __future__ import annotations
@@ -116,6 +132,7 @@ from kvroute.routing.base import ClusterView, Decision, Feedback, RouteRequest, 
 from kvroute.routing.hit_realisation import HitRealisation
 from kvroute.routing.online_regression import OnlineRegression
 from kvroute.routing.registry import register
+from kvroute.routing.worker_speed import WorkerSpeed
 
 __all__ = ["Learned"]
 
@@ -198,6 +215,7 @@ class Learned(RoutingPolicy):
         self.decode_model = OnlineRegression([k / 5.0, k / 100.0, 0.0], lam=self.forget)
         self.decode_mean = k / 2.0  # observed decode seconds, when O is unknown
         self.realisation = HitRealisation(self.forget)
+        self.speed = WorkerSpeed(self.forget)  # each worker's slowness, from TTFT residuals
         self.unc_sum = np.zeros(0)
         self.len_sum = np.zeros(0)
         self.count = np.zeros(0)  # this policy's open requests per worker
@@ -212,6 +230,7 @@ class Learned(RoutingPolicy):
             self.unc_sum = np.concatenate([self.unc_sum, np.zeros(pad)])
             self.len_sum = np.concatenate([self.len_sum, np.zeros(pad)])
             self.count = np.concatenate([self.count, np.zeros(pad)])
+        self.speed.ensure(n)
 
     def on_workers_changed(self, count: int) -> None:
         self._ensure(count)
@@ -221,6 +240,7 @@ class Learned(RoutingPolicy):
         self.unc_sum = np.delete(self.unc_sum, index)
         self.len_sum = np.delete(self.len_sum, index)
         self.count = np.delete(self.count, index)
+        self.speed.remove(index)
         for rec in self.open.values():
             if rec.worker > index:
                 rec.worker -= 1
@@ -261,6 +281,7 @@ class Learned(RoutingPolicy):
             dec = (req.max_tokens - 1) * (d[0] + d[1] * (flight + 1.0) + d[2] * ctx)
         else:
             dec = np.full(n, self.decode_mean)
+        dec = dec * self.speed.factors(n)
         own = ttft + dec
         allowed = view.candidates()
         lam = flight + (flight + float(flight[allowed].mean())) / 2.0
@@ -314,12 +335,18 @@ class Learned(RoutingPolicy):
                 hit = float(min(fb.cached_units, rec.units - 1))
                 unc = rec.units - hit
                 x = np.array([(rec.ahead + unc) / 1000.0, unc * (hit + unc / 2.0) / 1e6, 1.0])
+            if rec.ahead == 0:
+                self.speed.update(w, fb.ttft_s, self.ttft_model.predict(x))
             self.ttft_model.update(x, fb.ttft_s)
             decode_s = max(0.0, fb.e2e_s - fb.ttft_s)
+            # the decode model learns times at the typical worker's speed
             if rec.out is not None and rec.out > 1:
-                self.decode_model.update(rec.x_dec, decode_s / (rec.out - 1))
+                per_token = decode_s / (rec.out - 1)
+                self.decode_model.update(
+                    rec.x_dec, per_token / self.speed.factors(w + 1)[w])
             else:
-                self.decode_mean += (1.0 - self.forget) * (decode_s - self.decode_mean)
+                typical = decode_s / self.speed.factors(w + 1)[w]
+                self.decode_mean += (1.0 - self.forget) * (typical - self.decode_mean)
         if fb.cached_units is not None and rec.matched > 0:
             self.realisation.update(rec.age, fb.cached_units, rec.matched)
 
@@ -329,4 +356,9 @@ class Learned(RoutingPolicy):
                 "ttft_coefficients": self.ttft_model.coefficients().tolist(),
                 "decode_coefficients": self.decode_model.coefficients().tolist(),
                 "hit_realisation": self.hit_realisation,
-                "hit_realisation_by_age": self.realisation.by_age()}
+                "hit_realisation_by_age": self.realisation.by_age(),
+                "worker_slowness": _by_worker(self.speed.factors(len(self.unc_sum)))}
+
+
+def _by_worker(values: np.ndarray) -> dict[str, float]:
+    return {str(i): float(v) for i, v in enumerate(values)}

@@ -61,10 +61,19 @@ class SimConfig:
     index: str = "approx"
     event_delay: float = 0.0
     block_size: int = 16
+    # each worker's speed relative to the profile (step times divided by it; same KV
+    # pool), one per worker; empty: every worker at the profile's speed
+    speeds: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if self.workers < 1:
             raise ConfigError(f"workers must be >= 1, got {self.workers}")
+        if self.speeds and len(self.speeds) != self.workers:
+            raise ConfigError(f"give one speed per worker: {len(self.speeds)} speeds for "
+                              f"{self.workers} workers")
+        object.__setattr__(self, "speeds", tuple(self.speeds))
+        if self.speeds:
+            self.worker_models()  # validates the speeds
         if self.index not in ("approx", "exact"):
             raise ConfigError(f"index must be approx or exact, got {self.index!r}")
         if self.event_delay < 0 or self.block_size < 1:
@@ -83,6 +92,16 @@ class SimConfig:
 
     def step_model(self) -> StepModel:
         return self.model if self.model is not None else load_profile(self.profile)
+
+    def worker_models(self) -> list[StepModel]:
+        """Each worker's step model: the profile at the worker's speed."""
+        model = self.step_model()
+        return [model.at_speed(s) for s in self.speeds or (1.0,) * self.workers]
+
+    @property
+    def speed_sum(self) -> float:
+        """The cluster's capacity in workers of the profile's speed (for ``--load``)."""
+        return float(sum(self.speeds)) if self.speeds else float(self.workers)
 
     def describe(self) -> dict[str, Any]:
         out = asdict(self)
@@ -141,7 +160,7 @@ def simulate(workload: Workload, config: SimConfig | None = None, *, ceilings: b
              progress: Callable[[int], None] | None = None) -> SimResult:
     """Run ``workload`` through the simulated cluster; see the module docstring."""
     cfg = config or SimConfig()
-    model = cfg.step_model()
+    models = cfg.worker_models()
     wcfg = cfg.worker_config()
     loop = EventLoop()
     rows: list[tuple[float, ...]] = []
@@ -178,7 +197,7 @@ def simulate(workload: Workload, config: SimConfig | None = None, *, ceilings: b
             else:
                 start_session(now + closed.think_time)
 
-    workers = [SimWorker(i, model, wcfg, loop, on_finish, seed=cfg.seed * 1_000_003 + i,
+    workers = [SimWorker(i, models[i], wcfg, loop, on_finish, seed=cfg.seed * 1_000_003 + i,
                          on_step=on_step, on_first_token=on_first_token)
                for i in range(cfg.workers)]
     for w in workers:

@@ -82,7 +82,7 @@ class Grid:
         load = load if load is not None else option_load
         if load is None:
             return build_workload(name, seed, **self.sources.get(name, {}), **opts)
-        return build_at_load(name, seed, float(load), self.sim.step_model(), self.sim.workers,
+        return build_at_load(name, seed, float(load), self.sim.step_model(), self.sim.speed_sum,
                              self.sim.chunk_size, self.sim.capacity,
                              **self.sources.get(name, {}), **opts)[0]
 

@@ -13,6 +13,7 @@ steps are full (the step-time formula of :mod:`kvroute.sim.step_model`):
 
 The workload's mean work per request ``W`` (seconds, over all its requests) and ``M``
 workers give a capacity of ``M / W`` requests/s; load ``rho`` is the rate ``rho * M / W``.
+With workers of different speeds (``SimConfig.speeds``) ``M`` is the sum of their speeds.
 Cache hits only lower the real work, so ``rho`` is an upper bound on the true
 utilisation; the knee of the latency curve sits where hits stop sparing enough work.
 
@@ -55,9 +56,10 @@ def offered_work_s(model: StepModel, prompt_len: int, output_len: int,
     return ms * 0.001
 
 
-def rate_for_load(workload: Workload, model: StepModel, workers: int, rho: float,
+def rate_for_load(workload: Workload, model: StepModel, workers: float, rho: float,
                   chunk_size: int, pool: int | None = None) -> float:
-    """Requests/s at which ``workload`` offers ``rho`` times the capacity of ``workers``."""
+    """Requests/s at which ``workload`` offers ``rho`` times the capacity of ``workers``
+    (workers of ``model``'s speed: a mixed fleet counts the sum of its speeds)."""
     if not (isinstance(rho, (int, float)) and math.isfinite(rho) and rho > 0):
         raise ConfigError(f"load must be a number > 0 (a fraction of capacity), got {rho!r}")
     works = [offered_work_s(model, r.prompt_len, r.output_len, chunk_size, pool)
@@ -67,7 +69,7 @@ def rate_for_load(workload: Workload, model: StepModel, workers: int, rho: float
     return float(rho) * workers * len(works) / sum(works)
 
 
-def build_at_load(name: str, seed: int, rho: float, model: StepModel, workers: int,
+def build_at_load(name: str, seed: int, rho: float, model: StepModel, workers: float,
                   chunk_size: int, pool: int | None = None, **options: Any
                   ) -> tuple[Workload, float]:
     """Workload ``name`` (with ``options``, sources included) at load ``rho``; and its rate."""

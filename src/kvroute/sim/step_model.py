@@ -137,6 +137,17 @@ class StepModel:
             )
         return dataclasses.replace(self, **overrides)
 
+    def at_speed(self, speed: float) -> StepModel:
+        """The same worker ``speed`` times as fast: every time coefficient divided by it
+        (a slower or faster GPU with the same KV pool)."""
+        if isinstance(speed, bool) or not isinstance(speed, (int, float)) \
+                or not (math.isfinite(speed) and speed > 0):
+            raise ConfigError(f"a worker's speed must be a number > 0, got {speed!r}")
+        if speed == 1:
+            return self
+        return self.replace(name=f"{self.name} x{speed:g}",
+                            **{k: getattr(self, k) / speed for k in _FLOAT_FIELDS})
+
     def to_dict(self) -> dict[str, Any]:
         """All fields, by their field names (JSON-ready)."""
         return dataclasses.asdict(self)
@@ -147,6 +158,22 @@ class StepModel:
         if self.overhead_ms:
             out["overhead_ms"] = self.overhead_ms
         return out
+
+
+def parse_speeds(text: str | None) -> tuple[float, ...]:
+    """Parse ``"1,1,0.5,0.5"`` (one speed per worker, see :meth:`StepModel.at_speed`);
+    ``None`` or empty: ``()``, every worker at the profile's speed."""
+    out: list[float] = []
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        try:
+            value = float(item)
+        except ValueError:
+            raise ConfigError(f"a worker's speed must be a number > 0, got {item.strip()!r}"
+                              ) from None
+        out.append(value)
+    return tuple(out)
 
 
 def parse_overrides(text: str) -> dict[str, float | int]:

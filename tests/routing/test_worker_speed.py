@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from kvroute.routing.worker_speed import WorkerSpeed
+
+
+def test_factors_hand_computed() -> None:
+    """Ten samples of worker 1 at twice the predicted time (forget 1, prior 10, z 0):
+    l = [0, 10 ln 2 / 20, 0], median 0: factors [1, 2^1/2 / e^0.15, 1] with the margin,
+    [1, 2^1/2, 1] without. Two workers: the median is halfway, dev = -+ln 2 / 4."""
+    speed = WorkerSpeed(forget=1.0, prior=10.0, z=0.0)
+    bare = WorkerSpeed(forget=1.0, prior=10.0, z=0.0, margin=0.0)
+    for _ in range(10):
+        speed.update(1, observed=0.4, predicted=0.2)
+        bare.update(1, observed=0.4, predicted=0.2)
+    assert speed.factors(3) == pytest.approx([1.0, 2 ** 0.5 / math.exp(0.15), 1.0])
+    assert bare.factors(3) == pytest.approx([1.0, 2 ** 0.5, 1.0])
+    speed.remove(2)
+    dev = math.log(2) / 4 - 0.15
+    assert speed.factors(2) == pytest.approx([math.exp(-dev), math.exp(dev)])
+
+
+def test_equal_workers_keep_exactly_one_and_a_half_speed_worker_is_found() -> None:
+    """Equal workers in log-normal noise (sd 0.3): every factor is exactly 1 (no deviation
+    is two standard errors from the median and beyond the margin). A worker at half
+    speed in the same noise is told apart within 50 of its samples (l about 50 ln 2 /
+    60; its factor about exp(0.58 - 0.15)), and the others stay at 1."""
+    rng = np.random.default_rng(0)
+    equal = WorkerSpeed(forget=0.998)
+    for _ in range(2000):
+        equal.update(int(rng.integers(4)), observed=float(rng.lognormal(0.0, 0.3)),
+                     predicted=1.0)
+    assert np.array_equal(equal.factors(4), np.ones(4))
+    half = WorkerSpeed(forget=0.998)
+    for _ in range(50):
+        for w in range(4):
+            half.update(w, observed=float(rng.lognormal(math.log(2) * (w == 3), 0.3)),
+                        predicted=1.0)
+    f = half.factors(4)
+    assert f[0] == f[1] == f[2] == 1 and 1.35 < f[3] < 1.75
+
+
+def test_bad_times_teach_nothing_a_ratio_is_clipped_and_removal_renumbers() -> None:
+    speed = WorkerSpeed(forget=1.0, prior=1e-9, z=0.0, margin=0.0)
+    speed.update(0, observed=1e9, predicted=1.0)  # log ratio clipped at 3
+    speed.update(2, observed=1.0, predicted=1.0)
+    speed.update(1, observed=0.0, predicted=1.0)
+    speed.update(1, observed=1.0, predicted=-1.0)
+    assert speed.factors(3) == pytest.approx([math.exp(3.0), 1.0, 1.0])
+    speed.remove(1)
+    assert speed.factors(2) == pytest.approx(np.exp([1.5, -1.5]))
