@@ -209,6 +209,10 @@ def test_checks_come_before_the_work(monkeypatch, capsys):
     assert "--bench-requests must be >= 1" in capsys.readouterr().err
     assert main(["up", "--eviction", "optimal"]) == 2
     assert "needs the future" in capsys.readouterr().err
+    assert main(["up", "--workers", "2", "--speeds", "1"]) == 2
+    assert "one speed per worker" in capsys.readouterr().err
+    assert main(["up", "--workers", "2", "--speeds", "1,-1"]) == 2
+    assert "finite number > 0, got -1.0" in capsys.readouterr().err
 
 
 def test_worker_on_a_busy_port_is_one_line(capsys):

@@ -13,7 +13,7 @@ from kvroute.routing import make_router_policy
 from kvroute.server.app import ServeConfig, build_app
 from kvroute.sim.cluster import SimConfig, simulate
 from kvroute.sim.step_profiles import load_profile
-from kvroute.worker.emulated import EmulatedConfig, scaled_model
+from kvroute.worker.emulated import EmulatedConfig
 from kvroute.worker.http_api import create_app
 from kvroute.workloads.catalog import build_workload
 
@@ -48,7 +48,7 @@ async def test_sim_and_live_agree_on_small_gsp() -> None:
             await runner.cleanup()
     live = summarize(run)
     assert live["requests_ok"] == 64
-    model = scaled_model(load_profile("l40-llama3-8b"), SPEED)
+    model = load_profile("l40-llama3-8b").at_speed(SPEED)
     sim = simulate(workload, SimConfig(workers=4, eviction="rlt", routing="lbgr",
                                        model=model)).summary()
     print(f"live hit {live['hit_rate_client']:.4f} TTFT {live['ttft_s']['mean']:.4f} s; "

@@ -157,5 +157,5 @@ def test_workers_of_different_speeds() -> None:
     assert SimConfig(workers=3, model=LINEAR).speed_sum == 3.0
     with pytest.raises(ConfigError, match="one speed per worker"):
         SimConfig(workers=2, model=LINEAR, speeds=(1.0,))
-    with pytest.raises(ConfigError, match="speed must be a number > 0"):
+    with pytest.raises(ConfigError, match="speed must be a finite number > 0"):
         SimConfig(workers=2, model=LINEAR, speeds=(1.0, 0.0))

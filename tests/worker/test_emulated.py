@@ -22,7 +22,7 @@ from kvroute.cli import worker as worker_cli  # noqa: E402
 from kvroute.errors import ConfigError  # noqa: E402
 from kvroute.sim.step_profiles import load_profile  # noqa: E402
 from kvroute.worker import http_api  # noqa: E402
-from kvroute.worker.emulated import EmulatedConfig, filler_text, scaled_model  # noqa: E402
+from kvroute.worker.emulated import EmulatedConfig, filler_text  # noqa: E402
 from kvroute.worker.http_api import WORKER_KEY, create_app  # noqa: E402
 
 PROMPT = "You are a helpful assistant. " * 20 + "Tell me about radix trees."
@@ -380,7 +380,7 @@ async def test_real_socket() -> None:
 def test_speed_scales_step_times() -> None:
     """--speed divides every step time and keeps the KV pool."""
     model = load_profile("l40-llama3-8b")
-    fast = scaled_model(model, 4.0)
+    fast = model.at_speed(4.0)
     assert fast.kv_pool_tokens == model.kv_pool_tokens
     assert fast.step_time(300, 1e4, 5000) == pytest.approx(model.step_time(300, 1e4, 5000) / 4)
     with pytest.raises(ConfigError):

@@ -34,6 +34,7 @@ from kvroute.cli.policy_flags import (
 )
 from kvroute.errors import ConfigError, KvrouteError
 from kvroute.routing.registry import ROUTING, make_router_policy
+from kvroute.sim.step_model import check_speed, parse_speeds
 from kvroute.sim.step_profiles import DEFAULT_PROFILE
 from kvroute.workloads.catalog import WORKLOAD_NAMES
 
@@ -78,7 +79,7 @@ async def _up(args: argparse.Namespace) -> int:
             app = create_app(EmulatedConfig(profile=args.profile, eviction=args.eviction,
                                             eviction_args=args.eviction_params,
                                             capacity=args.capacity, seed=args.seed + k,
-                                            speed=args.speed,
+                                            speed=args.speed * args.speeds[k],
                                             kv_events_endpoint=zmq if args.kv_events else None,
                                             kv_events_replay_endpoint=zmq if args.kv_events
                                             else None))
@@ -174,6 +175,11 @@ def cmd_up(args: argparse.Namespace) -> int:
         raise ConfigError(f"--bench-requests must be >= 1, got {args.bench_requests}")
     if args.speed <= 0:
         raise ConfigError(f"--speed must be > 0, got {args.speed}")
+    speeds = parse_speeds(args.speeds)
+    if speeds and len(speeds) != args.workers:
+        raise ConfigError(f"--speeds: give one speed per worker ({len(speeds)} for "
+                          f"{args.workers} workers)")
+    args.speeds = [check_speed(v) for v in speeds] or [1.0] * args.workers
     [args.eviction] = choose(EVICTION, args.eviction, "on a worker", ONLINE)
     [args.policy] = choose(ROUTING, args.policy, "in the live router", ONLINE_ROUTING)
     args.eviction_params = eviction_args(args, [args.eviction])[args.eviction]
@@ -207,6 +213,9 @@ def add_parser(sub: Any) -> None:
                    "profile's)")
     u.add_argument("--speed", type=float, default=1.0,
                    help="run the emulated GPUs this many times faster than the profile")
+    u.add_argument("--speeds", metavar="S,...",
+                   help="each worker's speed relative to --speed, one per worker, e.g. "
+                        "1,1,0.5,0.5 (a fleet of different GPUs)")
     u.add_argument("--host", default="127.0.0.1", help="address of every server")
     u.add_argument("--port", type=int, default=8000, help="router port; workers take the next "
                    "free ones")

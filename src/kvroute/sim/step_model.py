@@ -140,10 +140,7 @@ class StepModel:
     def at_speed(self, speed: float) -> StepModel:
         """The same worker ``speed`` times as fast: every time coefficient divided by it
         (a slower or faster GPU with the same KV pool)."""
-        if isinstance(speed, bool) or not isinstance(speed, (int, float)) \
-                or not (math.isfinite(speed) and speed > 0):
-            raise ConfigError(f"a worker's speed must be a number > 0, got {speed!r}")
-        if speed == 1:
+        if check_speed(speed) == 1:
             return self
         return self.replace(name=f"{self.name} x{speed:g}",
                             **{k: getattr(self, k) / speed for k in _FLOAT_FIELDS})
@@ -160,6 +157,14 @@ class StepModel:
         return out
 
 
+def check_speed(speed: Any) -> float:
+    """``speed`` as a float, or a ConfigError unless it is a finite number > 0."""
+    if isinstance(speed, bool) or not isinstance(speed, (int, float)) \
+            or not (math.isfinite(speed) and speed > 0):
+        raise ConfigError(f"a worker's speed must be a finite number > 0, got {speed!r}")
+    return float(speed)
+
+
 def parse_speeds(text: str | None) -> tuple[float, ...]:
     """Parse ``"1,1,0.5,0.5"`` (one speed per worker, see :meth:`StepModel.at_speed`);
     ``None`` or empty: ``()``, every worker at the profile's speed."""
@@ -170,8 +175,8 @@ def parse_speeds(text: str | None) -> tuple[float, ...]:
         try:
             value = float(item)
         except ValueError:
-            raise ConfigError(f"a worker's speed must be a number > 0, got {item.strip()!r}"
-                              ) from None
+            raise ConfigError(f"a worker's speed must be a finite number > 0, got "
+                              f"{item.strip()!r}") from None
         out.append(value)
     return tuple(out)
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,7 +38,7 @@ import numpy as np
 from kvroute.errors import ConfigError
 from kvroute.protocol.request_body import BadRequest, PromptEncoder
 from kvroute.sim.events import RealtimeLoop
-from kvroute.sim.step_model import StepModel
+from kvroute.sim.step_model import StepModel, check_speed
 from kvroute.sim.step_profiles import DEFAULT_PROFILE, load_profile
 from kvroute.sim.worker import Job, SimWorker, WorkerConfig
 from kvroute.worker.exported_metrics import ExportedMetrics
@@ -48,10 +47,8 @@ from kvroute.workloads.chat_template import find_chat_template
 from kvroute.workloads.request import Request
 from kvroute.workloads.tokenizer import Tokenizer, load_tokenizer
 
-__all__ = ["EmulatedConfig", "EmulatedWorker", "Pending", "filler_piece", "filler_text",
-           "scaled_model"]
+__all__ = ["EmulatedConfig", "EmulatedWorker", "Pending", "filler_piece", "filler_text"]
 
-_SPEED_FIELDS = ("t_w_ms", "t0_ms", "b_ms", "c_ms", "g_ms", "overhead_ms")
 _FILLER = ("lorem", "ipsum", "dolor", "sit", "amet", "consectetur", "adipiscing", "elit",
            "sed", "do", "eiusmod", "tempor", "incididunt", "ut", "labore", "et", "dolore",
            "magna", "aliqua")
@@ -65,13 +62,6 @@ def filler_piece(i: int) -> str:
 def filler_text(start: int, end: int) -> str:
     """The text of generated tokens ``start`` .. ``end - 1``."""
     return "".join(filler_piece(i) for i in range(start, end))
-
-
-def scaled_model(model: StepModel, speed: float) -> StepModel:
-    """``model`` with every step time divided by ``speed`` (the KV pool unchanged)."""
-    if speed == 1.0:
-        return model
-    return model.replace(**{f: getattr(model, f) / speed for f in _SPEED_FIELDS})
 
 
 @dataclass(frozen=True)
@@ -95,10 +85,7 @@ class EmulatedConfig:
     block_size: int = 16  # tokens per published block
 
     def __post_init__(self) -> None:
-        speed = self.speed
-        if isinstance(speed, bool) or not isinstance(speed, (int, float)) or \
-                not math.isfinite(speed) or speed <= 0:
-            raise ConfigError(f"speed must be a finite number > 0, got {speed!r}")
+        check_speed(self.speed)
         if not self.model_name:
             raise ConfigError("model_name must be a non-empty string")
         if self.default_max_tokens < 1:
@@ -113,7 +100,7 @@ class EmulatedConfig:
         """The profile's step model, sped up by ``speed``."""
         model = self.profile if isinstance(self.profile, StepModel) else \
             load_profile(self.profile)
-        return scaled_model(model, float(self.speed))
+        return model.at_speed(float(self.speed))
 
     def worker_config(self) -> WorkerConfig:
         return WorkerConfig(capacity=self.capacity, eviction=self.eviction,
