@@ -19,8 +19,9 @@ the model's predictions for a worker by the worker's factor:
   workers move by with their share of the traffic (measured in ``learned``: up to about
   10% on the Mooncake trace): smaller differences are not acted on, larger ones less
   the margin. Among equal workers the factors are 1 nearly always, so a caller's ties
-  between them survive; a worker at half speed gets a factor of about 1.7 within a few
-  dozen samples.
+  between them survive; a worker at half speed among full-speed ones gets a factor of
+  about 1.6 within a few dozen samples (two of four at half speed: about 1.4 times the
+  others').
 
 Mechanism only: which times to feed, and where to apply the factors, is the caller's
 business. No clock; ``forget`` counts samples.

@@ -33,7 +33,7 @@ from kvroute.routing import (
 )
 from kvroute.sim.events import ARRIVAL, EventLoop
 from kvroute.sim.records import Records
-from kvroute.sim.step_model import StepModel
+from kvroute.sim.step_model import StepModel, check_speed
 from kvroute.sim.step_profiles import DEFAULT_PROFILE, load_profile
 from kvroute.sim.worker import Job, SimWorker, WorkerConfig
 from kvroute.workloads.request import ClosedLoop, OpenLoop, Request, Workload, output_ids
@@ -71,9 +71,7 @@ class SimConfig:
         if self.speeds and len(self.speeds) != self.workers:
             raise ConfigError(f"give one speed per worker: {len(self.speeds)} speeds for "
                               f"{self.workers} workers")
-        object.__setattr__(self, "speeds", tuple(self.speeds))
-        if self.speeds:
-            self.worker_models()  # validates the speeds
+        object.__setattr__(self, "speeds", tuple(check_speed(v) for v in self.speeds))
         if self.index not in ("approx", "exact"):
             raise ConfigError(f"index must be approx or exact, got {self.index!r}")
         if self.event_delay < 0 or self.block_size < 1:
