@@ -97,8 +97,9 @@ Learning (all from completions; errors teach nothing):
   Equal workers keep ``s = 1`` exactly nearly always, so the ties above survive.
   (Measured, docs/routing-results.md: two of four workers at half speed, 1.041x ->
   1.123x geo-mean E2E advantage, check seeds 1.036x -> 1.119x; one straggler 1.079x ->
-  1.146x; the design grid of equal workers 1.0995x -> 1.097x, check 1.090x -> 1.087x,
-  the Mooncake cells, where it sometimes moves equal workers apart.)
+  1.146x, check 1.076x -> 1.153x; the design grid of equal workers 1.0995x -> 1.097x,
+  check 1.090x -> 1.087x, the Mooncake cells, where it sometimes moves equal workers
+  apart.)
 * ``r`` (hit realisation, :mod:`~kvroute.routing.hit_realisation`): engine-reported
   cached units over the index's ``matched`` at routing, summed with the same forgetting
   (starts at 1; the index may believe in prefixes the worker has evicted), overall and
