@@ -94,7 +94,8 @@ Learning (all from completions; errors teach nothing):
   applied to the prefill too, it sends new prefix groups past the slow workers and the
   cluster loses their caches (on LooGLE with two workers at half speed the hit rate
   fell from 0.96 to 0.80), while the queue terms already see a slow worker's backlog.
-  Equal workers keep ``s = 1`` exactly nearly always, so the ties above survive.
+  Equal workers keep ``s = 1`` exactly in most decisions, so the ties above survive (on
+  the Mooncake trace at load 0.95 a factor of about 1.01 appears in a fifth of them).
   (Measured, docs/routing-results.md: two of four workers at half speed, 1.041x ->
   1.123x geo-mean E2E advantage, check seeds 1.036x -> 1.119x; one straggler 1.079x ->
   1.146x, check 1.076x -> 1.153x; the design grid of equal workers 1.0995x -> 1.097x,

@@ -18,7 +18,7 @@ the model's predictions for a worker by the worker's factor:
   others keep factor 1. The ``margin`` (0.15, 16%) is what the residuals of equal
   workers move by with their share of the traffic (measured in ``learned``: up to about
   10% on the Mooncake trace): smaller differences are not acted on, larger ones less
-  the margin. Among equal workers the factors are 1 nearly always, so a caller's ties
+  the margin. Among equal workers the factors are 1 in most decisions, so a caller's ties
   between them survive; a worker at half speed among full-speed ones gets a factor of
   about 1.6 within a few dozen samples (two of four at half speed: about 1.4 times the
   others').
