@@ -196,16 +196,15 @@ class GhostList:
         is recalled, and most never are)."""
         entries = self._entries
         tokens = segment[1]
-        ghost = entries.get(tail) if tail is not None else None  # as take(tail, node)
-        if tail is not None and ghost is not None and ghost.anchor is node:
-            del entries[tail]  # merged: re-keyed below
+        ghost = self.take(tail, node) if tail is not None else None
+        if ghost is None:
+            ghost = Ghost(anchor, tokens, [segment], hits)
+        else:  # merged: re-keyed below
             ghost.anchor = anchor
             ghost.segments.append(segment)
             ghost.tokens += tokens
             ghost.hits = hits
-        else:
-            ghost = Ghost(anchor, tokens, [segment], hits)
-        self.tokens += tokens
+        self.tokens += ghost.tokens
         gone: list[Ghost] = []
         if key in entries:
             old = entries.pop(key)
