@@ -34,7 +34,7 @@ from kvroute.cli.policy_flags import (
 )
 from kvroute.errors import ConfigError, KvrouteError
 from kvroute.routing.registry import ROUTING, make_router_policy
-from kvroute.sim.step_model import check_speed, parse_speeds
+from kvroute.sim.step_model import parse_speeds
 from kvroute.sim.step_profiles import DEFAULT_PROFILE
 from kvroute.workloads.catalog import WORKLOAD_NAMES
 
@@ -179,7 +179,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     if speeds and len(speeds) != args.workers:
         raise ConfigError(f"--speeds: give one speed per worker ({len(speeds)} for "
                           f"{args.workers} workers)")
-    args.speeds = [check_speed(v) for v in speeds] or [1.0] * args.workers
+    args.speeds = list(speeds) or [1.0] * args.workers
     [args.eviction] = choose(EVICTION, args.eviction, "on a worker", ONLINE)
     [args.policy] = choose(ROUTING, args.policy, "in the live router", ONLINE_ROUTING)
     args.eviction_params = eviction_args(args, [args.eviction])[args.eviction]

@@ -166,8 +166,9 @@ def check_speed(speed: Any) -> float:
 
 
 def parse_speeds(text: str | None) -> tuple[float, ...]:
-    """Parse ``"1,1,0.5,0.5"`` (one speed per worker, see :meth:`StepModel.at_speed`);
-    ``None`` or empty: ``()``, every worker at the profile's speed."""
+    """Parse ``"1,1,0.5,0.5"`` (one speed per worker, see :meth:`StepModel.at_speed`),
+    each checked by :func:`check_speed`; ``None`` or empty: ``()``, every worker at the
+    profile's speed."""
     out: list[float] = []
     for item in (text or "").split(","):
         if not item.strip():
@@ -177,7 +178,7 @@ def parse_speeds(text: str | None) -> tuple[float, ...]:
         except ValueError:
             raise ConfigError(f"a worker's speed must be a finite number > 0, got "
                               f"{item.strip()!r}") from None
-        out.append(value)
+        out.append(check_speed(value))
     return tuple(out)
 
 
