@@ -137,7 +137,9 @@ def reuse_distances(trace: str, all_cells: list[dict[str, Any]]) -> list[str]:
                "`benchmarks/mooncake_reuse.py` measures why: most prefix groups are seen "
                "once, popularity moves (the first half's most used blocks are a poor guess "
                "for the second half's), and frequency with perfect per-block memory gains "
-               "at most 1.24x at one capacity and loses at the others (docs/cache.md).")
+               "at most 1.24x at one capacity and loses at the others; ordered by each "
+               "block's true number of uses over the whole trace (future knowledge), it "
+               "reaches only 1.69x / 1.41x / 1.35x at 1% / 5% / 10% (docs/cache.md).")
     return out
 
 

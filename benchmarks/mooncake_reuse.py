@@ -12,16 +12,20 @@ frequency sets (the K blocks used most over the whole second half, preloaded) ag
 the top-K of the first half on the same requests (is popularity stationary?); and a
 frequency policy with perfect per-block memory (a block's id is its position here,
 so a dict of counts is exact): evict the leaf whose last block has the fewest uses
-(capped at C), oldest first. That last one is a bound-style probe for block streams,
-not a policy for token streams. Everything is deterministic; about 10 s.
+(capped at C), oldest first; and the same order by counts that know the future (each
+block's uses over the whole trace, or those still to come): how far even a perfect
+frequency predictor gets. These are bound-style probes for block streams, not policies
+for token streams. Everything is deterministic; about 15 s.
 """
 
 from __future__ import annotations
 
 import argparse
+import bisect
 import heapq
 import os
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -34,22 +38,24 @@ TRACE = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "traces",
                      "mooncake_synthetic_trace.jsonl")
 
 
-class CappedCounts(EvictionPolicy):
-    """Probe: fewest uses (of the leaf's last block, capped at ``cap``) first, then the
-    oldest last access; one page at a time."""
+class ScoreProbe(EvictionPolicy):
+    """Probe: the lowest ``score(block, now)`` of the leaf's last block first, then the
+    oldest last access; one page at a time. ``now`` is the request index (``hits_per_request``
+    sets it). A score must not change while its block sits in the heap, except as time
+    passes for every block alike."""
 
-    name = "capped_counts_probe"  # not registered
+    name = "score_probe"  # not registered
 
-    def __init__(self, counts: Counter[int], cap: int) -> None:
-        self.counts, self.cap, self.heap, self.seq = counts, cap, [], 0
-        self.heap: list[tuple[int, float, int, Any]] = []
+    def __init__(self, score: Callable[[int, int], float]) -> None:
+        self.score, self.seq, self.now = score, 0, 0
+        self.heap: list[tuple[float, float, int, Any]] = []
 
     def _push(self, node: Any) -> None:
         if self.is_candidate(node):
             self.seq += 1
             node.slot = self.seq
-            uses = min(self.cap, self.counts[int(node.key[-1])])
-            heapq.heappush(self.heap, (uses, node.last_access, self.seq, node))
+            key = self.score(int(node.key[-1]), self.now)
+            heapq.heappush(self.heap, (key, node.last_access, self.seq, node))
 
     def on_created(self, leaf: Any) -> None:
         self._push(leaf)
@@ -77,16 +83,18 @@ class CappedCounts(EvictionPolicy):
 
 
 def hits_per_request(prompts: list[np.ndarray], cap: int, name: str,
-                     cap_uses: int = 0) -> list[int]:
-    counts: Counter[int] = Counter()
-    policy = (CappedCounts(counts, cap_uses) if name == "counts" else
+                     score: Callable[[int, int], float] | None = None) -> list[int]:
+    """Per request, its hit under policy ``name``, or under ``ScoreProbe(score)``."""
+    probe = ScoreProbe(score) if score is not None else None
+    policy = (probe if probe is not None else
               make_policy(name, requests=prompts) if name == "optimal" else
               make_policy(name, seed=1))
     cache = RadixCache(cap, policy)
     out = []
     for j, p in enumerate(prompts):
+        if probe is not None:
+            probe.now = j
         out.append(cache.match(p, now=j).hit)
-        counts.update(p.tolist())
         cache.insert(p, now=j)
     return out
 
@@ -195,16 +203,33 @@ def main() -> None:
         print(f"  K={c:>5}: {preloaded({b for b, _ in second.most_common(c)}):.4f} vs "
               f"{preloaded({b for b, _ in first.most_common(c)}):.4f}")
 
-    print("\nfrequency with perfect per-block memory (fewest uses, capped at C, then oldest):")
+    # a block id is its position here, so per-block counts are exact
+    times: dict[int, list[int]] = {}
+    for j, r in enumerate(reqs):
+        for b in r:
+            times.setdefault(b, []).append(j)
+
+    def so_far(cap_uses: int) -> Callable[[int, int], float]:
+        return lambda b, now: min(cap_uses, bisect.bisect_right(times[b], now))
+
+    def probe_row(label: str, score: Callable[[int, int], float]) -> None:
+        rates = [sum(hits_per_request(prompts, c, "", score)) / total for c in caps]
+        print(f"  {label:<42}" + " ".join(
+            f"{r:.4f} ({r / b:.2f}x)" for r, b in zip(rates, base, strict=True)))
+
     lru = [sum(hits_per_request(prompts, c, "lru")) / total for c in caps]
     rlt = [sum(hits_per_request(prompts, c, "rlt")) / total for c in caps]
     base = [max(a, b) for a, b in zip(lru, rlt, strict=True)]
-    print("  max(lru, rlt, seed 1): " + " ".join(f"{x:.4f}" for x in base))
+    print("\nfrequency probes: the fewest uses of the leaf's last block first, then the oldest "
+          "(1% / 5% / 10%)")
+    print(f"  {'max(lru, rlt), seed 1':<42}" + " ".join(f"{x:.4f}" for x in base))
     for cap_uses in (2, 3, 5, 10, 1 << 30):
-        rates = [sum(hits_per_request(prompts, c, "counts", cap_uses)) / total for c in caps]
         label = "inf" if cap_uses > 1000 else str(cap_uses)
-        print(f"  C={label:>3}: " + " ".join(
-            f"{r:.4f} ({r / b:.2f}x)" for r, b in zip(rates, base, strict=True)))
+        probe_row(f"uses so far, capped at {label}", so_far(cap_uses))
+    print("  with knowledge of the future (bounds for a frequency predictor, not policies):")
+    probe_row("uses over the whole trace", lambda b, now: len(times[b]))
+    probe_row("uses still to come", lambda b, now: len(times[b])
+              - bisect.bisect_right(times[b], now))
 
 
 if __name__ == "__main__":
