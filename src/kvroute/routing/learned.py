@@ -279,7 +279,8 @@ class Learned(RoutingPolicy):
         ahead = prefill * np.minimum(frac, 1.0)
         a = self.ttft_model.coefficients()
         work = a[0] * unc / 1000.0 + a[1] * pairs / 1e6
-        ttft = work + a[0] * ahead / 1000.0 + a[2]
+        slow = self.speed.factors(n)
+        ttft = work + slow * a[0] * ahead / 1000.0 + a[2]
         ctx = (np.fromiter((w.prefill_units + w.decode_units for w in ws), np.float64, n)
                + length) / 1e5
         if req.max_tokens is not None:
@@ -287,14 +288,14 @@ class Learned(RoutingPolicy):
             dec = (req.max_tokens - 1) * (d[0] + d[1] * (flight + 1.0) + d[2] * ctx)
         else:
             dec = np.full(n, self.decode_mean)
-        dec = dec * self.speed.factors(n)
+        dec = dec * slow
         own = ttft + dec
         allowed = view.candidates()
         lam = flight + (flight + float(flight[allowed].mean())) / 2.0
         top = float(hit[allowed].max())
         copy = a[0] * np.maximum(top - hit, 0.0) / 1000.0
         scarcity = self.copy_weight * (1.0 - self.realisation.oldest())
-        cost = own + self.ttft_weight * ttft + lam * work + scarcity * (1.0 + lam) * copy
+        cost = own + self.ttft_weight * ttft + lam * slow * work + scarcity * (1.0 + lam) * copy
         return Costs(cost, own, ttft, unc, ahead, ctx, age)
 
     def route(self, req: RouteRequest, view: ClusterView) -> Decision:
