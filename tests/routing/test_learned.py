@@ -297,26 +297,6 @@ def test_a_slow_worker_is_learned_and_avoided() -> None:
                                                      "1": pytest.approx(slow[1])}
 
 
-def test_a_slow_worker_drains_its_queue_and_stalls_others_for_longer() -> None:
-    """With slowness factors 1 and 2 (set directly), and the same queue on both workers
-    (2 in flight, 1000 uncached units ahead): the queue wait a0 * ahead = 0.1 s and the
-    delay the prefill adds to the others (lam * work, lam = 2 + (2 + 2) / 2 = 4, work =
-    0.1 * 0.5 + 0.005 * 0.125) count twice on worker 1; its own prefill (work + a2) once,
-    its decode twice."""
-    policy = Learned()
-    policy.speed.ensure(2)
-    policy.speed._factors = np.array([1.0, 2.0])
-    both = view_of([WorkerState(0, in_flight=2, prefill_units=1000),
-                    WorkerState(1, in_flight=2, prefill_units=1000)])
-    cost, own, ttft, *_ = policy.costs(_req(500), both)
-    work = 0.1 * 0.5 + 0.005 * 0.125
-    dec = 3 * (0.02 + 0.001 * 3)  # no context effect before one is observed
-    assert ttft == pytest.approx([work + 0.1 + 0.01, work + 0.2 + 0.01])
-    assert own == pytest.approx(ttft + dec * np.array([1.0, 2.0]))
-    assert cost == pytest.approx(own + 3 * ttft + 4 * work * np.array([1.0, 2.0]))
-    assert policy.route(_req(500), both).worker == 0
-
-
 def test_only_requests_with_nothing_ahead_teach_the_speed() -> None:
     """A request queued behind another's prefill measures the queue as much as the
     worker: its TTFT leaves the speed estimate alone."""

@@ -13,15 +13,15 @@ allowed worker ``w``:
     pairs  = u_w * (h_w + u_w / 2)                  its attention pairs
     ahead  = prefill_units_w * f_w                  uncached units queued before it, where
              f_w = (sum of u over this policy's open requests on w) / (sum of L over them)
-    TTFT_w = a . [(s_w * ahead + u_w) / 1000, pairs / 1e6, 1]   (s_w: the worker's
-                                                    slowness, below)
+    TTFT_w = a . [(ahead + u_w) / 1000, pairs / 1e6, 1]
     ctx_w  = (prompt units in flight on w + L) / 1e5
-    dec_w  = s_w * (O - 1) * d . [1, in_flight_w + 1, ctx_w]   its decode time
+    dec_w  = s_w * (O - 1) * d . [1, in_flight_w + 1, ctx_w]   its decode time (s_w: the
+                                                    worker's slowness, below)
     work_w = a0 * u_w / 1000 + a1 * pairs / 1e6     seconds of prefill it adds to worker w
     lam_w  = in_flight_w + (in_flight_w + mean in-flight over the allowed workers) / 2
     copy_w = a0 * (max_v h_v - h_w) / 1000          seconds to recompute what another
                                                     allowed worker already holds
-    cost_w = (1 + ttft_weight) * TTFT_w + dec_w + lam_w * s_w * work_w
+    cost_w = (1 + ttft_weight) * TTFT_w + dec_w + lam_w * work_w
              + copy_weight * (1 - r_old) * (1 + lam_w) * copy_w
 
 and the request goes to ``argmin cost`` (ties: the smallest prefix index, so new prefixes
@@ -90,18 +90,17 @@ Learning (all from completions; errors teach nothing):
   residuals of equal workers differ by up to 30% with their share of a prefix burst,
   GSP grouped 0.8; the TTFT residuals of requests with nothing ahead by at most about
   10%, Mooncake 0.8). It multiplies the decode prediction (the decode model learns times
-  at the typical worker's speed: its targets are divided by ``s_w``), the wait for the
-  prefill queued ahead (a slow worker drains it slowly) and the delay this prefill adds
-  to the others there; not the request's own prefill: that sends new prefix groups past
-  idle slow workers and the cluster loses their caches (on LooGLE with two workers at
-  half speed the hit rate fell from 0.96 to 0.80).
+  at the typical worker's speed: its targets are divided by ``s_w``), not the TTFT:
+  applied to the prefill too, it sends new prefix groups past the slow workers and the
+  cluster loses their caches (on LooGLE with two workers at half speed the hit rate
+  fell from 0.96 to 0.80), while the queue terms already see a slow worker's backlog.
   Equal workers keep ``s = 1`` exactly in most decisions, so the ties above survive (on
   the Mooncake trace at load 0.95 a factor of about 1.01 appears in a fifth of them).
   (Measured, docs/routing-results.md: two of four workers at half speed, 1.041x ->
-  1.132x geo-mean E2E advantage, check seeds 1.036x -> 1.131x; one straggler 1.079x ->
-  1.153x, check 1.076x -> 1.170x; the design grid of equal workers 1.0995x -> 1.096x,
-  check 1.090x -> 1.084x, the Mooncake cells, where it sometimes moves equal workers
-  apart: not systematic on other slices of the trace.)
+  1.123x geo-mean E2E advantage, check seeds 1.036x -> 1.119x; one straggler 1.079x ->
+  1.146x, check 1.076x -> 1.153x; the design grid of equal workers 1.0995x -> 1.097x,
+  check 1.090x -> 1.087x, the Mooncake cells, where it sometimes moves equal workers
+  apart.)
 * ``r`` (hit realisation, :mod:`~kvroute.routing.hit_realisation`): engine-reported
   cached units over the index's ``matched`` at routing, summed with the same forgetting
   (starts at 1; the index may believe in prefixes the worker has evicted), overall and
@@ -280,8 +279,7 @@ class Learned(RoutingPolicy):
         ahead = prefill * np.minimum(frac, 1.0)
         a = self.ttft_model.coefficients()
         work = a[0] * unc / 1000.0 + a[1] * pairs / 1e6
-        slow = self.speed.factors(n)
-        ttft = work + slow * a[0] * ahead / 1000.0 + a[2]
+        ttft = work + a[0] * ahead / 1000.0 + a[2]
         ctx = (np.fromiter((w.prefill_units + w.decode_units for w in ws), np.float64, n)
                + length) / 1e5
         if req.max_tokens is not None:
@@ -289,14 +287,14 @@ class Learned(RoutingPolicy):
             dec = (req.max_tokens - 1) * (d[0] + d[1] * (flight + 1.0) + d[2] * ctx)
         else:
             dec = np.full(n, self.decode_mean)
-        dec = dec * slow
+        dec = dec * self.speed.factors(n)
         own = ttft + dec
         allowed = view.candidates()
         lam = flight + (flight + float(flight[allowed].mean())) / 2.0
         top = float(hit[allowed].max())
         copy = a[0] * np.maximum(top - hit, 0.0) / 1000.0
         scarcity = self.copy_weight * (1.0 - self.realisation.oldest())
-        cost = own + self.ttft_weight * ttft + lam * slow * work + scarcity * (1.0 + lam) * copy
+        cost = own + self.ttft_weight * ttft + lam * work + scarcity * (1.0 + lam) * copy
         return Costs(cost, own, ttft, unc, ahead, ctx, age)
 
     def route(self, req: RouteRequest, view: ClusterView) -> Decision:
