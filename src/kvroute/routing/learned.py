@@ -222,6 +222,7 @@ class Learned(RoutingPolicy):
         self.decode_mean = k / 2.0  # observed decode seconds, when O is unknown
         self.realisation = HitRealisation(self.forget)
         self.speed = WorkerSpeed(self.forget)  # each worker's slowness, from TTFT residuals
+        self.decode_speed = WorkerSpeed(self.forget)  # the same from decode residuals
         self.unc_sum = np.zeros(0)
         self.len_sum = np.zeros(0)
         self.count = np.zeros(0)  # this policy's open requests per worker
@@ -237,6 +238,14 @@ class Learned(RoutingPolicy):
             self.len_sum = np.concatenate([self.len_sum, np.zeros(pad)])
             self.count = np.concatenate([self.count, np.zeros(pad)])
         self.speed.ensure(n)
+        self.decode_speed.ensure(n)
+
+    def slowness(self, n: int) -> np.ndarray:
+        """Per worker, the factor learned from its TTFT residuals where its decode
+        residuals deviate the same way (both told apart from the typical worker), else 1."""
+        t = self.speed.factors(n)
+        d = self.decode_speed.factors(n)
+        return np.where((t - 1.0) * (d - 1.0) > 0, t, 1.0)
 
     def on_workers_changed(self, count: int) -> None:
         self._ensure(count)
@@ -247,6 +256,7 @@ class Learned(RoutingPolicy):
         self.len_sum = np.delete(self.len_sum, index)
         self.count = np.delete(self.count, index)
         self.speed.remove(index)
+        self.decode_speed.remove(index)
         for rec in self.open.values():
             if rec.worker > index:
                 rec.worker -= 1
@@ -279,7 +289,8 @@ class Learned(RoutingPolicy):
         ahead = prefill * np.minimum(frac, 1.0)
         a = self.ttft_model.coefficients()
         work = a[0] * unc / 1000.0 + a[1] * pairs / 1e6
-        ttft = work + a[0] * ahead / 1000.0 + a[2]
+        slow = self.slowness(n)
+        ttft = work + slow * a[0] * ahead / 1000.0 + a[2]
         ctx = (np.fromiter((w.prefill_units + w.decode_units for w in ws), np.float64, n)
                + length) / 1e5
         if req.max_tokens is not None:
@@ -287,7 +298,7 @@ class Learned(RoutingPolicy):
             dec = (req.max_tokens - 1) * (d[0] + d[1] * (flight + 1.0) + d[2] * ctx)
         else:
             dec = np.full(n, self.decode_mean)
-        dec = dec * self.speed.factors(n)
+        dec = dec * slow
         own = ttft + dec
         allowed = view.candidates()
         lam = flight + (flight + float(flight[allowed].mean())) / 2.0
@@ -346,12 +357,14 @@ class Learned(RoutingPolicy):
             self.ttft_model.update(x, fb.ttft_s)
             decode_s = max(0.0, fb.e2e_s - fb.ttft_s)
             # the decode model learns times at the typical worker's speed
+            s_w = self.slowness(w + 1)[w]
             if rec.out is not None and rec.out > 1:
                 per_token = decode_s / (rec.out - 1)
-                self.decode_model.update(
-                    rec.x_dec, per_token / self.speed.factors(w + 1)[w])
+                self.decode_speed.update(w, per_token, self.decode_model.predict(rec.x_dec))
+                self.decode_model.update(rec.x_dec, per_token / s_w)
             else:
-                typical = decode_s / self.speed.factors(w + 1)[w]
+                self.decode_speed.update(w, decode_s, self.decode_mean)
+                typical = decode_s / s_w
                 self.decode_mean += (1.0 - self.forget) * (typical - self.decode_mean)
         if fb.cached_units is not None and rec.matched > 0:
             self.realisation.update(rec.age, fb.cached_units, rec.matched)
@@ -363,7 +376,7 @@ class Learned(RoutingPolicy):
                 "decode_coefficients": self.decode_model.coefficients().tolist(),
                 "hit_realisation": self.hit_realisation,
                 "hit_realisation_by_age": self.realisation.by_age(),
-                "worker_slowness": _by_worker(self.speed.factors(len(self.unc_sum)))}
+                "worker_slowness": _by_worker(self.slowness(len(self.unc_sum)))}
 
 
 def _by_worker(values: np.ndarray) -> dict[str, float]:
