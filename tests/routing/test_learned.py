@@ -268,26 +268,36 @@ def test_feedback_is_learned_in_the_age_bucket_it_was_routed_with() -> None:
     assert policy.telemetry()["hit_realisation_by_age"] == {"0.375s": pytest.approx(0.25)}
 
 
-def test_a_slow_worker_is_learned_and_avoided() -> None:
-    """Two idle workers; every request is 2000 units, nothing cached, 4 tokens. Worker 1
-    takes twice worker 0's time: TTFT 0.44 s against 0.22 s, decode 0.042 s per token
-    against 0.021. Its speed is read from the TTFT of requests that found nothing queued
-    ahead (here all of them): the shared TTFT model learns the middle, the residuals
-    deviate by about -+ln(2)/2 (less the prior's shrinkage and the 0.15 margin), and the
-    decode prediction, learned at the typical speed, is multiplied by the factor. TTFT
-    predictions stay the shared model's. The same request then goes to worker 0."""
-    policy = Learned()
+def _train_two_workers(policy: Learned, ttft_scale: float, decode_scale: float) -> None:
+    """200 requests of 2000 units (nothing cached, 4 tokens) alternating between two idle
+    workers; worker 1's TTFT is ``ttft_scale`` times worker 0's 0.22 s and its decode
+    ``decode_scale`` times 0.021 s per token."""
     for i in range(200):
         w = i % 2
         view = view_of([WorkerState(0), WorkerState(1)])
         view.allow([w == 0, w == 1])
         req = RouteRequest(np.arange(2000, dtype=np.int64), rid=i, max_tokens=4)
         assert policy.route(req, view).worker == w
+        ttft = 0.22 * (ttft_scale if w else 1.0)
+        decode = 3 * 0.021 * (decode_scale if w else 1.0)
         policy.on_complete(Feedback(worker=w, rid=i, ok=True, prompt_units=2000, now=1.0,
-                                    decision=Decision(w), e2e_s=(0.22 + 3 * 0.021) * (1 + w),
-                                    ttft_s=0.22 * (1 + w), cached_tokens=0))
-    slow = policy.speed.factors(2)
+                                    decision=Decision(w), e2e_s=ttft + decode, ttft_s=ttft,
+                                    cached_tokens=0))
+
+
+def test_a_slow_worker_is_learned_and_avoided() -> None:
+    """Worker 1 takes twice worker 0's time, prefill and decode alike. Its speed is read
+    from the TTFT of requests that found nothing queued ahead (here all of them): the
+    shared TTFT model learns the middle, the residuals deviate by about -+ln(2)/2 (less
+    the prior's shrinkage and the 0.15 margin); its decode residuals deviate the same way,
+    so the factor is acted on: the decode prediction, learned at the typical speed, is
+    multiplied by it. With nothing queued, TTFT predictions stay the shared model's. The
+    same request then goes to worker 0."""
+    policy = Learned()
+    _train_two_workers(policy, 2.0, 2.0)
+    slow = policy.slowness(2)
     assert 1.3 < slow[1] / slow[0] < 1.6 and slow[0] * slow[1] == pytest.approx(1.0)
+    assert slow == pytest.approx(policy.speed.factors(2))
     view = view_of([WorkerState(0), WorkerState(1)])
     _, own, ttft, *_ = policy.costs(_req(2000), view)
     assert ttft[0] == pytest.approx(ttft[1])
@@ -295,6 +305,36 @@ def test_a_slow_worker_is_learned_and_avoided() -> None:
     assert policy.route(_req(2000), view).worker == 0
     assert policy.telemetry()["worker_slowness"] == {"0": pytest.approx(slow[0]),
                                                      "1": pytest.approx(slow[1])}
+
+
+def test_a_slow_worker_drains_its_queue_slowly() -> None:
+    """The same slow worker with the same queue as worker 0 (1000 uncached units ahead,
+    none of them this policy's, so all count): the wait for it, a0 * 1000 / 1000 s, is
+    multiplied by each worker's factor; the request's own prefill is not."""
+    policy = Learned()
+    _train_two_workers(policy, 2.0, 2.0)
+    slow = policy.slowness(2)
+    a0 = policy.ttft_model.coefficients()[0]
+    queued = view_of([WorkerState(0, in_flight=1, prefill_units=1000),
+                      WorkerState(1, in_flight=1, prefill_units=1000)])
+    idle = view_of([WorkerState(0), WorkerState(1)])
+    ttft_queued = policy.costs(_req(2000), queued).ttft
+    ttft_idle = policy.costs(_req(2000), idle).ttft
+    assert ttft_queued - ttft_idle == pytest.approx(slow * a0)
+
+
+def test_a_worker_slow_at_prefill_only_is_not_called_slow() -> None:
+    """Worker 1's TTFT is twice worker 0's but its decode is not (what the traffic a worker
+    is given can do to one kind of residual: a long-prompt mix, a prefix burst): the TTFT
+    residuals alone would give it a factor, but the decode residuals do not agree, so
+    both factors stay exactly 1; and the same when only the decode is slower."""
+    for ttft_scale, decode_scale in ((2.0, 1.0), (1.0, 2.0)):
+        policy = Learned()
+        _train_two_workers(policy, ttft_scale, decode_scale)
+        fired, quiet = ((policy.speed, policy.decode_speed) if ttft_scale > 1 else
+                        (policy.decode_speed, policy.speed))
+        assert fired.factors(2)[1] > 1.1 and list(quiet.factors(2)) == [1.0, 1.0]
+        assert list(policy.slowness(2)) == [1.0, 1.0]
 
 
 def test_only_requests_with_nothing_ahead_teach_the_speed() -> None:

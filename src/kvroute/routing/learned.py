@@ -13,7 +13,7 @@ allowed worker ``w``:
     pairs  = u_w * (h_w + u_w / 2)                  its attention pairs
     ahead  = prefill_units_w * f_w                  uncached units queued before it, where
              f_w = (sum of u over this policy's open requests on w) / (sum of L over them)
-    TTFT_w = a . [(ahead + u_w) / 1000, pairs / 1e6, 1]
+    TTFT_w = a . [(s_w * ahead + u_w) / 1000, pairs / 1e6, 1]
     ctx_w  = (prompt units in flight on w + L) / 1e5
     dec_w  = s_w * (O - 1) * d . [1, in_flight_w + 1, ctx_w]   its decode time (s_w: the
                                                     worker's slowness, below)
@@ -89,18 +89,22 @@ Learning (all from completions; errors teach nothing):
   measures the queue and the traffic the worker was given (measured: the decode
   residuals of equal workers differ by up to 30% with their share of a prefix burst,
   GSP grouped 0.8; the TTFT residuals of requests with nothing ahead by at most about
-  10%, Mooncake 0.8). It multiplies the decode prediction (the decode model learns times
-  at the typical worker's speed: its targets are divided by ``s_w``), not the TTFT:
-  applied to the prefill too, it sends new prefix groups past the slow workers and the
+  10%, Mooncake 0.8). A second witness must agree: the same estimate from the decode
+  residuals (observed time per token over the decode model's), which a slow GPU also
+  moves and the traffic moves differently; where the two do not deviate the same way
+  (both told apart from the typical worker, on the same side), ``s_w = 1``. So equal
+  workers keep ``s = 1``, and the ties above survive (on the Mooncake trace at loads
+  0.8 and 0.95, 4 workers: in every decision; 8 workers: all but 1%; with the TTFT
+  witness alone, a factor of about 1.01 appeared in a fifth of the decisions and cost
+  those cells a few percent). ``s_w`` multiplies the decode prediction (the decode model
+  learns times at the typical worker's speed: its targets are divided by ``s_w``) and
+  the wait for the prefill queued ahead (a slow worker drains it slowly), not the
+  request's own prefill: that sends new prefix groups past idle slow workers and the
   cluster loses their caches (on LooGLE with two workers at half speed the hit rate
-  fell from 0.96 to 0.80), while the queue terms already see a slow worker's backlog.
-  Equal workers keep ``s = 1`` exactly in most decisions, so the ties above survive (on
-  the Mooncake trace at load 0.95 a factor of about 1.01 appears in a fifth of them).
-  (Measured, docs/routing-results.md: two of four workers at half speed, 1.041x ->
-  1.123x geo-mean E2E advantage, check seeds 1.036x -> 1.119x; one straggler 1.079x ->
-  1.146x, check 1.076x -> 1.153x; the design grid of equal workers 1.0995x -> 1.097x,
-  check 1.090x -> 1.087x, the Mooncake cells, where it sometimes moves equal workers
-  apart.)
+  fell from 0.96 to 0.80). (Measured, docs/routing-results.md, "Workers of different
+  speeds": two of four workers at half speed, 1.041x -> 1.132x geo-mean E2E advantage,
+  check seeds 1.036x -> 1.120x; one straggler 1.079x -> 1.151x, check 1.076x -> 1.165x;
+  equal workers unchanged, 1.0995x and 1.089x.)
 * ``r`` (hit realisation, :mod:`~kvroute.routing.hit_realisation`): engine-reported
   cached units over the index's ``matched`` at routing, summed with the same forgetting
   (starts at 1; the index may believe in prefixes the worker has evicted), overall and
