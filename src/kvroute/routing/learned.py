@@ -104,7 +104,7 @@ Learning (all from completions; errors teach nothing):
   fell from 0.96 to 0.80). (Measured, docs/routing-results.md, "Workers of different
   speeds": two of four workers at half speed, 1.041x -> 1.132x geo-mean E2E advantage,
   check seeds 1.036x -> 1.120x; one straggler 1.079x -> 1.151x, check 1.076x -> 1.165x;
-  equal workers unchanged, 1.0995x and 1.089x.)
+  the design grid of equal workers 1.0995x -> 1.101x, check 1.090x -> 1.090x.)
 * ``r`` (hit realisation, :mod:`~kvroute.routing.hit_realisation`): engine-reported
   cached units over the index's ``matched`` at routing, summed with the same forgetting
   (starts at 1; the index may believe in prefixes the worker has evicted), overall and
