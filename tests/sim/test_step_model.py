@@ -250,5 +250,5 @@ def test_at_speed_divides_every_time_and_keeps_the_pool() -> None:
     assert parse_speeds("1, 0.5,,2") == (1.0, 0.5, 2.0) and parse_speeds(None) == ()
     with pytest.raises(ConfigError, match="'fast'"):
         parse_speeds("1,fast")
-    with pytest.raises(ConfigError, match="got 0.0"):
+    with pytest.raises(ConfigError, match=r"got 0\.0"):
         parse_speeds("1,0")
