@@ -93,10 +93,10 @@ Learning (all from completions; errors teach nothing):
   residuals (observed time per token over the decode model's), which a slow GPU also
   moves and the traffic moves differently; where the two do not deviate the same way
   (both told apart from the typical worker, on the same side), ``s_w = 1``. So equal
-  workers keep ``s = 1``, and the ties above survive (on the Mooncake trace at loads
-  0.8 and 0.95, 4 workers: in every decision; 8 workers: all but 1%; with the TTFT
-  witness alone, a factor of about 1.01 appeared in a fifth of the decisions and cost
-  those cells a few percent). ``s_w`` multiplies the decode prediction (the decode model
+  workers keep ``s = 1``, and the ties above survive (on the Mooncake trace, seed 1, at
+  loads 0.8 and 0.95, 4 workers: in every decision; 8 workers: all but 1%; with the TTFT
+  witness alone, a factor of about 1.01 appeared in a fifth of the decisions).
+  ``s_w`` multiplies the decode prediction (the decode model
   learns times at the typical worker's speed: its targets are divided by ``s_w``) and
   the wait for the prefill queued ahead (a slow worker drains it slowly), not the
   request's own prefill: that sends new prefix groups past idle slow workers and the
