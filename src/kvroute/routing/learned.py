@@ -90,7 +90,8 @@ Learning (all from completions; errors teach nothing):
   residuals of equal workers differ by up to 30% with their share of a prefix burst,
   GSP grouped 0.8; the TTFT residuals of requests with nothing ahead by at most about
   10%, Mooncake 0.8). A second witness must agree: the same estimate from the decode
-  residuals (observed time per token over the decode model's), which a slow GPU also
+  residuals (observed time per token over the decode model's; without ``max_tokens``,
+  decode seconds over their running mean), which a slow GPU also
   moves and the traffic moves differently; where the two do not deviate the same way
   (both told apart from the typical worker, on the same side), ``s_w = 1``. So equal
   workers keep ``s = 1``, and the ties above survive (on the Mooncake trace, seed 1, at
