@@ -323,6 +323,28 @@ def test_a_slow_worker_drains_its_queue_slowly() -> None:
     assert ttft_queued - ttft_idle == pytest.approx(slow * a0)
 
 
+def test_without_max_tokens_the_decode_witness_reads_decode_seconds() -> None:
+    """Clients that omit max_tokens: the decode witness compares each request's decode
+    seconds with their running mean, so a worker twice as slow at both is still found."""
+    policy = Learned()
+    for i in range(200):
+        w = i % 2
+        view = view_of([WorkerState(0), WorkerState(1)])
+        view.allow([w == 0, w == 1])
+        req = RouteRequest(np.arange(2000, dtype=np.int64), rid=i, max_tokens=None)
+        assert policy.route(req, view).worker == w
+        ttft, decode = 0.22 * (1 + w), 0.063 * (1 + w)
+        policy.on_complete(Feedback(worker=w, rid=i, ok=True, prompt_units=2000, now=1.0,
+                                    decision=Decision(w), e2e_s=ttft + decode, ttft_s=ttft,
+                                    cached_tokens=0))
+    assert policy.decode_speed.factors(2)[1] > 1.1
+    slow = policy.slowness(2)
+    assert slow[1] > 1.1 and slow[0] < 1.0
+    assert policy.route(RouteRequest(np.arange(2000, dtype=np.int64), rid=999,
+                                     max_tokens=None), view_of([WorkerState(0),
+                                                                WorkerState(1)])).worker == 0
+
+
 def test_a_worker_slow_at_prefill_only_is_not_called_slow() -> None:
     """Worker 1's TTFT is twice worker 0's but its decode is not (what the traffic a worker
     is given can do to one kind of residual: a long-prompt mix, a prefix burst): the TTFT
