@@ -2,6 +2,7 @@
 
     python benchmarks/make_trace.py -n 100000 --out /tmp/mc100k.jsonl [--seed 1]
         [--fit-from TRACE]    # fit the statistics on TRACE now instead of the embedded ones
+        [--shape conversation|agentic]  # an invented variation (mooncake_synth.SHAPES)
     python benchmarks/make_trace.py --fit TRACE   # print the statistics of TRACE
 
 The embedded statistics (kvroute.workloads.mooncake_synth.MOONCAKE_SYNTHETIC) are what
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from kvroute.workloads.mooncake import read_mooncake, write_mooncake
 from kvroute.workloads.mooncake_synth import (
-    MOONCAKE_SYNTHETIC,
+    SHAPES,
     block_repeat_fraction,
     fit_stats,
     synth_records,
@@ -29,6 +30,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, help="the JSONL file to write")
     ap.add_argument("--fit-from", type=Path, help="fit the statistics on this trace")
     ap.add_argument("--fit", type=Path, help="only print the statistics of this trace")
+    ap.add_argument("--shape", choices=sorted(SHAPES), default="mooncake",
+                    help="the statistics to sample: the fitted Mooncake ones (default) or an "
+                         "invented variation of them (kvroute.workloads.mooncake_synth.SHAPES)")
     args = ap.parse_args()
     if args.fit is not None:
         recs = sorted(read_mooncake(args.fit), key=lambda r: r.timestamp)
@@ -38,7 +42,7 @@ def main() -> None:
         return
     if args.out is None:
         raise SystemExit("make_trace: pass --out FILE (or --fit TRACE)")
-    stats = MOONCAKE_SYNTHETIC
+    stats = SHAPES[args.shape]
     if args.fit_from is not None:
         stats = fit_stats(sorted(read_mooncake(args.fit_from), key=lambda r: r.timestamp))
     n = write_mooncake(args.out, synth_records(args.n, stats, args.seed))

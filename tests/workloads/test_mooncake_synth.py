@@ -6,6 +6,7 @@ import numpy as np
 from kvroute.workloads.mooncake import load_mooncake, write_mooncake
 from kvroute.workloads.mooncake_synth import (
     MOONCAKE_SYNTHETIC,
+    SHAPES,
     block_repeat_fraction,
     fit_stats,
     synth_records,
@@ -42,3 +43,21 @@ def test_seeded_and_loadable(tmp_path) -> None:
     reqs = list(wl)
     assert len(reqs) == 300 and wl.meta["prompt_tokens"] == sum(r.input_length for r in a)
     assert [r.prompt_len for r in reqs] == [r.input_length for r in a]
+
+
+def test_invented_shapes_reuse_more_and_keep_the_fitted_rest() -> None:
+    """The conversation and agentic shapes continue more requests than the fitted trace,
+    and their parents are recent ones; arrivals and output lengths stay the fitted ones."""
+    assert SHAPES["mooncake"] is S
+    repeat = {}
+    for name in ("conversation", "agentic"):
+        recs = list(synth_records(3000, SHAPES[name], seed=2))
+        got = fit_stats(recs)
+        assert abs(got.reuse - SHAPES[name].reuse) < 0.03, name
+        assert got.distance[10] < S.distance[10] / 3, name  # median parent distance
+        assert abs(got.rate / S.rate - 1) < 0.05, name
+        assert abs(got.output_length[10] / S.output_length[10] - 1) < 0.15, name
+        repeat[name] = block_repeat_fraction(recs)
+    assert 0.6396 < repeat["conversation"] < repeat["agentic"]
+    fresh = fit_stats(list(synth_records(3000, SHAPES["agentic"], seed=2))).fresh_blocks
+    assert fresh[0] >= 10 and fresh[-1] <= 60  # sessions start with 5,000-30,000 tokens

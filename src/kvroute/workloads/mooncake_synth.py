@@ -32,14 +32,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
 from kvroute.errors import ConfigError
 from kvroute.workloads.mooncake import MooncakeRecord
 
-__all__ = ["MOONCAKE_SYNTHETIC", "QUANTILES", "TraceStats", "block_repeat_fraction",
+__all__ = ["MOONCAKE_SYNTHETIC", "QUANTILES", "SHAPES", "TraceStats", "block_repeat_fraction",
            "fit_stats", "synth_records"]
 
 #: the percentiles at which each length distribution is kept
@@ -190,3 +190,37 @@ MOONCAKE_SYNTHETIC = TraceStats(
            (4, 2, 0.0052), (3, 4, 0.004)),
     child_rate=(0.019, 0.0847, 0.7155, 0.8006, 0.5451, 0.552, 0.7529, 0.7838, 0.8),
     block_size=512)
+
+
+def _quantiles(f: object) -> tuple[float, ...]:
+    """A distribution's values at :data:`QUANTILES`, from its inverse CDF ``f`` on [0, 1]."""
+    return tuple(float(round(f(q / 100.0), 2)) for q in QUANTILES)  # type: ignore[operator]
+
+
+#: Trace shapes for checking a policy off the one real trace it was designed on. Only
+#: ``mooncake`` is fitted; the other two are *invented* variations of it (nothing here is
+#: measured on a conversation or agent trace), with the same arrivals, tails and output
+#: lengths:
+#:
+#: * ``conversation``: 3 in 4 requests continue an earlier one, mostly a recent one (the
+#:   parent distances are a fifth of the fitted ones), by dropping the partial last block
+#:   and appending 1-3 blocks (a turn), or repeating it (1 in 10); any request may be
+#:   continued.
+#: * ``agentic``: 92% of requests continue a recent one (1-100 requests back, most within
+#:   25), appending 1-8 blocks (a tool call and its result); sessions start with 10-60
+#:   blocks (5,000-30,000 tokens of instructions and task), so the contexts grow long and
+#:   nearly every prompt is a previous one plus a little.
+SHAPES: dict[str, TraceStats] = {
+    "mooncake": MOONCAKE_SYNTHETIC,
+    "conversation": replace(
+        MOONCAKE_SYNTHETIC, reuse=0.75,
+        distance=tuple(max(1.0, round(d / 5.0, 2)) for d in MOONCAKE_SYNTHETIC.distance),
+        edits=((1, 1, 0.5), (1, 2, 0.25), (1, 3, 0.15), (0, 0, 0.1)),
+        child_rate=(0.8,) * BUCKETS),
+    "agentic": replace(
+        MOONCAKE_SYNTHETIC, reuse=0.92,
+        fresh_blocks=_quantiles(lambda q: round(10 + 50 * q)),
+        distance=_quantiles(lambda q: round(1 + 99 * q * q)),
+        edits=((1, 1, 0.4), (1, 2, 0.3), (1, 4, 0.2), (1, 8, 0.1)),
+        child_rate=(0.8,) * BUCKETS),
+}
