@@ -7,11 +7,13 @@ designed on: a check of how its design generalises.
 ``learned`` was designed on GSP at 200,000 tokens (16-token pages, prefix ratio 0.5),
 the Mooncake trace in blocks at 1%, 5%, 10% and the adversarial cycle
 (docs/eviction-results.md). This sweep replays other capacities, GSP shapes, the LooGLE
-and ShareGPT streams, and the trace at other capacities and in tokens (skipped without
-``--trace``), every policy beside the offline optimum, and prints per cell (means over
-the seeds): learned / max(lru, rlt), learned / the best of lfu, slru, sae, the optimum /
-max(lru, rlt), learned's share of the optimum, and the verdict of issue 13's rules
-(``eviction_results.status``). About 2 minutes for three seeds on one core.
+and ShareGPT streams, 4,000-request traces of the invented conversation and agentic
+shapes (``kvroute.workloads.mooncake_synth.SHAPES``, drawn by the seed), and the trace at
+other capacities and in tokens (skipped without ``--trace``), every policy beside the
+offline optimum, and prints per cell (means over the seeds): learned / max(lru, rlt),
+learned / the best of lfu, slru, sae, the optimum / max(lru, rlt), learned's share of
+the optimum, and the verdict of issue 13's rules (``eviction_results.status``). About
+40 seconds for three seeds on one core.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
@@ -34,6 +37,7 @@ from kvroute.workloads.cache_streams import (
     trace_stream,
     workload_stream,
 )
+from kvroute.workloads.mooncake_synth import SHAPES, synth_records
 
 POLICIES = ["lru", "lfu", "slru", "sae", "rlt", "learned", "optimal"]
 TRACE = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "traces",
@@ -50,6 +54,13 @@ def cells(trace: str | None) -> list[tuple[str, Stream, str, int]]:
     def named(name: str) -> Stream:
         return lambda seed: workload_stream(name, seed)
 
+    def shape(name: str) -> Stream:  # a synthetic trace in blocks, drawn by the seed
+        def make(seed: int) -> CacheStream:
+            prompts = [r.hash_ids for r in synth_records(4000, SHAPES[name], seed)]
+            return CacheStream(name, "block", prompts,
+                               len(np.unique(np.concatenate(prompts))))
+        return make
+
     out: list[tuple[str, Stream, str, int]] = [
         ("GSP, 16-token pages", gsp(), "50000,100000,400000", 16),
         ("GSP prefix ratio 0.2", gsp(prefix_ratio=0.2), "200000", 16),
@@ -57,6 +68,8 @@ def cells(trace: str | None) -> list[tuple[str, Stream, str, int]]:
         ("GSP 512 groups x 8", gsp(groups=512, prompts_per_group=8), "200000", 16),
         ("LooGLE", named("loogle"), "1%,2%,5%,10%,20%", 1),
         ("ShareGPT", named("sharegpt"), "1%,5%,20%", 1),
+        ("conversation shape, blocks", shape("conversation"), "1%,5%,10%", 1),
+        ("agentic shape, blocks", shape("agentic"), "1%,5%,10%", 1),
     ]
     if trace:
         blocks = trace_stream(trace, "block")
