@@ -44,6 +44,8 @@ def main() -> None:
         raise SystemExit("make_trace: pass --out FILE (or --fit TRACE)")
     stats = SHAPES[args.shape]
     if args.fit_from is not None:
+        if args.shape != "mooncake":
+            raise SystemExit("make_trace: --shape and --fit-from exclude each other")
         stats = fit_stats(sorted(read_mooncake(args.fit_from), key=lambda r: r.timestamp))
     n = write_mooncake(args.out, synth_records(args.n, stats, args.seed))
     print(f"wrote {n:,} requests to {args.out}")
