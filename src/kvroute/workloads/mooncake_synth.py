@@ -31,7 +31,7 @@ Mooncake synthetic trace (FAST'25 release, ``synthetic_trace.jsonl``, 3,993 requ
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
@@ -192,9 +192,9 @@ MOONCAKE_SYNTHETIC = TraceStats(
     block_size=512)
 
 
-def _quantiles(f: object) -> tuple[float, ...]:
+def _quantiles(f: Callable[[float], float]) -> tuple[float, ...]:
     """A distribution's values at :data:`QUANTILES`, from its inverse CDF ``f`` on [0, 1]."""
-    return tuple(float(round(f(q / 100.0), 2)) for q in QUANTILES)  # type: ignore[operator]
+    return tuple(float(round(f(q / 100.0), 2)) for q in QUANTILES)
 
 
 #: Trace shapes for checking a policy off the one real trace it was designed on. Only
