@@ -164,6 +164,23 @@ def test_compare_command_grid_table_json_doc(tmp_path, capsys):
     assert "unknown option(s) colour" in capsys.readouterr().err
 
 
+def test_compare_with_the_exact_index(tmp_path):
+    """`compare --index exact` routes every run on the workers' cache events (the run's
+    description says so), and the exact index changes what the router believes."""
+    grid = ["compare", "--workloads", "gsp", "-o", "gsp.groups=8", "-o",
+            "gsp.prompts_per_group=8", "-o", "gsp.rate=40", "--routings", "lbgr",
+            "--evictions", "lru", "--capacity", "10000", "--jobs", "1", "--no-ceilings",
+            "--no-plot"]
+    rows = {}
+    for index in ("approx", "exact"):
+        out = tmp_path / index
+        assert main([*grid, "--index", index, "--out", str(out)]) == 0
+        data = json.loads((out / "runs.json").read_text())
+        assert data["grid"]["sim"]["index"] == index
+        rows[index] = data["rows"][0]
+    assert rows["approx"]["hit_rate"] != rows["exact"]["hit_rate"]
+
+
 def test_progress_without_a_terminal_prints_a_line_every_few_seconds() -> None:
     """Piped output gets a plain progress line at most every every_s seconds."""
     import io
