@@ -14,6 +14,7 @@ from kvroute.cli.policy_flags import (
     ONLINE,
     SIMULATED,
     add_arg_flags,
+    add_index_flags,
     choose,
     eviction_args,
     routing_args,
@@ -155,7 +156,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         seeds=seeds,
         sim=SimConfig(workers=args.workers, profile=args.profile, model=model,
                       capacity=args.capacity, speeds=parse_speeds(args.speeds),
-                      index=args.index, event_delay=args.event_delay),
+                      index=args.index, event_delay=args.event_delay,
+                      block_size=args.event_block_size),
         workload_options=_options(args.option),
         eviction_args=eviction_args(args, evictions),
         routing_args=routing_args(args, routings),
@@ -273,13 +275,7 @@ def add_parser(sub: Any) -> None:
                         "1,1,0.5,0.5 (step times divided by it, same KV pool; --load counts "
                         "their sum)")
     c.add_argument("--capacity", type=int, help="KV pool per worker (default: the profile's)")
-    c.add_argument("--index", choices=("approx", "exact"), default="approx",
-                   help="the router's prefix index in every run: approx (learned from routing "
-                        "history) or exact (the workers' KV-cache events, as `sim --index "
-                        "exact`; needs kvroute[events])")
-    c.add_argument("--event-delay", type=float, default=0.0, metavar="S",
-                   help="--index exact: seconds of simulated time before a cache event "
-                        "reaches the router")
+    add_index_flags(c, both=False)
     c.add_argument("--baseline", metavar="EVICTION+ROUTING",
                    help="pair the ratios are taken against (preset's, else lru+round_robin)")
     c.add_argument("--focus", metavar="EVICTION+ROUTING",

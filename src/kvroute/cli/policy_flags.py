@@ -18,7 +18,7 @@ from kvroute.registry import Registry, parse_policy_args
 from kvroute.routing.registry import ROUTING
 
 __all__ = ["DEFAULT_EVICTION", "DEFAULT_ROUTING", "ONLINE", "ONLINE_ROUTING", "SIMULATED",
-           "add_arg_flags", "choose", "eviction_args", "routing_args"]
+           "add_arg_flags", "add_index_flags", "choose", "eviction_args", "routing_args"]
 
 DEFAULT_EVICTION = "rlt"  # every command's default eviction policy
 DEFAULT_ROUTING = "learned"  # sim, serve and up (measured: docs/routing-results.md)
@@ -42,6 +42,23 @@ def add_arg_flags(parser: argparse.ArgumentParser | Any, routing: bool = True,
             "--eviction-arg", action="append", default=[], metavar="[POLICY.]KEY=VALUE",
             help="an eviction-policy parameter (repeat for more; POLICY. limits it to one "
                  "policy)")
+
+
+def add_index_flags(parser: argparse.ArgumentParser | Any, both: bool) -> None:
+    """The simulated router's prefix index: ``--index`` (``both``: ``approx,exact`` runs
+    each), ``--event-delay`` and ``--event-block-size`` (SimConfig's ``index``,
+    ``event_delay``, ``block_size``)."""
+    parser.add_argument(
+        "--index", default="approx", metavar="approx|exact" + (",..." if both else ""),
+        choices=None if both else ("approx", "exact"),
+        help="the router's prefix index: approx (learned from routing history) or exact (the "
+             "workers' KV-cache events; needs kvroute[events])"
+             + ("; 'approx,exact' runs both" if both else "; in every run"))
+    parser.add_argument("--event-delay", type=float, default=0.0, metavar="S",
+                        help="--index exact: seconds of simulated time before a cache event "
+                             "reaches the router")
+    parser.add_argument("--event-block-size", type=int, default=16,
+                        help="--index exact: tokens per block in the workers' events")
 
 
 def choose(registry: Registry[Any], text: str, where: str,

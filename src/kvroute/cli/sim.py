@@ -17,6 +17,7 @@ from kvroute.cli.policy_flags import (
     ONLINE,
     SIMULATED,
     add_arg_flags,
+    add_index_flags,
     choose,
     eviction_args,
     routing_args,
@@ -148,15 +149,7 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--routing", default=DEFAULT_ROUTING,
                    help=f"comma-separated routing policies, from: {', '.join(ROUTING.names())}")
     add_arg_flags(s)
-    s.add_argument("--index", default="approx", metavar="approx|exact",
-                   help="the router's prefix index: approx (learned from routing history) or "
-                        "exact (the workers' KV-cache events; needs kvroute[events]); "
-                        "'approx,exact' runs both")
-    s.add_argument("--event-delay", type=float, default=0.0, metavar="S",
-                   help="--index exact: seconds of simulated time before a cache event "
-                        "reaches the router")
-    s.add_argument("--event-block-size", type=int, default=16,
-                   help="--index exact: tokens per block in the workers' events")
+    add_index_flags(s, both=True)
     s.add_argument("--workers", type=int, default=4, help="simulated workers (GPUs)")
     s.add_argument("--profile", default=DEFAULT_PROFILE,
                    help=f"step-time profile name or JSON file; names: "
