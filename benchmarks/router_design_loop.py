@@ -25,6 +25,9 @@ the same grid, e.g. 8 workers (docs/routing-results.md, "Off the design grid"):
         --seeds 1,2,3 --trace TRACE -o mooncake.limit=1500 --no-ceilings --out /tmp/w8
     PYTHONPATH=src python benchmarks/router_design_loop.py --rows /tmp/w8/runs.json \
         --workers 8 -o mooncake.limit=1500
+
+or a smaller KV pool, without the Mooncake cells (its longest requests do not fit):
+``--rows /tmp/cap80/runs.json --capacity 80000 --trace none``.
 """
 
 from __future__ import annotations
@@ -92,7 +95,9 @@ def main() -> None:
                     help="a parameter of the policy (repeat for more)")
     ap.add_argument("--seeds", default="1,2,3",
                     help="design (1,2,3) or check (4,5,6) seeds; with --rows, the run's")
-    ap.add_argument("--trace", default=TRACE, help="the Mooncake trace of the preset")
+    ap.add_argument("--trace", default=TRACE,
+                    help="the Mooncake trace of the preset ('none': no Mooncake cells, for "
+                         "--rows of a run without them)")
     ap.add_argument("--doc", default=DOC, help="where the other policies' rows are")
     ap.add_argument("--worst", type=int, default=5, help="how many of the worst cells to list")
     ap.add_argument("--rows", help="a compare runs.json with the other policies' rows "
@@ -100,17 +105,20 @@ def main() -> None:
     ap.add_argument("--workers", type=int, help="simulated workers (with --rows)")
     ap.add_argument("--profile", help="step-time profile passed to compare (with --rows)")
     ap.add_argument("--speeds", help="workers' speeds passed to compare (with --rows)")
+    ap.add_argument("--capacity", type=int, help="KV pool per worker passed to compare "
+                    "(with --rows)")
     ap.add_argument("-o", "--option", action="append", default=[], metavar="WL.KEY=VALUE",
                     help="a workload option passed to compare (with --rows)")
     args = ap.parse_args()
-    if not os.path.exists(args.trace):
+    if args.trace != "none" and not os.path.exists(args.trace):
         sys.exit(f"no trace at {args.trace}: give --trace (the preset's Mooncake cells)")
     if args.rows:
         best = best_in_rows(args.rows, args.routing)
     else:
-        if args.workers or args.option or args.profile or args.speeds:
-            sys.exit("--workers, --profile, --speeds and -o need --rows: the doc's rows are "
-                     "the preset's")
+        if args.workers or args.option or args.profile or args.speeds or args.capacity \
+                or args.trace == "none":
+            sys.exit("--workers, --profile, --speeds, --capacity, -o and --trace none need "
+                     "--rows: the doc's rows are the preset's")
         if args.seeds not in SECTIONS:
             sys.exit(f"the doc has rows for seeds {' or '.join(SECTIONS)}; for others, --rows")
         best = best_others(args.doc, SECTIONS[args.seeds], args.routing)
@@ -118,8 +126,10 @@ def main() -> None:
         sys.exit(f"no rows of other policies for seeds {args.seeds}: generate them first")
     with tempfile.TemporaryDirectory() as out:
         cmd = [sys.executable, "-m", "kvroute", "compare", "--routers", "--routings",
-               args.routing, "--seeds", args.seeds, "--trace", args.trace, "--no-ceilings",
+               args.routing, "--seeds", args.seeds, "--no-ceilings",
                "--jobs", str(min(2, os.cpu_count() or 1)), "--out", out]
+        if args.trace != "none":
+            cmd += ["--trace", args.trace]
         for a in args.policy_arg:
             cmd += ["--policy-arg", a]
         for o in args.option:
@@ -130,6 +140,8 @@ def main() -> None:
             cmd += ["--profile", args.profile]
         if args.speeds:
             cmd += ["--speeds", args.speeds]
+        if args.capacity:
+            cmd += ["--capacity", str(args.capacity)]
         done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               text=True, check=False)
         if done.returncode:
