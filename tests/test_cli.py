@@ -140,6 +140,22 @@ def test_sim_other_workloads_and_errors(tmp_path, capsys):
     assert "on 2 workers at speeds 1, 0.5" in capsys.readouterr().out
 
 
+def test_seeds_and_loads_are_checked(capsys):
+    """A bad seed or load is a one-line error before any work starts, never a traceback."""
+    for argv, err in [(["compare", "--seeds", "1,x"], "--seeds: a seed is an integer >= 0, "
+                                                      "got 'x'"),
+                      (["compare", "--seeds", "-1"], "--seeds: a seed is an integer >= 0"),
+                      (["compare", "--loads", "0.5,0"], "--loads: a load is a number > 0"),
+                      (["compare", "--loads", "nan"], "--loads: a load is a number > 0")]:
+        assert main(argv) == 2
+        assert err in capsys.readouterr().err
+    for command in ("sim", "cache", "bench", "serve", "up", "worker"):
+        with pytest.raises(SystemExit) as exc:
+            main([command, "--seed", "-1"])
+        assert exc.value.code == 2
+        assert "argument --seed: a seed is an integer >= 0, got '-1'" in capsys.readouterr().err
+
+
 def test_compare_command_grid_table_json_doc(tmp_path, capsys):
     """`kvroute compare` runs the grid, prints ratios to the baseline, writes JSON, plots and
     replaces a marked section of a doc."""

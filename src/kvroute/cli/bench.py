@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kvroute.cli.console import make_console, progress_bar
+from kvroute.cli.policy_flags import seed
 from kvroute.cli.tables import Column, print_table
 from kvroute.cli.workload_flags import add_workload_flags, build_workload
 from kvroute.errors import KvrouteError
@@ -153,7 +154,7 @@ def add_parser(sub: Any) -> None:
                    help="a worker's Prometheus endpoint (repeatable), scraped before and after "
                         "for the cluster hit rate")
     s.add_argument("--json", metavar="PATH", help="write the summary and per-request rows")
-    s.add_argument("--seed", type=int, default=1, help="seed of the workload")
+    s.add_argument("--seed", type=seed, default=1, help="seed of the workload")
     s.add_argument("--profile", default=DEFAULT_PROFILE,
                    help="with --load: step-time profile of the workers behind --url")
     s.add_argument("--workers", type=int, default=1,

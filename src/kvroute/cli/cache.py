@@ -11,7 +11,7 @@ from typing import Any
 from kvroute.cache.eviction.registry import EVICTION, policy_names
 from kvroute.cache.replay_grid import replay_grid
 from kvroute.cli.console import make_console, progress_bar
-from kvroute.cli.policy_flags import add_arg_flags, eviction_args
+from kvroute.cli.policy_flags import add_arg_flags, eviction_args, seed
 from kvroute.cli.tables import Column, print_table
 from kvroute.errors import ConfigError
 from kvroute.workloads.cache_streams import (
@@ -133,7 +133,7 @@ def add_parser(sub: Any) -> None:
     c.add_argument("--prefix-ratio", type=float, default=0.5,
                    help="GSP: fraction of each prompt shared by its group")
     c.add_argument("--order", choices=ORDERS, default="random", help="GSP: arrival order")
-    c.add_argument("--seed", type=int, default=1,
+    c.add_argument("--seed", type=seed, default=1,
                    help="seed of the stream and of the policies")
     c.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     c.add_argument("--plot", metavar="PATH",

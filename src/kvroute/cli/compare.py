@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from kvroute.cli.policy_flags import (
     choose,
     eviction_args,
     routing_args,
+    seed,
 )
 from kvroute.cli.tables import Column, choose_columns, print_table
 from kvroute.errors import ConfigError
@@ -93,6 +95,24 @@ def _csv(text: str, known: list[str] | tuple[str, ...], what: str) -> tuple[str,
     return names
 
 
+def _each(text: str, convert: Any, flag: str) -> tuple[Any, ...]:
+    """Comma-separated values of ``flag``, each through ``convert`` (an argparse type)."""
+    try:
+        return tuple(convert(x.strip()) for x in text.split(",") if x.strip())
+    except (argparse.ArgumentTypeError, ValueError) as exc:
+        raise ConfigError(f"{flag}: {exc}") from None
+
+
+def _load(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"a load is a number > 0 (a fraction of capacity), got {text!r}")
+    return value
+
+
 def _options(items: list[str]) -> dict[str, dict[str, Any]]:
     """``-o gsp.groups=16 -o sharegpt.clients=8`` -> {"gsp": {"groups": 16}, ...}."""
     out: dict[str, dict[str, Any]] = {}
@@ -139,14 +159,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     workloads = _csv(pick("workloads", "gsp"), WORKLOAD_NAMES, "workload")
     if args.trace and "mooncake" not in workloads:
         workloads = (*workloads, "mooncake")
-    seeds = tuple(int(s) for s in pick("seeds", "1").split(","))
+    seeds = _each(pick("seeds", "1"), seed, "--seeds") or (1,)
     baseline_text = args.baseline or preset.get("baseline", "lru+round_robin")
     ev_b, _, ro_b = baseline_text.partition("+")
     model = load_profile(args.profile)
     evictions = choose(EVICTION, pick("evictions", "lru,rlt"), "in the simulator", ONLINE)
     routings = choose(ROUTING, pick("routings", "round_robin,lbgr"), "in the simulator",
                       SIMULATED)
-    loads = tuple(float(x) for x in pick("loads", "").split(",") if x.strip()) or (None,)
+    loads = _each(pick("loads", ""), _load, "--loads") or (None,)
     grid = Grid(
         workloads=workloads,
         loads=loads,

@@ -18,7 +18,8 @@ from kvroute.registry import Registry, parse_policy_args
 from kvroute.routing.registry import ROUTING
 
 __all__ = ["DEFAULT_EVICTION", "DEFAULT_ROUTING", "ONLINE", "ONLINE_ROUTING", "SIMULATED",
-           "add_arg_flags", "add_index_flags", "choose", "eviction_args", "routing_args"]
+           "add_arg_flags", "add_index_flags", "choose", "eviction_args", "routing_args",
+           "seed"]
 
 DEFAULT_EVICTION = "rlt"  # every command's default eviction policy
 DEFAULT_ROUTING = "learned"  # sim, serve and up (measured: docs/routing-results.md)
@@ -27,6 +28,17 @@ DEFAULT_ROUTING = "learned"  # sim, serve and up (measured: docs/routing-results
 ONLINE_ROUTING: dict[str, Any] = {"needs_probes": False}  # the live router
 ONLINE: dict[str, Any] = {"needs_future": False}  # eviction on any worker, simulated or live
 SIMULATED: dict[str, Any] = {}  # routing in the simulator: anything
+
+
+def seed(text: str) -> int:
+    """An argparse type: a seed is an integer >= 0 (what numpy's generators take)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a seed is an integer >= 0, got {text.strip()!r}")
+    return value
 
 
 def add_arg_flags(parser: argparse.ArgumentParser | Any, routing: bool = True,

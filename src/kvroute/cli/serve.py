@@ -15,6 +15,7 @@ from kvroute.cli.policy_flags import (
     add_arg_flags,
     choose,
     routing_args,
+    seed,
 )
 from kvroute.errors import ConfigError
 from kvroute.routing.registry import ROUTING, make_router_policy
@@ -153,7 +154,7 @@ def add_parser(sub: Any) -> None:
                    help="seconds an open circuit breaker keeps a worker out")
     s.add_argument("--drain-timeout", type=float, default=30.0,
                    help="on SIGINT/SIGTERM, seconds to wait for requests in flight")
-    s.add_argument("--seed", type=int, default=0, help="seed of the policy and retry jitter")
+    s.add_argument("--seed", type=seed, default=0, help="seed of the policy and retry jitter")
     s.add_argument("--index-capacity", type=int, metavar="UNITS",
                    help="most routing units the prefix index keeps per worker (default: each "
                         "engine's reported KV pool times the routing units a token, measured "

@@ -21,6 +21,7 @@ from kvroute.cli.policy_flags import (
     choose,
     eviction_args,
     routing_args,
+    seed,
 )
 from kvroute.cli.tables import Column, choose_columns, print_table
 from kvroute.cli.workload_flags import add_workload_flags, build_workload
@@ -166,7 +167,7 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--max-running", type=int, help="cap on running requests per worker")
     s.add_argument("--mixed-chunk", action="store_true",
                    help="run decodes in the same step as prefill chunks")
-    s.add_argument("--seed", type=int, default=1,
+    s.add_argument("--seed", type=seed, default=1,
                    help="seed of the workload and of every policy")
     s.add_argument("--no-ceilings", dest="ceilings", action="store_false",
                    help="skip the infinite-cache and pooled-optimum ceilings")

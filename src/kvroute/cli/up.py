@@ -31,6 +31,7 @@ from kvroute.cli.policy_flags import (
     choose,
     eviction_args,
     routing_args,
+    seed,
 )
 from kvroute.errors import ConfigError, KvrouteError
 from kvroute.routing.registry import ROUTING, make_router_policy
@@ -219,7 +220,7 @@ def add_parser(sub: Any) -> None:
     u.add_argument("--host", default="127.0.0.1", help="address of every server")
     u.add_argument("--port", type=int, default=8000, help="router port; workers take the next "
                    "free ones")
-    u.add_argument("--seed", type=int, default=1, help="seed of the policies and the bench")
+    u.add_argument("--seed", type=seed, default=1, help="seed of the policies and the bench")
     u.add_argument("--no-kv-events", dest="kv_events", action="store_false",
                    help="workers do not publish KV events; the router routes on characters "
                         "with its approximate index only")

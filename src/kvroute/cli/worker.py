@@ -15,6 +15,7 @@ from kvroute.cli.policy_flags import (
     add_arg_flags,
     choose,
     eviction_args,
+    seed,
 )
 from kvroute.errors import ConfigError
 from kvroute.sim.step_profiles import DEFAULT_PROFILE, profile_names
@@ -83,7 +84,7 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--capacity", type=int, help="KV pool in tokens (default: the profile's)")
     s.add_argument("--tokenizer", metavar="PATH",
                    help="tokenizer.json (default: the built-in approximation)")
-    s.add_argument("--seed", type=int, default=1, help="seed of the eviction policy")
+    s.add_argument("--seed", type=seed, default=1, help="seed of the eviction policy")
     s.add_argument("--speed", type=float, default=1.0,
                    help="divide every step time by this (faster than real time for demos)")
     s.add_argument("--model-name", default="kvroute-emulated",
