@@ -156,6 +156,30 @@ def test_seeds_and_loads_are_checked(capsys):
         assert "argument --seed: a seed is an integer >= 0, got '-1'" in capsys.readouterr().err
 
 
+def test_output_paths_are_checked_before_the_work(tmp_path, capsys):
+    """Where results go is checked before a run: a wrong path is a one-line error, not a
+    traceback after the work; missing folders are created."""
+    small = ["--groups", "2", "--prompts-per-group", "2", "--no-ceilings"]
+    doc = tmp_path / "doc.md"
+    doc.write_text("no markers\n")
+    (tmp_path / "file").write_text("x")
+    for argv, err in [(["sim", "--json", str(tmp_path), *small], "is a directory"),
+                      (["sim", "--plot", str(tmp_path / "f.txt"), *small],
+                       "--plot: matplotlib cannot write .txt files"),
+                      (["cache", "--workload", "gsp", "--json", str(tmp_path)],
+                       "is a directory"),
+                      (["compare", "--out", str(tmp_path / "file")],
+                       "--out: " + str(tmp_path / "file") + " exists and is not a directory"),
+                      (["compare", "--update-doc", str(doc)], "<!-- BEGIN results -->"),
+                      (["compare", "--routers", "--update-doc", str(doc)],
+                       "<!-- BEGIN routers -->")]:
+        assert main(argv) == 2
+        assert err in capsys.readouterr().err
+    nested = tmp_path / "a" / "b" / "runs.json"
+    assert main(["sim", "--json", str(nested), *small]) == 0
+    assert json.loads(nested.read_text())["runs"]
+
+
 def test_compare_command_grid_table_json_doc(tmp_path, capsys):
     """`kvroute compare` runs the grid, prints ratios to the baseline, writes JSON, plots and
     replaces a marked section of a doc."""

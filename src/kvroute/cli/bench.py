@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kvroute.cli.console import make_console, progress_bar
+from kvroute.cli.console import check_output, make_console, progress_bar
 from kvroute.cli.policy_flags import seed
 from kvroute.cli.tables import Column, print_table
 from kvroute.cli.workload_flags import add_workload_flags, build_workload
@@ -85,6 +85,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     except ImportError:
         raise KvrouteError("kvroute bench needs aiohttp and prometheus-client: "
                            "pip install 'kvroute[serve]'") from None
+    check_output(args.json, "--json")
     console = make_console()
     cfg = BenchConfig(url=args.url, api=args.api, model=args.model,
                       concurrency=args.concurrency, requests=args.requests,

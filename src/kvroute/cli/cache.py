@@ -10,7 +10,7 @@ from typing import Any
 
 from kvroute.cache.eviction.registry import EVICTION, policy_names
 from kvroute.cache.replay_grid import replay_grid
-from kvroute.cli.console import make_console, progress_bar
+from kvroute.cli.console import check_output, make_console, progress_bar
 from kvroute.cli.policy_flags import add_arg_flags, eviction_args, seed
 from kvroute.cli.tables import Column, print_table
 from kvroute.errors import ConfigError
@@ -48,6 +48,8 @@ def cmd_cache(args: argparse.Namespace) -> int:
     if args.plot:
         from kvroute.cache.plot import load_pyplot
         load_pyplot()  # fail before the work, not after it
+    check_output(args.json, "--json")
+    check_output(args.plot, "--plot", kind="figure")
     for name in args.policies:
         EVICTION.get(name)
     params = eviction_args(args, list(args.policies))

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from kvroute.cache.eviction.registry import EVICTION
-from kvroute.cli.console import make_console, need_matplotlib, progress_bar
+from kvroute.cli.console import check_output, make_console, need_matplotlib, progress_bar
 from kvroute.cli.policy_flags import (
     ONLINE,
     SIMULATED,
@@ -132,11 +132,22 @@ def _options(items: list[str]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _update_doc(path: Path, section: str, text: str) -> None:
+def _markers(path: Path, section: str) -> tuple[str, str, str]:
+    """The doc's text and ``section``'s markers, checked (before the grid runs, and again
+    when it is written)."""
     begin, end = f"<!-- BEGIN {section} -->", f"<!-- END {section} -->"
-    doc = path.read_text()
+    try:
+        doc = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"--update-doc: cannot read {path}: {exc.strerror}") from None
     if begin not in doc or end not in doc:
-        raise ConfigError(f"{path} has no '{begin}' ... '{end}' markers to replace")
+        raise ConfigError(f"--update-doc: {path} has no '{begin}' ... '{end}' markers to "
+                          "replace")
+    return doc, begin, end
+
+
+def _update_doc(path: Path, section: str, text: str) -> None:
+    doc, begin, end = _markers(path, section)
     head, rest = doc.split(begin, 1)
     path.write_text(head + begin + "\n" + text + "\n" + end + rest.split(end, 1)[1])
 
@@ -147,7 +158,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
     columns = choose_columns(TABLE, args.columns, DEFAULT_COLUMNS)
     if args.out and args.plot:
         need_matplotlib("--out (its plots; --no-plot skips them)")
+    check_output(args.out, "--out", kind="directory")
     preset = PRESETS[args.preset] if args.preset else {}
+    section = args.section or args.preset or "results"
+    focus = args.focus or preset.get("focus")
+    if args.update_doc:  # the sections it will replace, before the grid runs
+        for name in (section, f"{section}-ranks" if preset.get("ranks") else None,
+                     f"{section}-focus" if focus else None):
+            if name:
+                _markers(Path(args.update_doc), name)
 
     def pick(name: str, default: str) -> str:
         """A flag the user gave, else the preset's value, else ``default``."""
@@ -217,7 +236,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
                       "match (pass -o sharegpt.dataset=FILE for real conversations)",
                       markup=False, highlight=False)
     md = markdown_table(rows, COLUMNS)
-    focus = args.focus or preset.get("focus")
     focus_md = markdown_table(
         [r for r in rows if f"{r['eviction']}+{r['routing']}" == focus], COLUMNS) if focus else ""
     if args.out:
@@ -253,7 +271,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if args.out:
             (Path(args.out) / "ranks.md").write_text(ranks_md + "\n")
     if args.update_doc:
-        section = args.section or args.preset or "results"
         _update_doc(Path(args.update_doc), section, md)
         if ranks_md:
             _update_doc(Path(args.update_doc), f"{section}-ranks", ranks_md)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from kvroute.errors import KvrouteError
+from kvroute.errors import ConfigError, KvrouteError
 
-__all__ = ["CommandParser", "HelpFormatter", "LineProgress", "make_console", "need_matplotlib",
-           "need_rich", "progress_bar"]
+__all__ = ["CommandParser", "HelpFormatter", "LineProgress", "check_output", "make_console",
+           "need_matplotlib", "need_rich", "progress_bar"]
 
 
 def need_rich() -> Any:
@@ -30,6 +32,37 @@ def need_matplotlib(flag: str) -> None:
         import matplotlib  # noqa: F401
     except ImportError:
         raise KvrouteError(f"{flag} needs matplotlib: pip install 'kvroute[plot]'") from None
+
+
+def check_output(path: str | None, flag: str, *, kind: str = "file") -> None:
+    """Before any work: ``path`` (given to ``flag``) can be written, as a ``file``, a
+    ``figure`` (a file whose suffix matplotlib can write; call :func:`need_matplotlib`
+    first) or a ``directory``. Missing parent folders are created; the results of a long
+    run must not be lost to a typo in where they go."""
+    if path is None:
+        return
+    target = Path(path)
+    if kind == "directory":
+        if target.exists() and not target.is_dir():
+            raise ConfigError(f"{flag}: {path} exists and is not a directory")
+        folder = target
+    else:
+        if target.is_dir():
+            raise ConfigError(f"{flag}: {path} is a directory; give a file name")
+        folder = target.parent
+    if kind == "figure" and target.suffix:
+        from matplotlib.figure import Figure
+
+        formats = Figure().canvas.get_supported_filetypes()
+        if target.suffix[1:].lower() not in formats:
+            raise ConfigError(f"{flag}: matplotlib cannot write {target.suffix} files; use "
+                              f"one of {', '.join('.' + f for f in sorted(formats))}")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{flag}: cannot create {folder}: {exc.strerror}") from None
+    if not os.access(folder, os.W_OK):
+        raise ConfigError(f"{flag}: {folder} is not writable")
 
 
 def progress_bar(console: Any, every_s: float = 5.0) -> Any:

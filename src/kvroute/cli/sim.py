@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from kvroute.cache.eviction.registry import EVICTION
-from kvroute.cli.console import make_console, need_matplotlib, progress_bar
+from kvroute.cli.console import check_output, make_console, need_matplotlib, progress_bar
 from kvroute.cli.policy_flags import (
     DEFAULT_EVICTION,
     DEFAULT_ROUTING,
@@ -81,6 +81,8 @@ def cmd_sim(args: argparse.Namespace) -> int:
     columns = choose_columns(COLUMNS, args.columns)
     if args.plot:
         need_matplotlib("--plot")
+    check_output(args.json, "--json")
+    check_output(args.plot, "--plot", kind="figure")
     evictions = choose(EVICTION, args.eviction, "in the simulator", ONLINE)
     routings = choose(ROUTING, args.routing, "in the simulator", SIMULATED)
     ev_args, ro_args = eviction_args(args, evictions), routing_args(args, routings)
