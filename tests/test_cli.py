@@ -175,6 +175,18 @@ def test_output_paths_are_checked_before_the_work(tmp_path, capsys):
                        "<!-- BEGIN routers -->")]:
         assert main(argv) == 2
         assert err in capsys.readouterr().err
+    import numpy as np
+
+    from kvroute.workloads.mooncake import MooncakeRecord, write_mooncake
+
+    trace = tmp_path / "t.jsonl"  # its last request needs more than a pool of 4,096 tokens
+    write_mooncake(trace, [MooncakeRecord(1000 * i, 512 * (1 + 9 * (i == 3)), 4,
+                                          np.arange(1 + 9 * (i == 3)) + 10 * i)
+                           for i in range(4)])
+    assert main(["compare", "--workloads", "mooncake", "--trace", str(trace), "--capacity", "4096",
+                 "--jobs", "1", "--no-ceilings"]) == 2
+    assert "mooncake: request 3 needs 5,124 KV tokens, more than a worker's pool of 4,096" \
+        in capsys.readouterr().err
     nested = tmp_path / "a" / "b" / "runs.json"
     assert main(["sim", "--json", str(nested), *small]) == 0
     assert json.loads(nested.read_text())["runs"]

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from kvroute.errors import ConfigError
 from kvroute.sim.cluster import SimConfig, request_ceilings, simulate
 from kvroute.sim.load import build_at_load
 from kvroute.workloads.catalog import build_workload
@@ -86,6 +87,21 @@ class Grid:
                              self.sim.chunk_size, self.sim.capacity,
                              **self.sources.get(name, {}), **opts)[0]
 
+    def check_fits(self) -> None:
+        """Every request of every case fits one worker's KV pool (the simulator refuses one
+        that does not): checked before the grid runs, not when a cell reaches it."""
+        capacity = self.sim.capacity or self.sim.step_model().kv_pool_tokens
+        for name, order, seed in dict.fromkeys(c[:3] for c in self.cases()):
+            opts = {k: v for k, v in self.workload_options.get(name, {}).items() if k != "load"}
+            if order is not None:
+                opts["order"] = order
+            wl = build_workload(name, seed, **self.sources.get(name, {}), **opts)
+            need, rid = max(((r.prompt_len + r.output_len, r.rid) for r in wl), default=(0, 0))
+            if need > capacity:
+                raise ConfigError(
+                    f"{name}: request {rid} needs {need:,} KV tokens, more than a worker's "
+                    f"pool of {capacity:,}; raise --capacity or replay fewer requests")
+
 
 def _run_cell(grid: Grid, cell: Cell) -> dict[str, Any]:
     wl = grid.workload(cell.workload, cell.order, cell.seed, cell.load)
@@ -116,6 +132,7 @@ def run_grid(grid: Grid, jobs: int | None = None, ceilings: bool = True,
     """Run every cell (and ceilings); return the runs in grid order and ceilings by case.
     ``executor`` (e.g. Ray's, :mod:`kvroute.integrations.ray_grid`) replaces the process
     pool of ``jobs`` processes; it is shut down at the end."""
+    grid.check_fits()
     cells = list(grid.cells())
     cases = grid.cases() if ceilings else []
     total = len(cells) + len(cases)
