@@ -192,6 +192,32 @@ def test_output_paths_are_checked_before_the_work(tmp_path, capsys):
     assert json.loads(nested.read_text())["runs"]
 
 
+def test_compare_interrupted_keeps_what_finished(tmp_path, capsys, monkeypatch):
+    """Ctrl-C during `kvroute compare`: the finished runs are tabled and written to --out,
+    the doc is left alone, exit 130."""
+    import kvroute.cli.compare as compare
+    from kvroute.sim.grid import GridInterrupted
+
+    real = compare.run_grid
+
+    def interrupted(grid, *args, **kwargs):
+        runs, ceilings = real(grid, 1, ceilings=False)
+        raise GridInterrupted(runs[:1], ceilings, len(runs))
+
+    monkeypatch.setattr(compare, "run_grid", interrupted)
+    doc = tmp_path / "doc.md"
+    doc.write_text("<!-- BEGIN results -->\nold\n<!-- END results -->\n")
+    assert main(["compare", "--workloads", "gsp", "-o", "gsp.groups=2", "-o",
+                 "gsp.prompts_per_group=2", "--routings", "round_robin,lbgr", "--evictions",
+                 "lru", "--baseline", "lru+round_robin", "--no-plot", "--out",
+                 str(tmp_path / "out"), "--update-doc", str(doc)]) == 130
+    text = capsys.readouterr().out
+    assert "interrupted after 1 of 2 runs" in text and "round_robin" in text
+    rows = json.loads((tmp_path / "out" / "runs.json").read_text())["rows"]
+    assert [(r["routing"], r["seeds"]) for r in rows] == [("round_robin", 1)]
+    assert "old" in doc.read_text()
+
+
 def test_compare_command_grid_table_json_doc(tmp_path, capsys):
     """`kvroute compare` runs the grid, prints ratios to the baseline, writes JSON, plots and
     replaces a marked section of a doc."""

@@ -79,3 +79,23 @@ if __name__ == "__main__":
     for r in rows():
         key = (r["workload"], r["order"], r["eviction"], r["routing"])
         print(f"    {key!r}: ({r['hit_rate']:.6f}, {r['e2e_mean']:.6f}),")
+
+
+def test_an_interrupt_keeps_the_finished_runs() -> None:
+    """Ctrl-C during a grid: GridInterrupted carries the runs that finished, in grid order."""
+    from kvroute.sim.grid import GridInterrupted
+
+    small = Grid(workloads=("gsp",), evictions=("lru",), routings=("round_robin", "lbgr"),
+                 seeds=(1, 2), sim=SimConfig(workers=2, capacity=30_000),
+                 workload_options={"gsp": {"groups": 2, "prompts_per_group": 2}})
+
+    def progress(done: int, total: int) -> None:
+        if done == 3:  # two ceilings tasks (one per seed) and one run
+            raise KeyboardInterrupt
+
+    with pytest.raises(GridInterrupted) as stop:
+        run_grid(small, jobs=1, progress=progress)
+    assert stop.value.total == 4
+    assert [r["cell"] for r in stop.value.runs] == [next(small.cells())]
+    assert len(stop.value.ceilings) == 2
+    assert "interrupted after 1 of 4 runs" in str(stop.value)

@@ -25,7 +25,7 @@ from kvroute.cli.tables import Column, choose_columns, print_table
 from kvroute.errors import ConfigError
 from kvroute.routing.registry import ROUTING
 from kvroute.sim.cluster import SimConfig
-from kvroute.sim.grid import Grid, run_grid
+from kvroute.sim.grid import Grid, GridInterrupted, run_grid
 from kvroute.sim.grid_results import (
     METRICS,
     aggregate,
@@ -214,10 +214,22 @@ def cmd_compare(args: argparse.Namespace) -> int:
         extra = len(grid.cases()) if args.ceilings else 0
         task = progress.add_task("runs + ceilings" if extra else "runs",
                                  total=len(cells) + extra)
-        runs, ceilings = run_grid(grid, args.jobs, ceilings=args.ceilings,
-                                  progress=lambda done, total: progress.update(task,
-                                                                               completed=done),
-                                  executor=executor)
+        try:
+            runs, ceilings = run_grid(grid, args.jobs, ceilings=args.ceilings,
+                                      progress=lambda done, total: progress.update(
+                                          task, completed=done),
+                                      executor=executor)
+            stopped = None
+        except GridInterrupted as stop:
+            runs, ceilings, stopped = stop.runs, stop.ceilings, stop
+    if stopped is not None:
+        if not runs:
+            console.print("interrupted before any run finished")
+            return 130
+        console.print(f"{stopped}: the tables below are over the runs that finished (each "
+                      "row's count of seeds is in runs.json); --update-doc is skipped",
+                      style="yellow")
+        cells = [r["cell"] for r in runs]
     baseline = (ev_b, ro_b)
     have = {(c.eviction, c.routing) for c in cells}
     rows = aggregate(runs, ceilings, baseline if baseline in have else None)
@@ -270,14 +282,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
         console.print(ranks_md, markup=False, highlight=False)
         if args.out:
             (Path(args.out) / "ranks.md").write_text(ranks_md + "\n")
-    if args.update_doc:
+    if args.update_doc and stopped is None:
         _update_doc(Path(args.update_doc), section, md)
         if ranks_md:
             _update_doc(Path(args.update_doc), f"{section}-ranks", ranks_md)
         if focus:
             _update_doc(Path(args.update_doc), f"{section}-focus", focus_md)
         console.print(f"updated {args.update_doc}")
-    return 0
+    return 0 if stopped is None else 130
 
 
 def add_parser(sub: Any) -> None:

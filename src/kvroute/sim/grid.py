@@ -22,7 +22,7 @@ from kvroute.sim.load import build_at_load
 from kvroute.workloads.catalog import build_workload
 from kvroute.workloads.request import ClosedLoop, Request
 
-__all__ = ["Case", "Cell", "Grid", "run_grid"]
+__all__ = ["Case", "Cell", "Grid", "GridInterrupted", "run_grid"]
 
 Case = tuple[str, str | None, int, float | None]  # workload, order, seed, load
 
@@ -125,6 +125,16 @@ def _run_ceilings(grid: Grid, case: Case
     return {"case": case, "infinite": ceil.infinite, "optimal": ceil.optimal}
 
 
+class GridInterrupted(Exception):
+    """Raised by :func:`run_grid` on an interrupt (Ctrl-C): ``runs`` and ``ceilings`` hold
+    what had finished (runs in grid order), so that a long grid's results are not lost."""
+
+    def __init__(self, runs: list[dict[str, Any]], ceilings: dict[Case, dict[str, float]],
+                 total: int) -> None:
+        super().__init__(f"interrupted after {len(runs)} of {total} runs")
+        self.runs, self.ceilings, self.total = runs, ceilings, total
+
+
 def run_grid(grid: Grid, jobs: int | None = None, ceilings: bool = True,
              progress: Callable[[int, int], None] | None = None,
              executor: Executor | None = None
@@ -148,18 +158,25 @@ def run_grid(grid: Grid, jobs: int | None = None, ceilings: bool = True,
         if progress is not None:
             progress(len(runs) + len(ceils), total)
 
-    if jobs == 1 and executor is None:
-        for case in cases:
-            collect(_run_ceilings(grid, case))
-        for cell in cells:
-            collect(_run_cell(grid, cell))
-    else:
-        with executor or ProcessPoolExecutor(max_workers=jobs) as pool:
-            pending: set[Future[dict[str, Any]]] = {
-                pool.submit(_run_ceilings, grid, case) for case in cases}
-            pending |= {pool.submit(_run_cell, grid, cell) for cell in cells}
-            while pending:
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    collect(fut.result())
+    try:
+        if jobs == 1 and executor is None:
+            for case in cases:
+                collect(_run_ceilings(grid, case))
+            for cell in cells:
+                collect(_run_cell(grid, cell))
+        else:
+            pool = executor or ProcessPoolExecutor(max_workers=jobs)
+            pending: set[Future[dict[str, Any]]] = set()
+            try:
+                pending |= {pool.submit(_run_ceilings, grid, case) for case in cases}
+                pending |= {pool.submit(_run_cell, grid, cell) for cell in cells}
+                while pending:
+                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for fut in finished:
+                        collect(fut.result())
+            finally:  # on an interrupt, do not wait for the runs not yet started
+                pool.shutdown(wait=not pending, cancel_futures=True)
+    except KeyboardInterrupt:
+        raise GridInterrupted([runs[c] for c in cells if c in runs], ceils,
+                              len(cells)) from None
     return [runs[c] for c in cells], ceils
