@@ -218,6 +218,27 @@ def test_compare_interrupted_keeps_what_finished(tmp_path, capsys, monkeypatch):
     assert "old" in doc.read_text()
 
 
+def test_sim_interrupted_keeps_what_finished(tmp_path, capsys, monkeypatch):
+    """Ctrl-C during `kvroute sim`: the finished runs are printed and written, exit 130."""
+    import kvroute.cli.sim as sim
+
+    real, calls = sim.simulate, []
+
+    def second_interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sim, "simulate", second_interrupted)
+    out = tmp_path / "runs.json"
+    assert main(["sim", "--groups", "2", "--prompts-per-group", "2", "--routing",
+                 "round_robin,lbgr,learned", "--json", str(out)]) == 130
+    assert "interrupted after 1 of 3 runs" in capsys.readouterr().out
+    assert [r["config"]["routing"] for r in json.loads(out.read_text())["runs"]] == \
+        ["round_robin"]
+
+
 def test_compare_command_grid_table_json_doc(tmp_path, capsys):
     """`kvroute compare` runs the grid, prints ratios to the baseline, writes JSON, plots and
     replaces a marked section of a doc."""

@@ -104,20 +104,27 @@ def cmd_sim(args: argparse.Namespace) -> int:
     if rate is not None:
         console.print(f"load {args.load:g}: {rate:.3f} requests/s")
     results: list[SimResult] = []
+    runs = [(e, r, i) for e in evictions for r in routings for i in indexes]
     with progress_bar(console) as progress:
-        runs = [(e, r, i) for e in evictions for r in routings for i in indexes]
-        for k, (ev, ro, ix) in enumerate(runs):
-            task = progress.add_task(f"{ev} + {ro} ({ix})", total=workload.size)
+        try:
+            for k, (ev, ro, ix) in enumerate(runs):
+                task = progress.add_task(f"{ev} + {ro} ({ix})", total=workload.size)
 
-            def advance(done: int, task: Any = task) -> None:
-                if done % 64 == 0:
-                    progress.update(task, completed=done)
+                def advance(done: int, task: Any = task) -> None:
+                    if done % 64 == 0:
+                        progress.update(task, completed=done)
 
-            cfg = replace(base, eviction=ev, routing=ro, eviction_args=ev_args[ev],
-                          routing_args=ro_args[ro], index=ix)
-            results.append(simulate(workload, cfg, ceilings=args.ceilings and k == 0,
-                                    progress=advance))
-            progress.update(task, completed=workload.size)
+                cfg = replace(base, eviction=ev, routing=ro, eviction_args=ev_args[ev],
+                              routing_args=ro_args[ro], index=ix)
+                results.append(simulate(workload, cfg, ceilings=args.ceilings and k == 0,
+                                        progress=advance))
+                progress.update(task, completed=workload.size)
+        except KeyboardInterrupt:  # keep the runs that finished
+            if not results:
+                raise
+    if len(results) < len(runs):
+        console.print(f"interrupted after {len(results)} of {len(runs)} runs: the finished "
+                      "ones follow", style="yellow")
     ceil = results[0].ceilings
     for r in results[1:]:
         r.ceilings = ceil
@@ -137,7 +144,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
         from kvroute.sim.plot import plot_runs
 
         console.print(f"wrote {plot_runs(results, args.plot, title)}")
-    return 0
+    return 0 if len(results) == len(runs) else 130
 
 
 def add_parser(sub: Any) -> None:
