@@ -141,7 +141,9 @@ def run_grid(grid: Grid, jobs: int | None = None, ceilings: bool = True,
              ) -> tuple[list[dict[str, Any]], dict[Case, dict[str, float]]]:
     """Run every cell (and ceilings); return the runs in grid order and ceilings by case.
     ``executor`` (e.g. Ray's, :mod:`kvroute.integrations.ray_grid`) replaces the process
-    pool of ``jobs`` processes; it is shut down at the end."""
+    pool of ``jobs`` processes; it is shut down at the end. Every request must fit a
+    worker's pool (:meth:`Grid.check_fits`, before anything runs); an interrupt raises
+    :class:`GridInterrupted` with what had finished."""
     grid.check_fits()
     cells = list(grid.cells())
     cases = grid.cases() if ceilings else []
