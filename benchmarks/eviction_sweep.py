@@ -12,13 +12,16 @@ shapes (``kvroute.workloads.mooncake_synth.SHAPES``, drawn by the seed), and the
 other capacities and in tokens (skipped without ``--trace``), every policy beside the
 offline optimum, and prints per cell (means over the seeds): learned / max(lru, rlt),
 learned / the best of lfu, slru, sae, the optimum / max(lru, rlt), learned's share of
-the optimum, and the verdict of issue 13's rules (``eviction_results.status``). About
+the optimum, and the verdict of issue 13's rules (``eviction_results.status``), then one
+line to compare variants by: the geometric mean of learned / max(lru, rlt) over the GSP
+cells and over the others, the lowest, and how many are under the 0.98x floor. About
 40 seconds for three seeds on one core.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import time
@@ -92,6 +95,7 @@ def main() -> None:
                 "of opt", "issue 13"):
         table.add_column(col, justify="left" if col in ("stream", "issue 13") else "right")
     start = time.perf_counter()
+    ratios: dict[tuple[str, str], float] = {}  # (stream, capacity) -> learned / max(lru, rlt)
     for label, make, capacities, page in cells(args.trace):
         rates: dict[tuple[str, str], list[float]] = {}
         for seed in seeds:
@@ -108,6 +112,8 @@ def main() -> None:
             r = {name: statistics.fmean(rates[(text, name)]) for name in POLICIES}
             verdict, _ = status({"stream": label, "sets": {"s": {"rates": r}}}, "s")
             base = max(r["lru"], r["rlt"])
+            if base:
+                ratios[(label, text)] = r["learned"] / base
             engine = max(r[b] for b in BASELINES)
             table.add_row(label, text, f"{r['learned'] / base:.3f}",
                           f"{r['learned'] / engine:.3f}" if engine else "-",
@@ -118,6 +124,17 @@ def main() -> None:
     console.print("vs lru/rlt: learned / max(lru, rlt); vs engines: learned / the best of "
                   "lfu, slru, sae; opt: the offline optimum; issue 13: its rules for one cell "
                   "(benchmarks/eviction_results.py)")
+    gsp = [v for (label, _), v in ratios.items() if label.startswith("GSP")]
+    other = {k: v for k, v in ratios.items() if not k[0].startswith("GSP")}
+    low = min(other, key=other.__getitem__)
+    console.print(f"learned / max(lru, rlt), geometric means: GSP {geomean(gsp):.3f} "
+                  f"({len(gsp)} cells), the others {geomean(list(other.values())):.3f} "
+                  f"({len(other)} cells); lowest {other[low]:.3f} ({low[0]} at {low[1]}); "
+                  f"{sum(v < 0.98 for v in other.values())} under 0.98", markup=False)
+
+
+def geomean(values: list[float]) -> float:
+    return math.exp(statistics.fmean(map(math.log, values)))
 
 
 if __name__ == "__main__":
