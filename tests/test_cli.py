@@ -145,8 +145,8 @@ def test_seeds_and_loads_are_checked(capsys):
     for argv, err in [(["compare", "--seeds", "1,x"], "--seeds: a seed is an integer >= 0, "
                                                       "got 'x'"),
                       (["compare", "--seeds", "-1"], "--seeds: a seed is an integer >= 0"),
-                      (["compare", "--loads", "0.5,0"], "--loads: a load is a number > 0"),
-                      (["compare", "--loads", "nan"], "--loads: a load is a number > 0")]:
+                      (["compare", "--loads", "0.5,0"], "--loads: load must be a number > 0"),
+                      (["compare", "--loads", "nan"], "--loads: load must be a number > 0")]:
         assert main(argv) == 2
         assert err in capsys.readouterr().err
     for command in ("sim", "cache", "bench", "serve", "up", "worker"):

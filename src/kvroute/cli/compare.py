@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import re
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from kvroute.sim.grid_results import (
     plot_grid,
     plot_load_ratios,
 )
+from kvroute.sim.load import check_load
 from kvroute.sim.routing_results import routing_markdown
 from kvroute.sim.step_model import parse_speeds
 from kvroute.sim.step_profiles import DEFAULT_PROFILE, load_profile
@@ -96,21 +96,20 @@ def _csv(text: str, known: list[str] | tuple[str, ...], what: str) -> tuple[str,
 
 
 def _each(text: str, convert: Any, flag: str) -> tuple[Any, ...]:
-    """Comma-separated values of ``flag``, each through ``convert`` (an argparse type)."""
+    """Comma-separated values of ``flag``, each through ``convert`` (an argparse type or a
+    checker raising ConfigError)."""
     try:
         return tuple(convert(x.strip()) for x in text.split(",") if x.strip())
-    except (argparse.ArgumentTypeError, ValueError) as exc:
+    except (argparse.ArgumentTypeError, ConfigError) as exc:
         raise ConfigError(f"{flag}: {exc}") from None
 
 
 def _load(text: str) -> float:
     try:
-        value = float(text)
+        value: object = float(text)
     except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"a load is a number > 0 (a fraction of capacity), got {text!r}")
-    return value
+        value = text
+    return check_load(value)
 
 
 def _options(items: list[str]) -> dict[str, dict[str, Any]]:

@@ -92,10 +92,7 @@ class Grid:
         that does not): checked before the grid runs, not when a cell reaches it."""
         capacity = self.sim.capacity or self.sim.step_model().kv_pool_tokens
         for name, order, seed in dict.fromkeys(c[:3] for c in self.cases()):
-            opts = {k: v for k, v in self.workload_options.get(name, {}).items() if k != "load"}
-            if order is not None:
-                opts["order"] = order
-            wl = build_workload(name, seed, **self.sources.get(name, {}), **opts)
+            wl = self.workload(name, order, seed)  # the load sets the rate, not the lengths
             need, rid = max(((r.prompt_len + r.output_len, r.rid) for r in wl), default=(0, 0))
             if need > capacity:
                 raise ConfigError(

@@ -32,7 +32,7 @@ from kvroute.sim.step_model import StepModel, prefill_pairs
 from kvroute.workloads.catalog import build_workload
 from kvroute.workloads.request import Workload
 
-__all__ = ["build_at_load", "offered_work_s", "rate_for_load"]
+__all__ = ["build_at_load", "check_load", "offered_work_s", "rate_for_load"]
 
 CLOSED_LOOP_WORKLOADS = ("sharegpt", "ultrachat")
 
@@ -56,12 +56,18 @@ def offered_work_s(model: StepModel, prompt_len: int, output_len: int,
     return ms * 0.001
 
 
+def check_load(rho: object) -> float:
+    """``rho`` as an offered load: a finite number > 0 (a fraction of capacity)."""
+    if not (isinstance(rho, (int, float)) and math.isfinite(rho) and rho > 0):
+        raise ConfigError(f"load must be a number > 0 (a fraction of capacity), got {rho!r}")
+    return float(rho)
+
+
 def rate_for_load(workload: Workload, model: StepModel, workers: float, rho: float,
                   chunk_size: int, pool: int | None = None) -> float:
     """Requests/s at which ``workload`` offers ``rho`` times the capacity of ``workers``
     (workers of ``model``'s speed: a mixed fleet counts the sum of its speeds)."""
-    if not (isinstance(rho, (int, float)) and math.isfinite(rho) and rho > 0):
-        raise ConfigError(f"load must be a number > 0 (a fraction of capacity), got {rho!r}")
+    check_load(rho)
     works = [offered_work_s(model, r.prompt_len, r.output_len, chunk_size, pool)
              for r in workload]
     if not works:
