@@ -339,15 +339,16 @@ def add_parser(sub: Any) -> None:
                    help="run the cells as Ray tasks on the cluster at ADDRESS (none: a local "
                         "Ray instance); needs kvroute[ray]; --jobs is ignored")
     c.add_argument("--out", metavar="DIR",
-                   help="write table.md, runs.json and plots here (bars per metric; "
-                        "relative_METRIC.png: each pair over the best of each cell; an E2E "
-                        "CDF per workload and load)")
+                   help="write table.md, runs.json and plots here, created if missing "
+                        "(bars per metric; relative_METRIC.png: each pair over the best of "
+                        "each cell; an E2E CDF per workload and load)")
     c.add_argument("--no-plot", dest="plot", action="store_false",
                    help="with --out, do not draw the plots (drawn by default)")
     c.add_argument("--no-ceilings", dest="ceilings", action="store_false",
                    help="do not compute the hit-rate ceilings (computed by default)")
     c.add_argument("--update-doc", metavar="FILE.md",
                    help="replace the tables between <!-- BEGIN SECTION --> / <!-- END SECTION "
-                        "--> (and SECTION-focus) markers in FILE")
+                        "--> (and SECTION-ranks, SECTION-focus where the grid has them) "
+                        "markers in FILE, checked before the grid runs")
     c.add_argument("--section", help="marker name for --update-doc (default: the preset)")
     c.set_defaults(func=cmd_compare)
