@@ -49,3 +49,16 @@ def test_equal_rows_are_not_judged_and_the_table_counts_them(er):
     lines, met, n, equal = er.cluster_table(same + judged)
     assert (met, n, equal) == (1, 1, 1)
     assert len(lines) == 4 and "equal rows" in lines[3] and "| met |" in lines[2]
+
+
+def test_spread_table_ratios_per_window(er):
+    def rows(learned, rlt, lru):
+        return [{"routing": "learned", "load": 0.8, "eviction": ev, "ttft_mean": t}
+                for ev, t in (("learned", learned), ("rlt", rlt), ("lru", lru))]
+
+    lines, every = er.spread_table({0: rows(2.0, 1.0, 1.0), 10: rows(1.0, 2.0, 4.0)})
+    assert every == [2.0, 0.5]
+    assert len(lines) == 3  # header, rule, one cell
+    assert "1.000 (0.500, 2.000)" in lines[2]  # learned / rlt: geo-mean of 2 and 1/2
+    assert "1.414 (1.000, 2.000)" in lines[2]  # lru / rlt
+    assert "0: 2.000, 10: 0.500" in lines[2]
