@@ -5,6 +5,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.optimize import nnls
 
 from kvroute.routing.online_regression import OnlineRegression
@@ -68,3 +70,20 @@ def test_coefficients_follow_updates_and_start_at_the_prior() -> None:
     model.update([1.0, 0.0], -5.0)  # pulls the first coefficient below 0
     assert model.theta[0] < 0 and model.coefficients()[0] == 0.0
     assert model.predict([1.0, 1.0]) == pytest.approx(float(model.coefficients().sum()))
+
+
+@settings(max_examples=60, deadline=None)
+@given(k=st.integers(1, 4), seed=st.integers(0, 10_000))
+def test_bounded_fit_matches_nnls_on_random_problems(k: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0, 1, (12 * k, k))
+    y = x @ rng.normal(0, 1, k) + rng.normal(0, 0.1, 12 * k)
+    model = OnlineRegression([0.0] * k, lam=1.0, p0=1e9)
+    for xi, yi in zip(x, y, strict=True):
+        model.update(xi, float(yi))
+    got = model.coefficients()
+    expected, _ = nnls(x, y)
+    assert (got >= 0).all()
+    err = np.sum((x @ got - y) ** 2)
+    assert err <= np.sum((x @ expected - y) ** 2) * (1 + 1e-6) + 1e-9
+    assert got == pytest.approx(expected, abs=1e-5)
