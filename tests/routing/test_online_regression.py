@@ -87,3 +87,5 @@ def test_bounded_fit_matches_nnls_on_random_problems(k: int, seed: int) -> None:
     err = np.sum((x @ got - y) ** 2)
     assert err <= np.sum((x @ expected - y) ** 2) * (1 + 1e-6) + 1e-9
     assert got == pytest.approx(expected, abs=1e-5)
+    with pytest.raises(ValueError):
+        model.coefficients()[0] = 1.0  # the cached fit cannot be changed by a caller

@@ -54,9 +54,11 @@ class OnlineRegression:
 
     def coefficients(self) -> np.ndarray:
         """The coefficients used for prediction: the least-squares fit with every
-        coefficient >= ``floor`` (the module doc)."""
+        coefficient >= ``floor`` (the module doc). A read-only array, computed once per
+        update."""
         if self._coef is None:
             self._coef = self._bounded()
+            self._coef.setflags(write=False)
         return self._coef
 
     def _bounded(self) -> np.ndarray:
