@@ -395,3 +395,16 @@ def test_compare_plots_keep_loads_apart(tmp_path):
                  "relative_e2e_mean.png", "e2e_mean.png"):
         assert (out / name).stat().st_size > 0, name
     assert not (out / "relative_hit_rate.png").exists()
+
+
+def test_up_prints_the_policys_prediction_errors():
+    from kvroute.cli.up import prediction_errors
+
+    assert prediction_errors("lbgr", {}) == ""  # a policy without telemetry: no line
+    assert prediction_errors("learned", {"ttft": {"count": 0}}) == ""
+    line = prediction_errors("learned", {
+        "ttft": {"count": 3, "mean_abs_error_s": 0.5, "mean_observed_s": 2.0},
+        "e2e": {"count": 3, "mean_abs_error_s": 1.25, "mean_observed_s": 8.0}})
+    assert line.startswith("learned's predictions over the run: TTFT off by 0.50 s")
+    assert "TTFT off by 0.50 s on average (observed mean 2.00 s)" in line
+    assert "E2E off by 1.25 s on average (observed mean 8.00 s)" in line

@@ -122,6 +122,10 @@ async def _up(args: argparse.Namespace) -> int:
             proc = await asyncio.create_subprocess_exec(*cmd)
             rc = await proc.wait()
             print(expected_vs_reported(routing), flush=True)
+            policy = routing.router.policy
+            errors = prediction_errors(policy.name, policy.telemetry())
+            if errors:
+                print(errors, flush=True)
             return rc
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -159,6 +163,21 @@ def expected_vs_reported(app: RouterApp) -> str:
                  if s.name == "kvroute_kv_events_total")
     return "router: " + ("; ".join(parts) or "no request reported cached tokens") + \
         f"; kvroute_kv_events_total {events:,.0f}"
+
+
+def prediction_errors(name: str, telemetry: dict[str, Any]) -> str:
+    """One line from a policy's telemetry of predicted against observed TTFT and E2E
+    (``learned``'s), empty if it reports none."""
+    parts = []
+    for metric in ("ttft", "e2e"):
+        err = telemetry.get(metric)
+        if isinstance(err, dict) and err.get("count"):
+            parts.append(f"{metric.upper()} off by {err['mean_abs_error_s']:.2f} s on average "
+                         f"(observed mean {err['mean_observed_s']:.2f} s)")
+    if not parts:
+        return ""
+    return (f"{name}'s predictions over the run: " + ", ".join(parts)
+            + " (live: kvroute_policy_telemetry on /metrics)")
 
 
 def cmd_up(args: argparse.Namespace) -> int:
