@@ -244,7 +244,9 @@ def add_parser(sub: Any) -> None:
                    help="workers do not publish KV events; the router routes on characters "
                         "with its approximate index only")
     u.add_argument("--bench", action="store_true",
-                   help="run kvroute bench against the router, then stop")
+                   help="run kvroute bench against the router, print the router's expected "
+                        "and the engines' reported hit rate and (learned) how far its latency "
+                        "predictions were off, then stop")
     u.add_argument("--bench-workload", choices=WORKLOAD_NAMES, default="gsp",
                    help="workload of --bench, at its default rate (gsp: 12 requests/s)")
     u.add_argument("--bench-requests", type=int, default=256, help="requests --bench sends")
