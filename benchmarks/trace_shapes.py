@@ -12,7 +12,8 @@ the routing policies below, router seed 1), and prints per shape and load the me
 the seeds: ``learned``'s mean E2E, its advantage (``x``) over the best other non-oracle
 policy on mean E2E, mean TTFT and p99 TTFT (above 1 it beats all of them), its rank by mean E2E
 among all of them, and ``oracle``'s mean E2E over ``learned``'s. About 15 s per trace
-on 2 cores; with ``--out`` the runs are kept and reused.
+on 2 cores; with ``--out`` the runs are kept and reused, and ``--others DIR`` (an earlier
+``--out``) runs only ``learned`` and scores it against the other policies' rows there.
 """
 
 from __future__ import annotations
@@ -41,12 +42,18 @@ def run_trace(shape: str, seed: int, args: argparse.Namespace, out: str) -> list
     """The compare rows of one synthetic trace (reused if ``out`` holds them already)."""
     where = os.path.join(out, f"{shape}_{seed}")
     runs = os.path.join(where, "runs.json")
+    others: list[dict[str, Any]] = []
+    if args.others:  # the other policies' rows (and the trace) from an earlier --out
+        base = os.path.join(args.others, f"{shape}_{seed}")
+        with open(os.path.join(base, "runs.json"), encoding="utf-8") as f:
+            others = [r for r in json.load(f)["rows"] if r["routing"] != "learned"]
     if not os.path.exists(runs):
         os.makedirs(where, exist_ok=True)
         trace = os.path.join(where, "trace.jsonl")
         write_mooncake(trace, synth_records(args.requests, SHAPES[shape], seed))
+        routings = "learned" if args.others else args.routings
         cmd = [sys.executable, "-m", "kvroute", "compare", "--workloads", "mooncake",
-               "--trace", trace, "--evictions", "rlt", "--routings", args.routings,
+               "--trace", trace, "--evictions", "rlt", "--routings", routings,
                "--loads", args.loads, "--seeds", "1", "--no-ceilings", "--no-plot",
                "--jobs", str(args.jobs), "--out", where]
         done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -55,7 +62,7 @@ def run_trace(shape: str, seed: int, args: argparse.Namespace, out: str) -> list
             sys.exit(done.stderr.strip() or f"kvroute compare exited {done.returncode}")
     with open(runs, encoding="utf-8") as f:
         rows: list[dict[str, Any]] = json.load(f)["rows"]
-    return rows
+    return rows + others
 
 
 def main() -> None:
@@ -67,6 +74,10 @@ def main() -> None:
     ap.add_argument("--routings", default=ROUTINGS, help="must include learned and oracle")
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--out", help="keep the runs here (and reuse those already there)")
+    ap.add_argument("--others", metavar="DIR",
+                    help="run only learned, and take the other policies' rows from DIR (an "
+                         "earlier --out with the same --seeds, --requests and --loads): a "
+                         "1-minute check of a change to learned")
     args = ap.parse_args()
     shapes = args.shapes.split(",")
     unknown = [s for s in shapes if s not in SHAPES]
