@@ -43,14 +43,19 @@ def run_trace(shape: str, seed: int, args: argparse.Namespace, out: str) -> list
     where = os.path.join(out, f"{shape}_{seed}")
     runs = os.path.join(where, "runs.json")
     others: list[dict[str, Any]] = []
-    if args.others:  # the other policies' rows (and the trace) from an earlier --out
+    if args.others:  # the other policies' rows, and the trace, from an earlier --out
         base = os.path.join(args.others, f"{shape}_{seed}")
-        with open(os.path.join(base, "runs.json"), encoding="utf-8") as f:
-            others = [r for r in json.load(f)["rows"] if r["routing"] != "learned"]
+        try:
+            with open(os.path.join(base, "runs.json"), encoding="utf-8") as f:
+                others = [r for r in json.load(f)["rows"] if r["routing"] != "learned"]
+        except (OSError, ValueError, KeyError) as e:
+            sys.exit(f"--others: no earlier run of {shape}, trace seed {seed} in "
+                     f"{args.others} ({e})")
     if not os.path.exists(runs):
         os.makedirs(where, exist_ok=True)
-        trace = os.path.join(where, "trace.jsonl")
-        write_mooncake(trace, synth_records(args.requests, SHAPES[shape], seed))
+        trace = os.path.join(base if args.others else where, "trace.jsonl")
+        if not args.others:
+            write_mooncake(trace, synth_records(args.requests, SHAPES[shape], seed))
         routings = "learned" if args.others else args.routings
         cmd = [sys.executable, "-m", "kvroute", "compare", "--workloads", "mooncake",
                "--trace", trace, "--evictions", "rlt", "--routings", routings,
@@ -62,6 +67,8 @@ def run_trace(shape: str, seed: int, args: argparse.Namespace, out: str) -> list
             sys.exit(done.stderr.strip() or f"kvroute compare exited {done.returncode}")
     with open(runs, encoding="utf-8") as f:
         rows: list[dict[str, Any]] = json.load(f)["rows"]
+    if args.others:  # learned's rows from this run, the others' from the earlier one
+        rows = [r for r in rows if r["routing"] == "learned"]
     return rows + others
 
 
@@ -75,9 +82,9 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--out", help="keep the runs here (and reuse those already there)")
     ap.add_argument("--others", metavar="DIR",
-                    help="run only learned, and take the other policies' rows from DIR (an "
-                         "earlier --out with the same --seeds, --requests and --loads): a "
-                         "1-minute check of a change to learned")
+                    help="run only learned on the traces in DIR (an earlier --out with the "
+                         "same --loads) and score it against the other policies' rows there: "
+                         "a check of a change to learned in about 15 s")
     args = ap.parse_args()
     shapes = args.shapes.split(",")
     unknown = [s for s in shapes if s not in SHAPES]
