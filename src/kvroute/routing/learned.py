@@ -69,7 +69,9 @@ Learning (all from completions; errors teach nothing):
   above, target the observed TTFT; coefficients >= 0 (the least-squares fit under that
   bound, not the unbounded fit clipped: :mod:`~kvroute.routing.online_regression`;
   clipping over-predicted E2E by 1.7 s on a 2.6 s mean at overload, where the decode
-  model's batch and context features move together). When the engine reports
+  model's batch and context features move together; the bound costs 1.7% mean E2E on
+  the invented trace shapes against the clipped fit, docs/routing-results.md, "Trace
+  shapes nobody designed on"). When the engine reports
   the cached tokens, ``u`` and ``pairs`` are recomputed from them (what was really
   prefilled; in the router's units, ``Feedback.cached_units``) before the update.
 * ``d`` (per-token decode time): the same, target ``(E2E - TTFT) / (O - 1)`` when O > 1.
