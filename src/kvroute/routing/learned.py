@@ -66,14 +66,14 @@ request's own predicted latency (reported as ``Decision.predicted_s``). The term
 Learning (all from completions; errors teach nothing):
 
 * ``a`` (TTFT model): recursive least squares with forgetting ``forget`` on the features
-  above, target the observed TTFT; coefficients >= 0 (the least-squares fit under that
-  bound, not the unbounded fit clipped: :mod:`~kvroute.routing.online_regression`;
-  clipping over-predicted E2E by 1.7 s on a 2.6 s mean at overload, where the decode
-  model's batch and context features move together; the bound costs 1.7% mean E2E on
-  the invented trace shapes against the clipped fit, docs/routing-results.md, "Trace
-  shapes nobody designed on"). When the engine reports
-  the cached tokens, ``u`` and ``pairs`` are recomputed from them (what was really
-  prefilled; in the router's units, ``Feedback.cached_units``) before the update.
+  above, target the observed TTFT; coefficients clipped at >= 0. (The least-squares fit
+  under that bound predicts E2E better at overload, where the decode model's batch and
+  context features move together: clipped, E2E is over-predicted by 1.7 s on a 2.6 s
+  mean on GSP at 12 requests/s. But it decided worse: 0.2% on the design grid, 1.7% on
+  the invented trace shapes; docs/routing-results.md, "The models' bound, tried and
+  reverted".) When the engine reports the cached tokens, ``u`` and ``pairs`` are
+  recomputed from them (what was really prefilled; in the router's units,
+  ``Feedback.cached_units``) before the update.
 * ``d`` (per-token decode time): the same, target ``(E2E - TTFT) / (O - 1)`` when O > 1.
   Its features are the batch (requests in flight) and the context (prompt units in
   flight, from the router's accounting, ``prefill_units + decode_units``): every decode

@@ -8,21 +8,13 @@
     P     = (P - k x' P) / lam
 
 ``theta`` starts at ``prior`` and ``P`` at ``p0 * I`` (large ``p0``: the prior is soon
-forgotten). ``theta`` minimises the weighted squared error ``sum lam^(n-i) (y_i - theta .
-x_i)^2`` plus the prior's term ``lam^n |theta - prior|^2 / p0``, whose matrix is
-``M = P^-1`` (kept as ``M <- lam M + x x'``, from ``I / p0``).
-
-``coefficients()`` (what ``predict`` uses) minimise the same error subject to every
-coefficient >= ``floor`` (default 0), so a model of times made of non-negative costs
-never predicts a saving from a load: ``theta`` where it is within the bounds, else the
-minimum of ``(c - theta)' M (c - theta)`` over ``c >= floor`` (the same objective up to
-a constant), found over the sets of coefficients held at the floor (at most 2^k - 1
-small solves for k coefficients, usually one; ``floor = -inf`` skips it). Clipping
-``theta`` instead is biased where features move together: a negative coefficient
-dropped leaves its partner's compensating excess in place (measured: the decode model of
-``learned`` on GSP at 12 requests/s, per token ``0.33 - 0.033 (in flight + 1) + 1.08
-ctx``, clipped, over-predicted E2E by 1.7 s on a 2.6 s mean). Computed once after each
-update. Mechanism only: which features and targets are the caller's business.
+forgotten). ``predict`` clips each coefficient at ``floor`` (default 0) first, so a model
+of times made of non-negative costs never predicts a saving from a load. Clipping is
+biased where features move together (a negative coefficient dropped leaves its partner's
+compensating excess in place); the least-squares fit under the same bound predicts
+better, but ``learned`` decided worse with it, so clipping stays (docs/routing-results.md,
+"The models' bound, tried and reverted"). Mechanism only: which features and targets are
+the caller's business.
 """
 
 from __future__ import annotations
@@ -44,53 +36,15 @@ class OnlineRegression:
         if not p0 > 0:
             raise ConfigError(f"p0 must be > 0, got {p0}")
         self.theta = np.array(prior, dtype=np.float64)
-        n = len(self.theta)
-        self.P = np.eye(n) * float(p0)
-        self.M = np.eye(n) / float(p0)  # P^-1, kept apart (inverting P loses precision)
+        self.P = np.eye(len(self.theta)) * float(p0)
         self.lam = float(lam)
         self.floor = float(floor)
         self.samples = 0
-        self._coef: np.ndarray | None = None
 
     def coefficients(self) -> np.ndarray:
-        """The coefficients used for prediction: the least-squares fit with every
-        coefficient >= ``floor`` (the module doc). A read-only array, computed once per
-        update."""
-        if self._coef is None:
-            self._coef = self._bounded()
-            self._coef.setflags(write=False)
-        return self._coef
-
-    def _bounded(self) -> np.ndarray:
-        """The bounded fit: over the sets of coefficients held at the floor (those
-        below it first, then by size), the first whose free coefficients' optimum is
-        within the bounds and where raising no held coefficient lowers the error (the
-        optimality conditions of this convex problem, so the first found is the
-        minimum)."""
-        theta, floor = self.theta, self.floor
-        below = theta < floor
-        if not below.any():
-            return theta.copy()
-        n, M = len(theta), self.M
-        first = sum(1 << i for i in range(n) if below[i])
-        rest = sorted((h for h in range(1, 1 << n) if h != first), key=lambda h: h.bit_count())
-        for held in [first, *rest]:  # bit i: coefficient i held at the floor
-            at = np.array([held >> i & 1 for i in range(n)], dtype=bool)
-            free = ~at
-            c = np.full(n, floor)
-            if free.any():  # the free ones' optimum with the held ones at the floor
-                shift = M[np.ix_(free, at)] @ (floor - theta[at])
-                try:
-                    c[free] = theta[free] - np.linalg.solve(M[np.ix_(free, free)], shift)
-                except np.linalg.LinAlgError:
-                    continue
-                if not (c[free] >= floor).all():
-                    continue
-            d = c - theta
-            grad = M @ d  # the error's slope; 0 for the free ones
-            if (grad[at] >= -1e-9 * (np.abs(M) @ np.abs(d))[at]).all():
-                return c
-        return np.maximum(theta, floor)  # not reached in exact arithmetic
+        """The coefficients used for prediction (clipped at ``floor``)."""
+        out: np.ndarray = np.maximum(self.theta, self.floor)
+        return out
 
     def predict(self, x: Sequence[float] | np.ndarray) -> float:
         return float(np.dot(self.coefficients(), np.asarray(x, dtype=np.float64)))
@@ -104,6 +58,4 @@ class OnlineRegression:
         k = px / denom
         self.theta = self.theta + k * (float(y) - float(self.theta @ xv))
         self.P = (self.P - np.outer(k, px)) / self.lam
-        self.M = self.lam * self.M + np.outer(xv, xv)
         self.samples += 1
-        self._coef = None
