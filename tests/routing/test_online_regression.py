@@ -1,4 +1,5 @@
-"""OnlineRegression: the RLS fit, and the coefficients clipped at the floor."""
+"""OnlineRegression: the RLS fit, the coefficients clipped at the floor, and the intercept
+refitted to the clipped slopes."""
 
 import math
 
@@ -50,3 +51,43 @@ def test_a_non_finite_target_teaches_nothing_and_bad_settings_are_refused() -> N
         OnlineRegression([0.0], lam=0.0)
     with pytest.raises(ConfigError):
         OnlineRegression([0.0], p0=0.0)
+
+
+def collinear(n: int = 400) -> tuple[np.ndarray, np.ndarray]:
+    """Features that move together, and a target whose unbounded fit needs a negative
+    slope: y = 2 - 0.03 b + 1.1 c, with c about b / 30."""
+    rng = np.random.default_rng(0)
+    b = rng.uniform(1, 40, n)
+    c = b / 30 + rng.normal(0, 0.05, n)
+    x = np.column_stack([np.ones(n), b, c])
+    return x, x @ [2.0, -0.03, 1.1] + rng.normal(0, 0.02, n)
+
+
+def test_the_intercept_refitted_to_the_clipped_slopes_removes_the_bias() -> None:
+    x, y = collinear()
+    clipped = fitted(x, y)
+    refit = fitted(x, y, intercept=0)
+    assert clipped.theta[1] < 0
+    assert np.mean(x @ clipped.coefficients() - y) > 0.5  # clipping: far too high
+    coef = refit.coefficients()
+    assert coef[1:].tolist() == clipped.coefficients()[1:].tolist()  # the same slopes
+    # the intercept is the least-squares one given those slopes (here above the floor)
+    expected = np.mean(y - x[:, 1:] @ coef[1:])
+    assert coef[0] == pytest.approx(expected, abs=1e-6) and coef[0] > 0
+    assert abs(np.mean(x @ coef - y)) < 1e-6
+
+
+def test_the_refitted_intercept_stays_at_least_the_floor() -> None:
+    x, y = collinear()
+    y = y - 4.0  # the refit would be far below 0
+    coef = fitted(x, y, intercept=0).coefficients()
+    assert coef[0] == 0.0 and (coef >= 0).all()
+
+
+def test_within_the_bounds_the_intercept_refit_changes_nothing() -> None:
+    rng = np.random.default_rng(1)
+    x = np.column_stack([rng.uniform(0, 5, 200), rng.uniform(0, 9, 200), np.ones(200)])
+    model = fitted(x, x @ [0.1, 0.2, 0.3], intercept=2)
+    assert model.coefficients() == pytest.approx(model.theta, abs=1e-12)
+    with pytest.raises(ConfigError):
+        OnlineRegression([0.0, 0.0], intercept=2)

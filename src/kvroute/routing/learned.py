@@ -66,14 +66,16 @@ request's own predicted latency (reported as ``Decision.predicted_s``). The term
 Learning (all from completions; errors teach nothing):
 
 * ``a`` (TTFT model): recursive least squares with forgetting ``forget`` on the features
-  above, target the observed TTFT; coefficients clipped at >= 0. (The least-squares fit
-  under that bound predicts E2E better at overload, where the decode model's batch and
-  context features move together: clipped, E2E is over-predicted by 1.7 s on a 2.6 s
-  mean on GSP at 12 requests/s. But it decided worse: 0.2% on the design grid, 1.7% on
-  the invented trace shapes; docs/routing-results.md, "The models' bound, tried and
-  reverted".) When the engine reports the cached tokens, ``u`` and ``pairs`` are
-  recomputed from them (what was really prefilled; in the router's units,
-  ``Feedback.cached_units``) before the update.
+  above, target the observed TTFT; coefficients clipped at >= 0, then the intercept
+  refitted to the clipped slopes (:mod:`~kvroute.routing.online_regression`): where the
+  decode model's batch and context features move together (overload) clipping alone
+  over-predicts E2E (GSP at 12 requests/s: MAE 2.8 s on a 2.6 s mean; refitted 2.1 s),
+  and the refit moves only the level, the same on every worker of one speed. (The
+  least-squares fit with every coefficient under the bound predicts better still but
+  decided worse: 0.3% on the design grid, 1.7% on the invented trace shapes;
+  docs/routing-results.md, "The models' bound, tried and reverted".) When the engine
+  reports the cached tokens, ``u`` and ``pairs`` are recomputed from them (what was
+  really prefilled; in the router's units, ``Feedback.cached_units``) before the update.
 * ``d`` (per-token decode time): the same, target ``(E2E - TTFT) / (O - 1)`` when O > 1.
   Its features are the batch (requests in flight) and the context (prompt units in
   flight, from the router's accounting, ``prefill_units + decode_units``): every decode
@@ -227,8 +229,10 @@ class Learned(RoutingPolicy):
         k = float(prior_ktoken_s)
         # TTFT: s per 1000 units, s per 1e6 pairs, s fixed; decode: s per token, s per token
         # per request in flight, s per token per 1e5 units of context in flight
-        self.ttft_model = OnlineRegression([k, k / 20.0, k / 10.0], lam=self.forget)
-        self.decode_model = OnlineRegression([k / 5.0, k / 100.0, 0.0], lam=self.forget)
+        self.ttft_model = OnlineRegression([k, k / 20.0, k / 10.0], lam=self.forget,
+                                           intercept=2)
+        self.decode_model = OnlineRegression([k / 5.0, k / 100.0, 0.0], lam=self.forget,
+                                             intercept=0)
         self.decode_mean = k / 2.0  # observed decode seconds, when O is unknown
         self.realisation = HitRealisation(self.forget)
         self.speed = WorkerSpeed(self.forget)  # each worker's slowness, from TTFT residuals
