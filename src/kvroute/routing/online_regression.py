@@ -78,5 +78,6 @@ class OnlineRegression:
         k = px / denom
         self.theta = self.theta + k * (float(y) - float(self.theta @ xv))
         self.P = (self.P - np.outer(k, px)) / self.lam
-        self.M = self.lam * self.M + np.outer(xv, xv)
+        if self.intercept is not None:  # only the refit reads M
+            self.M = self.lam * self.M + np.outer(xv, xv)
         self.samples += 1
