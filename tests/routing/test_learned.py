@@ -179,6 +179,13 @@ def test_learns_hit_realisation_and_reports_errors() -> None:
     tel = policy.telemetry()
     assert tel["ttft"]["count"] == 1  # type: ignore[index]
     assert tel["e2e"]["mean_error_s"] == pytest.approx(0.1805 - 0.3)  # type: ignore[index]
+    policy.on_complete(_feedback(7, policy.route(_req(2000), view).worker, ttft=0.2, e2e=0.5,
+                                 cached=500))
+    e2e = policy.telemetry()["e2e"]
+    assert e2e["count"] == 2 and e2e["observed_sum_s"] == pytest.approx(0.8)  # type: ignore[index]
+    # the sums are what the means are made of (a window is a difference of two reports)
+    assert e2e["abs_error_sum_s"] == pytest.approx(2 * e2e["mean_abs_error_s"])  # type: ignore[index]
+    assert e2e["error_sum_s"] == pytest.approx(2 * e2e["mean_error_s"])  # type: ignore[index]
     unc = policy.costs(_req(2000), view).unc
     assert unc[0] == pytest.approx(1500)
     assert policy.open == {} and policy.len_sum.sum() == 0

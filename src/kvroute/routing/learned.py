@@ -132,8 +132,8 @@ hundred completions; the decision does not depend on its scale when costs are
 prefill-bound); ``ttft_weight`` 3 and ``copy_weight`` 3 (>= 0;
 chosen on the design grid of ``docs/routing-results.md``, seeds 1-3, and checked on seeds
 4-6). No constant depends on a workload. Telemetry: :meth:`telemetry` gives the
-mean absolute and signed error of the predicted TTFT and E2E against the observed ones,
-the learned coefficients, the hit realisation, overall and by age, and each worker's
+mean absolute and signed error of the predicted TTFT and E2E against the observed ones
+(and their sums, for windows: ``_Errors``), the learned coefficients, the hit realisation, overall and by age, and each worker's
 slowness.
 """
 
@@ -183,7 +183,11 @@ class _Open:
 
 
 class _Errors:
-    """Running sums of predicted - observed."""
+    """Running sums of predicted - observed since the policy started. The report gives
+    the sums as well as the means, so that a window can be read off two reports: live,
+    ``delta(...{key="e2e.abs_error_sum_s"}[5m]) / delta(...{key="e2e.count"}[5m])`` on
+    ``kvroute_policy_telemetry`` is the mean absolute error of the last five minutes
+    (the means keep the warm-up for a long time)."""
 
     def __init__(self) -> None:
         self.n = 0
@@ -201,7 +205,9 @@ class _Errors:
         n = max(self.n, 1)
         return {"count": self.n, "mean_abs_error_s": self.abs / n,
                 "mean_error_s": self.signed / n, "mean_observed_s": self.observed / n,
-                "relative_abs_error": self.abs / self.observed if self.observed else 0.0}
+                "relative_abs_error": self.abs / self.observed if self.observed else 0.0,
+                "abs_error_sum_s": self.abs, "error_sum_s": self.signed,
+                "observed_sum_s": self.observed}
 
 
 @register
