@@ -521,6 +521,7 @@ async def test_metrics_show_the_learned_policys_prediction_error() -> None:
                  'kvroute_policy_telemetry{key="e2e.mean_abs_error_s"}',
                  'kvroute_policy_telemetry{key="e2e.abs_error_sum_s"}',  # for windows
                  'kvroute_policy_telemetry{key="hit_realisation"}',
+                 'kvroute_policy_telemetry{key="ttft_coefficients.2"}',  # a list's items
                  # "abd" was routed with "ab" believed cached: learned in its prefix's age
                  # bucket (the bucket depends on the real time between the two requests)
                  'kvroute_policy_telemetry{key="hit_realisation_by_age.'):

@@ -85,9 +85,12 @@ class RouterMetrics:
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
 
     def set_policy_telemetry(self, telemetry: dict[str, object], prefix: str = "") -> None:
-        """Every number in ``telemetry`` (nested keys joined by dots) as a gauge series."""
+        """Every number in ``telemetry`` (nested keys joined by dots, a list's items keyed
+        by their index: ``ttft_coefficients.0``) as a gauge series."""
         for key, value in telemetry.items():
             name = f"{prefix}{key}"
+            if isinstance(value, (list, tuple)):
+                value = {str(i): v for i, v in enumerate(value)}
             if isinstance(value, dict):
                 self.set_policy_telemetry(value, name + ".")
             elif isinstance(value, (int, float)) and not isinstance(value, bool):
