@@ -95,12 +95,13 @@ seeded draws do not depend on the heaps' layout), and visits only the leaves dra
 ghost hit compares the new leaf with the span cut by cut, each on its first 16 pages
 first (most share a page or two), so the span is never joined and a long one is not read.
 
-Replay time (issue 13: within 2x of rlt's; not met, but for GSP with 16-token pages at
-about 2.0x): every victim is one Python step (the lookup above, a ghost, the ghosts it
-pushes out, the tree's trim, a heap entry; about 4 us), against rlt's numpy batches that
-draw a whole call's steps at once: about 2.0x rlt's replay time on GSP with 16-token
-pages, 2.25x with 1-token pages, 2.7x / 2.8x / 2.9x on the Mooncake trace at 1% / 5% /
-10%; measured, with where the time goes, in docs/cache.md.
+Replay time (issue 13: within 2x of rlt's): every victim is one Python step (the lookup
+above, a ghost, the ghosts it pushes out, the tree's trim, a heap entry; about 4 us),
+against rlt's numpy batches that draw a whole call's steps at once. On a quiet machine
+(2026-12-05) ``benchmarks/cache_bench.py`` (GSP, 1-token pages) gives 1.86-1.88x rlt's
+replay time (met) and the Mooncake trace in blocks at 1% / 5% / 10% 2.2x / 2.35x / 2.5x
+(not met); earlier sessions measured up to 2.25x and 2.7-2.9x on a busier machine.
+Measured, with where the time goes, in docs/cache.md.
 """
 
 from __future__ import annotations
