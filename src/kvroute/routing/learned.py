@@ -133,8 +133,8 @@ prefill-bound); ``ttft_weight`` 3 and ``copy_weight`` 3 (>= 0;
 chosen on the design grid of ``docs/routing-results.md``, seeds 1-3, and checked on seeds
 4-6). No constant depends on a workload. Telemetry: :meth:`telemetry` gives the
 mean absolute and signed error of the predicted TTFT and E2E against the observed ones
-(and their sums, for windows: ``_Errors``), the learned coefficients, the hit realisation, overall and by age, and each worker's
-slowness.
+(and their sums, for windows: ``_Errors``), the learned coefficients, the hit
+realisation, overall and by age, and each worker's slowness.
 """
 
 from __future__ import annotations
