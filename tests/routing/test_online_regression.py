@@ -91,3 +91,14 @@ def test_within_the_bounds_the_intercept_refit_changes_nothing() -> None:
     assert model.coefficients() == pytest.approx(model.theta, abs=1e-12)
     with pytest.raises(ConfigError):
         OnlineRegression([0.0, 0.0], intercept=2)
+
+
+def test_coefficients_are_computed_once_per_fit_and_follow_each_update() -> None:
+    model = OnlineRegression([1.0, -1.0], intercept=0)
+    first = model.coefficients()
+    assert model.coefficients() is first and not first.flags.writeable
+    model.update([1.0, 2.0], 5.0)
+    assert model.coefficients() is not first
+    assert model.coefficients().tolist() != first.tolist()
+    model.theta = np.array([0.5, 0.25])  # a replaced fit is read afresh
+    assert model.coefficients().tolist() == [0.5, 0.25]

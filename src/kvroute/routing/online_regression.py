@@ -54,16 +54,23 @@ class OnlineRegression:
         self.floor = float(floor)
         self.intercept = intercept
         self.samples = 0
+        self._coef: np.ndarray | None = None  # coefficients() of the theta in _coef_of
+        self._coef_of: np.ndarray | None = None
 
     def coefficients(self) -> np.ndarray:
         """The coefficients used for prediction: clipped at ``floor``, the intercept (if
-        any) then refitted to the others (the module doc)."""
+        any) then refitted to the others (the module doc). Read-only; computed once per
+        ``theta`` (``update`` replaces it), since a router reads them for every decision."""
+        if self._coef is not None and self._coef_of is self.theta:
+            return self._coef
         out: np.ndarray = np.maximum(self.theta, self.floor)
         i = self.intercept
         if i is not None:
             shift = out - self.theta
             shift[i] = 0.0
             out[i] = max(self.theta[i] - float(self.M[i] @ shift) / self.M[i, i], self.floor)
+        out.flags.writeable = False
+        self._coef, self._coef_of = out, self.theta
         return out
 
     def predict(self, x: Sequence[float] | np.ndarray) -> float:
