@@ -18,6 +18,7 @@ warm-up; without it (the default, as in docs/routing.md's table) they never see 
 from __future__ import annotations
 
 import argparse
+import gc
 import time
 
 import numpy as np
@@ -33,6 +34,7 @@ def prompts(n: int, rng: np.random.Generator, groups: int = 64) -> list[np.ndarr
 
 def bench(policy: str, workers: int, warm: list[np.ndarray], timed: list[np.ndarray],
           ttft: bool = False) -> float:
+    gc.collect()  # the earlier cells' routers (their trees hold cycles) are not timed here
     router = Router(make_router_policy(policy, seed=1), workers)
     now = 0.0
     for p in warm:

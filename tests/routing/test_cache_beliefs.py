@@ -115,7 +115,11 @@ def test_last_sent_comes_from_routing_history_even_for_exact_workers() -> None:
     policy.w = 1
     router.attach_exact(1, FakeExact(np.array([1, 2, 3], dtype=np.int64)))
     router.route(_req([1, 2, 3]), 3.0)
-    assert router.caches.last_sent(_req([1, 2, 3, 9]).units).tolist() == [1.0, 3.0, -np.inf]
-    assert router.caches.last_sent(_req([1, 2, 7]).units).tolist() == [2.0, 3.0, -np.inf]
+    for units, times in (([1, 2, 3, 9], [1.0, 3.0, -np.inf]), ([1, 2, 7], [2.0, 3.0, -np.inf])):
+        matched, last = router.caches.match_last_sent(_req(units).units)
+        assert last.tolist() == times
+        assert matched.tolist() == router.caches.match(_req(units).units).tolist()
     bare = Router(make_router_policy("round_robin"), 2)
-    assert bare.caches.last_sent(_req([1, 2]).units).tolist() == [-np.inf, -np.inf]
+    matched, last = bare.caches.match_last_sent(_req([1, 2]).units)
+    assert last.tolist() == [-np.inf, -np.inf]
+    assert matched.tolist() == [0, 0]

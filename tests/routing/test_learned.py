@@ -140,8 +140,9 @@ class _Unrecorded:
     def sizes(self) -> np.ndarray:
         return np.array([2000, 2000, 0])
 
-    def last_sent(self, units: np.ndarray) -> np.ndarray:
-        return np.full(3, -np.inf)
+    def match_last_sent(self, units: np.ndarray,
+                        now: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        return self.match(units), np.full(3, -np.inf)
 
 
 def test_holders_without_a_record_get_the_overall_rate() -> None:

@@ -73,7 +73,9 @@ def test_matches_a_naive_model(records: list[tuple[int, list[int]]], probe: list
     want = idx.match(np.array(probe, dtype=np.int64)).tolist()
     last = [max((float(t) for t, (v, seq) in enumerate(records) if v == w and m > 0
                  and seq[:m] == probe[:m]), default=-np.inf) for w, m in enumerate(want)]
-    assert idx.last_sent(np.array(probe, dtype=np.int64)).tolist() == last
+    matched, times = idx.match_last_sent(np.array(probe, dtype=np.int64))
+    assert matched.tolist() == want
+    assert times.tolist() == last
 
 
 @settings(max_examples=80, deadline=None)

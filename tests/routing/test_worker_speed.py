@@ -4,8 +4,10 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from kvroute.routing.worker_speed import WorkerSpeed
+from kvroute.routing.worker_speed import WorkerSpeed, _median
 
 
 def test_factors_hand_computed() -> None:
@@ -53,3 +55,9 @@ def test_bad_times_teach_nothing_a_ratio_is_clipped_and_removal_renumbers() -> N
     assert speed.factors(3) == pytest.approx([math.exp(3.0), 1.0, 1.0])
     speed.remove(1)
     assert speed.factors(2) == pytest.approx(np.exp([1.5, -1.5]))
+
+
+@given(st.lists(st.floats(-3.0, 3.0), min_size=1, max_size=70))
+def test_median_is_numpys(values: list[float]) -> None:
+    """The refresh's median is ``np.median``'s, to the bit (odd and even counts)."""
+    assert _median(values) == float(np.median(np.array(values)))

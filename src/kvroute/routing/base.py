@@ -42,6 +42,7 @@ class RouteRequest:
     session: int | None = None
     max_tokens: int | None = None
     _matched: np.ndarray | None = field(default=None, repr=False)
+    _last_sent: np.ndarray | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.units)
@@ -119,9 +120,10 @@ class PrefixSource(Protocol):
     def sizes(self) -> np.ndarray:
         """Units each worker holds."""
 
-    def last_sent(self, units: np.ndarray) -> np.ndarray:
-        """Per worker, when it was last sent the longest prefix of ``units`` it holds
-        (-inf where it holds none or nobody knows)."""
+    def match_last_sent(self, units: np.ndarray,
+                        now: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        """``match(units, now)`` and, per worker, when it was last sent the longest prefix
+        of ``units`` it holds (-inf where it holds none or nobody knows)."""
 
 
 class ClusterView:
@@ -196,13 +198,13 @@ class ClusterView:
     def argmin(self, values: np.ndarray) -> int:
         """The allowed worker with the least ``values[w]`` (ties: the lowest index)."""
         if self._candidates is None:
-            return int(np.argmin(values))
+            return int(values.argmin())
         return int(self._candidates[np.argmin(values[self._candidates])])
 
     def argmax(self, values: np.ndarray) -> int:
         """The allowed worker with the greatest ``values[w]`` (ties: the lowest index)."""
         if self._candidates is None:
-            return int(np.argmax(values))
+            return int(values.argmax())
         return int(self._candidates[np.argmax(values[self._candidates])])
 
     def in_flight(self) -> np.ndarray:
@@ -219,10 +221,15 @@ class ClusterView:
     def last_sent(self, req: RouteRequest) -> np.ndarray:
         """Per worker, when the router last sent it the longest prefix of ``req`` it is
         believed to hold (seconds on the router's clock; -inf where none): of several
-        workers holding the same prefix, the freshest copy is the last sent."""
+        workers holding the same prefix, the freshest copy is the last sent. Computed
+        once; asked before ``matched(req)``, one walk of the index gives both."""
         if self._index is None:
             raise RuntimeError("this policy did not declare uses_index = True")
-        return self._index.last_sent(req.units)
+        if req._last_sent is None:
+            matched, req._last_sent = self._index.match_last_sent(req.units, self.now)
+            if req._matched is None:
+                req._matched = matched
+        return req._last_sent
 
     def index_sizes(self) -> np.ndarray:
         """Units in the router's prefix index per worker (the 'tree size')."""

@@ -16,9 +16,10 @@ Contract:
   that source is ``in_sync`` (raised to the longest common prefix with a prompt in flight
   there, see below), else from the approximate index (0 without one).
   ``sizes()``: the same choice for the units each worker holds. ``exact(w)``: whether
-  worker ``w`` answers from an exact source right now. ``last_sent(units)``: when each
-  worker was last sent its longest prefix of ``units``, from the approximate index's
-  routing history (an exact source says what is held, not when it was last asked for).
+  worker ``w`` answers from an exact source right now. ``match_last_sent(units, now)``:
+  ``match`` and, from the same walk, when each worker was last sent its longest prefix
+  of ``units``, from the approximate index's routing history (an exact source says what
+  is held, not when it was last asked for).
 * In flight. An engine reports a prompt only once it has computed it, but a prompt routed
   to a worker is there for whatever arrives after it (requests run and are admitted in
   order, and a running request's blocks cannot be evicted). So the router declares each
@@ -130,6 +131,20 @@ class CacheBeliefs:
         """Prefix units of ``units`` each worker is believed to hold (see the module doc)."""
         out = (self.approx.match(units, now) if self.approx is not None
                else np.zeros(len(self._exact), dtype=np.int64))
+        return self._exact_matches(units, out)
+
+    def match_last_sent(self, units: np.ndarray,
+                        now: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        """``match(units, now)`` and, per worker, when the router last sent it the longest
+        prefix of ``units`` it is believed to hold, from the approximate index (routing
+        history, kept for every worker; -inf where unknown): one walk for both."""
+        if self.approx is None:
+            return self.match(units, now), np.full(len(self._exact), -np.inf)
+        out, times = self.approx.match_last_sent(units)
+        return self._exact_matches(units, out), times
+
+    def _exact_matches(self, units: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """``out`` (the approximate matches) with each in-sync exact worker's own."""
         for w, src in enumerate(self._exact):
             if src is not None and src.in_sync:
                 held = src.match(units)
@@ -137,14 +152,6 @@ class CacheBeliefs:
                     held = max(held, _common(prompt, units))
                 out[w] = held
         return out
-
-    def last_sent(self, units: np.ndarray) -> np.ndarray:
-        """Per worker, when the router last sent it the longest prefix of ``units`` it is
-        believed to hold, from the approximate index (routing history, kept for every
-        worker); -inf where unknown."""
-        if self.approx is None:
-            return np.full(len(self._exact), -np.inf)
-        return self.approx.last_sent(units)
 
     def approx_match(self, units: np.ndarray, worker: int) -> int:
         """The approximate index's match alone, for one worker (0 without an index)."""

@@ -26,6 +26,8 @@ the caller's (``view.now`` minus the record time).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 __all__ = ["HitRealisation"]
@@ -41,21 +43,23 @@ class HitRealisation:
         self.age_den = np.zeros(buckets)
         self.samples = 0.0
         self._per = np.ones(buckets)  # each bucket's estimate, refreshed by update()
+        self._table = np.ones(buckets + 1)  # _per, then overall (for bucket -1)
         self._oldest = 1.0
 
     @property
     def overall(self) -> float:
         return self.num / self.den if self.den > 0 else 1.0
 
-    def bucket(self, last: np.ndarray, now: float) -> np.ndarray:
-        """The age bucket of record times ``last`` at ``now`` (-1 where not finite)."""
-        known = np.isfinite(last)
-        age = np.maximum(now - np.where(known, last, now), 0.0)
-        b = np.minimum(np.floor(np.log2(age / self.unit_s + 1.0)), len(self.age_num) - 1)
-        return np.where(known, b, -1).astype(np.int64)
+    def bucket(self, last: float, now: float) -> int:
+        """The age bucket of a record made at ``last``, at ``now`` (-1 if not finite)."""
+        if not math.isfinite(last):
+            return -1
+        age = max(now - last, 0.0)
+        return min(math.floor(math.log2(age / self.unit_s + 1.0)), len(self.age_num) - 1)
 
     def estimate(self, buckets: np.ndarray) -> np.ndarray:
-        return np.where(buckets >= 0, self._per[np.maximum(buckets, 0)], self.overall)
+        out: np.ndarray = self._table[buckets]  # bucket -1 reads the last entry: overall
+        return out
 
     def oldest(self) -> float:
         """The estimate of the oldest age bucket with evidence (``overall`` before any):
@@ -81,6 +85,7 @@ class HitRealisation:
         self._per = (self.age_num + r * m) / (self.age_den + m)
         seen = np.flatnonzero(self.age_den > 1e-9)
         self._oldest = float(self._per[seen[-1]]) if len(seen) else r
+        self._table = np.append(self._per, r)
 
     def by_age(self) -> dict[str, float]:
         """Per bucket with evidence, keyed by its lower age bound ("0s", "0.125s", ...)."""

@@ -243,9 +243,13 @@ class Learned(RoutingPolicy):
         self.realisation = HitRealisation(self.forget)
         self.speed = WorkerSpeed(self.forget)  # each worker's slowness, from TTFT residuals
         self.decode_speed = WorkerSpeed(self.forget)  # the same from decode residuals
+        self._slowness = np.ones(0)  # slowness(n), cached until either factor changes
+        self._slowness_key: tuple[int, int, int] | None = None
+        self._slowness_equal = True
         self.unc_sum = np.zeros(0)
         self.len_sum = np.zeros(0)
         self.count = np.zeros(0)  # this policy's open requests per worker
+        self.frac = np.ones(0)  # f_w = unc_sum / len_sum, at most 1 (1 where no record)
         self.open: dict[int, _Open] = {}
         self.ttft_errors = _Errors()
         self.e2e_errors = _Errors()
@@ -257,15 +261,24 @@ class Learned(RoutingPolicy):
             self.unc_sum = np.concatenate([self.unc_sum, np.zeros(pad)])
             self.len_sum = np.concatenate([self.len_sum, np.zeros(pad)])
             self.count = np.concatenate([self.count, np.zeros(pad)])
+            self.frac = np.concatenate([self.frac, np.ones(pad)])
         self.speed.ensure(n)
         self.decode_speed.ensure(n)
+
+    def _refresh_frac(self, w: int) -> None:
+        total = self.len_sum[w]
+        self.frac[w] = min(self.unc_sum[w] / total, 1.0) if total > 0 else 1.0
 
     def slowness(self, n: int) -> np.ndarray:
         """Per worker, the factor learned from its TTFT residuals where its decode
         residuals deviate the same way (both told apart from the typical worker), else 1."""
-        t = self.speed.factors(n)
-        d = self.decode_speed.factors(n)
-        return np.where((t - 1.0) * (d - 1.0) > 0, t, 1.0)
+        if self._slowness_key != (n, self.speed.version, self.decode_speed.version):
+            t = self.speed.factors(n)  # the factors change only with an update (a version)
+            d = self.decode_speed.factors(n)
+            self._slowness = np.where((t - 1.0) * (d - 1.0) > 0, t, 1.0)
+            self._slowness_equal = bool((self._slowness == 1.0).all())
+            self._slowness_key = (n, self.speed.version, self.decode_speed.version)
+        return self._slowness
 
     def on_workers_changed(self, count: int) -> None:
         self._ensure(count)
@@ -275,6 +288,7 @@ class Learned(RoutingPolicy):
         self.unc_sum = np.delete(self.unc_sum, index)
         self.len_sum = np.delete(self.len_sum, index)
         self.count = np.delete(self.count, index)
+        self.frac = np.delete(self.frac, index)
         self.speed.remove(index)
         self.decode_speed.remove(index)
         for rec in self.open.values():
@@ -290,40 +304,40 @@ class Learned(RoutingPolicy):
     def costs(self, req: RouteRequest, view: ClusterView) -> Costs:
         """Per worker, as in the module doc."""
         n = len(view)
-        self._ensure(n)
+        if len(self.unc_sum) < n:
+            self._ensure(n)
         length = float(len(req))
+        last = view.last_sent(req)  # first: one walk of the index gives matched as well
         matched = view.matched(req).astype(np.float64)
-        if (matched > 0).any():
-            last = view.last_sent(req)
-            age = self.realisation.bucket(last, view.now)
-        else:  # nothing believed cached: no age to look up (and no holder to compare)
-            age = np.full(n, -1, dtype=np.int64)
+        age = np.full(n, -1, dtype=np.int64)
+        for w in np.flatnonzero(np.isfinite(last)).tolist():  # the few workers with a record
+            age[w] = self.realisation.bucket(float(last[w]), view.now)
         hit = np.minimum(self.realisation.estimate(age) * matched, length - 1.0)
         unc = length - hit
         pairs = unc * (hit + unc / 2.0)
         ws = view.workers
-        prefill = np.fromiter((w.prefill_units for w in ws), np.float64, n)
-        flight = np.fromiter((w.in_flight for w in ws), np.float64, n)
-        frac = np.divide(self.unc_sum[:n], self.len_sum[:n], out=np.ones(n),
-                         where=self.len_sum[:n] > 0)
-        ahead = prefill * np.minimum(frac, 1.0)
-        a = self.ttft_model.coefficients()
-        work = a[0] * unc / 1000.0 + a[1] * pairs / 1e6
+        prefill, flight, decoding = np.array(
+            [[w.prefill_units for w in ws], [w.in_flight for w in ws],
+             [w.decode_units for w in ws]], dtype=np.float64)
+        ahead = prefill * self.frac[:n]
+        a0, a1, a2 = self.ttft_model.coefficients().tolist()
+        work = a0 * unc / 1000.0 + a1 * pairs / 1e6
         slow = self.slowness(n)
-        ttft = work + slow * a[0] * ahead / 1000.0 + a[2]
-        ctx = (np.fromiter((w.prefill_units + w.decode_units for w in ws), np.float64, n)
-               + length) / 1e5
+        equal = self._slowness_equal  # every factor 1: skip the products (the same values)
+        ttft = work + (a0 * ahead if equal else slow * a0 * ahead) / 1000.0 + a2
+        ctx = (prefill + decoding + length) / 1e5
         if req.max_tokens is not None:
-            d = self.decode_model.coefficients()
-            dec = (req.max_tokens - 1) * (d[0] + d[1] * (flight + 1.0) + d[2] * ctx)
+            d0, d1, d2 = self.decode_model.coefficients().tolist()
+            dec = (req.max_tokens - 1) * (d0 + d1 * (flight + 1.0) + d2 * ctx)
         else:
             dec = np.full(n, self.decode_mean)
-        dec = dec * slow
-        own = ttft + dec
+        own = ttft + (dec if equal else dec * slow)
         allowed = view.candidates()
-        lam = flight + (flight + float(flight[allowed].mean())) / 2.0
-        top = float(hit[allowed].max())
-        copy = a[0] * np.maximum(top - hit, 0.0) / 1000.0
+        every = len(allowed) == n  # then the candidates' values are the arrays themselves
+        lam = flight + (flight + float((flight if every else flight[allowed]).sum())
+                        / len(allowed)) / 2.0
+        top = float((hit if every else hit[allowed]).max())
+        copy = a0 * np.maximum(top - hit, 0.0) / 1000.0
         scarcity = self.copy_weight * (1.0 - self.realisation.oldest())
         cost = own + self.ttft_weight * ttft + lam * work + scarcity * (1.0 + lam) * copy
         return Costs(cost, own, ttft, unc, ahead, ctx, age)
@@ -348,6 +362,7 @@ class Learned(RoutingPolicy):
         self.unc_sum[w] += unc[w]
         self.len_sum[w] += len(req)
         self.count[w] += 1
+        self._refresh_frac(w)
         return Decision(w, branch="min_marginal_cost", predicted_s=float(own[w]))
 
     # ------------------------------------------------------------------ learning
@@ -362,6 +377,7 @@ class Learned(RoutingPolicy):
             self.count[w] = max(0.0, self.count[w] - 1)
             if self.len_sum[w] <= 0 or self.count[w] <= 0:
                 self.unc_sum[w] = self.len_sum[w] = self.count[w] = 0.0
+            self._refresh_frac(w)
         if not fb.ok or fb.e2e_s is None:
             return
         self.e2e_errors.add(rec.pred_e2e, fb.e2e_s)
@@ -377,7 +393,7 @@ class Learned(RoutingPolicy):
             self.ttft_model.update(x, fb.ttft_s)
             decode_s = max(0.0, fb.e2e_s - fb.ttft_s)
             # the decode model learns times at the typical worker's speed
-            s_w = self.slowness(w + 1)[w]
+            s_w = self.slowness(max(len(self.unc_sum), w + 1))[w]  # the decisions' n: cached
             if rec.out is not None and rec.out > 1:
                 per_token = decode_s / (rec.out - 1)
                 self.decode_speed.update(w, per_token, self.decode_model.predict(rec.x_dec))

@@ -9,8 +9,9 @@ Contract:
 
 * ``match(units)`` returns, for every worker, the length of the longest prefix of
   ``units`` it holds. It changes nothing (no split, no timestamp), so probing costs one
-  walk down the tree whatever the number of workers. ``last_sent(units)`` walks the same
-  path and gives, per worker, the time of its record at the deepest node it matched.
+  walk down the tree whatever the number of workers. ``match_last_sent(units)`` gives the
+  match and, from the same walk, per worker, the time of its record at the deepest node
+  it matched.
 * ``record(w, units, now)`` marks every prefix of ``units`` as held by ``w`` at ``now``;
   ``forget(w, units, keep, now)`` undoes it beyond the ``keep`` units ``w`` held before,
   for a request that never reached ``w`` (later records of those units stay);
@@ -83,12 +84,13 @@ class PrefixIndex:
         """Longest prefix of ``units`` each worker holds (``now`` is unused: no side effect)."""
         return self._walk(units, None)
 
-    def last_sent(self, units: np.ndarray) -> np.ndarray:
-        """Per worker, when it was last recorded at the deepest node of ``units`` it holds
-        (the freshest sign of its copy of its longest prefix); -inf where it holds none."""
+    def match_last_sent(self, units: np.ndarray,
+                        now: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        """``match(units)`` and, per worker, when it was last recorded at the deepest node
+        of ``units`` it holds (the freshest sign of its copy of its longest prefix; -inf
+        where it holds none), in one walk."""
         times = np.full(len(self._sizes), -np.inf)
-        self._walk(units, times)
-        return times
+        return self._walk(units, times), times
 
     def _walk(self, units: np.ndarray, times: np.ndarray | None) -> np.ndarray:
         out = np.zeros(len(self._sizes), dtype=np.int64)

@@ -47,6 +47,7 @@ class WorkerSpeed:
         self.squares = np.zeros(0)
         self.counts = np.zeros(0)
         self._factors = np.ones(0)  # refreshed by update(): routing only reads them
+        self.version = 0  # counts the refreshes: the factors change only with it
 
     def ensure(self, n: int) -> None:
         if len(self.sums) < n:
@@ -80,13 +81,21 @@ class WorkerSpeed:
         self._refresh()
 
     def _refresh(self) -> None:
+        self.version += 1
         if not len(self.sums):
             self._factors = np.ones(0)
             return
         n = np.maximum(self.counts + self.prior, 1e-12)
         logs = self.sums / n
-        dev = logs - np.median(logs)
+        dev = logs - _median(logs.tolist())
         se2 = np.maximum(self.squares / n - logs * logs, 0.0) / n
         told_apart = dev * dev > self.z * self.z * se2
         beyond = np.sign(dev) * np.maximum(np.abs(dev) - self.margin, 0.0)
         self._factors = np.where(told_apart, np.exp(beyond), 1.0)
+
+
+def _median(values: list[float]) -> float:
+    """``np.median`` of a few values, without its overhead (a refresh per completion)."""
+    v = sorted(values)
+    mid = len(v) // 2
+    return v[mid] if len(v) % 2 else (v[mid - 1] + v[mid]) / 2.0
