@@ -198,13 +198,13 @@ class ClusterView:
     def argmin(self, values: np.ndarray) -> int:
         """The allowed worker with the least ``values[w]`` (ties: the lowest index)."""
         if self._candidates is None:
-            return int(values.argmin())
+            return int(np.asarray(values).argmin())
         return int(self._candidates[np.argmin(values[self._candidates])])
 
     def argmax(self, values: np.ndarray) -> int:
         """The allowed worker with the greatest ``values[w]`` (ties: the lowest index)."""
         if self._candidates is None:
-            return int(values.argmax())
+            return int(np.asarray(values).argmax())
         return int(self._candidates[np.argmax(values[self._candidates])])
 
     def in_flight(self) -> np.ndarray:
