@@ -121,3 +121,28 @@ def test_compact_falls_back_to_arrays_for_random_ids() -> None:
     assert all(isinstance(p, np.ndarray) for p in prompts + inserts)
     np.testing.assert_array_equal(prompts[3], seqs[3])
     assert hit_rate_ceilings(prompts, 100) == hit_rate_ceilings(seqs, 100)
+
+
+def test_runs_compact_only_when_the_runs_are_long() -> None:
+    """``Runs.compact``: ``Runs.of`` where the runs hold at least ``ratio`` ids each on
+    average, None where they do not (random ids: one run per id), the empty sequence
+    compact."""
+    rng = np.random.default_rng(2)
+    blocks = np.concatenate([7 * 512 + np.arange(512), 3 * 512 + np.arange(100)])
+    r = Runs.compact(blocks, 16)
+    assert r is not None and r.runs == 2
+    np.testing.assert_array_equal(r.array(), blocks)
+    assert Runs.compact(r, 16) is r and Runs.compact(r, 400) is None
+    assert Runs.compact(blocks, 400) is None  # 306 ids per run
+    assert Runs.compact(rng.integers(0, 10**6, size=64), 16) is None
+    for _ in range(100):
+        arr = _mixed(rng, int(rng.integers(1, 40)))
+        ratio = float(rng.uniform(0.5, 4.0))
+        full = Runs.of(arr)
+        got = Runs.compact(arr, ratio)
+        if len(arr) >= ratio * full.runs:
+            assert got is not None
+            assert (got.starts, got.steps, got.ends) == (full.starts, full.steps, full.ends)
+        else:
+            assert got is None
+    assert len(Runs.compact(np.zeros(0, dtype=np.int64), 16)) == 0

@@ -102,8 +102,8 @@ class Job:
         copy whose ``tokens`` is a zero-stride stand-in of the right length (no memory)."""
         if self.parked is not None:
             return
-        runs = Runs.of(self.req.tokens)
-        if len(runs) >= COMPACT_RATIO * runs.runs:
+        runs = Runs.compact(self.req.tokens, COMPACT_RATIO)
+        if runs is not None:
             self.parked = runs
             self.req = replace(self.req, tokens=np.broadcast_to(np.int64(0), (len(runs),)))
 
