@@ -123,3 +123,17 @@ def test_last_sent_comes_from_routing_history_even_for_exact_workers() -> None:
     matched, last = bare.caches.match_last_sent(_req([1, 2]).units)
     assert last.tolist() == [-np.inf, -np.inf]
     assert matched.tolist() == [0, 0]
+
+
+def test_the_view_gives_the_same_match_whichever_is_asked_first() -> None:
+    """``view.last_sent`` asked first fills ``view.matched`` from the same walk (the exact
+    worker's own match included); asked after it, the match stays and the times agree."""
+    router = Router(Fixed(0), 3)
+    router.route(_req([1, 2, 3]), 1.0)
+    router.attach_exact(1, FakeExact(np.array([1, 2, 3], dtype=np.int64)))
+    view = router.view
+    first, then = _req([1, 2, 3, 9]), _req([1, 2, 3, 9])
+    times = view.last_sent(first)
+    assert view.matched(first).tolist() == [3, 3, 0]
+    assert view.matched(then).tolist() == [3, 3, 0]
+    assert view.last_sent(then).tolist() == times.tolist() == [1.0, -np.inf, -np.inf]
