@@ -245,7 +245,6 @@ class Learned(RoutingPolicy):
         self.decode_speed = WorkerSpeed(self.forget)  # the same from decode residuals
         self._slowness = np.ones(0)  # slowness(n), cached until either factor changes
         self._slowness_key: tuple[int, int, int] | None = None
-        self._slowness_equal = True
         self.unc_sum = np.zeros(0)
         self.len_sum = np.zeros(0)
         self.count = np.zeros(0)  # this policy's open requests per worker
@@ -276,7 +275,6 @@ class Learned(RoutingPolicy):
             t = self.speed.factors(n)  # the factors change only with an update (a version)
             d = self.decode_speed.factors(n)
             self._slowness = np.where((t - 1.0) * (d - 1.0) > 0, t, 1.0)
-            self._slowness_equal = bool((self._slowness == 1.0).all())
             self._slowness_key = (n, self.speed.version, self.decode_speed.version)
         return self._slowness
 
@@ -304,8 +302,7 @@ class Learned(RoutingPolicy):
     def costs(self, req: RouteRequest, view: ClusterView) -> Costs:
         """Per worker, as in the module doc."""
         n = len(view)
-        if len(self.unc_sum) < n:
-            self._ensure(n)
+        self._ensure(n)
         length = float(len(req))
         last = view.last_sent(req)  # first: one walk of the index gives matched as well
         matched = view.matched(req).astype(np.float64)
@@ -323,20 +320,17 @@ class Learned(RoutingPolicy):
         a0, a1, a2 = self.ttft_model.coefficients().tolist()
         work = a0 * unc / 1000.0 + a1 * pairs / 1e6
         slow = self.slowness(n)
-        equal = self._slowness_equal  # every factor 1: skip the products (the same values)
-        ttft = work + (a0 * ahead if equal else slow * a0 * ahead) / 1000.0 + a2
+        ttft = work + slow * a0 * ahead / 1000.0 + a2
         ctx = (prefill + decoding + length) / 1e5
         if req.max_tokens is not None:
             d0, d1, d2 = self.decode_model.coefficients().tolist()
             dec = (req.max_tokens - 1) * (d0 + d1 * (flight + 1.0) + d2 * ctx)
         else:
             dec = np.full(n, self.decode_mean)
-        own = ttft + (dec if equal else dec * slow)
+        own = ttft + dec * slow
         allowed = view.candidates()
-        every = len(allowed) == n  # then the candidates' values are the arrays themselves
-        lam = flight + (flight + float((flight if every else flight[allowed]).sum())
-                        / len(allowed)) / 2.0
-        top = float((hit if every else hit[allowed]).max())
+        lam = flight + (flight + float(flight[allowed].sum()) / len(allowed)) / 2.0
+        top = float(hit[allowed].max())
         copy = a0 * np.maximum(top - hit, 0.0) / 1000.0
         scarcity = self.copy_weight * (1.0 - self.realisation.oldest())
         cost = own + self.ttft_weight * ttft + lam * work + scarcity * (1.0 + lam) * copy

@@ -30,6 +30,7 @@ business. No clock; ``forget`` counts samples.
 from __future__ import annotations
 
 import math
+import statistics
 
 import numpy as np
 
@@ -87,15 +88,8 @@ class WorkerSpeed:
             return
         n = np.maximum(self.counts + self.prior, 1e-12)
         logs = self.sums / n
-        dev = logs - _median(logs.tolist())
+        dev = logs - statistics.median(logs.tolist())  # np.median's value, less overhead
         se2 = np.maximum(self.squares / n - logs * logs, 0.0) / n
         told_apart = dev * dev > self.z * self.z * se2
         beyond = np.sign(dev) * np.maximum(np.abs(dev) - self.margin, 0.0)
         self._factors = np.where(told_apart, np.exp(beyond), 1.0)
-
-
-def _median(values: list[float]) -> float:
-    """``np.median`` of a few values, without its overhead (a refresh per completion)."""
-    v = sorted(values)
-    mid = len(v) // 2
-    return v[mid] if len(v) % 2 else (v[mid - 1] + v[mid]) / 2.0
