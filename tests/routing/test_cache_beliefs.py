@@ -137,3 +137,6 @@ def test_the_view_gives_the_same_match_whichever_is_asked_first() -> None:
     assert view.matched(first).tolist() == [3, 3, 0]
     assert view.matched(then).tolist() == [3, 3, 0]
     assert view.last_sent(then).tolist() == times.tolist() == [1.0, -np.inf, -np.inf]
+    early = _req([1, 2, 3, 9])  # the live proxy asks the router first, for its metrics
+    assert router.matched(early).tolist() == [3, 3, 0]
+    assert view.last_sent(early).tolist() == times.tolist()

@@ -37,20 +37,20 @@ from kvroute.cache.radix import RadixCache, as_tokens
 __all__ = ["RunRadixCache", "Runs"]
 
 
-def _run_starts(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Where :meth:`Runs.of`'s runs of ``arr`` start (none if it is empty), and the steps
-    between its ids (``np.diff``)."""
-    n = len(arr)
+def _steps(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The steps between the ids of ``arr`` (``np.diff``) and where they are +-1."""
     d = np.diff(arr)
-    if n == 0:
-        return np.zeros(0, dtype=np.int64), d
-    unit = (d == 1) | (d == -1)
+    return d, (d == 1) | (d == -1)
+
+
+def _run_starts(d: np.ndarray, unit: np.ndarray) -> np.ndarray:
+    """Where :meth:`Runs.of`'s runs start, from :func:`_steps` of a non-empty array."""
     # token i (>= 1) starts a run unless it steps by +-1 from token i-1 by the same
     # step as the run it would join (tokens i-2, i-1 stepped that way or i-1 started it)
     brk = ~unit
-    if n > 2:
+    if len(d) > 1:
         brk[1:] |= unit[:-1] & (d[1:] != d[:-1])
-    return np.concatenate(([0], np.flatnonzero(brk) + 1)), d
+    return np.concatenate(([0], np.flatnonzero(brk) + 1))
 
 
 class Runs(Sequence[int]):
@@ -70,7 +70,10 @@ class Runs(Sequence[int]):
         if isinstance(tokens, Runs):
             return tokens
         arr = as_tokens(tokens)
-        return cls._encode(arr, *_run_starts(arr))
+        if len(arr) == 0:
+            return _EMPTY_RUNS
+        d, unit = _steps(arr)
+        return cls._encode(arr, _run_starts(d, unit), d)
 
     @classmethod
     def compact(cls, tokens: Sequence[int] | np.ndarray | Runs, ratio: float) -> Runs | None:
@@ -79,14 +82,17 @@ class Runs(Sequence[int]):
         if isinstance(tokens, Runs):
             return tokens if len(tokens) >= ratio * tokens.runs else None
         arr = as_tokens(tokens)
-        first, d = _run_starts(arr)
+        if len(arr) == 0:
+            return _EMPTY_RUNS
+        d, unit = _steps(arr)
+        if len(arr) < ratio * (1 + len(d) - np.count_nonzero(unit)):
+            return None  # each step other than +-1 starts a run: too many already
+        first = _run_starts(d, unit)
         return cls._encode(arr, first, d) if len(arr) >= ratio * len(first) else None
 
     @classmethod
     def _encode(cls, arr: np.ndarray, first: np.ndarray, d: np.ndarray) -> Runs:
         n = len(arr)
-        if n == 0:
-            return _EMPTY_RUNS
         ends = np.append(first[1:], n)
         steps = np.where(ends - first > 1, d[np.minimum(first, n - 2)] if n > 1 else 1, 1)
         return cls(tuple(arr[first].tolist()), tuple(steps.tolist()), tuple(ends.tolist()))

@@ -145,9 +145,9 @@ class Router:
     def matched(self, req: RouteRequest) -> np.ndarray:
         """Prefix units of ``req`` the router believes each worker holds (zeros without an
         index or exact source); computed once per request and shared with the policy's
-        view."""
+        view, with the times its ``view.last_sent`` reads (the same walk of the index)."""
         if req._matched is None:
-            req._matched = self.caches.match(req.units)
+            req._matched, req._last_sent = self.caches.match_last_sent(req.units)
         return req._matched
 
     def attach_exact(self, worker: int, source: ExactCache) -> None:
