@@ -379,3 +379,24 @@ def test_only_requests_with_nothing_ahead_teach_the_speed() -> None:
     policy.route(_req(2000), view_of([WorkerState(0), WorkerState(1)]))
     policy.on_complete(_feedback(7, 0, ttft=5.0, e2e=5.1, cached=0))
     assert policy.speed.counts.sum() == 1
+
+
+def test_the_reported_e2e_reads_its_own_decode_model_and_decides_nothing() -> None:
+    """``predicted_s`` is the chosen worker's TTFT plus (O - 1) times ``decode_report``'s
+    time per token; the costs, and so the choice, read only ``decode_model``. Each
+    completion teaches ``decode_report`` as a sample of weight O - 1."""
+    view = view_of([WorkerState(0, in_flight=1, decode_units=50000),
+                    WorkerState(1, in_flight=1)])
+    policy = Learned()
+    policy.decode_model.theta = np.array([0.02, 0.001, 0.05])
+    before = policy.costs(_req(2000, out=5), view).cost
+    policy.decode_report.theta = np.array([0.01, 0.0, 0.0])  # 0.01 s per token anywhere
+    assert policy.costs(_req(2000, out=5), view).cost.tolist() == before.tolist()
+    d = policy.route(_req(2000, out=5), view)
+    assert d.worker == 1 and d.predicted_s == pytest.approx(0.22 + 4 * 0.01)
+    m = policy.decode_report.M.copy()
+    policy.on_complete(_feedback(7, 1, ttft=0.2, e2e=0.6, cached=0))
+    x = np.array([1.0, 2.0, 0.02])
+    np.testing.assert_allclose(policy.decode_report.M, policy.forget * m + 4 * np.outer(x, x))
+    assert policy.telemetry()["reported_decode_coefficients"] == \
+        policy.decode_report.coefficients().tolist()

@@ -102,3 +102,23 @@ def test_coefficients_are_computed_once_per_fit_and_follow_each_update() -> None
     assert model.coefficients().tolist() != first.tolist()
     model.theta = np.array([0.5, 0.25])  # a replaced fit is read afresh
     assert model.coefficients().tolist() == [0.5, 0.25]
+
+
+def test_a_ridge_pulls_undetermined_coefficients_to_the_prior() -> None:
+    """The coefficients with ``ridge`` are the penalised least-squares fit (solved in one
+    batch here); a ridge of 0 changes nothing, and where two features move together the
+    ridged one stays near its prior while the other explains the target."""
+    x, y = collinear()
+    plain = fitted(x, y, floor=-math.inf)
+    assert fitted(x, y, floor=-math.inf, ridge=[0.0, 0.0, 0.0]).coefficients() == \
+        pytest.approx(plain.coefficients(), abs=1e-9)
+    r = np.diag([0.0, 0.0, 50.0])
+    ridged = fitted(x, y, floor=-math.inf, ridge=[0.0, 0.0, 50.0])
+    expected = np.linalg.solve(x.T @ x + r, x.T @ y)  # prior 0
+    assert ridged.coefficients() == pytest.approx(expected, rel=1e-6)
+    assert abs(ridged.coefficients()[2]) < 0.5 * abs(plain.coefficients()[2])
+    assert ridged.coefficients()[1] > 0 > plain.coefficients()[1]
+    with pytest.raises(ConfigError):
+        OnlineRegression([0.0, 0.0], ridge=[1.0])
+    with pytest.raises(ConfigError):
+        OnlineRegression([0.0, 0.0], ridge=[1.0, -1.0])

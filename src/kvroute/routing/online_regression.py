@@ -22,8 +22,16 @@ itself at least ``floor``. The slopes stay the clipped ones, so a caller that co
 predictions across choices with the same intercept decides as with plain clipping, and
 the level of the predictions loses most of the bias. (The least-squares fit with every
 coefficient under the bound predicts better still, but ``learned`` decided worse with
-it: docs/routing-results.md, "The models' bound, tried and reverted".) Mechanism only:
-which features and targets are the caller's business.
+it: docs/routing-results.md, "The models' bound, tried and reverted".)
+
+With ``ridge`` (one weight >= 0 per coefficient, ``R`` their diagonal matrix) the fit is
+pulled towards ``prior`` where the data leave it undetermined: the coefficients are
+``(M + R)^-1 (M theta + R prior)`` (the least-squares fit plus ``R``'s penalty on the
+distance from the prior; ``M`` grows with the samples, so the pull fades where they tell
+the coefficients apart, and stays in the directions they do not, e.g. two features that
+move together), then clipped and the intercept refitted as above, with ``M + R`` for
+``M``. A sample of weight ``v`` is ``update(sqrt(v) x, sqrt(v) y)``. Mechanism only:
+which features, weights and targets are the caller's business.
 """
 
 from __future__ import annotations
@@ -39,7 +47,8 @@ __all__ = ["OnlineRegression"]
 
 class OnlineRegression:
     def __init__(self, prior: Sequence[float], lam: float = 0.998, p0: float = 1e3,
-                 floor: float = 0.0, intercept: int | None = None) -> None:
+                 floor: float = 0.0, intercept: int | None = None,
+                 ridge: Sequence[float] | None = None) -> None:
         if not 0.0 < lam <= 1.0:
             raise ConfigError(f"forgetting factor must be in (0, 1], got {lam}")
         if not p0 > 0:
@@ -53,6 +62,11 @@ class OnlineRegression:
         self.lam = float(lam)
         self.floor = float(floor)
         self.intercept = intercept
+        self.prior = self.theta.copy()
+        self.ridge = None if ridge is None else np.diag(np.asarray(ridge, dtype=np.float64))
+        if self.ridge is not None and (self.ridge.shape != self.P.shape
+                                       or not (np.diag(self.ridge) >= 0).all()):
+            raise ConfigError(f"ridge needs {n} weights >= 0, got {list(ridge or ())}")
         self.samples = 0
         self._coef: np.ndarray | None = None  # coefficients() of the theta in _coef_of
         self._coef_of: np.ndarray | None = None
@@ -63,12 +77,17 @@ class OnlineRegression:
         ``theta`` (``update`` replaces it), since a router reads them for every decision."""
         if self._coef is not None and self._coef_of is self.theta:
             return self._coef
-        out: np.ndarray = np.maximum(self.theta, self.floor)
+        theta: np.ndarray = self.theta
+        m = self.M
+        if self.ridge is not None:
+            m = m + self.ridge
+            theta = np.linalg.solve(m, self.M @ theta + self.ridge @ self.prior)
+        out: np.ndarray = np.maximum(theta, self.floor)
         i = self.intercept
         if i is not None:
-            shift = out - self.theta
+            shift = out - theta
             shift[i] = 0.0
-            out[i] = max(self.theta[i] - float(self.M[i] @ shift) / self.M[i, i], self.floor)
+            out[i] = max(theta[i] - float(m[i] @ shift) / m[i, i], self.floor)
         out.flags.writeable = False
         self._coef, self._coef_of = out, self.theta
         return out
@@ -85,6 +104,6 @@ class OnlineRegression:
         k = px / denom
         self.theta = self.theta + k * (float(y) - float(self.theta @ xv))
         self.P = (self.P - np.outer(k, px)) / self.lam
-        if self.intercept is not None:  # only the refit reads M
+        if self.intercept is not None or self.ridge is not None:  # only these read M
             self.M = self.lam * self.M + np.outer(xv, xv)
         self.samples += 1
