@@ -5,7 +5,7 @@ import statistics
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kvroute.routing.worker_speed import WorkerSpeed
@@ -58,6 +58,7 @@ def test_bad_times_teach_nothing_a_ratio_is_clipped_and_removal_renumbers() -> N
     assert speed.factors(2) == pytest.approx(np.exp([1.5, -1.5]))
 
 
+@settings(deadline=None)  # no time limit: a loaded machine must not fail it
 @given(st.lists(st.floats(-3.0, 3.0), min_size=1, max_size=70))
 def test_median_is_numpys(values: list[float]) -> None:
     """The refresh's median (the standard library's, cheaper on a few values) is
