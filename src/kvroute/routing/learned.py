@@ -374,11 +374,10 @@ class Learned(RoutingPolicy):
             w = int(tied[np.argmin(view.index_sizes()[tied])])
         flight = view.workers[w].in_flight
         u = float(unc[w])
-        c = float(ctx[w])
+        x_dec = np.array([1.0, flight + 1.0, ctx[w]])
         pred_e2e = float(own[w])  # reported: with max_tokens, decode from decode_report
         if req.max_tokens is not None:
-            r0, r1, r2 = self.decode_report.coefficients().tolist()
-            decode = (req.max_tokens - 1) * (r0 + r1 * (flight + 1.0) + r2 * c)
+            decode = (req.max_tokens - 1) * self.decode_report.predict(x_dec)
             pred_e2e = float(ttft[w]) + float(self.slowness(len(view))[w]) * decode
         hit = len(req) - u
         self.open[req.rid] = _Open(
@@ -386,7 +385,7 @@ class Learned(RoutingPolicy):
             matched=int(view.matched(req)[w]), age=int(age[w]),
             x_ttft=np.array([(ahead[w] + u) / 1000.0, u * (hit + u / 2.0) / 1e6, 1.0]),
             ahead=float(ahead[w]),
-            x_dec=np.array([1.0, flight + 1.0, c]), out=req.max_tokens,
+            x_dec=x_dec, out=req.max_tokens,
             pred_ttft=float(ttft[w]), pred_e2e=pred_e2e)
         self.unc_sum[w] += unc[w]
         self.len_sum[w] += len(req)
