@@ -28,6 +28,10 @@ the same grid, e.g. 8 workers (docs/routing-results.md, "Off the design grid"):
 
 or a smaller KV pool, without the Mooncake cells (its longest requests do not fit):
 ``--rows /tmp/cap80/runs.json --capacity 80000 --trace none``.
+
+``--max-tokens none`` runs the policy with no output length sent (``kvroute compare
+--max-tokens``) against the doc's rows: of the other policies only ``llmd_predicted`` and
+``oracle`` read ``max_tokens``, and their rows there had it, so the score is a lower bound.
 """
 
 from __future__ import annotations
@@ -109,6 +113,8 @@ def main() -> None:
                     "(with --rows)")
     ap.add_argument("-o", "--option", action="append", default=[], metavar="WL.KEY=VALUE",
                     help="a workload option passed to compare (with --rows)")
+    ap.add_argument("--max-tokens", choices=("exact", "none"), default="exact",
+                    help="what the policy is told of each request's output (compare's flag)")
     args = ap.parse_args()
     if args.trace != "none" and not os.path.exists(args.trace):
         sys.exit(f"no trace at {args.trace}: give --trace (the preset's Mooncake cells)")
@@ -142,6 +148,7 @@ def main() -> None:
             cmd += ["--speeds", args.speeds]
         if args.capacity:
             cmd += ["--capacity", str(args.capacity)]
+        cmd += ["--max-tokens", args.max_tokens]
         done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               text=True, check=False)
         if done.returncode:
@@ -162,7 +169,9 @@ def main() -> None:
         cells.append((a["e2e"], a["ttft"], a["p99"], f"{r['workload']}{order} @{r['load']}",
                       r["hit_rate"]))
     geo = {name: math.exp(sum(map(math.log, v)) / len(v)) for name, v in adv.items()}
-    print(f"{' '.join([args.routing, *args.policy_arg])}: geo-mean advantage, seeds {args.seeds}: "
+    told = "" if args.max_tokens == "exact" else " (no max_tokens)"
+    print(f"{' '.join([args.routing, *args.policy_arg])}{told}: geo-mean advantage, "
+          f"seeds {args.seeds}: "
           f"E2E {geo['e2e']:.3f}x, TTFT {geo['ttft']:.3f}x, p99 TTFT {geo['p99']:.3f}x; "
           f"within 2% on E2E in {sum(c[0] >= 0.98 for c in cells)} of {len(cells)} cells, "
           f"on TTFT in {sum(c[1] >= 0.98 for c in cells)}")

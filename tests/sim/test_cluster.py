@@ -159,3 +159,27 @@ def test_workers_of_different_speeds() -> None:
         SimConfig(workers=2, model=LINEAR, speeds=(1.0,))
     with pytest.raises(ConfigError, match="speed must be a finite number > 0"):
         SimConfig(workers=2, model=LINEAR, speeds=(1.0, 0.0))
+
+
+def test_max_tokens_exact_or_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``max_tokens``: "exact" tells the router each request's output length, "none"
+    tells it nothing; the workers generate the same outputs either way."""
+    from kvroute.routing import Router
+
+    told: list[int | None] = []
+    route = Router.route
+
+    def spy(self: Router, req, now, allowed=None):  # type: ignore[no-untyped-def]
+        told.append(req.max_tokens)
+        return route(self, req, now, allowed)
+
+    monkeypatch.setattr(Router, "route", spy)
+    wl = gsp_workload(SMALL_GSP, rate=40.0, output_len=5)
+    exact = simulate(wl, SimConfig(model=LINEAR, routing="learned"))
+    assert told == [5] * wl.size
+    told.clear()
+    none = simulate(wl, SimConfig(model=LINEAR, routing="learned", max_tokens="none"))
+    assert told == [None] * wl.size
+    assert (none.records["output"] == exact.records["output"]).all()
+    with pytest.raises(ConfigError, match="max_tokens must be exact or none"):
+        SimConfig(model=LINEAR, max_tokens="cap")

@@ -73,6 +73,16 @@ def add_index_flags(parser: argparse.ArgumentParser | Any, both: bool) -> None:
                         help="--index exact: tokens per block in the workers' events")
 
 
+def add_max_tokens_flag(parser: argparse.ArgumentParser | Any) -> None:
+    """``--max-tokens``: what the simulated router is told of each request's output
+    (SimConfig's ``max_tokens``)."""
+    parser.add_argument(
+        "--max-tokens", choices=("exact", "none"), default="exact",
+        help="what clients send as max_tokens: each request's output length (exact, the "
+             "default: benchmark clients with ignore_eos) or nothing (none: chat clients "
+             "that omit it; no policy then knows how long a request decodes)")
+
+
 def choose(registry: Registry[Any], text: str, where: str,
            capabilities: dict[str, Any]) -> list[str]:
     """Comma-separated policy names, each known and able to run ``where``."""

@@ -8,6 +8,11 @@ previous reply is complete (plus think time). Same inputs and seed, same result,
 bit: every random choice comes from generators seeded from ``config.seed``. With
 ``index="exact"`` the router's index is the workers' own cache events
 (:mod:`kvroute.sim.exact_index`) instead of its routing history.
+
+What the router is told of a request's output (``config.max_tokens``): ``"exact"`` (the
+default) sends its output length as ``max_tokens``, as benchmark clients do (a fixed
+output with ``ignore_eos``); ``"none"`` sends none, as chat clients that omit it, so no
+policy knows how long a request will decode.
 """
 
 from __future__ import annotations
@@ -64,6 +69,9 @@ class SimConfig:
     # each worker's speed relative to the profile (step times divided by it; same KV
     # pool), one per worker; empty: every worker at the profile's speed
     speeds: tuple[float, ...] = ()
+    # what the router is told as each request's max_tokens: "exact" (its output length)
+    # or "none" (nothing; the module doc)
+    max_tokens: str = "exact"
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -74,6 +82,8 @@ class SimConfig:
         object.__setattr__(self, "speeds", tuple(check_speed(v) for v in self.speeds))
         if self.index not in ("approx", "exact"):
             raise ConfigError(f"index must be approx or exact, got {self.index!r}")
+        if self.max_tokens not in ("exact", "none"):
+            raise ConfigError(f"max_tokens must be exact or none, got {self.max_tokens!r}")
         if self.event_delay < 0 or self.block_size < 1:
             raise ConfigError("need an event delay >= 0 s and a block size >= 1 token")
         self.worker_config()  # validates the worker's fields and the eviction policy
@@ -207,6 +217,8 @@ def simulate(workload: Workload, config: SimConfig | None = None, *, ceilings: b
 
         attach_exact_indexes(router, workers, loop, cfg.event_delay, cfg.block_size)
 
+    told_output = cfg.max_tokens == "exact"
+
     def dispatch(req: Request) -> None:
         if req.rid in dispatches:
             raise ConfigError(f"request id {req.rid} is used twice in workload "
@@ -215,8 +227,8 @@ def simulate(workload: Workload, config: SimConfig | None = None, *, ceilings: b
             raise ConfigError(
                 f"request {req.rid} needs {req.prompt_len + req.output_len} KV tokens, more "
                 f"than a worker's pool of {workers[0].capacity}; raise the capacity")
-        d = router.route(RouteRequest(req.tokens, req.rid, req.session, req.output_len),
-                         loop.now)
+        d = router.route(RouteRequest(req.tokens, req.rid, req.session,
+                                      req.output_len if told_output else None), loop.now)
         # the simulator never calls router.undelivered, the one reader of the prompt after
         # routing: the dispatch keeps its length only (a zero-stride stand-in), so a long
         # backlog does not hold every prompt (the worker parks its own copy compactly)
