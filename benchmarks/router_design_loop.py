@@ -29,9 +29,9 @@ the same grid, e.g. 8 workers (docs/routing-results.md, "Off the design grid"):
 or a smaller KV pool, without the Mooncake cells (its longest requests do not fit):
 ``--rows /tmp/cap80/runs.json --capacity 80000 --trace none``.
 
-``--max-tokens none`` runs the policy with no output length sent (``kvroute compare
---max-tokens``) against the doc's rows: of the other policies only ``llmd_predicted`` and
-``oracle`` read ``max_tokens``, and their rows there had it, so the score is a lower bound.
+``--max-tokens none`` runs the policy with no output length sent, ``--no-cached-report``
+with no cached tokens reported (``kvroute compare``'s flags), against the doc's rows,
+which had both: for the policies that read them the score is a lower bound.
 """
 
 from __future__ import annotations
@@ -115,6 +115,8 @@ def main() -> None:
                     help="a workload option passed to compare (with --rows)")
     ap.add_argument("--max-tokens", choices=("exact", "none"), default="exact",
                     help="what the policy is told of each request's output (compare's flag)")
+    ap.add_argument("--no-cached-report", dest="report_cached", action="store_false",
+                    help="the workers report no cached tokens (compare's flag)")
     args = ap.parse_args()
     if args.trace != "none" and not os.path.exists(args.trace):
         sys.exit(f"no trace at {args.trace}: give --trace (the preset's Mooncake cells)")
@@ -149,6 +151,8 @@ def main() -> None:
         if args.capacity:
             cmd += ["--capacity", str(args.capacity)]
         cmd += ["--max-tokens", args.max_tokens]
+        if not args.report_cached:
+            cmd += ["--no-cached-report"]
         done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               text=True, check=False)
         if done.returncode:
@@ -169,7 +173,9 @@ def main() -> None:
         cells.append((a["e2e"], a["ttft"], a["p99"], f"{r['workload']}{order} @{r['load']}",
                       r["hit_rate"]))
     geo = {name: math.exp(sum(map(math.log, v)) / len(v)) for name, v in adv.items()}
-    told = "" if args.max_tokens == "exact" else " (no max_tokens)"
+    told = "".join(f" ({what})" for what, on in (("no max_tokens", args.max_tokens == "none"),
+                                                  ("no cached reports", not args.report_cached))
+                   if on)
     print(f"{' '.join([args.routing, *args.policy_arg])}{told}: geo-mean advantage, "
           f"seeds {args.seeds}: "
           f"E2E {geo['e2e']:.3f}x, TTFT {geo['ttft']:.3f}x, p99 TTFT {geo['p99']:.3f}x; "

@@ -165,7 +165,7 @@ def test_only_allowed_workers_are_chosen_and_averaged() -> None:
     assert Learned().route(_req(2000), view).worker == 2
 
 
-def _feedback(rid: int, worker: int, ttft: float, e2e: float, cached: int) -> Feedback:
+def _feedback(rid: int, worker: int, ttft: float, e2e: float, cached: int | None) -> Feedback:
     return Feedback(worker=worker, rid=rid, ok=True, prompt_units=2000, now=1.0,
                     decision=Decision(worker), e2e_s=e2e, ttft_s=ttft, cached_tokens=cached)
 
@@ -190,6 +190,30 @@ def test_learns_hit_realisation_and_reports_errors() -> None:
     unc = policy.costs(_req(2000), view).unc
     assert unc[0] == pytest.approx(1500)
     assert policy.open == {} and policy.len_sum.sum() == 0
+
+
+def test_without_a_cached_report_the_ttft_says_what_was_cached() -> None:
+    """No cached tokens reported: a request with nothing queued ahead that the index
+    believed to hold 1000 of its 2000 units took 0.22 s, the priors' TTFT of 2000 uncached
+    units: nothing was cached, r = 0. The inversion, by hand: u = 1000 gives 0.1 + 0.005 *
+    1.5 + 0.01 = 0.1175 s, and 1000 cached is read back from it."""
+    view = view_of([WorkerState(0), WorkerState(1)], {0: 1000})
+    policy = Learned()
+    assert policy.cached_from_ttft(2000, 0.1175) == pytest.approx(1000)
+    assert policy.cached_from_ttft(2000, 0.22) == pytest.approx(0)
+    assert policy.cached_from_ttft(2000, 5.0) == 0  # slower than no hit at all: none
+    assert policy.cached_from_ttft(2000, 0.001) == 2000  # faster than the fixed cost: all
+    d = policy.route(_req(2000), view)
+    assert d.worker == 0
+    policy.on_complete(_feedback(7, 0, ttft=0.22, e2e=0.3, cached=None))
+    assert policy.hit_realisation == pytest.approx(0.0)
+    # queued behind another prefill, the TTFT also measures the queue: nothing is inferred
+    busy = view_of([WorkerState(0, in_flight=1, prefill_units=500), WorkerState(1)], {0: 1000})
+    policy = Learned()
+    policy.route(_req(2000), busy)
+    assert policy.open[7].ahead > 0
+    policy.on_complete(_feedback(7, 0, ttft=0.5, e2e=0.6, cached=None))
+    assert policy.hit_realisation == 1.0 and policy.realisation.by_age() == {}
 
 
 def test_failures_teach_nothing() -> None:

@@ -183,3 +183,25 @@ def test_max_tokens_exact_or_none(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (none.records["output"] == exact.records["output"]).all()
     with pytest.raises(ConfigError, match="max_tokens must be exact or none"):
         SimConfig(model=LINEAR, max_tokens="cap")
+
+
+def test_report_cached_off_withholds_the_cached_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``report_cached=False``: completions reach the router without cached tokens; the
+    workers cache (and the records count) exactly as with reports."""
+    from kvroute.routing import Router
+
+    reported: list[int | None] = []
+    complete = Router.complete
+
+    def spy(self: Router, d, now, **kw):  # type: ignore[no-untyped-def]
+        reported.append(kw.get("cached_tokens"))
+        return complete(self, d, now, **kw)
+
+    monkeypatch.setattr(Router, "complete", spy)
+    wl = gsp_workload(SMALL_GSP, rate=40.0)
+    on = simulate(wl, SimConfig(model=LINEAR, routing="round_robin"))
+    assert len(reported) == wl.size and sum(c or 0 for c in reported) > 0
+    reported.clear()
+    off = simulate(wl, SimConfig(model=LINEAR, routing="round_robin", report_cached=False))
+    assert reported == [None] * wl.size
+    assert (off.records["cached"] == on.records["cached"]).all()

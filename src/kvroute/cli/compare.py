@@ -15,7 +15,7 @@ from kvroute.cli.policy_flags import (
     SIMULATED,
     add_arg_flags,
     add_index_flags,
-    add_max_tokens_flag,
+    add_told_flags,
     choose,
     eviction_args,
     routing_args,
@@ -196,7 +196,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         sim=SimConfig(workers=args.workers, profile=args.profile, model=model,
                       capacity=args.capacity, speeds=parse_speeds(args.speeds),
                       index=args.index, event_delay=args.event_delay,
-                      block_size=args.event_block_size, max_tokens=args.max_tokens),
+                      block_size=args.event_block_size, max_tokens=args.max_tokens,
+                      report_cached=args.report_cached),
         workload_options=_options(args.option),
         eviction_args=eviction_args(args, evictions),
         routing_args=routing_args(args, routings),
@@ -325,7 +326,7 @@ def add_parser(sub: Any) -> None:
                         "their sum)")
     c.add_argument("--capacity", type=int, help="KV pool per worker (default: the profile's)")
     add_index_flags(c, both=False)
-    add_max_tokens_flag(c)
+    add_told_flags(c)
     c.add_argument("--baseline", metavar="EVICTION+ROUTING",
                    help="pair the ratios are taken against (preset's, else lru+round_robin)")
     c.add_argument("--focus", metavar="EVICTION+ROUTING",

@@ -73,14 +73,19 @@ def add_index_flags(parser: argparse.ArgumentParser | Any, both: bool) -> None:
                         help="--index exact: tokens per block in the workers' events")
 
 
-def add_max_tokens_flag(parser: argparse.ArgumentParser | Any) -> None:
-    """``--max-tokens``: what the simulated router is told of each request's output
-    (SimConfig's ``max_tokens``)."""
+def add_told_flags(parser: argparse.ArgumentParser | Any) -> None:
+    """What the simulated router is told: ``--max-tokens`` (each request's output) and
+    ``--no-cached-report`` (SimConfig's ``max_tokens`` and ``report_cached``)."""
     parser.add_argument(
         "--max-tokens", choices=("exact", "none"), default="exact",
         help="what clients send as max_tokens: each request's output length (exact, the "
              "default: benchmark clients with ignore_eos) or nothing (none: chat clients "
              "that omit it; no policy then knows how long a request decodes)")
+    parser.add_argument(
+        "--no-cached-report", dest="report_cached", action="store_false",
+        help="the workers report no cached tokens with a completion, as vLLM without "
+             "--enable-prompt-tokens-details and SGLang's OpenAI API without "
+             "--enable-cache-report (their defaults)")
 
 
 def choose(registry: Registry[Any], text: str, where: str,

@@ -18,7 +18,7 @@ from kvroute.cli.policy_flags import (
     SIMULATED,
     add_arg_flags,
     add_index_flags,
-    add_max_tokens_flag,
+    add_told_flags,
     choose,
     eviction_args,
     routing_args,
@@ -95,7 +95,8 @@ def cmd_sim(args: argparse.Namespace) -> int:
                      max_running=args.max_running, mixed_chunk=args.mixed_chunk,
                      seed=args.seed, debug=args.debug, event_delay=args.event_delay,
                      block_size=args.event_block_size, speeds=parse_speeds(args.speeds),
-                     max_tokens=args.max_tokens)
+                     max_tokens=args.max_tokens,
+                     report_cached=args.report_cached)
     indexes = [i.strip() for i in args.index.split(",") if i.strip()]
     for i in indexes:
         if i not in ("approx", "exact"):
@@ -134,7 +135,8 @@ def cmd_sim(args: argparse.Namespace) -> int:
     speeds = f" at speeds {', '.join(f'{v:g}' for v in base.speeds)}" if base.speeds else ""
     title = (f"{workload.name} ({size}) on {args.workers} workers{speeds}, profile {model.name}, "
              f"KV pool {results[0].capacity:,} tokens per worker"
-             + ("; no max_tokens sent" if base.max_tokens == "none" else ""))
+             + ("; no max_tokens sent" if base.max_tokens == "none" else "")
+             + ("; no cached-token reports" if not base.report_cached else ""))
     print_table(console, title, columns, _rows(results))
     if ceil is not None:
         console.print(f"ceilings: infinite cache {ceil.infinite:.4f}; offline optimum pooled "
@@ -163,7 +165,7 @@ def add_parser(sub: Any) -> None:
                    help=f"comma-separated routing policies, from: {', '.join(ROUTING.names())}")
     add_arg_flags(s)
     add_index_flags(s, both=True)
-    add_max_tokens_flag(s)
+    add_told_flags(s)
     s.add_argument("--workers", type=int, default=4, help="simulated workers (GPUs)")
     s.add_argument("--profile", default=DEFAULT_PROFILE,
                    help=f"step-time profile name or JSON file; names: "

@@ -144,6 +144,16 @@ Learning (all from completions; errors teach nothing):
   geo-mean E2E advantage; the same to within 0.004x with a bucket unit of 0.02 s or 1 s
   instead of 0.125 s. It made an earlier explicit charge on stale copies redundant, and
   scarcity read from the oldest prefixes gave 1.093x / 1.081x: docs/routing-results.md.)
+  Engines report cached tokens only when asked to (vLLM's
+  ``--enable-prompt-tokens-details``, SGLang's ``--enable-cache-report`` for its OpenAI
+  API). Without a report, a request that found nothing queued ahead on its worker
+  (``ahead`` 0) took its own prefill as its TTFT, so the TTFT model read backwards gives
+  what was cached (:meth:`Learned.cached_from_ttft`, with the model as it predicted that
+  request), and that is the realisation's sample; the TTFT model itself learns only from
+  reported counts or its own predicted ``u``. (Design grid without reports, seeds 1-3 /
+  4-6: 1.014x / 0.999x with no realisation sample at all, 1.084x / 1.076x with the
+  inferred ones, against 1.099x / 1.089x with reports; docs/routing-results.md, "Engines
+  that report no cached tokens".)
 
 Parameters: ``forget`` 0.998 (forgetting factor of every estimate, in (0, 1]);
 ``prior_ktoken_s`` 0.1 (prior seconds per 1000 prefill units, replaced by the first few
@@ -409,7 +419,10 @@ class Learned(RoutingPolicy):
         if not fb.ok or fb.e2e_s is None:
             return
         self.e2e_errors.add(rec.pred_e2e, fb.e2e_s)
+        cached: float | None = fb.cached_units
         if fb.ttft_s is not None:
+            if cached is None and rec.matched > 0 and rec.ahead == 0:
+                cached = self.cached_from_ttft(rec.units, fb.ttft_s)  # the model before update
             self.ttft_errors.add(rec.pred_ttft, fb.ttft_s)
             x = rec.x_ttft
             if fb.cached_units is not None:  # learn from what was really computed
@@ -432,8 +445,23 @@ class Learned(RoutingPolicy):
                 self.decode_speed.update(w, decode_s, self.decode_mean)
                 typical = decode_s / s_w
                 self.decode_mean += (1.0 - self.forget) * (typical - self.decode_mean)
-        if fb.cached_units is not None and rec.matched > 0:
-            self.realisation.update(rec.age, fb.cached_units, rec.matched)
+        if cached is not None and rec.matched > 0:
+            self.realisation.update(rec.age, cached, rec.matched)
+
+    def cached_from_ttft(self, units: int, ttft_s: float) -> float:
+        """The cached units that make the TTFT model predict ``ttft_s`` for a prompt of
+        ``units`` with nothing queued ahead: the ``u`` in ``[0, units]`` with ``a0 u / 1000
+        + a1 u (units - u / 2) / 1e6 + a2 = ttft_s`` (increasing in ``u`` there), as
+        ``units - u``."""
+        a0, a1, a2 = self.ttft_model.coefficients().tolist()
+        n = float(units)
+        tau = ttft_s - a2  # a1 / 2e6 u^2 - b u + tau = 0, the smaller root
+        b = a0 / 1000.0 + a1 * n / 1e6
+        if tau <= 0 or b <= 0:
+            return n
+        disc = b * b - 4.0 * (a1 / 2e6) * tau
+        u = n if disc < 0 else min(2.0 * tau / (b + math.sqrt(disc)), n)
+        return n - u
 
     def telemetry(self) -> dict[str, object]:
         """Predicted against observed TTFT and E2E, and the learned coefficients."""

@@ -12,7 +12,10 @@ bit: every random choice comes from generators seeded from ``config.seed``. With
 What the router is told of a request's output (``config.max_tokens``): ``"exact"`` (the
 default) sends its output length as ``max_tokens``, as benchmark clients do (a fixed
 output with ``ignore_eos``); ``"none"`` sends none, as chat clients that omit it, so no
-policy knows how long a request will decode.
+policy knows how long a request will decode. ``config.report_cached`` (default True):
+whether the workers report each request's cached tokens with its completion, as SGLang
+with ``--enable-cache-report`` and vLLM with ``--enable-prompt-tokens-details`` do; by
+default neither engine's OpenAI API does.
 """
 
 from __future__ import annotations
@@ -72,6 +75,8 @@ class SimConfig:
     # what the router is told as each request's max_tokens: "exact" (its output length)
     # or "none" (nothing; the module doc)
     max_tokens: str = "exact"
+    # whether a completion reports its cached tokens to the router (the module doc)
+    report_cached: bool = True
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -193,7 +198,8 @@ def simulate(workload: Workload, config: SimConfig | None = None, *, ceilings: b
         now = loop.now
         req = job.req
         router.complete(dispatches.pop(req.rid), now, ok=True,
-                        ttft_s=job.first_token - job.queued, cached_tokens=job.cached)
+                        ttft_s=job.first_token - job.queued,
+                        cached_tokens=job.cached if cfg.report_cached else None)
         rows.append((req.rid, req.session, job.worker, job.queued, job.start, job.first_token,
                      job.finish, req.prompt_len, job.cached, req.output_len))
         if progress is not None:
