@@ -205,3 +205,32 @@ def test_report_cached_off_withholds_the_cached_tokens(monkeypatch: pytest.Monke
     off = simulate(wl, SimConfig(model=LINEAR, routing="round_robin", report_cached=False))
     assert reported == [None] * wl.size
     assert (off.records["cached"] == on.records["cached"]).all()
+
+
+def test_not_streamed_the_router_sees_completions_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``streamed=False``: no first token reaches the router, completions carry no TTFT
+    (a request counts as prefilling until it completes); the workers run as streamed."""
+    from kvroute.routing import Router
+
+    firsts: list[float] = []
+    ttfts: list[float | None] = []
+    first_token, complete = Router.first_token, Router.complete
+
+    def spy_first(self: Router, d, now):  # type: ignore[no-untyped-def]
+        firsts.append(now)
+        first_token(self, d, now)
+
+    def spy_complete(self: Router, d, now, **kw):  # type: ignore[no-untyped-def]
+        ttfts.append(kw.get("ttft_s"))
+        return complete(self, d, now, **kw)
+
+    monkeypatch.setattr(Router, "first_token", spy_first)
+    monkeypatch.setattr(Router, "complete", spy_complete)
+    wl = gsp_workload(SMALL_GSP, rate=40.0)
+    on = simulate(wl, SimConfig(model=LINEAR, routing="round_robin"))
+    assert len(firsts) == wl.size and None not in ttfts
+    firsts.clear()
+    ttfts.clear()
+    off = simulate(wl, SimConfig(model=LINEAR, routing="round_robin", streamed=False))
+    assert firsts == [] and ttfts == [None] * wl.size
+    assert (off.records["first_token"] == on.records["first_token"]).all()

@@ -74,8 +74,9 @@ def add_index_flags(parser: argparse.ArgumentParser | Any, both: bool) -> None:
 
 
 def add_told_flags(parser: argparse.ArgumentParser | Any) -> None:
-    """What the simulated router is told: ``--max-tokens`` (each request's output) and
-    ``--no-cached-report`` (SimConfig's ``max_tokens`` and ``report_cached``)."""
+    """What the simulated router is told: ``--max-tokens`` (each request's output),
+    ``--no-cached-report`` and ``--no-stream`` (SimConfig's ``max_tokens``,
+    ``report_cached`` and ``streamed``)."""
     parser.add_argument(
         "--max-tokens", choices=("exact", "none"), default="exact",
         help="what clients send as max_tokens: each request's output length (exact, the "
@@ -86,6 +87,10 @@ def add_told_flags(parser: argparse.ArgumentParser | Any) -> None:
         help="the workers report no cached tokens with a completion, as vLLM without "
              "--enable-prompt-tokens-details and SGLang's OpenAI API without "
              "--enable-cache-report (their defaults)")
+    parser.add_argument(
+        "--no-stream", dest="streamed", action="store_false",
+        help="clients do not stream: the router sees no first token (no TTFT; a request "
+             "counts as prefilling until it completes), only the completion")
 
 
 def choose(registry: Registry[Any], text: str, where: str,

@@ -96,7 +96,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
                      seed=args.seed, debug=args.debug, event_delay=args.event_delay,
                      block_size=args.event_block_size, speeds=parse_speeds(args.speeds),
                      max_tokens=args.max_tokens,
-                     report_cached=args.report_cached)
+                     report_cached=args.report_cached, streamed=args.streamed)
     indexes = [i.strip() for i in args.index.split(",") if i.strip()]
     for i in indexes:
         if i not in ("approx", "exact"):
@@ -136,7 +136,8 @@ def cmd_sim(args: argparse.Namespace) -> int:
     title = (f"{workload.name} ({size}) on {args.workers} workers{speeds}, profile {model.name}, "
              f"KV pool {results[0].capacity:,} tokens per worker"
              + ("; no max_tokens sent" if base.max_tokens == "none" else "")
-             + ("; no cached-token reports" if not base.report_cached else ""))
+             + ("; no cached-token reports" if not base.report_cached else "")
+             + ("; not streamed" if not base.streamed else ""))
     print_table(console, title, columns, _rows(results))
     if ceil is not None:
         console.print(f"ceilings: infinite cache {ceil.infinite:.4f}; offline optimum pooled "

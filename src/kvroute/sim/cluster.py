@@ -15,7 +15,10 @@ output with ``ignore_eos``); ``"none"`` sends none, as chat clients that omit it
 policy knows how long a request will decode. ``config.report_cached`` (default True):
 whether the workers report each request's cached tokens with its completion, as SGLang
 with ``--enable-cache-report`` and vLLM with ``--enable-prompt-tokens-details`` do; by
-default neither engine's OpenAI API does.
+default neither engine's OpenAI API does. ``config.streamed`` (default True): whether
+clients stream, so that the router sees each request's first token (its TTFT, and the
+request moving from prefill to decode in its accounting); without it the router sees
+only the completion, as a proxy does for a request that does not stream.
 """
 
 from __future__ import annotations
@@ -77,6 +80,8 @@ class SimConfig:
     max_tokens: str = "exact"
     # whether a completion reports its cached tokens to the router (the module doc)
     report_cached: bool = True
+    # whether the router sees each request's first token (the module doc)
+    streamed: bool = True
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -192,13 +197,14 @@ def simulate(workload: Workload, config: SimConfig | None = None, *, ceilings: b
                            kv_usage=usage, kv_capacity=worker.capacity)
 
     def on_first_token(job: Job) -> None:
-        router.first_token(dispatches[job.req.rid], loop.now)
+        if cfg.streamed:
+            router.first_token(dispatches[job.req.rid], loop.now)
 
     def on_finish(job: Job) -> None:
         now = loop.now
         req = job.req
         router.complete(dispatches.pop(req.rid), now, ok=True,
-                        ttft_s=job.first_token - job.queued,
+                        ttft_s=job.first_token - job.queued if cfg.streamed else None,
                         cached_tokens=job.cached if cfg.report_cached else None)
         rows.append((req.rid, req.session, job.worker, job.queued, job.start, job.first_token,
                      job.finish, req.prompt_len, job.cached, req.output_len))
