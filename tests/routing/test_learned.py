@@ -216,6 +216,57 @@ def test_without_a_cached_report_the_ttft_says_what_was_cached() -> None:
     assert policy.hit_realisation == 1.0 and policy.realisation.by_age() == {}
 
 
+def test_completions_only_learn_from_the_e2e() -> None:
+    """No TTFT (clients that do not stream): the joint E2E model learns, and the request's
+    E2E less its predicted decode, read backwards, says what was cached. 2000 units, the
+    index believes worker 0 holds 1000, 4 tokens: the priors predict 0.1175 s of TTFT and
+    3 x (0.02 + 0.001 + 0.02 x 0) = 0.063 s of decode. It took 0.22 + 0.063 s: the TTFT of
+    2000 uncached units, so nothing was cached, r = 0."""
+    view = view_of([WorkerState(0), WorkerState(1)], {0: 1000})
+    policy = Learned()
+    assert not policy.completions_only
+    d = policy.route(_req(2000), view)
+    assert d.worker == 0
+    policy.on_complete(dataclasses.replace(_feedback(7, 0, ttft=0.0, e2e=0.283, cached=None),
+                                           ttft_s=None))
+    assert policy.completions_only and policy.e2e_model.samples == 1
+    assert policy.ttft_model.samples == 0 and policy.decode_model.samples == 0
+    assert policy.hit_realisation == pytest.approx(0.0)
+    coef = policy.e2e_model.coefficients()
+    ttft = policy.costs(_req(2000), view).ttft
+    assert ttft == pytest.approx(coef[0] * np.array([2.0, 2.0]) + coef[1] * 2.0 + coef[2])
+    assert policy.telemetry()["completions_only"] == 1
+    # one TTFT and the models that learn from it take over again
+    d = policy.route(_req(2000), view)
+    policy.on_complete(_feedback(7, d.worker, ttft=0.22, e2e=0.283, cached=0))
+    assert not policy.completions_only
+
+
+def test_completions_only_count_prefills_until_their_predicted_first_token() -> None:
+    """Without first tokens the router's accounting counts every request in flight as
+    prefilling; the policy counts a request's uncached units as queued ahead until its
+    predicted TTFT has passed (or it completes)."""
+    policy = Learned()
+    view = view_of([WorkerState(0), WorkerState(1)])
+    policy.route(RouteRequest(np.arange(2000, dtype=np.int64), rid=1, max_tokens=4), view)
+    policy.on_complete(dataclasses.replace(_feedback(1, 0, 0.0, 0.3, None), ttft_s=None))
+    assert policy.completions_only
+    busy = view_of([WorkerState(0, in_flight=1, prefill_units=2000), WorkerState(1)])
+    busy.now = 10.0
+    d = policy.route(RouteRequest(np.arange(3000, dtype=np.int64), rid=2, max_tokens=4), busy)
+    assert d.worker == 1  # worker 0's 2000 units are not its own: nothing ahead anywhere
+    assert policy.prefilling.tolist() == [0.0, 3000.0]
+    predicted = policy.open[2].pred_ttft
+    busy.now = 10.0 + predicted / 2
+    assert policy.costs(_req(100), busy).ahead.tolist() == [0.0, 3000.0]
+    busy.now = 10.0 + predicted
+    assert policy.costs(_req(100), busy).ahead.tolist() == [0.0, 0.0]
+    policy.route(RouteRequest(np.arange(500, dtype=np.int64), rid=3, max_tokens=4), busy)
+    assert policy.prefilling.sum() == 500
+    policy.on_complete(dataclasses.replace(_feedback(3, 0, 0.0, 0.3, None), ttft_s=None))
+    assert policy.prefilling.sum() == 0
+
+
 def test_failures_teach_nothing() -> None:
     view = view_of([WorkerState(0), WorkerState(1)])
     policy = Learned()

@@ -155,6 +155,19 @@ Learning (all from completions; errors teach nothing):
   inferred ones, against 1.099x / 1.089x with reports; docs/routing-results.md, "Engines
   that report no cached tokens".)
 
+* Completions only. A proxy sees no first token of a request that does not stream, and
+  Ray Serve's hooks carry none: no TTFT, and the router's accounting counts a request as
+  prefilling until it completes. While completions come and none has a TTFT
+  (:attr:`Learned.completions_only`), ``a`` and ``d`` are the two halves of one
+  regression of the E2E on ``[x_ttft, (O - 1) x_dec]`` (``e2e_model``; requests with
+  ``max_tokens`` > 1), ``ahead`` is the policy's own count of the uncached units it sent
+  each worker whose predicted first token is not yet due (:attr:`Learned.prefilling`),
+  and, without cached-token reports, the E2E less the predicted decode is read backwards
+  as above for the realisation. Its reported E2E is the decision's own. (Design grid
+  without streaming, seeds 1-3 / 4-6: with reports 1.077x / 1.072x -> 1.084x / 1.077x;
+  without them 0.946x / 0.941x -> 1.056x / 1.054x; docs/routing-results.md, "Clients
+  that do not stream".) The first completion with a TTFT switches back for good.
+
 Parameters: ``forget`` 0.998 (forgetting factor of every estimate, in (0, 1]);
 ``prior_ktoken_s`` 0.1 (prior seconds per 1000 prefill units, replaced by the first few
 hundred completions; the decision does not depend on its scale when costs are
@@ -169,6 +182,7 @@ and each worker's slowness.
 
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -210,6 +224,7 @@ class _Open:
     out: int | None
     pred_ttft: float
     pred_e2e: float
+    prefilling: bool = True  # counted in Learned.prefilling (until its predicted first token)
 
 
 class _Errors:
@@ -273,6 +288,12 @@ class Learned(RoutingPolicy):
         # the reported E2E reads ("The reported E2E" above); decisions never do
         self.decode_report = OnlineRegression([k / 5.0, k / 100.0, 0.0], lam=self.forget,
                                               intercept=0, ridge=(0.0, 0.0, 1.0))
+        # completions only (no TTFT seen): E2E against the TTFT features and the decode
+        # features times O - 1, whose two halves stand in for the two models above
+        self.e2e_model = OnlineRegression([k, k / 20.0, k / 10.0, k / 5.0, k / 100.0, 0.0],
+                                          lam=self.forget, intercept=2)
+        self.prefilling = np.zeros(0)  # per worker: its predicted uncached units to prefill
+        self._first_tokens: list[tuple[float, int]] = []  # heap: (predicted time, rid)
         self.decode_mean = k / 2.0  # observed decode seconds, when O is unknown
         self.realisation = HitRealisation(self.forget)
         self.speed = WorkerSpeed(self.forget)  # each worker's slowness, from TTFT residuals
@@ -295,6 +316,7 @@ class Learned(RoutingPolicy):
             self.len_sum = np.concatenate([self.len_sum, np.zeros(pad)])
             self.count = np.concatenate([self.count, np.zeros(pad)])
             self.frac = np.concatenate([self.frac, np.ones(pad)])
+            self.prefilling = np.concatenate([self.prefilling, np.zeros(pad)])
         self.speed.ensure(n)
         self.decode_speed.ensure(n)
 
@@ -321,6 +343,7 @@ class Learned(RoutingPolicy):
         self.len_sum = np.delete(self.len_sum, index)
         self.count = np.delete(self.count, index)
         self.frac = np.delete(self.frac, index)
+        self.prefilling = np.delete(self.prefilling, index)
         self.speed.remove(index)
         self.decode_speed.remove(index)
         for rec in self.open.values():
@@ -332,6 +355,26 @@ class Learned(RoutingPolicy):
     @property
     def hit_realisation(self) -> float:
         return self.realisation.overall
+
+    @property
+    def completions_only(self) -> bool:
+        """Completions have come and none with a TTFT (the module doc)."""
+        return self.ttft_model.samples == 0 and self.e2e_model.samples > 0
+
+    def _settle_first_tokens(self, now: float) -> None:
+        """Requests whose predicted first token is due stop counting as prefilling."""
+        heap = self._first_tokens
+        while heap and heap[0][0] <= now:
+            rec = self.open.get(heapq.heappop(heap)[1])
+            if rec is not None:
+                self._done_prefilling(rec)
+
+    def _done_prefilling(self, rec: _Open) -> None:
+        if rec.prefilling:
+            rec.prefilling = False
+            if rec.worker < len(self.prefilling):
+                self.prefilling[rec.worker] = max(0.0, self.prefilling[rec.worker]
+                                                  - rec.uncached)
 
     def costs(self, req: RouteRequest, view: ClusterView) -> Costs:
         """Per worker, as in the module doc."""
@@ -350,17 +393,22 @@ class Learned(RoutingPolicy):
         prefill, flight, decoding = np.array(
             [[w.prefill_units for w in ws], [w.in_flight for w in ws],
              [w.decode_units for w in ws]], dtype=np.float64)
-        ahead = prefill * self.frac[:n]
+        self._settle_first_tokens(view.now)
         # the module doc's formulas, regrouped so that each array is multiplied once
         # (the scalars first): a decision costs fewer numpy calls
-        a0, a1, a2 = self.ttft_model.coefficients().tolist()
+        if self.completions_only:
+            a0, a1, a2, d0, d1, d2 = self.e2e_model.coefficients().tolist()
+            ahead = self.prefilling[:n].copy()
+        else:
+            a0, a1, a2 = self.ttft_model.coefficients().tolist()
+            d0, d1, d2 = self.decode_model.coefficients().tolist()
+            ahead = prefill * self.frac[:n]
         k0 = a0 / 1000.0  # seconds per uncached unit
         work = unc * k0 + pairs * (a1 / 1e6)
         slow = self.slowness(n)
         ttft = work + (slow * ahead) * k0 + a2
         ctx = (prefill + decoding + length) / 1e5
         if req.max_tokens is not None:
-            d0, d1, d2 = self.decode_model.coefficients().tolist()
             o = req.max_tokens - 1  # dec = o (d0 + d1 (flight + 1) + d2 ctx)
             dec = flight * (o * d1) + ctx * (o * d2) + o * (d0 + d1)
         else:
@@ -386,7 +434,7 @@ class Learned(RoutingPolicy):
         u = float(unc[w])
         x_dec = np.array([1.0, flight + 1.0, ctx[w]])
         pred_e2e = float(own[w])  # reported: with max_tokens, decode from decode_report
-        if req.max_tokens is not None:
+        if req.max_tokens is not None and not self.completions_only:
             decode = (req.max_tokens - 1) * self.decode_report.predict(x_dec)
             pred_e2e = float(ttft[w]) + float(self.slowness(len(view))[w]) * decode
         hit = len(req) - u
@@ -397,6 +445,8 @@ class Learned(RoutingPolicy):
             ahead=float(ahead[w]),
             x_dec=x_dec, out=req.max_tokens,
             pred_ttft=float(ttft[w]), pred_e2e=pred_e2e)
+        heapq.heappush(self._first_tokens, (view.now + float(ttft[w]), req.rid))
+        self.prefilling[w] += u
         self.unc_sum[w] += unc[w]
         self.len_sum[w] += len(req)
         self.count[w] += 1
@@ -409,6 +459,7 @@ class Learned(RoutingPolicy):
         if rec is None:
             return
         w = rec.worker
+        self._done_prefilling(rec)
         if w < len(self.unc_sum):
             self.unc_sum[w] = max(0.0, self.unc_sum[w] - rec.uncached)
             self.len_sum[w] = max(0.0, self.len_sum[w] - rec.units)
@@ -420,15 +471,21 @@ class Learned(RoutingPolicy):
             return
         self.e2e_errors.add(rec.pred_e2e, fb.e2e_s)
         cached: float | None = fb.cached_units
+        x = rec.x_ttft
+        if cached is not None:  # learn from what was really computed
+            hit = float(min(cached, rec.units - 1))
+            unc = rec.units - hit
+            x = np.array([(rec.ahead + unc) / 1000.0, unc * (hit + unc / 2.0) / 1e6, 1.0])
+        if fb.ttft_s is None and rec.out is not None and rec.out > 1:  # completions only
+            coef = self.e2e_model.coefficients()
+            if cached is None and rec.matched > 0 and rec.ahead == 0:  # the model before update
+                ttft = fb.e2e_s - (rec.out - 1) * float(coef[3:] @ rec.x_dec)
+                cached = self.cached_from_ttft(rec.units, ttft, coef[:3].tolist())
+            self.e2e_model.update(np.concatenate([x, (rec.out - 1) * rec.x_dec]), fb.e2e_s)
         if fb.ttft_s is not None:
             if cached is None and rec.matched > 0 and rec.ahead == 0:
                 cached = self.cached_from_ttft(rec.units, fb.ttft_s)  # the model before update
             self.ttft_errors.add(rec.pred_ttft, fb.ttft_s)
-            x = rec.x_ttft
-            if fb.cached_units is not None:  # learn from what was really computed
-                hit = float(min(fb.cached_units, rec.units - 1))
-                unc = rec.units - hit
-                x = np.array([(rec.ahead + unc) / 1000.0, unc * (hit + unc / 2.0) / 1e6, 1.0])
             if rec.ahead == 0:
                 self.speed.update(w, fb.ttft_s, self.ttft_model.predict(x))
             self.ttft_model.update(x, fb.ttft_s)
@@ -448,12 +505,13 @@ class Learned(RoutingPolicy):
         if cached is not None and rec.matched > 0:
             self.realisation.update(rec.age, cached, rec.matched)
 
-    def cached_from_ttft(self, units: int, ttft_s: float) -> float:
-        """The cached units that make the TTFT model predict ``ttft_s`` for a prompt of
-        ``units`` with nothing queued ahead: the ``u`` in ``[0, units]`` with ``a0 u / 1000
-        + a1 u (units - u / 2) / 1e6 + a2 = ttft_s`` (increasing in ``u`` there), as
-        ``units - u``."""
-        a0, a1, a2 = self.ttft_model.coefficients().tolist()
+    def cached_from_ttft(self, units: int, ttft_s: float,
+                         coefficients: list[float] | None = None) -> float:
+        """The cached units that make the TTFT model (or ``coefficients`` ``a``) predict
+        ``ttft_s`` for a prompt of ``units`` with nothing queued ahead: the ``u`` in ``[0,
+        units]`` with ``a0 u / 1000 + a1 u (units - u / 2) / 1e6 + a2 = ttft_s``
+        (increasing in ``u`` there), as ``units - u``."""
+        a0, a1, a2 = coefficients or self.ttft_model.coefficients().tolist()
         n = float(units)
         tau = ttft_s - a2  # a1 / 2e6 u^2 - b u + tau = 0, the smaller root
         b = a0 / 1000.0 + a1 * n / 1e6
@@ -469,6 +527,8 @@ class Learned(RoutingPolicy):
                 "ttft_coefficients": self.ttft_model.coefficients().tolist(),
                 "decode_coefficients": self.decode_model.coefficients().tolist(),
                 "reported_decode_coefficients": self.decode_report.coefficients().tolist(),
+                "completions_only": int(self.completions_only),  # 1: the mode is on
+                "e2e_coefficients": self.e2e_model.coefficients().tolist(),
                 "hit_realisation": self.hit_realisation,
                 "hit_realisation_by_age": self.realisation.by_age(),
                 "worker_slowness": _by_worker(self.slowness(len(self.unc_sum)))}
