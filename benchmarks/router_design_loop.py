@@ -30,9 +30,9 @@ or a smaller KV pool, without the Mooncake cells (its longest requests do not fi
 ``--rows /tmp/cap80/runs.json --capacity 80000 --trace none``.
 
 ``--max-tokens none`` runs the policy with no output length sent, ``--no-cached-report``
-with no cached tokens reported, ``--no-stream`` with no first token seen (``kvroute
-compare``'s flags), against the doc's rows, which had all three: for the policies that
-read them the score is a lower bound.
+with no cached tokens reported, ``--stream-share S`` with only that share of first
+tokens seen (``kvroute compare``'s flags), against the doc's rows, which had all three:
+for the policies that read them the score is a lower bound.
 """
 
 from __future__ import annotations
@@ -118,8 +118,8 @@ def main() -> None:
                     help="what the policy is told of each request's output (compare's flag)")
     ap.add_argument("--no-cached-report", dest="report_cached", action="store_false",
                     help="the workers report no cached tokens (compare's flag)")
-    ap.add_argument("--no-stream", dest="streamed", action="store_false",
-                    help="the router sees no first token (compare's flag)")
+    ap.add_argument("--stream-share", type=float, default=1.0,
+                    help="the share of requests that stream (compare's flag)")
     args = ap.parse_args()
     if args.trace != "none" and not os.path.exists(args.trace):
         sys.exit(f"no trace at {args.trace}: give --trace (the preset's Mooncake cells)")
@@ -156,8 +156,8 @@ def main() -> None:
         cmd += ["--max-tokens", args.max_tokens]
         if not args.report_cached:
             cmd += ["--no-cached-report"]
-        if not args.streamed:
-            cmd += ["--no-stream"]
+        if args.stream_share < 1:
+            cmd += ["--stream-share", str(args.stream_share)]
         done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               text=True, check=False)
         if done.returncode:
@@ -180,7 +180,8 @@ def main() -> None:
     geo = {name: math.exp(sum(map(math.log, v)) / len(v)) for name, v in adv.items()}
     told = "".join(f" ({what})" for what, on in (("no max_tokens", args.max_tokens == "none"),
                                                   ("no cached reports", not args.report_cached),
-                                                  ("not streamed", not args.streamed))
+                                                  (f"{args.stream_share:.0%} streamed",
+                                                   args.stream_share < 1))
                    if on)
     print(f"{' '.join([args.routing, *args.policy_arg])}{told}: geo-mean advantage, "
           f"seeds {args.seeds}: "

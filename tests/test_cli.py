@@ -139,13 +139,13 @@ def test_sim_other_workloads_and_errors(tmp_path, capsys):
                  "--speeds", "1,0.5", "--load", "0.5", "--no-ceilings"]) == 0
     assert "on 2 workers at speeds 1, 0.5" in capsys.readouterr().out
     assert main(["sim", "--groups", "4", "--prompts-per-group", "2", "--routing", "learned",
-                 "--max-tokens", "none", "--no-cached-report", "--no-stream",
+                 "--max-tokens", "none", "--no-cached-report", "--stream-share", "0.25",
                  "--no-ceilings", "--json", str(tmp_path / "n.json")]) == 0
-    assert "no max_tokens sent; no cached-token reports; not streamed" \
+    assert "no max_tokens sent; no cached-token reports; 25% streamed" \
         in capsys.readouterr().out
     config = json.loads((tmp_path / "n.json").read_text())["runs"][0]["config"]
-    assert (config["max_tokens"], config["report_cached"], config["streamed"]) \
-        == ("none", False, False)
+    assert (config["max_tokens"], config["report_cached"], config["stream_share"]) \
+        == ("none", False, 0.25)
 
 
 def test_seeds_and_loads_are_checked(capsys):

@@ -242,29 +242,35 @@ def test_completions_only_learn_from_the_e2e() -> None:
     assert not policy.completions_only
 
 
-def test_completions_only_count_prefills_until_their_predicted_first_token() -> None:
-    """Without first tokens the router's accounting counts every request in flight as
-    prefilling; the policy counts a request's uncached units as queued ahead until its
-    predicted TTFT has passed (or it completes)."""
+def test_requests_that_do_not_stream_count_as_prefilling_until_their_predicted_first_token(
+) -> None:
+    """The router counts a request it sees no first token of as prefilling until it
+    completes; the policy takes its units out of that count and counts its uncached units
+    as queued ahead only until its predicted TTFT has passed (or it completes)."""
     policy = Learned()
     view = view_of([WorkerState(0), WorkerState(1)])
-    policy.route(RouteRequest(np.arange(2000, dtype=np.int64), rid=1, max_tokens=4), view)
-    policy.on_complete(dataclasses.replace(_feedback(1, 0, 0.0, 0.3, None), ttft_s=None))
-    assert policy.completions_only
-    busy = view_of([WorkerState(0, in_flight=1, prefill_units=2000), WorkerState(1)])
-    busy.now = 10.0
-    d = policy.route(RouteRequest(np.arange(3000, dtype=np.int64), rid=2, max_tokens=4), busy)
-    assert d.worker == 1  # worker 0's 2000 units are not its own: nothing ahead anywhere
-    assert policy.prefilling.tolist() == [0.0, 3000.0]
+    req = RouteRequest(np.arange(3000, dtype=np.int64), rid=2, max_tokens=4, streamed=False)
+    assert policy.route(req, view).worker == 0
+    assert policy.prefilling.tolist() == [3000.0, 0.0]
+    assert policy.silent.tolist() == [3000.0, 0.0]
     predicted = policy.open[2].pred_ttft
-    busy.now = 10.0 + predicted / 2
-    assert policy.costs(_req(100), busy).ahead.tolist() == [0.0, 3000.0]
-    busy.now = 10.0 + predicted
+    busy = view_of([WorkerState(0, in_flight=1, prefill_units=3000), WorkerState(1)])
+    busy.now = predicted / 2
+    assert policy.costs(_req(100), busy).ahead.tolist() == [3000.0, 0.0]
+    busy.now = predicted
     assert policy.costs(_req(100), busy).ahead.tolist() == [0.0, 0.0]
-    policy.route(RouteRequest(np.arange(500, dtype=np.int64), rid=3, max_tokens=4), busy)
+    # a streamed request beside it is the router's to count, as before
+    mixed = view_of([WorkerState(0, in_flight=2, prefill_units=5000), WorkerState(1)])
+    mixed.now = predicted
+    assert policy.costs(_req(100), mixed).ahead.tolist() == [2000.0, 0.0]  # f_0 = 1
+    policy.on_complete(dataclasses.replace(_feedback(2, 0, 0.0, 0.3, None), ttft_s=None))
+    assert policy.silent.sum() == 0 and policy.prefilling.sum() == 0
+    # completed before its predicted first token: taken out at once
+    req = RouteRequest(np.arange(500, dtype=np.int64), rid=3, max_tokens=4, streamed=False)
+    policy.route(req, view)
     assert policy.prefilling.sum() == 500
     policy.on_complete(dataclasses.replace(_feedback(3, 0, 0.0, 0.3, None), ttft_s=None))
-    assert policy.prefilling.sum() == 0
+    assert policy.prefilling.sum() == 0 and policy.silent.sum() == 0
 
 
 def test_failures_teach_nothing() -> None:

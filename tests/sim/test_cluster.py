@@ -207,9 +207,10 @@ def test_report_cached_off_withholds_the_cached_tokens(monkeypatch: pytest.Monke
     assert (off.records["cached"] == on.records["cached"]).all()
 
 
-def test_not_streamed_the_router_sees_completions_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``streamed=False``: no first token reaches the router, completions carry no TTFT
-    (a request counts as prefilling until it completes); the workers run as streamed."""
+def test_stream_share_the_router_sees_completions_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``stream_share=0``: no first token reaches the router, completions carry no TTFT
+    (a request counts as prefilling until it completes); the workers run as streamed.
+    Between 0 and 1, that share of the requests (seeded) stream."""
     from kvroute.routing import Router
 
     firsts: list[float] = []
@@ -231,6 +232,12 @@ def test_not_streamed_the_router_sees_completions_only(monkeypatch: pytest.Monke
     assert len(firsts) == wl.size and None not in ttfts
     firsts.clear()
     ttfts.clear()
-    off = simulate(wl, SimConfig(model=LINEAR, routing="round_robin", streamed=False))
+    off = simulate(wl, SimConfig(model=LINEAR, routing="round_robin", stream_share=0.0))
     assert firsts == [] and ttfts == [None] * wl.size
     assert (off.records["first_token"] == on.records["first_token"]).all()
+    ttfts.clear()
+    simulate(wl, SimConfig(model=LINEAR, routing="round_robin", stream_share=0.5))
+    assert len(firsts) == wl.size - ttfts.count(None)
+    assert 0.35 * wl.size < len(firsts) < 0.65 * wl.size
+    with pytest.raises(ConfigError, match="stream_share must be in"):
+        SimConfig(model=LINEAR, stream_share=1.5)

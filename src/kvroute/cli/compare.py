@@ -197,7 +197,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                       capacity=args.capacity, speeds=parse_speeds(args.speeds),
                       index=args.index, event_delay=args.event_delay,
                       block_size=args.event_block_size, max_tokens=args.max_tokens,
-                      report_cached=args.report_cached, streamed=args.streamed),
+                      report_cached=args.report_cached, stream_share=args.stream_share),
         workload_options=_options(args.option),
         eviction_args=eviction_args(args, evictions),
         routing_args=routing_args(args, routings),

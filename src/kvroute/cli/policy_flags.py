@@ -75,8 +75,8 @@ def add_index_flags(parser: argparse.ArgumentParser | Any, both: bool) -> None:
 
 def add_told_flags(parser: argparse.ArgumentParser | Any) -> None:
     """What the simulated router is told: ``--max-tokens`` (each request's output),
-    ``--no-cached-report`` and ``--no-stream`` (SimConfig's ``max_tokens``,
-    ``report_cached`` and ``streamed``)."""
+    ``--no-cached-report`` and ``--stream-share`` (SimConfig's ``max_tokens``,
+    ``report_cached`` and ``stream_share``)."""
     parser.add_argument(
         "--max-tokens", choices=("exact", "none"), default="exact",
         help="what clients send as max_tokens: each request's output length (exact, the "
@@ -88,9 +88,10 @@ def add_told_flags(parser: argparse.ArgumentParser | Any) -> None:
              "--enable-prompt-tokens-details and SGLang's OpenAI API without "
              "--enable-cache-report (their defaults)")
     parser.add_argument(
-        "--no-stream", dest="streamed", action="store_false",
-        help="clients do not stream: the router sees no first token (no TTFT; a request "
-             "counts as prefilling until it completes), only the completion")
+        "--stream-share", type=float, default=1.0, metavar="S",
+        help="the share of requests that stream (default 1); of the others the router "
+             "sees no first token (no TTFT; the request counts as prefilling until it "
+             "completes), only the completion: 0 for clients that never stream")
 
 
 def choose(registry: Registry[Any], text: str, where: str,

@@ -96,7 +96,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
                      seed=args.seed, debug=args.debug, event_delay=args.event_delay,
                      block_size=args.event_block_size, speeds=parse_speeds(args.speeds),
                      max_tokens=args.max_tokens,
-                     report_cached=args.report_cached, streamed=args.streamed)
+                     report_cached=args.report_cached, stream_share=args.stream_share)
     indexes = [i.strip() for i in args.index.split(",") if i.strip()]
     for i in indexes:
         if i not in ("approx", "exact"):
@@ -137,7 +137,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
              f"KV pool {results[0].capacity:,} tokens per worker"
              + ("; no max_tokens sent" if base.max_tokens == "none" else "")
              + ("; no cached-token reports" if not base.report_cached else "")
-             + ("; not streamed" if not base.streamed else ""))
+             + (f"; {base.stream_share:.0%} streamed" if base.stream_share < 1 else ""))
     print_table(console, title, columns, _rows(results))
     if ceil is not None:
         console.print(f"ceilings: infinite cache {ceil.infinite:.4f}; offline optimum pooled "

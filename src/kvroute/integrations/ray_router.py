@@ -180,7 +180,8 @@ class KvrouteRouting(RequestRouter):  # type: ignore[misc, unused-ignore]  # Any
             refused.clear()
             mask = [m in by_id for m in self.members]
         units, max_tokens = found
-        d = self.router.route(RouteRequest(units, max_tokens=max_tokens), now, mask)
+        d = self.router.route(RouteRequest(units, max_tokens=max_tokens, streamed=False), now,
+                              mask)
         self.counts["routed"] += 1
         chosen = self.members[d.worker]
         self._chosen[key] = _Attempt(d, chosen, pending_request)

@@ -41,6 +41,9 @@ class RouteRequest:
     rid: int = -1
     session: int | None = None
     max_tokens: int | None = None
+    # whether the router will see its first token (``Router.first_token``): a client that
+    # does not stream, or a front end without the hook (Ray Serve), gives only the end
+    streamed: bool = True
     _matched: np.ndarray | None = field(default=None, repr=False)
     _last_sent: np.ndarray | None = field(default=None, repr=False)
 

@@ -11,8 +11,11 @@ allowed worker ``w``:
                                                     realisation at the prefix's age on w)
     u_w    = L - h_w                                units it must prefill
     pairs  = u_w * (h_w + u_w / 2)                  its attention pairs
-    ahead  = prefill_units_w * f_w                  uncached units queued before it, where
-             f_w = (sum of u over this policy's open requests on w) / (sum of L over them)
+    ahead  = (prefill_units_w - silent_w) * f_w     uncached units queued before it, where
+             + prefilling_w                         f_w = (sum of u over this policy's open
+                                                    requests on w) / (sum of L over them);
+             silent_w, prefilling_w: the requests without a first token ("Requests that
+             do not stream", below; 0 when every request streams)
     TTFT_w = a . [(s_w * ahead + u_w) / 1000, pairs / 1e6, 1]
     ctx_w  = (prompt units in flight on w + L) / 1e5
     dec_w  = s_w * (O - 1) * d . [1, in_flight_w + 1, ctx_w]   its decode time (s_w: the
@@ -155,18 +158,20 @@ Learning (all from completions; errors teach nothing):
   inferred ones, against 1.099x / 1.089x with reports; docs/routing-results.md, "Engines
   that report no cached tokens".)
 
-* Completions only. A proxy sees no first token of a request that does not stream, and
-  Ray Serve's hooks carry none: no TTFT, and the router's accounting counts a request as
-  prefilling until it completes. While completions come and none has a TTFT
-  (:attr:`Learned.completions_only`), ``a`` and ``d`` are the two halves of one
-  regression of the E2E on ``[x_ttft, (O - 1) x_dec]`` (``e2e_model``; requests with
-  ``max_tokens`` > 1), ``ahead`` is the policy's own count of the uncached units it sent
-  each worker whose predicted first token is not yet due (:attr:`Learned.prefilling`),
-  and, without cached-token reports, the E2E less the predicted decode is read backwards
-  as above for the realisation. Its reported E2E is the decision's own. (Design grid
-  without streaming, seeds 1-3 / 4-6: with reports 1.077x / 1.072x -> 1.084x / 1.077x;
-  without them 0.946x / 0.941x -> 1.056x / 1.054x; docs/routing-results.md, "Clients
-  that do not stream".) The first completion with a TTFT switches back for good.
+* Requests that do not stream (``RouteRequest.streamed`` False: the proxy sees no first
+  token of a request that does not stream, and Ray Serve's hooks carry none): no TTFT,
+  and the router's accounting counts such a request as prefilling until it completes.
+  So ``ahead`` leaves their prompt units out of ``prefill_units`` (``silent_w``) and
+  counts instead their uncached units until their predicted first token is due
+  (``prefilling_w``, :attr:`Learned.prefilling`). Their completion teaches one regression
+  of the E2E on ``[x_ttft, (O - 1) x_dec]`` (``e2e_model``; requests with ``max_tokens``
+  > 1) and, without a cached-token report, the realisation, by reading backwards as
+  above the E2E less the predicted decode. While completions come and none has a TTFT
+  (:attr:`Learned.completions_only`), ``a`` and ``d`` are that regression's two halves
+  and the reported E2E is the decision's own; the first TTFT switches back for good.
+  (Design grid, no request streamed, seeds 1-3 / 4-6: with reports 1.077x / 1.072x ->
+  1.084x / 1.077x; without them 0.946x / 0.941x -> 1.056x / 1.054x; docs/routing-results.md,
+  "Clients that do not stream".)
 
 Parameters: ``forget`` 0.998 (forgetting factor of every estimate, in (0, 1]);
 ``prior_ktoken_s`` 0.1 (prior seconds per 1000 prefill units, replaced by the first few
@@ -224,7 +229,8 @@ class _Open:
     out: int | None
     pred_ttft: float
     pred_e2e: float
-    prefilling: bool = True  # counted in Learned.prefilling (until its predicted first token)
+    streamed: bool  # the router sees its first token
+    prefilling: bool  # not streamed: counted in Learned.prefilling
 
 
 class _Errors:
@@ -292,8 +298,13 @@ class Learned(RoutingPolicy):
         # features times O - 1, whose two halves stand in for the two models above
         self.e2e_model = OnlineRegression([k, k / 20.0, k / 10.0, k / 5.0, k / 100.0, 0.0],
                                           lam=self.forget, intercept=2)
-        self.prefilling = np.zeros(0)  # per worker: its predicted uncached units to prefill
-        self._first_tokens: list[tuple[float, int]] = []  # heap: (predicted time, rid)
+        # the requests the router sees no first token of (``RouteRequest.streamed``
+        # False), which its accounting counts as prefilling until they complete: per
+        # worker their prompt units, and their uncached units until the predicted first
+        # token is due (a heap of (that time, rid))
+        self.silent = np.zeros(0)
+        self.prefilling = np.zeros(0)
+        self._first_tokens: list[tuple[float, int]] = []
         self.decode_mean = k / 2.0  # observed decode seconds, when O is unknown
         self.realisation = HitRealisation(self.forget)
         self.speed = WorkerSpeed(self.forget)  # each worker's slowness, from TTFT residuals
@@ -316,6 +327,7 @@ class Learned(RoutingPolicy):
             self.len_sum = np.concatenate([self.len_sum, np.zeros(pad)])
             self.count = np.concatenate([self.count, np.zeros(pad)])
             self.frac = np.concatenate([self.frac, np.ones(pad)])
+            self.silent = np.concatenate([self.silent, np.zeros(pad)])
             self.prefilling = np.concatenate([self.prefilling, np.zeros(pad)])
         self.speed.ensure(n)
         self.decode_speed.ensure(n)
@@ -343,6 +355,7 @@ class Learned(RoutingPolicy):
         self.len_sum = np.delete(self.len_sum, index)
         self.count = np.delete(self.count, index)
         self.frac = np.delete(self.frac, index)
+        self.silent = np.delete(self.silent, index)
         self.prefilling = np.delete(self.prefilling, index)
         self.speed.remove(index)
         self.decode_speed.remove(index)
@@ -398,11 +411,11 @@ class Learned(RoutingPolicy):
         # (the scalars first): a decision costs fewer numpy calls
         if self.completions_only:
             a0, a1, a2, d0, d1, d2 = self.e2e_model.coefficients().tolist()
-            ahead = self.prefilling[:n].copy()
         else:
             a0, a1, a2 = self.ttft_model.coefficients().tolist()
             d0, d1, d2 = self.decode_model.coefficients().tolist()
-            ahead = prefill * self.frac[:n]
+        ahead = np.maximum(prefill - self.silent[:n], 0.0) * self.frac[:n] \
+            + self.prefilling[:n]
         k0 = a0 / 1000.0  # seconds per uncached unit
         work = unc * k0 + pairs * (a1 / 1e6)
         slow = self.slowness(n)
@@ -444,9 +457,12 @@ class Learned(RoutingPolicy):
             x_ttft=np.array([(ahead[w] + u) / 1000.0, u * (hit + u / 2.0) / 1e6, 1.0]),
             ahead=float(ahead[w]),
             x_dec=x_dec, out=req.max_tokens,
-            pred_ttft=float(ttft[w]), pred_e2e=pred_e2e)
-        heapq.heappush(self._first_tokens, (view.now + float(ttft[w]), req.rid))
-        self.prefilling[w] += u
+            pred_ttft=float(ttft[w]), pred_e2e=pred_e2e,
+            streamed=req.streamed, prefilling=not req.streamed)
+        if not req.streamed:
+            heapq.heappush(self._first_tokens, (view.now + float(ttft[w]), req.rid))
+            self.silent[w] += len(req)
+            self.prefilling[w] += u
         self.unc_sum[w] += unc[w]
         self.len_sum[w] += len(req)
         self.count[w] += 1
@@ -460,6 +476,8 @@ class Learned(RoutingPolicy):
             return
         w = rec.worker
         self._done_prefilling(rec)
+        if not rec.streamed and w < len(self.silent):
+            self.silent[w] = max(0.0, self.silent[w] - rec.units)
         if w < len(self.unc_sum):
             self.unc_sum[w] = max(0.0, self.unc_sum[w] - rec.uncached)
             self.len_sum[w] = max(0.0, self.len_sum[w] - rec.units)

@@ -160,7 +160,7 @@ class Forwarder:
                 delay = self.backoff_base * self.backoff_factor ** (attempt - 1)
                 jitter = self.backoff_jitter
                 await asyncio.sleep(delay * (1 + self.rng.uniform(-jitter, jitter)))
-            req = RouteRequest(units, session=session, max_tokens=max_tokens)
+            req = RouteRequest(units, session=session, max_tokens=max_tokens, streamed=stream)
             routed = self._route(req, attempt, exclude)
             if routed is None:
                 break

@@ -15,10 +15,11 @@ output with ``ignore_eos``); ``"none"`` sends none, as chat clients that omit it
 policy knows how long a request will decode. ``config.report_cached`` (default True):
 whether the workers report each request's cached tokens with its completion, as SGLang
 with ``--enable-cache-report`` and vLLM with ``--enable-prompt-tokens-details`` do; by
-default neither engine's OpenAI API does. ``config.streamed`` (default True): whether
-clients stream, so that the router sees each request's first token (its TTFT, and the
-request moving from prefill to decode in its accounting); without it the router sees
-only the completion, as a proxy does for a request that does not stream.
+default neither engine's OpenAI API does. ``config.stream_share`` (default 1): the share
+of requests that stream, so that the router sees their first token (the TTFT, and the
+request moving from prefill to decode in its accounting; ``RouteRequest.streamed``); of
+the others it sees only the completion, as a proxy does for a request that does not
+stream. Which requests stream is drawn from a generator seeded from ``config.seed``.
 """
 
 from __future__ import annotations
@@ -80,8 +81,8 @@ class SimConfig:
     max_tokens: str = "exact"
     # whether a completion reports its cached tokens to the router (the module doc)
     report_cached: bool = True
-    # whether the router sees each request's first token (the module doc)
-    streamed: bool = True
+    # the share of requests whose first token the router sees (the module doc)
+    stream_share: float = 1.0
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -92,6 +93,8 @@ class SimConfig:
         object.__setattr__(self, "speeds", tuple(check_speed(v) for v in self.speeds))
         if self.index not in ("approx", "exact"):
             raise ConfigError(f"index must be approx or exact, got {self.index!r}")
+        if not 0.0 <= self.stream_share <= 1.0:
+            raise ConfigError(f"stream_share must be in [0, 1], got {self.stream_share!r}")
         if self.max_tokens not in ("exact", "none"):
             raise ConfigError(f"max_tokens must be exact or none, got {self.max_tokens!r}")
         if self.event_delay < 0 or self.block_size < 1:
@@ -197,14 +200,16 @@ def simulate(workload: Workload, config: SimConfig | None = None, *, ceilings: b
                            kv_usage=usage, kv_capacity=worker.capacity)
 
     def on_first_token(job: Job) -> None:
-        if cfg.streamed:
-            router.first_token(dispatches[job.req.rid], loop.now)
+        d = dispatches[job.req.rid]
+        if d.req.streamed:
+            router.first_token(d, loop.now)
 
     def on_finish(job: Job) -> None:
         now = loop.now
         req = job.req
-        router.complete(dispatches.pop(req.rid), now, ok=True,
-                        ttft_s=job.first_token - job.queued if cfg.streamed else None,
+        d = dispatches.pop(req.rid)
+        router.complete(d, now, ok=True,
+                        ttft_s=job.first_token - job.queued if d.req.streamed else None,
                         cached_tokens=job.cached if cfg.report_cached else None)
         rows.append((req.rid, req.session, job.worker, job.queued, job.start, job.first_token,
                      job.finish, req.prompt_len, job.cached, req.output_len))
@@ -230,6 +235,8 @@ def simulate(workload: Workload, config: SimConfig | None = None, *, ceilings: b
         attach_exact_indexes(router, workers, loop, cfg.event_delay, cfg.block_size)
 
     told_output = cfg.max_tokens == "exact"
+    share = cfg.stream_share
+    streams = np.random.default_rng([cfg.seed, 7]) if 0.0 < share < 1.0 else None
 
     def dispatch(req: Request) -> None:
         if req.rid in dispatches:
@@ -239,8 +246,10 @@ def simulate(workload: Workload, config: SimConfig | None = None, *, ceilings: b
             raise ConfigError(
                 f"request {req.rid} needs {req.prompt_len + req.output_len} KV tokens, more "
                 f"than a worker's pool of {workers[0].capacity}; raise the capacity")
+        streamed = share >= 1.0 if streams is None else bool(streams.random() < share)
         d = router.route(RouteRequest(req.tokens, req.rid, req.session,
-                                      req.output_len if told_output else None), loop.now)
+                                      req.output_len if told_output else None, streamed),
+                         loop.now)
         # the simulator never calls router.undelivered, the one reader of the prompt after
         # routing: the dispatch keeps its length only (a zero-stride stand-in), so a long
         # backlog does not hold every prompt (the worker parks its own copy compactly)
