@@ -305,6 +305,7 @@ class Learned(RoutingPolicy):
         self.silent = np.zeros(0)
         self.prefilling = np.zeros(0)
         self._first_tokens: list[tuple[float, int]] = []
+        self.silent_open = 0  # how many are open (none: ahead needs neither array)
         self.decode_mean = k / 2.0  # observed decode seconds, when O is unknown
         self.realisation = HitRealisation(self.forget)
         self.speed = WorkerSpeed(self.forget)  # each worker's slowness, from TTFT residuals
@@ -414,8 +415,11 @@ class Learned(RoutingPolicy):
         else:
             a0, a1, a2 = self.ttft_model.coefficients().tolist()
             d0, d1, d2 = self.decode_model.coefficients().tolist()
-        ahead = np.maximum(prefill - self.silent[:n], 0.0) * self.frac[:n] \
-            + self.prefilling[:n]
+        if self.silent_open:
+            ahead = np.maximum(prefill - self.silent[:n], 0.0) * self.frac[:n] \
+                + self.prefilling[:n]
+        else:
+            ahead = prefill * self.frac[:n]
         k0 = a0 / 1000.0  # seconds per uncached unit
         work = unc * k0 + pairs * (a1 / 1e6)
         slow = self.slowness(n)
@@ -462,6 +466,7 @@ class Learned(RoutingPolicy):
         if not req.streamed:
             heapq.heappush(self._first_tokens, (view.now + float(ttft[w]), req.rid))
             self.silent[w] += len(req)
+            self.silent_open += 1
             self.prefilling[w] += u
         self.unc_sum[w] += unc[w]
         self.len_sum[w] += len(req)
@@ -476,8 +481,12 @@ class Learned(RoutingPolicy):
             return
         w = rec.worker
         self._done_prefilling(rec)
-        if not rec.streamed and w < len(self.silent):
-            self.silent[w] = max(0.0, self.silent[w] - rec.units)
+        if not rec.streamed:
+            self.silent_open -= 1
+            if w < len(self.silent):
+                self.silent[w] = max(0.0, self.silent[w] - rec.units)
+            if not self.silent_open:  # no rounding left behind
+                self.silent[:] = self.prefilling[:] = 0.0
         if w < len(self.unc_sum):
             self.unc_sum[w] = max(0.0, self.unc_sum[w] - rec.uncached)
             self.len_sum[w] = max(0.0, self.len_sum[w] - rec.units)
