@@ -169,9 +169,10 @@ Learning (all from completions; errors teach nothing):
   above the E2E less the predicted decode. While completions come and none has a TTFT
   (:attr:`Learned.completions_only`), ``a`` and ``d`` are that regression's two halves
   and the reported E2E is the decision's own; the first TTFT switches back for good.
-  (Design grid, no request streamed, seeds 1-3 / 4-6: with reports 1.077x / 1.072x ->
-  1.084x / 1.077x; without them 0.946x / 0.941x -> 1.056x / 1.054x; docs/routing-results.md,
-  "Clients that do not stream".)
+  (Design grid, seeds 1-3 / 4-6, no request streamed: with reports 1.077x / 1.072x ->
+  1.088x / 1.073x, without them 0.946x / 0.941x -> 1.049x / 1.048x; half of them:
+  1.081x / 1.074x -> 1.090x / 1.086x; docs/routing-results.md, "Clients that do not
+  stream".)
 
 Parameters: ``forget`` 0.998 (forgetting factor of every estimate, in (0, 1]);
 ``prior_ktoken_s`` 0.1 (prior seconds per 1000 prefill units, replaced by the first few
