@@ -10,9 +10,9 @@ under 100 us at 16 workers and under 300 us at 64 (issue 12).
 With ``--ttft`` every request gets its first token 0.5 ms after dispatch, so the policies
 that learn from TTFTs (``llmd_predicted``, ``smetric``, ``learned``) are timed past their
 warm-up; without it (the default, as in docs/routing.md's table) they never see one, as
-for clients that do not stream: ``learned`` then learns from each completion's E2E (its
-"completions only" mode), the others stay on their priors. No cached tokens are reported
-either way.
+for clients that do not stream: ``learned`` then learns from each completion's E2E
+(``Learned.completions_only``), the others stay on their priors. No cached tokens are
+reported either way.
 
     python benchmarks/route_bench.py [--requests 400] [--workers 4,16,64] [--ttft]
         [--policies a,b,...]

@@ -295,7 +295,7 @@ class Learned(RoutingPolicy):
         # the reported E2E reads ("The reported E2E" above); decisions never do
         self.decode_report = OnlineRegression([k / 5.0, k / 100.0, 0.0], lam=self.forget,
                                               intercept=0, ridge=(0.0, 0.0, 1.0))
-        # completions only (no TTFT seen): E2E against the TTFT features and the decode
+        # requests that do not stream: their E2E against the TTFT features and the decode
         # features times O - 1, whose two halves stand in for the two models above
         self.e2e_model = OnlineRegression([k, k / 20.0, k / 10.0, k / 5.0, k / 100.0, 0.0],
                                           lam=self.forget, intercept=2)
@@ -504,7 +504,7 @@ class Learned(RoutingPolicy):
             hit = float(min(cached, rec.units - 1))
             unc = rec.units - hit
             x = np.array([(rec.ahead + unc) / 1000.0, unc * (hit + unc / 2.0) / 1e6, 1.0])
-        if fb.ttft_s is None and rec.out is not None and rec.out > 1:  # completions only
+        if fb.ttft_s is None and rec.out is not None and rec.out > 1:  # not streamed
             coef = self.e2e_model.coefficients()
             if cached is None and rec.matched > 0 and rec.ahead == 0:  # the model before update
                 ttft = fb.e2e_s - (rec.out - 1) * float(coef[3:] @ rec.x_dec)
