@@ -242,6 +242,22 @@ def test_completions_only_learn_from_the_e2e() -> None:
     assert not policy.completions_only
 
 
+def test_completions_only_without_max_tokens_learn_decode_seconds() -> None:
+    """No TTFT and no max_tokens: the E2E regression takes the decode half per request
+    (o = 1), and decides with it the same way."""
+    view = view_of([WorkerState(0), WorkerState(1, in_flight=2, decode_units=4000)])
+    policy = Learned()
+    req = RouteRequest(np.arange(2000, dtype=np.int64), rid=7, streamed=False)
+    policy.route(req, view)
+    policy.on_complete(dataclasses.replace(_feedback(7, 0, 0.0, 0.5, 0), ttft_s=None))
+    assert policy.completions_only and policy.e2e_model.samples == 1
+    d0, d1, d2 = policy.e2e_model.coefficients().tolist()[3:]
+    costs = policy.costs(RouteRequest(np.arange(1000, dtype=np.int64), rid=8), view)
+    ctx = np.array([1000.0, 5000.0]) / 1e5
+    dec = d0 + d1 * (np.array([0.0, 2.0]) + 1.0) + d2 * ctx
+    assert costs.own == pytest.approx(costs.ttft + dec)
+
+
 def test_requests_that_do_not_stream_count_as_prefilling_until_their_predicted_first_token(
 ) -> None:
     """The router counts a request it sees no first token of as prefilling until it

@@ -164,14 +164,16 @@ Learning (all from completions; errors teach nothing):
   So ``ahead`` leaves their prompt units out of ``prefill_units`` (``silent_w``) and
   counts instead their uncached units until their predicted first token is due
   (``prefilling_w``, :attr:`Learned.prefilling`). Their completion teaches one regression
-  of the E2E on ``[x_ttft, (O - 1) x_dec]`` (``e2e_model``; requests with ``max_tokens``
-  > 1) and, without a cached-token report, the realisation, by reading backwards as
-  above the E2E less the predicted decode. While completions come and none has a TTFT
+  of the E2E on ``[x_ttft, (O - 1) x_dec]`` (``e2e_model``; without ``max_tokens``
+  ``O - 1`` is taken as 1, so that half learns a request's decode seconds, and the
+  decision uses it so) and, without a cached-token report, the realisation, by reading
+  backwards as above the E2E less the predicted decode. While completions come and none has a TTFT
   (:attr:`Learned.completions_only`), ``a`` and ``d`` are that regression's two halves
   and the reported E2E is the decision's own; the first TTFT switches back for good.
   (Design grid, seeds 1-3 / 4-6, no request streamed: with reports 1.077x / 1.072x ->
   1.088x / 1.073x, without them 0.946x / 0.941x -> 1.049x / 1.048x; half of them:
-  1.081x / 1.074x -> 1.090x / 1.086x; docs/routing-results.md, "Clients that do not
+  1.081x / 1.074x -> 1.090x / 1.086x; none streamed, no reports and no ``max_tokens``:
+  0.966x / 0.964x -> 1.022x / 1.014x; docs/routing-results.md, "Clients that do not
   stream".)
 
 Parameters: ``forget`` 0.998 (forgetting factor of every estimate, in (0, 1]);
@@ -426,8 +428,10 @@ class Learned(RoutingPolicy):
         slow = self.slowness(n)
         ttft = work + (slow * ahead) * k0 + a2
         ctx = (prefill + decoding + length) / 1e5
-        if req.max_tokens is not None:
-            o = req.max_tokens - 1  # dec = o (d0 + d1 (flight + 1) + d2 ctx)
+        if req.max_tokens is not None or self.completions_only:
+            # dec = o (d0 + d1 (flight + 1) + d2 ctx); the E2E regression learned the
+            # decode seconds of requests without max_tokens with o = 1
+            o = 1 if req.max_tokens is None else req.max_tokens - 1
             dec = flight * (o * d1) + ctx * (o * d2) + o * (d0 + d1)
         else:
             dec = np.full(n, self.decode_mean)
@@ -504,12 +508,13 @@ class Learned(RoutingPolicy):
             hit = float(min(cached, rec.units - 1))
             unc = rec.units - hit
             x = np.array([(rec.ahead + unc) / 1000.0, unc * (hit + unc / 2.0) / 1e6, 1.0])
-        if fb.ttft_s is None and rec.out is not None and rec.out > 1:  # not streamed
+        if fb.ttft_s is None and (rec.out is None or rec.out > 1):  # not streamed
+            o = 1 if rec.out is None else rec.out - 1  # unknown output: decode seconds
             coef = self.e2e_model.coefficients()
             if cached is None and rec.matched > 0 and rec.ahead == 0:  # the model before update
-                ttft = fb.e2e_s - (rec.out - 1) * float(coef[3:] @ rec.x_dec)
+                ttft = fb.e2e_s - o * float(coef[3:] @ rec.x_dec)
                 cached = self.cached_from_ttft(rec.units, ttft, coef[:3].tolist())
-            self.e2e_model.update(np.concatenate([x, (rec.out - 1) * rec.x_dec]), fb.e2e_s)
+            self.e2e_model.update(np.concatenate([x, o * rec.x_dec]), fb.e2e_s)
         if fb.ttft_s is not None:
             if cached is None and rec.matched > 0 and rec.ahead == 0:
                 cached = self.cached_from_ttft(rec.units, fb.ttft_s)  # the model before update
