@@ -41,17 +41,19 @@ def build(name: str, workers: int, seed: int) -> tuple[Router, list[Probe]]:
 
 
 def workload(seed: int, n: int = 120) -> list[RouteRequest]:
-    """Prompts from a few shared prefixes with private suffixes, some empty."""
+    """Prompts from a few shared prefixes with private suffixes, some empty; every fourth
+    request does not stream."""
     rng = np.random.default_rng(seed)
     heads = [rng.integers(0, 1000, size=int(rng.integers(20, 200))) for _ in range(5)]
     out = []
-    for _ in range(n):
+    for k in range(n):
         if rng.random() < 0.05:
             units = np.empty(0, dtype=np.int64)
         else:
             tail = rng.integers(0, 1000, size=int(rng.integers(0, 100)))
             units = np.concatenate([heads[int(rng.integers(len(heads)))], tail]).astype(np.int64)
-        out.append(RouteRequest(units, max_tokens=int(rng.integers(1, 64))))
+        out.append(RouteRequest(units, max_tokens=int(rng.integers(1, 64)),
+                                streamed=k % 4 != 0))
     return out
 
 
@@ -100,7 +102,7 @@ def test_decisions_in_range_and_feedback_exactly_once(name: str, workers: int) -
     by_rid = {fb.rid: fb.worker for fb in seen}
     assert [by_rid[k] for k in range(len(chosen))] == chosen
     assert all(s.in_flight == 0 and s.prefill_units == 0 and s.decode_units == 0
-               for s in router.workers)
+               and s.unstreamed_units == 0 for s in router.workers)
     assert sum(s.completed + s.errors for s in router.workers) == len(chosen)
 
 

@@ -13,6 +13,7 @@ from kvroute.routing.learned import Learned
 from kvroute.routing.online_regression import OnlineRegression
 from kvroute.routing.prefix_index import PrefixIndex
 from kvroute.routing.registry import make_router_policy
+from kvroute.routing.ttft_form import cached_from_ttft
 from tests.routing.views import view_of
 
 # Priors with prior_ktoken_s = 0.1: TTFT a = [0.1 s/1000 units, 0.005 s/1e6 pairs, 0.01 s],
@@ -199,10 +200,11 @@ def test_without_a_cached_report_the_ttft_says_what_was_cached() -> None:
     1.5 + 0.01 = 0.1175 s, and 1000 cached is read back from it."""
     view = view_of([WorkerState(0), WorkerState(1)], {0: 1000})
     policy = Learned()
-    assert policy.cached_from_ttft(2000, 0.1175) == pytest.approx(1000)
-    assert policy.cached_from_ttft(2000, 0.22) == pytest.approx(0)
-    assert policy.cached_from_ttft(2000, 5.0) == 0  # slower than no hit at all: none
-    assert policy.cached_from_ttft(2000, 0.001) == 2000  # faster than the fixed cost: all
+    a = policy.ttft_model.coefficients().tolist()
+    assert cached_from_ttft(a, 2000, 0.1175) == pytest.approx(1000)
+    assert cached_from_ttft(a, 2000, 0.22) == pytest.approx(0)
+    assert cached_from_ttft(a, 2000, 5.0) == 0  # slower than no hit at all: none
+    assert cached_from_ttft(a, 2000, 0.001) == 2000  # faster than the fixed cost: all
     d = policy.route(_req(2000), view)
     assert d.worker == 0
     policy.on_complete(_feedback(7, 0, ttft=0.22, e2e=0.3, cached=None))
@@ -261,32 +263,34 @@ def test_completions_only_without_max_tokens_learn_decode_seconds() -> None:
 def test_requests_that_do_not_stream_count_as_prefilling_until_their_predicted_first_token(
 ) -> None:
     """The router counts a request it sees no first token of as prefilling until it
-    completes; the policy takes its units out of that count and counts its uncached units
-    as queued ahead only until its predicted TTFT has passed (or it completes)."""
+    completes (``unstreamed_units``); the policy takes those units out of that count and
+    counts its uncached units as queued ahead only until its predicted TTFT has passed
+    (or it completes)."""
     policy = Learned()
     view = view_of([WorkerState(0), WorkerState(1)])
     req = RouteRequest(np.arange(3000, dtype=np.int64), rid=2, max_tokens=4, streamed=False)
     assert policy.route(req, view).worker == 0
-    assert policy.prefilling.tolist() == [3000.0, 0.0]
-    assert policy.silent.tolist() == [3000.0, 0.0]
+    assert policy.pending.units.tolist() == [3000.0, 0.0]
     predicted = policy.open[2].pred_ttft
-    busy = view_of([WorkerState(0, in_flight=1, prefill_units=3000), WorkerState(1)])
+    busy = view_of([WorkerState(0, in_flight=1, prefill_units=3000, unstreamed_units=3000),
+                    WorkerState(1)])
     busy.now = predicted / 2
     assert policy.costs(_req(100), busy).ahead.tolist() == [3000.0, 0.0]
     busy.now = predicted
     assert policy.costs(_req(100), busy).ahead.tolist() == [0.0, 0.0]
     # a streamed request beside it is the router's to count, as before
-    mixed = view_of([WorkerState(0, in_flight=2, prefill_units=5000), WorkerState(1)])
+    mixed = view_of([WorkerState(0, in_flight=2, prefill_units=5000, unstreamed_units=3000),
+                     WorkerState(1)])
     mixed.now = predicted
     assert policy.costs(_req(100), mixed).ahead.tolist() == [2000.0, 0.0]  # f_0 = 1
     policy.on_complete(dataclasses.replace(_feedback(2, 0, 0.0, 0.3, None), ttft_s=None))
-    assert policy.silent.sum() == 0 and policy.prefilling.sum() == 0
+    assert policy.pending.units.sum() == 0
     # completed before its predicted first token: taken out at once
     req = RouteRequest(np.arange(500, dtype=np.int64), rid=3, max_tokens=4, streamed=False)
     policy.route(req, view)
-    assert policy.prefilling.sum() == 500
+    assert policy.pending.units.sum() == 500
     policy.on_complete(dataclasses.replace(_feedback(3, 0, 0.0, 0.3, None), ttft_s=None))
-    assert policy.prefilling.sum() == 0 and policy.silent.sum() == 0
+    assert policy.pending.units.sum() == 0
 
 
 def test_failures_teach_nothing() -> None:

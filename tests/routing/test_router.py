@@ -256,3 +256,22 @@ def test_cached_tokens_reach_the_policy_in_the_routers_units() -> None:
         router.complete(d, 1.0, ttft_s=0.1, cached_tokens=cached, prompt_tokens=prompt_tokens)
     assert [(fb.cached_tokens, fb.cached_units) for fb in feedback] == [
         (30, 120), (30, 30), (500, 400)]
+
+
+def test_requests_that_do_not_stream_are_counted_apart() -> None:
+    """``unstreamed_units``: the prompt units, among ``prefill_units``, of requests whose
+    first token the router will not see; they leave it when the request completes (or, if
+    a first token comes after all, with it)."""
+    router = Router(make_router_policy("round_robin"), 2)
+    quiet = router.route(RouteRequest(np.arange(300, dtype=np.int64), streamed=False), 0.0)
+    loud = router.route(RouteRequest(np.arange(200, dtype=np.int64)), 0.0)
+    states = router.workers
+    assert [(s.prefill_units, s.unstreamed_units) for s in states] == [(300, 300), (200, 0)]
+    router.complete(quiet, 1.0)
+    router.first_token(loud, 0.5)
+    assert [(s.prefill_units, s.unstreamed_units, s.decode_units) for s in states] \
+        == [(0, 0, 0), (0, 0, 200)]
+    late = router.route(RouteRequest(np.arange(100, dtype=np.int64), streamed=False), 2.0)
+    router.first_token(late, 2.5)
+    assert states[late.worker].unstreamed_units == 0
+    assert states[late.worker].decode_units == 100

@@ -94,6 +94,9 @@ class WorkerState:
     in_flight: int = 0  # routed and not yet closed
     prefill_units: int = 0  # prompt units of in-flight requests without a first token yet
     decode_units: int = 0  # prompt units of in-flight requests past their first token
+    # of prefill_units, those of requests whose first token the router will not see
+    # (RouteRequest.streamed False): they count as prefilling until they complete
+    unstreamed_units: int = 0
     routed: int = 0
     completed: int = 0
     errors: int = 0

@@ -11,11 +11,13 @@ allowed worker ``w``:
                                                     realisation at the prefix's age on w)
     u_w    = L - h_w                                units it must prefill
     pairs  = u_w * (h_w + u_w / 2)                  its attention pairs
-    ahead  = (prefill_units_w - silent_w) * f_w     uncached units queued before it, where
-             + prefilling_w                         f_w = (sum of u over this policy's open
-                                                    requests on w) / (sum of L over them);
-             silent_w, prefilling_w: the requests without a first token ("Requests that
-             do not stream", below; 0 when every request streams)
+    ahead  = (prefill_units_w - unstreamed_w) * f_w  uncached units queued before it,
+             + pending_w                            where f_w = (sum of u over this
+                                                    policy's open requests on w) / (sum
+                                                    of L over them); unstreamed_w,
+                                                    pending_w: the requests without a
+                                                    first token ("Requests that do not
+                                                    stream", below; 0 when all stream)
     TTFT_w = a . [(s_w * ahead + u_w) / 1000, pairs / 1e6, 1]
     ctx_w  = (prompt units in flight on w + L) / 1e5
     dec_w  = s_w * (O - 1) * d . [1, in_flight_w + 1, ctx_w]   its decode time (s_w: the
@@ -151,8 +153,8 @@ Learning (all from completions; errors teach nothing):
   ``--enable-prompt-tokens-details``, SGLang's ``--enable-cache-report`` for its OpenAI
   API). Without a report, a request that found nothing queued ahead on its worker
   (``ahead`` 0) took its own prefill as its TTFT, so the TTFT model read backwards gives
-  what was cached (:meth:`Learned.cached_from_ttft`, with the model as it predicted that
-  request), and that is the realisation's sample; the TTFT model itself learns only from
+  what was cached (:mod:`~kvroute.routing.ttft_form`, with the model as it predicted
+  that request), and that is the realisation's sample; the TTFT model itself learns only from
   reported counts or its own predicted ``u``. (Design grid without reports, seeds 1-3 /
   4-6: 1.014x / 0.999x with no realisation sample at all, 1.084x / 1.076x with the
   inferred ones, against 1.099x / 1.089x with reports; docs/routing-results.md, "Engines
@@ -161,19 +163,20 @@ Learning (all from completions; errors teach nothing):
 * Requests that do not stream (``RouteRequest.streamed`` False: the proxy sees no first
   token of a request that does not stream, and Ray Serve's hooks carry none): no TTFT,
   and the router's accounting counts such a request as prefilling until it completes.
-  So ``ahead`` leaves their prompt units out of ``prefill_units`` (``silent_w``) and
-  counts instead their uncached units until their predicted first token is due
-  (``prefilling_w``, :attr:`Learned.prefilling`). Their completion teaches one regression
-  of the E2E on ``[x_ttft, (O - 1) x_dec]`` (``e2e_model``; without ``max_tokens``
-  ``O - 1`` is taken as 1, so that half learns a request's decode seconds, and the
-  decision uses it so) and, without a cached-token report, the realisation, by reading
-  backwards as above the E2E less the predicted decode. While completions come and none has a TTFT
+  So ``ahead`` leaves their prompt units out of ``prefill_units``
+  (``WorkerState.unstreamed_units``) and counts instead their uncached units until
+  their predicted first token is due (``pending_w``,
+  :mod:`~kvroute.routing.pending_prefill`). Their completion teaches one regression of
+  the E2E on ``[x_ttft, (O - 1) x_dec]`` (``e2e_model``; without ``max_tokens`` ``O - 1``
+  is taken as 1, so that half learns a request's decode seconds, and the decision uses
+  it so) and, without a cached-token report, the realisation, by reading backwards as
+  above the E2E less the predicted decode. While completions come and none has a TTFT
   (:attr:`Learned.completions_only`), ``a`` and ``d`` are that regression's two halves
   and the reported E2E is the decision's own; the first TTFT switches back for good.
   (Design grid, seeds 1-3 / 4-6, no request streamed: with reports 1.077x / 1.072x ->
-  1.088x / 1.073x, without them 0.946x / 0.941x -> 1.049x / 1.048x; half of them:
-  1.081x / 1.074x -> 1.090x / 1.086x; none streamed, no reports and no ``max_tokens``:
-  0.966x / 0.964x -> 1.022x / 1.014x; docs/routing-results.md, "Clients that do not
+  1.084x / 1.074x, without them 0.946x / 0.941x -> 1.059x / 1.049x; half of them:
+  1.081x / 1.074x -> 1.089x / 1.081x; none streamed, no reports and no ``max_tokens``:
+  0.966x / 0.964x -> 1.013x / 1.007x; docs/routing-results.md, "Clients that do not
   stream".)
 
 Parameters: ``forget`` 0.998 (forgetting factor of every estimate, in (0, 1]);
@@ -183,14 +186,14 @@ prefill-bound); ``ttft_weight`` 3 and ``copy_weight`` 3 (>= 0;
 chosen on the design grid of ``docs/routing-results.md``, seeds 1-3, and checked on seeds
 4-6). No constant depends on a workload. Telemetry: :meth:`telemetry` gives the
 mean absolute and signed error of the predicted TTFT and the reported E2E against the
-observed ones (and their sums, for windows: ``_Errors``), the learned coefficients (the
-decision's and the reported decode model's), the hit realisation, overall and by age,
-and each worker's slowness.
+observed ones (and their sums, for windows: :mod:`~kvroute.routing.prediction_errors`),
+the learned coefficients (the decision's, the reported decode model's and, for requests
+that do not stream, the E2E regression's), the hit realisation, overall and by age, and
+each worker's slowness.
 """
 
 from __future__ import annotations
 
-import heapq
 import math
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -201,7 +204,10 @@ from kvroute.errors import ConfigError
 from kvroute.routing.base import ClusterView, Decision, Feedback, RouteRequest, RoutingPolicy
 from kvroute.routing.hit_realisation import HitRealisation
 from kvroute.routing.online_regression import OnlineRegression
+from kvroute.routing.pending_prefill import PendingPrefill
+from kvroute.routing.prediction_errors import PredictionErrors
 from kvroute.routing.registry import register
+from kvroute.routing.ttft_form import cached_from_ttft, ttft_features
 from kvroute.routing.worker_speed import WorkerSpeed
 
 __all__ = ["Learned"]
@@ -232,36 +238,6 @@ class _Open:
     out: int | None
     pred_ttft: float
     pred_e2e: float
-    streamed: bool  # the router sees its first token
-    prefilling: bool  # not streamed: counted in Learned.prefilling
-
-
-class _Errors:
-    """Running sums of predicted - observed since the policy started. The report gives
-    the sums as well as the means, so that a window can be read off two reports: live,
-    ``delta(...{key="e2e.abs_error_sum_s"}[5m]) / delta(...{key="e2e.count"}[5m])`` on
-    ``kvroute_policy_telemetry`` is the mean absolute error of the last five minutes
-    (the means keep the warm-up for a long time)."""
-
-    def __init__(self) -> None:
-        self.n = 0
-        self.abs = 0.0
-        self.signed = 0.0
-        self.observed = 0.0
-
-    def add(self, predicted: float, observed: float) -> None:
-        self.n += 1
-        self.abs += abs(predicted - observed)
-        self.signed += predicted - observed
-        self.observed += observed
-
-    def report(self) -> dict[str, float]:
-        n = max(self.n, 1)
-        return {"count": self.n, "mean_abs_error_s": self.abs / n,
-                "mean_error_s": self.signed / n, "mean_observed_s": self.observed / n,
-                "relative_abs_error": self.abs / self.observed if self.observed else 0.0,
-                "abs_error_sum_s": self.abs, "error_sum_s": self.signed,
-                "observed_sum_s": self.observed}
 
 
 @register
@@ -301,14 +277,8 @@ class Learned(RoutingPolicy):
         # features times O - 1, whose two halves stand in for the two models above
         self.e2e_model = OnlineRegression([k, k / 20.0, k / 10.0, k / 5.0, k / 100.0, 0.0],
                                           lam=self.forget, intercept=2)
-        # the requests the router sees no first token of (``RouteRequest.streamed``
-        # False), which its accounting counts as prefilling until they complete: per
-        # worker their prompt units, and their uncached units until the predicted first
-        # token is due (a heap of (that time, rid))
-        self.silent = np.zeros(0)
-        self.prefilling = np.zeros(0)
-        self._first_tokens: list[tuple[float, int]] = []
-        self.silent_open = 0  # how many are open (none: ahead needs neither array)
+        # requests that do not stream: uncached units until the predicted first token
+        self.pending = PendingPrefill()
         self.decode_mean = k / 2.0  # observed decode seconds, when O is unknown
         self.realisation = HitRealisation(self.forget)
         self.speed = WorkerSpeed(self.forget)  # each worker's slowness, from TTFT residuals
@@ -320,8 +290,8 @@ class Learned(RoutingPolicy):
         self.count = np.zeros(0)  # this policy's open requests per worker
         self.frac = np.ones(0)  # f_w = unc_sum / len_sum, at most 1 (1 where no record)
         self.open: dict[int, _Open] = {}
-        self.ttft_errors = _Errors()
-        self.e2e_errors = _Errors()
+        self.ttft_errors = PredictionErrors()
+        self.e2e_errors = PredictionErrors()
 
     # ------------------------------------------------------------------ membership
     def _ensure(self, n: int) -> None:
@@ -331,8 +301,7 @@ class Learned(RoutingPolicy):
             self.len_sum = np.concatenate([self.len_sum, np.zeros(pad)])
             self.count = np.concatenate([self.count, np.zeros(pad)])
             self.frac = np.concatenate([self.frac, np.ones(pad)])
-            self.silent = np.concatenate([self.silent, np.zeros(pad)])
-            self.prefilling = np.concatenate([self.prefilling, np.zeros(pad)])
+        self.pending.ensure(n)
         self.speed.ensure(n)
         self.decode_speed.ensure(n)
 
@@ -359,8 +328,7 @@ class Learned(RoutingPolicy):
         self.len_sum = np.delete(self.len_sum, index)
         self.count = np.delete(self.count, index)
         self.frac = np.delete(self.frac, index)
-        self.silent = np.delete(self.silent, index)
-        self.prefilling = np.delete(self.prefilling, index)
+        self.pending.remove_worker(index)
         self.speed.remove(index)
         self.decode_speed.remove(index)
         for rec in self.open.values():
@@ -378,21 +346,6 @@ class Learned(RoutingPolicy):
         """Completions have come and none with a TTFT (the module doc)."""
         return self.ttft_model.samples == 0 and self.e2e_model.samples > 0
 
-    def _settle_first_tokens(self, now: float) -> None:
-        """Requests whose predicted first token is due stop counting as prefilling."""
-        heap = self._first_tokens
-        while heap and heap[0][0] <= now:
-            rec = self.open.get(heapq.heappop(heap)[1])
-            if rec is not None:
-                self._done_prefilling(rec)
-
-    def _done_prefilling(self, rec: _Open) -> None:
-        if rec.prefilling:
-            rec.prefilling = False
-            if rec.worker < len(self.prefilling):
-                self.prefilling[rec.worker] = max(0.0, self.prefilling[rec.worker]
-                                                  - rec.uncached)
-
     def costs(self, req: RouteRequest, view: ClusterView) -> Costs:
         """Per worker, as in the module doc."""
         n = len(view)
@@ -407,10 +360,11 @@ class Learned(RoutingPolicy):
         unc = length - hit
         pairs = unc * (hit + unc / 2.0)
         ws = view.workers
-        prefill, flight, decoding = np.array(
+        prefill, flight, decoding, unstreamed = np.array(
             [[w.prefill_units for w in ws], [w.in_flight for w in ws],
-             [w.decode_units for w in ws]], dtype=np.float64)
-        self._settle_first_tokens(view.now)
+             [w.decode_units for w in ws], [w.unstreamed_units for w in ws]],
+            dtype=np.float64)
+        self.pending.settle(view.now)
         # the module doc's formulas, regrouped so that each array is multiplied once
         # (the scalars first): a decision costs fewer numpy calls
         if self.completions_only:
@@ -418,11 +372,7 @@ class Learned(RoutingPolicy):
         else:
             a0, a1, a2 = self.ttft_model.coefficients().tolist()
             d0, d1, d2 = self.decode_model.coefficients().tolist()
-        if self.silent_open:
-            ahead = np.maximum(prefill - self.silent[:n], 0.0) * self.frac[:n] \
-                + self.prefilling[:n]
-        else:
-            ahead = prefill * self.frac[:n]
+        ahead = (prefill - unstreamed) * self.frac[:n] + self.pending.units[:n]
         k0 = a0 / 1000.0  # seconds per uncached unit
         work = unc * k0 + pairs * (a1 / 1e6)
         slow = self.slowness(n)
@@ -463,16 +413,12 @@ class Learned(RoutingPolicy):
         self.open[req.rid] = _Open(
             worker=w, units=len(req), uncached=u,
             matched=int(view.matched(req)[w]), age=int(age[w]),
-            x_ttft=np.array([(ahead[w] + u) / 1000.0, u * (hit + u / 2.0) / 1e6, 1.0]),
+            x_ttft=ttft_features(float(ahead[w]), u, hit),
             ahead=float(ahead[w]),
             x_dec=x_dec, out=req.max_tokens,
-            pred_ttft=float(ttft[w]), pred_e2e=pred_e2e,
-            streamed=req.streamed, prefilling=not req.streamed)
+            pred_ttft=float(ttft[w]), pred_e2e=pred_e2e)
         if not req.streamed:
-            heapq.heappush(self._first_tokens, (view.now + float(ttft[w]), req.rid))
-            self.silent[w] += len(req)
-            self.silent_open += 1
-            self.prefilling[w] += u
+            self.pending.add(req.rid, w, u, view.now + float(ttft[w]))
         self.unc_sum[w] += unc[w]
         self.len_sum[w] += len(req)
         self.count[w] += 1
@@ -485,13 +431,7 @@ class Learned(RoutingPolicy):
         if rec is None:
             return
         w = rec.worker
-        self._done_prefilling(rec)
-        if not rec.streamed:
-            self.silent_open -= 1
-            if w < len(self.silent):
-                self.silent[w] = max(0.0, self.silent[w] - rec.units)
-            if not self.silent_open:  # no rounding left behind
-                self.silent[:] = self.prefilling[:] = 0.0
+        self.pending.done(fb.rid)
         if w < len(self.unc_sum):
             self.unc_sum[w] = max(0.0, self.unc_sum[w] - rec.uncached)
             self.len_sum[w] = max(0.0, self.len_sum[w] - rec.units)
@@ -506,18 +446,18 @@ class Learned(RoutingPolicy):
         x = rec.x_ttft
         if cached is not None:  # learn from what was really computed
             hit = float(min(cached, rec.units - 1))
-            unc = rec.units - hit
-            x = np.array([(rec.ahead + unc) / 1000.0, unc * (hit + unc / 2.0) / 1e6, 1.0])
+            x = ttft_features(rec.ahead, rec.units - hit, hit)
         if fb.ttft_s is None and (rec.out is None or rec.out > 1):  # not streamed
             o = 1 if rec.out is None else rec.out - 1  # unknown output: decode seconds
             coef = self.e2e_model.coefficients()
             if cached is None and rec.matched > 0 and rec.ahead == 0:  # the model before update
                 ttft = fb.e2e_s - o * float(coef[3:] @ rec.x_dec)
-                cached = self.cached_from_ttft(rec.units, ttft, coef[:3].tolist())
+                cached = cached_from_ttft(coef[:3].tolist(), rec.units, ttft)
             self.e2e_model.update(np.concatenate([x, o * rec.x_dec]), fb.e2e_s)
         if fb.ttft_s is not None:
             if cached is None and rec.matched > 0 and rec.ahead == 0:
-                cached = self.cached_from_ttft(rec.units, fb.ttft_s)  # the model before update
+                a = self.ttft_model.coefficients().tolist()  # the model before update
+                cached = cached_from_ttft(a, rec.units, fb.ttft_s)
             self.ttft_errors.add(rec.pred_ttft, fb.ttft_s)
             if rec.ahead == 0:
                 self.speed.update(w, fb.ttft_s, self.ttft_model.predict(x))
@@ -537,22 +477,6 @@ class Learned(RoutingPolicy):
                 self.decode_mean += (1.0 - self.forget) * (typical - self.decode_mean)
         if cached is not None and rec.matched > 0:
             self.realisation.update(rec.age, cached, rec.matched)
-
-    def cached_from_ttft(self, units: int, ttft_s: float,
-                         coefficients: list[float] | None = None) -> float:
-        """The cached units that make the TTFT model (or ``coefficients`` ``a``) predict
-        ``ttft_s`` for a prompt of ``units`` with nothing queued ahead: the ``u`` in ``[0,
-        units]`` with ``a0 u / 1000 + a1 u (units - u / 2) / 1e6 + a2 = ttft_s``
-        (increasing in ``u`` there), as ``units - u``."""
-        a0, a1, a2 = coefficients or self.ttft_model.coefficients().tolist()
-        n = float(units)
-        tau = ttft_s - a2  # a1 / 2e6 u^2 - b u + tau = 0, the smaller root
-        b = a0 / 1000.0 + a1 * n / 1e6
-        if tau <= 0 or b <= 0:
-            return n
-        disc = b * b - 4.0 * (a1 / 2e6) * tau
-        u = n if disc < 0 else min(2.0 * tau / (b + math.sqrt(disc)), n)
-        return n - u
 
     def telemetry(self) -> dict[str, object]:
         """Predicted against observed TTFT and E2E, and the learned coefficients."""

@@ -185,6 +185,8 @@ class Router:
         state = self.workers[w]
         state.in_flight += 1
         state.prefill_units += len(req)
+        if not req.streamed:
+            state.unstreamed_units += len(req)
         state.routed += 1
         expected = available = held = 0
         exact = False
@@ -218,6 +220,8 @@ class Router:
         state = self.workers[dispatch.worker]
         state.prefill_units -= len(dispatch.req)
         state.decode_units += len(dispatch.req)
+        if not dispatch.req.streamed:  # a first token after all
+            state.unstreamed_units -= len(dispatch.req)
 
     def complete(self, dispatch: Dispatch, now: float, ok: bool = True,
                  ttft_s: float | None = None, cached_tokens: int | None = None,
@@ -235,6 +239,8 @@ class Router:
         state.in_flight -= 1
         if dispatch.first_token_at is None:
             state.prefill_units -= len(dispatch.req)
+            if not dispatch.req.streamed:
+                state.unstreamed_units -= len(dispatch.req)
         else:
             state.decode_units -= len(dispatch.req)
         if ok:
