@@ -42,8 +42,8 @@ class HitRealisation:
         self.age_num = np.zeros(buckets)
         self.age_den = np.zeros(buckets)
         self.samples = 0.0
-        self._per = np.ones(buckets)  # each bucket's estimate, refreshed by update()
-        self._table = np.ones(buckets + 1)  # _per, then overall (for bucket -1)
+        # each bucket's estimate, then overall (for bucket -1); refreshed by update()
+        self._table = np.ones(buckets + 1)
         self._oldest = 1.0
 
     @property
@@ -82,10 +82,11 @@ class HitRealisation:
         # the estimates change only here: computed once, not at every routing decision
         r = self.overall
         m = float(self.age_den.sum()) / self.samples if self.samples else 1.0
-        self._per = (self.age_num + r * m) / (self.age_den + m)
-        seen = np.flatnonzero(self.age_den > 1e-9)
-        self._oldest = float(self._per[seen[-1]]) if len(seen) else r
-        self._table = np.append(self._per, r)
+        per = self._table[:-1]  # a view: estimate() returns copies, so rewriting is safe
+        np.divide(self.age_num + r * m, self.age_den + m, out=per)
+        self._table[-1] = r
+        seen = (self.age_den > 1e-9).nonzero()[0]
+        self._oldest = float(per[seen[-1]]) if len(seen) else r
 
     def by_age(self) -> dict[str, float]:
         """Per bucket with evidence, keyed by its lower age bound ("0s", "0.125s", ...)."""

@@ -354,16 +354,15 @@ class Learned(RoutingPolicy):
         last = view.last_sent(req)  # first: one walk of the index gives matched as well
         matched = view.matched(req).astype(np.float64)
         age = np.full(n, -1, dtype=np.int64)
-        for w in np.flatnonzero(np.isfinite(last)).tolist():  # the few workers with a record
+        for w in np.isfinite(last).nonzero()[0].tolist():  # the few workers with a record
             age[w] = self.realisation.bucket(float(last[w]), view.now)
         hit = np.minimum(self.realisation.estimate(age) * matched, length - 1.0)
         unc = length - hit
         pairs = unc * (hit + unc / 2.0)
-        ws = view.workers
-        prefill, flight, decoding, unstreamed = np.array(
-            [[w.prefill_units for w in ws], [w.in_flight for w in ws],
-             [w.decode_units for w in ws], [w.unstreamed_units for w in ws]],
-            dtype=np.float64)
+        counts: list[int] = []
+        for w in view.workers:
+            counts += (w.prefill_units, w.in_flight, w.decode_units, w.unstreamed_units)
+        prefill, flight, decoding, unstreamed = np.array(counts, dtype=np.float64).reshape(n, 4).T
         self.pending.settle(view.now)
         # the module doc's formulas, regrouped so that each array is multiplied once
         # (the scalars first): a decision costs fewer numpy calls

@@ -103,7 +103,7 @@ class OnlineRegression:
             return
         k = px / denom
         self.theta = self.theta + k * (float(y) - float(self.theta @ xv))
-        self.P = (self.P - np.outer(k, px)) / self.lam
+        self.P = (self.P - k[:, None] * px) / self.lam  # k px' (np.outer's product)
         if self.intercept is not None or self.ridge is not None:  # only these read M
-            self.M = self.lam * self.M + np.outer(xv, xv)
+            self.M = self.lam * self.M + xv[:, None] * xv
         self.samples += 1
