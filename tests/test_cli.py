@@ -403,6 +403,10 @@ def test_compare_plots_keep_loads_apart(tmp_path):
                  "relative_e2e_mean.png", "e2e_mean.png"):
         assert (out / name).stat().st_size > 0, name
     assert not (out / "relative_hit_rate.png").exists()
+    # two routing policies: their ranks and advantages, as with --routers
+    ranks = (out / "ranks.md").read_text()
+    assert "| routing | geo-mean E2E advantage |" in ranks and "gsp/random @0.9" in ranks
+    assert "| lbgr |" in ranks and "| round_robin |" in ranks
 
 
 def test_up_prints_the_policys_prediction_errors():

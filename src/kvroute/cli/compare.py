@@ -277,20 +277,30 @@ def cmd_compare(args: argparse.Namespace) -> int:
             paths += plot_load_ratios(rows, (ev_f, ro_f), out)
         console.print(f"wrote {out}/table.md, runs.json" + (f" and {len(paths)} plots"
                                                            if paths else ""))
-    ranks_md = routing_markdown(rows, ROUTING.names(needs_probes=True)) \
-        if preset.get("ranks") else ""
+    ranks_md = _ranks(rows, grid.evictions) if len(grid.routings) > 1 else ""
     if ranks_md:
         console.print(ranks_md, markup=False, highlight=False)
         if args.out:
             (Path(args.out) / "ranks.md").write_text(ranks_md + "\n")
     if args.update_doc and stopped is None:
         _update_doc(Path(args.update_doc), section, md)
-        if ranks_md:
+        if preset.get("ranks"):
             _update_doc(Path(args.update_doc), f"{section}-ranks", ranks_md)
         if focus:
             _update_doc(Path(args.update_doc), f"{section}-focus", focus_md)
         console.print(f"updated {args.update_doc}")
     return 0 if stopped is None else 130
+
+
+def _ranks(rows: list[dict[str, Any]], evictions: tuple[str, ...]) -> str:
+    """The routing policies' ranks and advantages in each cell (``routing_markdown``),
+    for each eviction policy apart."""
+    parts = []
+    for ev in evictions:
+        md = routing_markdown([r for r in rows if r["eviction"] == ev],
+                              ROUTING.names(needs_probes=True))
+        parts.append(md if len(evictions) == 1 else f"With eviction `{ev}`:\n\n{md}")
+    return "\n\n".join(parts)
 
 
 def add_parser(sub: Any) -> None:
