@@ -330,7 +330,7 @@ def test_worker_removal_renumbers_open_requests() -> None:
 @pytest.mark.parametrize("args", [{"forget": 0.0}, {"forget": 1.5}, {"prior_ktoken_s": 0},
                                   {"forget": True}, {"ttft_weight": -1},
                                   {"copy_weight": float("nan")}, {"copy_weight": True},
-                                  {"consolidate": 0.5}])
+                                  {"consolidate": 0.5}, {"ttft_scale": -1}])
 def test_bad_parameters(args: dict[str, object]) -> None:
     with pytest.raises(ConfigError):
         make_router_policy("learned", args)
@@ -501,3 +501,22 @@ def test_the_reported_e2e_reads_its_own_decode_model_and_decides_nothing() -> No
     np.testing.assert_allclose(policy.decode_report.M, policy.forget * m + 4 * np.outer(x, x))
     assert policy.telemetry()["reported_decode_coefficients"] == \
         policy.decode_report.coefficients().tolist()
+
+
+def test_ttft_scale_weighs_ttft_by_the_observed_ratio_of_e2e_to_ttft() -> None:
+    """ttft_scale s: TTFT's weight is ttft_weight * (E2E sum / TTFT sum) ** s over streamed
+    completions (forget 1: plain sums); before any TTFT, and with s = 0, ttft_weight."""
+    view = view_of([WorkerState(0), WorkerState(1)], {0: 1000})
+    plain, scaled = Learned(forget=1.0), Learned(forget=1.0, ttft_scale=0.5)
+    assert scaled.ttft_weight_now == 3.0
+    for policy in (plain, scaled):
+        for rid, (ttft, e2e) in enumerate([(0.1, 3.0), (0.3, 5.0)]):
+            policy.route(RouteRequest(np.arange(2000, dtype=np.int64), rid=rid,
+                                      max_tokens=4), view)
+            policy.on_complete(_feedback(rid, 0, ttft=ttft, e2e=e2e, cached=1000))
+    assert plain.ttft_weight_now == 3.0
+    assert scaled.ttft_weight_now == pytest.approx(3.0 * (8.0 / 0.4) ** 0.5)
+    assert scaled.telemetry()["ttft_weight"] == pytest.approx(3.0 * 20 ** 0.5)
+    # the cost is own + weight * TTFT + ... : only the TTFT term moves
+    a, b = plain.costs(_req(2000), view), scaled.costs(_req(2000), view)
+    np.testing.assert_allclose(b.cost - a.cost, (3.0 * 20 ** 0.5 - 3.0) * a.ttft)

@@ -184,7 +184,22 @@ Parameters: ``forget`` 0.998 (forgetting factor of every estimate, in (0, 1]);
 hundred completions; the decision does not depend on its scale when costs are
 prefill-bound); ``ttft_weight`` 3 and ``copy_weight`` 3 (>= 0;
 chosen on the design grid of ``docs/routing-results.md``, seeds 1-3, and checked on seeds
-4-6). No constant depends on a workload. Telemetry: :meth:`telemetry` gives the
+4-6); ``ttft_scale`` 0 (>= 0; below). No constant depends on a workload.
+
+Long outputs: TTFT against E2E. The cost adds seconds of TTFT to seconds of E2E, so
+where decode dominates (outputs of a thousand tokens: E2E about 100 times TTFT) a
+placement's TTFT weighs little beside the decode stalls its prefill causes, and the
+rule keeps a prefix group's burst on the worker that holds its prefix: the lowest mean
+E2E, and up to twice the TTFT of a router that spreads the burst
+(docs/routing-results.md, "Long outputs"). A user who values TTFT there sets
+``ttft_scale`` s > 0: TTFT's weight is then ``ttft_weight`` times (mean E2E / mean TTFT)
+** s, both observed over streamed completions and summed with forgetting
+(:attr:`Learned.ttft_weight_now`, telemetry ``ttft_weight``), so that each metric
+counts in proportion to its own scale, whatever the traffic; s = 1 counts them alike.
+Not the default: on the design grid, where the two go together, it costs mean E2E
+(same page).
+
+Telemetry: :meth:`telemetry` gives the
 mean absolute and signed error of the predicted TTFT and the reported E2E against the
 observed ones (and their sums, for windows: :mod:`~kvroute.routing.prediction_errors`),
 the learned coefficients (the decision's, the reported decode model's and, for requests
@@ -247,14 +262,16 @@ class Learned(RoutingPolicy):
 
     def __init__(self, seed: int = 0, *, forget: float = 0.998,
                  prior_ktoken_s: float = 0.1, ttft_weight: float = 3.0,
-                 copy_weight: float = 3.0) -> None:
+                 copy_weight: float = 3.0, ttft_scale: float = 0.0) -> None:
         super().__init__(seed)
-        for name, value in (("ttft_weight", ttft_weight), ("copy_weight", copy_weight)):
+        for name, value in (("ttft_weight", ttft_weight), ("copy_weight", copy_weight),
+                            ("ttft_scale", ttft_scale)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) \
                     or not (math.isfinite(value) and value >= 0):
                 raise ConfigError(f"learned: {name} must be >= 0, got {value!r}")
         self.ttft_weight = float(ttft_weight)
         self.copy_weight = float(copy_weight)
+        self.ttft_scale = float(ttft_scale)
         if isinstance(forget, bool) or not isinstance(forget, (int, float)) \
                 or not 0.0 < forget <= 1.0:
             raise ConfigError(f"learned: forget must be in (0, 1], got {forget!r}")
@@ -292,6 +309,9 @@ class Learned(RoutingPolicy):
         self.open: dict[int, _Open] = {}
         self.ttft_errors = PredictionErrors()
         self.e2e_errors = PredictionErrors()
+        # observed TTFTs and E2Es of streamed requests, summed with forgetting (ttft_scale)
+        self.ttft_sum = 0.0
+        self.e2e_sum = 0.0
 
     # ------------------------------------------------------------------ membership
     def _ensure(self, n: int) -> None:
@@ -346,6 +366,14 @@ class Learned(RoutingPolicy):
         """Completions have come and none with a TTFT (the module doc)."""
         return self.ttft_model.samples == 0 and self.e2e_model.samples > 0
 
+    @property
+    def ttft_weight_now(self) -> float:
+        """``ttft_weight``, times (mean E2E / mean TTFT) ** ``ttft_scale`` once a TTFT
+        has been seen (the module doc)."""
+        if self.ttft_scale and self.ttft_sum > 0:
+            return self.ttft_weight * (self.e2e_sum / self.ttft_sum) ** self.ttft_scale
+        return self.ttft_weight
+
     def costs(self, req: RouteRequest, view: ClusterView) -> Costs:
         """Per worker, as in the module doc."""
         n = len(view)
@@ -391,7 +419,7 @@ class Learned(RoutingPolicy):
         top = float(hit[allowed].max())
         scarcity = self.copy_weight * (1.0 - self.realisation.oldest())
         copy = np.maximum(top - hit, 0.0) * (scarcity * k0)  # copy_w times its weight
-        cost = own + ttft * self.ttft_weight + lam * (work + copy) + copy
+        cost = own + ttft * self.ttft_weight_now + lam * (work + copy) + copy
         return Costs(cost, own, ttft, unc, ahead, ctx, age)
 
     def route(self, req: RouteRequest, view: ClusterView) -> Decision:
@@ -458,6 +486,8 @@ class Learned(RoutingPolicy):
                 a = self.ttft_model.coefficients().tolist()  # the model before update
                 cached = cached_from_ttft(a, rec.units, fb.ttft_s)
             self.ttft_errors.add(rec.pred_ttft, fb.ttft_s)
+            self.ttft_sum = self.forget * self.ttft_sum + fb.ttft_s
+            self.e2e_sum = self.forget * self.e2e_sum + fb.e2e_s
             if rec.ahead == 0:
                 self.speed.update(w, fb.ttft_s, self.ttft_model.predict(x))
             self.ttft_model.update(x, fb.ttft_s)
@@ -485,6 +515,7 @@ class Learned(RoutingPolicy):
                 "reported_decode_coefficients": self.decode_report.coefficients().tolist(),
                 "completions_only": int(self.completions_only),  # 1: the mode is on
                 "e2e_coefficients": self.e2e_model.coefficients().tolist(),
+                "ttft_weight": self.ttft_weight_now,
                 "hit_realisation": self.hit_realisation,
                 "hit_realisation_by_age": self.realisation.by_age(),
                 "worker_slowness": _by_worker(self.slowness(len(self.unc_sum)))}
