@@ -371,7 +371,7 @@ class Learned(RoutingPolicy):
         """``ttft_weight``, times (mean E2E / mean TTFT) ** ``ttft_scale`` once a TTFT
         has been seen (the module doc)."""
         if self.ttft_scale and self.ttft_sum > 0:
-            return self.ttft_weight * (self.e2e_sum / self.ttft_sum) ** self.ttft_scale
+            return float(self.ttft_weight * (self.e2e_sum / self.ttft_sum) ** self.ttft_scale)
         return self.ttft_weight
 
     def costs(self, req: RouteRequest, view: ClusterView) -> Costs:
