@@ -403,6 +403,14 @@ def test_compare_plots_keep_loads_apart(tmp_path):
                  "relative_e2e_mean.png", "e2e_mean.png"):
         assert (out / name).stat().st_size > 0, name
     assert not (out / "relative_hit_rate.png").exists()
+    # the engines' scheduling flags reach every run, as in sim
+    rc = main(["compare", "--workloads", "gsp", "-o", "gsp.groups=2", "-o",
+               "gsp.prompts_per_group=2", "--routings", "lbgr", "--evictions", "lru",
+               "--mixed-chunk", "--chunk-size", "512", "--max-running", "3",
+               "--no-ceilings", "--jobs", "1", "--out", str(tmp_path / "engine")])
+    sim = json.loads((tmp_path / "engine" / "runs.json").read_text())["grid"]["sim"]
+    assert rc == 0 and (sim["mixed_chunk"], sim["chunk_size"], sim["max_running"]) == \
+        (True, 512, 3)
     # two routing policies: their ranks and advantages, as with --routers
     ranks = (out / "ranks.md").read_text()
     assert "| routing | geo-mean E2E advantage |" in ranks and "gsp/random @0.9" in ranks

@@ -14,6 +14,7 @@ from kvroute.cli.policy_flags import (
     ONLINE,
     SIMULATED,
     add_arg_flags,
+    add_engine_flags,
     add_index_flags,
     add_told_flags,
     choose,
@@ -194,7 +195,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         routings=tuple(routings),
         seeds=seeds,
         sim=SimConfig(workers=args.workers, profile=args.profile, model=model,
-                      capacity=args.capacity, speeds=parse_speeds(args.speeds),
+                      capacity=args.capacity, chunk_size=args.chunk_size,
+                      max_running=args.max_running, mixed_chunk=args.mixed_chunk,
+                      speeds=parse_speeds(args.speeds),
                       index=args.index, event_delay=args.event_delay,
                       block_size=args.event_block_size, max_tokens=args.max_tokens,
                       report_cached=args.report_cached, stream_share=args.stream_share),
@@ -335,6 +338,7 @@ def add_parser(sub: Any) -> None:
                         "1,1,0.5,0.5 (step times divided by it, same KV pool; --load counts "
                         "their sum)")
     c.add_argument("--capacity", type=int, help="KV pool per worker (default: the profile's)")
+    add_engine_flags(c)
     add_index_flags(c, both=False)
     add_told_flags(c)
     c.add_argument("--baseline", metavar="EVICTION+ROUTING",

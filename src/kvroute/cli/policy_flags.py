@@ -94,6 +94,17 @@ def add_told_flags(parser: argparse.ArgumentParser | Any) -> None:
              "completes), only the completion: 0 for clients that never stream")
 
 
+def add_engine_flags(parser: argparse.ArgumentParser | Any) -> None:
+    """How the simulated engines schedule: ``--chunk-size``, ``--max-running`` and
+    ``--mixed-chunk`` (SimConfig's ``chunk_size``, ``max_running`` and ``mixed_chunk``)."""
+    parser.add_argument("--chunk-size", type=int, default=8192,
+                        help="chunked-prefill tokens per step")
+    parser.add_argument("--max-running", type=int, help="cap on running requests per worker")
+    parser.add_argument("--mixed-chunk", action="store_true",
+                        help="run decodes in the same step as prefill chunks (as vLLM does; "
+                             "default: prefill steps first, as SGLang)")
+
+
 def choose(registry: Registry[Any], text: str, where: str,
            capabilities: dict[str, Any]) -> list[str]:
     """Comma-separated policy names, each known and able to run ``where``."""

@@ -17,6 +17,7 @@ from kvroute.cli.policy_flags import (
     ONLINE,
     SIMULATED,
     add_arg_flags,
+    add_engine_flags,
     add_index_flags,
     add_told_flags,
     choose,
@@ -179,10 +180,7 @@ def add_parser(sub: Any) -> None:
                    help="override profile coefficients, e.g. t_w_ms=20,b_ms=0.12")
     s.add_argument("--capacity", type=int, help="KV pool per worker in tokens "
                    "(default: the profile's)")
-    s.add_argument("--chunk-size", type=int, default=8192, help="chunked-prefill tokens per step")
-    s.add_argument("--max-running", type=int, help="cap on running requests per worker")
-    s.add_argument("--mixed-chunk", action="store_true",
-                   help="run decodes in the same step as prefill chunks")
+    add_engine_flags(s)
     s.add_argument("--seed", type=seed, default=1,
                    help="seed of the workload and of every policy")
     s.add_argument("--no-ceilings", dest="ceilings", action="store_false",
