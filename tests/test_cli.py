@@ -58,6 +58,13 @@ def test_cache_replays_a_trace_at_percent_capacities(tmp_path, unit):
     for run in data["results"]:
         rates = {r["policy"]: r["hit_rate"] for r in run["policies"]}
         assert max(rates.values()) == rates["optimal"] <= run["ceilings"]["infinite"]
+    # the policies comma-separated, as the other commands take lists: the same runs
+    out2 = tmp_path / "r2.json"
+    assert main(["cache", "--trace", str(trace), "--unit", unit, "--capacity", "10%,50%,8",
+                 "--policies", "lru,rlt", "learned,optimal", "--json", str(out2)]) == 0
+    again = json.loads(out2.read_text())["results"]
+    assert [[r["hit_rate"] for r in g["policies"]] for g in again] == \
+        [[r["hit_rate"] for r in g["policies"]] for g in data["results"]]
 
 
 def test_cache_plot_checked_before_the_work(tmp_path, monkeypatch, capsys):

@@ -50,6 +50,8 @@ def cmd_cache(args: argparse.Namespace) -> int:
         load_pyplot()  # fail before the work, not after it
     check_output(args.json, "--json")
     check_output(args.plot, "--plot", kind="figure")
+    # space- or comma-separated (``lru rlt`` or ``lru,rlt``, as the other commands' lists)
+    args.policies = [n.strip() for item in args.policies for n in item.split(",") if n.strip()]
     for name in args.policies:
         EVICTION.get(name)
     params = eviction_args(args, list(args.policies))
@@ -114,7 +116,7 @@ def add_parser(sub: Any) -> None:
                        "each eviction policy", description=cmd_cache.__doc__)
     c.add_argument("--policies", nargs="+", default=list(DEFAULT_POLICIES),
                    metavar="POLICY", help=f"from: {', '.join(policy_names())} "
-                   f"(default: {' '.join(DEFAULT_POLICIES)})")
+                   f"(default: {' '.join(DEFAULT_POLICIES)}; spaces or commas between them)")
     c.add_argument("--trace", metavar="FILE",
                    help="a Mooncake-format JSONL trace to replay instead of a workload")
     c.add_argument("--unit", choices=UNITS, default="block",
