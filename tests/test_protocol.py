@@ -4,6 +4,7 @@ three used to disagree."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,6 +25,7 @@ from kvroute.protocol.request_body import (
     PATHS,
     BadRequest,
     PromptEncoder,
+    ask_usage,
     chars,
     chat_text,
     json_body,
@@ -35,6 +37,7 @@ from kvroute.protocol.response_body import (
     DONE,
     SSELines,
     SSEScanner,
+    UsageStripper,
     cached_tokens_of,
     error_body,
     error_message,
@@ -296,7 +299,7 @@ def test_exported_metric_names_are_the_ones_read() -> None:
 
 
 @asynccontextmanager
-async def router_and_worker(tokenizer: str | None = None
+async def router_and_worker(tokenizer: str | None = None, stream_usage: bool = False
                             ) -> AsyncIterator[tuple[aiohttp.ClientSession, RouterApp,
                                                      aiohttp.ClientSession, web.Application]]:
     """A router (tokenizer and template as ``kvroute serve --tokenizer`` loads them) in
@@ -311,7 +314,8 @@ async def router_and_worker(tokenizer: str | None = None
     cfg = ServeConfig(worker_urls=[url], health_interval=0,
                       metrics_interval=0,
                       tokenizer=load_tokenizer(tokenizer) if tokenizer else None,
-                      chat_template=find_chat_template(tokenizer) if tokenizer else None)
+                      chat_template=find_chat_template(tokenizer) if tokenizer else None,
+                      stream_usage=stream_usage)
     router = build_app(cfg, make_router_policy("round_robin"))
     await router.start("127.0.0.1", 0)
     client = aiohttp.ClientSession(f"http://127.0.0.1:{router.port}")
@@ -353,6 +357,43 @@ async def test_batch_is_keyed_on_its_first_prompt_and_served_whole() -> None:
         assert index is not None  # round_robin's units: the first prompt of each batch
         assert index.match(np.array([1, 2, 3])).tolist() == [3]
         assert index.match(np.array([4, 5])).tolist() == [0]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("stream_usage", [False, True])
+async def test_stream_usage_gives_the_router_cached_tokens_the_client_did_not_ask_for(
+        stream_usage: bool) -> None:
+    """With ``stream_usage`` the router asks the engine for a streamed request's usage and
+    the policy hears its cached tokens, while the client's stream is what it would be
+    without (no usage event); a client that asked for usage still gets it."""
+    async with router_and_worker(stream_usage=stream_usage) as (client, router, _, _app):
+        heard: list[int | None] = []
+        inner = router.router.policy.on_complete
+        router.router.policy.on_complete = lambda fb: (heard.append(fb.cached_tokens),
+                                                       inner(fb))[1]
+        for _ in range(2):  # the second finds the first's prompt cached
+            r = await client.post("/v1/chat/completions", json={
+                "messages": [{"role": "user", "content": "a b c d e f g"}],
+                "max_tokens": 3, "stream": True})
+            events = [line[6:] for line in (await r.text()).splitlines()
+                      if line.startswith("data: ")]
+            assert events[-1] == "[DONE]" and len(events) > 3
+            assert all(json.loads(e)["choices"] for e in events[:-1])  # no usage event
+        r = await client.post("/v1/completions", json={
+            "prompt": "a b c", "max_tokens": 2, "stream": True,
+            "stream_options": {"include_usage": True}})
+        events = [line[6:] for line in (await r.text()).splitlines()
+                  if line.startswith("data: ")]
+        assert json.loads(events[-2])["usage"]["completion_tokens"] == 2
+        for _ in range(50):
+            if len(heard) == 3:
+                break
+            await asyncio.sleep(0.02)
+        assert heard[2] is not None  # the client asked: the router reads it either way
+        if stream_usage:
+            assert heard[0] == 0 and heard[1] is not None and heard[1] > 0
+        else:
+            assert heard[:2] == [None, None]
 
 
 @pytest.mark.asyncio
@@ -426,6 +467,35 @@ def test_sse_scanner_agrees_however_the_stream_is_cut() -> None:
     capped = SSELines(max_line=8)
     capped.skip(b"data: " + b"x" * 20)  # a runaway line is dropped by skip as by feed
     assert capped.feed(b"\ndata: 1\n") == [b"1"]
+
+
+def test_ask_usage_adds_stream_options_first_and_keeps_the_rest() -> None:
+    raw = b'  {"model": "m", "stream": true, "messages": [{"role": "user", "content": "{"}]}'
+    asked = ask_usage(raw)
+    assert asked.endswith(raw[3:]) and asked.startswith(b'  {"stream_options":')
+    assert json.loads(asked) == {**json.loads(raw), "stream_options": {"include_usage": True}}
+    assert json.loads(ask_usage(b"{ }")) == {"stream_options": {"include_usage": True}}
+
+
+def test_usage_stripper_takes_out_usage_events_however_the_stream_is_cut() -> None:
+    """The usage event (choices empty, usage an object) and its blank line go; token
+    chunks (``"usage": null`` in them, as vLLM sends with include_usage), a usage object
+    beside choices, comments and [DONE] pass byte for byte, cut at any two points."""
+    token = b'data: {"choices": [{"delta": {"content": "usage"}}], "usage": null}\n\n'
+    beside = b'data: {"choices": [{"text": "t"}], "usage": {"completion_tokens": 1}}\n\n'
+    final = (b'data: {"id": "x", "choices": [], "usage": {"prompt_tokens": 9, '
+             b'"prompt_tokens_details": {"cached_tokens": 4}}}\n\n')
+    raw = b": ping\n\n" + token + beside + final + b"data: [DONE]\n\n"
+    want = b": ping\n\n" + token + beside + b"data: [DONE]\n\n"
+    for i in range(len(raw) + 1):
+        for j in range(i, len(raw) + 1, 5):
+            u = UsageStripper()
+            got = b"".join(u.feed(part) for part in (raw[:i], raw[i:j], raw[j:])) + u.close()
+            assert got == want, (i, j)
+    u = UsageStripper()  # a stream that ends on the usage event, unterminated
+    assert u.feed(token + final[:-2]) == token and u.close() == b""
+    u = UsageStripper()  # complete lines pass at once; a partial one waits for its end
+    assert u.feed(b"data: 1\n\ndata: 2") == b"data: 1\n\n" and u.feed(b"\n") == b"data: 2\n"
 
 
 def test_chars_are_code_points_one_or_four_bytes_each() -> None:

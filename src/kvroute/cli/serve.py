@@ -58,7 +58,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_retries=args.max_retries, failure_threshold=args.failure_threshold,
         cooldown_s=args.cooldown, drain_timeout=args.drain_timeout, seed=args.seed,
         index_capacity=args.index_capacity, kv_events=args.kv_events,
-        kv_events_engine=args.kv_events_engine)
+        kv_events_engine=args.kv_events_engine, stream_usage=args.stream_usage)
     app = build_app(config, policy)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s "
                         "%(message)s")
@@ -166,6 +166,11 @@ def add_parser(sub: Any) -> None:
                         "('-' for none), e.g. tcp://10.0.0.5:5557,tcp://10.0.0.5:5558: the "
                         "router then knows that engine's cache exactly (needs --tokenizer "
                         "and kvroute[events])")
+    s.add_argument("--stream-usage", action="store_true",
+                   help="ask the engines for each streamed request's usage (OpenAI APIs: "
+                        "stream_options.include_usage, when the client sent no "
+                        "stream_options) and take it out of the client's stream, so that "
+                        "the policy hears the cached tokens of every streamed request")
     s.add_argument("--kv-events-engine", choices=("vllm", "sglang"), default="vllm",
                    help="the engines' event schema")
     p = s.add_argument_group("SGLang router's names for cache_aware's parameters "

@@ -36,7 +36,8 @@ Contract:
   ``sampling_params.max_new_tokens``. Absent or null: None (the engine's default);
   otherwise an integer >= 1. ``sampling_params``, when given, is an object.
 * ``stream`` and ``stream_options.include_usage`` are read as truthy values
-  (:func:`streamed`, :func:`include_usage`).
+  (:func:`streamed`, :func:`include_usage`); :func:`ask_usage` adds the second to a body
+  that has no ``stream_options`` (the router's ``--stream-usage``).
 * Session: the ``X-Session-ID`` header (:data:`SESSION_HEADER`), hashed to a 63-bit
   non-negative int (:func:`session_key`); absent or empty: None.
 """
@@ -56,8 +57,8 @@ if TYPE_CHECKING:
     from kvroute.workloads.chat_template import ChatTemplate
 
 __all__ = ["APIS", "PATHS", "SESSION_HEADER", "BadRequest", "Messages", "Prompt",
-           "PromptEncoder", "chars", "chat_text", "include_usage", "json_body", "max_tokens_of",
-           "prompts_of", "session_key", "streamed"]
+           "PromptEncoder", "ask_usage", "chars", "chat_text", "include_usage", "json_body",
+           "max_tokens_of", "prompts_of", "session_key", "streamed"]
 
 APIS = ("completions", "chat", "generate")
 PATHS = {"completions": "/v1/completions", "chat": "/v1/chat/completions",
@@ -235,6 +236,17 @@ def streamed(body: dict[str, Any]) -> bool:
 def include_usage(body: dict[str, Any]) -> bool:
     opts = body.get("stream_options")
     return isinstance(opts, dict) and bool(opts.get("include_usage"))
+
+
+def ask_usage(raw: bytes) -> bytes:
+    """``raw``, the bytes of a JSON object without a ``stream_options`` member, with
+    ``"stream_options": {"include_usage": true}`` put first: the engine then ends the
+    stream with a usage event (its cached tokens among them). The rest of the body is
+    left byte for byte."""
+    i = raw.index(b"{") + 1
+    empty = raw[i:].lstrip().startswith(b"}")
+    return raw[:i] + b'"stream_options":{"include_usage":true}' + (b"" if empty else b",") \
+        + raw[i:]
 
 
 def session_key(value: str | None) -> int | None:

@@ -26,7 +26,9 @@ Contract:
   :class:`SSEScanner` is the router's: whether ``[DONE]`` came and the last
   ``cached_tokens`` seen (with the ``prompt_tokens`` of the same usage), parsing only the
   payloads that mention the key (a chunk that mentions neither, with no partial line
-  before it, is not split into lines at all).
+  before it, is not split into lines at all). :class:`UsageStripper` takes the usage
+  events out of a stream whose client did not ask for them (the router asked for it,
+  ``--stream-usage``).
 """
 
 from __future__ import annotations
@@ -37,8 +39,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["DONE", "WORKER_HEADER", "SSELines", "SSEScanner", "Usage", "cached_tokens_of",
-           "error_body", "error_message", "usage_of"]
+__all__ = ["DONE", "WORKER_HEADER", "SSELines", "SSEScanner", "Usage", "UsageStripper",
+           "cached_tokens_of", "error_body", "error_message", "usage_of"]
 
 DONE = b"[DONE]"
 WORKER_HEADER = "X-Kvroute-Worker"
@@ -151,6 +153,57 @@ class SSELines:
         rest, self._buf = self._buf, b""
         p = _payload(rest)
         return [] if p is None else [p]
+
+
+_EMPTY_CHOICES = re.compile(rb'"choices"\s*:\s*\[\s*\]')
+
+
+def _usage_event(line: bytes) -> bool:
+    """Whether ``line`` is the ``data:`` line of a usage event: ``choices`` empty and
+    ``usage`` an object (what ``stream_options.include_usage`` adds at a stream's end)."""
+    p = _payload(line)
+    if p is None or b'"usage"' not in p or not _EMPTY_CHOICES.search(p):
+        return False
+    try:
+        obj = json.loads(p)
+    except ValueError:  # UnicodeDecodeError is one
+        return False
+    return isinstance(obj, dict) and obj.get("choices") == [] \
+        and isinstance(obj.get("usage"), dict)
+
+
+class UsageStripper:
+    """Takes out of an SSE byte stream the usage events (:func:`_usage_event`) and the
+    blank line that ends each, passing everything else through byte for byte: complete
+    lines at once, an unterminated last line when its end comes (or at :meth:`close`), so
+    a usage event split across reads is still recognised."""
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._blank = False  # the line after a dropped event's data line: its end
+
+    def feed(self, chunk: bytes) -> bytes:
+        data = self._buf + chunk if self._buf else chunk
+        cut = data.rfind(b"\n") + 1
+        self._buf, whole = data[cut:], data[:cut]
+        if not self._blank and b'"usage"' not in whole:
+            return whole
+        out = []
+        for line in whole.splitlines(keepends=True):
+            if self._blank:
+                self._blank = False
+                if not line.strip():
+                    continue
+            if _usage_event(line):
+                self._blank = True
+                continue
+            out.append(line)
+        return b"".join(out)
+
+    def close(self) -> bytes:
+        """What is left: an unterminated last line, unless it is a usage event."""
+        rest, self._buf = self._buf, b""
+        return b"" if _usage_event(rest) else rest
 
 
 class SSEScanner:

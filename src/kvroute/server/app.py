@@ -29,7 +29,10 @@ Contract:
   400 before any worker is tried): the routing units are the first prompt's, token ids
   with a tokenizer (chat: ``messages`` through the model's chat template when
   ``chat_template`` is set, else a Llama-3-like one), else characters, as SGLang's
-  router does. The clock is ``time.monotonic()`` since the app started.
+  router does. The clock is ``time.monotonic()`` since the app started. The body goes
+  to the worker as received, except with ``stream_usage``: a streamed OpenAI-API request
+  without ``stream_options`` gets ``include_usage`` (its stream's usage event, which
+  the client did not ask for, is taken out on the way back).
 * Errors of the router itself are JSON ``{"error": {"message", "type"}}``, never tracebacks.
 """
 
@@ -107,6 +110,10 @@ class ServeConfig:
     # one ``ENDPOINT[,REPLAY]`` (or ``-``) per worker URL: its engine's KV events
     kv_events: list[str] | None = None
     kv_events_engine: str = "vllm"  # the events' schema: vllm or sglang
+    # ask the engine for a streamed request's usage event when the client did not (OpenAI
+    # APIs, no stream_options), and take the event out of the client's stream: the
+    # engine's cached tokens then reach the policy from every streamed request
+    stream_usage: bool = False
 
     def validate(self) -> None:
         if self.index_capacity is not None and self.index_capacity < 1:
@@ -295,10 +302,13 @@ class RouterApp:
             self.metrics.errors.labels("bad_request").inc()
             return _error(400, str(e), "invalid_request_error")
         stream = streamed(body)
+        usage_asked = self.config.stream_usage and stream and route != "generate" \
+            and "stream_options" not in body
         del body  # the parsed body (a copy of the prompt) need not live while it runs
         session = session_key(request.header(SESSION_HEADER))
         return await self.forwarder.forward(request, path, units, session=session,
-                                            max_tokens=max_tokens, stream=stream)
+                                            max_tokens=max_tokens, stream=stream,
+                                            usage_asked=usage_asked)
 
     # --- other routes -----------------------------------------------------------------
     async def health(self, request: Request) -> Response:

@@ -53,9 +53,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kvroute.protocol.request_body import ask_usage
 from kvroute.protocol.response_body import (
     WORKER_HEADER,
     SSEScanner,
+    UsageStripper,
     cached_tokens_of,
     error_body,
 )
@@ -146,10 +148,11 @@ class Forwarder:
 
     async def forward(self, request: Request, path: str, units: np.ndarray, *,
                       session: int | None, max_tokens: int | None,
-                      stream: bool) -> Response | StreamResponse:
-        """Route and send ``request`` (body as received) to ``path`` on a worker, with
-        retries; see the module doc."""
-        raw = request.body
+                      stream: bool, usage_asked: bool = False) -> Response | StreamResponse:
+        """Route and send ``request`` (body as received, or with the stream's usage asked
+        for when ``usage_asked``) to ``path`` on a worker, with retries; see the module
+        doc."""
+        raw = ask_usage(request.body) if usage_asked else request.body
         headers = [(k.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
                    for k, v in request.raw_headers if k.lower() not in _HOP_RAW]
         exclude: set[str] = set()
@@ -165,7 +168,8 @@ class Forwarder:
             if routed is None:
                 break
             d, w = routed
-            result = await self._attempt(request, d, w, path, raw, headers, stream)
+            result = await self._attempt(request, d, w, path, raw, headers, stream,
+                                         usage_asked)
             if not isinstance(result, _Failed):
                 return result
             failed = result
@@ -244,8 +248,8 @@ class Forwarder:
         return out
 
     async def _attempt(self, request: Request, d: Dispatch, w: Worker, path: str, raw: bytes,
-                       headers: list[tuple[str, str]],
-                       stream: bool) -> Response | StreamResponse | _Failed:
+                       headers: list[tuple[str, str]], stream: bool,
+                       usage_asked: bool) -> Response | StreamResponse | _Failed:
         """Send one attempt to ``w``, ``d``'s worker; ``d`` is closed whatever happens."""
         st = _Outcome()
         try:
@@ -259,7 +263,7 @@ class Forwarder:
             async with upstream:
                 sse = "text/event-stream" in (upstream.header("Content-Type") or "")
                 if upstream.status < 400 and (sse or stream):
-                    return await self._stream(request, upstream, d, w, st)
+                    return await self._stream(request, upstream, d, w, st, usage_asked)
                 try:
                     data = await upstream.read()
                 except UpstreamTimeout:
@@ -300,13 +304,16 @@ class Forwarder:
         return _Failed(error_response(status, f"worker {w.url} {what}", "upstream_error"),
                        retry=retry)
 
-    async def _stream(self, request: Request, upstream: UpstreamResponse,
-                      d: Dispatch, w: Worker, st: _Outcome) -> StreamResponse | _Failed:
+    async def _stream(self, request: Request, upstream: UpstreamResponse, d: Dispatch,
+                      w: Worker, st: _Outcome, usage_asked: bool) -> StreamResponse | _Failed:
         """Pass an SSE body through chunk by chunk. The first chunk is read before the
         client gets headers, so an upstream that dies before it can still be retried;
         after it, chunks go out as they arrive (:class:`_Relay`), and this loop only
-        writes those the client's connection could not take at once, and sees the end."""
+        writes those the client's connection could not take at once, and sees the end.
+        When the router asked for the usage event (``usage_asked``), every chunk goes
+        through this loop and :class:`UsageStripper`, which takes the event out."""
         reader = SSEScanner()
+        strip = UsageStripper() if usage_asked else None
         resp: StreamResponse | None = None
         while True:
             try:
@@ -329,13 +336,14 @@ class Forwarder:
             sent = resp is None
             if resp is None:
                 resp = StreamResponse(upstream.status, self._out_headers(upstream, d, w))
-                try:
-                    await resp.prepare(request, chunk)  # the first chunk with the head
+                try:  # the first chunk with the head
+                    await resp.prepare(request, chunk if strip is None else strip.feed(chunk))
                 except ConnectionError:
                     st.error = "client_disconnect"
                     self.metrics.errors.labels(st.error).inc()
                     return resp
-                upstream.relay(_Relay(resp, reader))  # from the next socket read on
+                if strip is None:
+                    upstream.relay(_Relay(resp, reader))  # from the next socket read on
             if not chunk:
                 break
             if st.ttft is None:
@@ -346,12 +354,15 @@ class Forwarder:
             if sent:
                 continue
             try:
-                await resp.write(chunk)
+                await resp.write(chunk if strip is None else strip.feed(chunk))
             except ConnectionError:
                 st.error = "client_disconnect"
                 self.metrics.errors.labels(st.error).inc()
                 return resp
         reader.close()
+        if strip is not None:
+            with contextlib.suppress(ConnectionError):
+                await resp.write(strip.close())
         st.cached, st.prompt = reader.cached_tokens, reader.prompt_tokens
         st.ok, st.error = True, None
         self.members.record_success(w)
