@@ -190,7 +190,7 @@ def test_learns_hit_realisation_and_reports_errors() -> None:
     assert e2e["error_sum_s"] == pytest.approx(2 * e2e["mean_error_s"])  # type: ignore[index]
     unc = policy.costs(_req(2000), view).unc
     assert unc[0] == pytest.approx(1500)
-    assert policy.open == {} and policy.len_sum.sum() == 0
+    assert policy.open == {} and policy.share.units.sum() == 0
 
 
 def test_without_a_cached_report_the_ttft_says_what_was_cached() -> None:
@@ -324,7 +324,7 @@ def test_worker_removal_renumbers_open_requests() -> None:
                                           view2))
     assert d2.worker == 2
     policy.on_worker_removed(1, 2)
-    assert policy.open[8].worker == 1 and len(policy.len_sum) == 2
+    assert policy.open[8].worker == 1 and len(policy.share) == 2
 
 
 @pytest.mark.parametrize("args", [{"forget": 0.0}, {"forget": 1.5}, {"prior_ktoken_s": 0},

@@ -14,7 +14,8 @@ allowed worker ``w``:
     ahead  = (prefill_units_w - unstreamed_w) * f_w  uncached units queued before it,
              + pending_w                            where f_w = (sum of u over this
                                                     policy's open requests on w) / (sum
-                                                    of L over them); unstreamed_w,
+                                                    of L over them, :mod:`~kvroute.
+                                                    routing.uncached_share`); unstreamed_w,
                                                     pending_w: the requests without a
                                                     first token ("Requests that do not
                                                     stream", below; 0 when all stream)
@@ -186,18 +187,14 @@ prefill-bound); ``ttft_weight`` 3 and ``copy_weight`` 3 (>= 0;
 chosen on the design grid of ``docs/routing-results.md``, seeds 1-3, and checked on seeds
 4-6); ``ttft_scale`` 0 (>= 0; below). No constant depends on a workload.
 
-Long outputs: TTFT against E2E. The cost adds seconds of TTFT to seconds of E2E, so
-where decode dominates (outputs of a thousand tokens: E2E about 100 times TTFT) a
-placement's TTFT weighs little beside the decode stalls its prefill causes, and the
-rule keeps a prefix group's burst on the worker that holds its prefix: the lowest mean
-E2E, and up to twice the TTFT of a router that spreads the burst
-(docs/routing-results.md, "Long outputs"). A user who values TTFT there sets
-``ttft_scale`` s > 0: TTFT's weight is then ``ttft_weight`` times (mean E2E / mean TTFT)
-** s, both observed over streamed completions and summed with forgetting
-(:attr:`Learned.ttft_weight_now`, telemetry ``ttft_weight``), so that each metric
-counts in proportion to its own scale, whatever the traffic; s = 1 counts them alike.
-Not the default: on the design grid, where the two go together, it costs mean E2E
-(same page).
+Long outputs: where decode dominates (E2E about 100 times TTFT), a placement's TTFT
+weighs little beside the decode stalls its prefill causes, and the rule keeps a prefix
+group's burst together: the lowest mean E2E, and up to twice the TTFT of a router that
+spreads the burst (docs/routing-results.md, "Long outputs"). ``ttft_scale`` s > 0
+multiplies TTFT's weight by (mean E2E / mean TTFT) ** s, both observed over streamed
+completions with forgetting (:attr:`Learned.ttft_weight_now`, telemetry
+``ttft_weight``); s = 1 counts the two metrics in proportion to their scales. Off by
+default: it costs mean E2E on the design grid (same page).
 
 Telemetry: :meth:`telemetry` gives the
 mean absolute and signed error of the predicted TTFT and the reported E2E against the
@@ -223,6 +220,7 @@ from kvroute.routing.pending_prefill import PendingPrefill
 from kvroute.routing.prediction_errors import PredictionErrors
 from kvroute.routing.registry import register
 from kvroute.routing.ttft_form import cached_from_ttft, ttft_features
+from kvroute.routing.uncached_share import UncachedShare
 from kvroute.routing.worker_speed import WorkerSpeed
 
 __all__ = ["Learned"]
@@ -302,10 +300,7 @@ class Learned(RoutingPolicy):
         self.decode_speed = WorkerSpeed(self.forget)  # the same from decode residuals
         self._slowness = np.ones(0)  # slowness(n), cached until either factor changes
         self._slowness_key: tuple[int, int, int] | None = None
-        self.unc_sum = np.zeros(0)
-        self.len_sum = np.zeros(0)
-        self.count = np.zeros(0)  # this policy's open requests per worker
-        self.frac = np.ones(0)  # f_w = unc_sum / len_sum, at most 1 (1 where no record)
+        self.share = UncachedShare()  # f_w over this policy's open requests
         self.open: dict[int, _Open] = {}
         self.ttft_errors = PredictionErrors()
         self.e2e_errors = PredictionErrors()
@@ -315,19 +310,10 @@ class Learned(RoutingPolicy):
 
     # ------------------------------------------------------------------ membership
     def _ensure(self, n: int) -> None:
-        if len(self.unc_sum) < n:
-            pad = n - len(self.unc_sum)
-            self.unc_sum = np.concatenate([self.unc_sum, np.zeros(pad)])
-            self.len_sum = np.concatenate([self.len_sum, np.zeros(pad)])
-            self.count = np.concatenate([self.count, np.zeros(pad)])
-            self.frac = np.concatenate([self.frac, np.ones(pad)])
+        self.share.ensure(n)
         self.pending.ensure(n)
         self.speed.ensure(n)
         self.decode_speed.ensure(n)
-
-    def _refresh_frac(self, w: int) -> None:
-        total = self.len_sum[w]
-        self.frac[w] = min(self.unc_sum[w] / total, 1.0) if total > 0 else 1.0
 
     def slowness(self, n: int) -> np.ndarray:
         """Per worker, the factor learned from its TTFT residuals where its decode
@@ -344,10 +330,7 @@ class Learned(RoutingPolicy):
 
     def on_worker_removed(self, index: int, count: int) -> None:
         self._ensure(index + 1)
-        self.unc_sum = np.delete(self.unc_sum, index)
-        self.len_sum = np.delete(self.len_sum, index)
-        self.count = np.delete(self.count, index)
-        self.frac = np.delete(self.frac, index)
+        self.share.remove_worker(index)
         self.pending.remove_worker(index)
         self.speed.remove(index)
         self.decode_speed.remove(index)
@@ -399,7 +382,7 @@ class Learned(RoutingPolicy):
         else:
             a0, a1, a2 = self.ttft_model.coefficients().tolist()
             d0, d1, d2 = self.decode_model.coefficients().tolist()
-        ahead = (prefill - unstreamed) * self.frac[:n] + self.pending.units[:n]
+        ahead = (prefill - unstreamed) * self.share.frac[:n] + self.pending.units[:n]
         k0 = a0 / 1000.0  # seconds per uncached unit
         work = unc * k0 + pairs * (a1 / 1e6)
         slow = self.slowness(n)
@@ -446,10 +429,7 @@ class Learned(RoutingPolicy):
             pred_ttft=float(ttft[w]), pred_e2e=pred_e2e)
         if not req.streamed:
             self.pending.add(req.rid, w, u, view.now + float(ttft[w]))
-        self.unc_sum[w] += unc[w]
-        self.len_sum[w] += len(req)
-        self.count[w] += 1
-        self._refresh_frac(w)
+        self.share.add(w, unc[w], len(req))
         return Decision(w, branch="min_marginal_cost", predicted_s=pred_e2e)
 
     # ------------------------------------------------------------------ learning
@@ -459,13 +439,7 @@ class Learned(RoutingPolicy):
             return
         w = rec.worker
         self.pending.done(fb.rid)
-        if w < len(self.unc_sum):
-            self.unc_sum[w] = max(0.0, self.unc_sum[w] - rec.uncached)
-            self.len_sum[w] = max(0.0, self.len_sum[w] - rec.units)
-            self.count[w] = max(0.0, self.count[w] - 1)
-            if self.len_sum[w] <= 0 or self.count[w] <= 0:
-                self.unc_sum[w] = self.len_sum[w] = self.count[w] = 0.0
-            self._refresh_frac(w)
+        self.share.remove(w, rec.uncached, rec.units)
         if not fb.ok or fb.e2e_s is None:
             return
         self.e2e_errors.add(rec.pred_e2e, fb.e2e_s)
@@ -493,7 +467,7 @@ class Learned(RoutingPolicy):
             self.ttft_model.update(x, fb.ttft_s)
             decode_s = max(0.0, fb.e2e_s - fb.ttft_s)
             # the decode model learns times at the typical worker's speed
-            s_w = self.slowness(max(len(self.unc_sum), w + 1))[w]  # the decisions' n: cached
+            s_w = self.slowness(max(len(self.share), w + 1))[w]  # the decisions' n: cached
             if rec.out is not None and rec.out > 1:
                 per_token = decode_s / (rec.out - 1)
                 self.decode_speed.update(w, per_token, self.decode_model.predict(rec.x_dec))
@@ -518,7 +492,7 @@ class Learned(RoutingPolicy):
                 "ttft_weight": self.ttft_weight_now,
                 "hit_realisation": self.hit_realisation,
                 "hit_realisation_by_age": self.realisation.by_age(),
-                "worker_slowness": _by_worker(self.slowness(len(self.unc_sum)))}
+                "worker_slowness": _by_worker(self.slowness(len(self.share)))}
 
 
 def _by_worker(values: np.ndarray) -> dict[str, float]:
