@@ -154,7 +154,8 @@ def _update_doc(path: Path, section: str, text: str) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    """Run a grid of eviction x routing x workload x seed in the simulator, in parallel."""
+    """Run a grid of eviction x routing x workload x seed in the simulator, in parallel;
+    with more than one routing policy, rank them in each cell."""
     console = make_console()
     columns = choose_columns(TABLE, args.columns, DEFAULT_COLUMNS)
     if args.out and args.plot:
@@ -356,7 +357,8 @@ def add_parser(sub: Any) -> None:
                    help="run the cells as Ray tasks on the cluster at ADDRESS (none: a local "
                         "Ray instance); needs kvroute[ray]; --jobs is ignored")
     c.add_argument("--out", metavar="DIR",
-                   help="write table.md, runs.json and plots here, created if missing "
+                   help="write table.md, runs.json (ranks.md with more than one routing "
+                        "policy) and plots here, created if missing "
                         "(bars per metric; relative_METRIC.png: each pair over the best of "
                         "each cell; an E2E CDF per workload and load)")
     c.add_argument("--no-plot", dest="plot", action="store_false",
