@@ -173,3 +173,34 @@ def test_shared_mooncake_trace_facts():
     w = load_mooncake(SHARED_TRACE, limit=50)
     assert w.size == 50 and w.meta["prompt_tokens"] == sum(r.prompt_len for r in w)
     assert 15_000 < sum(r.input_length for r in records) / len(records) < 15_700
+
+
+def test_gzip_bom_and_crlf_traces_read_as_the_plain_file(tmp_path, trace):
+    """A gzip-compressed trace (by its bytes, not its name), a UTF-8 byte-order mark and
+    Windows line endings read as the plain trace; a damaged .gz is a ConfigError."""
+    import gzip
+
+    text = trace.read_text()
+    want = [(r.timestamp, r.input_length, r.hash_ids.tolist()) for r in read_mooncake(trace)]
+    gz = tmp_path / "trace.jsonl.gz"
+    gz.write_bytes(gzip.compress(text.encode()))
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes(b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode())
+    for path in (gz, bom):
+        got = [(r.timestamp, r.input_length, r.hash_ids.tolist()) for r in read_mooncake(path)]
+        assert got == want
+    assert load_mooncake(gz).name == "trace"
+    bad = tmp_path / "cut.jsonl.gz"
+    bad.write_bytes(gzip.compress(text.encode())[:-12])
+    with pytest.raises(ConfigError, match=r"cut\.jsonl\.gz: damaged gzip file"):
+        read_mooncake(bad)
+
+
+def test_hash_ids_beyond_int64_are_a_config_error(tmp_path):
+    """A block id numpy cannot hold as int64 names the line instead of overflowing."""
+    path = tmp_path / "t.jsonl"
+    path.write_text(json.dumps(_rec(0, 5, [2**63])) + "\n")
+    with pytest.raises(ConfigError, match=r"t\.jsonl:1: hash_ids must be .*2\^63"):
+        read_mooncake(path)
+    path.write_text(json.dumps(_rec(0, 5, [2**63 - 1])) + "\n")
+    assert read_mooncake(path)[0].hash_ids.tolist() == [2**63 - 1]

@@ -15,6 +15,7 @@ the number of distinct units (the base of ``N%`` capacities) and a suggested cap
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +24,7 @@ import numpy as np
 
 from kvroute.errors import ConfigError
 from kvroute.workloads.adversarial import AdversarialConfig, adversarial_cycle
-from kvroute.workloads.mooncake import block_tokens, read_mooncake
+from kvroute.workloads.mooncake import block_tokens, read_mooncake, trace_name
 
 __all__ = ["STREAM_WORKLOADS", "UNITS", "CacheStream", "parse_capacities", "trace_stream",
            "workload_stream"]
@@ -64,7 +65,7 @@ def trace_stream(path: str | os.PathLike[str], unit: str = "block",
         prompts = [np.asarray(r.hash_ids, dtype=np.int64) for r in records]
     else:
         prompts = [block_tokens(r.hash_ids, r.input_length, block_size) for r in records]
-    return CacheStream(os.path.splitext(os.path.basename(os.fspath(path)))[0], unit, prompts,
+    return CacheStream(trace_name(path), unit, prompts,
                        _unique(prompts), meta={"path": os.fspath(path), "block_size": block_size})
 
 
@@ -101,7 +102,7 @@ def parse_capacities(text: str, unique_units: int) -> list[int]:
         try:
             if item.endswith("%"):
                 pct = float(item[:-1])
-                if not pct > 0:
+                if not (pct > 0 and math.isfinite(pct)):
                     raise ValueError
                 out.append(max(1, round(unique_units * pct / 100)))
             else:
@@ -110,8 +111,8 @@ def parse_capacities(text: str, unique_units: int) -> list[int]:
                     raise ValueError
                 out.append(n)
         except ValueError:
-            raise ConfigError(f"capacity must be a non-negative integer or N% (N > 0), got "
-                              f"{item!r}") from None
+            raise ConfigError(f"capacity must be a non-negative integer or N% (N a finite "
+                              f"number > 0), got {item!r}") from None
     if not out:
         raise ConfigError("no capacity given")
     return out

@@ -2,7 +2,9 @@
 sglang.bench_serving call it "mooncake").
 
 Format: JSONL, one request per line, ``{"timestamp": ms, "input_length": tokens,
-"output_length": tokens, "hash_ids": [block ids]}`` (other keys are ignored). Each id
+"output_length": tokens, "hash_ids": [block ids]}`` (other keys are ignored), UTF-8 with
+or without a byte-order mark, optionally gzip-compressed (read as such whatever its name).
+Each id
 stands for one block of ``block_size`` tokens (512 in the released traces); the last block
 may be partial. A line is rejected (:class:`ConfigError` naming ``path:line``) unless
 ``(len(hash_ids) - 1) * block_size < input_length <= len(hash_ids) * block_size``.
@@ -27,19 +29,21 @@ Contract of :func:`load_mooncake`:
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import os
+import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
 from kvroute.errors import ConfigError
 from kvroute.workloads.request import OpenLoop, Request
 
-__all__ = ["MooncakeRecord", "block_tokens", "load_mooncake", "read_mooncake",
+__all__ = ["MooncakeRecord", "block_tokens", "load_mooncake", "read_mooncake", "trace_name",
            "write_mooncake"]
 
 _FIELDS = ("timestamp", "input_length", "output_length", "hash_ids")
@@ -65,6 +69,19 @@ def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
+_INT64_MAX = 2**63 - 1
+
+
+def _open_text(path: str) -> IO[str]:
+    """``path`` as text: gunzipped when it starts with gzip's magic bytes; a UTF-8
+    byte-order mark is dropped."""
+    with open(path, "rb") as f:
+        gzipped = f.read(2) == b"\x1f\x8b"
+    if gzipped:
+        return gzip.open(path, "rt", encoding="utf-8-sig")
+    return open(path, encoding="utf-8-sig")
+
+
 def _parse(where: str, line: int, obj: Any, block_size: int) -> MooncakeRecord:
     if not isinstance(obj, dict):
         raise ConfigError(f"{where}: expected a JSON object, got {type(obj).__name__}")
@@ -78,12 +95,19 @@ def _parse(where: str, line: int, obj: Any, block_size: int) -> MooncakeRecord:
         raise ConfigError(f"{where}: input_length must be an integer >= 1, got {n_in!r}")
     if not _is_int(n_out) or n_out < 0:
         raise ConfigError(f"{where}: output_length must be an integer >= 0, got {n_out!r}")
-    if not isinstance(blocks, list) or not all(_is_int(b) and b >= 0 for b in blocks):
-        raise ConfigError(f"{where}: hash_ids must be a list of integers >= 0")
+    if not isinstance(blocks, list) or not all(_is_int(b) and 0 <= b <= _INT64_MAX
+                                               for b in blocks):
+        raise ConfigError(f"{where}: hash_ids must be a list of integers in [0, 2^63)")
     if not (len(blocks) - 1) * block_size < n_in <= len(blocks) * block_size:
         raise ConfigError(f"{where}: input_length {n_in} does not fit {len(blocks)} blocks "
                           f"of {block_size} tokens (check block_size)")
     return MooncakeRecord(float(ts), n_in, n_out, np.array(blocks, dtype=np.int64), line)
+
+
+def trace_name(path: str | os.PathLike[str]) -> str:
+    """A trace's name: its file name without ``.gz`` and then its extension."""
+    base = os.path.basename(os.fspath(path))
+    return os.path.splitext(base[:-3] if base.endswith(".gz") else base)[0]
 
 
 def read_mooncake(path: str | os.PathLike[str], block_size: int = 512) -> list[MooncakeRecord]:
@@ -93,7 +117,7 @@ def read_mooncake(path: str | os.PathLike[str], block_size: int = 512) -> list[M
     p = os.fspath(path)
     records = []
     try:
-        with open(p, encoding="utf-8") as f:
+        with _open_text(p) as f:
             for n, text in enumerate(f, 1):
                 if not text.strip():
                     continue
@@ -108,6 +132,8 @@ def read_mooncake(path: str | os.PathLike[str], block_size: int = 512) -> list[M
         raise ConfigError(f"{p}: is a directory, expected a Mooncake JSONL trace") from e
     except UnicodeDecodeError as e:
         raise ConfigError(f"{p}: not UTF-8 text ({e.reason})") from e
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:  # a truncated or damaged .gz
+        raise ConfigError(f"{p}: damaged gzip file ({e})") from e
     except OSError as e:
         raise ConfigError(f"{p}: cannot read trace ({e.strerror})") from e
     if not records:
@@ -161,7 +187,7 @@ def load_mooncake(path: str | os.PathLike[str], block_size: int = 512, *,
     meta = {"path": p, "block_size": block_size, "time_scale": scale,
             "prompt_tokens": sum(r.input_length for r in records),
             "duration_s": span * scale, "first_line": records[0].line}
-    return OpenLoop(name or os.path.splitext(os.path.basename(p))[0], source, len(records),
+    return OpenLoop(name or trace_name(p), source, len(records),
                     meta)
 
 
