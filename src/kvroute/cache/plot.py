@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from kvroute.sim.plot import load_pyplot
+from kvroute.sim.plot import figure_path, load_pyplot
 
 __all__ = ["load_pyplot", "plot_hit_rates"]
 
@@ -36,7 +36,7 @@ def plot_hit_rates(grid: Sequence[dict[str, Any]], path: str | Path, title: str 
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    out = Path(path)
+    out = figure_path(path)
     fig.savefig(out)
     plt.close(fig)
     return out

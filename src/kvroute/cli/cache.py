@@ -141,6 +141,7 @@ def add_parser(sub: Any) -> None:
                    help="seed of the stream and of the policies")
     c.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     c.add_argument("--plot", metavar="PATH",
-                   help="hit rate against capacity (PNG/SVG/PDF; needs kvroute[plot])")
+                   help="hit rate against capacity (PNG/SVG/PDF by its suffix, .png without "
+                        "one; needs kvroute[plot])")
     add_arg_flags(c, routing=False)
     c.set_defaults(func=cmd_cache)

@@ -99,7 +99,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
                      max_tokens=args.max_tokens,
                      report_cached=args.report_cached, stream_share=args.stream_share)
     indexes = [i.strip() for i in args.index.split(",") if i.strip()]
-    for i in indexes:
+    for i in indexes or [args.index]:
         if i not in ("approx", "exact"):
             raise ConfigError(f"--index takes approx, exact or both, got {i!r}")
     workload, rate = build_workload(args, model=model, workers=base.speed_sum,
@@ -186,8 +186,8 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--no-ceilings", dest="ceilings", action="store_false",
                    help="skip the infinite-cache and pooled-optimum ceilings")
     s.add_argument("--json", metavar="PATH", help="write every run (summary, requests, load)")
-    s.add_argument("--plot", metavar="PATH", help="write a figure (PNG/SVG/PDF; needs "
-                   "kvroute[plot])")
+    s.add_argument("--plot", metavar="PATH", help="write a figure (PNG/SVG/PDF by its "
+                   "suffix, .png without one; needs kvroute[plot])")
     s.add_argument("--columns", metavar="A,B,...", help="table columns, from: "
                    f"{', '.join(c.key for c in COLUMNS if not c.names)} (default: all that "
                    "fit the terminal)")

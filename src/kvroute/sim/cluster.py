@@ -97,7 +97,7 @@ class SimConfig:
             raise ConfigError(f"stream_share must be in [0, 1], got {self.stream_share!r}")
         if self.max_tokens not in ("exact", "none"):
             raise ConfigError(f"max_tokens must be exact or none, got {self.max_tokens!r}")
-        if self.event_delay < 0 or self.block_size < 1:
+        if not self.event_delay >= 0 or self.block_size < 1:  # NaN fails too
             raise ConfigError("need an event delay >= 0 s and a block size >= 1 token")
         self.worker_config()  # validates the worker's fields and the eviction policy
         self.routing_policy()  # the policy validates its parameters

@@ -14,7 +14,7 @@ import numpy as np
 from kvroute.errors import KvrouteError
 from kvroute.sim.cluster import SimResult
 
-__all__ = ["load_pyplot", "plot_runs"]
+__all__ = ["figure_path", "load_pyplot", "plot_runs"]
 
 
 def load_pyplot() -> Any:
@@ -26,6 +26,13 @@ def load_pyplot() -> Any:
     except ImportError:
         raise KvrouteError("plots need matplotlib: pip install 'kvroute[plot]'") from None
     return plt
+
+
+def figure_path(path: str | Path) -> Path:
+    """Where a figure asked for at ``path`` is written: ``path``, with ``.png`` added when
+    it has no suffix (what matplotlib would write, so the path printed is the file's)."""
+    out = Path(path)
+    return out if out.suffix else out.with_name(out.name + ".png")
 
 
 def _label(r: SimResult) -> str:
@@ -77,7 +84,7 @@ def plot_runs(results: Sequence[SimResult], path: str | Path, title: str = "") -
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    out = Path(path)
+    out = figure_path(path)
     fig.savefig(out, dpi=120)
     plt.close(fig)
     return out
