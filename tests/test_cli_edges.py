@@ -50,3 +50,10 @@ def test_plot_without_a_suffix_reports_the_file_it_wrote(tmp_path, capsys):
     assert main([*SMALL_SIM, "--plot", str(tmp_path / "fig")]) == 0
     assert (tmp_path / "fig.png").is_file()
     assert f"wrote {tmp_path / 'fig.png'}" in capsys.readouterr().out
+
+
+def test_a_tokenizer_without_a_dataset_is_refused(tmp_path, capsys):
+    """--tokenizer only tokenizes a --dataset; alone it used to be silently ignored."""
+    assert main([*SMALL_SIM[:1], "--workload", "sharegpt", "--tokenizer",
+                 str(tmp_path / "tokenizer.json")]) == 2
+    _one_line_error(capsys, "a tokenizer applies to a dataset file (--dataset)")

@@ -115,3 +115,11 @@ def test_pseudo_text_renders_ids_as_words():
     """Ids without text render as one pseudo-word each."""
     assert pseudo_text(np.array([3, 14])) == "w3 w14"
     assert render_ids(None, [7]) == "w7"
+
+
+def test_a_tokenizer_folder_asks_for_its_tokenizer_json(tmp_path):
+    """A model folder given as the tokenizer says to pass the file inside (it said 'not
+    found', which the folder plainly is not)."""
+    pytest.importorskip("tokenizers")
+    with pytest.raises(ConfigError, match="is a directory; pass the tokenizer.json"):
+        load_tokenizer(tmp_path)

@@ -32,7 +32,7 @@ def add_workload_flags(parser: argparse.ArgumentParser, title: str) -> Any:
     w.add_argument("--dataset", metavar="PATH",
                    help="ShareGPT/UltraChat or LooGLE file (default: synthetic)")
     w.add_argument("--tokenizer", metavar="PATH",
-                   help="tokenizer.json for datasets (default: built-in)")
+                   help="tokenizer.json for --dataset (default: built-in)")
     w.add_argument("--groups", type=int, help="gsp: groups (128)")
     w.add_argument("--prompts-per-group", type=int, help="gsp: prompts per group (32)")
     w.add_argument("--prefix-ratio", type=float, help="gsp: shared fraction (0.5)")

@@ -85,6 +85,9 @@ def build_workload(name: str, seed: int = 1, *, dataset: str | None = None,
         raise ConfigError(f"a dataset file applies to sharegpt, ultrachat and loogle, not {name}")
     if trace and name != "mooncake":
         raise ConfigError(f"a trace file applies to the mooncake workload, not {name}")
+    if tokenizer and not dataset:
+        raise ConfigError("a tokenizer applies to a dataset file (--dataset): synthetic "
+                          "workloads and traces are token ids already")
     src = {k: v for k, v in (("dataset", dataset), ("trace", trace), ("tokenizer", tokenizer))
            if v}
     opts = {k: v for k, v in options.items() if v is not None}

@@ -106,6 +106,9 @@ class HFTokenizer:
             raise ConfigError("a tokenizer file needs the Hugging Face tokenizers package: "
                               "pip install 'kvroute[tokenizers]'") from e
         self.path = os.fspath(path)
+        if os.path.isdir(self.path):
+            raise ConfigError(f"{self.path}: is a directory; pass the tokenizer.json file "
+                              "(a model's folder holds one)")
         if not os.path.isfile(self.path):
             raise ConfigError(f"{self.path}: tokenizer file not found")
         try:
