@@ -57,3 +57,29 @@ def test_a_tokenizer_without_a_dataset_is_refused(tmp_path, capsys):
     assert main([*SMALL_SIM[:1], "--workload", "sharegpt", "--tokenizer",
                  str(tmp_path / "tokenizer.json")]) == 2
     _one_line_error(capsys, "a tokenizer applies to a dataset file (--dataset)")
+
+
+SMALL_COMPARE = ["compare", "--evictions", "lru", "--routings", "round_robin", "--workloads",
+                 "gsp", "-o", "gsp.groups=2", "-o", "gsp.prompts_per_group=4", "--jobs", "1",
+                 "--no-ceilings"]
+
+
+@pytest.mark.parametrize(("extra", "text"), [
+    (["-o", "gsp.output_len=abc"], "option output_len must be an integer, got 'abc'"),
+    (["-o", "gsp.rate=abc"], "option rate must be a number, got 'abc'"),
+    (["-o", "gsp.rate=nan"], "rate must be > 0"),
+    (["-o", "gsp.lengths=512"], "option lengths must be a list of integers"),
+    (["-o", "gsp.order=grouped"], "-o gsp.order: the grid sets gsp's arrival order from "
+                                  "--orders"),
+    (["-o", "sharegpt.clients=8"], "-o sharegpt.clients: sharegpt is not among the grid's "
+                                   "workloads (gsp); add it with --workloads"),
+    (["-o", "mooncake.limit=5"], "add it with --trace FILE"),
+    (["--loads", "0.5", "-o", "gsp.load=0.3"], "give one or the other"),
+    (["--baseline", "lru+nope"], "--baseline lru+nope: not a pair of the grid"),
+    (["--focus", "rlt+round_robin"], "--focus rlt+round_robin: not a pair of the grid"),
+    (["--jobs", "-1"], "--jobs must be >= 1"),
+])
+def test_compare_options_it_would_choke_on_or_ignore_are_one_line(capsys, extra, text):
+    """Each was a TypeError traceback (a wrongly typed -o value) or silently did nothing."""
+    assert main([*SMALL_COMPARE, *extra]) == 2
+    _one_line_error(capsys, text)

@@ -204,3 +204,14 @@ def test_hash_ids_beyond_int64_are_a_config_error(tmp_path):
         read_mooncake(path)
     path.write_text(json.dumps(_rec(0, 5, [2**63 - 1])) + "\n")
     assert read_mooncake(path)[0].hash_ids.tolist() == [2**63 - 1]
+
+
+def test_mistyped_options_are_config_errors(trace):
+    """Options from `compare -o` arrive as parsed JSON or raw text: a wrong type names the
+    option instead of failing inside the loader."""
+    from kvroute.workloads.catalog import build_workload
+
+    with pytest.raises(ConfigError, match="workload mooncake: option limit must be an "
+                                          "integer, got '5'"):
+        build_workload("mooncake", trace=str(trace), limit="5")
+    assert build_workload("mooncake", trace=str(trace), time_scale=2).size == 4

@@ -128,9 +128,30 @@ def _options(items: list[str]) -> dict[str, dict[str, Any]]:
         try:
             value = json.loads(raw)
         except ValueError:
-            value = raw
+            try:
+                value = float(raw)  # nan, inf: not JSON
+            except ValueError:
+                value = raw
         out.setdefault(wl, {})[key] = tuple(value) if isinstance(value, list) else value
     return out
+
+
+def _check_options(options: dict[str, dict[str, Any]], workloads: tuple[str, ...],
+                   grid_loads: bool) -> None:
+    """No ``-o`` that the grid would silently ignore: one for a workload it does not run,
+    gsp's order (``--orders`` sets it) or a load beside ``--loads``."""
+    for wl, opts in options.items():
+        key = next(iter(opts))
+        if wl not in workloads:
+            how = "--trace FILE" if wl == "mooncake" else "--workloads"
+            raise ConfigError(f"-o {wl}.{key}: {wl} is not among the grid's workloads "
+                              f"({', '.join(workloads)}); add it with {how}")
+        if wl == "gsp" and "order" in opts:
+            raise ConfigError("-o gsp.order: the grid sets gsp's arrival order from --orders; "
+                              "use --orders " + str(opts["order"]))
+        if grid_loads and "load" in opts:
+            raise ConfigError(f"-o {wl}.load: --loads (or the preset's loads) sets every "
+                              "workload's load; give one or the other")
 
 
 def _markers(path: Path, section: str) -> tuple[str, str, str]:
@@ -161,6 +182,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.out and args.plot:
         need_matplotlib("--out (its plots; --no-plot skips them)")
     check_output(args.out, "--out", kind="directory")
+    if args.jobs is not None and args.jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1 (leave it out for all cores), got {args.jobs}")
     preset = PRESETS[args.preset] if args.preset else {}
     section = args.section or args.preset or "results"
     focus = args.focus or preset.get("focus")
@@ -187,7 +210,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
     evictions = choose(EVICTION, pick("evictions", "lru,rlt"), "in the simulator", ONLINE)
     routings = choose(ROUTING, pick("routings", "round_robin,lbgr"), "in the simulator",
                       SIMULATED)
+    for flag, pair in (("--baseline", args.baseline), ("--focus", args.focus)):
+        ev, _, ro = (pair or "").partition("+")
+        if pair and (ev not in evictions or ro not in routings):
+            raise ConfigError(f"{flag} {pair}: not a pair of the grid (EVICTION+ROUTING, "
+                              f"from evictions {', '.join(evictions)} and routings "
+                              f"{', '.join(routings)})")
     loads = _each(pick("loads", ""), _load, "--loads") or (None,)
+    options = _options(args.option)
+    _check_options(options, workloads, loads != (None,))
     grid = Grid(
         workloads=workloads,
         loads=loads,
@@ -202,7 +233,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                       index=args.index, event_delay=args.event_delay,
                       block_size=args.event_block_size, max_tokens=args.max_tokens,
                       report_cached=args.report_cached, stream_share=args.stream_share),
-        workload_options=_options(args.option),
+        workload_options=options,
         eviction_args=eviction_args(args, evictions),
         routing_args=routing_args(args, routings),
         sources={"mooncake": {"trace": args.trace}} if args.trace else {})

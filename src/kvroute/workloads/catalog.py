@@ -7,6 +7,8 @@ once. An unknown option is an error that lists the valid ones.
 
 from __future__ import annotations
 
+import types
+import typing
 from collections.abc import Callable
 from dataclasses import fields
 from typing import Any
@@ -22,6 +24,35 @@ from kvroute.workloads.tokenizer import load_tokenizer
 __all__ = ["WORKLOAD_NAMES", "build_workload"]
 
 
+# the options that are not config fields: arguments of the workload builders
+_EXTRA_TYPES: dict[str, Any] = {"rate": float, "output_len": int, "block_size": int,
+                                "time_scale": float, "start": int, "limit": int}
+
+
+def _check_type(name: str, key: str, value: Any, hint: Any) -> None:
+    """``value`` has the type ``hint`` allows (options from ``compare -o`` arrive as parsed
+    JSON, or as the raw text when it is not JSON): a one-line error, not a TypeError deep
+    in a generator."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType) and len(args) == 1:
+        hint, args, origin = args[0], list(typing.get_args(args[0])), typing.get_origin(args[0])
+    if origin is typing.Literal:
+        ok, what = value in args, f"one of {', '.join(map(str, args))}"
+    elif origin is tuple:
+        ok = isinstance(value, tuple | list) and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value)
+        what = "a list of integers, e.g. [512,1024]"
+    elif hint is int:
+        ok, what = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif hint is float:
+        ok, what = isinstance(value, int | float) and not isinstance(value, bool), "a number"
+    else:
+        return
+    if not ok:
+        raise ConfigError(f"workload {name}: option {key} must be {what}, got {value!r}")
+
+
 def _split(name: str, cls: type, options: dict[str, Any], extra: tuple[str, ...] = ()
            ) -> tuple[dict[str, Any], dict[str, Any]]:
     own = {f.name for f in fields(cls)} - {"seed"}
@@ -29,6 +60,9 @@ def _split(name: str, cls: type, options: dict[str, Any], extra: tuple[str, ...]
     if bad:
         raise ConfigError(f"unknown option(s) {', '.join(sorted(bad))} for workload {name}; "
                           f"valid: {', '.join(sorted(own | set(extra)))}")
+    hints = typing.get_type_hints(cls)
+    for key, value in options.items():
+        _check_type(name, key, value, _EXTRA_TYPES[key] if key in extra else hints[key])
     return ({k: v for k, v in options.items() if k in own},
             {k: v for k, v in options.items() if k in extra})
 
@@ -65,6 +99,8 @@ def _mooncake(name: str, seed: int, src: dict[str, Any], opts: dict[str, Any]) -
         raise ConfigError(f"unknown option(s) {', '.join(sorted(bad))} for workload mooncake "
                           "(a trace has its own output lengths); valid: "
                           f"{', '.join(sorted(valid))}")
+    for key, value in opts.items():
+        _check_type(name, key, value, _EXTRA_TYPES[key])
     return load_mooncake(src["trace"], **opts)
 
 
