@@ -83,3 +83,20 @@ def test_compare_options_it_would_choke_on_or_ignore_are_one_line(capsys, extra,
     """Each was a TypeError traceback (a wrongly typed -o value) or silently did nothing."""
     assert main([*SMALL_COMPARE, *extra]) == 2
     _one_line_error(capsys, text)
+
+
+@pytest.mark.parametrize("flag", ["--request-timeout", "--metrics-interval",
+                                  "--health-interval", "--drain-timeout", "--cooldown"])
+def test_serve_refuses_nan_times_before_listening(capsys, flag):
+    """NaN passed every `< 0` check and the router started with it (a NaN timeout)."""
+    import socket
+
+    pytest.importorskip("aiohttp")
+    with socket.socket() as busy:  # should a check let NaN through: no server starts
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        assert main(["serve", "--worker-urls", "http://127.0.0.1:1", "--port", port, flag,
+                     "nan"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("kvroute: error: ") and "cannot listen" not in err, err

@@ -118,9 +118,10 @@ class ServeConfig:
     def validate(self) -> None:
         if self.index_capacity is not None and self.index_capacity < 1:
             raise ConfigError(f"--index-capacity must be >= 1, got {self.index_capacity}")
-        if min(self.health_interval, self.metrics_interval, self.max_retries,
-               self.backoff_base, self.drain_timeout) < 0 \
-                or min(self.request_timeout, self.health_timeout, self.connect_timeout) <= 0:
+        at_least_0 = (self.health_interval, self.metrics_interval, self.max_retries,
+                      self.backoff_base, self.drain_timeout)
+        above_0 = (self.request_timeout, self.health_timeout, self.connect_timeout)
+        if not (all(v >= 0 for v in at_least_0) and all(v > 0 for v in above_0)):  # NaN too
             raise ConfigError("need --health-interval >= 0, --metrics-interval >= 0, "
                               "--request-timeout > 0, "
                               "--max-retries >= 0 and non-negative backoff/drain times")

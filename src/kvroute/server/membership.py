@@ -82,7 +82,7 @@ class Worker:
 class Membership:
     def __init__(self, urls: Sequence[str], router: Router, *, failure_threshold: int = 3,
                  cooldown_s: float = 30.0, health_checks: bool = True) -> None:
-        if failure_threshold < 1 or cooldown_s < 0:
+        if failure_threshold < 1 or not cooldown_s >= 0:  # NaN fails too
             raise ConfigError("failure threshold must be >= 1 and cool-down >= 0 s")
         norm = worker_urls(urls)
         if len(norm) != len(router.workers):
