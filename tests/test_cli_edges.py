@@ -100,3 +100,19 @@ def test_serve_refuses_nan_times_before_listening(capsys, flag):
                      "nan"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("kvroute: error: ") and "cannot listen" not in err, err
+
+
+def test_worker_kv_events_on_a_bad_address_is_one_line(capsys):
+    """A malformed ZMQ address was a zmq.ZMQError traceback out of the app's startup."""
+    pytest.importorskip("zmq")
+    pytest.importorskip("aiohttp")
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    assert main(["worker", "--emulate", "--port", port, "--kv-events-endpoint",
+                 "bogus"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("kvroute: error: cannot publish KV events on bogus: "), err
+    assert err.count("\n") == 1

@@ -11,6 +11,7 @@ Contract:
   wire form (0.26 and later), with its replay socket when ``replay_endpoint`` is given.
 * :attr:`endpoint` and :attr:`replay_endpoint` are the bound addresses (``:*`` binds a
   free port). ``close()`` sends what is pending and closes the sockets.
+* An address that cannot be bound (malformed, in use) is a :class:`ConfigError`.
 * Needs the ``events`` extra.
 """
 
@@ -20,6 +21,7 @@ import asyncio
 from typing import Any
 
 from kvroute.cache.radix import KVEvent, RadixCache
+from kvroute.errors import ConfigError
 
 __all__ = ["CachePublisher"]
 
@@ -31,9 +33,17 @@ class CachePublisher:
         from kvroute.server.kv_events import load_events
 
         ev = load_events()
+        import zmq
+
         self._blocks = ev.RadixBlocks(block_size, seed=seed)
-        self._pub: Any = ev.EventPublisher(endpoint, replay_endpoint=replay_endpoint,
-                                           wire=wire)
+        try:
+            self._pub: Any = ev.EventPublisher(endpoint, replay_endpoint=replay_endpoint,
+                                               wire=wire)
+        except zmq.ZMQError as e:  # a malformed address, or one in use
+            where = endpoint + (f" (replay {replay_endpoint})" if replay_endpoint else "")
+            raise ConfigError(f"cannot publish KV events on {where}: {e.strerror}; give "
+                              "ZMQ addresses such as tcp://127.0.0.1:5557, on free ports"
+                              ) from None
         self.endpoint: str = self._pub.endpoint
         self.replay_endpoint: str | None = self._pub.replay_endpoint
         self.block_size = block_size
