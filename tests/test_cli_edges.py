@@ -116,3 +116,20 @@ def test_worker_kv_events_on_a_bad_address_is_one_line(capsys):
     err = capsys.readouterr().err
     assert err.startswith("kvroute: error: cannot publish KV events on bogus: "), err
     assert err.count("\n") == 1
+
+
+def test_cache_workers_below_one_is_one_line(capsys):
+    """--workers 0 reported an 'optimum pooled over 0 caches' of hit rate 0."""
+    assert main(["cache", "--groups", "2", "--prompts-per-group", "4", "--policies", "lru",
+                 "--workers", "0"]) == 2
+    _one_line_error(capsys, "workers must be an integer >= 1, got 0")
+
+
+def test_a_load_over_no_workers_names_the_workers():
+    """`bench --load 0.5 --workers 0` said 'rate must be > 0', a flag it was not given."""
+    from kvroute.sim.load import build_at_load
+    from kvroute.sim.step_profiles import load_profile
+
+    with pytest.raises(ConfigError, match=r"a load needs workers .* > 0, got 0"):
+        build_at_load("gsp", 1, 0.5, load_profile("l40-llama3-8b"), 0, 8192,
+                      groups=2, prompts_per_group=4)

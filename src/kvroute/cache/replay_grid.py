@@ -18,6 +18,7 @@ from typing import Any
 from kvroute.cache.ceilings import TokenSeqs, infinite_hit_rate, optimal_hit_rate, replay
 from kvroute.cache.eviction.registry import EVICTION, make_policy
 from kvroute.cache.radix import RadixCache
+from kvroute.errors import ConfigError
 
 __all__ = ["replay_grid"]
 
@@ -27,6 +28,8 @@ def replay_grid(prompts: TokenSeqs, capacities: Sequence[int], policies: Sequenc
                 page_size: int = 1, workers: int = 1,
                 progress: Callable[[str, int], None] | None = None) -> list[dict[str, Any]]:
     """For each capacity: ``{"capacity", "ceilings": {...}, "policies": [rows]}``."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"workers must be an integer >= 1, got {workers!r}")
     infinite = infinite_hit_rate(prompts, page_size=page_size)
     out = []
     for cap in capacities:

@@ -68,6 +68,9 @@ def rate_for_load(workload: Workload, model: StepModel, workers: float, rho: flo
     """Requests/s at which ``workload`` offers ``rho`` times the capacity of ``workers``
     (workers of ``model``'s speed: a mixed fleet counts the sum of its speeds)."""
     check_load(rho)
+    if not (workers > 0 and math.isfinite(workers)):
+        raise ConfigError(f"a load needs workers (or the sum of their speeds) > 0, got "
+                          f"{workers!r}")
     works = [offered_work_s(model, r.prompt_len, r.output_len, chunk_size, pool)
              for r in workload]
     if not works:
