@@ -133,3 +133,12 @@ def test_a_load_over_no_workers_names_the_workers():
     with pytest.raises(ConfigError, match=r"a load needs workers .* > 0, got 0"):
         build_at_load("gsp", 1, 0.5, load_profile("l40-llama3-8b"), 0, 8192,
                       groups=2, prompts_per_group=4)
+
+
+def test_up_on_a_host_it_cannot_use_says_so(capsys):
+    """A host that does not resolve made `up` try every port up to 65535, then report
+    'no free ports'."""
+    from kvroute.cli.up import _free_ports
+
+    with pytest.raises(ConfigError, match=r"--host 0\.0\.0\.0\.0: cannot listen there"):
+        _free_ports("0.0.0.0.0", 20000, 2)

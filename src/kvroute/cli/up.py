@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import signal
 import socket
 import sys
@@ -53,8 +54,10 @@ def _free_ports(host: str, after: int, n: int) -> list[int]:
             try:
                 s.bind((host, port))
                 ports.append(port)
-            except OSError:
-                pass
+            except OSError as e:  # a port taken is skipped; a host we cannot use is not
+                if e.errno not in (errno.EADDRINUSE, errno.EACCES):
+                    raise ConfigError(f"--host {host}: cannot listen there "
+                                      f"({e.strerror or e})") from None
         port += 1
     if len(ports) < n:
         raise ConfigError(f"no {n} free ports after {after} on {host}")
