@@ -135,10 +135,16 @@ def test_a_load_over_no_workers_names_the_workers():
                       groups=2, prompts_per_group=4)
 
 
-def test_up_on_a_host_it_cannot_use_says_so(capsys):
+def test_up_on_a_host_it_cannot_use_says_so():
     """A host that does not resolve made `up` try every port up to 65535, then report
     'no free ports'."""
     from kvroute.cli.up import _free_ports
 
     with pytest.raises(ConfigError, match=r"--host 0\.0\.0\.0\.0: cannot listen there"):
         _free_ports("0.0.0.0.0", 20000, 2)
+
+
+def test_an_empty_output_path_is_named_as_such(capsys):
+    """`--json ''` said ':  is a directory'."""
+    assert main([*SMALL_SIM, "--json", ""]) == 2
+    _one_line_error(capsys, "--json: an empty path; give a file name")

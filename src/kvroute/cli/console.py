@@ -41,6 +41,9 @@ def check_output(path: str | None, flag: str, *, kind: str = "file") -> None:
     run must not be lost to a typo in where they go."""
     if path is None:
         return
+    if not path.strip():
+        raise ConfigError(f"{flag}: an empty path; give a "
+                          f"{'directory' if kind == 'directory' else 'file name'}")
     target = Path(path)
     if kind == "directory":
         if target.exists() and not target.is_dir():
