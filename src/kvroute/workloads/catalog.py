@@ -96,9 +96,9 @@ def _mooncake(name: str, seed: int, src: dict[str, Any], opts: dict[str, Any]) -
     valid = {"block_size", "time_scale", "rate", "start", "limit"}
     bad = set(opts) - valid
     if bad:
-        raise ConfigError(f"unknown option(s) {', '.join(sorted(bad))} for workload mooncake "
-                          "(a trace has its own output lengths); valid: "
-                          f"{', '.join(sorted(valid))}")
+        why = " (a trace has its own output lengths)" if "output_len" in bad else ""
+        raise ConfigError(f"unknown option(s) {', '.join(sorted(bad))} for workload "
+                          f"mooncake{why}; valid: {', '.join(sorted(valid))}")
     for key, value in opts.items():
         _check_type(name, key, value, _EXTRA_TYPES[key])
     return load_mooncake(src["trace"], **opts)
