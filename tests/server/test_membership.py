@@ -8,7 +8,7 @@ import pytest
 
 from kvroute.errors import ConfigError
 from kvroute.routing import Router, make_router_policy
-from kvroute.server.membership import Membership, normalize_url
+from kvroute.server.membership import Membership, normalize_url, worker_urls
 
 
 @pytest.mark.parametrize(("url", "needle"), [
@@ -20,6 +20,15 @@ from kvroute.server.membership import Membership, normalize_url
 def test_bad_worker_urls_say_what_is_wrong(url: str, needle: str) -> None:
     with pytest.raises(ConfigError, match=needle):
         normalize_url(url)
+
+
+def test_comma_separated_worker_urls_say_to_use_spaces() -> None:
+    """`--worker-urls http://a:1,http://b:2` said 'Port could not be cast to integer'."""
+    with pytest.raises(ConfigError, match="separated by spaces, not commas"):
+        worker_urls(["http://a:1,http://b:2"])
+    with pytest.raises(ConfigError, match="separated by spaces, not commas"):
+        worker_urls(["http://a:1", "http://b:2, https://c:3"])
+    assert worker_urls(["http://a:1", "http://b:2"]) == ["http://a:1", "http://b:2"]
 
 
 def test_good_urls_lose_their_trailing_slash() -> None:

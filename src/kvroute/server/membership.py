@@ -23,6 +23,7 @@ Contract:
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -58,6 +59,9 @@ def worker_urls(urls: Sequence[str]) -> list[str]:
     not an http(s) URL, or two are the same."""
     if not urls:
         raise ConfigError("the router needs at least one worker URL")
+    for u in urls:
+        if re.search(r",\s*https?://", u):
+            raise ConfigError(f"worker URLs are separated by spaces, not commas: {u!r}")
     norm = [normalize_url(u) for u in urls]
     if len(set(norm)) != len(norm):
         raise ConfigError("duplicate worker URL in --worker-urls")
