@@ -133,6 +133,8 @@ def test_missing_file_and_bad_json(tmp_path: Path) -> None:
     """A missing path, invalid JSON and missing coefficient keys give friendly ConfigErrors."""
     with pytest.raises(ConfigError, match="does not exist"):
         load_profile(str(tmp_path / "nope.json"))
+    with pytest.raises(ConfigError, match="is a directory"):  # it said 'does not exist'
+        load_profile(str(tmp_path))
     bad = tmp_path / "bad.json"
     bad.write_text('{"name": "x", "coefficients": {')
     with pytest.raises(ConfigError, match="not valid JSON"):

@@ -60,6 +60,9 @@ def load_profile(name_or_path: str) -> StepModel:
         text = _profile_dir().joinpath(name_or_path + ".json").read_text(encoding="utf-8")
     else:
         path = Path(name_or_path).expanduser()
+        if path.is_dir():
+            raise ConfigError(f"profile {name_or_path!r} is a directory; pass a shipped "
+                              f"profile name ({', '.join(names)}) or a profile JSON file")
         if not path.is_file():
             if _looks_like_path(name_or_path):
                 raise ConfigError(
