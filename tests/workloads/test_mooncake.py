@@ -220,7 +220,7 @@ def test_mistyped_options_are_config_errors(trace):
 def test_unknown_option_gives_the_output_length_reason_only_for_output_len(trace):
     from kvroute.workloads.catalog import build_workload
 
-    with pytest.raises(ConfigError, match="output_len for workload mooncake .a trace has"):
+    with pytest.raises(ConfigError, match=r"output_len for workload mooncake \(a trace has"):
         build_workload("mooncake", trace=str(trace), output_len=4)
     with pytest.raises(ConfigError, match="groups for workload mooncake; valid"):
         build_workload("mooncake", trace=str(trace), groups=4)

@@ -121,5 +121,5 @@ def test_a_tokenizer_folder_asks_for_its_tokenizer_json(tmp_path):
     """A model folder given as the tokenizer says to pass the file inside (it said 'not
     found', which the folder plainly is not)."""
     pytest.importorskip("tokenizers")
-    with pytest.raises(ConfigError, match="is a directory; pass the tokenizer.json"):
+    with pytest.raises(ConfigError, match=r"is a directory; pass the tokenizer\.json"):
         load_tokenizer(tmp_path)
