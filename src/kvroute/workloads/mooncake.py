@@ -4,9 +4,8 @@ sglang.bench_serving call it "mooncake").
 Format: JSONL, one request per line, ``{"timestamp": ms, "input_length": tokens,
 "output_length": tokens, "hash_ids": [block ids]}`` (other keys are ignored), UTF-8 with
 or without a byte-order mark, optionally gzip-compressed (read as such whatever its name).
-Each id
-stands for one block of ``block_size`` tokens (512 in the released traces); the last block
-may be partial. A line is rejected (:class:`ConfigError` naming ``path:line``) unless
+Each id stands for one block of ``block_size`` tokens (512 in the released traces); the
+last block may be partial. A line is rejected (:class:`ConfigError` naming ``path:line``) unless
 ``(len(hash_ids) - 1) * block_size < input_length <= len(hash_ids) * block_size``.
 
 Contract of :func:`load_mooncake`:
