@@ -124,6 +124,18 @@ if TYPE_CHECKING:
 __all__ = ["LearnedEviction"]
 
 
+def _short_common_length(key: np.ndarray, ids: np.ndarray, pos: int, page: int) -> int:
+    """``cache.common_length(key, ids, pos)`` (the length of the common prefix of ``key``
+    and ``ids[pos:]``, cut to whole pages) for a short ``key``: compared as lists of
+    Python ints, which costs less than numpy's vector operations at a few dozen ids."""
+    n = min(len(key), len(ids) - pos)
+    a, b = key[:n].tolist(), ids[pos:pos + n].tolist()
+    if a == b:
+        return n - n % page
+    m = next(i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y)
+    return m - m % page
+
+
 @register
 class LearnedEviction(EvictionPolicy):
     name = "learned"
@@ -164,6 +176,9 @@ class LearnedEviction(EvictionPolicy):
         super().attach(cache)
         self._page = cache.page_size
         self.model = ReuseModel(GROUPS, AGES, cache.capacity, weight=cache.page_size)
+        # what every victim's lookup reads, bound once (the estimates list is updated in place)
+        self._estimates, self._p = self.model.estimates, self.model.p
+        self._child_key = cache.child_key
         self.ghosts = GhostList(int(self._ghost_share * cache.capacity),
                                 int(self._memory_share * cache.capacity), cache.page_size)
 
@@ -235,13 +250,13 @@ class LearnedEviction(EvictionPolicy):
         first compared on its first 16 pages: the span is never joined, and most ghost
         hits share only a page or two, so the rest of a long cut (evicted long ago, no
         longer in the CPU's caches) is not read."""
-        common_length = self.cache.common_length
-        probe = 16 * self._page
+        common_length, page = self.cache.common_length, self._page
+        probe = 16 * page
         shared, n = 0, len(ids)
         for seg in reversed(ghost.segments):
             key, start = seg[4], seg[5]
             length = len(key) - start
-            m = common_length(key[start:start + probe], ids, shared)
+            m = _short_common_length(key[start:start + probe], ids, shared, page)
             if m == probe < length and shared + m < n:  # the probe agrees: the rest
                 m += common_length(key[start + probe:], ids, shared + probe)
             shared += m
@@ -316,7 +331,9 @@ class LearnedEviction(EvictionPolicy):
                 node = predicted()
                 if node is None:
                     break
-                take = min(need - done, max(1, tail(node) // page))
+                take = tail(node) // page or 1  # at least one page, at most what is left
+                if take > need - done:
+                    take = need - done
                 trim(node, take, True)  # predicted
                 done += take
             else:
@@ -328,8 +345,7 @@ class LearnedEviction(EvictionPolicy):
 
     def _predicted(self) -> Node | None:
         """Pop the leaf of least estimated reuse (oldest first within a class)."""
-        model = self.model
-        return self.candidates.pop_least(model.estimates, model.p, self.epoch)
+        return self.candidates.pop_least(self._estimates, self._p, self.epoch)
 
     @staticmethod
     def _tail(node: Node) -> int:
@@ -356,7 +372,7 @@ class LearnedEviction(EvictionPolicy):
         tail = aux[1]
         aux[1] = None
         anchor = node if keep > 0 else node.parent
-        key = (id(anchor), self.cache.child_key(ids, keep))
+        key = (id(anchor), self._child_key(ids, keep))
         gone = self.ghosts.add_trim(tail, node, key, anchor, seg, aux[0])
         if gone:
             self._changed(self.model.forgotten(gone))
