@@ -124,18 +124,6 @@ if TYPE_CHECKING:
 __all__ = ["LearnedEviction"]
 
 
-def _short_common_length(key: np.ndarray, ids: np.ndarray, pos: int, page: int) -> int:
-    """``cache.common_length(key, ids, pos)`` (the length of the common prefix of ``key``
-    and ``ids[pos:]``, cut to whole pages) for a short ``key``: compared as lists of
-    Python ints, which costs less than numpy's vector operations at a few dozen ids."""
-    n = min(len(key), len(ids) - pos)
-    a, b = key[:n].tolist(), ids[pos:pos + n].tolist()
-    if a == b:
-        return n - n % page
-    m = next(i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y)
-    return m - m % page
-
-
 @register
 class LearnedEviction(EvictionPolicy):
     name = "learned"
@@ -250,13 +238,13 @@ class LearnedEviction(EvictionPolicy):
         first compared on its first 16 pages: the span is never joined, and most ghost
         hits share only a page or two, so the rest of a long cut (evicted long ago, no
         longer in the CPU's caches) is not read."""
-        common_length, page = self.cache.common_length, self._page
-        probe = 16 * page
+        common_length = self.cache.common_length
+        probe = 16 * self._page
         shared, n = 0, len(ids)
         for seg in reversed(ghost.segments):
             key, start = seg[4], seg[5]
             length = len(key) - start
-            m = _short_common_length(key[start:start + probe], ids, shared, page)
+            m = common_length(key[start:start + probe], ids, shared)
             if m == probe < length and shared + m < n:  # the probe agrees: the rest
                 m += common_length(key[start + probe:], ids, shared + probe)
             shared += m
