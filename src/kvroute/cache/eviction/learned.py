@@ -90,18 +90,21 @@ Cost: O(log L) per heap change; a victim in prediction mode is the least of the 
 groups' cached top keys (``group_heaps.GroupHeaps``: one lazy min-heap per group keyed
 by last access; a group's key is recomputed only when it may have changed, and
 tests/cache/test_learned.py checks the choice against a full scan). The fallback gathers
-the unmarked leaves once per batch, O(L), in the order of their heap entries (so its
-seeded draws do not depend on the heaps' layout), and visits only the leaves drawn. A
-ghost hit compares the new leaf with the span cut by cut, each on its first 16 pages
-first (most share a page or two), so the span is never joined and a long one is not read.
+the unmarked leaves once per batch, O(L), in the order of their heap entries (kept in a
+dict by entry, so its seeded draws do not depend on the heaps' layout), and visits only
+the leaves drawn. A ghost hit compares the new leaf with the span cut by cut, each on its
+first 16 pages first (most share a page or two), so the span is never joined and a long
+one is not read.
 
 Replay time (issue 13: within 2x of rlt's): every victim is one Python step (the lookup
 above, a ghost, the ghosts it pushes out, the tree's trim, a heap entry; about 4 us),
 against rlt's numpy batches that draw a whole call's steps at once. On a quiet machine
 (2026-12-05) ``benchmarks/cache_bench.py`` (GSP, 1-token pages) gives 1.86-1.88x rlt's
 replay time (met) and the Mooncake trace in blocks at 1% / 5% / 10% 2.2x / 2.35x / 2.5x
-(not met); earlier sessions measured up to 2.25x and 2.7-2.9x on a busier machine.
-Measured, with where the time goes, in docs/cache.md.
+(not met); earlier sessions measured up to 2.25x and 2.7-2.9x on a busier machine. A
+later pass with the same decisions (the unmarked leaves in entry order without a sort,
+forgotten ghosts settled in one loop) took the Mooncake cells to 2.0x / 2.2x / 2.2-2.3x
+(still not met at 5-10%). Measured, with where the time goes, in docs/cache.md.
 """
 
 from __future__ import annotations
