@@ -58,6 +58,11 @@ class GroupHeaps:
         # when it goes to None)
         self.best: dict[int, Key | None] = dict.fromkeys(range(groups))
         self.dirty = list(range(groups))
+        # the node of every live entry by its seq, in order of entry (seqs only grow): an
+        # entry leaves when its node's slot moves on (pushed again, popped, found invalid)
+        # or at a compaction; one that went stale lazily stays until then (readers check
+        # node.slot == seq)
+        self._order: dict[int, Node] = {}
 
     def push(self, node: Node) -> None:
         aux = node.aux
@@ -67,10 +72,12 @@ class GroupHeaps:
             if aux[4] == g and aux[5] == last:
                 return  # its live entry is already this one
             self.stale(node)  # its old entry goes stale
+            self._order.pop(node.slot, None)
         aux[4] = g
         aux[5] = last
         self._seq = seq = self._seq + 1
         node.slot = seq
+        self._order[seq] = node
         heappush(self.heaps[g], (last, seq, node))
         best = self.best
         cached = best.get(g, ())  # () if the group was empty
@@ -109,14 +116,18 @@ class GroupHeaps:
 
     def _compact(self) -> None:
         live = 0
+        order = []
         for i, heap in enumerate(self.heaps):
             for e in heap:
                 if e[2].slot == e[1] and not valid(e[2]):
                     e[2].slot = -1
             kept = [e for e in heap if e[2].slot == e[1]]
+            order += kept
             heapify(kept)
             self.heaps[i] = kept
             live += len(kept)
+        order.sort(key=itemgetter(1))
+        self._order = {seq: node for _, seq, node in order}
         self.forget_all()
         self._entries = live
         self._compact_at = max(64, 2 * live)
@@ -125,9 +136,10 @@ class GroupHeaps:
         while heap:
             _, seq, node = heap[0]
             if node.slot == seq:
-                if valid(node):
-                    return node
+                if node.parent is not None and not node.children and node.lock_ref == 0:
+                    return node  # valid(node), inlined: this runs for every victim
                 node.slot = -1  # its live entry goes: a later push must not skip
+                self._order.pop(seq, None)
             heappop(heap)
             self._entries -= 1
         return None
@@ -150,7 +162,7 @@ class GroupHeaps:
                     estimate = estimates[cls]
                     if estimate < 0:
                         estimate = p(cls)
-                    best[b] = (estimate, node.last_access, b, heap[0][1])
+                    best[b] = (estimate, node.last_access, b, node.slot)  # slot: heap[0]'s seq
             dirty.clear()
             if not best:
                 return None  # every heap is empty
@@ -158,10 +170,12 @@ class GroupHeaps:
             heap = heaps[b]
             if heap and heap[0][1] == seq:
                 node = heap[0][2]
-                if node.slot == seq and valid(node):
+                if (node.slot == seq and node.parent is not None and not node.children
+                        and node.lock_ref == 0):  # valid(node), inlined
                     heappop(heap)
                     self._entries -= 1
                     node.slot = -1
+                    self._order.pop(seq, None)
                     best[b] = None
                     dirty.append(b)
                     return node
@@ -169,10 +183,9 @@ class GroupHeaps:
             dirty.append(b)
 
     def unmarked(self, epoch: int) -> list[Node]:
-        live = [e for heap in self.heaps for e in heap
-                if e[2].slot == e[1] and e[2].mark != epoch and valid(e[2])]
-        live.sort(key=itemgetter(1))  # in order of entry (seq): independent of heap layout
-        return [e[2] for e in live]
+        return [node for seq, node in self._order.items()
+                if node.slot == seq and node.mark != epoch  # live, unmarked, and valid():
+                and node.parent is not None and not node.children and node.lock_ref == 0]
 
     def any_live(self) -> bool:
         return any(self._top(heap) is not None for heap in self.heaps)

@@ -90,18 +90,21 @@ Cost: O(log L) per heap change; a victim in prediction mode is the least of the 
 groups' cached top keys (``group_heaps.GroupHeaps``: one lazy min-heap per group keyed
 by last access; a group's key is recomputed only when it may have changed, and
 tests/cache/test_learned.py checks the choice against a full scan). The fallback gathers
-the unmarked leaves once per batch, O(L), in the order of their heap entries (so its
-seeded draws do not depend on the heaps' layout), and visits only the leaves drawn. A
-ghost hit compares the new leaf with the span cut by cut, each on its first 16 pages
-first (most share a page or two), so the span is never joined and a long one is not read.
+the unmarked leaves once per batch, O(L), in the order of their heap entries (kept in a
+dict by entry, so its seeded draws do not depend on the heaps' layout), and visits only
+the leaves drawn. A ghost hit compares the new leaf with the span cut by cut, each on its
+first 16 pages first (most share a page or two), so the span is never joined and a long
+one is not read.
 
 Replay time (issue 13: within 2x of rlt's): every victim is one Python step (the lookup
 above, a ghost, the ghosts it pushes out, the tree's trim, a heap entry; about 4 us),
 against rlt's numpy batches that draw a whole call's steps at once. On a quiet machine
 (2026-12-05) ``benchmarks/cache_bench.py`` (GSP, 1-token pages) gives 1.86-1.88x rlt's
 replay time (met) and the Mooncake trace in blocks at 1% / 5% / 10% 2.2x / 2.35x / 2.5x
-(not met); earlier sessions measured up to 2.25x and 2.7-2.9x on a busier machine.
-Measured, with where the time goes, in docs/cache.md.
+(not met); earlier sessions measured up to 2.25x and 2.7-2.9x on a busier machine. A
+later pass with the same decisions (the unmarked leaves in entry order without a sort,
+forgotten ghosts settled in one loop) took the Mooncake cells to 2.0x / 2.2x / 2.2-2.3x
+(still not met at 5-10%). Measured, with where the time goes, in docs/cache.md.
 """
 
 from __future__ import annotations
@@ -164,6 +167,9 @@ class LearnedEviction(EvictionPolicy):
         super().attach(cache)
         self._page = cache.page_size
         self.model = ReuseModel(GROUPS, AGES, cache.capacity, weight=cache.page_size)
+        # what every victim's lookup reads, bound once (the estimates list is updated in place)
+        self._estimates, self._p = self.model.estimates, self.model.p
+        self._child_key = cache.child_key
         self.ghosts = GhostList(int(self._ghost_share * cache.capacity),
                                 int(self._memory_share * cache.capacity), cache.page_size)
 
@@ -316,7 +322,9 @@ class LearnedEviction(EvictionPolicy):
                 node = predicted()
                 if node is None:
                     break
-                take = min(need - done, max(1, tail(node) // page))
+                take = tail(node) // page or 1  # at least one page, at most what is left
+                if take > need - done:
+                    take = need - done
                 trim(node, take, True)  # predicted
                 done += take
             else:
@@ -328,8 +336,7 @@ class LearnedEviction(EvictionPolicy):
 
     def _predicted(self) -> Node | None:
         """Pop the leaf of least estimated reuse (oldest first within a class)."""
-        model = self.model
-        return self.candidates.pop_least(model.estimates, model.p, self.epoch)
+        return self.candidates.pop_least(self._estimates, self._p, self.epoch)
 
     @staticmethod
     def _tail(node: Node) -> int:
@@ -356,7 +363,7 @@ class LearnedEviction(EvictionPolicy):
         tail = aux[1]
         aux[1] = None
         anchor = node if keep > 0 else node.parent
-        key = (id(anchor), self.cache.child_key(ids, keep))
+        key = (id(anchor), self._child_key(ids, keep))
         gone = self.ghosts.add_trim(tail, node, key, anchor, seg, aux[0])
         if gone:
             self._changed(self.model.forgotten(gone))

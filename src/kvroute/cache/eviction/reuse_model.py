@@ -96,8 +96,23 @@ class ReuseModel:
     def forgotten(self, ghosts: list[Ghost]) -> set[int]:
         """``resolve(cls, tokens, 0)`` for each segment of ``ghosts`` (forgotten, never
         asked for again), shallow first; the groups whose estimates changed."""
-        return {self.resolve(seg[0], seg[1], 0)
-                for ghost in ghosts for seg in reversed(ghost.segments)}
+        evicted, group_evicted = self.evicted, self._group_evicted
+        size, horizon = self.size, self.horizon
+        groups = set()
+        for ghost in ghosts:
+            for seg in reversed(ghost.segments):
+                cls, tokens = seg[0], seg[1]
+                g = cls // size
+                evicted[cls] += tokens  # the counts resolve adds (reused += 0 changes none)
+                group_evicted[g] += tokens
+                groups.add(g)
+                self._since += tokens
+                if self._since >= horizon:
+                    self._halve()  # halves in place: the lists above are still the counts
+        stale, estimates = self._stale, self.estimates
+        for g in groups:  # marked stale once per group (nothing reads them in between)
+            estimates[g * size:g * size + size] = stale
+        return groups
 
 
 # A segment: one trim's evicted ids, as ``(cls, tokens, epoch, predicted, key, start)``:
@@ -196,18 +211,19 @@ class GhostList:
         is recalled, and most never are)."""
         entries = self._entries
         tokens = segment[1]
-        ghost = self.take(tail, node) if tail is not None else None
-        if ghost is None:
-            ghost = Ghost(anchor, tokens, [segment], hits)
-        else:  # merged: re-keyed below
+        ghost = entries.get(tail) if tail is not None else None
+        if tail is not None and ghost is not None and ghost.anchor is node:
+            del entries[tail]  # merged (taken as take does): re-keyed below
             ghost.anchor = anchor
             ghost.segments.append(segment)
             ghost.tokens += tokens
             ghost.hits = hits
-        self.tokens += ghost.tokens
+        else:
+            ghost = Ghost(anchor, tokens, [segment], hits)
+        self.tokens += tokens  # the list holds the ghost's earlier segments already
         gone: list[Ghost] = []
-        if key in entries:
-            old = entries.pop(key)
+        old = entries.pop(key, None)
+        if old is not None:
             self.tokens -= old.tokens
             gone.append(old)
         entries[key] = ghost
