@@ -29,8 +29,8 @@ the same grid, e.g. 8 workers (docs/routing-results.md, "Off the design grid"):
 or a smaller KV pool, without the Mooncake cells (its longest requests do not fit):
 ``--rows /tmp/cap80/runs.json --capacity 80000 --trace none``.
 
-``--max-tokens none`` runs the policy with no output length sent, ``--no-cached-report``
-with no cached tokens reported, ``--stream-share S`` with only that share of first
+``--max-tokens none`` runs the policy with no output length sent (``N``: a cap of N
+tokens sent), ``--no-cached-report`` with no cached tokens reported, ``--stream-share S`` with only that share of first
 tokens seen (``kvroute compare``'s flags), against the doc's rows, which had all three:
 for the policies that read them the score is a lower bound.
 """
@@ -114,7 +114,7 @@ def main() -> None:
                     "(with --rows)")
     ap.add_argument("-o", "--option", action="append", default=[], metavar="WL.KEY=VALUE",
                     help="a workload option passed to compare (with --rows)")
-    ap.add_argument("--max-tokens", choices=("exact", "none"), default="exact",
+    ap.add_argument("--max-tokens", default="exact", metavar="exact|none|N",
                     help="what the policy is told of each request's output (compare's flag)")
     ap.add_argument("--no-cached-report", dest="report_cached", action="store_false",
                     help="the workers report no cached tokens (compare's flag)")
@@ -179,6 +179,8 @@ def main() -> None:
                       r["hit_rate"]))
     geo = {name: math.exp(sum(map(math.log, v)) / len(v)) for name, v in adv.items()}
     told = "".join(f" ({what})" for what, on in (("no max_tokens", args.max_tokens == "none"),
+                                                  (f"max_tokens {args.max_tokens}",
+                                                   args.max_tokens not in ("exact", "none")),
                                                   ("no cached reports", not args.report_cached),
                                                   (f"{args.stream_share:.0%} streamed",
                                                    args.stream_share < 1))

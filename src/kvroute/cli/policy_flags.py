@@ -78,10 +78,12 @@ def add_told_flags(parser: argparse.ArgumentParser | Any) -> None:
     ``--no-cached-report`` and ``--stream-share`` (SimConfig's ``max_tokens``,
     ``report_cached`` and ``stream_share``)."""
     parser.add_argument(
-        "--max-tokens", choices=("exact", "none"), default="exact",
+        "--max-tokens", default="exact", metavar="exact|none|N",
         help="what clients send as max_tokens: each request's output length (exact, the "
-             "default: benchmark clients with ignore_eos) or nothing (none: chat clients "
-             "that omit it; no policy then knows how long a request decodes)")
+             "default: benchmark clients with ignore_eos), nothing (none: chat clients "
+             "that omit it; no policy then knows how long a request decodes) or a cap of N "
+             "tokens (most chat clients: the output ends far below it; raised to a "
+             "request's output where that is longer)")
     parser.add_argument(
         "--no-cached-report", dest="report_cached", action="store_false",
         help="the workers report no cached tokens with a completion, as vLLM without "

@@ -12,7 +12,9 @@ bit: every random choice comes from generators seeded from ``config.seed``. With
 What the router is told of a request's output (``config.max_tokens``): ``"exact"`` (the
 default) sends its output length as ``max_tokens``, as benchmark clients do (a fixed
 output with ``ignore_eos``); ``"none"`` sends none, as chat clients that omit it, so no
-policy knows how long a request will decode. ``config.report_cached`` (default True):
+policy knows how long a request will decode; a number ``"N"`` sends N, a cap, as most
+chat clients do (the output ends at the model's end of sequence, mostly far below it;
+raised to a request's output where that is longer, so the workload does not change). ``config.report_cached`` (default True):
 whether the workers report each request's cached tokens with its completion, as SGLang
 with ``--enable-cache-report`` and vLLM with ``--enable-prompt-tokens-details`` do; by
 default neither engine's OpenAI API does. ``config.stream_share`` (default 1): the share
@@ -76,8 +78,8 @@ class SimConfig:
     # each worker's speed relative to the profile (step times divided by it; same KV
     # pool), one per worker; empty: every worker at the profile's speed
     speeds: tuple[float, ...] = ()
-    # what the router is told as each request's max_tokens: "exact" (its output length)
-    # or "none" (nothing; the module doc)
+    # what the router is told as each request's max_tokens: "exact" (its output length),
+    # "none" (nothing) or "N" (a cap of N tokens; the module doc)
     max_tokens: str = "exact"
     # whether a completion reports its cached tokens to the router (the module doc)
     report_cached: bool = True
@@ -95,8 +97,7 @@ class SimConfig:
             raise ConfigError(f"index must be approx or exact, got {self.index!r}")
         if not 0.0 <= self.stream_share <= 1.0:
             raise ConfigError(f"stream_share must be in [0, 1], got {self.stream_share!r}")
-        if self.max_tokens not in ("exact", "none"):
-            raise ConfigError(f"max_tokens must be exact or none, got {self.max_tokens!r}")
+        self.max_tokens_cap()  # validates max_tokens
         if not self.event_delay >= 0 or self.block_size < 1:  # NaN fails too
             raise ConfigError("need an event delay >= 0 s and a block size >= 1 token")
         self.worker_config()  # validates the worker's fields and the eviction policy
@@ -104,6 +105,20 @@ class SimConfig:
 
     def routing_policy(self) -> RoutingPolicy:
         return make_router_policy(self.routing, self.routing_args, seed=self.seed)
+
+    def max_tokens_cap(self) -> int:
+        """The cap clients send as ``max_tokens`` (0 for "exact": each request's output is
+        sent as it is; and for "none", where nothing is sent)."""
+        if self.max_tokens in ("exact", "none"):
+            return 0
+        try:
+            cap = int(self.max_tokens)
+        except ValueError:
+            cap = 0
+        if cap < 1:
+            raise ConfigError(f"max_tokens must be exact, none or a cap N >= 1 (tokens), got "
+                              f"{self.max_tokens!r}")
+        return cap
 
     def worker_config(self) -> WorkerConfig:
         return WorkerConfig(capacity=self.capacity, eviction=self.eviction,
@@ -234,7 +249,7 @@ def simulate(workload: Workload, config: SimConfig | None = None, *, ceilings: b
 
         attach_exact_indexes(router, workers, loop, cfg.event_delay, cfg.block_size)
 
-    told_output = cfg.max_tokens == "exact"
+    told_output, cap = cfg.max_tokens != "none", cfg.max_tokens_cap()
     share = cfg.stream_share
     streams = np.random.default_rng([cfg.seed, 7]) if 0.0 < share < 1.0 else None
 
@@ -248,7 +263,8 @@ def simulate(workload: Workload, config: SimConfig | None = None, *, ceilings: b
                 f"than a worker's pool of {workers[0].capacity}; raise the capacity")
         streamed = share >= 1.0 if streams is None else bool(streams.random() < share)
         d = router.route(RouteRequest(req.tokens, req.rid, req.session,
-                                      req.output_len if told_output else None, streamed),
+                                      max(cap, req.output_len) if told_output else None,
+                                      streamed),
                          loop.now)
         # the simulator never calls router.undelivered, the one reader of the prompt after
         # routing: the dispatch keeps its length only (a zero-stride stand-in), so a long
