@@ -161,9 +161,10 @@ def test_workers_of_different_speeds() -> None:
         SimConfig(workers=2, model=LINEAR, speeds=(1.0, 0.0))
 
 
-def test_max_tokens_exact_or_none(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_max_tokens_exact_none_or_a_cap(monkeypatch: pytest.MonkeyPatch) -> None:
     """``max_tokens``: "exact" tells the router each request's output length, "none"
-    tells it nothing; the workers generate the same outputs either way."""
+    tells it nothing, "N" a cap of N (raised to an output above it); the workers generate
+    the same outputs every way."""
     from kvroute.routing import Router
 
     told: list[int | None] = []
@@ -181,8 +182,16 @@ def test_max_tokens_exact_or_none(monkeypatch: pytest.MonkeyPatch) -> None:
     none = simulate(wl, SimConfig(model=LINEAR, routing="learned", max_tokens="none"))
     assert told == [None] * wl.size
     assert (none.records["output"] == exact.records["output"]).all()
-    with pytest.raises(ConfigError, match="max_tokens must be exact or none"):
-        SimConfig(model=LINEAR, max_tokens="cap")
+    told.clear()
+    capped = simulate(wl, SimConfig(model=LINEAR, routing="learned", max_tokens="64"))
+    assert told == [64] * wl.size
+    assert (capped.records["output"] == exact.records["output"]).all()
+    told.clear()
+    simulate(wl, SimConfig(model=LINEAR, routing="learned", max_tokens="3"))
+    assert told == [5] * wl.size  # a cap below the output is raised to it
+    for bad in ("cap", "0", "-2", "1.5"):
+        with pytest.raises(ConfigError, match="max_tokens must be exact, none or a cap"):
+            SimConfig(model=LINEAR, max_tokens=bad)
 
 
 def test_report_cached_off_withholds_the_cached_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
