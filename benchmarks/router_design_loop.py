@@ -30,9 +30,10 @@ or a smaller KV pool, without the Mooncake cells (its longest requests do not fi
 ``--rows /tmp/cap80/runs.json --capacity 80000 --trace none``.
 
 ``--max-tokens none`` runs the policy with no output length sent (``N``: a cap of N
-tokens sent), ``--no-cached-report`` with no cached tokens reported, ``--stream-share S`` with only that share of first
-tokens seen (``kvroute compare``'s flags), against the doc's rows, which had all three:
-for the policies that read them the score is a lower bound.
+tokens sent), ``--no-cached-report`` with no cached tokens reported, ``--stream-share S``
+with only that share of first tokens seen (``kvroute compare``'s flags), against the
+doc's rows, which had all three: for the policies that read them the score is a lower
+bound.
 """
 
 from __future__ import annotations

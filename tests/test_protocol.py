@@ -39,6 +39,7 @@ from kvroute.protocol.response_body import (
     SSEScanner,
     UsageStripper,
     cached_tokens_of,
+    completion_tokens_of,
     error_body,
     error_message,
     usage_of,
@@ -267,6 +268,38 @@ def test_router_and_load_generator_read_the_same_counts() -> None:
         assert res.cached_tokens == scanner.cached_tokens == cached_tokens_of(
             json.dumps(chunk).encode())[0] == usage_of(chunk).cached_tokens
         assert res.prompt_tokens == scanner.prompt_tokens == 9
+        assert scanner.completion_tokens == completion_tokens_of(json.dumps(chunk).encode()) \
+            == usage_of(chunk).completion_tokens
+
+
+def test_completion_tokens_of_reads_keys_not_text() -> None:
+    """The generated tokens, by the fast path, the parse (the key also spelled in the text),
+    summed over an SGLang batch; none where the body reports none."""
+    usage = {"choices": [{"text": "hi"}], "usage": {"prompt_tokens": 5, "completion_tokens": 3}}
+    assert completion_tokens_of(json.dumps(usage).encode()) == 3
+    spelled = {"text": '"completion_tokens": 99', "meta_info": {"completion_tokens": 7}}
+    assert completion_tokens_of(json.dumps(spelled).encode()) == 7
+    batch = [{"meta_info": {"completion_tokens": 7}}, {"meta_info": {"completion_tokens": 2}}]
+    assert completion_tokens_of(json.dumps(batch).encode()) == 9
+    for none in ({"choices": [{"text": '{"completion_tokens": 99}'}]},
+                 {"usage": {"completion_tokens": None}}, {"usage": {}}):
+        assert completion_tokens_of(json.dumps(none).encode()) is None
+
+
+def test_sse_scanner_reads_the_last_completion_tokens() -> None:
+    """OpenAI's usage event at the end; SGLang's meta_info in every chunk (the last one
+    counts); generated text that spells the key is not a count."""
+    s = SSEScanner()
+    s.feed(b'data: {"choices": [{"delta": {"content": "\\"completion_tokens\\": 9"}}]}\n\n')
+    assert s.completion_tokens is None
+    s.feed(b'data: {"choices": [], "usage": {"prompt_tokens": 4, "completion_tokens": 2}}\n\n')
+    s.feed(b"data: [DONE]\n\n")
+    assert s.completion_tokens == 2 and s.cached_tokens is None
+    g = SSEScanner()
+    for n in (1, 2, 3):
+        g.feed(b'data: {"text": "a", "meta_info": {"completion_tokens": %d}}\n\n' % n)
+    g.close()
+    assert g.completion_tokens == 3
 
 
 # --------------------------------------------------------------------- metric names
@@ -364,13 +397,15 @@ async def test_batch_is_keyed_on_its_first_prompt_and_served_whole() -> None:
 async def test_stream_usage_gives_the_router_cached_tokens_the_client_did_not_ask_for(
         stream_usage: bool) -> None:
     """With ``stream_usage`` the router asks the engine for a streamed request's usage and
-    the policy hears its cached tokens, while the client's stream is what it would be
-    without (no usage event); a client that asked for usage still gets it."""
+    the policy hears its cached and generated tokens, while the client's stream is what it
+    would be without (no usage event); a client that asked for usage still gets it."""
     async with router_and_worker(stream_usage=stream_usage) as (client, router, _, _app):
         heard: list[int | None] = []
+        outputs: list[int | None] = []
         inner = router.router.policy.on_complete
         router.router.policy.on_complete = lambda fb: (heard.append(fb.cached_tokens),
-                                                       inner(fb))[1]
+                                                       outputs.append(fb.output_tokens),
+                                                       inner(fb))[2]
         for _ in range(2):  # the second finds the first's prompt cached
             r = await client.post("/v1/chat/completions", json={
                 "messages": [{"role": "user", "content": "a b c d e f g"}],
@@ -390,10 +425,19 @@ async def test_stream_usage_gives_the_router_cached_tokens_the_client_did_not_as
                 break
             await asyncio.sleep(0.02)
         assert heard[2] is not None  # the client asked: the router reads it either way
+        assert outputs[2] == 2  # and the tokens generated
         if stream_usage:
             assert heard[0] == 0 and heard[1] is not None and heard[1] > 0
+            assert outputs[:2] == [3, 3]
         else:
-            assert heard[:2] == [None, None]
+            assert heard[:2] == [None, None] and outputs[:2] == [None, None]
+        r = await client.post("/v1/completions", json={"prompt": "a b", "max_tokens": 2})
+        assert (await r.json())["usage"]["completion_tokens"] == 2
+        for _ in range(50):
+            if len(outputs) == 4:
+                break
+            await asyncio.sleep(0.02)
+        assert outputs[3] == 2  # a reply that does not stream always says
 
 
 @pytest.mark.asyncio

@@ -520,3 +520,46 @@ def test_ttft_scale_weighs_ttft_by_the_observed_ratio_of_e2e_to_ttft() -> None:
     # the cost is own + weight * TTFT + ... : only the TTFT term moves
     a, b = plain.costs(_req(2000), view), scaled.costs(_req(2000), view)
     np.testing.assert_allclose(b.cost - a.cost, (3.0 * 20 ** 0.5 - 3.0) * a.ttft)
+
+
+def test_without_max_tokens_the_output_is_expected_from_requests_that_began_alike() -> None:
+    """Clients that omit max_tokens, or send a cap: the decode term uses the output the
+    engines reported for earlier requests that began the same way (the same application's
+    prompt), so a long writer goes where fewer decode with it and a short answer where its
+    prefill is quickest; a client that sends each output exactly is read as before."""
+    def app(head: int, rid: int, max_tokens: int | None = None) -> RouteRequest:
+        units = np.full(1000, 10_000 + rid, dtype=np.int64)
+        units[:600] = head
+        return RouteRequest(units, rid=rid, max_tokens=max_tokens)
+
+    policy = Learned()
+    view = view_of([WorkerState(0)])
+    assert policy.costs(app(1, 0), view).out is None  # nothing reported yet
+    for rid, (head, out) in enumerate([(1, 400), (2, 2)] * 5):
+        req = app(head, rid)
+        policy.route(req, view)
+        policy.on_complete(Feedback(worker=0, rid=rid, ok=True, prompt_units=1000, now=1.0,
+                                    decision=Decision(0), e2e_s=0.2 + 0.02 * (out - 1), ttft_s=0.2,
+                                    cached_tokens=0, output_tokens=out))
+    assert policy.costs(app(1, 90), view).out == pytest.approx(400)
+    assert policy.costs(app(2, 91), view).out == pytest.approx(2)
+    assert policy.costs(app(3, 92), view).out == pytest.approx(201, rel=0.01)  # all: mean
+    # the decode model learned per token from the reported outputs: ~0.02 s
+    assert policy.decode_model.predict([1.0, 1.0, 0.01]) == pytest.approx(0.02, rel=0.05)
+    # its own decode on a worker with many decoding: a long writer's far longer
+    busy = [WorkerState(0, in_flight=30, decode_units=30_000), WorkerState(1)]
+    long_own = policy.costs(app(1, 93), view_of(busy)).own
+    short_own = policy.costs(app(2, 94), view_of(busy)).own
+    assert long_own[0] - long_own[1] > 100 * (short_own[0] - short_own[1]) > 0
+    # with max_tokens: a cap is scaled by the ratio of outputs to caps seen
+    policy.route(app(1, 95, max_tokens=1000), view)
+    policy.on_complete(Feedback(worker=0, rid=95, ok=True, prompt_units=1000, now=1.0,
+                                decision=Decision(0), e2e_s=8.2, ttft_s=0.2, cached_tokens=0,
+                                output_tokens=400))
+    assert policy.costs(app(1, 96, max_tokens=1000), view).out == pytest.approx(400)
+    exact = Learned()  # outputs equal to max_tokens: taken as they are
+    exact.route(app(1, 97, max_tokens=50), view)
+    exact.on_complete(Feedback(worker=0, rid=97, ok=True, prompt_units=1000, now=1.0,
+                               decision=Decision(0), e2e_s=1.2, ttft_s=0.2, cached_tokens=0,
+                               output_tokens=50))
+    assert exact.costs(app(1, 98, max_tokens=7), view).out == 7.0

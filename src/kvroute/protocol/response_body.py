@@ -15,32 +15,34 @@ Contract:
   integer >= 0; anything else is absent (None).
 * :func:`cached_tokens_of` reads a whole response body: one object, or an SGLang batch (a
   list: the sum over the items that report it), and the ``prompt_tokens`` reported beside
-  it (not for a batch), which let the router put the count in its own units. A body that
-  holds the key ``"cached_tokens"`` exactly once, with an integer, is read without
-  parsing it (JSON strings cannot hold an unescaped quote, so generated text never
-  matches; a tenth of the parse's time on a short completion, less still on a long one).
+  it (not for a batch), which let the router put the count in its own units;
+  :func:`completion_tokens_of` the generated tokens the same way. A body that holds the
+  key exactly once, with an integer, is read without parsing it (JSON strings cannot
+  hold an unescaped quote, so generated text never matches; a tenth of the parse's time
+  on a short completion, less still on a long one).
 * SSE (:class:`SSELines`): a byte stream splits at ``\\n``; each line is stripped; a
   ``data:`` line gives its payload (stripped), other lines (blank separators, comments,
   ``event:``/``id:``) give nothing; the payload ``[DONE]`` (:data:`DONE`) ends a stream.
   With ``max_line``, a line longer than that is dropped instead of buffered.
-  :class:`SSEScanner` is the router's: whether ``[DONE]`` came and the last
-  ``cached_tokens`` seen (with the ``prompt_tokens`` of the same usage), parsing only the
-  payloads that mention the key (a chunk that mentions neither, with no partial line
-  before it, is not split into lines at all). :class:`UsageStripper` takes the usage
+  :class:`SSEScanner` is the router's: whether ``[DONE]`` came, the last
+  ``cached_tokens`` seen (with the ``prompt_tokens`` of the same usage) and the last
+  ``completion_tokens``, parsing only the last payload that mentions each key, when it is
+  read (a chunk that mentions no key and no ``[DONE]``, with no partial line before it,
+  is not split into lines at all). :class:`UsageStripper` takes the usage
   events out of a stream whose client did not ask for them (the router asked for it,
   ``--stream-usage``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["DONE", "WORKER_HEADER", "SSELines", "SSEScanner", "Usage", "UsageStripper",
-           "cached_tokens_of", "error_body", "error_message", "usage_of"]
+           "cached_tokens_of", "completion_tokens_of", "error_body", "error_message",
+           "usage_of"]
 
 DONE = b"[DONE]"
 WORKER_HEADER = "X-Kvroute-Worker"
@@ -95,29 +97,62 @@ def usage_of(obj: Any) -> Usage:
 
 
 _CACHED = b"cached_tokens"
-_CACHED_KEY = re.compile(rb'"cached_tokens"\s*:\s*(\d+)')
-_PROMPT_KEY = re.compile(rb'"prompt_tokens"\s*:\s*(\d+)')
+_COMPLETION = b"completion_tokens"
+
+
+def _key(name: bytes) -> re.Pattern[bytes]:
+    return re.compile(rb'"' + name + rb'"\s*:\s*(\d+)')
+
+
+_CACHED_KEY, _PROMPT_KEY, _COMPLETION_KEY = map(
+    _key, (_CACHED, b"prompt_tokens", _COMPLETION))
+
+
+def _once(body: bytes, name: bytes, key: re.Pattern[bytes]) -> int | None:
+    """The integer under ``name`` in an object body that holds the key exactly once, read
+    without parsing the body; None otherwise."""
+    found = key.findall(body)
+    if len(found) == 1 and body.count(b'"' + name + b'"') == 1 and body.lstrip()[:1] == b"{":
+        return int(found[0])
+    return None
+
+
+def _parsed(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
 
 
 def cached_tokens_of(body: bytes) -> tuple[int | None, int | None]:
     """``cached_tokens`` of a JSON response body, and the ``prompt_tokens`` beside it (see
     the module docstring; a batch gives no prompt count)."""
-    if b"cached_tokens" not in body:
+    if _CACHED not in body:
         return None, None
-    found = _CACHED_KEY.findall(body)
-    if len(found) == 1 and body.count(b'"cached_tokens"') == 1 and body.lstrip()[:1] == b"{":
-        prompt = _PROMPT_KEY.findall(body)
-        return int(found[0]), (int(prompt[0]) if len(prompt) == 1
-                               and body.count(b'"prompt_tokens"') == 1 else None)
-    try:
-        obj = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return None, None
+    cached = _once(body, _CACHED, _CACHED_KEY)
+    if cached is not None:
+        return cached, _once(body, b"prompt_tokens", _PROMPT_KEY)
+    obj = _parsed(body)
     if isinstance(obj, list):  # SGLang batch
         vals = [c for c in (usage_of(o).cached_tokens for o in obj) if c is not None]
         return (sum(vals) if vals else None), None
     usage = usage_of(obj)
     return usage.cached_tokens, usage.prompt_tokens
+
+
+def completion_tokens_of(body: bytes) -> int | None:
+    """The tokens a JSON response body says were generated (an SGLang batch: the sum over
+    the items that report them)."""
+    if _COMPLETION not in body:
+        return None
+    count = _once(body, _COMPLETION, _COMPLETION_KEY)
+    if count is not None:
+        return count
+    obj = _parsed(body)
+    if isinstance(obj, list):
+        vals = [c for c in (usage_of(o).completion_tokens for o in obj) if c is not None]
+        return sum(vals) if vals else None
+    return usage_of(obj).completion_tokens
 
 
 def _payload(line: bytes) -> bytes | None:
@@ -207,16 +242,20 @@ class UsageStripper:
 
 
 class SSEScanner:
-    """Reads an SSE stream as it passes by: ``done`` and the last ``cached_tokens``."""
+    """Reads an SSE stream as it passes by: ``done``, the last ``cached_tokens`` (with its
+    ``prompt_tokens``) and the last ``completion_tokens``."""
 
     def __init__(self) -> None:
         self._lines = SSELines(max_line=1 << 20)
-        self.cached_tokens: int | None = None
-        self.prompt_tokens: int | None = None  # reported with the last cached_tokens
         self.done = False
+        # the last payload that holds each key, parsed when read (a native SGLang stream
+        # reports the counts in every chunk; a key in quotes is never generated text)
+        self._cached_in = b""
+        self._completion_in = b""
 
     def feed(self, chunk: bytes) -> None:
-        if not self._lines._buf and _CACHED not in chunk and DONE not in chunk:
+        if not self._lines._buf and _CACHED not in chunk and _COMPLETION not in chunk \
+                and DONE not in chunk:
             self._lines.skip(chunk)  # no line of it can matter: do not split it
             return
         for payload in self._lines.feed(chunk):
@@ -229,9 +268,30 @@ class SSEScanner:
     def _payload(self, payload: bytes) -> None:
         if payload == DONE:
             self.done = True
-        elif _CACHED in payload:
-            with contextlib.suppress(ValueError):  # UnicodeDecodeError is one
-                usage = usage_of(json.loads(payload))
-                if usage.cached_tokens is not None:
-                    self.cached_tokens = usage.cached_tokens
-                    self.prompt_tokens = usage.prompt_tokens
+            return
+        if b'"cached_tokens"' in payload:
+            self._cached_in = payload
+        if b'"completion_tokens"' in payload:
+            self._completion_in = payload
+
+    @staticmethod
+    def _usage(payload: bytes) -> Usage:
+        if not payload:
+            return Usage()
+        try:
+            return usage_of(json.loads(payload))
+        except ValueError:  # UnicodeDecodeError is one
+            return Usage()
+
+    @property
+    def cached_tokens(self) -> int | None:
+        return self._usage(self._cached_in).cached_tokens
+
+    @property
+    def prompt_tokens(self) -> int | None:
+        """Reported with the last ``cached_tokens``."""
+        return self._usage(self._cached_in).prompt_tokens
+
+    @property
+    def completion_tokens(self) -> int | None:
+        return self._usage(self._completion_in).completion_tokens

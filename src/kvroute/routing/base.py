@@ -74,6 +74,9 @@ class Feedback:
     # (a router keyed on characters in front of a real tokenizer); by default
     # ``cached_tokens`` as is (the units are the engine's tokens)
     cached_units: int | None = None
+    # tokens the request generated, when the engine's reply says (usage.completion_tokens;
+    # the simulator: always)
+    output_tokens: int | None = None
 
     def __post_init__(self) -> None:
         if self.cached_units is None:

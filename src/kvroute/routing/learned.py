@@ -4,8 +4,8 @@ What it sees (never the simulator's probes): the router's prefix index
 (``view.matched(req)``), its in-flight accounting (``in_flight``, ``prefill_units``), and
 each completed request's TTFT, E2E and engine-reported cached tokens.
 
-For a request of ``L`` prompt units and ``O`` output tokens (``max_tokens``), and each
-allowed worker ``w``:
+For a request of ``L`` prompt units and ``O`` output tokens (``max_tokens``, or expected:
+"The output" below), and each allowed worker ``w``:
 
     h_w    = min(r_w * matched_w, L - 1)            expected cached units (r_w: hit
                                                     realisation at the prefix's age on w)
@@ -77,25 +77,32 @@ Learning (all from completions; errors teach nothing):
   above, target the observed TTFT; coefficients clipped at >= 0, then the intercept
   refitted to the clipped slopes (:mod:`~kvroute.routing.online_regression`): where the
   decode model's batch and context features move together (overload) clipping alone
-  over-predicts E2E (GSP at 12 requests/s: MAE 2.8 s on a 2.6 s mean; refitted 2.1 s),
-  and the refit moves only the level, the same on every worker of one speed. (The
-  least-squares fit with every coefficient under the bound predicts better still but
-  decided worse: 0.3% on the design grid, 1.7% on the invented trace shapes;
-  docs/routing-results.md, "The models' bound, tried and reverted".) When the engine
-  reports the cached tokens, ``u`` and ``pairs`` are recomputed from them (what was
-  really prefilled; in the router's units, ``Feedback.cached_units``) before the update.
-* ``d`` (per-token decode time): the same, target ``(E2E - TTFT) / (O - 1)`` when O > 1.
+  over-predicts E2E, and the refit moves only the level, the same on every worker of
+  one speed. When the engine reports the cached tokens, ``u`` and ``pairs`` are
+  recomputed from them (what was really prefilled; in the router's units,
+  ``Feedback.cached_units``) before the update.
+* ``d`` (per-token decode time): the same, target ``(E2E - TTFT) / (O - 1)`` when O > 1
+  (``O`` as reported, else ``max_tokens``).
   Its features are the batch (requests in flight) and the context (prompt units in
   flight, from the router's accounting, ``prefill_units + decode_units``): every decode
   step reads the KV cache of every request in the batch, so a worker decoding a few
   long prompts is slower per token than one decoding as many short ones (prior 0: no
-  context effect until one is observed). (Measured: on the Mooncake trace, prompts of
-  30 to 66,000 tokens, where decode is two thirds of E2E, the context feature took
-  load 0.95 from 1.68x to 1.86x over the best other; design seeds 1.093x -> 1.099x,
-  check 1.081x -> 1.089x, 8 workers 1.050x -> 1.059x and 1.040x -> 1.050x; neutral on
-  the h100 profile, 1.084x -> 1.085x.)
-  Without ``max_tokens`` (live clients may omit it) ``dec_w`` is the mean observed decode
-  time instead (exponential average, weight ``1 - forget`` per sample).
+  context effect until one is observed). (Measured: the Mooncake trace at load 0.95,
+  where decode is two thirds of E2E, 1.68x -> 1.86x over the best other; design seeds
+  1.093x -> 1.099x, check 1.081x -> 1.089x.)
+  The output ``O``: the engines report each completion's generated tokens
+  (``Feedback.output_tokens``: OpenAI's ``usage.completion_tokens``, SGLang's
+  ``meta_info``), learned by the prompt's opening units
+  (:mod:`~kvroute.routing.output_lengths`: requests that begin alike, one application
+  or conversation, have outputs alike). Without ``max_tokens`` (chat clients often omit
+  it) ``O`` is the expected output of the requests that began the same way; with it,
+  ``max_tokens`` times the mean ratio of outputs to ``max_tokens`` seen so (1 while
+  every output reaches its ``max_tokens``, as with benchmark clients: ``O`` is
+  ``max_tokens`` exactly; a chat client's cap is scaled down to what outputs under it
+  are). The decode model learns per token from the reported outputs. Before any report
+  (or where no engine reports one) a request without ``max_tokens`` gets the mean
+  observed decode time as ``dec_w`` (exponential average, weight ``1 - forget`` per
+  sample), the same on every worker.
 * The reported E2E. The decode model above decides well and predicts badly: every request
   weighs the same in its fit, so a short output that a long prefill stalled (a large
   time per token) is multiplied by the output of long requests, and at a cold start
@@ -110,25 +117,19 @@ Learning (all from completions; errors teach nothing):
   (:class:`~kvroute.routing.online_regression.OnlineRegression`), gives the chosen
   worker's decode time in ``Decision.predicted_s`` and the E2E error telemetry, and
   nothing else: every decision is as without it. (Same runs: Mooncake 0.5 / 0.8 / 0.95
-  mean absolute E2E error 9.4 / 44.4 / 59.8 s -> 2.8 / 13.2 / 28.4 s; GSP at 12
-  requests/s, seeds 1-6, 2.11 / 1.60 / 1.70 / 1.46 / 3.03 / 5.72 s -> 1.79 / 1.60 /
-  1.67 / 1.46 / 2.41 / 3.54 s.)
+  mean absolute E2E error 9.4 / 44.4 / 59.8 s -> 2.8 / 13.2 / 28.4 s.)
 * ``s`` (each worker's slowness, :mod:`~kvroute.routing.worker_speed`): replicas may be
   of different speeds, and one model for all predicts the same time everywhere. The
   slowness is read from the TTFT residuals (observed over the shared model's
   prediction) of the requests that found nothing queued ahead of them on their worker:
   their TTFT is the worker's own prefill, while a queued request's residual also
-  measures the queue and the traffic the worker was given (measured: the decode
-  residuals of equal workers differ by up to 30% with their share of a prefix burst,
-  GSP grouped 0.8; the TTFT residuals of requests with nothing ahead by at most about
-  10%, Mooncake 0.8). A second witness must agree: the same estimate from the decode
-  residuals (observed time per token over the decode model's; without ``max_tokens``,
-  decode seconds over their running mean), which a slow GPU also
-  moves and the traffic moves differently; where the two do not deviate the same way
-  (both told apart from the typical worker, on the same side), ``s_w = 1``. So equal
-  workers keep ``s = 1``, and the ties above survive (on the Mooncake trace, seed 1, at
-  loads 0.8 and 0.95, 4 workers: in every decision; 8 workers: all but 1%; with the TTFT
-  witness alone, a factor of about 1.01 appeared in a fifth of the decisions).
+  measures the queue and the traffic the worker was given (the decode residuals of
+  equal workers differ by up to 30% with their share of a prefix burst). A second
+  witness must agree: the same estimate from the decode residuals (observed time per
+  token over the decode model's; with no output known, decode seconds over their
+  running mean), which a slow GPU also moves and the traffic moves differently; where
+  the two do not deviate the same way (both told apart from the typical worker, on the
+  same side), ``s_w = 1``. So equal workers keep ``s = 1``, and the ties above survive.
   ``s_w`` multiplies the decode prediction (the decode model
   learns times at the typical worker's speed: its targets are divided by ``s_w``) and
   the wait for the prefill queued ahead (a slow worker drains it slowly), not the
@@ -136,8 +137,7 @@ Learning (all from completions; errors teach nothing):
   cluster loses their caches (on LooGLE with two workers at half speed the hit rate
   fell from 0.96 to 0.80). (Measured, docs/routing-results.md, "Workers of different
   speeds": two of four workers at half speed, 1.041x -> 1.132x geo-mean E2E advantage,
-  check seeds 1.036x -> 1.120x; one straggler 1.079x -> 1.151x, check 1.076x -> 1.165x;
-  the design grid of equal workers 1.0995x -> 1.101x, check 1.090x -> 1.090x.)
+  check seeds 1.036x -> 1.120x.)
 * ``r`` (hit realisation, :mod:`~kvroute.routing.hit_realisation`): engine-reported
   cached units over the index's ``matched`` at routing, summed with the same forgetting
   (starts at 1; the index may believe in prefixes the worker has evicted), overall and
@@ -147,19 +147,15 @@ Learning (all from completions; errors teach nothing):
   almost surely still cached, one sent long ago on a busy worker much less so, and the
   overall rate (a mix of both) undervalues the first and overvalues the second.
   (Measured on the design grid, seeds 1-3 / 4-6: 1.051x -> 1.085x / 1.040x -> 1.074x
-  geo-mean E2E advantage; the same to within 0.004x with a bucket unit of 0.02 s or 1 s
-  instead of 0.125 s. It made an earlier explicit charge on stale copies redundant, and
-  scarcity read from the oldest prefixes gave 1.093x / 1.081x: docs/routing-results.md.)
+  geo-mean E2E advantage; within 0.004x with a bucket unit of 0.02 s or 1 s.)
   Engines report cached tokens only when asked to (vLLM's
   ``--enable-prompt-tokens-details``, SGLang's ``--enable-cache-report`` for its OpenAI
   API). Without a report, a request that found nothing queued ahead on its worker
   (``ahead`` 0) took its own prefill as its TTFT, so the TTFT model read backwards gives
   what was cached (:mod:`~kvroute.routing.ttft_form`, with the model as it predicted
-  that request), and that is the realisation's sample; the TTFT model itself learns only from
-  reported counts or its own predicted ``u``. (Design grid without reports, seeds 1-3 /
-  4-6: 1.014x / 0.999x with no realisation sample at all, 1.084x / 1.076x with the
-  inferred ones, against 1.099x / 1.089x with reports; docs/routing-results.md, "Engines
-  that report no cached tokens".)
+  that request), and that is the realisation's sample; the TTFT model itself learns only
+  from reported counts or its own predicted ``u`` (docs/routing-results.md, "Engines
+  that report no cached tokens": 1.084x / 1.076x on the design / check grid).
 
 * Requests that do not stream (``RouteRequest.streamed`` False: the proxy sees no first
   token of a request that does not stream, and Ray Serve's hooks carry none): no TTFT,
@@ -168,17 +164,15 @@ Learning (all from completions; errors teach nothing):
   (``WorkerState.unstreamed_units``) and counts instead their uncached units until
   their predicted first token is due (``pending_w``,
   :mod:`~kvroute.routing.pending_prefill`). Their completion teaches one regression of
-  the E2E on ``[x_ttft, (O - 1) x_dec]`` (``e2e_model``; without ``max_tokens`` ``O - 1``
+  the E2E on ``[x_ttft, (O - 1) x_dec]`` (``e2e_model``; with no output known ``O - 1``
   is taken as 1, so that half learns a request's decode seconds, and the decision uses
   it so) and, without a cached-token report, the realisation, by reading backwards as
   above the E2E less the predicted decode. While completions come and none has a TTFT
   (:attr:`Learned.completions_only`), ``a`` and ``d`` are that regression's two halves
   and the reported E2E is the decision's own; the first TTFT switches back for good.
   (Design grid, seeds 1-3 / 4-6, no request streamed: with reports 1.077x / 1.072x ->
-  1.084x / 1.074x, without them 0.946x / 0.941x -> 1.059x / 1.049x; half of them:
-  1.081x / 1.074x -> 1.089x / 1.081x; none streamed, no reports and no ``max_tokens``:
-  0.966x / 0.964x -> 1.013x / 1.007x; docs/routing-results.md, "Clients that do not
-  stream".)
+  1.084x / 1.074x, without them 0.946x / 0.941x -> 1.059x / 1.049x;
+  docs/routing-results.md, "Clients that do not stream".)
 
 Parameters: ``forget`` 0.998 (forgetting factor of every estimate, in (0, 1]);
 ``prior_ktoken_s`` 0.1 (prior seconds per 1000 prefill units, replaced by the first few
@@ -187,21 +181,16 @@ prefill-bound); ``ttft_weight`` 3 and ``copy_weight`` 3 (>= 0;
 chosen on the design grid of ``docs/routing-results.md``, seeds 1-3, and checked on seeds
 4-6); ``ttft_scale`` 0 (>= 0; below). No constant depends on a workload.
 
-Long outputs: where decode dominates (E2E about 100 times TTFT), a placement's TTFT
-weighs little beside the decode stalls its prefill causes, and the rule keeps a prefix
-group's burst together: the lowest mean E2E, and up to twice the TTFT of a router that
-spreads the burst (docs/routing-results.md, "Long outputs"). ``ttft_scale`` s > 0
-multiplies TTFT's weight by (mean E2E / mean TTFT) ** s, both observed over streamed
-completions with forgetting (:attr:`Learned.ttft_weight_now`, telemetry
-``ttft_weight``); s = 1 counts the two metrics in proportion to their scales. Off by
-default: it costs mean E2E on the design grid (same page).
+Long outputs: where decode dominates, the rule keeps a prefix group's burst together:
+the lowest mean E2E, and up to twice the TTFT of a router that spreads the burst
+(docs/routing-results.md, "Long outputs"). ``ttft_scale`` s > 0 multiplies TTFT's weight
+by (mean E2E / mean TTFT) ** s over streamed completions, with forgetting
+(:attr:`Learned.ttft_weight_now`); off by default: it costs mean E2E on the design grid.
 
-Telemetry: :meth:`telemetry` gives the
-mean absolute and signed error of the predicted TTFT and the reported E2E against the
-observed ones (and their sums, for windows: :mod:`~kvroute.routing.prediction_errors`),
-the learned coefficients (the decision's, the reported decode model's and, for requests
-that do not stream, the E2E regression's), the hit realisation, overall and by age, and
-each worker's slowness.
+Telemetry: :meth:`telemetry` gives the mean absolute and signed error of the predicted
+TTFT and the reported E2E against the observed ones (and their sums, for windows:
+:mod:`~kvroute.routing.prediction_errors`), the learned coefficients, the hit
+realisation, overall and by age, and each worker's slowness.
 """
 
 from __future__ import annotations
@@ -216,6 +205,7 @@ from kvroute.errors import ConfigError
 from kvroute.routing.base import ClusterView, Decision, Feedback, RouteRequest, RoutingPolicy
 from kvroute.routing.hit_realisation import HitRealisation
 from kvroute.routing.online_regression import OnlineRegression
+from kvroute.routing.output_lengths import OutputLengths
 from kvroute.routing.pending_prefill import PendingPrefill
 from kvroute.routing.prediction_errors import PredictionErrors
 from kvroute.routing.registry import register
@@ -236,6 +226,8 @@ class Costs(NamedTuple):
     ahead: np.ndarray  # uncached units queued ahead of it
     ctx: np.ndarray  # prompt units in flight with it, / 1e5 (the decode model's context)
     age: np.ndarray  # age bucket of its prefix (-1: none recorded)
+    out: float | None  # its expected output tokens (None: no estimate)
+    keys: list[object]  # its keys in the output-length estimates
 
 
 @dataclass
@@ -248,7 +240,8 @@ class _Open:
     x_ttft: np.ndarray
     ahead: float  # uncached units estimated ahead of it
     x_dec: np.ndarray
-    out: int | None
+    out: int | None  # max_tokens sent
+    keys: list[object]  # OutputLengths.keys of its prompt
     pred_ttft: float
     pred_e2e: float
 
@@ -295,6 +288,7 @@ class Learned(RoutingPolicy):
         # requests that do not stream: uncached units until the predicted first token
         self.pending = PendingPrefill()
         self.decode_mean = k / 2.0  # observed decode seconds, when O is unknown
+        self.outputs = OutputLengths(self.forget)  # O expected, from earlier completions
         self.realisation = HitRealisation(self.forget)
         self.speed = WorkerSpeed(self.forget)  # each worker's slowness, from TTFT residuals
         self.decode_speed = WorkerSpeed(self.forget)  # the same from decode residuals
@@ -388,10 +382,12 @@ class Learned(RoutingPolicy):
         slow = self.slowness(n)
         ttft = work + (slow * ahead) * k0 + a2
         ctx = (prefill + decoding + length) / 1e5
-        if req.max_tokens is not None or self.completions_only:
+        keys = self.outputs.keys(req.units)
+        out = self.outputs.predict(keys, req.max_tokens)
+        if out is not None or self.completions_only:
             # dec = o (d0 + d1 (flight + 1) + d2 ctx); the E2E regression learned the
-            # decode seconds of requests without max_tokens with o = 1
-            o = 1 if req.max_tokens is None else req.max_tokens - 1
+            # decode seconds of requests of unknown output with o = 1
+            o = 1 if out is None else max(out - 1.0, 0.0)
             dec = flight * (o * d1) + ctx * (o * d2) + o * (d0 + d1)
         else:
             dec = np.full(n, self.decode_mean)
@@ -403,10 +399,10 @@ class Learned(RoutingPolicy):
         scarcity = self.copy_weight * (1.0 - self.realisation.oldest())
         copy = np.maximum(top - hit, 0.0) * (scarcity * k0)  # copy_w times its weight
         cost = own + ttft * self.ttft_weight_now + lam * (work + copy) + copy
-        return Costs(cost, own, ttft, unc, ahead, ctx, age)
+        return Costs(cost, own, ttft, unc, ahead, ctx, age, out, keys)
 
     def route(self, req: RouteRequest, view: ClusterView) -> Decision:
-        cost, own, ttft, unc, ahead, ctx, age = self.costs(req, view)
+        cost, own, ttft, unc, ahead, ctx, age, out, keys = self.costs(req, view)
         w = view.argmin(cost)
         allowed = view.candidates()
         tied = allowed[cost[allowed] == cost[w]]
@@ -416,8 +412,8 @@ class Learned(RoutingPolicy):
         u = float(unc[w])
         x_dec = np.array([1.0, flight + 1.0, ctx[w]])
         pred_e2e = float(own[w])  # reported: with max_tokens, decode from decode_report
-        if req.max_tokens is not None and not self.completions_only:
-            decode = (req.max_tokens - 1) * self.decode_report.predict(x_dec)
+        if out is not None and not self.completions_only:
+            decode = max(out - 1.0, 0.0) * self.decode_report.predict(x_dec)
             pred_e2e = float(ttft[w]) + float(self.slowness(len(view))[w]) * decode
         hit = len(req) - u
         self.open[req.rid] = _Open(
@@ -425,7 +421,7 @@ class Learned(RoutingPolicy):
             matched=int(view.matched(req)[w]), age=int(age[w]),
             x_ttft=ttft_features(float(ahead[w]), u, hit),
             ahead=float(ahead[w]),
-            x_dec=x_dec, out=req.max_tokens,
+            x_dec=x_dec, out=req.max_tokens, keys=keys,
             pred_ttft=float(ttft[w]), pred_e2e=pred_e2e)
         if not req.streamed:
             self.pending.add(req.rid, w, u, view.now + float(ttft[w]))
@@ -443,13 +439,17 @@ class Learned(RoutingPolicy):
         if not fb.ok or fb.e2e_s is None:
             return
         self.e2e_errors.add(rec.pred_e2e, fb.e2e_s)
+        out = rec.out  # the output tokens it generated, else max_tokens (or None)
+        if fb.output_tokens is not None:
+            self.outputs.update(rec.keys, rec.out, fb.output_tokens)
+            out = fb.output_tokens
         cached: float | None = fb.cached_units
         x = rec.x_ttft
         if cached is not None:  # learn from what was really computed
             hit = float(min(cached, rec.units - 1))
             x = ttft_features(rec.ahead, rec.units - hit, hit)
-        if fb.ttft_s is None and (rec.out is None or rec.out > 1):  # not streamed
-            o = 1 if rec.out is None else rec.out - 1  # unknown output: decode seconds
+        if fb.ttft_s is None and (out is None or out > 1):  # not streamed
+            o = 1 if out is None else out - 1  # unknown output: decode seconds
             coef = self.e2e_model.coefficients()
             if cached is None and rec.matched > 0 and rec.ahead == 0:  # the model before update
                 ttft = fb.e2e_s - o * float(coef[3:] @ rec.x_dec)
@@ -468,11 +468,11 @@ class Learned(RoutingPolicy):
             decode_s = max(0.0, fb.e2e_s - fb.ttft_s)
             # the decode model learns times at the typical worker's speed
             s_w = self.slowness(max(len(self.share), w + 1))[w]  # the decisions' n: cached
-            if rec.out is not None and rec.out > 1:
-                per_token = decode_s / (rec.out - 1)
+            if out is not None and out > 1:
+                per_token = decode_s / (out - 1)
                 self.decode_speed.update(w, per_token, self.decode_model.predict(rec.x_dec))
                 self.decode_model.update(rec.x_dec, per_token / s_w)
-                root = math.sqrt(rec.out - 1)  # a sample of weight out - 1
+                root = math.sqrt(out - 1)  # a sample of weight out - 1
                 self.decode_report.update(rec.x_dec * root, per_token / s_w * root)
             else:
                 self.decode_speed.update(w, decode_s, self.decode_mean)

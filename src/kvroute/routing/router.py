@@ -225,11 +225,12 @@ class Router:
 
     def complete(self, dispatch: Dispatch, now: float, ok: bool = True,
                  ttft_s: float | None = None, cached_tokens: int | None = None,
-                 prompt_tokens: int | None = None) -> bool:
+                 prompt_tokens: int | None = None, output_tokens: int | None = None) -> bool:
         """Close ``dispatch`` and tell the policy; False when it was closed already.
         ``cached_tokens`` and ``prompt_tokens`` are the engine's counts, when it reports
         them: the policy gets the cached count in the router's units too
-        (``Feedback.cached_units``)."""
+        (``Feedback.cached_units``). ``output_tokens``: the tokens it generated, when the
+        reply says."""
         if dispatch.closed:
             return False
         dispatch.closed = True
@@ -256,7 +257,8 @@ class Router:
             now=now, decision=dispatch.decision, e2e_s=now - dispatch.sent_at if ok else None,
             ttft_s=ttft_s if ttft_s is not None or dispatch.first_token_at is None
             else dispatch.first_token_at - dispatch.sent_at, cached_tokens=cached_tokens,
-            cached_units=cached_units(cached_tokens, prompt_tokens, len(dispatch.req))))
+            cached_units=cached_units(cached_tokens, prompt_tokens, len(dispatch.req)),
+            output_tokens=output_tokens))
         return True
 
     def units_per_token(self) -> float | None:

@@ -12,7 +12,8 @@ Contract:
   left: 503 ``service_unavailable``.
 * Accounting: every routed attempt is closed exactly once (``try``/``finally``) with
   ``Router.complete``: ok on success (TTFT at the first streamed chunk, ``cached_tokens``
-  read from the body or the SSE events by the readers the app gives), not ok on upstream
+  and ``completion_tokens`` read from the body or the SSE events by the readers the app
+  gives), not ok on upstream
   errors, timeouts, client disconnects and cancellation. A prompt the worker never took
   in (refused connection, an error status) is taken back from the prefix index
   (``Router.undelivered``). Request failures count towards the worker's circuit breaker
@@ -59,6 +60,7 @@ from kvroute.protocol.response_body import (
     SSEScanner,
     UsageStripper,
     cached_tokens_of,
+    completion_tokens_of,
     error_body,
 )
 from kvroute.routing.base import RouteRequest
@@ -95,6 +97,7 @@ class _Outcome:
     ttft: float | None = None
     cached: int | None = None
     prompt: int | None = None  # the engine's prompt tokens, reported with ``cached``
+    output: int | None = None  # the tokens it generated, when the engine says
 
 
 class _Relay:
@@ -208,11 +211,11 @@ class Forwarder:
 
     def _close(self, d: Dispatch, w: Worker, ok: bool, error: str | None = None,
                ttft_s: float | None = None, cached: int | None = None,
-               prompt: int | None = None) -> None:
+               prompt: int | None = None, output: int | None = None) -> None:
         """Close ``d`` exactly once, with its metrics and decision-log outcome."""
         now = self.clock()
         if not self.router.complete(d, now, ok=ok, ttft_s=ttft_s, cached_tokens=cached,
-                                    prompt_tokens=prompt):
+                                    prompt_tokens=prompt, output_tokens=output):
             return  # closed already (its worker was removed)
         if ok:
             e2e = now - d.sent_at
@@ -283,6 +286,7 @@ class Forwarder:
                     self.metrics.errors.labels("upstream_rejected").inc()
                     return resp
                 st.cached, st.prompt = cached_tokens_of(data)
+                st.output = completion_tokens_of(data)
                 st.ok, st.error = True, None
                 self.members.record_success(w)
                 return resp
@@ -295,7 +299,7 @@ class Forwarder:
             raise
         finally:
             self._close(d, w, st.ok, error=st.error, ttft_s=st.ttft, cached=st.cached,
-                        prompt=st.prompt)
+                        prompt=st.prompt, output=st.output)
 
     def _failed(self, w: Worker, st: _Outcome, kind: str, status: int, what: str,
                 retry: bool = True) -> _Failed:
@@ -364,6 +368,7 @@ class Forwarder:
             with contextlib.suppress(ConnectionError):
                 await resp.write(strip.close())
         st.cached, st.prompt = reader.cached_tokens, reader.prompt_tokens
+        st.output = reader.completion_tokens
         st.ok, st.error = True, None
         self.members.record_success(w)
         with contextlib.suppress(ConnectionError):

@@ -14,7 +14,9 @@ default) sends its output length as ``max_tokens``, as benchmark clients do (a f
 output with ``ignore_eos``); ``"none"`` sends none, as chat clients that omit it, so no
 policy knows how long a request will decode; a number ``"N"`` sends N, a cap, as most
 chat clients do (the output ends at the model's end of sequence, mostly far below it;
-raised to a request's output where that is longer, so the workload does not change). ``config.report_cached`` (default True):
+raised to a request's output where that is longer, so the workload does not change).
+Every completion tells the router the tokens generated (``Feedback.output_tokens``), as
+an engine's usage does. ``config.report_cached`` (default True):
 whether the workers report each request's cached tokens with its completion, as SGLang
 with ``--enable-cache-report`` and vLLM with ``--enable-prompt-tokens-details`` do; by
 default neither engine's OpenAI API does. ``config.stream_share`` (default 1): the share
@@ -225,7 +227,8 @@ def simulate(workload: Workload, config: SimConfig | None = None, *, ceilings: b
         d = dispatches.pop(req.rid)
         router.complete(d, now, ok=True,
                         ttft_s=job.first_token - job.queued if d.req.streamed else None,
-                        cached_tokens=job.cached if cfg.report_cached else None)
+                        cached_tokens=job.cached if cfg.report_cached else None,
+                        output_tokens=req.output_len)
         rows.append((req.rid, req.session, job.worker, job.queued, job.start, job.first_token,
                      job.finish, req.prompt_len, job.cached, req.output_len))
         if progress is not None:

@@ -1,0 +1,81 @@
+"""``OutputLengths``: how many tokens a request will generate, learned online from the
+completions of earlier requests that began the same way.
+
+Chat clients seldom send the output length: ``max_tokens`` is missing, or a cap the output
+mostly ends far below. What a router can still see is the prompt, and requests that begin
+alike (the same application's system prompt, the same conversation) tend to have outputs
+alike: on the Mooncake trace, among the requests whose first block recurs, the block
+explains 89% of the variance of the log output length, and a running mean per first
+block, online, cuts the squared error of a global one by 45% (docs/routing-results.md, "Clients that send no `max_tokens`, or a
+cap").
+
+Keys: a prompt's first ``L`` units for each ``L`` in ``LEVELS`` it is long enough for
+(64, 512 and 4096: an application's opening words, a template, a conversation so far),
+each read as 16 of its units at a stride of ``L / 16`` and hashed (a fingerprint: two
+prompts that differ only between the sampled units share a key, which misjudges only how
+alike they are). Per key, and over all requests, sums decayed by ``forget`` per sample of that key:
+
+* of ``output / max_tokens`` over the completions that sent ``max_tokens``;
+* of ``output`` over the completions that sent none.
+
+``predict(units, max_tokens)`` reads the longest key with a sample of the kind the
+request is, else the global sums: with ``max_tokens``, ``max_tokens`` times the mean
+ratio (1 before any sample, so a client that sends each request's exact output, as
+benchmark clients do, is read exactly: every ratio is 1); without, the mean output, or
+None before any sample. ``keys(units)`` is computed once per request by the caller and
+handed to both calls. At most ``max_keys`` keys are kept (the oldest first go).
+Mechanism only: no clock, no randomness.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["LEVELS", "OutputLengths"]
+
+LEVELS = (64, 512, 4096)
+_SAMPLES = 16
+
+
+class OutputLengths:
+    def __init__(self, forget: float, max_keys: int = 1 << 16) -> None:
+        self.forget = forget
+        self.max_keys = max_keys
+        # key -> [ratio sum, ratio count, output sum, output count]; "" is the global one
+        self._sums: dict[object, list[float]] = {"": [0.0, 0.0, 0.0, 0.0]}
+
+    @staticmethod
+    def keys(units: np.ndarray) -> list[object]:
+        """The request's keys, longest first."""
+        out: list[object] = []
+        for length in LEVELS:
+            if len(units) < length:
+                break
+            out.append(hash((length, units[:length:length // _SAMPLES].tobytes())))
+        out.reverse()
+        return out
+
+    def predict(self, keys: list[object], max_tokens: int | None) -> float | None:
+        """Expected output tokens of a request with ``keys`` (None: no estimate yet)."""
+        at = 0 if max_tokens is not None else 2
+        sums = self._sums
+        for key in [*keys, ""]:
+            s = sums.get(key)
+            if s is not None and s[at + 1] > 0:
+                mean = s[at] / s[at + 1]
+                return mean if max_tokens is None else max_tokens * mean
+        return None if max_tokens is None else float(max_tokens)
+
+    def update(self, keys: list[object], max_tokens: int | None, output: int) -> None:
+        """A completion generated ``output`` tokens (it was sent ``max_tokens``)."""
+        at = 0 if max_tokens is not None else 2
+        value = output / max_tokens if max_tokens else float(output)
+        f, sums = self.forget, self._sums
+        for key in [*keys, ""]:
+            s = sums.get(key)
+            if s is None:
+                if len(sums) > self.max_keys:
+                    del sums[next(k for k in sums if k != "")]  # the oldest key
+                s = sums[key] = [0.0, 0.0, 0.0, 0.0]
+            s[at] = f * s[at] + value
+            s[at + 1] = f * s[at + 1] + 1.0
