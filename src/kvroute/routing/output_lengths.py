@@ -6,8 +6,8 @@ mostly ends far below. What a router can still see is the prompt, and requests t
 alike (the same application's system prompt, the same conversation) tend to have outputs
 alike: on the Mooncake trace, among the requests whose first block recurs, the block
 explains 89% of the variance of the log output length, and a running mean per first
-block, online, cuts the squared error of a global one by 45% (docs/routing-results.md, "Clients that send no `max_tokens`, or a
-cap").
+block, online, cuts the squared error of a global one by 45% (docs/routing-results.md,
+"Clients that send no `max_tokens`, or a cap").
 
 Keys: a prompt's first ``L`` units for each ``L`` in ``LEVELS`` it is long enough for
 (64, 512 and 4096: an application's opening words, a template, a conversation so far),
