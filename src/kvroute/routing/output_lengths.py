@@ -13,17 +13,18 @@ Keys: a prompt's first ``L`` units for each ``L`` in ``LEVELS`` it is long enoug
 (64, 512 and 4096: an application's opening words, a template, a conversation so far),
 each read as 16 of its units at a stride of ``L / 16`` and hashed (a fingerprint: two
 prompts that differ only between the sampled units share a key, which misjudges only how
-alike they are). Per key, and over all requests, sums decayed by ``forget`` per sample of that key:
+alike they are; two fingerprints' 64-bit hashes collide with odds of about 2^-64). Per
+key, and over all requests, sums decayed by ``forget`` per sample of that key:
 
 * of ``output / max_tokens`` over the completions that sent ``max_tokens``;
 * of ``output`` over the completions that sent none.
 
-``predict(units, max_tokens)`` reads the longest key with a sample of the kind the
+``predict(keys, max_tokens)`` reads the longest key with a sample of the kind the
 request is, else the global sums: with ``max_tokens``, ``max_tokens`` times the mean
 ratio (1 before any sample, so a client that sends each request's exact output, as
 benchmark clients do, is read exactly: every ratio is 1); without, the mean output, or
 None before any sample. ``keys(units)`` is computed once per request by the caller and
-handed to both calls. At most ``max_keys`` keys are kept (the oldest first go).
+handed to ``predict`` and, at its completion, ``update``. At most ``max_keys`` keys are kept (the oldest first go).
 Mechanism only: no clock, no randomness.
 """
 
