@@ -24,8 +24,8 @@ request is, else the global sums: with ``max_tokens``, ``max_tokens`` times the 
 ratio (1 before any sample, so a client that sends each request's exact output, as
 benchmark clients do, is read exactly: every ratio is 1); without, the mean output, or
 None before any sample. ``keys(units)`` is computed once per request by the caller and
-handed to ``predict`` and, at its completion, ``update``. At most ``max_keys`` keys are kept (the oldest first go).
-Mechanism only: no clock, no randomness.
+handed to ``predict`` and, at its completion, ``update``. At most ``max_keys`` keys are
+kept (the oldest first go). Mechanism only: no clock, no randomness.
 """
 
 from __future__ import annotations
