@@ -18,6 +18,7 @@ from kvroute.bench.loadgen import run_bench, run_workload
 from kvroute.bench.scrape import cache_counters, metrics_hit_rate
 from kvroute.bench.summary import summarize
 from kvroute.cli import bench as bench_cli
+from kvroute.errors import ConfigError
 from kvroute.workloads.catalog import build_workload
 from kvroute.workloads.request import OpenLoop, Request
 
@@ -327,3 +328,23 @@ def test_request_bodies_per_api():
                                        "ignore_eos": True}
     path, body = http_request(req, "generate", None)
     assert body["input_ids"] == [1, 2, 3] and "text" not in body
+
+
+def test_request_bodies_without_the_exact_output():
+    """--max-tokens none or N: the output goes as the minimum, without ignore_eos, beside
+    no max_tokens or a cap of at least the output; bad values are refused."""
+    import numpy as np
+
+    req = Request(7, np.array([1, 2, 3]), 40)
+    _, body = http_request(req, "completions", "m", "none")
+    assert body["min_tokens"] == 40 and "max_tokens" not in body and "ignore_eos" not in body
+    _, body = http_request(req, "chat", "m", "1024")
+    assert (body["min_tokens"], body["max_tokens"]) == (40, 1024)
+    _, body = http_request(req, "completions", "m", "16")  # a cap below the output: raised
+    assert (body["min_tokens"], body["max_tokens"]) == (40, 40)
+    _, body = http_request(req, "generate", None, "1024")
+    assert body["sampling_params"] == {"min_new_tokens": 40, "max_new_tokens": 1024,
+                                       "temperature": 0}
+    for bad in ("cap", "0", "-3", "1.5"):
+        with pytest.raises(ConfigError, match="--max-tokens"):
+            BenchConfig(url="http://x", max_tokens=bad)

@@ -79,6 +79,31 @@ async def test_completion_with_usage(client: TestClient) -> None:
 
 
 @pytest.mark.asyncio
+async def test_a_minimum_output_is_where_the_emulated_model_stops(client: TestClient) -> None:
+    """min_tokens (SGLang: min_new_tokens) ends the output, as an end of sequence would
+    ("stop"); 0 sets none; above max_tokens it is refused."""
+    r = await client.post("/v1/completions", json={"prompt": "hi", "max_tokens": 100,
+                                                   "min_tokens": 5})
+    body = await r.json()
+    assert body["usage"]["completion_tokens"] == 5
+    assert body["choices"][0]["finish_reason"] == "stop"
+    r = await client.post("/v1/chat/completions", json={
+        "messages": [{"role": "user", "content": "hi"}], "min_tokens": 3, "stream": True})
+    events = sse_events(await r.text())
+    assert [e["choices"][0]["finish_reason"] for e in events[1:-1]] == [None, None, "stop"]
+    r = await client.post("/generate", json={"text": "hi", "sampling_params": {
+        "max_new_tokens": 9, "min_new_tokens": 4}})
+    meta = (await r.json())["meta_info"]
+    assert meta["completion_tokens"] == 4 and meta["finish_reason"] == {"type": "stop"}
+    r = await client.post("/v1/completions", json={"prompt": "hi", "max_tokens": 2,
+                                                   "min_tokens": 0})
+    assert (await r.json())["usage"]["completion_tokens"] == 2
+    r = await client.post("/v1/completions", json={"prompt": "hi", "max_tokens": 2,
+                                                   "min_tokens": 3})
+    assert r.status == 400 and "minimum" in (await r.json())["error"]["message"]
+
+
+@pytest.mark.asyncio
 async def test_repeat_hits_cache_and_metrics_move(client: TestClient) -> None:
     """A repeated prompt reports cached tokens, and SGLang's and vLLM's counters move."""
     before = await scrape(client)

@@ -5,10 +5,15 @@ Contract:
 
 * Bodies (:func:`http_request`) are greedy, ``ignore_eos``, streamed with usage on, and
   read back by :mod:`kvroute.protocol.request_body` as the request's prompt and
-  ``output_len``. A request that has only token ids (gsp, mooncake) is sent as ids
-  (OpenAI ``prompt`` as a list of ints, SGLang ``input_ids``), so the engine sees exactly
-  those tokens; chat-shaped requests go to chat as ``messages`` (to the other APIs as
-  the Llama-3-like template's text).
+  ``output_len`` (``max_tokens``). With ``max_tokens`` "none" or a cap "N"
+  (``BenchConfig.max_tokens``, as chat clients send it) the output goes as the minimum
+  instead (vLLM's ``min_tokens``, SGLang's ``min_new_tokens``), without ``ignore_eos``,
+  beside no ``max_tokens`` or N (at least the output): the emulated worker ends each
+  request at its minimum, a real engine at its model's end of sequence after it. A
+  request that has only token ids (gsp, mooncake) is sent as ids (OpenAI ``prompt`` as
+  a list of ints, SGLang ``input_ids``), so the engine sees exactly those tokens;
+  chat-shaped requests go to chat as ``messages`` (to the other APIs as the
+  Llama-3-like template's text).
 * :func:`send_one` never raises: every failure (HTTP status, connection error, timeout,
   an error event, malformed or truncated stream) is in the result, with a short reason.
 * Replies are read with :mod:`kvroute.protocol.response_body`: SSE ``data:`` lines,
@@ -60,19 +65,30 @@ def request_api(req: Request, forced: str | None) -> str:
     return "chat" if req.text is None and req.messages else "completions"
 
 
-def http_request(req: Request, api: str, model: str | None) -> tuple[str, dict[str, Any]]:
+def _lengths(req: Request, max_tokens: str) -> dict[str, int | bool]:
+    """The output's fields, in OpenAI's names (the module docstring)."""
+    if max_tokens == "exact":
+        return {"max_tokens": req.output_len, "ignore_eos": True}
+    cap = {} if max_tokens == "none" else {"max_tokens": max(int(max_tokens), req.output_len)}
+    return {**cap, "min_tokens": req.output_len}
+
+
+def http_request(req: Request, api: str, model: str | None,
+                 max_tokens: str = "exact") -> tuple[str, dict[str, Any]]:
     """(path, JSON body) of ``req`` for ``api`` (see the module docstring)."""
     ids_only = req.text is None and not req.messages  # e.g. gsp, mooncake: send the ids
+    lengths = _lengths(req, max_tokens)
     if api == "generate":
         prompt: dict[str, Any] = ({"input_ids": req.tokens.tolist()} if ids_only
                                   else {"text": _prompt_text(req)})
+        names = {"max_tokens": "max_new_tokens", "min_tokens": "min_new_tokens"}
         return PATHS[api], {
             **prompt, "stream": True,
-            "sampling_params": {"max_new_tokens": req.output_len, "temperature": 0,
-                                "ignore_eos": True}}
+            "sampling_params": {**{names.get(k, k): v for k, v in lengths.items()},
+                                "temperature": 0}}
     body: dict[str, Any] = {
-        "model": model or "default", "max_tokens": req.output_len, "temperature": 0,
-        "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}}
+        "model": model or "default", **lengths, "temperature": 0,
+        "stream": True, "stream_options": {"include_usage": True}}
     if api == "chat":
         body["messages"] = (req.messages if req.text is None and req.messages
                             else [{"role": "user", "content": _prompt_text(req)}])
@@ -170,7 +186,7 @@ async def send_one(http: aiohttp.ClientSession, cfg: BenchConfig, model: str | N
     """Send ``req``, read its stream to the end; never raises (failures are in the result).
     ``sent`` is ``clock()`` when called, before the first await."""
     api = request_api(req, cfg.api)
-    path, body = http_request(req, api, model)
+    path, body = http_request(req, api, model, cfg.max_tokens)
     res = RequestResult(req.rid, req.session, req.turn, api, client, scheduled, clock())
     headers = {"X-Request-Id": str(req.rid)}
     try:

@@ -21,6 +21,10 @@ class BenchConfig:
     duration: float | None = None  # stop sending after this many seconds
     timeout: float = 300.0  # per request, seconds
     metrics_urls: tuple[str, ...] = ()
+    # what each request sends as max_tokens: "exact" (its output, with ignore_eos), "none"
+    # or "N" (a cap): with the last two, its output goes as min_tokens instead, without
+    # ignore_eos (the module doc of kvroute.bench.client)
+    max_tokens: str = "exact"
 
     def __post_init__(self) -> None:
         if not self.url.startswith(("http://", "https://")):
@@ -35,6 +39,10 @@ class BenchConfig:
             raise ConfigError(f"duration must be > 0 s, got {self.duration}")
         if not self.timeout > 0:
             raise ConfigError(f"timeout must be > 0 s, got {self.timeout}")
+        if self.max_tokens not in ("exact", "none") and not (
+                self.max_tokens.isdigit() and int(self.max_tokens) >= 1):
+            raise ConfigError(f"--max-tokens must be exact, none or a cap N >= 1, got "
+                              f"{self.max_tokens!r}")
         for u in self.metrics_urls:
             if not u.startswith(("http://", "https://")):
                 raise ConfigError(f"--metrics-url must start with http:// or https://, got {u!r}")

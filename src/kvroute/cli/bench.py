@@ -90,7 +90,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     cfg = BenchConfig(url=args.url, api=args.api, model=args.model,
                       concurrency=args.concurrency, requests=args.requests,
                       duration=args.duration, timeout=args.timeout,
-                      metrics_urls=tuple(args.metrics_url or ()))
+                      metrics_urls=tuple(args.metrics_url or ()),
+                      max_tokens=args.max_tokens)
     workload, rate = build_workload(args, model=load_profile(args.profile),
                                     workers=args.workers)
     if rate is not None:
@@ -151,6 +152,11 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--requests", type=int, help="send only the first N requests")
     s.add_argument("--duration", type=float, help="stop sending after S seconds")
     s.add_argument("--timeout", type=float, default=300.0, help="per-request timeout, s")
+    s.add_argument("--max-tokens", default="exact", metavar="exact|none|N",
+                   help="what each request sends as max_tokens: its output (exact, the "
+                        "default, with ignore_eos), nothing (none) or a cap of N tokens, as "
+                        "chat clients do; with none or N the output goes as min_tokens "
+                        "(SGLang: min_new_tokens), where the emulated worker ends it")
     s.add_argument("--metrics-url", action="append", metavar="URL",
                    help="a worker's Prometheus endpoint (repeatable), scraped before and after "
                         "for the cluster hit rate")

@@ -34,7 +34,9 @@ Contract:
 * ``max_tokens`` (:func:`max_tokens_of`): ``completions``: ``max_tokens``; ``chat``:
   ``max_tokens``, else ``max_completion_tokens``; ``generate``:
   ``sampling_params.max_new_tokens``. Absent or null: None (the engine's default);
-  otherwise an integer >= 1. ``sampling_params``, when given, is an object.
+  otherwise an integer >= 1. ``sampling_params``, when given, is an object. The minimum
+  (:func:`min_tokens_of`): ``min_tokens``, or ``sampling_params.min_new_tokens``; 0 or
+  absent: None.
 * ``stream`` and ``stream_options.include_usage`` are read as truthy values
   (:func:`streamed`, :func:`include_usage`); :func:`ask_usage` adds the second to a body
   that has no ``stream_options`` (the router's ``--stream-usage``).
@@ -58,7 +60,7 @@ if TYPE_CHECKING:
 
 __all__ = ["APIS", "PATHS", "SESSION_HEADER", "BadRequest", "Messages", "Prompt",
            "PromptEncoder", "ask_usage", "chars", "chat_text", "include_usage", "json_body",
-           "max_tokens_of", "prompts_of", "session_key", "streamed"]
+           "max_tokens_of", "min_tokens_of", "prompts_of", "session_key", "streamed"]
 
 APIS = ("completions", "chat", "generate")
 PATHS = {"completions": "/v1/completions", "chat": "/v1/chat/completions",
@@ -227,6 +229,15 @@ def max_tokens_of(route: str, body: dict[str, Any]) -> int | None:
     if value is None and route == "chat":
         value, field = body.get("max_completion_tokens"), "max_completion_tokens"
     return _count(value, field)
+
+
+def min_tokens_of(route: str, body: dict[str, Any]) -> int | None:
+    """The fewest tokens the request asks for (vLLM's ``min_tokens``, SGLang's
+    ``sampling_params.min_new_tokens``); None when it sets none, or 0."""
+    params = body.get("sampling_params") if route == "generate" else body
+    field = "sampling_params.min_new_tokens" if route == "generate" else "min_tokens"
+    value = params.get(field.rpartition(".")[2]) if isinstance(params, dict) else None
+    return None if value == 0 and type(value) is int else _count(value, field)
 
 
 def streamed(body: dict[str, Any]) -> bool:

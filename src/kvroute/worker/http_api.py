@@ -12,7 +12,9 @@ Contract:
   routers ask (tokenize, render, server and model info: :mod:`kvroute.worker.engine_info`).
 * Requests are read by :mod:`kvroute.protocol.request_body`: what it refuses is a 400.
   ``max_tokens`` defaults to ``EmulatedConfig.default_max_tokens``; only ``n = 1`` is
-  served.
+  served. The emulated model has no end of sequence of its own: a request with a
+  minimum (vLLM's ``min_tokens``, SGLang's ``min_new_tokens``, at most ``max_tokens``)
+  ends right at it, as if the end of sequence came there.
 * A batch (completions, /generate) is served whole, each prompt a request of its own on
   the SimWorker: completions answer with one choice per prompt (its ``index``) and the
   usage summed; /generate with a list of results when there is more than one prompt.
@@ -45,6 +47,7 @@ from kvroute.protocol.request_body import (
     include_usage,
     json_body,
     max_tokens_of,
+    min_tokens_of,
     prompts_of,
     streamed,
 )
@@ -78,16 +81,22 @@ def _worker(request: web.Request) -> EmulatedWorker:
     return ew
 
 
-async def _submit(request: web.Request, route: str) -> tuple[dict[str, Any], list[Pending]]:
-    """The request's body and its prompts, queued on the worker."""
+async def _submit(request: web.Request,
+                  route: str) -> tuple[dict[str, Any], list[Pending], str]:
+    """The request's body, its prompts queued on the worker, and why their outputs end:
+    "stop" at a minimum (the emulated end of sequence), else "length"."""
     ew = _worker(request)
     body = json_body(await request.read())
     prompts = [ew.prompts.encode(p) for p in prompts_of(route, body)]
-    max_tokens = max_tokens_of(route, body) or ew.config.default_max_tokens
+    cap, least = max_tokens_of(route, body), min_tokens_of(route, body)
+    if least is not None and cap is not None and least > cap:
+        raise BadRequest(f"the minimum output ({least}) exceeds max_tokens ({cap})")
+    max_tokens = least if least is not None else cap or ew.config.default_max_tokens
     n = body.get("n", 1)
     if n is not None and n != 1:
         raise BadRequest(f"only n = 1 is supported, got n = {n!r}")
-    return body, ew.submit(prompts, max_tokens)
+    ends = "stop" if least is not None and least != cap else "length"
+    return body, ew.submit(prompts, max_tokens), ends
 
 
 async def _finished(ps: list[Pending]) -> None:
@@ -142,7 +151,7 @@ async def _tokens(p: Pending) -> AsyncIterator[tuple[int, int]]:
 
 
 async def _openai(request: web.Request, route: str) -> web.StreamResponse:
-    body, ps = await _submit(request, route)
+    body, ps, ends = await _submit(request, route)
     ew = request.app[WORKER_KEY]
     chat = route == "chat"
     max_tokens = ps[0].job.req.output_len
@@ -154,7 +163,7 @@ async def _openai(request: web.Request, route: str) -> web.StreamResponse:
         text = filler_text(0, max_tokens)
         choices: list[dict[str, Any]] = []
         for i in range(len(ps)):
-            choice: dict[str, Any] = {"index": i, "finish_reason": "length", "logprobs": None}
+            choice: dict[str, Any] = {"index": i, "finish_reason": ends, "logprobs": None}
             if chat:
                 choice["message"] = {"role": "assistant", "content": text}
             else:
@@ -180,7 +189,7 @@ async def _openai(request: web.Request, route: str) -> web.StreamResponse:
             for i in range(start, end):
                 if not alive:
                     break
-                fin = "length" if i == max_tokens - 1 else None
+                fin = ends if i == max_tokens - 1 else None
                 piece = filler_piece(i)
                 c: dict[str, Any] = {"index": index, "logprobs": None, "finish_reason": fin}
                 if chat:
@@ -210,7 +219,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 async def generate(request: web.Request) -> web.StreamResponse:
     """``POST /generate`` (SGLang native: ``text`` or ``input_ids``, ``sampling_params``)."""
-    body, ps = await _submit(request, "generate")
+    body, ps, ends = await _submit(request, "generate")
     ew = request.app[WORKER_KEY]
     max_tokens = ps[0].job.req.output_len
 
@@ -218,7 +227,8 @@ async def generate(request: web.Request) -> web.StreamResponse:
         job = p.job
         return {"id": str(job.req.rid), "prompt_tokens": job.req.prompt_len,
                 "completion_tokens": generated, "cached_tokens": job.cached,
-                "finish_reason": {"type": "length", "length": max_tokens} if done else None,
+                "finish_reason": ({"type": ends, "length": max_tokens} if ends == "length"
+                                  else {"type": ends}) if done else None,
                 "e2e_latency": ew.now() - p.t0}
 
     if not streamed(body):
