@@ -543,6 +543,12 @@ def test_without_max_tokens_the_output_is_expected_from_requests_that_began_alik
                                     cached_tokens=0, output_tokens=out))
     assert policy.costs(app(1, 90), view).out == pytest.approx(400)
     assert policy.costs(app(2, 91), view).out == pytest.approx(2)
+    # its telemetry: the first had no estimate; the second (app 2) expected app 1's 400
+    # for 2; every later one its own application's mean, exactly
+    errors = policy.telemetry()["output"]
+    assert isinstance(errors, dict) and errors["count"] == 9
+    assert errors["mean_abs_error_tokens"] == pytest.approx(398 / 9)
+    assert errors["mean_observed_tokens"] == pytest.approx((4 * 400 + 5 * 2) / 9)
     assert policy.costs(app(3, 92), view).out == pytest.approx(201, rel=0.01)  # all: mean
     # the decode model learned per token from the reported outputs: ~0.02 s
     assert policy.decode_model.predict([1.0, 1.0, 0.01]) == pytest.approx(0.02, rel=0.05)

@@ -115,8 +115,7 @@ Learning (all from completions; errors teach nothing):
   its prior 0 wherever the data leave it undetermined
   (:class:`~kvroute.routing.online_regression.OnlineRegression`), gives the chosen
   worker's decode time in ``Decision.predicted_s`` and the E2E error telemetry, and
-  nothing else: every decision is as without it. (Same runs: Mooncake 0.5 / 0.8 / 0.95
-  mean absolute E2E error 9.4 / 44.4 / 59.8 s -> 2.8 / 13.2 / 28.4 s.)
+  nothing else: every decision is as without it.
 * ``s`` (each worker's slowness, :mod:`~kvroute.routing.worker_speed`): replicas may be
   of different speeds, and one model for all predicts the same time everywhere. The
   slowness is read from the TTFT residuals (observed over the shared model's
@@ -133,10 +132,8 @@ Learning (all from completions; errors teach nothing):
   learns times at the typical worker's speed: its targets are divided by ``s_w``) and
   the wait for the prefill queued ahead (a slow worker drains it slowly), not the
   request's own prefill: that sends new prefix groups past idle slow workers and the
-  cluster loses their caches (on LooGLE with two workers at half speed the hit rate
-  fell from 0.96 to 0.80). (Measured, docs/routing-results.md, "Workers of different
-  speeds": two of four workers at half speed, 1.041x -> 1.132x geo-mean E2E advantage,
-  check seeds 1.036x -> 1.120x.)
+  cluster loses their caches (docs/routing-results.md, "Workers of different speeds":
+  two of four workers at half speed, 1.041x -> 1.132x geo-mean E2E advantage).
 * ``r`` (hit realisation, :mod:`~kvroute.routing.hit_realisation`): engine-reported
   cached units over the index's ``matched`` at routing, summed with the same forgetting
   (starts at 1; the index may believe in prefixes the worker has evicted), overall and
@@ -145,8 +142,7 @@ Learning (all from completions; errors teach nothing):
   borrows the overall rate while it has little evidence: a prefix sent a moment ago is
   almost surely still cached, one sent long ago on a busy worker much less so, and the
   overall rate (a mix of both) undervalues the first and overvalues the second.
-  (Measured on the design grid, seeds 1-3 / 4-6: 1.051x -> 1.085x / 1.040x -> 1.074x
-  geo-mean E2E advantage; within 0.004x with a bucket unit of 0.02 s or 1 s.)
+  (Design grid, seeds 1-3 / 4-6: 1.051x -> 1.085x / 1.040x -> 1.074x.)
   Engines report cached tokens only when asked to (vLLM's
   ``--enable-prompt-tokens-details``, SGLang's ``--enable-cache-report`` for its OpenAI
   API). Without a report, a request that found nothing queued ahead on its worker
@@ -187,9 +183,9 @@ by (mean E2E / mean TTFT) ** s over streamed completions, with forgetting
 (:attr:`Learned.ttft_weight_now`); off by default: it costs mean E2E on the design grid.
 
 Telemetry: :meth:`telemetry` gives the mean absolute and signed error of the predicted
-TTFT and the reported E2E against the observed ones (and their sums, for windows:
-:mod:`~kvroute.routing.prediction_errors`), the learned coefficients, the hit
-realisation, overall and by age, and each worker's slowness.
+TTFT, the reported E2E and the expected output against the observed ones (and their
+sums, for windows: :mod:`~kvroute.routing.prediction_errors`), the learned coefficients,
+the hit realisation, overall and by age, and each worker's slowness.
 """
 
 from __future__ import annotations
@@ -241,6 +237,7 @@ class _Open:
     x_dec: np.ndarray
     out: int | None  # max_tokens sent
     keys: list[object]  # OutputLengths.keys of its prompt
+    pred_out: float | None  # O expected (None: no estimate)
     pred_ttft: float
     pred_e2e: float
 
@@ -297,6 +294,7 @@ class Learned(RoutingPolicy):
         self.open: dict[int, _Open] = {}
         self.ttft_errors = PredictionErrors()
         self.e2e_errors = PredictionErrors()
+        self.output_errors = PredictionErrors("tokens")  # expected O against reported
         # observed TTFTs and E2Es of streamed requests, summed with forgetting (ttft_scale)
         self.ttft_sum = 0.0
         self.e2e_sum = 0.0
@@ -420,7 +418,7 @@ class Learned(RoutingPolicy):
             matched=int(view.matched(req)[w]), age=int(age[w]),
             x_ttft=ttft_features(float(ahead[w]), u, hit),
             ahead=float(ahead[w]),
-            x_dec=x_dec, out=req.max_tokens, keys=keys,
+            x_dec=x_dec, out=req.max_tokens, keys=keys, pred_out=out,
             pred_ttft=float(ttft[w]), pred_e2e=pred_e2e)
         if not req.streamed:
             self.pending.add(req.rid, w, u, view.now + float(ttft[w]))
@@ -440,6 +438,8 @@ class Learned(RoutingPolicy):
         self.e2e_errors.add(rec.pred_e2e, fb.e2e_s)
         out = rec.out  # the output tokens it generated, else max_tokens (or None)
         if fb.output_tokens is not None:
+            if rec.pred_out is not None:
+                self.output_errors.add(rec.pred_out, fb.output_tokens)
             self.outputs.update(rec.keys, rec.out, fb.output_tokens)
             out = fb.output_tokens
         cached: float | None = fb.cached_units
@@ -483,6 +483,7 @@ class Learned(RoutingPolicy):
     def telemetry(self) -> dict[str, object]:
         """Predicted against observed TTFT and E2E, and the learned coefficients."""
         return {"ttft": self.ttft_errors.report(), "e2e": self.e2e_errors.report(),
+                "output": self.output_errors.report(),
                 "ttft_coefficients": self.ttft_model.coefficients().tolist(),
                 "decode_coefficients": self.decode_model.coefficients().tolist(),
                 "reported_decode_coefficients": self.decode_report.coefficients().tolist(),

@@ -1,4 +1,5 @@
-"""``PredictionErrors``: running sums of predicted - observed latency since a policy started.
+"""``PredictionErrors``: running sums of predicted - observed latency (or any count: the
+``unit`` that ends each key, ``s`` by default) since a policy started.
 
 The report gives the sums as well as the means, so that a window can be read off two
 reports: live, ``delta(...{key="e2e.abs_error_sum_s"}[5m]) /
@@ -12,7 +13,8 @@ __all__ = ["PredictionErrors"]
 
 
 class PredictionErrors:
-    def __init__(self) -> None:
+    def __init__(self, unit: str = "s") -> None:
+        self.unit = unit
         self.n = 0
         self.abs = 0.0
         self.signed = 0.0
@@ -25,9 +27,9 @@ class PredictionErrors:
         self.observed += observed
 
     def report(self) -> dict[str, float]:
-        n = max(self.n, 1)
-        return {"count": self.n, "mean_abs_error_s": self.abs / n,
-                "mean_error_s": self.signed / n, "mean_observed_s": self.observed / n,
+        n, u = max(self.n, 1), self.unit
+        return {"count": self.n, f"mean_abs_error_{u}": self.abs / n,
+                f"mean_error_{u}": self.signed / n, f"mean_observed_{u}": self.observed / n,
                 "relative_abs_error": self.abs / self.observed if self.observed else 0.0,
-                "abs_error_sum_s": self.abs, "error_sum_s": self.signed,
-                "observed_sum_s": self.observed}
+                f"abs_error_sum_{u}": self.abs, f"error_sum_{u}": self.signed,
+                f"observed_sum_{u}": self.observed}
