@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from kvroute.routing.output_lengths import LEVELS, OutputLengths
 
@@ -10,67 +11,77 @@ def prompt(head: int, n: int, tail: int = 0) -> np.ndarray:
     return out
 
 
+def keys_of(units: np.ndarray) -> list[object]:
+    return OutputLengths(1.0).keys(units, None)
+
+
 def test_keys_longest_first_and_only_levels_the_prompt_reaches() -> None:
-    assert OutputLengths.keys(np.arange(10)) == []
-    keys = OutputLengths.keys(np.arange(5000))
+    assert keys_of(np.arange(10)) == []
+    keys = keys_of(np.arange(5000))
     assert len(keys) == len(LEVELS) == len(set(keys))
-    assert OutputLengths.keys(np.arange(600)) == keys[1:]  # the 512- and 64-unit ones
-    assert OutputLengths.keys(np.arange(4096)) == keys  # only the first 4096 count
+    assert keys_of(np.arange(600)) == keys[1:]  # the 512- and 64-unit ones
+    assert keys_of(np.arange(4096)) == keys  # only the first 4096 count
     other = np.arange(5000)
     other[3840] = -1  # past the 512-unit key, at a sampled unit of the 4096 one
-    changed = OutputLengths.keys(other)
+    changed = keys_of(other)
     assert changed[1:] == keys[1:] and changed[0] != keys[0]
 
 
 def test_no_estimate_without_max_tokens_before_any_completion() -> None:
     ol = OutputLengths(forget=1.0)
-    assert ol.predict(ol.keys(prompt(1, 700)), None) is None
-    assert ol.predict(ol.keys(prompt(1, 700)), 32) == 32.0  # max_tokens taken as it is
+    assert ol.predict(ol.keys(prompt(1, 700), None), None) is None
+    assert ol.predict(ol.keys(prompt(1, 700), None), 32) == 32.0  # max_tokens taken as it is
 
 
 def test_each_application_gets_its_own_mean_and_a_new_one_the_global_mean() -> None:
     ol = OutputLengths(forget=1.0)
     for out_a, out_b in ((10, 300), (20, 500)):
-        ol.update(ol.keys(prompt(1, 700)), None, out_a)
-        ol.update(ol.keys(prompt(2, 700)), None, out_b)
-    assert ol.predict(ol.keys(prompt(1, 700)), None) == 15.0
-    assert ol.predict(ol.keys(prompt(2, 700)), None) == 400.0
+        ol.update(ol.keys(prompt(1, 700), None), None, out_a)
+        ol.update(ol.keys(prompt(2, 700), None), None, out_b)
+    assert ol.predict(ol.keys(prompt(1, 700), None), None) == 15.0
+    assert ol.predict(ol.keys(prompt(2, 700), None), None) == 400.0
     # another request of application 1 (another tail): its 512- and 64-unit keys
-    assert ol.predict(ol.keys(prompt(1, 700, tail=7)), None) == 15.0
+    assert ol.predict(ol.keys(prompt(1, 700, tail=7), None), None) == 15.0
     # a prompt nobody sent before: the mean over all
-    assert ol.predict(ol.keys(prompt(3, 700)), None) == (10 + 300 + 20 + 500) / 4
+    assert ol.predict(ol.keys(prompt(3, 700), None), None) == (10 + 300 + 20 + 500) / 4
     # a short prompt has no key: the mean over all
-    assert ol.predict(ol.keys(np.arange(5)), None) == (10 + 300 + 20 + 500) / 4
+    assert ol.predict(ol.keys(np.arange(5), None), None) == (10 + 300 + 20 + 500) / 4
 
 
 def test_the_longest_key_with_a_sample_decides() -> None:
     ol = OutputLengths(forget=1.0)
-    ol.update(ol.keys(prompt(1, 5000, tail=1)), None, 100)  # one conversation
-    ol.update(ol.keys(prompt(1, 700)), None, 10)  # the application's short requests
-    assert ol.predict(ol.keys(prompt(1, 5000, tail=1)), None) == 100.0  # its 4096 key
-    assert ol.predict(ol.keys(prompt(1, 5000, tail=2)), None) == 55.0  # the 512 key
+    ol.update(ol.keys(prompt(1, 5000, tail=1), None), None, 100)  # one conversation
+    ol.update(ol.keys(prompt(1, 700), None), None, 10)  # the application's short requests
+    assert ol.predict(ol.keys(prompt(1, 5000, tail=1), None), None) == 100.0  # its 4096 key
+    assert ol.predict(ol.keys(prompt(1, 5000, tail=2), None), None) == 55.0  # the 512 key
 
 
 def test_exact_max_tokens_stay_exact_and_a_cap_is_scaled_by_its_ratio() -> None:
     ol = OutputLengths(forget=0.998)
-    keys = ol.keys(prompt(1, 700))
+    units = prompt(1, 700)
+    assert ol.keys(units, 50) == []  # benchmark clients: no fingerprint needed
     for out in (7, 13, 250):  # clients sending each output exactly: every ratio is 1
-        ol.update(keys, out, out)
-    assert ol.predict(keys, 123) == 123.0
+        ol.update(ol.keys(units, out), out, out)
+    assert ol.exact and ol.predict(ol.keys(units, 123), 123) == 123.0
     capped = OutputLengths(forget=1.0)
-    capped.update(keys, 1000, 100)
-    capped.update(keys, 1000, 300)
-    assert capped.predict(keys, 1000) == 200.0
-    assert capped.predict(keys, None) is None  # no output seen without max_tokens
+    capped.update(capped.keys(units, 1000), 1000, 100)  # the first output below its cap:
+    assert not capped.exact and capped.keys(units, 1000) == capped.keys(units, None) != []
+    assert capped.predict(capped.keys(units, 1000), 1000) == 100.0  # (the global sums)
+    capped.update(capped.keys(units, 1000), 1000, 300)  # from now on the keys too
+    capped.update(capped.keys(prompt(2, 700), 1000), 1000, 900)  # another application
+    assert capped.predict(capped.keys(units, 1000), 1000) == 300.0  # its key: 300 of 1000
+    assert capped.predict(capped.keys(prompt(3, 700), 1000), 500) == pytest.approx(
+        500 * (0.1 + 0.3 + 0.9) / 3)  # no key of its own: all of them
+    assert capped.predict(capped.keys(units, None), None) is None  # none seen without
 
 
 def test_forgetting_and_the_key_bound() -> None:
     ol = OutputLengths(forget=0.5, max_keys=4)
-    keys = ol.keys(prompt(1, 700))
+    keys = ol.keys(prompt(1, 700), None)
     ol.update(keys, None, 10)
     ol.update(keys, None, 40)
     assert ol.predict(keys, None) == (0.5 * 10 + 40) / 1.5
     for head in range(2, 10):
-        ol.update(ol.keys(prompt(head, 700)), None, 1)
+        ol.update(ol.keys(prompt(head, 700), None), None, 1)
     assert len(ol._sums) <= 4 + 1  # the bound, beside the global sums
-    assert ol.predict(ol.keys(prompt(9, 700)), None) == 1.0  # the newest keys stay
+    assert ol.predict(ol.keys(prompt(9, 700), None), None) == 1.0  # the newest keys stay

@@ -379,7 +379,7 @@ class Learned(RoutingPolicy):
         slow = self.slowness(n)
         ttft = work + (slow * ahead) * k0 + a2
         ctx = (prefill + decoding + length) / 1e5
-        keys = self.outputs.keys(req.units)
+        keys = self.outputs.keys(req.units, req.max_tokens)
         out = self.outputs.predict(keys, req.max_tokens)
         if out is not None or self.completions_only:
             # dec = o (d0 + d1 (flight + 1) + d2 ctx); the E2E regression learned the

@@ -23,9 +23,12 @@ key, and over all requests, sums decayed by ``forget`` per sample of that key:
 request is, else the global sums: with ``max_tokens``, ``max_tokens`` times the mean
 ratio (1 before any sample, so a client that sends each request's exact output, as
 benchmark clients do, is read exactly: every ratio is 1); without, the mean output, or
-None before any sample. ``keys(units)`` is computed once per request by the caller and
-handed to ``predict`` and, at its completion, ``update``. At most ``max_keys`` keys are
-kept (the oldest first go). Mechanism only: no clock, no randomness.
+None before any sample. ``keys(units, max_tokens)`` is computed once per request by the
+caller and handed to ``predict`` and, at its completion, ``update``; while every output
+reported with ``max_tokens`` was exactly ``max_tokens`` (:attr:`exact`), a request with
+``max_tokens`` has none (its ratio is 1 whatever its key: the global sums keep the
+count), so benchmark clients cost no fingerprint. At most ``max_keys`` keys are kept
+(the oldest first go). Mechanism only: no clock, no randomness.
 """
 
 from __future__ import annotations
@@ -44,10 +47,13 @@ class OutputLengths:
         self.max_keys = max_keys
         # key -> [ratio sum, ratio count, output sum, output count]; "" is the global one
         self._sums: dict[object, list[float]] = {"": [0.0, 0.0, 0.0, 0.0]}
+        self.exact = True  # every output reported with max_tokens was exactly max_tokens
 
-    @staticmethod
-    def keys(units: np.ndarray) -> list[object]:
-        """The request's keys, longest first."""
+    def keys(self, units: np.ndarray, max_tokens: int | None) -> list[object]:
+        """The request's keys, longest first; none for a request with ``max_tokens``
+        while :attr:`exact` (every key's ratio would be 1: the global sums say it)."""
+        if max_tokens is not None and self.exact:
+            return []
         out: list[object] = []
         for length in LEVELS:
             if len(units) < length:
@@ -71,6 +77,8 @@ class OutputLengths:
         """A completion generated ``output`` tokens (it was sent ``max_tokens``)."""
         at = 0 if max_tokens is not None else 2
         value = output / max_tokens if max_tokens else float(output)
+        if max_tokens is not None and output != max_tokens:
+            self.exact = False
         f, sums = self.forget, self._sums
         for key in [*keys, ""]:
             s = sums.get(key)
