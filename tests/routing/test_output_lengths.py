@@ -11,8 +11,12 @@ def prompt(head: int, n: int, tail: int = 0) -> np.ndarray:
     return out
 
 
+def fp(units: np.ndarray) -> np.ndarray:
+    return OutputLengths.fingerprint(units)
+
+
 def keys_of(units: np.ndarray) -> list[object]:
-    return OutputLengths(1.0).keys(units, None)
+    return OutputLengths.keys(OutputLengths.fingerprint(units))
 
 
 def test_keys_longest_first_and_only_levels_the_prompt_reaches() -> None:
@@ -29,59 +33,59 @@ def test_keys_longest_first_and_only_levels_the_prompt_reaches() -> None:
 
 def test_no_estimate_without_max_tokens_before_any_completion() -> None:
     ol = OutputLengths(forget=1.0)
-    assert ol.predict(ol.keys(prompt(1, 700), None), None) is None
-    assert ol.predict(ol.keys(prompt(1, 700), None), 32) == 32.0  # max_tokens taken as it is
+    assert ol.predict(fp(prompt(1, 700)), None) is None
+    assert ol.predict(fp(prompt(1, 700)), 32) == 32.0  # max_tokens taken as it is
 
 
 def test_each_application_gets_its_own_mean_and_a_new_one_the_global_mean() -> None:
     ol = OutputLengths(forget=1.0)
     for out_a, out_b in ((10, 300), (20, 500)):
-        ol.update(ol.keys(prompt(1, 700), None), None, out_a)
-        ol.update(ol.keys(prompt(2, 700), None), None, out_b)
-    assert ol.predict(ol.keys(prompt(1, 700), None), None) == 15.0
-    assert ol.predict(ol.keys(prompt(2, 700), None), None) == 400.0
+        ol.update(fp(prompt(1, 700)), None, out_a)
+        ol.update(fp(prompt(2, 700)), None, out_b)
+    assert ol.predict(fp(prompt(1, 700)), None) == 15.0
+    assert ol.predict(fp(prompt(2, 700)), None) == 400.0
     # another request of application 1 (another tail): its 512- and 64-unit keys
-    assert ol.predict(ol.keys(prompt(1, 700, tail=7), None), None) == 15.0
+    assert ol.predict(fp(prompt(1, 700, tail=7)), None) == 15.0
     # a prompt nobody sent before: the mean over all
-    assert ol.predict(ol.keys(prompt(3, 700), None), None) == (10 + 300 + 20 + 500) / 4
+    assert ol.predict(fp(prompt(3, 700)), None) == (10 + 300 + 20 + 500) / 4
     # a short prompt has no key: the mean over all
-    assert ol.predict(ol.keys(np.arange(5), None), None) == (10 + 300 + 20 + 500) / 4
+    assert ol.predict(fp(np.arange(5)), None) == (10 + 300 + 20 + 500) / 4
 
 
 def test_the_longest_key_with_a_sample_decides() -> None:
     ol = OutputLengths(forget=1.0)
-    ol.update(ol.keys(prompt(1, 5000, tail=1), None), None, 100)  # one conversation
-    ol.update(ol.keys(prompt(1, 700), None), None, 10)  # the application's short requests
-    assert ol.predict(ol.keys(prompt(1, 5000, tail=1), None), None) == 100.0  # its 4096 key
-    assert ol.predict(ol.keys(prompt(1, 5000, tail=2), None), None) == 55.0  # the 512 key
+    ol.update(fp(prompt(1, 5000, tail=1)), None, 100)  # one conversation
+    ol.update(fp(prompt(1, 700)), None, 10)  # the application's short requests
+    assert ol.predict(fp(prompt(1, 5000, tail=1)), None) == 100.0  # its 4096 key
+    assert ol.predict(fp(prompt(1, 5000, tail=2)), None) == 55.0  # the 512 key
 
 
 def test_exact_max_tokens_stay_exact_and_a_cap_is_scaled_by_its_ratio() -> None:
     ol = OutputLengths(forget=0.998)
-    units = prompt(1, 700)
-    assert ol.keys(units, 50) == []  # benchmark clients: no fingerprint needed
+    units = fp(prompt(1, 700))
     for out in (7, 13, 250):  # clients sending each output exactly: every ratio is 1
-        ol.update(ol.keys(units, out), out, out)
-    assert ol.exact and ol.predict(ol.keys(units, 123), 123) == 123.0
+        ol.update(units, out, out)
+    assert ol.exact and ol.predict(units, 123) == 123.0
+    assert ol._sums.keys() == {""}  # no key was needed
     capped = OutputLengths(forget=1.0)
-    capped.update(capped.keys(units, 1000), 1000, 100)  # the first output below its cap:
-    assert not capped.exact and capped.keys(units, 1000) == capped.keys(units, None) != []
-    assert capped.predict(capped.keys(units, 1000), 1000) == 100.0  # (the global sums)
-    capped.update(capped.keys(units, 1000), 1000, 300)  # from now on the keys too
-    capped.update(capped.keys(prompt(2, 700), 1000), 1000, 900)  # another application
-    assert capped.predict(capped.keys(units, 1000), 1000) == 300.0  # its key: 300 of 1000
-    assert capped.predict(capped.keys(prompt(3, 700), 1000), 500) == pytest.approx(
+    assert capped.predict(units, 1000) == 1000.0  # before any report: the cap as it is
+    capped.update(units, 1000, 100)  # the first output below its cap: keys from now on
+    capped.update(units, 1000, 300)
+    capped.update(fp(prompt(2, 700)), 1000, 900)  # another application
+    assert not capped.exact
+    assert capped.predict(units, 1000) == pytest.approx(200.0)  # its key: 100 and 300
+    assert capped.predict(fp(prompt(3, 700)), 500) == pytest.approx(
         500 * (0.1 + 0.3 + 0.9) / 3)  # no key of its own: all of them
-    assert capped.predict(capped.keys(units, None), None) is None  # none seen without
+    assert capped.predict(units, None) is None  # none seen without max_tokens
 
 
 def test_forgetting_and_the_key_bound() -> None:
     ol = OutputLengths(forget=0.5, max_keys=4)
-    keys = ol.keys(prompt(1, 700), None)
+    keys = fp(prompt(1, 700))  # its fingerprint
     ol.update(keys, None, 10)
     ol.update(keys, None, 40)
     assert ol.predict(keys, None) == (0.5 * 10 + 40) / 1.5
     for head in range(2, 10):
-        ol.update(ol.keys(prompt(head, 700), None), None, 1)
+        ol.update(fp(prompt(head, 700)), None, 1)
     assert len(ol._sums) <= 4 + 1  # the bound, beside the global sums
-    assert ol.predict(ol.keys(prompt(9, 700), None), None) == 1.0  # the newest keys stay
+    assert ol.predict(fp(prompt(9, 700)), None) == 1.0  # the newest keys stay

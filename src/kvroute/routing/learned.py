@@ -222,7 +222,7 @@ class Costs(NamedTuple):
     ctx: np.ndarray  # prompt units in flight with it, / 1e5 (the decode model's context)
     age: np.ndarray  # age bucket of its prefix (-1: none recorded)
     out: float | None  # its expected output tokens (None: no estimate)
-    keys: list[object]  # its keys in the output-length estimates
+    fingerprint: np.ndarray  # its OutputLengths.fingerprint
 
 
 @dataclass
@@ -236,7 +236,7 @@ class _Open:
     ahead: float  # uncached units estimated ahead of it
     x_dec: np.ndarray
     out: int | None  # max_tokens sent
-    keys: list[object]  # OutputLengths.keys of its prompt
+    fingerprint: np.ndarray  # OutputLengths.fingerprint of its prompt
     pred_out: float | None  # O expected (None: no estimate)
     pred_ttft: float
     pred_e2e: float
@@ -379,8 +379,8 @@ class Learned(RoutingPolicy):
         slow = self.slowness(n)
         ttft = work + (slow * ahead) * k0 + a2
         ctx = (prefill + decoding + length) / 1e5
-        keys = self.outputs.keys(req.units, req.max_tokens)
-        out = self.outputs.predict(keys, req.max_tokens)
+        fingerprint = self.outputs.fingerprint(req.units)
+        out = self.outputs.predict(fingerprint, req.max_tokens)
         if out is not None or self.completions_only:
             # dec = o (d0 + d1 (flight + 1) + d2 ctx); the E2E regression learned the
             # decode seconds of requests of unknown output with o = 1
@@ -396,10 +396,10 @@ class Learned(RoutingPolicy):
         scarcity = self.copy_weight * (1.0 - self.realisation.oldest())
         copy = np.maximum(top - hit, 0.0) * (scarcity * k0)  # copy_w times its weight
         cost = own + ttft * self.ttft_weight_now + lam * (work + copy) + copy
-        return Costs(cost, own, ttft, unc, ahead, ctx, age, out, keys)
+        return Costs(cost, own, ttft, unc, ahead, ctx, age, out, fingerprint)
 
     def route(self, req: RouteRequest, view: ClusterView) -> Decision:
-        cost, own, ttft, unc, ahead, ctx, age, out, keys = self.costs(req, view)
+        cost, own, ttft, unc, ahead, ctx, age, out, fingerprint = self.costs(req, view)
         w = view.argmin(cost)
         allowed = view.candidates()
         tied = allowed[cost[allowed] == cost[w]]
@@ -418,7 +418,7 @@ class Learned(RoutingPolicy):
             matched=int(view.matched(req)[w]), age=int(age[w]),
             x_ttft=ttft_features(float(ahead[w]), u, hit),
             ahead=float(ahead[w]),
-            x_dec=x_dec, out=req.max_tokens, keys=keys, pred_out=out,
+            x_dec=x_dec, out=req.max_tokens, fingerprint=fingerprint, pred_out=out,
             pred_ttft=float(ttft[w]), pred_e2e=pred_e2e)
         if not req.streamed:
             self.pending.add(req.rid, w, u, view.now + float(ttft[w]))
@@ -440,7 +440,7 @@ class Learned(RoutingPolicy):
         if fb.output_tokens is not None:
             if rec.pred_out is not None:
                 self.output_errors.add(rec.pred_out, fb.output_tokens)
-            self.outputs.update(rec.keys, rec.out, fb.output_tokens)
+            self.outputs.update(rec.fingerprint, rec.out, fb.output_tokens)
             out = fb.output_tokens
         cached: float | None = fb.cached_units
         x = rec.x_ttft

@@ -19,16 +19,17 @@ key, and over all requests, sums decayed by ``forget`` per sample of that key:
 * of ``output / max_tokens`` over the completions that sent ``max_tokens``;
 * of ``output`` over the completions that sent none.
 
-``predict(keys, max_tokens)`` reads the longest key with a sample of the kind the
+``predict(fingerprint, max_tokens)`` reads the longest key with a sample of the kind the
 request is, else the global sums: with ``max_tokens``, ``max_tokens`` times the mean
 ratio (1 before any sample, so a client that sends each request's exact output, as
 benchmark clients do, is read exactly: every ratio is 1); without, the mean output, or
-None before any sample. ``keys(units, max_tokens)`` is computed once per request by the
-caller and handed to ``predict`` and, at its completion, ``update``; while every output
-reported with ``max_tokens`` was exactly ``max_tokens`` (:attr:`exact`), a request with
-``max_tokens`` has none (its ratio is 1 whatever its key: the global sums keep the
-count), so benchmark clients cost no fingerprint. At most ``max_keys`` keys are kept
-(the oldest first go). Mechanism only: no clock, no randomness.
+None before any sample. The caller takes a request's :meth:`fingerprint` (its sampled
+units, 48 at most) when it routes it and hands it to ``predict`` and, at its completion,
+``update``; the keys are hashed from it only where they are read: while every output reported with
+``max_tokens`` was exactly ``max_tokens`` (:attr:`exact`), a request with ``max_tokens``
+needs none (its ratio is 1 whatever its key; the global sums count it), so benchmark
+clients cost no key. At most ``max_keys`` keys are kept (the oldest first go). Mechanism
+only: no clock, no randomness.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ __all__ = ["LEVELS", "OutputLengths"]
 
 LEVELS = (64, 512, 4096)
 _SAMPLES = 16
+# the positions a fingerprint reads: 16 per level, at a stride of level / 16
+_POSITIONS = np.concatenate([np.arange(0, n, n // _SAMPLES) for n in LEVELS])
 
 
 class OutputLengths:
@@ -49,37 +52,45 @@ class OutputLengths:
         self._sums: dict[object, list[float]] = {"": [0.0, 0.0, 0.0, 0.0]}
         self.exact = True  # every output reported with max_tokens was exactly max_tokens
 
-    def keys(self, units: np.ndarray, max_tokens: int | None) -> list[object]:
-        """The request's keys, longest first; none for a request with ``max_tokens``
-        while :attr:`exact` (every key's ratio would be 1: the global sums say it)."""
-        if max_tokens is not None and self.exact:
-            return []
-        out: list[object] = []
-        for length in LEVELS:
-            if len(units) < length:
-                break
-            out.append(hash((length, units[:length:length // _SAMPLES].tobytes())))
-        out.reverse()
+    @staticmethod
+    def fingerprint(units: np.ndarray) -> np.ndarray:
+        """The units a request's keys are made of: 16 per level its prompt reaches."""
+        reached = sum(len(units) >= n for n in LEVELS)
+        out: np.ndarray = units[_POSITIONS[:_SAMPLES * reached]]
         return out
 
-    def predict(self, keys: list[object], max_tokens: int | None) -> float | None:
-        """Expected output tokens of a request with ``keys`` (None: no estimate yet)."""
+    @staticmethod
+    def keys(fingerprint: np.ndarray) -> list[object]:
+        """The keys of a :meth:`fingerprint`, longest first."""
+        return [hash((LEVELS[i], fingerprint[_SAMPLES * i:_SAMPLES * (i + 1)].tobytes()))
+                for i in reversed(range(len(fingerprint) // _SAMPLES))]
+
+    def _skip_keys(self, max_tokens: int | None) -> bool:
+        """While :attr:`exact`, a request with ``max_tokens`` needs no key: its ratio is
+        1 whatever its key, and the global sums count it."""
+        return max_tokens is not None and self.exact
+
+    def predict(self, fingerprint: np.ndarray, max_tokens: int | None) -> float | None:
+        """Expected output tokens of a request (None: no estimate yet)."""
+        if self._skip_keys(max_tokens):
+            return float(max_tokens)  # type: ignore[arg-type]
         at = 0 if max_tokens is not None else 2
         sums = self._sums
-        for key in [*keys, ""]:
+        for key in [*self.keys(fingerprint), ""]:
             s = sums.get(key)
             if s is not None and s[at + 1] > 0:
                 mean = s[at] / s[at + 1]
                 return mean if max_tokens is None else max_tokens * mean
         return None if max_tokens is None else float(max_tokens)
 
-    def update(self, keys: list[object], max_tokens: int | None, output: int) -> None:
+    def update(self, fingerprint: np.ndarray, max_tokens: int | None, output: int) -> None:
         """A completion generated ``output`` tokens (it was sent ``max_tokens``)."""
         at = 0 if max_tokens is not None else 2
         value = output / max_tokens if max_tokens else float(output)
         if max_tokens is not None and output != max_tokens:
             self.exact = False
         f, sums = self.forget, self._sums
+        keys = [] if self._skip_keys(max_tokens) else self.keys(fingerprint)
         for key in [*keys, ""]:
             s = sums.get(key)
             if s is None:
