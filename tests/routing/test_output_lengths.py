@@ -81,10 +81,10 @@ def test_exact_max_tokens_stay_exact_and_a_cap_is_scaled_by_its_ratio() -> None:
 
 def test_forgetting_and_the_key_bound() -> None:
     ol = OutputLengths(forget=0.5, max_keys=4)
-    keys = fp(prompt(1, 700))  # its fingerprint
-    ol.update(keys, None, 10)
-    ol.update(keys, None, 40)
-    assert ol.predict(keys, None) == (0.5 * 10 + 40) / 1.5
+    first = fp(prompt(1, 700))
+    ol.update(first, None, 10)
+    ol.update(first, None, 40)
+    assert ol.predict(first, None) == (0.5 * 10 + 40) / 1.5
     for head in range(2, 10):
         ol.update(fp(prompt(head, 700)), None, 1)
     assert len(ol._sums) <= 4 + 1  # the bound, beside the global sums
