@@ -34,14 +34,18 @@ only: no clock, no randomness.
 
 from __future__ import annotations
 
+from bisect import bisect_right
+
 import numpy as np
 
 __all__ = ["LEVELS", "OutputLengths"]
 
 LEVELS = (64, 512, 4096)
 _SAMPLES = 16
-# the positions a fingerprint reads: 16 per level, at a stride of level / 16
+# the positions a fingerprint reads: 16 per level, at a stride of level / 16; per number
+# of levels a prompt reaches
 _POSITIONS = np.concatenate([np.arange(0, n, n // _SAMPLES) for n in LEVELS])
+_READ = [_POSITIONS[:_SAMPLES * k] for k in range(len(LEVELS) + 1)]
 
 
 class OutputLengths:
@@ -55,8 +59,7 @@ class OutputLengths:
     @staticmethod
     def fingerprint(units: np.ndarray) -> np.ndarray:
         """The units a request's keys are made of: 16 per level its prompt reaches."""
-        reached = sum(len(units) >= n for n in LEVELS)
-        out: np.ndarray = units[_POSITIONS[:_SAMPLES * reached]]
+        out: np.ndarray = units[_READ[bisect_right(LEVELS, len(units))]]
         return out
 
     @staticmethod
