@@ -252,6 +252,7 @@ class SSEScanner:
         # reports the counts in every chunk; a key in quotes is never generated text)
         self._cached_in = b""
         self._completion_in = b""
+        self._parsed: tuple[bytes | None, Usage] = (None, Usage())
 
     def feed(self, chunk: bytes) -> None:
         if not self._lines._buf and _CACHED not in chunk and _COMPLETION not in chunk \
@@ -274,14 +275,15 @@ class SSEScanner:
         if b'"completion_tokens"' in payload:
             self._completion_in = payload
 
-    @staticmethod
-    def _usage(payload: bytes) -> Usage:
-        if not payload:
-            return Usage()
-        try:
-            return usage_of(json.loads(payload))
-        except ValueError:  # UnicodeDecodeError is one
-            return Usage()
+    def _usage(self, payload: bytes) -> Usage:
+        """The payload's usage, parsed once (the three counts are often in one event)."""
+        if self._parsed[0] is not payload:
+            try:
+                usage = usage_of(json.loads(payload)) if payload else Usage()
+            except ValueError:  # UnicodeDecodeError is one
+                usage = Usage()
+            self._parsed = (payload, usage)
+        return self._parsed[1]
 
     @property
     def cached_tokens(self) -> int | None:
