@@ -37,9 +37,9 @@ from kvroute.protocol.response_body import (
     DONE,
     SSELines,
     SSEScanner,
+    Usage,
     UsageStripper,
-    cached_tokens_of,
-    completion_tokens_of,
+    counts_of,
     error_body,
     error_message,
     usage_of,
@@ -207,11 +207,21 @@ def test_sse_scanner_reads_cached_tokens_across_chunks() -> None:
     for i in range(0, len(event), 7):
         s.feed(event[i:i + 7])
     s.feed(b"data: [DONE]\n\n")
-    assert s.cached_tokens == 12 and s.prompt_tokens is None and s.done
+    assert s.usage.cached_tokens == 12 and s.usage.prompt_tokens is None and s.done
     g = SSEScanner()
     g.feed(b'data: {"text": "a", "meta_info": {"prompt_tokens": 9, "cached_tokens": 3}}')
     g.close()
-    assert (g.cached_tokens, g.prompt_tokens) == (3, 9)
+    assert (g.usage.cached_tokens, g.usage.prompt_tokens) == (3, 9)
+
+
+def cached_tokens_of(body: bytes) -> tuple[int | None, int | None]:
+    """The router's cached count and the prompt count read beside it."""
+    usage = counts_of(body)
+    return usage.cached_tokens, usage.prompt_tokens
+
+
+def completion_tokens_of(body: bytes) -> int | None:
+    return counts_of(body).completion_tokens
 
 
 def test_cached_tokens_of_reads_keys_not_text() -> None:
@@ -265,10 +275,10 @@ def test_router_and_load_generator_read_the_same_counts() -> None:
             reply.payload(payload)
         reply.close(Request(0, np.array([1]), 2))
         assert res.ok and scanner.done
-        assert res.cached_tokens == scanner.cached_tokens == cached_tokens_of(
+        assert res.cached_tokens == scanner.usage.cached_tokens == cached_tokens_of(
             json.dumps(chunk).encode())[0] == usage_of(chunk).cached_tokens
-        assert res.prompt_tokens == scanner.prompt_tokens == 9
-        assert scanner.completion_tokens == completion_tokens_of(json.dumps(chunk).encode()) \
+        assert res.prompt_tokens == scanner.usage.prompt_tokens == 9
+        assert scanner.usage.completion_tokens == completion_tokens_of(json.dumps(chunk).encode()) \
             == usage_of(chunk).completion_tokens
 
 
@@ -291,15 +301,15 @@ def test_sse_scanner_reads_the_last_completion_tokens() -> None:
     counts); generated text that spells the key is not a count."""
     s = SSEScanner()
     s.feed(b'data: {"choices": [{"delta": {"content": "\\"completion_tokens\\": 9"}}]}\n\n')
-    assert s.completion_tokens is None
+    assert s.usage.completion_tokens is None
     s.feed(b'data: {"choices": [], "usage": {"prompt_tokens": 4, "completion_tokens": 2}}\n\n')
     s.feed(b"data: [DONE]\n\n")
-    assert s.completion_tokens == 2 and s.cached_tokens is None
+    assert s.usage.completion_tokens == 2 and s.usage.cached_tokens is None
     g = SSEScanner()
     for n in (1, 2, 3):
         g.feed(b'data: {"text": "a", "meta_info": {"completion_tokens": %d}}\n\n' % n)
     g.close()
-    assert g.completion_tokens == 3
+    assert g.usage.completion_tokens == 3
 
 
 # --------------------------------------------------------------------- metric names
@@ -500,14 +510,14 @@ def test_sse_scanner_agrees_however_the_stream_is_cut() -> None:
            b"data: [DONE]\n\n")
     whole = SSEScanner()
     whole.feed(raw)
-    assert (whole.cached_tokens, whole.done) == (12, True)
+    assert (whole.usage.cached_tokens, whole.done) == (12, True)
     for i in range(len(raw) + 1):
         for j in range(i, len(raw) + 1, 3):
             s = SSEScanner()
             for part in (raw[:i], raw[i:j], raw[j:]):
                 s.feed(part)
             s.close()
-            assert (s.cached_tokens, s.done) == (12, True), (i, j)
+            assert (s.usage.cached_tokens, s.done) == (12, True), (i, j)
     capped = SSELines(max_line=8)
     capped.skip(b"data: " + b"x" * 20)  # a runaway line is dropped by skip as by feed
     assert capped.feed(b"\ndata: 1\n") == [b"1"]
@@ -561,3 +571,14 @@ def test_chat_text_is_prefix_closed_and_keeps_other_messages_whole() -> None:
         '\n\n{"role":"user","content":[{"type":"text","text":"and?"}]}')
     named = [{"role": "user", "content": "hi", "name": "ann"}]
     assert chat_text(named) == '{"role":"user","content":"hi","name":"ann"}'
+
+
+def test_counts_of_reads_both_keys_in_one_pass() -> None:
+    """A body with both counts: read by the patterns when each key is there once, parsed
+    when either is ambiguous, the same either way."""
+    both = {"usage": {"prompt_tokens": 40, "completion_tokens": 5,
+                      "prompt_tokens_details": {"cached_tokens": 12}}}
+    assert counts_of(json.dumps(both).encode()) == Usage(40, 5, 12)
+    twice = {**both, "meta_info": {"completion_tokens": 6}}  # OpenAI's usage comes first
+    assert counts_of(json.dumps(twice).encode()) == Usage(40, 5, 12)
+    assert counts_of(b'{"choices": []}') == Usage()

@@ -13,21 +13,22 @@ Contract:
   ``meta_info``; ``cached_tokens`` from ``usage.prompt_tokens_details.cached_tokens``,
   else ``usage.cached_tokens``, else ``meta_info.cached_tokens``. A count is a JSON
   integer >= 0; anything else is absent (None).
-* :func:`cached_tokens_of` reads a whole response body: one object, or an SGLang batch (a
-  list: the sum over the items that report it), and the ``prompt_tokens`` reported beside
-  it (not for a batch), which let the router put the count in its own units;
-  :func:`completion_tokens_of` the generated tokens the same way. A body that holds the
-  key exactly once, with an integer, is read without parsing it (JSON strings cannot
-  hold an unescaped quote, so generated text never matches; a tenth of the parse's time
-  on a short completion, less still on a long one).
+* :func:`counts_of` reads a whole response body: one object, or an SGLang batch (a
+  list: each count summed over the items that report it, and no prompt count). The
+  router reads ``cached_tokens`` with the ``prompt_tokens`` reported beside it (which
+  let it put the count in its own units) and ``completion_tokens``. A body that holds
+  each key it mentions exactly once, with an integer, is read without parsing it (JSON
+  strings cannot hold an unescaped quote, so generated text never matches; a tenth of
+  the parse's time on a short completion, less still on a long one); ``prompt_tokens``
+  is read so only beside ``cached_tokens``.
 * SSE (:class:`SSELines`): a byte stream splits at ``\\n``; each line is stripped; a
   ``data:`` line gives its payload (stripped), other lines (blank separators, comments,
   ``event:``/``id:``) give nothing; the payload ``[DONE]`` (:data:`DONE`) ends a stream.
   With ``max_line``, a line longer than that is dropped instead of buffered.
-  :class:`SSEScanner` is the router's: whether ``[DONE]`` came, the last
-  ``cached_tokens`` seen (with the ``prompt_tokens`` of the same usage) and the last
-  ``completion_tokens``, parsing only the last payload that mentions each key, when it is
-  read (a chunk that mentions no key and no ``[DONE]``, with no partial line before it,
+  :class:`SSEScanner` is the router's: whether ``[DONE]`` came, and as its ``usage``
+  the last ``cached_tokens`` seen (with the ``prompt_tokens`` of the same payload) and
+  the last ``completion_tokens``, parsing only the last payload that holds each key, when
+  it is read (a chunk that mentions no key and no ``[DONE]``, with no partial line before it,
   is not split into lines at all). :class:`UsageStripper` takes the usage
   events out of a stream whose client did not ask for them (the router asked for it,
   ``--stream-usage``).
@@ -37,12 +38,12 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["DONE", "WORKER_HEADER", "SSELines", "SSEScanner", "Usage", "UsageStripper",
-           "cached_tokens_of", "completion_tokens_of", "error_body", "error_message",
-           "usage_of"]
+           "counts_of", "error_body", "error_message", "usage_of"]
 
 DONE = b"[DONE]"
 WORKER_HEADER = "X-Kvroute-Worker"
@@ -117,42 +118,32 @@ def _once(body: bytes, name: bytes, key: re.Pattern[bytes]) -> int | None:
     return None
 
 
-def _parsed(body: bytes) -> Any:
+def counts_of(body: bytes) -> Usage:
+    """The ``cached_tokens`` (with the ``prompt_tokens`` beside it) and
+    ``completion_tokens`` of a JSON response body (see the module docstring)."""
+    names = [n for n in (_CACHED, _COMPLETION) if n in body]
+    if not names:
+        return Usage()
+    cached = _once(body, _CACHED, _CACHED_KEY) if _CACHED in names else None
+    completion = _once(body, _COMPLETION, _COMPLETION_KEY) if _COMPLETION in names else None
+    if (cached is not None or _CACHED not in names) \
+            and (completion is not None or _COMPLETION not in names):
+        prompt = None if cached is None else _once(body, b"prompt_tokens", _PROMPT_KEY)
+        return Usage(prompt, completion, cached)
     try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return None
-
-
-def cached_tokens_of(body: bytes) -> tuple[int | None, int | None]:
-    """``cached_tokens`` of a JSON response body, and the ``prompt_tokens`` beside it (see
-    the module docstring; a batch gives no prompt count)."""
-    if _CACHED not in body:
-        return None, None
-    cached = _once(body, _CACHED, _CACHED_KEY)
-    if cached is not None:
-        return cached, _once(body, b"prompt_tokens", _PROMPT_KEY)
-    obj = _parsed(body)
+        obj = json.loads(body)
+    except ValueError:  # UnicodeDecodeError is one
+        return Usage()
     if isinstance(obj, list):  # SGLang batch
-        vals = [c for c in (usage_of(o).cached_tokens for o in obj) if c is not None]
-        return (sum(vals) if vals else None), None
-    usage = usage_of(obj)
-    return usage.cached_tokens, usage.prompt_tokens
+        items = [usage_of(o) for o in obj]
+        return Usage(None, _sum(u.completion_tokens for u in items),
+                     _sum(u.cached_tokens for u in items))
+    return usage_of(obj)
 
 
-def completion_tokens_of(body: bytes) -> int | None:
-    """The tokens a JSON response body says were generated (an SGLang batch: the sum over
-    the items that report them)."""
-    if _COMPLETION not in body:
-        return None
-    count = _once(body, _COMPLETION, _COMPLETION_KEY)
-    if count is not None:
-        return count
-    obj = _parsed(body)
-    if isinstance(obj, list):
-        vals = [c for c in (usage_of(o).completion_tokens for o in obj) if c is not None]
-        return sum(vals) if vals else None
-    return usage_of(obj).completion_tokens
+def _sum(values: Iterable[int | None]) -> int | None:
+    found = [v for v in values if v is not None]
+    return sum(found) if found else None
 
 
 def _payload(line: bytes) -> bytes | None:
@@ -242,8 +233,8 @@ class UsageStripper:
 
 
 class SSEScanner:
-    """Reads an SSE stream as it passes by: ``done``, the last ``cached_tokens`` (with its
-    ``prompt_tokens``) and the last ``completion_tokens``."""
+    """Reads an SSE stream as it passes by: ``done`` and ``usage`` (the last
+    ``cached_tokens`` with its ``prompt_tokens``, and the last ``completion_tokens``)."""
 
     def __init__(self) -> None:
         self._lines = SSELines(max_line=1 << 20)
@@ -276,7 +267,7 @@ class SSEScanner:
             self._completion_in = payload
 
     def _usage(self, payload: bytes) -> Usage:
-        """The payload's usage, parsed once (the three counts are often in one event)."""
+        """The payload's usage, parsed once (the counts are often in one event)."""
         if self._parsed[0] is not payload:
             try:
                 usage = usage_of(json.loads(payload)) if payload else Usage()
@@ -286,14 +277,7 @@ class SSEScanner:
         return self._parsed[1]
 
     @property
-    def cached_tokens(self) -> int | None:
-        return self._usage(self._cached_in).cached_tokens
-
-    @property
-    def prompt_tokens(self) -> int | None:
-        """Reported with the last ``cached_tokens``."""
-        return self._usage(self._cached_in).prompt_tokens
-
-    @property
-    def completion_tokens(self) -> int | None:
-        return self._usage(self._completion_in).completion_tokens
+    def usage(self) -> Usage:
+        cached = self._usage(self._cached_in)
+        return Usage(cached.prompt_tokens, self._usage(self._completion_in).completion_tokens,
+                     cached.cached_tokens)

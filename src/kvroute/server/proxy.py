@@ -58,9 +58,9 @@ from kvroute.protocol.request_body import ask_usage
 from kvroute.protocol.response_body import (
     WORKER_HEADER,
     SSEScanner,
+    Usage,
     UsageStripper,
-    cached_tokens_of,
-    completion_tokens_of,
+    counts_of,
     error_body,
 )
 from kvroute.routing.base import RouteRequest
@@ -90,14 +90,15 @@ class _Failed:
     retry: bool
 
 
+_NO_USAGE = Usage()  # frozen: shared
+
+
 @dataclass
 class _Outcome:
     ok: bool = False
     error: str | None = "cancelled"
     ttft: float | None = None
-    cached: int | None = None
-    prompt: int | None = None  # the engine's prompt tokens, reported with ``cached``
-    output: int | None = None  # the tokens it generated, when the engine says
+    usage: Usage = _NO_USAGE  # the engine's counts, what it reported of them
 
 
 class _Relay:
@@ -210,12 +211,13 @@ class Forwarder:
         return d, w
 
     def _close(self, d: Dispatch, w: Worker, ok: bool, error: str | None = None,
-               ttft_s: float | None = None, cached: int | None = None,
-               prompt: int | None = None, output: int | None = None) -> None:
+               ttft_s: float | None = None, usage: Usage = _NO_USAGE) -> None:
         """Close ``d`` exactly once, with its metrics and decision-log outcome."""
         now = self.clock()
+        cached, prompt = usage.cached_tokens, usage.prompt_tokens
         if not self.router.complete(d, now, ok=ok, ttft_s=ttft_s, cached_tokens=cached,
-                                    prompt_tokens=prompt, output_tokens=output):
+                                    prompt_tokens=prompt,
+                                    output_tokens=usage.completion_tokens):
             return  # closed already (its worker was removed)
         if ok:
             e2e = now - d.sent_at
@@ -285,8 +287,7 @@ class Forwarder:
                     st.error = f"upstream_{upstream.status}"
                     self.metrics.errors.labels("upstream_rejected").inc()
                     return resp
-                st.cached, st.prompt = cached_tokens_of(data)
-                st.output = completion_tokens_of(data)
+                st.usage = counts_of(data)
                 st.ok, st.error = True, None
                 self.members.record_success(w)
                 return resp
@@ -298,8 +299,7 @@ class Forwarder:
                 self.metrics.errors.labels(st.error).inc()
             raise
         finally:
-            self._close(d, w, st.ok, error=st.error, ttft_s=st.ttft, cached=st.cached,
-                        prompt=st.prompt, output=st.output)
+            self._close(d, w, st.ok, error=st.error, ttft_s=st.ttft, usage=st.usage)
 
     def _failed(self, w: Worker, st: _Outcome, kind: str, status: int, what: str,
                 retry: bool = True) -> _Failed:
@@ -367,8 +367,7 @@ class Forwarder:
         if strip is not None:
             with contextlib.suppress(ConnectionError):
                 await resp.write(strip.close())
-        st.cached, st.prompt = reader.cached_tokens, reader.prompt_tokens
-        st.output = reader.completion_tokens
+        st.usage = reader.usage
         st.ok, st.error = True, None
         self.members.record_success(w)
         with contextlib.suppress(ConnectionError):
