@@ -43,7 +43,7 @@ from kvroute.protocol.response_body import (
     error_message,
     usage_of,
 )
-from kvroute.workloads.request import Request
+from kvroute.workloads.request import Request, max_tokens_sent
 from kvroute.workloads.tokenizer import apply_chat_template, pseudo_text
 
 __all__ = ["check_endpoint", "http_request", "request_api", "send_one"]
@@ -69,8 +69,8 @@ def _lengths(req: Request, max_tokens: str) -> dict[str, int | bool]:
     """The output's fields, in OpenAI's names (the module docstring)."""
     if max_tokens == "exact":
         return {"max_tokens": req.output_len, "ignore_eos": True}
-    cap = {} if max_tokens == "none" else {"max_tokens": max(int(max_tokens), req.output_len)}
-    return {**cap, "min_tokens": req.output_len}
+    sent = max_tokens_sent(max_tokens, req.output_len)
+    return {**({} if sent is None else {"max_tokens": sent}), "min_tokens": req.output_len}
 
 
 def http_request(req: Request, api: str, model: str | None,

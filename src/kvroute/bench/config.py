@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from kvroute.errors import ConfigError
 from kvroute.protocol.request_body import APIS
+from kvroute.workloads.request import check_max_tokens
 
 __all__ = ["BenchConfig"]
 
@@ -39,10 +40,7 @@ class BenchConfig:
             raise ConfigError(f"duration must be > 0 s, got {self.duration}")
         if not self.timeout > 0:
             raise ConfigError(f"timeout must be > 0 s, got {self.timeout}")
-        if self.max_tokens not in ("exact", "none") and not (
-                self.max_tokens.isdigit() and int(self.max_tokens) >= 1):
-            raise ConfigError(f"--max-tokens must be exact, none or a cap N >= 1, got "
-                              f"{self.max_tokens!r}")
+        check_max_tokens(self.max_tokens)
         for u in self.metrics_urls:
             if not u.startswith(("http://", "https://")):
                 raise ConfigError(f"--metrics-url must start with http:// or https://, got {u!r}")

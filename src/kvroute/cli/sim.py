@@ -137,7 +137,8 @@ def cmd_sim(args: argparse.Namespace) -> int:
     title = (f"{workload.name} ({size}) on {args.workers} workers{speeds}, profile {model.name}, "
              f"KV pool {results[0].capacity:,} tokens per worker"
              + ("; no max_tokens sent" if base.max_tokens == "none" else "")
-             + (f"; max_tokens {base.max_tokens} sent" if base.max_tokens_cap() else "")
+             + (f"; max_tokens {base.max_tokens} sent"
+                if base.max_tokens not in ("exact", "none") else "")
              + ("; no cached-token reports" if not base.report_cached else "")
              + (f"; {base.stream_share:.0%} streamed" if base.stream_share < 1 else ""))
     print_table(console, title, columns, _rows(results))

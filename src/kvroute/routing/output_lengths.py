@@ -75,8 +75,8 @@ class OutputLengths:
 
     def predict(self, fingerprint: np.ndarray, max_tokens: int | None) -> float | None:
         """Expected output tokens of a request (None: no estimate yet)."""
-        if self._skip_keys(max_tokens):
-            return float(max_tokens)  # type: ignore[arg-type]
+        if max_tokens is not None and self.exact:  # no key needed (_skip_keys)
+            return float(max_tokens)
         at = 0 if max_tokens is not None else 2
         sums = self._sums
         for key in [*self.keys(fingerprint), ""]:

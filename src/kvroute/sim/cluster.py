@@ -52,7 +52,15 @@ from kvroute.sim.records import Records
 from kvroute.sim.step_model import StepModel, check_speed
 from kvroute.sim.step_profiles import DEFAULT_PROFILE, load_profile
 from kvroute.sim.worker import Job, SimWorker, WorkerConfig
-from kvroute.workloads.request import ClosedLoop, OpenLoop, Request, Workload, output_ids
+from kvroute.workloads.request import (
+    ClosedLoop,
+    OpenLoop,
+    Request,
+    Workload,
+    check_max_tokens,
+    max_tokens_sent,
+    output_ids,
+)
 
 __all__ = ["SimConfig", "SimResult", "request_ceilings", "simulate"]
 
@@ -99,7 +107,7 @@ class SimConfig:
             raise ConfigError(f"index must be approx or exact, got {self.index!r}")
         if not 0.0 <= self.stream_share <= 1.0:
             raise ConfigError(f"stream_share must be in [0, 1], got {self.stream_share!r}")
-        self.max_tokens_cap()  # validates max_tokens
+        check_max_tokens(self.max_tokens)
         if not self.event_delay >= 0 or self.block_size < 1:  # NaN fails too
             raise ConfigError("need an event delay >= 0 s and a block size >= 1 token")
         self.worker_config()  # validates the worker's fields and the eviction policy
@@ -107,20 +115,6 @@ class SimConfig:
 
     def routing_policy(self) -> RoutingPolicy:
         return make_router_policy(self.routing, self.routing_args, seed=self.seed)
-
-    def max_tokens_cap(self) -> int:
-        """The cap clients send as ``max_tokens`` (0 for "exact": each request's output is
-        sent as it is; and for "none", where nothing is sent)."""
-        if self.max_tokens in ("exact", "none"):
-            return 0
-        try:
-            cap = int(self.max_tokens)
-        except ValueError:
-            cap = 0
-        if cap < 1:
-            raise ConfigError(f"max_tokens must be exact, none or a cap N >= 1 (tokens), got "
-                              f"{self.max_tokens!r}")
-        return cap
 
     def worker_config(self) -> WorkerConfig:
         return WorkerConfig(capacity=self.capacity, eviction=self.eviction,
@@ -252,7 +246,6 @@ def simulate(workload: Workload, config: SimConfig | None = None, *, ceilings: b
 
         attach_exact_indexes(router, workers, loop, cfg.event_delay, cfg.block_size)
 
-    told_output, cap = cfg.max_tokens != "none", cfg.max_tokens_cap()
     share = cfg.stream_share
     streams = np.random.default_rng([cfg.seed, 7]) if 0.0 < share < 1.0 else None
 
@@ -266,7 +259,7 @@ def simulate(workload: Workload, config: SimConfig | None = None, *, ceilings: b
                 f"than a worker's pool of {workers[0].capacity}; raise the capacity")
         streamed = share >= 1.0 if streams is None else bool(streams.random() < share)
         d = router.route(RouteRequest(req.tokens, req.rid, req.session,
-                                      max(cap, req.output_len) if told_output else None,
+                                      max_tokens_sent(cfg.max_tokens, req.output_len),
                                       streamed),
                          loop.now)
         # the simulator never calls router.undelivered, the one reader of the prompt after

@@ -14,6 +14,11 @@ Contract:
   :class:`ClosedLoop` holds sessions (lists of turns); ``concurrency`` clients each take
   the next unstarted session and send its turns one after another, waiting for each
   reply plus ``think_time`` seconds.
+* What a client tells the engine of a request's output (:func:`max_tokens_sent`, the
+  simulator's and the load generator's ``--max-tokens``): ``"exact"``, its output as
+  ``max_tokens`` (benchmark clients, with ``ignore_eos``); ``"none"``, nothing; ``"N"``,
+  a cap of N tokens (most chat clients), raised to the output where that is longer, so
+  the workload does not change. :func:`check_max_tokens` refuses anything else.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ import numpy as np
 
 from kvroute.errors import ConfigError
 
-__all__ = ["ClosedLoop", "OpenLoop", "Request", "Workload", "output_ids", "poisson_arrivals"]
+__all__ = ["ClosedLoop", "OpenLoop", "Request", "Workload", "check_max_tokens",
+           "max_tokens_sent", "output_ids", "poisson_arrivals"]
 
 
 @dataclass(eq=False)
@@ -60,6 +66,21 @@ def output_ids(req: Request) -> np.ndarray:
     if req.output_tokens is not None:
         return req.output_tokens
     return -1 - (req.rid * (1 << 24) + np.arange(req.output_len, dtype=np.int64))
+
+
+def check_max_tokens(mode: str) -> str:
+    """``mode`` if it is "exact", "none" or a cap "N" (an integer >= 1), else ConfigError."""
+    if mode not in ("exact", "none") and not (mode.isdigit() and int(mode) >= 1):
+        raise ConfigError(f"max_tokens must be exact, none or a cap N >= 1 (tokens), got "
+                          f"{mode!r}")
+    return mode
+
+
+def max_tokens_sent(mode: str, output_len: int) -> int | None:
+    """What a client in ``mode`` sends as ``max_tokens`` for an output of ``output_len``."""
+    if mode == "none":
+        return None
+    return output_len if mode == "exact" else max(int(mode), output_len)
 
 
 def poisson_arrivals(n: int, rate: float, rng: np.random.Generator) -> np.ndarray:
