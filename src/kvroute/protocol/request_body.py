@@ -234,9 +234,12 @@ def max_tokens_of(route: str, body: dict[str, Any]) -> int | None:
 def min_tokens_of(route: str, body: dict[str, Any]) -> int | None:
     """The fewest tokens the request asks for (vLLM's ``min_tokens``, SGLang's
     ``sampling_params.min_new_tokens``); None when it sets none, or 0."""
-    params = body.get("sampling_params") if route == "generate" else body
-    field = "sampling_params.min_new_tokens" if route == "generate" else "min_tokens"
-    value = params.get(field.rpartition(".")[2]) if isinstance(params, dict) else None
+    if route == "generate":
+        params = body.get("sampling_params")
+        value = params.get("min_new_tokens") if isinstance(params, dict) else None
+        field = "sampling_params.min_new_tokens"
+    else:
+        value, field = body.get("min_tokens"), "min_tokens"
     return None if value == 0 and type(value) is int else _count(value, field)
 
 
