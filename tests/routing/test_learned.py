@@ -69,7 +69,7 @@ def test_requests_still_prefilling_count_among_those_its_prefill_stalls() -> Non
     new request queues behind it and its prefill then stalls both, so lam_0 = 2 + (2 +
     mean in-flight 1) / 2 = 3.5, lam_1 = 0 + (0 + 1) / 2 = 0.5."""
     busy = view_of([WorkerState(0, in_flight=2, prefill_units=1000), WorkerState(1)])
-    cost, own, ttft, *_ = Learned().costs(_req(500), busy)
+    cost, own, ttft = map(np.array, Learned().costs(_req(500), busy)[:3])
     work = 0.1 * 0.5 + 0.005 * 0.125
     assert cost - own - 3 * ttft == pytest.approx([3.5 * work, 0.5 * work])
 
@@ -128,7 +128,8 @@ def test_scarcity_is_read_from_the_oldest_prefixes() -> None:
     costs = policy.costs(_req(4000), view)
     assert costs.unc == pytest.approx([2020, 4000])
     policy.copy_weight = 0.0
-    assert costs.cost - policy.costs(_req(4000), view).cost == pytest.approx([0.0, 0.49005])
+    assert np.subtract(costs.cost, policy.costs(_req(4000), view).cost) == \
+        pytest.approx([0.0, 0.49005])
 
 
 class _Unrecorded:
@@ -155,7 +156,7 @@ def test_holders_without_a_record_get_the_overall_rate() -> None:
     policy = Learned()
     policy.realisation.update(-1, 0.9, 1.0)
     costs = policy.costs(_req(4000), view)
-    assert costs.age.tolist() == [-1, -1, -1]
+    assert costs.age == [-1, -1, -1]
     assert costs.cost == pytest.approx([1.1106, 1.1106, 1.917])
     assert policy.route(_req(4000), view).worker == 0
 
@@ -190,7 +191,7 @@ def test_learns_hit_realisation_and_reports_errors() -> None:
     assert e2e["error_sum_s"] == pytest.approx(2 * e2e["mean_error_s"])  # type: ignore[index]
     unc = policy.costs(_req(2000), view).unc
     assert unc[0] == pytest.approx(1500)
-    assert policy.open == {} and policy.share.units.sum() == 0
+    assert policy.open == {} and sum(policy.share.units) == 0
 
 
 def test_without_a_cached_report_the_ttft_says_what_was_cached() -> None:
@@ -270,27 +271,27 @@ def test_requests_that_do_not_stream_count_as_prefilling_until_their_predicted_f
     view = view_of([WorkerState(0), WorkerState(1)])
     req = RouteRequest(np.arange(3000, dtype=np.int64), rid=2, max_tokens=4, streamed=False)
     assert policy.route(req, view).worker == 0
-    assert policy.pending.units.tolist() == [3000.0, 0.0]
+    assert policy.pending.units == [3000.0, 0.0]
     predicted = policy.open[2].pred_ttft
     busy = view_of([WorkerState(0, in_flight=1, prefill_units=3000, unstreamed_units=3000),
                     WorkerState(1)])
     busy.now = predicted / 2
-    assert policy.costs(_req(100), busy).ahead.tolist() == [3000.0, 0.0]
+    assert policy.costs(_req(100), busy).ahead == [3000.0, 0.0]
     busy.now = predicted
-    assert policy.costs(_req(100), busy).ahead.tolist() == [0.0, 0.0]
+    assert policy.costs(_req(100), busy).ahead == [0.0, 0.0]
     # a streamed request beside it is the router's to count, as before
     mixed = view_of([WorkerState(0, in_flight=2, prefill_units=5000, unstreamed_units=3000),
                      WorkerState(1)])
     mixed.now = predicted
-    assert policy.costs(_req(100), mixed).ahead.tolist() == [2000.0, 0.0]  # f_0 = 1
+    assert policy.costs(_req(100), mixed).ahead == [2000.0, 0.0]  # f_0 = 1
     policy.on_complete(dataclasses.replace(_feedback(2, 0, 0.0, 0.3, None), ttft_s=None))
-    assert policy.pending.units.sum() == 0
+    assert sum(policy.pending.units) == 0
     # completed before its predicted first token: taken out at once
     req = RouteRequest(np.arange(500, dtype=np.int64), rid=3, max_tokens=4, streamed=False)
     policy.route(req, view)
-    assert policy.pending.units.sum() == 500
+    assert sum(policy.pending.units) == 500
     policy.on_complete(dataclasses.replace(_feedback(3, 0, 0.0, 0.3, None), ttft_s=None))
-    assert policy.pending.units.sum() == 0
+    assert sum(policy.pending.units) == 0
 
 
 def test_failures_teach_nothing() -> None:
@@ -355,7 +356,7 @@ def test_a_fresh_prefix_is_worth_more_than_a_stale_longer_one() -> None:
     policy.realisation.update(9, 100, 1000)
     policy.realisation.update(0, 1000, 1000)
     costs = policy.costs(_req(4000), view)
-    assert costs.age.tolist() == [9, 0, -1]
+    assert costs.age == [9, 0, -1]
     assert costs.unc == pytest.approx([3025, 2450, 4000])
     assert policy.route(_req(4000), view).worker == 1
     flat = Learned(forget=1.0)
@@ -408,7 +409,7 @@ def test_a_slow_worker_is_learned_and_avoided() -> None:
     assert 1.3 < slow[1] / slow[0] < 1.6 and slow[0] * slow[1] == pytest.approx(1.0)
     assert slow == pytest.approx(policy.speed.factors(2))
     view = view_of([WorkerState(0), WorkerState(1)])
-    _, own, ttft, *_ = policy.costs(_req(2000), view)
+    own, ttft = map(np.array, policy.costs(_req(2000), view)[1:3])
     assert ttft[0] == pytest.approx(ttft[1])
     assert (own - ttft)[1] / (own - ttft)[0] == pytest.approx(slow[1] / slow[0])
     assert policy.route(_req(2000), view).worker == 0
@@ -429,7 +430,7 @@ def test_a_slow_worker_drains_its_queue_slowly() -> None:
     idle = view_of([WorkerState(0), WorkerState(1)])
     ttft_queued = policy.costs(_req(2000), queued).ttft
     ttft_idle = policy.costs(_req(2000), idle).ttft
-    assert ttft_queued - ttft_idle == pytest.approx(slow * a0)
+    assert np.subtract(ttft_queued, ttft_idle) == pytest.approx(slow * a0)
 
 
 def test_without_max_tokens_the_decode_witness_reads_decode_seconds() -> None:
@@ -492,7 +493,7 @@ def test_the_reported_e2e_reads_its_own_decode_model_and_decides_nothing() -> No
     policy.decode_model.theta = np.array([0.02, 0.001, 0.05])
     before = policy.costs(_req(2000, out=5), view).cost
     policy.decode_report.theta = np.array([0.01, 0.0, 0.0])  # 0.01 s per token anywhere
-    assert policy.costs(_req(2000, out=5), view).cost.tolist() == before.tolist()
+    assert policy.costs(_req(2000, out=5), view).cost == before
     d = policy.route(_req(2000, out=5), view)
     assert d.worker == 1 and d.predicted_s == pytest.approx(0.22 + 4 * 0.01)
     m = policy.decode_report.M.copy()
@@ -519,7 +520,8 @@ def test_ttft_scale_weighs_ttft_by_the_observed_ratio_of_e2e_to_ttft() -> None:
     assert scaled.telemetry()["ttft_weight"] == pytest.approx(3.0 * 20 ** 0.5)
     # the cost is own + weight * TTFT + ... : only the TTFT term moves
     a, b = plain.costs(_req(2000), view), scaled.costs(_req(2000), view)
-    np.testing.assert_allclose(b.cost - a.cost, (3.0 * 20 ** 0.5 - 3.0) * a.ttft)
+    np.testing.assert_allclose(np.subtract(b.cost, a.cost),
+                               (3.0 * 20 ** 0.5 - 3.0) * np.array(a.ttft))
 
 
 def test_without_max_tokens_the_output_is_expected_from_requests_that_began_alike() -> None:

@@ -56,14 +56,23 @@ def test_remove_worker_shifts_indices() -> None:
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 2), st.lists(st.integers(0, 3), min_size=1,
-                                                       max_size=6)), max_size=25),
+                                                       max_size=6),
+                          st.sampled_from(["record", "match", "match other"])), max_size=25),
        st.lists(st.integers(0, 3), max_size=7))
-def test_matches_a_naive_model(records: list[tuple[int, list[int]]], probe: list[int]) -> None:
-    """Without trimming, match = longest common prefix with anything recorded per worker."""
+def test_matches_a_naive_model(records: list[tuple[int, list[int], str]],
+                               probe: list[int]) -> None:
+    """Without trimming, match = longest common prefix with anything recorded per worker;
+    whether a record follows a match of the same units (it starts where that walk ended)
+    or of others (it walks again) changes nothing."""
     idx = PrefixIndex(3)
     held: list[list[list[int]]] = [[], [], []]
-    for t, (w, seq) in enumerate(records):
-        idx.record(w, np.array(seq, dtype=np.int64), float(t))
+    for t, (w, seq, first) in enumerate(records):
+        units = np.array(seq, dtype=np.int64)
+        if first != "record":
+            idx.match(units)
+        if first == "match other":
+            idx.match(np.array(seq[:-1] + [3 - seq[-1]], dtype=np.int64))
+        idx.record(w, units, float(t))
         held[w].append(seq)
         idx.check_integrity()
 
@@ -71,7 +80,7 @@ def test_matches_a_naive_model(records: list[tuple[int, list[int]]], probe: list
     # last_sent: the latest record of each worker that reaches its deepest matched node,
     # i.e. that shares at least its match with the probe
     want = idx.match(np.array(probe, dtype=np.int64)).tolist()
-    last = [max((float(t) for t, (v, seq) in enumerate(records) if v == w and m > 0
+    last = [max((float(t) for t, (v, seq, _) in enumerate(records) if v == w and m > 0
                  and seq[:m] == probe[:m]), default=-np.inf) for w, m in enumerate(want)]
     matched, times = idx.match_last_sent(np.array(probe, dtype=np.int64))
     assert matched.tolist() == want
@@ -179,6 +188,18 @@ def test_units_of_any_integer_dtype_match_by_value() -> None:
         assert idx.match(np.array(probe, dtype=dtype)).tolist() == [4, 3]
     assert idx.match(np.frombuffer(b"abcz", dtype=np.uint8)).tolist() == [3, 3]
     assert idx.sizes().tolist() == [6, 4]
+    idx.check_integrity()
+
+
+def test_token_ids_are_kept_in_32_bits_where_they_fit() -> None:
+    idx = PrefixIndex(1)
+    idx.record(0, np.array([5, 128_255, 7], dtype=np.int64), 0.0)
+    idx.record(0, np.array([2**40, 1], dtype=np.int64), 0.0)  # not a token id: kept as is
+    assert idx.root.children[5].key.dtype == np.int32
+    assert idx.root.children[2**40].key.dtype == np.int64
+    assert idx.match(np.array([5, 128_255, 8], dtype=np.int64)).tolist() == [2]
+    assert idx.match(np.array([2**40, 1], dtype=np.int64)).tolist() == [2]
+    assert idx.match(np.array([2**40 + 5, 1], dtype=np.int64)).tolist() == [0]
     idx.check_integrity()
 
 

@@ -10,7 +10,7 @@ from kvroute.routing.uncached_share import UncachedShare
 def test_share_of_uncached_units_per_worker() -> None:
     s = UncachedShare()
     s.ensure(3)
-    assert s.frac.tolist() == [1.0, 1.0, 1.0]  # no open request: all count as uncached
+    assert s.frac == [1.0, 1.0, 1.0]  # no open request: all count as uncached
     s.add(1, 300.0, 1000)
     s.add(1, 0.1, 1000)
     assert s.frac[1] == pytest.approx(300.1 / 2000)
@@ -22,6 +22,6 @@ def test_share_of_uncached_units_per_worker() -> None:
     assert s.frac[0] == 1.0
     s.add(2, 1.0, 4)
     s.remove_worker(0)
-    assert len(s) == 2 and s.frac.tolist() == [1.0, 0.25]
+    assert len(s) == 2 and s.frac == [1.0, 0.25]
     s.remove(5, 1.0, 4)  # a worker that left: nothing
     assert len(s) == 2

@@ -204,8 +204,12 @@ class ClusterView:
             return np.arange(len(self._workers), dtype=np.int64)
         return self._candidates
 
-    def argmin(self, values: np.ndarray) -> int:
+    def argmin(self, values: np.ndarray | list[float]) -> int:
         """The allowed worker with the least ``values[w]`` (ties: the lowest index)."""
+        if isinstance(values, list):  # no numpy call for a list
+            if self._candidates is None:
+                return values.index(min(values))
+            return min(self._candidates.tolist(), key=values.__getitem__)
         if self._candidates is None:
             return int(np.asarray(values).argmin())
         return int(self._candidates[np.argmin(values[self._candidates])])

@@ -14,11 +14,15 @@ per sample of known age.
 * ``overall`` = sum of cached / sum of matched (1 before any sample).
 * ``oldest()``: the estimate of the oldest bucket with evidence.
 * ``by_age()``: each bucket's own rate, for telemetry.
-* ``estimate(buckets)``: per bucket ``(cached_b + overall * m) / (matched_b + m)``, where
-  ``m`` is the mean matched units of one sample: a bucket with little evidence borrows
-  the overall rate, one sample's worth; an age unknown (bucket -1) gets ``overall``.
-  The per-bucket estimates and ``oldest()`` are computed in ``update`` (they change only
-  there), so a routing decision only looks them up.
+* ``rates()[b]``: bucket ``b``'s estimate ``(cached_b + overall * m) / (matched_b + m)``,
+  where ``m`` is the mean matched units of one sample: a bucket with little evidence
+  borrows the overall rate, one sample's worth; an age unknown (bucket -1) reads
+  ``rates()[-1]``, ``overall``. A list (read-only), computed at most once between two
+  updates, as is ``oldest()``.
+
+An update costs a few scalar operations whatever the number of buckets: the buckets'
+sums are kept divided by the product of the decays so far (renormalised before it
+underflows), so decaying them all is one multiplication.
 
 Mechanism only: how the caller weighs a realised hit is its business. No clock: ages are
 the caller's (``view.now`` minus the record time).
@@ -27,8 +31,6 @@ the caller's (``view.now`` minus the record time).
 from __future__ import annotations
 
 import math
-
-import numpy as np
 
 __all__ = ["HitRealisation"]
 
@@ -39,11 +41,13 @@ class HitRealisation:
         self.unit_s = unit_s
         self.num = 0.0
         self.den = 0.0
-        self.age_num = np.zeros(buckets)
-        self.age_den = np.zeros(buckets)
+        # per bucket, the sums divided by _scale (the module doc)
+        self._num = [0.0] * buckets
+        self._den = [0.0] * buckets
+        self._scale = 1.0
+        self._den_total = 0.0  # the buckets' matched units, summed (not scaled)
         self.samples = 0.0
-        # each bucket's estimate, then overall (for bucket -1); refreshed by update()
-        self._table = np.ones(buckets + 1)
+        self._rates: list[float] | None = None  # None: to compute from the sums
         self._oldest = 1.0
 
     @property
@@ -55,16 +59,26 @@ class HitRealisation:
         if not math.isfinite(last):
             return -1
         age = max(now - last, 0.0)
-        return min(math.floor(math.log2(age / self.unit_s + 1.0)), len(self.age_num) - 1)
+        return min(math.floor(math.log2(age / self.unit_s + 1.0)), len(self._num) - 1)
 
-    def estimate(self, buckets: np.ndarray) -> np.ndarray:
-        out: np.ndarray = self._table[buckets]  # bucket -1 reads the last entry: overall
-        return out
+    def rates(self) -> list[float]:
+        """Each bucket's estimate, then ``overall`` (for bucket -1): the module doc."""
+        if self._rates is None:
+            r = self.overall
+            m = self._den_total / self.samples if self.samples else 1.0
+            g, rm = self._scale, r * m
+            per = [(c * g + rm) / (d * g + m) for c, d in zip(self._num, self._den,
+                                                              strict=True)]
+            self._oldest = next((per[b] for b in range(len(per) - 1, -1, -1)
+                                 if self._den[b] * g > 1e-9), r)
+            self._rates = per + [r]
+        return self._rates
 
     def oldest(self) -> float:
         """The estimate of the oldest age bucket with evidence (``overall`` before any):
         how much of a prefix survives as long as any has been seen to, so ``1 - oldest()``
         says whether the caches evict at all, whatever share of the traffic is young."""
+        self.rates()
         return self._oldest
 
     def update(self, bucket: int, cached: float, matched: float) -> None:
@@ -74,22 +88,19 @@ class HitRealisation:
         self.num = f * self.num + cached
         self.den = f * self.den + matched
         if bucket >= 0:
-            self.age_num *= f
-            self.age_den *= f
-            self.age_num[bucket] += cached
-            self.age_den[bucket] += matched
+            self._scale *= f
+            if self._scale < 1e-150:  # renormalise before the scaled sums overflow
+                self._num = [v * self._scale for v in self._num]
+                self._den = [v * self._scale for v in self._den]
+                self._scale = 1.0
+            self._num[bucket] += cached / self._scale
+            self._den[bucket] += matched / self._scale
+            self._den_total = f * self._den_total + matched
             self.samples = f * self.samples + 1.0
-        # the estimates change only here: computed once, not at every routing decision
-        r = self.overall
-        m = float(self.age_den.sum()) / self.samples if self.samples else 1.0
-        per = self._table[:-1]  # a view: estimate() returns copies, so rewriting is safe
-        np.divide(self.age_num + r * m, self.age_den + m, out=per)
-        self._table[-1] = r
-        seen = (self.age_den > 1e-9).nonzero()[0]
-        self._oldest = float(per[seen[-1]]) if len(seen) else r
+        self._rates = None
 
     def by_age(self) -> dict[str, float]:
         """Per bucket with evidence, keyed by its lower age bound ("0s", "0.125s", ...)."""
-        lower = self.unit_s * (2.0 ** np.arange(len(self.age_num)) - 1.0)
-        return {f"{lower[b]:g}s": float(self.age_num[b] / self.age_den[b])
-                for b in np.flatnonzero(self.age_den > 1e-9)}
+        return {f"{self.unit_s * (2.0 ** b - 1.0):g}s": num / den
+                for b, (num, den) in enumerate(zip(self._num, self._den, strict=True))
+                if den * self._scale > 1e-9}

@@ -191,6 +191,7 @@ the hit realisation, overall and by age, and each worker's slowness.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -214,18 +215,18 @@ __all__ = ["Learned"]
 class Costs(NamedTuple):
     """Per worker, the decision's terms (the module doc's names)."""
 
-    cost: np.ndarray
-    own: np.ndarray  # the request's own predicted E2E
-    ttft: np.ndarray  # its predicted TTFT
-    unc: np.ndarray  # its uncached units
-    ahead: np.ndarray  # uncached units queued ahead of it
-    ctx: np.ndarray  # prompt units in flight with it, / 1e5 (the decode model's context)
-    age: np.ndarray  # age bucket of its prefix (-1: none recorded)
+    cost: Sequence[float]
+    own: Sequence[float]  # the request's own predicted E2E
+    ttft: Sequence[float]  # its predicted TTFT
+    unc: Sequence[float]  # its uncached units
+    ahead: Sequence[float]  # uncached units queued ahead of it
+    ctx: Sequence[float]  # prompt units in flight with it, / 1e5 (the decode model's context)
+    age: Sequence[int]  # age bucket of its prefix (-1: none recorded)
     out: float | None  # its expected output tokens (None: no estimate)
     fingerprint: np.ndarray  # its OutputLengths.fingerprint
 
 
-@dataclass
+@dataclass(slots=True)
 class _Open:
     worker: int
     units: int  # L
@@ -349,80 +350,90 @@ class Learned(RoutingPolicy):
         return self.ttft_weight
 
     def costs(self, req: RouteRequest, view: ClusterView) -> Costs:
-        """Per worker, as in the module doc."""
+        """Per worker, as in the module doc. In plain Python over lists: a few workers'
+        arithmetic costs less than the numpy calls would (route_bench.py)."""
         n = len(view)
-        self._ensure(n)
+        if n > len(self.share):
+            self._ensure(n)
         length = float(len(req))
-        last = view.last_sent(req)  # first: one walk of the index gives matched as well
-        matched = view.matched(req).astype(np.float64)
-        age = np.full(n, -1, dtype=np.int64)
-        for w in np.isfinite(last).nonzero()[0].tolist():  # the few workers with a record
-            age[w] = self.realisation.bucket(float(last[w]), view.now)
-        hit = np.minimum(self.realisation.estimate(age) * matched, length - 1.0)
-        unc = length - hit
-        pairs = unc * (hit + unc / 2.0)
-        counts: list[int] = []
-        for w in view.workers:
-            counts += (w.prefill_units, w.in_flight, w.decode_units, w.unstreamed_units)
-        prefill, flight, decoding, unstreamed = np.array(counts, dtype=np.float64).reshape(n, 4).T
+        last = view.last_sent(req).tolist()  # first: one walk of the index gives matched too
+        matched = view.matched(req).tolist()
         self.pending.settle(view.now)
-        # the module doc's formulas, regrouped so that each array is multiplied once
-        # (the scalars first): a decision costs fewer numpy calls
         if self.completions_only:
             a0, a1, a2, d0, d1, d2 = self.e2e_model.coefficients().tolist()
         else:
             a0, a1, a2 = self.ttft_model.coefficients().tolist()
             d0, d1, d2 = self.decode_model.coefficients().tolist()
-        ahead = (prefill - unstreamed) * self.share.frac[:n] + self.pending.units[:n]
-        k0 = a0 / 1000.0  # seconds per uncached unit
-        work = unc * k0 + pairs * (a1 / 1e6)
-        slow = self.slowness(n)
-        ttft = work + (slow * ahead) * k0 + a2
-        ctx = (prefill + decoding + length) / 1e5
         fingerprint = self.outputs.fingerprint(req.units)
         out = self.outputs.predict(fingerprint, req.max_tokens)
-        if out is not None or self.completions_only:
-            # dec = o (d0 + d1 (flight + 1) + d2 ctx); the E2E regression learned the
-            # decode seconds of requests of unknown output with o = 1
-            o = 1 if out is None else max(out - 1.0, 0.0)
-            dec = flight * (o * d1) + ctx * (o * d2) + o * (d0 + d1)
+        # dec = o (d0 + d1 (flight + 1) + d2 ctx) when O is expected; the E2E regression
+        # learned the decode seconds of requests of unknown output with o = 1
+        by_output = out is not None or self.completions_only
+        o = 1 if out is None else max(out - 1.0, 0.0)
+        dec_flight, dec_ctx, dec_0 = o * d1, o * d2, o * (d0 + d1)
+        k0 = a0 / 1000.0  # seconds per uncached unit
+        k1 = a1 / 1e6
+        rates, bucket, now = self.realisation.rates(), self.realisation.bucket, view.now
+        age = [-1 if t == -math.inf else bucket(t, now) for t in last]
+        cap = length - 1.0
+        hit = [min(rates[b] * m, cap) for b, m in zip(age, matched, strict=True)]
+        workers = view.workers
+        allowed = view.candidates().tolist()
+        if len(allowed) == n:
+            flights = sum(ws.in_flight for ws in workers)
+            top = max(hit)
         else:
-            dec = np.full(n, self.decode_mean)
-        own = ttft + dec * slow
-        allowed = view.candidates()
+            flights = sum(workers[w].in_flight for w in allowed)
+            top = max(hit[w] for w in allowed)
         # lam = flight + (flight + mean in flight over the allowed) / 2
-        lam = flight * 1.5 + float(flight[allowed].sum()) / (2.0 * len(allowed))
-        top = float(hit[allowed].max())
-        scarcity = self.copy_weight * (1.0 - self.realisation.oldest())
-        copy = np.maximum(top - hit, 0.0) * (scarcity * k0)  # copy_w times its weight
-        cost = own + ttft * self.ttft_weight_now + lam * (work + copy) + copy
+        lam_0 = flights / (2.0 * len(allowed))
+        copy_k = self.copy_weight * (1.0 - self.realisation.oldest()) * k0
+        tw = self.ttft_weight_now
+        slow = self.slowness(n).tolist()
+        frac, pending = self.share.frac, self.pending.units
+        cost, own, ttft, unc, ahead, ctx = [0.0] * n, [0.0] * n, [0.0] * n, [0.0] * n, \
+            [0.0] * n, [0.0] * n
+        decode_mean = self.decode_mean
+        for w, ws in enumerate(workers):
+            h = hit[w]
+            u = unc[w] = length - h
+            prefill = ws.prefill_units
+            s_w = slow[w]
+            ahead_w = ahead[w] = (prefill - ws.unstreamed_units) * frac[w] + pending[w]
+            work = u * k0 + u * (h + u / 2.0) * k1
+            ttft_w = ttft[w] = work + (s_w * ahead_w) * k0 + a2
+            ctx_w = ctx[w] = (prefill + ws.decode_units + length) / 1e5
+            flight = ws.in_flight
+            dec = flight * dec_flight + ctx_w * dec_ctx + dec_0 if by_output else decode_mean
+            own_w = own[w] = ttft_w + dec * s_w
+            copy = max(top - h, 0.0) * copy_k  # copy_w times its weight
+            cost[w] = own_w + ttft_w * tw + (flight * 1.5 + lam_0) * (work + copy) + copy
         return Costs(cost, own, ttft, unc, ahead, ctx, age, out, fingerprint)
 
     def route(self, req: RouteRequest, view: ClusterView) -> Decision:
         cost, own, ttft, unc, ahead, ctx, age, out, fingerprint = self.costs(req, view)
         w = view.argmin(cost)
-        allowed = view.candidates()
-        tied = allowed[cost[allowed] == cost[w]]
-        if len(tied) > 1:  # the smallest prefix index, then the lowest index
-            w = int(tied[np.argmin(view.index_sizes()[tied])])
+        if cost.count(cost[w]) > 1:  # tied: the smallest prefix index, then the lowest index
+            sizes = view.index_sizes()
+            w = min((v for v in view.candidates().tolist() if cost[v] == cost[w]),
+                    key=lambda v: sizes[v])
         flight = view.workers[w].in_flight
-        u = float(unc[w])
+        u = unc[w]
         x_dec = np.array([1.0, flight + 1.0, ctx[w]])
-        pred_e2e = float(own[w])  # reported: with an output expected, from decode_report
+        pred_e2e = own[w]  # reported: with an output expected, from decode_report
         if out is not None and not self.completions_only:
             decode = max(out - 1.0, 0.0) * self.decode_report.predict(x_dec)
-            pred_e2e = float(ttft[w]) + float(self.slowness(len(view))[w]) * decode
+            pred_e2e = ttft[w] + self.slowness(len(view))[w] * decode
         hit = len(req) - u
         self.open[req.rid] = _Open(
             worker=w, units=len(req), uncached=u,
-            matched=int(view.matched(req)[w]), age=int(age[w]),
-            x_ttft=ttft_features(float(ahead[w]), u, hit),
-            ahead=float(ahead[w]),
+            matched=int(view.matched(req)[w]), age=age[w],
+            x_ttft=ttft_features(ahead[w], u, hit), ahead=ahead[w],
             x_dec=x_dec, out=req.max_tokens, fingerprint=fingerprint, pred_out=out,
-            pred_ttft=float(ttft[w]), pred_e2e=pred_e2e)
+            pred_ttft=ttft[w], pred_e2e=pred_e2e)
         if not req.streamed:
-            self.pending.add(req.rid, w, u, view.now + float(ttft[w]))
-        self.share.add(w, unc[w], len(req))
+            self.pending.add(req.rid, w, u, view.now + ttft[w])
+        self.share.add(w, u, len(req))
         return Decision(w, branch="min_marginal_cost", predicted_s=pred_e2e)
 
     # ------------------------------------------------------------------ learning
@@ -449,10 +460,11 @@ class Learned(RoutingPolicy):
             x = ttft_features(rec.ahead, rec.units - hit, hit)
         if fb.ttft_s is None and (out is None or out > 1):  # not streamed
             o = 1 if out is None else out - 1  # unknown output: decode seconds
-            coef = self.e2e_model.coefficients()
             if cached is None and rec.matched > 0 and rec.ahead == 0:  # the model before update
-                ttft = fb.e2e_s - o * float(coef[3:] @ rec.x_dec)
-                cached = cached_from_ttft(coef[:3].tolist(), rec.units, ttft)
+                c = self.e2e_model.coefficients().tolist()
+                d = rec.x_dec.tolist()
+                ttft = fb.e2e_s - o * (c[3] * d[0] + c[4] * d[1] + c[5] * d[2])
+                cached = cached_from_ttft(c[:3], rec.units, ttft)
             self.e2e_model.update(np.concatenate([x, o * rec.x_dec]), fb.e2e_s)
         if fb.ttft_s is not None:
             if cached is None and rec.matched > 0 and rec.ahead == 0:

@@ -36,6 +36,7 @@ which features, weights and targets are the caller's business.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -97,13 +98,16 @@ class OnlineRegression:
 
     def update(self, x: Sequence[float] | np.ndarray, y: float) -> None:
         xv = np.asarray(x, dtype=np.float64)
-        px = self.P @ xv
-        denom = self.lam + float(xv @ px)
-        if not denom > 0 or not np.isfinite(y):
+        px = self.P.dot(xv)
+        denom = self.lam + float(xv.dot(px))
+        if not denom > 0 or not math.isfinite(y):
             return
         k = px / denom
-        self.theta = self.theta + k * (float(y) - float(self.theta @ xv))
-        self.P = (self.P - k[:, None] * px) / self.lam  # k px' (np.outer's product)
+        self.theta = self.theta + k * (float(y) - float(self.theta.dot(xv)))
+        # in place (P and M are this object's alone): fewer numpy calls per sample
+        self.P -= np.multiply.outer(k, px)
+        self.P /= self.lam
         if self.intercept is not None or self.ridge is not None:  # only these read M
-            self.M = self.lam * self.M + xv[:, None] * xv
+            self.M *= self.lam
+            self.M += np.multiply.outer(xv, xv)
         self.samples += 1

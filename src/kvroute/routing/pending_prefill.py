@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import heapq
 
-import numpy as np
-
 __all__ = ["PendingPrefill"]
 
 
 class PendingPrefill:
     def __init__(self) -> None:
-        self.units = np.zeros(0)  # per worker
+        self.units: list[float] = []  # per worker
         self._count: list[int] = []  # per worker, how many requests units[w] holds
         self._open: dict[int, tuple[int, float]] = {}  # key -> (worker, units)
         self._due: list[tuple[float, int]] = []  # heap of (predicted first token, key)
@@ -31,7 +29,7 @@ class PendingPrefill:
     def ensure(self, n: int) -> None:
         if len(self.units) < n:
             self._count += [0] * (n - len(self.units))
-            self.units = np.concatenate([self.units, np.zeros(n - len(self.units))])
+            self.units += [0.0] * (n - len(self.units))
 
     def add(self, key: int, worker: int, units: float, due: float) -> None:
         self.ensure(worker + 1)
@@ -57,7 +55,7 @@ class PendingPrefill:
     def remove_worker(self, index: int) -> None:
         """Worker ``index`` left: its requests are forgotten, later workers renumbered."""
         self.ensure(index + 1)
-        self.units = np.delete(self.units, index)
+        del self.units[index]
         del self._count[index]
         self._open = {k: (w - (w > index), u) for k, (w, u) in self._open.items()
                       if w != index}

@@ -24,10 +24,15 @@ Contract:
   live router does so from each engine's reported KV pool); a lower bound trims at once.
   With ``node_units`` > 0 every node a worker holds also costs that many units against
   its bound (not in ``sizes()``): many short prompts then cannot grow the tree past what
-  the bound means in memory (a node costs about as much as 110 units' keys).
+  the bound means in memory (a node costs about 1 KB, as much as 200 token ids' keys).
 * Units are whatever the router keys on: token ids or character codes (1-D integer
   arrays, compared by value; a node keeps a copy of its units in the dtype they came in,
-  so character codes cost one or four bytes each rather than eight).
+  so character codes cost one or four bytes each, except that 64-bit units that fit in
+  32 bits, as every vocabulary's token ids do, are kept in 32: half the memory, and half
+  the pages a growing index touches, which is most of what recording a new prompt costs).
+  Each call narrows its units so (a walk compares like with like); the last array's
+  narrowed copy is kept, so a routing decision's match and record narrow it once. Units
+  arrays must not change after they are passed.
 """
 
 from __future__ import annotations
@@ -61,6 +66,9 @@ def _common(key: np.ndarray, units: np.ndarray, pos: int) -> int:
     return i if n and diff[i] else n
 
 
+_INT32 = np.iinfo(np.int32)
+
+
 class PrefixIndex:
     def __init__(self, workers: int, capacity: int = DEFAULT_INDEX_CAPACITY,
                  trim_interval: float = DEFAULT_TRIM_INTERVAL) -> None:
@@ -76,6 +84,12 @@ class PrefixIndex:
         self._caps = [capacity] * workers
         self.node_units = 0  # what one node costs against a worker's bound, in units
         self._next_trim = trim_interval
+        self._last: tuple[np.ndarray, np.ndarray] | None = None  # units, their keys
+        self._buffer = np.empty(0, dtype=np.int32)
+        # the last walk's units, deepest node they matched whole and its end depth, while
+        # the tree is unchanged: record() of the same units (a routing decision's match,
+        # then its record) starts there instead of comparing the path's units again
+        self._walked: tuple[np.ndarray, _Node, int] | None = None
 
     def __len__(self) -> int:
         return len(self._sizes)
@@ -92,7 +106,22 @@ class PrefixIndex:
         times = np.full(len(self._sizes), -np.inf)
         return self._walk(units, times), times
 
+    def _keys(self, units: np.ndarray) -> np.ndarray:
+        """``units`` narrowed (the module doc), once for the last array passed, into a
+        buffer this index reuses (nodes keep copies, never views of it)."""
+        if self._last is None or self._last[0] is not units:
+            keys = units
+            if units.dtype == np.int64 and len(units) and _INT32.min <= units.min() \
+                    and units.max() <= _INT32.max:
+                if len(self._buffer) < len(units):
+                    self._buffer = np.empty(2 * len(units), dtype=np.int32)
+                keys = self._buffer[:len(units)]
+                np.copyto(keys, units, casting="unsafe")
+            self._last = (units, keys)
+        return self._last[1]
+
     def _walk(self, units: np.ndarray, times: np.ndarray | None) -> np.ndarray:
+        given, units = units, self._keys(units)
         out = np.zeros(len(self._sizes), dtype=np.int64)
         node, pos, n = self.root, 0, len(units)
         while pos < n:
@@ -100,27 +129,38 @@ class PrefixIndex:
             if child is None:
                 break
             m = _common(child.key, units, pos)
-            pos += m
             for w in child.tenants:
-                out[w] = pos
+                out[w] = pos + m
             if times is not None:
                 for w, t in child.tenants.items():
                     times[w] = t
             if m < len(child.key):
                 break
-            node = child
+            node, pos = child, pos + m
+        self._walked = (given, node, pos)
         return out
 
     def record(self, worker: int, units: np.ndarray, now: float) -> None:
         """``units`` were sent to ``worker`` at ``now``: it holds every prefix of them."""
         if not 0 <= worker < len(self._sizes):
             raise ConfigError(f"no worker {worker} in the index ({len(self._sizes)} workers)")
+        walked, self._walked = self._walked, None
+        given, units = units, self._keys(units)
         node, pos, n = self.root, 0, len(units)
         added = 0
+        if walked is not None and walked[0] is given:  # the path to walked's node is known
+            node, pos = walked[1], walked[2]
+            above = node
+            while above is not self.root:
+                if worker not in above.tenants:
+                    added += len(above.key)
+                    self._nodes[worker] += 1
+                above.tenants[worker] = now
+                above = above.parent  # type: ignore[assignment]
         while pos < n:
             child = node.children.get(int(units[pos]))
             if child is None:
-                leaf = _Node(np.array(units[pos:]), node)  # a copy, in the units' dtype
+                leaf = _Node(units[pos:].copy(), node)
                 leaf.tenants[worker] = now
                 node.children[int(units[pos])] = leaf
                 added += n - pos
@@ -143,6 +183,8 @@ class PrefixIndex:
         """Undo ``record(worker, units, now)`` past the first ``keep`` units: drop the
         worker from the path's nodes beyond depth ``keep``, deepest first, while a node
         still carries this record's time and holds none of the worker's longer prefixes."""
+        self._walked = None
+        units = self._keys(units)
         path: list[tuple[_Node, int]] = []  # (node, depth at its start)
         node, pos, n = self.root, 0, len(units)
         while pos < n:
@@ -167,6 +209,7 @@ class PrefixIndex:
 
     def clear(self, worker: int) -> None:
         """Forget everything ``worker`` is believed to hold."""
+        self._walked = None
         stack = [self.root]
         while stack:
             node = stack.pop()
@@ -193,6 +236,7 @@ class PrefixIndex:
 
     def set_capacity(self, worker: int, units: int) -> None:
         """Bound ``worker`` to ``units`` (>= 1); trims it now if it holds more."""
+        self._walked = None
         if units < 1:
             raise ConfigError(f"prefix index capacity must be >= 1 unit, got {units}")
         self._caps[worker] = units
@@ -205,6 +249,7 @@ class PrefixIndex:
 
     def trim(self) -> None:
         """Trim every worker above its capacity, least recently recorded leaves first."""
+        self._walked = None
         for w, cost in enumerate(self._costs()):
             if cost > self._caps[w]:
                 self._trim_worker(w, cost - self._caps[w])
@@ -243,12 +288,14 @@ class PrefixIndex:
         return np.array(self._sizes, dtype=np.int64)
 
     def add_worker(self) -> None:
+        self._walked = None
         self._sizes.append(0)
         self._nodes.append(0)
         self._caps.append(self.capacity)
 
     def remove_worker(self, worker: int) -> None:
         """Forget ``worker``; later workers shift down one index (as the router's list does)."""
+        self._walked = None
         stack = [self.root]
         while stack:
             node = stack.pop()

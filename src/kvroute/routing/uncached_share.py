@@ -8,17 +8,16 @@ sums are exactly 0 again (no rounding from the subtractions remains). Mechanism 
 
 from __future__ import annotations
 
-import numpy as np
-
 __all__ = ["UncachedShare"]
 
 
 class UncachedShare:
     def __init__(self) -> None:
-        self.uncached = np.zeros(0)  # per worker: sum of u over the open requests
-        self.units = np.zeros(0)  # sum of L
-        self.count = np.zeros(0)  # how many
-        self.frac = np.ones(0)  # f_w
+        # per worker, in lists (a decision reads each entry once: no numpy call pays)
+        self.uncached: list[float] = []  # sum of u over the open requests
+        self.units: list[float] = []  # sum of L
+        self.count: list[float] = []  # how many
+        self.frac: list[float] = []  # f_w
 
     def __len__(self) -> int:
         return len(self.uncached)
@@ -26,10 +25,10 @@ class UncachedShare:
     def ensure(self, n: int) -> None:
         if len(self.uncached) < n:
             pad = n - len(self.uncached)
-            self.uncached = np.concatenate([self.uncached, np.zeros(pad)])
-            self.units = np.concatenate([self.units, np.zeros(pad)])
-            self.count = np.concatenate([self.count, np.zeros(pad)])
-            self.frac = np.concatenate([self.frac, np.ones(pad)])
+            self.uncached += [0.0] * pad
+            self.units += [0.0] * pad
+            self.count += [0.0] * pad
+            self.frac += [1.0] * pad
 
     def add(self, w: int, uncached: float, units: int) -> None:
         """A request of ``units`` prompt units, ``uncached`` of them predicted uncached,
@@ -53,10 +52,8 @@ class UncachedShare:
     def remove_worker(self, index: int) -> None:
         """Worker ``index`` left; later workers shift down one index."""
         self.ensure(index + 1)
-        self.uncached = np.delete(self.uncached, index)
-        self.units = np.delete(self.units, index)
-        self.count = np.delete(self.count, index)
-        self.frac = np.delete(self.frac, index)
+        for values in (self.uncached, self.units, self.count, self.frac):
+            del values[index]
 
     def _refresh(self, w: int) -> None:
         total = self.units[w]

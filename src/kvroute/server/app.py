@@ -129,7 +129,7 @@ class ServeConfig:
 
 _error = error_response
 CHARS_PER_TOKEN = 4.0  # routing on characters: a KV pool of n tokens holds about 4n of them
-INDEX_NODE_UNITS = 128  # a prefix-index node costs ~1 KB, the keys of ~110 token ids (9 B
+INDEX_NODE_UNITS = 200  # a prefix-index node costs ~1 KB, the keys of ~200 token ids (5 B
 # each); ASCII characters cost 1 B each, so this over-counts nodes for them (conservative)
 
 
