@@ -71,7 +71,7 @@ def test_matches_a_naive_model(records: list[tuple[int, list[int], str]],
         if first != "record":
             idx.match(units)
         if first == "match other":
-            idx.match(np.array(seq[:-1] + [3 - seq[-1]], dtype=np.int64))
+            idx.match(np.array([*seq[:-1], 3 - seq[-1]], dtype=np.int64))
         idx.record(w, units, float(t))
         held[w].append(seq)
         idx.check_integrity()

@@ -209,7 +209,7 @@ class ClusterView:
         if isinstance(values, list):  # no numpy call for a list
             if self._candidates is None:
                 return values.index(min(values))
-            return min(self._candidates.tolist(), key=values.__getitem__)
+            return int(min(self._candidates.tolist(), key=values.__getitem__))
         if self._candidates is None:
             return int(np.asarray(values).argmin())
         return int(self._candidates[np.argmin(values[self._candidates])])

@@ -71,7 +71,7 @@ class HitRealisation:
                                                               strict=True)]
             self._oldest = next((per[b] for b in range(len(per) - 1, -1, -1)
                                  if self._den[b] * g > 1e-9), r)
-            self._rates = per + [r]
+            self._rates = [*per, r]
         return self._rates
 
     def oldest(self) -> float:

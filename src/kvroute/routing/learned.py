@@ -191,7 +191,6 @@ the hit realisation, overall and by age, and each worker's slowness.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -215,13 +214,13 @@ __all__ = ["Learned"]
 class Costs(NamedTuple):
     """Per worker, the decision's terms (the module doc's names)."""
 
-    cost: Sequence[float]
-    own: Sequence[float]  # the request's own predicted E2E
-    ttft: Sequence[float]  # its predicted TTFT
-    unc: Sequence[float]  # its uncached units
-    ahead: Sequence[float]  # uncached units queued ahead of it
-    ctx: Sequence[float]  # prompt units in flight with it, / 1e5 (the decode model's context)
-    age: Sequence[int]  # age bucket of its prefix (-1: none recorded)
+    cost: list[float]
+    own: list[float]  # the request's own predicted E2E
+    ttft: list[float]  # its predicted TTFT
+    unc: list[float]  # its uncached units
+    ahead: list[float]  # uncached units queued ahead of it
+    ctx: list[float]  # prompt units in flight with it, / 1e5 (the decode model's context)
+    age: list[int]  # age bucket of its prefix (-1: none recorded)
     out: float | None  # its expected output tokens (None: no estimate)
     fingerprint: np.ndarray  # its OutputLengths.fingerprint
 
