@@ -23,7 +23,7 @@ def test_sparse_buckets_borrow_the_overall_rate() -> None:
     = 0.7, bucket 3 (100 + 500) / 2000 = 0.3, an empty bucket 500 / 1000 = 0.5, unknown
     age the overall rate."""
     r = HitRealisation(1.0)
-    assert [r.rates()[0], r.rates()[-1]] == [1.0, 1.0]  # nothing learned yet
+    assert [r.rate(0), r.rate(-1)] == [1.0, 1.0]  # nothing learned yet
     r.update(0, 900, 1000)
     r.update(3, 1500, 1000)  # an engine may report more than the index matched: capped
     assert r.overall == pytest.approx(1900 / 2000)
@@ -31,7 +31,7 @@ def test_sparse_buckets_borrow_the_overall_rate() -> None:
     r.update(0, 900, 1000)
     r.update(3, 100, 1000)
     assert r.overall == pytest.approx(0.5)
-    assert [r.rates()[b] for b in (0, 3, 5, -1)] == pytest.approx([0.7, 0.3, 0.5, 0.5])
+    assert [r.rate(b) for b in (0, 3, 5, -1)] == pytest.approx([0.7, 0.3, 0.5, 0.5])
     assert r.by_age() == {"0s": pytest.approx(0.9), "0.875s": pytest.approx(0.1)}
     assert r.oldest() == pytest.approx(0.3)  # bucket 3's estimate
     assert HitRealisation(1.0).oldest() == 1.0  # nothing seen: the overall rate
@@ -59,5 +59,5 @@ def test_many_decays_lose_nothing() -> None:
     assert r.overall == pytest.approx(1250 / 2000)
     assert r.by_age() == {"1.875s": pytest.approx(0.25), "0.125s": pytest.approx(1.0)}
     # m = (1000 + 1000) / 2 = 1000 (the sums of matched and of samples, decayed alike)
-    assert r.rates()[4] == pytest.approx((250 + 625) / (1000 + 1000))
-    assert r.oldest() == pytest.approx(r.rates()[4])
+    assert r.rate(4) == pytest.approx((250 + 625) / (1000 + 1000))
+    assert r.oldest() == r.rate(4)

@@ -14,15 +14,15 @@ per sample of known age.
 * ``overall`` = sum of cached / sum of matched (1 before any sample).
 * ``oldest()``: the estimate of the oldest bucket with evidence.
 * ``by_age()``: each bucket's own rate, for telemetry.
-* ``rates()[b]``: bucket ``b``'s estimate ``(cached_b + overall * m) / (matched_b + m)``,
+* ``rate(b)``: bucket ``b``'s estimate ``(cached_b + overall * m) / (matched_b + m)``,
   where ``m`` is the mean matched units of one sample: a bucket with little evidence
-  borrows the overall rate, one sample's worth; an age unknown (bucket -1) reads
-  ``rates()[-1]``, ``overall``. A list (read-only), computed at most once between two
-  updates, as is ``oldest()``.
+  borrows the overall rate, one sample's worth; an age unknown (bucket -1) gets
+  ``overall``.
 
-An update costs a few scalar operations whatever the number of buckets: the buckets'
-sums are kept divided by the product of the decays so far (renormalised before it
-underflows), so decaying them all is one multiplication.
+An update and each of these costs a few scalar operations whatever the number of buckets
+(a router asks for the buckets of the few workers that hold a request's prefix): the
+buckets' sums are kept divided by the product of the decays so far (renormalised before
+it underflows), so decaying them all is one multiplication.
 
 Mechanism only: how the caller weighs a realised hit is its business. No clock: ages are
 the caller's (``view.now`` minus the record time).
@@ -47,8 +47,7 @@ class HitRealisation:
         self._scale = 1.0
         self._den_total = 0.0  # the buckets' matched units, summed (not scaled)
         self.samples = 0.0
-        self._rates: list[float] | None = None  # None: to compute from the sums
-        self._oldest = 1.0
+        self._top = -1  # no bucket above this one has evidence
 
     @property
     def overall(self) -> float:
@@ -61,25 +60,24 @@ class HitRealisation:
         age = max(now - last, 0.0)
         return min(math.floor(math.log2(age / self.unit_s + 1.0)), len(self._num) - 1)
 
-    def rates(self) -> list[float]:
-        """Each bucket's estimate, then ``overall`` (for bucket -1): the module doc."""
-        if self._rates is None:
-            r = self.overall
-            m = self._den_total / self.samples if self.samples else 1.0
-            g, rm = self._scale, r * m
-            per = [(c * g + rm) / (d * g + m) for c, d in zip(self._num, self._den,
-                                                              strict=True)]
-            self._oldest = next((per[b] for b in range(len(per) - 1, -1, -1)
-                                 if self._den[b] * g > 1e-9), r)
-            self._rates = [*per, r]
-        return self._rates
+    def rate(self, bucket: int) -> float:
+        """Bucket ``bucket``'s estimate (the module doc); ``overall`` for -1."""
+        r = self.overall
+        if bucket < 0:
+            return r
+        m = self._den_total / self.samples if self.samples else 1.0
+        g = self._scale
+        return (self._num[bucket] * g + r * m) / (self._den[bucket] * g + m)
 
     def oldest(self) -> float:
         """The estimate of the oldest age bucket with evidence (``overall`` before any):
         how much of a prefix survives as long as any has been seen to, so ``1 - oldest()``
         says whether the caches evict at all, whatever share of the traffic is young."""
-        self.rates()
-        return self._oldest
+        top, g = self._top, self._scale
+        while top >= 0 and self._den[top] * g <= 1e-9:  # its evidence is forgotten
+            top -= 1
+        self._top = top
+        return self.rate(top)
 
     def update(self, bucket: int, cached: float, matched: float) -> None:
         """A completed request: ``cached`` units reported of ``matched`` believed (> 0)."""
@@ -97,7 +95,7 @@ class HitRealisation:
             self._den[bucket] += matched / self._scale
             self._den_total = f * self._den_total + matched
             self.samples = f * self.samples + 1.0
-        self._rates = None
+            self._top = max(self._top, bucket)
 
     def by_age(self) -> dict[str, float]:
         """Per bucket with evidence, keyed by its lower age bound ("0s", "0.125s", ...)."""

@@ -372,10 +372,10 @@ class Learned(RoutingPolicy):
         dec_flight, dec_ctx, dec_0 = o * d1, o * d2, o * (d0 + d1)
         k0 = a0 / 1000.0  # seconds per uncached unit
         k1 = a1 / 1e6
-        rates, bucket, now = self.realisation.rates(), self.realisation.bucket, view.now
+        rate, bucket, now = self.realisation.rate, self.realisation.bucket, view.now
         age = [-1 if t == -math.inf else bucket(t, now) for t in last]
         cap = length - 1.0
-        hit = [min(rates[b] * m, cap) for b, m in zip(age, matched, strict=True)]
+        hit = [min(rate(b) * m, cap) if m else 0.0 for b, m in zip(age, matched, strict=True)]
         workers = view.workers
         allowed = view.candidates().tolist()
         if len(allowed) == n:
@@ -464,7 +464,8 @@ class Learned(RoutingPolicy):
                 d = rec.x_dec.tolist()
                 ttft = fb.e2e_s - o * (c[3] * d[0] + c[4] * d[1] + c[5] * d[2])
                 cached = cached_from_ttft(c[:3], rec.units, ttft)
-            self.e2e_model.update(np.concatenate([x, o * rec.x_dec]), fb.e2e_s)
+            self.e2e_model.update(np.array([*x.tolist(), *(o * v for v in rec.x_dec.tolist())]),
+                                  fb.e2e_s)
         if fb.ttft_s is not None:
             if cached is None and rec.matched > 0 and rec.ahead == 0:
                 a = self.ttft_model.coefficients().tolist()  # the model before update

@@ -80,15 +80,23 @@ class OnlineRegression:
             return self._coef
         theta: np.ndarray = self.theta
         m = self.M
+        out: np.ndarray
+        if self.ridge is None and min(theta.tolist()) >= self.floor:  # nothing clipped
+            out = theta.view()
+            out.flags.writeable = False
+            self._coef, self._coef_of = out, self.theta
+            return out
         if self.ridge is not None:
             m = m + self.ridge
             theta = np.linalg.solve(m, self.M @ theta + self.ridge @ self.prior)
-        out: np.ndarray = np.maximum(theta, self.floor)
+        t = theta.tolist()
+        clipped = [max(v, self.floor) for v in t]
         i = self.intercept
         if i is not None:
-            shift = out - theta
+            shift = [c - v for c, v in zip(clipped, t, strict=True)]
             shift[i] = 0.0
-            out[i] = max(theta[i] - float(m[i] @ shift) / m[i, i], self.floor)
+            clipped[i] = max(t[i] - float(np.dot(m[i], shift)) / float(m[i, i]), self.floor)
+        out = np.array(clipped)
         out.flags.writeable = False
         self._coef, self._coef_of = out, self.theta
         return out

@@ -111,8 +111,9 @@ class PrefixIndex:
         buffer this index reuses (nodes keep copies, never views of it)."""
         if self._last is None or self._last[0] is not units:
             keys = units
-            if units.dtype == np.int64 and len(units) and _INT32.min <= units.min() \
-                    and units.max() <= _INT32.max:
+            if units.dtype == np.int64 and len(units) \
+                    and _INT32.min <= np.minimum.reduce(units) \
+                    and np.maximum.reduce(units) <= _INT32.max:
                 if len(self._buffer) < len(units):
                     self._buffer = np.empty(2 * len(units), dtype=np.int32)
                 keys = self._buffer[:len(units)]
