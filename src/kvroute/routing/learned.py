@@ -288,7 +288,7 @@ class Learned(RoutingPolicy):
         self.realisation = HitRealisation(self.forget)
         self.speed = WorkerSpeed(self.forget)  # each worker's slowness, from TTFT residuals
         self.decode_speed = WorkerSpeed(self.forget)  # the same from decode residuals
-        self._slowness = np.ones(0)  # slowness(n), cached until either factor changes
+        self._slowness: list[float] = []  # slowness(n), cached until either factor changes
         self._slowness_key: tuple[int, int, int] | None = None
         self.share = UncachedShare()  # f_w over this policy's open requests
         self.open: dict[int, _Open] = {}
@@ -306,13 +306,13 @@ class Learned(RoutingPolicy):
         self.speed.ensure(n)
         self.decode_speed.ensure(n)
 
-    def slowness(self, n: int) -> np.ndarray:
+    def slowness(self, n: int) -> list[float]:
         """Per worker, the factor learned from its TTFT residuals where its decode
         residuals deviate the same way (both told apart from the typical worker), else 1."""
         if self._slowness_key != (n, self.speed.version, self.decode_speed.version):
-            t = self.speed.factors(n)  # the factors change only with an update (a version)
-            d = self.decode_speed.factors(n)
-            self._slowness = np.where((t - 1.0) * (d - 1.0) > 0, t, 1.0)
+            # the factors change only with an update (a version)
+            self._slowness = [t if (t - 1.0) * (d - 1.0) > 0 else 1.0 for t, d in zip(
+                self.speed.factors(n), self.decode_speed.factors(n), strict=True)]
             self._slowness_key = (n, self.speed.version, self.decode_speed.version)
         return self._slowness
 
@@ -388,7 +388,7 @@ class Learned(RoutingPolicy):
         lam_0 = flights / (2.0 * len(allowed))
         copy_k = self.copy_weight * (1.0 - self.realisation.oldest()) * k0
         tw = self.ttft_weight_now
-        slow = self.slowness(n).tolist()
+        slow = self.slowness(n)
         frac, pending = self.share.frac, self.pending.units
         cost, own, ttft, unc, ahead, ctx = [0.0] * n, [0.0] * n, [0.0] * n, [0.0] * n, \
             [0.0] * n, [0.0] * n
@@ -507,5 +507,5 @@ class Learned(RoutingPolicy):
                 "worker_slowness": _by_worker(self.slowness(len(self.share)))}
 
 
-def _by_worker(values: np.ndarray) -> dict[str, float]:
+def _by_worker(values: list[float]) -> dict[str, float]:
     return {str(i): float(v) for i, v in enumerate(values)}

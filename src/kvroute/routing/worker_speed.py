@@ -44,28 +44,28 @@ class WorkerSpeed:
         self.prior = prior
         self.z = z
         self.margin = margin
-        self.sums = np.zeros(0)
-        self.squares = np.zeros(0)
-        self.counts = np.zeros(0)
-        self._factors = np.ones(0)  # refreshed by update(): routing only reads them
+        # per worker, in lists (a few workers: plain Python costs less than numpy calls)
+        self.sums: list[float] = []
+        self.squares: list[float] = []
+        self.counts: list[float] = []
+        self._factors: list[float] = []  # refreshed by update(): routing only reads them
         self.version = 0  # counts the refreshes: the factors change only with it
 
     def ensure(self, n: int) -> None:
         if len(self.sums) < n:
-            pad = np.zeros(n - len(self.sums))
-            self.sums = np.concatenate([self.sums, pad])
-            self.squares = np.concatenate([self.squares, pad])
-            self.counts = np.concatenate([self.counts, pad])
+            pad = [0.0] * (n - len(self.sums))
+            self.sums += pad
+            self.squares += pad
+            self.counts += pad
             self._refresh()
 
     def remove(self, index: int) -> None:
         if index < len(self.sums):
-            self.sums = np.delete(self.sums, index)
-            self.squares = np.delete(self.squares, index)
-            self.counts = np.delete(self.counts, index)
+            for values in (self.sums, self.squares, self.counts):
+                del values[index]
             self._refresh()
 
-    def factors(self, n: int) -> np.ndarray:
+    def factors(self, n: int) -> list[float]:
         """The first ``n`` workers' factors (1 for workers not seen yet)."""
         self.ensure(n)
         return self._factors[:n]
@@ -83,13 +83,20 @@ class WorkerSpeed:
 
     def _refresh(self) -> None:
         self.version += 1
-        if not len(self.sums):
-            self._factors = np.ones(0)
-            return
-        n = np.maximum(self.counts + self.prior, 1e-12)
-        logs = self.sums / n
-        dev = logs - statistics.median(logs.tolist())  # np.median's value, less overhead
-        se2 = np.maximum(self.squares / n - logs * logs, 0.0) / n
-        told_apart = dev * dev > self.z * self.z * se2
-        beyond = np.sign(dev) * np.maximum(np.abs(dev) - self.margin, 0.0)
-        self._factors = np.where(told_apart, np.exp(beyond), 1.0)
+        counts = [max(c + self.prior, 1e-12) for c in self.counts]
+        logs = [s / n for s, n in zip(self.sums, counts, strict=True)]
+        typical = statistics.median(logs) if logs else 0.0
+        z2, margin = self.z * self.z, self.margin
+        factors = [1.0] * len(logs)
+        apart: list[int] = []  # the workers told apart, and their log factors
+        beyond: list[float] = []
+        for w, (log, square, n) in enumerate(zip(logs, self.squares, counts, strict=True)):
+            dev = log - typical
+            se2 = max(square / n - log * log, 0.0) / n
+            if dev * dev > z2 * se2:
+                apart.append(w)
+                beyond.append(math.copysign(max(abs(dev) - margin, 0.0), dev))
+        if apart:  # numpy's exp, as before (the standard library's differs in the last bit)
+            for w, factor in zip(apart, np.exp(beyond).tolist(), strict=True):
+                factors[w] = factor
+        self._factors = factors
