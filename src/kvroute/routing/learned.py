@@ -87,9 +87,8 @@ Learning (all from completions; errors teach nothing):
   flight, from the router's accounting, ``prefill_units + decode_units``): every decode
   step reads the KV cache of every request in the batch, so a worker decoding a few
   long prompts is slower per token than one decoding as many short ones (prior 0: no
-  context effect until one is observed). (Measured: the Mooncake trace at load 0.95,
-  where decode is two thirds of E2E, 1.68x -> 1.86x over the best other; design seeds
-  1.093x -> 1.099x, check 1.081x -> 1.089x.)
+  context effect until one is observed; docs/routing-results.md, "Design and check
+  seeds": the Mooncake trace at load 0.95, where decode is two thirds of E2E).
   The output ``O``: the engines report each completion's generated tokens
   (``Feedback.output_tokens``), learned by the prompt's opening units
   (:mod:`~kvroute.routing.output_lengths`: requests that begin alike have outputs
@@ -99,9 +98,8 @@ Learning (all from completions; errors teach nothing):
   client's cap is scaled down). The decode model learns per token from the reported
   outputs. Before any report a request without ``max_tokens`` gets the mean observed
   decode time as ``dec_w`` (exponential average, weight ``1 - forget``), the same on
-  every worker. (Measured, docs/routing-results.md, "Clients that send no
-  ``max_tokens``, or a cap": design / check grid without it 1.093x / 1.079x -> 1.097x /
-  1.084x.)
+  every worker (docs/routing-results.md, "Clients that send no ``max_tokens``, or a
+  cap").
 * The reported E2E. The decode model above decides well and predicts badly: every request
   weighs the same in its fit, so a short output that a long prefill stalled (a large
   time per token) is multiplied by the output of long requests, and at a cold start
@@ -142,7 +140,6 @@ Learning (all from completions; errors teach nothing):
   borrows the overall rate while it has little evidence: a prefix sent a moment ago is
   almost surely still cached, one sent long ago on a busy worker much less so, and the
   overall rate (a mix of both) undervalues the first and overvalues the second.
-  (Design grid, seeds 1-3 / 4-6: 1.051x -> 1.085x / 1.040x -> 1.074x.)
   Engines report cached tokens only when asked to (vLLM's
   ``--enable-prompt-tokens-details``, SGLang's ``--enable-cache-report`` for its OpenAI
   API). Without a report, a request that found nothing queued ahead on its worker
@@ -156,25 +153,23 @@ Learning (all from completions; errors teach nothing):
   token of a request that does not stream, and Ray Serve's hooks carry none): no TTFT,
   and the router's accounting counts such a request as prefilling until it completes.
   So ``ahead`` leaves their prompt units out of ``prefill_units``
-  (``WorkerState.unstreamed_units``) and counts instead their uncached units until
-  their predicted first token is due (``pending_w``,
-  :mod:`~kvroute.routing.pending_prefill`). Their completion teaches one regression of
+  (``WorkerState.unstreamed_units``) and counts instead their uncached units until their
+  predicted first token is due (``pending_w``, :mod:`~kvroute.routing.pending_prefill`).
+  Their completion teaches one regression of
   the E2E on ``[x_ttft, (O - 1) x_dec]`` (``e2e_model``; with no output known ``O - 1``
   is taken as 1, so that half learns a request's decode seconds, and the decision uses
   it so) and, without a cached-token report, the realisation, by reading backwards as
   above the E2E less the predicted decode. While completions come and none has a TTFT
   (:attr:`Learned.completions_only`), ``a`` and ``d`` are that regression's two halves
-  and the reported E2E is the decision's own; the first TTFT switches back for good.
-  (Design grid, seeds 1-3 / 4-6, no request streamed: with reports 1.077x / 1.072x ->
-  1.084x / 1.074x, without them 0.946x / 0.941x -> 1.059x / 1.049x;
-  docs/routing-results.md, "Clients that do not stream".)
+  and the reported E2E is the decision's own; the first TTFT switches back for good
+  (docs/routing-results.md, "Clients that do not stream").
 
 Parameters: ``forget`` 0.998 (forgetting factor of every estimate, in (0, 1]);
 ``prior_ktoken_s`` 0.1 (prior seconds per 1000 prefill units, replaced by the first few
 hundred completions; the decision does not depend on its scale when costs are
-prefill-bound); ``ttft_weight`` 3 and ``copy_weight`` 3 (>= 0;
-chosen on the design grid of ``docs/routing-results.md``, seeds 1-3, and checked on seeds
-4-6); ``ttft_scale`` 0 (>= 0; below). No constant depends on a workload.
+prefill-bound); ``ttft_weight`` 3 and ``copy_weight`` 3 (>= 0; chosen on the design grid
+of ``docs/routing-results.md``, seeds 1-3, and checked on seeds 4-6); ``ttft_scale`` 0
+(>= 0; below). No constant depends on a workload.
 
 Long outputs: where decode dominates, the rule keeps a prefix group's burst together:
 the lowest mean E2E, and up to twice the TTFT of a router that spreads the burst
@@ -182,10 +177,10 @@ the lowest mean E2E, and up to twice the TTFT of a router that spreads the burst
 by (mean E2E / mean TTFT) ** s over streamed completions, with forgetting
 (:attr:`Learned.ttft_weight_now`); off by default: it costs mean E2E on the design grid.
 
-Telemetry: :meth:`telemetry` gives the mean absolute and signed error of the predicted
-TTFT, the reported E2E and the expected output against the observed ones (and their
-sums, for windows: :mod:`~kvroute.routing.prediction_errors`), the learned coefficients,
-the hit realisation, overall and by age, and each worker's slowness.
+Telemetry (:meth:`telemetry`): the mean absolute and signed error of the predicted TTFT,
+the reported E2E and the expected output (and their sums, for windows:
+:mod:`~kvroute.routing.prediction_errors`), the coefficients, the hit realisation
+(overall and by age) and each worker's slowness.
 """
 
 from __future__ import annotations
@@ -256,8 +251,7 @@ class Learned(RoutingPolicy):
             if isinstance(value, bool) or not isinstance(value, (int, float)) \
                     or not (math.isfinite(value) and value >= 0):
                 raise ConfigError(f"learned: {name} must be >= 0, got {value!r}")
-        self.ttft_weight = float(ttft_weight)
-        self.copy_weight = float(copy_weight)
+        self.ttft_weight, self.copy_weight = float(ttft_weight), float(copy_weight)
         self.ttft_scale = float(ttft_scale)
         if isinstance(forget, bool) or not isinstance(forget, (int, float)) \
                 or not 0.0 < forget <= 1.0:
@@ -296,8 +290,7 @@ class Learned(RoutingPolicy):
         self.e2e_errors = PredictionErrors()
         self.output_errors = PredictionErrors("tokens")  # expected O against reported
         # observed TTFTs and E2Es of streamed requests, summed with forgetting (ttft_scale)
-        self.ttft_sum = 0.0
-        self.e2e_sum = 0.0
+        self.ttft_sum = self.e2e_sum = 0.0
 
     # ------------------------------------------------------------------ membership
     def _ensure(self, n: int) -> None:
@@ -310,7 +303,6 @@ class Learned(RoutingPolicy):
         """Per worker, the factor learned from its TTFT residuals where its decode
         residuals deviate the same way (both told apart from the typical worker), else 1."""
         if self._slowness_key != (n, self.speed.version, self.decode_speed.version):
-            # the factors change only with an update (a version)
             self._slowness = [t if (t - 1.0) * (d - 1.0) > 0 else 1.0 for t, d in zip(
                 self.speed.factors(n), self.decode_speed.factors(n), strict=True)]
             self._slowness_key = (n, self.speed.version, self.decode_speed.version)
@@ -349,8 +341,7 @@ class Learned(RoutingPolicy):
         return self.ttft_weight
 
     def costs(self, req: RouteRequest, view: ClusterView) -> Costs:
-        """Per worker, as in the module doc. In plain Python over lists: a few workers'
-        arithmetic costs less than the numpy calls would (route_bench.py)."""
+        """Per worker, as in the module doc (plain Python: cheaper than numpy calls here)."""
         n = len(view)
         if n > len(self.share):
             self._ensure(n)
@@ -390,8 +381,7 @@ class Learned(RoutingPolicy):
         tw = self.ttft_weight_now
         slow = self.slowness(n)
         frac, pending = self.share.frac, self.pending.units
-        cost, own, ttft, unc, ahead, ctx = [0.0] * n, [0.0] * n, [0.0] * n, [0.0] * n, \
-            [0.0] * n, [0.0] * n
+        cost, own, ttft, unc, ahead, ctx = ([0.0] * n for _ in range(6))
         decode_mean = self.decode_mean
         for w, ws in enumerate(workers):
             h = hit[w]
@@ -423,11 +413,10 @@ class Learned(RoutingPolicy):
         if out is not None and not self.completions_only:
             decode = max(out - 1.0, 0.0) * self.decode_report.predict(x_dec)
             pred_e2e = ttft[w] + self.slowness(len(view))[w] * decode
-        hit = len(req) - u
         self.open[req.rid] = _Open(
             worker=w, units=len(req), uncached=u,
             matched=int(view.matched(req)[w]), age=age[w],
-            x_ttft=ttft_features(ahead[w], u, hit), ahead=ahead[w],
+            x_ttft=ttft_features(ahead[w], u, len(req) - u), ahead=ahead[w],
             x_dec=x_dec, out=req.max_tokens, fingerprint=fingerprint, pred_out=out,
             pred_ttft=ttft[w], pred_e2e=pred_e2e)
         if not req.streamed:
@@ -464,8 +453,8 @@ class Learned(RoutingPolicy):
                 d = rec.x_dec.tolist()
                 ttft = fb.e2e_s - o * (c[3] * d[0] + c[4] * d[1] + c[5] * d[2])
                 cached = cached_from_ttft(c[:3], rec.units, ttft)
-            self.e2e_model.update(np.array([*x.tolist(), *(o * v for v in rec.x_dec.tolist())]),
-                                  fb.e2e_s)
+            x_e2e = [*x.tolist(), *(o * v for v in rec.x_dec.tolist())]
+            self.e2e_model.update(np.array(x_e2e), fb.e2e_s)
         if fb.ttft_s is not None:
             if cached is None and rec.matched > 0 and rec.ahead == 0:
                 a = self.ttft_model.coefficients().tolist()  # the model before update
