@@ -15,7 +15,11 @@ for clients that do not stream: ``learned`` then learns from each completion's E
 reported either way.
 
     python benchmarks/route_bench.py [--requests 400] [--workers 4,16,64] [--ttft]
-        [--policies a,b,...]
+        [--policies a,b,...] [--repeats 3]
+
+The machine's noise moves single runs by 10% and more, and its slow spells (seconds to
+minutes) by 30-70%: the whole table is measured ``--repeats`` times (3), one round after
+another, and each cell shows its best round (as ``cache_bench.py`` and ``timeit`` do).
 """
 
 from __future__ import annotations
@@ -62,21 +66,31 @@ def main() -> None:
     ap.add_argument("--workers", default="4,16,64")
     ap.add_argument("--ttft", action="store_true", help="a first token for every request")
     ap.add_argument("--policies", default="", help="comma-separated (default: all)")
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="measure the table N times, show each cell's best (default 3)")
     args = ap.parse_args()
+    if args.repeats < 1:
+        ap.error(f"--repeats must be >= 1, got {args.repeats}")
     sizes = [int(w) for w in args.workers.split(",")]
     rng = np.random.default_rng(0)
     warm, timed = prompts(512, rng), prompts(args.requests, rng)
     names = routing_names(needs_probes=False)  # a policy that needs probes needs a simulator
     if args.policies:
         names = [n for n in names if n in args.policies.split(",")]
-    print(f"us per routing decision (8,192-token prompts, {args.requests} decisions)")
+    runs: dict[tuple[str, int], list[float]] = {(n, w): [] for n in names for w in sizes}
+    for r in range(args.repeats):
+        if args.repeats > 1:
+            print(f"round {r + 1} of {args.repeats}...", flush=True)
+        for name in names:
+            for w in sizes:
+                runs[name, w].append(bench(name, w, warm, timed, args.ttft))
+    measured = {cell: min(us) for cell, us in runs.items()}
+    rounds = f", best of {args.repeats} rounds" if args.repeats > 1 else ""
+    print(f"us per routing decision (8,192-token prompts, {args.requests} decisions{rounds})")
     print(f"{'policy':<16}" + "".join(f"{w:>10} w" for w in sizes))
-    measured: dict[tuple[str, int], float] = {}
     for name in names:
-        for w in sizes:
-            measured[name, w] = bench(name, w, warm, timed, args.ttft)
         print(f"{name:<16}" + "".join(f"{measured[name, w]:>12.1f}" for w in sizes))
-    # the target lines quote the table's own figures (one measurement per cell)
+    # the target lines quote the table's own figures
     for name, targets in (("lbgr", ((4, 50), (64, 200))), ("learned", ((16, 100), (64, 300)))):
         for w, target in targets:
             if (name, w) in measured:

@@ -395,7 +395,8 @@ class Learned(RoutingPolicy):
             flight = ws.in_flight
             dec = flight * dec_flight + ctx_w * dec_ctx + dec_0 if by_output else decode_mean
             own_w = own[w] = ttft_w + dec * s_w
-            copy = max(top - h, 0.0) * copy_k  # copy_w times its weight
+            spared = top - h  # > 0 where another allowed worker holds more (no max(): slow)
+            copy = (spared if spared > 0.0 else 0.0) * copy_k  # copy_w times its weight
             cost[w] = own_w + ttft_w * tw + (flight * 1.5 + lam_0) * (work + copy) + copy
         return Costs(cost, own, ttft, unc, ahead, ctx, age, out, fingerprint)
 

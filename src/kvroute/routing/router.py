@@ -194,8 +194,8 @@ class Router:
             matched = self.matched(req)
             expected = int(matched[w])
             exact = self.caches.exact(w)
-            available = int(matched.max() if allowed is None
-                            else matched[view.candidates()].max())
+            available = int(np.maximum.reduce(matched if allowed is None
+                                              else matched[view.candidates()]))
         if self.index is not None:
             held = self.caches.approx_match(req.units, w) if exact else expected
             self.index.record(w, req.units, now)
