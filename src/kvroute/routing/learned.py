@@ -407,9 +407,8 @@ class Learned(RoutingPolicy):
             sizes = view.index_sizes()
             w = min((v for v in view.candidates().tolist() if cost[v] == cost[w]),
                     key=lambda v: sizes[v])
-        flight = view.workers[w].in_flight
         u = unc[w]
-        x_dec = np.array([1.0, flight + 1.0, ctx[w]])
+        x_dec = np.array([1.0, view.workers[w].in_flight + 1.0, ctx[w]])
         pred_e2e = own[w]  # reported: with an output expected, from decode_report
         if out is not None and not self.completions_only:
             decode = max(out - 1.0, 0.0) * self.decode_report.predict(x_dec)
