@@ -153,32 +153,33 @@ class PrefixIndex:
             node, pos = walked[1], walked[2]
             above = node
             while above is not self.root:
-                if worker not in above.tenants:
-                    added += len(above.key)
-                    self._nodes[worker] += 1
-                above.tenants[worker] = now
+                added += self._hold(above, worker, now)
                 above = above.parent  # type: ignore[assignment]
         while pos < n:
             child = node.children.get(int(units[pos]))
             if child is None:
                 leaf = _Node(units[pos:].copy(), node)
-                leaf.tenants[worker] = now
                 node.children[int(units[pos])] = leaf
-                added += n - pos
-                self._nodes[worker] += 1
+                added += self._hold(leaf, worker, now)
                 break
             m = _common(child.key, units, pos)
             if m < len(child.key):
                 child = self._split(child, m)
-            if worker not in child.tenants:
-                added += m
-                self._nodes[worker] += 1
-            child.tenants[worker] = now
+            added += self._hold(child, worker, now)
             node, pos = child, pos + m
         self._sizes[worker] += added
         if now >= self._next_trim:
             self._next_trim = (now // self.trim_interval + 1) * self.trim_interval
             self.trim()
+
+    def _hold(self, node: _Node, worker: int, now: float) -> int:
+        """``worker`` holds ``node`` as of ``now``: the units it did not hold before."""
+        new = worker not in node.tenants
+        node.tenants[worker] = now
+        if new:
+            self._nodes[worker] += 1
+            return len(node.key)
+        return 0
 
     def forget(self, worker: int, units: np.ndarray, keep: int, now: float) -> None:
         """Undo ``record(worker, units, now)`` past the first ``keep`` units: drop the
