@@ -18,7 +18,9 @@ routers at offered loads 0.8 and 0.95 (Mooncake: the trace's first 1,500 request
 ShareGPT's closed loop at its default rate, with a verdict per cell against issue 13's
 cluster target (``cluster_verdict``); then the Mooncake cells again with the window's
 start moved by up to 50 requests (``mooncake_spread``), which shows how far their
-learned / rlt ratio moves when the policies do not change.
+learned / rlt ratio moves when the policies do not change; then session traffic, the
+invented conversation and agentic trace shapes, the same way (``sessions``; about 5
+minutes more).
 """
 
 from __future__ import annotations
@@ -313,6 +315,56 @@ def cluster(trace: str | None) -> str:
     return "\n".join(lines)
 
 
+SESSION_SHAPES = ("conversation", "agentic")
+SESSION_REQUESTS = 2000
+
+
+def mean_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows of the same (workload, load, routing, eviction) averaged (hit rate, mean
+    TTFT, pooled optimum)."""
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["workload"], r["load"], r["routing"], r["eviction"]), []).append(r)
+    return [{**same[0], **{k: statistics.fmean(r[k] for r in same)
+                           for k in ("hit_rate", "ttft_mean", "ceiling_optimal")}}
+            for same in groups.values()]
+
+
+def sessions() -> str:
+    """Session traffic in the cluster: the invented conversation and agentic trace shapes
+    (``mooncake_synth.SHAPES``, one trace per seed, as ``make_trace.py -n 2000 --shape S
+    --seed N`` writes it), lru, rlt and learned eviction under the best routers."""
+    from kvroute.workloads.mooncake import write_mooncake
+    from kvroute.workloads.mooncake_synth import SHAPES, synth_records
+
+    lines = ["## Session traffic in the cluster", "",
+             "Not on the issue's grid: sessions that continue turn by turn, where "
+             "recency is most of what there is to know. The invented conversation and "
+             f"agentic shapes, {SESSION_REQUESTS:,}-request traces, one per seed "
+             f"(`python benchmarks/make_trace.py -n {SESSION_REQUESTS} --shape S --seed N`"
+             "), each replayed by `kvroute compare --workloads mooncake --trace T "
+             f"--evictions {CLUSTER_EVICTIONS} --routings {CLUSTER_ROUTINGS} --loads "
+             f"{CLUSTER_LOADS} --seeds 1`; each table is the mean over its three traces "
+             "(per-trace ratios and what was tried: docs/cache.md, \"`learned` on session "
+             "traffic in the cluster\").", ""]
+    for set_name, seeds in SEEDS.items():
+        rows = []
+        for shape in SESSION_SHAPES:
+            for seed in seeds:
+                with tempfile.TemporaryDirectory() as tmp:
+                    path = os.path.join(tmp, f"{shape}_{seed}.jsonl")
+                    write_mooncake(path, synth_records(SESSION_REQUESTS, SHAPES[shape], seed))
+                    rows += [{**r, "workload": shape} for r in _compare([
+                        "compare", "--workloads", "mooncake", "--trace", path,
+                        "--evictions", CLUSTER_EVICTIONS, "--routings", CLUSTER_ROUTINGS,
+                        "--loads", CLUSTER_LOADS, "--seeds", "1"])]
+        table, met, n, equal = cluster_table(mean_rows(rows))
+        seed_text = ",".join(map(str, seeds))
+        lines += [f"### Trace seeds {seed_text} ({set_name}): target met in {met} of {n} "
+                  f"cells ({equal} more with equal rows)", "", *table, ""]
+    return "\n".join(lines)
+
+
 def spread_table(rows_by_shift: dict[int, list[dict[str, Any]]]
                  ) -> tuple[list[str], list[float]]:
     """One line per (routing, load): learned / rlt and lru / rlt mean TTFT over the
@@ -380,7 +432,7 @@ def main() -> None:
     notes = (reuse_distances(args.trace, grid) if args.trace and os.path.exists(args.trace)
              else [])
     elapsed = time.perf_counter() - start
-    extra = "" if args.no_cluster else cluster(args.trace)
+    extra = "" if args.no_cluster else cluster(args.trace) + "\n" + sessions()
     text = render(grid, elapsed, notes) + "\n" + extra
     with open(args.out, "w") as fh:
         fh.write(text)
