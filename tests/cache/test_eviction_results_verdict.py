@@ -2,22 +2,14 @@
 (learned's mean TTFT no worse than rlt's; better where the hit rate is below the pooled
 optimum; cells where every eviction gives the same row are not judged)."""
 
-import importlib.util
-import os
-
 import pytest
 
-PATH = os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks", "eviction_results.py")
+from tests.benchmark_scripts import load
 
 
 @pytest.fixture(scope="module")
 def er():
-    if not os.path.exists(PATH):
-        pytest.skip("benchmarks/eviction_results.py not in this checkout")
-    spec = importlib.util.spec_from_file_location("eviction_results", PATH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load("eviction_results")
 
 
 def row(ev, hit, ttft, opt=0.5, wl="gsp", load=0.8, routing="learned"):

@@ -2,23 +2,16 @@
 request went elsewhere or finished at another time, or a replay's units moved."""
 
 import argparse
-import importlib.util
 import json
-import os
 
 import pytest
 
-PATH = os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks", "same_decisions.py")
+from tests.benchmark_scripts import load
 
 
 @pytest.fixture(scope="module")
 def sd():
-    if not os.path.exists(PATH):
-        pytest.skip("benchmarks/same_decisions.py not in this checkout")
-    spec = importlib.util.spec_from_file_location("same_decisions", PATH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load("same_decisions")
 
 
 RUN = {"workers": [0, 1, 2, 3], "finish": [1.0, 2.0, 3.0, 4.0], "e2e_mean": 1.5}
