@@ -54,3 +54,14 @@ def test_spread_table_ratios_per_window(er):
     assert "1.000 (0.500, 2.000)" in lines[2]  # learned / rlt: geo-mean of 2 and 1/2
     assert "1.414 (1.000, 2.000)" in lines[2]  # lru / rlt
     assert "0: 2.000, 10: 0.500" in lines[2]
+
+
+def test_mean_rows_average_each_cell_over_traces(er):
+    rows = [row("rlt", 0.2, 1.0, opt=0.4, wl="agentic"),
+            row("rlt", 0.4, 3.0, opt=0.6, wl="agentic"),
+            row("rlt", 0.5, 5.0, wl="conversation")]
+    means = {r["workload"]: r for r in er.mean_rows(rows)}
+    assert means["agentic"]["hit_rate"] == pytest.approx(0.3)
+    assert means["agentic"]["ttft_mean"] == pytest.approx(2.0)
+    assert means["agentic"]["ceiling_optimal"] == pytest.approx(0.5)
+    assert means["conversation"]["ttft_mean"] == 5.0 and len(means) == 2
