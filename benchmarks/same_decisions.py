@@ -103,11 +103,17 @@ def record(args: argparse.Namespace) -> None:
     print(f"wrote {args.out} ({len(cases)} cases)")
 
 
+def read_record(path: str) -> dict[str, Any]:
+    try:
+        with open(path) as f:
+            cases: dict[str, Any] = json.load(f)["cases"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        sys.exit(f"{path}: not a record of same_decisions.py record ({e!r})")
+    return cases
+
+
 def compare(args: argparse.Namespace) -> int:
-    with open(args.before) as f:
-        before = json.load(f)["cases"]
-    with open(args.after) as f:
-        after = json.load(f)["cases"]
+    before, after = read_record(args.before), read_record(args.after)
     differ = 0
     for key in sorted(before.keys() | after.keys()):
         a, b = before.get(key), after.get(key)
