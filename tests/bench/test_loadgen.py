@@ -345,6 +345,6 @@ def test_request_bodies_without_the_exact_output():
     _, body = http_request(req, "generate", None, "1024")
     assert body["sampling_params"] == {"min_new_tokens": 40, "max_new_tokens": 1024,
                                        "temperature": 0}
-    for bad in ("cap", "0", "-3", "1.5"):
+    for bad in ("cap", "0", "-3", "1.5", "²"):
         with pytest.raises(ConfigError, match="max_tokens must be exact, none or a cap"):
             BenchConfig(url="http://x", max_tokens=bad)

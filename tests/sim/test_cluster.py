@@ -189,7 +189,7 @@ def test_max_tokens_exact_none_or_a_cap(monkeypatch: pytest.MonkeyPatch) -> None
     told.clear()
     simulate(wl, SimConfig(model=LINEAR, routing="learned", max_tokens="3"))
     assert told == [5] * wl.size  # a cap below the output is raised to it
-    for bad in ("cap", "0", "-2", "1.5"):
+    for bad in ("cap", "0", "-2", "1.5", "²"):
         with pytest.raises(ConfigError, match="max_tokens must be exact, none or a cap"):
             SimConfig(model=LINEAR, max_tokens=bad)
 

@@ -70,7 +70,8 @@ def output_ids(req: Request) -> np.ndarray:
 
 def check_max_tokens(mode: str) -> str:
     """``mode`` if it is "exact", "none" or a cap "N" (an integer >= 1), else ConfigError."""
-    if mode not in ("exact", "none") and not (mode.isdigit() and int(mode) >= 1):
+    if mode not in ("exact", "none") and not (mode.isascii() and mode.isdigit()
+                                              and int(mode) >= 1):
         raise ConfigError(f"max_tokens must be exact, none or a cap N >= 1 (tokens), got "
                           f"{mode!r}")
     return mode
