@@ -34,6 +34,14 @@ def test_cache_capacity_inf_percent_is_one_line(tmp_path, capsys):
     _one_line_error(capsys, "got 'inf%'")
 
 
+@pytest.mark.parametrize("argv", [["cache", "--workload", "gsp", "--capacity", "-5%"],
+                                  ["compare", "--loads", "-0.5,0.8"]])
+def test_a_value_with_a_leading_minus_gets_its_own_check(argv, capsys):
+    """argparse read '-5%' as an unknown option and said 'expected one argument'."""
+    assert main(argv) == 2
+    _one_line_error(capsys, f"got '{argv[-1]}'" if argv[0] == "cache" else "-0.5")
+
+
 def test_sim_index_without_a_name_is_one_line(capsys):
     assert main([*SMALL_SIM, "--index", ","]) == 2
     _one_line_error(capsys, "--index takes approx, exact or both, got ','")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -102,11 +103,17 @@ class HelpFormatter(argparse.HelpFormatter):
 
 
 class CommandParser(argparse.ArgumentParser):
-    """A subcommand's parser: :class:`HelpFormatter` unless told otherwise."""
+    """A subcommand's parser: :class:`HelpFormatter` unless told otherwise.
+
+    A value that starts with a minus and a digit (``--capacity -5%``, ``--loads
+    -0.5,0.8``) is read as the option's value, so that its own check says what is wrong
+    with it: argparse takes only plain negative numbers so, and read ``-5%`` as an
+    unknown option ("expected one argument"). No option of kvroute is spelt that way."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"^-\.?\d")
 
 
 class LineProgress:
