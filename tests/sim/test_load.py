@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from kvroute.errors import ConfigError
-from kvroute.sim.load import build_at_load, offered_work_s, rate_for_load
+from kvroute.sim.load import ABOVE_ONE, build_at_load, offered_work_s, rate_for_load, rate_line
 from kvroute.sim.step_model import StepModel
 from kvroute.workloads.request import OpenLoop, Request
 
@@ -55,3 +55,17 @@ def test_a_mixed_fleet_offers_the_sum_of_its_speeds() -> None:
     wl = OpenLoop.of("two", reqs)
     assert rate_for_load(wl, FLOOR, 1.5, 0.5, 64) == pytest.approx(
         rate_for_load(wl, FLOOR, 3, 0.5, 64) / 2)
+
+
+def test_a_load_above_one_says_what_its_numbers_mean() -> None:
+    assert rate_line(0.95, 12.5) == "load 0.95: 12.500 requests/s"
+    line = rate_line(1.3, 18.0)
+    assert line.startswith("load 1.3: 18.000 requests/s (") and ABOVE_ONE in line
+
+
+def test_sim_prints_it(capsys) -> None:
+    from kvroute.cli import main
+
+    assert main(["sim", "--groups", "2", "--prompts-per-group", "2", "--eviction", "lru",
+                 "--routing", "round_robin", "--no-ceilings", "--load", "1.2"]) == 0
+    assert ABOVE_ONE in capsys.readouterr().out.replace("\n", " ")

@@ -14,6 +14,7 @@ from kvroute.cli.tables import Column, print_table
 from kvroute.cli.workload_flags import add_workload_flags, build_workload
 from kvroute.errors import KvrouteError
 from kvroute.protocol.request_body import APIS
+from kvroute.sim.load import rate_line
 from kvroute.sim.step_profiles import DEFAULT_PROFILE, load_profile
 from kvroute.workloads.catalog import WORKLOAD_NAMES
 
@@ -95,7 +96,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     workload, rate = build_workload(args, model=load_profile(args.profile),
                                     workers=args.workers)
     if rate is not None:
-        console.print(f"load {args.load:g}: {rate:.3f} requests/s")
+        console.print(rate_line(args.load, rate))
     total = workload.size if args.requests is None else min(workload.size or args.requests,
                                                              args.requests)
     with progress_bar(console) as progress:

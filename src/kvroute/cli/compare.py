@@ -35,7 +35,7 @@ from kvroute.sim.grid_results import (
     plot_grid,
     plot_load_ratios,
 )
-from kvroute.sim.load import check_load
+from kvroute.sim.load import ABOVE_ONE, check_load
 from kvroute.sim.routing_results import routing_markdown
 from kvroute.sim.step_model import parse_speeds
 from kvroute.sim.step_profiles import DEFAULT_PROFILE, load_profile
@@ -241,6 +241,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     where = "Ray" if args.ray is not None else f"{args.jobs or 'all'} cores"
     console.print(f"{len(cells)} runs ({len(grid.cases())} workload cases x "
                   f"{len(grid.evictions)} evictions x {len(grid.routings)} routings) on {where}")
+    if any(load is not None and load > 1 for load in loads):
+        console.print(f"note: {ABOVE_ONE}", style="yellow")
     executor = None
     if args.ray is not None:
         from kvroute.integrations.ray_grid import RayExecutor

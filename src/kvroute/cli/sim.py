@@ -30,6 +30,7 @@ from kvroute.cli.workload_flags import add_workload_flags, build_workload
 from kvroute.errors import ConfigError
 from kvroute.routing.registry import ROUTING
 from kvroute.sim.cluster import SimConfig, SimResult, simulate
+from kvroute.sim.load import rate_line
 from kvroute.sim.step_model import parse_overrides, parse_speeds
 from kvroute.sim.step_profiles import DEFAULT_PROFILE, load_profile, profile_names
 from kvroute.workloads.catalog import WORKLOAD_NAMES
@@ -106,7 +107,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
                                     chunk_size=args.chunk_size, pool=args.capacity,
                                     concurrency=args.concurrency)
     if rate is not None:
-        console.print(f"load {args.load:g}: {rate:.3f} requests/s")
+        console.print(rate_line(args.load, rate))
     results: list[SimResult] = []
     runs = [(e, r, i) for e in evictions for r in routings for i in indexes]
     with progress_bar(console) as progress:

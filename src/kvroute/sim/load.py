@@ -32,9 +32,22 @@ from kvroute.sim.step_model import StepModel, prefill_pairs
 from kvroute.workloads.catalog import build_workload
 from kvroute.workloads.request import Workload
 
-__all__ = ["build_at_load", "check_load", "offered_work_s", "rate_for_load"]
+__all__ = ["ABOVE_ONE", "build_at_load", "check_load", "offered_work_s", "rate_for_load",
+           "rate_line"]
 
 CLOSED_LOOP_WORKLOADS = ("sharegpt", "ultrachat")
+
+
+#: what a load above 1 means for the numbers a run gives (printed with such a load)
+ABOVE_ONE = ("a load above 1 offers more work than the cluster can do without cache hits; "
+             "where hits do not make up the difference, queues grow for the whole run and "
+             "its latencies depend on its length")
+
+
+def rate_line(rho: float, rate: float) -> str:
+    """The line the commands print for a load: its rate, and ``ABOVE_ONE`` above 1."""
+    line = f"load {rho:g}: {rate:.3f} requests/s"
+    return f"{line} ({ABOVE_ONE})" if rho > 1 else line
 
 
 def offered_work_s(model: StepModel, prompt_len: int, output_len: int,
