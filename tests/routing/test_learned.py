@@ -55,13 +55,37 @@ def test_a_long_queue_outweighs_the_hit_at_light_load() -> None:
 def test_under_heavy_load_spared_work_beats_a_shorter_queue() -> None:
     """8 in flight on each: own latency prefers worker 1 (0.6045 vs 0.407), but lam = 8 +
     (8 + 8) / 2 prices worker 0's spared prefill: 0.6045 + 3 * 0.5175 + 16 * 0.1075 = 3.877
-    < 0.407 + 3 * 0.32 + 16 * 0.21 = 4.727."""
+    < 0.407 + 3 * 0.32 + 16 * 0.21 = 4.727. Both have prefill queued (no worker is idle),
+    so the copy of worker 0's 1000 units is charged in full although r = 1: 3 * (1 + 16) *
+    0.1 * 1.0 = 5.1 more on worker 1. Without it (copy_weight 0) the stall term alone
+    decides, the same way."""
     view = view_of([WorkerState(0, in_flight=8, prefill_units=4000),
                     WorkerState(1, in_flight=8, prefill_units=1000)], {0: 1000})
     cost, own, *_ = Learned().costs(_req(2000), view)
     assert own == pytest.approx([0.6045, 0.407])
-    assert cost == pytest.approx([3.877, 4.727])
+    assert cost == pytest.approx([3.877, 4.727 + 5.1])
     assert Learned().route(_req(2000), view).worker == 0
+    cost, *_ = Learned(copy_weight=0).costs(_req(2000), view)
+    assert cost == pytest.approx([3.877, 4.727])
+    assert Learned(copy_weight=0).route(_req(2000), view).worker == 0
+
+
+def test_a_copy_is_charged_in_full_when_no_worker_is_idle() -> None:
+    """The view of the next test (worker 0 holds 2000 of 4000 units, 2 in flight, 2000
+    units queued; copy_weight 30; r = 1, so the caches evict nothing), but worker 1 has
+    100 units queued too: no worker could start the request at once, a copy is no longer
+    spare capacity taking a burst, and it is charged as if cache were scarce: 30 * 1 * (1 +
+    lam_1 0.5) * 0.1 * 2.0 = 9 more. Worker 1's own cost: 2.083 + (1 + 3) * 0.1 * 0.1
+    (its 100 queued units) = 2.123, plus 9: the request stays with its prefix."""
+    idle = view_of([WorkerState(0, in_flight=2, prefill_units=2000), WorkerState(1)],
+                   {0: 2000})
+    busy = view_of([WorkerState(0, in_flight=2, prefill_units=2000),
+                    WorkerState(1, prefill_units=100)], {0: 2000})
+    policy = Learned(copy_weight=30)
+    assert policy.costs(_req(4000), idle)[0] == pytest.approx([2.634, 2.083])
+    assert policy.costs(_req(4000), busy)[0] == pytest.approx([2.634, 2.123 + 9.0])
+    assert Learned(copy_weight=30).route(_req(4000), idle).worker == 1
+    assert Learned(copy_weight=30).route(_req(4000), busy).worker == 0
 
 
 def test_requests_still_prefilling_count_among_those_its_prefill_stalls() -> None:

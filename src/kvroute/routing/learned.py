@@ -28,7 +28,8 @@ For a request of ``L`` prompt units and ``O`` output tokens (``max_tokens``, or 
     copy_w = a0 * (max_v h_v - h_w) / 1000          seconds to recompute what another
                                                     allowed worker already holds
     cost_w = (1 + ttft_weight) * TTFT_w + dec_w + lam_w * work_w
-             + copy_weight * (1 - r_old) * (1 + lam_w) * copy_w
+             + copy_weight * scarce * (1 + lam_w) * copy_w
+    scarce = 1 while every allowed worker has prefill queued (ahead > 0), else 1 - r_old
 
 and the request goes to ``argmin cost`` (ties: the smallest prefix index, so new prefixes
 spread over the cluster's caches; then the lowest index). ``TTFT_w + dec_w`` is the
@@ -70,6 +71,10 @@ model instead (below, "The reported E2E"). The terms:
   otherwise. Of several workers that hold a group's prefix, the one sent it last has
   the youngest copy, so the highest ``r_w`` (below) once older copies are seen to be
   evicted more often: the group consolidates there and the stale copies age out.
+  While every allowed worker has prefill queued nothing is spare: a copy redoes, on a
+  worker that is itself behind, work another worker did, and it is charged in full
+  whatever the caches keep (a burst spreads only onto a worker with nothing queued; from
+  cold caches at load 1.41, the README's live run, 8.65 -> 6.83 s; docs/routing-results.md).
 
 Learning (all from completions; errors teach nothing):
 
@@ -377,18 +382,22 @@ class Learned(RoutingPolicy):
             top = max(hit[w] for w in allowed)
         # lam = flight + (flight + mean in flight over the allowed) / 2
         lam_0 = flights / (2.0 * len(allowed))
-        copy_k = self.copy_weight * (1.0 - self.realisation.oldest()) * k0
+        frac, pending = self.share.frac, self.pending.units
+        ahead = [(ws.prefill_units - ws.unstreamed_units) * f + p
+                 for ws, f, p in zip(workers, frac, pending, strict=False)]
+        # copies are charged in full while no allowed worker is idle (none has prefill queued)
+        busy = min(ahead if len(allowed) == n else [ahead[w] for w in allowed]) > 0.0
+        copy_k = self.copy_weight * (1.0 if busy else 1.0 - self.realisation.oldest()) * k0
         tw = self.ttft_weight_now
         slow = self.slowness(n)
-        frac, pending = self.share.frac, self.pending.units
-        cost, own, ttft, unc, ahead, ctx = ([0.0] * n for _ in range(6))
+        cost, own, ttft, unc, ctx = ([0.0] * n for _ in range(5))
         decode_mean = self.decode_mean
         for w, ws in enumerate(workers):
             h = hit[w]
             u = unc[w] = length - h
             prefill = ws.prefill_units
             s_w = slow[w]
-            ahead_w = ahead[w] = (prefill - ws.unstreamed_units) * frac[w] + pending[w]
+            ahead_w = ahead[w]
             work = u * k0 + u * (h + u / 2.0) * k1
             ttft_w = ttft[w] = work + (s_w * ahead_w) * k0 + a2
             ctx_w = ctx[w] = (prefill + ws.decode_units + length) / 1e5
