@@ -49,10 +49,8 @@ model instead (below, "The reported E2E"). The terms:
   more than a shorter queue, and the rule keeps prefix groups together, except on a
   worker whose requests in flight would pay for it. With no hits anywhere (long prompts,
   little reuse) ``work_w`` is the same on every worker and the rule balances by
-  predicted latency and load alone. (Counting only the requests decoding now, as an
-  earlier version did, left out the ones that a request arriving during their prefill
-  stalls right after: on GSP in round-robin order it doubled the stalls that decoding
-  requests suffer.)
+  predicted latency and load alone (counting only the requests decoding now doubled
+  the stalls on GSP in round-robin order).
 * ``ttft_weight`` counts the predicted TTFT (the queue ahead and the prefill) once more
   in each of ``ttft_weight`` extra copies: time to first token is what a waiting client
   sees, and a request queued behind prefills also delays the decode steps of the worker
@@ -71,10 +69,8 @@ model instead (below, "The reported E2E"). The terms:
   otherwise. Of several workers that hold a group's prefix, the one sent it last has
   the youngest copy, so the highest ``r_w`` (below) once older copies are seen to be
   evicted more often: the group consolidates there and the stale copies age out.
-  While every allowed worker has prefill queued nothing is spare: a copy redoes, on a
-  worker that is itself behind, work another worker did, and it is charged in full
-  whatever the caches keep (a burst spreads only onto a worker with nothing queued; from
-  cold caches at load 1.41, the README's live run, 8.65 -> 6.83 s; docs/routing-results.md).
+  While every allowed worker has prefill queued, a copy takes no spare capacity and is
+  charged in full: a burst spreads only onto a worker with nothing queued.
 
 Learning (all from completions; errors teach nothing):
 
@@ -108,17 +104,13 @@ Learning (all from completions; errors teach nothing):
 * The reported E2E. The decode model above decides well and predicts badly: every request
   weighs the same in its fit, so a short output that a long prefill stalled (a large
   time per token) is multiplied by the output of long requests, and at a cold start
-  under overload the context slope shoots up before the batch and context features are
-  told apart (Mooncake trace, load 0.8: E2E over-predicted by 38 s on a 22 s mean; GSP at
-  12 requests/s: by up to 3.9 s on a 3.4 s mean). Fits that predict better decided worse
-  (docs/routing-results.md: weighting by the output, 1.100x -> 1.097x on the design
-  grid; a ridge on the context slope, 3-10% slower on the invented trace shapes). So
-  ``decode_report``, fitted beside it on the same samples, each weighted by its output
-  tokens - 1 (its decode seconds) and with a ridge of 1 pulling the context slope towards
-  its prior 0 wherever the data leave it undetermined
-  (:class:`~kvroute.routing.online_regression.OnlineRegression`), gives the chosen
-  worker's decode time in ``Decision.predicted_s`` and the E2E error telemetry, and
-  nothing else: every decision is as without it.
+  under overload the context slope shoots up (Mooncake trace, load 0.8: E2E
+  over-predicted by 38 s on a 22 s mean). Fits that predict better decided worse
+  (docs/routing-results.md). So ``decode_report``, fitted beside it on the same samples,
+  each weighted by its output tokens - 1 and with a ridge of 1 pulling the context slope
+  towards its prior 0 where the data leave it undetermined, gives the chosen worker's
+  decode time in ``Decision.predicted_s`` and the E2E error telemetry, and nothing else:
+  every decision is as without it.
 * ``s`` (each worker's slowness, :mod:`~kvroute.routing.worker_speed`): replicas may be
   of different speeds, and one model for all predicts the same time everywhere. The
   slowness is read from the TTFT residuals (observed over the shared model's
@@ -131,12 +123,11 @@ Learning (all from completions; errors teach nothing):
   running mean), which a slow GPU also moves and the traffic moves differently; where
   the two do not deviate the same way (both told apart from the typical worker, on the
   same side), ``s_w = 1``. So equal workers keep ``s = 1``, and the ties above survive.
-  ``s_w`` multiplies the decode prediction (the decode model
-  learns times at the typical worker's speed: its targets are divided by ``s_w``) and
-  the wait for the prefill queued ahead (a slow worker drains it slowly), not the
-  request's own prefill: that sends new prefix groups past idle slow workers and the
-  cluster loses their caches (docs/routing-results.md, "Workers of different speeds":
-  two of four workers at half speed, 1.041x -> 1.132x geo-mean E2E advantage).
+  ``s_w`` multiplies the decode prediction (the decode model learns times at the typical
+  worker's speed: its targets are divided by ``s_w``) and the wait for the prefill
+  queued ahead (a slow worker drains it slowly), not the request's own prefill: that
+  sends new prefix groups past idle slow workers and the cluster loses their caches
+  (docs/routing-results.md, "Workers of different speeds").
 * ``r`` (hit realisation, :mod:`~kvroute.routing.hit_realisation`): engine-reported
   cached units over the index's ``matched`` at routing, summed with the same forgetting
   (starts at 1; the index may believe in prefixes the worker has evicted), overall and
@@ -160,21 +151,21 @@ Learning (all from completions; errors teach nothing):
   So ``ahead`` leaves their prompt units out of ``prefill_units``
   (``WorkerState.unstreamed_units``) and counts instead their uncached units until their
   predicted first token is due (``pending_w``, :mod:`~kvroute.routing.pending_prefill`).
-  Their completion teaches one regression of
-  the E2E on ``[x_ttft, (O - 1) x_dec]`` (``e2e_model``; with no output known ``O - 1``
-  is taken as 1, so that half learns a request's decode seconds, and the decision uses
-  it so) and, without a cached-token report, the realisation, by reading backwards as
-  above the E2E less the predicted decode. While completions come and none has a TTFT
-  (:attr:`Learned.completions_only`), ``a`` and ``d`` are that regression's two halves
-  and the reported E2E is the decision's own; the first TTFT switches back for good
-  (docs/routing-results.md, "Clients that do not stream").
+  Their completion teaches one regression of the E2E on ``[x_ttft, (O - 1) x_dec]``
+  (``e2e_model``; with no output known ``O - 1`` is taken as 1, so that half learns a
+  request's decode seconds, and the decision uses it so) and, without a cached-token
+  report, the realisation, by reading backwards as above the E2E less the predicted
+  decode. While completions come and none has a TTFT (:attr:`Learned.completions_only`),
+  ``a`` and ``d`` are that regression's two halves and the reported E2E is the decision's
+  own; the first TTFT switches back for good (docs/routing-results.md, "Clients that do
+  not stream").
 
 Parameters: ``forget`` 0.998 (forgetting factor of every estimate, in (0, 1]);
 ``prior_ktoken_s`` 0.1 (prior seconds per 1000 prefill units, replaced by the first few
 hundred completions; the decision does not depend on its scale when costs are
 prefill-bound); ``ttft_weight`` 3 and ``copy_weight`` 3 (>= 0; chosen on the design grid
-of ``docs/routing-results.md``, seeds 1-3, and checked on seeds 4-6); ``ttft_scale`` 0
-(>= 0; below). No constant depends on a workload.
+of docs/routing-results.md, checked on seeds 4-6); ``ttft_scale`` 0 (>= 0; below); no
+constant depends on a workload.
 
 Long outputs: where decode dominates, the rule keeps a prefix group's burst together:
 the lowest mean E2E, and up to twice the TTFT of a router that spreads the burst
