@@ -134,6 +134,24 @@ def test_a_copy_is_priced_by_how_scarce_cache_is() -> None:
     assert Learned(copy_weight=0).route(_req(4000), view).worker == 1
 
 
+def test_new_content_goes_where_less_has_gone_lately() -> None:
+    """An idle cluster, and worker 0 holds the first 5 of the request's 2000 units (a
+    shared template): own latency prefers it by 4 * 0.1 * 5 / 1000 = 0.002 s (and a
+    little attention). But every uncached unit so far went to worker 0 (its inflow is
+    twice the mean, worker 1's none): balance_weight 0.01 adds 0.01 * 0.0001 s per unit
+    times the excess, +0.001995 on worker 0 (1995 units) and -0.002 on worker 1, and the
+    new prompt goes to worker 1. Without the balance it goes to worker 0."""
+    view = view_of([WorkerState(0), WorkerState(1)], {0: 5})
+    plain, *_ = Learned(balance_weight=0).costs(_req(2000), view)
+    policy = Learned()
+    assert policy.costs(_req(2000), view).cost == pytest.approx(plain)  # no inflow yet
+    policy.inflow.add(0, 50_000.0)
+    cost, *_ = policy.costs(_req(2000), view)
+    assert cost == pytest.approx([plain[0] + 0.001995, plain[1] - 0.002])
+    assert policy.route(_req(2000), view).worker == 1
+    assert Learned(balance_weight=0).route(_req(2000), view).worker == 0
+
+
 def test_scarcity_is_read_from_the_oldest_prefixes() -> None:
     """Forget 1; 9 samples at age bucket 0 fully cached and one at bucket 12 (about 8
     minutes) with nothing left: overall 0.9, but bucket 12 is estimated (0 + 0.9 * 1000) /

@@ -27,8 +27,11 @@ For a request of ``L`` prompt units and ``O`` output tokens (``max_tokens``, or 
     lam_w  = in_flight_w + (in_flight_w + mean in-flight over the allowed workers) / 2
     copy_w = a0 * (max_v h_v - h_w) / 1000          seconds to recompute what another
                                                     allowed worker already holds
+    excess_w = inflow_w / (mean inflow) - 1         uncached units sent to w lately, over
+                                                    the workers' mean (-1 .. n - 1)
     cost_w = (1 + ttft_weight) * TTFT_w + dec_w + lam_w * work_w
              + copy_weight * scarce * (1 + lam_w) * copy_w
+             + balance_weight * excess_w * a0 * u_w / 1000
     scarce = 1 while every allowed worker has prefill queued (ahead > 0), else 1 - r_old
 
 and the request goes to ``argmin cost`` (ties: the smallest prefix index, so new prefixes
@@ -71,6 +74,16 @@ model instead (below, "The reported E2E"). The terms:
   evicted more often: the group consolidates there and the stale copies age out.
   While every allowed worker has prefill queued, a copy takes no spare capacity and is
   charged in full: a burst spreads only onto a worker with nothing queued.
+* The balance term spreads new content over the caches where nothing else tells the
+  workers apart. ``inflow_w`` sums the uncached units sent to ``w``, each request's
+  weight decaying by ``forget`` per request routed (:mod:`~kvroute.routing.inflow`); a
+  worker sent twice the mean pays ``balance_weight`` (1%) of the request's own prefill
+  more, one sent nothing that much less. At low load every worker is idle and a shared
+  prefix of a few units (a chat template) decided every new prompt: on LooGLE at load
+  0.02 two of four workers took all documents, their caches overflowed and the hit rate
+  fell to 0.78 (0.96 with the term, as the smallest-tree rule of ``cache_aware``). The
+  term is too small to outweigh a real hit or a queue (docs/routing-results.md, "Low
+  load").
 
 Learning (all from completions; errors teach nothing):
 
@@ -164,8 +177,9 @@ Parameters: ``forget`` 0.998 (forgetting factor of every estimate, in (0, 1]);
 ``prior_ktoken_s`` 0.1 (prior seconds per 1000 prefill units, replaced by the first few
 hundred completions; the decision does not depend on its scale when costs are
 prefill-bound); ``ttft_weight`` 3 and ``copy_weight`` 3 (>= 0; chosen on the design grid
-of docs/routing-results.md, checked on seeds 4-6); ``ttft_scale`` 0 (>= 0; below); no
-constant depends on a workload.
+of docs/routing-results.md, checked on seeds 4-6); ``balance_weight`` 0.01 (>= 0; a tie
+breaker's scale, above); ``ttft_scale`` 0 (>= 0; below); no constant depends on a
+workload.
 
 Long outputs: where decode dominates, the rule keeps a prefix group's burst together:
 the lowest mean E2E, and up to twice the TTFT of a router that spreads the burst
@@ -190,6 +204,7 @@ import numpy as np
 from kvroute.errors import ConfigError
 from kvroute.routing.base import ClusterView, Decision, Feedback, RouteRequest, RoutingPolicy
 from kvroute.routing.hit_realisation import HitRealisation
+from kvroute.routing.inflow import Inflow
 from kvroute.routing.online_regression import OnlineRegression
 from kvroute.routing.output_lengths import OutputLengths
 from kvroute.routing.pending_prefill import PendingPrefill
@@ -240,15 +255,16 @@ class Learned(RoutingPolicy):
 
     def __init__(self, seed: int = 0, *, forget: float = 0.998,
                  prior_ktoken_s: float = 0.1, ttft_weight: float = 3.0,
-                 copy_weight: float = 3.0, ttft_scale: float = 0.0) -> None:
+                 copy_weight: float = 3.0, ttft_scale: float = 0.0,
+                 balance_weight: float = 0.01) -> None:
         super().__init__(seed)
         for name, value in (("ttft_weight", ttft_weight), ("copy_weight", copy_weight),
-                            ("ttft_scale", ttft_scale)):
+                            ("ttft_scale", ttft_scale), ("balance_weight", balance_weight)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) \
                     or not (math.isfinite(value) and value >= 0):
                 raise ConfigError(f"learned: {name} must be >= 0, got {value!r}")
         self.ttft_weight, self.copy_weight = float(ttft_weight), float(copy_weight)
-        self.ttft_scale = float(ttft_scale)
+        self.ttft_scale, self.balance_weight = float(ttft_scale), float(balance_weight)
         if isinstance(forget, bool) or not isinstance(forget, (int, float)) \
                 or not 0.0 < forget <= 1.0:
             raise ConfigError(f"learned: forget must be in (0, 1], got {forget!r}")
@@ -281,6 +297,7 @@ class Learned(RoutingPolicy):
         self._slowness: list[float] = []  # slowness(n), cached until either factor changes
         self._slowness_key: tuple[int, int, int] | None = None
         self.share = UncachedShare()  # f_w over this policy's open requests
+        self.inflow = Inflow(self.forget)  # the uncached units sent to each worker lately
         self.open: dict[int, _Open] = {}
         self.ttft_errors = PredictionErrors()
         self.e2e_errors = PredictionErrors()
@@ -291,6 +308,7 @@ class Learned(RoutingPolicy):
     # ------------------------------------------------------------------ membership
     def _ensure(self, n: int) -> None:
         self.share.ensure(n)
+        self.inflow.ensure(n)
         self.pending.ensure(n)
         self.speed.ensure(n)
         self.decode_speed.ensure(n)
@@ -310,6 +328,7 @@ class Learned(RoutingPolicy):
     def on_worker_removed(self, index: int, count: int) -> None:
         self._ensure(index + 1)
         self.share.remove_worker(index)
+        self.inflow.remove_worker(index)
         self.pending.remove_worker(index)
         self.speed.remove(index)
         self.decode_speed.remove(index)
@@ -381,6 +400,7 @@ class Learned(RoutingPolicy):
         copy_k = self.copy_weight * (1.0 if busy else 1.0 - self.realisation.oldest()) * k0
         tw = self.ttft_weight_now
         slow = self.slowness(n)
+        excess, bal_k = self.inflow.excess(n, slow), self.balance_weight * k0
         cost, own, ttft, unc, ctx = ([0.0] * n for _ in range(5))
         decode_mean = self.decode_mean
         for w, ws in enumerate(workers):
@@ -397,7 +417,8 @@ class Learned(RoutingPolicy):
             own_w = own[w] = ttft_w + dec * s_w
             spared = top - h  # > 0 where another allowed worker holds more (no max(): slow)
             copy = (spared if spared > 0.0 else 0.0) * copy_k  # copy_w times its weight
-            cost[w] = own_w + ttft_w * tw + (flight * 1.5 + lam_0) * (work + copy) + copy
+            cost[w] = (own_w + ttft_w * tw + (flight * 1.5 + lam_0) * (work + copy) + copy
+                       + bal_k * excess[w] * u)
         return Costs(cost, own, ttft, unc, ahead, ctx, age, out, fingerprint)
 
     def route(self, req: RouteRequest, view: ClusterView) -> Decision:
@@ -422,6 +443,7 @@ class Learned(RoutingPolicy):
         if not req.streamed:
             self.pending.add(req.rid, w, u, view.now + ttft[w])
         self.share.add(w, u, len(req))
+        self.inflow.add(w, u)
         return Decision(w, branch="min_marginal_cost", predicted_s=pred_e2e)
 
     # ------------------------------------------------------------------ learning
