@@ -148,6 +148,8 @@ def test_new_content_goes_where_less_has_gone_lately() -> None:
     policy.inflow.add(0, 50_000.0)
     cost, *_ = policy.costs(_req(2000), view)
     assert cost == pytest.approx([plain[0] + 0.001995, plain[1] - 0.002])
+    assert policy.telemetry()["inflow_excess"] == {"0": pytest.approx(1.0),
+                                                   "1": pytest.approx(-1.0)}
     assert policy.route(_req(2000), view).worker == 1
     assert Learned(balance_weight=0).route(_req(2000), view).worker == 0
 

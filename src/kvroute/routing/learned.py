@@ -515,7 +515,9 @@ class Learned(RoutingPolicy):
                 "ttft_weight": self.ttft_weight_now,
                 "hit_realisation": self.hit_realisation,
                 "hit_realisation_by_age": self.realisation.by_age(),
-                "worker_slowness": _by_worker(self.slowness(len(self.share)))}
+                "worker_slowness": _by_worker(self.slowness(len(self.share))),
+                "inflow_excess": _by_worker(self.inflow.excess(
+                    len(self.share), self.slowness(len(self.share))))}
 
 
 def _by_worker(values: list[float]) -> dict[str, float]:
