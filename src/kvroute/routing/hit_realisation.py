@@ -55,10 +55,22 @@ class HitRealisation:
 
     def bucket(self, last: float, now: float) -> int:
         """The age bucket of a record made at ``last``, at ``now`` (-1 if not finite)."""
-        if not math.isfinite(last):
-            return -1
-        age = max(now - last, 0.0)
-        return min(math.floor(math.log2(age / self.unit_s + 1.0)), len(self._num) - 1)
+        return self.buckets([last], now)[0]
+
+    def buckets(self, last: list[float], now: float) -> list[int]:
+        """:meth:`bucket` of each record time in ``last`` (a router asks for every worker's
+        at each decision: one call, and no max()/min(), which parse keywords per call)."""
+        top, unit, log2, floor, isfinite = (len(self._num) - 1, self.unit_s, math.log2,
+                                            math.floor, math.isfinite)
+        out = []
+        for t in last:
+            if not isfinite(t):
+                out.append(-1)
+                continue
+            age = now - t
+            b = floor(log2((age if age > 0.0 else 0.0) / unit + 1.0))
+            out.append(b if b < top else top)
+        return out
 
     def rate(self, bucket: int) -> float:
         """Bucket ``bucket``'s estimate (the module doc); ``overall`` for -1."""

@@ -41,13 +41,18 @@ class Inflow:
         """Per worker ``0 .. n - 1``, its inflow over the mean of theirs, less 1 (the
         module doc); with ``per``, each worker's inflow times its ``per`` first (a
         slowness: a worker half as fast is at its share with half the inflow)."""
-        self.ensure(n)
-        sums = self._sums[:n] if per is None else [
-            v * p for v, p in zip(self._sums, per[:n], strict=False)]
-        total = sum(sums)
+        sums, total = self.weighted(n, per)
         if total <= 0:
             return [0.0] * n
         return [v * n / total - 1.0 for v in sums]
+
+    def weighted(self, n: int, per: list[float] | None = None) -> tuple[list[float], float]:
+        """The inflows :meth:`excess` compares (scaled alike) and their sum: ``excess`` is
+        ``v * n / total - 1`` of them, for a caller that reads a few."""
+        self.ensure(n)
+        sums = self._sums[:n] if per is None else [
+            v * p for v, p in zip(self._sums, per[:n], strict=False)]
+        return sums, sum(sums)
 
     def remove_worker(self, index: int) -> None:
         """Worker ``index`` left; later workers shift down one index."""

@@ -296,6 +296,7 @@ class Learned(RoutingPolicy):
         self.decode_speed = WorkerSpeed(self.forget)  # the same from decode residuals
         self._slowness: list[float] = []  # slowness(n), cached until either factor changes
         self._slowness_key: tuple[int, int, int] | None = None
+        self._slow_alike = True  # every slowness is 1
         self.share = UncachedShare()  # f_w over this policy's open requests
         self.inflow = Inflow(self.forget)  # the uncached units sent to each worker lately
         self.open: dict[int, _Open] = {}
@@ -320,6 +321,7 @@ class Learned(RoutingPolicy):
             self._slowness = [t if (t - 1.0) * (d - 1.0) > 0 else 1.0 for t, d in zip(
                 self.speed.factors(n), self.decode_speed.factors(n), strict=True)]
             self._slowness_key = (n, self.speed.version, self.decode_speed.version)
+            self._slow_alike = all(v == 1.0 for v in self._slowness)
         return self._slowness
 
     def on_workers_changed(self, count: int) -> None:
@@ -378,14 +380,22 @@ class Learned(RoutingPolicy):
         dec_flight, dec_ctx, dec_0 = o * d1, o * d2, o * (d0 + d1)
         k0 = a0 / 1000.0  # seconds per uncached unit
         k1 = a1 / 1e6
-        rate, bucket, now = self.realisation.rate, self.realisation.bucket, view.now
-        age = [-1 if t == -math.inf else bucket(t, now) for t in last]
+        rate, now = self.realisation.rate, view.now
+        age = self.realisation.buckets(last, now)
         cap = length - 1.0
-        hit = [min(rate(b) * m, cap) if m else 0.0 for b, m in zip(age, matched, strict=True)]
+        hit, rates = [0.0] * n, {}  # each age bucket's rate read once
+        for w, m in enumerate(matched):
+            if m:
+                b = age[w]
+                r = rates.get(b)
+                if r is None:
+                    r = rates[b] = rate(b)
+                h = r * m
+                hit[w] = h if h <= cap else cap
         workers = view.workers
         allowed = view.candidates().tolist()
         if len(allowed) == n:
-            flights = sum(ws.in_flight for ws in workers)
+            flights = sum([ws.in_flight for ws in workers])
             top = max(hit)
         else:
             flights = sum(workers[w].in_flight for w in allowed)
@@ -400,7 +410,10 @@ class Learned(RoutingPolicy):
         copy_k = self.copy_weight * (1.0 if busy else 1.0 - self.realisation.oldest()) * k0
         tw = self.ttft_weight_now
         slow = self.slowness(n)
-        excess, bal_k = self.inflow.excess(n, slow), self.balance_weight * k0
+        # excess_w = inflow_w * n / total - 1
+        inflow, total = self.inflow.weighted(n, None if self._slow_alike else slow)
+        bal_k = self.balance_weight * k0 if total > 0 else 0.0  # nothing sent: no excess
+        total = total if total > 0 else 1.0
         cost, own, ttft, unc, ctx = ([0.0] * n for _ in range(5))
         decode_mean = self.decode_mean
         for w, ws in enumerate(workers):
@@ -418,7 +431,7 @@ class Learned(RoutingPolicy):
             spared = top - h  # > 0 where another allowed worker holds more (no max(): slow)
             copy = (spared if spared > 0.0 else 0.0) * copy_k  # copy_w times its weight
             cost[w] = (own_w + ttft_w * tw + (flight * 1.5 + lam_0) * (work + copy) + copy
-                       + bal_k * excess[w] * u)
+                       + bal_k * (inflow[w] * n / total - 1.0) * u)
         return Costs(cost, own, ttft, unc, ahead, ctx, age, out, fingerprint)
 
     def route(self, req: RouteRequest, view: ClusterView) -> Decision:

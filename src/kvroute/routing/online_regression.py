@@ -81,7 +81,9 @@ class OnlineRegression:
         theta: np.ndarray = self.theta
         m = self.M
         out: np.ndarray
-        if self.ridge is None and min(theta.tolist()) >= self.floor:  # nothing clipped
+        floor = self.floor
+        t = theta.tolist()
+        if self.ridge is None and min(t) >= floor:  # nothing clipped
             out = theta.view()
             out.flags.writeable = False
             self._coef, self._coef_of = out, self.theta
@@ -89,13 +91,14 @@ class OnlineRegression:
         if self.ridge is not None:
             m = m + self.ridge
             theta = np.linalg.solve(m, self.M @ theta + self.ridge @ self.prior)
-        t = theta.tolist()
-        clipped = [max(v, self.floor) for v in t]
+            t = theta.tolist()
+        clipped = [floor if floor > v else v for v in t]  # max(): slower (it parses keywords)
         i = self.intercept
         if i is not None:
             shift = [c - v for c, v in zip(clipped, t, strict=True)]
             shift[i] = 0.0
-            clipped[i] = max(t[i] - float(np.dot(m[i], shift)) / float(m[i, i]), self.floor)
+            c = t[i] - float(np.dot(m[i], shift)) / float(m[i, i])
+            clipped[i] = floor if floor > c else c
         out = np.array(clipped)
         out.flags.writeable = False
         self._coef, self._coef_of = out, self.theta
