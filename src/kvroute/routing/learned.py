@@ -383,7 +383,8 @@ class Learned(RoutingPolicy):
         rate, now = self.realisation.rate, view.now
         age = self.realisation.buckets(last, now)
         cap = length - 1.0
-        hit, rates = [0.0] * n, {}  # each age bucket's rate read once
+        hit = [0.0] * n
+        rates: dict[int, float] = {}  # each age bucket's rate read once
         for w, m in enumerate(matched):
             if m:
                 b = age[w]
