@@ -27,7 +27,8 @@ For a request of ``L`` prompt units and ``O`` output tokens (``max_tokens``, or 
     lam_w  = in_flight_w + (in_flight_w + mean in-flight over the allowed workers) / 2
     copy_w = a0 * (max_v h_v - h_w) / 1000          seconds to recompute what another
                                                     allowed worker already holds
-    excess_w = inflow_w / (mean inflow) - 1         uncached units sent to w lately, over
+    excess_w = s_w inflow_w / mean_v(s_v inflow_v) - 1   uncached units sent to w
+                                                    lately, per unit of its speed, over
                                                     the workers' mean (-1 .. n - 1)
     cost_w = (1 + ttft_weight) * TTFT_w + dec_w + lam_w * work_w
              + copy_weight * scarce * (1 + lam_w) * copy_w
@@ -78,7 +79,8 @@ model instead (below, "The reported E2E"). The terms:
   workers apart. ``inflow_w`` sums the uncached units sent to ``w``, each request's
   weight decaying by ``forget`` per request routed (:mod:`~kvroute.routing.inflow`); a
   worker sent twice the mean pays ``balance_weight`` (1%) of the request's own prefill
-  more, one sent nothing that much less. At low load every worker is idle and a shared
+  more, one sent nothing that much less (counted per unit of each worker's speed: a
+  prefix brings its later requests with it). At low load every worker is idle and a shared
   prefix of a few units (a chat template) decided every new prompt: on LooGLE at load
   0.02 two of four workers took all documents, their caches overflowed and the hit rate
   fell to 0.78 (0.96 with the term, as the smallest-tree rule of ``cache_aware``). The
