@@ -449,9 +449,9 @@ def test_a_slow_worker_is_learned_and_avoided() -> None:
     same request then goes to worker 0."""
     policy = Learned()
     _train_two_workers(policy, 2.0, 2.0)
-    slow = policy.slowness(2)
+    slow = policy.slow.factors(2)
     assert 1.3 < slow[1] / slow[0] < 1.6 and slow[0] * slow[1] == pytest.approx(1.0)
-    assert slow == pytest.approx(policy.speed.factors(2))
+    assert slow == pytest.approx(policy.slow.ttft.factors(2))
     view = view_of([WorkerState(0), WorkerState(1)])
     own, ttft = map(np.array, policy.costs(_req(2000), view)[1:3])
     assert ttft[0] == pytest.approx(ttft[1])
@@ -467,7 +467,7 @@ def test_a_slow_worker_drains_its_queue_slowly() -> None:
     multiplied by each worker's factor; the request's own prefill is not."""
     policy = Learned()
     _train_two_workers(policy, 2.0, 2.0)
-    slow = np.array(policy.slowness(2))
+    slow = np.array(policy.slow.factors(2))
     a0 = policy.ttft_model.coefficients()[0]
     queued = view_of([WorkerState(0, in_flight=1, prefill_units=1000),
                       WorkerState(1, in_flight=1, prefill_units=1000)])
@@ -491,8 +491,8 @@ def test_without_max_tokens_the_decode_witness_reads_decode_seconds() -> None:
         policy.on_complete(Feedback(worker=w, rid=i, ok=True, prompt_units=2000, now=1.0,
                                     decision=Decision(w), e2e_s=ttft + decode, ttft_s=ttft,
                                     cached_tokens=0))
-    assert policy.decode_speed.factors(2)[1] > 1.1
-    slow = policy.slowness(2)
+    assert policy.slow.decode.factors(2)[1] > 1.1
+    slow = policy.slow.factors(2)
     assert slow[1] > 1.1 and slow[0] < 1.0
     assert policy.route(RouteRequest(np.arange(2000, dtype=np.int64), rid=999,
                                      max_tokens=None), view_of([WorkerState(0),
@@ -507,10 +507,10 @@ def test_a_worker_slow_at_prefill_only_is_not_called_slow() -> None:
     for ttft_scale, decode_scale in ((2.0, 1.0), (1.0, 2.0)):
         policy = Learned()
         _train_two_workers(policy, ttft_scale, decode_scale)
-        fired, quiet = ((policy.speed, policy.decode_speed) if ttft_scale > 1 else
-                        (policy.decode_speed, policy.speed))
+        fired, quiet = ((policy.slow.ttft, policy.slow.decode) if ttft_scale > 1 else
+                        (policy.slow.decode, policy.slow.ttft))
         assert fired.factors(2)[1] > 1.1 and list(quiet.factors(2)) == [1.0, 1.0]
-        assert list(policy.slowness(2)) == [1.0, 1.0]
+        assert list(policy.slow.factors(2)) == [1.0, 1.0]
 
 
 def test_only_requests_with_nothing_ahead_teach_the_speed() -> None:
@@ -521,10 +521,10 @@ def test_only_requests_with_nothing_ahead_teach_the_speed() -> None:
     busy.allow([True, False])
     policy.route(_req(2000), busy)
     policy.on_complete(_feedback(7, 0, ttft=5.0, e2e=5.1, cached=0))
-    assert sum(policy.speed.counts) == 0
+    assert sum(policy.slow.ttft.counts) == 0
     policy.route(_req(2000), view_of([WorkerState(0), WorkerState(1)]))
     policy.on_complete(_feedback(7, 0, ttft=5.0, e2e=5.1, cached=0))
-    assert sum(policy.speed.counts) == 1
+    assert sum(policy.slow.ttft.counts) == 1
 
 
 def test_the_reported_e2e_reads_its_own_decode_model_and_decides_nothing() -> None:

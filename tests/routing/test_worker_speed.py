@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kvroute.routing.worker_speed import WorkerSpeed
+from kvroute.routing.worker_speed import Slowness, WorkerSpeed
 
 
 def test_factors_hand_computed() -> None:
@@ -64,3 +64,28 @@ def test_median_is_numpys(values: list[float]) -> None:
     """The refresh's median (the standard library's, cheaper on a few values) is
     ``np.median``'s, to the bit (odd and even counts)."""
     assert statistics.median(values) == float(np.median(np.array(values)))
+
+
+def test_slowness_acts_where_both_witnesses_agree() -> None:
+    """Worker 1 is slow to the TTFT witness; until the decode witness says so too its
+    slowness is 1 (and ``alike``); then the TTFT witness's factor; a decode witness that
+    calls it fast instead leaves it at 1."""
+    slow = Slowness(forget=1.0)
+    for _ in range(40):
+        slow.ttft.update(1, observed=0.4, predicted=0.2)
+        slow.ttft.update(0, observed=0.2, predicted=0.2)
+        slow.ttft.update(2, observed=0.2, predicted=0.2)
+    assert slow.factors(3) == [1.0, 1.0, 1.0] and slow.alike
+    opposite = Slowness(forget=1.0)
+    opposite.ttft = slow.ttft
+    for s, ratio in ((slow, 2.0), (opposite, 0.5)):
+        for _ in range(40):
+            s.decode.update(1, observed=0.1 * ratio, predicted=0.1)
+            s.decode.update(0, observed=0.1, predicted=0.1)
+            s.decode.update(2, observed=0.1, predicted=0.1)
+    assert slow.factors(3) == [1.0, slow.ttft.factors(3)[1], 1.0] and not slow.alike
+    assert slow.factors(3)[1] > 1.4
+    assert opposite.factors(3) == [1.0, 1.0, 1.0] and opposite.alike
+    slow.remove(0)  # the slow worker is now worker 0, judged against one other
+    factors = slow.factors(2)
+    assert factors[0] > 1.0 > factors[1]

@@ -55,10 +55,9 @@ model instead (below, "The reported E2E"). The terms:
   little reuse) ``work_w`` is the same on every worker and the rule balances by
   predicted latency and load alone (counting only the requests decoding now doubled
   the stalls on GSP in round-robin order).
-* ``ttft_weight`` counts the predicted TTFT (the queue ahead and the prefill) once more
-  in each of ``ttft_weight`` extra copies: time to first token is what a waiting client
-  sees, and a request queued behind prefills also delays the decode steps of the worker
-  it lands on. Measured on the design grid, it improves mean E2E as well as TTFT.
+* ``ttft_weight`` extra copies of the predicted TTFT (the queue ahead and the prefill):
+  it is what a waiting client sees, and a request queued behind prefills also delays the
+  decode steps of the worker it lands on (on the design grid it improves mean E2E too).
 * The copy term prices the future hits a prefix group loses when one of its requests is
   sent away from the worker that holds the prefix: the copy takes cache space on ``w``
   that the eviction policy frees by dropping other prefixes, each of which a later
@@ -67,8 +66,7 @@ model instead (below, "The reported E2E"). The terms:
   (below) of the oldest prefixes it has evidence on, the share of them the engines
   still held (1 while the caches hold everything, and while no engine reports cached
   tokens). Not the overall rate: most traffic reuses young prefixes, which are realised
-  whatever the pressure (GSP round-robin, load 0.8: 0.95 overall while nothing older
-  than two minutes survives). A burst of one group may spread while the caches keep
+  whatever the pressure. A burst of one group may spread while the caches keep
   everything; once they evict, a group stays on its worker unless the load says
   otherwise. Of several workers that hold a group's prefix, the one sent it last has
   the youngest copy, so the highest ``r_w`` (below) once older copies are seen to be
@@ -79,12 +77,10 @@ model instead (below, "The reported E2E"). The terms:
   workers apart. ``inflow_w`` sums the uncached units sent to ``w``, each request's
   weight decaying by ``forget`` per request routed (:mod:`~kvroute.routing.inflow`); a
   worker sent twice the mean pays ``balance_weight`` (1%) of the request's own prefill
-  more, one sent nothing that much less (counted per unit of each worker's speed: a
-  prefix brings its later requests with it). At low load every worker is idle and a shared
-  prefix of a few units (a chat template) decided every new prompt: on LooGLE at load
-  0.02 two of four workers took all documents, their caches overflowed and the hit rate
-  fell to 0.78 (0.96 with the term, as the smallest-tree rule of ``cache_aware``). The
-  term is too small to outweigh a real hit or a queue (docs/routing-results.md, "Low
+  more, one sent nothing that much less (per unit of each worker's speed: a prefix
+  brings its later requests with it). Too small to outweigh a real hit or a queue, it
+  decides where every worker is idle and only a shared template differs, which would
+  otherwise send every new prompt to the same workers (docs/routing-results.md, "Low
   load").
 
 Learning (all from completions; errors teach nothing):
@@ -103,8 +99,7 @@ Learning (all from completions; errors teach nothing):
   flight, from the router's accounting, ``prefill_units + decode_units``): every decode
   step reads the KV cache of every request in the batch, so a worker decoding a few
   long prompts is slower per token than one decoding as many short ones (prior 0: no
-  context effect until one is observed; docs/routing-results.md, "Design and check
-  seeds": the Mooncake trace at load 0.95, where decode is two thirds of E2E).
+  context effect until one is observed).
   The output ``O``: the engines report each completion's generated tokens
   (``Feedback.output_tokens``), learned by the prompt's opening units
   (:mod:`~kvroute.routing.output_lengths`: requests that begin alike have outputs
@@ -119,61 +114,45 @@ Learning (all from completions; errors teach nothing):
 * The reported E2E. The decode model above decides well and predicts badly: every request
   weighs the same in its fit, so a short output that a long prefill stalled (a large
   time per token) is multiplied by the output of long requests, and at a cold start
-  under overload the context slope shoots up (Mooncake trace, load 0.8: E2E
-  over-predicted by 38 s on a 22 s mean). Fits that predict better decided worse
+  under overload the context slope shoots up. Fits that predict better decided worse
   (docs/routing-results.md). So ``decode_report``, fitted beside it on the same samples,
   each weighted by its output tokens - 1 and with a ridge of 1 pulling the context slope
   towards its prior 0 where the data leave it undetermined, gives the chosen worker's
   decode time in ``Decision.predicted_s`` and the E2E error telemetry, and nothing else:
   every decision is as without it.
-* ``s`` (each worker's slowness, :mod:`~kvroute.routing.worker_speed`): replicas may be
-  of different speeds, and one model for all predicts the same time everywhere. The
-  slowness is read from the TTFT residuals (observed over the shared model's
-  prediction) of the requests that found nothing queued ahead of them on their worker:
-  their TTFT is the worker's own prefill, while a queued request's residual also
-  measures the queue and the traffic the worker was given (the decode residuals of
-  equal workers differ by up to 30% with their share of a prefix burst). A second
-  witness must agree: the same estimate from the decode residuals (observed time per
-  token over the decode model's; with no output known, decode seconds over their
-  running mean), which a slow GPU also moves and the traffic moves differently; where
-  the two do not deviate the same way (both told apart from the typical worker, on the
-  same side), ``s_w = 1``. So equal workers keep ``s = 1``, and the ties above survive.
-  ``s_w`` multiplies the decode prediction (the decode model learns times at the typical
-  worker's speed: its targets are divided by ``s_w``) and the wait for the prefill
-  queued ahead (a slow worker drains it slowly), not the request's own prefill: that
-  sends new prefix groups past idle slow workers and the cluster loses their caches
+* ``s`` (each worker's slowness, :class:`~kvroute.routing.worker_speed.Slowness`):
+  replicas may be of different speeds, and one model for all predicts the same time
+  everywhere. It is read from the TTFT residuals of the requests that found nothing
+  queued ahead, where the decode residuals agree; else ``s_w = 1``, so equal workers
+  keep ``s = 1`` and the ties above survive. ``s_w`` multiplies the decode prediction
+  (the decode model learns times at the typical worker's speed: its targets are divided
+  by ``s_w``) and the wait for the prefill queued ahead, not the request's own prefill:
+  that sends new prefix groups past idle slow workers and the cluster loses their caches
   (docs/routing-results.md, "Workers of different speeds").
 * ``r`` (hit realisation, :mod:`~kvroute.routing.hit_realisation`): engine-reported
   cached units over the index's ``matched`` at routing, summed with the same forgetting
   (starts at 1; the index may believe in prefixes the worker has evicted), overall and
   by the age of the prefix on the chosen worker (``view.now - view.last_sent``, in
-  log-width buckets). ``r_w`` is the rate of the age bucket of ``w``'s prefix, which
-  borrows the overall rate while it has little evidence: a prefix sent a moment ago is
-  almost surely still cached, one sent long ago on a busy worker much less so, and the
-  overall rate (a mix of both) undervalues the first and overvalues the second.
-  Engines report cached tokens only when asked to (vLLM's
-  ``--enable-prompt-tokens-details``, SGLang's ``--enable-cache-report`` for its OpenAI
-  API). Without a report, a request that found nothing queued ahead on its worker
-  (``ahead`` 0) took its own prefill as its TTFT, so the TTFT model read backwards gives
-  what was cached (:mod:`~kvroute.routing.ttft_form`, with the model as it predicted
-  that request), and that is the realisation's sample; the TTFT model itself learns only
-  from reported counts or its own predicted ``u`` (docs/routing-results.md, "Engines
-  that report no cached tokens": 1.084x / 1.076x on the design / check grid).
-
-* Requests that do not stream (``RouteRequest.streamed`` False: the proxy sees no first
-  token of a request that does not stream, and Ray Serve's hooks carry none): no TTFT,
-  and the router's accounting counts such a request as prefilling until it completes.
-  So ``ahead`` leaves their prompt units out of ``prefill_units``
-  (``WorkerState.unstreamed_units``) and counts instead their uncached units until their
-  predicted first token is due (``pending_w``, :mod:`~kvroute.routing.pending_prefill`).
-  Their completion teaches one regression of the E2E on ``[x_ttft, (O - 1) x_dec]``
-  (``e2e_model``; with no output known ``O - 1`` is taken as 1, so that half learns a
-  request's decode seconds, and the decision uses it so) and, without a cached-token
-  report, the realisation, by reading backwards as above the E2E less the predicted
-  decode. While completions come and none has a TTFT (:attr:`Learned.completions_only`),
-  ``a`` and ``d`` are that regression's two halves and the reported E2E is the decision's
-  own; the first TTFT switches back for good (docs/routing-results.md, "Clients that do
-  not stream").
+  buckets of doubling width). ``r_w`` is the rate of the age bucket of ``w``'s prefix, which borrows
+  the overall rate while it has little evidence: a prefix sent a moment ago is almost
+  surely still cached, one sent long ago on a busy worker much less so. Without a
+  cached-token report (engines send one only when asked: docs/routing.md), a request
+  that found nothing queued ahead took its own prefill as its TTFT, so the TTFT model
+  read backwards gives what was cached (:mod:`~kvroute.routing.ttft_form`), and that is
+  the realisation's sample; the TTFT model itself learns only from reported counts or
+  its own predicted ``u`` (docs/routing-results.md, "Engines that report no cached
+  tokens").
+* Requests that do not stream (``RouteRequest.streamed`` False; Ray Serve's hooks carry
+  no first token either): no TTFT, and the router's accounting counts such a request as
+  prefilling until it completes. So ``ahead`` counts instead its uncached units until
+  its predicted first token is due (``pending_w``,
+  :mod:`~kvroute.routing.pending_prefill`). Its completion teaches one regression of the
+  E2E on ``[x_ttft, (O - 1) x_dec]`` (``e2e_model``; ``O - 1`` taken as 1 with no output
+  known) and, without a cached-token report, the realisation (the E2E less the predicted
+  decode, read backwards as above). While completions come and none has a TTFT
+  (:attr:`Learned.completions_only`), ``a`` and ``d`` are that regression's two halves;
+  the first TTFT switches back for good (docs/routing-results.md, "Clients that do not
+  stream").
 
 Parameters: ``forget`` 0.998 (forgetting factor of every estimate, in (0, 1]);
 ``prior_ktoken_s`` 0.1 (prior seconds per 1000 prefill units, replaced by the first few
@@ -183,21 +162,22 @@ of docs/routing-results.md, checked on seeds 4-6); ``balance_weight`` 0.01 (>= 0
 breaker's scale, above); ``ttft_scale`` 0 (>= 0; below); no constant depends on a
 workload.
 
-Long outputs: where decode dominates, the rule keeps a prefix group's burst together:
-the lowest mean E2E, and up to twice the TTFT of a router that spreads the burst
-(docs/routing-results.md, "Long outputs"). ``ttft_scale`` s > 0 multiplies TTFT's weight
-by (mean E2E / mean TTFT) ** s over streamed completions, with forgetting
-(:attr:`Learned.ttft_weight_now`); off by default: it costs mean E2E on the design grid.
+Long outputs (docs/routing-results.md, "Long outputs"): where decode dominates, the rule
+keeps a prefix group's burst together, for the lowest mean E2E and up to twice the TTFT
+of a router that spreads it. ``ttft_scale`` s > 0 multiplies TTFT's weight by (mean E2E /
+mean TTFT) ** s over streamed completions (:attr:`Learned.ttft_weight_now`); off by
+default: it costs mean E2E on the design grid.
 
 Telemetry (:meth:`telemetry`): the mean absolute and signed error of the predicted TTFT,
-the reported E2E and the expected output (and their sums, for windows:
-:mod:`~kvroute.routing.prediction_errors`), the coefficients, the hit realisation
-(overall and by age) and each worker's slowness.
+the reported E2E and the expected output (:mod:`~kvroute.routing.prediction_errors`), the
+coefficients, the hit realisation (overall and by age), each worker's slowness and its
+inflow excess.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -214,7 +194,7 @@ from kvroute.routing.prediction_errors import PredictionErrors
 from kvroute.routing.registry import register
 from kvroute.routing.ttft_form import cached_from_ttft, ttft_features
 from kvroute.routing.uncached_share import UncachedShare
-from kvroute.routing.worker_speed import WorkerSpeed
+from kvroute.routing.worker_speed import Slowness
 
 __all__ = ["Learned"]
 
@@ -260,50 +240,34 @@ class Learned(RoutingPolicy):
                  copy_weight: float = 3.0, ttft_scale: float = 0.0,
                  balance_weight: float = 0.01) -> None:
         super().__init__(seed)
-        for name, value in (("ttft_weight", ttft_weight), ("copy_weight", copy_weight),
-                            ("ttft_scale", ttft_scale), ("balance_weight", balance_weight)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                    or not (math.isfinite(value) and value >= 0):
-                raise ConfigError(f"learned: {name} must be >= 0, got {value!r}")
-        self.ttft_weight, self.copy_weight = float(ttft_weight), float(copy_weight)
-        self.ttft_scale, self.balance_weight = float(ttft_scale), float(balance_weight)
-        if isinstance(forget, bool) or not isinstance(forget, (int, float)) \
-                or not 0.0 < forget <= 1.0:
-            raise ConfigError(f"learned: forget must be in (0, 1], got {forget!r}")
-        if isinstance(prior_ktoken_s, bool) or not isinstance(prior_ktoken_s, (int, float)) \
-                or not (math.isfinite(prior_ktoken_s) and prior_ktoken_s > 0):
-            raise ConfigError(f"learned: prior_ktoken_s must be > 0, got {prior_ktoken_s!r}")
-        self.forget = float(forget)
-        k = float(prior_ktoken_s)
+        self.ttft_weight, self.copy_weight, self.ttft_scale, self.balance_weight = (
+            _number(name, value, lambda x: math.isfinite(x) and x >= 0, ">= 0")
+            for name, value in (("ttft_weight", ttft_weight), ("copy_weight", copy_weight),
+                                ("ttft_scale", ttft_scale), ("balance_weight", balance_weight)))
+        self.forget = _number("forget", forget, lambda x: 0.0 < x <= 1.0, "in (0, 1]")
+        k = _number("prior_ktoken_s", prior_ktoken_s, lambda x: math.isfinite(x) and x > 0,
+                    "> 0")
         # TTFT: s per 1000 units, s per 1e6 pairs, s fixed; decode: s per token, s per token
         # per request in flight, s per token per 1e5 units of context in flight
         self.ttft_model = OnlineRegression([k, k / 20.0, k / 10.0], lam=self.forget,
                                            intercept=2)
         self.decode_model = OnlineRegression([k / 5.0, k / 100.0, 0.0], lam=self.forget,
                                              intercept=0)
-        # the same, weighted by the output and with a ridge on the context slope: what
-        # the reported E2E reads ("The reported E2E" above); decisions never do
+        # weighted by the output, a ridge on the context: "The reported E2E" above
         self.decode_report = OnlineRegression([k / 5.0, k / 100.0, 0.0], lam=self.forget,
                                               intercept=0, ridge=(0.0, 0.0, 1.0))
-        # requests that do not stream: their E2E against the TTFT features and the decode
-        # features times O - 1, whose two halves stand in for the two models above
+        # requests that do not stream: E2E on [x_ttft, (O - 1) x_dec] (the module doc)
         self.e2e_model = OnlineRegression([k, k / 20.0, k / 10.0, k / 5.0, k / 100.0, 0.0],
                                           lam=self.forget, intercept=2)
-        # requests that do not stream: uncached units until the predicted first token
-        self.pending = PendingPrefill()
+        self.pending = PendingPrefill()  # not streamed: uncached units until first token
         self.decode_mean = k / 2.0  # observed decode seconds, when O is unknown
         self.outputs = OutputLengths(self.forget)  # O expected, from earlier completions
         self.realisation = HitRealisation(self.forget)
-        self.speed = WorkerSpeed(self.forget)  # each worker's slowness, from TTFT residuals
-        self.decode_speed = WorkerSpeed(self.forget)  # the same from decode residuals
-        self._slowness: list[float] = []  # slowness(n), cached until either factor changes
-        self._slowness_key: tuple[int, int, int] | None = None
-        self._slow_alike = True  # every slowness is 1
+        self.slow = Slowness(self.forget)  # each worker's, from TTFT and decode residuals
         self.share = UncachedShare()  # f_w over this policy's open requests
         self.inflow = Inflow(self.forget)  # the uncached units sent to each worker lately
         self.open: dict[int, _Open] = {}
-        self.ttft_errors = PredictionErrors()
-        self.e2e_errors = PredictionErrors()
+        self.ttft_errors, self.e2e_errors = PredictionErrors(), PredictionErrors()
         self.output_errors = PredictionErrors("tokens")  # expected O against reported
         # observed TTFTs and E2Es of streamed requests, summed with forgetting (ttft_scale)
         self.ttft_sum = self.e2e_sum = 0.0
@@ -313,18 +277,7 @@ class Learned(RoutingPolicy):
         self.share.ensure(n)
         self.inflow.ensure(n)
         self.pending.ensure(n)
-        self.speed.ensure(n)
-        self.decode_speed.ensure(n)
-
-    def slowness(self, n: int) -> list[float]:
-        """Per worker, the factor learned from its TTFT residuals where its decode
-        residuals deviate the same way (both told apart from the typical worker), else 1."""
-        if self._slowness_key != (n, self.speed.version, self.decode_speed.version):
-            self._slowness = [t if (t - 1.0) * (d - 1.0) > 0 else 1.0 for t, d in zip(
-                self.speed.factors(n), self.decode_speed.factors(n), strict=True)]
-            self._slowness_key = (n, self.speed.version, self.decode_speed.version)
-            self._slow_alike = all(v == 1.0 for v in self._slowness)
-        return self._slowness
+        self.slow.ensure(n)
 
     def on_workers_changed(self, count: int) -> None:
         self._ensure(count)
@@ -334,8 +287,7 @@ class Learned(RoutingPolicy):
         self.share.remove_worker(index)
         self.inflow.remove_worker(index)
         self.pending.remove_worker(index)
-        self.speed.remove(index)
-        self.decode_speed.remove(index)
+        self.slow.remove(index)
         for rec in self.open.values():
             if rec.worker > index:
                 rec.worker -= 1
@@ -412,9 +364,9 @@ class Learned(RoutingPolicy):
         busy = min(ahead if len(allowed) == n else [ahead[w] for w in allowed]) > 0.0
         copy_k = self.copy_weight * (1.0 if busy else 1.0 - self.realisation.oldest()) * k0
         tw = self.ttft_weight_now
-        slow = self.slowness(n)
+        slow = self.slow.factors(n)
         # excess_w = inflow_w * n / total - 1
-        inflow, total = self.inflow.weighted(n, None if self._slow_alike else slow)
+        inflow, total = self.inflow.weighted(n, None if self.slow.alike else slow)
         bal_k = self.balance_weight * k0 if total > 0 else 0.0  # nothing sent: no excess
         total = total if total > 0 else 1.0
         cost, own, ttft, unc, ctx = ([0.0] * n for _ in range(5))
@@ -449,7 +401,7 @@ class Learned(RoutingPolicy):
         pred_e2e = own[w]  # reported: with an output expected, from decode_report
         if out is not None and not self.completions_only:
             decode = max(out - 1.0, 0.0) * self.decode_report.predict(x_dec)
-            pred_e2e = ttft[w] + self.slowness(len(view))[w] * decode
+            pred_e2e = ttft[w] + self.slow.factors(len(view))[w] * decode
         self.open[req.rid] = _Open(
             worker=w, units=len(req), uncached=u,
             matched=int(view.matched(req)[w]), age=age[w],
@@ -501,19 +453,19 @@ class Learned(RoutingPolicy):
             self.ttft_sum = self.forget * self.ttft_sum + fb.ttft_s
             self.e2e_sum = self.forget * self.e2e_sum + fb.e2e_s
             if rec.ahead == 0:
-                self.speed.update(w, fb.ttft_s, self.ttft_model.predict(x))
+                self.slow.ttft.update(w, fb.ttft_s, self.ttft_model.predict(x))
             self.ttft_model.update(x, fb.ttft_s)
             decode_s = max(0.0, fb.e2e_s - fb.ttft_s)
             # the decode model learns times at the typical worker's speed
-            s_w = self.slowness(max(len(self.share), w + 1))[w]  # the decisions' n: cached
+            s_w = self.slow.factors(max(len(self.share), w + 1))[w]  # the decisions' n: cached
             if out is not None and out > 1:
                 per_token = decode_s / (out - 1)
-                self.decode_speed.update(w, per_token, self.decode_model.predict(rec.x_dec))
+                self.slow.decode.update(w, per_token, self.decode_model.predict(rec.x_dec))
                 self.decode_model.update(rec.x_dec, per_token / s_w)
                 root = math.sqrt(out - 1)  # a sample of weight out - 1
                 self.decode_report.update(rec.x_dec * root, per_token / s_w * root)
             else:
-                self.decode_speed.update(w, decode_s, self.decode_mean)
+                self.slow.decode.update(w, decode_s, self.decode_mean)
                 typical = decode_s / s_w
                 self.decode_mean += (1.0 - self.forget) * (typical - self.decode_mean)
         if cached is not None and rec.matched > 0:
@@ -531,9 +483,17 @@ class Learned(RoutingPolicy):
                 "ttft_weight": self.ttft_weight_now,
                 "hit_realisation": self.hit_realisation,
                 "hit_realisation_by_age": self.realisation.by_age(),
-                "worker_slowness": _by_worker(self.slowness(len(self.share))),
+                "worker_slowness": _by_worker(self.slow.factors(len(self.share))),
                 "inflow_excess": _by_worker(self.inflow.excess(
-                    len(self.share), self.slowness(len(self.share))))}
+                    len(self.share), self.slow.factors(len(self.share))))}
+
+
+def _number(name: str, value: object, ok: Callable[[float], bool], what: str) -> float:
+    """``value`` as a float if it is a real number (not a bool) and ``ok``, else the
+    parameter's error."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
+        raise ConfigError(f"learned: {name} must be {what}, got {value!r}")
+    return float(value)
 
 
 def _by_worker(values: list[float]) -> dict[str, float]:

@@ -23,6 +23,16 @@ the model's predictions for a worker by the worker's factor:
   about 1.6 within a few dozen samples (two of four at half speed: about 1.4 times the
   others').
 
+``Slowness``: two such estimates as witnesses, one from the TTFT residuals of requests
+that found nothing queued ahead (their TTFT is the worker's own prefill; a queued
+request's residual also measures the queue and the traffic the worker was given: the
+decode residuals of equal workers differ by up to 30% with their share of a prefix
+burst), one from the decode residuals, which a slow GPU also moves and the traffic moves
+differently. ``factors(n)`` is the first witness's factor where the second deviates the
+same way (both told apart from the typical worker, on the same side), else exactly 1: so
+equal workers keep 1 and a caller's ties between them survive. Cached until either
+witness changes; ``alike`` says whether the last ``factors`` were all 1.
+
 Mechanism only: which times to feed, and where to apply the factors, is the caller's
 business. No clock; ``forget`` counts samples.
 """
@@ -34,7 +44,7 @@ import statistics
 
 import numpy as np
 
-__all__ = ["WorkerSpeed"]
+__all__ = ["Slowness", "WorkerSpeed"]
 
 
 class WorkerSpeed:
@@ -100,3 +110,31 @@ class WorkerSpeed:
             for w, factor in zip(apart, np.exp(beyond).tolist(), strict=True):
                 factors[w] = factor
         self._factors = factors
+
+
+class Slowness:
+    def __init__(self, forget: float) -> None:
+        self.ttft = WorkerSpeed(forget)  # from the TTFT residuals, nothing queued ahead
+        self.decode = WorkerSpeed(forget)  # from the decode residuals
+        self._factors: list[float] = []
+        self._key: tuple[int, int, int] | None = None
+        self.alike = True  # the last factors() were all 1
+
+    def ensure(self, n: int) -> None:
+        self.ttft.ensure(n)
+        self.decode.ensure(n)
+
+    def remove(self, index: int) -> None:
+        self.ttft.remove(index)
+        self.decode.remove(index)
+
+    def factors(self, n: int) -> list[float]:
+        """Per worker, the TTFT witness's factor where the decode witness deviates the same
+        way, else 1 (the module doc)."""
+        key = (n, self.ttft.version, self.decode.version)
+        if self._key != key:
+            self._factors = [t if (t - 1.0) * (d - 1.0) > 0 else 1.0 for t, d in zip(
+                self.ttft.factors(n), self.decode.factors(n), strict=True)]
+            self._key = key
+            self.alike = all(v == 1.0 for v in self._factors)
+        return self._factors
