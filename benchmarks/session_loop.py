@@ -1,5 +1,5 @@
 """A design loop for ``learned`` eviction on session traffic, the one place measured
-where it is worse than ``rlt`` (docs/cache.md, "`learned` on session traffic in the
+where it was worse than ``rlt`` (docs/cache.md, "`learned` on session traffic in the
 cluster"): one cache and the cluster, on the invented agentic or conversation shape.
 
     PYTHONPATH=src python benchmarks/session_loop.py [--shape agentic] [--seeds 1,2,3] \
@@ -15,9 +15,11 @@ benchmarks/make_trace.py -n 2000 --shape S --seed N`` writes, then runs
   rates and learned / rlt mean TTFT;
 
 and the geometric means over the traces. ``--eviction-arg`` goes to ``learned`` in both
-(for a variant behind a parameter). About a minute a trace on one core, most of it the
-cluster. The baseline (2026-12-06, trace seeds 1-3 / 4-6): one cache 0.990x / 0.990x /
-0.994x; cluster 1.040x / 1.087x and 1.085x / 1.060x at 0.8 / 0.95. Before a change is
+(for a variant behind a parameter). About 20 s a trace on one core, most of it the
+cluster. Agentic, trace seeds 1-3 / 4-6 (2026-12-06): one cache 0.993x / 0.996x /
+0.998x and 0.996x / 0.994x / 0.998x; cluster 0.984x / 1.029x and 1.009x / 1.016x at 0.8 /
+0.95 (``--eviction-arg shadow=0``, without the recency check: 0.990x / 0.990x / 0.994x;
+1.040x / 1.087x and 1.085x / 1.060x). Before a change is
 kept, the rest of issue 13's cells must hold: ``benchmarks/eviction_results.py
 --no-cluster`` (15 s) and ``benchmarks/eviction_sweep.py`` (40 s a seed set).
 """

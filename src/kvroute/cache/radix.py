@@ -300,6 +300,7 @@ class RadixCache:
         arr = self.page_aligned(tokens)
         now = self._tick(now)
         pos, node = self._walk(arr, now, hit=False)
+        self.policy.on_stored(arr, pos)
         new = len(arr) - pos
         if new == 0:
             return 0

@@ -79,12 +79,26 @@ budget handed predictions' phases to RLT's rule where it loses (docs/cache.md).
 This is a measured guarantee with a stated mechanism, not a proof of a competitive
 ratio: the RLT phases start from the state the predictions left.
 
+Recency check (``shadow``): the classes do not carry the fine recency that plain LRU
+uses, and on session traffic (each turn extends the last; docs/cache.md) prediction
+kept ended sessions' paths and lost about 1% of the hits to lru, too little for the
+yardstick above to notice. So a :class:`~.recency_shadow.RecencyShadow` replays every
+stored sequence through a leaf-LRU tree of the same capacity and compares hits phase by
+phase (decayed sums; a lead beyond the per-request noise). In a phase after one where
+the shadow led, a prediction step first looks at the next ``HANDOVER_SCAN`` leaves in
+prediction order and trims the first one whose end the shadow no longer holds, by that
+part: what lru has already dropped goes first, so the contents move toward lru's (a
+switch of rule would not inherit lru's contents, and lands below both where they are
+close). If none of them has such a part, the step is prediction's. Prediction's order
+and the fallback stand as above; the hand-over only reorders which predicted victims
+go first, so the guarantee's mechanism is unchanged (its trims count as predicted).
+
 Parameters: ``seed`` (its own numpy generator, for the fallback's draws); ``trust``
 (0.1: the share of the capacity that mistakes may cost in a phase, beyond RLT's
 phases' same-phase returns, before the phase falls back; 0 falls back at the first
 mistake beyond them); ``ghosts`` (1.0: the ghost list's size
 in capacities, as ARC's); ``memory`` (2.0: the echoes' size in capacities; 0 keeps
-none).
+none); ``shadow`` (True: the recency check above; False: none, and none of its cost).
 
 Cost: O(log L) per heap change; a victim in prediction mode is the least of the class
 groups' cached top keys (``group_heaps.GroupHeaps``: one lazy min-heap per group keyed
@@ -104,7 +118,10 @@ replay time (met) and the Mooncake trace in blocks at 1% / 5% / 10% 2.2x / 2.35x
 (not met); earlier sessions measured up to 2.25x and 2.7-2.9x on a busier machine. A
 later pass with the same decisions (the unmarked leaves in entry order without a sort,
 forgotten ghosts settled in one loop) took the Mooncake cells to 2.0x / 2.2x / 2.2-2.3x
-(still not met at 5-10%). Measured, with where the time goes, in docs/cache.md.
+(still not met at 5-10%). Measured, with where the time goes, in docs/cache.md. The
+recency check costs the shadow's walks (paused while it is far behind, as on GSP) and,
+in hand-over phases, a path read per scanned leaf: GSP with 1-token pages about 2.1x
+rlt's replay time (``shadow=False`` 1.9x), the trace's cells up to 3-3.8x (2026-12-06).
 """
 
 from __future__ import annotations
@@ -117,6 +134,7 @@ import numpy as np
 from kvroute.cache.eviction.group_heaps import GroupHeaps, valid
 from kvroute.cache.eviction.leaf_classes import AGES, GROUPS, age_bucket, group, new_aux
 from kvroute.cache.eviction.policy import EvictionPolicy
+from kvroute.cache.eviction.recency_shadow import RecencyShadow
 from kvroute.cache.eviction.registry import register
 from kvroute.cache.eviction.reuse_model import Ghost, GhostList, ReuseModel
 from kvroute.errors import ConfigError, IntegrityError
@@ -126,6 +144,10 @@ if TYPE_CHECKING:
 
 __all__ = ["LearnedEviction"]
 
+#: how many leaves, in prediction order, a hand-over phase looks at for what the shadow
+#: dropped (a bound on its cost per victim)
+HANDOVER_SCAN = 32
+
 
 @register
 class LearnedEviction(EvictionPolicy):
@@ -133,7 +155,7 @@ class LearnedEviction(EvictionPolicy):
     takes_seed = True
 
     def __init__(self, seed: int | None = None, trust: float = 0.1, ghosts: float = 1.0,
-                 memory: float = 2.0) -> None:
+                 memory: float = 2.0, shadow: bool = True) -> None:
         if not trust >= 0.0:
             raise ConfigError(f"learned: trust must be >= 0, got {trust}")
         self.trust = float(trust)
@@ -162,6 +184,10 @@ class LearnedEviction(EvictionPolicy):
         self.rlt_done = 0
         self.candidates = GroupHeaps(GROUPS)
         self._halvings = 0
+        self._shadowing = bool(shadow)
+        self.shadow: RecencyShadow | None = None  # made in attach
+        self.handover = False  # this phase evicts first what the shadow dropped
+        self.handover_phases = 0
 
     def attach(self, cache: RadixCache) -> None:
         super().attach(cache)
@@ -172,6 +198,8 @@ class LearnedEviction(EvictionPolicy):
         self._child_key = cache.child_key
         self.ghosts = GhostList(int(self._ghost_share * cache.capacity),
                                 int(self._memory_share * cache.capacity), cache.page_size)
+        if self._shadowing:
+            self.shadow = RecencyShadow(cache.capacity, cache.page_size)
 
     # ---------------------------------------------------------------- phases
     def _touch(self, node: Node) -> None:
@@ -192,6 +220,8 @@ class LearnedEviction(EvictionPolicy):
 
     def _new_phase(self) -> None:
         self.candidates.forget_all()  # ages moved
+        self.handover = self.shadow is not None and self.shadow.phase_end()
+        self.handover_phases += self.handover
         if self.tried:  # this phase started with predictions
             if self.failed:
                 self.streak += 1
@@ -213,6 +243,10 @@ class LearnedEviction(EvictionPolicy):
             self.rlt_phases += 1
 
     # ---------------------------------------------------------------- hooks
+    def on_stored(self, tokens: np.ndarray, cached: int) -> None:
+        if self.shadow is not None:
+            self.shadow.record(tokens, cached, self.cache.now)
+
     def on_created(self, leaf: Node) -> None:
         ids = leaf.key
         aux = leaf.aux = new_aux(0, len(ids))
@@ -318,6 +352,11 @@ class LearnedEviction(EvictionPolicy):
         done = 0
         predicted, tail, trim = self._predicted, self._tail, self._trim
         while done < need:
+            if self.handover and self.predicting:
+                taken = self._handover(need - done)
+                if taken:
+                    done += taken
+                    continue
             if self.predicting:
                 node = predicted()
                 if node is None:
@@ -333,6 +372,29 @@ class LearnedEviction(EvictionPolicy):
                     break
                 done += steps
         return done * page
+
+    def _handover(self, pages: int) -> int:
+        """Among the first ``HANDOVER_SCAN`` leaves in prediction order, trim the first
+        one whose end the shadow no longer holds, by up to ``pages`` of that part (the
+        others go back); the pages trimmed, 0 if none of them had such a part."""
+        assert self.shadow is not None
+        page = self._page
+        seen = []
+        taken = 0
+        for _ in range(HANDOVER_SCAN):
+            node = self._predicted()
+            if node is None:
+                break
+            path = self.cache.path_of(node)
+            gone = (len(path) - max(self.shadow.holds(path), node.start)) // page
+            if gone > 0:
+                taken = min(gone, pages)
+                self._trim(node, taken, True)  # predicted: its mistakes count as such
+                break
+            seen.append(node)
+        for node in seen:
+            self.candidates.push(node)
+        return taken
 
     def _predicted(self) -> Node | None:
         """Pop the leaf of least estimated reuse (oldest first within a class)."""

@@ -8,6 +8,8 @@ the sizes and the locks; a policy owns its candidate set and decides victims.
 Hooks: the tree calls, in this order of life,
 
 * ``attach(cache)`` once, from the cache's constructor;
+* ``on_stored(tokens, cached)`` once per ``insert``, after its walk: the page-aligned
+  tokens stored and how many leading ones the tree already held;
 * ``on_created(leaf)`` for a new (unlocked) leaf made by ``insert``;
 * ``on_access(node, hit)`` for every node a ``match`` (``hit=True``) or an ``insert``
   (``hit=False``) walks through, after ``node.last_access`` is set to the cache's now;
@@ -59,6 +61,8 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 from kvroute.errors import ConfigError
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from kvroute.cache.radix import Node, RadixCache
 
 __all__ = ["EvictionPolicy"]
@@ -94,6 +98,9 @@ class EvictionPolicy:
             raise ConfigError(f"eviction policy {self.name!r} already serves another cache;"
                               " make one policy object per cache")
         self.cache = cache
+
+    def on_stored(self, tokens: np.ndarray, cached: int) -> None:
+        pass
 
     def on_created(self, leaf: Node) -> None:
         self.on_candidacy(leaf)

@@ -1,0 +1,73 @@
+"""``RecencyShadow``: plain leaf-LRU replayed beside a policy on the same stream, to tell
+when recency alone would have hit more than the policy did.
+
+Contract: the owner calls ``record(tokens, cached, now)`` for every sequence its cache
+stores (the tree's ``on_stored`` hook: the page-aligned tokens and how many of them the
+cache already held) and ``phase_end()`` when one of its phases ends; ``phase_end``
+returns True when the shadow *leads*. ``holds(path)`` is how much of a path the shadow
+holds now.
+
+The shadow is a :class:`~kvroute.cache.radix.RadixCache` of the owner's capacity and page
+with leaf-LRU eviction, served each recorded sequence at once (match, then insert: its
+hits are lru's on the stream, one request at a time). Per phase it sums the owner's hit
+tokens, the shadow's and the squared per-sequence differences, each decayed by
+``memory`` a phase; it leads when the shadow's decayed hits exceed the owner's by more
+than one standard deviation of that sum (the square root of the decayed squared
+differences): a lead that the per-request noise explains is not one.
+
+Its walks cost about what the owner's tree's do, so it pauses while it is far behind
+(its decayed hits under ``pause`` times the owner's: recency is no rival there) and
+runs again for a probe phase every ``probe`` phases; a paused shadow's contents go
+stale, which only lowers its hits (it never leads from a pause), and a probe phase
+refreshes them.
+
+No clock or random generator of its own: ``now`` is the owner's cache's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kvroute.cache.eviction.lru import LeafLRU
+from kvroute.cache.radix import RadixCache
+
+__all__ = ["RecencyShadow"]
+
+
+class RecencyShadow:
+    def __init__(self, capacity: int, page_size: int, memory: float = 0.8,
+                 pause: float = 0.5, probe: int = 8) -> None:
+        self.tree = RadixCache(capacity, LeafLRU(), page_size=page_size)
+        self.memory, self.pause, self.probe = memory, pause, probe
+        self._own = self._lru = self._sq = 0  # this phase's sums
+        self.own = self.lru = self.sq = 0.0  # decayed over the finished phases
+        self.paused = False
+        self._paused_for = 0
+
+    def record(self, tokens: np.ndarray, cached: int, now: float) -> None:
+        if self.paused:
+            return
+        hit = self.tree.match(tokens, now).hit
+        self.tree.insert(tokens, now)
+        self._own += cached
+        self._lru += hit
+        self._sq += (hit - cached) ** 2
+
+    def phase_end(self) -> bool:
+        """Fold this phase into the decayed sums; True if the shadow leads."""
+        if self.paused:
+            self._paused_for += 1
+            self.paused = self._paused_for % self.probe != 0
+            return False
+        m = self.memory
+        self.own = m * self.own + self._own
+        self.lru = m * self.lru + self._lru
+        self.sq = m * self.sq + self._sq
+        self._own = self._lru = self._sq = 0
+        self.paused = self.lru < self.pause * self.own
+        self._paused_for = 0
+        return bool(self.lru - self.own > self.sq ** 0.5)
+
+    def holds(self, path: np.ndarray) -> int:
+        """How many leading tokens of ``path`` the shadow holds (no effect on it)."""
+        return self.tree.peek(path)

@@ -1,0 +1,79 @@
+"""``RecencyShadow`` (leaf-LRU beside a policy on the same stream) and ``learned``
+eviction's hand-over to it, on hand-computed cases."""
+
+import numpy as np
+
+from kvroute.cache import RadixCache, make_policy
+from kvroute.cache.eviction.recency_shadow import RecencyShadow
+
+
+def seq(*ids):
+    return np.array(ids, dtype=np.int64)
+
+
+def test_leads_only_beyond_the_noise_of_the_differences():
+    shadow = RecencyShadow(capacity=8, page_size=1)
+    abc = seq(1, 2, 3)
+    shadow.record(abc, cached=0, now=1)  # lru misses it too
+    shadow.record(abc, cached=0, now=2)  # lru hits 3, the owner 0
+    # own 0, lru 3, squared differences 9: a lead of 3 is one deviation, not beyond it
+    assert shadow.phase_end() is False
+    assert (shadow.own, shadow.lru, shadow.sq) == (0.0, 3.0, 9.0)
+    shadow.record(abc, cached=0, now=3)
+    shadow.record(abc, cached=0, now=4)
+    # decayed: lru 0.8 * 3 + 6 = 8.4, sq 0.8 * 9 + 18 = 25.2 (deviation 5.02)
+    assert shadow.phase_end() is True
+    assert np.isclose(shadow.lru, 8.4) and np.isclose(shadow.sq, 25.2)
+
+
+def test_pauses_while_far_behind_and_probes():
+    shadow = RecencyShadow(capacity=8, page_size=1, probe=3)
+    shadow.record(seq(1, 2, 3), cached=3, now=1)  # the owner hit 3, lru nothing
+    assert shadow.phase_end() is False and shadow.paused
+    shadow.record(seq(4, 5), cached=0, now=2)  # paused: not replayed
+    assert shadow.tree.total == 3 and shadow.holds(seq(4, 5)) == 0
+    assert shadow.phase_end() is False and shadow.paused  # 1 of 3
+    assert shadow.phase_end() is False and shadow.paused  # 2 of 3
+    assert shadow.phase_end() is False and not shadow.paused  # the probe phase
+    shadow.record(seq(4, 5), cached=0, now=3)
+    assert shadow.holds(seq(4, 5, 6)) == 2
+
+
+def learned_cache(capacity):
+    policy = make_policy("learned", {}, seed=1)
+    return RadixCache(capacity, policy, page_size=1), policy
+
+
+def test_hand_over_evicts_first_what_the_shadow_dropped():
+    """Two leaves of one class: prediction takes the older (A); in a hand-over phase the
+    step takes B, which the shadow does not hold, instead."""
+    a, b = seq(1, 2, 3, 4), seq(5, 6, 7, 8)
+    for handover, trimmed, kept in ((False, a, b), (True, b, a)):
+        cache, policy = learned_cache(8)
+        cache.insert(a, now=1)
+        policy.shadow.paused = True  # the shadow never sees B
+        cache.insert(b, now=2)
+        policy.shadow.paused = False
+        assert policy.shadow.holds(a) == 4 and policy.shadow.holds(b) == 0
+        policy.handover = handover
+        assert cache.evict(2) == 2
+        assert cache.peek(trimmed) == 2 and cache.peek(kept) == 4
+        cache.check_integrity()
+
+
+def test_hand_over_falls_back_to_prediction_when_the_shadow_holds_everything():
+    cache, policy = learned_cache(8)
+    a, b = seq(1, 2, 3, 4), seq(5, 6, 7, 8)
+    cache.insert(a, now=1)
+    cache.insert(b, now=2)
+    policy.handover = True
+    assert cache.evict(2) == 2
+    assert cache.peek(a) == 2 and cache.peek(b) == 4  # prediction's choice, the older
+    cache.check_integrity()
+
+
+def test_without_a_shadow_nothing_is_replayed():
+    policy = make_policy("learned", {"shadow": False}, seed=1)
+    cache = RadixCache(8, policy, page_size=1)
+    cache.insert(seq(1, 2, 3), now=1)
+    assert policy.shadow is None and policy.handover is False
