@@ -119,8 +119,9 @@ replay time (met) and the Mooncake trace in blocks at 1% / 5% / 10% 2.2x / 2.35x
 later pass with the same decisions (the unmarked leaves in entry order without a sort,
 forgotten ghosts settled in one loop) took the Mooncake cells to 2.0x / 2.2x / 2.2-2.3x
 (still not met at 5-10%). Measured, with where the time goes, in docs/cache.md. The
-recency check costs the shadow's walks (paused while it is far behind, as on GSP) and,
-in hand-over phases, a path read per scanned leaf: GSP with 1-token pages about 2.1x
+recency check costs the shadow's walks (paused while it is far behind, as on GSP), its
+tree's memory (up to the capacity in ids) and, in hand-over phases, a path read per
+scanned leaf: GSP with 1-token pages about 2.1x
 rlt's replay time (``shadow=False`` 1.9x), the trace's cells up to 3-3.8x (2026-12-06).
 """
 
@@ -471,3 +472,5 @@ class LearnedEviction(EvictionPolicy):
             raise IntegrityError("learned: a stale group key is not listed for a refresh")
         if min(self.phase_tokens, self.mistakes, self.returns, self.rlt_returns) < 0:
             raise IntegrityError("learned: negative phase counters")
+        if self.shadow is not None:
+            self.shadow.tree.check_integrity()
