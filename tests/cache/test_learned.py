@@ -201,6 +201,7 @@ def test_hit_rate_on_gsp_is_pinned(capacity, hit_rate):
     policy = make_policy("learned", seed=1)
     got = replay(RadixCache(capacity, policy), list(generate_gsp().prompts))
     assert got.hit_rate == pytest.approx(hit_rate, abs=1e-6)
+    assert policy.handover_phases == 0  # lru never leads here: the same as shadow=False
 
 
 def test_forgotten_settles_as_resolve_does_one_segment_at_a_time():

@@ -3,8 +3,9 @@ eviction's hand-over to it, on hand-computed cases."""
 
 import numpy as np
 
-from kvroute.cache import RadixCache, make_policy
+from kvroute.cache import RadixCache, make_policy, replay
 from kvroute.cache.eviction.recency_shadow import RecencyShadow
+from kvroute.workloads.mooncake_synth import SHAPES, synth_records
 
 
 def seq(*ids):
@@ -77,3 +78,19 @@ def test_without_a_shadow_nothing_is_replayed():
     cache = RadixCache(8, policy, page_size=1)
     cache.insert(seq(1, 2, 3), now=1)
     assert policy.shadow is None and policy.handover is False
+
+
+def test_on_agent_sessions_it_hands_over_and_reaches_lrus_hit_rate():
+    """600 requests of the invented agentic shape in blocks, a cache of 400: without the
+    check learned stays under lru (0.8666 against 0.8731); with it, hand-over phases
+    occur and it reaches lru's level (0.8730, measured 2026-12-06)."""
+    prompts = [r.hash_ids for r in synth_records(600, SHAPES["agentic"], 1)]
+    lru = replay(RadixCache(400, make_policy("lru", {})), prompts).hit_rate
+    rates, policies = {}, {}
+    for shadow in (False, True):
+        policies[shadow] = make_policy("learned", {"shadow": shadow}, seed=1)
+        cache = RadixCache(400, policies[shadow])
+        rates[shadow] = replay(cache, prompts).hit_rate
+        cache.check_integrity()
+    assert policies[False].handover_phases == 0 < policies[True].handover_phases
+    assert rates[False] < 0.995 * lru <= rates[True]
