@@ -114,15 +114,15 @@ Replay time (issue 13: within 2x of rlt's): every victim is one Python step (the
 above, a ghost, the ghosts it pushes out, the tree's trim, a heap entry; about 4 us),
 against rlt's numpy batches that draw a whole call's steps at once. On a quiet machine
 (2026-12-05) ``benchmarks/cache_bench.py`` (GSP, 1-token pages) gives 1.86-1.88x rlt's
-replay time (met) and the Mooncake trace in blocks at 1% / 5% / 10% 2.2x / 2.35x / 2.5x
-(not met); earlier sessions measured up to 2.25x and 2.7-2.9x on a busier machine. A
-later pass with the same decisions (the unmarked leaves in entry order without a sort,
-forgotten ghosts settled in one loop) took the Mooncake cells to 2.0x / 2.2x / 2.2-2.3x
-(still not met at 5-10%). Measured, with where the time goes, in docs/cache.md. The
-recency check costs the shadow's walks (paused while it is far behind, as on GSP), its
-tree's memory (up to the capacity in ids) and, in hand-over phases, a path read per
-scanned leaf: GSP with 1-token pages about 2.1x
-rlt's replay time (``shadow=False`` 1.9x), the trace's cells up to 3-3.8x (2026-12-06).
+replay time (met then, without the recency check) and the Mooncake trace in blocks at 1%
+/ 5% / 10% 2.2x / 2.35x / 2.5x (not met); earlier sessions measured up to 2.25x and
+2.7-2.9x on a busier machine. A later pass with the same decisions (the unmarked leaves
+in entry order without a sort, forgotten ghosts settled in one loop) took the Mooncake
+cells to 2.0x / 2.2x / 2.2-2.3x (still not met at 5-10%). Measured, with where the time
+goes, in docs/cache.md. The recency check costs the shadow's walks (paused while it is
+far behind, as on GSP), its tree's memory (up to the capacity in ids) and, in hand-over
+phases, a path read per scanned leaf: ``cache_bench.py`` 2.05x rlt's replay time (not
+met; ``shadow=False`` 1.9x), the trace's cells up to 3-3.8x (2026-12-06).
 """
 
 from __future__ import annotations
