@@ -8,8 +8,9 @@ returns True when the shadow *leads*. ``holds(path)`` is how much of a path the 
 holds now.
 
 The shadow is a :class:`~kvroute.cache.radix.RadixCache` of the owner's capacity and page
-with leaf-LRU eviction, served each recorded sequence at once (match, then insert: its
-hits are lru's on the stream, one request at a time). Per phase it sums the owner's hit
+with leaf-LRU eviction, served each recorded sequence at once (one insert: what it held
+already is lru's hit on the stream, one request at a time; leaf-LRU stamps a match's walk
+as it does an insert's, so the insert alone leaves the state a match and insert would). Per phase it sums the owner's hit
 tokens, the shadow's and the squared per-sequence differences, each decayed by
 ``memory`` a phase; it leads when the shadow's decayed hits exceed the owner's by more
 than one standard deviation of that sum (the square root of the decayed squared
@@ -47,8 +48,7 @@ class RecencyShadow:
     def record(self, tokens: np.ndarray, cached: int, now: float) -> None:
         if self.paused:
             return
-        hit = self.tree.match(tokens, now).hit
-        self.tree.insert(tokens, now)
+        hit = len(tokens) - self.tree.insert(tokens, now)  # tokens: page-aligned already
         self._own += cached
         self._lru += hit
         self._sq += (hit - cached) ** 2
