@@ -121,8 +121,10 @@ in entry order without a sort, forgotten ghosts settled in one loop) took the Mo
 cells to 2.0x / 2.2x / 2.2-2.3x (still not met at 5-10%). Measured, with where the time
 goes, in docs/cache.md. The recency check costs the shadow's walks (paused while it is
 far behind, as on GSP), its tree's memory (up to the capacity in ids) and, in hand-over
-phases, a path read per scanned leaf: ``cache_bench.py`` 2.05x rlt's replay time (not
-met; ``shadow=False`` 1.9x), the trace's cells up to 3-3.8x (2026-12-06).
+phases, a path read per scanned leaf: ``cache_bench.py`` 2.05x rlt's replay time, then
+1.95-2.04x in three runs once the shadow stored each sequence in one walk instead of two
+(at the target, not clearly under it; ``shadow=False`` 1.9x), the trace's cells up to
+3-3.3x (2026-12-06).
 """
 
 from __future__ import annotations
