@@ -354,9 +354,10 @@ class LearnedEviction(EvictionPolicy):
         need = -(-n // page)
         done = 0
         predicted, tail, trim = self._predicted, self._tail, self._trim
+        held: dict[int, Node] = {}  # leaves a hand-over scan found the shadow holds
         while done < need:
             if self.handover and self.predicting:
-                taken = self._handover(need - done)
+                taken = self._handover(need - done, held)
                 if taken:
                     done += taken
                     continue
@@ -376,10 +377,14 @@ class LearnedEviction(EvictionPolicy):
                 done += steps
         return done * page
 
-    def _handover(self, pages: int) -> int:
+    def _handover(self, pages: int, held: dict[int, Node]) -> int:
         """Among the first ``HANDOVER_SCAN`` leaves in prediction order, trim the first
         one whose end the shadow no longer holds, by up to ``pages`` of that part (the
-        others go back); the pages trimmed, 0 if none of them had such a part."""
+        others go back); the pages trimmed, 0 if none of them had such a part.
+
+        ``held`` (by ``id``) lists the leaves found held earlier in the same eviction
+        call, which are not read again: neither the shadow nor a leaf's path changes
+        during a call, but for trims, which only shorten a held path."""
         assert self.shadow is not None
         page = self._page
         seen = []
@@ -388,12 +393,14 @@ class LearnedEviction(EvictionPolicy):
             node = self._predicted()
             if node is None:
                 break
-            path = self.cache.path_of(node)
-            gone = (len(path) - max(self.shadow.holds(path), node.start)) // page
-            if gone > 0:
-                taken = min(gone, pages)
-                self._trim(node, taken, True)  # predicted: its mistakes count as such
-                break
+            if id(node) not in held:
+                path = self.cache.path_of(node)
+                gone = (len(path) - max(self.shadow.holds(path), node.start)) // page
+                if gone > 0:
+                    taken = min(gone, pages)
+                    self._trim(node, taken, True)  # predicted: its mistakes count as such
+                    break
+                held[id(node)] = node
             seen.append(node)
         for node in seen:
             self.candidates.push(node)
