@@ -10,11 +10,11 @@ holds now.
 The shadow is a :class:`~kvroute.cache.radix.RadixCache` of the owner's capacity and page
 with leaf-LRU eviction, served each recorded sequence at once (one insert: what it held
 already is lru's hit on the stream, one request at a time; leaf-LRU stamps a match's walk
-as it does an insert's, so the insert alone leaves the state a match and insert would). Per phase it sums the owner's hit
-tokens, the shadow's and the squared per-sequence differences, each decayed by
-``memory`` a phase; it leads when the shadow's decayed hits exceed the owner's by more
-than one standard deviation of that sum (the square root of the decayed squared
-differences): a lead that the per-request noise explains is not one.
+as it does an insert's, so the insert alone leaves the state a match and insert would).
+Per phase it sums the owner's hit tokens, the shadow's and the squared per-sequence
+differences, each decayed by ``memory`` a phase; it leads when the shadow's decayed hits
+exceed the owner's by more than one standard deviation of that sum (the square root of
+the decayed squared differences): a lead that the per-request noise explains is not one.
 
 Its walks cost about what the owner's tree's do, so it pauses while it is far behind
 (its decayed hits under ``pause`` times the owner's: recency is no rival there) and
