@@ -94,3 +94,38 @@ def test_on_agent_sessions_it_hands_over_and_reaches_lrus_hit_rate():
         cache.check_integrity()
     assert policies[False].handover_phases == 0 < policies[True].handover_phases
     assert rates[False] < 0.995 * lru <= rates[True]
+
+
+def agentic_blocks(n):
+    return [r.hash_ids for r in synth_records(n, SHAPES["agentic"], 1)]
+
+
+def test_the_shadows_hits_are_lrus_on_the_stream():
+    prompts = agentic_blocks(300)
+    shadow = RecencyShadow(capacity=400, page_size=1, pause=0.0)  # never pauses
+    for j, p in enumerate(prompts):
+        shadow.record(np.asarray(p, dtype=np.int64), cached=0, now=j)
+    shadow.phase_end()
+    lru = replay(RadixCache(400, make_policy("lru", {})), prompts)
+    assert shadow.lru == lru.hit_tokens > 0
+
+
+def test_hand_over_scans_read_each_leaf_once_per_call_with_the_same_decisions(monkeypatch):
+    """A scan skips the leaves found held earlier in the same eviction call; reading them
+    again (a fresh memo per scan) must give the same hits and evictions."""
+    from kvroute.cache.eviction.learned import LearnedEviction
+
+    prompts = agentic_blocks(600)
+    scan = LearnedEviction._handover
+    results = []
+    for fresh in (False, True):
+        if fresh:
+            monkeypatch.setattr(LearnedEviction, "_handover",
+                                lambda self, pages, held: scan(self, pages, {}))
+        policy = make_policy("learned", {}, seed=1)
+        cache = RadixCache(400, policy)
+        r = replay(cache, prompts)
+        results.append((r.hit_tokens, r.evicted_tokens, policy.handover_phases,
+                        sorted(map(tuple, cache.cached_sequences()))))
+    assert results[0][2] > 0  # hand-over phases happened
+    assert results[0] == results[1]
