@@ -22,6 +22,14 @@ runs again for a probe phase every ``probe`` phases; a paused shadow's contents 
 stale, which only lowers its hits (it never leads from a pause), and a probe phase
 refreshes them.
 
+Hits are compared where sequences are stored, not where they are matched: in a replay
+the two are the same request. A simulated or emulated worker stores a request twice (the
+prompt after its prefill, prompt and output at its end) and holds the prompt locked
+meanwhile, which the shadow does not see: the second store counts the prompt as the
+owner's hit and only what the shadow still holds as its own, so there the comparison
+leans toward the owner (the shadow still led in most phases on agent sessions in the
+cluster: docs/cache.md).
+
 No clock or random generator of its own: ``now`` is the owner's cache's.
 """
 
