@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from kvroute.errors import ConfigError
-from kvroute.sim.load import ABOVE_ONE, build_at_load, offered_work_s, rate_for_load, rate_line
+from kvroute.sim.load import (
+    ABOVE_ONE,
+    arrival_line,
+    build_at_load,
+    offered_work_s,
+    rate_for_load,
+    rate_line,
+)
 from kvroute.sim.step_model import StepModel
 from kvroute.workloads.request import OpenLoop, Request
 
@@ -69,3 +76,28 @@ def test_sim_prints_it(capsys) -> None:
     assert main(["sim", "--groups", "2", "--prompts-per-group", "2", "--eviction", "lru",
                  "--routing", "round_robin", "--no-ceilings", "--load", "1.2"]) == 0
     assert ABOVE_ONE in capsys.readouterr().out.replace("\n", " ")
+
+
+def test_arrivals_as_given_show_the_load_they_offer() -> None:
+    """Three requests of 22.222 ms of work each (above) one every 2 s on one worker: 0.5
+    requests/s against a capacity of 45 requests/s, a load of 0.5 / 45 = 0.0111."""
+    reqs = [Request(i, np.arange(100), 3, arrival=2.0 * i) for i in range(3)]
+    line = arrival_line(OpenLoop.of("three", reqs), FLOOR, 1, 64)
+    assert line == ("arrivals as given: 3 requests over 4.0 s, 0.500 requests/s: "
+                    f"offered load {0.5 * (0.02 + 0.02 / 9):.3g}")
+    # the same requests 1000 times closer (a clock in seconds read as milliseconds)
+    fast = [Request(i, np.arange(100), 3, arrival=0.002 * i) for i in range(3)]
+    line = arrival_line(OpenLoop.of("three", fast), FLOOR, 1, 64, hint="see --time-scale")
+    assert "over 0.004 s, 500.000 requests/s: offered load 11.1 (" in line
+    assert ABOVE_ONE in line and line.endswith("; see --time-scale)")
+    once = [Request(i, np.arange(100), 3, arrival=1.0) for i in range(3)]
+    assert arrival_line(OpenLoop.of("once", once), FLOOR, 1, 64).endswith("(all at once)")
+
+
+def test_sim_prints_the_load_of_a_given_rate(capsys) -> None:
+    from kvroute.cli import main
+
+    assert main(["sim", "--groups", "2", "--prompts-per-group", "2", "--eviction", "lru",
+                 "--routing", "round_robin", "--no-ceilings", "--rate", "0.5"]) == 0
+    out = capsys.readouterr().out.replace("\n", " ")
+    assert "arrivals as given: 4 requests over " in out and "offered load" in out

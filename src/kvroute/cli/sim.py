@@ -30,10 +30,11 @@ from kvroute.cli.workload_flags import add_workload_flags, build_workload
 from kvroute.errors import ConfigError
 from kvroute.routing.registry import ROUTING
 from kvroute.sim.cluster import SimConfig, SimResult, simulate
-from kvroute.sim.load import rate_line
+from kvroute.sim.load import arrival_line, rate_line
 from kvroute.sim.step_model import parse_overrides, parse_speeds
 from kvroute.sim.step_profiles import DEFAULT_PROFILE, load_profile, profile_names
 from kvroute.workloads.catalog import WORKLOAD_NAMES
+from kvroute.workloads.request import OpenLoop
 
 __all__ = ["add_parser", "cmd_sim"]
 
@@ -108,6 +109,11 @@ def cmd_sim(args: argparse.Namespace) -> int:
                                     concurrency=args.concurrency)
     if rate is not None:
         console.print(rate_line(args.load, rate))
+    elif isinstance(workload, OpenLoop):
+        hint = ("the trace's timestamps are read as milliseconds: --time-scale multiplies "
+                "the gaps, --load picks the rate" if args.trace else "--load picks the rate")
+        console.print(arrival_line(workload, model, base.speed_sum, args.chunk_size,
+                                   args.capacity, hint))
     results: list[SimResult] = []
     runs = [(e, r, i) for e in evictions for r in routings for i in indexes]
     with progress_bar(console) as progress:

@@ -30,10 +30,10 @@ from typing import Any
 from kvroute.errors import ConfigError
 from kvroute.sim.step_model import StepModel, prefill_pairs
 from kvroute.workloads.catalog import build_workload
-from kvroute.workloads.request import Workload
+from kvroute.workloads.request import OpenLoop, Workload
 
-__all__ = ["ABOVE_ONE", "build_at_load", "check_load", "offered_work_s", "rate_for_load",
-           "rate_line"]
+__all__ = ["ABOVE_ONE", "arrival_line", "build_at_load", "check_load", "offered_work_s",
+           "rate_for_load", "rate_line"]
 
 CLOSED_LOOP_WORKLOADS = ("sharegpt", "ultrachat")
 
@@ -48,6 +48,25 @@ def rate_line(rho: float, rate: float) -> str:
     """The line the commands print for a load: its rate, and ``ABOVE_ONE`` above 1."""
     line = f"load {rho:g}: {rate:.3f} requests/s"
     return f"{line} ({ABOVE_ONE})" if rho > 1 else line
+
+
+def arrival_line(workload: OpenLoop, model: StepModel, workers: float, chunk_size: int,
+                 pool: int | None = None, hint: str = "") -> str:
+    """For a workload replayed at its own arrival times (no ``--load``): its mean rate,
+    ``(n - 1) / last arrival``, and the load that rate offers; above 1, ``ABOVE_ONE`` and
+    ``hint`` (a trace whose clock is not in milliseconds shows as an absurd load)."""
+    times = [r.arrival for r in workload]
+    if len(times) < 2:
+        return f"{len(times)} request: no arrival rate"
+    span = times[-1] - times[0]
+    head = (f"arrivals as given: {len(times):,} requests over "
+            f"{f'{span:,.1f}' if span >= 1 else f'{span:.3g}'} s")
+    if span <= 0:
+        return f"{head} (all at once)"
+    rate = (len(times) - 1) / span
+    rho = rate / rate_for_load(workload, model, workers, 1.0, chunk_size, pool)
+    line = f"{head}, {rate:.3f} requests/s: offered load {rho:.3g}"
+    return f"{line} ({ABOVE_ONE}{'; ' + hint if hint else ''})" if rho > 1 else line
 
 
 def offered_work_s(model: StepModel, prompt_len: int, output_len: int,
