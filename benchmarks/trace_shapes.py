@@ -14,6 +14,13 @@ policy on mean E2E, mean TTFT and p99 TTFT (above 1 it beats all of them), its r
 among all of them, and ``oracle``'s mean E2E over ``learned``'s. About 15 s per trace
 on 2 cores; with ``--out`` the runs are kept and reused, and ``--others DIR`` (an earlier
 ``--out``) runs only ``learned`` and scores it against the other policies' rows there.
+
+Three features of Mooncake's public conversation trace (its opening lines: every request
+begins with the same block, arrivals on a 3-second grid, outputs of hundreds of tokens)
+can be laid over any shape: ``--shared-block`` puts one block shared by all requests in
+front of every prompt, ``--grid-ms 3000`` rounds each arrival down to a multiple of 3 s,
+``--output-scale 2.3`` multiplies each output length (docs/routing-results.md, "Trace
+shapes nobody designed on"; the shape ``mooncake`` is the fitted synthetic trace).
 """
 
 from __future__ import annotations
@@ -27,15 +34,26 @@ import tempfile
 from collections import defaultdict
 from typing import Any
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from kvroute.workloads.mooncake import write_mooncake
+from kvroute.workloads.mooncake import MooncakeRecord, write_mooncake
 from kvroute.workloads.mooncake_synth import SHAPES, synth_records
 
 ROUTINGS = ("learned,cache_aware_v2,prefix_hash,dynamo,least_load,llmd,lbgr,lmetric,"
             "loadaware,ray_prefix,oracle")
 METRICS = ("e2e_mean", "ttft_mean", "ttft_p99")
+
+
+def featured(r: MooncakeRecord, args: argparse.Namespace, block_size: int) -> MooncakeRecord:
+    """``r`` with the features the flags ask for (the module doc)."""
+    ids, length = r.hash_ids, r.input_length
+    if args.shared_block:  # block 0 in front of all; the trace's own ids move up by one
+        ids, length = np.concatenate([[0], ids + 1]), length + block_size
+    ts = r.timestamp // args.grid_ms * args.grid_ms if args.grid_ms else r.timestamp
+    out = max(1, round(r.output_length * args.output_scale))
+    return MooncakeRecord(ts, length, out, ids)
 
 
 def run_trace(shape: str, seed: int, args: argparse.Namespace, out: str) -> list[dict[str, Any]]:
@@ -55,7 +73,8 @@ def run_trace(shape: str, seed: int, args: argparse.Namespace, out: str) -> list
         os.makedirs(where, exist_ok=True)
         trace = os.path.join(base if args.others else where, "trace.jsonl")
         if not args.others:
-            write_mooncake(trace, synth_records(args.requests, SHAPES[shape], seed))
+            write_mooncake(trace, [featured(r, args, SHAPES[shape].block_size)
+                                   for r in synth_records(args.requests, SHAPES[shape], seed)])
         routings = "learned" if args.others else args.routings
         cmd = [sys.executable, "-m", "kvroute", "compare", "--workloads", "mooncake",
                "--trace", trace, "--evictions", "rlt", "--routings", routings,
@@ -85,7 +104,15 @@ def main() -> None:
                     help="run only learned on the traces in DIR (an earlier --out with the "
                          "same --loads) and score it against the other policies' rows there: "
                          "a check of a change to learned in about 15 s")
+    ap.add_argument("--shared-block", action="store_true",
+                    help="one block shared by every request in front of each prompt")
+    ap.add_argument("--grid-ms", type=int, default=0,
+                    help="round each arrival down to a multiple of this many ms (0: off)")
+    ap.add_argument("--output-scale", type=float, default=1.0,
+                    help="multiply each output length by this")
     args = ap.parse_args()
+    if args.grid_ms < 0 or not args.output_scale > 0:
+        sys.exit("--grid-ms must be >= 0 and --output-scale > 0")
     shapes = args.shapes.split(",")
     unknown = [s for s in shapes if s not in SHAPES]
     if unknown:
@@ -106,7 +133,11 @@ def main() -> None:
                     for m in METRICS:
                         values[(r["load"], r["routing"])][m].append(r[m])
             n_others = len(args.routings.split(",")) - 1
-            table = Table(title=f"{shape} shape, {args.requests:,} requests, trace seeds "
+            extra = "".join(f", {x}" for x, on in (
+                ("a shared first block", args.shared_block),
+                (f"arrivals on a {args.grid_ms} ms grid", args.grid_ms),
+                (f"outputs x{args.output_scale:g}", args.output_scale != 1.0)) if on)
+            table = Table(title=f"{shape} shape{extra}, {args.requests:,} requests, trace seeds "
                                 f"{args.seeds}: learned against {n_others} others "
                                 "(means over the seeds)")
             for col in ("load", "E2E s", "x E2E", "x TTFT", "x p99 TTFT", "best other",
