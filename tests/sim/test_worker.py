@@ -73,6 +73,20 @@ def test_admission_blocked_by_kv_pool() -> None:
     assert jb.first_token == pytest.approx(ja.finish + 0.100)
 
 
+def test_the_pool_in_use_as_an_engine_reports_it_leaves_the_evictable_cache_out() -> None:
+    """While A decodes, its stored prompt (100, locked) and its output's reservation (3)
+    are held; once it finishes, prompt and output stay cached (103 tokens) but nothing is
+    held: SGLang's token_usage would read 0 there, the pool's fill 103."""
+    loop = EventLoop()
+    worker = SimWorker(0, model(), WorkerConfig(), loop, lambda job: None)
+    seen = []
+    loop.at(0.0, ARRIVAL, lambda: worker.submit(Job(req(0, range(100)), 0, loop.now)))
+    loop.at(0.1005, WAKE, lambda: seen.append((worker.held_tokens, worker.used_tokens)))
+    loop.run()
+    assert seen == [(103, 103)]
+    assert (worker.held_tokens, worker.used_tokens, worker.cache.total) == (0, 103, 103)
+
+
 def test_admission_batches_what_fits() -> None:
     """Two small requests arriving together are prefilled in one step (batching)."""
     ja, jb = run([req(0, range(30), out=2), req(1, range(100, 130), out=2)], model(t_w=5.0))

@@ -208,7 +208,8 @@ def simulate(workload: Workload, config: SimConfig | None = None, *, ceilings: b
         usage = worker.used_tokens / worker.capacity
         load.extend((loop.now, worker.index, len(worker.waiting), worker.running, usage))
         router.report_load(worker.index, running=worker.running, waiting=len(worker.waiting),
-                           kv_usage=usage, kv_capacity=worker.capacity)
+                           kv_usage=worker.held_tokens / worker.capacity,
+                           kv_capacity=worker.capacity)
 
     def on_first_token(job: Job) -> None:
         d = dispatches[job.req.rid]

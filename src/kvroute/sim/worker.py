@@ -159,6 +159,13 @@ class SimWorker:
         """Pool tokens in use: the cache plus admitted requests' reservations."""
         return self.cache.total + self.reserved
 
+    @property
+    def held_tokens(self) -> int:
+        """Pool tokens that eviction cannot free: the locked cache and the reservations
+        (what an engine reports as in use: SGLang's ``token_usage`` leaves the evictable
+        cache out, vLLM's usage counts cached blocks no request holds as free)."""
+        return self.cache.locked + self.reserved
+
     def predict_e2e(self, tokens: np.ndarray, output_len: int) -> float:
         """Seconds a request would take if it came now, from the true cache and queue: the
         prefill backlog plus its own uncached prompt in chunks (only its own attention

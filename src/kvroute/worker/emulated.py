@@ -179,10 +179,10 @@ class EmulatedWorker:
         return len(self.worker.waiting) if self.worker is not None else 0
 
     def kv_usage(self) -> float:
-        """Pool tokens in use (cache + reservations) over the pool, as the simulator's
-        router sees it."""
+        """The pool's share that eviction cannot free (locked cache and reservations), as
+        SGLang's ``token_usage`` counts it and the simulator's router sees it."""
         w = self.worker
-        return w.used_tokens / w.capacity if w is not None else 0.0
+        return w.held_tokens / w.capacity if w is not None else 0.0
 
     # ---------------------------------------------------------------- SimWorker callbacks
     def _on_first_token(self, job: Job) -> None:
