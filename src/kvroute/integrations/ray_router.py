@@ -260,7 +260,7 @@ class KvrouteRouting(RequestRouter):  # type: ignore[misc, unused-ignore]  # Any
         workers = [] if r is None else [
             {"replica": m.unique_id, "in_flight": s.in_flight, "routed": s.routed,
              "completed": s.completed, "errors": s.errors, "running": s.running,
-             "waiting": s.waiting, "kv_usage": s.kv_usage}
+             "waiting": s.waiting, "kv_usage": s.kv_usage, "kv_capacity": s.kv_capacity}
             for m, s in zip(self.members, r.workers, strict=True)]
         return {"policy": self.policy.name, **{k: self.counts[k] for k in
                                               ("routed", "ok", "failed", "refused",
