@@ -80,7 +80,9 @@ def _rows(results: list[SimResult]) -> list[dict[str, str]]:
 
 def cmd_sim(args: argparse.Namespace) -> int:
     """Simulate a cluster of workers behind a router; one run per (eviction, routing,
-    index) triple."""
+    index) triple. For an open loop it first prints the offered load: the rate --load
+    chose, or, without --load, the load that the workload's own arrival times offer (a
+    trace's timestamps are read as milliseconds)."""
     console = make_console()
     columns = choose_columns(COLUMNS, args.columns)
     if args.plot:
