@@ -615,3 +615,77 @@ def test_without_max_tokens_the_output_is_expected_from_requests_that_began_alik
                                decision=Decision(0), e2e_s=1.2, ttft_s=0.2, cached_tokens=0,
                                output_tokens=50))
     assert exact.costs(app(1, 98, max_tokens=7), view).out == 7.0
+
+
+def _pool_view(now: float, usage: float, held_prompt: int) -> ClusterView:
+    """Two workers with pools of 10,000 tokens; worker 0 was sent arange(held_prompt) at 0
+    (decoding now, ``usage`` of its pool in use), worker 1 is idle."""
+    index = PrefixIndex(2)
+    index.record(0, np.arange(held_prompt, dtype=np.int64), 0.0)
+    view = ClusterView([WorkerState(0, in_flight=1, decode_units=held_prompt,
+                                    kv_usage=usage, kv_capacity=10_000),
+                        WorkerState(1, kv_capacity=10_000)], index)
+    view.now = now
+    return view
+
+
+def test_a_pool_held_by_a_decoding_request_makes_a_newcomer_wait() -> None:
+    """A (8000 units, 4 tokens out) goes to worker 0 at t=0: predicted TTFT 0.8 + 0.16 +
+    0.01 = 0.97 s, decode 3 x 0.021 = 0.063 s; its first token at t=1 makes it due at
+    1.063, holding 8004 units (prompt and output). At t=1.02 worker 0 reports 80% of its
+    10,000 in use, and B (3000 fresh units, 4 out) needs 3004: no room until A is due, so
+    its TTFT there is 0.043 + its own prefill 0.3225 + 0.01 = 0.3755 s (the queue alone
+    says 0.3325), and B goes to worker 1. A continuation of A (9000 units, the first 8000
+    held by A) needs only its new 1004 units: no wait on worker 0."""
+    policy = Learned()
+    policy.unit_tokens = [1.0, 1.0]  # engine tokens are router units (learned from reports)
+    empty = ClusterView([WorkerState(0, kv_capacity=10_000), WorkerState(1, kv_capacity=10_000)],
+                        PrefixIndex(2))
+    a = policy.route(RouteRequest(np.arange(8000, dtype=np.int64), rid=1, max_tokens=4), empty)
+    assert a.worker == 0 and a.predicted_s == pytest.approx(1.033)
+    assert policy.costs(_req(3000), _pool_view(1.02, 0.8, 8000)).room == [0.0, 0.0]  # no first token
+    policy.on_first_token(1, 0, 1.0)
+    fresh = RouteRequest(np.arange(10_000, 13_000, dtype=np.int64), rid=2, max_tokens=4)
+    costs = policy.costs(fresh, _pool_view(1.02, 0.8, 8000))
+    assert costs.need == pytest.approx([3004, 3004])
+    assert costs.room == pytest.approx([0.043, 0.0])
+    assert costs.ttft == pytest.approx([0.3755, 0.3325])
+    assert policy.route(fresh, _pool_view(1.02, 0.8, 8000)).worker == 1
+    turn = RouteRequest(np.arange(9000, dtype=np.int64), rid=3, max_tokens=4)
+    costs = policy.costs(turn, _pool_view(1.02, 0.8, 8000))
+    assert costs.need[0] == pytest.approx(1004) and costs.room[0] == 0.0
+    # A finished: nothing holds worker 0's pool any more
+    policy.on_complete(Feedback(worker=0, rid=1, ok=True, prompt_units=8000, now=1.06,
+                                decision=Decision(0), e2e_s=1.06, ttft_s=1.0))
+    assert policy.costs(fresh, _pool_view(1.07, 0.8, 8000)).room == [0.0, 0.0]
+
+
+def test_no_wait_for_room_without_the_pool_in_router_units() -> None:
+    """Until an engine has reported cached tokens the policy does not know how many router
+    units (characters, say) a pool token is, and claims no wait."""
+    policy = Learned()
+    policy.route(RouteRequest(np.arange(8000, dtype=np.int64), rid=1, max_tokens=4),
+                 ClusterView([WorkerState(0, kv_capacity=10_000),
+                              WorkerState(1, kv_capacity=10_000)], PrefixIndex(2)))
+    policy.on_first_token(1, 0, 1.0)
+    fresh = RouteRequest(np.arange(10_000, 13_000, dtype=np.int64), rid=2, max_tokens=4)
+    assert policy.costs(fresh, _pool_view(1.02, 0.8, 8000)).room == [0.0, 0.0]
+
+
+def test_a_wait_for_room_does_not_teach_the_ttft_model() -> None:
+    policy = Learned()
+    policy.unit_tokens = [1.0, 1.0]
+    policy.route(RouteRequest(np.arange(8000, dtype=np.int64), rid=1, max_tokens=4),
+                 ClusterView([WorkerState(0, kv_capacity=10_000),
+                              WorkerState(1, kv_capacity=10_000)], PrefixIndex(2)))
+    policy.on_first_token(1, 0, 1.0)
+    view = _pool_view(1.02, 0.8, 8000)
+    view.allow([True, False])
+    fresh = RouteRequest(np.arange(10_000, 13_000, dtype=np.int64), rid=2, max_tokens=4)
+    assert policy.route(fresh, view).worker == 0
+    assert policy.open[2].room == pytest.approx(0.043)
+    before = policy.ttft_model.samples
+    policy.on_complete(Feedback(worker=0, rid=2, ok=True, prompt_units=3000, now=6.0,
+                                decision=Decision(0), e2e_s=5.0, ttft_s=4.9))
+    assert policy.ttft_model.samples == before
+    assert policy.telemetry()["ttft"]["count"] == 1  # type: ignore[index]  # its error counts

@@ -275,3 +275,16 @@ def test_requests_that_do_not_stream_are_counted_apart() -> None:
     router.first_token(late, 2.5)
     assert states[late.worker].unstreamed_units == 0
     assert states[late.worker].decode_units == 100
+
+
+def test_the_policy_hears_each_first_token_once() -> None:
+    policy = make_router_policy("round_robin")
+    heard: list[tuple[int, int, float]] = []
+    policy.on_first_token = lambda rid, worker, now: heard.append((rid, worker, now))  # type: ignore[method-assign]
+    router = Router(policy, 2)
+    d = router.route(RouteRequest(np.arange(10, dtype=np.int64), rid=5), 0.0)
+    router.first_token(d, 0.25)
+    router.first_token(d, 0.5)  # a second report changes nothing
+    router.complete(d, 1.0)
+    router.first_token(d, 1.5)  # closed
+    assert heard == [(5, d.worker, 0.25)]

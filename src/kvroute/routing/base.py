@@ -268,6 +268,10 @@ class RoutingPolicy(ABC):
     def route(self, req: RouteRequest, view: ClusterView) -> Decision:
         """Pick a worker for ``req``."""
 
+    def on_first_token(self, rid: int, worker: int, now: float) -> None:  # noqa: B027
+        """Request ``rid``'s first token came back from ``worker`` at ``now`` (streamed
+        requests only; at most once, before its ``on_complete``). Optional hook."""
+
     def on_complete(self, fb: Feedback) -> None:  # noqa: B027 - optional hook
         """Learn from a finished (or failed) request."""
 

@@ -190,6 +190,7 @@ from kvroute.routing.inflow import Inflow
 from kvroute.routing.online_regression import OnlineRegression
 from kvroute.routing.output_lengths import OutputLengths
 from kvroute.routing.pending_prefill import PendingPrefill
+from kvroute.routing.pool_room import PoolRoom
 from kvroute.routing.prediction_errors import PredictionErrors
 from kvroute.routing.registry import register
 from kvroute.routing.ttft_form import cached_from_ttft, ttft_features
@@ -207,6 +208,8 @@ class Costs(NamedTuple):
     ttft: list[float]  # its predicted TTFT
     unc: list[float]  # its uncached units
     ahead: list[float]  # uncached units queued ahead of it
+    room: list[float]  # seconds it would wait for room in the KV pool, where that binds
+    need: list[float]  # units of the pool it needs to be admitted
     ctx: list[float]  # prompt units in flight with it, / 1e5 (the decode model's context)
     age: list[int]  # age bucket of its prefix (-1: none recorded)
     out: float | None  # its expected output tokens (None: no estimate)
@@ -228,6 +231,9 @@ class _Open:
     pred_out: float | None  # O expected (None: no estimate)
     pred_ttft: float
     pred_e2e: float
+    sent: float  # view.now when routed
+    need: float  # units of the pool it needs (held while it decodes)
+    room: float  # the wait for room its TTFT was predicted with (0: none)
 
 
 @register
@@ -267,6 +273,9 @@ class Learned(RoutingPolicy):
         self.share = UncachedShare()  # f_w over this policy's open requests
         self.inflow = Inflow(self.forget)  # the uncached units sent to each worker lately
         self.open: dict[int, _Open] = {}
+        self.room = PoolRoom()  # the requests decoding on each worker, and when they end
+        self.sent_open: dict[tuple[int, float], int] = {}  # (worker, sent) of open requests
+        self.unit_tokens = [0.0, 0.0]  # cached units and tokens reported, summed
         self.ttft_errors, self.e2e_errors = PredictionErrors(), PredictionErrors()
         self.output_errors = PredictionErrors("tokens")  # expected O against reported
         # observed TTFTs and E2Es of streamed requests, summed with forgetting (ttft_scale)
@@ -288,6 +297,9 @@ class Learned(RoutingPolicy):
         self.inflow.remove_worker(index)
         self.pending.remove_worker(index)
         self.slow.remove(index)
+        self.room.remove_worker(index)
+        self.sent_open = {(w - 1 if w > index else w, t): c
+                          for (w, t), c in self.sent_open.items() if w != index}
         for rec in self.open.values():
             if rec.worker > index:
                 rec.worker -= 1
@@ -369,8 +381,11 @@ class Learned(RoutingPolicy):
         inflow, total = self.inflow.weighted(n, None if self.slow.alike else slow)
         bal_k = self.balance_weight * k0 if total > 0 else 0.0  # nothing sent: no excess
         total = total if total > 0 else 1.0
-        cost, own, ttft, unc, ctx = ([0.0] * n for _ in range(5))
+        cost, own, ttft, unc, ctx, room, needs = ([0.0] * n for _ in range(7))
         decode_mean = self.decode_mean
+        units, tokens = self.unit_tokens  # router units per engine token: units / tokens
+        out_need = 0.0 if out is None else out
+        held, sent_open = self.room.held, self.sent_open
         for w, ws in enumerate(workers):
             h = hit[w]
             u = unc[w] = length - h
@@ -378,7 +393,18 @@ class Learned(RoutingPolicy):
             s_w = slow[w]
             ahead_w = ahead[w]
             work = u * k0 + u * (h + u / 2.0) * k1
-            ttft_w = ttft[w] = work + (s_w * ahead_w) * k0 + a2
+            ttft_w = work + (s_w * ahead_w) * k0 + a2
+            if ws.kv_capacity and tokens:  # the wait for room in its pool (the module doc)
+                pool = ws.kv_capacity * units / tokens
+                # a prefix that an open request there was sent with is held: no room for it
+                need = needs[w] = length + out_need - (
+                    matched[w] if (w, last[w]) in sent_open else 0.0)
+                if held(w) + need > pool:
+                    admitted = self.room.wait(w, need, pool, ws.kv_usage * pool, now) + work + a2
+                    if admitted > ttft_w:
+                        room[w] = admitted - ttft_w
+                        ttft_w = admitted
+            ttft[w] = ttft_w
             ctx_w = ctx[w] = (prefill + ws.decode_units + length) / 1e5
             flight = ws.in_flight
             dec = flight * dec_flight + ctx_w * dec_ctx + dec_0 if by_output else decode_mean
@@ -387,10 +413,11 @@ class Learned(RoutingPolicy):
             copy = (spared if spared > 0.0 else 0.0) * copy_k  # copy_w times its weight
             cost[w] = (own_w + ttft_w * tw + (flight * 1.5 + lam_0) * (work + copy) + copy
                        + bal_k * (inflow[w] * n / total - 1.0) * u)
-        return Costs(cost, own, ttft, unc, ahead, ctx, age, out, fingerprint)
+        return Costs(cost, own, ttft, unc, ahead, room, needs, ctx, age, out, fingerprint)
 
     def route(self, req: RouteRequest, view: ClusterView) -> Decision:
-        cost, own, ttft, unc, ahead, ctx, age, out, fingerprint = self.costs(req, view)
+        (cost, own, ttft, unc, ahead, room, need, ctx, age, out,
+         fingerprint) = self.costs(req, view)
         w = view.argmin(cost)
         if cost.count(cost[w]) > 1:  # tied: the smallest prefix index, then the lowest index
             sizes = view.index_sizes()
@@ -407,7 +434,9 @@ class Learned(RoutingPolicy):
             matched=int(view.matched(req)[w]), age=age[w],
             x_ttft=ttft_features(ahead[w], u, len(req) - u), ahead=ahead[w],
             x_dec=x_dec, out=req.max_tokens, fingerprint=fingerprint, pred_out=out,
-            pred_ttft=ttft[w], pred_e2e=pred_e2e)
+            pred_ttft=ttft[w], pred_e2e=pred_e2e, sent=view.now, need=need[w], room=room[w])
+        key = (w, view.now)
+        self.sent_open[key] = self.sent_open.get(key, 0) + 1
         if not req.streamed:
             self.pending.add(req.rid, w, u, view.now + ttft[w])
         self.share.add(w, u, len(req))
@@ -415,12 +444,26 @@ class Learned(RoutingPolicy):
         return Decision(w, branch="min_marginal_cost", predicted_s=pred_e2e)
 
     # ------------------------------------------------------------------ learning
+    def on_first_token(self, rid: int, worker: int, now: float) -> None:
+        rec = self.open.get(rid)
+        if rec is not None:  # decoding: it holds its need until its predicted decode ends
+            self.room.started(rid, rec.worker, rec.need, now + rec.pred_e2e - rec.pred_ttft)
+
     def on_complete(self, fb: Feedback) -> None:
         rec = self.open.pop(fb.rid, None)
         if rec is None:
             return
         w = rec.worker
         self.pending.done(fb.rid)
+        self.room.done(fb.rid)
+        key = (w, rec.sent)
+        if self.sent_open.get(key, 1) > 1:
+            self.sent_open[key] -= 1
+        else:
+            self.sent_open.pop(key, None)
+        if fb.cached_tokens and fb.cached_units:
+            self.unit_tokens[0] += fb.cached_units
+            self.unit_tokens[1] += fb.cached_tokens
         self.share.remove(w, rec.uncached, rec.units)
         if not fb.ok or fb.e2e_s is None:
             return
@@ -446,15 +489,16 @@ class Learned(RoutingPolicy):
             x_e2e = [*x.tolist(), *(o * v for v in rec.x_dec.tolist())]
             self.e2e_model.update(np.array(x_e2e), fb.e2e_s)
         if fb.ttft_s is not None:
-            if cached is None and rec.matched > 0 and rec.ahead == 0:
+            if cached is None and rec.matched > 0 and rec.ahead == 0 and not rec.room:
                 a = self.ttft_model.coefficients().tolist()  # the model before update
                 cached = cached_from_ttft(a, rec.units, fb.ttft_s)
             self.ttft_errors.add(rec.pred_ttft, fb.ttft_s)
             self.ttft_sum = self.forget * self.ttft_sum + fb.ttft_s
             self.e2e_sum = self.forget * self.e2e_sum + fb.e2e_s
-            if rec.ahead == 0:
-                self.slow.ttft.update(w, fb.ttft_s, self.ttft_model.predict(x))
-            self.ttft_model.update(x, fb.ttft_s)
+            if not rec.room:  # a wait for room is not the TTFT model's to learn
+                if rec.ahead == 0:
+                    self.slow.ttft.update(w, fb.ttft_s, self.ttft_model.predict(x))
+                self.ttft_model.update(x, fb.ttft_s)
             decode_s = max(0.0, fb.e2e_s - fb.ttft_s)
             # the decode model learns times at the typical worker's speed
             s_w = self.slow.factors(max(len(self.share), w + 1))[w]  # the decisions' n: cached

@@ -17,7 +17,8 @@ methods; only their clocks differ):
   the request in flight there and records its prompt in the prefix index. The policy only
   ever proposes an allowed worker, so nothing is cancelled behind its back: it hears
   ``on_complete`` exactly once per dispatch, from ``complete``.
-* Accounting: ``first_token`` moves a dispatch from prefill to decode accounting;
+* Accounting: ``first_token`` moves a dispatch from prefill to decode accounting and
+  tells the policy (``on_first_token``, once per dispatch);
   ``complete`` closes it exactly once (True; a second call is ignored and returns False),
   so in-flight counts stay right whatever path a request ends by. The engine's cached
   tokens it is given reach the policy in the router's units as well
@@ -222,6 +223,7 @@ class Router:
         state.decode_units += len(dispatch.req)
         if not dispatch.req.streamed:  # a first token after all
             state.unstreamed_units -= len(dispatch.req)
+        self.policy.on_first_token(dispatch.req.rid, dispatch.worker, now)
 
     def complete(self, dispatch: Dispatch, now: float, ok: bool = True,
                  ttft_s: float | None = None, cached_tokens: int | None = None,

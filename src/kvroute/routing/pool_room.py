@@ -1,0 +1,73 @@
+"""``PoolRoom``: how long a request routed to a worker would wait for room in the worker's
+KV pool, from the requests a policy has decoding there.
+
+An engine admits a request only when its pool can take the request's uncached prompt, its
+output and the cached prefix it locks (SGLang's scheduler, vLLM's block allocation). A few
+long prompts decoding on a worker can hold most of its pool for hundreds of steps:
+nothing else is admitted there meanwhile, and nothing is queued there for prefill, so an
+estimate from the prefill queue reads the worker as free.
+
+Contract (sizes and the pool in the policy's units, times in the router's clock):
+
+* ``started(rid, worker, size, due)``: request ``rid``'s first token came back from
+  ``worker``; it holds about ``size`` units of the pool until it finishes, expected at
+  ``due``. ``done(rid)``: it finished or failed (a request never started is ignored).
+* ``wait(worker, need, pool, used, now)``: the seconds from ``now`` until a request that
+  needs ``need`` units would find room on ``worker``, whose pool of ``pool`` units has
+  ``used`` in use (as its engine reports it). The requests decoding there hold their
+  sizes, scaled down to ``used`` together where they add up to more (prompts that share
+  a prefix hold it once), and free them when due, earliest first. 0 when the request
+  fits now, and 0 when it would not fit even once they are all done: what else holds the
+  pool (requests admitted and still prefilling) is not known here, and no wait is
+  claimed for it. A lower bound, then, on the wait for room.
+* ``remove_worker(i)``: worker ``i`` left; later workers move down by one.
+
+Mechanism only: sizes, needs and due times come from the policy's models.
+"""
+
+from __future__ import annotations
+
+__all__ = ["PoolRoom"]
+
+
+class PoolRoom:
+    def __init__(self) -> None:
+        self._worker: dict[int, int] = {}  # rid -> its worker, while it decodes
+        self._decoding: dict[int, dict[int, tuple[float, float]]] = {}  # w -> rid -> (due, size)
+        self._held: dict[int, float] = {}  # w -> the sizes decoding there, summed
+
+    def started(self, rid: int, worker: int, size: float, due: float) -> None:
+        self._worker[rid] = worker
+        self._decoding.setdefault(worker, {})[rid] = (due, size)
+        self._held[worker] = self._held.get(worker, 0.0) + size
+
+    def done(self, rid: int) -> None:
+        w = self._worker.pop(rid, None)
+        if w is None:
+            return
+        decoding = self._decoding[w]
+        _, size = decoding.pop(rid)
+        self._held[w] = self._held[w] - size if decoding else 0.0
+
+    def held(self, worker: int) -> float:
+        """The sizes of the requests decoding on ``worker``, summed (unscaled)."""
+        return self._held.get(worker, 0.0)
+
+    def wait(self, worker: int, need: float, pool: float, used: float, now: float) -> float:
+        total = self._held.get(worker, 0.0)
+        scale = min(1.0, used / total) if total > 0 else 0.0
+        free = pool - total * scale
+        if need <= free or need > pool:
+            return 0.0
+        for due, size in sorted(self._decoding[worker].values()):
+            free += size * scale
+            if need <= free:
+                return max(0.0, due - now)
+        return 0.0
+
+    def remove_worker(self, index: int) -> None:
+        def moved(w: int) -> int:
+            return w - 1 if w > index else w
+        self._decoding = {moved(w): d for w, d in self._decoding.items() if w != index}
+        self._held = {moved(w): h for w, h in self._held.items() if w != index}
+        self._worker = {rid: moved(w) for rid, w in self._worker.items() if w != index}
