@@ -643,9 +643,10 @@ def test_a_pool_held_by_a_decoding_request_makes_a_newcomer_wait() -> None:
                         PrefixIndex(2))
     a = policy.route(RouteRequest(np.arange(8000, dtype=np.int64), rid=1, max_tokens=4), empty)
     assert a.worker == 0 and a.predicted_s == pytest.approx(1.033)
-    assert policy.costs(_req(3000), _pool_view(1.02, 0.8, 8000)).room == [0.0, 0.0]  # no first token
-    policy.on_first_token(1, 0, 1.0)
     fresh = RouteRequest(np.arange(10_000, 13_000, dtype=np.int64), rid=2, max_tokens=4)
+    before_first_token = policy.costs(fresh, _pool_view(1.02, 0.8, 8000))
+    assert before_first_token.room == [0.0, 0.0]  # A is not known to be decoding yet
+    policy.on_first_token(1, 0, 1.0)
     costs = policy.costs(fresh, _pool_view(1.02, 0.8, 8000))
     assert costs.need == pytest.approx([3004, 3004])
     assert costs.room == pytest.approx([0.043, 0.0])

@@ -1,8 +1,10 @@
 """``learned``: least marginal cost, with latency models learned online from feedback.
 
 What it sees (never the simulator's probes): the router's prefix index
-(``view.matched(req)``), its in-flight accounting (``in_flight``, ``prefill_units``), and
-each completed request's TTFT, E2E and engine-reported cached tokens.
+(``view.matched(req)``), its in-flight accounting (``in_flight``, ``prefill_units``), the
+engines' reported KV pool (``kv_capacity``, ``kv_usage``), each request's first token
+(``on_first_token``) and each completed request's TTFT, E2E and engine-reported cached
+tokens.
 
 For a request of ``L`` prompt units and ``O`` output tokens (``max_tokens``, or expected:
 "The output" below), and each allowed worker ``w``:
@@ -19,7 +21,9 @@ For a request of ``L`` prompt units and ``O`` output tokens (``max_tokens``, or 
                                                     pending_w: the requests without a
                                                     first token ("Requests that do not
                                                     stream", below; 0 when all stream)
-    TTFT_w = a . [(s_w * ahead + u_w) / 1000, pairs / 1e6, 1]
+    TTFT_w = a . [(s_w * ahead + u_w) / 1000, pairs / 1e6, 1], or where it waits for room
+             in w's KV pool ("Room in the pool", below) room_w + a . [u_w / 1000,
+             pairs / 1e6, 1] if that is more
     ctx_w  = (prompt units in flight on w + L) / 1e5
     dec_w  = s_w * (O - 1) * d . [1, in_flight_w + 1, ctx_w]   its decode time (s_w: the
                                                     worker's slowness, below)
@@ -83,6 +87,22 @@ model instead (below, "The reported E2E"). The terms:
   otherwise send every new prompt to the same workers (docs/routing-results.md, "Low
   load").
 
+* Room in the pool (:mod:`~kvroute.routing.pool_room`). An engine admits a request only
+  when its KV pool can take its uncached prompt, its output and the cached prefix it
+  locks. Long prompts decoding on a worker can hold its pool for minutes with nothing
+  queued there for prefill, and the queue term reads that worker as free. A request
+  needs ``L + O`` units of the pool there, less the matched prefix where the request
+  that last carried it there (``view.last_sent``) is still open (it holds it already).
+  Each request decoding on ``w`` (from its first token) holds its own need until its
+  reported decode time has passed; ``room_w`` is the time until those due first have
+  freed enough of the pool as the engine reports it (``kv_usage``; sizes scaled down to
+  it where prompts share a prefix). The pool is converted to router units by the cached
+  units over the cached tokens the engines reported (no room is claimed before the
+  first such report, nor for requests admitted and still prefilling, nor on engines that
+  report no pool: a lower bound). On the public conversation trace's features this
+  took the p99 TTFT behind the best other in 9 of 24 cells instead of 12
+  (docs/routing-results.md, "Features of the public conversation trace").
+
 Learning (all from completions; errors teach nothing):
 
 * ``a`` (TTFT model): recursive least squares with forgetting ``forget`` on the features
@@ -92,7 +112,9 @@ Learning (all from completions; errors teach nothing):
   over-predicts E2E, and the refit moves only the level, the same on every worker of
   one speed. When the engine reports the cached tokens, ``u`` and ``pairs`` are
   recomputed from them (what was really prefilled; in the router's units,
-  ``Feedback.cached_units``) before the update.
+  ``Feedback.cached_units``) before the update. A request whose TTFT was predicted with
+  a wait for room teaches it nothing (nor the slowness, nor the hit realisation read
+  from its TTFT): the wait is not the model's.
 * ``d`` (per-token decode time): the same, target ``(E2E - TTFT) / (O - 1)`` when O > 1
   (``O`` as reported, else ``max_tokens``).
   Its features are the batch (requests in flight) and the context (prompt units in
