@@ -12,9 +12,11 @@ that learn from TTFTs (``llmd_predicted``, ``smetric``, ``learned``) are timed p
 warm-up; without it (the default, as in docs/routing.md's table) they never see one, as
 for clients that do not stream: ``learned`` then learns from each completion's E2E
 (``Learned.completions_only``), the others stay on their priors. No cached tokens are
-reported either way.
+reported either way, unless ``--pool``: then every worker reports a KV pool of 200,000
+tokens, half in use, and every completion 4,096 cached tokens (as the simulator's engines
+do), so ``learned`` checks each worker for a wait for room in its pool.
 
-    python benchmarks/route_bench.py [--requests 400] [--workers 4,16,64] [--ttft]
+    python benchmarks/route_bench.py [--requests 400] [--workers 4,16,64] [--ttft] [--pool]
         [--policies a,b,...] [--repeats 3]
 
 The machine's noise moves single runs by 10% and more, and its slow spells (seconds to
@@ -40,23 +42,27 @@ def prompts(n: int, rng: np.random.Generator, groups: int = 64) -> list[np.ndarr
 
 
 def bench(policy: str, workers: int, warm: list[np.ndarray], timed: list[np.ndarray],
-          ttft: bool = False) -> float:
+          ttft: bool = False, pool: bool = False) -> float:
     gc.collect()  # the earlier cells' routers (their trees hold cycles) are not timed here
     router = Router(make_router_policy(policy, seed=1), workers)
+    if pool:
+        for w in range(workers):
+            router.report_load(w, running=0, waiting=0, kv_usage=0.5, kv_capacity=200_000)
+    cached = 4096 if pool else None
     now = 0.0
     for p in warm:
         now += 0.01
         d = router.route(RouteRequest(p, max_tokens=4), now)
         if ttft:
             router.first_token(d, now + 0.0005)
-        router.complete(d, now + 0.001)
+        router.complete(d, now + 0.001, cached_tokens=cached)
     start = time.perf_counter()
     for p in timed:
         now += 0.01
         d = router.route(RouteRequest(p, max_tokens=4), now)
         if ttft:
             router.first_token(d, now + 0.0005)
-        router.complete(d, now + 0.001)
+        router.complete(d, now + 0.001, cached_tokens=cached)
     return (time.perf_counter() - start) / len(timed) * 1e6
 
 
@@ -65,6 +71,8 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=400)
     ap.add_argument("--workers", default="4,16,64")
     ap.add_argument("--ttft", action="store_true", help="a first token for every request")
+    ap.add_argument("--pool", action="store_true",
+                    help="workers report a KV pool, completions cached tokens")
     ap.add_argument("--policies", default="", help="comma-separated (default: all)")
     ap.add_argument("--repeats", type=int, default=3,
                     help="measure the table N times, show each cell's best (default 3)")
@@ -83,7 +91,7 @@ def main() -> None:
             print(f"round {r + 1} of {args.repeats}...", flush=True)
         for name in names:
             for w in sizes:
-                runs[name, w].append(bench(name, w, warm, timed, args.ttft))
+                runs[name, w].append(bench(name, w, warm, timed, args.ttft, args.pool))
     measured = {cell: min(us) for cell, us in runs.items()}
     rounds = f", best of {args.repeats} rounds" if args.repeats > 1 else ""
     print(f"us per routing decision (8,192-token prompts, {args.requests} decisions{rounds})")

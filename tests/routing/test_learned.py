@@ -648,13 +648,16 @@ def test_a_pool_held_by_a_decoding_request_makes_a_newcomer_wait() -> None:
     assert before_first_token.room == [0.0, 0.0]  # A is not known to be decoding yet
     policy.on_first_token(1, 0, 1.0)
     costs = policy.costs(fresh, _pool_view(1.02, 0.8, 8000))
-    assert costs.need == pytest.approx([3004, 3004])
     assert costs.room == pytest.approx([0.043, 0.0])
     assert costs.ttft == pytest.approx([0.3755, 0.3325])
     assert policy.route(fresh, _pool_view(1.02, 0.8, 8000)).worker == 1
+    assert policy.open[2].need == pytest.approx(3004)
     turn = RouteRequest(np.arange(9000, dtype=np.int64), rid=3, max_tokens=4)
-    costs = policy.costs(turn, _pool_view(1.02, 0.8, 8000))
-    assert costs.need[0] == pytest.approx(1004) and costs.room[0] == 0.0
+    assert policy.costs(turn, _pool_view(1.02, 0.8, 8000)).room[0] == 0.0
+    view = _pool_view(1.02, 0.8, 8000)
+    view.allow([True, False])
+    assert policy.route(turn, view).worker == 0
+    assert policy.open[3].need == pytest.approx(1004)
     # A finished: nothing holds worker 0's pool any more
     policy.on_complete(Feedback(worker=0, rid=1, ok=True, prompt_units=8000, now=1.06,
                                 decision=Decision(0), e2e_s=1.06, ttft_s=1.0))

@@ -231,7 +231,6 @@ class Costs(NamedTuple):
     unc: list[float]  # its uncached units
     ahead: list[float]  # uncached units queued ahead of it
     room: list[float]  # seconds it would wait for room in the KV pool, where that binds
-    need: list[float]  # units of the pool it needs to be admitted
     ctx: list[float]  # prompt units in flight with it, / 1e5 (the decode model's context)
     age: list[int]  # age bucket of its prefix (-1: none recorded)
     out: float | None  # its expected output tokens (None: no estimate)
@@ -403,11 +402,10 @@ class Learned(RoutingPolicy):
         inflow, total = self.inflow.weighted(n, None if self.slow.alike else slow)
         bal_k = self.balance_weight * k0 if total > 0 else 0.0  # nothing sent: no excess
         total = total if total > 0 else 1.0
-        cost, own, ttft, unc, ctx, room, needs = ([0.0] * n for _ in range(7))
+        cost, own, ttft, unc, ctx, room = ([0.0] * n for _ in range(6))
         decode_mean = self.decode_mean
         units, tokens = self.unit_tokens  # router units per engine token: units / tokens
-        out_need = 0.0 if out is None else out
-        held, sent_open = self.room.held, self.sent_open
+        held = self.room.held
         for w, ws in enumerate(workers):
             h = hit[w]
             u = unc[w] = length - h
@@ -416,11 +414,9 @@ class Learned(RoutingPolicy):
             ahead_w = ahead[w]
             work = u * k0 + u * (h + u / 2.0) * k1
             ttft_w = work + (s_w * ahead_w) * k0 + a2
-            if ws.kv_capacity and tokens:  # the wait for room in its pool (the module doc)
+            if tokens and ws.kv_capacity and held(w):  # room in its pool (the module doc)
                 pool = ws.kv_capacity * units / tokens
-                # a prefix that an open request there was sent with is held: no room for it
-                need = needs[w] = length + out_need - (
-                    matched[w] if (w, last[w]) in sent_open else 0.0)
+                need = self._need(req, out, w, matched[w], last[w])
                 if held(w) + need > pool:
                     admitted = self.room.wait(w, need, pool, ws.kv_usage * pool, now) + work + a2
                     if admitted > ttft_w:
@@ -435,11 +431,17 @@ class Learned(RoutingPolicy):
             copy = (spared if spared > 0.0 else 0.0) * copy_k  # copy_w times its weight
             cost[w] = (own_w + ttft_w * tw + (flight * 1.5 + lam_0) * (work + copy) + copy
                        + bal_k * (inflow[w] * n / total - 1.0) * u)
-        return Costs(cost, own, ttft, unc, ahead, room, needs, ctx, age, out, fingerprint)
+        return Costs(cost, own, ttft, unc, ahead, room, ctx, age, out, fingerprint)
+
+    def _need(self, req: RouteRequest, out: float | None, w: int, matched: float,
+              last: float) -> float:
+        """Units of ``w``'s pool that ``req`` needs: its prompt and output, less the prefix
+        an open request there was sent with (it holds it already)."""
+        held = matched if (w, last) in self.sent_open else 0.0
+        return len(req) + (0.0 if out is None else out) - held
 
     def route(self, req: RouteRequest, view: ClusterView) -> Decision:
-        (cost, own, ttft, unc, ahead, room, need, ctx, age, out,
-         fingerprint) = self.costs(req, view)
+        cost, own, ttft, unc, ahead, room, ctx, age, out, fingerprint = self.costs(req, view)
         w = view.argmin(cost)
         if cost.count(cost[w]) > 1:  # tied: the smallest prefix index, then the lowest index
             sizes = view.index_sizes()
@@ -456,7 +458,10 @@ class Learned(RoutingPolicy):
             matched=int(view.matched(req)[w]), age=age[w],
             x_ttft=ttft_features(ahead[w], u, len(req) - u), ahead=ahead[w],
             x_dec=x_dec, out=req.max_tokens, fingerprint=fingerprint, pred_out=out,
-            pred_ttft=ttft[w], pred_e2e=pred_e2e, sent=view.now, need=need[w], room=room[w])
+            pred_ttft=ttft[w], pred_e2e=pred_e2e, sent=view.now,
+            need=self._need(req, out, w, float(view.matched(req)[w]),
+                            float(view.last_sent(req)[w])) if self.unit_tokens[1] else 0.0,
+            room=room[w])
         key = (w, view.now)
         self.sent_open[key] = self.sent_open.get(key, 0) + 1
         if not req.streamed:
