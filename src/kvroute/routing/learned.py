@@ -100,7 +100,8 @@ model instead (below, "The reported E2E"). The terms:
   units over the cached tokens the engines reported (no room is claimed before the
   first such report, nor for requests admitted and still prefilling, nor on engines that
   report no pool: a lower bound). On the public conversation trace's features this
-  took the p99 TTFT behind the best other in 9 of 24 cells instead of 12
+  took the p99 TTFT behind the best other in 11 of 24 cells instead of 12 (geometric
+  mean over the best other 1.040x -> 1.068x)
   (docs/routing-results.md, "Features of the public conversation trace").
 
 Learning (all from completions; errors teach nothing):
