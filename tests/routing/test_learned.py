@@ -638,7 +638,7 @@ def test_a_pool_held_by_a_decoding_request_makes_a_newcomer_wait() -> None:
     says 0.3325), and B goes to worker 1. A continuation of A (9000 units, the first 8000
     held by A) needs only its new 1004 units: no wait on worker 0."""
     policy = Learned()
-    policy.unit_tokens = [1.0, 1.0]  # engine tokens are router units (learned from reports)
+    policy.unit_tokens = [1.0, 1.0]  # engine tokens are router units (from the replies)
     empty = ClusterView([WorkerState(0, kv_capacity=10_000), WorkerState(1, kv_capacity=10_000)],
                         PrefixIndex(2))
     a = policy.route(RouteRequest(np.arange(8000, dtype=np.int64), rid=1, max_tokens=4), empty)
@@ -665,8 +665,8 @@ def test_a_pool_held_by_a_decoding_request_makes_a_newcomer_wait() -> None:
 
 
 def test_no_wait_for_room_without_the_pool_in_router_units() -> None:
-    """Until an engine has reported cached tokens the policy does not know how many router
-    units (characters, say) a pool token is, and claims no wait."""
+    """Until an engine has reported a prompt's tokens the policy does not know how many
+    router units (characters, say) a pool token is, and claims no wait."""
     policy = Learned()
     policy.route(RouteRequest(np.arange(8000, dtype=np.int64), rid=1, max_tokens=4),
                  ClusterView([WorkerState(0, kv_capacity=10_000),
@@ -693,3 +693,28 @@ def test_a_wait_for_room_does_not_teach_the_ttft_model() -> None:
                                 decision=Decision(0), e2e_s=5.0, ttft_s=4.9))
     assert policy.ttft_model.samples == before
     assert policy.telemetry()["ttft"]["count"] == 1  # type: ignore[index]  # its error counts
+
+
+def test_the_pool_is_counted_in_router_units() -> None:
+    """Replies say 1000 prompt tokens for 4000 units (characters): a pool of 10,000 tokens
+    is 40,000 units, and 4 output tokens 16 units of it."""
+    policy = Learned()
+    view = ClusterView([WorkerState(0, kv_capacity=10_000), WorkerState(1, kv_capacity=10_000)],
+                       PrefixIndex(2))
+    policy.route(RouteRequest(np.arange(4000, dtype=np.int64), rid=1, max_tokens=4), view)
+    policy.on_complete(Feedback(worker=0, rid=1, ok=True, prompt_units=4000, now=1.0,
+                                decision=Decision(0), e2e_s=1.0, ttft_s=0.5,
+                                prompt_tokens=1000))
+    assert policy.unit_tokens == [4000.0, 1000.0]
+    a = policy.route(RouteRequest(np.arange(5000, 35_000, dtype=np.int64), rid=2, max_tokens=4),
+                     view)
+    assert policy.open[2].need == pytest.approx(30_016)
+    policy.on_first_token(2, a.worker, 2.0)
+    # 30,016 of 40,000 held: a fresh request of 12,000 units waits, one of 9,000 does not
+    busy = ClusterView([WorkerState(w, kv_capacity=10_000, kv_usage=0.75 if w == a.worker
+                                    else 0.0) for w in range(2)], PrefixIndex(2))
+    busy.now = 2.01
+    big = RouteRequest(np.arange(50_000, 62_000, dtype=np.int64), rid=3, max_tokens=4)
+    small = RouteRequest(np.arange(70_000, 79_000, dtype=np.int64), rid=4, max_tokens=4)
+    assert policy.costs(big, busy).room[a.worker] > 0
+    assert policy.costs(small, busy).room[a.worker] == 0.0

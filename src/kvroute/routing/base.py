@@ -77,6 +77,9 @@ class Feedback:
     # tokens the request generated, when the engine's reply says (usage.completion_tokens;
     # the simulator: always)
     output_tokens: int | None = None
+    # the prompt's tokens, when the engine's reply says (usage.prompt_tokens; the
+    # simulator: always): with ``prompt_units``, the router's units per engine token
+    prompt_tokens: int | None = None
 
     def __post_init__(self) -> None:
         if self.cached_units is None:

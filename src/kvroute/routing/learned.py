@@ -96,13 +96,13 @@ model instead (below, "The reported E2E"). The terms:
   Each request decoding on ``w`` (from its first token) holds its own need until its
   reported decode time has passed; ``room_w`` is the time until those due first have
   freed enough of the pool as the engine reports it (``kv_usage``; sizes scaled down to
-  it where prompts share a prefix). The pool is converted to router units by the cached
-  units over the cached tokens the engines reported (no room is claimed before the
-  first such report, nor for requests admitted and still prefilling, nor on engines that
-  report no pool: a lower bound). On the public conversation trace's features this
-  took the p99 TTFT behind the best other in 11 of 24 cells instead of 12 (geometric
-  mean over the best other 1.040x -> 1.068x)
-  (docs/routing-results.md, "Features of the public conversation trace").
+  it where prompts share a prefix). The pool and the output are converted to router
+  units by the prompt units over the prompt tokens the engines reported
+  (``Feedback.prompt_tokens``; no room is claimed before the first such report, nor for
+  requests admitted and still prefilling, nor on engines that report no pool: a lower
+  bound). On the public conversation trace's features this took the p99 TTFT behind the
+  best other in 11 of 24 cells instead of 12 (geometric mean over the best other 1.040x
+  -> 1.068x; docs/routing-results.md, "Features of the public conversation trace").
 
 Learning (all from completions; errors teach nothing):
 
@@ -297,7 +297,7 @@ class Learned(RoutingPolicy):
         self.open: dict[int, _Open] = {}
         self.room = PoolRoom()  # the requests decoding on each worker, and when they end
         self.sent_open: dict[tuple[int, float], int] = {}  # (worker, sent) of open requests
-        self.unit_tokens = [0.0, 0.0]  # cached units and tokens reported, summed
+        self.unit_tokens = [0.0, 0.0]  # prompt units and tokens of the replies that said
         self.ttft_errors, self.e2e_errors = PredictionErrors(), PredictionErrors()
         self.output_errors = PredictionErrors("tokens")  # expected O against reported
         # observed TTFTs and E2Es of streamed requests, summed with forgetting (ttft_scale)
@@ -406,6 +406,7 @@ class Learned(RoutingPolicy):
         cost, own, ttft, unc, ctx, room = ([0.0] * n for _ in range(6))
         decode_mean = self.decode_mean
         units, tokens = self.unit_tokens  # router units per engine token: units / tokens
+        per_token = units / tokens if tokens else 0.0
         held = self.room.held
         for w, ws in enumerate(workers):
             h = hit[w]
@@ -416,7 +417,7 @@ class Learned(RoutingPolicy):
             work = u * k0 + u * (h + u / 2.0) * k1
             ttft_w = work + (s_w * ahead_w) * k0 + a2
             if tokens and ws.kv_capacity and held(w):  # room in its pool (the module doc)
-                pool = ws.kv_capacity * units / tokens
+                pool = ws.kv_capacity * per_token
                 need = self._need(req, out, w, matched[w], last[w])
                 if held(w) + need > pool:
                     admitted = self.room.wait(w, need, pool, ws.kv_usage * pool, now) + work + a2
@@ -439,7 +440,8 @@ class Learned(RoutingPolicy):
         """Units of ``w``'s pool that ``req`` needs: its prompt and output, less the prefix
         an open request there was sent with (it holds it already)."""
         held = matched if (w, last) in self.sent_open else 0.0
-        return len(req) + (0.0 if out is None else out) - held
+        units, tokens = self.unit_tokens
+        return len(req) + (0.0 if out is None else out * units / tokens) - held
 
     def route(self, req: RouteRequest, view: ClusterView) -> Decision:
         cost, own, ttft, unc, ahead, room, ctx, age, out, fingerprint = self.costs(req, view)
@@ -489,9 +491,9 @@ class Learned(RoutingPolicy):
             self.sent_open[key] -= 1
         else:
             self.sent_open.pop(key, None)
-        if fb.cached_tokens and fb.cached_units:
-            self.unit_tokens[0] += fb.cached_units
-            self.unit_tokens[1] += fb.cached_tokens
+        if fb.prompt_tokens:
+            self.unit_tokens[0] += fb.prompt_units
+            self.unit_tokens[1] += fb.prompt_tokens
         self.share.remove(w, rec.uncached, rec.units)
         if not fb.ok or fb.e2e_s is None:
             return

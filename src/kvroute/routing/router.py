@@ -260,7 +260,7 @@ class Router:
             ttft_s=ttft_s if ttft_s is not None or dispatch.first_token_at is None
             else dispatch.first_token_at - dispatch.sent_at, cached_tokens=cached_tokens,
             cached_units=cached_units(cached_tokens, prompt_tokens, len(dispatch.req)),
-            output_tokens=output_tokens))
+            output_tokens=output_tokens, prompt_tokens=prompt_tokens or None))
         return True
 
     def units_per_token(self) -> float | None:

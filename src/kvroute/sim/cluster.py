@@ -223,7 +223,7 @@ def simulate(workload: Workload, config: SimConfig | None = None, *, ceilings: b
         router.complete(d, now, ok=True,
                         ttft_s=job.first_token - job.queued if d.req.streamed else None,
                         cached_tokens=job.cached if cfg.report_cached else None,
-                        output_tokens=req.output_len)
+                        prompt_tokens=req.prompt_len, output_tokens=req.output_len)
         rows.append((req.rid, req.session, job.worker, job.queued, job.start, job.first_token,
                      job.finish, req.prompt_len, job.cached, req.output_len))
         if progress is not None:
