@@ -13,6 +13,7 @@ from kvroute.routing.learned import Learned
 from kvroute.routing.online_regression import OnlineRegression
 from kvroute.routing.prefix_index import PrefixIndex
 from kvroute.routing.registry import make_router_policy
+from kvroute.routing.router import Router
 from kvroute.routing.ttft_form import cached_from_ttft
 from tests.routing.views import view_of
 
@@ -617,7 +618,16 @@ def test_without_max_tokens_the_output_is_expected_from_requests_that_began_alik
     assert exact.costs(app(1, 98, max_tokens=7), view).out == 7.0
 
 
-def _pool_view(now: float, usage: float, held_prompt: int) -> ClusterView:
+def _empty_pool_view(per_token: float | None = 1.0) -> ClusterView:
+    """Two idle workers with pools of 10,000 tokens, ``per_token`` units a token."""
+    view = ClusterView([WorkerState(0, kv_capacity=10_000), WorkerState(1, kv_capacity=10_000)],
+                       PrefixIndex(2))
+    view.units_per_token = per_token
+    return view
+
+
+def _pool_view(now: float, usage: float, held_prompt: int,
+               per_token: float | None = 1.0) -> ClusterView:
     """Two workers with pools of 10,000 tokens; worker 0 was sent arange(held_prompt) at 0
     (decoding now, ``usage`` of its pool in use), worker 1 is idle."""
     index = PrefixIndex(2)
@@ -626,6 +636,7 @@ def _pool_view(now: float, usage: float, held_prompt: int) -> ClusterView:
                                     kv_usage=usage, kv_capacity=10_000),
                         WorkerState(1, kv_capacity=10_000)], index)
     view.now = now
+    view.units_per_token = per_token  # engine tokens are router units
     return view
 
 
@@ -638,10 +649,8 @@ def test_a_pool_held_by_a_decoding_request_makes_a_newcomer_wait() -> None:
     says 0.3325), and B goes to worker 1. A continuation of A (9000 units, the first 8000
     held by A) needs only its new 1004 units: no wait on worker 0."""
     policy = Learned()
-    policy.unit_tokens = [1.0, 1.0]  # engine tokens are router units (from the replies)
-    empty = ClusterView([WorkerState(0, kv_capacity=10_000), WorkerState(1, kv_capacity=10_000)],
-                        PrefixIndex(2))
-    a = policy.route(RouteRequest(np.arange(8000, dtype=np.int64), rid=1, max_tokens=4), empty)
+    a = policy.route(RouteRequest(np.arange(8000, dtype=np.int64), rid=1, max_tokens=4),
+                     _empty_pool_view())
     assert a.worker == 0 and a.predicted_s == pytest.approx(1.033)
     fresh = RouteRequest(np.arange(10_000, 13_000, dtype=np.int64), rid=2, max_tokens=4)
     before_first_token = policy.costs(fresh, _pool_view(1.02, 0.8, 8000))
@@ -669,19 +678,16 @@ def test_no_wait_for_room_without_the_pool_in_router_units() -> None:
     router units (characters, say) a pool token is, and claims no wait."""
     policy = Learned()
     policy.route(RouteRequest(np.arange(8000, dtype=np.int64), rid=1, max_tokens=4),
-                 ClusterView([WorkerState(0, kv_capacity=10_000),
-                              WorkerState(1, kv_capacity=10_000)], PrefixIndex(2)))
+                 _empty_pool_view(None))
     policy.on_first_token(1, 0, 1.0)
     fresh = RouteRequest(np.arange(10_000, 13_000, dtype=np.int64), rid=2, max_tokens=4)
-    assert policy.costs(fresh, _pool_view(1.02, 0.8, 8000)).room == [0.0, 0.0]
+    assert policy.costs(fresh, _pool_view(1.02, 0.8, 8000, None)).room == [0.0, 0.0]
 
 
 def test_a_wait_for_room_does_not_teach_the_ttft_model() -> None:
     policy = Learned()
-    policy.unit_tokens = [1.0, 1.0]
     policy.route(RouteRequest(np.arange(8000, dtype=np.int64), rid=1, max_tokens=4),
-                 ClusterView([WorkerState(0, kv_capacity=10_000),
-                              WorkerState(1, kv_capacity=10_000)], PrefixIndex(2)))
+                 _empty_pool_view())
     policy.on_first_token(1, 0, 1.0)
     view = _pool_view(1.02, 0.8, 8000)
     view.allow([True, False])
@@ -696,16 +702,18 @@ def test_a_wait_for_room_does_not_teach_the_ttft_model() -> None:
 
 
 def test_the_pool_is_counted_in_router_units() -> None:
-    """Replies say 1000 prompt tokens for 4000 units (characters): a pool of 10,000 tokens
-    is 40,000 units, and 4 output tokens 16 units of it."""
+    """Replies say 1000 prompt tokens for 4000 units (characters): the router's view says 4
+    units a token, so a pool of 10,000 tokens is 40,000 units, and 4 output tokens 16 units
+    of it."""
     policy = Learned()
-    view = ClusterView([WorkerState(0, kv_capacity=10_000), WorkerState(1, kv_capacity=10_000)],
-                       PrefixIndex(2))
-    policy.route(RouteRequest(np.arange(4000, dtype=np.int64), rid=1, max_tokens=4), view)
-    policy.on_complete(Feedback(worker=0, rid=1, ok=True, prompt_units=4000, now=1.0,
-                                decision=Decision(0), e2e_s=1.0, ttft_s=0.5,
-                                prompt_tokens=1000))
-    assert policy.unit_tokens == [4000.0, 1000.0]
+    router = Router(policy, 2)
+    for w in range(2):
+        router.report_load(w, running=0, waiting=0, kv_usage=0.0, kv_capacity=10_000)
+    d = router.route(RouteRequest(np.arange(4000, dtype=np.int64), max_tokens=4), 0.0)
+    assert router.view.units_per_token is None  # nothing reported yet
+    router.complete(d, 1.0, ttft_s=0.5, prompt_tokens=1000)
+    assert router.view.units_per_token == 4.0 == router.units_per_token()
+    view = _empty_pool_view(4.0)
     a = policy.route(RouteRequest(np.arange(5000, 35_000, dtype=np.int64), rid=2, max_tokens=4),
                      view)
     assert policy.open[2].need == pytest.approx(30_016)
@@ -713,7 +721,7 @@ def test_the_pool_is_counted_in_router_units() -> None:
     # 30,016 of 40,000 held: a fresh request of 12,000 units waits, one of 9,000 does not
     busy = ClusterView([WorkerState(w, kv_capacity=10_000, kv_usage=0.75 if w == a.worker
                                     else 0.0) for w in range(2)], PrefixIndex(2))
-    busy.now = 2.01
+    busy.now, busy.units_per_token = 2.01, 4.0
     big = RouteRequest(np.arange(50_000, 62_000, dtype=np.int64), rid=3, max_tokens=4)
     small = RouteRequest(np.arange(70_000, 79_000, dtype=np.int64), rid=4, max_tokens=4)
     assert policy.costs(big, busy).room[a.worker] > 0

@@ -50,3 +50,20 @@ def test_done_and_removed_workers() -> None:
     assert room.wait(1, need=100.0, pool=200.0, used=150.0, now=5.0) == pytest.approx(15.0)
     room.done(2)
     assert room.held(1) == 0.0
+
+
+def test_a_prefix_held_by_an_open_request_needs_no_room() -> None:
+    """Need: prompt units + output tokens x units a token, less the matched prefix where
+    the request that last carried it (sent at ``last``) is still open there."""
+    room = PoolRoom()
+    room.sent(0, 1.5)
+    room.sent(0, 1.5)  # two requests sent at the same moment
+    assert room.need(1000, 4, 0, matched=800, last=1.5, per_token=4.0) == 1000 + 16 - 800
+    assert room.need(1000, None, 1, matched=800, last=1.5, per_token=4.0) == 1000
+    room.closed(0, 1.5)
+    assert room.need(1000, 4, 0, matched=800, last=1.5, per_token=1.0) == 204
+    room.closed(0, 1.5)
+    assert room.need(1000, 4, 0, matched=800, last=1.5, per_token=1.0) == 1004
+    room.sent(2, 3.0)
+    room.remove_worker(1)
+    assert room.need(10, 0, 1, matched=10, last=3.0, per_token=1.0) == 0

@@ -77,9 +77,6 @@ class Feedback:
     # tokens the request generated, when the engine's reply says (usage.completion_tokens;
     # the simulator: always)
     output_tokens: int | None = None
-    # the prompt's tokens, when the engine's reply says (usage.prompt_tokens; the
-    # simulator: always): with ``prompt_units``, the router's units per engine token
-    prompt_tokens: int | None = None
 
     def __post_init__(self) -> None:
         if self.cached_units is None:
@@ -144,6 +141,8 @@ class ClusterView:
     Per-worker quantities (``workers``, ``in_flight()``, ``matched(req)``,
     ``index_sizes()``) cover every member, indexed as the router numbers them.
     ``probes`` is None except in the simulator, which can see the workers' true state.
+    ``units_per_token``: the router's units per engine token (``Router.units_per_token``:
+    over the replies that reported their prompt tokens; None before any did).
 
     Allowed workers: a routing call may be restricted to some workers (the live router
     leaves out unhealthy ones and those that already failed this request). ``allowed`` is
@@ -162,6 +161,7 @@ class ClusterView:
         self._index = index
         self.probes = probes
         self.now = 0.0
+        self.units_per_token: float | None = None
         self._mask: np.ndarray | None = None  # None: every worker is allowed
         self._candidates: np.ndarray | None = None
         self.allow(allowed)

@@ -1,5 +1,5 @@
 """``PoolRoom``: how long a request routed to a worker would wait for room in the worker's
-KV pool, from the requests a policy has decoding there.
+KV pool, from the requests a policy has open there.
 
 An engine admits a request only when its pool can take the request's uncached prompt, its
 output and the cached prefix it locks (SGLang's scheduler, vLLM's block allocation). A few
@@ -7,8 +7,15 @@ long prompts decoding on a worker can hold most of its pool for hundreds of step
 nothing else is admitted there meanwhile, and nothing is queued there for prefill, so an
 estimate from the prefill queue reads the worker as free.
 
-Contract (sizes and the pool in the policy's units, times in the router's clock):
+Contract (sizes and the pool in the router's units, times in the router's clock):
 
+* ``sent(worker, now)`` / ``closed(worker, sent)``: a request was routed to ``worker`` at
+  ``now`` / the one sent then closed. ``need(units, out, worker, matched, last,
+  per_token)``: the units of ``worker``'s pool a request of ``units`` prompt units and
+  ``out`` output tokens (None: unknown, 0) needs to be admitted: its prompt and output
+  (``per_token`` units a token), less the ``matched`` prefix where the request that last
+  carried it there (sent at ``last``, ``view.last_sent``) is still open: that request
+  holds it, locked, so it takes no room and is not evicted.
 * ``started(rid, worker, size, due)``: request ``rid``'s first token came back from
   ``worker``; it holds about ``size`` units of the pool until it finishes, expected at
   ``due``. ``done(rid)``: it finished or failed (a request never started is ignored).
@@ -19,7 +26,8 @@ Contract (sizes and the pool in the policy's units, times in the router's clock)
   a prefix hold it once), and free them when due, earliest first. 0 when the request
   fits now, and 0 when it would not fit even once they are all done: what else holds the
   pool (requests admitted and still prefilling) is not known here, and no wait is
-  claimed for it. A lower bound, then, on the wait for room.
+  claimed for it. A lower bound, then, on the wait for room. ``held(worker)``: the
+  sizes decoding there, summed (unscaled; 0: no wait is possible).
 * ``remove_worker(i)``: worker ``i`` left; later workers move down by one.
 
 Mechanism only: sizes, needs and due times come from the policy's models.
@@ -35,6 +43,23 @@ class PoolRoom:
         self._worker: dict[int, int] = {}  # rid -> its worker, while it decodes
         self._decoding: dict[int, dict[int, tuple[float, float]]] = {}  # w -> rid -> (due, size)
         self._held: dict[int, float] = {}  # w -> the sizes decoding there, summed
+        self._sent: dict[tuple[int, float], int] = {}  # (worker, sent) -> open requests
+
+    def sent(self, worker: int, now: float) -> None:
+        key = (worker, now)
+        self._sent[key] = self._sent.get(key, 0) + 1
+
+    def closed(self, worker: int, sent: float) -> None:
+        key = (worker, sent)
+        if self._sent.get(key, 1) > 1:
+            self._sent[key] -= 1
+        else:
+            self._sent.pop(key, None)
+
+    def need(self, units: int, out: float | None, worker: int, matched: float, last: float,
+             per_token: float) -> float:
+        held = matched if (worker, last) in self._sent else 0.0
+        return units + (0.0 if out is None else out * per_token) - held
 
     def started(self, rid: int, worker: int, size: float, due: float) -> None:
         self._worker[rid] = worker
@@ -50,7 +75,6 @@ class PoolRoom:
         self._held[w] = self._held[w] - size if decoding else 0.0
 
     def held(self, worker: int) -> float:
-        """The sizes of the requests decoding on ``worker``, summed (unscaled)."""
         return self._held.get(worker, 0.0)
 
     def wait(self, worker: int, need: float, pool: float, used: float, now: float) -> float:
@@ -71,3 +95,4 @@ class PoolRoom:
         self._decoding = {moved(w): d for w, d in self._decoding.items() if w != index}
         self._held = {moved(w): h for w, h in self._held.items() if w != index}
         self._worker = {rid: moved(w) for rid, w in self._worker.items() if w != index}
+        self._sent = {(moved(w), t): c for (w, t), c in self._sent.items() if w != index}

@@ -24,7 +24,7 @@ methods; only their clocks differ):
   tokens it is given reach the policy in the router's units as well
   (``Feedback.cached_units``, by :func:`cached_units`), and ``units_per_token()`` is the
   ratio of routing units to engine tokens over the replies that reported prompt tokens
-  (the live index's bound reads it). ``undelivered`` takes
+  (the live index's bound reads it; the policy's view carries it). ``undelivered`` takes
   back the index's belief that the worker holds a prompt that never reached it;
   ``forget_cache(i)`` drops all it believed ``i`` holds (a worker that went down).
 * The prefix index is kept when the policy declares ``uses_index``, or when the caller
@@ -253,6 +253,7 @@ class Router:
         if prompt_tokens:
             self._prompt_units += len(dispatch.req)
             self._prompt_tokens += prompt_tokens
+            self.view.units_per_token = self.units_per_token()
         self.view.now = now
         self.policy.on_complete(Feedback(
             worker=dispatch.worker, rid=dispatch.req.rid, ok=ok, prompt_units=len(dispatch.req),
@@ -260,7 +261,7 @@ class Router:
             ttft_s=ttft_s if ttft_s is not None or dispatch.first_token_at is None
             else dispatch.first_token_at - dispatch.sent_at, cached_tokens=cached_tokens,
             cached_units=cached_units(cached_tokens, prompt_tokens, len(dispatch.req)),
-            output_tokens=output_tokens, prompt_tokens=prompt_tokens or None))
+            output_tokens=output_tokens))
         return True
 
     def units_per_token(self) -> float | None:
