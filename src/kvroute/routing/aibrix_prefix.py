@@ -28,13 +28,11 @@ integer >= 0, requests), ``std_factor`` (>= 0); defaults as above for each name.
 
 from __future__ import annotations
 
-import math
-from numbers import Integral, Real
 from typing import ClassVar
 
 import numpy as np
 
-from kvroute.errors import ConfigError
+from kvroute.params import integer, number
 from kvroute.routing.base import ClusterView, Decision, RouteRequest, RoutingPolicy
 from kvroute.routing.registry import register
 
@@ -50,16 +48,9 @@ class AibrixPrefix(RoutingPolicy):
     def __init__(self, seed: int = 0, imbalance_threshold: int = 8,
                  std_factor: float = 1.0) -> None:
         super().__init__(seed)
-        if isinstance(imbalance_threshold, bool) or not (
-                isinstance(imbalance_threshold, Integral) and imbalance_threshold >= 0):
-            raise ConfigError(f"{self.name}: imbalance_threshold must be an integer >= 0 "
-                              f"(requests), got {imbalance_threshold!r}")
-        if not (isinstance(std_factor, Real) and math.isfinite(std_factor)
-                and std_factor >= 0):
-            raise ConfigError(f"{self.name}: std_factor must be a finite number >= 0, "
-                              f"got {std_factor!r}")
-        self.imbalance_threshold: int = int(imbalance_threshold)
-        self.std_factor: float = float(std_factor)
+        self.imbalance_threshold: int = integer(self.name, "imbalance_threshold",
+                                                imbalance_threshold, low=0, hint="(requests)")
+        self.std_factor: float = number(self.name, "std_factor", std_factor, low=0.0)
 
     def route(self, req: RouteRequest, view: ClusterView) -> Decision:
         running = view.in_flight()

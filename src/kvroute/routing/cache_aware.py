@@ -22,12 +22,9 @@ Parameters (published defaults): ``seed`` 0 (unused, the rule is deterministic),
 
 from __future__ import annotations
 
-import math
-from numbers import Integral, Real
-
 import numpy as np
 
-from kvroute.errors import ConfigError
+from kvroute.params import integer, number
 from kvroute.routing.base import ClusterView, Decision, RouteRequest, RoutingPolicy
 from kvroute.routing.registry import register
 
@@ -43,20 +40,13 @@ class CacheAware(RoutingPolicy):
                  balance_abs_threshold: int = 32,
                  balance_rel_threshold: float = 1.0001) -> None:
         super().__init__(seed)
-        if not (isinstance(cache_threshold, Real) and 0.0 <= cache_threshold <= 1.0):
-            raise ConfigError(f"{self.name}: cache_threshold must be a number in [0, 1], "
-                              f"got {cache_threshold!r}")
-        if isinstance(balance_abs_threshold, bool) or not (
-                isinstance(balance_abs_threshold, Integral) and balance_abs_threshold >= 0):
-            raise ConfigError(f"{self.name}: balance_abs_threshold must be an integer >= 0 "
-                              f"(requests), got {balance_abs_threshold!r}")
-        if not (isinstance(balance_rel_threshold, Real)
-                and math.isfinite(balance_rel_threshold) and balance_rel_threshold >= 1.0):
-            raise ConfigError(f"{self.name}: balance_rel_threshold must be a finite number "
-                              f">= 1, got {balance_rel_threshold!r}")
-        self.cache_threshold: float = float(cache_threshold)
-        self.balance_abs_threshold: int = int(balance_abs_threshold)
-        self.balance_rel_threshold: float = float(balance_rel_threshold)
+        self.cache_threshold: float = number(self.name, "cache_threshold", cache_threshold,
+                                             low=0.0, high=1.0)
+        self.balance_abs_threshold: int = integer(self.name, "balance_abs_threshold",
+                                                  balance_abs_threshold, low=0,
+                                                  hint="(requests)")
+        self.balance_rel_threshold: float = number(self.name, "balance_rel_threshold",
+                                                   balance_rel_threshold, low=1.0)
 
     def route(self, req: RouteRequest, view: ClusterView) -> Decision:
         load = view.in_flight()

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kvroute.errors import ConfigError
+from kvroute.params import flag
 from kvroute.routing.base import ClusterView, Decision, RouteRequest
 from kvroute.routing.cache_aware import CacheAware
 from kvroute.routing.registry import register
@@ -47,10 +47,7 @@ class CacheAwareV2(CacheAware):
                  balance_abs_threshold: int = 32, balance_rel_threshold: float = 1.1,
                  highest_overlap: bool = False) -> None:
         super().__init__(seed, cache_threshold, balance_abs_threshold, balance_rel_threshold)
-        if not isinstance(highest_overlap, bool):
-            raise ConfigError(f"{self.name}: highest_overlap must be true or false, "
-                              f"got {highest_overlap!r}")
-        self.highest_overlap = highest_overlap
+        self.highest_overlap = flag(self.name, "highest_overlap", highest_overlap)
 
     def route(self, req: RouteRequest, view: ClusterView) -> Decision:
         if not self.highest_overlap:

@@ -49,22 +49,13 @@ The cost is in blocks, not seconds, so decisions carry no latency prediction.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from kvroute.errors import ConfigError
+from kvroute.params import flag, integer, number
 from kvroute.routing.base import ClusterView, Decision, RouteRequest, RoutingPolicy
 from kvroute.routing.registry import register
 
 __all__ = ["Dynamo"]
-
-
-def _nonneg(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) \
-            or not math.isfinite(value) or value < 0:
-        raise ConfigError(f"dynamo: {name} must be a finite number >= 0, got {value!r}")
-    return float(value)
 
 
 @register
@@ -76,16 +67,13 @@ class Dynamo(RoutingPolicy):
                  temperature: float = 0.0, request_weight: float = 0.0,
                  lmetric: bool = False) -> None:
         super().__init__(seed)
-        if isinstance(block, bool) or not isinstance(block, (int, np.integer)) or block < 1:
-            raise ConfigError(f"dynamo: block must be an integer >= 1 (units per KV block; "
-                              f"16 by default, 512 for Mooncake traces), got {block!r}")
-        self.prefill_scale = _nonneg("prefill_scale", prefill_scale)
-        self.block = int(block)
-        self.temperature = _nonneg("temperature", temperature)
-        self.request_weight = _nonneg("request_weight", request_weight)
-        if not isinstance(lmetric, bool):
-            raise ConfigError(f"dynamo: lmetric must be true or false, got {lmetric!r}")
-        self.lmetric = lmetric
+        self.block = integer("dynamo", "block", block, low=1,
+                             hint="(units per KV block; 16 by default, 512 for Mooncake "
+                                  "traces)")
+        self.prefill_scale = number("dynamo", "prefill_scale", prefill_scale, low=0.0)
+        self.temperature = number("dynamo", "temperature", temperature, low=0.0)
+        self.request_weight = number("dynamo", "request_weight", request_weight, low=0.0)
+        self.lmetric = flag("dynamo", "lmetric", lmetric)
 
     def costs(self, req: RouteRequest, view: ClusterView) -> np.ndarray:
         """Every worker's cost for ``req`` (the quantity the policy minimises)."""

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 
-from kvroute.errors import ConfigError
+from kvroute.params import number
 from kvroute.routing.base import ClusterView, Decision, Feedback, RouteRequest, RoutingPolicy
 from kvroute.routing.registry import register
 
@@ -49,12 +49,14 @@ class LBGR(RoutingPolicy):
                  decay_period: float = 0.020, forgetting: float = 0.992,
                  p0: float = 1e6) -> None:
         super().__init__(seed)
-        if decay_period <= 0 or not 0 < forgetting <= 1 or p0 <= 0 or tolerance < 0:
-            raise ConfigError("lbgr needs decay_period > 0 s, 0 < forgetting <= 1, p0 > 0 "
-                              "and tolerance >= 0")
+        self.decay_period = number("lbgr", "decay_period", decay_period, low=0.0,
+                                   low_open=True, hint="(seconds)")
+        self.forgetting = number("lbgr", "forgetting", forgetting, low=0.0, high=1.0,
+                                 low_open=True)
+        self.p0 = number("lbgr", "p0", p0, low=0.0, low_open=True)
+        self.tolerance = number("lbgr", "tolerance", tolerance, low=0.0)
         self.a0, self.a_hit, self.a_miss = a0, a_hit, a_miss
-        self.q_weight, self.tolerance = q_weight, tolerance
-        self.decay_period, self.forgetting, self.p0 = decay_period, forgetting, p0
+        self.q_weight = q_weight
         self.queue: list[int] = []
         self.theta: list[float] = []
         self.p: list[float] = []

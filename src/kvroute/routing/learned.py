@@ -200,13 +200,12 @@ inflow excess.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 
-from kvroute.errors import ConfigError
+from kvroute.params import number
 from kvroute.routing.base import ClusterView, Decision, Feedback, RouteRequest, RoutingPolicy
 from kvroute.routing.hit_realisation import HitRealisation
 from kvroute.routing.inflow import Inflow
@@ -269,12 +268,11 @@ class Learned(RoutingPolicy):
                  balance_weight: float = 0.01) -> None:
         super().__init__(seed)
         self.ttft_weight, self.copy_weight, self.ttft_scale, self.balance_weight = (
-            _number(name, value, lambda x: math.isfinite(x) and x >= 0, ">= 0")
+            number("learned", name, value, low=0.0)
             for name, value in (("ttft_weight", ttft_weight), ("copy_weight", copy_weight),
                                 ("ttft_scale", ttft_scale), ("balance_weight", balance_weight)))
-        self.forget = _number("forget", forget, lambda x: 0.0 < x <= 1.0, "in (0, 1]")
-        k = _number("prior_ktoken_s", prior_ktoken_s, lambda x: math.isfinite(x) and x > 0,
-                    "> 0")
+        self.forget = number("learned", "forget", forget, low=0.0, high=1.0, low_open=True)
+        k = number("learned", "prior_ktoken_s", prior_ktoken_s, low=0.0, low_open=True)
         # TTFT: s per 1000 units, s per 1e6 pairs, s fixed; decode: s per token, s per token
         # per request in flight, s per token per 1e5 units of context in flight
         self.ttft_model = OnlineRegression([k, k / 20.0, k / 10.0], lam=self.forget,
@@ -538,14 +536,6 @@ class Learned(RoutingPolicy):
                 "worker_slowness": _by_worker(self.slow.factors(len(self.share))),
                 "inflow_excess": _by_worker(self.inflow.excess(
                     len(self.share), self.slow.factors(len(self.share))))}
-
-
-def _number(name: str, value: object, ok: Callable[[float], bool], what: str) -> float:
-    """``value`` as a float if it is a real number (not a bool) and ``ok``, else the
-    parameter's error."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
-        raise ConfigError(f"learned: {name} must be {what}, got {value!r}")
-    return float(value)
 
 
 def _by_worker(values: list[float]) -> dict[str, float]:

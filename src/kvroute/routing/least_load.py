@@ -48,22 +48,11 @@ import math
 
 import numpy as np
 
-from kvroute.errors import ConfigError
+from kvroute.params import number
 from kvroute.routing.base import ClusterView, Decision, Feedback, RouteRequest, RoutingPolicy
 from kvroute.routing.registry import register
 
 __all__ = ["LeastLoad"]
-
-
-def _number(name: str, value: float, lo: float, hi: float, lo_open: bool,
-            hi_open: bool, hint: str) -> float:
-    ok = not isinstance(value, bool) and isinstance(value, (int, float)) \
-        and math.isfinite(value)
-    if ok:
-        ok = (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
-    if not ok:
-        raise ConfigError(f"least_load: {name} must be {hint}, got {value!r}")
-    return float(value)
 
 
 @register
@@ -75,19 +64,17 @@ class LeastLoad(RoutingPolicy):
                  prior_tokens_per_s: float = 10_000.0, ewma_alpha: float = 0.1,
                  min_tokens_per_s: float = 1.0) -> None:
         super().__init__(seed)
-        inf = math.inf
-        self.kv_penalty_s = _number("kv_penalty_s", kv_penalty_s, 0.0, inf, False, True,
-                                    "a finite number of seconds >= 0")
-        self.kv_clamp = _number("kv_clamp", kv_clamp, 0.0, 1.0, False, True,
-                                "a fraction in [0, 1)")
-        self.min_tokens_per_s = _number("min_tokens_per_s", min_tokens_per_s, 0.0, inf,
-                                        True, True, "a finite rate > 0 tokens/s")
-        self.prior_tokens_per_s = _number("prior_tokens_per_s", prior_tokens_per_s,
-                                          self.min_tokens_per_s, inf, False, True,
-                                          f"a finite rate >= min_tokens_per_s "
-                                          f"({self.min_tokens_per_s:g}) tokens/s")
-        self.ewma_alpha = _number("ewma_alpha", ewma_alpha, 0.0, 1.0, True, False,
-                                  "a weight in (0, 1]")
+        self.kv_penalty_s = number("least_load", "kv_penalty_s", kv_penalty_s, low=0.0,
+                                   hint="(seconds)")
+        self.kv_clamp = number("least_load", "kv_clamp", kv_clamp, low=0.0, high=1.0,
+                               high_open=True)
+        self.min_tokens_per_s = number("least_load", "min_tokens_per_s", min_tokens_per_s,
+                                       low=0.0, low_open=True, hint="(tokens/s)")
+        self.prior_tokens_per_s = number("least_load", "prior_tokens_per_s",
+                                         prior_tokens_per_s, low=self.min_tokens_per_s,
+                                         hint="(tokens/s; at least min_tokens_per_s)")
+        self.ewma_alpha = number("least_load", "ewma_alpha", ewma_alpha, low=0.0, high=1.0,
+                                 low_open=True)
         self._rate: list[float] = []
 
     @property

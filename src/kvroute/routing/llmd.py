@@ -27,24 +27,15 @@ Scores are unitless: decisions carry no latency prediction.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from kvroute.errors import ConfigError
+from kvroute.params import integer, number
 from kvroute.routing.base import ClusterView, Decision, RouteRequest, RoutingPolicy
 from kvroute.routing.registry import register
 
 __all__ = ["LlmD"]
 
 TIE_TOLERANCE = 1e-12
-
-
-def _nonneg(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) \
-            or not math.isfinite(value) or value < 0:
-        raise ConfigError(f"llmd: {name} must be a finite number >= 0, got {value!r}")
-    return float(value)
 
 
 @register
@@ -55,13 +46,11 @@ class LlmD(RoutingPolicy):
     def __init__(self, seed: int = 0, *, queue_weight: float = 2.0, kv_weight: float = 2.0,
                  prefix_weight: float = 3.0, block: int = 16) -> None:
         super().__init__(seed)
-        if isinstance(block, bool) or not isinstance(block, (int, np.integer)) or block < 1:
-            raise ConfigError(f"llmd: block must be an integer >= 1 (units per KV block; "
-                              f"16 by default), got {block!r}")
-        self.queue_weight = _nonneg("queue_weight", queue_weight)
-        self.kv_weight = _nonneg("kv_weight", kv_weight)
-        self.prefix_weight = _nonneg("prefix_weight", prefix_weight)
-        self.block = int(block)
+        self.block = integer("llmd", "block", block, low=1,
+                             hint="(units per KV block; 16 by default)")
+        self.queue_weight = number("llmd", "queue_weight", queue_weight, low=0.0)
+        self.kv_weight = number("llmd", "kv_weight", kv_weight, low=0.0)
+        self.prefix_weight = number("llmd", "prefix_weight", prefix_weight, low=0.0)
 
     def components(self, req: RouteRequest,
                    view: ClusterView) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -54,11 +54,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from numbers import Integral
 
 import numpy as np
 
 from kvroute.errors import ConfigError
+from kvroute.params import integer, number
 from kvroute.routing.base import ClusterView, Decision, Feedback, RouteRequest, RoutingPolicy
 from kvroute.routing.llmd import LlmD
 from kvroute.routing.online_regression import OnlineRegression
@@ -72,14 +72,6 @@ AFFINITY_SKIP = 0.01  # probability an affinity filter is skipped
 AFFINITY_BREAK_S = 5.0  # TTFT penalty above which affinity is broken
 TTFT_SHARE = 0.8  # the latency scorer's blend: 0.8 TTFT + 0.2 TPOT
 MIN_SCORE = 0.01
-
-
-def _number(name: str, value: float, strict: bool = True) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) \
-            or not math.isfinite(value) or value < 0 or (strict and value == 0):
-        raise ConfigError(f"llmd_predicted: {name} must be a finite number "
-                          f"{'>' if strict else '>='} 0, got {value!r}")
-    return float(value)
 
 
 @dataclass
@@ -99,25 +91,19 @@ class LlmDPredicted(RoutingPolicy):
                  block: int = 16, forget: float = 0.998, retrain_s: float = 10.0,
                  min_samples: int = 100) -> None:
         super().__init__(seed)
-        self.ttft_slo_s: float = _number("ttft_slo_s", ttft_slo_s, strict=False)
-        self.tpot_slo_s: float = _number("tpot_slo_s", tpot_slo_s, strict=False)
-        self.retrain_s: float = _number("retrain_s", retrain_s)
+        self.ttft_slo_s: float = number("llmd_predicted", "ttft_slo_s", ttft_slo_s, low=0.0)
+        self.tpot_slo_s: float = number("llmd_predicted", "tpot_slo_s", tpot_slo_s, low=0.0)
+        self.retrain_s: float = number("llmd_predicted", "retrain_s", retrain_s, low=0.0,
+                                       low_open=True)
         if strategy not in ("least", "most"):
             raise ConfigError(f"llmd_predicted: strategy must be 'least' or 'most', "
                               f"got {strategy!r}")
         self.strategy = strategy
-        if isinstance(forget, bool) or not isinstance(forget, (int, float)) \
-                or not 0.0 < forget <= 1.0:
-            raise ConfigError(f"llmd_predicted: forget must be in (0, 1], got {forget!r}")
-        if isinstance(min_samples, bool) or not isinstance(min_samples, Integral) \
-                or min_samples < 1:
-            raise ConfigError(f"llmd_predicted: min_samples must be an integer >= 1, "
-                              f"got {min_samples!r}")
-        self.min_samples: int = int(min_samples)
+        lam = number("llmd_predicted", "forget", forget, low=0.0, high=1.0, low_open=True)
+        self.min_samples: int = integer("llmd_predicted", "min_samples", min_samples, low=1)
         self.default: LlmD = LlmD(seed, block=block)  # the warm-up profile (block validated there)
         self.default.rng = self.rng  # one generator for every draw
         self.block: int = self.default.block
-        lam = float(forget)
         free = -math.inf  # no sign constraint on any coefficient
         self.ttft_model: OnlineRegression = OnlineRegression([0.0] * 9, lam=lam, floor=free)
         self.tpot_model: OnlineRegression = OnlineRegression([0.0] * 8, lam=lam, floor=free)

@@ -14,11 +14,9 @@ Parameters (published default): ``load_weight`` 1.0 (>= 0); ``seed`` unused.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from kvroute.errors import ConfigError
+from kvroute.params import number
 from kvroute.routing.base import ClusterView, Decision, RouteRequest, RoutingPolicy
 from kvroute.routing.registry import register
 
@@ -32,11 +30,7 @@ class LoadAware(RoutingPolicy):
 
     def __init__(self, seed: int = 0, load_weight: float = 1.0) -> None:
         super().__init__(seed)
-        if isinstance(load_weight, bool) or not isinstance(load_weight, (int, float)) \
-                or not math.isfinite(load_weight) or load_weight < 0:
-            raise ConfigError(f"loadaware: load_weight must be a finite number >= 0, "
-                              f"got {load_weight!r}")
-        self.load_weight = float(load_weight)
+        self.load_weight = number("loadaware", "load_weight", load_weight, low=0.0)
 
     def scores(self, req: RouteRequest, view: ClusterView) -> np.ndarray:
         """Every worker's score (the mean load is over the allowed workers)."""

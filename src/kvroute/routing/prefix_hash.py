@@ -23,13 +23,11 @@ Parameters (defaults): ``seed`` 0 (unused, the rule is deterministic), ``prefix_
 
 from __future__ import annotations
 
-import math
 from hashlib import blake2b
-from numbers import Integral, Real
 
 import numpy as np
 
-from kvroute.errors import ConfigError
+from kvroute.params import integer, number
 from kvroute.routing.base import ClusterView, Decision, RouteRequest, RoutingPolicy
 from kvroute.routing.registry import register
 
@@ -55,17 +53,10 @@ class PrefixHash(RoutingPolicy):
     def __init__(self, seed: int = 0, prefix_units: int = 256, virtual_nodes: int = 160,
                  load_factor: float = 1.25) -> None:
         super().__init__(seed)
-        for label, value in (("prefix_units", prefix_units), ("virtual_nodes", virtual_nodes)):
-            if isinstance(value, bool) or not (isinstance(value, Integral) and value >= 1):
-                raise ConfigError(f"{self.name}: {label} must be an integer >= 1, "
-                                  f"got {value!r}")
-        if not (isinstance(load_factor, Real) and math.isfinite(load_factor)
-                and load_factor >= 1.0):
-            raise ConfigError(f"{self.name}: load_factor must be a finite number >= 1 "
-                              f"(1 = never above the mean), got {load_factor!r}")
-        self.prefix_units: int = int(prefix_units)
-        self.virtual_nodes: int = int(virtual_nodes)
-        self.load_factor: float = float(load_factor)
+        self.prefix_units: int = integer(self.name, "prefix_units", prefix_units, low=1)
+        self.virtual_nodes: int = integer(self.name, "virtual_nodes", virtual_nodes, low=1)
+        self.load_factor: float = number(self.name, "load_factor", load_factor, low=1.0,
+                                         hint="(1 = never above the mean)")
         self._n: int = 0
         self._points: np.ndarray = np.empty(0, dtype=np.uint64)
         self._owners: np.ndarray = np.empty(0, dtype=np.int64)

@@ -24,11 +24,9 @@ Parameters (Ray's defaults): ``imbalanced_threshold`` 10 (an integer >= 0, reque
 
 from __future__ import annotations
 
-from numbers import Integral, Real
-
 import numpy as np
 
-from kvroute.errors import ConfigError
+from kvroute.params import integer, number
 from kvroute.routing.base import ClusterView, Decision, RouteRequest, RoutingPolicy
 from kvroute.routing.registry import register
 
@@ -43,16 +41,11 @@ class RayPrefix(RoutingPolicy):
     def __init__(self, seed: int = 0, imbalanced_threshold: int = 10,
                  match_rate: float = 0.1) -> None:
         super().__init__(seed)
-        if isinstance(imbalanced_threshold, bool) or not (
-                isinstance(imbalanced_threshold, Integral) and imbalanced_threshold >= 0):
-            raise ConfigError(f"ray_prefix: imbalanced_threshold must be an integer >= 0 "
-                              f"(requests), got {imbalanced_threshold!r}")
-        if isinstance(match_rate, bool) or not (
-                isinstance(match_rate, Real) and 0.0 <= match_rate <= 1.0):
-            raise ConfigError(f"ray_prefix: match_rate must be a number in [0, 1], "
-                              f"got {match_rate!r}")
-        self.imbalanced_threshold: int = int(imbalanced_threshold)
-        self.match_rate: float = float(match_rate)
+        self.imbalanced_threshold: int = integer("ray_prefix", "imbalanced_threshold",
+                                                 imbalanced_threshold, low=0,
+                                                 hint="(requests)")
+        self.match_rate: float = number("ray_prefix", "match_rate", match_rate, low=0.0,
+                                        high=1.0)
 
     def candidates(self, req: RouteRequest, view: ClusterView) -> tuple[np.ndarray, str]:
         """The workers step 1 or 2 leaves to the final draw, and the branch."""

@@ -36,29 +36,16 @@ unit of work before any sample, > 0); ``seed`` unused.
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from dataclasses import dataclass
-from numbers import Integral
 
 import numpy as np
 
-from kvroute.errors import ConfigError
+from kvroute.params import integer, number
 from kvroute.routing.base import ClusterView, Decision, Feedback, RouteRequest, RoutingPolicy
 from kvroute.routing.registry import register
 
 __all__ = ["SMetric"]
-
-
-def _number(name: str, value: float, low: float = 0.0, high: float = math.inf,
-            strict: bool = False) -> float:
-    ok = not isinstance(value, bool) and isinstance(value, (int, float)) \
-        and math.isfinite(value) and (value > low if strict else value >= low) and value <= high
-    if not ok:
-        raise ConfigError(f"smetric: {name} must be a finite number "
-                          f"{'>' if strict else '>='} {low}"
-                          f"{f' and <= {high}' if high < math.inf else ''}, got {value!r}")
-    return float(value)
 
 
 @dataclass
@@ -78,15 +65,16 @@ class SMetric(RoutingPolicy):
                  window: int = 64, quantile: float = 0.9, hit_fraction: float = 0.5,
                  ttft_slo_s: float = 1.0, prior_s_per_work: float = 1e-4) -> None:
         super().__init__(seed)
-        self.c_lin: float = _number("c_lin", c_lin)
-        self.c_att: float = _number("c_att", c_att)
-        if isinstance(window, bool) or not isinstance(window, Integral) or window < 1:
-            raise ConfigError(f"smetric: window must be an integer >= 1, got {window!r}")
-        self.window: int = int(window)
-        self.quantile: float = _number("quantile", quantile, high=1.0)
-        self.hit_fraction: float = _number("hit_fraction", hit_fraction, high=1.0)
-        self.ttft_slo_s: float = _number("ttft_slo_s", ttft_slo_s, strict=True)
-        self.prior_s_per_work: float = _number("prior_s_per_work", prior_s_per_work, strict=True)
+        self.c_lin: float = number("smetric", "c_lin", c_lin, low=0.0)
+        self.c_att: float = number("smetric", "c_att", c_att, low=0.0)
+        self.window: int = integer("smetric", "window", window, low=1)
+        self.quantile: float = number("smetric", "quantile", quantile, low=0.0, high=1.0)
+        self.hit_fraction: float = number("smetric", "hit_fraction", hit_fraction, low=0.0,
+                                          high=1.0)
+        self.ttft_slo_s: float = number("smetric", "ttft_slo_s", ttft_slo_s, low=0.0,
+                                        low_open=True)
+        self.prior_s_per_work: float = number("smetric", "prior_s_per_work", prior_s_per_work,
+                                              low=0.0, low_open=True)
         self.samples: list[deque[float]] = []
         self.rate: np.ndarray = np.zeros(0)  # p90 of each worker's window, where it has one
         self.default_rate: float = self.prior_s_per_work  # p90 of all samples, or the prior

@@ -20,22 +20,13 @@ pending request), ``length_weight`` 0.4, ``token_s`` 0.0005 (seconds per prompt 
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from kvroute.errors import ConfigError
+from kvroute.params import number
 from kvroute.routing.base import ClusterView, Decision, RouteRequest, RoutingPolicy
 from kvroute.routing.registry import register
 
 __all__ = ["TtftAware"]
-
-
-def _nonneg(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) \
-            or not math.isfinite(value) or value < 0:
-        raise ConfigError(f"ttft_aware: {name} must be a finite number >= 0, got {value!r}")
-    return float(value)
 
 
 @register
@@ -46,13 +37,12 @@ class TtftAware(RoutingPolicy):
                  length_weight: float = 0.4, token_s: float = 0.0005,
                  units_per_token: float = 4.0) -> None:
         super().__init__(seed)
-        self.queue_weight = _nonneg("queue_weight", queue_weight)
-        self.pending_s = _nonneg("pending_s", pending_s)
-        self.length_weight = _nonneg("length_weight", length_weight)
-        self.token_s = _nonneg("token_s", token_s)
-        self.units_per_token = _nonneg("units_per_token", units_per_token)
-        if self.units_per_token == 0:
-            raise ConfigError("ttft_aware: units_per_token must be > 0, got 0")
+        self.queue_weight = number("ttft_aware", "queue_weight", queue_weight, low=0.0)
+        self.pending_s = number("ttft_aware", "pending_s", pending_s, low=0.0)
+        self.length_weight = number("ttft_aware", "length_weight", length_weight, low=0.0)
+        self.token_s = number("ttft_aware", "token_s", token_s, low=0.0)
+        self.units_per_token = number("ttft_aware", "units_per_token", units_per_token,
+                                      low=0.0, low_open=True)
 
     def predictions(self, req: RouteRequest, view: ClusterView) -> np.ndarray:
         """Every worker's predicted TTFT in seconds."""

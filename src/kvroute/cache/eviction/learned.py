@@ -141,7 +141,8 @@ from kvroute.cache.eviction.policy import EvictionPolicy
 from kvroute.cache.eviction.recency_shadow import RecencyShadow
 from kvroute.cache.eviction.registry import register
 from kvroute.cache.eviction.reuse_model import Ghost, GhostList, ReuseModel
-from kvroute.errors import ConfigError, IntegrityError
+from kvroute.errors import IntegrityError
+from kvroute.params import number
 
 if TYPE_CHECKING:
     from kvroute.cache.radix import Node, RadixCache
@@ -160,15 +161,9 @@ class LearnedEviction(EvictionPolicy):
 
     def __init__(self, seed: int | None = None, trust: float = 0.1, ghosts: float = 1.0,
                  memory: float = 2.0, shadow: bool = True) -> None:
-        if not trust >= 0.0:
-            raise ConfigError(f"learned: trust must be >= 0, got {trust}")
-        self.trust = float(trust)
-        if not ghosts > 0:
-            raise ConfigError(f"learned: ghosts must be > 0, got {ghosts}")
-        self._ghost_share = float(ghosts)
-        if not memory >= 0:
-            raise ConfigError(f"learned: memory must be >= 0, got {memory}")
-        self._memory_share = float(memory)
+        self.trust = number("learned", "trust", trust, low=0.0)
+        self._ghost_share = number("learned", "ghosts", ghosts, low=0.0, low_open=True)
+        self._memory_share = number("learned", "memory", memory, low=0.0)
         self.rng = np.random.default_rng(seed)
         self.epoch = 1  # node.mark == epoch <=> touched in this phase
         self.phases = 1

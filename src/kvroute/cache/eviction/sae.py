@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from kvroute.cache.eviction.registry import register
 from kvroute.cache.eviction.scored_leaves import ScoredLeaves
-from kvroute.errors import ConfigError
+from kvroute.params import number
 
 if TYPE_CHECKING:
     from kvroute.cache.radix import Node, RadixCache
@@ -40,10 +40,8 @@ class SessionAware(ScoredLeaves):
 
     def __init__(self, seed: int | None = None, hit_weight: float = 1500.0,
                  depth_weight: float = 30000.0) -> None:
-        if hit_weight < 0 or depth_weight < 0:
-            raise ConfigError("sae: hit_weight and depth_weight must be >= 0")
-        self.hit_weight = float(hit_weight)
-        self.depth_weight = float(depth_weight)
+        self.hit_weight = number("sae", "hit_weight", hit_weight, low=0.0)
+        self.depth_weight = number("sae", "depth_weight", depth_weight, low=0.0)
         self._ghosts: OrderedDict[tuple[int, object], tuple[Node, int]] = OrderedDict()
         self._probation: set[int] = set()
 
