@@ -100,9 +100,8 @@ model instead (below, "The reported E2E"). The terms:
   units by the router's units per engine token (``view.units_per_token``, from the
   replies' prompt tokens; no room is claimed before the first such report, nor for
   requests admitted and still prefilling, nor on engines that report no pool: a lower
-  bound). On the public conversation trace's features this took the p99 TTFT behind the
-  best other in 11 of 24 cells instead of 12 (geometric mean over the best other 1.040x
-  -> 1.068x; docs/routing-results.md, "Features of the public conversation trace").
+  bound; measured in docs/routing-results.md, "Features of the public conversation
+  trace").
 
 Learning (all from completions; errors teach nothing):
 
@@ -187,9 +186,11 @@ workload.
 
 Long outputs (docs/routing-results.md, "Long outputs"): where decode dominates, the rule
 keeps a prefix group's burst together, for the lowest mean E2E and up to twice the TTFT
-of a router that spreads it. ``ttft_scale`` s > 0 multiplies TTFT's weight by (mean E2E /
-mean TTFT) ** s over streamed completions (:attr:`Learned.ttft_weight_now`); off by
-default: it costs mean E2E on the design grid.
+of a router that spreads it; on chat with replies of hundreds of tokens it moves turns
+off the worker holding the conversation to one decoding less, for a gain that does not
+come (mean TTFT 8% behind ``llmd``'s; "Chat with longer replies"). ``ttft_scale`` s > 0
+multiplies TTFT's weight by (mean E2E / mean TTFT) ** s over streamed completions
+(:attr:`Learned.ttft_weight_now`); off by default: it costs mean E2E on the design grid.
 
 Telemetry (:meth:`telemetry`): the mean absolute and signed error of the predicted TTFT,
 the reported E2E and the expected output (:mod:`~kvroute.routing.prediction_errors`), the
