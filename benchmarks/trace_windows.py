@@ -1,6 +1,8 @@
-"""Is a change to a routing policy better on a trace, or did one run happen to move? Run
-the policy as it is and as changed on several windows of a trace, at several loads, and
-compare run by run.
+"""A routing policy as it is against as changed, run by run on windows of a trace.
+
+Is a change better on a trace, or did one run of it happen to move? This runs the policy
+as it is and as changed on several windows of a trace, at several loads, and compares
+them run by run.
 
 The preset's trace cells (``kvroute compare --routers --trace``) are one run each for a
 policy that draws nothing at random (every seed replays the same trace), and such a run
@@ -69,10 +71,15 @@ def main() -> None:
     args = ap.parse_args()
     if args.trace is None:
         ap.error("no trace: pass --trace FILE (Mooncake format)")
+    if not os.path.isfile(args.trace):
+        ap.error(f"{args.trace}: trace file not found")
     if args.against is None and not args.against_arg:
         ap.error("nothing to compare: pass --against SRC and/or --against-arg K=V")
     if args.windows < 1 or args.limit < 1 or args.jobs < 1:
         ap.error("--windows, --limit and --jobs must be >= 1")
+    for src in (args.src, args.against):
+        if src is not None and not os.path.isfile(os.path.join(src, "kvroute", "__init__.py")):
+            ap.error(f"{src}: no kvroute package there (give a checkout's src folder)")
     changed_src = args.against or args.src
     cells = [(load, s) for load in args.loads.split(",")
              for s in starts(args.trace, args.windows, args.limit)]
