@@ -89,3 +89,17 @@ def test_slowness_acts_where_both_witnesses_agree() -> None:
     slow.remove(0)  # the slow worker is now worker 0, judged against one other
     factors = slow.factors(2)
     assert factors[0] > 1.0 > factors[1]
+
+
+@settings(deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5), st.floats(0.05, 20.0)), min_size=1,
+                max_size=120))
+def test_factors_kept_current_are_a_full_recomputes(samples: list[tuple[int, float]]) -> None:
+    """``update`` recomputes one worker's factor while the median stands still, all of
+    them when it moves: after any sequence, to the bit what a full recompute gives."""
+    speed = WorkerSpeed(forget=0.9, prior=1.0, z=1.0, margin=0.05)
+    for w, ratio in samples:
+        speed.update(w, observed=ratio, predicted=1.0)
+        kept = speed.factors(6)
+        speed._refresh()
+        assert speed.factors(6) == kept

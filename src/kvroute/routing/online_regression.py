@@ -17,12 +17,13 @@ requests/s: per token ``0.33 - 0.033 (in flight + 1) + 1.08 ctx``, clipped, over
 E2E by 1.7 s on a 2.6 s mean). With ``intercept=i`` (the index of the constant feature),
 that coefficient is then refitted to the clipped others: the least-squares value given
 them (``theta_i - M_i . (c - theta) / M_ii`` over the other coefficients ``c``, where
-``M = P^-1`` is the weighted ``sum x x'``, kept as ``M <- lam M + x x'`` from ``I / p0``),
-itself at least ``floor``. The slopes stay the clipped ones, so a caller that compares
-predictions across choices with the same intercept decides as with plain clipping, and
-the level of the predictions loses most of the bias. (The least-squares fit with every
-coefficient under the bound predicts better still, but ``learned`` decided worse with
-it: docs/routing-results.md, "The models' bound, tried and reverted".)
+``M = P^-1`` is the weighted ``sum x x'``, kept as ``M <- lam M + x x'`` from ``I / p0``;
+only its row ``i`` without ``ridge``), itself at least ``floor``. The slopes stay the
+clipped ones, so a caller that compares predictions across choices with the same
+intercept decides as with plain clipping, and the level of the predictions loses most
+of the bias. (The least-squares fit with every coefficient under the bound predicts
+better still, but ``learned`` decided worse with it: docs/routing-results.md, "The
+models' bound, tried and reverted".)
 
 With ``ridge`` (one weight >= 0 per coefficient, ``R`` their diagonal matrix) the fit is
 pulled towards ``prior`` where the data leave it undetermined: the coefficients are
@@ -118,7 +119,11 @@ class OnlineRegression:
         # in place (P and M are this object's alone): fewer numpy calls per sample
         self.P -= np.multiply.outer(k, px)
         self.P /= self.lam
-        if self.intercept is not None or self.ridge is not None:  # only these read M
+        if self.ridge is not None:  # the ridge reads all of M, the intercept one row
             self.M *= self.lam
             self.M += np.multiply.outer(xv, xv)
+        elif self.intercept is not None:
+            row = self.M[self.intercept]  # a view: the same arithmetic, n values, not n^2
+            row *= self.lam
+            row += xv[self.intercept] * xv
         self.samples += 1

@@ -58,7 +58,9 @@ class WorkerSpeed:
         self.sums: list[float] = []
         self.squares: list[float] = []
         self.counts: list[float] = []
-        self._factors: list[float] = []  # refreshed by update(): routing only reads them
+        self._factors: list[float] = []  # kept current by update(): routing only reads them
+        self._logs: list[float] = []  # l_w (the module doc)
+        self._typical = 0.0  # their median
         self.version = 0  # counts the refreshes: the factors change only with it
 
     def ensure(self, n: int) -> None:
@@ -89,27 +91,31 @@ class WorkerSpeed:
         self.sums[worker] = f * self.sums[worker] + r
         self.squares[worker] = f * self.squares[worker] + r * r
         self.counts[worker] = f * self.counts[worker] + 1.0
-        self._refresh()
+        # only this worker's log moved: the others' factors change only with the median
+        self._logs[worker] = self.sums[worker] / max(self.counts[worker] + self.prior, 1e-12)
+        typical = statistics.median(self._logs)
+        if typical != self._typical:
+            self._refresh()
+            return
+        self.version += 1
+        self._factors[worker] = self._factor(worker, typical)
 
     def _refresh(self) -> None:
         self.version += 1
-        counts = [max(c + self.prior, 1e-12) for c in self.counts]
-        logs = [s / n for s, n in zip(self.sums, counts, strict=True)]
-        typical = statistics.median(logs) if logs else 0.0
-        z2, margin = self.z * self.z, self.margin
-        factors = [1.0] * len(logs)
-        apart: list[int] = []  # the workers told apart, and their log factors
-        beyond: list[float] = []
-        for w, (log, square, n) in enumerate(zip(logs, self.squares, counts, strict=True)):
-            dev = log - typical
-            se2 = max(square / n - log * log, 0.0) / n
-            if dev * dev > z2 * se2:
-                apart.append(w)
-                beyond.append(math.copysign(max(abs(dev) - margin, 0.0), dev))
-        if apart:  # numpy's exp, as before (the standard library's differs in the last bit)
-            for w, factor in zip(apart, np.exp(beyond).tolist(), strict=True):
-                factors[w] = factor
-        self._factors = factors
+        self._logs = [s / max(c + self.prior, 1e-12) for s, c in zip(
+            self.sums, self.counts, strict=True)]
+        self._typical = typical = statistics.median(self._logs) if self._logs else 0.0
+        self._factors = [self._factor(w, typical) for w in range(len(self._logs))]
+
+    def _factor(self, w: int, typical: float) -> float:
+        n = max(self.counts[w] + self.prior, 1e-12)
+        log = self._logs[w]
+        dev = log - typical
+        se2 = max(self.squares[w] / n - log * log, 0.0) / n
+        if dev * dev > self.z * self.z * se2:  # numpy's exp, as before (the standard
+            # library's differs in the last bit)
+            return float(np.exp([math.copysign(max(abs(dev) - self.margin, 0.0), dev)])[0])
+        return 1.0
 
 
 class Slowness:
