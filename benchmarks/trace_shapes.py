@@ -13,7 +13,8 @@ the seeds: ``learned``'s mean E2E, its advantage (``x``) over the best other non
 policy on mean E2E, mean TTFT and p99 TTFT (above 1 it beats all of them), its rank by mean E2E
 among all of them, and ``oracle``'s mean E2E over ``learned``'s. About 15 s per trace
 on 2 cores; with ``--out`` the runs are kept and reused, and ``--others DIR`` (an earlier
-``--out``) runs only ``learned`` and scores it against the other policies' rows there.
+``--out``) runs only ``learned`` and scores it against the other policies' rows there;
+``--policy-arg KEY=VALUE`` sets a parameter of ``learned`` (a variant, with ``--others``).
 
 Three features of Mooncake's public conversation trace (its opening lines: every request
 begins with the same block, arrivals on a 3-second grid, outputs of hundreds of tokens)
@@ -80,6 +81,8 @@ def run_trace(shape: str, seed: int, args: argparse.Namespace, out: str) -> list
                "--trace", trace, "--evictions", "rlt", "--routings", routings,
                "--loads", args.loads, "--seeds", "1", "--no-ceilings", "--no-plot",
                "--jobs", str(args.jobs), "--out", where]
+        for a in args.policy_arg:
+            cmd += ["--policy-arg", f"learned.{a}"]
         done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               text=True, check=False)
         if done.returncode:
@@ -104,6 +107,9 @@ def main() -> None:
                     help="run only learned on the traces in DIR (an earlier --out with the "
                          "same --loads) and score it against the other policies' rows there: "
                          "a check of a change to learned in about 15 s")
+    ap.add_argument("--policy-arg", action="append", default=[], metavar="KEY=VALUE",
+                    help="a parameter of learned (repeat for more), e.g. with --others to "
+                         "score a variant; runs already in --out are reused as they are")
     ap.add_argument("--shared-block", action="store_true",
                     help="one block shared by every request in front of each prompt")
     ap.add_argument("--grid-ms", type=int, default=0,
