@@ -94,7 +94,7 @@ def test_slowness_acts_where_both_witnesses_agree() -> None:
 @settings(deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 5), st.floats(0.05, 20.0)), min_size=1,
                 max_size=120))
-def test_factors_kept_current_are_a_full_recomputes(samples: list[tuple[int, float]]) -> None:
+def test_factors_kept_current_equal_a_full_recompute(samples: list[tuple[int, float]]) -> None:
     """``update`` recomputes one worker's factor while the median stands still, all of
     them when it moves: after any sequence, to the bit what a full recompute gives."""
     speed = WorkerSpeed(forget=0.9, prior=1.0, z=1.0, margin=0.05)

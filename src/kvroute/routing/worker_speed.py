@@ -61,7 +61,7 @@ class WorkerSpeed:
         self._factors: list[float] = []  # kept current by update(): routing only reads them
         self._logs: list[float] = []  # l_w (the module doc)
         self._typical = 0.0  # their median
-        self.version = 0  # counts the refreshes: the factors change only with it
+        self.version = 0  # counts the changes: the factors change only with it
 
     def ensure(self, n: int) -> None:
         if len(self.sums) < n:
