@@ -122,3 +122,45 @@ def test_a_ridge_pulls_undetermined_coefficients_to_the_prior() -> None:
         OnlineRegression([0.0, 0.0], ridge=[1.0])
     with pytest.raises(ConfigError):
         OnlineRegression([0.0, 0.0], ridge=[1.0, -1.0])
+
+
+def test_a_long_run_keeps_p_symmetric_and_keeps_learning() -> None:
+    # k px' as the P update grew P's rounding asymmetry by 1 / lam per sample: at lam 0.998
+    # P stopped being positive definite after about 12,700 samples, the coefficients went
+    # astray and the model stopped learning
+    rng = np.random.default_rng(1)
+    model = OnlineRegression([0.0] * 4, lam=0.998, intercept=0)
+    truth = np.array([0.5, 0.2, 1.0, 0.05])
+    for i in range(23_000):
+        if i == 20_000:
+            truth = np.array([0.3, 0.4, 0.8, 0.1])  # the world changes; forgetting follows
+        x = np.array([1.0, *rng.uniform(0, [3.0, 1.0, 10.0])])
+        model.update(x, float(x @ truth + rng.normal(0, 0.01)))
+    assert model.samples == 23_000 and model.resets == 0
+    assert (model.P == model.P.T).all()
+    assert np.linalg.eigvalsh(model.P).min() > 0
+    assert model.coefficients() == pytest.approx(truth, abs=0.01)
+
+
+def test_a_direction_no_sample_excites_is_reset_before_it_overflows() -> None:
+    # features that never move apart (a constant count beside the intercept): P grows by
+    # 1 / lam per sample in that direction, and at lam 0.95 would overflow within 14,000
+    rng = np.random.default_rng(2)
+    model = OnlineRegression([0.0] * 3, lam=0.95, intercept=0)
+    with np.errstate(all="raise"):  # no overflow anywhere on the way
+        for _ in range(20_000):
+            c = float(rng.uniform(0, 1))
+            model.update([1.0, 2.0, c], 0.09 + 0.3 * c)
+    assert model.samples == 20_000 and model.resets >= 1
+    assert np.isfinite(model.P).all()
+    assert model.predict([1.0, 2.0, 0.5]) == pytest.approx(0.24, abs=1e-6)
+
+
+def test_a_p_gone_astray_is_reset_and_the_sample_still_teaches() -> None:
+    model = OnlineRegression([0.0, 0.0], lam=0.99)
+    model.P = -np.eye(2)  # not positive definite: x' P x < 0 for every x
+    model.update([1.0, 1.0], 2.0)
+    assert model.resets == 1 and model.samples == 1
+    assert model.coefficients().sum() == pytest.approx(2.0, abs=1e-3)
+    model.update([math.nan, 1.0], 1.0)  # a bad sample is not a bad P
+    assert model.resets == 1 and model.samples == 1

@@ -33,6 +33,16 @@ the coefficients apart, and stays in the directions they do not, e.g. two featur
 move together), then clipped and the intercept refitted as above, with ``M + R`` for
 ``M``. A sample of weight ``v`` is ``update(sqrt(v) x, sqrt(v) y)``. Mechanism only:
 which features, weights and targets are the caller's business.
+
+Long runs. ``P`` is updated in a form that keeps it symmetric to the bit (``update``), or
+rounding errors grow by ``1 / lam`` per sample until, after some ten thousand samples at
+``lam`` 0.998, ``P`` is no longer positive definite and the fit learns nonsense. In a
+direction that no sample excites (features that never vary apart, e.g. a constant
+count of requests in flight beside the intercept) ``P`` still grows by ``1 / lam`` per
+sample, as forgetting means, and would overflow after some 350,000 samples at 0.998:
+where ``|P|`` passes ``P_LIMIT`` (checked every 1,024 samples) or a sample finds it
+astray (``x' P x`` not positive and finite), ``P`` is reset to ``p0 * I`` (``resets``
+counts them): the coefficients stay, and the next samples move them as at the start.
 """
 
 from __future__ import annotations
@@ -45,6 +55,8 @@ import numpy as np
 from kvroute.errors import ConfigError
 
 __all__ = ["OnlineRegression"]
+
+P_LIMIT = 1e100  # |P| beyond this (a direction no sample excites, grown by 1 / lam per sample)
 
 
 class OnlineRegression:
@@ -59,7 +71,8 @@ class OnlineRegression:
         n = len(self.theta)
         if intercept is not None and not 0 <= intercept < n:
             raise ConfigError(f"intercept must index one of the {n} coefficients, got {intercept}")
-        self.P = np.eye(n) * float(p0)
+        self.p0 = float(p0)
+        self.P = np.eye(n) * self.p0
         self.M = np.eye(n) / float(p0)  # P^-1, kept apart (inverting P loses precision)
         self.lam = float(lam)
         self.floor = float(floor)
@@ -70,6 +83,7 @@ class OnlineRegression:
                                        or not (np.diag(self.ridge) >= 0).all()):
             raise ConfigError(f"ridge needs {n} weights >= 0, got {list(ridge or ())}")
         self.samples = 0
+        self.resets = 0  # times P was reset (the module doc)
         self._coef: np.ndarray | None = None  # coefficients() of the theta in _coef_of
         self._coef_of: np.ndarray | None = None
 
@@ -110,14 +124,26 @@ class OnlineRegression:
 
     def update(self, x: Sequence[float] | np.ndarray, y: float) -> None:
         xv = np.asarray(x, dtype=np.float64)
+        if not math.isfinite(y):
+            return
         px = self.P.dot(xv)
         denom = self.lam + float(xv.dot(px))
-        if not denom > 0 or not math.isfinite(y):
-            return
+        if not 0 < denom < math.inf or (self.samples & 1023 == 0
+                                         and not float(np.abs(self.P).max()) < P_LIMIT):
+            if not np.isfinite(xv).all():
+                return  # a bad sample, not a bad P: it teaches nothing
+            self._reset()  # P outgrew the limit or went astray (the module doc)
+            px = self.P.dot(xv)
+            denom = self.lam + float(xv.dot(px))
+            if not 0 < denom < math.inf:
+                return
         k = px / denom
         self.theta = self.theta + k * (float(y) - float(self.theta.dot(xv)))
-        # in place (P and M are this object's alone): fewer numpy calls per sample
-        self.P -= np.multiply.outer(k, px)
+        # in place (P and M are this object's alone): fewer numpy calls per sample; P x x' P
+        # as px px' / denom, which is symmetric to the bit, not as k px' (the module doc)
+        step = np.multiply.outer(px, px)
+        step /= denom
+        self.P -= step
         self.P /= self.lam
         if self.ridge is not None:  # the ridge reads all of M, the intercept one row
             self.M *= self.lam
@@ -127,3 +153,9 @@ class OnlineRegression:
             row *= self.lam
             row += xv[self.intercept] * xv
         self.samples += 1
+
+    def _reset(self) -> None:
+        """``P`` back to ``p0 * I``: uncertain again, as at the start; ``theta`` and ``M``
+        (the data's weight) stay."""
+        self.P = np.eye(len(self.theta)) * self.p0
+        self.resets += 1
