@@ -18,7 +18,8 @@ Contract:
   (the caller's estimates for them moved) or ``forget_all()`` (all of them moved, or the
   heaps were compacted); the stale groups are listed as they go stale, and a group with
   no live entry has no key (a push lists it again). So a victim costs a min over the keys
-  of the non-empty groups plus one refresh per listed group.
+  of the non-empty groups plus one refresh per listed group. ``pop_least(..., oldest=True)``
+  removes the leaf of least ``(last access, group)`` instead (leaf-LRU's victim).
 * ``unmarked(epoch)``: the live candidates not marked in ``epoch``, in the order of their
   entries (independent of the heaps' layout, so a seeded draw over them is too);
   ``any_live()``: whether any candidate is left.
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
     from kvroute.cache.radix import Node
 
 __all__ = ["GroupHeaps"]
+
+_by_access = itemgetter(1, 2, 3)  # a group's cached key without its estimate
 
 Entry = tuple[float, int, "Node"]
 Key = tuple[float, float, int, int]  # (estimate, last access, group, seq)
@@ -145,10 +148,11 @@ class GroupHeaps:
         return None
 
     def pop_least(self, estimates: list[float], p: Callable[[int], float],
-                  epoch: int) -> Node | None:
+                  epoch: int, oldest: bool = False) -> Node | None:
         """Pop the leaf of least (estimate, last access, group): a candidate of group b
         has the estimate of class ``b * AGES + age_bucket(epoch - node.mark)``, cached in
-        ``estimates`` (negative: stale, computed by ``p``)."""
+        ``estimates`` (negative: stale, computed by ``p``). With ``oldest``, the leaf of
+        least (last access, group) instead: leaf-LRU's victim among the candidates."""
         best, dirty, heaps = self.best, self.dirty, self.heaps
         while True:
             for b in dirty:  # the groups that changed since the last look
@@ -166,7 +170,10 @@ class GroupHeaps:
             dirty.clear()
             if not best:
                 return None  # every heap is empty
-            _, _, b, seq = min(best.values())  # type: ignore[type-var,misc]  # no None left
+            if oldest:
+                _, _, b, seq = min(best.values(), key=_by_access)  # type: ignore[arg-type,misc]
+            else:
+                _, _, b, seq = min(best.values())  # type: ignore[type-var,misc]  # no None left
             heap = heaps[b]
             if heap and heap[0][1] == seq:
                 node = heap[0][2]

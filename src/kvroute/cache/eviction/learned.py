@@ -84,14 +84,18 @@ uses, and on session traffic (each turn extends the last; docs/cache.md) predict
 kept ended sessions' paths and lost about 1% of the hits to lru, too little for the
 yardstick above to notice. So a :class:`~.recency_shadow.RecencyShadow` replays every
 stored sequence through a leaf-LRU tree of the same capacity and compares hits phase by
-phase (decayed sums; a lead beyond the per-request noise). In a phase after one where
-the shadow led, a prediction step first looks at the next ``HANDOVER_SCAN`` leaves in
-prediction order and trims the first one whose end the shadow no longer holds, by that
-part: what lru has already dropped goes first, so the contents move toward lru's (a
-switch of rule would not inherit lru's contents, and lands below both where they are
-close). If none of them has such a part, the step is prediction's. Prediction's order
-and the fallback stand as above; the hand-over only reorders which predicted victims
-go first, so the guarantee's mechanism is unchanged (its trims count as predicted).
+phase (decayed sums; a lead beyond the per-request noise, once they hold a few phases).
+In a phase after one where the shadow led, a prediction step first takes the candidate
+leaf accessed least recently (leaf-LRU's next victim) and trims the part of its end the
+shadow no longer holds: what lru has already dropped goes first, oldest first, so the
+contents move toward lru's (a switch of rule would not inherit lru's contents, and lands
+below both where they are close). If the shadow holds all of that leaf, the step is
+prediction's. Prediction's order and the fallback stand as above; the hand-over only
+chooses some predicted victims by age instead, so the guarantee's mechanism is unchanged
+(its trims count as predicted). Until 2026-12-06 a hand-over step scanned the next 32
+leaves in prediction order for one the shadow had dropped: on 24,000-request traces,
+where lru leads in most phases, those scans made the replay 10-25x rlt's and moved the
+contents too little (docs/cache.md, "Long streams").
 
 Parameters: ``seed`` (its own numpy generator, for the fallback's draws); ``trust``
 (0.1: the share of the capacity that mistakes may cost in a phase, beyond RLT's
@@ -148,10 +152,6 @@ if TYPE_CHECKING:
     from kvroute.cache.radix import Node, RadixCache
 
 __all__ = ["LearnedEviction"]
-
-#: how many leaves, in prediction order, a hand-over phase looks at for what the shadow
-#: dropped (a bound on its cost per victim)
-HANDOVER_SCAN = 32
 
 
 @register
@@ -374,33 +374,27 @@ class LearnedEviction(EvictionPolicy):
         return done * page
 
     def _handover(self, pages: int, held: dict[int, Node]) -> int:
-        """Among the first ``HANDOVER_SCAN`` leaves in prediction order, trim the first
-        one whose end the shadow no longer holds, by up to ``pages`` of that part (the
-        others go back); the pages trimmed, 0 if none of them had such a part.
+        """The candidate leaf accessed least recently (leaf-LRU's next victim) loses the
+        part of its end the shadow no longer holds, up to ``pages``: the pages trimmed; 0
+        if the shadow holds all of it (it goes back, and the step is prediction's).
 
         ``held`` (by ``id``) lists the leaves found held earlier in the same eviction
         call, which are not read again: neither the shadow nor a leaf's path changes
         during a call, but for trims, which only shorten a held path."""
         assert self.shadow is not None
-        page = self._page
-        seen = []
-        taken = 0
-        for _ in range(HANDOVER_SCAN):
-            node = self._predicted()
-            if node is None:
-                break
-            if id(node) not in held:
-                path = self.cache.path_of(node)
-                gone = (len(path) - max(self.shadow.holds(path), node.start)) // page
-                if gone > 0:
-                    taken = min(gone, pages)
-                    self._trim(node, taken, True)  # predicted: its mistakes count as such
-                    break
-                held[id(node)] = node
-            seen.append(node)
-        for node in seen:
-            self.candidates.push(node)
-        return taken
+        node = self.candidates.pop_least(self._estimates, self._p, self.epoch, oldest=True)
+        if node is None:
+            return 0
+        if id(node) not in held:
+            path = self.cache.path_of(node)
+            gone = (len(path) - max(self.shadow.holds(path), node.start)) // self._page
+            if gone > 0:
+                taken = min(gone, pages)
+                self._trim(node, taken, True)  # predicted: its mistakes count as such
+                return taken
+            held[id(node)] = node
+        self.candidates.push(node)
+        return 0
 
     def _predicted(self) -> Node | None:
         """Pop the leaf of least estimated reuse (oldest first within a class)."""
