@@ -2,7 +2,7 @@
 designed on: a check of how its design generalises.
 
     PYTHONPATH=src python benchmarks/eviction_sweep.py \
-        [--trace ../shared/traces/mooncake_synthetic_trace.jsonl] [--seeds 1,2,3]
+        [--trace ../shared/traces/mooncake_synthetic_trace.jsonl] [--seeds 1,2,3] [--long]
 
 ``learned`` was designed on GSP at 200,000 tokens (16-token pages, prefix ratio 0.5),
 the Mooncake trace in blocks at 1%, 5%, 10% and the adversarial cycle
@@ -12,10 +12,12 @@ shapes (``kvroute.workloads.mooncake_synth.SHAPES``, drawn by the seed), and the
 other capacities and in tokens (skipped without ``--trace``), every policy beside the
 offline optimum, and prints per cell (means over the seeds): learned / max(lru, rlt),
 learned / the best of lfu, slru, sae, the optimum / max(lru, rlt), learned's share of
-the optimum, and the verdict of issue 13's rules (``eviction_results.status``), then one
-line to compare variants by: the geometric mean of learned / max(lru, rlt) over the GSP
-cells and over the others, the lowest, and how many are under the 0.98x floor. About
-40 seconds for three seeds on one core.
+the optimum, the verdict of issue 13's rules (``eviction_results.status``) and learned's
+replay time over rlt's, then one line to compare variants by: the geometric mean of
+learned / max(lru, rlt) over the GSP cells and over the others, the lowest, and how many
+are under the 0.98x floor. About 40 seconds for three seeds on one core. ``--long`` adds
+24,000-request traces of the fitted Mooncake statistics and of the conversation shape
+(real traces run that long; the repository's has 3,993 requests): about 5 minutes more.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ TRACE = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "traces",
 Stream = Callable[[int], CacheStream]  # seed -> stream
 
 
-def cells(trace: str | None) -> list[tuple[str, Stream, str, int]]:
+def cells(trace: str | None, long: bool = False) -> list[tuple[str, Stream, str, int]]:
     """(label, stream of a seed, capacities, page size)."""
     def gsp(**opts: Any) -> Stream:
         return lambda seed: workload_stream("gsp", seed, **opts)
@@ -57,9 +59,9 @@ def cells(trace: str | None) -> list[tuple[str, Stream, str, int]]:
     def named(name: str) -> Stream:
         return lambda seed: workload_stream(name, seed)
 
-    def shape(name: str) -> Stream:  # a synthetic trace in blocks, drawn by the seed
+    def shape(name: str, n: int = 4000) -> Stream:  # a synthetic trace in blocks, by seed
         def make(seed: int) -> CacheStream:
-            prompts = [r.hash_ids for r in synth_records(4000, SHAPES[name], seed)]
+            prompts = [r.hash_ids for r in synth_records(n, SHAPES[name], seed)]
             return CacheStream(name, "block", prompts,
                                len(np.unique(np.concatenate(prompts))))
         return make
@@ -79,6 +81,9 @@ def cells(trace: str | None) -> list[tuple[str, Stream, str, int]]:
         tokens = trace_stream(trace, "token")
         out += [("Mooncake blocks", lambda seed: blocks, "0.5%,2%,20%,40%", 1),
                 ("Mooncake tokens", lambda seed: tokens, "1%,5%,10%", 16)]
+    if long:
+        out += [("Mooncake model, 24,000 requests", shape("mooncake", 24_000), "1%,5%,10%", 1),
+                ("conversation shape, 24,000", shape("conversation", 24_000), "1%,5%,10%", 1)]
     return out
 
 
@@ -87,17 +92,19 @@ def main() -> None:
     ap.add_argument("--trace", default=TRACE if os.path.exists(TRACE) else None,
                     help="the Mooncake trace (default: ../shared's, if present)")
     ap.add_argument("--seeds", default="1,2,3", help="comma-separated seeds")
+    ap.add_argument("--long", action="store_true", help="add 24,000-request traces")
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    console = Console(width=110)
+    console = Console(width=124)
     table = Table(title=f"learned on streams it was not designed on, seeds {args.seeds}")
     for col in ("stream", "capacity", "vs lru/rlt", "vs engines", "opt vs lru/rlt",
-                "of opt", "issue 13"):
+                "of opt", "time vs rlt", "issue 13"):
         table.add_column(col, justify="left" if col in ("stream", "issue 13") else "right")
     start = time.perf_counter()
     ratios: dict[tuple[str, str], float] = {}  # (stream, capacity) -> learned / max(lru, rlt)
-    for label, make, capacities, page in cells(args.trace):
+    for label, make, capacities, page in cells(args.trace, args.long):
         rates: dict[tuple[str, str], list[float]] = {}
+        seconds: dict[tuple[str, str], float] = {}
         for seed in seeds:
             stream = make(seed)
             caps = parse_capacities(capacities, stream.unique_units)
@@ -105,6 +112,9 @@ def main() -> None:
                                page_size=page)
             for text, res in zip(capacities.split(","), grid, strict=True):
                 got = {r["policy"]: r["hit_rate"] for r in res["policies"]}
+                for r in res["policies"]:
+                    seconds[(text, r["policy"])] = seconds.get((text, r["policy"]), 0.0) \
+                        + r["seconds"]
                 got["optimal"] = res["ceilings"]["optimal"]
                 for name, rate in got.items():
                     rates.setdefault((text, name), []).append(rate)
@@ -118,7 +128,9 @@ def main() -> None:
             table.add_row(label, text, f"{r['learned'] / base:.3f}",
                           f"{r['learned'] / engine:.3f}" if engine else "-",
                           f"{r['optimal'] / base:.2f}" if base else "-",
-                          f"{r['learned'] / r['optimal']:.0%}", verdict.replace("*", ""))
+                          f"{r['learned'] / r['optimal']:.0%}",
+                          f"{seconds[(text, 'learned')] / seconds[(text, 'rlt')]:.1f}x",
+                          verdict.replace("*", ""))
         console.print(f"{label}: done after {time.perf_counter() - start:.0f} s")
     console.print(table)
     console.print("vs lru/rlt: learned / max(lru, rlt); vs engines: learned / the best of "

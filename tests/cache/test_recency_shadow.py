@@ -15,8 +15,6 @@ def seq(*ids):
 
 def test_leads_only_beyond_the_noise_of_the_differences():
     shadow = RecencyShadow(capacity=8, page_size=1)
-    for _ in range(5):  # empty phases: the sums hold 5 phases, 1 / (1 - memory) at 0.8
-        assert shadow.phase_end() is False
     abc = seq(1, 2, 3)
     shadow.record(abc, cached=0, now=1)  # lru misses it too
     shadow.record(abc, cached=0, now=2)  # lru hits 3, the owner 0
@@ -28,16 +26,6 @@ def test_leads_only_beyond_the_noise_of_the_differences():
     # decayed: lru 0.8 * 3 + 6 = 8.4, sq 0.8 * 9 + 18 = 25.2 (deviation 5.02)
     assert shadow.phase_end() is True
     assert np.isclose(shadow.lru, 8.4) and np.isclose(shadow.sq, 25.2)
-
-
-def test_leads_only_once_its_sums_hold_more_phases_than_their_memory_spans():
-    shadow = RecencyShadow(capacity=8, page_size=1, memory=0.5)  # from the third phase
-    abc = seq(1, 2, 3)
-    for phase in range(3):
-        shadow.record(abc, cached=0, now=2 * phase)
-        shadow.record(abc, cached=0, now=2 * phase + 1)  # lru hits 3, the owner 0
-        # lead 3, 4.5, 5.25 against deviations 3, 3.67, 3.97: beyond it from the second
-        assert shadow.phase_end() is (phase == 2)
 
 
 def test_pauses_while_far_behind_and_probes():
@@ -109,7 +97,7 @@ def test_without_a_shadow_nothing_is_replayed():
 def test_on_agent_sessions_it_hands_over_and_reaches_lrus_hit_rate():
     """600 requests of the invented agentic shape in blocks, a cache of 400: without the
     check learned stays under lru (0.8666 against 0.8731); with it, hand-over phases
-    occur and it reaches lru's level (0.8736; 0.8730 with the earlier scan, 2026-12-06)."""
+    occur and it reaches lru's level (0.8723 against 0.8731; 2026-12-06)."""
     prompts = [r.hash_ids for r in synth_records(600, SHAPES["agentic"], 1)]
     lru = replay(RadixCache(400, make_policy("lru", {})), prompts).hit_rate
     rates, policies = {}, {}

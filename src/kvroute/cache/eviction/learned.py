@@ -84,8 +84,8 @@ uses, and on session traffic (each turn extends the last; docs/cache.md) predict
 kept ended sessions' paths and lost about 1% of the hits to lru, too little for the
 yardstick above to notice. So a :class:`~.recency_shadow.RecencyShadow` replays every
 stored sequence through a leaf-LRU tree of the same capacity and compares hits phase by
-phase (decayed sums; a lead beyond the per-request noise, once they hold a few phases).
-In a phase after one where the shadow led, a prediction step first takes the candidate
+phase (decayed sums; a lead beyond the per-request noise). In a phase after one where
+the shadow led, a prediction step first takes the candidate
 leaf accessed least recently (leaf-LRU's next victim) and trims the part of its end the
 shadow no longer holds: what lru has already dropped goes first, oldest first, so the
 contents move toward lru's (a switch of rule would not inherit lru's contents, and lands
@@ -95,7 +95,9 @@ chooses some predicted victims by age instead, so the guarantee's mechanism is u
 (its trims count as predicted). Until 2026-12-06 a hand-over step scanned the next 32
 leaves in prediction order for one the shadow had dropped: on 24,000-request traces,
 where lru leads in most phases, those scans made the replay 10-25x rlt's and moved the
-contents too little (docs/cache.md, "Long streams").
+contents too little; where lru leads for a few phases only (the Mooncake trace at 5%)
+taking its victims outright costs some of prediction's hits (docs/cache.md, "Long
+streams").
 
 Parameters: ``seed`` (its own numpy generator, for the fallback's draws); ``trust``
 (0.1: the share of the capacity that mistakes may cost in a phase, beyond RLT's

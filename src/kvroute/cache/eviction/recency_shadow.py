@@ -15,10 +15,6 @@ Per phase it sums the owner's hit tokens, the shadow's and the squared per-seque
 differences, each decayed by ``memory`` a phase; it leads when the shadow's decayed hits
 exceed the owner's by more than one standard deviation of that sum (the square root of
 the decayed squared differences): a lead that the per-request noise explains is not one.
-It leads only once its sums hold more than ``1 / (1 - memory)`` phases (from the sixth at
-0.8): from the squared differences of fewer phases the deviation is a poor estimate (on
-the Mooncake trace at 5% of its blocks the third phase "led", and the hand-over that
-followed cost `learned` 2-6% of its hits there).
 
 Its walks cost about what the owner's tree's do, so it pauses while it is far behind
 (its decayed hits under ``pause`` times the owner's: recency is no rival there) and
@@ -56,7 +52,6 @@ class RecencyShadow:
         self.own = self.lru = self.sq = 0.0  # decayed over the finished phases
         self.paused = False
         self._paused_for = 0
-        self.phases = 0  # phases folded into the decayed sums
 
     def record(self, tokens: np.ndarray, cached: int, now: float) -> None:
         if self.paused:
@@ -77,10 +72,9 @@ class RecencyShadow:
         self.lru = m * self.lru + self._lru
         self.sq = m * self.sq + self._sq
         self._own = self._lru = self._sq = 0
-        self.phases += 1
         self.paused = self.lru < self.pause * self.own
         self._paused_for = 0
-        return self.phases * (1.0 - m) > 1.0 and self.lru - self.own > self.sq ** 0.5
+        return bool(self.lru - self.own > self.sq ** 0.5)
 
     def holds(self, path: np.ndarray) -> int:
         """How many leading tokens of ``path`` the shadow holds (no effect on it)."""
