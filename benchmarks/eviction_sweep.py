@@ -17,7 +17,7 @@ replay time over rlt's, then one line to compare variants by: the geometric mean
 learned / max(lru, rlt) over the GSP cells and over the others, the lowest, and how many
 are under the 0.98x floor. About 40 seconds for three seeds on one core. ``--long`` adds
 24,000-request traces of the fitted Mooncake statistics and of the conversation shape
-(real traces run that long; the repository's has 3,993 requests): about 5 minutes more.
+(real traces run that long; the repository's has 3,993 requests): about 2 minutes more.
 """
 
 from __future__ import annotations
