@@ -85,14 +85,14 @@ kept ended sessions' paths and lost about 1% of the hits to lru, too little for 
 yardstick above to notice. So a :class:`~.recency_shadow.RecencyShadow` replays every
 stored sequence through a leaf-LRU tree of the same capacity and compares hits phase by
 phase (decayed sums; a lead beyond the per-request noise). In a phase after one where
-the shadow led, a prediction step first takes the candidate
-leaf accessed least recently (leaf-LRU's next victim) and trims the part of its end the
-shadow no longer holds: what lru has already dropped goes first, oldest first, so the
-contents move toward lru's (a switch of rule would not inherit lru's contents, and lands
-below both where they are close). If the shadow holds all of that leaf, the step is
-prediction's. Prediction's order and the fallback stand as above; the hand-over only
-chooses some predicted victims by age instead, so the guarantee's mechanism is unchanged
-(its trims count as predicted). Until 2026-12-06 a hand-over step scanned the next 32
+the shadow led, a prediction step first takes the candidate leaf accessed least recently
+(leaf-LRU's next victim) and trims the part of its end the shadow no longer holds: what
+lru has already dropped goes first, oldest first, so the contents move toward lru's (a
+switch of rule would not inherit lru's contents, and lands below both where they are
+close). If the shadow holds all of that leaf, the step is prediction's. Prediction's
+order and the fallback stand as above; the hand-over only chooses some predicted victims
+by age instead, so the guarantee's mechanism is unchanged (its trims count as
+predicted). Until 2026-12-06 a hand-over step scanned the next 32
 leaves in prediction order for one the shadow had dropped: on 24,000-request traces,
 where lru leads in most phases, those scans made the replay up to 18x rlt's and moved the
 contents too little; where lru leads for a few phases only (the Mooncake trace at 5%)
