@@ -726,3 +726,11 @@ def test_the_pool_is_counted_in_router_units() -> None:
     small = RouteRequest(np.arange(70_000, 79_000, dtype=np.int64), rid=4, max_tokens=4)
     assert policy.costs(big, busy).room[a.worker] > 0
     assert policy.costs(small, busy).room[a.worker] == 0.0
+
+
+def test_telemetry_counts_the_models_resets() -> None:
+    policy = Learned()
+    assert policy.telemetry()["model_resets"] == 0
+    policy.decode_model.P = -np.eye(3)  # astray: the next sample resets it
+    policy.decode_model.update([1.0, 2.0, 0.1], 0.02)
+    assert policy.telemetry()["model_resets"] == 1

@@ -194,8 +194,9 @@ multiplies TTFT's weight by (mean E2E / mean TTFT) ** s over streamed completion
 
 Telemetry (:meth:`telemetry`): the mean absolute and signed error of the predicted TTFT,
 the reported E2E and the expected output (:mod:`~kvroute.routing.prediction_errors`), the
-coefficients, the hit realisation (overall and by age), each worker's slowness and its
-inflow excess.
+coefficients, how often a model's ``P`` was reset (``model_resets``: the regression's
+guard for long runs, :mod:`~kvroute.routing.online_regression`), the hit realisation
+(overall and by age), each worker's slowness and its inflow excess.
 """
 
 from __future__ import annotations
@@ -532,6 +533,8 @@ class Learned(RoutingPolicy):
                 "completions_only": int(self.completions_only),  # 1: the mode is on
                 "e2e_coefficients": self.e2e_model.coefficients().tolist(),
                 "ttft_weight": self.ttft_weight_now,
+                "model_resets": sum(m.resets for m in (  # OnlineRegression's long-run guard
+                    self.ttft_model, self.decode_model, self.decode_report, self.e2e_model)),
                 "hit_realisation": self.hit_realisation,
                 "hit_realisation_by_age": self.realisation.by_age(),
                 "worker_slowness": _by_worker(self.slow.factors(len(self.share))),
