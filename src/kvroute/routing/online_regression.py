@@ -73,7 +73,7 @@ class OnlineRegression:
             raise ConfigError(f"intercept must index one of the {n} coefficients, got {intercept}")
         self.p0 = float(p0)
         self.P = np.eye(n) * self.p0
-        self.M = np.eye(n) / float(p0)  # P^-1, kept apart (inverting P loses precision)
+        self.M = np.eye(n) / self.p0  # P^-1, kept apart (inverting P loses precision)
         self.lam = float(lam)
         self.floor = float(floor)
         self.intercept = intercept
