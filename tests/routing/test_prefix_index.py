@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kvroute.routing.prefix_index import PrefixIndex
+from kvroute.routing.prefix_index import PrefixIndex, _fits_int32
 
 
 def a(*xs: int) -> np.ndarray:
@@ -201,6 +201,19 @@ def test_token_ids_are_kept_in_32_bits_where_they_fit() -> None:
     assert idx.match(np.array([2**40, 1], dtype=np.int64)).tolist() == [2]
     assert idx.match(np.array([2**40 + 5, 1], dtype=np.int64)).tolist() == [0]
     idx.check_integrity()
+
+
+def test_the_32_bit_check_at_its_edges() -> None:
+    """Non-negative ids are decided from their OR-ed bits, negative ones by their range."""
+    top, bottom = 2**31 - 1, -(2**31)
+    for values, fits in (([0, top], True), ([0, top + 1], False), ([3, 2**40], False),
+                         ([bottom, top], True), ([bottom - 1, 5], False), ([-1, top + 1], False),
+                         ([-1, 7], True)):
+        assert _fits_int32(np.array(values, dtype=np.int64)) is fits, values
+        idx = PrefixIndex(1)
+        idx.record(0, np.array(values, dtype=np.int64), 0.0)
+        assert idx.root.children[values[0]].key.dtype == (np.int32 if fits else np.int64)
+        assert idx.match(np.array(values, dtype=np.int64)).tolist() == [2]
 
 
 def test_a_split_prefix_owns_its_units() -> None:
