@@ -93,7 +93,7 @@ class HitRealisation:
 
     def update(self, bucket: int, cached: float, matched: float) -> None:
         """A completed request: ``cached`` units reported of ``matched`` believed (> 0)."""
-        cached = min(cached, matched)
+        cached = matched if matched < cached else cached  # no min(): it parses keywords
         f = self.forget
         self.num = f * self.num + cached
         self.den = f * self.den + matched
@@ -107,7 +107,8 @@ class HitRealisation:
             self._den[bucket] += matched / self._scale
             self._den_total = f * self._den_total + matched
             self.samples = f * self.samples + 1.0
-            self._top = max(self._top, bucket)
+            if bucket > self._top:
+                self._top = bucket
 
     def by_age(self) -> dict[str, float]:
         """Per bucket with evidence, keyed by its lower age bound ("0s", "0.125s", ...)."""

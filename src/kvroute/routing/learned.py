@@ -246,9 +246,9 @@ class _Open:
     uncached: float  # u_w predicted
     matched: int  # index's matched units on the chosen worker
     age: int  # age bucket of its prefix on the chosen worker (-1: no record)
-    x_ttft: np.ndarray
+    x_ttft: tuple[float, float, float]  # the TTFT model's features
     ahead: float  # uncached units estimated ahead of it
-    x_dec: np.ndarray
+    x_dec: tuple[float, float, float]  # the decode model's
     out: int | None  # max_tokens sent
     fingerprint: np.ndarray  # OutputLengths.fingerprint of its prompt
     pred_out: float | None  # O expected (None: no estimate)
@@ -365,18 +365,19 @@ class Learned(RoutingPolicy):
         k0 = a0 / 1000.0  # seconds per uncached unit
         k1 = a1 / 1e6
         rate, now = self.realisation.rate, view.now
-        age = self.realisation.buckets(last, now)
         cap = length - 1.0
         hit = [0.0] * n
+        age = [-1] * n  # read only where a prefix is matched
+        holders = [w for w, m in enumerate(matched) if m]
         rates: dict[int, float] = {}  # each age bucket's rate read once
-        for w, m in enumerate(matched):
-            if m:
-                b = age[w]
-                r = rates.get(b)
-                if r is None:
-                    r = rates[b] = rate(b)
-                h = r * m
-                hit[w] = h if h <= cap else cap
+        for w, b in zip(holders, self.realisation.buckets([last[w] for w in holders], now),
+                        strict=True):
+            age[w] = b
+            r = rates.get(b)
+            if r is None:
+                r = rates[b] = rate(b)
+            h = r * matched[w]
+            hit[w] = h if h <= cap else cap
         workers = view.workers
         allowed = view.candidates().tolist()
         if len(allowed) == n:
@@ -399,7 +400,8 @@ class Learned(RoutingPolicy):
         inflow, total = self.inflow.weighted(n, None if self.slow.alike else slow)
         bal_k = self.balance_weight * k0 if total > 0 else 0.0  # nothing sent: no excess
         total = total if total > 0 else 1.0
-        cost, own, ttft, unc, ctx, room = ([0.0] * n for _ in range(6))
+        cost, own, ttft, unc, ctx, room = [0.0] * n, [0.0] * n, [0.0] * n, [0.0] * n, \
+            [0.0] * n, [0.0] * n
         decode_mean = self.decode_mean
         per_token, held = view.units_per_token, self.room.held
         for w, ws in enumerate(workers):
@@ -437,7 +439,7 @@ class Learned(RoutingPolicy):
             w = min((v for v in view.candidates().tolist() if cost[v] == cost[w]),
                     key=lambda v: sizes[v])
         u = unc[w]
-        x_dec = np.array([1.0, view.workers[w].in_flight + 1.0, ctx[w]])
+        x_dec = (1.0, view.workers[w].in_flight + 1.0, ctx[w])
         pred_e2e = own[w]  # reported: with an output expected, from decode_report
         if out is not None and not self.completions_only:
             decode = max(out - 1.0, 0.0) * self.decode_report.predict(x_dec)
@@ -491,12 +493,13 @@ class Learned(RoutingPolicy):
             o = 1 if out is None else out - 1  # unknown output: decode seconds
             if cached is None and rec.matched > 0 and rec.ahead == 0:  # the model before update
                 c = self.e2e_model.coefficients().tolist()
-                d = rec.x_dec.tolist()
+                d = rec.x_dec
                 ttft = fb.e2e_s - o * (c[3] * d[0] + c[4] * d[1] + c[5] * d[2])
                 cached = cached_from_ttft(c[:3], rec.units, ttft)
-            x_e2e = [*x.tolist(), *(o * v for v in rec.x_dec.tolist())]
+            x_e2e = [*x, *(o * v for v in rec.x_dec)]
             self.e2e_model.update(np.array(x_e2e), fb.e2e_s)
         if fb.ttft_s is not None:
+            x_ttft, x_dec = np.array(x), np.array(rec.x_dec)
             if cached is None and rec.matched > 0 and rec.ahead == 0 and not rec.room:
                 a = self.ttft_model.coefficients().tolist()  # the model before update
                 cached = cached_from_ttft(a, rec.units, fb.ttft_s)
@@ -505,17 +508,17 @@ class Learned(RoutingPolicy):
             self.e2e_sum = self.forget * self.e2e_sum + fb.e2e_s
             if not rec.room:  # a wait for room is not the TTFT model's to learn
                 if rec.ahead == 0:
-                    self.slow.ttft.update(w, fb.ttft_s, self.ttft_model.predict(x))
-                self.ttft_model.update(x, fb.ttft_s)
+                    self.slow.ttft.update(w, fb.ttft_s, self.ttft_model.predict(x_ttft))
+                self.ttft_model.update(x_ttft, fb.ttft_s)
             decode_s = max(0.0, fb.e2e_s - fb.ttft_s)
             # the decode model learns times at the typical worker's speed
             s_w = self.slow.factors(max(len(self.share), w + 1))[w]  # the decisions' n: cached
             if out is not None and out > 1:
                 per_token = decode_s / (out - 1)
-                self.slow.decode.update(w, per_token, self.decode_model.predict(rec.x_dec))
-                self.decode_model.update(rec.x_dec, per_token / s_w)
+                self.slow.decode.update(w, per_token, self.decode_model.predict(x_dec))
+                self.decode_model.update(x_dec, per_token / s_w)
                 root = math.sqrt(out - 1)  # a sample of weight out - 1
-                self.decode_report.update(rec.x_dec * root, per_token / s_w * root)
+                self.decode_report.update(x_dec * root, per_token / s_w * root)
             else:
                 self.slow.decode.update(w, decode_s, self.decode_mean)
                 typical = decode_s / s_w

@@ -22,10 +22,10 @@ import numpy as np
 __all__ = ["cached_from_ttft", "ttft_features"]
 
 
-def ttft_features(ahead: float, unc: float, hit: float) -> np.ndarray:
+def ttft_features(ahead: float, unc: float, hit: float) -> tuple[float, float, float]:
     """``[(ahead + u) / 1000, pairs / 1e6, 1]`` for ``u = unc`` uncached units after
-    ``hit`` cached ones."""
-    return np.array([(ahead + unc) / 1000.0, unc * (hit + unc / 2.0) / 1e6, 1.0])
+    ``hit`` cached ones (a tuple: a router keeps one per open request)."""
+    return ((ahead + unc) / 1000.0, unc * (hit + unc / 2.0) / 1e6, 1.0)
 
 
 def cached_from_ttft(a: Sequence[float], units: int, ttft_s: float) -> float:

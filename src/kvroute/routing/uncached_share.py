@@ -42,9 +42,12 @@ class UncachedShare:
         """The same request closed (nothing if ``w`` is no longer a worker)."""
         if w >= len(self.uncached):
             return
-        self.uncached[w] = max(0.0, self.uncached[w] - uncached)
-        self.units[w] = max(0.0, self.units[w] - units)
-        self.count[w] = max(0.0, self.count[w] - 1)
+        rest = self.uncached[w] - uncached  # no max() below: it parses keywords per call
+        self.uncached[w] = rest if rest > 0.0 else 0.0
+        rest = self.units[w] - units
+        self.units[w] = rest if rest > 0.0 else 0.0
+        rest = self.count[w] - 1
+        self.count[w] = rest if rest > 0.0 else 0.0
         if self.units[w] <= 0 or self.count[w] <= 0:
             self.uncached[w] = self.units[w] = self.count[w] = 0.0
         self._refresh(w)
@@ -57,4 +60,5 @@ class UncachedShare:
 
     def _refresh(self, w: int) -> None:
         total = self.units[w]
-        self.frac[w] = min(self.uncached[w] / total, 1.0) if total > 0 else 1.0
+        f = self.uncached[w] / total if total > 0 else 1.0
+        self.frac[w] = f if f < 1.0 else 1.0
