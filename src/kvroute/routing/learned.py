@@ -351,10 +351,10 @@ class Learned(RoutingPolicy):
         matched = view.matched(req).tolist()
         self.pending.settle(view.now)
         if self.completions_only:
-            a0, a1, a2, d0, d1, d2 = self.e2e_model.coefficients().tolist()
+            a0, a1, a2, d0, d1, d2 = self.e2e_model.coefficient_list()
         else:
-            a0, a1, a2 = self.ttft_model.coefficients().tolist()
-            d0, d1, d2 = self.decode_model.coefficients().tolist()
+            a0, a1, a2 = self.ttft_model.coefficient_list()
+            d0, d1, d2 = self.decode_model.coefficient_list()
         fingerprint = self.outputs.fingerprint(req.units)
         out = self.outputs.predict(fingerprint, req.max_tokens)
         # dec = o (d0 + d1 (flight + 1) + d2 ctx) when O is expected; the E2E regression
@@ -492,7 +492,7 @@ class Learned(RoutingPolicy):
         if fb.ttft_s is None and (out is None or out > 1):  # not streamed
             o = 1 if out is None else out - 1  # unknown output: decode seconds
             if cached is None and rec.matched > 0 and rec.ahead == 0:  # the model before update
-                c = self.e2e_model.coefficients().tolist()
+                c = self.e2e_model.coefficient_list()
                 d = rec.x_dec
                 ttft = fb.e2e_s - o * (c[3] * d[0] + c[4] * d[1] + c[5] * d[2])
                 cached = cached_from_ttft(c[:3], rec.units, ttft)
@@ -501,7 +501,7 @@ class Learned(RoutingPolicy):
         if fb.ttft_s is not None:
             x_ttft, x_dec = np.array(x), np.array(rec.x_dec)
             if cached is None and rec.matched > 0 and rec.ahead == 0 and not rec.room:
-                a = self.ttft_model.coefficients().tolist()  # the model before update
+                a = self.ttft_model.coefficient_list()  # the model before update
                 cached = cached_from_ttft(a, rec.units, fb.ttft_s)
             self.ttft_errors.add(rec.pred_ttft, fb.ttft_s)
             self.ttft_sum = self.forget * self.ttft_sum + fb.ttft_s
@@ -530,11 +530,11 @@ class Learned(RoutingPolicy):
         """Predicted against observed TTFT and E2E, and the learned coefficients."""
         return {"ttft": self.ttft_errors.report(), "e2e": self.e2e_errors.report(),
                 "output": self.output_errors.report(),
-                "ttft_coefficients": self.ttft_model.coefficients().tolist(),
-                "decode_coefficients": self.decode_model.coefficients().tolist(),
-                "reported_decode_coefficients": self.decode_report.coefficients().tolist(),
+                "ttft_coefficients": list(self.ttft_model.coefficient_list()),
+                "decode_coefficients": list(self.decode_model.coefficient_list()),
+                "reported_decode_coefficients": list(self.decode_report.coefficient_list()),
                 "completions_only": int(self.completions_only),  # 1: the mode is on
-                "e2e_coefficients": self.e2e_model.coefficients().tolist(),
+                "e2e_coefficients": list(self.e2e_model.coefficient_list()),
                 "ttft_weight": self.ttft_weight_now,
                 "model_resets": sum(m.resets for m in (  # OnlineRegression's long-run guard
                     self.ttft_model, self.decode_model, self.decode_report, self.e2e_model)),

@@ -86,38 +86,47 @@ class OnlineRegression:
         self.resets = 0  # times P was reset (the module doc)
         self._coef: np.ndarray | None = None  # coefficients() of the theta in _coef_of
         self._coef_of: np.ndarray | None = None
+        self._list: list[float] | None = None  # coefficient_list() of the theta in _list_of
+        self._list_of: np.ndarray | None = None
 
     def coefficients(self) -> np.ndarray:
         """The coefficients used for prediction: clipped at ``floor``, the intercept (if
         any) then refitted to the others (the module doc). Read-only; computed once per
         ``theta`` (``update`` replaces it), since a router reads them for every decision."""
-        if self._coef is not None and self._coef_of is self.theta:
-            return self._coef
-        theta: np.ndarray = self.theta
-        m = self.M
-        out: np.ndarray
-        floor = self.floor
-        t = theta.tolist()
-        if self.ridge is None and min(t) >= floor:  # nothing clipped
-            out = theta.view()
+        if self._coef is None or self._coef_of is not self.theta:
+            out = np.array(self.coefficient_list())
             out.flags.writeable = False
             self._coef, self._coef_of = out, self.theta
-            return out
+        return self._coef
+
+    def coefficient_list(self) -> list[float]:
+        """:meth:`coefficients` as a list (computed once per ``theta``; not to be changed):
+        in plain Python where nothing needs numpy, which costs more than the arithmetic
+        at these sizes (its sums are in the same order as ``np.dot``'s here)."""
+        if self._list is not None and self._list_of is self.theta:
+            return self._list
+        floor = self.floor
+        t: list[float] = self.theta.tolist()
         if self.ridge is not None:
-            m = m + self.ridge
-            theta = np.linalg.solve(m, self.M @ theta + self.ridge @ self.prior)
-            t = theta.tolist()
+            m = self.M + self.ridge
+            t = np.linalg.solve(m, self.M @ self.theta + self.ridge @ self.prior).tolist()
+        elif min(t) >= floor:  # nothing clipped
+            self._list, self._list_of = t, self.theta
+            return t
+        else:
+            m = self.M
         clipped = [floor if floor > v else v for v in t]  # max(): slower (it parses keywords)
         i = self.intercept
         if i is not None:
-            shift = [c - v for c, v in zip(clipped, t, strict=True)]
-            shift[i] = 0.0
-            c = t[i] - float(np.dot(m[i], shift)) / float(m[i, i])
+            row = m[i].tolist()
+            dot = 0.0
+            for j, (c, v) in enumerate(zip(clipped, t, strict=True)):
+                if j != i:
+                    dot += row[j] * (c - v)
+            c = t[i] - dot / row[i]
             clipped[i] = floor if floor > c else c
-        out = np.array(clipped)
-        out.flags.writeable = False
-        self._coef, self._coef_of = out, self.theta
-        return out
+        self._list, self._list_of = clipped, self.theta
+        return clipped
 
     def predict(self, x: Sequence[float] | np.ndarray) -> float:
         return float(np.dot(self.coefficients(), np.asarray(x, dtype=np.float64)))
