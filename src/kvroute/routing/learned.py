@@ -404,13 +404,19 @@ class Learned(RoutingPolicy):
             [0.0] * n, [0.0] * n
         decode_mean = self.decode_mean
         per_token, held = view.units_per_token, self.room.held
-        for w, ws in enumerate(workers):
-            h = hit[w]
-            u = unc[w] = length - h
-            prefill = ws.prefill_units
-            s_w = slow[w]
-            ahead_w = ahead[w]
-            work = u * k0 + u * (h + u / 2.0) * k1
+        # a worker that holds none of the prompt: its prefill and copy terms, computed once
+        work_0 = length * k0 + length * (0.0 + length / 2.0) * k1
+        copy_0 = (top if top > 0.0 else 0.0) * copy_k
+        for w, (ws, h, s_w, ahead_w, inflow_w) in enumerate(
+                zip(workers, hit, slow, ahead, inflow, strict=False)):
+            if h:
+                u = length - h
+                work = u * k0 + u * (h + u / 2.0) * k1
+                spared = top - h  # > 0 where another allowed worker holds more (no max())
+                copy = (spared if spared > 0.0 else 0.0) * copy_k  # copy_w times its weight
+            else:
+                u, work, copy = length, work_0, copy_0
+            unc[w] = u
             ttft_w = work + (s_w * ahead_w) * k0 + a2
             if per_token and ws.kv_capacity and held(w):  # room in its pool (the module doc)
                 pool = ws.kv_capacity * per_token
@@ -421,14 +427,12 @@ class Learned(RoutingPolicy):
                         room[w] = admitted - ttft_w
                         ttft_w = admitted
             ttft[w] = ttft_w
-            ctx_w = ctx[w] = (prefill + ws.decode_units + length) / 1e5
+            ctx_w = ctx[w] = (ws.prefill_units + ws.decode_units + length) / 1e5
             flight = ws.in_flight
             dec = flight * dec_flight + ctx_w * dec_ctx + dec_0 if by_output else decode_mean
             own_w = own[w] = ttft_w + dec * s_w
-            spared = top - h  # > 0 where another allowed worker holds more (no max(): slow)
-            copy = (spared if spared > 0.0 else 0.0) * copy_k  # copy_w times its weight
             cost[w] = (own_w + ttft_w * tw + (flight * 1.5 + lam_0) * (work + copy) + copy
-                       + bal_k * (inflow[w] * n / total - 1.0) * u)
+                       + bal_k * (inflow_w * n / total - 1.0) * u)
         return Costs(cost, own, ttft, unc, ahead, room, ctx, age, out, fingerprint)
 
     def route(self, req: RouteRequest, view: ClusterView) -> Decision:
