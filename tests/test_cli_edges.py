@@ -93,6 +93,12 @@ def test_compare_options_it_would_choke_on_or_ignore_are_one_line(capsys, extra,
     _one_line_error(capsys, text)
 
 
+def test_compare_with_a_missing_trace_says_so_before_announcing_the_grid(tmp_path, capsys):
+    assert main([*SMALL_COMPARE, "--trace", str(tmp_path / "none.jsonl")]) == 2
+    out = capsys.readouterr()
+    assert out.out == "" and "none.jsonl: trace file not found" in out.err
+
+
 @pytest.mark.parametrize("flag", ["--request-timeout", "--metrics-interval",
                                   "--health-interval", "--drain-timeout", "--cooldown"])
 def test_serve_refuses_nan_times_before_listening(capsys, flag):

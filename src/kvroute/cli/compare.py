@@ -201,6 +201,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         return getattr(args, name) or ",".join(map(str, value)) or default
 
     workloads = _csv(pick("workloads", "gsp"), WORKLOAD_NAMES, "workload")
+    if args.trace and not Path(args.trace).exists():  # before the grid is announced
+        raise ConfigError(f"{args.trace}: trace file not found")
     if args.trace and "mooncake" not in workloads:
         workloads = (*workloads, "mooncake")
     seeds = _each(pick("seeds", "1"), seed, "--seeds") or (1,)
