@@ -17,8 +17,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import numpy as np
-
 __all__ = ["cached_from_ttft", "ttft_features"]
 
 
