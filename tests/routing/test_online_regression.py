@@ -102,6 +102,14 @@ def test_coefficients_are_computed_once_per_fit_and_follow_each_update() -> None
     assert model.coefficients().tolist() != first.tolist()
     model.theta = np.array([0.5, 0.25])  # a replaced fit is read afresh
     assert model.coefficients().tolist() == [0.5, 0.25]
+    # the list form: the same numbers, cached the same way
+    x, y = collinear()
+    for kwargs in ({"intercept": 0}, {"intercept": 0, "ridge": [0.0, 0.0, 5.0]}, {}):
+        fit = fitted(x, y, **kwargs)
+        listed = fit.coefficient_list()
+        assert fit.coefficient_list() is listed
+        assert listed == fit.coefficients().tolist()
+        assert fit.theta[1] < 0 and min(listed) >= 0.0  # clipped
 
 
 def test_a_ridge_pulls_undetermined_coefficients_to_the_prior() -> None:
