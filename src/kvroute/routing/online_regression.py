@@ -129,7 +129,13 @@ class OnlineRegression:
         return clipped
 
     def predict(self, x: Sequence[float] | np.ndarray) -> float:
-        return float(np.dot(self.coefficients(), np.asarray(x, dtype=np.float64)))
+        """``coefficients() . x``, summed in order as ``np.dot`` does at these sizes (in
+        plain Python: a router predicts for every completion)."""
+        total = 0.0
+        for c, v in zip(self.coefficient_list(),
+                        x.tolist() if isinstance(x, np.ndarray) else x, strict=True):
+            total += c * v
+        return total
 
     def update(self, x: Sequence[float] | np.ndarray, y: float) -> None:
         xv = np.asarray(x, dtype=np.float64)
