@@ -86,6 +86,8 @@ def test_slowness_acts_where_both_witnesses_agree() -> None:
     assert slow.factors(3) == [1.0, slow.ttft.factors(3)[1], 1.0] and not slow.alike
     assert slow.factors(3)[1] > 1.4
     assert opposite.factors(3) == [1.0, 1.0, 1.0] and opposite.alike
+    assert [slow.factor(w) for w in range(3)] == slow.factors(3)  # one worker's alone
+    assert [opposite.factor(w) for w in range(3)] == opposite.factors(3)
     slow.remove(0)  # the slow worker is now worker 0, judged against one other
     factors = slow.factors(2)
     assert factors[0] > 1.0 > factors[1]

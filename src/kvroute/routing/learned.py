@@ -516,7 +516,7 @@ class Learned(RoutingPolicy):
                 self.ttft_model.update(x_ttft, fb.ttft_s)
             decode_s = max(0.0, fb.e2e_s - fb.ttft_s)
             # the decode model learns times at the typical worker's speed
-            s_w = self.slow.factors(max(len(self.share), w + 1))[w]  # the decisions' n: cached
+            s_w = self.slow.factor(w)
             if out is not None and out > 1:
                 per_token = decode_s / (out - 1)
                 self.slow.decode.update(w, per_token, self.decode_model.predict(x_dec))

@@ -134,6 +134,12 @@ class Slowness:
         self.ttft.remove(index)
         self.decode.remove(index)
 
+    def factor(self, w: int) -> float:
+        """Worker ``w``'s entry of :meth:`factors` (computed for it alone)."""
+        self.ensure(w + 1)
+        t, d = self.ttft.factors(w + 1)[w], self.decode.factors(w + 1)[w]
+        return t if (t - 1.0) * (d - 1.0) > 0 else 1.0
+
     def factors(self, n: int) -> list[float]:
         """Per worker, the TTFT witness's factor where the decode witness deviates the same
         way, else 1 (the module doc)."""
