@@ -13,7 +13,7 @@ With ``--ttft`` every request gets its first token 0.5 ms after dispatch, so the
 that learn from TTFTs (``llmd_predicted``, ``smetric``, ``learned``) are timed past their
 warm-up; without it (the default, as in docs/routing.md's table) they never see one, as
 for clients that do not stream: ``learned`` then learns from each completion's E2E
-(``Learned.completions_only``), the others stay on their priors. No cached tokens are
+(``LatencyModels.completions_only``), the others stay on their priors. No cached tokens are
 reported either way, unless ``--pool``: then every worker reports a KV pool of 200,000
 tokens, half in use, and every completion 4,096 cached tokens (as the simulator's engines
 do), so ``learned`` checks each worker for a wait for room in its pool.

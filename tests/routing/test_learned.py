@@ -108,7 +108,7 @@ def test_decode_time_grows_with_the_context_in_flight() -> None:
     view = view_of([WorkerState(0, in_flight=1, decode_units=50000),
                     WorkerState(1, in_flight=1)])
     policy = Learned()
-    policy.decode_model.theta = np.array([0.02, 0.001, 0.05])
+    policy.models.decode_model.theta = np.array([0.02, 0.001, 0.05])
     _, own, ttft, *_ = policy.costs(_req(2000), view)
     assert ttft == pytest.approx([0.22, 0.22])
     assert own == pytest.approx([0.22 + 3 * 0.048, 0.22 + 3 * 0.023])
@@ -246,7 +246,7 @@ def test_without_a_cached_report_the_ttft_says_what_was_cached() -> None:
     1.5 + 0.01 = 0.1175 s, and 1000 cached is read back from it."""
     view = view_of([WorkerState(0), WorkerState(1)], {0: 1000})
     policy = Learned()
-    a = policy.ttft_model.coefficients().tolist()
+    a = policy.models.ttft_model.coefficients().tolist()
     assert cached_from_ttft(a, 2000, 0.1175) == pytest.approx(1000)
     assert cached_from_ttft(a, 2000, 0.22) == pytest.approx(0)
     assert cached_from_ttft(a, 2000, 5.0) == 0  # slower than no hit at all: none
@@ -272,22 +272,22 @@ def test_completions_only_learn_from_the_e2e() -> None:
     2000 uncached units, so nothing was cached, r = 0."""
     view = view_of([WorkerState(0), WorkerState(1)], {0: 1000})
     policy = Learned()
-    assert not policy.completions_only
+    assert not policy.models.completions_only
     d = policy.route(_req(2000), view)
     assert d.worker == 0
     policy.on_complete(dataclasses.replace(_feedback(7, 0, ttft=0.0, e2e=0.283, cached=None),
                                            ttft_s=None))
-    assert policy.completions_only and policy.e2e_model.samples == 1
-    assert policy.ttft_model.samples == 0 and policy.decode_model.samples == 0
+    assert policy.models.completions_only and policy.models.e2e_model.samples == 1
+    assert policy.models.ttft_model.samples == 0 and policy.models.decode_model.samples == 0
     assert policy.hit_realisation == pytest.approx(0.0)
-    coef = policy.e2e_model.coefficients()
+    coef = policy.models.e2e_model.coefficients()
     ttft = policy.costs(_req(2000), view).ttft
     assert ttft == pytest.approx(coef[0] * np.array([2.0, 2.0]) + coef[1] * 2.0 + coef[2])
     assert policy.telemetry()["completions_only"] == 1
     # one TTFT and the models that learn from it take over again
     d = policy.route(_req(2000), view)
     policy.on_complete(_feedback(7, d.worker, ttft=0.22, e2e=0.283, cached=0))
-    assert not policy.completions_only
+    assert not policy.models.completions_only
 
 
 def test_completions_only_without_max_tokens_learn_decode_seconds() -> None:
@@ -298,8 +298,8 @@ def test_completions_only_without_max_tokens_learn_decode_seconds() -> None:
     req = RouteRequest(np.arange(2000, dtype=np.int64), rid=7, streamed=False)
     policy.route(req, view)
     policy.on_complete(dataclasses.replace(_feedback(7, 0, 0.0, 0.5, 0), ttft_s=None))
-    assert policy.completions_only and policy.e2e_model.samples == 1
-    d0, d1, d2 = policy.e2e_model.coefficients().tolist()[3:]
+    assert policy.models.completions_only and policy.models.e2e_model.samples == 1
+    d0, d1, d2 = policy.models.e2e_model.coefficients().tolist()[3:]
     costs = policy.costs(RouteRequest(np.arange(1000, dtype=np.int64), rid=8), view)
     ctx = np.array([1000.0, 5000.0]) / 1e5
     dec = d0 + d1 * (np.array([0.0, 2.0]) + 1.0) + d2 * ctx
@@ -343,10 +343,10 @@ def test_failures_teach_nothing() -> None:
     view = view_of([WorkerState(0), WorkerState(1)])
     policy = Learned()
     d = policy.route(_req(100), view)
-    before = policy.ttft_model.theta.copy()
+    before = policy.models.ttft_model.theta.copy()
     policy.on_complete(dataclasses.replace(_feedback(7, d.worker, 0.1, 0.2, 0), ok=False,
                                            e2e_s=None, ttft_s=None))
-    assert np.array_equal(policy.ttft_model.theta, before)
+    assert np.array_equal(policy.models.ttft_model.theta, before)
     assert policy.telemetry()["e2e"]["count"] == 0  # type: ignore[index]
 
 
@@ -450,9 +450,9 @@ def test_a_slow_worker_is_learned_and_avoided() -> None:
     same request then goes to worker 0."""
     policy = Learned()
     _train_two_workers(policy, 2.0, 2.0)
-    slow = policy.slow.factors(2)
+    slow = policy.models.slow.factors(2)
     assert 1.3 < slow[1] / slow[0] < 1.6 and slow[0] * slow[1] == pytest.approx(1.0)
-    assert slow == pytest.approx(policy.slow.ttft.factors(2))
+    assert slow == pytest.approx(policy.models.slow.ttft.factors(2))
     view = view_of([WorkerState(0), WorkerState(1)])
     own, ttft = map(np.array, policy.costs(_req(2000), view)[1:3])
     assert ttft[0] == pytest.approx(ttft[1])
@@ -468,8 +468,8 @@ def test_a_slow_worker_drains_its_queue_slowly() -> None:
     multiplied by each worker's factor; the request's own prefill is not."""
     policy = Learned()
     _train_two_workers(policy, 2.0, 2.0)
-    slow = np.array(policy.slow.factors(2))
-    a0 = policy.ttft_model.coefficients()[0]
+    slow = np.array(policy.models.slow.factors(2))
+    a0 = policy.models.ttft_model.coefficients()[0]
     queued = view_of([WorkerState(0, in_flight=1, prefill_units=1000),
                       WorkerState(1, in_flight=1, prefill_units=1000)])
     idle = view_of([WorkerState(0), WorkerState(1)])
@@ -492,8 +492,8 @@ def test_without_max_tokens_the_decode_witness_reads_decode_seconds() -> None:
         policy.on_complete(Feedback(worker=w, rid=i, ok=True, prompt_units=2000, now=1.0,
                                     decision=Decision(w), e2e_s=ttft + decode, ttft_s=ttft,
                                     cached_tokens=0))
-    assert policy.slow.decode.factors(2)[1] > 1.1
-    slow = policy.slow.factors(2)
+    assert policy.models.slow.decode.factors(2)[1] > 1.1
+    slow = policy.models.slow.factors(2)
     assert slow[1] > 1.1 and slow[0] < 1.0
     assert policy.route(RouteRequest(np.arange(2000, dtype=np.int64), rid=999,
                                      max_tokens=None), view_of([WorkerState(0),
@@ -508,10 +508,10 @@ def test_a_worker_slow_at_prefill_only_is_not_called_slow() -> None:
     for ttft_scale, decode_scale in ((2.0, 1.0), (1.0, 2.0)):
         policy = Learned()
         _train_two_workers(policy, ttft_scale, decode_scale)
-        fired, quiet = ((policy.slow.ttft, policy.slow.decode) if ttft_scale > 1 else
-                        (policy.slow.decode, policy.slow.ttft))
+        fired, quiet = ((policy.models.slow.ttft, policy.models.slow.decode) if ttft_scale > 1 else
+                        (policy.models.slow.decode, policy.models.slow.ttft))
         assert fired.factors(2)[1] > 1.1 and list(quiet.factors(2)) == [1.0, 1.0]
-        assert list(policy.slow.factors(2)) == [1.0, 1.0]
+        assert list(policy.models.slow.factors(2)) == [1.0, 1.0]
 
 
 def test_only_requests_with_nothing_ahead_teach_the_speed() -> None:
@@ -522,10 +522,10 @@ def test_only_requests_with_nothing_ahead_teach_the_speed() -> None:
     busy.allow([True, False])
     policy.route(_req(2000), busy)
     policy.on_complete(_feedback(7, 0, ttft=5.0, e2e=5.1, cached=0))
-    assert sum(policy.slow.ttft.counts) == 0
+    assert sum(policy.models.slow.ttft.counts) == 0
     policy.route(_req(2000), view_of([WorkerState(0), WorkerState(1)]))
     policy.on_complete(_feedback(7, 0, ttft=5.0, e2e=5.1, cached=0))
-    assert sum(policy.slow.ttft.counts) == 1
+    assert sum(policy.models.slow.ttft.counts) == 1
 
 
 def test_the_reported_e2e_reads_its_own_decode_model_and_decides_nothing() -> None:
@@ -535,18 +535,19 @@ def test_the_reported_e2e_reads_its_own_decode_model_and_decides_nothing() -> No
     view = view_of([WorkerState(0, in_flight=1, decode_units=50000),
                     WorkerState(1, in_flight=1)])
     policy = Learned()
-    policy.decode_model.theta = np.array([0.02, 0.001, 0.05])
+    policy.models.decode_model.theta = np.array([0.02, 0.001, 0.05])
     before = policy.costs(_req(2000, out=5), view).cost
-    policy.decode_report.theta = np.array([0.01, 0.0, 0.0])  # 0.01 s per token anywhere
+    policy.models.decode_report.theta = np.array([0.01, 0.0, 0.0])  # 0.01 s per token anywhere
     assert policy.costs(_req(2000, out=5), view).cost == before
     d = policy.route(_req(2000, out=5), view)
     assert d.worker == 1 and d.predicted_s == pytest.approx(0.22 + 4 * 0.01)
-    m = policy.decode_report.M.copy()
+    m = policy.models.decode_report.M.copy()
     policy.on_complete(_feedback(7, 1, ttft=0.2, e2e=0.6, cached=0))
     x = np.array([1.0, 2.0, 0.02])
-    np.testing.assert_allclose(policy.decode_report.M, policy.forget * m + 4 * np.outer(x, x))
+    np.testing.assert_allclose(policy.models.decode_report.M,
+                               policy.forget * m + 4 * np.outer(x, x))
     assert policy.telemetry()["reported_decode_coefficients"] == \
-        policy.decode_report.coefficients().tolist()
+        policy.models.decode_report.coefficients().tolist()
 
 
 def test_ttft_scale_weighs_ttft_by_the_observed_ratio_of_e2e_to_ttft() -> None:
@@ -598,7 +599,7 @@ def test_without_max_tokens_the_output_is_expected_from_requests_that_began_alik
     assert errors["mean_observed_tokens"] == pytest.approx((4 * 400 + 5 * 2) / 9)
     assert policy.costs(app(3, 92), view).out == pytest.approx(201, rel=0.01)  # all: mean
     # the decode model learned per token from the reported outputs: ~0.02 s
-    assert policy.decode_model.predict([1.0, 1.0, 0.01]) == pytest.approx(0.02, rel=0.05)
+    assert policy.models.decode_model.predict([1.0, 1.0, 0.01]) == pytest.approx(0.02, rel=0.05)
     # its own decode on a worker with many decoding: a long writer's far longer
     busy = [WorkerState(0, in_flight=30, decode_units=30_000), WorkerState(1)]
     long_own = policy.costs(app(1, 93), view_of(busy)).own
@@ -694,10 +695,10 @@ def test_a_wait_for_room_does_not_teach_the_ttft_model() -> None:
     fresh = RouteRequest(np.arange(10_000, 13_000, dtype=np.int64), rid=2, max_tokens=4)
     assert policy.route(fresh, view).worker == 0
     assert policy.open[2].room == pytest.approx(0.043)
-    before = policy.ttft_model.samples
+    before = policy.models.ttft_model.samples
     policy.on_complete(Feedback(worker=0, rid=2, ok=True, prompt_units=3000, now=6.0,
                                 decision=Decision(0), e2e_s=5.0, ttft_s=4.9))
-    assert policy.ttft_model.samples == before
+    assert policy.models.ttft_model.samples == before
     assert policy.telemetry()["ttft"]["count"] == 1  # type: ignore[index]  # its error counts
 
 
@@ -731,6 +732,6 @@ def test_the_pool_is_counted_in_router_units() -> None:
 def test_telemetry_counts_the_models_resets() -> None:
     policy = Learned()
     assert policy.telemetry()["model_resets"] == 0
-    policy.decode_model.P = -np.eye(3)  # astray: the next sample resets it
-    policy.decode_model.update([1.0, 2.0, 0.1], 0.02)
+    policy.models.decode_model.P = -np.eye(3)  # astray: the next sample resets it
+    policy.models.decode_model.update([1.0, 2.0, 0.1], 0.02)
     assert policy.telemetry()["model_resets"] == 1

@@ -105,24 +105,20 @@ model instead (below, "The reported E2E"). The terms:
 
 Learning (all from completions; errors teach nothing):
 
-* ``a`` (TTFT model): recursive least squares with forgetting ``forget`` on the features
-  above, target the observed TTFT; coefficients clipped at >= 0, then the intercept
-  refitted to the clipped slopes (:mod:`~kvroute.routing.online_regression`): where the
-  decode model's batch and context features move together (overload) clipping alone
-  over-predicts E2E, and the refit moves only the level, the same on every worker of
-  one speed. When the engine reports the cached tokens, ``u`` and ``pairs`` are
-  recomputed from them (what was really prefilled; in the router's units,
-  ``Feedback.cached_units``) before the update. A request whose TTFT was predicted with
-  a wait for room teaches it nothing (nor the slowness, nor the hit realisation read
-  from its TTFT): the wait is not the model's.
-* ``d`` (per-token decode time): the same, target ``(E2E - TTFT) / (O - 1)`` when O > 1
-  (``O`` as reported, else ``max_tokens``).
-  Its features are the batch (requests in flight) and the context (prompt units in
-  flight, from the router's accounting, ``prefill_units + decode_units``): every decode
-  step reads the KV cache of every request in the batch, so a worker decoding a few
-  long prompts is slower per token than one decoding as many short ones (prior 0: no
-  context effect until one is observed).
-  The output ``O``: the engines report each completion's generated tokens
+* ``a``, ``d``, the reported E2E and ``s`` (:mod:`~kvroute.routing.latency_models`,
+  ``self.models``): recursive least squares on the features above, targets the observed
+  TTFT and per-token decode time (``(E2E - TTFT) / (O - 1)``), clipped at >= 0 with the
+  intercept refitted; a second decode fit, weighted by the output, only for the E2E the
+  decision reports (``Decision.predicted_s`` and the error telemetry); each worker's
+  slowness from the TTFT residuals of the requests that found nothing queued ahead, where
+  the decode residuals agree (else 1, so ties between equal workers survive). When the
+  engine reports the cached tokens, ``u`` and ``pairs`` are recomputed from them (what
+  was really prefilled; in the router's units, ``Feedback.cached_units``) before the
+  update. ``s_w`` multiplies the decode prediction and the wait for the prefill queued
+  ahead, not the request's own prefill: that sends new prefix groups past idle slow
+  workers and the cluster loses their caches (docs/routing-results.md, "Workers of
+  different speeds").
+* The output ``O``: the engines report each completion's generated tokens
   (``Feedback.output_tokens``), learned by the prompt's opening units
   (:mod:`~kvroute.routing.output_lengths`: requests that begin alike have outputs
   alike). Without ``max_tokens`` ``O`` is the expected output of the requests that began
@@ -133,24 +129,6 @@ Learning (all from completions; errors teach nothing):
   decode time as ``dec_w`` (exponential average, weight ``1 - forget``), the same on
   every worker (docs/routing-results.md, "Clients that send no ``max_tokens``, or a
   cap").
-* The reported E2E. The decode model above decides well and predicts badly: every request
-  weighs the same in its fit, so a short output that a long prefill stalled (a large
-  time per token) is multiplied by the output of long requests, and at a cold start
-  under overload the context slope shoots up. Fits that predict better decided worse
-  (docs/routing-results.md). So ``decode_report``, fitted beside it on the same samples,
-  each weighted by its output tokens - 1 and with a ridge of 1 pulling the context slope
-  towards its prior 0 where the data leave it undetermined, gives the chosen worker's
-  decode time in ``Decision.predicted_s`` and the E2E error telemetry, and nothing else:
-  every decision is as without it.
-* ``s`` (each worker's slowness, :class:`~kvroute.routing.worker_speed.Slowness`):
-  replicas may be of different speeds, and one model for all predicts the same time
-  everywhere. It is read from the TTFT residuals of the requests that found nothing
-  queued ahead, where the decode residuals agree; else ``s_w = 1``, so equal workers
-  keep ``s = 1`` and the ties above survive. ``s_w`` multiplies the decode prediction
-  (the decode model learns times at the typical worker's speed: its targets are divided
-  by ``s_w``) and the wait for the prefill queued ahead, not the request's own prefill:
-  that sends new prefix groups past idle slow workers and the cluster loses their caches
-  (docs/routing-results.md, "Workers of different speeds").
 * ``r`` (hit realisation, :mod:`~kvroute.routing.hit_realisation`): engine-reported
   cached units over the index's ``matched`` at routing, summed with the same forgetting
   (starts at 1; the index may believe in prefixes the worker has evicted), overall and
@@ -160,21 +138,19 @@ Learning (all from completions; errors teach nothing):
   surely still cached, one sent long ago on a busy worker much less so. Without a
   cached-token report (engines send one only when asked: docs/routing.md), a request
   that found nothing queued ahead took its own prefill as its TTFT, so the TTFT model
-  read backwards gives what was cached (:mod:`~kvroute.routing.ttft_form`), and that is
+  read backwards gives what was cached (``LatencyModels.learn``), and that is
   the realisation's sample; the TTFT model itself learns only from reported counts or
   its own predicted ``u`` (docs/routing-results.md, "Engines that report no cached
-  tokens").
+  tokens"). A request whose TTFT was predicted with a wait for room teaches neither.
 * Requests that do not stream (``RouteRequest.streamed`` False; Ray Serve's hooks carry
   no first token either): no TTFT, and the router's accounting counts such a request as
   prefilling until it completes. So ``ahead`` counts instead its uncached units until
   its predicted first token is due (``pending_w``,
-  :mod:`~kvroute.routing.pending_prefill`). Its completion teaches one regression of the
-  E2E on ``[x_ttft, (O - 1) x_dec]`` (``e2e_model``; ``O - 1`` taken as 1 with no output
-  known) and, without a cached-token report, the realisation (the E2E less the predicted
-  decode, read backwards as above). While completions come and none has a TTFT
-  (:attr:`Learned.completions_only`), ``a`` and ``d`` are that regression's two halves;
-  the first TTFT switches back for good (docs/routing-results.md, "Clients that do not
-  stream").
+  :mod:`~kvroute.routing.pending_prefill`). Its completion teaches the models' E2E
+  regression and, without a cached-token report, the realisation (the E2E less the
+  predicted decode, read backwards as above); while no completion has had a TTFT,
+  ``a`` and ``d`` are that regression's two halves (docs/routing-results.md, "Clients
+  that do not stream").
 
 Parameters: ``forget`` 0.998 (forgetting factor of every estimate, in (0, 1]);
 ``prior_ktoken_s`` 0.1 (prior seconds per 1000 prefill units, replaced by the first few
@@ -201,7 +177,6 @@ guard for long runs, :mod:`~kvroute.routing.online_regression`), the hit realisa
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -211,15 +186,14 @@ from kvroute.params import number
 from kvroute.routing.base import ClusterView, Decision, Feedback, RouteRequest, RoutingPolicy
 from kvroute.routing.hit_realisation import HitRealisation
 from kvroute.routing.inflow import Inflow
-from kvroute.routing.online_regression import OnlineRegression
+from kvroute.routing.latency_models import LatencyModels
 from kvroute.routing.output_lengths import OutputLengths
 from kvroute.routing.pending_prefill import PendingPrefill
 from kvroute.routing.pool_room import PoolRoom
 from kvroute.routing.prediction_errors import PredictionErrors
 from kvroute.routing.registry import register
-from kvroute.routing.ttft_form import cached_from_ttft, ttft_features
+from kvroute.routing.ttft_form import ttft_features
 from kvroute.routing.uncached_share import UncachedShare
-from kvroute.routing.worker_speed import Slowness
 
 __all__ = ["Learned"]
 
@@ -275,23 +249,10 @@ class Learned(RoutingPolicy):
                                 ("ttft_scale", ttft_scale), ("balance_weight", balance_weight)))
         self.forget = number("learned", "forget", forget, low=0.0, high=1.0, low_open=True)
         k = number("learned", "prior_ktoken_s", prior_ktoken_s, low=0.0, low_open=True)
-        # TTFT: s per 1000 units, s per 1e6 pairs, s fixed; decode: s per token, s per token
-        # per request in flight, s per token per 1e5 units of context in flight
-        self.ttft_model = OnlineRegression([k, k / 20.0, k / 10.0], lam=self.forget,
-                                           intercept=2)
-        self.decode_model = OnlineRegression([k / 5.0, k / 100.0, 0.0], lam=self.forget,
-                                             intercept=0)
-        # weighted by the output, a ridge on the context: "The reported E2E" above
-        self.decode_report = OnlineRegression([k / 5.0, k / 100.0, 0.0], lam=self.forget,
-                                              intercept=0, ridge=(0.0, 0.0, 1.0))
-        # requests that do not stream: E2E on [x_ttft, (O - 1) x_dec] (the module doc)
-        self.e2e_model = OnlineRegression([k, k / 20.0, k / 10.0, k / 5.0, k / 100.0, 0.0],
-                                          lam=self.forget, intercept=2)
+        self.models = LatencyModels(self.forget, k)  # a, d, the reported decode, s
         self.pending = PendingPrefill()  # not streamed: uncached units until first token
-        self.decode_mean = k / 2.0  # observed decode seconds, when O is unknown
         self.outputs = OutputLengths(self.forget)  # O expected, from earlier completions
         self.realisation = HitRealisation(self.forget)
-        self.slow = Slowness(self.forget)  # each worker's, from TTFT and decode residuals
         self.share = UncachedShare()  # f_w over this policy's open requests
         self.inflow = Inflow(self.forget)  # the uncached units sent to each worker lately
         self.open: dict[int, _Open] = {}
@@ -306,7 +267,7 @@ class Learned(RoutingPolicy):
         self.share.ensure(n)
         self.inflow.ensure(n)
         self.pending.ensure(n)
-        self.slow.ensure(n)
+        self.models.slow.ensure(n)
 
     def on_workers_changed(self, count: int) -> None:
         self._ensure(count)
@@ -316,7 +277,7 @@ class Learned(RoutingPolicy):
         self.share.remove_worker(index)
         self.inflow.remove_worker(index)
         self.pending.remove_worker(index)
-        self.slow.remove(index)
+        self.models.slow.remove(index)
         self.room.remove_worker(index)
         for rec in self.open.values():
             if rec.worker > index:
@@ -327,11 +288,6 @@ class Learned(RoutingPolicy):
     @property
     def hit_realisation(self) -> float:
         return self.realisation.overall
-
-    @property
-    def completions_only(self) -> bool:
-        """Completions have come and none with a TTFT (the module doc)."""
-        return self.ttft_model.samples == 0 and self.e2e_model.samples > 0
 
     @property
     def ttft_weight_now(self) -> float:
@@ -350,16 +306,13 @@ class Learned(RoutingPolicy):
         last = view.last_sent(req).tolist()  # first: one walk of the index gives matched too
         matched = view.matched(req).tolist()
         self.pending.settle(view.now)
-        if self.completions_only:
-            a0, a1, a2, d0, d1, d2 = self.e2e_model.coefficient_list()
-        else:
-            a0, a1, a2 = self.ttft_model.coefficient_list()
-            d0, d1, d2 = self.decode_model.coefficient_list()
+        models = self.models
+        a0, a1, a2, d0, d1, d2 = models.coefficients()
         fingerprint = self.outputs.fingerprint(req.units)
         out = self.outputs.predict(fingerprint, req.max_tokens)
         # dec = o (d0 + d1 (flight + 1) + d2 ctx) when O is expected; the E2E regression
         # learned the decode seconds of requests of unknown output with o = 1
-        by_output = out is not None or self.completions_only
+        by_output = out is not None or models.completions_only
         o = 1 if out is None else max(out - 1.0, 0.0)
         dec_flight, dec_ctx, dec_0 = o * d1, o * d2, o * (d0 + d1)
         k0 = a0 / 1000.0  # seconds per uncached unit
@@ -395,14 +348,14 @@ class Learned(RoutingPolicy):
         busy = min(ahead if len(allowed) == n else [ahead[w] for w in allowed]) > 0.0
         copy_k = self.copy_weight * (1.0 if busy else 1.0 - self.realisation.oldest()) * k0
         tw = self.ttft_weight_now
-        slow = self.slow.factors(n)
+        slow = models.slow.factors(n)
         # excess_w = inflow_w * n / total - 1
-        inflow, total = self.inflow.weighted(n, None if self.slow.alike else slow)
+        inflow, total = self.inflow.weighted(n, None if models.slow.alike else slow)
         bal_k = self.balance_weight * k0 if total > 0 else 0.0  # nothing sent: no excess
         total = total if total > 0 else 1.0
         cost, own, ttft, unc, ctx, room = [0.0] * n, [0.0] * n, [0.0] * n, [0.0] * n, \
             [0.0] * n, [0.0] * n
-        decode_mean = self.decode_mean
+        decode_mean = models.decode_mean
         per_token, held = view.units_per_token, self.room.held
         # a worker that holds none of the prompt: its prefill and copy terms, computed once
         work_0 = length * k0 + length * (0.0 + length / 2.0) * k1
@@ -445,9 +398,9 @@ class Learned(RoutingPolicy):
         u = unc[w]
         x_dec = (1.0, view.workers[w].in_flight + 1.0, ctx[w])
         pred_e2e = own[w]  # reported: with an output expected, from decode_report
-        if out is not None and not self.completions_only:
-            decode = max(out - 1.0, 0.0) * self.decode_report.predict(x_dec)
-            pred_e2e = ttft[w] + self.slow.factors(len(view))[w] * decode
+        if out is not None and not self.models.completions_only:
+            decode = max(out - 1.0, 0.0) * self.models.decode_report.predict(x_dec)
+            pred_e2e = ttft[w] + self.models.slow.factors(len(view))[w] * decode
         self.open[req.rid] = _Open(
             worker=w, units=len(req), uncached=u,
             matched=int(view.matched(req)[w]), age=age[w],
@@ -493,60 +446,28 @@ class Learned(RoutingPolicy):
         if cached is not None:  # learn from what was really computed
             hit = float(min(cached, rec.units - 1))
             x = ttft_features(rec.ahead, rec.units - hit, hit)
-        if fb.ttft_s is None and (out is None or out > 1):  # not streamed
-            o = 1 if out is None else out - 1  # unknown output: decode seconds
-            if cached is None and rec.matched > 0 and rec.ahead == 0:  # the model before update
-                c = self.e2e_model.coefficient_list()
-                d = rec.x_dec
-                ttft = fb.e2e_s - o * (c[3] * d[0] + c[4] * d[1] + c[5] * d[2])
-                cached = cached_from_ttft(c[:3], rec.units, ttft)
-            x_e2e = [*x, *(o * v for v in rec.x_dec)]
-            self.e2e_model.update(np.array(x_e2e), fb.e2e_s)
         if fb.ttft_s is not None:
-            x_ttft, x_dec = np.array(x), np.array(rec.x_dec)
-            if cached is None and rec.matched > 0 and rec.ahead == 0 and not rec.room:
-                a = self.ttft_model.coefficient_list()  # the model before update
-                cached = cached_from_ttft(a, rec.units, fb.ttft_s)
             self.ttft_errors.add(rec.pred_ttft, fb.ttft_s)
             self.ttft_sum = self.forget * self.ttft_sum + fb.ttft_s
             self.e2e_sum = self.forget * self.e2e_sum + fb.e2e_s
-            if not rec.room:  # a wait for room is not the TTFT model's to learn
-                if rec.ahead == 0:
-                    self.slow.ttft.update(w, fb.ttft_s, self.ttft_model.predict(x_ttft))
-                self.ttft_model.update(x_ttft, fb.ttft_s)
-            decode_s = max(0.0, fb.e2e_s - fb.ttft_s)
-            # the decode model learns times at the typical worker's speed
-            s_w = self.slow.factor(w)
-            if out is not None and out > 1:
-                per_token = decode_s / (out - 1)
-                self.slow.decode.update(w, per_token, self.decode_model.predict(x_dec))
-                self.decode_model.update(x_dec, per_token / s_w)
-                root = math.sqrt(out - 1)  # a sample of weight out - 1
-                self.decode_report.update(x_dec * root, per_token / s_w * root)
-            else:
-                self.slow.decode.update(w, decode_s, self.decode_mean)
-                typical = decode_s / s_w
-                self.decode_mean += (1.0 - self.forget) * (typical - self.decode_mean)
+        read = self.models.learn(w, x, rec.x_dec, out, fb.ttft_s, fb.e2e_s, units=rec.units,
+                                 unknown_hit=cached is None and rec.matched > 0,
+                                 alone=rec.ahead == 0, waited=bool(rec.room))
+        if cached is None:
+            cached = read
         if cached is not None and rec.matched > 0:
             self.realisation.update(rec.age, cached, rec.matched)
 
     def telemetry(self) -> dict[str, object]:
         """Predicted against observed TTFT and E2E, and the learned coefficients."""
         return {"ttft": self.ttft_errors.report(), "e2e": self.e2e_errors.report(),
-                "output": self.output_errors.report(),
-                "ttft_coefficients": list(self.ttft_model.coefficient_list()),
-                "decode_coefficients": list(self.decode_model.coefficient_list()),
-                "reported_decode_coefficients": list(self.decode_report.coefficient_list()),
-                "completions_only": int(self.completions_only),  # 1: the mode is on
-                "e2e_coefficients": list(self.e2e_model.coefficient_list()),
+                "output": self.output_errors.report(), **self.models.telemetry(),
                 "ttft_weight": self.ttft_weight_now,
-                "model_resets": sum(m.resets for m in (  # OnlineRegression's long-run guard
-                    self.ttft_model, self.decode_model, self.decode_report, self.e2e_model)),
                 "hit_realisation": self.hit_realisation,
                 "hit_realisation_by_age": self.realisation.by_age(),
-                "worker_slowness": _by_worker(self.slow.factors(len(self.share))),
+                "worker_slowness": _by_worker(self.models.slow.factors(len(self.share))),
                 "inflow_excess": _by_worker(self.inflow.excess(
-                    len(self.share), self.slow.factors(len(self.share))))}
+                    len(self.share), self.models.slow.factors(len(self.share))))}
 
 
 def _by_worker(values: list[float]) -> dict[str, float]:

@@ -137,16 +137,20 @@ class Slowness:
     def factor(self, w: int) -> float:
         """Worker ``w``'s entry of :meth:`factors` (computed for it alone)."""
         self.ensure(w + 1)
-        t, d = self.ttft.factors(w + 1)[w], self.decode.factors(w + 1)[w]
-        return t if (t - 1.0) * (d - 1.0) > 0 else 1.0
+        return _agreed(self.ttft.factors(w + 1)[w], self.decode.factors(w + 1)[w])
 
     def factors(self, n: int) -> list[float]:
         """Per worker, the TTFT witness's factor where the decode witness deviates the same
         way, else 1 (the module doc)."""
         key = (n, self.ttft.version, self.decode.version)
         if self._key != key:
-            self._factors = [t if (t - 1.0) * (d - 1.0) > 0 else 1.0 for t, d in zip(
+            self._factors = [_agreed(t, d) for t, d in zip(
                 self.ttft.factors(n), self.decode.factors(n), strict=True)]
             self._key = key
             self.alike = all(v == 1.0 for v in self._factors)
         return self._factors
+
+
+def _agreed(ttft: float, decode: float) -> float:
+    """The TTFT witness's factor where the decode witness deviates the same way, else 1."""
+    return ttft if (ttft - 1.0) * (decode - 1.0) > 0 else 1.0

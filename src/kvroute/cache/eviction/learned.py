@@ -92,12 +92,9 @@ switch of rule would not inherit lru's contents, and lands below both where they
 close). If the shadow holds all of that leaf, the step is prediction's. Prediction's
 order and the fallback stand as above; the hand-over only chooses some predicted victims
 by age instead, so the guarantee's mechanism is unchanged (its trims count as
-predicted). Until 2026-12-06 a hand-over step scanned the next 32
-leaves in prediction order for one the shadow had dropped: on 24,000-request traces,
-where lru leads in most phases, those scans made the replay up to 18x rlt's and moved the
-contents too little; where lru leads for a few phases only (the Mooncake trace at 5%)
-taking its victims outright costs some of prediction's hits (docs/cache.md,
-"`learned` on long streams").
+predicted). The rule it replaced (a scan of prediction's next 32 leaves), and what each
+costs where lru leads for a few phases only, are in docs/cache.md, "`learned` on long
+streams".
 
 Parameters: ``seed`` (its own numpy generator, for the fallback's draws); ``trust``
 (0.1: the share of the capacity that mistakes may cost in a phase, beyond RLT's
