@@ -2,7 +2,7 @@
 
     python benchmarks/make_trace.py -n 100000 --out /tmp/mc100k.jsonl [--seed 1]
         [--fit-from TRACE]    # fit the statistics on TRACE now instead of the embedded ones
-        [--shape conversation|agentic]  # an invented variation (mooncake_synth.SHAPES)
+        [--shape conversation|agentic|fresh|fresh_short]  # invented (mooncake_synth.SHAPES)
     python benchmarks/make_trace.py --fit TRACE   # print the statistics of TRACE
 
 The embedded statistics (kvroute.workloads.mooncake_synth.MOONCAKE_SYNTHETIC) are what

@@ -4,8 +4,9 @@
         [--shapes conversation,agentic] [--requests 1500] [--loads 0.5,0.8,0.95]
 
 For each shape of :data:`kvroute.workloads.mooncake_synth.SHAPES` (invented variations of
-the fitted Mooncake model: multi-turn conversations, and agent sessions whose prompts grow
-by a tool call at a time) and each seed, it writes a synthetic trace of ``--requests``
+the fitted Mooncake model: multi-turn conversations, agent sessions whose prompts grow
+by a tool call at a time, and ``fresh`` / ``fresh_short``, traffic with no reuse at all;
+the default is the first two) and each seed, it writes a synthetic trace of ``--requests``
 requests (the seed draws the trace: each one is an independent sample), runs
 ``kvroute compare --workloads mooncake --trace ...`` on it (eviction ``rlt``, 4 workers,
 the routing policies below, router seed 1), and prints per shape and load the means over
@@ -83,6 +84,8 @@ def run_trace(shape: str, seed: int, args: argparse.Namespace, out: str) -> list
                "--jobs", str(args.jobs), "--out", where]
         for a in args.policy_arg:
             cmd += ["--policy-arg", f"learned.{a}"]
+        if args.max_tokens:
+            cmd += ["--max-tokens", args.max_tokens]
         done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               text=True, check=False)
         if done.returncode:
@@ -116,6 +119,9 @@ def main() -> None:
                     help="round each arrival down to a multiple of this many ms (0: off)")
     ap.add_argument("--output-scale", type=float, default=1.0,
                     help="multiply each output length by this")
+    ap.add_argument("--max-tokens", metavar="none|N",
+                    help="what the clients send as max_tokens (kvroute compare's flag; "
+                         "default: each request's output length)")
     args = ap.parse_args()
     if args.grid_ms < 0 or not args.output_scale > 0:
         sys.exit("--grid-ms must be >= 0 and --output-scale > 0")
@@ -142,7 +148,8 @@ def main() -> None:
             extra = "".join(f", {x}" for x, on in (
                 ("a shared first block", args.shared_block),
                 (f"arrivals on a {args.grid_ms} ms grid", args.grid_ms),
-                (f"outputs x{args.output_scale:g}", args.output_scale != 1.0)) if on)
+                (f"outputs x{args.output_scale:g}", args.output_scale != 1.0),
+                (f"max_tokens {args.max_tokens}", args.max_tokens)) if on)
             table = Table(title=f"{shape} shape{extra}, {args.requests:,} requests, trace seeds "
                                 f"{args.seeds}: learned against {n_others} others "
                                 "(means over the seeds)")

@@ -61,3 +61,17 @@ def test_invented_shapes_reuse_more_and_keep_the_fitted_rest() -> None:
     assert 0.6396 < repeat["conversation"] < repeat["agentic"]
     fresh = fit_stats(list(synth_records(3000, SHAPES["agentic"], seed=2))).fresh_blocks
     assert fresh[0] >= 10 and fresh[-1] <= 60  # sessions start with 5,000-30,000 tokens
+
+
+def test_fresh_shapes_share_nothing() -> None:
+    """``fresh`` and ``fresh_short`` continue no request: no block repeats; ``fresh`` keeps
+    the fitted prompt lengths, ``fresh_short`` draws 1-16 blocks, most of them short."""
+    for name in ("fresh", "fresh_short"):
+        recs = list(synth_records(2000, SHAPES[name], seed=3))
+        assert block_repeat_fraction(recs) == 0.0, name
+        assert abs(fit_stats(recs).rate / S.rate - 1) < 0.05, name
+    blocks = [len(r.hash_ids) for r in synth_records(2000, SHAPES["fresh_short"], seed=3)]
+    assert min(blocks) == 1 and max(blocks) <= 16
+    assert sorted(blocks)[len(blocks) // 2] <= 3  # the median prompt is 1-3 blocks
+    long_fresh = fit_stats(list(synth_records(2000, SHAPES["fresh"], seed=3))).fresh_blocks
+    assert long_fresh[-2] > 50  # the fitted trace's long prompts (99th percentile)

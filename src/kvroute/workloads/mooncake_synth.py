@@ -198,7 +198,7 @@ def _quantiles(f: Callable[[float], float]) -> tuple[float, ...]:
 
 
 #: Trace shapes for checking a policy off the one real trace it was designed on. Only
-#: ``mooncake`` is fitted; the other two are *invented* variations of it (nothing here is
+#: ``mooncake`` is fitted; the others are *invented* variations of it (nothing here is
 #: measured on a conversation or agent trace), with the same arrivals, tails and output
 #: lengths:
 #:
@@ -210,6 +210,11 @@ def _quantiles(f: Callable[[float], float]) -> tuple[float, ...]:
 #:   25), appending 1-8 blocks (a tool call and its result); sessions start with 10-60
 #:   blocks (5,000-30,000 tokens of instructions and task), so the contexts grow long and
 #:   nearly every prompt is a previous one plus a little.
+#: * ``fresh``: no request continues another (every prompt is new content, as in traces
+#:   that carry only lengths): routing is load balancing alone; the fitted prompts, half
+#:   of them one or two blocks and a third 27-108 blocks.
+#: * ``fresh_short``: the same with shorter prompts: 1-16 blocks (1 + 15 q^3 at quantile
+#:   q: the median prompt about 1,050 tokens, the mean 2,100).
 SHAPES: dict[str, TraceStats] = {
     "mooncake": MOONCAKE_SYNTHETIC,
     "conversation": replace(
@@ -223,4 +228,7 @@ SHAPES: dict[str, TraceStats] = {
         distance=_quantiles(lambda q: round(1 + 99 * q * q)),
         edits=((1, 1, 0.4), (1, 2, 0.3), (1, 4, 0.2), (1, 8, 0.1)),
         child_rate=(0.8,) * BUCKETS),
+    "fresh": replace(MOONCAKE_SYNTHETIC, reuse=0.0),
+    "fresh_short": replace(MOONCAKE_SYNTHETIC, reuse=0.0,
+                           fresh_blocks=_quantiles(lambda q: round(1 + 15 * q ** 3))),
 }
