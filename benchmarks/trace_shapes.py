@@ -86,6 +86,8 @@ def run_trace(shape: str, seed: int, args: argparse.Namespace, out: str) -> list
             cmd += ["--policy-arg", f"learned.{a}"]
         if args.max_tokens:
             cmd += ["--max-tokens", args.max_tokens]
+        if args.mixed_chunk:
+            cmd.append("--mixed-chunk")
         done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               text=True, check=False)
         if done.returncode:
@@ -122,6 +124,8 @@ def main() -> None:
     ap.add_argument("--max-tokens", metavar="none|N",
                     help="what the clients send as max_tokens (kvroute compare's flag; "
                          "default: each request's output length)")
+    ap.add_argument("--mixed-chunk", action="store_true",
+                    help="engines that run decodes inside prefill steps, as vLLM does")
     args = ap.parse_args()
     if args.grid_ms < 0 or not args.output_scale > 0:
         sys.exit("--grid-ms must be >= 0 and --output-scale > 0")
@@ -149,7 +153,8 @@ def main() -> None:
                 ("a shared first block", args.shared_block),
                 (f"arrivals on a {args.grid_ms} ms grid", args.grid_ms),
                 (f"outputs x{args.output_scale:g}", args.output_scale != 1.0),
-                (f"max_tokens {args.max_tokens}", args.max_tokens)) if on)
+                (f"max_tokens {args.max_tokens}", args.max_tokens),
+                ("mixed chunks", args.mixed_chunk)) if on)
             table = Table(title=f"{shape} shape{extra}, {args.requests:,} requests, trace seeds "
                                 f"{args.seeds}: learned against {n_others} others "
                                 "(means over the seeds)")
