@@ -88,6 +88,8 @@ def run_trace(shape: str, seed: int, args: argparse.Namespace, out: str) -> list
             cmd += ["--max-tokens", args.max_tokens]
         if args.mixed_chunk:
             cmd.append("--mixed-chunk")
+        if args.max_running:
+            cmd += ["--max-running", str(args.max_running)]
         done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               text=True, check=False)
         if done.returncode:
@@ -126,6 +128,8 @@ def main() -> None:
                          "default: each request's output length)")
     ap.add_argument("--mixed-chunk", action="store_true",
                     help="engines that run decodes inside prefill steps, as vLLM does")
+    ap.add_argument("--max-running", type=int, metavar="N",
+                    help="engines that run at most N requests at once (kvroute compare's flag)")
     args = ap.parse_args()
     if args.grid_ms < 0 or not args.output_scale > 0:
         sys.exit("--grid-ms must be >= 0 and --output-scale > 0")
@@ -154,7 +158,8 @@ def main() -> None:
                 (f"arrivals on a {args.grid_ms} ms grid", args.grid_ms),
                 (f"outputs x{args.output_scale:g}", args.output_scale != 1.0),
                 (f"max_tokens {args.max_tokens}", args.max_tokens),
-                ("mixed chunks", args.mixed_chunk)) if on)
+                ("mixed chunks", args.mixed_chunk),
+                (f"at most {args.max_running} running", args.max_running)) if on)
             table = Table(title=f"{shape} shape{extra}, {args.requests:,} requests, trace seeds "
                                 f"{args.seeds}: learned against {n_others} others "
                                 "(means over the seeds)")

@@ -327,9 +327,14 @@ def test_exported_metric_names_are_the_ones_read() -> None:
     load = engine_load(text)
     assert load is not None
     assert (load.running, load.waiting, load.kv_usage, load.kv_capacity) == (2, 1, 0.25, 1000)
+    assert load.max_running == 0  # an uncapped worker exports no cap
     vllm_only = "\n".join(line for line in text.splitlines() if "sglang:" not in line)
     load = engine_load(vllm_only)
     assert load is not None and (load.running, load.kv_capacity) == (2, 1000)
+    capped = ExportedMetrics("m", 1000, running=lambda: 2, waiting=lambda: 1,
+                             kv_usage=lambda: 0.25, max_running=48)
+    load = engine_load(capped.render().decode())
+    assert load is not None and load.max_running == 48
     counters = cache_counters(text)
     assert counters == {SGLANG.cache_hits: 4, SGLANG.cache_queries: 10,
                         VLLM.cache_hits: 4, VLLM.cache_queries: 10}

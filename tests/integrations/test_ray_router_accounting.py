@@ -81,10 +81,12 @@ async def settle() -> None:
 @pytest.mark.asyncio
 async def test_accepted_refused_cancelled_and_dead_each_close_once():
     router, heard = make()
-    reps = [Replica(n, load_stats(1, 2, 0.5, 1000)) for n in "abc"]
+    reps = [Replica(n, load_stats(1, 2, 0.5, 1000, max_running=8 if n == "a" else 0))
+            for n in "abc"]
     router.update_replicas(reps)
     assert router.members == [r.replica_id for r in reps]
     assert [w.waiting for w in router.router.workers] == [2, 2, 2]  # routing stats reported
+    assert [w.max_running for w in router.router.workers] == [8, 0, 0]
 
     # accepted, finished ok
     pr = pending(0)

@@ -735,3 +735,34 @@ def test_telemetry_counts_the_models_resets() -> None:
     policy.models.decode_model.P = -np.eye(3)  # astray: the next sample resets it
     policy.models.decode_model.update([1.0, 2.0, 0.1], 0.02)
     assert policy.telemetry()["model_resets"] == 1
+
+
+def _slot_view(now: float, max_running: int, in_flight: int = 1) -> ClusterView:
+    """Two workers that report no pool; worker 0, capped at ``max_running`` running
+    requests, has ``in_flight`` in flight (A decoding), worker 1 is idle and uncapped."""
+    view = ClusterView([WorkerState(0, in_flight=in_flight, decode_units=8000,
+                                    max_running=max_running), WorkerState(1)], PrefixIndex(2))
+    view.now = now
+    return view
+
+
+def test_a_worker_whose_slots_are_full_makes_a_newcomer_wait() -> None:
+    """A (8000 units, 4 out) goes to worker 0 at t=0; its first token at t=1 makes it due
+    at 1.063 (test_a_pool_held_by_a_decoding_request_makes_a_newcomer_wait). Worker 0 runs
+    at most one request: at t=1.02 B (3000 fresh units) is first in line for its slot and
+    waits for A, TTFT 0.043 + 0.3225 + 0.01 = 0.3755 s against the queue's 0.3325, and
+    goes to worker 1. With a second slot, or no cap known, there is no wait."""
+    policy = Learned()
+    policy.route(RouteRequest(np.arange(8000, dtype=np.int64), rid=1, max_tokens=4),
+                 _empty_pool_view(None))
+    policy.on_first_token(1, 0, 1.0)
+    fresh = RouteRequest(np.arange(10_000, 13_000, dtype=np.int64), rid=2, max_tokens=4)
+    costs = policy.costs(fresh, _slot_view(1.02, 1))
+    assert costs.room == pytest.approx([0.043, 0.0])
+    assert costs.ttft == pytest.approx([0.3755, 0.3325])
+    assert policy.route(fresh, _slot_view(1.02, 1)).worker == 1
+    assert policy.costs(fresh, _slot_view(1.02, 2)).room == [0.0, 0.0]
+    assert policy.costs(fresh, _slot_view(1.02, 0)).room == [0.0, 0.0]
+    # second in line (another request admitted and not yet decoding): still A's due at
+    # least, as only A is known to decode there
+    assert policy.costs(fresh, _slot_view(1.02, 1, in_flight=2)).room[0] == pytest.approx(0.043)

@@ -67,3 +67,18 @@ def test_a_prefix_held_by_an_open_request_needs_no_room() -> None:
     room.sent(2, 3.0)
     room.remove_worker(1)
     assert room.need(10, 0, 1, matched=10, last=3.0, per_token=1.0) == 0
+
+
+def test_slot_wait_is_the_kth_decoding_request_due() -> None:
+    """Three requests decoding on worker 0, due at 9, 5 and 7: the first in line for a slot
+    waits until 5, the second until 7; beyond the three, the last due (a lower bound)."""
+    room = PoolRoom()
+    for rid, due in ((1, 9.0), (2, 5.0), (3, 7.0)):
+        room.started(rid, 0, size=10.0, due=due)
+    assert room.slot_wait(0, 1, now=2.0) == pytest.approx(3.0)
+    assert room.slot_wait(0, 2, now=2.0) == pytest.approx(5.0)
+    assert room.slot_wait(0, 5, now=2.0) == pytest.approx(7.0)
+    assert room.slot_wait(0, 1, now=6.0) == 0.0  # overdue
+    assert room.slot_wait(1, 1, now=2.0) == 0.0  # nothing decodes there
+    room.done(2)
+    assert room.slot_wait(0, 1, now=2.0) == pytest.approx(5.0)

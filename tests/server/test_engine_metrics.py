@@ -43,6 +43,14 @@ def test_sglang_names_win_over_vllm_names_on_a_page_with_both() -> None:
     assert engine_load(page) == EngineLoad(running=1, waiting=0, kv_usage=0.0, kv_capacity=0)
 
 
+def test_sglang_reports_its_cap_on_running_requests() -> None:
+    page = ('sglang:num_running_reqs{model_name="m"} 5\nsglang:num_queue_reqs 2\n'
+            'sglang:max_total_num_tokens{model_name="m"} 9000\n'
+            'sglang:max_running_requests{model_name="m"} 48\n')
+    assert engine_load(page) == EngineLoad(running=5, waiting=2, kv_usage=0.0,
+                                           kv_capacity=9000, max_running=48)
+
+
 def test_page_without_load_gauges_is_none_and_bad_values_raise() -> None:
     assert engine_load("# nothing\nprocess_cpu_seconds_total 3.0\n") is None
     with pytest.raises(ValueError):

@@ -631,10 +631,27 @@ async def test_engine_load_is_scraped_into_worker_state(caplog: pytest.LogCaptur
         assert len(warnings) == 1 and silent.url in warnings[0].getMessage()
         listed = (await (await client.get("/workers")).json())["workers"]
         assert listed[0]["engine"] == {"running": 5, "waiting": 2, "kv_usage": 0.25,
-                                       "kv_capacity": 100_000}
+                                       "kv_capacity": 100_000, "max_running": 0}
         # llmd's queue scorer now sees worker 0 busy: the idle one is chosen
         r = await client.post("/v1/completions", json={"prompt": "hello", "max_tokens": 1})
         assert r.headers["X-Kvroute-Worker"] == silent.url
+
+
+@pytest.mark.asyncio
+async def test_the_engines_cap_on_running_requests_reaches_worker_state() -> None:
+    """SGLang's page says its cap; for an engine whose page does not (vLLM), ``serve
+    --max-running`` says it."""
+    capped = FakeWorker(metrics=SGLANG_PAGE + 'sglang:max_running_requests{model_name="m"} 48\n')
+    vllm = FakeWorker(metrics='vllm:num_requests_running{model_name="m"} 3\n'
+                              'vllm:num_requests_waiting{model_name="m"} 0\n')
+    async with cluster([capped, vllm], policy="learned", max_running=32) as (_, rt):
+        await rt.checks.scrape_engines()
+        assert [s.max_running for s in rt.router.workers] == [48, 32]
+    async with cluster([vllm], policy="learned") as (_, rt):
+        await rt.checks.scrape_engines()
+        assert rt.router.workers[0].max_running == 0
+    with pytest.raises(ConfigError, match="--max-running"):
+        ServeConfig(worker_urls=["http://a:1"], max_running=0).validate()
 
 
 def test_chat_units_use_the_models_own_chat_template(tmp_path: Any) -> None:

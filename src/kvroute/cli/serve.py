@@ -58,7 +58,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_retries=args.max_retries, failure_threshold=args.failure_threshold,
         cooldown_s=args.cooldown, drain_timeout=args.drain_timeout, seed=args.seed,
         index_capacity=args.index_capacity, kv_events=args.kv_events,
-        kv_events_engine=args.kv_events_engine, stream_usage=args.stream_usage)
+        kv_events_engine=args.kv_events_engine, stream_usage=args.stream_usage,
+        max_running=args.max_running)
     app = build_app(config, policy)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s "
                         "%(message)s")
@@ -161,6 +162,10 @@ def add_parser(sub: Any) -> None:
                         "from the prompt_tokens the engines report (1 with --tokenizer, else "
                         "4 characters a token, until a reply carries them); 2^24 until a "
                         "worker reports its pool)")
+    s.add_argument("--max-running", type=int, metavar="N",
+                   help="the engines' cap on requests running at once (vLLM's "
+                        "--max-num-seqs), for engines whose /metrics does not say it "
+                        "(SGLang's does); learned then predicts the wait for a slot")
     s.add_argument("--kv-events", nargs="+", metavar="ENDPOINT[,REPLAY]",
                    help="each worker's KV-event publisher, in the order of --worker-urls "
                         "('-' for none), e.g. tcp://10.0.0.5:5557,tcp://10.0.0.5:5558: the "

@@ -13,7 +13,8 @@ Contract:
   (on the replica, from reaching its engine). A prompt it can never serve is a
   :class:`~kvroute.protocol.request_body.BadRequest`.
 * ``record_routing_stats()`` is Serve's routing-stats hook: the engine's running and
-  queued requests, KV usage and pool size (:func:`~kvroute.integrations.ray_serve.load_stats`),
+  queued requests, KV usage, pool size and cap on running requests
+  (:func:`~kvroute.integrations.ray_serve.load_stats`),
   which :class:`~kvroute.integrations.ray_serve.KvrouteRequestRouter` reports to its Router.
 """
 
@@ -73,7 +74,8 @@ class EmulatedReplica:
 
     def record_routing_stats(self) -> dict[str, Any]:
         engine = self.engine
-        return load_stats(engine.running, engine.waiting, engine.kv_usage(), engine.capacity)
+        return load_stats(engine.running, engine.waiting, engine.kv_usage(), engine.capacity,
+                          engine.worker_config.max_running or 0)
 
 
 def emulated_deployment(num_replicas: int, router_class: Any = None,

@@ -39,11 +39,13 @@ _UNROUTED_GRACE_S = 5.0  # reported done but neither accepted nor asked again: r
 _LIVE: weakref.WeakSet[KvrouteRouting] = weakref.WeakSet()
 
 
-def load_stats(running: int, waiting: int, kv_usage: float, kv_capacity: int) -> dict[str, Any]:
+def load_stats(running: int, waiting: int, kv_usage: float, kv_capacity: int,
+               max_running: int = 0) -> dict[str, Any]:
     """What a replica's ``record_routing_stats()`` returns for the router's ``report_load``:
-    requests running and queued, the fraction of its KV pool in use, the pool in tokens."""
+    requests running and queued, the fraction of its KV pool in use, the pool in tokens,
+    and its cap on running requests (0: none; the key may be absent)."""
     return {"running": int(running), "waiting": int(waiting), "kv_usage": float(kv_usage),
-            "kv_capacity": int(kv_capacity)}
+            "kv_capacity": int(kv_capacity), "max_running": int(max_running)}
 
 
 def routers() -> list[KvrouteRouting]:
@@ -142,7 +144,8 @@ class KvrouteRouting(RequestRouter):  # type: ignore[misc, unused-ignore]  # Any
         self.router.report_load(self.members.index(replica.replica_id),
                                 running=int(stats["running"]), waiting=int(stats["waiting"]),
                                 kv_usage=float(stats["kv_usage"]),
-                                kv_capacity=int(stats["kv_capacity"]))
+                                kv_capacity=int(stats["kv_capacity"]),
+                                max_running=int(stats.get("max_running", 0)))
 
     # --- routing ------------------------------------------------------------------------
     def _units(self, pr: PendingRequest) -> tuple[np.ndarray, int | None] | None:
@@ -260,7 +263,8 @@ class KvrouteRouting(RequestRouter):  # type: ignore[misc, unused-ignore]  # Any
         workers = [] if r is None else [
             {"replica": m.unique_id, "in_flight": s.in_flight, "routed": s.routed,
              "completed": s.completed, "errors": s.errors, "running": s.running,
-             "waiting": s.waiting, "kv_usage": s.kv_usage, "kv_capacity": s.kv_capacity}
+             "waiting": s.waiting, "kv_usage": s.kv_usage, "kv_capacity": s.kv_capacity,
+             "max_running": s.max_running}
             for m, s in zip(self.members, r.workers, strict=True)]
         return {"policy": self.policy.name, **{k: self.counts[k] for k in
                                               ("routed", "ok", "failed", "refused",

@@ -30,6 +30,7 @@ class EngineMetricNames:
     requests_finished: str  # counter
     cache_hits: str  # counter: prompt tokens served from the prefix cache
     cache_queries: str  # counter: prompt tokens looked up (the hit rate's denominator)
+    max_running: str = ""  # gauge: the cap on running requests ("": none reported, as vLLM)
 
 
 SGLANG = EngineMetricNames(
@@ -37,7 +38,7 @@ SGLANG = EngineMetricNames(
     kv_usage=("sglang:token_usage",), kv_capacity="sglang:max_total_num_tokens",
     prompt_tokens="sglang:prompt_tokens", generation_tokens="sglang:generation_tokens",
     requests_finished="sglang:num_requests", cache_hits="sglang:cached_tokens",
-    cache_queries="sglang:prompt_tokens")
+    cache_queries="sglang:prompt_tokens", max_running="sglang:max_running_requests")
 
 VLLM = EngineMetricNames(
     engine="vllm", running="vllm:num_requests_running", waiting="vllm:num_requests_waiting",

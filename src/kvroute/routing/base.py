@@ -89,7 +89,8 @@ class WorkerState:
 
     The first group is the router's own accounting, exact by construction. The second is
     what the engine reports about itself (the simulator refreshes it at every engine step;
-    the live router scrapes it, so it can be stale); ``kv_capacity`` 0 means unknown.
+    the live router scrapes it, so it can be stale); ``kv_capacity`` 0 means unknown, and
+    ``max_running`` 0 that no cap on running requests is known.
     Only the router writes either group (``Router.report_load`` for the second).
     """
 
@@ -108,6 +109,7 @@ class WorkerState:
     waiting: int = 0
     kv_usage: float = 0.0  # fraction of the KV pool in use
     kv_capacity: int = 0
+    max_running: int = 0  # the engine's cap on requests running at once (0: none known)
 
 
 class WorkerProbe(Protocol):

@@ -102,6 +102,17 @@ model instead (below, "The reported E2E"). The terms:
   requests admitted and still prefilling, nor on engines that report no pool: a lower
   bound; measured in docs/routing-results.md, "Features of the public conversation
   trace").
+* A slot (:meth:`~kvroute.routing.pool_room.PoolRoom.slot_wait`). An engine with a cap
+  on running requests (``WorkerState.max_running``: SGLang's
+  ``--max-running-requests``, reported in its metrics; vLLM's ``--max-num-seqs``, which
+  ``kvroute serve --max-running`` states) admits a request only when one of its slots
+  frees. Where this policy's requests in flight on ``w`` fill its slots, the request is
+  ``k = in_flight_w - max_running_w + 1``-th in line and waits until the ``k``-th of the
+  requests decoding there is due to finish; its TTFT is then at least that wait plus
+  ``a . [u_w / 1000, pairs / 1e6, 1]``, as for room (the larger of the two waits counts).
+  Without it the rule kept sending short prompts to the worker it had made its decode
+  worker after its slots were full (docs/routing-results.md, "Traffic with no reuse at
+  all"). No cap known: nothing changes.
 
 Learning (all from completions; errors teach nothing):
 
@@ -141,7 +152,8 @@ Learning (all from completions; errors teach nothing):
   read backwards gives what was cached (``LatencyModels.learn``), and that is
   the realisation's sample; the TTFT model itself learns only from reported counts or
   its own predicted ``u`` (docs/routing-results.md, "Engines that report no cached
-  tokens"). A request whose TTFT was predicted with a wait for room teaches neither.
+  tokens"). A request whose TTFT was predicted with a wait for room or a slot teaches
+  neither.
 * Requests that do not stream (``RouteRequest.streamed`` False; Ray Serve's hooks carry
   no first token either): no TTFT, and the router's accounting counts such a request as
   prefilling until it completes. So ``ahead`` counts instead its uncached units until
@@ -206,7 +218,7 @@ class Costs(NamedTuple):
     ttft: list[float]  # its predicted TTFT
     unc: list[float]  # its uncached units
     ahead: list[float]  # uncached units queued ahead of it
-    room: list[float]  # seconds it would wait for room in the KV pool, where that binds
+    room: list[float]  # seconds it would wait for room in the KV pool or a slot, where that binds
     ctx: list[float]  # prompt units in flight with it, / 1e5 (the decode model's context)
     age: list[int]  # age bucket of its prefix (-1: none recorded)
     out: float | None  # its expected output tokens (None: no estimate)
@@ -379,6 +391,12 @@ class Learned(RoutingPolicy):
                     if admitted > ttft_w:
                         room[w] = admitted - ttft_w
                         ttft_w = admitted
+            slots = ws.max_running
+            if slots and ws.in_flight >= slots:  # it queues for a running slot (module doc)
+                admitted = self.room.slot_wait(w, ws.in_flight - slots + 1, now) + work + a2
+                if admitted > ttft_w:
+                    room[w] += admitted - ttft_w
+                    ttft_w = admitted
             ttft[w] = ttft_w
             ctx_w = ctx[w] = (ws.prefill_units + ws.decode_units + length) / 1e5
             flight = ws.in_flight

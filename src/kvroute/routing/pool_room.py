@@ -28,6 +28,12 @@ Contract (sizes and the pool in the router's units, times in the router's clock)
   pool (requests admitted and still prefilling) is not known here, and no wait is
   claimed for it. A lower bound, then, on the wait for room. ``held(worker)``: the
   sizes decoding there, summed (unscaled; 0: no wait is possible).
+* ``slot_wait(worker, k, now)``: the seconds from ``now`` until the ``k``-th of the
+  requests decoding on ``worker`` is due to finish, earliest first: when a request that
+  is ``k``-th in line for a running slot there (an engine with a cap on running requests
+  admits in order as they free) would get one. 0 when none decodes there; with fewer
+  than ``k`` decoding, the last one's due time (the other holders' ends are not known
+  here: a lower bound, as for the pool).
 * ``remove_worker(i)``: worker ``i`` left; later workers move down by one.
 
 Mechanism only: sizes, needs and due times come from the policy's models.
@@ -88,6 +94,13 @@ class PoolRoom:
             if need <= free:
                 return max(0.0, due - now)
         return 0.0
+
+    def slot_wait(self, worker: int, k: int, now: float) -> float:
+        decoding = self._decoding.get(worker)
+        if not decoding or k < 1:
+            return 0.0
+        dues = sorted(due for due, _ in decoding.values())
+        return max(0.0, dues[min(k, len(dues)) - 1] - now)
 
     def remove_worker(self, index: int) -> None:
         def moved(w: int) -> int:

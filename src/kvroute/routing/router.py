@@ -134,13 +134,15 @@ class Router:
         return closed
 
     def report_load(self, worker: int, *, running: int, waiting: int, kv_usage: float,
-                    kv_capacity: int) -> None:
+                    kv_capacity: int, max_running: int = 0) -> None:
         """What worker ``worker``'s engine says about itself (``WorkerState``'s second
-        group): requests running and queued, the fraction of its KV pool in use, and the
-        pool's size in tokens (0: unknown)."""
+        group): requests running and queued, the fraction of its KV pool in use, the
+        pool's size in tokens (0: unknown) and its cap on running requests (0: none
+        known)."""
         state = self.workers[worker]
         state.running, state.waiting = running, waiting
         state.kv_usage, state.kv_capacity = kv_usage, kv_capacity
+        state.max_running = max_running
 
     # --- the prefix index -----------------------------------------------------------------
     def matched(self, req: RouteRequest) -> np.ndarray:

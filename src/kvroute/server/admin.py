@@ -71,7 +71,8 @@ class Admin:
              "circuit_open": now < w.open_until, "in_flight": s.in_flight,
              "routed": s.routed, "completed": s.completed, "errors": s.errors,
              "engine": {"running": s.running, "waiting": s.waiting,
-                        "kv_usage": round(s.kv_usage, 4), "kv_capacity": s.kv_capacity}}
+                        "kv_usage": round(s.kv_usage, 4), "kv_capacity": s.kv_capacity,
+                        "max_running": s.max_running}}
             for w, a, s in zip(m.workers, m.available(now), self.router.workers, strict=True)]
         if self.kv_events is not None:
             for item in out:

@@ -114,10 +114,15 @@ class ServeConfig:
     # APIs, no stream_options), and take the event out of the client's stream: the
     # engine's cached tokens then reach the policy from every streamed request
     stream_usage: bool = False
+    # the engines' cap on running requests where their /metrics does not report one
+    # (vLLM's --max-num-seqs); None: only what the engines report
+    max_running: int | None = None
 
     def validate(self) -> None:
         if self.index_capacity is not None and self.index_capacity < 1:
             raise ConfigError(f"--index-capacity must be >= 1, got {self.index_capacity}")
+        if self.max_running is not None and self.max_running < 1:
+            raise ConfigError(f"--max-running must be >= 1, got {self.max_running}")
         at_least_0 = (self.health_interval, self.metrics_interval, self.max_retries,
                       self.backoff_base, self.drain_timeout)
         above_0 = (self.request_timeout, self.health_timeout, self.connect_timeout)
@@ -173,7 +178,8 @@ class RouterApp:
         per_token = 1.0 if config.tokenizer is not None else CHARS_PER_TOKEN
         self.checks = WorkerChecks(
             self.members, self.router, self.upstream, config.health_timeout, self.now,
-            units_per_kv_token=per_token if config.index_capacity is None else None)
+            units_per_kv_token=per_token if config.index_capacity is None else None,
+            max_running=config.max_running or 0)
         self.admin = Admin(self.router, self.members, self.metrics, self.decisions, self.now,
                            api_key=config.api_key, policy_name=policy.name,
                            kv_events=self.kv_events if config.tokenizer is not None else None)

@@ -10,13 +10,14 @@ Contract:
   ``Membership.record_health`` (see :mod:`kvroute.server.membership` for what it does).
 * ``scrape_engines()``: ``GET {url}/metrics``, parsed by
   :func:`kvroute.server.engine_metrics.engine_load`; the load (running, waiting, KV usage
-  and capacity) goes to ``Router.report_load``, where policies such as ``llmd`` and
-  ``least_load`` read it; with ``units_per_kv_token``, the router's prefix index holds at
-  most the engine's KV pool for it, times the routing units a token: measured from the
-  engines' reported prompt tokens once any completed request carried them
-  (``Router.units_per_token``), ``units_per_kv_token`` until then. A worker
-  whose page cannot be read or lacks those gauges keeps its last values (zeros at first)
-  and is warned about once, until it is readable again.
+  and capacity, the cap on running requests, else ``max_running``) goes to
+  ``Router.report_load``, where policies such as ``llmd`` and ``least_load`` read it;
+  with ``units_per_kv_token``, the router's prefix index holds at most the engine's KV
+  pool for it, times the routing units a token: measured from the engines' reported
+  prompt tokens once any completed request carried them (``Router.units_per_token``),
+  ``units_per_kv_token`` until then. A worker whose page cannot be read or lacks those
+  gauges keeps its last values (zeros at first) and is warned about once, until it is
+  readable again.
 * A worker removed while its check is under way is skipped.
 """
 
@@ -39,8 +40,9 @@ log = logging.getLogger("kvroute.server")
 class WorkerChecks:
     def __init__(self, members: Membership, router: Router, upstream: Upstream,
                  timeout: float, clock: Callable[[], float],
-                 units_per_kv_token: float | None = None) -> None:
+                 units_per_kv_token: float | None = None, max_running: int = 0) -> None:
         self.members = members
+        self.max_running = max_running  # where an engine reports no cap (0: none known)
         self.units_per_kv_token = units_per_kv_token
         self.router = router
         self.upstream = upstream
@@ -98,7 +100,8 @@ class WorkerChecks:
             self._unreadable.discard(w.url)
             i = self.members.workers.index(w)
             self.router.report_load(i, running=got.running, waiting=got.waiting,
-                                    kv_usage=got.kv_usage, kv_capacity=got.kv_capacity)
+                                    kv_usage=got.kv_usage, kv_capacity=got.kv_capacity,
+                                    max_running=got.max_running or self.max_running)
             index = self.router.index
             if index is not None and self.units_per_kv_token and got.kv_capacity > 0:
                 per = self.router.units_per_token() or self.units_per_kv_token

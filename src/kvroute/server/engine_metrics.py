@@ -16,6 +16,8 @@
                                              ``vllm:gpu_cache_usage_perc`` (fraction)
   kv_capacity   ``sglang:max_total_num_      ``num_gpu_blocks`` x ``block_size`` labels
                 tokens``                     of ``vllm:cache_config_info``
+  max_running   ``sglang:max_running_        none (0: ``kvroute serve --max-running``
+                requests``                   says it)
   ============  ===========================  =======================================
 
   With several series (data-parallel ranks) counts are summed and usage is averaged.
@@ -32,7 +34,8 @@ from kvroute.protocol.metric_names import SGLANG, VLLM
 
 __all__ = ["EngineLoad", "engine_load", "samples"]
 
-_SGLANG = (SGLANG.running, SGLANG.waiting, SGLANG.kv_usage[0], SGLANG.kv_capacity)
+_SGLANG = (SGLANG.running, SGLANG.waiting, SGLANG.kv_usage[0], SGLANG.kv_capacity,
+           SGLANG.max_running)
 _VLLM = (VLLM.running, VLLM.waiting, *VLLM.kv_usage)
 _VLLM_CONFIG = VLLM.kv_capacity
 _WANTED = frozenset((*_SGLANG, *_VLLM, _VLLM_CONFIG))
@@ -67,6 +70,7 @@ class EngineLoad:
     waiting: int
     kv_usage: float  # fraction of the KV pool in use
     kv_capacity: int  # tokens; 0 when the page does not say
+    max_running: int = 0  # the cap on running requests; 0 when the page does not say
 
 
 def engine_load(text: str) -> EngineLoad | None:
@@ -81,9 +85,11 @@ def engine_load(text: str) -> EngineLoad | None:
                                   * int(labels.get("block_size", 0)))
         else:
             got.setdefault(name, []).append(value)
+    cap = 0
     if SGLANG.running in got:
         running, waiting, usage = _SGLANG[:3]
         capacity = int(sum(got.get(SGLANG.kv_capacity, [])))
+        cap = int(sum(got.get(_SGLANG[4], [])))
     elif VLLM.running in got:
         running, waiting = _VLLM[:2]
         usage = _VLLM[2] if _VLLM[2] in got else _VLLM[3]
@@ -93,4 +99,5 @@ def engine_load(text: str) -> EngineLoad | None:
     use = got.get(usage, [])
     return EngineLoad(running=int(sum(got.get(running, []))),
                       waiting=int(sum(got.get(waiting, []))),
-                      kv_usage=sum(use) / len(use) if use else 0.0, kv_capacity=capacity)
+                      kv_usage=sum(use) / len(use) if use else 0.0, kv_capacity=capacity,
+                      max_running=cap)

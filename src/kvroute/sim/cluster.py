@@ -209,7 +209,8 @@ def simulate(workload: Workload, config: SimConfig | None = None, *, ceilings: b
         load.extend((loop.now, worker.index, len(worker.waiting), worker.running, usage))
         router.report_load(worker.index, running=worker.running, waiting=len(worker.waiting),
                            kv_usage=worker.held_tokens / worker.capacity,
-                           kv_capacity=worker.capacity)
+                           kv_capacity=worker.capacity,
+                           max_running=worker.config.max_running or 0)
 
     def on_first_token(job: Job) -> None:
         d = dispatches[job.req.rid]

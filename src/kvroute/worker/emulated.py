@@ -135,7 +135,8 @@ class EmulatedWorker:
         self.prompts = PromptEncoder(self.tokenizer, template)
         self.metrics = ExportedMetrics(config.model_name, self.capacity,
                                        running=lambda: self.running,
-                                       waiting=lambda: self.waiting, kv_usage=self.kv_usage)
+                                       waiting=lambda: self.waiting, kv_usage=self.kv_usage,
+                                       max_running=self.worker_config.max_running)
         self.worker: SimWorker | None = None
         self.events: CachePublisher | None = None
         self.pending: dict[int, Pending] = {}

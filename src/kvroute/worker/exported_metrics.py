@@ -6,7 +6,8 @@ worker's own (several workers can run in one process).
   prompt reached its first token: prompt tokens, cache hits and lookups),
   :meth:`~ExportedMetrics.generated` and :meth:`~ExportedMetrics.finished`.
 * Gauges (running, waiting, KV usage) are read from the callables given, when scraped;
-  the KV capacity is fixed (vLLM's as one-token blocks).
+  the KV capacity is fixed (vLLM's as one-token blocks), and so is the cap on running
+  requests, exported under SGLang's name when the worker has one (vLLM reports none).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ __all__ = ["ExportedMetrics"]
 
 class ExportedMetrics:
     def __init__(self, model_name: str, capacity: int, running: Callable[[], float],
-                 waiting: Callable[[], float], kv_usage: Callable[[], float]) -> None:
+                 waiting: Callable[[], float], kv_usage: Callable[[], float],
+                 max_running: int | None = None) -> None:
         r = self.registry = CollectorRegistry()
         lab = ["model_name"]
 
@@ -52,6 +54,8 @@ class ExportedMetrics:
             for name in e.kv_usage:
                 gauge(name, "Fraction of the KV pool in use", kv_usage)
         gauge(SGLANG.kv_capacity, "KV pool size in tokens", lambda: capacity)
+        if max_running is not None:
+            gauge(SGLANG.max_running, "Maximum running requests", lambda: max_running)
         Gauge(VLLM.kv_capacity, "KV cache configuration", ["block_size", "num_gpu_blocks"],
               registry=r).labels("1", str(capacity)).set(1)
 
