@@ -250,3 +250,35 @@ def test_stream_share_the_router_sees_completions_only(monkeypatch: pytest.Monke
     assert 0.35 * wl.size < len(firsts) < 0.65 * wl.size
     with pytest.raises(ConfigError, match="stream_share must be in"):
         SimConfig(model=LINEAR, stream_share=1.5)
+
+
+def test_router_replicas_each_count_their_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two replicas of a round-robin router: requests go to them in turn, and each keeps
+    its own turn over the workers (0, 0, 1, 1, ...); each hears the completions of the
+    requests it routed and nothing else, and every engine report reaches both."""
+    from kvroute.routing import Router
+
+    completed: dict[int, int] = {}
+    reports: dict[int, int] = {}
+    complete, report = Router.complete, Router.report_load
+
+    def spy_complete(self: Router, d, now, **kw):  # type: ignore[no-untyped-def]
+        completed[id(self)] = completed.get(id(self), 0) + 1
+        return complete(self, d, now, **kw)
+
+    def spy_report(self: Router, worker, **kw):  # type: ignore[no-untyped-def]
+        reports[id(self)] = reports.get(id(self), 0) + 1
+        report(self, worker, **kw)
+
+    monkeypatch.setattr(Router, "complete", spy_complete)
+    monkeypatch.setattr(Router, "report_load", spy_report)
+    wl = gsp_workload(SMALL_GSP, rate=40.0)
+    res = simulate(wl, SimConfig(model=LINEAR, routing="round_robin", router_replicas=2))
+    by_arrival = res.records["worker"][np.argsort(res.records["rid"])].astype(int)
+    assert by_arrival[:8].tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert sorted(completed.values()) == [64, 64]
+    assert len(set(reports.values())) == 1 and len(reports) == 2
+    one = simulate(wl, SimConfig(model=LINEAR, routing="round_robin"))
+    assert np.array_equal(one.records["worker"][np.argsort(one.records["rid"])][:4], [0, 1, 2, 3])
+    with pytest.raises(ConfigError, match="router_replicas"):
+        SimConfig(model=LINEAR, router_replicas=0)

@@ -231,6 +231,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         sim=SimConfig(workers=args.workers, profile=args.profile, model=model,
                       capacity=args.capacity, chunk_size=args.chunk_size,
                       max_running=args.max_running, mixed_chunk=args.mixed_chunk,
+                      router_replicas=args.router_replicas,
                       speeds=parse_speeds(args.speeds),
                       index=args.index, event_delay=args.event_delay,
                       block_size=args.event_block_size, max_tokens=args.max_tokens,

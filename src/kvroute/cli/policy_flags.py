@@ -98,13 +98,18 @@ def add_told_flags(parser: argparse.ArgumentParser | Any) -> None:
 
 def add_engine_flags(parser: argparse.ArgumentParser | Any) -> None:
     """How the simulated engines schedule: ``--chunk-size``, ``--max-running`` and
-    ``--mixed-chunk`` (SimConfig's ``chunk_size``, ``max_running`` and ``mixed_chunk``)."""
+    ``--mixed-chunk`` (SimConfig's ``chunk_size``, ``max_running`` and ``mixed_chunk``),
+    and how many routers share them: ``--router-replicas`` (``router_replicas``)."""
     parser.add_argument("--chunk-size", type=int, default=8192,
                         help="chunked-prefill tokens per step")
     parser.add_argument("--max-running", type=int, help="cap on running requests per worker")
     parser.add_argument("--mixed-chunk", action="store_true",
                         help="run decodes in the same step as prefill chunks (as vLLM does; "
                              "default: prefill steps first, as SGLang)")
+    parser.add_argument("--router-replicas", type=int, default=1, metavar="R",
+                        help="R independent routers share the workers, requests to them in "
+                             "turn, each counting only its own (replicas behind a load "
+                             "balancer; default 1)")
 
 
 def choose(registry: Registry[Any], text: str, where: str,

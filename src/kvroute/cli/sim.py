@@ -98,6 +98,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
     base = SimConfig(workers=args.workers, profile=args.profile, model=model,
                      capacity=args.capacity, chunk_size=args.chunk_size,
                      max_running=args.max_running, mixed_chunk=args.mixed_chunk,
+                     router_replicas=args.router_replicas,
                      seed=args.seed, debug=args.debug, event_delay=args.event_delay,
                      block_size=args.event_block_size, speeds=parse_speeds(args.speeds),
                      max_tokens=args.max_tokens,

@@ -24,10 +24,19 @@ of requests that stream, so that the router sees their first token (the TTFT, an
 request moving from prefill to decode in its accounting; ``RouteRequest.streamed``); of
 the others it sees only the completion, as a proxy does for a request that does not
 stream. Which requests stream is drawn from a generator seeded from ``config.seed``.
+
+``config.router_replicas`` (default 1): that many independent routers share the workers,
+as replicas of a router behind a load balancer do. Requests go to them in turn; each has
+its own policy object (seeded ``config.seed + 7919 r`` for replica r) and prefix index,
+counts only the requests it routed, and hears only their first tokens and completions;
+every one hears the engines' reported load. With ``index="exact"`` they read the same
+event-fed indexes, as every replica subscribes to the engines' events. The telemetry is
+replica 0's.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from array import array
 from collections import deque
@@ -95,6 +104,8 @@ class SimConfig:
     report_cached: bool = True
     # the share of requests whose first token the router sees (the module doc)
     stream_share: float = 1.0
+    # independent routers in front of the workers (the module doc)
+    router_replicas: int = 1
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -105,6 +116,10 @@ class SimConfig:
         object.__setattr__(self, "speeds", tuple(check_speed(v) for v in self.speeds))
         if self.index not in ("approx", "exact"):
             raise ConfigError(f"index must be approx or exact, got {self.index!r}")
+        if isinstance(self.router_replicas, bool) or not isinstance(self.router_replicas, int) \
+                or self.router_replicas < 1:
+            raise ConfigError(f"router_replicas must be an integer >= 1, got "
+                              f"{self.router_replicas!r}")
         if not 0.0 <= self.stream_share <= 1.0:
             raise ConfigError(f"stream_share must be in [0, 1], got {self.stream_share!r}")
         check_max_tokens(self.max_tokens)
@@ -113,8 +128,9 @@ class SimConfig:
         self.worker_config()  # validates the worker's fields and the eviction policy
         self.routing_policy()  # the policy validates its parameters
 
-    def routing_policy(self) -> RoutingPolicy:
-        return make_router_policy(self.routing, self.routing_args, seed=self.seed)
+    def routing_policy(self, replica: int = 0) -> RoutingPolicy:
+        return make_router_policy(self.routing, self.routing_args,
+                                  seed=self.seed + 7919 * replica)
 
     def worker_config(self) -> WorkerConfig:
         return WorkerConfig(capacity=self.capacity, eviction=self.eviction,
@@ -207,21 +223,23 @@ def simulate(workload: Workload, config: SimConfig | None = None, *, ceilings: b
     def on_step(worker: SimWorker) -> None:
         usage = worker.used_tokens / worker.capacity
         load.extend((loop.now, worker.index, len(worker.waiting), worker.running, usage))
-        router.report_load(worker.index, running=worker.running, waiting=len(worker.waiting),
-                           kv_usage=worker.held_tokens / worker.capacity,
-                           kv_capacity=worker.capacity,
-                           max_running=worker.config.max_running or 0)
+        for router in routers:
+            router.report_load(worker.index, running=worker.running,
+                               waiting=len(worker.waiting),
+                               kv_usage=worker.held_tokens / worker.capacity,
+                               kv_capacity=worker.capacity,
+                               max_running=worker.config.max_running or 0)
 
     def on_first_token(job: Job) -> None:
         d = dispatches[job.req.rid]
         if d.req.streamed:
-            router.first_token(d, loop.now)
+            routers[owner[job.req.rid]].first_token(d, loop.now)
 
     def on_finish(job: Job) -> None:
         now = loop.now
         req = job.req
         d = dispatches.pop(req.rid)
-        router.complete(d, now, ok=True,
+        routers[owner.pop(req.rid)].complete(d, now, ok=True,
                         ttft_s=job.first_token - job.queued if d.req.streamed else None,
                         cached_tokens=job.cached if cfg.report_cached else None,
                         prompt_tokens=req.prompt_len, output_tokens=req.output_len)
@@ -241,12 +259,14 @@ def simulate(workload: Workload, config: SimConfig | None = None, *, ceilings: b
                for i in range(cfg.workers)]
     for w in workers:
         w.debug = cfg.debug
-    router = Router(cfg.routing_policy(), cfg.workers,
-                    probes=workers)
+    routers = [Router(cfg.routing_policy(r), cfg.workers, probes=workers)
+               for r in range(cfg.router_replicas)]
+    owner: dict[int, int] = {}  # rid -> the replica that routed it
+    turns = itertools.count()
     if cfg.index == "exact":
         from kvroute.sim.exact_index import attach_exact_indexes
 
-        attach_exact_indexes(router, workers, loop, cfg.event_delay, cfg.block_size)
+        attach_exact_indexes(routers, workers, loop, cfg.event_delay, cfg.block_size)
 
     share = cfg.stream_share
     streams = np.random.default_rng([cfg.seed, 7]) if 0.0 < share < 1.0 else None
@@ -260,7 +280,8 @@ def simulate(workload: Workload, config: SimConfig | None = None, *, ceilings: b
                 f"request {req.rid} needs {req.prompt_len + req.output_len} KV tokens, more "
                 f"than a worker's pool of {workers[0].capacity}; raise the capacity")
         streamed = share >= 1.0 if streams is None else bool(streams.random() < share)
-        d = router.route(RouteRequest(req.tokens, req.rid, req.session,
+        r = owner[req.rid] = next(turns) % len(routers)  # the replicas in turn
+        d = routers[r].route(RouteRequest(req.tokens, req.rid, req.session,
                                       max_tokens_sent(cfg.max_tokens, req.output_len),
                                       streamed),
                          loop.now)
@@ -318,7 +339,7 @@ def simulate(workload: Workload, config: SimConfig | None = None, *, ceilings: b
                        np.frombuffer(load, dtype=np.float64).reshape(-1, 5),
                        np.array(in_system, dtype=np.int64), capacity, wall,
                        loop.processed, [w.stats() for w in workers],
-                       routing_telemetry=router.policy.telemetry())
+                       routing_telemetry=routers[0].policy.telemetry())
     if ceilings:
         result.ceilings = request_ceilings(sent if closed is not None else workload,
                                            capacity, cfg.workers)

@@ -1,7 +1,7 @@
 """The simulator's exact router index: each worker's cache events, delivered late.
 
-``attach_exact_indexes(router, workers, loop, delay, block_size)`` gives every simulated
-worker an exact source in the router (:meth:`kvroute.routing.router.Router.attach_exact`):
+``attach_exact_indexes(routers, workers, loop, delay, block_size)`` gives every simulated
+worker an exact source in each router (:meth:`kvroute.routing.router.Router.attach_exact`):
 a :class:`kvroute.events.BlockIndex` fed the worker's radix-cache changes as block events
 (:class:`kvroute.events.RadixBlocks`, blocks of ``block_size`` tokens, as the emulated
 worker publishes them). Each event reaches the index ``delay`` seconds of simulated time
@@ -23,9 +23,10 @@ from kvroute.sim.worker import SimWorker
 __all__ = ["attach_exact_indexes"]
 
 
-def attach_exact_indexes(router: Router, workers: Sequence[SimWorker], loop: EventLoop,
-                         delay: float, block_size: int) -> list[Any]:
-    """Wire every worker's cache to an exact index in ``router``; the indexes."""
+def attach_exact_indexes(routers: Sequence[Router], workers: Sequence[SimWorker],
+                         loop: EventLoop, delay: float, block_size: int) -> list[Any]:
+    """Wire every worker's cache to an exact index that each of ``routers`` reads; the
+    indexes."""
     if delay < 0:
         raise ConfigError(f"the event delay must be >= 0 s, got {delay}")
     from kvroute.server.kv_events import load_events
@@ -46,6 +47,7 @@ def attach_exact_indexes(router: Router, workers: Sequence[SimWorker], loop: Eve
                 loop.at(loop.now + delay, STEP_END, index.apply, block_event)
 
         w.cache.subscribe(listener)
-        router.attach_exact(w.index, ev.BlockIndexSource(index))
+        for router in routers:
+            router.attach_exact(w.index, ev.BlockIndexSource(index))
         indexes.append(index)
     return indexes
