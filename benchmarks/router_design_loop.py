@@ -113,6 +113,8 @@ def main() -> None:
     ap.add_argument("--speeds", help="workers' speeds passed to compare (with --rows)")
     ap.add_argument("--capacity", type=int, help="KV pool per worker passed to compare "
                     "(with --rows)")
+    ap.add_argument("--router-replicas", type=int, default=1, metavar="R",
+                    help="routers sharing the workers, passed to compare (with --rows)")
     ap.add_argument("-o", "--option", action="append", default=[], metavar="WL.KEY=VALUE",
                     help="a workload option passed to compare (with --rows)")
     ap.add_argument("--max-tokens", default="exact", metavar="exact|none|N",
@@ -128,9 +130,9 @@ def main() -> None:
         best = best_in_rows(args.rows, args.routing)
     else:
         if args.workers or args.option or args.profile or args.speeds or args.capacity \
-                or args.trace == "none":
-            sys.exit("--workers, --profile, --speeds, --capacity, -o and --trace none need "
-                     "--rows: the doc's rows are the preset's")
+                or args.trace == "none" or args.router_replicas > 1:
+            sys.exit("--workers, --profile, --speeds, --capacity, --router-replicas, -o and "
+                     "--trace none need --rows: the doc's rows are the preset's")
         if args.seeds not in SECTIONS:
             sys.exit(f"the doc has rows for seeds {' or '.join(SECTIONS)}; for others, --rows")
         best = best_others(args.doc, SECTIONS[args.seeds], args.routing)
@@ -154,6 +156,8 @@ def main() -> None:
             cmd += ["--speeds", args.speeds]
         if args.capacity:
             cmd += ["--capacity", str(args.capacity)]
+        if args.router_replicas > 1:
+            cmd += ["--router-replicas", str(args.router_replicas)]
         cmd += ["--max-tokens", args.max_tokens]
         if not args.report_cached:
             cmd += ["--no-cached-report"]

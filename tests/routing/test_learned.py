@@ -766,3 +766,19 @@ def test_a_worker_whose_slots_are_full_makes_a_newcomer_wait() -> None:
     # second in line (another request admitted and not yet decoding): still A's due at
     # least, as only A is known to decode there
     assert policy.costs(fresh, _slot_view(1.02, 1, in_flight=2)).room[0] == pytest.approx(0.043)
+
+
+def test_requests_other_routers_sent_count_through_the_engines_report() -> None:
+    """Two workers this router left idle; worker 0's engine reports 6 running and 2 queued
+    (another router's requests): it counts 8 requests there, so a prefill there delays
+    more of them and the request goes to worker 1. Where the engine reports fewer than
+    the router's own count, the router's count stands."""
+    policy = Learned()
+    view = ClusterView([WorkerState(0, running=6, waiting=2), WorkerState(1)], PrefixIndex(2))
+    req = RouteRequest(np.arange(1000, dtype=np.int64), rid=1, max_tokens=4)
+    costs = policy.costs(req, view)
+    assert costs.seen == [8, 0]
+    assert costs.cost[0] > costs.cost[1]
+    assert policy.route(req, view).worker == 1
+    own = ClusterView([WorkerState(0, in_flight=3, running=1), WorkerState(1)], PrefixIndex(2))
+    assert policy.costs(req, own).seen == [3, 0]

@@ -2,9 +2,16 @@
 
 What it sees (never the simulator's probes): the router's prefix index
 (``view.matched(req)``), its in-flight accounting (``in_flight``, ``prefill_units``), the
-engines' reported KV pool (``kv_capacity``, ``kv_usage``), each request's first token
-(``on_first_token``) and each completed request's TTFT, E2E and engine-reported cached
-tokens.
+engines' reported load (``running``, ``waiting``, ``kv_capacity``, ``kv_usage``,
+``max_running``), each request's first token (``on_first_token``) and each completed
+request's TTFT, E2E and engine-reported cached tokens.
+
+``in_flight_w`` below is the router's own count of requests open on ``w``, or the
+engine's reported ``running + waiting`` where that is more: where several routers share
+the workers (replicas of ``kvroute serve``, each of Ray Serve's handles) each counts only
+its own, and the engine's count carries the others' (docs/routing-results.md, "Several
+routers"). With one router the engine's count, reported after the router's, is not more
+(the simulator's runs give the same decisions either way).
 
 For a request of ``L`` prompt units and ``O`` output tokens (``max_tokens``, or expected:
 "The output" below), and each allowed worker ``w``:
@@ -220,6 +227,7 @@ class Costs(NamedTuple):
     ahead: list[float]  # uncached units queued ahead of it
     room: list[float]  # seconds it would wait for room in the KV pool or a slot, where that binds
     ctx: list[float]  # prompt units in flight with it, / 1e5 (the decode model's context)
+    seen: list[int]  # requests on each worker (in_flight_w in the module doc)
     age: list[int]  # age bucket of its prefix (-1: none recorded)
     out: float | None  # its expected output tokens (None: no estimate)
     fingerprint: np.ndarray  # its OutputLengths.fingerprint
@@ -345,11 +353,15 @@ class Learned(RoutingPolicy):
             hit[w] = h if h <= cap else cap
         workers = view.workers
         allowed = view.candidates().tolist()
+        # requests on each worker: this router's, or what its engine reports where that is
+        # more (other routers' requests too: the module doc)
+        seen = [ws.in_flight if ws.in_flight >= ws.running + ws.waiting
+                else ws.running + ws.waiting for ws in workers]
         if len(allowed) == n:
-            flights = sum([ws.in_flight for ws in workers])
+            flights = sum(seen)
             top = max(hit)
         else:
-            flights = sum(workers[w].in_flight for w in allowed)
+            flights = sum(seen[w] for w in allowed)
             top = max(hit[w] for w in allowed)
         # lam = flight + (flight + mean in flight over the allowed) / 2
         lam_0 = flights / (2.0 * len(allowed))
@@ -391,30 +403,31 @@ class Learned(RoutingPolicy):
                     if admitted > ttft_w:
                         room[w] = admitted - ttft_w
                         ttft_w = admitted
+            flight = seen[w]
             slots = ws.max_running
-            if slots and ws.in_flight >= slots:  # it queues for a running slot (module doc)
-                admitted = self.room.slot_wait(w, ws.in_flight - slots + 1, now) + work + a2
+            if slots and flight >= slots:  # it queues for a running slot (the module doc)
+                admitted = self.room.slot_wait(w, flight - slots + 1, now) + work + a2
                 if admitted > ttft_w:
                     room[w] += admitted - ttft_w
                     ttft_w = admitted
             ttft[w] = ttft_w
             ctx_w = ctx[w] = (ws.prefill_units + ws.decode_units + length) / 1e5
-            flight = ws.in_flight
             dec = flight * dec_flight + ctx_w * dec_ctx + dec_0 if by_output else decode_mean
             own_w = own[w] = ttft_w + dec * s_w
             cost[w] = (own_w + ttft_w * tw + (flight * 1.5 + lam_0) * (work + copy) + copy
                        + bal_k * (inflow_w * n / total - 1.0) * u)
-        return Costs(cost, own, ttft, unc, ahead, room, ctx, age, out, fingerprint)
+        return Costs(cost, own, ttft, unc, ahead, room, ctx, seen, age, out, fingerprint)
 
     def route(self, req: RouteRequest, view: ClusterView) -> Decision:
-        cost, own, ttft, unc, ahead, room, ctx, age, out, fingerprint = self.costs(req, view)
+        cost, own, ttft, unc, ahead, room, ctx, seen, age, out, fingerprint = self.costs(req,
+                                                                                     view)
         w = view.argmin(cost)
         if cost.count(cost[w]) > 1:  # tied: the smallest prefix index, then the lowest index
             sizes = view.index_sizes()
             w = min((v for v in view.candidates().tolist() if cost[v] == cost[w]),
                     key=lambda v: sizes[v])
         u = unc[w]
-        x_dec = (1.0, view.workers[w].in_flight + 1.0, ctx[w])
+        x_dec = (1.0, seen[w] + 1.0, ctx[w])
         pred_e2e = own[w]  # reported: with an output expected, from decode_report
         if out is not None and not self.models.completions_only:
             decode = max(out - 1.0, 0.0) * self.models.decode_report.predict(x_dec)
