@@ -10,8 +10,9 @@ request's TTFT, E2E and engine-reported cached tokens.
 engine's reported ``running + waiting`` where that is more: where several routers share
 the workers (replicas of ``kvroute serve``, each of Ray Serve's handles) each counts only
 its own, and the engine's count carries the others' (docs/routing-results.md, "Several
-routers"). With one router the engine's count, reported after the router's, is not more
-(the simulator's runs give the same decisions either way).
+routers"). With one router the simulated engine's count is never more (the simulator's
+runs give the same decisions either way); a live scrape, up to ``--metrics-interval``
+old, can be for that long after requests completed.
 
 For a request of ``L`` prompt units and ``O`` output tokens (``max_tokens``, or expected:
 "The output" below), and each allowed worker ``w``:
@@ -113,7 +114,7 @@ model instead (below, "The reported E2E"). The terms:
   on running requests (``WorkerState.max_running``: SGLang's
   ``--max-running-requests``, reported in its metrics; vLLM's ``--max-num-seqs``, which
   ``kvroute serve --max-running`` states) admits a request only when one of its slots
-  frees. Where this policy's requests in flight on ``w`` fill its slots, the request is
+  frees. Where the requests on ``w`` fill its slots, the request is
   ``k = in_flight_w - max_running_w + 1``-th in line and waits until the ``k``-th of the
   requests decoding there is due to finish; its TTFT is then at least that wait plus
   ``a . [u_w / 1000, pairs / 1e6, 1]``, as for room (the larger of the two waits counts).
