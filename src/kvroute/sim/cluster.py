@@ -239,7 +239,8 @@ def simulate(workload: Workload, config: SimConfig | None = None, *, ceilings: b
         now = loop.now
         req = job.req
         d = dispatches.pop(req.rid)
-        routers[owner.pop(req.rid)].complete(d, now, ok=True,
+        router = routers[owner.pop(req.rid)]
+        router.complete(d, now, ok=True,
                         ttft_s=job.first_token - job.queued if d.req.streamed else None,
                         cached_tokens=job.cached if cfg.report_cached else None,
                         prompt_tokens=req.prompt_len, output_tokens=req.output_len)
@@ -282,9 +283,9 @@ def simulate(workload: Workload, config: SimConfig | None = None, *, ceilings: b
         streamed = share >= 1.0 if streams is None else bool(streams.random() < share)
         r = owner[req.rid] = next(turns) % len(routers)  # the replicas in turn
         d = routers[r].route(RouteRequest(req.tokens, req.rid, req.session,
-                                      max_tokens_sent(cfg.max_tokens, req.output_len),
-                                      streamed),
-                         loop.now)
+                                          max_tokens_sent(cfg.max_tokens, req.output_len),
+                                          streamed),
+                             loop.now)
         # the simulator never calls router.undelivered, the one reader of the prompt after
         # routing: the dispatch keeps its length only (a zero-stride stand-in), so a long
         # backlog does not hold every prompt (the worker parks its own copy compactly)
