@@ -30,8 +30,8 @@ For a request of ``L`` prompt units and ``O`` output tokens (``max_tokens``, or 
                                                     first token ("Requests that do not
                                                     stream", below; 0 when all stream)
     TTFT_w = a . [(s_w * ahead + u_w) / 1000, pairs / 1e6, 1], or where it waits for room
-             in w's KV pool ("Room in the pool", below) room_w + a . [u_w / 1000,
-             pairs / 1e6, 1] if that is more
+             in w's KV pool or a slot ("Waits for admission", below) room_w + a .
+             [u_w / 1000, pairs / 1e6, 1] if that is more
     ctx_w  = (prompt units in flight on w + L) / 1e5
     dec_w  = s_w * (O - 1) * d . [1, in_flight_w + 1, ctx_w]   its decode time (s_w: the
                                                     worker's slowness, below)
@@ -95,32 +95,20 @@ model instead (below, "The reported E2E"). The terms:
   otherwise send every new prompt to the same workers (docs/routing-results.md, "Low
   load").
 
-* Room in the pool (:mod:`~kvroute.routing.pool_room`). An engine admits a request only
-  when its KV pool can take its uncached prompt, its output and the cached prefix it
-  locks. Long prompts decoding on a worker can hold its pool for minutes with nothing
-  queued there for prefill, and the queue term reads that worker as free. A request
-  needs ``L + O`` units of the pool there, less the matched prefix where the request
-  that last carried it there (``view.last_sent``) is still open (it holds it already).
-  Each request decoding on ``w`` (from its first token) holds its own need until its
-  reported decode time has passed; ``room_w`` is the time until those due first have
-  freed enough of the pool as the engine reports it (``kv_usage``; sizes scaled down to
-  it where prompts share a prefix). The pool and the output are converted to router
-  units by the router's units per engine token (``view.units_per_token``, from the
-  replies' prompt tokens; no room is claimed before the first such report, nor for
-  requests admitted and still prefilling, nor on engines that report no pool: a lower
-  bound; measured in docs/routing-results.md, "Features of the public conversation
-  trace").
-* A slot (:meth:`~kvroute.routing.pool_room.PoolRoom.slot_wait`). An engine with a cap
-  on running requests (``WorkerState.max_running``: SGLang's
-  ``--max-running-requests``, reported in its metrics; vLLM's ``--max-num-seqs``, which
-  ``kvroute serve --max-running`` states) admits a request only when one of its slots
-  frees. Where the requests on ``w`` fill its slots, the request is
-  ``k = in_flight_w - max_running_w + 1``-th in line and waits until the ``k``-th of the
-  requests decoding there is due to finish; its TTFT is then at least that wait plus
-  ``a . [u_w / 1000, pairs / 1e6, 1]``, as for room (the larger of the two waits counts).
-  Without it the rule kept sending short prompts to the worker it had made its decode
-  worker after its slots were full (docs/routing-results.md, "Traffic with no reuse at
-  all"). No cap known: nothing changes.
+* Waits for admission (:mod:`~kvroute.routing.pool_room`, whose contract has the
+  mechanism). An engine admits a request only when its KV pool has room for it and, where
+  it caps its running requests (``WorkerState.max_running``: SGLang reports its
+  ``--max-running-requests``; for vLLM's ``--max-num-seqs``, ``kvroute serve
+  --max-running``), a slot is free. Each request decoding on ``w`` (from its first
+  token) holds its need, ``L + O`` units less a prefix an open request there holds
+  already, and its slot until its reported decode time has passed. ``room_w`` is the
+  longer of the two waits, and the TTFT there is at least ``room_w + a . [u_w / 1000,
+  pairs / 1e6, 1]``. The pool and the output are in router units by
+  ``view.units_per_token`` (from the replies' prompt tokens; no room is claimed before
+  the first such report, nor on engines that report no pool, and no cap is assumed:
+  lower bounds). Without them the queue term reads a worker whose pool or slots long
+  decodes hold as free (docs/routing-results.md, "Features of the public conversation
+  trace", "Engines with a cap on running requests").
 
 Learning (all from completions; errors teach nothing):
 

@@ -1,11 +1,12 @@
 """``PoolRoom``: how long a request routed to a worker would wait for room in the worker's
-KV pool, from the requests a policy has open there.
+KV pool, or for a running slot, from the requests a policy has open there.
 
 An engine admits a request only when its pool can take the request's uncached prompt, its
-output and the cached prefix it locks (SGLang's scheduler, vLLM's block allocation). A few
-long prompts decoding on a worker can hold most of its pool for hundreds of steps:
-nothing else is admitted there meanwhile, and nothing is queued there for prefill, so an
-estimate from the prefill queue reads the worker as free.
+output and the cached prefix it locks (SGLang's scheduler, vLLM's block allocation), and,
+where it caps its running requests, when a slot is free. A few long prompts decoding on a
+worker can hold most of its pool for hundreds of steps, and many short decodes its
+slots: nothing else is admitted there meanwhile, and nothing is queued there for
+prefill, so an estimate from the prefill queue reads the worker as free.
 
 Contract (sizes and the pool in the router's units, times in the router's clock):
 
