@@ -114,12 +114,13 @@ def test_coefficients_are_computed_once_per_fit_and_follow_each_update() -> None
 
 def test_a_ridge_pulls_undetermined_coefficients_to_the_prior() -> None:
     """The coefficients with ``ridge`` are the penalised least-squares fit (solved in one
-    batch here); a ridge of 0 changes nothing, and where two features move together the
-    ridged one stays near its prior while the other explains the target."""
+    batch here); a ridge of 0 changes nothing (but for its floor of 1 / p0), and where
+    two features move together the ridged one stays near its prior while the other
+    explains the target."""
     x, y = collinear()
     plain = fitted(x, y, floor=-math.inf)
     assert fitted(x, y, floor=-math.inf, ridge=[0.0, 0.0, 0.0]).coefficients() == \
-        pytest.approx(plain.coefficients(), abs=1e-9)
+        pytest.approx(plain.coefficients(), rel=1e-6)  # but for the floor of 1 / p0
     r = np.diag([0.0, 0.0, 50.0])
     ridged = fitted(x, y, floor=-math.inf, ridge=[0.0, 0.0, 50.0])
     expected = np.linalg.solve(x.T @ x + r, x.T @ y)  # prior 0
@@ -172,3 +173,20 @@ def test_a_p_gone_astray_is_reset_and_the_sample_still_teaches() -> None:
     assert model.coefficients().sum() == pytest.approx(2.0, abs=1e-3)
     model.update([math.nan, 1.0], 1.0)  # a bad sample is not a bad P
     assert model.resets == 1 and model.samples == 1
+
+
+def test_a_ridge_fit_stays_solvable_when_the_samples_never_vary() -> None:
+    # the same sample again and again (one client sending one request at a time): only the
+    # direction of x is excited, forgetting took the start's weight from the others, and
+    # M + R went singular after about 9,000 samples at lam 0.998 (`learned`'s reported
+    # decode model: every decision of a live router then failed); the floor of 1 / p0
+    # keeps the unexcited directions at the prior
+    prior = [0.02, 0.001, 0.0]
+    model = OnlineRegression(prior, lam=0.998, intercept=0, ridge=(0.0, 0.0, 1.0))
+    x = [1.0, 2.0, 0.5]
+    for _ in range(20_000):
+        model.update(x, 0.03)
+        assert np.isfinite(model.coefficient_list()).all()
+    assert model.predict(x) == pytest.approx(0.03, rel=1e-6)  # the data's direction is fitted
+    d = np.array([2.0, -1.0, 0.0])  # unexcited (d . x = 0) and free of the given ridge
+    assert np.dot(model.coefficients(), d) == pytest.approx(np.dot(prior, d), abs=1e-6)
