@@ -114,13 +114,12 @@ def test_coefficients_are_computed_once_per_fit_and_follow_each_update() -> None
 
 def test_a_ridge_pulls_undetermined_coefficients_to_the_prior() -> None:
     """The coefficients with ``ridge`` are the penalised least-squares fit (solved in one
-    batch here); a ridge of 0 changes nothing (but for its floor of 1 / p0), and where
-    two features move together the ridged one stays near its prior while the other
-    explains the target."""
+    batch here); a ridge of 0 changes nothing, and where two features move together the
+    ridged one stays near its prior while the other explains the target."""
     x, y = collinear()
     plain = fitted(x, y, floor=-math.inf)
     assert fitted(x, y, floor=-math.inf, ridge=[0.0, 0.0, 0.0]).coefficients() == \
-        pytest.approx(plain.coefficients(), rel=1e-6)  # but for the floor of 1 / p0
+        pytest.approx(plain.coefficients(), abs=1e-9)
     r = np.diag([0.0, 0.0, 50.0])
     ridged = fitted(x, y, floor=-math.inf, ridge=[0.0, 0.0, 50.0])
     expected = np.linalg.solve(x.T @ x + r, x.T @ y)  # prior 0
@@ -179,8 +178,8 @@ def test_a_ridge_fit_stays_solvable_when_the_samples_never_vary() -> None:
     # the same sample again and again (one client sending one request at a time): only the
     # direction of x is excited, forgetting took the start's weight from the others, and
     # M + R went singular after about 9,000 samples at lam 0.998 (`learned`'s reported
-    # decode model: every decision of a live router then failed); the floor of 1 / p0
-    # keeps the unexcited directions at the prior
+    # decode model: every decision of a live router then failed); the prior's starting
+    # weight, given back, keeps the unexcited directions at the prior
     prior = [0.02, 0.001, 0.0]
     model = OnlineRegression(prior, lam=0.998, intercept=0, ridge=(0.0, 0.0, 1.0))
     x = [1.0, 2.0, 0.5]

@@ -31,13 +31,14 @@ pulled towards ``prior`` where the data leave it undetermined: the coefficients 
 distance from the prior; ``M`` grows with the samples, so the pull fades where they tell
 the coefficients apart, and stays in the directions they do not, e.g. two features that
 move together), then clipped and the intercept refitted as above, with ``M + R`` for
-``M``. Every weight of ``R`` is at least ``1 / p0``, the prior's weight at the start,
-which forgetting would otherwise take away: where no sample excites a direction that the
-given ridge leaves free (a client that sends the same request one at a time: the
-features never vary apart), ``M + R`` would become singular after some thousands of
-samples at ``lam`` 0.998 and the solve would fail; held at ``1 / p0``, that direction
-stays at its prior. A sample of weight ``v`` is ``update(sqrt(v) x, sqrt(v) y)``. Mechanism only:
-which features, weights and targets are the caller's business.
+``M``. ``R`` also gives back to every coefficient the part of the prior's starting
+weight ``1 / p0`` that forgetting has taken from ``M`` (``(1 - lam^samples) / p0``): where
+no sample excites a direction that the given ridge leaves free (a client that sends the
+same request one at a time: the features never vary apart), ``M + R`` would otherwise
+become singular after some thousands of samples at ``lam`` 0.998 and the solve fail;
+so that direction stays at its prior. A sample of weight ``v`` is ``update(sqrt(v) x,
+sqrt(v) y)``. Mechanism only: which features, weights and targets are the caller's
+business.
 
 Long runs. ``P`` is updated in a form that keeps it symmetric to the bit (``update``), or
 rounding errors grow by ``1 / lam`` per sample until, after some ten thousand samples at
@@ -87,9 +88,7 @@ class OnlineRegression:
         if self.ridge is not None and (self.ridge.shape != self.P.shape
                                        or not (np.diag(self.ridge) >= 0).all()):
             raise ConfigError(f"ridge needs {n} weights >= 0, got {list(ridge or ())}")
-        if self.ridge is not None:  # at least the prior's starting weight (the module doc)
-            self.ridge = np.maximum(self.ridge, np.eye(n) / self.p0)
-            self._pull = self.ridge @ self.prior
+        self._kept = 1.0  # lam ** samples: the share of the prior's weight left in M
         self.samples = 0
         self.resets = 0  # times P was reset (the module doc)
         self._coef: np.ndarray | None = None  # coefficients() of the theta in _coef_of
@@ -116,8 +115,9 @@ class OnlineRegression:
         floor = self.floor
         t: list[float] = self.theta.tolist()
         if self.ridge is not None:
-            m = self.M + self.ridge
-            t = np.linalg.solve(m, self.M @ self.theta + self._pull).tolist()
+            ridge = self.ridge + np.eye(len(t)) * ((1.0 - self._kept) / self.p0)  # module doc
+            m = self.M + ridge
+            t = np.linalg.solve(m, self.M @ self.theta + ridge @ self.prior).tolist()
         elif min(t) >= floor:  # nothing clipped
             self._list, self._list_of = t, self.theta
             return t
@@ -169,6 +169,7 @@ class OnlineRegression:
         self.P -= step
         self.P /= self.lam
         if self.ridge is not None:  # the ridge reads all of M, the intercept one row
+            self._kept *= self.lam
             self.M *= self.lam
             self.M += np.multiply.outer(xv, xv)
         elif self.intercept is not None:
