@@ -155,6 +155,19 @@ async def test_a_call_without_a_prompt_is_left_to_serve():
 
 
 @pytest.mark.asyncio
+async def test_replica_stats_that_are_not_a_load_are_left_unread_and_counted():
+    router, _ = make()
+    good = load_stats(3, 1, 0.5, 1000)
+    reps = [Replica("a", good), Replica("b", good)]
+    router.update_replicas(reps)
+    reps[0].routing_stats = {**good, "kv_usage": float("nan")}
+    reps[1].routing_stats = {**good, "running": "many"}
+    router.update_replicas(reps)
+    assert router.stats()["bad_load"] == 2
+    assert [(w.running, w.kv_usage) for w in router.router.workers] == [(3, 0.5), (3, 0.5)]
+
+
+@pytest.mark.asyncio
 async def test_done_before_accepted_counts_ok_and_an_orphan_closes_after_the_grace():
     """A fast replica's request is reported done before Serve reports it accepted: it
     closes ok when its result is in, not as refused. A choice reported done that is never

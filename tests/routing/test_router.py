@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -228,6 +229,20 @@ def test_report_load_and_forget_cache() -> None:
     assert router.matched(RouteRequest(np.arange(4))).tolist() == [4, 0]
     router.forget_cache(0)
     assert router.matched(RouteRequest(np.arange(4))).tolist() == [0, 0]
+
+
+@pytest.mark.parametrize("bad", [{"kv_usage": math.nan}, {"kv_usage": math.inf},
+                                 {"kv_usage": -0.1}, {"running": -1}, {"kv_capacity": -5}])
+def test_an_unusable_engine_load_is_refused_and_changes_nothing(bad: dict) -> None:
+    # a NaN usage once reached llmd's scores and every decision after it failed
+    router = Router(make_router_policy("llmd"), 2)
+    router.report_load(1, running=5, waiting=2, kv_usage=0.25, kv_capacity=100_000)
+    load = {"running": 1, "waiting": 0, "kv_usage": 0.5, "kv_capacity": 1000, **bad}
+    with pytest.raises(ValueError, match="not usable"):
+        router.report_load(1, **load)
+    s = router.workers[1]
+    assert (s.running, s.waiting, s.kv_usage, s.kv_capacity) == (5, 2, 0.25, 100_000)
+    assert router.route(RouteRequest(np.arange(4)), 0.0).worker == 0
 
 
 def test_the_index_is_kept_for_policies_that_use_it_or_on_request() -> None:

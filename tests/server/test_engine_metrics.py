@@ -57,6 +57,16 @@ def test_page_without_load_gauges_is_none_and_bad_values_raise() -> None:
         engine_load('vllm:num_requests_running{model_name="m"} many\n')
 
 
+@pytest.mark.parametrize("line", ['vllm:kv_cache_usage_perc{model_name="m"} NaN',
+                                  'vllm:num_requests_running{model_name="m"} +Inf',
+                                  'vllm:num_requests_waiting{model_name="m"} -1'])
+def test_a_load_gauge_that_reads_nan_inf_or_below_zero_raises(line: str) -> None:
+    # the scrape reports a ValueError as an unreadable page (the policies keep the last
+    # load); NaN reached the policies before, and +Inf escaped as an OverflowError
+    with pytest.raises(ValueError, match="reads"):
+        engine_load(VLLM_V0 + line + "\n")
+
+
 def test_samples_strip_total_skip_created_and_other_families() -> None:
     got = samples(VLLM_V1, ["vllm:prefix_cache_hits"])
     assert got == {"vllm:prefix_cache_hits": [120.0, 30.0]}

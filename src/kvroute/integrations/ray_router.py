@@ -98,7 +98,8 @@ class KvrouteRouting(RequestRouter):  # type: ignore[misc, unused-ignore]  # Any
         self.encoder = PromptEncoder(tok, template)
         self.router: Router | None = None  # built with the first replica
         self.members: list[ReplicaID] = []  # worker i of the Router is members[i]
-        self.counts: Counter[str] = Counter()  # routed, ok, failed, refused, unrouted
+        # routed, ok, failed, refused, unrouted; bad_load: replica stats left unread
+        self.counts: Counter[str] = Counter()
         self._chosen: dict[str, _Attempt] = {}  # by internal request id: not yet accepted
         self._refused: dict[str, set[ReplicaID]] = {}  # replicas that did not take it
         self._done_unrouted: dict[str, float] = {}  # chosen, reported done, not accepted yet
@@ -141,11 +142,15 @@ class KvrouteRouting(RequestRouter):  # type: ignore[misc, unused-ignore]  # Any
         stats = replica.routing_stats or {}
         if self.router is None or not all(k in stats for k in LOAD_KEYS):
             return
-        self.router.report_load(self.members.index(replica.replica_id),
-                                running=int(stats["running"]), waiting=int(stats["waiting"]),
-                                kv_usage=float(stats["kv_usage"]),
-                                kv_capacity=int(stats["kv_capacity"]),
-                                max_running=int(stats.get("max_running", 0)))
+        try:
+            self.router.report_load(self.members.index(replica.replica_id),
+                                    running=int(stats["running"]),
+                                    waiting=int(stats["waiting"]),
+                                    kv_usage=float(stats["kv_usage"]),
+                                    kv_capacity=int(stats["kv_capacity"]),
+                                    max_running=int(stats.get("max_running", 0)))
+        except (TypeError, ValueError, OverflowError):  # not numbers, NaN, negative: kept out
+            self.counts["bad_load"] += 1
 
     # --- routing ------------------------------------------------------------------------
     def _units(self, pr: PendingRequest) -> tuple[np.ndarray, int | None] | None:
@@ -268,5 +273,5 @@ class KvrouteRouting(RequestRouter):  # type: ignore[misc, unused-ignore]  # Any
             for m, s in zip(self.members, r.workers, strict=True)]
         return {"policy": self.policy.name, **{k: self.counts[k] for k in
                                               ("routed", "ok", "failed", "refused",
-                                               "unrouted")},
+                                               "unrouted", "bad_load")},
                 "open": 0 if r is None else r.open_dispatches, "workers": workers}

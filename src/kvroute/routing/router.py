@@ -45,6 +45,7 @@ methods; only their clocks differ):
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -138,7 +139,12 @@ class Router:
         """What worker ``worker``'s engine says about itself (``WorkerState``'s second
         group): requests running and queued, the fraction of its KV pool in use, the
         pool's size in tokens (0: unknown) and its cap on running requests (0: none
-        known)."""
+        known). ValueError, and nothing changes, if a count is negative or the usage is
+        not a finite number >= 0 (a gauge that reads NaN must not reach the policies)."""
+        if min(running, waiting, kv_capacity, max_running) < 0 or not 0.0 <= kv_usage < math.inf:
+            raise ValueError(f"worker {worker}'s engine load is not usable: running={running}, "
+                             f"waiting={waiting}, kv_usage={kv_usage}, "
+                             f"kv_capacity={kv_capacity}, max_running={max_running}")
         state = self.workers[worker]
         state.running, state.waiting = running, waiting
         state.kv_usage, state.kv_capacity = kv_usage, kv_capacity

@@ -27,6 +27,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -75,7 +76,8 @@ class EngineLoad:
 
 def engine_load(text: str) -> EngineLoad | None:
     """The load an engine reports, or None when the page has neither SGLang's nor vLLM's
-    gauges. Raises ValueError when the page cannot be parsed."""
+    gauges. Raises ValueError when the page cannot be parsed or a load gauge reads NaN,
+    an infinity or a negative number."""
     got: dict[str, list[float]] = {}
     vllm_capacity = 0
     for name, labels, value in _parse(text, _WANTED):
@@ -83,6 +85,8 @@ def engine_load(text: str) -> EngineLoad | None:
             with contextlib.suppress(ValueError):
                 vllm_capacity += (int(labels.get("num_gpu_blocks", 0))
                                   * int(labels.get("block_size", 0)))
+        elif not 0.0 <= value < math.inf:  # a count or a share: NaN, inf or < 0 is no load
+            raise ValueError(f"{name} reads {value}")
         else:
             got.setdefault(name, []).append(value)
     cap = 0
