@@ -149,3 +149,65 @@ def test_workers_added_and_removed(name: str) -> None:
     assert len(seen) == len(reqs)
     assert sorted(fb.rid for fb in seen) == sorted(r.rid for r in reqs)
     assert all(s.in_flight == 0 for s in router.workers)
+
+
+def odd_but_possible(router: Router, seed: int, steps: int = 200) -> int:
+    """Route and close requests with what live engines and clients can send: empty and
+    repeated prompts, time that stands still or jumps, engines that count more cached or
+    prompt tokens than were sent, no output or a huge one, a TTFT after the E2E, loads far
+    above the pool or the cap, workers that join and leave."""
+    rng = np.random.default_rng(seed)
+    heads = [rng.integers(0, 50, size=int(rng.integers(1, 3000))) for _ in range(3)]
+    open_: list = []
+    now = 0.0
+    for _ in range(steps):
+        now += float(rng.choice([0.0, 1e-9, rng.exponential(0.05), 100.0]))
+        if rng.random() < 0.3:
+            for w in range(len(router.workers)):
+                router.report_load(w, running=int(rng.integers(0, 300)),
+                                   waiting=int(rng.integers(0, 300)),
+                                   kv_usage=float(rng.choice([0.0, 1.0, 1.5, rng.random()])),
+                                   kv_capacity=int(rng.choice([0, 1, 16, 10**9])),
+                                   max_running=int(rng.choice([0, 1, 1000])))
+        units = (np.empty(0, dtype=np.int64) if rng.random() < 0.05 else
+                 np.concatenate([heads[int(rng.integers(3))],
+                                 rng.integers(0, 50, size=int(rng.integers(0, 50)))]))
+        max_tokens = rng.choice([None, 0, 1, 2, 10**6])
+        req = RouteRequest(units, max_tokens=None if max_tokens is None else int(max_tokens),
+                           streamed=bool(rng.random() < 0.7))
+        d = router.route(req, now)
+        assert 0 <= d.worker < len(router.workers)
+        open_.append(d)
+        if req.streamed and rng.random() < 0.8:
+            router.first_token(d, now + float(rng.choice([0.0, 1e-7, 0.5, 1e4])))
+        while open_ and rng.random() < 0.6:
+            done = open_.pop(int(rng.integers(len(open_))))
+            n = len(done.req)
+            ttft = rng.choice([None, 0.0, 1e-9, 0.3, 1e5])
+            router.complete(done, now + float(rng.choice([0.0, 1e-9, 0.5, 1e5])),
+                            ok=bool(rng.random() < 0.9),
+                            ttft_s=None if ttft is None else float(ttft),
+                            cached_tokens=rng.choice([None, 0, n, 2 * n + 7, 10**7]),
+                            prompt_tokens=rng.choice([None, 0, n, n + 5, 1]),
+                            output_tokens=rng.choice([None, 0, 1, 5, 10**6]))
+        if rng.random() < 0.02 and len(router.workers) < 6:
+            router.add_worker()
+        if rng.random() < 0.01 and len(router.workers) > 1:
+            router.remove_worker(int(rng.integers(len(router.workers))), now)
+            open_ = [d for d in open_ if not d.closed]
+    for d in open_:
+        router.complete(d, now, ok=True)
+    return steps
+
+
+@pytest.mark.parametrize("name", [n for n in routing_names()
+                                  if not make_router_policy(n).needs_probes])
+def test_odd_but_possible_inputs_never_break_a_policy(name: str) -> None:
+    for seed in range(3):
+        router = Router(make_router_policy(name, seed=seed), 1 + seed)
+        seen = counting(router.policy)
+        routed = odd_but_possible(router, seed)
+        assert sorted(fb.rid for fb in seen) == list(range(routed))  # each heard once
+        assert router.open_dispatches == 0
+        assert all(s.in_flight == 0 and s.prefill_units == 0 and s.decode_units == 0
+                   for s in router.workers)
