@@ -366,7 +366,9 @@ def add_parser(sub: Any) -> None:
                    "cluster's capacity without cache hits) instead of each workload's rate")
     c.add_argument("-o", "--option", action="append", default=[], metavar="WL.KEY=VALUE",
                    help="workload option, e.g. gsp.rate=8 or sharegpt.clients=64")
-    c.add_argument("--trace", metavar="PATH", help="also replay this Mooncake trace")
+    c.add_argument("--trace", metavar="PATH",
+                   help="also replay this Mooncake trace (JSONL, or a CSV of lengths only: "
+                   "Azure's or BurstGPT's columns)")
     c.add_argument("--workers", type=int, default=4, help="simulated workers per run")
     c.add_argument("--profile", default=DEFAULT_PROFILE,
                    help="step-time profile name or JSON file")

@@ -7,6 +7,9 @@ or without a byte-order mark, optionally gzip-compressed (read as such whatever 
 Each id stands for one block of ``block_size`` tokens (512 in the released traces); the
 last block may be partial. A line is rejected (:class:`ConfigError` naming ``path:line``) unless
 ``(len(hash_ids) - 1) * block_size < input_length <= len(hash_ids) * block_size``.
+A file whose first line is not a JSON object is read as a CSV of lengths only (Azure's
+and BurstGPT's public traces: :mod:`~kvroute.workloads.length_traces`), each prompt new
+content.
 
 Contract of :func:`load_mooncake`:
 
@@ -110,14 +113,21 @@ def trace_name(path: str | os.PathLike[str]) -> str:
 
 
 def read_mooncake(path: str | os.PathLike[str], block_size: int = 512) -> list[MooncakeRecord]:
-    """Parse and check every line of a Mooncake trace (blank lines are skipped)."""
+    """Parse and check every line of a Mooncake trace (blank lines are skipped), or the
+    rows of a CSV trace of lengths only (:mod:`~kvroute.workloads.length_traces`: Azure's
+    or BurstGPT's columns; every prompt new content)."""
     if not _is_int(block_size) or block_size < 1:
         raise ConfigError(f"block_size must be an integer >= 1, got {block_size!r}")
     p = os.fspath(path)
     records = []
     try:
         with _open_text(p) as f:
-            for n, text in enumerate(f, 1):
+            first = next((t for t in f if t.strip()), "")
+            f.seek(0)
+            if first and not first.lstrip().startswith("{"):  # a CSV of lengths only
+                from kvroute.workloads.length_traces import read_length_csv
+                records = read_length_csv(f, p, block_size)
+            for n, text in enumerate(() if records else f, 1):
                 if not text.strip():
                     continue
                 try:
