@@ -782,3 +782,38 @@ def test_requests_other_routers_sent_count_through_the_engines_report() -> None:
     assert policy.route(req, view).worker == 1
     own = ClusterView([WorkerState(0, in_flight=3, running=1), WorkerState(1)], PrefixIndex(2))
     assert policy.costs(req, own).seen == [3, 0]
+
+
+def test_several_routers_send_a_prompt_none_can_place_to_its_home() -> None:
+    """With ``replicas`` > 1 a prompt no worker is known to hold more of goes to its home
+    (the same worker from every router, :mod:`kvroute.routing.home`) while its cost there
+    is within the band (1 before any evidence: at most twice the best); one router keeps
+    its own choice (ties: the lowest index)."""
+    from kvroute.routing.home import Home
+
+    idle = view_of([WorkerState(0), WorkerState(1)])
+    n = next(n for n in range(2000, 2100)
+             if Home(1.0).place(np.arange(n), [0, 0], np.ones(2, bool), [0, 1])[0] == 1)
+    assert Learned().route(_req(n), idle).worker == 0
+    routers = [Learned(seed=s, replicas=2) for s in (1, 2)]
+    assert [r.route(_req(n), idle).worker for r in routers] == [1, 1]
+    # a queue at home past the band: the best choice stands
+    busy_home = view_of([WorkerState(0), WorkerState(1, in_flight=2, prefill_units=20_000)])
+    assert Learned(replicas=2).route(_req(n), busy_home).worker == 0
+    # a worker known to hold more of it: no home, the index decides as with one router
+    known = view_of([WorkerState(0), WorkerState(1)], {0: 1000})
+    assert Learned(replicas=2).route(_req(n), known).worker == 0
+
+
+def test_the_home_band_learns_what_the_engines_found_cached_there() -> None:
+    idle = view_of([WorkerState(0), WorkerState(1)])
+    policy = Learned(forget=1.0, replicas=2)
+    d = policy.route(_req(2000), idle)
+    assert policy.telemetry()["home_sent"] == 1
+    policy.on_complete(_feedback(7, d.worker, ttft=0.2, e2e=0.3, cached=1500))
+    assert policy.home is not None
+    assert policy.home.surprise == pytest.approx((1.0 + 0.75) / 3)
+    assert policy.telemetry()["home_band"] == pytest.approx(2 * 1.75 / 3)
+    assert "home_band" not in Learned().telemetry()
+    with pytest.raises(ConfigError, match="replicas"):
+        Learned(replicas=0)

@@ -160,13 +160,25 @@ Learning (all from completions; errors teach nothing):
   ``a`` and ``d`` are that regression's two halves (docs/routing-results.md, "Clients
   that do not stream").
 
+Several routers (``replicas`` > 1: how many routers share the workers, each with its own
+index; docs/routing-results.md, "Several routers"). A router knows only the prefixes it
+placed, so the routers scatter what they cannot see: a document whose questions reach
+four routers lands on up to four workers. Where the index knows nothing beyond a prefix
+every allowed worker holds, the request goes to that prompt's home
+(:mod:`~kvroute.routing.home`: the same worker from every router) if its cost there is
+at most ``band`` times more than the best (``cost_home - cost_best <= band *
+|cost_best|``); ``band`` is twice the share of the rest of such prompts the engines found
+cached at home, learned, so it closes where the routers' prompts share nothing. With
+one router (the default) the rule is off. With the engines' KV events every router sees
+the true caches and does not need it.
+
 Parameters: ``forget`` 0.998 (forgetting factor of every estimate, in (0, 1]);
 ``prior_ktoken_s`` 0.1 (prior seconds per 1000 prefill units, replaced by the first few
 hundred completions; the decision does not depend on its scale when costs are
 prefill-bound); ``ttft_weight`` 3 and ``copy_weight`` 3 (>= 0; chosen on the design grid
 of docs/routing-results.md, checked on seeds 4-6); ``balance_weight`` 0.01 (>= 0; a tie
-breaker's scale, above); ``ttft_scale`` 0 (>= 0; below); no constant depends on a
-workload.
+breaker's scale, above); ``ttft_scale`` 0 (>= 0; below); ``replicas`` 1 (the routers
+sharing the workers, above); no constant depends on a workload.
 
 Long outputs (docs/routing-results.md, "Long outputs"): where decode dominates, the rule
 keeps a prefix group's burst together, for the lowest mean E2E and up to twice the TTFT
@@ -180,7 +192,8 @@ Telemetry (:meth:`telemetry`): the mean absolute and signed error of the predict
 the reported E2E and the expected output (:mod:`~kvroute.routing.prediction_errors`), the
 coefficients, how often a model's ``P`` was reset (``model_resets``: the regression's
 guard for long runs, :mod:`~kvroute.routing.online_regression`), the hit realisation
-(overall and by age), each worker's slowness and its inflow excess.
+(overall and by age), each worker's slowness and its inflow excess; with ``replicas`` >
+1, ``home_band`` and the requests sent home (``home_sent``).
 """
 
 from __future__ import annotations
@@ -190,9 +203,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from kvroute.params import number
+from kvroute.params import integer, number
 from kvroute.routing.base import ClusterView, Decision, Feedback, RouteRequest, RoutingPolicy
 from kvroute.routing.hit_realisation import HitRealisation
+from kvroute.routing.home import Home
 from kvroute.routing.inflow import Inflow
 from kvroute.routing.latency_models import LatencyModels
 from kvroute.routing.output_lengths import OutputLengths
@@ -240,6 +254,7 @@ class _Open:
     sent: float  # view.now when routed
     need: float  # units of the pool it needs (held while it decodes)
     room: float  # the wait for room its TTFT was predicted with (0: none)
+    home_common: float  # sent home: the units all workers were known to hold; else -1
 
 
 @register
@@ -250,8 +265,9 @@ class Learned(RoutingPolicy):
     def __init__(self, seed: int = 0, *, forget: float = 0.998,
                  prior_ktoken_s: float = 0.1, ttft_weight: float = 3.0,
                  copy_weight: float = 3.0, ttft_scale: float = 0.0,
-                 balance_weight: float = 0.01) -> None:
+                 balance_weight: float = 0.01, replicas: int = 1) -> None:
         super().__init__(seed)
+        self.replicas = integer("learned", "replicas", replicas, low=1)
         self.ttft_weight, self.copy_weight, self.ttft_scale, self.balance_weight = (
             number("learned", name, value, low=0.0)
             for name, value in (("ttft_weight", ttft_weight), ("copy_weight", copy_weight),
@@ -266,6 +282,8 @@ class Learned(RoutingPolicy):
         self.inflow = Inflow(self.forget)  # the uncached units sent to each worker lately
         self.open: dict[int, _Open] = {}
         self.room = PoolRoom()  # the requests open and decoding on each worker
+        self.home = Home(self.forget) if self.replicas > 1 else None  # several routers
+        self.home_sent = 0
         self.ttft_errors, self.e2e_errors = PredictionErrors(), PredictionErrors()
         self.output_errors = PredictionErrors("tokens")  # expected O against reported
         # observed TTFTs and E2Es of streamed requests, summed with forgetting (ttft_scale)
@@ -415,6 +433,13 @@ class Learned(RoutingPolicy):
             sizes = view.index_sizes()
             w = min((v for v in view.candidates().tolist() if cost[v] == cost[w]),
                     key=lambda v: sizes[v])
+        sent_home = -1.0
+        if self.home is not None:  # several routers: a prompt none can place goes home
+            placed = self.home.place(req.units, view.matched(req).tolist(), view.allowed,
+                                     view.candidates().tolist())
+            if placed is not None and cost[placed[0]] - cost[w] <= self.home.band * abs(cost[w]):
+                w, sent_home = placed[0], float(placed[1])
+                self.home_sent += 1
         u = unc[w]
         x_dec = (1.0, seen[w] + 1.0, ctx[w])
         pred_e2e = own[w]  # reported: with an output expected, from decode_report
@@ -429,7 +454,7 @@ class Learned(RoutingPolicy):
             pred_ttft=ttft[w], pred_e2e=pred_e2e, sent=view.now,
             need=self.room.need(len(req), out, w, float(view.matched(req)[w]),
                                 float(view.last_sent(req)[w]), view.units_per_token)
-            if view.units_per_token else 0.0, room=room[w])
+            if view.units_per_token else 0.0, room=room[w], home_common=sent_home)
         self.room.sent(w, view.now)
         if not req.streamed:
             self.pending.add(req.rid, w, u, view.now + ttft[w])
@@ -477,6 +502,8 @@ class Learned(RoutingPolicy):
             cached = read
         if cached is not None and rec.matched > 0:
             self.realisation.update(rec.age, cached, rec.matched)
+        if self.home is not None and rec.home_common >= 0 and fb.cached_units is not None:
+            self.home.learn(rec.units, rec.home_common, fb.cached_units)
 
     def telemetry(self) -> dict[str, object]:
         """Predicted against observed TTFT and E2E, and the learned coefficients."""
@@ -487,7 +514,9 @@ class Learned(RoutingPolicy):
                 "hit_realisation_by_age": self.realisation.by_age(),
                 "worker_slowness": _by_worker(self.models.slow.factors(len(self.share))),
                 "inflow_excess": _by_worker(self.inflow.excess(
-                    len(self.share), self.models.slow.factors(len(self.share))))}
+                    len(self.share), self.models.slow.factors(len(self.share)))),
+                **({} if self.home is None else {"home_band": self.home.band,
+                                                 "home_sent": self.home_sent})}
 
 
 def _by_worker(values: list[float]) -> dict[str, float]:
