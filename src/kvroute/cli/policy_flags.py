@@ -109,7 +109,8 @@ def add_engine_flags(parser: argparse.ArgumentParser | Any) -> None:
     parser.add_argument("--router-replicas", type=int, default=1, metavar="R",
                         help="R independent routers share the workers, requests to them in "
                              "turn, each counting only its own (replicas behind a load "
-                             "balancer; default 1)")
+                             "balancer; default 1; tell learned with --policy-arg "
+                             "learned.replicas=R)")
 
 
 def choose(registry: Registry[Any], text: str, where: str,
