@@ -3,10 +3,11 @@ it placed, send a prompt none of them can place by what it knows, so that they a
 
 Contract:
 
-* ``place(units, matched, allowed)``: for a prompt whose index matches (``matched``, per
-  worker) are the same on every allowed worker (``common`` units: nothing is known beyond
-  a prefix all of them hold, e.g. a shared system prompt or nothing), its *home*: the
-  owner, among the allowed workers, of the next ``prefix_units`` units on
+* ``place(units, matched, allowed, candidates)``: for a prompt whose index matches
+  (``matched``, per worker) are the same on every allowed worker (``allowed``: the mask,
+  ``candidates``: its indices; ``common`` units: nothing is known beyond a prefix all of
+  them hold, e.g. a shared system prompt or nothing), its *home*: the owner, among the
+  allowed workers, of the next ``prefix_units`` (256) units on
   :class:`~kvroute.routing.prefix_hash.PrefixHash`'s ring (``prompt[common:common +
   prefix_units]``). Every router computes the same home for the same prompt and workers,
   whatever it has seen. Returns ``(home, common)``, or None where some worker is known to
