@@ -44,3 +44,17 @@ def test_the_band_is_twice_the_share_found_cached_at_home() -> None:
     for _ in range(90):  # another router's placements stopped showing there
         home.learn(1000, 200, 150)  # below the common part: a share of 0, not negative
     assert home.band == pytest.approx(2 * (1.0 + 6.0) / 100)
+
+
+def test_choose_takes_the_home_within_the_band_and_counts_it() -> None:
+    p = np.arange(600, dtype=np.int64)
+    home = Home(1.0)  # band 1: the home may cost up to twice the best
+    h = home.place(p, [0] * 4, ALL, [0, 1, 2, 3])[0]
+    best = (h + 1) % 4
+    cost = [1.0] * 4
+    cost[h] = 2.0
+    assert home.choose(p, [0] * 4, ALL, [0, 1, 2, 3], cost, best) == (h, 0.0)
+    cost[h] = 2.01
+    assert home.choose(p, [0] * 4, ALL, [0, 1, 2, 3], cost, best) == (best, -1.0)
+    assert home.choose(p, [0, 9, 0, 0], ALL, [0, 1, 2, 3], [1.0] * 4, best) == (best, -1.0)
+    assert home.sent == 1

@@ -20,10 +20,15 @@ Contract:
   own prefill now, and about as much for the next router's request of the same prefix
   later, hence twice. Where the routers' prompts share nothing beyond what all workers
   hold (no surprise), the band closes and the caller's choice stands.
+* ``choose(units, matched, allowed, candidates, cost, best)``: the worker to take, given
+  the caller's ``cost`` per worker and its best choice: the home where ``place`` finds
+  one and ``cost[home] - cost[best] <= band * |cost[best]|``, else ``best``; with the
+  units all workers hold when it is the home (-1 otherwise). ``sent`` counts the homes
+  taken.
 * ``learn(units, common, cached)``: a prompt sent home completed with ``cached`` units
   reported cached.
 
-Mechanism only: when the caller takes the home is its business. No clock, no randomness.
+No clock, no randomness.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ class Home:
         self.forget = forget
         self._ring = PrefixHash()
         self._sum, self._n = 1.0, 2.0  # the surprise's forgetting sums, from the prior
+        self.sent = 0
 
     @property
     def surprise(self) -> float:
@@ -56,6 +62,16 @@ class Home:
         if max(matched[w] for w in candidates) != common:
             return None
         return self._ring.owner(units[common:], len(matched), allowed), common
+
+    def choose(self, units: np.ndarray, matched: list[int], allowed: np.ndarray,
+               candidates: list[int], cost: list[float], best: int) -> tuple[int, float]:
+        """The home if it is within the band of ``best``'s cost, else ``best``; and the
+        units all workers hold when it is the home, else -1."""
+        placed = self.place(units, matched, allowed, candidates)
+        if placed is None or cost[placed[0]] - cost[best] > self.band * abs(cost[best]):
+            return best, -1.0
+        self.sent += 1
+        return placed[0], float(placed[1])
 
     def learn(self, units: int, common: float, cached: float) -> None:
         share = (cached - common) / max(units - common, 1.0)

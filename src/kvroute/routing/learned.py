@@ -8,11 +8,9 @@ request's TTFT, E2E and engine-reported cached tokens.
 
 ``in_flight_w`` below is the router's own count of requests open on ``w``, or the
 engine's reported ``running + waiting`` where that is more: where several routers share
-the workers (replicas of ``kvroute serve``, each of Ray Serve's handles) each counts only
-its own, and the engine's count carries the others' (docs/routing-results.md, "Several
-routers"). With one router the simulated engine's count is never more (the simulator's
-runs give the same decisions either way); a live scrape, up to ``--metrics-interval``
-old, can be for that long after requests completed.
+the workers each counts only its own, and the engine's count carries the others'
+(docs/routing-results.md, "Several routers"). With one router the simulated engine's
+count is never more; a live scrape, up to ``--metrics-interval`` old, can be.
 
 For a request of ``L`` prompt units and ``O`` output tokens (``max_tokens``, or expected:
 "The output" below), and each allowed worker ``w``:
@@ -125,24 +123,18 @@ Learning (all from completions; errors teach nothing):
   ahead, not the request's own prefill: that sends new prefix groups past idle slow
   workers and the cluster loses their caches (docs/routing-results.md, "Workers of
   different speeds").
-* The output ``O``: the engines report each completion's generated tokens
-  (``Feedback.output_tokens``), learned by the prompt's opening units
-  (:mod:`~kvroute.routing.output_lengths`: requests that begin alike have outputs
-  alike). Without ``max_tokens`` ``O`` is the expected output of the requests that began
-  the same way; with it, ``max_tokens`` times the mean ratio of outputs to it (exactly 1
-  while every output reaches its ``max_tokens``, as with benchmark clients; a chat
-  client's cap is scaled down). The decode model learns per token from the reported
-  outputs. Before any report a request without ``max_tokens`` gets the mean observed
+* The output ``O``: expected from the outputs the engines reported
+  (``Feedback.output_tokens``) for requests that began alike, or as ``max_tokens`` times
+  the mean ratio of outputs to it (:mod:`~kvroute.routing.output_lengths`, whose contract
+  has the rule). The decode model learns per token from the reported outputs. Before any
+  report a request without ``max_tokens`` gets the mean observed
   decode time as ``dec_w`` (exponential average, weight ``1 - forget``), the same on
   every worker (docs/routing-results.md, "Clients that send no ``max_tokens``, or a
   cap").
-* ``r`` (hit realisation, :mod:`~kvroute.routing.hit_realisation`): engine-reported
-  cached units over the index's ``matched`` at routing, summed with the same forgetting
-  (starts at 1; the index may believe in prefixes the worker has evicted), overall and
-  by the age of the prefix on the chosen worker (``view.now - view.last_sent``, in
-  buckets of doubling width). ``r_w`` is the rate of the age bucket of ``w``'s prefix, which borrows
-  the overall rate while it has little evidence: a prefix sent a moment ago is almost
-  surely still cached, one sent long ago on a busy worker much less so. Without a
+* ``r`` (hit realisation, :mod:`~kvroute.routing.hit_realisation`, whose contract has the
+  mechanism): engine-reported cached units over the index's ``matched`` at routing, by
+  the age of the prefix (``r_w``: that of ``w``'s prefix; the index may believe in
+  prefixes the worker has evicted, and the older the more). Without a
   cached-token report (engines send one only when asked: docs/routing.md), a request
   that found nothing queued ahead took its own prefill as its TTFT, so the TTFT model
   read backwards gives what was cached (``LatencyModels.learn``), and that is
@@ -160,17 +152,10 @@ Learning (all from completions; errors teach nothing):
   ``a`` and ``d`` are that regression's two halves (docs/routing-results.md, "Clients
   that do not stream").
 
-Several routers (``replicas`` > 1: how many routers share the workers, each with its own
-index; docs/routing-results.md, "Several routers"). A router knows only the prefixes it
-placed, so the routers scatter what they cannot see: a document whose questions reach
-four routers lands on up to four workers. Where the index knows nothing beyond a prefix
-every allowed worker holds, the request goes to that prompt's home
-(:mod:`~kvroute.routing.home`: the same worker from every router) if its cost there is
-at most ``band`` times more than the best (``cost_home - cost_best <= band *
-|cost_best|``); ``band`` is twice the share of the rest of such prompts the engines found
-cached at home, learned, so it closes where the routers' prompts share nothing. With
-one router (the default) the rule is off. With the engines' KV events every router sees
-the true caches and does not need it.
+Several routers (``replicas`` > 1, each with its own index): where the index cannot place
+a prompt, it goes to the worker every router picks for it, within a learned band of the
+best cost (:mod:`~kvroute.routing.home`, docs/routing-results.md, "Several routers"). Off
+with one router; not needed with the engines' KV events.
 
 Parameters: ``forget`` 0.998 (forgetting factor of every estimate, in (0, 1]);
 ``prior_ktoken_s`` 0.1 (prior seconds per 1000 prefill units, replaced by the first few
@@ -180,20 +165,16 @@ of docs/routing-results.md, checked on seeds 4-6); ``balance_weight`` 0.01 (>= 0
 breaker's scale, above); ``ttft_scale`` 0 (>= 0; below); ``replicas`` 1 (the routers
 sharing the workers, above); no constant depends on a workload.
 
-Long outputs (docs/routing-results.md, "Long outputs"): where decode dominates, the rule
-keeps a prefix group's burst together, for the lowest mean E2E and up to twice the TTFT
-of a router that spreads it; on chat with replies of hundreds of tokens it moves turns
-off the worker holding the conversation to one decoding less, for a gain that does not
-come (mean TTFT 8% behind ``llmd``'s; "Chat with longer replies"). ``ttft_scale`` s > 0
-multiplies TTFT's weight by (mean E2E / mean TTFT) ** s over streamed completions
+Where decode dominates (docs/routing-results.md, "Long outputs", "Chat with longer
+replies") the rule trades TTFT for mean E2E. ``ttft_scale`` s > 0 multiplies TTFT's
+weight by (mean E2E / mean TTFT) ** s over streamed completions
 (:attr:`Learned.ttft_weight_now`); off by default: it costs mean E2E on the design grid.
 
 Telemetry (:meth:`telemetry`): the mean absolute and signed error of the predicted TTFT,
 the reported E2E and the expected output (:mod:`~kvroute.routing.prediction_errors`), the
 coefficients, how often a model's ``P`` was reset (``model_resets``: the regression's
-guard for long runs, :mod:`~kvroute.routing.online_regression`), the hit realisation
-(overall and by age), each worker's slowness and its inflow excess; with ``replicas`` >
-1, ``home_band`` and the requests sent home (``home_sent``).
+guard for long runs), the hit realisation, each worker's slowness and inflow excess;
+with ``replicas`` > 1, ``home_band`` and the homes taken (``home_sent``).
 """
 
 from __future__ import annotations
@@ -283,7 +264,6 @@ class Learned(RoutingPolicy):
         self.open: dict[int, _Open] = {}
         self.room = PoolRoom()  # the requests open and decoding on each worker
         self.home = Home(self.forget) if self.replicas > 1 else None  # several routers
-        self.home_sent = 0
         self.ttft_errors, self.e2e_errors = PredictionErrors(), PredictionErrors()
         self.output_errors = PredictionErrors("tokens")  # expected O against reported
         # observed TTFTs and E2Es of streamed requests, summed with forgetting (ttft_scale)
@@ -435,11 +415,8 @@ class Learned(RoutingPolicy):
                     key=lambda v: sizes[v])
         sent_home = -1.0
         if self.home is not None:  # several routers: a prompt none can place goes home
-            placed = self.home.place(req.units, view.matched(req).tolist(), view.allowed,
-                                     view.candidates().tolist())
-            if placed is not None and cost[placed[0]] - cost[w] <= self.home.band * abs(cost[w]):
-                w, sent_home = placed[0], float(placed[1])
-                self.home_sent += 1
+            w, sent_home = self.home.choose(req.units, view.matched(req).tolist(), view.allowed,
+                                            view.candidates().tolist(), cost, w)
         u = unc[w]
         x_dec = (1.0, seen[w] + 1.0, ctx[w])
         pred_e2e = own[w]  # reported: with an output expected, from decode_report
@@ -516,7 +493,7 @@ class Learned(RoutingPolicy):
                 "inflow_excess": _by_worker(self.inflow.excess(
                     len(self.share), self.models.slow.factors(len(self.share)))),
                 **({} if self.home is None else {"home_band": self.home.band,
-                                                 "home_sent": self.home_sent})}
+                                                 "home_sent": self.home.sent})}
 
 
 def _by_worker(values: list[float]) -> dict[str, float]:

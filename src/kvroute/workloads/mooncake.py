@@ -127,14 +127,15 @@ def read_mooncake(path: str | os.PathLike[str], block_size: int = 512) -> list[M
             if first and not first.lstrip().startswith("{"):  # a CSV of lengths only
                 from kvroute.workloads.length_traces import read_length_csv
                 records = read_length_csv(f, p, block_size)
-            for n, text in enumerate(() if records else f, 1):
-                if not text.strip():
-                    continue
-                try:
-                    obj = json.loads(text)
-                except json.JSONDecodeError as e:
-                    raise ConfigError(f"{p}:{n}: bad JSON ({e.msg})") from e
-                records.append(_parse(f"{p}:{n}", n, obj, block_size))
+            else:
+                for n, text in enumerate(f, 1):
+                    if not text.strip():
+                        continue
+                    try:
+                        obj = json.loads(text)
+                    except json.JSONDecodeError as e:
+                        raise ConfigError(f"{p}:{n}: bad JSON ({e.msg})") from e
+                    records.append(_parse(f"{p}:{n}", n, obj, block_size))
     except FileNotFoundError as e:
         raise ConfigError(f"{p}: trace file not found") from e
     except IsADirectoryError as e:
