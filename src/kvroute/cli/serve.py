@@ -126,7 +126,9 @@ def add_parser(sub: Any) -> None:
     s = sub.add_parser("serve", help="run the live router (an HTTP reverse proxy)",
                        description=cmd_serve.__doc__)
     s.add_argument("--worker-urls", nargs="+", required=True, metavar="URL",
-                   help="engine base URLs, e.g. http://127.0.0.1:30000")
+                   help="engine base URLs, e.g. http://127.0.0.1:30000; URL@R is rank R of "
+                        "a data-parallel engine (vllm serve --data-parallel-size), routed "
+                        "to as a worker of its own with X-data-parallel-rank: R")
     s.add_argument("--policy", default=DEFAULT_ROUTING,
                    help=f"routing policy, from: {', '.join(ROUTING.names(**ONLINE_ROUTING))}")
     add_arg_flags(s, eviction=False)
@@ -170,7 +172,8 @@ def add_parser(sub: Any) -> None:
                    help="each worker's KV-event publisher, in the order of --worker-urls "
                         "('-' for none), e.g. tcp://10.0.0.5:5557,tcp://10.0.0.5:5558: the "
                         "router then knows that engine's cache exactly (needs --tokenizer "
-                        "and kvroute[events])")
+                        "and kvroute[events]); vLLM publishes rank R of a data-parallel "
+                        "engine on its port + R")
     s.add_argument("--stream-usage", action="store_true",
                    help="ask the engines for each streamed request's usage (OpenAI APIs: "
                         "stream_options.include_usage, when the client sent no "

@@ -18,6 +18,9 @@ Contract:
   ``units_per_kv_token`` until then. A worker whose page cannot be read or lacks those
   gauges keeps its last values (zeros at first) and is warned about once, until it is
   readable again.
+* The ranks of a data-parallel engine (``URL@R`` workers) are checked at their base URL,
+  once per round for all of them: one ``/health`` answer and one ``/metrics`` page, from
+  which each rank reads its own series (``engine_load(text, rank, ranks)``).
 * A worker removed while its check is under way is skipped.
 """
 
@@ -50,45 +53,62 @@ class WorkerChecks:
         self.clock = clock
         self._unreadable: set[str] = set()  # workers whose /metrics we warned about
 
-    async def _get(self, w: Worker, path: str) -> UpstreamResponse:
-        """``GET {w.url}{path}`` within the check timeout."""
-        return await self.upstream.request("GET", w.url, path, timeout=self.timeout)
+    async def _get(self, base: str, path: str) -> UpstreamResponse:
+        """``GET {base}{path}`` within the check timeout."""
+        return await self.upstream.request("GET", base, path, timeout=self.timeout)
+
+    def _bases(self) -> tuple[list[Worker], list[str]]:
+        """The workers now, and their base URLs, each once (a DP engine's ranks share one)."""
+        workers = list(self.members.workers)
+        return workers, list(dict.fromkeys(w.base for w in workers))
 
     async def check_health(self) -> None:
-        """One round of ``GET {url}/health`` on every worker."""
-        workers = list(self.members.workers)
+        """One round of ``GET {base}/health`` on every worker."""
+        workers, bases = self._bases()
 
-        async def probe(w: Worker) -> bool:
+        async def probe(base: str) -> bool:
             try:
-                async with await self._get(w, "/health") as r:
+                async with await self._get(base, "/health") as r:
                     await r.read()
                     return r.status == 200
             except UpstreamError:
                 return False
 
-        results = await asyncio.gather(*(probe(w) for w in workers))
+        ok = dict(zip(bases, await asyncio.gather(*(probe(b) for b in bases)), strict=True))
         now = self.clock()
-        for w, ok in zip(workers, results, strict=True):
-            self.members.record_health(w, ok, now)
+        for w in workers:
+            self.members.record_health(w, ok[w.base], now)
 
     async def scrape_engines(self) -> None:
-        """One round of ``GET {url}/metrics`` on every worker, into ``Router.report_load``."""
-        workers = list(self.members.workers)
+        """One round of ``GET {base}/metrics`` on every worker, into ``Router.report_load``."""
+        workers, bases = self._bases()
 
-        async def scrape(w: Worker) -> EngineLoad | str:
+        async def page(base: str) -> str | Exception:
             try:
-                async with await self._get(w, "/metrics") as r:
+                async with await self._get(base, "/metrics") as r:
                     text = await r.text()
-                    if r.status != 200:
-                        return f"HTTP {r.status}"
-                    return engine_load(text) or "no SGLang or vLLM load gauges"
+                    return text if r.status == 200 else UpstreamError(f"HTTP {r.status}")
             except UpstreamError as e:
-                return str(e)
+                return e
+
+        pages = dict(zip(bases, await asyncio.gather(*(page(b) for b in bases)), strict=True))
+        ranks: dict[str, int] = {}
+        for w in workers:
+            ranks[w.base] = ranks.get(w.base, 0) + 1
+
+        def load(w: Worker) -> EngineLoad | str:
+            text = pages[w.base]
+            if isinstance(text, Exception):
+                return str(text)
+            try:
+                got = engine_load(text, w.rank, ranks[w.base])
             except ValueError as e:
                 return f"unparsable ({e})"
+            rank = "" if w.rank is None else f" for rank {w.rank}"
+            return got or f"no SGLang or vLLM load gauges{rank}"
 
-        results = await asyncio.gather(*(scrape(w) for w in workers))
-        for w, got in zip(workers, results, strict=True):
+        for w in workers:
+            got = load(w)
             if w.removed:
                 continue
             if isinstance(got, str):

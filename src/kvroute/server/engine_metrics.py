@@ -22,6 +22,11 @@
 
   With several series (data-parallel ranks) counts are summed and usage is averaged.
   The names come from :mod:`kvroute.protocol.metric_names`.
+* ``engine_load(text, rank=R, ranks=N)``: the load of rank R of a data-parallel engine
+  whose N ranks the router routes to (``URL@R`` workers): the series labelled
+  ``engine="R"`` (vLLM labels every engine series so) or ``dp_rank="R"``, read as
+  above. A page whose series carry neither label has the engine's totals only: counts
+  and the pool are then divided by N (each rank's share; usage as read).
 """
 
 from __future__ import annotations
@@ -74,13 +79,27 @@ class EngineLoad:
     max_running: int = 0  # the cap on running requests; 0 when the page does not say
 
 
-def engine_load(text: str) -> EngineLoad | None:
-    """The load an engine reports, or None when the page has neither SGLang's nor vLLM's
+_RANK_LABELS = ("engine", "dp_rank")
+
+
+def engine_load(text: str, rank: int | None = None, ranks: int = 1) -> EngineLoad | None:
+    """The load an engine reports (of its rank ``rank`` out of the ``ranks`` the router
+    knows: the module doc), or None when the page has neither SGLang's nor vLLM's
     gauges. Raises ValueError when the page cannot be parsed or a load gauge reads NaN,
     an infinity or a negative number."""
+    rows = list(_parse(text, _WANTED))
+    share = 1
+    if rank is not None:
+        mine = [r for r in rows if any(r[1].get(k) == str(rank) for k in _RANK_LABELS)]
+        if mine:
+            rows = mine
+        elif not any(k in r[1] for r in rows for k in _RANK_LABELS):
+            share = max(1, ranks)  # totals only: each rank's share
+        else:
+            rows = []  # the page labels its ranks, and this one is not there
     got: dict[str, list[float]] = {}
     vllm_capacity = 0
-    for name, labels, value in _parse(text, _WANTED):
+    for name, labels, value in rows:
         if name == _VLLM_CONFIG:
             with contextlib.suppress(ValueError):
                 vllm_capacity += (int(labels.get("num_gpu_blocks", 0))
@@ -101,7 +120,7 @@ def engine_load(text: str) -> EngineLoad | None:
     else:
         return None
     use = got.get(usage, [])
-    return EngineLoad(running=int(sum(got.get(running, []))),
-                      waiting=int(sum(got.get(waiting, []))),
-                      kv_usage=sum(use) / len(use) if use else 0.0, kv_capacity=capacity,
-                      max_running=cap)
+    return EngineLoad(running=int(sum(got.get(running, [])) / share),
+                      waiting=int(sum(got.get(waiting, [])) / share),
+                      kv_usage=sum(use) / len(use) if use else 0.0,
+                      kv_capacity=capacity // share, max_running=cap // share)

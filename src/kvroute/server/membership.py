@@ -18,6 +18,13 @@ Contract:
   ``router.forget_cache(i)``: it may come back restarted, with an empty cache.
 * ``allowed(now, exclude)`` is the mask for ``Router.route``: the available workers whose
   URL is not in ``exclude``. Membership never sees the routing policy or a request.
+* Data-parallel ranks: ``URL@R`` (R a rank number, as SGLang's router writes a DP rank)
+  is rank R of the engine at ``URL``, a worker of its own (its own KV cache): requests
+  go to ``Worker.base`` with ``X-data-parallel-rank: R`` (:data:`RANK_HEADER`, which
+  vLLM's OpenAI server reads), its health and ``/metrics`` come from ``base`` (the rank's
+  series: :mod:`kvroute.server.engine_metrics`), and its KV events from the feed named
+  for it (vLLM publishes rank R on the base port + R). Health is per worker, so the
+  ranks of one engine go down together only when its checks fail for each.
 """
 
 from __future__ import annotations
@@ -33,13 +40,28 @@ import numpy as np
 from kvroute.errors import ConfigError
 from kvroute.routing.router import Dispatch, Router
 
-__all__ = ["Membership", "Worker", "normalize_url", "worker_urls"]
+__all__ = ["RANK_HEADER", "Membership", "Worker", "normalize_url", "split_rank", "worker_urls"]
 
 log = logging.getLogger("kvroute.server")
 
+RANK_HEADER = "X-data-parallel-rank"  # the DP rank a request is for (vLLM's header)
+_RANK = re.compile(r"@(\d+)$")
+
+
+def split_rank(url: str) -> tuple[str, int | None]:
+    """``URL@R`` as ``(URL, R)``; a URL without a rank as ``(URL, None)``."""
+    m = _RANK.search(url)
+    return (url[:m.start()], int(m.group(1))) if m else (url, None)
+
 
 def normalize_url(url: str) -> str:
-    """``http(s)://host:port[/prefix]`` without a trailing slash; ConfigError otherwise."""
+    """``http(s)://host:port[/prefix][@rank]`` without a trailing slash (before the rank);
+    ConfigError otherwise."""
+    base, rank = split_rank(url.strip())
+    return _normalize_base(base) + ("" if rank is None else f"@{rank}")
+
+
+def _normalize_base(url: str) -> str:
     u = url.strip()
     if not (u.startswith("http://") or u.startswith("https://")):
         raise ConfigError(f"worker URL must start with http:// or https://, got {url!r}")
@@ -70,12 +92,19 @@ def worker_urls(urls: Sequence[str]) -> list[str]:
 
 @dataclass(eq=False)
 class Worker:
-    url: str
+    url: str  # what identifies it: its base URL, with "@R" for rank R of a DP engine
     healthy: bool = True
     consecutive_failures: int = 0  # request failures in a row (the circuit breaker's count)
     health_failures: int = 0  # failed health checks in a row
     open_until: float = 0.0  # breaker open (worker excluded) until this router time
     removed: bool = False
+
+    def __post_init__(self) -> None:
+        self.base, self.rank = split_rank(self.url)  # where requests go, and for which rank
+
+    def headers(self) -> list[tuple[str, str]]:
+        """The headers that address this worker at ``base``: its rank's, if it has one."""
+        return [] if self.rank is None else [(RANK_HEADER, str(self.rank))]
 
     def available(self, now: float, health_checks: bool) -> bool:
         if self.removed or now < self.open_until:
@@ -102,7 +131,8 @@ class Membership:
         return len(self.workers)
 
     def find(self, url: str) -> int | None:
-        u = url.strip().rstrip("/")
+        base, rank = split_rank(url.strip())
+        u = base.strip().rstrip("/") + ("" if rank is None else f"@{rank}")
         for i, w in enumerate(self.workers):
             if w.url == u:
                 return i
@@ -165,7 +195,7 @@ class Membership:
         """Remove ``url``; its record and the dispatches the router closed on it."""
         k = self.find(url)
         if k is None:
-            raise ConfigError(f"worker {url.strip().rstrip('/')} is not a member")
+            raise ConfigError(f"worker {url.strip()} is not a member")
         closed = self._router.remove_worker(k, now)
         w = self.workers.pop(k)
         w.removed = True

@@ -31,6 +31,9 @@ Contract:
   with an SSE error event whose data is the shared error body
   (:func:`kvroute.protocol.response_body.error_body`: ``upstream_error``, ``code`` 504
   for a timeout, else 502).
+* A worker that is a rank of a data-parallel engine (``URL@R``,
+  :mod:`kvroute.server.membership`) is sent the request at its base URL with the header
+  ``X-data-parallel-rank: R`` in place of any the client sent.
 * ``models(request)``: ``GET /v1/models`` from the first available worker that answers
   below 500; 503 when none does.
 * Telemetry: Prometheus counters and histograms (:mod:`kvroute.server.router_metrics`) and
@@ -67,7 +70,7 @@ from kvroute.routing.base import RouteRequest
 from kvroute.routing.router import Dispatch, Router, cached_units
 from kvroute.server.decision_log import DecisionLog
 from kvroute.server.http_messages import Request, Response, StreamResponse, error_response
-from kvroute.server.membership import Membership, Worker
+from kvroute.server.membership import RANK_HEADER, Membership, Worker
 from kvroute.server.router_metrics import RouterMetrics
 from kvroute.server.upstream import Upstream, UpstreamError, UpstreamResponse, UpstreamTimeout
 
@@ -78,6 +81,7 @@ _HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-autho
                   "trailer", "transfer-encoding", "upgrade", "host", "content-length",
                   "accept-encoding", "content-encoding"})
 _HOP_RAW = frozenset(h.encode() for h in _HOP)
+_RANK_LOWER = RANK_HEADER.lower()
 
 log = logging.getLogger("kvroute.server")
 
@@ -259,7 +263,10 @@ class Forwarder:
         st = _Outcome()
         try:
             try:
-                upstream = await self.upstream.request("POST", w.url, path, raw, headers)
+                if w.rank is not None:  # the rank is the router's choice, not the client's
+                    headers = [h for h in headers if h[0].lower() != _RANK_LOWER]
+                    headers += w.headers()
+                upstream = await self.upstream.request("POST", w.base, path, raw, headers)
             except UpstreamTimeout:
                 return self._failed(w, st, "upstream_timeout", 504, "timed out", retry=False)
             except UpstreamError as e:
@@ -382,7 +389,7 @@ class Forwarder:
             if not a:
                 continue
             try:
-                async with await self.upstream.request("GET", w.url, "/v1/models") as r:
+                async with await self.upstream.request("GET", w.base, "/v1/models") as r:
                     data = await r.read()
                     if r.status < 500:
                         return Response(data, r.status, {

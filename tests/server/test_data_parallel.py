@@ -1,0 +1,121 @@
+"""Ranks of a data-parallel engine as workers of their own (``URL@R``): addressing, load
+and health read once per engine, each rank's own series."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from kvroute.errors import ConfigError
+from kvroute.routing import Router, make_router_policy
+from kvroute.server.engine_metrics import EngineLoad, engine_load
+from kvroute.server.membership import Membership, Worker, normalize_url, split_rank, worker_urls
+from tests.server.test_engine_metrics import VLLM_V1
+from tests.server.test_router_app import FakeWorker, cluster
+
+SGLANG_DP = """sglang:num_running_reqs{dp_rank="0",model_name="m"} 2
+sglang:num_running_reqs{dp_rank="1",model_name="m"} 9
+sglang:num_queue_reqs{dp_rank="0",model_name="m"} 0
+sglang:num_queue_reqs{dp_rank="1",model_name="m"} 4
+sglang:token_usage{dp_rank="0",model_name="m"} 0.1
+sglang:token_usage{dp_rank="1",model_name="m"} 0.7
+sglang:max_total_num_tokens{dp_rank="0",model_name="m"} 50000
+sglang:max_total_num_tokens{dp_rank="1",model_name="m"} 50000
+"""
+TOTALS_ONLY = """vllm:num_requests_running{model_name="m"} 6
+vllm:num_requests_waiting{model_name="m"} 3
+vllm:kv_cache_usage_perc{model_name="m"} 0.5
+vllm:cache_config_info{block_size="16",num_gpu_blocks="1000"} 1
+"""
+
+
+def test_a_rank_is_written_url_at_r_and_kept_through_normalizing() -> None:
+    assert split_rank("http://h:8000@3") == ("http://h:8000", 3)
+    assert split_rank("http://h:8000") == ("http://h:8000", None)
+    assert normalize_url(" http://h:8000/@2 ") == "http://h:8000@2"
+    assert worker_urls(["http://h:1@0", "http://h:1@1", "http://h:1"]) == [
+        "http://h:1@0", "http://h:1@1", "http://h:1"]
+    with pytest.raises(ConfigError, match="duplicate"):
+        worker_urls(["http://h:1@0", "http://h:1/@0"])
+    with pytest.raises(ConfigError, match="must start with http"):
+        normalize_url("h:1@0")
+    w = Worker("http://h:1@4")
+    assert (w.base, w.rank, w.headers()) == ("http://h:1", 4, [("X-data-parallel-rank", "4")])
+    assert Worker("http://h:1").headers() == []
+
+
+def test_ranks_are_members_found_and_removed_one_by_one() -> None:
+    router = Router(make_router_policy("round_robin"), 2)
+    m = Membership(["http://h:1@0", "http://h:1@1"], router)
+    assert m.find("http://h:1/@1") == 1 and m.find("http://h:1") is None
+    m.add("http://h:1@2")
+    assert [w.rank for w in m.workers] == [0, 1, 2] and len(router.workers) == 3
+    m.remove("http://h:1@0", 0.0)
+    assert [w.url for w in m.workers] == ["http://h:1@1", "http://h:1@2"]
+
+
+def test_engine_load_reads_one_ranks_series() -> None:
+    assert engine_load(VLLM_V1, rank=1, ranks=2) == EngineLoad(
+        running=4, waiting=0, kv_usage=0.25, kv_capacity=16_000)
+    assert engine_load(SGLANG_DP, rank=1, ranks=2) == EngineLoad(
+        running=9, waiting=4, kv_usage=0.7, kv_capacity=50_000)
+    # a page with the engine's totals only: each of the N ranks gets its share
+    assert engine_load(TOTALS_ONLY, rank=0, ranks=3) == EngineLoad(
+        running=2, waiting=1, kv_usage=0.5, kv_capacity=16_000 // 3)
+    # a page that labels its ranks but not this one: no load for it
+    assert engine_load(VLLM_V1, rank=7, ranks=8) is None
+    # without a rank, as before: the whole engine
+    assert engine_load(VLLM_V1).running == 7
+
+
+class DataParallelFake(FakeWorker):
+    """An engine with ranks behind one URL: records the rank header of every request and
+    how often /health and /metrics were read."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.ranks: list[str | None] = []
+        self.pages = self.probes = 0
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.ranks.append(request.headers.get("X-data-parallel-rank"))
+        return await super().handle(request)
+
+    async def health(self, request: web.Request) -> web.Response:
+        self.probes += 1
+        return await super().health(request)
+
+    async def metrics_page(self, request: web.Request) -> web.Response:
+        self.pages += 1
+        return await super().metrics_page(request)
+
+
+@pytest.mark.asyncio
+async def test_each_rank_is_routed_to_with_its_header_at_the_base_url() -> None:
+    engine = await DataParallelFake(metrics=VLLM_V1).start()
+    try:
+        urls = [f"{engine.url}@0", f"{engine.url}@1"]
+        async with cluster(urls, policy="round_robin") as (client, rt):
+            seen = []
+            for _ in range(4):  # a rank header from the client is replaced by the router's
+                r = await client.post("/v1/completions", headers={"X-Data-Parallel-Rank": "5"},
+                                      json={"prompt": "hello", "max_tokens": 1})
+                assert r.status == 200
+                seen.append(r.headers["X-Kvroute-Worker"])
+            assert seen == [urls[0], urls[1], urls[0], urls[1]]
+            assert engine.ranks == ["0", "1", "0", "1"]
+            assert (await client.get("/v1/models")).status == 200
+
+            await rt.checks.scrape_engines()
+            await rt.checks.check_health()
+            assert (engine.pages, engine.probes) == (1, 1)  # once per engine, not per rank
+            states = rt.router.workers
+            assert [(s.running, s.waiting, s.kv_usage) for s in states] == [
+                (3, 1, 0.5), (4, 0, 0.25)]
+            assert [s.kv_capacity for s in states] == [16_000, 16_000]
+            metrics = await (await client.get("/metrics")).text()
+            assert f'worker="{urls[1]}"' in metrics
+    finally:
+        await engine.stop()
