@@ -3,8 +3,10 @@ and health read once per engine, each rank's own series."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 
@@ -119,3 +121,56 @@ async def test_each_rank_is_routed_to_with_its_header_at_the_base_url() -> None:
             assert f'worker="{urls[1]}"' in metrics
     finally:
         await engine.stop()
+
+
+@pytest.mark.asyncio
+async def test_routing_to_the_ranks_of_an_emulated_engine_with_their_events() -> None:
+    """One emulated engine with two ranks (``kvroute worker --dp-size 2``): the router's
+    exact index per rank, fed by that rank's events, says what the rank's engine then
+    reports; a prompt asked again goes back to the rank that holds it and hits there."""
+    pytest.importorskip("zmq")
+    pytest.importorskip("msgspec")
+    from kvroute.routing import make_router_policy
+    from kvroute.server.app import ServeConfig, build_app
+    from kvroute.worker import RANKS_KEY, EmulatedConfig, create_app
+    from kvroute.workloads.tokenizer import load_tokenizer
+    from tests.server.test_end_to_end import _start
+
+    zmq = "tcp://127.0.0.1:*"
+    engine = create_app(EmulatedConfig(speed=50.0, eviction="rlt", dp_size=2,
+                                       kv_events_endpoint=zmq, kv_events_replay_endpoint=zmq))
+    runner, port = await _start(engine)
+    url = f"http://127.0.0.1:{port}"
+    feeds = [f"{e},{r}" for e, r in engine[RANKS_KEY].kv_event_endpoints]
+    assert len(feeds) == 2 and feeds[0] != feeds[1]
+    router = build_app(ServeConfig(worker_urls=[f"{url}@0", f"{url}@1"], kv_events=feeds,
+                                   tokenizer=load_tokenizer(None), health_interval=0,
+                                   metrics_interval=0),
+                       make_router_policy("cache_aware_v2"))
+    await router.start("127.0.0.1", 0)
+    try:
+        async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{router.port}") as http:
+            prompt = {"prompt": "the same long question " * 40, "max_tokens": 2}
+            first = await http.post("/v1/completions", json=prompt)
+            chosen = first.headers["X-Kvroute-Worker"]
+            rank = int(chosen.rpartition("@")[2])
+            feed = router.kv_events.feeds[chosen]
+            for _ in range(250):  # until the rank's events reached the router
+                if len(feed.index):
+                    break
+                await asyncio.sleep(0.02)
+            other_feed = router.kv_events.feeds[f"{url}@{1 - rank}"]
+            assert len(feed.index) > 0 and len(other_feed.index) == 0
+            again = await http.post("/v1/completions", json=prompt)
+            assert again.headers["X-Kvroute-Worker"] == chosen
+            usage = (await again.json())["usage"]
+            assert usage["prompt_tokens_details"]["cached_tokens"] > 0
+            # the other rank's engine holds nothing of it
+            other = engine[RANKS_KEY].ranks[1 - rank]
+            assert other.worker is not None and other.worker.cache.total == 0
+            await router.checks.scrape_engines()
+            states = router.router.workers
+            assert states[rank].kv_capacity == states[1 - rank].kv_capacity > 0
+    finally:
+        await router.stop()
+        await runner.cleanup()

@@ -9,6 +9,10 @@ servers run until Ctrl-C.
 KV events are on by default (``--no-kv-events``: off): every worker publishes its cache's
 changes as vLLM events on free loopback ports, the router subscribes to each (with
 replay) and routes on the builtin tokenizer's ids, the workers' own.
+
+With ``--dp-size N`` every worker is an engine of N data-parallel ranks behind its one port
+(``kvroute worker --dp-size``), and the router routes to each rank as a worker of its own
+(``URL@R``, with its own KV-event feed): ``--workers`` x N routing targets.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from kvroute.cli.policy_flags import (
     routing_args,
     seed,
 )
+from kvroute.cli.worker import dp_size
 from kvroute.errors import ConfigError, KvrouteError
 from kvroute.routing.registry import ROUTING, make_router_policy
 from kvroute.sim.step_model import parse_speeds
@@ -68,8 +73,7 @@ async def _up(args: argparse.Namespace) -> int:
     from aiohttp import ClientSession, ClientTimeout, web
 
     from kvroute.server.app import ServeConfig, build_app
-    from kvroute.worker import EmulatedConfig, create_app
-    from kvroute.worker.http_api import WORKER_KEY
+    from kvroute.worker import RANKS_KEY, EmulatedConfig, create_app
     from kvroute.workloads.tokenizer import load_tokenizer
 
     host = args.host
@@ -86,17 +90,17 @@ async def _up(args: argparse.Namespace) -> int:
                                             speed=args.speed * args.speeds[k],
                                             kv_events_endpoint=zmq if args.kv_events else None,
                                             kv_events_replay_endpoint=zmq if args.kv_events
-                                            else None))
+                                            else None, dp_size=args.dp_size))
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
             await web.TCPSite(runner, host, port).start()
             runners.append(runner)
-            pub = app[WORKER_KEY].events
-            if pub is not None:
-                feeds.append(f"{pub.endpoint},{pub.replay_endpoint}")
+            feeds += [f"{e},{r}" for e, r in app[RANKS_KEY].kv_event_endpoints]
         urls = [f"http://{host}:{p}" for p in ports]
+        targets = urls if args.dp_size == 1 else [
+            f"{u}@{r}" for u in urls for r in range(args.dp_size)]
         policy = make_router_policy(args.policy, args.policy_params, seed=args.seed)
-        serve = ServeConfig(worker_urls=urls, seed=args.seed)
+        serve = ServeConfig(worker_urls=targets, seed=args.seed)
         if feeds:
             serve.tokenizer, serve.kv_events = load_tokenizer(None), feeds
         routing = build_app(serve, policy)
@@ -112,8 +116,9 @@ async def _up(args: argparse.Namespace) -> int:
                 async with http.get(f"{url}/health") as resp:
                     if resp.status != 200:
                         raise KvrouteError(f"{url} is not healthy ({resp.status})")
+        ranks = f", {args.dp_size} data-parallel ranks each" if args.dp_size > 1 else ""
         print(f"kvroute up: {args.workers} emulated workers ({args.profile}, eviction "
-              f"{args.eviction}, speed x{args.speed:g}): {' '.join(urls)}", flush=True)
+              f"{args.eviction}, speed x{args.speed:g}{ranks}): {' '.join(urls)}", flush=True)
         if feeds:
             print(f"KV events (vLLM form, with replay): {' '.join(feeds)}", flush=True)
         print(f"router ({args.policy}): {base}  (OpenAI /v1/completions, "
@@ -225,6 +230,9 @@ def add_parser(sub: Any) -> None:
     u = sub.add_parser("up", help="start emulated workers and the router on loopback",
                        description=cmd_up.__doc__)
     u.add_argument("--workers", type=int, default=4, help="emulated workers to start")
+    u.add_argument("--dp-size", type=dp_size, default=1, metavar="N",
+                   help="data-parallel ranks per worker (kvroute worker --dp-size): the "
+                        "router routes to each rank as a worker of its own (URL@R)")
     u.add_argument("--eviction", default=DEFAULT_EVICTION,
                    help=f"workers' eviction policy, from: {', '.join(EVICTION.names(**ONLINE))}")
     u.add_argument("--policy", default=DEFAULT_ROUTING,

@@ -1,5 +1,6 @@
 """``kvroute worker --emulate``: an HTTP engine (SGLang / vLLM API) whose model is the
-simulator's worker running in real time."""
+simulator's worker running in real time; ``--dp-size N`` runs N data-parallel ranks
+behind the one port, as ``vllm serve --data-parallel-size N`` does."""
 
 from __future__ import annotations
 
@@ -20,12 +21,25 @@ from kvroute.cli.policy_flags import (
 from kvroute.errors import ConfigError
 from kvroute.sim.step_profiles import DEFAULT_PROFILE, profile_names
 
-__all__ = ["add_parser", "cmd_worker"]
+__all__ = ["add_parser", "cmd_worker", "dp_size"]
+
+
+def dp_size(text: str) -> int:
+    """An argparse type: a number of data-parallel ranks is an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"the number of data-parallel ranks is an integer "
+                                         f">= 1, got {text.strip()!r}")
+    return value
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """Serve SGLang's and vLLM's HTTP API with an emulated engine: the simulator's worker
-    (scheduler, radix cache, eviction policy, step-time profile) in real time."""
+    (scheduler, radix cache, eviction policy, step-time profile) in real time; with
+    --dp-size N, N such engines (data-parallel ranks) behind the one port."""
     if not args.emulate:
         raise ConfigError("only emulated workers exist so far: pass --emulate")
     try:
@@ -45,7 +59,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
                             chunk_size=args.chunk_size, max_running=args.max_running,
                             kv_events_endpoint=args.kv_events_endpoint,
                             kv_events_replay_endpoint=args.kv_events_replay_endpoint,
-                            block_size=args.block_size)
+                            block_size=args.block_size, dp_size=args.dp_size)
     app = create_app(config)
     try:
         sock = socket.create_server((args.host, args.port))
@@ -58,14 +72,24 @@ def cmd_worker(args: argparse.Namespace) -> int:
     pool = config.capacity or model.kv_pool_tokens
     events = ""
     if args.kv_events_endpoint:
-        events = f", KV events on {args.kv_events_endpoint}"
+        events = f", KV events on {_ranks_of(args.kv_events_endpoint, config.dp_size)}"
         if args.kv_events_replay_endpoint:
-            events += f" (replay {args.kv_events_replay_endpoint})"
+            events += f" (replay {_ranks_of(args.kv_events_replay_endpoint, config.dp_size)})"
+    ranks = f" per rank, {config.dp_size} data-parallel ranks" if config.dp_size > 1 else ""
     print(f"kvroute worker: emulated {args.profile} ({name} eviction, KV pool "
-          f"{pool:,} tokens, speed x{args.speed:g}{events}), listening on "
+          f"{pool:,} tokens{ranks}, speed x{args.speed:g}{events}), listening on "
           f"http://{args.host}:{args.port}", flush=True)
     web.run_app(app, sock=sock, print=None, access_log=None)
     return 0
+
+
+def _ranks_of(endpoint: str, n: int) -> str:
+    """The addresses ``n`` ranks publish on, for the banner."""
+    from kvroute.worker.kv_publisher import rank_endpoint
+
+    if n > 1 and endpoint.endswith(":*"):
+        return f"{endpoint} (a free port per rank)"
+    return ", ".join(rank_endpoint(endpoint, r) for r in range(n))
 
 
 def add_parser(sub: Any) -> None:
@@ -98,4 +122,12 @@ def add_parser(sub: Any) -> None:
                    help="answer replay requests on this address, e.g. tcp://127.0.0.1:5558")
     s.add_argument("--block-size", type=int, default=16,
                    help="tokens per block in the published events")
+    s.add_argument("--dp-size", type=dp_size, default=1, metavar="N",
+                   help="data parallelism, as vllm serve --data-parallel-size: N independent "
+                        "engines (ranks, each with its own cache and a KV pool of "
+                        "--capacity) behind the one port; a request goes to the rank its "
+                        "X-data-parallel-rank header names, else to the least loaded; "
+                        "/metrics labels each rank's series (vLLM's engine=\"r\", SGLang's "
+                        "dp_rank=\"r\"), and rank r publishes KV events on the endpoints' "
+                        "port + r")
     s.set_defaults(func=cmd_worker)

@@ -58,7 +58,7 @@ from kvroute.workloads.tokenizer import Tokenizer, apply_chat_template
 if TYPE_CHECKING:
     from kvroute.workloads.chat_template import ChatTemplate
 
-__all__ = ["APIS", "PATHS", "SESSION_HEADER", "BadRequest", "Messages", "Prompt",
+__all__ = ["APIS", "PATHS", "RANK_HEADER", "SESSION_HEADER", "BadRequest", "Messages", "Prompt",
            "PromptEncoder", "ask_usage", "chars", "chat_text", "include_usage", "json_body",
            "max_tokens_of", "min_tokens_of", "prompts_of", "session_key", "streamed"]
 
@@ -66,6 +66,8 @@ APIS = ("completions", "chat", "generate")
 PATHS = {"completions": "/v1/completions", "chat": "/v1/chat/completions",
          "generate": "/generate"}
 SESSION_HEADER = "X-Session-ID"
+# the data-parallel rank a request is for, as vLLM's OpenAI server reads it (any case)
+RANK_HEADER = "X-data-parallel-rank"
 
 Messages = list[dict[str, Any]]
 Prompt = str | np.ndarray | Messages  # text, token ids (1-D int64) or chat messages

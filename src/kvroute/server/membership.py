@@ -20,7 +20,7 @@ Contract:
   URL is not in ``exclude``. Membership never sees the routing policy or a request.
 * Data-parallel ranks: ``URL@R`` (R a rank number, as SGLang's router writes a DP rank)
   is rank R of the engine at ``URL``, a worker of its own (its own KV cache): requests
-  go to ``Worker.base`` with ``X-data-parallel-rank: R`` (:data:`RANK_HEADER`, which
+  go to ``Worker.base`` with ``X-data-parallel-rank: R`` (``RANK_HEADER``, which
   vLLM's OpenAI server reads), its health and ``/metrics`` come from ``base`` (the rank's
   series: :mod:`kvroute.server.engine_metrics`), and its KV events from the feed named
   for it (vLLM publishes rank R on the base port + R). Health is per worker, so the
@@ -38,13 +38,13 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from kvroute.errors import ConfigError
+from kvroute.protocol.request_body import RANK_HEADER
 from kvroute.routing.router import Dispatch, Router
 
-__all__ = ["RANK_HEADER", "Membership", "Worker", "normalize_url", "split_rank", "worker_urls"]
+__all__ = ["Membership", "Worker", "normalize_url", "split_rank", "worker_urls"]
 
 log = logging.getLogger("kvroute.server")
 
-RANK_HEADER = "X-data-parallel-rank"  # the DP rank a request is for (vLLM's header)
 _RANK = re.compile(r"@(\d+)$")
 
 

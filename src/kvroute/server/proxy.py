@@ -57,7 +57,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kvroute.protocol.request_body import ask_usage
+from kvroute.protocol.request_body import RANK_HEADER, ask_usage
 from kvroute.protocol.response_body import (
     WORKER_HEADER,
     SSEScanner,
@@ -70,7 +70,7 @@ from kvroute.routing.base import RouteRequest
 from kvroute.routing.router import Dispatch, Router, cached_units
 from kvroute.server.decision_log import DecisionLog
 from kvroute.server.http_messages import Request, Response, StreamResponse, error_response
-from kvroute.server.membership import RANK_HEADER, Membership, Worker
+from kvroute.server.membership import Membership, Worker
 from kvroute.server.router_metrics import RouterMetrics
 from kvroute.server.upstream import Upstream, UpstreamError, UpstreamResponse, UpstreamTimeout
 

@@ -23,6 +23,14 @@ Contract:
   (:mod:`kvroute.worker.kv_publisher`: blocks of ``block_size`` tokens, a replay socket
   on ``kv_events_replay_endpoint``); :attr:`EmulatedWorker.events` has the bound
   addresses once started. The engine itself behaves the same with events on or off.
+* Data parallelism (``dp_size`` ranks, vLLM's ``--data-parallel-size``): an
+  :class:`EmulatedWorker` is one rank (``rank``, default 0), an engine of its own (its
+  SimWorker, radix cache and KV pool of ``capacity``, the same profile, policy and seed);
+  :class:`kvroute.worker.data_parallel.DataParallelWorker` runs them all behind one
+  app. With ``dp_size > 1`` rank ``r``'s metrics carry its rank as a label and its KV
+  events go out on the endpoints offset by ``r``
+  (:func:`~kvroute.worker.kv_publisher.rank_endpoint`), each batch carrying
+  ``data_parallel_rank = r``. With ``dp_size = 1`` rank 0 is the engine described above.
 """
 
 from __future__ import annotations
@@ -42,12 +50,13 @@ from kvroute.sim.step_model import StepModel, check_speed
 from kvroute.sim.step_profiles import DEFAULT_PROFILE, load_profile
 from kvroute.sim.worker import Job, SimWorker, WorkerConfig
 from kvroute.worker.exported_metrics import ExportedMetrics
-from kvroute.worker.kv_publisher import CachePublisher
+from kvroute.worker.kv_publisher import CachePublisher, check_rank_endpoints, rank_endpoint
 from kvroute.workloads.chat_template import find_chat_template
 from kvroute.workloads.request import Request
 from kvroute.workloads.tokenizer import Tokenizer, load_tokenizer
 
-__all__ = ["EmulatedConfig", "EmulatedWorker", "Pending", "filler_piece", "filler_text"]
+__all__ = ["EmulatedConfig", "EmulatedWorker", "Pending", "filler_piece", "filler_text",
+           "flush_refused"]
 
 _FILLER = ("lorem", "ipsum", "dolor", "sit", "amet", "consectetur", "adipiscing", "elit",
            "sed", "do", "eiusmod", "tempor", "incididunt", "ut", "labore", "et", "dolore",
@@ -83,9 +92,14 @@ class EmulatedConfig:
     kv_events_endpoint: str | None = None
     kv_events_replay_endpoint: str | None = None
     block_size: int = 16  # tokens per published block
+    dp_size: int = 1  # data-parallel ranks (engines) behind the one HTTP port
 
     def __post_init__(self) -> None:
         check_speed(self.speed)
+        if isinstance(self.dp_size, bool) or not isinstance(self.dp_size, int) \
+                or self.dp_size < 1:
+            raise ConfigError(f"dp_size (data-parallel ranks) must be an integer >= 1, got "
+                              f"{self.dp_size!r}")
         if not self.model_name:
             raise ConfigError("model_name must be a non-empty string")
         if self.default_max_tokens < 1:
@@ -94,6 +108,9 @@ class EmulatedConfig:
             raise ConfigError(f"block_size must be >= 1 token, got {self.block_size}")
         if self.kv_events_replay_endpoint and not self.kv_events_endpoint:
             raise ConfigError("a KV-events replay endpoint needs a KV-events endpoint")
+        if self.kv_events_endpoint and self.dp_size > 1:
+            check_rank_endpoints(self.kv_events_endpoint, self.kv_events_replay_endpoint,
+                                 self.dp_size)
         self.worker_config()  # validates capacity, chunk_size, max_running, the policy
 
     def step_model(self) -> StepModel:
@@ -122,38 +139,53 @@ class Pending:
 
 
 class EmulatedWorker:
-    """The state behind one app: the SimWorker (built by :meth:`start`), requests in
-    flight, metrics."""
+    """The state behind one engine (one data-parallel rank): the SimWorker (built by
+    :meth:`start`), requests in flight, metrics. ``share``: another rank of the same
+    config whose tokenizer, prompt encoder and request ids this one uses too."""
 
-    def __init__(self, config: EmulatedConfig) -> None:
+    def __init__(self, config: EmulatedConfig, rank: int = 0, *,
+                 share: EmulatedWorker | None = None) -> None:
+        if not 0 <= rank < config.dp_size:
+            raise ConfigError(f"rank must be in [0, {config.dp_size}) (the data-parallel "
+                              f"ranks), got {rank}")
         self.config = config
+        self.rank = rank
         self.model = config.step_model()
         self.worker_config = config.worker_config()
         self.capacity = self.worker_config.capacity or self.model.kv_pool_tokens
-        self.tokenizer: Tokenizer = load_tokenizer(config.tokenizer)
-        template = find_chat_template(config.tokenizer) if config.tokenizer else None
-        self.prompts = PromptEncoder(self.tokenizer, template)
+        if share is None:
+            self.tokenizer: Tokenizer = load_tokenizer(config.tokenizer)
+            template = find_chat_template(config.tokenizer) if config.tokenizer else None
+            self.prompts = PromptEncoder(self.tokenizer, template)
+            self._rids: itertools.count[int] = itertools.count()
+        else:
+            self.tokenizer, self.prompts, self._rids = share.tokenizer, share.prompts, \
+                share._rids
         self.metrics = ExportedMetrics(config.model_name, self.capacity,
                                        running=lambda: self.running,
                                        waiting=lambda: self.waiting, kv_usage=self.kv_usage,
-                                       max_running=self.worker_config.max_running)
+                                       max_running=self.worker_config.max_running,
+                                       dp_rank=rank if config.dp_size > 1 else None)
         self.worker: SimWorker | None = None
         self.events: CachePublisher | None = None
         self.pending: dict[int, Pending] = {}
-        self._rids = itertools.count()
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> None:
         """Build the SimWorker on the running event loop."""
         self._loop = asyncio.get_running_loop()
-        self.worker = SimWorker(0, self.model, self.worker_config, RealtimeLoop(self._loop),
-                                on_finish=self._on_finish, seed=self.config.seed,
-                                on_first_token=self._on_first_token, on_token=self._on_token)
-        c = self.config
+        self.worker = SimWorker(self.rank, self.model, self.worker_config,
+                                RealtimeLoop(self._loop), on_finish=self._on_finish,
+                                seed=self.config.seed, on_first_token=self._on_first_token,
+                                on_token=self._on_token)
+        c, r = self.config, self.rank
         if c.kv_events_endpoint:
-            self.events = CachePublisher(self.worker.cache, self._loop, c.kv_events_endpoint,
-                                         c.kv_events_replay_endpoint, c.block_size)
+            replay = c.kv_events_replay_endpoint
+            self.events = CachePublisher(self.worker.cache, self._loop,
+                                         rank_endpoint(c.kv_events_endpoint, r),
+                                         None if replay is None else rank_endpoint(replay, r),
+                                         c.block_size, dp_rank=r)
 
     def close(self) -> None:
         """Close the KV-event sockets, if any."""
@@ -178,6 +210,11 @@ class EmulatedWorker:
     @property
     def waiting(self) -> int:
         return len(self.worker.waiting) if self.worker is not None else 0
+
+    @property
+    def load(self) -> int:
+        """Requests running or queued (what the data-parallel balancer compares)."""
+        return self.running + self.waiting
 
     def kv_usage(self) -> float:
         """The pool's share that eviction cannot free (locked cache and reservations), as
@@ -229,7 +266,7 @@ class EmulatedWorker:
                               output_len=max_tokens)
             except ConfigError as e:
                 raise BadRequest(str(e)) from e
-            job = Job(req, 0, self.worker.loop.now)
+            job = Job(req, self.rank, self.worker.loop.now)
             pending = Pending(job, self._loop)
             self.pending[rid] = pending
             try:
@@ -240,13 +277,23 @@ class EmulatedWorker:
             out.append(pending)
         return out
 
+    def busy(self) -> bool:
+        """Whether requests are in flight (queued, running, or holding cache)."""
+        w = self.worker
+        return w is not None and bool(w.running or w.waiting or w.cache.locked)
+
     def flush(self) -> str | None:
         """Clear the radix cache; the reason it cannot (requests in flight), else None."""
         w = self.worker
         if w is None:
             return "the worker is starting"
-        if w.running or w.waiting or w.cache.locked:
-            return (f"Cache not flushed because there are pending requests. "
-                    f"#queue-req: {len(w.waiting)}, #running-req: {w.running}")
+        if self.busy():
+            return flush_refused(len(w.waiting), w.running)
         w.cache.clear()
         return None
+
+
+def flush_refused(waiting: int, running: int) -> str:
+    """Why ``/flush_cache`` did nothing (SGLang's words)."""
+    return (f"Cache not flushed because there are pending requests. "
+            f"#queue-req: {waiting}, #running-req: {running}")

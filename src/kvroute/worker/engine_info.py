@@ -12,7 +12,8 @@ Contract (the emulated worker's tokenizer and chat template, as its generation u
 * SGLang: ``GET /get_model_info`` (also ``/model_info``) answers ``{"model_path",
   "tokenizer_path", "is_generation"}``; ``GET /get_server_info`` (also ``/server_info``)
   the server's settings: ``max_total_num_tokens`` (the KV pool), ``chunked_prefill_size``,
-  ``max_running_requests``, ``page_size``, ``version``.
+  ``max_running_requests``, ``page_size``, ``version``, and ``dp_size`` with more than
+  one data-parallel rank (every rank has the pool and settings given).
 * Bad input is a 400 (:mod:`kvroute.protocol.request_body` reads the prompts).
 """
 
@@ -73,11 +74,14 @@ def add_info_routes(app: web.Application, key: web.AppKey[EmulatedWorker]) -> No
 
     async def server_info(request: web.Request) -> web.Response:
         ew = worker(request)
-        return web.json_response({
+        info: dict[str, Any] = {
             "model_path": ew.config.model_name, "max_total_num_tokens": ew.capacity,
             "chunked_prefill_size": ew.config.chunk_size,
             "max_running_requests": ew.config.max_running, "page_size": 1,
-            "version": "kvroute-emulated"})
+            "version": "kvroute-emulated"}
+        if ew.config.dp_size > 1:
+            info["dp_size"] = ew.config.dp_size
+        return web.json_response(info)
 
     app.router.add_post("/tokenize", tokenize)
     app.router.add_post("/detokenize", detokenize)

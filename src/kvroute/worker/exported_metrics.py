@@ -8,33 +8,51 @@ worker's own (several workers can run in one process).
 * Gauges (running, waiting, KV usage) are read from the callables given, when scraped;
   the KV capacity is fixed (vLLM's as one-token blocks), and so is the cap on running
   requests, exported under SGLang's name when the worker has one (vLLM reports none).
+* Data parallelism: the metrics of rank ``dp_rank`` (None: an engine without it, whose
+  page is as above) carry the rank as each engine labels it (:data:`RANK_LABELS`: vLLM's
+  families ``engine="r"``, SGLang's ``dp_rank="r"``). :func:`merged_registry` renders
+  the ranks' registries as one page: each family's HELP and TYPE once, then the samples
+  of every rank in rank order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client import generate_latest as _generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
-from kvroute.protocol.metric_names import ENGINES, SGLANG, VLLM
+from kvroute.protocol.metric_names import ENGINES, SGLANG, VLLM, EngineMetricNames
 
-__all__ = ["ExportedMetrics"]
+__all__ = ["RANK_LABELS", "ExportedMetrics", "merged_registry", "render"]
+
+RANK_LABELS = {VLLM.engine: "engine", SGLANG.engine: "dp_rank"}  # data-parallel rank label
 
 
 class ExportedMetrics:
     def __init__(self, model_name: str, capacity: int, running: Callable[[], float],
                  waiting: Callable[[], float], kv_usage: Callable[[], float],
-                 max_running: int | None = None) -> None:
+                 max_running: int | None = None, dp_rank: int | None = None) -> None:
         r = self.registry = CollectorRegistry()
-        lab = ["model_name"]
+        self.dp_rank = dp_rank
 
-        def counter(name: str, doc: str) -> Any:
-            return Counter(name, doc, lab, registry=r).labels(model_name)
+        def labels(e: EngineMetricNames, names: list[str], values: list[str]
+                   ) -> tuple[list[str], list[str]]:
+            if dp_rank is None:
+                return names, values
+            return [*names, RANK_LABELS[e.engine]], [*values, str(dp_rank)]
 
-        def gauge(name: str, doc: str, fn: Callable[[], float]) -> None:
-            Gauge(name, doc, lab, registry=r).labels(model_name).set_function(fn)
+        def counter(name: str, doc: str, e: EngineMetricNames) -> Any:
+            lab, val = labels(e, ["model_name"], [model_name])
+            return Counter(name, doc, lab, registry=r).labels(*val)
+
+        def gauge(name: str, doc: str, fn: Callable[[], float],
+                  e: EngineMetricNames) -> None:
+            lab, val = labels(e, ["model_name"], [model_name])
+            Gauge(name, doc, lab, registry=r).labels(*val).set_function(fn)
 
         self._prompt: list[Any] = []
         self._generated: list[Any] = []
@@ -42,22 +60,22 @@ class ExportedMetrics:
         self._hits: list[Any] = []
         self._queries: list[Any] = []
         for e in ENGINES:
-            self._prompt.append(counter(e.prompt_tokens, "Prompt tokens processed"))
-            self._generated.append(counter(e.generation_tokens, "Generated tokens"))
-            self._finished.append(counter(e.requests_finished, "Requests finished"))
-            self._hits.append(counter(e.cache_hits, "Prompt tokens served from the cache"))
+            self._prompt.append(counter(e.prompt_tokens, "Prompt tokens processed", e))
+            self._generated.append(counter(e.generation_tokens, "Generated tokens", e))
+            self._finished.append(counter(e.requests_finished, "Requests finished", e))
+            self._hits.append(counter(e.cache_hits, "Prompt tokens served from the cache", e))
             if e.cache_queries != e.prompt_tokens:  # SGLang's lookups are its prompt tokens
                 self._queries.append(counter(e.cache_queries,
-                                             "Prompt tokens looked up in the cache"))
-            gauge(e.running, "Running requests", running)
-            gauge(e.waiting, "Queued requests", waiting)
+                                             "Prompt tokens looked up in the cache", e))
+            gauge(e.running, "Running requests", running, e)
+            gauge(e.waiting, "Queued requests", waiting, e)
             for name in e.kv_usage:
-                gauge(name, "Fraction of the KV pool in use", kv_usage)
-        gauge(SGLANG.kv_capacity, "KV pool size in tokens", lambda: capacity)
+                gauge(name, "Fraction of the KV pool in use", kv_usage, e)
+        gauge(SGLANG.kv_capacity, "KV pool size in tokens", lambda: capacity, SGLANG)
         if max_running is not None:
-            gauge(SGLANG.max_running, "Maximum running requests", lambda: max_running)
-        Gauge(VLLM.kv_capacity, "KV cache configuration", ["block_size", "num_gpu_blocks"],
-              registry=r).labels("1", str(capacity)).set(1)
+            gauge(SGLANG.max_running, "Maximum running requests", lambda: max_running, SGLANG)
+        lab, val = labels(VLLM, ["block_size", "num_gpu_blocks"], ["1", str(capacity)])
+        Gauge(VLLM.kv_capacity, "KV cache configuration", lab, registry=r).labels(*val).set(1)
 
     def prefilled(self, prompt: int, cached: int) -> None:
         """A request's ``prompt`` tokens were processed, ``cached`` of them from the cache."""
@@ -75,4 +93,34 @@ class ExportedMetrics:
             c.inc()
 
     def render(self) -> bytes:
-        return bytes(_generate_latest(self.registry))
+        return render(self.registry)
+
+
+class _Merged(Collector):
+    """The families of several registries, each once, with the samples of all."""
+
+    def __init__(self, registries: Sequence[CollectorRegistry]) -> None:
+        self._registries = list(registries)
+
+    def collect(self) -> Iterator[Metric]:
+        families: dict[str, Metric] = {}
+        for registry in self._registries:
+            for m in registry.collect():
+                family = families.get(m.name)
+                if family is None:
+                    family = families[m.name] = Metric(m.name, m.documentation, m.type,
+                                                       m.unit)
+                family.samples.extend(m.samples)
+        yield from families.values()
+
+
+def merged_registry(ranks: Sequence[ExportedMetrics]) -> CollectorRegistry:
+    """One registry rendering the metrics of every rank (labelled by their ``dp_rank``)."""
+    registry = CollectorRegistry()
+    registry.register(_Merged([m.registry for m in ranks]))
+    return registry
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    """A registry's page in Prometheus' text format."""
+    return bytes(_generate_latest(registry))

@@ -1,6 +1,7 @@
 """The emulated worker's HTTP API: SGLang's and vLLM's endpoints in front of an
-:class:`~kvroute.worker.emulated.EmulatedWorker` (:func:`create_app`, an aiohttp app
-whose worker starts with it).
+:class:`~kvroute.worker.emulated.EmulatedWorker`, or of ``EmulatedConfig.dp_size`` of
+them (data-parallel ranks, :class:`~kvroute.worker.data_parallel.DataParallelWorker`)
+(:func:`create_app`, an aiohttp app whose ranks start with it).
 
 Contract:
 
@@ -10,6 +11,12 @@ Contract:
   until the worker has started), ``POST /flush_cache`` (400 while requests are queued or
   running), ``GET /metrics`` (:mod:`kvroute.worker.exported_metrics`), and what other
   routers ask (tokenize, render, server and model info: :mod:`kvroute.worker.engine_info`).
+  ``app[WORKER_KEY]`` is rank 0's engine (the only one without data parallelism),
+  ``app[RANKS_KEY]`` the :class:`DataParallelWorker` of all ranks.
+* Data parallelism: each request goes whole (a batch too) to one rank: the one its
+  ``X-data-parallel-rank`` header names (not an integer in ``[0, dp_size)``: a 400), else
+  the least loaded. ``/flush_cache`` flushes every rank, ``/health`` is 200 once all have
+  started, ``/metrics`` labels each rank's series with its rank.
 * Requests are read by :mod:`kvroute.protocol.request_body`: what it refuses is a 400.
   ``max_tokens`` defaults to ``EmulatedConfig.default_max_tokens``; only ``n = 1`` is
   served. The emulated model has no end of sequence of its own: a request with a
@@ -43,6 +50,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from kvroute.protocol.request_body import (
     PATHS,
+    RANK_HEADER,
     BadRequest,
     include_usage,
     json_body,
@@ -53,6 +61,7 @@ from kvroute.protocol.request_body import (
 )
 from kvroute.protocol.response_body import DONE, error_body
 from kvroute.sim.worker import Job
+from kvroute.worker.data_parallel import DataParallelWorker
 from kvroute.worker.emulated import (
     EmulatedConfig,
     EmulatedWorker,
@@ -62,11 +71,12 @@ from kvroute.worker.emulated import (
 )
 from kvroute.worker.engine_info import add_info_routes
 
-__all__ = ["WORKER_KEY", "create_app"]
+__all__ = ["RANKS_KEY", "WORKER_KEY", "create_app"]
 
 log = logging.getLogger(__name__)
 
-WORKER_KEY = web.AppKey("kvroute_emulated_worker", EmulatedWorker)
+WORKER_KEY = web.AppKey("kvroute_emulated_worker", EmulatedWorker)  # rank 0
+RANKS_KEY = web.AppKey("kvroute_emulated_ranks", DataParallelWorker)
 
 
 def _error(message: str, status: int = 400, kind: str = "invalid_request_error") -> web.Response:
@@ -74,18 +84,20 @@ def _error(message: str, status: int = 400, kind: str = "invalid_request_error")
 
 
 # -------------------------------------------------------------------- requests
-def _worker(request: web.Request) -> EmulatedWorker:
-    ew = request.app[WORKER_KEY]
-    if not ew.started:
+def _ranks(request: web.Request) -> DataParallelWorker:
+    dp = request.app[RANKS_KEY]
+    if not dp.started:
         raise web.HTTPServiceUnavailable(text="the worker is starting")
-    return ew
+    return dp
 
 
-async def _submit(request: web.Request,
-                  route: str) -> tuple[dict[str, Any], list[Pending], str]:
-    """The request's body, its prompts queued on the worker, and why their outputs end:
-    "stop" at a minimum (the emulated end of sequence), else "length"."""
-    ew = _worker(request)
+async def _submit(request: web.Request, route: str
+                  ) -> tuple[dict[str, Any], EmulatedWorker, list[Pending], str]:
+    """The request's body, the rank it went to, its prompts queued there, and why their
+    outputs end: "stop" at a minimum (the emulated end of sequence), else "length"."""
+    dp = _ranks(request)
+    rank = dp.requested_rank(request.headers.get(RANK_HEADER))
+    ew = dp.ranks[0]  # the ranks share the config and the tokenizer
     body = json_body(await request.read())
     prompts = [ew.prompts.encode(p) for p in prompts_of(route, body)]
     cap, least = max_tokens_of(route, body), min_tokens_of(route, body)
@@ -96,7 +108,8 @@ async def _submit(request: web.Request,
     if n is not None and n != 1:
         raise BadRequest(f"only n = 1 is supported, got n = {n!r}")
     ends = "stop" if least is not None and least != cap else "length"
-    return body, ew.submit(prompts, max_tokens), ends
+    ew = dp.pick(rank)  # chosen and queued at once: the balancer sees every earlier request
+    return body, ew, ew.submit(prompts, max_tokens), ends
 
 
 async def _finished(ps: list[Pending]) -> None:
@@ -151,8 +164,7 @@ async def _tokens(p: Pending) -> AsyncIterator[tuple[int, int]]:
 
 
 async def _openai(request: web.Request, route: str) -> web.StreamResponse:
-    body, ps, ends = await _submit(request, route)
-    ew = request.app[WORKER_KEY]
+    body, ew, ps, ends = await _submit(request, route)
     chat = route == "chat"
     max_tokens = ps[0].job.req.output_len
     rid = f"{'chatcmpl' if chat else 'cmpl'}-{ps[0].job.req.rid}"
@@ -219,8 +231,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 async def generate(request: web.Request) -> web.StreamResponse:
     """``POST /generate`` (SGLang native: ``text`` or ``input_ids``, ``sampling_params``)."""
-    body, ps, ends = await _submit(request, "generate")
-    ew = request.app[WORKER_KEY]
+    body, ew, ps, ends = await _submit(request, "generate")
     max_tokens = ps[0].job.req.output_len
 
     def meta(p: Pending, done: bool, generated: int) -> dict[str, Any]:
@@ -259,15 +270,16 @@ async def models(request: web.Request) -> web.Response:
 
 
 async def health(request: web.Request) -> web.Response:
-    """``GET /health`` and ``/health_generate``: 200 once the worker runs."""
-    if not request.app[WORKER_KEY].started:
+    """``GET /health`` and ``/health_generate``: 200 once every rank runs."""
+    if not request.app[RANKS_KEY].started:
         return _error("the worker is starting", 503, "service_unavailable")
     return web.Response(text="")
 
 
 async def flush_cache(request: web.Request) -> web.Response:
-    """``POST /flush_cache`` (SGLang): clear the radix cache when nothing is in flight."""
-    reason = request.app[WORKER_KEY].flush()
+    """``POST /flush_cache`` (SGLang): clear every rank's radix cache when nothing is in
+    flight."""
+    reason = request.app[RANKS_KEY].flush()
     if reason is not None:
         return _error(reason)
     return web.Response(text="Cache flushed.\nPlease check backend logs for more details. "
@@ -277,7 +289,7 @@ async def flush_cache(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     """``GET /metrics``: Prometheus text format."""
-    body = request.app[WORKER_KEY].metrics.render()
+    body = request.app[RANKS_KEY].render_metrics()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
@@ -303,16 +315,18 @@ async def _errors(request: web.Request,
 
 
 def create_app(config: EmulatedConfig | None = None) -> web.Application:
-    """The aiohttp app of an emulated worker (its SimWorker starts with the app)."""
-    ew = EmulatedWorker(config or EmulatedConfig())
+    """The aiohttp app of an emulated worker: ``config.dp_size`` ranks (engines) behind
+    it, their SimWorkers started with the app."""
+    dp = DataParallelWorker(config or EmulatedConfig())
     app = web.Application(middlewares=[_errors])
-    app[WORKER_KEY] = ew
+    app[WORKER_KEY] = dp.ranks[0]
+    app[RANKS_KEY] = dp
 
     async def start(app: web.Application) -> None:
-        ew.start()
+        dp.start()
 
     async def stop(app: web.Application) -> None:
-        ew.close()
+        dp.close()
 
     app.on_startup.append(start)
     app.on_cleanup.append(stop)
