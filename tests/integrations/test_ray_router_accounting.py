@@ -201,3 +201,13 @@ async def test_done_before_accepted_counts_ok_and_an_orphan_closes_after_the_gra
     s = router.stats()
     assert (s["refused"], s["failed"], s["open"]) == (1, 1, 2)
     assert heard[0] == 1 and sum(heard.values()) == 2
+
+
+def test_an_emulated_replica_is_one_engine() -> None:
+    """Serve's replicas are the data parallelism: a replica with ranks is refused, clearly."""
+    from kvroute.errors import ConfigError
+    from kvroute.integrations.ray_replica import EmulatedReplica
+
+    with pytest.raises(ConfigError, match="num_replicas"):
+        EmulatedReplica(dp_size=2)
+    assert EmulatedReplica(speed=50.0).engine.rank == 0

@@ -5,7 +5,9 @@ Contract:
 
 * :class:`EmulatedReplica` is a plain class; make it a deployment with
   ``serve.deployment(EmulatedReplica, ...)`` or :func:`emulated_deployment`. Its
-  constructor takes :class:`~kvroute.worker.emulated.EmulatedConfig`'s fields.
+  constructor takes :class:`~kvroute.worker.emulated.EmulatedConfig`'s fields; a replica
+  is one engine (``dp_size`` other than 1 is a ConfigError: Serve's replicas are the
+  data parallelism).
 * Calling it (``handle.remote(ServePrompt(...))``, or an OpenAI-style body dict) serves
   one prompt: text through the worker's tokenizer, token ids as given, as
   :mod:`kvroute.protocol.request_body` reads them. The answer is a dict: ``replica``
@@ -23,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from kvroute.errors import ConfigError
 from kvroute.integrations._ray import require_ray
 from kvroute.protocol.request_body import BadRequest, max_tokens_of
 from kvroute.worker.emulated import EmulatedConfig, EmulatedWorker
@@ -50,7 +53,11 @@ class EmulatedReplica:
     """One emulated engine (see the module doc)."""
 
     def __init__(self, **config: Any) -> None:
-        self.engine = EmulatedWorker(EmulatedConfig(**config))
+        cfg = EmulatedConfig(**config)
+        if cfg.dp_size != 1:
+            raise ConfigError(f"an emulated Serve replica is one engine, got dp_size "
+                              f"{cfg.dp_size}: scale with the deployment's num_replicas")
+        self.engine = EmulatedWorker(cfg)
 
     def _started(self) -> EmulatedWorker:
         if not self.engine.started:
