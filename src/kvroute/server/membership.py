@@ -23,8 +23,8 @@ Contract:
   go to ``Worker.base`` with ``X-data-parallel-rank: R`` (``RANK_HEADER``, which
   vLLM's OpenAI server reads), its health and ``/metrics`` come from ``base`` (the rank's
   series: :mod:`kvroute.server.engine_metrics`), and its KV events from the feed named
-  for it (vLLM publishes rank R on the base port + R). Health is per worker, so the
-  ranks of one engine go down together only when its checks fail for each.
+  for it (vLLM publishes rank R on the base port + R). An engine's health check speaks
+  for all its ranks; request failures open one rank's breaker.
 """
 
 from __future__ import annotations
