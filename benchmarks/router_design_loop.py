@@ -5,7 +5,7 @@ the other policies' rows already generated into docs/routing-results.md.
         [--routing learned] [--policy-arg KEY=VALUE ...] [--seeds 4,5,6] \
         [--trace ../shared/traces/mooncake_synthetic_trace.jsonl]
 
-``kvroute compare --routers`` runs all 22 policies (about 13 minutes on 2 cores); a change
+``kvroute compare --routers`` runs every registered policy (about 15 minutes on 2 cores); a change
 to one policy changes only its own rows. This script runs the preset for that one policy
 (about 40 seconds for ``learned``) and prints what the preset would: its geometric-mean
 advantage over the best other non-oracle policy of each cell (mean E2E, mean TTFT, p99
