@@ -174,3 +174,31 @@ async def test_routing_to_the_ranks_of_an_emulated_engine_with_their_events() ->
     finally:
         await router.stop()
         await runner.cleanup()
+
+
+def test_serve_dp_size_lists_every_rank_and_its_feed() -> None:
+    """`kvroute serve --dp-size N`: each engine URL as its N ranks, each --kv-events entry
+    as the ranks' feeds at the ports + r (where vLLM publishes them)."""
+    import argparse
+
+    from kvroute.cli import serve as serve_cli
+    from kvroute.server.kv_events import rank_feeds
+    from kvroute.server.membership import with_ranks
+
+    assert with_ranks(["http://h:1/", "http://g:2"], 2) == [
+        "http://h:1@0", "http://h:1@1", "http://g:2@0", "http://g:2@1"]
+    assert with_ranks(["http://h:1@3"], 1) == ["http://h:1@3"]
+    with pytest.raises(ConfigError, match="names a rank already"):
+        with_ranks(["http://h:1@0"], 2)
+    assert rank_feeds(None, 4) is None
+    pytest.importorskip("zmq")
+    pytest.importorskip("msgspec")
+    assert rank_feeds(["tcp://h:5557,tcp://h:5567", "-"], 2) == [
+        "tcp://h:5557,tcp://h:5567", "tcp://h:5558,tcp://h:5568", "-", "-"]
+    ap = argparse.ArgumentParser()
+    serve_cli.add_parser(ap.add_subparsers())
+    with pytest.raises(SystemExit):  # argparse: not a number of ranks
+        ap.parse_args(["serve", "--worker-urls", "http://a:1", "--dp-size", "0"])
+    args = ap.parse_args(["serve", "--worker-urls", "http://a:1@0", "--dp-size", "2"])
+    with pytest.raises(ConfigError, match="names a rank already"):
+        args.func(args)

@@ -17,6 +17,7 @@ from kvroute.cli.policy_flags import (
     routing_args,
     seed,
 )
+from kvroute.cli.worker import dp_size
 from kvroute.errors import ConfigError
 from kvroute.routing.registry import ROUTING, make_router_policy
 
@@ -49,15 +50,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
         template = find_chat_template(args.tokenizer)
     if not 0 < args.port < 65536:
         raise ConfigError(f"--port must be in 1..65535, got {args.port}")
+    from kvroute.server.kv_events import rank_feeds
+    from kvroute.server.membership import with_ranks
+
     config = ServeConfig(
-        worker_urls=list(args.worker_urls), tokenizer=tokenizer,
+        worker_urls=with_ranks(args.worker_urls, args.dp_size), tokenizer=tokenizer,
         chat_template=template,
         api_key=args.api_key, decision_log=args.decision_log,
         health_interval=args.health_interval, metrics_interval=args.metrics_interval,
         request_timeout=args.request_timeout,
         max_retries=args.max_retries, failure_threshold=args.failure_threshold,
         cooldown_s=args.cooldown, drain_timeout=args.drain_timeout, seed=args.seed,
-        index_capacity=args.index_capacity, kv_events=args.kv_events,
+        index_capacity=args.index_capacity, kv_events=rank_feeds(args.kv_events, args.dp_size),
         kv_events_engine=args.kv_events_engine, stream_usage=args.stream_usage,
         max_running=args.max_running)
     app = build_app(config, policy)
@@ -129,6 +133,11 @@ def add_parser(sub: Any) -> None:
                    help="engine base URLs, e.g. http://127.0.0.1:30000; URL@R is rank R of "
                         "a data-parallel engine (vllm serve --data-parallel-size), routed "
                         "to as a worker of its own with X-data-parallel-rank: R")
+    s.add_argument("--dp-size", type=dp_size, default=1, metavar="N",
+                   help="every --worker-urls engine runs N data-parallel ranks (vllm serve "
+                        "--data-parallel-size N): route to each rank as a worker of its own "
+                        "(URL@0 .. URL@N-1), each --kv-events entry giving rank r's feed at "
+                        "its ports + r")
     s.add_argument("--policy", default=DEFAULT_ROUTING,
                    help=f"routing policy, from: {', '.join(ROUTING.names(**ONLINE_ROUTING))}")
     add_arg_flags(s, eviction=False)

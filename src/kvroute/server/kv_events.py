@@ -42,7 +42,7 @@ from kvroute.server.membership import Membership
 if TYPE_CHECKING:
     from kvroute.events import AsyncEventSubscriber, BlockIndex
 
-__all__ = ["FeedSpec", "KvEventFeeds", "load_events", "parse_feed", "parse_feeds"]
+__all__ = ["FeedSpec", "KvEventFeeds", "load_events", "parse_feed", "parse_feeds", "rank_feeds"]
 
 log = logging.getLogger("kvroute.server")
 
@@ -85,6 +85,27 @@ def parse_feeds(specs: list[str] | None, workers: int) -> list[FeedSpec | None]:
         raise ConfigError(f"--kv-events needs one entry per worker URL ('-' for none): "
                           f"{len(specs)} for {workers} workers")
     return [parse_feed(s) for s in specs]
+
+
+def rank_feeds(specs: list[str] | None, ranks: int) -> list[str] | None:
+    """Each engine's ``ENDPOINT[,REPLAY]`` (or ``-``) as the feeds of its ``ranks``
+    data-parallel ranks, in the order of :func:`~kvroute.server.membership.with_ranks`:
+    rank r's ports offset by r, where vLLM publishes them."""
+    if not specs or ranks == 1:
+        return specs
+    load_events()  # the extra's error, if it is missing
+    from kvroute.events.wire import offset_endpoint
+
+    out = []
+    for spec in specs:
+        feed = parse_feed(spec)
+        for r in range(ranks):
+            if feed is None:
+                out.append("-")
+            else:
+                replay = "" if feed.replay is None else f",{offset_endpoint(feed.replay, r)}"
+                out.append(offset_endpoint(feed.endpoint, r) + replay)
+    return out
 
 
 def load_events() -> Any:

@@ -41,7 +41,7 @@ from kvroute.errors import ConfigError
 from kvroute.protocol.request_body import RANK_HEADER
 from kvroute.routing.router import Dispatch, Router
 
-__all__ = ["Membership", "Worker", "normalize_url", "split_rank", "worker_urls"]
+__all__ = ["Membership", "Worker", "normalize_url", "split_rank", "with_ranks", "worker_urls"]
 
 log = logging.getLogger("kvroute.server")
 
@@ -52,6 +52,18 @@ def split_rank(url: str) -> tuple[str, int | None]:
     """``URL@R`` as ``(URL, R)``; a URL without a rank as ``(URL, None)``."""
     m = _RANK.search(url)
     return (url[:m.start()], int(m.group(1))) if m else (url, None)
+
+
+def with_ranks(urls: Sequence[str], ranks: int) -> list[str]:
+    """Each URL as its engine's ``ranks`` data-parallel ranks, ``URL@0 .. URL@ranks-1``
+    (one rank: as given); ConfigError for a URL that names a rank already."""
+    if ranks == 1:
+        return list(urls)
+    for u in urls:
+        if split_rank(u.strip())[1] is not None:
+            raise ConfigError(f"{u!r} names a rank already: give engine URLs with --dp-size, "
+                              "or URL@R for each rank without it")
+    return [f"{u.strip().rstrip('/')}@{r}" for u in urls for r in range(ranks)]
 
 
 def normalize_url(url: str) -> str:
