@@ -79,10 +79,12 @@ class DataParallelFake(FakeWorker):
     def __init__(self, **kw: Any) -> None:
         super().__init__(**kw)
         self.ranks: list[str | None] = []
+        self.fields: list[Any] = []  # the body's data_parallel_rank, per request
         self.pages = self.probes = 0
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         self.ranks.append(request.headers.get("X-data-parallel-rank"))
+        self.fields.append((await request.json()).get("data_parallel_rank"))
         return await super().handle(request)
 
     async def health(self, request: web.Request) -> web.Response:
@@ -202,3 +204,24 @@ def test_serve_dp_size_lists_every_rank_and_its_feed() -> None:
     args = ap.parse_args(["serve", "--worker-urls", "http://a:1@0", "--dp-size", "2"])
     with pytest.raises(ConfigError, match="names a rank already"):
         args.func(args)
+
+
+@pytest.mark.asyncio
+async def test_the_rank_in_the_body_too_for_engines_that_read_it_there() -> None:
+    """``dp_rank_field`` (SGLang reads the rank from the body): the body's last member
+    names the rank, over one the client sent; without it the body is left alone."""
+    engine = await DataParallelFake().start()
+    try:
+        urls = [f"{engine.url}@0", f"{engine.url}@1"]
+        async with cluster(urls, policy="round_robin",
+                           dp_rank_field="data_parallel_rank") as (client, _):
+            for body in ({"prompt": "hi", "max_tokens": 1},
+                         {"prompt": "hi", "max_tokens": 1, "data_parallel_rank": 7}):
+                assert (await client.post("/v1/completions", json=body)).status == 200
+            assert engine.fields == [0, 1] and engine.ranks == ["0", "1"]
+        async with cluster(urls, policy="round_robin") as (client, _):
+            assert (await client.post("/v1/completions",
+                                      json={"prompt": "hi", "max_tokens": 1})).status == 200
+            assert engine.fields[-1] is None
+    finally:
+        await engine.stop()

@@ -60,6 +60,7 @@ if TYPE_CHECKING:
 
 __all__ = ["APIS", "PATHS", "RANK_HEADER", "SESSION_HEADER", "BadRequest", "Messages", "Prompt",
            "PromptEncoder", "ask_usage", "chars", "chat_text", "include_usage", "json_body",
+           "last_member",
            "max_tokens_of", "min_tokens_of", "prompts_of", "session_key", "streamed"]
 
 APIS = ("completions", "chat", "generate")
@@ -263,6 +264,17 @@ def ask_usage(raw: bytes) -> bytes:
     empty = raw[i:].lstrip().startswith(b"}")
     return raw[:i] + b'"stream_options":{"include_usage":true}' + (b"" if empty else b",") \
         + raw[i:]
+
+
+def last_member(raw: bytes, name: str, value: int) -> bytes:
+    """``raw``, the bytes of a JSON object, with ``"name": value`` added as its last member
+    (a JSON reader keeps the last of repeated names, so it overrides one the client sent);
+    the rest left byte for byte."""
+    body = raw.rstrip()
+    i = len(body) - 1  # the closing brace
+    empty = body[:i].rstrip().endswith(b"{")
+    return body[:i] + (b"" if empty else b",") + json.dumps({name: value})[1:-1].encode() \
+        + body[i:]
 
 
 def session_key(value: str | None) -> int | None:

@@ -32,7 +32,9 @@ Contract:
   router does. The clock is ``time.monotonic()`` since the app started. The body goes
   to the worker as received, except with ``stream_usage``: a streamed OpenAI-API request
   without ``stream_options`` gets ``include_usage`` (its stream's usage event, which
-  the client did not ask for, is taken out on the way back).
+  the client did not ask for, is taken out on the way back); and with ``dp_rank_field``,
+  a request for a data-parallel rank gets that member naming its rank
+  (:mod:`kvroute.server.proxy`).
 * Errors of the router itself are JSON ``{"error": {"message", "type"}}``, never tracebacks.
 """
 
@@ -117,6 +119,9 @@ class ServeConfig:
     # the engines' cap on running requests where their /metrics does not report one
     # (vLLM's --max-num-seqs); None: only what the engines report
     max_running: int | None = None
+    # a body member that names a data-parallel rank's requests' rank too (SGLang:
+    # data_parallel_rank, routed_dp_rank in newer versions); None: the header only
+    dp_rank_field: str | None = None
 
     def validate(self) -> None:
         if self.index_capacity is not None and self.index_capacity < 1:
@@ -174,7 +179,7 @@ class RouterApp:
             self.router, self.members, self.upstream, self.metrics, self.decisions, self.now,
             max_retries=config.max_retries, backoff_base=config.backoff_base,
             backoff_factor=config.backoff_factor, backoff_jitter=config.backoff_jitter,
-            seed=config.seed)
+            seed=config.seed, rank_field=config.dp_rank_field)
         per_token = 1.0 if config.tokenizer is not None else CHARS_PER_TOKEN
         self.checks = WorkerChecks(
             self.members, self.router, self.upstream, config.health_timeout, self.now,

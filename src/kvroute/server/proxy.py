@@ -33,7 +33,8 @@ Contract:
   for a timeout, else 502).
 * A worker that is a rank of a data-parallel engine (``URL@R``,
   :mod:`kvroute.server.membership`) is sent the request at its base URL with the header
-  ``X-data-parallel-rank: R`` in place of any the client sent.
+  ``X-data-parallel-rank: R`` in place of any the client sent, and with ``rank_field``
+  the body's last member ``"rank_field": R`` too (SGLang reads the rank from the body).
 * ``models(request)``: ``GET /v1/models`` from the first available worker that answers
   below 500; 503 when none does.
 * Telemetry: Prometheus counters and histograms (:mod:`kvroute.server.router_metrics`) and
@@ -57,7 +58,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kvroute.protocol.request_body import RANK_HEADER, ask_usage
+from kvroute.protocol.request_body import RANK_HEADER, ask_usage, last_member
 from kvroute.protocol.response_body import (
     WORKER_HEADER,
     SSEScanner,
@@ -141,7 +142,8 @@ class Forwarder:
     def __init__(self, router: Router, members: Membership, upstream: Upstream,
                  metrics: RouterMetrics, decisions: DecisionLog, clock: Callable[[], float], *,
                  max_retries: int, backoff_base: float, backoff_factor: float,
-                 backoff_jitter: float, seed: int) -> None:
+                 backoff_jitter: float, seed: int, rank_field: str | None = None) -> None:
+        self.rank_field = rank_field
         self.router = router
         self.members = members
         self.upstream = upstream
@@ -266,6 +268,8 @@ class Forwarder:
                 if w.rank is not None:  # the rank is the router's choice, not the client's
                     headers = [h for h in headers if h[0].lower() != _RANK_LOWER]
                     headers += w.headers()
+                    if self.rank_field:
+                        raw = last_member(raw, self.rank_field, w.rank)
                 upstream = await self.upstream.request("POST", w.base, path, raw, headers)
             except UpstreamTimeout:
                 return self._failed(w, st, "upstream_timeout", 504, "timed out", retry=False)
