@@ -135,7 +135,7 @@ async def test_one_rank_takes_rank_0_or_no_header() -> None:
 
 @pytest.mark.asyncio
 async def test_balancer_picks_the_least_loaded_rank() -> None:
-    """Without a header: the rank with the fewest running + queued requests, ties to the
+    """Without a header: the rank of least vLLM score (4 x queued + running), ties to the
     lowest rank (requests queued straight on the ranks, no clock involved)."""
     dp = DataParallelWorker(EmulatedConfig(speed=50, capacity=CAPACITY, dp_size=3))
     dp.start()

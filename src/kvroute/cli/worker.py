@@ -126,8 +126,8 @@ def add_parser(sub: Any) -> None:
                    help="data parallelism, as vllm serve --data-parallel-size: N independent "
                         "engines (ranks, each with its own cache and a KV pool of "
                         "--capacity) behind the one port; a request goes to the rank its "
-                        "X-data-parallel-rank header names, else to the least loaded; "
-                        "/metrics labels each rank's series (vLLM's engine=\"r\", SGLang's "
-                        "dp_rank=\"r\"), and rank r publishes KV events on the endpoints' "
-                        "port + r")
+                        "X-data-parallel-rank header names, else the one vLLM's balancer "
+                        "picks (least 4 x queued + running); /metrics labels each rank's "
+                        "series (vLLM's engine=\"r\", SGLang's dp_rank=\"r\"), and rank r "
+                        "publishes KV events on the endpoints' port + r")
     s.set_defaults(func=cmd_worker)

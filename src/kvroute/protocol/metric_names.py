@@ -6,7 +6,8 @@ prefix-cache counters (:mod:`kvroute.bench.scrape`).
 Counters are named without their ``_total`` suffix (the exposition adds it; readers
 strip it). Every family carries a ``model_name`` label, except vLLM's
 ``cache_config_info``, whose value is 1 and whose ``num_gpu_blocks`` and ``block_size``
-labels give the KV pool.
+labels give the KV pool. With data parallelism each rank's series also carry its rank,
+under the engine's ``rank_label``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class EngineMetricNames:
     cache_hits: str  # counter: prompt tokens served from the prefix cache
     cache_queries: str  # counter: prompt tokens looked up (the hit rate's denominator)
     max_running: str = ""  # gauge: the cap on running requests ("": none reported, as vLLM)
+    rank_label: str = ""  # the label naming a data-parallel rank's series
 
 
 SGLANG = EngineMetricNames(
@@ -38,7 +40,8 @@ SGLANG = EngineMetricNames(
     kv_usage=("sglang:token_usage",), kv_capacity="sglang:max_total_num_tokens",
     prompt_tokens="sglang:prompt_tokens", generation_tokens="sglang:generation_tokens",
     requests_finished="sglang:num_requests", cache_hits="sglang:cached_tokens",
-    cache_queries="sglang:prompt_tokens", max_running="sglang:max_running_requests")
+    cache_queries="sglang:prompt_tokens", max_running="sglang:max_running_requests",
+    rank_label="dp_rank")
 
 VLLM = EngineMetricNames(
     engine="vllm", running="vllm:num_requests_running", waiting="vllm:num_requests_waiting",
@@ -46,6 +49,6 @@ VLLM = EngineMetricNames(
     kv_capacity="vllm:cache_config_info",
     prompt_tokens="vllm:prompt_tokens", generation_tokens="vllm:generation_tokens",
     requests_finished="vllm:request_success", cache_hits="vllm:prefix_cache_hits",
-    cache_queries="vllm:prefix_cache_queries")
+    cache_queries="vllm:prefix_cache_queries", rank_label="engine")
 
 ENGINES = (SGLANG, VLLM)  # the order readers try them in

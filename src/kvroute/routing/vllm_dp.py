@@ -16,6 +16,9 @@ new snapshot of a worker, which clears what was sent there, when they differ fro
 last snapshot and it is at least ``publish_s`` (0.1 s) old, or when it is ``idle_s``
 (5 s) old: the coordinator's timing.
 
+:func:`score` is the rule itself; the emulated engine's own balancer
+(:mod:`kvroute.worker.data_parallel`) uses it on its ranks' exact counts.
+
 Parameters: ``seed`` (default 0; unused, the rule is deterministic), ``publish_s`` (0.1),
 ``idle_s`` (5.0).
 """
@@ -28,9 +31,14 @@ from kvroute.params import number
 from kvroute.routing.base import ClusterView, Decision, RouteRequest, RoutingPolicy
 from kvroute.routing.registry import register
 
-__all__ = ["VllmDP"]
+__all__ = ["VllmDP", "score"]
 
 WAITING_WEIGHT = 4  # vLLM's score: a waiting request counts four running ones
+
+
+def score(running: int, waiting: int) -> int:
+    """vLLM's load score of an engine: the least is chosen."""
+    return WAITING_WEIGHT * waiting + running
 
 
 @register
@@ -67,8 +75,8 @@ class VllmDP(RoutingPolicy):
             if age >= self.idle_s or (age >= self.publish_s and counts != self._seen[w]):
                 self._seen[w], self._at[w], self._sent[w] = counts, now, 0  # published
             running, waiting = self._seen[w]
-            score = WAITING_WEIGHT * (waiting + self._sent[w]) + running
-            if choice < 0 or score < best:
-                best, choice = score, w
+            value = score(running, waiting + self._sent[w])
+            if choice < 0 or value < best:
+                best, choice = value, w
         self._sent[choice] += 1
         return Decision(choice, branch="least_score")

@@ -36,7 +36,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from kvroute.protocol.metric_names import SGLANG, VLLM
+from kvroute.protocol.metric_names import ENGINES, SGLANG, VLLM
 
 __all__ = ["EngineLoad", "engine_load", "samples"]
 
@@ -79,7 +79,7 @@ class EngineLoad:
     max_running: int = 0  # the cap on running requests; 0 when the page does not say
 
 
-_RANK_LABELS = ("engine", "dp_rank")
+_RANK_LABELS = tuple(e.rank_label for e in ENGINES)
 
 
 def engine_load(text: str, rank: int | None = None, ranks: int = 1) -> EngineLoad | None:

@@ -12,14 +12,16 @@ Contract:
   :meth:`~DataParallelWorker.pick`): the header :data:`RANK_HEADER` (vLLM's
   ``X-data-parallel-rank``, any case) names the rank; a value that is not an integer in
   ``[0, N)`` is a :class:`~kvroute.protocol.request_body.BadRequest` naming the header and
-  the range. Without it, the rank with the fewest running + queued requests (ties: the
-  lowest rank). A request's prompts (a batch) all go to the one rank.
+  the range. Without it, the rank of least score by vLLM's own balancer
+  (:func:`kvroute.routing.vllm_dp.score`: ``4 * queued + running``, here from the ranks'
+  exact counts; ties: the lowest rank). A request's prompts (a batch) all go to the one
+  rank.
 * :meth:`~DataParallelWorker.flush` clears every rank's cache, or none while any rank has
   requests in flight (SGLang's refusal, the counts summed over the ranks).
 * :meth:`~DataParallelWorker.render_metrics`: with one rank, its page unchanged; with
   more, every rank's series once per rank, labelled with the rank (vLLM's families
-  ``engine="r"``, SGLang's ``dp_rank="r"``: :data:`~kvroute.worker.exported_metrics.
-  RANK_LABELS`), each family's HELP and TYPE once.
+  ``engine="r"``, SGLang's ``dp_rank="r"``: ``EngineMetricNames.rank_label``), each
+  family's HELP and TYPE once.
 * :attr:`~DataParallelWorker.kv_event_endpoints`: each rank's bound KV-event addresses,
   ``(endpoint, replay_endpoint)`` in rank order (``[]`` with events off); rank ``r``
   binds the configured ports + ``r`` (``:*``: a free port each) and its batches carry
@@ -33,6 +35,7 @@ import re
 from prometheus_client import CollectorRegistry
 
 from kvroute.protocol.request_body import RANK_HEADER, BadRequest
+from kvroute.routing.vllm_dp import score
 from kvroute.worker.emulated import EmulatedConfig, EmulatedWorker, flush_refused
 from kvroute.worker.exported_metrics import merged_registry, render
 
@@ -98,11 +101,11 @@ class DataParallelWorker:
         return int(text)
 
     def pick(self, rank: int | None = None) -> EmulatedWorker:
-        """Rank ``rank``'s engine, or (None) the least loaded rank's: fewest running +
-        queued requests, the lowest rank on a tie."""
+        """Rank ``rank``'s engine, or (None) the one vLLM's balancer would pick: least
+        ``score(running, queued)``, the lowest rank on a tie."""
         if rank is not None:
             return self.ranks[rank]
-        return min(self.ranks, key=lambda ew: (ew.load, ew.rank))
+        return min(self.ranks, key=lambda ew: (score(ew.running, ew.waiting), ew.rank))
 
     # ---------------------------------------------------------------- admin
     def flush(self) -> str | None:

@@ -213,7 +213,7 @@ class EmulatedWorker:
 
     @property
     def load(self) -> int:
-        """Requests running or queued (what the data-parallel balancer compares)."""
+        """Requests running or queued."""
         return self.running + self.waiting
 
     def kv_usage(self) -> float:

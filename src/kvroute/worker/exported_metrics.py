@@ -9,10 +9,10 @@ worker's own (several workers can run in one process).
   the KV capacity is fixed (vLLM's as one-token blocks), and so is the cap on running
   requests, exported under SGLang's name when the worker has one (vLLM reports none).
 * Data parallelism: the metrics of rank ``dp_rank`` (None: an engine without it, whose
-  page is as above) carry the rank as each engine labels it (:data:`RANK_LABELS`: vLLM's
-  families ``engine="r"``, SGLang's ``dp_rank="r"``). :func:`merged_registry` renders
-  the ranks' registries as one page: each family's HELP and TYPE once, then the samples
-  of every rank in rank order.
+  page is as above) carry the rank as each engine labels it
+  (``EngineMetricNames.rank_label``: vLLM's families ``engine="r"``, SGLang's
+  ``dp_rank="r"``). :func:`merged_registry` renders the ranks' registries as one page:
+  each family's HELP and TYPE once, then the samples of every rank in rank order.
 """
 
 from __future__ import annotations
@@ -27,9 +27,7 @@ from prometheus_client.registry import Collector
 
 from kvroute.protocol.metric_names import ENGINES, SGLANG, VLLM, EngineMetricNames
 
-__all__ = ["RANK_LABELS", "ExportedMetrics", "merged_registry", "render"]
-
-RANK_LABELS = {VLLM.engine: "engine", SGLANG.engine: "dp_rank"}  # data-parallel rank label
+__all__ = ["ExportedMetrics", "merged_registry", "render"]
 
 
 class ExportedMetrics:
@@ -43,7 +41,7 @@ class ExportedMetrics:
                    ) -> tuple[list[str], list[str]]:
             if dp_rank is None:
                 return names, values
-            return [*names, RANK_LABELS[e.engine]], [*values, str(dp_rank)]
+            return [*names, e.rank_label], [*values, str(dp_rank)]
 
         def counter(name: str, doc: str, e: EngineMetricNames) -> Any:
             lab, val = labels(e, ["model_name"], [model_name])

@@ -15,8 +15,9 @@ Contract:
   ``app[RANKS_KEY]`` the :class:`DataParallelWorker` of all ranks.
 * Data parallelism: each request goes whole (a batch too) to one rank: the one its
   ``X-data-parallel-rank`` header names (not an integer in ``[0, dp_size)``: a 400), else
-  the least loaded. ``/flush_cache`` flushes every rank, ``/health`` is 200 once all have
-  started, ``/metrics`` labels each rank's series with its rank.
+  the one vLLM's balancer would pick (:class:`DataParallelWorker`). ``/flush_cache``
+  flushes every rank, ``/health`` is 200 once all have started, ``/metrics`` labels each
+  rank's series with its rank.
 * Requests are read by :mod:`kvroute.protocol.request_body`: what it refuses is a 400.
   ``max_tokens`` defaults to ``EmulatedConfig.default_max_tokens``; only ``n = 1`` is
   served. The emulated model has no end of sequence of its own: a request with a
