@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from kvroute.workloads.mooncake import read_mooncake, write_mooncake
+from kvroute.workloads.mooncake import read_trace, write_mooncake
 from kvroute.workloads.mooncake_synth import (
     SHAPES,
     block_repeat_fraction,
@@ -35,8 +35,9 @@ def main() -> None:
                          "invented variation of them (kvroute.workloads.mooncake_synth.SHAPES)")
     args = ap.parse_args()
     if args.fit is not None:
-        recs = sorted(read_mooncake(args.fit), key=lambda r: r.timestamp)
-        print(repr(fit_stats(recs)))
+        trace = read_trace(args.fit)
+        recs = sorted(trace.records, key=lambda r: r.timestamp)
+        print(repr(fit_stats(recs, trace.block_size)))
         print(f"block repeat fraction {block_repeat_fraction(recs):.4f}; mean input "
               f"{sum(r.input_length for r in recs) / len(recs):,.0f} tokens")
         return
@@ -46,9 +47,12 @@ def main() -> None:
     if args.fit_from is not None:
         if args.shape != "mooncake":
             raise SystemExit("make_trace: --shape and --fit-from exclude each other")
-        stats = fit_stats(sorted(read_mooncake(args.fit_from), key=lambda r: r.timestamp))
+        trace = read_trace(args.fit_from)
+        stats = fit_stats(sorted(trace.records, key=lambda r: r.timestamp), trace.block_size)
     n = write_mooncake(args.out, synth_records(args.n, stats, args.seed))
-    print(f"wrote {n:,} requests to {args.out}")
+    blocks = "" if stats.block_size == 512 else f" (blocks of {stats.block_size} tokens: " \
+        f"replay with --block-size {stats.block_size})"
+    print(f"wrote {n:,} requests to {args.out}{blocks}")
 
 
 if __name__ == "__main__":

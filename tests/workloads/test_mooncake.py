@@ -224,3 +224,53 @@ def test_unknown_option_gives_the_output_length_reason_only_for_output_len(trace
         build_workload("mooncake", trace=str(trace), output_len=4)
     with pytest.raises(ConfigError, match="groups for workload mooncake; valid"):
         build_workload("mooncake", trace=str(trace), groups=4)
+
+
+def _chat(chat, parent, ts, n_in, blocks, turn=1):
+    return {"chat_id": chat, "parent_chat_id": parent, "timestamp": ts, "input_length": n_in,
+            "output_length": 5, "type": "text", "turn": turn, "hash_ids": blocks}
+
+
+def test_bailian_traces_are_read_in_seconds_with_16_token_blocks_and_conversations(tmp_path):
+    """A file whose records have chat ids (Alibaba's Bailian traces): timestamps in
+    seconds, 16-token blocks, each request's session its conversation's root (a parent
+    absent from the file is a root), numbered by first arrival."""
+    path = tmp_path / "qwen.jsonl"
+    lines = [_chat(7, -1, 0.5, 40, [1, 2, 3]),
+             _chat(9, 7, 3.0, 70, [1, 2, 4, 5, 6], turn=2),
+             _chat(4, -1, 1.25, 16, [8]),
+             _chat(12, 9, 9.0, 90, [1, 2, 4, 5, 6, 7], turn=3),
+             _chat(20, 99, 10.0, 17, [30, 31], turn=4)]  # its parent is not in the file
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    w = load_mooncake(path)
+    reqs = list(w)
+    assert w.meta["layout"] == "bailian" and w.meta["block_size"] == 16
+    assert [r.arrival for r in reqs] == [0.0, 0.75, 2.5, 8.5, 9.5]
+    assert [r.session for r in reqs] == [0, 1, 0, 0, 2]
+    assert [r.turn for r in reqs] == [1, 1, 2, 3, 4]
+    assert np.array_equal(reqs[0].tokens, np.concatenate(
+        [16 + np.arange(16), 32 + np.arange(16), 48 + np.arange(8)]))
+    assert np.array_equal(reqs[2].tokens[:32], reqs[0].tokens[:32])  # shared blocks 1, 2
+    assert load_mooncake(path, start_time=1.0, end_time=9.0).size == 2  # seconds, as always
+    with pytest.raises(ConfigError, match=r"qwen\.jsonl:1: input_length 40 does not fit 3 "
+                                          r"blocks of 512 tokens \(given; every line fits "
+                                          r"16-token blocks: pass block size 16\)"):
+        read_mooncake(path, block_size=512)
+
+
+def test_block_size_errors_say_which_sizes_fit(tmp_path):
+    """A Mooncake-layout file of 16-token blocks fails at the default 512 with the size
+    that fits; a file no one size fits says so."""
+    path = tmp_path / "t.jsonl"
+    write_mooncake(path, [_rec(0, 32, [1, 2]), _rec(1, 17, [1, 3])])
+    with pytest.raises(ConfigError, match=r"t\.jsonl:1: .*\(this layout's default; every "
+                                          r"line fits 16-token blocks: pass block size 16\)"):
+        read_mooncake(path)
+    assert load_mooncake(path, block_size=16).size == 2
+    write_mooncake(path, [_rec(0, 32, [1, 2]), _rec(1, 40, [3])])
+    with pytest.raises(ConfigError, match="no one block size fits every line"):
+        read_mooncake(path)
+    path.write_text(json.dumps(_chat(1, -1, 0.0, 5, [1])) + "\n"
+                    + json.dumps(_chat([2], 1, 1.0, 5, [1])) + "\n")
+    with pytest.raises(ConfigError, match=r"t\.jsonl:2: chat_id must be an integer or a string"):
+        read_mooncake(path)

@@ -118,11 +118,13 @@ def add_parser(sub: Any) -> None:
                    metavar="POLICY", help=f"from: {', '.join(policy_names())} "
                    f"(default: {' '.join(DEFAULT_POLICIES)}; spaces or commas between them)")
     c.add_argument("--trace", metavar="FILE",
-                   help="a Mooncake-format JSONL trace to replay instead of a workload (or a "
-                   "CSV of lengths only: Azure's or BurstGPT's columns, every prompt new)")
+                   help="a Mooncake-format JSONL trace to replay instead of a workload (or an "
+                   "Alibaba Bailian one, or a CSV of lengths only: Azure's or BurstGPT's "
+                   "columns, every prompt new)")
     c.add_argument("--unit", choices=UNITS, default="block",
                    help="trace: one unit per hash id (block) or per token")
-    c.add_argument("--block-size", type=int, default=512, help="trace: tokens per hash id")
+    c.add_argument("--block-size", type=int,
+                   help="trace: tokens per hash id (default: 512, 16 in a Bailian trace)")
     c.add_argument("--workload", choices=STREAM_WORKLOADS,
                    help="the generated stream to replay (default: gsp)")
     c.add_argument("--capacity", metavar="N[,N%...]",

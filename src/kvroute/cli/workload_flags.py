@@ -42,9 +42,11 @@ def add_workload_flags(parser: argparse.ArgumentParser, title: str) -> Any:
     w.add_argument("--think-time", type=float, help="chat closed loop: seconds between turns")
     w.add_argument("--documents", type=int, help="loogle: documents (128)")
     w.add_argument("--questions-per-doc", type=int, help="loogle: questions each (32)")
-    w.add_argument("--trace", metavar="PATH", help="mooncake: the trace file (Mooncake JSONL, or a "
-                   "CSV of lengths only: Azure's or BurstGPT's columns)")
-    w.add_argument("--block-size", type=int, help="mooncake: tokens per block (512)")
+    w.add_argument("--trace", metavar="PATH", help="mooncake: the trace file (Mooncake or "
+                   "Alibaba Bailian JSONL, or a CSV of lengths only: Azure's or BurstGPT's "
+                   "columns)")
+    w.add_argument("--block-size", type=int,
+                   help="mooncake: tokens per block (512; a Bailian trace 16)")
     w.add_argument("--time-scale", type=float,
                    help="mooncake: multiply inter-arrival times (1)")
     w.add_argument("--start", type=int, help="mooncake: first request to replay (0)")

@@ -3,9 +3,11 @@
 A :class:`CacheStream` is the prompts in serving order as 1-D int64 arrays of *units*,
 the number of distinct units (the base of ``N%`` capacities) and a suggested capacity.
 
-* ``trace_stream(path, unit)``: a Mooncake trace. ``unit="block"``: each hash id is
-  one unit (the prompt is its ``hash_ids``); ``unit="token"``: each block expands to
-  ``block_size`` token ids, cut to ``input_length`` (:func:`block_tokens`).
+* ``trace_stream(path, unit)``: a Mooncake or Bailian trace (block size: the file's
+  layout's default, :mod:`~kvroute.workloads.mooncake`, unless given).
+  ``unit="block"``: each hash id is one unit (the prompt is its ``hash_ids``);
+  ``unit="token"``: each block expands to ``block_size`` token ids, cut to
+  ``input_length`` (:func:`block_tokens`).
 * ``workload_stream(name, seed, **options)``: ``gsp`` (its prompts), ``sharegpt`` and
   ``loogle`` (the synthetic generators' prompts, in arrival order) and ``adversarial``
   (:mod:`kvroute.workloads.adversarial`, with its own capacity); units are tokens.
@@ -24,7 +26,7 @@ import numpy as np
 
 from kvroute.errors import ConfigError
 from kvroute.workloads.adversarial import AdversarialConfig, adversarial_cycle
-from kvroute.workloads.mooncake import block_tokens, read_mooncake, trace_name
+from kvroute.workloads.mooncake import block_tokens, read_trace, trace_name
 
 __all__ = ["STREAM_WORKLOADS", "UNITS", "CacheStream", "parse_capacities", "trace_stream",
            "workload_stream"]
@@ -57,10 +59,12 @@ def _unique(prompts: list[np.ndarray]) -> int:
 
 
 def trace_stream(path: str | os.PathLike[str], unit: str = "block",
-                 block_size: int = 512) -> CacheStream:
+                 block_size: int | None = None) -> CacheStream:
     if unit not in UNITS:
         raise ConfigError(f"--unit must be one of {', '.join(UNITS)}, got {unit!r}")
-    records = sorted(read_mooncake(path, block_size), key=lambda r: r.timestamp)
+    trace = read_trace(path, block_size)
+    block_size = trace.block_size
+    records = sorted(trace.records, key=lambda r: r.timestamp)
     if unit == "block":
         prompts = [np.asarray(r.hash_ids, dtype=np.int64) for r in records]
     else:

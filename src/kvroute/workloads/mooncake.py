@@ -6,10 +6,20 @@ Format: JSONL, one request per line, ``{"timestamp": ms, "input_length": tokens,
 or without a byte-order mark, optionally gzip-compressed (read as such whatever its name).
 Each id stands for one block of ``block_size`` tokens (512 in the released traces); the
 last block may be partial. A line is rejected (:class:`ConfigError` naming ``path:line``) unless
-``(len(hash_ids) - 1) * block_size < input_length <= len(hash_ids) * block_size``.
+``(len(hash_ids) - 1) * block_size < input_length <= len(hash_ids) * block_size``; the
+error names the block sizes every line of the file would fit, if there are any.
 A file whose first line is not a JSON object is read as a CSV of lengths only (Azure's
 and BurstGPT's public traces: :mod:`~kvroute.workloads.length_traces`), each prompt new
 content.
+
+The Alibaba Bailian (Qwen) traces (``qwen_traceA_blksz_16.jsonl`` and the like) have the
+same four keys plus ``chat_id``, ``parent_chat_id`` (-1 for a conversation's first
+request) and ``turn``, but their ``timestamp`` is in seconds and a block is 16 tokens. A
+file whose first record has ``chat_id`` or ``parent_chat_id`` is read that way: its
+timestamps are taken as seconds (kept in ms, as every record's), the block size defaults
+to 16, and each request's ``session`` is its conversation (the first request reached by
+following ``parent_chat_id``, numbered from 0 in order of first arrival) and ``turn``
+the file's ``turn``. ``block_size`` given explicitly overrides either default.
 
 Contract of :func:`load_mooncake`:
 
@@ -17,13 +27,14 @@ Contract of :func:`load_mooncake`:
   give equal tokens and distinct (block, position) pairs never collide; the prompt is the
   blocks' ids concatenated and cut to ``input_length``. ``output_len`` is
   ``max(1, output_length)``; ``output_tokens`` stays ``None``.
-* Records are put in timestamp order (stable). Selection: first the window
+* Records are put in timestamp order (stable). ``session`` and ``turn`` are -1 and 0 but
+  in a Bailian trace (above). Selection: first the window
   ``start_time <= timestamp / 1000 < end_time`` (seconds on the trace's own clock), then
   the slice ``[start : start + limit]`` of what is left.
 * Arrival (s) = ``(timestamp - t0) / 1000 * time_scale`` with ``t0`` the first selected
   timestamp: ``time_scale`` 0.5 replays twice as fast. ``rate`` (requests/s) instead picks
   the scale that makes the mean rate ``(n - 1) / last arrival`` equal to it (``inf``: all
-  at 0). ``rid`` is the position in the selection; ``session`` is -1.
+  at 0). ``rid`` is the position in the selection.
 * Laziness: only compact records (lengths and block ids) are kept; each iteration of the
   returned :class:`OpenLoop` builds every :class:`Request` and its token array on demand,
   so a long trace never holds all prompts at once. Iterating twice gives equal requests.
@@ -37,7 +48,7 @@ import math
 import os
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import IO, Any
 
 import numpy as np
@@ -45,10 +56,12 @@ import numpy as np
 from kvroute.errors import ConfigError
 from kvroute.workloads.request import OpenLoop, Request
 
-__all__ = ["MooncakeRecord", "block_tokens", "load_mooncake", "read_mooncake", "trace_name",
-           "write_mooncake"]
+__all__ = ["MooncakeRecord", "Trace", "block_tokens", "load_mooncake", "read_mooncake",
+           "read_trace", "trace_name", "write_mooncake"]
 
 _FIELDS = ("timestamp", "input_length", "output_length", "hash_ids")
+_CHAT_KEYS = ("chat_id", "parent_chat_id")  # a Bailian trace: seconds, 16-token blocks
+DEFAULT_BLOCK = {"mooncake": 512, "bailian": 16, "lengths": 512}
 
 
 @dataclass(frozen=True)
@@ -58,6 +71,17 @@ class MooncakeRecord:
     output_length: int
     hash_ids: np.ndarray = field(repr=False)  # 1-D int64 block ids
     line: int = 0  # 1-based line in the file it came from (0: not from a file)
+    session: int = -1  # its conversation, in a Bailian trace (the module doc)
+    turn: int = 0
+
+
+@dataclass(frozen=True)
+class Trace:
+    """A trace file's records (in file order), the block size their ids stand for, and
+    its layout: ``mooncake``, ``bailian`` or ``lengths`` (a CSV of lengths only)."""
+    records: list[MooncakeRecord]
+    block_size: int
+    layout: str
 
 
 def block_tokens(hash_ids: np.ndarray, input_length: int, block_size: int = 512) -> np.ndarray:
@@ -84,7 +108,7 @@ def _open_text(path: str) -> IO[str]:
     return open(path, encoding="utf-8-sig")
 
 
-def _parse(where: str, line: int, obj: Any, block_size: int) -> MooncakeRecord:
+def _parse(where: str, line: int, obj: Any, seconds: bool) -> MooncakeRecord:
     if not isinstance(obj, dict):
         raise ConfigError(f"{where}: expected a JSON object, got {type(obj).__name__}")
     missing = [k for k in _FIELDS if k not in obj]
@@ -92,7 +116,8 @@ def _parse(where: str, line: int, obj: Any, block_size: int) -> MooncakeRecord:
         raise ConfigError(f"{where}: missing {', '.join(missing)}")
     ts, n_in, n_out, blocks = (obj[k] for k in _FIELDS)
     if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
-        raise ConfigError(f"{where}: timestamp must be a number (ms), got {ts!r}")
+        unit = "s" if seconds else "ms"
+        raise ConfigError(f"{where}: timestamp must be a number ({unit}), got {ts!r}")
     if not _is_int(n_in) or n_in < 1:
         raise ConfigError(f"{where}: input_length must be an integer >= 1, got {n_in!r}")
     if not _is_int(n_out) or n_out < 0:
@@ -100,10 +125,56 @@ def _parse(where: str, line: int, obj: Any, block_size: int) -> MooncakeRecord:
     if not isinstance(blocks, list) or not all(_is_int(b) and 0 <= b <= _INT64_MAX
                                                for b in blocks):
         raise ConfigError(f"{where}: hash_ids must be a list of integers in [0, 2^63)")
-    if not (len(blocks) - 1) * block_size < n_in <= len(blocks) * block_size:
-        raise ConfigError(f"{where}: input_length {n_in} does not fit {len(blocks)} blocks "
-                          f"of {block_size} tokens (check block_size)")
-    return MooncakeRecord(float(ts), n_in, n_out, np.array(blocks, dtype=np.int64), line)
+    if not blocks:
+        raise ConfigError(f"{where}: hash_ids is empty (input_length {n_in})")
+    turn = obj.get("turn", 0) if seconds else 0
+    return MooncakeRecord(float(ts) * 1000 if seconds else float(ts), n_in, n_out,
+                          np.array(blocks, dtype=np.int64), line,
+                          turn=turn if _is_int(turn) else 0)
+
+
+def _fitting_sizes(records: list[MooncakeRecord]) -> tuple[int, int]:
+    """The block sizes B every record fits, ``(len - 1) B < input_length <= len B``, as
+    ``(lowest, highest)``; lowest > highest if there is none."""
+    lo, hi = 1, _INT64_MAX
+    for r in records:
+        n, k = r.input_length, len(r.hash_ids)
+        lo = max(lo, -(-n // k))
+        if k > 1:
+            hi = min(hi, (n - 1) // (k - 1))
+    return lo, hi
+
+
+def _check_blocks(path: str, records: list[MooncakeRecord], block_size: int,
+                  given: bool) -> None:
+    for r in records:
+        k = len(r.hash_ids)
+        if not (k - 1) * block_size < r.input_length <= k * block_size:
+            lo, hi = _fitting_sizes(records)
+            if lo > hi:
+                hint = "no one block size fits every line of the file"
+            elif lo == hi:
+                hint = f"every line fits {lo}-token blocks: pass block size {lo}"
+            else:
+                hint = (f"every line fits blocks of {lo} to "
+                        f"{hi if hi < _INT64_MAX else 'any number of'} tokens")
+            origin = "given" if given else "this layout's default"
+            raise ConfigError(f"{path}:{r.line}: input_length {r.input_length} does not fit "
+                              f"{k} blocks of {block_size} tokens ({origin}; {hint})")
+
+
+def _sessions(records: list[MooncakeRecord], chats: list[tuple[Any, Any]]) -> list[MooncakeRecord]:
+    """Each record with its conversation: the root reached by ``parent_chat_id`` (a parent
+    missing from the file is a root), numbered in order of first arrival."""
+    root_of: dict[Any, Any] = {}
+    number: dict[Any, int] = {}
+    out = list(records)
+    for i in sorted(range(len(records)), key=lambda i: records[i].timestamp):
+        chat, parent = chats[i]
+        root = chat if parent in (-1, "-1", None) else root_of.get(parent, parent)
+        root_of[chat] = root
+        out[i] = replace(records[i], session=number.setdefault(root, len(number)))
+    return out
 
 
 def trace_name(path: str | os.PathLike[str]) -> str:
@@ -112,21 +183,25 @@ def trace_name(path: str | os.PathLike[str]) -> str:
     return os.path.splitext(base[:-3] if base.endswith(".gz") else base)[0]
 
 
-def read_mooncake(path: str | os.PathLike[str], block_size: int = 512) -> list[MooncakeRecord]:
-    """Parse and check every line of a Mooncake trace (blank lines are skipped), or the
-    rows of a CSV trace of lengths only (:mod:`~kvroute.workloads.length_traces`: Azure's
-    or BurstGPT's columns; every prompt new content)."""
-    if not _is_int(block_size) or block_size < 1:
+def read_trace(path: str | os.PathLike[str], block_size: int | None = None) -> Trace:
+    """Parse and check every line of a Mooncake or Bailian trace (blank lines are
+    skipped), or the rows of a CSV trace of lengths only
+    (:mod:`~kvroute.workloads.length_traces`: Azure's or BurstGPT's columns; every
+    prompt new content). ``block_size`` None: the layout's default (the module doc)."""
+    if block_size is not None and (not _is_int(block_size) or block_size < 1):
         raise ConfigError(f"block_size must be an integer >= 1, got {block_size!r}")
     p = os.fspath(path)
-    records = []
+    records: list[MooncakeRecord] = []
+    chats: list[tuple[Any, Any]] = []
+    layout = "mooncake"
     try:
         with _open_text(p) as f:
             first = next((t for t in f if t.strip()), "")
             f.seek(0)
             if first and not first.lstrip().startswith("{"):  # a CSV of lengths only
                 from kvroute.workloads.length_traces import read_length_csv
-                records = read_length_csv(f, p, block_size)
+                layout = "lengths"
+                records = read_length_csv(f, p, block_size or DEFAULT_BLOCK[layout])
             else:
                 for n, text in enumerate(f, 1):
                     if not text.strip():
@@ -135,7 +210,13 @@ def read_mooncake(path: str | os.PathLike[str], block_size: int = 512) -> list[M
                         obj = json.loads(text)
                     except json.JSONDecodeError as e:
                         raise ConfigError(f"{p}:{n}: bad JSON ({e.msg})") from e
-                    records.append(_parse(f"{p}:{n}", n, obj, block_size))
+                    if not records and isinstance(obj, dict) and any(
+                            k in obj for k in _CHAT_KEYS):
+                        layout = "bailian"
+                    records.append(_parse(f"{p}:{n}", n, obj, layout == "bailian"))
+                    if layout == "bailian":
+                        chats.append((_chat_id(obj, "chat_id", f"{p}:{n}", f"line {n}"),
+                                      _chat_id(obj, "parent_chat_id", f"{p}:{n}", -1)))
     except FileNotFoundError as e:
         raise ConfigError(f"{p}: trace file not found") from e
     except IsADirectoryError as e:
@@ -148,10 +229,29 @@ def read_mooncake(path: str | os.PathLike[str], block_size: int = 512) -> list[M
         raise ConfigError(f"{p}: cannot read trace ({e.strerror})") from e
     if not records:
         raise ConfigError(f"{p}: empty trace")
-    return records
+    size = block_size or DEFAULT_BLOCK[layout]
+    if layout != "lengths":
+        _check_blocks(p, records, size, block_size is not None)
+    if layout == "bailian":
+        records = _sessions(records, chats)
+    return Trace(records, size, layout)
 
 
-def load_mooncake(path: str | os.PathLike[str], block_size: int = 512, *,
+def _chat_id(obj: dict[str, Any], key: str, where: str, default: Any) -> Any:
+    """A chat id: an integer or a string (``default`` if absent)."""
+    value = obj.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ConfigError(f"{where}: {key} must be an integer or a string, got {value!r}")
+    return value
+
+
+def read_mooncake(path: str | os.PathLike[str],
+                  block_size: int | None = None) -> list[MooncakeRecord]:
+    """The records of :func:`read_trace`."""
+    return read_trace(path, block_size).records
+
+
+def load_mooncake(path: str | os.PathLike[str], block_size: int | None = None, *,
                   time_scale: float = 1.0, rate: float | None = None, start: int = 0,
                   limit: int | None = None, start_time: float | None = None,
                   end_time: float | None = None, name: str | None = None) -> OpenLoop:
@@ -166,7 +266,9 @@ def load_mooncake(path: str | os.PathLike[str], block_size: int = 512, *,
         raise ConfigError(f"start must be >= 0 and limit >= 1, got start={start}, "
                           f"limit={limit}")
     p = os.fspath(path)
-    records = sorted(read_mooncake(p, block_size), key=lambda r: r.timestamp)
+    trace = read_trace(p, block_size)
+    block_size = trace.block_size
+    records = sorted(trace.records, key=lambda r: r.timestamp)
     if start_time is not None or end_time is not None:
         lo = -math.inf if start_time is None else start_time * 1000
         hi = math.inf if end_time is None else end_time * 1000
@@ -192,9 +294,9 @@ def load_mooncake(path: str | os.PathLike[str], block_size: int = 512, *,
     def source() -> Iterator[Request]:
         for rid, (r, t) in enumerate(zip(records, arrivals, strict=True)):
             yield Request(rid, block_tokens(r.hash_ids, r.input_length, block_size),
-                          max(1, r.output_length), arrival=t)
+                          max(1, r.output_length), arrival=t, session=r.session, turn=r.turn)
 
-    meta = {"path": p, "block_size": block_size, "time_scale": scale,
+    meta = {"path": p, "layout": trace.layout, "block_size": block_size, "time_scale": scale,
             "prompt_tokens": sum(r.input_length for r in records),
             "duration_s": span * scale, "first_line": records[0].line}
     return OpenLoop(name or trace_name(p), source, len(records),
