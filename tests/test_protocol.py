@@ -159,8 +159,8 @@ def test_load_generator_bodies_read_back_as_sent(api: str) -> None:
         assert path == PATHS[api]
         assert max_tokens_of(api, body) == req.output_len
         (prompt,) = prompts_of(api, body)
-        if req is ids and api == "chat":  # ids have no chat form: their stand-in text
-            assert prompt == [{"role": "user", "content": "w3 w1 w4"}]
+        if req is ids and api in ("chat", "responses"):  # ids have no chat form: their
+            assert prompt == [{"role": "user", "content": "w3 w1 w4"}]  # stand-in text
         elif req is ids:
             assert isinstance(prompt, np.ndarray) and prompt.tolist() == [3, 1, 4]
         else:  # chat: the same template text, or the messages themselves

@@ -13,12 +13,16 @@ Contract:
   request that has only token ids (gsp, mooncake) is sent as ids (OpenAI ``prompt`` as
   a list of ints, SGLang ``input_ids``), so the engine sees exactly those tokens;
   chat-shaped requests go to chat as ``messages`` (to the other APIs as the
-  Llama-3-like template's text).
+  Llama-3-like template's text). The Responses API (``responses``) gets ``input``: the
+  messages, or the prompt's text as one user message; ``max_output_tokens`` in place of
+  ``max_tokens``; no ``stream_options`` (its last event has the usage).
 * :func:`send_one` never raises: every failure (HTTP status, connection error, timeout,
   an error event, malformed or truncated stream) is in the result, with a short reason.
 * Replies are read with :mod:`kvroute.protocol.response_body`: SSE ``data:`` lines,
   ``[DONE]``, error events, token usage. ``first_token`` is the first chunk carrying
   content (else the first data chunk), ``finish`` is ``[DONE]`` or the end of the body.
+  A Responses API stream ends at ``response.completed`` (or ``response.incomplete``);
+  ``response.failed`` and ``error`` events are errors.
   Prompt, cached and output tokens come from the usage the server reports, else the
   workload's prompt length, no cached count and the number of content chunks.
 """
@@ -89,7 +93,13 @@ def http_request(req: Request, api: str, model: str | None,
     body: dict[str, Any] = {
         "model": model or "default", **lengths, "temperature": 0,
         "stream": True, "stream_options": {"include_usage": True}}
-    if api == "chat":
+    if api == "responses":
+        del body["stream_options"]
+        if "max_tokens" in body:
+            body["max_output_tokens"] = body.pop("max_tokens")
+        body["input"] = (req.messages if req.text is None and req.messages
+                         else _prompt_text(req))
+    elif api == "chat":
         body["messages"] = (req.messages if req.text is None and req.messages
                             else [{"role": "user", "content": _prompt_text(req)}])
     elif api == "completions":
@@ -102,6 +112,8 @@ def http_request(req: Request, api: str, model: str | None,
 def _has_content(chunk: dict[str, Any], api: str) -> bool:
     if api == "generate":
         return bool(chunk.get("text")) or bool(chunk.get("output_ids"))
+    if api == "responses":
+        return chunk.get("type") == "response.output_text.delta" and bool(chunk.get("delta"))
     for choice in chunk.get("choices") or ():
         if not isinstance(choice, dict):
             continue
@@ -137,14 +149,21 @@ class _Reply:
             self.error = f"unexpected chunk {str(chunk)[:120]}"
             return
         message = error_message(chunk)
+        kind = chunk.get("type") if self.api == "responses" else None
+        if kind in ("error", "response.failed"):
+            failed = chunk.get("response")
+            message = str(chunk.get("message") or (failed or {}).get("error") or kind)
         if message is not None:
             self.error = message[:300]
             return
+        if kind in ("response.completed", "response.incomplete"):
+            self.done = True
         if _has_content(chunk, self.api):
             self.content_chunks += 1
             if math.isnan(self.res.first_token):
                 self.res.first_token = now
-        if math.isnan(self.first_data) and (chunk.get("choices") or "text" in chunk):
+        if math.isnan(self.first_data) and (chunk.get("choices") or "text" in chunk
+                                            or kind is not None):
             self.first_data = now
         usage = usage_of(chunk)
         self.prompt = usage.prompt_tokens or self.prompt
@@ -175,7 +194,8 @@ class _Reply:
         if self.error is not None:
             res.fail("stream error", self.error, res.finish)
         elif not self.done:
-            res.fail("truncated stream", "the stream ended before data: [DONE]", res.finish)
+            end = "response.completed" if self.api == "responses" else "data: [DONE]"
+            res.fail("truncated stream", f"the stream ended before {end}", res.finish)
         else:
             res.ok = True
 

@@ -122,7 +122,8 @@ async def _up(args: argparse.Namespace) -> int:
         if feeds:
             print(f"KV events (vLLM form, with replay): {' '.join(feeds)}", flush=True)
         print(f"router ({args.policy}): {base}  (OpenAI /v1/completions, "
-              "/v1/chat/completions; SGLang /generate; /metrics; /workers)", flush=True)
+              "/v1/chat/completions, /v1/responses; SGLang /generate; /metrics; /workers)",
+              flush=True)
         if args.bench:
             cmd = [sys.executable, "-m", "kvroute", "bench", "--url", base,
                    "--workload", args.bench_workload, "--requests", str(args.bench_requests),

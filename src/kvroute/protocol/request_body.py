@@ -5,7 +5,8 @@ read back by them in the tests.
 Contract:
 
 * Routes (:data:`APIS`, :data:`PATHS`): ``completions`` is ``POST /v1/completions``,
-  ``chat`` is ``POST /v1/chat/completions``, ``generate`` is SGLang's ``POST /generate``.
+  ``chat`` is ``POST /v1/chat/completions``, ``generate`` is SGLang's ``POST /generate``,
+  ``responses`` is OpenAI's Responses API, ``POST /v1/responses``.
 * The body is a JSON object (:func:`json_body`). Whatever breaks this contract raises
   :class:`BadRequest`, which the router and the worker both answer with a 400 and the
   error body of :mod:`kvroute.protocol.response_body`.
@@ -16,6 +17,9 @@ Contract:
   - ``generate``: ``text`` (a string or a list of strings), else ``input_ids`` (token ids
     or a list of lists of them);
   - ``chat``: ``messages``, a non-empty list of objects with a string ``role``: one prompt.
+  - ``responses``: ``input`` (a non-empty string, or a non-empty list of objects) read as
+    chat messages (:func:`responses_messages`), after ``instructions`` as a system
+    message: one prompt.
 
   A string must be non-empty, a list non-empty, and a token id an integer in
   ``[0, 2**63)`` (not a boolean). Negative ids are refused because the simulator's
@@ -30,16 +34,19 @@ Contract:
   when there is one, else by the Llama-3-like
   :func:`~kvroute.workloads.tokenizer.apply_chat_template`, then encoded; without a
   tokenizer they become the characters of :func:`chat_text`. A template's refusal is a
-  BadRequest.
+  BadRequest (but for the ``responses`` route: :meth:`PromptEncoder.units`).
 * ``max_tokens`` (:func:`max_tokens_of`): ``completions``: ``max_tokens``; ``chat``:
   ``max_tokens``, else ``max_completion_tokens``; ``generate``:
-  ``sampling_params.max_new_tokens``. Absent or null: None (the engine's default);
-  otherwise an integer >= 1. ``sampling_params``, when given, is an object. The minimum
-  (:func:`min_tokens_of`): ``min_tokens``, or ``sampling_params.min_new_tokens``; 0 or
-  absent: None.
+  ``sampling_params.max_new_tokens``; ``responses``: ``max_output_tokens``. Absent or
+  null: None (the engine's default); otherwise an integer >= 1. ``sampling_params``, when
+  given, is an object. The minimum (:func:`min_tokens_of`): ``min_tokens``, or
+  ``sampling_params.min_new_tokens``; 0 or absent: None.
 * ``stream`` and ``stream_options.include_usage`` are read as truthy values
   (:func:`streamed`, :func:`include_usage`); :func:`ask_usage` adds the second to a body
   that has no ``stream_options`` (the router's ``--stream-usage``).
+* ``previous_response_id`` (:func:`previous_response_of`, Responses API): a non-empty
+  string, or None when absent or null: the engine that stored that response must serve
+  the request.
 * Session: the ``X-Session-ID`` header (:data:`SESSION_HEADER`), hashed to a 63-bit
   non-negative int (:func:`session_key`); absent or empty: None.
 """
@@ -60,12 +67,12 @@ if TYPE_CHECKING:
 
 __all__ = ["APIS", "PATHS", "RANK_HEADER", "SESSION_HEADER", "BadRequest", "Messages", "Prompt",
            "PromptEncoder", "ask_usage", "chars", "chat_text", "include_usage", "json_body",
-           "last_member",
-           "max_tokens_of", "min_tokens_of", "prompts_of", "session_key", "streamed"]
+           "last_member", "max_tokens_of", "min_tokens_of", "previous_response_of",
+           "prompts_of", "responses_messages", "session_key", "streamed"]
 
-APIS = ("completions", "chat", "generate")
+APIS = ("completions", "chat", "generate", "responses")
 PATHS = {"completions": "/v1/completions", "chat": "/v1/chat/completions",
-         "generate": "/generate"}
+         "generate": "/generate", "responses": "/v1/responses"}
 SESSION_HEADER = "X-Session-ID"
 # the data-parallel rank a request is for, as vLLM's OpenAI server reads it (any case)
 RANK_HEADER = "X-data-parallel-rank"
@@ -143,10 +150,67 @@ def _messages(body: dict[str, Any]) -> Messages:
     return messages
 
 
+def _part_text(part: Any) -> str:
+    """A content part's text (``input_text``, ``output_text``, ...), else its type in
+    brackets (an image, a file: what the router can key on)."""
+    if isinstance(part, str):
+        return part
+    if isinstance(part, dict):
+        text = part.get("text")
+        return text if isinstance(text, str) else f"[{part.get('type', 'part')}]"
+    raise BadRequest("a content part must be an object or a string")
+
+
+def responses_messages(body: dict[str, Any]) -> Messages:
+    """A Responses API request as chat messages: ``instructions`` as the system message,
+    then ``input``: a string is one user message; each item of a list with a ``role`` is a
+    message (its ``content`` a string or a list of parts, joined by their text); other
+    items (``function_call``, ``function_call_output``, ``reasoning``, ...) are the
+    assistant's or a tool's message holding their compact JSON."""
+    items = body.get("input")
+    if isinstance(items, str):
+        if not items:
+            raise BadRequest("'input' is empty")
+        items = [{"role": "user", "content": items}]
+    elif not isinstance(items, list) or not items:
+        raise BadRequest("'input' must be a non-empty string or a non-empty list")
+    instructions = body.get("instructions")
+    if instructions is not None and not isinstance(instructions, str):
+        raise BadRequest("'instructions' must be a string")
+    out: Messages = [{"role": "system", "content": instructions}] if instructions else []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise BadRequest(f"input item {i}: must be an object")
+        role, content = item.get("role"), item.get("content")
+        if isinstance(role, str):
+            if isinstance(content, list):
+                content = "".join(map(_part_text, content))
+            elif not isinstance(content, str):
+                raise BadRequest(f"input item {i}: 'content' must be a string or a list")
+            out.append({"role": role, "content": content})
+        else:
+            out.append({"role": "tool" if item.get("type") == "function_call_output"
+                        else "assistant",
+                        "content": json.dumps(item, separators=(",", ":"), ensure_ascii=False)})
+    return out
+
+
+def previous_response_of(body: dict[str, Any]) -> str | None:
+    """A Responses API request's ``previous_response_id`` (see the module docstring)."""
+    value = body.get("previous_response_id")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise BadRequest("'previous_response_id' must be a non-empty string")
+    return value
+
+
 def prompts_of(route: str, body: dict[str, Any]) -> list[Prompt]:
     """The prompts of a request body on ``route`` (see the module docstring)."""
     if route == "chat":
         return [_messages(body)]
+    if route == "responses":
+        return [responses_messages(body)]
     if route == "generate":
         if body.get("text") is not None:
             return _batch(body["text"], "text", text=True, ids=False)
@@ -205,8 +269,18 @@ class PromptEncoder:
         return tok.encode(text)
 
     def units(self, route: str, body: dict[str, Any]) -> np.ndarray:
-        """The routing units of a request: its first prompt's (all of them validated)."""
-        return self.encode(prompts_of(route, body)[0])
+        """The routing units of a request: its first prompt's (all of them validated). A
+        Responses API request whose messages the chat template refuses (they are this
+        module's reading of its items, not what the engine renders) is keyed on their
+        :func:`chat_text` instead."""
+        prompt = prompts_of(route, body)[0]
+        if route != "responses":
+            return self.encode(prompt)
+        try:
+            return self.encode(prompt)
+        except BadRequest:
+            text = chat_text(prompt)  # type: ignore[arg-type]  # messages
+            return self.tokenizer.encode(text) if self.tokenizer is not None else chars(text)
 
 
 def _count(value: Any, field: str) -> int | None:
@@ -228,6 +302,8 @@ def max_tokens_of(route: str, body: dict[str, Any]) -> int | None:
         if not isinstance(params, dict):
             raise BadRequest("'sampling_params' must be an object")
         return _count(params.get("max_new_tokens"), "sampling_params.max_new_tokens")
+    if route == "responses":
+        return _count(body.get("max_output_tokens"), "max_output_tokens")
     value, field = body.get("max_tokens"), "max_tokens"
     if value is None and route == "chat":
         value, field = body.get("max_completion_tokens"), "max_completion_tokens"

@@ -9,10 +9,15 @@ Contract:
   alike. :func:`error_message` reads one, or a bare ``{"error": "..."}``, from a body or
   an SSE event; an object with ``choices`` is not an error.
 * Usage (:func:`usage_of`): the counts one response object or SSE chunk reports.
-  ``prompt_tokens`` and ``completion_tokens`` from OpenAI's ``usage``, else SGLang's
-  ``meta_info``; ``cached_tokens`` from ``usage.prompt_tokens_details.cached_tokens``,
-  else ``usage.cached_tokens``, else ``meta_info.cached_tokens``. A count is a JSON
-  integer >= 0; anything else is absent (None).
+  ``prompt_tokens`` and ``completion_tokens`` from OpenAI's ``usage`` (the Responses
+  API's ``input_tokens`` and ``output_tokens``), else SGLang's ``meta_info``;
+  ``cached_tokens`` from ``usage.prompt_tokens_details.cached_tokens`` (or
+  ``input_tokens_details``), else ``usage.cached_tokens``, else
+  ``meta_info.cached_tokens``. A Responses API stream event reports them in its
+  ``response`` object. A count is a JSON integer >= 0; anything else is absent (None).
+* The Responses API's response id (:func:`response_id_of`): the ``id`` of a body whose
+  ``object`` is ``"response"``; in a stream, that of the first event's ``response``
+  (``response.created``), read by ``SSEScanner(response_id=True)``.
 * :func:`counts_of` reads a whole response body: one object, or an SGLang batch (a
   list: each count summed over the items that report it, and no prompt count). The
   router reads ``cached_tokens`` with the ``prompt_tokens`` reported beside it (which
@@ -36,6 +41,7 @@ Contract:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Iterable
@@ -43,7 +49,7 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["DONE", "WORKER_HEADER", "SSELines", "SSEScanner", "Usage", "UsageStripper",
-           "counts_of", "error_body", "error_message", "usage_of"]
+           "counts_of", "error_body", "error_message", "response_id_of", "usage_of"]
 
 DONE = b"[DONE]"
 WORKER_HEADER = "X-Kvroute-Worker"
@@ -89,16 +95,31 @@ def usage_of(obj: Any) -> Usage:
     """The token counts ``obj`` (a parsed response or chunk) reports."""
     if not isinstance(obj, dict):
         return Usage()
+    if "usage" not in obj and isinstance(obj.get("response"), dict):
+        obj = obj["response"]  # a Responses API stream event
     usage, meta = _dict(obj.get("usage")), _dict(obj.get("meta_info"))
-    details = _dict(usage.get("prompt_tokens_details"))
-    return Usage(_first(usage.get("prompt_tokens"), meta.get("prompt_tokens")),
-                 _first(usage.get("completion_tokens"), meta.get("completion_tokens")),
+    details = _dict(usage.get("prompt_tokens_details") or usage.get("input_tokens_details"))
+    return Usage(_first(usage.get("prompt_tokens"), usage.get("input_tokens"),
+                        meta.get("prompt_tokens")),
+                 _first(usage.get("completion_tokens"), usage.get("output_tokens"),
+                        meta.get("completion_tokens")),
                  _first(details.get("cached_tokens"), usage.get("cached_tokens"),
                         meta.get("cached_tokens")))
 
 
+def response_id_of(obj: Any) -> str | None:
+    """The id of a Responses API response (a parsed body or stream event), else None."""
+    if isinstance(obj, dict) and isinstance(obj.get("response"), dict):
+        obj = obj["response"]
+    if isinstance(obj, dict) and obj.get("object") == "response":
+        rid = obj.get("id")
+        return rid if isinstance(rid, str) and rid else None
+    return None
+
+
 _CACHED = b"cached_tokens"
 _COMPLETION = b"completion_tokens"
+_OUTPUT = b"output_tokens"  # the Responses API's completion_tokens
 
 
 def _key(name: bytes) -> re.Pattern[bytes]:
@@ -122,12 +143,12 @@ def counts_of(body: bytes) -> Usage:
     """The ``cached_tokens`` (with the ``prompt_tokens`` beside it) and
     ``completion_tokens`` of a JSON response body (see the module docstring)."""
     names = [n for n in (_CACHED, _COMPLETION) if n in body]
-    if not names:
+    if not names and _OUTPUT not in body:
         return Usage()
     cached = _once(body, _CACHED, _CACHED_KEY) if _CACHED in names else None
     completion = _once(body, _COMPLETION, _COMPLETION_KEY) if _COMPLETION in names else None
     if (cached is not None or _CACHED not in names) \
-            and (completion is not None or _COMPLETION not in names):
+            and (completion is not None or _COMPLETION not in names) and _OUTPUT not in body:
         prompt = None if cached is None else _once(body, b"prompt_tokens", _PROMPT_KEY)
         return Usage(prompt, completion, cached)
     try:
@@ -234,11 +255,14 @@ class UsageStripper:
 
 class SSEScanner:
     """Reads an SSE stream as it passes by: ``done`` and ``usage`` (the last
-    ``cached_tokens`` with its ``prompt_tokens``, and the last ``completion_tokens``)."""
+    ``cached_tokens`` with its ``prompt_tokens``, and the last ``completion_tokens`` or
+    ``output_tokens``); with ``response_id``, the Responses API's response id too."""
 
-    def __init__(self) -> None:
+    def __init__(self, response_id: bool = False) -> None:
         self._lines = SSELines(max_line=1 << 20)
         self.done = False
+        self._want_id = response_id
+        self.response_id: str | None = None
         # the last payload that holds each key, parsed when read (a native SGLang stream
         # reports the counts in every chunk; a key in quotes is never generated text)
         self._cached_in = b""
@@ -247,7 +271,7 @@ class SSEScanner:
 
     def feed(self, chunk: bytes) -> None:
         if not self._lines._buf and _CACHED not in chunk and _COMPLETION not in chunk \
-                and DONE not in chunk:
+                and DONE not in chunk and _OUTPUT not in chunk and not self._want_id:
             self._lines.skip(chunk)  # no line of it can matter: do not split it
             return
         for payload in self._lines.feed(chunk):
@@ -263,8 +287,12 @@ class SSEScanner:
             return
         if b'"cached_tokens"' in payload:
             self._cached_in = payload
-        if b'"completion_tokens"' in payload:
+        if b'"completion_tokens"' in payload or b'"output_tokens"' in payload:
             self._completion_in = payload
+        if self._want_id and b'"response"' in payload:
+            self._want_id = False  # the first event's only
+            with contextlib.suppress(ValueError):
+                self.response_id = response_id_of(json.loads(payload))
 
     def _usage(self, payload: bytes) -> Usage:
         """The payload's usage, parsed once (the counts are often in one event)."""

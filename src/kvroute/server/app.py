@@ -9,10 +9,12 @@ Contract:
   app.stop()`` stops gracefully: no new connections, new requests on open ones get 503
   (draining), the requests in flight get up to ``drain_timeout`` seconds, then every
   connection, the checks and the upstream pool close. Routes:
-  ``POST /v1/completions``, ``/v1/chat/completions``, ``/generate`` (proxied to the worker
-  the policy picks: :mod:`kvroute.server.proxy`), ``GET /v1/models`` (from the first
-  available worker), ``/health``, ``/readiness`` (503 when no worker is available or the
-  router is draining), ``/liveness``, ``/metrics`` (Prometheus text), admin ``GET/POST/DELETE
+  ``POST /v1/completions``, ``/v1/chat/completions``, ``/generate``, ``/v1/responses``
+  (proxied to the worker the policy picks, or for a ``previous_response_id`` the one that
+  stored it: :mod:`kvroute.server.proxy`), anything under ``/v1/responses/{id}`` (to the
+  worker that stored ``id``), ``GET /v1/models`` (from the first available worker),
+  ``/health``, ``/readiness`` (503 when no worker is available or the router is
+  draining), ``/liveness``, ``/metrics`` (Prometheus text), admin ``GET/POST/DELETE
   /workers`` and SGLang's ``POST /add_worker?url=`` / ``/remove_worker?url=``
   (:mod:`kvroute.server.admin`). Anything else is a JSON 404, or 405 on a known path.
 * The app owns one :class:`~kvroute.routing.router.Router` (the policy, its accounting and
@@ -54,6 +56,7 @@ from kvroute.protocol.request_body import (
     PromptEncoder,
     json_body,
     max_tokens_of,
+    previous_response_of,
     session_key,
     streamed,
 )
@@ -201,6 +204,7 @@ class RouterApp:
             ("POST", "/v1/completions"): proxied("completions", "/v1/completions"),
             ("POST", "/v1/chat/completions"): proxied("chat", "/v1/chat/completions"),
             ("POST", "/generate"): proxied("generate", "/generate"),
+            ("POST", "/v1/responses"): proxied("responses", "/v1/responses"),
             ("GET", "/v1/models"): self.forwarder.models,
             ("GET", "/health"): self.health,
             ("GET", "/liveness"): self.liveness,
@@ -218,6 +222,9 @@ class RouterApp:
     async def handle(self, request: Request) -> Response | StreamResponse:
         """Every request: its route, or a JSON 404/405; unexpected errors become JSON 500s."""
         route = self.routes.get((request.method, request.path))
+        if route is None and request.path.startswith("/v1/responses/") \
+                and request.path.count("/") >= 3 and request.path.split("/")[3]:
+            route = self.forwarder.to_owner
         if route is None:
             if request.path in self._known:
                 return _error(405, f"{request.method} is not allowed on {request.path}",
@@ -310,17 +317,19 @@ class RouterApp:
             body = json_body(request.body)
             units = self.prompts.units(route, body)
             max_tokens = max_tokens_of(route, body)
+            previous = previous_response_of(body) if route == "responses" else None
         except BadRequest as e:
             self.metrics.errors.labels("bad_request").inc()
             return _error(400, str(e), "invalid_request_error")
         stream = streamed(body)
-        usage_asked = self.config.stream_usage and stream and route != "generate" \
-            and "stream_options" not in body
+        usage_asked = self.config.stream_usage and stream \
+            and route not in ("generate", "responses") and "stream_options" not in body
         del body  # the parsed body (a copy of the prompt) need not live while it runs
         session = session_key(request.header(SESSION_HEADER))
         return await self.forwarder.forward(request, path, units, session=session,
                                             max_tokens=max_tokens, stream=stream,
-                                            usage_asked=usage_asked)
+                                            usage_asked=usage_asked,
+                                            track_id=route == "responses", previous=previous)
 
     # --- other routes -----------------------------------------------------------------
     async def health(self, request: Request) -> Response:

@@ -35,6 +35,17 @@ Contract:
   :mod:`kvroute.server.membership`) is sent the request at its base URL with the header
   ``X-data-parallel-rank: R`` in place of any the client sent, and with ``rank_field``
   the body's last member ``"rank_field": R`` too (SGLang reads the rank from the body).
+* The Responses API (``track_id``): the response id of each answer (its body, or its
+  stream's first event) is recorded with the worker that gave it
+  (:class:`~kvroute.server.response_owners.ResponseOwners`), even when the client left
+  before the end (the engine stores it all the same). A request that continues one
+  (``previous``, its ``previous_response_id``) goes to that worker alone: no policy
+  choice among the others and no retry elsewhere (they do not have it); 503 while it is
+  unavailable. An id the router did not record is routed as any request (the engine
+  that has it, if any, answers; another says 404). ``to_owner(request)`` sends ``GET`` /
+  ``DELETE /v1/responses/{id}`` and the ``POST``s under it (``/cancel``) to the worker
+  that stored ``id``, with its query string, and returns its answer whole; 404 for an id
+  the router did not record, 503 while its worker is unavailable.
 * ``models(request)``: ``GET /v1/models`` from the first available worker that answers
   below 500; 503 when none does.
 * Telemetry: Prometheus counters and histograms (:mod:`kvroute.server.router_metrics`) and
@@ -66,12 +77,14 @@ from kvroute.protocol.response_body import (
     UsageStripper,
     counts_of,
     error_body,
+    response_id_of,
 )
 from kvroute.routing.base import RouteRequest
 from kvroute.routing.router import Dispatch, Router, cached_units
 from kvroute.server.decision_log import DecisionLog
 from kvroute.server.http_messages import Request, Response, StreamResponse, error_response
 from kvroute.server.membership import Membership, Worker
+from kvroute.server.response_owners import ResponseOwners
 from kvroute.server.router_metrics import RouterMetrics
 from kvroute.server.upstream import Upstream, UpstreamError, UpstreamResponse, UpstreamTimeout
 
@@ -104,6 +117,8 @@ class _Outcome:
     error: str | None = "cancelled"
     ttft: float | None = None
     usage: Usage = _NO_USAGE  # the engine's counts, what it reported of them
+    response_id: str | None = None  # a Responses API answer's (its body's)
+    reader: SSEScanner | None = None  # a stream's, which reads its response id
 
 
 class _Relay:
@@ -155,14 +170,17 @@ class Forwarder:
         self.backoff_factor = backoff_factor
         self.backoff_jitter = backoff_jitter
         self.rng = random.Random(seed)
+        self.owners = ResponseOwners()
 
     async def forward(self, request: Request, path: str, units: np.ndarray, *,
                       session: int | None, max_tokens: int | None,
-                      stream: bool, usage_asked: bool = False) -> Response | StreamResponse:
+                      stream: bool, usage_asked: bool = False, track_id: bool = False,
+                      previous: str | None = None) -> Response | StreamResponse:
         """Route and send ``request`` (body as received, or with the stream's usage asked
         for when ``usage_asked``) to ``path`` on a worker, with retries; see the module
         doc."""
         raw = ask_usage(request.body) if usage_asked else request.body
+        pin = None if previous is None else self.owners.owner(previous)
         headers = [(k.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
                    for k, v in request.raw_headers if k.lower() not in _HOP_RAW]
         exclude: set[str] = set()
@@ -174,28 +192,35 @@ class Forwarder:
                 jitter = self.backoff_jitter
                 await asyncio.sleep(delay * (1 + self.rng.uniform(-jitter, jitter)))
             req = RouteRequest(units, session=session, max_tokens=max_tokens, streamed=stream)
-            routed = self._route(req, attempt, exclude)
+            routed = self._route(req, attempt, exclude, pin)
             if routed is None:
                 break
             d, w = routed
             result = await self._attempt(request, d, w, path, raw, headers, stream,
-                                         usage_asked)
+                                         usage_asked, track_id)
             if not isinstance(result, _Failed):
                 return result
             failed = result
             exclude.add(w.url)
-            if not result.retry:
+            if not result.retry or pin is not None:
                 break
         if failed is not None:
             return failed.response
+        if pin is not None:
+            self.metrics.errors.labels("owner_unavailable").inc()
+            return error_response(503, f"the worker that stored response {previous!r} "
+                                       f"({pin}) is not available", "service_unavailable")
         self.metrics.errors.labels("no_worker").inc()
         return error_response(503, "no healthy worker is available", "service_unavailable")
 
-    def _route(self, req: RouteRequest, attempt: int,
-               exclude: set[str]) -> tuple[Dispatch, Worker] | None:
-        """Route ``req`` among available workers not in ``exclude``; record the decision."""
+    def _route(self, req: RouteRequest, attempt: int, exclude: set[str],
+               pin: str | None = None) -> tuple[Dispatch, Worker] | None:
+        """Route ``req`` among available workers not in ``exclude`` (only ``pin``, if
+        given); record the decision."""
         now = self.clock()
         allowed = self.members.allowed(now, exclude)
+        if pin is not None:
+            allowed &= np.array([w.url == pin for w in self.members.workers], dtype=bool)
         if not allowed.any():
             return None
         matched = self.router.matched(req)  # before the router records the prompt
@@ -259,10 +284,12 @@ class Forwarder:
         return out
 
     async def _attempt(self, request: Request, d: Dispatch, w: Worker, path: str, raw: bytes,
-                       headers: list[tuple[str, str]], stream: bool,
-                       usage_asked: bool) -> Response | StreamResponse | _Failed:
+                       headers: list[tuple[str, str]], stream: bool, usage_asked: bool,
+                       track_id: bool = False) -> Response | StreamResponse | _Failed:
         """Send one attempt to ``w``, ``d``'s worker; ``d`` is closed whatever happens."""
         st = _Outcome()
+        if track_id:
+            st.reader = SSEScanner(response_id=True)
         try:
             try:
                 if w.rank is not None:  # the rank is the router's choice, not the client's
@@ -299,6 +326,9 @@ class Forwarder:
                     self.metrics.errors.labels("upstream_rejected").inc()
                     return resp
                 st.usage = counts_of(data)
+                if track_id:
+                    with contextlib.suppress(ValueError):
+                        st.response_id = response_id_of(json.loads(data))
                 st.ok, st.error = True, None
                 self.members.record_success(w)
                 return resp
@@ -311,6 +341,9 @@ class Forwarder:
             raise
         finally:
             self._close(d, w, st.ok, error=st.error, ttft_s=st.ttft, usage=st.usage)
+            rid = st.response_id or (st.reader.response_id if st.reader else None)
+            if rid is not None:
+                self.owners.record(rid, w.url)
 
     def _failed(self, w: Worker, st: _Outcome, kind: str, status: int, what: str,
                 retry: bool = True) -> _Failed:
@@ -326,8 +359,11 @@ class Forwarder:
         after it, chunks go out as they arrive (:class:`_Relay`), and this loop only
         writes those the client's connection could not take at once, and sees the end.
         When the router asked for the usage event (``usage_asked``), every chunk goes
-        through this loop and :class:`UsageStripper`, which takes the event out."""
-        reader = SSEScanner()
+        through this loop and :class:`UsageStripper`, which takes the event out. A
+        Responses API stream goes through this loop too: its first token is its first
+        ``*.delta`` event (``response.created`` comes before any)."""
+        reader = st.reader or SSEScanner()
+        track = st.reader is not None  # a Responses API stream: its first event is no token
         strip = UsageStripper() if usage_asked else None
         resp: StreamResponse | None = None
         while True:
@@ -357,11 +393,11 @@ class Forwarder:
                     st.error = "client_disconnect"
                     self.metrics.errors.labels(st.error).inc()
                     return resp
-                if strip is None:
+                if strip is None and not track:
                     upstream.relay(_Relay(resp, reader))  # from the next socket read on
             if not chunk:
                 break
-            if st.ttft is None:
+            if st.ttft is None and (not track or b'.delta"' in chunk):
                 now = self.clock()
                 st.ttft = now - d.sent_at
                 self.router.first_token(d, now)
@@ -384,6 +420,35 @@ class Forwarder:
         with contextlib.suppress(ConnectionError):
             await resp.write_eof()
         return resp
+
+    async def to_owner(self, request: Request) -> Response:
+        """A request under ``/v1/responses/{id}`` to the worker that stored ``id``."""
+        rid = request.path.split("/")[3]
+        self.metrics.requests.labels("responses_stored").inc()
+        url = self.owners.owner(rid)
+        i = None if url is None else self.members.find(url)
+        if url is None or i is None:
+            return error_response(404, f"response {rid!r} was not made through this router "
+                                       "(or it was forgotten)", "not_found_error")
+        w = self.members.workers[i]
+        if not self.members.available(self.clock())[i]:
+            self.metrics.errors.labels("owner_unavailable").inc()
+            return error_response(503, f"the worker that stored response {rid!r} ({url}) "
+                                       "is not available", "service_unavailable")
+        headers = [(k.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
+                   for k, v in request.raw_headers if k.lower() not in _HOP_RAW
+                   and k.lower() != _RANK_LOWER.encode()] + w.headers()
+        path = request.path + (f"?{request.query_string}" if request.query_string else "")
+        try:
+            async with await self.upstream.request(request.method, w.base, path,
+                                                   request.body, headers) as r:
+                data = await r.read()
+                return Response(data, r.status, {
+                    "Content-Type": r.headers.get("Content-Type", "application/json"),
+                    WORKER_HEADER: w.url})
+        except UpstreamError as e:
+            self._fail(w, "upstream_connect")
+            return error_response(502, f"worker {w.url} failed: {e}", "upstream_error")
 
     async def models(self, request: Request) -> Response:
         """``GET /v1/models`` from the first available worker that answers below 500."""

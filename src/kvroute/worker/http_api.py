@@ -7,7 +7,8 @@ Contract:
 
 * Endpoints: ``POST /v1/completions``, ``POST /v1/chat/completions`` (SSE when
   ``stream``; ``stream_options.include_usage`` adds a usage chunk), ``POST /generate``
-  (SGLang native), ``GET /v1/models``, ``GET /health`` and ``GET /health_generate`` (503
+  (SGLang native), ``POST /v1/responses`` and ``GET /v1/responses/{id}`` (below),
+  ``GET /v1/models``, ``GET /health`` and ``GET /health_generate`` (503
   until the worker has started), ``POST /flush_cache`` (400 while requests are queued or
   running), ``GET /metrics`` (:mod:`kvroute.worker.exported_metrics`), and what other
   routers ask (tokenize, render, server and model info: :mod:`kvroute.worker.engine_info`).
@@ -31,6 +32,16 @@ Contract:
   (``prompt_tokens_details.cached_tokens``); SGLang's ``text`` and ``meta_info``
   (``cached_tokens``; cumulative text when streamed). Every stream ends with
   ``data: [DONE]``.
+* The Responses API, as vLLM serves it with its response store on: the input is read as
+  chat messages (:func:`~kvroute.protocol.request_body.responses_messages`); a response is
+  stored unless ``store`` is false (the last :data:`STORED` of them, per server: its
+  ranks share them), and ``previous_response_id`` continues a stored one: the prompt is
+  its conversation (without its instructions) and reply, then the new input, after the
+  new ``instructions``; an id this server did not store is a 404. Ids are random
+  (``resp_`` and 32 hex digits), unique across workers. Streamed: ``response.created``,
+  one ``response.output_text.delta`` per token, ``response.completed`` (with ``usage``:
+  ``input_tokens``, ``input_tokens_details.cached_tokens``, ``output_tokens``), each an
+  ``event:`` and a ``data:`` line, and no ``[DONE]``.
 * Errors are JSON (:func:`kvroute.protocol.response_body.error_body`): bad input 400,
   unknown routes 404, a bug 500 (logged; no traceback is sent). A client that goes away
   mid-stream does not affect the worker: its requests run to completion.
@@ -43,6 +54,8 @@ import contextlib
 import json
 import logging
 import time
+import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -53,11 +66,14 @@ from kvroute.protocol.request_body import (
     PATHS,
     RANK_HEADER,
     BadRequest,
+    Messages,
     include_usage,
     json_body,
     max_tokens_of,
     min_tokens_of,
+    previous_response_of,
     prompts_of,
+    responses_messages,
     streamed,
 )
 from kvroute.protocol.response_body import DONE, error_body
@@ -72,12 +88,15 @@ from kvroute.worker.emulated import (
 )
 from kvroute.worker.engine_info import add_info_routes
 
-__all__ = ["RANKS_KEY", "WORKER_KEY", "create_app"]
+__all__ = ["RANKS_KEY", "STORED", "WORKER_KEY", "create_app"]
 
 log = logging.getLogger(__name__)
 
 WORKER_KEY = web.AppKey("kvroute_emulated_worker", EmulatedWorker)  # rank 0
 RANKS_KEY = web.AppKey("kvroute_emulated_ranks", DataParallelWorker)
+# stored Responses API responses: id -> (the conversation with its reply, the response)
+STORE_KEY = web.AppKey("kvroute_emulated_responses", OrderedDict)
+STORED = 4096
 
 
 def _error(message: str, status: int = 400, kind: str = "invalid_request_error") -> web.Response:
@@ -92,15 +111,19 @@ def _ranks(request: web.Request) -> DataParallelWorker:
     return dp
 
 
-async def _submit(request: web.Request, route: str
+async def _submit(request: web.Request, route: str,
+                  body: dict[str, Any] | None = None, messages: Messages | None = None
                   ) -> tuple[dict[str, Any], EmulatedWorker, list[Pending], str]:
-    """The request's body, the rank it went to, its prompts queued there, and why their
-    outputs end: "stop" at a minimum (the emulated end of sequence), else "length"."""
+    """The request's body, the rank it went to, its prompts (``messages``, if given)
+    queued there, and why their outputs end: "stop" at a minimum (the emulated end of
+    sequence), else "length"."""
     dp = _ranks(request)
     rank = dp.requested_rank(request.headers.get(RANK_HEADER))
     ew = dp.ranks[0]  # the ranks share the config and the tokenizer
-    body = json_body(await request.read())
-    prompts = [ew.prompts.encode(p) for p in prompts_of(route, body)]
+    if body is None:
+        body = json_body(await request.read())
+    prompts = [ew.prompts.encode(p) for p in
+               (prompts_of(route, body) if messages is None else [messages])]
     cap, least = max_tokens_of(route, body), min_tokens_of(route, body)
     if least is not None and cap is not None and least > cap:
         raise BadRequest(f"the minimum output ({least}) exceeds max_tokens ({cap})")
@@ -134,11 +157,13 @@ async def _open_sse(request: web.Request) -> web.StreamResponse:
     return resp
 
 
-async def _send(resp: web.StreamResponse, payload: Any) -> bool:
-    """Write one SSE event; False when the client has gone away."""
+async def _send(resp: web.StreamResponse, payload: Any, event: str | None = None) -> bool:
+    """Write one SSE event (named ``event``, if given); False when the client has gone
+    away."""
     data = payload if isinstance(payload, str) else json.dumps(payload)
+    head = f"event: {event}\n" if event else ""
     try:
-        await resp.write(f"data: {data}\n\n".encode())
+        await resp.write(f"{head}data: {data}\n\n".encode())
     except (ConnectionError, RuntimeError):  # ConnectionResetError: the client left
         return False
     return True
@@ -261,6 +286,91 @@ async def generate(request: web.Request) -> web.StreamResponse:
     return resp
 
 
+def _conversation(request: web.Request, body: dict[str, Any]) -> Messages:
+    """A Responses API request's prompt as messages (the module doc)."""
+    new = responses_messages(body)
+    prev = previous_response_of(body)
+    if prev is None:
+        return new
+    stored = request.app[STORE_KEY].get(prev)
+    if stored is None:
+        raise web.HTTPNotFound(reason=f"Response with id '{prev}' not found.")
+    system = new[:1] if new[0]["role"] == "system" else []
+    history: Messages = stored[0]
+    return system + history + new[len(system):]
+
+
+async def responses(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/responses`` (OpenAI's Responses API; the module doc)."""
+    body = json_body(await request.read())
+    messages = _conversation(request, body)
+    body, ew, ps, ends = await _submit(request, "responses", body, messages)
+    (p,) = ps
+    rid, model, created = f"resp_{uuid.uuid4().hex}", ew.config.model_name, int(time.time())
+    msg_id = f"msg_{rid[5:]}"
+    n = p.job.req.output_len
+
+    def response(status: str, text: str | None) -> dict[str, Any]:
+        job = p.job
+        out = [] if text is None else [{
+            "type": "message", "id": msg_id, "role": "assistant", "status": "completed",
+            "content": [{"type": "output_text", "text": text, "annotations": []}]}]
+        usage = None if text is None else {
+            "input_tokens": job.req.prompt_len,
+            "input_tokens_details": {"cached_tokens": job.cached}, "output_tokens": n,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": job.req.prompt_len + n}
+        return {"id": rid, "object": "response", "created_at": created, "model": model,
+                "status": status, "incomplete_details": None if ends == "stop" else {
+                    "reason": "max_output_tokens"} if text is not None else None,
+                "previous_response_id": body.get("previous_response_id"), "output": out,
+                "usage": usage}
+
+    def keep(final: dict[str, Any]) -> None:
+        if body.get("store", True) is False:
+            return
+        store = request.app[STORE_KEY]
+        reply = {"role": "assistant", "content": filler_text(0, n)}
+        store[rid] = ([m for m in messages if m["role"] != "system"] + [reply], final)
+        while len(store) > STORED:
+            store.popitem(last=False)
+
+    if not streamed(body):
+        await _finished(ps)
+        final = response("completed", filler_text(0, n))
+        keep(final)
+        return web.json_response(final)
+    resp = await _open_sse(request)
+    seq = 0
+    alive = await _send(resp, {"type": "response.created", "sequence_number": seq,
+                               "response": response("in_progress", None)}, "response.created")
+    async for start, end in _tokens(p):
+        for i in range(start, end):
+            if alive:
+                seq += 1
+                alive = await _send(resp, {
+                    "type": "response.output_text.delta", "sequence_number": seq,
+                    "item_id": msg_id, "output_index": 0, "content_index": 0,
+                    "delta": filler_piece(i)}, "response.output_text.delta")
+    await _finished(ps)
+    final = response("completed", filler_text(0, n))
+    keep(final)
+    if alive and await _send(resp, {"type": "response.completed", "sequence_number": seq + 1,
+                                    "response": final}, "response.completed"):
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await resp.write_eof()
+    return resp
+
+
+async def stored_response(request: web.Request) -> web.Response:
+    """``GET /v1/responses/{id}``: a stored response."""
+    stored = request.app[STORE_KEY].get(request.match_info["id"])
+    if stored is None:
+        raise web.HTTPNotFound(reason=f"Response with id '{request.match_info['id']}' "
+                                      "not found.")
+    return web.json_response(stored[1])
+
+
 async def models(request: web.Request) -> web.Response:
     """``GET /v1/models``."""
     ew = request.app[WORKER_KEY]
@@ -322,6 +432,7 @@ def create_app(config: EmulatedConfig | None = None) -> web.Application:
     app = web.Application(middlewares=[_errors])
     app[WORKER_KEY] = dp.ranks[0]
     app[RANKS_KEY] = dp
+    app[STORE_KEY] = OrderedDict()
 
     async def start(app: web.Application) -> None:
         dp.start()
@@ -334,6 +445,8 @@ def create_app(config: EmulatedConfig | None = None) -> web.Application:
     app.router.add_post(PATHS["completions"], completions)
     app.router.add_post(PATHS["chat"], chat_completions)
     app.router.add_post(PATHS["generate"], generate)
+    app.router.add_post(PATHS["responses"], responses)
+    app.router.add_get(PATHS["responses"] + "/{id}", stored_response)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/health", health)
     app.router.add_get("/health_generate", health)
