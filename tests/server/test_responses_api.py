@@ -217,3 +217,41 @@ async def test_a_streamed_responses_first_token_is_its_first_delta() -> None:
     finally:
         await router.stop()
         await runner.cleanup()
+
+
+@pytest.mark.asyncio
+async def test_a_background_response_teaches_no_latency() -> None:
+    """A background request is answered before it runs (``status`` ``queued``): its id is
+    kept, and the policy is told it did not complete (no latency to learn from)."""
+    import asyncio
+
+    from kvroute.routing.base import Feedback
+
+    async def engine(request: web.Request) -> web.Response:
+        return web.json_response({"id": "resp_bg", "object": "response", "status": "queued",
+                                  "output": [], "usage": None})
+
+    app = web.Application()
+    app.router.add_post("/v1/responses", engine)
+    runner, url = await _start(app)
+    router = build_app(ServeConfig(worker_urls=[url], health_interval=0, metrics_interval=0),
+                       make_router_policy("learned"))
+    seen: list[Feedback] = []
+    inner = router.router.policy.on_complete
+    router.router.policy.on_complete = lambda fb: (seen.append(fb), inner(fb))  # type: ignore[method-assign]
+    await router.start("127.0.0.1", 0)
+    try:
+        async with aiohttp.ClientSession() as http, http.post(
+                f"http://127.0.0.1:{router.port}/v1/responses",
+                json={"input": "hi", "background": True}) as r:
+            assert r.status == 200 and (await r.json())["status"] == "queued"
+        for _ in range(100):
+            if seen:
+                break
+            await asyncio.sleep(0.02)
+        (fb,) = seen
+        assert not fb.ok and fb.e2e_s is None
+        assert router.forwarder.owners.owner("resp_bg") == url
+    finally:
+        await router.stop()
+        await runner.cleanup()

@@ -45,7 +45,10 @@ Contract:
   that has it, if any, answers; another says 404). ``to_owner(request)`` sends ``GET`` /
   ``DELETE /v1/responses/{id}`` and the ``POST``s under it (``/cancel``) to the worker
   that stored ``id``, with its query string, and returns its answer whole; 404 for an id
-  the router did not record, 503 while its worker is unavailable.
+  the router did not record, 503 while its worker is unavailable. A ``background``
+  request's answer comes before the engine has run it (``status`` ``queued`` or
+  ``in_progress``): its dispatch closes then, not ok (``background``), so the policy
+  learns no latency from it; the router does not see the work it leaves on the engine.
 * ``models(request)``: ``GET /v1/models`` from the first available worker that answers
   below 500; 503 when none does.
 * Telemetry: Prometheus counters and histograms (:mod:`kvroute.server.router_metrics`) and
@@ -326,11 +329,15 @@ class Forwarder:
                     self.metrics.errors.labels("upstream_rejected").inc()
                     return resp
                 st.usage = counts_of(data)
-                if track_id:
-                    with contextlib.suppress(ValueError):
-                        st.response_id = response_id_of(json.loads(data))
                 st.ok, st.error = True, None
                 self.members.record_success(w)
+                if track_id:
+                    with contextlib.suppress(ValueError):
+                        obj = json.loads(data)
+                        st.response_id = response_id_of(obj)
+                        if isinstance(obj, dict) and obj.get("status") in (
+                                "queued", "in_progress"):  # a background request
+                            st.ok, st.error = False, "background"  # not done: no latency
                 return resp
         except asyncio.CancelledError:
             # the client went away (the server cancels the handler) or the router stops
