@@ -20,7 +20,8 @@ from tests.server.test_router_app import FakeWorker
 
 PATHS = ["/v1/completions", "/v1/chat/completions", "/generate", "/v1/models", "/health",
          "/readiness", "/liveness", "/metrics", "/workers", "/add_worker", "/remove_worker",
-         "/nope", "/v1/completions/x", "/"]
+         "/nope", "/v1/completions/x", "/", "/v1/responses", "/v1/responses/resp_x",
+         "/v1/responses/", "/v1/responses/resp_x/cancel"]
 METHODS = ["GET", "POST", "DELETE", "PUT", "PATCH", "OPTIONS"]
 
 json_values = st.recursive(
@@ -30,7 +31,9 @@ json_values = st.recursive(
                                                                 max_size=5),
     max_leaves=20)
 fields = st.sampled_from(["prompt", "messages", "text", "input_ids", "max_tokens", "stream",
-                          "sampling_params", "model", "url", "max_completion_tokens"])
+                          "sampling_params", "model", "url", "max_completion_tokens",
+                          "input", "instructions", "previous_response_id",
+                          "max_output_tokens"])
 bodies = st.one_of(
     st.dictionaries(fields, json_values, max_size=5).map(lambda d: json.dumps(d).encode()),
     json_values.map(lambda v: json.dumps(v).encode()),

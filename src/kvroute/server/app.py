@@ -12,7 +12,9 @@ Contract:
   ``POST /v1/completions``, ``/v1/chat/completions``, ``/generate``, ``/v1/responses``
   (proxied to the worker the policy picks, or for a ``previous_response_id`` the one that
   stored it: :mod:`kvroute.server.proxy`), anything under ``/v1/responses/{id}`` (to the
-  worker that stored ``id``), ``GET /v1/models`` (from the first available worker),
+  worker that stored ``id``), the engines' other endpoints (embeddings, tokenize, rerank,
+  ...: ``proxy.PASSTHROUGH``, to the least busy worker), ``GET /v1/models`` (from the
+  first available worker),
   ``/health``, ``/readiness`` (503 when no worker is available or the router is
   draining), ``/liveness``, ``/metrics`` (Prometheus text), admin ``GET/POST/DELETE
   /workers`` and SGLang's ``POST /add_worker?url=`` / ``/remove_worker?url=``
@@ -76,7 +78,7 @@ from kvroute.server.http_messages import (
 from kvroute.server.http_server import HttpServer
 from kvroute.server.kv_events import KvEventFeeds, parse_feeds
 from kvroute.server.membership import Membership, worker_urls
-from kvroute.server.proxy import Forwarder
+from kvroute.server.proxy import PASSTHROUGH, Forwarder
 from kvroute.server.router_metrics import CONTENT_TYPE_LATEST, RouterMetrics
 from kvroute.server.upstream import Upstream
 from kvroute.workloads.chat_template import ChatTemplate
@@ -205,6 +207,7 @@ class RouterApp:
             ("POST", "/v1/chat/completions"): proxied("chat", "/v1/chat/completions"),
             ("POST", "/generate"): proxied("generate", "/generate"),
             ("POST", "/v1/responses"): proxied("responses", "/v1/responses"),
+            **{("POST", path): self.forwarder.passthrough for path in PASSTHROUGH},
             ("GET", "/v1/models"): self.forwarder.models,
             ("GET", "/health"): self.health,
             ("GET", "/liveness"): self.liveness,

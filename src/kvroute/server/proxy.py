@@ -49,6 +49,11 @@ Contract:
   request's answer comes before the engine has run it (``status`` ``queued`` or
   ``in_progress``): its dispatch closes then, not ok (``background``), so the policy
   learns no latency from it; the router does not see the work it leaves on the engine.
+* ``passthrough(request)``: the engines' endpoints that are not generation
+  (:data:`PASSTHROUGH`: embeddings, tokenize, rerank, score, ...) go as received to the
+  available worker with the fewest requests in flight, the next one if it cannot be
+  reached (up to ``max_retries`` more), and its answer comes back whole; no policy, no
+  accounting. 503 when none is available.
 * ``models(request)``: ``GET /v1/models`` from the first available worker that answers
   below 500; 503 when none does.
 * Telemetry: Prometheus counters and histograms (:mod:`kvroute.server.router_metrics`) and
@@ -91,8 +96,12 @@ from kvroute.server.response_owners import ResponseOwners
 from kvroute.server.router_metrics import RouterMetrics
 from kvroute.server.upstream import Upstream, UpstreamError, UpstreamResponse, UpstreamTimeout
 
-__all__ = ["RETRYABLE", "Forwarder"]
+__all__ = ["PASSTHROUGH", "RETRYABLE", "Forwarder"]
 
+# engine endpoints that are not generation (vLLM's and SGLang's): :meth:`Forwarder.passthrough`
+PASSTHROUGH = ("/v1/embeddings", "/tokenize", "/detokenize", "/v1/rerank", "/rerank",
+               "/v2/rerank", "/v1/score", "/score", "/pooling", "/classify",
+               "/v1/audio/transcriptions", "/v1/audio/translations")
 RETRYABLE = frozenset({408, 429, 500, 502, 503, 504})
 _HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
                   "trailer", "transfer-encoding", "upgrade", "host", "content-length",
@@ -428,6 +437,39 @@ class Forwarder:
             await resp.write_eof()
         return resp
 
+    async def passthrough(self, request: Request) -> Response:
+        """An engine endpoint that is not generation (:data:`PASSTHROUGH`): sent as
+        received to the available worker with the fewest requests in flight (the next
+        such one if it cannot be reached), its answer returned whole; no routing decision
+        and no accounting."""
+        self.metrics.requests.labels("passthrough").inc()
+        allowed = self.members.allowed(self.clock())
+        order = sorted(np.flatnonzero(allowed).tolist(),
+                       key=lambda i: self.router.workers[i].in_flight)
+        for i in order[:self.max_retries + 1]:
+            w = self.members.workers[i]
+            try:
+                return await self._send_whole(request, w)
+            except UpstreamError as e:
+                self._fail(w, "upstream_connect")
+                log.warning("passthrough %s to %s failed: %s", request.path, w.url, e)
+        self.metrics.errors.labels("no_worker").inc()
+        return error_response(503, "no healthy worker is available", "service_unavailable")
+
+    async def _send_whole(self, request: Request, w: Worker) -> Response:
+        """``request`` as received (its method, path, query string, body and end-to-end
+        headers; a rank's header for a data-parallel rank) to ``w``; its answer whole."""
+        headers = [(k.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
+                   for k, v in request.raw_headers if k.lower() not in _HOP_RAW
+                   and k.lower() != _RANK_LOWER.encode()] + w.headers()
+        path = request.path + (f"?{request.query_string}" if request.query_string else "")
+        async with await self.upstream.request(request.method, w.base, path, request.body,
+                                               headers) as r:
+            data = await r.read()
+            return Response(data, r.status, {
+                "Content-Type": r.headers.get("Content-Type", "application/json"),
+                WORKER_HEADER: w.url})
+
     async def to_owner(self, request: Request) -> Response:
         """A request under ``/v1/responses/{id}`` to the worker that stored ``id``."""
         rid = request.path.split("/")[3]
@@ -442,17 +484,8 @@ class Forwarder:
             self.metrics.errors.labels("owner_unavailable").inc()
             return error_response(503, f"the worker that stored response {rid!r} ({url}) "
                                        "is not available", "service_unavailable")
-        headers = [(k.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
-                   for k, v in request.raw_headers if k.lower() not in _HOP_RAW
-                   and k.lower() != _RANK_LOWER.encode()] + w.headers()
-        path = request.path + (f"?{request.query_string}" if request.query_string else "")
         try:
-            async with await self.upstream.request(request.method, w.base, path,
-                                                   request.body, headers) as r:
-                data = await r.read()
-                return Response(data, r.status, {
-                    "Content-Type": r.headers.get("Content-Type", "application/json"),
-                    WORKER_HEADER: w.url})
+            return await self._send_whole(request, w)
         except UpstreamError as e:
             self._fail(w, "upstream_connect")
             return error_response(502, f"worker {w.url} failed: {e}", "upstream_error")
