@@ -6,7 +6,11 @@ errors."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 import aiohttp
 import numpy as np
@@ -16,7 +20,8 @@ from aiohttp import web
 from kvroute.protocol.request_body import BadRequest, PromptEncoder, prompts_of
 from kvroute.protocol.response_body import SSEScanner, counts_of
 from kvroute.routing import make_router_policy
-from kvroute.server.app import ServeConfig, build_app
+from kvroute.routing.base import Feedback
+from kvroute.server.app import RouterApp, ServeConfig, build_app
 from kvroute.server.response_owners import ResponseOwners
 from kvroute.worker import EmulatedConfig, create_app
 
@@ -163,15 +168,41 @@ def test_owners_keep_the_most_recent_ids() -> None:
     assert owners.owner("b") is None and owners.owner("a") == "u1" and len(owners) == 2
 
 
+@asynccontextmanager
+async def _one_engine(engine: Any, body: dict[str, Any]) -> AsyncIterator[
+        tuple[str, bytes, list[Feedback], RouterApp]]:
+    """``learned`` in front of one engine that answers ``/v1/responses`` with ``engine``:
+    ``body`` sent, yields the engine's URL, the answer, and the feedback the policy got
+    once it came (the router still running)."""
+    app = web.Application()
+    app.router.add_post("/v1/responses", engine)
+    runner, url = await _start(app)
+    router = build_app(ServeConfig(worker_urls=[url], health_interval=0, metrics_interval=0),
+                       make_router_policy("learned"))
+    seen: list[Feedback] = []
+    inner = router.router.policy.on_complete
+    router.router.policy.on_complete = lambda fb: (seen.append(fb), inner(fb))  # type: ignore[method-assign]
+    await router.start("127.0.0.1", 0)
+    try:
+        async with aiohttp.ClientSession() as http, http.post(
+                f"http://127.0.0.1:{router.port}/v1/responses", json=body) as r:
+            assert r.status == 200
+            answer = await r.read()
+        for _ in range(100):
+            if seen:
+                break
+            await asyncio.sleep(0.02)
+        yield url, answer, seen, router
+    finally:
+        await router.stop()
+        await runner.cleanup()
+
+
 @pytest.mark.asyncio
 async def test_a_streamed_responses_first_token_is_its_first_delta() -> None:
     """``response.created`` comes at once, before any token: the router's TTFT (what
     ``learned`` learns from) is the first ``*.delta`` event, and the usage of
     ``response.completed`` reaches the policy."""
-    import asyncio
-
-    from kvroute.routing.base import Feedback
-
     async def engine(request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
@@ -191,67 +222,26 @@ async def test_a_streamed_responses_first_token_is_its_first_delta() -> None:
         await resp.write_eof()
         return resp
 
-    app = web.Application()
-    app.router.add_post("/v1/responses", engine)
-    runner, url = await _start(app)
-    router = build_app(ServeConfig(worker_urls=[url], health_interval=0, metrics_interval=0),
-                       make_router_policy("learned"))
-    seen: list[Feedback] = []
-    inner = router.router.policy.on_complete
-    router.router.policy.on_complete = lambda fb: (seen.append(fb), inner(fb))  # type: ignore[method-assign]
-    await router.start("127.0.0.1", 0)
-    try:
-        async with aiohttp.ClientSession() as http, http.post(
-                f"http://127.0.0.1:{router.port}/v1/responses",
-                json={"input": "hi", "stream": True}) as r:
-            events = _events(await r.read())
-        assert [e["type"] for e in events][-1] == "response.completed"
-        for _ in range(100):
-            if seen:
-                break
-            await asyncio.sleep(0.02)
+    async with _one_engine(engine, {"input": "hi", "stream": True}) as (url, answer, seen,
+                                                                          router):
+        assert _events(answer)[-1]["type"] == "response.completed"
         (fb,) = seen
         assert fb.ok and fb.ttft_s is not None and fb.ttft_s >= 0.25
         assert (fb.cached_tokens, fb.output_tokens) == (2, 2)
         assert router.forwarder.owners.owner("resp_x") == url
-    finally:
-        await router.stop()
-        await runner.cleanup()
 
 
 @pytest.mark.asyncio
 async def test_a_background_response_teaches_no_latency() -> None:
     """A background request is answered before it runs (``status`` ``queued``): its id is
     kept, and the policy is told it did not complete (no latency to learn from)."""
-    import asyncio
-
-    from kvroute.routing.base import Feedback
-
     async def engine(request: web.Request) -> web.Response:
         return web.json_response({"id": "resp_bg", "object": "response", "status": "queued",
                                   "output": [], "usage": None})
 
-    app = web.Application()
-    app.router.add_post("/v1/responses", engine)
-    runner, url = await _start(app)
-    router = build_app(ServeConfig(worker_urls=[url], health_interval=0, metrics_interval=0),
-                       make_router_policy("learned"))
-    seen: list[Feedback] = []
-    inner = router.router.policy.on_complete
-    router.router.policy.on_complete = lambda fb: (seen.append(fb), inner(fb))  # type: ignore[method-assign]
-    await router.start("127.0.0.1", 0)
-    try:
-        async with aiohttp.ClientSession() as http, http.post(
-                f"http://127.0.0.1:{router.port}/v1/responses",
-                json={"input": "hi", "background": True}) as r:
-            assert r.status == 200 and (await r.json())["status"] == "queued"
-        for _ in range(100):
-            if seen:
-                break
-            await asyncio.sleep(0.02)
+    async with _one_engine(engine, {"input": "hi", "background": True}) as (url, answer, seen,
+                                                                              router):
+        assert json.loads(answer)["status"] == "queued"
         (fb,) = seen
         assert not fb.ok and fb.e2e_s is None
         assert router.forwarder.owners.owner("resp_bg") == url
-    finally:
-        await router.stop()
-        await runner.cleanup()

@@ -171,7 +171,7 @@ def _sessions(records: list[MooncakeRecord], chats: list[tuple[Any, Any]]) -> li
     out = list(records)
     for i in sorted(range(len(records)), key=lambda i: records[i].timestamp):
         chat, parent = chats[i]
-        root = chat if parent in (-1, "-1", None) else root_of.get(parent, parent)
+        root = chat if parent in (-1, "-1") else root_of.get(parent, parent)
         root_of[chat] = root
         out[i] = replace(records[i], session=number.setdefault(root, len(number)))
     return out
@@ -238,8 +238,10 @@ def read_trace(path: str | os.PathLike[str], block_size: int | None = None) -> T
 
 
 def _chat_id(obj: dict[str, Any], key: str, where: str, default: Any) -> Any:
-    """A chat id: an integer or a string (``default`` if absent)."""
-    value = obj.get(key, default)
+    """A chat id: an integer or a string (``default`` if absent or null)."""
+    value = obj.get(key)
+    if value is None:
+        return default
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise ConfigError(f"{where}: {key} must be an integer or a string, got {value!r}")
     return value
