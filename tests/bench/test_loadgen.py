@@ -348,3 +348,21 @@ def test_request_bodies_without_the_exact_output():
     for bad in ("cap", "0", "-3", "1.5", "²"):
         with pytest.raises(ConfigError, match="max_tokens must be exact, none or a cap"):
             BenchConfig(url="http://x", max_tokens=bad)
+
+
+@pytest.mark.asyncio
+async def test_open_loop_sends_a_follower_after_the_reply_it_follows():
+    """``after``: a request due while the one it follows is still answering is sent when
+    that answer is complete; the others leave at their times."""
+    import numpy as np
+
+    reqs = [Request(0, np.arange(1, 9), 2, arrival=0.0),
+            Request(1, np.arange(1, 12), 2, arrival=0.01, after=0),
+            Request(2, np.arange(50, 60), 2, arrival=0.02)]
+    async with FakeServer(first=0.3) as srv:
+        run = await run_workload(OpenLoop.of("turns", reqs), BenchConfig(srv.url))
+    by_rid = {r.rid: r for r in run.results}
+    assert all(r.ok for r in run.results) and len(run.results) == 3
+    assert by_rid[1].sent >= by_rid[0].finish
+    assert by_rid[1].scheduled == pytest.approx(0.01)
+    assert by_rid[2].sent < 0.2

@@ -282,3 +282,21 @@ def test_router_replicas_each_count_their_own(monkeypatch: pytest.MonkeyPatch) -
     assert np.array_equal(one.records["worker"][np.argsort(one.records["rid"])][:4], [0, 1, 2, 3])
     with pytest.raises(ConfigError, match="router_replicas"):
         SimConfig(model=LINEAR, router_replicas=0)
+
+
+def test_an_open_loop_request_waits_for_the_one_it_follows() -> None:
+    """``after``: the follower arrives while the request it follows is still decoding; it
+    is sent when that one completes, and finds its prompt and output cached."""
+    first = Request(rid=0, tokens=np.arange(1000), output_len=50,
+                    output_tokens=np.arange(5000, 5050))
+    follower = Request(rid=1, tokens=np.concatenate([np.arange(1000), np.arange(5000, 5050),
+                                                     np.arange(9000, 9100)]),
+                       output_len=2, arrival=0.01, after=0)
+    other = Request(rid=2, tokens=np.arange(20000, 20100), output_len=2, arrival=0.02)
+    res = simulate(OpenLoop.of("turns", [first, follower, other]),
+                   SimConfig(workers=1, model=LINEAR))
+    rec = {int(r): i for i, r in enumerate(res.records["rid"])}
+    finish, queued = res.records["finish"], res.records["arrival"]
+    assert queued[rec[1]] == pytest.approx(finish[rec[0]])  # sent at the reply, not at 0.01
+    assert queued[rec[2]] == pytest.approx(0.02)  # the others are not held back
+    assert res.records["cached"][rec[1]] == 1050

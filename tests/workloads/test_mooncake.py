@@ -248,9 +248,10 @@ def test_bailian_traces_are_read_in_seconds_with_16_token_blocks_and_conversatio
     assert [r.arrival for r in reqs] == [0.0, 0.75, 2.5, 8.5, 9.5]
     assert [r.session for r in reqs] == [0, 1, 0, 0, 2]
     assert [r.turn for r in reqs] == [1, 1, 2, 3, 4]
+    # its whole blocks 1, 2, then the tail its continuation (chat 9) holds: block 4's ids
     assert np.array_equal(reqs[0].tokens, np.concatenate(
-        [16 + np.arange(16), 32 + np.arange(16), 48 + np.arange(8)]))
-    assert np.array_equal(reqs[2].tokens[:32], reqs[0].tokens[:32])  # shared blocks 1, 2
+        [16 + np.arange(16), 32 + np.arange(16), 64 + np.arange(8)]))
+    assert np.array_equal(reqs[2].tokens[:40], reqs[0].tokens)
     assert load_mooncake(path, start_time=1.0, end_time=9.0).size == 2  # seconds, as always
     with pytest.raises(ConfigError, match=r"qwen\.jsonl:1: input_length 40 does not fit 3 "
                                           r"blocks of 512 tokens \(given; every line fits "
@@ -274,3 +275,28 @@ def test_block_size_errors_say_which_sizes_fit(tmp_path):
                     + json.dumps(_chat([2], 1, 1.0, 5, [1])) + "\n")
     with pytest.raises(ConfigError, match=r"t\.jsonl:2: chat_id must be an integer or a string"):
         read_mooncake(path)
+
+
+def test_bailian_turns_hold_the_reply_they_continue_and_wait_for_it(tmp_path):
+    """A turn's continuation (its first child extending its whole blocks) lends it its
+    prompt's tail and its output ids, so the child finds prompt and reply cached; every
+    child replayed with its parent names it in ``after``."""
+    path = tmp_path / "qwen.jsonl"
+    lines = [_chat(1, -1, 0.0, 40, [1, 2, 3]),  # 2 whole blocks, then 8 tokens of block 3
+             # the child: the parent's 2 whole blocks, then its own (the parent's tail, the
+             # reply, the new input): 40 + 5 output tokens fit in its 70
+             _chat(2, 1, 5.0, 70, [1, 2, 7, 8, 9], turn=2),
+             _chat(3, 1, 6.0, 20, [1, 4], turn=2),  # a sibling too short to hold the reply
+             _chat(4, 9, 7.0, 16, [5])]  # its parent is not in the file
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    parent, child, sibling, orphan = list(load_mooncake(path))
+    assert np.array_equal(parent.tokens, child.tokens[:40])
+    assert parent.output_tokens is not None and parent.output_len == 5
+    assert np.array_equal(parent.output_tokens, child.tokens[40:45])
+    assert child.output_tokens is None and sibling.output_tokens is None  # no continuation
+    assert [r.after for r in (parent, child, sibling, orphan)] == [-1, 0, 0, -1]
+    assert next(iter(load_mooncake(path, start=1))).after == -1  # its parent: not replayed
+    # without chat ids: no continuation, no waiting
+    plain = tmp_path / "plain.jsonl"
+    write_mooncake(plain, [_rec(0, 400, [1]), _rec(1, 700, [1, 2])])
+    assert all(r.after == -1 and r.output_tokens is None for r in load_mooncake(plain))

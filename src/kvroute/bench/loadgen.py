@@ -11,7 +11,8 @@ Contract:
   when the workload wanted the request sent (the open loop's arrival, rebased so the
   first request goes at 0), ``sent`` when it was.
 * Drivers: open loop (each request at its arrival: the driver sleeps on the clock until
-  then, starts the request and goes on), open loop with ``concurrency`` (N workers pull
+  then, starts the request and goes on; one whose ``after`` names a request still in
+  flight is sent when that one is answered), open loop with ``concurrency`` (N workers pull
   the next request when they finish), closed loop (N clients each take the next unstarted
   session and send its turns in order, waiting for each reply plus the workload's think
   time).
@@ -22,6 +23,7 @@ Contract:
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from itertools import islice
 from typing import Any, Protocol
@@ -134,7 +136,13 @@ async def _open_loop(requests: Iterable[Request], cfg: BenchConfig, now: Callabl
                      sleep: Callable[[float], Awaitable[None]],
                      send: Callable[[Request, float, int], Any]) -> None:
     tasks: set[asyncio.Task[None]] = set()
+    by_rid: dict[int, asyncio.Task[None]] = {}  # the requests in flight, by rid
     first: float | None = None
+
+    async def after(parent: asyncio.Task[None], req: Request, at: float) -> None:
+        await asyncio.wait([parent])  # its outcome is the parent's result, not ours
+        await send(req, at, -1)
+
     for req in requests:
         if first is None:
             first = req.arrival
@@ -144,11 +152,19 @@ async def _open_loop(requests: Iterable[Request], cfg: BenchConfig, now: Callabl
         delay = at - now()
         if delay > 0:
             await sleep(delay)
-        task = asyncio.create_task(send(req, at, -1))
+        parent = by_rid.get(req.after) if req.after >= 0 else None
+        task = asyncio.create_task(send(req, at, -1) if parent is None
+                                   else after(parent, req, at))
         tasks.add(task)
+        by_rid[req.rid] = task
         task.add_done_callback(tasks.discard)
+        task.add_done_callback(functools.partial(_forget, by_rid, req.rid))
     while tasks:
         await asyncio.gather(*tasks)
+
+
+def _forget(by_rid: dict[int, asyncio.Task[None]], rid: int, task: asyncio.Task[None]) -> None:
+    by_rid.pop(rid, None)
 
 
 async def run_bench(workload: Workload, cfg: BenchConfig,

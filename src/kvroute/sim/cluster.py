@@ -3,7 +3,8 @@
 ``simulate(workload, config)`` runs to completion and returns a :class:`SimResult`. The
 router is :class:`kvroute.routing.Router` with a registered policy, the very object the
 live router uses; here its clock is the event loop's. Open-loop requests arrive at their
-``arrival`` times (read lazily, in order); closed-loop clients send each turn when the
+``arrival`` times (read lazily, in order), one whose ``after`` names an earlier request
+not yet complete when that one completes; closed-loop clients send each turn when the
 previous reply is complete (plus think time). Same inputs and seed, same result, bit for
 bit: every random choice comes from generators seeded from ``config.seed``. With
 ``index="exact"`` the router's index is the workers' own cache events
@@ -219,6 +220,8 @@ def simulate(workload: Workload, config: SimConfig | None = None, *, ceilings: b
     closed = workload if isinstance(workload, ClosedLoop) else None
     sessions: deque[list[Request]] = deque(closed.sessions if closed else [])
     next_turn: dict[int, tuple[list[Request], int]] = {}  # rid -> (session, index of next)
+    parked: dict[int, list[Request]] = {}  # open loop: rid -> requests waiting for it
+    parked_rids: set[int] = set()
 
     def on_step(worker: SimWorker) -> None:
         usage = worker.used_tokens / worker.capacity
@@ -248,6 +251,8 @@ def simulate(workload: Workload, config: SimConfig | None = None, *, ceilings: b
                      job.finish, req.prompt_len, job.cached, req.output_len))
         if progress is not None:
             progress(len(rows))
+        for follower in parked.pop(req.rid, ()):  # sent now: the reply they follow is in
+            loop.at(now, ARRIVAL, dispatch, follower)
         if closed is not None:
             session, k = next_turn.pop(req.rid)
             if k < len(session):
@@ -273,6 +278,7 @@ def simulate(workload: Workload, config: SimConfig | None = None, *, ceilings: b
     streams = np.random.default_rng([cfg.seed, 7]) if 0.0 < share < 1.0 else None
 
     def dispatch(req: Request) -> None:
+        parked_rids.discard(req.rid)
         if req.rid in dispatches:
             raise ConfigError(f"request id {req.rid} is used twice in workload "
                               f"{workload.name!r}")
@@ -300,7 +306,13 @@ def simulate(workload: Workload, config: SimConfig | None = None, *, ceilings: b
         last = [0.0]
 
         def arrive(req: Request) -> None:
-            dispatch(req)
+            # an earlier request it follows is still queued, running or itself waiting
+            if 0 <= req.after < req.rid and (req.after in dispatches
+                                              or req.after in parked_rids):
+                parked.setdefault(req.after, []).append(req)
+                parked_rids.add(req.rid)
+            else:
+                dispatch(req)
             nxt = next(arrivals, None)
             if nxt is not None:
                 if nxt.arrival < last[0]:
@@ -332,9 +344,9 @@ def simulate(workload: Workload, config: SimConfig | None = None, *, ceilings: b
     wall = time.perf_counter()
     loop.run()
     wall = time.perf_counter() - wall
-    if dispatches:  # cannot happen unless a worker model is broken; never lose requests
-        raise ConfigError(f"{len(dispatches)} requests never finished (ids "
-                          f"{sorted(dispatches)[:5]}...)")
+    if dispatches or parked_rids:  # cannot happen unless a worker model is broken; never
+        lost = sorted(set(dispatches) | parked_rids)  # lose requests
+        raise ConfigError(f"{len(lost)} requests never finished (ids {lost[:5]}...)")
     capacity = workers[0].capacity
     result = SimResult(workload.name, cfg, Records.from_rows(rows),
                        np.frombuffer(load, dtype=np.float64).reshape(-1, 5),

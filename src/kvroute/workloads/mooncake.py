@@ -21,6 +21,19 @@ to 16, and each request's ``session`` is its conversation (the first request rea
 following ``parent_chat_id``, numbered from 0 in order of first arrival) and ``turn``
 the file's ``turn``. ``block_size`` given explicitly overrides either default.
 
+A conversation's next turn holds the previous one's prompt and reply, and the engines
+cache a reply's tokens as they do the prompt's; so in a Bailian trace a request whose
+continuation (its first child, by time, whose prompt has all of its whole blocks and is
+at least its prompt and output long) is in the file takes its prompt and its output
+tokens (``Request.output_tokens``) from the continuation's ids: the prompt's ids that
+follow its whole blocks (the ids of a partial block differ between the two: their
+contents do) and the output's, so the continuation finds the reply cached, as on an
+engine. Without one, the output is unique ids (:func:`~kvroute.workloads.request.output_ids`).
+And a request whose parent is replayed too waits for it (``Request.after``): it is sent
+at its time or, if later, when the parent has completed, as its user would; so a replay
+compressed in time (``--load``, ``time_scale``) keeps each turn after the reply it
+continues.
+
 Contract of :func:`load_mooncake`:
 
 * Token ids: position ``j`` of block ``b`` is ``b * block_size + j``, so equal block ids
@@ -73,6 +86,8 @@ class MooncakeRecord:
     line: int = 0  # 1-based line in the file it came from (0: not from a file)
     session: int = -1  # its conversation, in a Bailian trace (the module doc)
     turn: int = 0
+    continued_by: int = 0  # the line of its continuation, in a Bailian trace (0: none)
+    parent_line: int = 0  # the line of the request it follows, in a Bailian trace (0: none)
 
 
 @dataclass(frozen=True)
@@ -163,17 +178,31 @@ def _check_blocks(path: str, records: list[MooncakeRecord], block_size: int,
                               f"{k} blocks of {block_size} tokens ({origin}; {hint})")
 
 
-def _sessions(records: list[MooncakeRecord], chats: list[tuple[Any, Any]]) -> list[MooncakeRecord]:
-    """Each record with its conversation: the root reached by ``parent_chat_id`` (a parent
-    missing from the file is a root), numbered in order of first arrival."""
+def _conversations(records: list[MooncakeRecord], chats: list[tuple[Any, Any]],
+                   block_size: int) -> list[MooncakeRecord]:
+    """Each record with its conversation (the root reached by ``parent_chat_id``; a parent
+    missing from the file is a root; numbered in order of first arrival) and the line of
+    its continuation: its first child, by time, whose prompt holds its whole blocks and
+    is at least its prompt and output long (the module doc)."""
     root_of: dict[Any, Any] = {}
+    index_of: dict[Any, int] = {}
     number: dict[Any, int] = {}
     out = list(records)
     for i in sorted(range(len(records)), key=lambda i: records[i].timestamp):
         chat, parent = chats[i]
+        r = records[i]
         root = chat if parent in (-1, "-1") else root_of.get(parent, parent)
         root_of[chat] = root
-        out[i] = replace(records[i], session=number.setdefault(root, len(number)))
+        index_of.setdefault(chat, i)
+        p = index_of.get(parent)
+        out[i] = replace(r, session=number.setdefault(root, len(number)),
+                         parent_line=0 if p is None else records[p].line)
+        if p is not None and out[p].continued_by == 0:
+            q = out[p]
+            whole = q.input_length // block_size
+            if r.input_length >= q.input_length + max(1, q.output_length) \
+                    and np.array_equal(r.hash_ids[:whole], q.hash_ids[:whole]):
+                out[p] = replace(q, continued_by=r.line)
     return out
 
 
@@ -233,7 +262,7 @@ def read_trace(path: str | os.PathLike[str], block_size: int | None = None) -> T
     if layout != "lengths":
         _check_blocks(p, records, size, block_size is not None)
     if layout == "bailian":
-        records = _sessions(records, chats)
+        records = _conversations(records, chats, size)
     return Trace(records, size, layout)
 
 
@@ -293,10 +322,21 @@ def load_mooncake(path: str | os.PathLike[str], block_size: int | None = None, *
             scale = (len(records) - 1) / (span * rate)
     arrivals = (rel / 1000 * scale).tolist()
 
+    by_line = {r.line: r for r in trace.records if r.line} if trace.layout == "bailian" else {}
+    rid_of = {r.line: rid for rid, r in enumerate(records)} if by_line else {}
+
     def source() -> Iterator[Request]:
         for rid, (r, t) in enumerate(zip(records, arrivals, strict=True)):
-            yield Request(rid, block_tokens(r.hash_ids, r.input_length, block_size),
-                          max(1, r.output_length), arrival=t, session=r.session, turn=r.turn)
+            n_out = max(1, r.output_length)
+            c = by_line.get(r.continued_by) if r.continued_by else None
+            if c is None:
+                tokens, out = block_tokens(r.hash_ids, r.input_length, block_size), None
+            else:  # its prompt and output as its continuation holds them
+                seq = block_tokens(c.hash_ids, c.input_length, block_size)
+                tokens, out = seq[:r.input_length], seq[r.input_length:r.input_length + n_out]
+            after = rid_of.get(r.parent_line, -1) if r.parent_line else -1
+            yield Request(rid, tokens, n_out, arrival=t, session=r.session, turn=r.turn,
+                          output_tokens=out, after=after if after < rid else -1)
 
     meta = {"path": p, "layout": trace.layout, "block_size": block_size, "time_scale": scale,
             "prompt_tokens": sum(r.input_length for r in records),

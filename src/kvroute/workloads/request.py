@@ -10,7 +10,11 @@ Contract:
   :func:`output_ids` gives ids unique to the request (negative, so they never collide
   with a vocabulary and never create a false shared prefix).
 * :class:`OpenLoop` is re-iterable (each iteration replays the same requests in arrival
-  order; a loader may build them lazily so that a long trace never sits in memory).
+  order; a loader may build them lazily so that a long trace never sits in memory). A
+  request whose ``after`` names an earlier request of the run (its ``rid``, smaller than
+  its own) is sent at its arrival or, if later, when that one has completed: a
+  conversation's next turn, which its user writes after reading the reply. The
+  simulator and the load generator both honour it.
   :class:`ClosedLoop` holds sessions (lists of turns); ``concurrency`` clients each take
   the next unstarted session and send its turns one after another, waiting for each
   reply plus ``think_time`` seconds.
@@ -46,6 +50,7 @@ class Request:
     output_tokens: np.ndarray | None = field(default=None, repr=False)
     text: str | None = field(default=None, repr=False)  # prompt text, when there is one
     messages: list[dict[str, str]] | None = field(default=None, repr=False)  # chat form
+    after: int = -1  # open loop: the rid of an earlier request it waits for (above)
 
     def __post_init__(self) -> None:
         if self.output_len < 1:
