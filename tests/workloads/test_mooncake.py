@@ -300,3 +300,23 @@ def test_bailian_turns_hold_the_reply_they_continue_and_wait_for_it(tmp_path):
     plain = tmp_path / "plain.jsonl"
     write_mooncake(plain, [_rec(0, 400, [1]), _rec(1, 700, [1, 2])])
     assert all(r.after == -1 and r.output_tokens is None for r in load_mooncake(plain))
+
+
+def test_the_invented_chat_trace_reads_as_a_bailian_trace(tmp_path):
+    """benchmarks/chat_trace.py: its rows read as a Bailian trace whose later turns
+    continue (and wait for) the earlier ones."""
+    from tests.benchmark_scripts import load
+
+    rows = load("chat_trace").conversations(30, seed=3)
+    path = tmp_path / "chat.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    w = load_mooncake(path)
+    reqs = list(w)
+    assert w.meta["layout"] == "bailian" and w.size == len(rows) > 30
+    followers = [r for r in reqs if r.after >= 0]
+    assert followers and all(reqs[r.after].session == r.session for r in followers)
+    for r in followers:  # it starts with the prompt and reply of the turn it follows
+        parent = reqs[r.after]
+        if parent.output_tokens is not None:
+            seq = np.concatenate([parent.tokens, parent.output_tokens])
+            assert np.array_equal(r.tokens[:len(seq)], seq)
