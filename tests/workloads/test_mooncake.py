@@ -320,3 +320,32 @@ def test_the_invented_chat_trace_reads_as_a_bailian_trace(tmp_path):
         if parent.output_tokens is not None:
             seq = np.concatenate([parent.tokens, parent.output_tokens])
             assert np.array_equal(r.tokens[:len(seq)], seq)
+
+
+def test_one_cache_streams_of_a_bailian_trace_store_each_reply(tmp_path):
+    """``trace_stream``: a turn with its continuation in the file stores its reply too (in
+    blocks: its whole blocks, then the continuation's up to the reply's end), so the
+    continuation hits it in a cache that never evicts."""
+    from kvroute.cache import RadixCache, make_policy
+    from kvroute.cache.ceilings import replay
+    from kvroute.workloads.cache_streams import trace_stream
+
+    path = tmp_path / "qwen.jsonl"
+    lines = [{**_chat(1, -1, 0.0, 40, [1, 2, 3]), "output_length": 30},  # 40 + 30 tokens
+             _chat(2, 1, 5.0, 75, [1, 2, 7, 8, 9], turn=2)]
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    blocks = trace_stream(path, "block")
+    assert blocks.meta["replies_stored"] == 1 and blocks.inserts is not None
+    # its 2 whole blocks, then the continuation's up to 70 // 16 = 4 whole blocks; its
+    # partial block 3 is not stored (its content is the continuation's block 7's head)
+    assert blocks.inserts[0].tolist() == [1, 2, 7, 8]
+    assert blocks.prompts[0].tolist() == [1, 2, 3] and blocks.inserts[1].tolist() == [
+        1, 2, 7, 8, 9]
+    tokens = trace_stream(path, "token")
+    assert tokens.inserts is not None and len(tokens.inserts[0]) == 70
+    for stream, hit in ((blocks, 4), (tokens, 70)):
+        cache = RadixCache(10_000, make_policy("lru"))
+        assert replay(cache, stream.prompts, stream.inserts).hit_tokens == hit
+    plain = tmp_path / "plain.jsonl"
+    write_mooncake(plain, [_rec(0, 400, [1]), _rec(1, 700, [1, 2])])
+    assert trace_stream(plain).inserts is None

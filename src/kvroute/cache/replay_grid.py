@@ -26,14 +26,16 @@ __all__ = ["replay_grid"]
 def replay_grid(prompts: TokenSeqs, capacities: Sequence[int], policies: Sequence[str], *,
                 params: Mapping[str, Mapping[str, Any]] | None = None, seed: int = 1,
                 page_size: int = 1, workers: int = 1,
-                progress: Callable[[str, int], None] | None = None) -> list[dict[str, Any]]:
-    """For each capacity: ``{"capacity", "ceilings": {...}, "policies": [rows]}``."""
+                progress: Callable[[str, int], None] | None = None,
+                inserts: TokenSeqs | None = None) -> list[dict[str, Any]]:
+    """For each capacity: ``{"capacity", "ceilings": {...}, "policies": [rows]}``.
+    ``inserts``: what each request stores, when more than its prompt (its reply)."""
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers must be an integer >= 1, got {workers!r}")
-    infinite = infinite_hit_rate(prompts, page_size=page_size)
+    infinite = infinite_hit_rate(prompts, inserts, page_size=page_size)
     out = []
     for cap in capacities:
-        optimal = optimal_hit_rate(prompts, cap * workers, page_size=page_size)
+        optimal = optimal_hit_rate(prompts, cap * workers, inserts, page_size=page_size)
         rows = []
         for name in policies:
             cls = EVICTION.get(name)
@@ -45,7 +47,7 @@ def replay_grid(prompts: TokenSeqs, capacities: Sequence[int], policies: Sequenc
                 if progress is not None:
                     progress(name, j)
 
-            result = replay(cache, prompts, progress=step if progress else None)
+            result = replay(cache, prompts, inserts, progress=step if progress else None)
             rows.append({"policy": name, "hit_rate": result.hit_rate,
                          "hit_units": result.hit_tokens,
                          "evicted_units": result.evicted_tokens,

@@ -74,7 +74,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
         grid = replay_grid(prompts, capacities, args.policies, params=params,
                            seed=args.seed, page_size=args.page_size, workers=args.workers,
-                           progress=advance)
+                           progress=advance, inserts=stream.inserts)
     unit = f"{stream.unit}s"
     for g in grid:
         ceil = g["ceilings"]

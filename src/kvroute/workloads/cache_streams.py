@@ -7,7 +7,12 @@ the number of distinct units (the base of ``N%`` capacities) and a suggested cap
   layout's default, :mod:`~kvroute.workloads.mooncake`, unless given).
   ``unit="block"``: each hash id is one unit (the prompt is its ``hash_ids``);
   ``unit="token"``: each block expands to ``block_size`` token ids, cut to
-  ``input_length`` (:func:`block_tokens`).
+  ``input_length`` (:func:`block_tokens`). In a Bailian trace a turn whose continuation
+  is in the file (:mod:`~kvroute.workloads.mooncake`) leaves its reply in the cache as
+  well (``inserts``): in blocks, its whole blocks then the continuation's whole blocks
+  up to the end of the reply (a partial block is not cached, as on vLLM); in tokens, the
+  continuation's ids up to the end of the reply (its prompt the continuation's ids up to
+  its length, as the simulator's).
 * ``workload_stream(name, seed, **options)``: ``gsp`` (its prompts), ``sharegpt`` and
   ``loogle`` (the synthetic generators' prompts, in arrival order) and ``adversarial``
   (:mod:`kvroute.workloads.adversarial`, with its own capacity); units are tokens.
@@ -43,6 +48,9 @@ class CacheStream:
     unique_units: int
     capacity: int | None = None  # the capacity the stream is built for, if any
     meta: dict[str, Any] = field(default_factory=dict)
+    # what each request leaves in the cache, where that is more than its prompt (a
+    # Bailian trace's turn: its prompt and its reply); None: the prompts
+    inserts: list[np.ndarray] | None = field(default=None, repr=False)
 
     @property
     def units(self) -> int:
@@ -51,7 +59,8 @@ class CacheStream:
 
 def _unique(prompts: list[np.ndarray]) -> int:
     """Distinct units, prefix-closed (a unit is identified with its whole prefix): what a
-    cache that never evicts ends up holding."""
+    cache that never evicts ends up holding, given what is stored (the prompts, or the
+    inserts)."""
     from kvroute.cache.eviction import make_policy
     from kvroute.cache.radix import RadixCache
     cache = RadixCache(sum(len(p) for p in prompts) + 1, make_policy("lru"))
@@ -65,12 +74,29 @@ def trace_stream(path: str | os.PathLike[str], unit: str = "block",
     trace = read_trace(path, block_size)
     block_size = trace.block_size
     records = sorted(trace.records, key=lambda r: r.timestamp)
-    if unit == "block":
-        prompts = [np.asarray(r.hash_ids, dtype=np.int64) for r in records]
-    else:
-        prompts = [block_tokens(r.hash_ids, r.input_length, block_size) for r in records]
-    return CacheStream(trace_name(path), unit, prompts,
-                       _unique(prompts), meta={"path": os.fspath(path), "block_size": block_size})
+    by_line = {r.line: r for r in records if r.continued_by}
+    by_line = {r.line: r for r in records} if by_line else {}
+    prompts, inserts = [], []
+    for r in records:
+        c = by_line.get(r.continued_by) if r.continued_by else None
+        if unit == "block":
+            prompt = np.asarray(r.hash_ids, dtype=np.int64)
+            stored = prompt if c is None else np.concatenate([
+                prompt[:r.input_length // block_size],
+                c.hash_ids[r.input_length // block_size:
+                           (r.input_length + r.output_length) // block_size]])
+        elif c is None:
+            prompt = stored = block_tokens(r.hash_ids, r.input_length, block_size)
+        else:
+            seq = block_tokens(c.hash_ids, c.input_length, block_size)
+            prompt, stored = seq[:r.input_length], seq[:r.input_length + r.output_length]
+        prompts.append(prompt)
+        inserts.append(stored)
+    replies = sum(1 for r in records if r.continued_by)
+    return CacheStream(trace_name(path), unit, prompts, _unique(inserts),
+                       meta={"path": os.fspath(path), "block_size": block_size,
+                             **({"replies_stored": replies} if replies else {})},
+                       inserts=inserts if replies else None)
 
 
 def workload_stream(name: str, seed: int = 1, **options: Any) -> CacheStream:
