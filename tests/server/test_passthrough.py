@@ -11,7 +11,7 @@ from aiohttp import web
 
 from kvroute.routing import make_router_policy
 from kvroute.server.app import ServeConfig, build_app
-from kvroute.server.proxy import PASSTHROUGH
+from kvroute.server.passthrough import PASSTHROUGH
 
 
 async def _engine(name: str) -> tuple[web.AppRunner, str]:

@@ -13,7 +13,7 @@ Contract:
   (proxied to the worker the policy picks, or for a ``previous_response_id`` the one that
   stored it: :mod:`kvroute.server.proxy`), anything under ``/v1/responses/{id}`` (to the
   worker that stored ``id``), the engines' other endpoints (embeddings, tokenize, rerank,
-  ...: ``proxy.PASSTHROUGH``, to the least busy worker), ``GET /v1/models`` (from the
+  ...: to the least busy worker, :mod:`kvroute.server.passthrough`), ``GET /v1/models`` (from the
   first available worker),
   ``/health``, ``/readiness`` (503 when no worker is available or the router is
   draining), ``/liveness``, ``/metrics`` (Prometheus text), admin ``GET/POST/DELETE
@@ -78,7 +78,8 @@ from kvroute.server.http_messages import (
 from kvroute.server.http_server import HttpServer
 from kvroute.server.kv_events import KvEventFeeds, parse_feeds
 from kvroute.server.membership import Membership, worker_urls
-from kvroute.server.proxy import PASSTHROUGH, Forwarder
+from kvroute.server.passthrough import PASSTHROUGH, Passthrough
+from kvroute.server.proxy import Forwarder
 from kvroute.server.router_metrics import CONTENT_TYPE_LATEST, RouterMetrics
 from kvroute.server.upstream import Upstream
 from kvroute.workloads.chat_template import ChatTemplate
@@ -185,6 +186,9 @@ class RouterApp:
             max_retries=config.max_retries, backoff_base=config.backoff_base,
             backoff_factor=config.backoff_factor, backoff_jitter=config.backoff_jitter,
             seed=config.seed, rank_field=config.dp_rank_field)
+        self.passthrough = Passthrough(self.router, self.members, self.upstream, self.metrics,
+                                       self.forwarder.owners, self.now, self.forwarder.fail,
+                                       config.max_retries)
         per_token = 1.0 if config.tokenizer is not None else CHARS_PER_TOKEN
         self.checks = WorkerChecks(
             self.members, self.router, self.upstream, config.health_timeout, self.now,
@@ -207,7 +211,7 @@ class RouterApp:
             ("POST", "/v1/chat/completions"): proxied("chat", "/v1/chat/completions"),
             ("POST", "/generate"): proxied("generate", "/generate"),
             ("POST", "/v1/responses"): proxied("responses", "/v1/responses"),
-            **{("POST", path): self.forwarder.passthrough for path in PASSTHROUGH},
+            **{("POST", path): self.passthrough.least_busy for path in PASSTHROUGH},
             ("GET", "/v1/models"): self.forwarder.models,
             ("GET", "/health"): self.health,
             ("GET", "/liveness"): self.liveness,
@@ -227,7 +231,7 @@ class RouterApp:
         route = self.routes.get((request.method, request.path))
         if route is None and request.path.startswith("/v1/responses/") \
                 and request.path.count("/") >= 3 and request.path.split("/")[3]:
-            route = self.forwarder.to_owner
+            route = self.passthrough.to_owner
         if route is None:
             if request.path in self._known:
                 return _error(405, f"{request.method} is not allowed on {request.path}",

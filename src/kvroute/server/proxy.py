@@ -42,18 +42,12 @@ Contract:
   (``previous``, its ``previous_response_id``) goes to that worker alone: no policy
   choice among the others and no retry elsewhere (they do not have it); 503 while it is
   unavailable. An id the router did not record is routed as any request (the engine
-  that has it, if any, answers; another says 404). ``to_owner(request)`` sends ``GET`` /
-  ``DELETE /v1/responses/{id}`` and the ``POST``s under it (``/cancel``) to the worker
-  that stored ``id``, with its query string, and returns its answer whole; 404 for an id
-  the router did not record, 503 while its worker is unavailable. A ``background``
+  that has it, if any, answers; another says 404). The requests under
+  ``/v1/responses/{id}`` go to the worker that stored it (:mod:`kvroute.server.passthrough`,
+  which reads ``owners``). A ``background``
   request's answer comes before the engine has run it (``status`` ``queued`` or
   ``in_progress``): its dispatch closes then, not ok (``background``), so the policy
   learns no latency from it; the router does not see the work it leaves on the engine.
-* ``passthrough(request)``: the engines' endpoints that are not generation
-  (:data:`PASSTHROUGH`: embeddings, tokenize, rerank, score, ...) go as received to the
-  available worker with the fewest requests in flight, the next one if it cannot be
-  reached (up to ``max_retries`` more), and its answer comes back whole; no policy, no
-  accounting. 503 when none is available.
 * ``models(request)``: ``GET /v1/models`` from the first available worker that answers
   below 500; 503 when none does.
 * Telemetry: Prometheus counters and histograms (:mod:`kvroute.server.router_metrics`) and
@@ -96,20 +90,25 @@ from kvroute.server.response_owners import ResponseOwners
 from kvroute.server.router_metrics import RouterMetrics
 from kvroute.server.upstream import Upstream, UpstreamError, UpstreamResponse, UpstreamTimeout
 
-__all__ = ["PASSTHROUGH", "RETRYABLE", "Forwarder"]
+__all__ = ["RETRYABLE", "Forwarder", "end_to_end_headers"]
 
-# engine endpoints that are not generation (vLLM's and SGLang's): :meth:`Forwarder.passthrough`
-PASSTHROUGH = ("/v1/embeddings", "/tokenize", "/detokenize", "/v1/rerank", "/rerank",
-               "/v2/rerank", "/v1/score", "/score", "/pooling", "/classify",
-               "/v1/audio/transcriptions", "/v1/audio/translations")
 RETRYABLE = frozenset({408, 429, 500, 502, 503, 504})
 _HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
                   "trailer", "transfer-encoding", "upgrade", "host", "content-length",
                   "accept-encoding", "content-encoding"})
 _HOP_RAW = frozenset(h.encode() for h in _HOP)
 _RANK_LOWER = RANK_HEADER.lower()
+_RANK_RAW = _RANK_LOWER.encode()
 
 log = logging.getLogger("kvroute.server")
+
+
+def end_to_end_headers(request: Request, rank: bool = True) -> list[tuple[str, str]]:
+    """The client's headers a worker is sent: all but the hop-by-hop ones (and, with
+    ``rank`` False, but a data-parallel rank's, which the router chooses)."""
+    return [(k.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
+            for k, v in request.raw_headers
+            if k.lower() not in _HOP_RAW and (rank or k.lower() != _RANK_RAW)]
 
 
 @dataclass
@@ -193,8 +192,7 @@ class Forwarder:
         doc."""
         raw = ask_usage(request.body) if usage_asked else request.body
         pin = None if previous is None else self.owners.owner(previous)
-        headers = [(k.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
-                   for k, v in request.raw_headers if k.lower() not in _HOP_RAW]
+        headers = end_to_end_headers(request)
         exclude: set[str] = set()
         failed: _Failed | None = None
         for attempt in range(self.max_retries + 1):
@@ -282,7 +280,8 @@ class Forwarder:
                     cached_units(cached, prompt, len(d.req)) or 0)
         self.decisions.outcome(now, d, w.url, ok, error, ttft_s=ttft_s, cached=cached)
 
-    def _fail(self, w: Worker, kind: str) -> None:
+    def fail(self, w: Worker, kind: str) -> None:
+        """A request failure on ``w``: counted, and towards its circuit breaker."""
         self.metrics.errors.labels(kind).inc()
         if self.members.record_failure(w, self.clock()):
             log.warning("circuit breaker opened for %s", w.url)
@@ -331,7 +330,7 @@ class Forwarder:
                     self.router.undelivered(d)
                 if upstream.status in RETRYABLE:
                     st.error = f"upstream_{upstream.status}"
-                    self._fail(w, "upstream_status")
+                    self.fail(w, "upstream_status")
                     return _Failed(resp, retry=True)
                 if upstream.status >= 400:  # the engine rejected the request itself
                     st.error = f"upstream_{upstream.status}"
@@ -364,7 +363,7 @@ class Forwarder:
     def _failed(self, w: Worker, st: _Outcome, kind: str, status: int, what: str,
                 retry: bool = True) -> _Failed:
         st.error = kind
-        self._fail(w, kind)
+        self.fail(w, kind)
         return _Failed(error_response(status, f"worker {w.url} {what}", "upstream_error"),
                        retry=retry)
 
@@ -393,7 +392,7 @@ class Forwarder:
                                         f"failed before streaming: {type(e).__name__}",
                                         retry=not timeout)
                 st.error = "upstream_midstream"
-                self._fail(w, st.error)
+                self.fail(w, st.error)
                 msg = json.dumps(error_body(f"worker {w.url} failed mid-stream: "
                                             f"{type(e).__name__}", "upstream_error",
                                             504 if isinstance(e, UpstreamTimeout) else 502))
@@ -436,59 +435,6 @@ class Forwarder:
         with contextlib.suppress(ConnectionError):
             await resp.write_eof()
         return resp
-
-    async def passthrough(self, request: Request) -> Response:
-        """An engine endpoint that is not generation (:data:`PASSTHROUGH`): sent as
-        received to the available worker with the fewest requests in flight (the next
-        such one if it cannot be reached), its answer returned whole; no routing decision
-        and no accounting."""
-        self.metrics.requests.labels("passthrough").inc()
-        allowed = self.members.allowed(self.clock())
-        order = sorted(np.flatnonzero(allowed).tolist(),
-                       key=lambda i: self.router.workers[i].in_flight)
-        for i in order[:self.max_retries + 1]:
-            w = self.members.workers[i]
-            try:
-                return await self._send_whole(request, w)
-            except UpstreamError as e:
-                self._fail(w, "upstream_connect")
-                log.warning("passthrough %s to %s failed: %s", request.path, w.url, e)
-        self.metrics.errors.labels("no_worker").inc()
-        return error_response(503, "no healthy worker is available", "service_unavailable")
-
-    async def _send_whole(self, request: Request, w: Worker) -> Response:
-        """``request`` as received (its method, path, query string, body and end-to-end
-        headers; a rank's header for a data-parallel rank) to ``w``; its answer whole."""
-        headers = [(k.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
-                   for k, v in request.raw_headers if k.lower() not in _HOP_RAW
-                   and k.lower() != _RANK_LOWER.encode()] + w.headers()
-        path = request.path + (f"?{request.query_string}" if request.query_string else "")
-        async with await self.upstream.request(request.method, w.base, path, request.body,
-                                               headers) as r:
-            data = await r.read()
-            return Response(data, r.status, {
-                "Content-Type": r.headers.get("Content-Type", "application/json"),
-                WORKER_HEADER: w.url})
-
-    async def to_owner(self, request: Request) -> Response:
-        """A request under ``/v1/responses/{id}`` to the worker that stored ``id``."""
-        rid = request.path.split("/")[3]
-        self.metrics.requests.labels("responses_stored").inc()
-        url = self.owners.owner(rid)
-        i = None if url is None else self.members.find(url)
-        if url is None or i is None:
-            return error_response(404, f"response {rid!r} was not made through this router "
-                                       "(or it was forgotten)", "not_found_error")
-        w = self.members.workers[i]
-        if not self.members.available(self.clock())[i]:
-            self.metrics.errors.labels("owner_unavailable").inc()
-            return error_response(503, f"the worker that stored response {rid!r} ({url}) "
-                                       "is not available", "service_unavailable")
-        try:
-            return await self._send_whole(request, w)
-        except UpstreamError as e:
-            self._fail(w, "upstream_connect")
-            return error_response(502, f"worker {w.url} failed: {e}", "upstream_error")
 
     async def models(self, request: Request) -> Response:
         """``GET /v1/models`` from the first available worker that answers below 500."""
