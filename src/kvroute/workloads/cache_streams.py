@@ -31,7 +31,7 @@ import numpy as np
 
 from kvroute.errors import ConfigError
 from kvroute.workloads.adversarial import AdversarialConfig, adversarial_cycle
-from kvroute.workloads.mooncake import block_tokens, read_trace, trace_name
+from kvroute.workloads.mooncake import read_trace, trace_name, turn_tokens
 
 __all__ = ["STREAM_WORKLOADS", "UNITS", "CacheStream", "parse_capacities", "trace_stream",
            "workload_stream"]
@@ -74,22 +74,19 @@ def trace_stream(path: str | os.PathLike[str], unit: str = "block",
     trace = read_trace(path, block_size)
     block_size = trace.block_size
     records = sorted(trace.records, key=lambda r: r.timestamp)
-    by_line = {r.line: r for r in records if r.continued_by}
-    by_line = {r.line: r for r in records} if by_line else {}
+    by_line = trace.by_line()
     prompts, inserts = [], []
     for r in records:
-        c = by_line.get(r.continued_by) if r.continued_by else None
+        c = by_line.get(r.continued_by)
         if unit == "block":
             prompt = np.asarray(r.hash_ids, dtype=np.int64)
-            stored = prompt if c is None else np.concatenate([
-                prompt[:r.input_length // block_size],
-                c.hash_ids[r.input_length // block_size:
-                           (r.input_length + r.output_length) // block_size]])
-        elif c is None:
-            prompt = stored = block_tokens(r.hash_ids, r.input_length, block_size)
+            whole = r.input_length // block_size  # then the continuation's whole blocks
+            stored = prompt if c is None else np.concatenate([  # to the reply's end
+                prompt[:whole], c.hash_ids[whole:(r.input_length + r.output_length)
+                                           // block_size]])
         else:
-            seq = block_tokens(c.hash_ids, c.input_length, block_size)
-            prompt, stored = seq[:r.input_length], seq[:r.input_length + r.output_length]
+            prompt, reply = turn_tokens(r, c, block_size)
+            stored = prompt if reply is None else np.concatenate([prompt, reply])
         prompts.append(prompt)
         inserts.append(stored)
     replies = sum(1 for r in records if r.continued_by)

@@ -70,7 +70,7 @@ from kvroute.errors import ConfigError
 from kvroute.workloads.request import OpenLoop, Request
 
 __all__ = ["MooncakeRecord", "Trace", "block_tokens", "load_mooncake", "read_mooncake",
-           "read_trace", "trace_name", "write_mooncake"]
+           "read_trace", "trace_name", "turn_tokens", "write_mooncake"]
 
 _FIELDS = ("timestamp", "input_length", "output_length", "hash_ids")
 _CHAT_KEYS = ("chat_id", "parent_chat_id")  # a Bailian trace: seconds, 16-token blocks
@@ -97,6 +97,24 @@ class Trace:
     records: list[MooncakeRecord]
     block_size: int
     layout: str
+
+    def by_line(self) -> dict[int, MooncakeRecord]:
+        """The records by line, where some have a continuation (else empty)."""
+        if not any(r.continued_by for r in self.records):
+            return {}
+        return {r.line: r for r in self.records}
+
+
+def turn_tokens(r: MooncakeRecord, cont: MooncakeRecord | None,
+                block_size: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """A record's prompt and, given its continuation ``cont``, its output: the ids that
+    follow its prompt in ``cont`` (the module doc); without one, its own prompt and
+    None."""
+    if cont is None:
+        return block_tokens(r.hash_ids, r.input_length, block_size), None
+    seq = block_tokens(cont.hash_ids, cont.input_length, block_size)
+    n = r.input_length
+    return seq[:n], seq[n:n + max(1, r.output_length)]
 
 
 def block_tokens(hash_ids: np.ndarray, input_length: int, block_size: int = 512) -> np.ndarray:
@@ -322,21 +340,15 @@ def load_mooncake(path: str | os.PathLike[str], block_size: int | None = None, *
             scale = (len(records) - 1) / (span * rate)
     arrivals = (rel / 1000 * scale).tolist()
 
-    by_line = {r.line: r for r in trace.records if r.line} if trace.layout == "bailian" else {}
+    by_line = trace.by_line()
     rid_of = {r.line: rid for rid, r in enumerate(records)} if by_line else {}
 
     def source() -> Iterator[Request]:
         for rid, (r, t) in enumerate(zip(records, arrivals, strict=True)):
-            n_out = max(1, r.output_length)
-            c = by_line.get(r.continued_by) if r.continued_by else None
-            if c is None:
-                tokens, out = block_tokens(r.hash_ids, r.input_length, block_size), None
-            else:  # its prompt and output as its continuation holds them
-                seq = block_tokens(c.hash_ids, c.input_length, block_size)
-                tokens, out = seq[:r.input_length], seq[r.input_length:r.input_length + n_out]
+            tokens, out = turn_tokens(r, by_line.get(r.continued_by), block_size)
             after = rid_of.get(r.parent_line, -1) if r.parent_line else -1
-            yield Request(rid, tokens, n_out, arrival=t, session=r.session, turn=r.turn,
-                          output_tokens=out, after=after if after < rid else -1)
+            yield Request(rid, tokens, max(1, r.output_length), arrival=t, session=r.session,
+                          turn=r.turn, output_tokens=out, after=after if after < rid else -1)
 
     meta = {"path": p, "layout": trace.layout, "block_size": block_size, "time_scale": scale,
             "prompt_tokens": sum(r.input_length for r in records),
