@@ -366,3 +366,8 @@ async def test_open_loop_sends_a_follower_after_the_reply_it_follows():
     assert by_rid[1].sent >= by_rid[0].finish
     assert by_rid[1].scheduled == pytest.approx(0.01)
     assert by_rid[2].sent < 0.2
+    paced = [reqs[0], Request(1, np.arange(1, 12), 2, arrival=0.01, after=0, pace=0.6)]
+    async with FakeServer(first=0.1) as srv:
+        run = await run_workload(OpenLoop.of("paced", paced), BenchConfig(srv.url))
+    by_rid = {r.rid: r for r in run.results}
+    assert by_rid[0].finish < 0.5 and by_rid[1].sent >= by_rid[0].sent + 0.6

@@ -300,3 +300,11 @@ def test_an_open_loop_request_waits_for_the_one_it_follows() -> None:
     assert queued[rec[1]] == pytest.approx(finish[rec[0]])  # sent at the reply, not at 0.01
     assert queued[rec[2]] == pytest.approx(0.02)  # the others are not held back
     assert res.records["cached"][rec[1]] == 1050
+
+    # at its user's pace: 3 s after the first was sent, though that one ends sooner
+    paced = Request(rid=1, tokens=follower.tokens, output_len=2, arrival=0.01, after=0,
+                    pace=3.0)
+    res = simulate(OpenLoop.of("paced", [first, paced]), SimConfig(workers=1, model=LINEAR))
+    rec = {int(r): i for i, r in enumerate(res.records["rid"])}
+    assert res.records["finish"][rec[0]] < 3.0
+    assert res.records["arrival"][rec[1]] == pytest.approx(3.0)

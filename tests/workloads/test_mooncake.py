@@ -295,6 +295,11 @@ def test_bailian_turns_hold_the_reply_they_continue_and_wait_for_it(tmp_path):
     assert np.array_equal(parent.output_tokens, child.tokens[40:45])
     assert child.output_tokens is None and sibling.output_tokens is None  # no continuation
     assert [r.after for r in (parent, child, sibling, orphan)] == [-1, 0, 0, -1]
+    # a follower's pace is the gap to what it follows on the trace's own clock, whatever
+    # the replay's time scale (the starts scale: more users, each at their own pace)
+    fast = list(load_mooncake(path, time_scale=0.1))
+    assert [r.pace for r in fast] == [0.0, 5.0, 6.0, 0.0]
+    assert fast[3].arrival == pytest.approx(0.7)
     assert next(iter(load_mooncake(path, start=1))).after == -1  # its parent: not replayed
     # without chat ids: no continuation, no waiting
     plain = tmp_path / "plain.jsonl"

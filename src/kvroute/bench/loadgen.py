@@ -11,11 +11,11 @@ Contract:
   when the workload wanted the request sent (the open loop's arrival, rebased so the
   first request goes at 0), ``sent`` when it was.
 * Drivers: open loop (each request at its arrival: the driver sleeps on the clock until
-  then, starts the request and goes on; one whose ``after`` names a request still in
-  flight is sent when that one is answered), open loop with ``concurrency`` (N workers pull
-  the next request when they finish), closed loop (N clients each take the next unstarted
-  session and send its turns in order, waiting for each reply plus the workload's think
-  time).
+  then, starts the request and goes on; one whose ``after`` names an earlier request is
+  sent once that one is answered and ``pace`` seconds after it was sent), open loop with
+  ``concurrency`` (N workers pull the next request when they finish), closed loop (N
+  clients each take the next unstarted session and send its turns in order, waiting for
+  each reply plus the workload's think time).
 * :func:`run_bench` checks the endpoint, scrapes the engines' counters
   (:mod:`kvroute.bench.scrape`), runs the workload and scrapes again.
 """
@@ -137,11 +137,20 @@ async def _open_loop(requests: Iterable[Request], cfg: BenchConfig, now: Callabl
                      send: Callable[[Request, float, int], Any]) -> None:
     tasks: set[asyncio.Task[None]] = set()
     by_rid: dict[int, asyncio.Task[None]] = {}  # the requests in flight, by rid
+    sent_at: dict[int, float] = {}  # when each request was sent
     first: float | None = None
 
-    async def after(parent: asyncio.Task[None], req: Request, at: float) -> None:
-        await asyncio.wait([parent])  # its outcome is the parent's result, not ours
+    async def start(req: Request, at: float) -> None:
+        sent_at[req.rid] = now()
         await send(req, at, -1)
+
+    async def after(parent: asyncio.Task[None] | None, req: Request, at: float) -> None:
+        if parent is not None:
+            await asyncio.wait([parent])  # its outcome is the parent's result, not ours
+        delay = sent_at[req.after] + req.pace - now()  # at its user's pace
+        if delay > 0:
+            await sleep(delay)
+        await start(req, at)
 
     for req in requests:
         if first is None:
@@ -152,9 +161,9 @@ async def _open_loop(requests: Iterable[Request], cfg: BenchConfig, now: Callabl
         delay = at - now()
         if delay > 0:
             await sleep(delay)
-        parent = by_rid.get(req.after) if req.after >= 0 else None
-        task = asyncio.create_task(send(req, at, -1) if parent is None
-                                   else after(parent, req, at))
+        follows = req.after in sent_at or req.after in by_rid
+        task = asyncio.create_task(after(by_rid.get(req.after), req, at) if follows
+                                   else start(req, at))
         tasks.add(task)
         by_rid[req.rid] = task
         task.add_done_callback(tasks.discard)

@@ -3,12 +3,12 @@
 ``simulate(workload, config)`` runs to completion and returns a :class:`SimResult`. The
 router is :class:`kvroute.routing.Router` with a registered policy, the very object the
 live router uses; here its clock is the event loop's. Open-loop requests arrive at their
-``arrival`` times (read lazily, in order), one whose ``after`` names an earlier request
-not yet complete when that one completes; closed-loop clients send each turn when the
-previous reply is complete (plus think time). Same inputs and seed, same result, bit for
-bit: every random choice comes from generators seeded from ``config.seed``. With
-``index="exact"`` the router's index is the workers' own cache events
-(:mod:`kvroute.sim.exact_index`) instead of its routing history.
+``arrival`` times (read lazily, in order); one whose ``after`` names an earlier request
+no sooner than that one's completion and ``pace`` seconds after it was sent; closed-loop
+clients send each turn when the previous reply is complete (plus think time). Same
+inputs and seed, same result, bit for bit: every random choice comes from generators
+seeded from ``config.seed``. With ``index="exact"`` the router's index is the workers'
+own cache events (:mod:`kvroute.sim.exact_index`) instead of its routing history.
 
 What the router is told of a request's output (``config.max_tokens``): ``"exact"`` (the
 default) sends its output length as ``max_tokens``, as benchmark clients do (a fixed
@@ -221,7 +221,8 @@ def simulate(workload: Workload, config: SimConfig | None = None, *, ceilings: b
     sessions: deque[list[Request]] = deque(closed.sessions if closed else [])
     next_turn: dict[int, tuple[list[Request], int]] = {}  # rid -> (session, index of next)
     parked: dict[int, list[Request]] = {}  # open loop: rid -> requests waiting for it
-    parked_rids: set[int] = set()
+    parked_rids: set[int] = set()  # requests waiting, for a completion or their pace
+    sent_at: dict[int, float] = {}  # open loop: when each request was sent
 
     def on_step(worker: SimWorker) -> None:
         usage = worker.used_tokens / worker.capacity
@@ -251,8 +252,8 @@ def simulate(workload: Workload, config: SimConfig | None = None, *, ceilings: b
                      job.finish, req.prompt_len, job.cached, req.output_len))
         if progress is not None:
             progress(len(rows))
-        for follower in parked.pop(req.rid, ()):  # sent now: the reply they follow is in
-            loop.at(now, ARRIVAL, dispatch, follower)
+        for follower in parked.pop(req.rid, ()):  # the reply they follow is in
+            loop.at(max(now, sent_at[req.rid] + follower.pace), ARRIVAL, dispatch, follower)
         if closed is not None:
             session, k = next_turn.pop(req.rid)
             if k < len(session):
@@ -279,6 +280,8 @@ def simulate(workload: Workload, config: SimConfig | None = None, *, ceilings: b
 
     def dispatch(req: Request) -> None:
         parked_rids.discard(req.rid)
+        if closed is None:
+            sent_at[req.rid] = loop.now
         if req.rid in dispatches:
             raise ConfigError(f"request id {req.rid} is used twice in workload "
                               f"{workload.name!r}")
@@ -307,12 +310,18 @@ def simulate(workload: Workload, config: SimConfig | None = None, *, ceilings: b
 
         def arrive(req: Request) -> None:
             # an earlier request it follows is still queued, running or itself waiting
-            if 0 <= req.after < req.rid and (req.after in dispatches
-                                              or req.after in parked_rids):
+            if not 0 <= req.after < req.rid:
+                dispatch(req)
+            elif req.after in dispatches or req.after in parked_rids:
                 parked.setdefault(req.after, []).append(req)
                 parked_rids.add(req.rid)
-            else:
-                dispatch(req)
+            else:  # what it follows is complete: at its user's pace from that one's send
+                at = sent_at[req.after] + req.pace
+                if at > loop.now:
+                    parked_rids.add(req.rid)
+                    loop.at(at, ARRIVAL, dispatch, req)
+                else:
+                    dispatch(req)
             nxt = next(arrivals, None)
             if nxt is not None:
                 if nxt.arrival < last[0]:

@@ -30,9 +30,13 @@ follow its whole blocks (the ids of a partial block differ between the two: thei
 contents do) and the output's, so the continuation finds the reply cached, as on an
 engine. Without one, the output is unique ids (:func:`~kvroute.workloads.request.output_ids`).
 And a request whose parent is replayed too waits for it (``Request.after``): it is sent
-at its time or, if later, when the parent has completed, as its user would; so a replay
-compressed in time (``--load``, ``time_scale``) keeps each turn after the reply it
-continues.
+no sooner than the parent's completion, and no sooner than the gap between their
+timestamps after the parent was sent (``Request.pace``), as its user would. ``time_scale``
+and ``rate`` (so ``--load``) scale the times of the other requests, which start
+conversations: a faster replay is more users, each at their own pace. ``rate`` is then
+the number of requests over the span of those starts: the rate in steady state, which a
+replay reaches where its conversations are short against that span (at its beginning and
+end fewer conversations overlap).
 
 Contract of :func:`load_mooncake`:
 
@@ -329,6 +333,12 @@ def load_mooncake(path: str | os.PathLike[str], block_size: int | None = None, *
                           f"limit={limit})")
     rel = np.array([r.timestamp for r in records]) - records[0].timestamp
     span = float(rel[-1]) / 1000
+    rid_of = {r.line: rid for rid, r in enumerate(records)} if trace.layout == "bailian" else {}
+    follows = [rid_of.get(r.parent_line, -1) if r.parent_line else -1 for r in records]
+    follows = [a if a < rid else -1 for rid, a in enumerate(follows)]
+    starts = rel[[rid for rid, a in enumerate(follows) if a < 0]]
+    if len(starts) > 1 and starts[-1] > starts[0] and len(starts) < len(records):
+        span = float(starts[-1] - starts[0]) / 1000  # the rate of the conversations' starts
     scale = time_scale
     if rate is not None:
         if math.isinf(rate):
@@ -339,16 +349,14 @@ def load_mooncake(path: str | os.PathLike[str], block_size: int | None = None, *
                                   f"all have the same timestamp")
             scale = (len(records) - 1) / (span * rate)
     arrivals = (rel / 1000 * scale).tolist()
-
     by_line = trace.by_line()
-    rid_of = {r.line: rid for rid, r in enumerate(records)} if by_line else {}
 
     def source() -> Iterator[Request]:
-        for rid, (r, t) in enumerate(zip(records, arrivals, strict=True)):
+        for rid, (r, t, after) in enumerate(zip(records, arrivals, follows, strict=True)):
             tokens, out = turn_tokens(r, by_line.get(r.continued_by), block_size)
-            after = rid_of.get(r.parent_line, -1) if r.parent_line else -1
+            pace = (r.timestamp - records[after].timestamp) / 1000 if after >= 0 else 0.0
             yield Request(rid, tokens, max(1, r.output_length), arrival=t, session=r.session,
-                          turn=r.turn, output_tokens=out, after=after if after < rid else -1)
+                          turn=r.turn, output_tokens=out, after=after, pace=pace)
 
     meta = {"path": p, "layout": trace.layout, "block_size": block_size, "time_scale": scale,
             "prompt_tokens": sum(r.input_length for r in records),

@@ -12,9 +12,10 @@ Contract:
 * :class:`OpenLoop` is re-iterable (each iteration replays the same requests in arrival
   order; a loader may build them lazily so that a long trace never sits in memory). A
   request whose ``after`` names an earlier request of the run (its ``rid``, smaller than
-  its own) is sent at its arrival or, if later, when that one has completed: a
-  conversation's next turn, which its user writes after reading the reply. The
-  simulator and the load generator both honour it.
+  its own) is sent at the latest of its ``arrival``, ``pace`` seconds after that one was
+  sent, and that one's completion: a conversation's next turn, which its user writes
+  after reading the reply, at the user's own pace (which a replay's time scale leaves
+  alone). The simulator and the load generator both honour it.
   :class:`ClosedLoop` holds sessions (lists of turns); ``concurrency`` clients each take
   the next unstarted session and send its turns one after another, waiting for each
   reply plus ``think_time`` seconds.
@@ -51,6 +52,7 @@ class Request:
     text: str | None = field(default=None, repr=False)  # prompt text, when there is one
     messages: list[dict[str, str]] | None = field(default=None, repr=False)  # chat form
     after: int = -1  # open loop: the rid of an earlier request it waits for (above)
+    pace: float = 0.0  # with after: seconds after that one was sent, at the earliest
 
     def __post_init__(self) -> None:
         if self.output_len < 1:
