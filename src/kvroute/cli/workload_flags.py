@@ -48,7 +48,8 @@ def add_workload_flags(parser: argparse.ArgumentParser, title: str) -> Any:
     w.add_argument("--block-size", type=int,
                    help="mooncake: tokens per block (512; a Bailian trace 16)")
     w.add_argument("--time-scale", type=float,
-                   help="mooncake: multiply inter-arrival times (1)")
+                   help="mooncake: multiply inter-arrival times (1; in a Bailian trace, of "
+                        "the conversations' first turns: later turns keep their own pace)")
     w.add_argument("--start", type=int, help="mooncake: first request to replay (0)")
     w.add_argument("--limit", type=int, help="mooncake: number of requests to replay")
     return w

@@ -256,11 +256,13 @@ class UsageStripper:
 class SSEScanner:
     """Reads an SSE stream as it passes by: ``done`` and ``usage`` (the last
     ``cached_tokens`` with its ``prompt_tokens``, and the last ``completion_tokens`` or
-    ``output_tokens``); with ``response_id``, the Responses API's response id too."""
+    ``output_tokens``); with ``response_id`` (a Responses API stream, whose lines are all
+    read: the skip below looks only for the other APIs' keys), its response id too."""
 
     def __init__(self, response_id: bool = False) -> None:
         self._lines = SSELines(max_line=1 << 20)
         self.done = False
+        self._responses = response_id  # a Responses API stream: every line is read
         self._want_id = response_id
         self.response_id: str | None = None
         # the last payload that holds each key, parsed when read (a native SGLang stream
@@ -271,7 +273,7 @@ class SSEScanner:
 
     def feed(self, chunk: bytes) -> None:
         if not self._lines._buf and _CACHED not in chunk and _COMPLETION not in chunk \
-                and DONE not in chunk and _OUTPUT not in chunk and not self._want_id:
+                and DONE not in chunk and not self._responses:
             self._lines.skip(chunk)  # no line of it can matter: do not split it
             return
         for payload in self._lines.feed(chunk):

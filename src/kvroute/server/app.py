@@ -212,7 +212,7 @@ class RouterApp:
             ("POST", "/generate"): proxied("generate", "/generate"),
             ("POST", "/v1/responses"): proxied("responses", "/v1/responses"),
             **{("POST", path): self.passthrough.least_busy for path in PASSTHROUGH},
-            ("GET", "/v1/models"): self.forwarder.models,
+            ("GET", "/v1/models"): self.passthrough.models,
             ("GET", "/health"): self.health,
             ("GET", "/liveness"): self.liveness,
             ("GET", "/readiness"): self.readiness,

@@ -7,6 +7,8 @@ Contract:
   (:data:`PASSTHROUGH`: embeddings, tokenize, rerank, score, ...) go as received to the
   available worker with the fewest requests in flight, the next one if it cannot be
   reached (up to ``max_retries`` more); 503 when none is available or reachable.
+* ``models(request)``: ``GET /v1/models`` from the first available worker that answers
+  below 500 (one that cannot be reached is skipped); 503 when none does.
 * ``to_owner(request)``: ``GET`` / ``DELETE /v1/responses/{id}`` and the ``POST``s under
   it (``/cancel``) go to the worker that stored ``id`` (the
   :class:`~kvroute.server.response_owners.ResponseOwners` the forwarder of
@@ -65,6 +67,22 @@ class Passthrough:
             except UpstreamError as e:
                 self.fail(w, "upstream_connect")
                 log.warning("passthrough %s to %s failed: %s", request.path, w.url, e)
+        self.metrics.errors.labels("no_worker").inc()
+        return error_response(503, "no healthy worker is available", "service_unavailable")
+
+    async def models(self, request: Request) -> Response:
+        """``GET /v1/models`` (see the module doc)."""
+        self.metrics.requests.labels("models").inc()
+        now = self.clock()
+        for w, a in zip(list(self.members.workers), self.members.available(now), strict=True):
+            if not a:
+                continue
+            try:
+                r = await self._send(request, w)
+            except UpstreamError:
+                continue
+            if r.status < 500:
+                return r
         self.metrics.errors.labels("no_worker").inc()
         return error_response(503, "no healthy worker is available", "service_unavailable")
 

@@ -48,8 +48,6 @@ Contract:
   request's answer comes before the engine has run it (``status`` ``queued`` or
   ``in_progress``): its dispatch closes then, not ok (``background``), so the policy
   learns no latency from it; the router does not see the work it leaves on the engine.
-* ``models(request)``: ``GET /v1/models`` from the first available worker that answers
-  below 500; 503 when none does.
 * Telemetry: Prometheus counters and histograms (:mod:`kvroute.server.router_metrics`) and
   the decision log (:mod:`kvroute.server.decision_log`), per decision and per outcome.
   For each successful request whose engine reported ``cached_tokens``, the hit counters
@@ -435,22 +433,3 @@ class Forwarder:
         with contextlib.suppress(ConnectionError):
             await resp.write_eof()
         return resp
-
-    async def models(self, request: Request) -> Response:
-        """``GET /v1/models`` from the first available worker that answers below 500."""
-        self.metrics.requests.labels("models").inc()
-        now = self.clock()
-        for w, a in zip(list(self.members.workers), self.members.available(now), strict=True):
-            if not a:
-                continue
-            try:
-                async with await self.upstream.request("GET", w.base, "/v1/models") as r:
-                    data = await r.read()
-                    if r.status < 500:
-                        return Response(data, r.status, {
-                            "Content-Type": r.headers.get("Content-Type", "application/json"),
-                            WORKER_HEADER: w.url})
-            except UpstreamError:
-                continue
-        self.metrics.errors.labels("no_worker").inc()
-        return error_response(503, "no healthy worker is available", "service_unavailable")
