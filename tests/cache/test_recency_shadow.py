@@ -28,6 +28,32 @@ def test_leads_only_beyond_the_noise_of_the_differences():
     assert np.isclose(shadow.lru, 8.4) and np.isclose(shadow.sq, 25.2)
 
 
+def test_keeps_the_lead_until_the_owner_leads_beyond_the_noise():
+    shadow = RecencyShadow(capacity=8, page_size=1)
+    abc = seq(1, 2, 3)
+    for now in range(1, 5):
+        shadow.record(abc, cached=0, now=now)  # as above: lru 8.4 after two phases
+        if now == 2:
+            shadow.phase_end()
+    assert shadow.phase_end() is True
+    # a phase where both hit 3 (the owner follows the shadow): decayed own 3, lru 9.72,
+    # sq 20.16 (deviation 4.49): lru is ahead by more than that, still leads
+    shadow.record(abc, cached=3, now=5)
+    assert shadow.phase_end() is True
+    # the owner hits 3 more per request, lru nothing new: own 0.8 * 3 + 6 = 8.4,
+    # lru 0.8 * 9.72 + 0 = 7.776, sq 0.8 * 20.16 + 18 = 34.128 (deviation 5.84): the owner
+    # is ahead, but by less than the noise: the lead holds (one threshold would drop it)
+    shadow.record(seq(4, 5, 6), cached=3, now=6)
+    shadow.record(seq(7, 8, 9), cached=3, now=7)
+    assert shadow.phase_end() is True
+    assert np.isclose(shadow.own, 8.4) and np.isclose(shadow.lru, 7.776)
+    # the owner pulls ahead beyond the noise: the lead ends
+    for now in range(8, 14):
+        shadow.record(seq(10 + now, 30 + now, 50 + now), cached=3, now=now)
+    assert shadow.phase_end() is False
+    assert shadow.own - shadow.lru > shadow.sq ** 0.5
+
+
 def test_pauses_while_far_behind_and_probes():
     shadow = RecencyShadow(capacity=8, page_size=1, probe=3)
     shadow.record(seq(1, 2, 3), cached=3, now=1)  # the owner hit 3, lru nothing

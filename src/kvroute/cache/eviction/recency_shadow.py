@@ -12,9 +12,14 @@ with leaf-LRU eviction, served each recorded sequence at once (one insert: what 
 already is lru's hit on the stream, one request at a time; leaf-LRU stamps a match's walk
 as it does an insert's, so the insert alone leaves the state a match and insert would).
 Per phase it sums the owner's hit tokens, the shadow's and the squared per-sequence
-differences, each decayed by ``memory`` a phase; it leads when the shadow's decayed hits
-exceed the owner's by more than one standard deviation of that sum (the square root of
-the decayed squared differences): a lead that the per-request noise explains is not one.
+differences, each decayed by ``memory`` a phase. It starts to lead when the shadow's
+decayed hits exceed the owner's by more than one standard deviation of that sum (the
+square root of the decayed squared differences): a lead that the per-request noise
+explains is not one. It keeps the lead until the owner's hits exceed the shadow's by as
+much (a band of two deviations, not one threshold): while the owner follows the shadow
+their hits draw level, and with one threshold the lead flickered off in those phases, the
+owner's contents drifted back and the shadow led again (on chat with its replies cached
+it lost 1-2% to lru at 5% of the stream; docs/cache.md). A pause ends the lead.
 
 Its walks cost about what the owner's tree's do, so it pauses while it is far behind
 (its decayed hits under ``pause`` times the owner's: recency is no rival there) and
@@ -51,6 +56,7 @@ class RecencyShadow:
         self._own = self._lru = self._sq = 0  # this phase's sums
         self.own = self.lru = self.sq = 0.0  # decayed over the finished phases
         self.paused = False
+        self.leads = False
         self._paused_for = 0
 
     def record(self, tokens: np.ndarray, cached: int, now: float) -> None:
@@ -66,6 +72,7 @@ class RecencyShadow:
         if self.paused:
             self._paused_for += 1
             self.paused = self._paused_for % self.probe != 0
+            self.leads = False
             return False
         m = self.memory
         self.own = m * self.own + self._own
@@ -74,7 +81,9 @@ class RecencyShadow:
         self._own = self._lru = self._sq = 0
         self.paused = self.lru < self.pause * self.own
         self._paused_for = 0
-        return bool(self.lru - self.own > self.sq ** 0.5)
+        lead, noise = self.lru - self.own, self.sq ** 0.5
+        self.leads = lead > noise or (self.leads and lead > -noise)
+        return self.leads
 
     def holds(self, path: np.ndarray) -> int:
         """How many leading tokens of ``path`` the shadow holds (no effect on it)."""
