@@ -303,3 +303,21 @@ def test_the_policy_hears_each_first_token_once() -> None:
     router.complete(d, 1.0)
     router.first_token(d, 1.5)  # closed
     assert heard == [(5, d.worker, 0.25)]
+
+
+@pytest.mark.parametrize("name, records", [("learned", True), ("cache_aware_v2", False),
+                                           ("llmd", False)])
+def test_replies_are_recorded_only_for_a_policy_that_declares_it(name: str,
+                                                                  records: bool) -> None:
+    router = Router(make_router_policy(name), 2)
+    prompt, reply = np.arange(10, 16), np.arange(100, 104)
+    d = router.route(RouteRequest(prompt), 0.0)
+    router.replied(d, np.concatenate([prompt, reply]), 1.0)
+    assert router.complete(d, 1.0)
+    nxt = RouteRequest(np.concatenate([prompt, reply, [7, 8]]))
+    # the next turn: the prompt, the reply, then the user's new message
+    assert router.matched(nxt).tolist()[d.worker] == (10 if records else 6)
+    d2 = router.route(RouteRequest(np.arange(20, 24)), 2.0)
+    assert router.complete(d2, 3.0)
+    router.replied(d2, np.arange(20, 30), 3.0)  # closed: its worker may be gone, no record
+    assert router.matched(RouteRequest(np.arange(20, 30))).tolist()[d2.worker] == 4

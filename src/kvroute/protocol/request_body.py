@@ -35,6 +35,9 @@ Contract:
   :func:`~kvroute.workloads.tokenizer.apply_chat_template`, then encoded; without a
   tokenizer they become the characters of :func:`chat_text`. A template's refusal is a
   BadRequest (but for the ``responses`` route: :meth:`PromptEncoder.units`).
+* Replies (:meth:`PromptEncoder.reply_units`): the units a reply's text adds after the
+  request's, as a continuation's prompt holds them (a chat's next turn, an agent's next
+  call), for a policy whose index records replies.
 * ``max_tokens`` (:func:`max_tokens_of`): ``completions``: ``max_tokens``; ``chat``:
   ``max_tokens``, else ``max_completion_tokens``; ``generate``:
   ``sampling_params.max_new_tokens``; ``responses``: ``max_output_tokens``. Absent or
@@ -55,6 +58,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -281,6 +285,28 @@ class PromptEncoder:
         except BadRequest:
             text = chat_text(prompt)  # type: ignore[arg-type]  # messages
             return self.tokenizer.encode(text) if self.tokenizer is not None else chars(text)
+
+
+    def reply_units(self, route: str, body: dict[str, Any]) -> Callable[[str], np.ndarray] | None:
+        """How a reply's text continues this request's routing units, as the next prompt
+        of a conversation or an agent's loop holds it: the units to append, from the
+        text. Chat: the reply as the assistant's message (without a tokenizer, the
+        characters :func:`chat_text` gives it after the others; with one, its tokens after
+        the template's generation prompt, which ends where the reply begins); a text
+        prompt: the reply's text after it; token ids: its tokens (a tokenizer is needed).
+        None where no continuation is known: the Responses API (a continuation names the
+        stored response instead), token ids without a tokenizer."""
+        tok = self.tokenizer
+        if route == "responses":
+            return None
+        if route == "chat":
+            if tok is None:
+                return lambda text: chars("\n\nassistant\n" + text)
+            return tok.encode
+        first = prompts_of(route, body)[0]
+        if tok is not None:
+            return tok.encode
+        return None if isinstance(first, np.ndarray) else chars
 
 
 def _count(value: Any, field: str) -> int | None:

@@ -26,6 +26,10 @@ Contract:
   strings cannot hold an unescaped quote, so generated text never matches; a tenth of
   the parse's time on a short completion, less still on a long one); ``prompt_tokens``
   is read so only beside ``cached_tokens``.
+* Reply text (:func:`reply_text`, ``SSEScanner(text=True).text``): the first answer's
+  text: OpenAI's first choice (``message.content``, or ``text``; in a stream, the
+  deltas of choice 0 joined), SGLang's ``text`` (a native stream's last event's: each
+  holds the text so far).
 * SSE (:class:`SSELines`): a byte stream splits at ``\\n``; each line is stripped; a
   ``data:`` line gives its payload (stripped), other lines (blank separators, comments,
   ``event:``/``id:``) give nothing; the payload ``[DONE]`` (:data:`DONE`) ends a stream.
@@ -49,9 +53,11 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["DONE", "WORKER_HEADER", "SSELines", "SSEScanner", "Usage", "UsageStripper",
-           "counts_of", "error_body", "error_message", "response_id_of", "usage_of"]
+           "counts_of", "error_body", "error_message", "reply_text", "response_id_of",
+           "usage_of"]
 
 DONE = b"[DONE]"
+TEXT_LIMIT = 1 << 23  # bytes of a stream kept to read its reply's text (SSEScanner(text=True))
 WORKER_HEADER = "X-Kvroute-Worker"
 
 
@@ -120,6 +126,50 @@ def response_id_of(obj: Any) -> str | None:
 _CACHED = b"cached_tokens"
 _COMPLETION = b"completion_tokens"
 _OUTPUT = b"output_tokens"  # the Responses API's completion_tokens
+
+
+def reply_text(obj: Any) -> str | None:
+    """The text of a whole response's first answer: OpenAI's first choice
+    (``message.content``, or ``text``), SGLang's ``text`` (its first item's, for a
+    batch); None when there is none."""
+    if isinstance(obj, list):
+        obj = obj[0] if obj else None
+    if not isinstance(obj, dict):
+        return None
+    choices = obj.get("choices")
+    if isinstance(choices, list):
+        first = choices[0] if choices and isinstance(choices[0], dict) else {}
+        message = first.get("message")
+        text = message.get("content") if isinstance(message, dict) else first.get("text")
+    else:
+        text = obj.get("text")
+    return text if isinstance(text, str) else None
+
+
+def _stream_text(payloads: Iterable[bytes]) -> str | None:
+    """The first answer's text from a stream's payloads: the first choice's deltas
+    (``delta.content``, or ``text``) joined; SGLang's native stream gives the whole text
+    so far in each event, so its last."""
+    parts: list[str] = []
+    whole = None
+    for payload in payloads:
+        try:
+            obj = json.loads(payload)
+        except ValueError:  # [DONE], a broken line; UnicodeDecodeError is one
+            continue
+        if not isinstance(obj, dict):
+            continue
+        choices = obj.get("choices")
+        if isinstance(choices, list):
+            for c in choices:
+                if isinstance(c, dict) and c.get("index", 0) == 0:
+                    delta = c.get("delta")
+                    text = delta.get("content") if isinstance(delta, dict) else c.get("text")
+                    if isinstance(text, str):
+                        parts.append(text)
+        elif isinstance(obj.get("text"), str) and obj.get("index", 0) == 0:
+            whole = obj["text"]
+    return "".join(parts) if parts else whole
 
 
 def _key(name: bytes) -> re.Pattern[bytes]:
@@ -259,8 +309,12 @@ class SSEScanner:
     ``output_tokens``); with ``response_id`` (a Responses API stream, whose lines are all
     read: the skip below looks only for the other APIs' keys), its response id too."""
 
-    def __init__(self, response_id: bool = False) -> None:
+    def __init__(self, response_id: bool = False, text: bool = False) -> None:
         self._lines = SSELines(max_line=1 << 20)
+        # with ``text``, the stream's bytes, read at the end (:attr:`text`); None past
+        # TEXT_LIMIT (a reply that long is not kept)
+        self._kept: list[bytes] | None = [] if text else None
+        self._kept_bytes = 0
         self.done = False
         self._responses = response_id  # a Responses API stream: every line is read
         self._want_id = response_id
@@ -272,6 +326,11 @@ class SSEScanner:
         self._parsed: tuple[bytes | None, Usage] = (None, Usage())
 
     def feed(self, chunk: bytes) -> None:
+        if self._kept is not None:
+            self._kept_bytes += len(chunk)
+            self._kept.append(chunk)
+            if self._kept_bytes > TEXT_LIMIT:
+                self._kept = None
         if not self._lines._buf and _CACHED not in chunk and _COMPLETION not in chunk \
                 and DONE not in chunk and not self._responses:
             self._lines.skip(chunk)  # no line of it can matter: do not split it
@@ -305,6 +364,16 @@ class SSEScanner:
                 usage = Usage()
             self._parsed = (payload, usage)
         return self._parsed[1]
+
+    @property
+    def text(self) -> str | None:
+        """With ``text``: the first answer's text (:func:`_stream_text`), once the stream
+        is read; None without it, or when the stream passed TEXT_LIMIT bytes."""
+        if self._kept is None:
+            return None
+        lines = SSELines()
+        payloads = lines.feed(b"".join(self._kept))
+        return _stream_text(payloads + lines.close())
 
     @property
     def usage(self) -> Usage:

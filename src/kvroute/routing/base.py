@@ -14,7 +14,8 @@ Contract:
 * ``on_complete(fb)`` is called exactly once per routed request, with ``fb.ok`` false for
   errors, disconnects and timeouts (no latency then).
 * The same objects run in the simulator and in the live router: nothing here knows which.
-* Capabilities are class attributes (``uses_index``, ``needs_probes``, ``takes_seed``):
+* Capabilities are class attributes (``uses_index``, ``records_replies``, ``needs_probes``,
+  ``takes_seed``):
   the router and the command lines read them, never a policy's name. A policy is one
   module of :mod:`kvroute.routing` that registers its class (``@register``); the registry
   finds it, and its constructor's keyword parameters are what ``--policy-arg`` can set.
@@ -262,6 +263,9 @@ class RoutingPolicy(ABC):
     name: ClassVar[str] = ""
     # capabilities, read by the router and the command lines (never a check on ``name``):
     uses_index: ClassVar[bool] = False  # the router keeps a prefix index for this policy
+    # the index also records each reply after its prompt (``Router.replied``): a
+    # conversation's next turn then matches the reply its worker cached as well
+    records_replies: ClassVar[bool] = False
     needs_probes: ClassVar[bool] = False  # reads ``view.probes``: runs only in the simulator
     takes_seed: ClassVar[bool] = True  # the constructor takes ``seed``
     describe_needs: ClassVar[str] = ""  # why it cannot run somewhere, for error messages

@@ -242,6 +242,7 @@ class _Open:
 class Learned(RoutingPolicy):
     name = "learned"
     uses_index = True
+    records_replies = True
 
     def __init__(self, seed: int = 0, *, forget: float = 0.998,
                  prior_ktoken_s: float = 0.1, ttft_weight: float = 3.0,

@@ -16,7 +16,10 @@ methods; only their clocks differ):
   ``allowed`` marks (None: all; see :class:`~kvroute.routing.base.ClusterView`), counts
   the request in flight there and records its prompt in the prefix index. The policy only
   ever proposes an allowed worker, so nothing is cancelled behind its back: it hears
-  ``on_complete`` exactly once per dispatch, from ``complete``.
+  ``on_complete`` exactly once per dispatch, from ``complete``. ``replied(d, units,
+  now)``, before ``complete``, records the prompt and its reply (``units``) for a policy
+  that declares ``records_replies``: the engine caches the reply too, and a
+  conversation's next turn begins with both.
 * Accounting: ``first_token`` moves a dispatch from prefill to decode accounting and
   tells the policy (``on_first_token``, once per dispatch);
   ``complete`` closes it exactly once (True; a second call is ignored and returns False),
@@ -220,6 +223,14 @@ class Router:
         if self.index is not None and not dispatch.closed:  # closed: the worker may be gone
             self.index.forget(dispatch.worker, dispatch.req.units, dispatch.held,
                               dispatch.sent_at)
+
+    def replied(self, dispatch: Dispatch, units: np.ndarray, now: float) -> None:
+        """``dispatch`` (still open) is answered: ``units``, its prompt's units followed by
+        its reply's as a continuation's prompt will hold them, are what the worker's cache
+        holds after it. Recorded in the prefix index only for a policy that declares
+        ``records_replies`` (the baselines' routers record prompts only)."""
+        if self.index is not None and self.policy.records_replies and not dispatch.closed:
+            self.index.record(dispatch.worker, units, now)
 
     def first_token(self, dispatch: Dispatch, now: float) -> None:
         """The request's first token came back: it moves from prefill to decode."""

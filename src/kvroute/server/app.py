@@ -325,6 +325,8 @@ class RouterApp:
             units = self.prompts.units(route, body)
             max_tokens = max_tokens_of(route, body)
             previous = previous_response_of(body) if route == "responses" else None
+            reply = (self.prompts.reply_units(route, body)
+                     if self.router.policy.records_replies else None)
         except BadRequest as e:
             self.metrics.errors.labels("bad_request").inc()
             return _error(400, str(e), "invalid_request_error")
@@ -336,7 +338,8 @@ class RouterApp:
         return await self.forwarder.forward(request, path, units, session=session,
                                             max_tokens=max_tokens, stream=stream,
                                             usage_asked=usage_asked,
-                                            track_id=route == "responses", previous=previous)
+                                            track_id=route == "responses", previous=previous,
+                                            reply=reply)
 
     # --- other routes -----------------------------------------------------------------
     async def health(self, request: Request) -> Response:

@@ -48,6 +48,11 @@ Contract:
   request's answer comes before the engine has run it (``status`` ``queued`` or
   ``in_progress``): its dispatch closes then, not ok (``background``), so the policy
   learns no latency from it; the router does not see the work it leaves on the engine.
+* Replies (``reply``, given when the policy records them): a successful answer's text
+  (the body's first choice, or its stream's deltas, read when it ends) is turned into
+  units by ``reply`` and recorded after the prompt's with ``Router.replied`` before the
+  dispatch closes: the engine caches the reply, and a conversation's next turn begins
+  with it. A stream over ``TEXT_LIMIT`` bytes, or an answer without text, records none.
 * Telemetry: Prometheus counters and histograms (:mod:`kvroute.server.router_metrics`) and
   the decision log (:mod:`kvroute.server.decision_log`), per decision and per outcome.
   For each successful request whose engine reported ``cached_tokens``, the hit counters
@@ -77,6 +82,7 @@ from kvroute.protocol.response_body import (
     UsageStripper,
     counts_of,
     error_body,
+    reply_text,
     response_id_of,
 )
 from kvroute.routing.base import RouteRequest
@@ -127,7 +133,14 @@ class _Outcome:
     ttft: float | None = None
     usage: Usage = _NO_USAGE  # the engine's counts, what it reported of them
     response_id: str | None = None  # a Responses API answer's (its body's)
-    reader: SSEScanner | None = None  # a stream's, which reads its response id
+    reader: SSEScanner | None = None  # a stream's, which reads its response id or text
+    reply: np.ndarray | None = None  # the prompt's units and its reply's, to record
+
+
+def _continued(units: np.ndarray, reply: Callable[[str], np.ndarray],
+               text: str | None) -> np.ndarray | None:
+    """The request's units followed by its reply's (None without a reply's text)."""
+    return None if not text else np.concatenate([units, reply(text)])
 
 
 class _Relay:
@@ -184,10 +197,13 @@ class Forwarder:
     async def forward(self, request: Request, path: str, units: np.ndarray, *,
                       session: int | None, max_tokens: int | None,
                       stream: bool, usage_asked: bool = False, track_id: bool = False,
-                      previous: str | None = None) -> Response | StreamResponse:
+                      previous: str | None = None,
+                      reply: Callable[[str], np.ndarray] | None = None,
+                      ) -> Response | StreamResponse:
         """Route and send ``request`` (body as received, or with the stream's usage asked
         for when ``usage_asked``) to ``path`` on a worker, with retries; see the module
-        doc."""
+        doc. ``reply``: the units its reply's text adds (given when the policy records
+        replies, :meth:`Router.replied`)."""
         raw = ask_usage(request.body) if usage_asked else request.body
         pin = None if previous is None else self.owners.owner(previous)
         headers = end_to_end_headers(request)
@@ -205,7 +221,7 @@ class Forwarder:
                 break
             d, w = routed
             result = await self._attempt(request, d, w, path, raw, headers, stream,
-                                         usage_asked, track_id)
+                                         usage_asked, track_id, reply)
             if not isinstance(result, _Failed):
                 return result
             failed = result
@@ -294,11 +310,13 @@ class Forwarder:
 
     async def _attempt(self, request: Request, d: Dispatch, w: Worker, path: str, raw: bytes,
                        headers: list[tuple[str, str]], stream: bool, usage_asked: bool,
-                       track_id: bool = False) -> Response | StreamResponse | _Failed:
+                       track_id: bool = False,
+                       reply: Callable[[str], np.ndarray] | None = None,
+                       ) -> Response | StreamResponse | _Failed:
         """Send one attempt to ``w``, ``d``'s worker; ``d`` is closed whatever happens."""
         st = _Outcome()
-        if track_id:
-            st.reader = SSEScanner(response_id=True)
+        if track_id or reply is not None:
+            st.reader = SSEScanner(response_id=track_id, text=reply is not None)
         try:
             try:
                 if w.rank is not None:  # the rank is the router's choice, not the client's
@@ -315,7 +333,11 @@ class Forwarder:
             async with upstream:
                 sse = "text/event-stream" in (upstream.header("Content-Type") or "")
                 if upstream.status < 400 and (sse or stream):
-                    return await self._stream(request, upstream, d, w, st, usage_asked)
+                    out = await self._stream(request, upstream, d, w, st, usage_asked,
+                                             track_id)
+                    if st.ok and reply is not None:
+                        st.reply = _continued(d.req.units, reply, st.reader.text)  # type: ignore[union-attr]
+                    return out
                 try:
                     data = await upstream.read()
                 except UpstreamTimeout:
@@ -337,6 +359,9 @@ class Forwarder:
                 st.usage = counts_of(data)
                 st.ok, st.error = True, None
                 self.members.record_success(w)
+                if reply is not None:
+                    with contextlib.suppress(ValueError):
+                        st.reply = _continued(d.req.units, reply, reply_text(json.loads(data)))
                 if track_id:
                     with contextlib.suppress(ValueError):
                         obj = json.loads(data)
@@ -353,6 +378,8 @@ class Forwarder:
                 self.metrics.errors.labels(st.error).inc()
             raise
         finally:
+            if st.ok and st.reply is not None:
+                self.router.replied(d, st.reply, self.clock())
             self._close(d, w, st.ok, error=st.error, ttft_s=st.ttft, usage=st.usage)
             rid = st.response_id or (st.reader.response_id if st.reader else None)
             if rid is not None:
@@ -366,7 +393,8 @@ class Forwarder:
                        retry=retry)
 
     async def _stream(self, request: Request, upstream: UpstreamResponse, d: Dispatch,
-                      w: Worker, st: _Outcome, usage_asked: bool) -> StreamResponse | _Failed:
+                      w: Worker, st: _Outcome, usage_asked: bool,
+                      track: bool = False) -> StreamResponse | _Failed:
         """Pass an SSE body through chunk by chunk. The first chunk is read before the
         client gets headers, so an upstream that dies before it can still be retried;
         after it, chunks go out as they arrive (:class:`_Relay`), and this loop only
@@ -375,8 +403,8 @@ class Forwarder:
         through this loop and :class:`UsageStripper`, which takes the event out. A
         Responses API stream goes through this loop too: its first token is its first
         ``*.delta`` event (``response.created`` comes before any)."""
-        reader = st.reader or SSEScanner()
-        track = st.reader is not None  # a Responses API stream: its first event is no token
+        reader = st.reader or SSEScanner()  # track: a Responses API stream, whose first
+        # event is no token
         strip = UsageStripper() if usage_asked else None
         resp: StreamResponse | None = None
         while True:

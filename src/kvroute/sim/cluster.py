@@ -244,6 +244,8 @@ def simulate(workload: Workload, config: SimConfig | None = None, *, ceilings: b
         req = job.req
         d = dispatches.pop(req.rid)
         router = routers[owner.pop(req.rid)]
+        if req.output_tokens is not None:  # a reply a later prompt may hold (unique ids: none)
+            router.replied(d, np.concatenate([req.tokens, req.output_tokens]), now)
         router.complete(d, now, ok=True,
                         ttft_s=job.first_token - job.queued if d.req.streamed else None,
                         cached_tokens=job.cached if cfg.report_cached else None,
