@@ -10,9 +10,17 @@ import aiohttp
 import numpy as np
 import pytest
 from aiohttp import web
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kvroute.protocol.request_body import PromptEncoder, chars, chat_text
-from kvroute.protocol.response_body import SSEScanner, reply_text
+from kvroute.protocol.response_body import (
+    SSELines,
+    SSEScanner,
+    _stream_text,
+    answer_text,
+    reply_text,
+)
 from kvroute.routing import make_router_policy
 from kvroute.routing.base import RouteRequest
 from kvroute.server.app import ServeConfig, build_app
@@ -20,9 +28,10 @@ from kvroute.worker import EmulatedConfig, create_app
 from kvroute.workloads.tokenizer import load_tokenizer
 
 
-def _sse(*events: object) -> bytes:
-    return b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events) \
-        + b"data: [DONE]\n\n"
+def _sse(*events: object, compact: bool = False) -> bytes:
+    sep = (",", ":") if compact else (", ", ": ")
+    return b"".join(b"data: " + json.dumps(e, separators=sep, ensure_ascii=compact).encode()
+                    + b"\n\n" for e in events) + b"data: [DONE]\n\n"
 
 
 def test_reply_text_of_whole_answers() -> None:
@@ -56,6 +65,37 @@ def test_stream_text_joins_choice_zero_deltas_or_takes_sglang_last() -> None:
     plain = SSEScanner()
     plain.feed(chat)
     assert plain.text is None  # not asked to keep it
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(), min_size=1, max_size=6), st.booleans(), st.booleans(),
+       st.booleans())
+def test_reading_without_parsing_agrees_with_the_parse(pieces: list[str], chat: bool,
+                                                      compact: bool, second: bool) -> None:
+    # deltas with quotes, backslashes, unicode; a reasoning field and logprobs beside them
+    def choice(i: int, t: str) -> dict:
+        if chat:
+            return {"index": i, "delta": {"reasoning_content": "hm", "content": t},
+                    "logprobs": {"content": [{"token": t}]}}
+        return {"index": i, "text": t, "logprobs": None}
+    events = [{"choices": [choice(0, t)] + ([choice(1, "other")] if second else [])}
+              for t in pieces] + [{"choices": [], "usage": {"completion_tokens": 3}}]
+    raw = _sse(*events, compact=compact)
+    lines = SSELines()
+    assert answer_text(raw, stream=True) == _stream_text(lines.feed(raw) + lines.close()) \
+        == "".join(pieces)
+    body = json.dumps({"choices": [{"index": 0, "message": {"content": "".join(pieces)}}]
+                       if chat else [{"index": 0, "text": "".join(pieces)}]},
+                      ensure_ascii=compact).encode()
+    assert answer_text(body) == reply_text(json.loads(body)) == "".join(pieces)
+
+
+def test_sglang_native_and_batches_without_parsing() -> None:
+    assert answer_text(b'{"text": "whole", "meta_info": {"id": "x"}}') == "whole"
+    assert answer_text(b'[{"text": "first"}, {"text": "second"}]') == "first"
+    assert answer_text(_sse({"text": "so"}, {"text": "so far"}), stream=True) == "so far"
+    assert answer_text(b'{"error": {"message": "no"}}') is None
+    assert answer_text(b"not json [") is None
 
 
 def test_a_stream_past_the_limit_keeps_no_text(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,10 +1,12 @@
 """``learned``: least marginal cost, with latency models learned online from feedback.
 
 What it sees (never the simulator's probes): the router's prefix index
-(``view.matched(req)``), its in-flight accounting (``in_flight``, ``prefill_units``), the
-engines' reported load (``running``, ``waiting``, ``kv_capacity``, ``kv_usage``,
-``max_running``), each request's first token (``on_first_token``) and each completed
-request's TTFT, E2E and engine-reported cached tokens.
+(``view.matched(req)``, with each answer's reply after its prompt: ``records_replies``,
+as the engine caches it; docs/routing.md), its in-flight accounting (``in_flight``,
+``prefill_units``), the engines' reported load (``running``, ``waiting``,
+``kv_capacity``, ``kv_usage``, ``max_running``), each request's first token
+(``on_first_token``) and each completed request's TTFT, E2E and engine-reported cached
+tokens.
 
 ``in_flight_w`` below is the router's own count of requests open on ``w``, or the
 engine's reported ``running + waiting`` where that is more: where several routers share

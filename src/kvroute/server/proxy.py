@@ -80,9 +80,9 @@ from kvroute.protocol.response_body import (
     SSEScanner,
     Usage,
     UsageStripper,
+    answer_text,
     counts_of,
     error_body,
-    reply_text,
     response_id_of,
 )
 from kvroute.routing.base import RouteRequest
@@ -360,8 +360,7 @@ class Forwarder:
                 st.ok, st.error = True, None
                 self.members.record_success(w)
                 if reply is not None:
-                    with contextlib.suppress(ValueError):
-                        st.reply = _continued(d.req.units, reply, reply_text(json.loads(data)))
+                    st.reply = _continued(d.req.units, reply, answer_text(data))
                 if track_id:
                     with contextlib.suppress(ValueError):
                         obj = json.loads(data)
