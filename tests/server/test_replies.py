@@ -9,7 +9,6 @@ import json
 import aiohttp
 import numpy as np
 import pytest
-from aiohttp import web
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -26,6 +25,7 @@ from kvroute.routing.base import RouteRequest
 from kvroute.server.app import ServeConfig, build_app
 from kvroute.worker import EmulatedConfig, create_app
 from kvroute.workloads.tokenizer import load_tokenizer
+from tests.server.test_responses_api import _start
 
 
 def _sse(*events: object, compact: bool = False) -> bytes:
@@ -129,14 +129,6 @@ def test_reply_units_continue_the_prompt_as_the_next_turn_holds_it() -> None:
     assert plain.reply_units("completions", {"prompt": [1, 2, 3]}) is None  # no tokenizer
     assert tok.reply_units("completions", {"prompt": [1, 2, 3]}) is not None
     assert plain.reply_units("responses", {"input": "hi"}) is None
-
-
-async def _start(app: web.Application) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
 
 
 @pytest.mark.asyncio
