@@ -162,6 +162,11 @@ async def test_the_router_records_a_chat_reply_for_the_next_turn(policy: str,
         prompt = len(app.prompts.units("chat", {"messages": msgs}))
         with_reply = len(chars(chat_text([*msgs, {"role": "assistant", "content": text}])))
         assert held == (with_reply if policy == "learned" else prompt)
+        async with aiohttp.ClientSession() as http, http.get(
+                f"http://127.0.0.1:{app.port}/metrics") as r:
+            page = await r.text()
+        line = next(x for x in page.splitlines() if x.startswith("kvroute_reply_units_total"))
+        assert float(line.split()[1]) == (with_reply - prompt if policy == "learned" else 0)
     finally:
         await app.stop()
         for runner, _ in workers:

@@ -379,6 +379,7 @@ class Forwarder:
         finally:
             if st.ok and st.reply is not None:
                 self.router.replied(d, st.reply, self.clock())
+                self.metrics.reply_units.inc(len(st.reply) - len(d.req))
             self._close(d, w, st.ok, error=st.error, ttft_s=st.ttft, usage=st.usage)
             rid = st.response_id or (st.reader.response_id if st.reader else None)
             if rid is not None:

@@ -56,6 +56,9 @@ class RouterMetrics:
         self.matched_units = Counter("kvroute_estimated_matched_units",
                                      "Prompt units the router believed cached on the chosen "
                                      "worker", registry=r)
+        self.reply_units = Counter("kvroute_reply_units", "Units of answers' replies recorded "
+                                   "in the prefix index after their prompts (policies that "
+                                   "record replies)", registry=r)
         self.cached_tokens = Counter("kvroute_engine_cached_tokens",
                                      "Cached prompt tokens the engines reported", registry=r)
         self.policy = Gauge("kvroute_policy_telemetry",
