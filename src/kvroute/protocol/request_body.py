@@ -286,7 +286,6 @@ class PromptEncoder:
             text = chat_text(prompt)  # type: ignore[arg-type]  # messages
             return self.tokenizer.encode(text) if self.tokenizer is not None else chars(text)
 
-
     def reply_units(self, route: str, body: dict[str, Any]) -> Callable[[str], np.ndarray] | None:
         """How a reply's text continues this request's routing units, as the next prompt
         of a conversation or an agent's loop holds it: the units to append, from the

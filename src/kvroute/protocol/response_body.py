@@ -397,7 +397,7 @@ class SSEScanner:
 
     @property
     def text(self) -> str | None:
-        """With ``text``: the first answer's text (:func:`_stream_text`), once the stream
+        """With ``text``: the first answer's text (:func:`answer_text`), once the stream
         is read; None without it, or when the stream passed TEXT_LIMIT bytes."""
         return None if self._kept is None else answer_text(b"".join(self._kept), stream=True)
 

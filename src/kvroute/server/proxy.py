@@ -335,8 +335,8 @@ class Forwarder:
                 if upstream.status < 400 and (sse or stream):
                     out = await self._stream(request, upstream, d, w, st, usage_asked,
                                              track_id)
-                    if st.ok and reply is not None:
-                        st.reply = _continued(d.req.units, reply, st.reader.text)  # type: ignore[union-attr]
+                    if st.ok and reply is not None and st.reader is not None:
+                        st.reply = _continued(d.req.units, reply, st.reader.text)
                     return out
                 try:
                     data = await upstream.read()
@@ -401,10 +401,9 @@ class Forwarder:
         writes those the client's connection could not take at once, and sees the end.
         When the router asked for the usage event (``usage_asked``), every chunk goes
         through this loop and :class:`UsageStripper`, which takes the event out. A
-        Responses API stream goes through this loop too: its first token is its first
-        ``*.delta`` event (``response.created`` comes before any)."""
-        reader = st.reader or SSEScanner()  # track: a Responses API stream, whose first
-        # event is no token
+        Responses API stream (``track``) goes through this loop too: its first token is its
+        first ``*.delta`` event (``response.created`` comes before any)."""
+        reader = st.reader or SSEScanner()
         strip = UsageStripper() if usage_asked else None
         resp: StreamResponse | None = None
         while True:
