@@ -84,7 +84,8 @@ uses, and on session traffic (each turn extends the last; docs/cache.md) predict
 kept ended sessions' paths and lost about 1% of the hits to lru, too little for the
 yardstick above to notice. So a :class:`~.recency_shadow.RecencyShadow` replays every
 stored sequence through a leaf-LRU tree of the same capacity and compares hits phase by
-phase (decayed sums; a lead beyond the per-request noise). In a phase after one where
+phase (decayed sums; a lead starts beyond the per-request noise and lasts until
+``learned`` is as far ahead). In a phase after one where
 the shadow led, a prediction step first takes the candidate leaf accessed least recently
 (leaf-LRU's next victim) and trims the part of its end the shadow no longer holds: what
 lru has already dropped goes first, oldest first, so the contents move toward lru's (a
