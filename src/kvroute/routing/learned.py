@@ -1,12 +1,10 @@
 """``learned``: least marginal cost, with latency models learned online from feedback.
 
-What it sees (never the simulator's probes): the router's prefix index
-(``view.matched(req)``, with each answer's reply after its prompt: ``records_replies``,
-as the engine caches it; docs/routing.md), its in-flight accounting (``in_flight``,
-``prefill_units``), the engines' reported load (``running``, ``waiting``,
+What it sees (never the simulator's probes): the router's prefix index (``view.matched(req)``,
+replies included: ``records_replies``, docs/routing.md), its in-flight accounting
+(``in_flight``, ``prefill_units``), the engines' reported load (``running``, ``waiting``,
 ``kv_capacity``, ``kv_usage``, ``max_running``), each request's first token
-(``on_first_token``) and each completed request's TTFT, E2E and engine-reported cached
-tokens.
+(``on_first_token``) and each completed request's TTFT, E2E and reported cached tokens.
 
 ``in_flight_w`` below is the router's own count of requests open on ``w``, or the
 engine's reported ``running + waiting`` where that is more: where several routers share
@@ -164,13 +162,12 @@ Parameters: ``forget`` 0.998 (forgetting factor of every estimate, in (0, 1]);
 hundred completions; the decision does not depend on its scale when costs are
 prefill-bound); ``ttft_weight`` 3 and ``copy_weight`` 3 (>= 0; chosen on the design grid
 of docs/routing-results.md, checked on seeds 4-6); ``balance_weight`` 0.01 (>= 0; a tie
-breaker's scale, above); ``ttft_scale`` 0 (>= 0; below); ``replicas`` 1 (the routers
-sharing the workers, above); no constant depends on a workload.
-
-Where decode dominates (docs/routing-results.md, "Long outputs", "Chat with longer
-replies") the rule trades TTFT for mean E2E. ``ttft_scale`` s > 0 multiplies TTFT's
-weight by (mean E2E / mean TTFT) ** s over streamed completions
-(:attr:`Learned.ttft_weight_now`); off by default: it costs mean E2E on the design grid.
+breaker's scale, above); ``replicas`` 1 (the routers sharing the workers, above);
+``ttft_scale`` 0 (>= 0): where decode dominates the rule trades TTFT for mean E2E
+(docs/routing-results.md, "Long outputs", "Chat with longer replies"), and s > 0
+multiplies TTFT's weight by (mean E2E / mean TTFT) ** s over streamed completions
+(:attr:`Learned.ttft_weight_now`; off by default: it costs mean E2E on the design grid).
+No constant depends on a workload.
 
 Telemetry (:meth:`telemetry`): the mean absolute and signed error of the predicted TTFT,
 the reported E2E and the expected output (:mod:`~kvroute.routing.prediction_errors`), the
