@@ -601,7 +601,9 @@ def test_serve_cli_rejects_bad_configuration() -> None:
                           "unknown routing policy"),
                          (["serve", "--worker-urls", "http://a:1", "--policy", "random",
                            "--cache-threshold", "0.3"], "does not take"),
-                         (["serve", "--worker-urls", "http://a:1", "http://a:1/"], "duplicate")):
+                         (["serve", "--worker-urls", "http://a:1", "http://a:1/"], "duplicate"),
+                         (["serve", "--worker-urls", "http://a:1", "--lora-adapters", ""],
+                          "must not be empty")):
         args = ap.parse_args(argv)
         with pytest.raises(ConfigError, match=needle):
             args.func(args)

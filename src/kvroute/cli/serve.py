@@ -63,7 +63,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         cooldown_s=args.cooldown, drain_timeout=args.drain_timeout, seed=args.seed,
         index_capacity=args.index_capacity, kv_events=rank_feeds(args.kv_events, args.dp_size),
         kv_events_engine=args.kv_events_engine, stream_usage=args.stream_usage,
-        max_running=args.max_running, dp_rank_field=args.dp_rank_field)
+        max_running=args.max_running, dp_rank_field=args.dp_rank_field,
+        lora_adapters=frozenset(args.lora_adapters or ()))
     app = build_app(config, policy)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s "
                         "%(message)s")
@@ -142,6 +143,10 @@ def add_parser(sub: Any) -> None:
                    help="also name a rank's requests' rank in the JSON body under NAME, for "
                         "engines that read it there (SGLang: data_parallel_rank, or "
                         "routed_dp_rank in newer versions); default: the header only")
+    s.add_argument("--lora-adapters", nargs="+", metavar="NAME",
+                   help="the engines' LoRA adapters, as requests name them (OpenAI 'model', "
+                        "SGLang 'lora_path'): the prefix index keeps each adapter's prompts "
+                        "apart, as the engines' caches do; default: none")
     s.add_argument("--policy", default=DEFAULT_ROUTING,
                    help=f"routing policy, from: {', '.join(ROUTING.names(**ONLINE_ROUTING))}")
     add_arg_flags(s, eviction=False)

@@ -50,6 +50,9 @@ Contract:
 * ``previous_response_id`` (:func:`previous_response_of`, Responses API): a non-empty
   string, or None when absent or null: the engine that stored that response must serve
   the request.
+* The LoRA adapter (:func:`adapter_of`): of the names the router was told are adapters,
+  the one in ``model`` (OpenAI APIs) or SGLang's ``lora_path`` (``generate``, one name);
+  None for anything else (the base model).
 * Session: the ``X-Session-ID`` header (:data:`SESSION_HEADER`), hashed to a 63-bit
   non-negative int (:func:`session_key`); absent or empty: None.
 """
@@ -69,10 +72,30 @@ from kvroute.workloads.tokenizer import Tokenizer, apply_chat_template
 if TYPE_CHECKING:
     from kvroute.workloads.chat_template import ChatTemplate
 
-__all__ = ["APIS", "PATHS", "RANK_HEADER", "SESSION_HEADER", "BadRequest", "Messages", "Prompt",
-           "PromptEncoder", "ask_usage", "chars", "chat_text", "include_usage", "json_body",
-           "last_member", "max_tokens_of", "min_tokens_of", "previous_response_of",
-           "prompts_of", "responses_messages", "session_key", "streamed"]
+__all__ = [
+    "APIS",
+    "PATHS",
+    "RANK_HEADER",
+    "SESSION_HEADER",
+    "BadRequest",
+    "Messages",
+    "Prompt",
+    "PromptEncoder",
+    "adapter_of",
+    "ask_usage",
+    "chars",
+    "chat_text",
+    "include_usage",
+    "json_body",
+    "last_member",
+    "max_tokens_of",
+    "min_tokens_of",
+    "previous_response_of",
+    "prompts_of",
+    "responses_messages",
+    "session_key",
+    "streamed",
+]
 
 APIS = ("completions", "chat", "generate", "responses")
 PATHS = {"completions": "/v1/completions", "chat": "/v1/chat/completions",
@@ -207,6 +230,12 @@ def previous_response_of(body: dict[str, Any]) -> str | None:
     if not isinstance(value, str) or not value:
         raise BadRequest("'previous_response_id' must be a non-empty string")
     return value
+
+
+def adapter_of(route: str, body: dict[str, Any], adapters: frozenset[str]) -> str | None:
+    """The LoRA adapter a request asks for, among ``adapters`` (see the module doc)."""
+    name = body.get("lora_path" if route == "generate" else "model")
+    return name if isinstance(name, str) and name in adapters else None
 
 
 def prompts_of(route: str, body: dict[str, Any]) -> list[Prompt]:

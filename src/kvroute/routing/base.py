@@ -45,6 +45,10 @@ class RouteRequest:
     # whether the router will see its first token (``Router.first_token``): a client that
     # does not stream, or a front end without the hook (Ray Serve), gives only the end
     streamed: bool = True
+    # the LoRA adapter the prompt is for (None: the base model). Engines key their prefix
+    # caches by adapter: prompts of different adapters share no cached prefix, and the
+    # router's prefix index holds them apart (``PrefixIndex``'s ``adapter``)
+    adapter: str | None = None
     _matched: np.ndarray | None = field(default=None, repr=False)
     _last_sent: np.ndarray | None = field(default=None, repr=False)
 
@@ -126,16 +130,19 @@ class PrefixSource(Protocol):
     engines publish KV events, else approximate), or a bare
     :class:`~kvroute.routing.prefix_index.PrefixIndex` in tests."""
 
-    def match(self, units: np.ndarray, now: float = 0.0) -> np.ndarray:
-        """Prefix units of ``units`` each worker holds."""
+    def match(self, units: np.ndarray, now: float = 0.0,
+              adapter: str | None = None) -> np.ndarray:
+        """Prefix units of ``units`` (a prompt for ``adapter``) each worker holds. A view
+        passes ``adapter`` only where a request has one: a source for base-model traffic
+        only need not take it."""
 
     def sizes(self) -> np.ndarray:
         """Units each worker holds."""
 
-    def match_last_sent(self, units: np.ndarray,
-                        now: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-        """``match(units, now)`` and, per worker, when it was last sent the longest prefix
-        of ``units`` it holds (-inf where it holds none or nobody knows)."""
+    def match_last_sent(self, units: np.ndarray, now: float = 0.0,
+                        adapter: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``match(units, now, adapter)`` and, per worker, when it was last sent the
+        longest prefix of ``units`` it holds (-inf where it holds none or nobody knows)."""
 
 
 class ClusterView:
@@ -234,7 +241,8 @@ class ClusterView:
         if self._index is None:
             raise RuntimeError("this policy did not declare uses_index = True")
         if req._matched is None:
-            req._matched = self._index.match(req.units, self.now)
+            req._matched = (self._index.match(req.units, self.now) if req.adapter is None
+                            else self._index.match(req.units, self.now, req.adapter))
         return req._matched
 
     def last_sent(self, req: RouteRequest) -> np.ndarray:
@@ -245,7 +253,9 @@ class ClusterView:
         if self._index is None:
             raise RuntimeError("this policy did not declare uses_index = True")
         if req._last_sent is None:
-            matched, req._last_sent = self._index.match_last_sent(req.units, self.now)
+            matched, req._last_sent = (
+                self._index.match_last_sent(req.units, self.now) if req.adapter is None
+                else self._index.match_last_sent(req.units, self.now, req.adapter))
             if req._matched is None:
                 req._matched = matched
         return req._last_sent

@@ -33,6 +33,10 @@ Contract:
   is dropped. ``clear(w)`` empties only the approximate belief: an exact source follows
   its engine (a restart arrives as an event).
 * Units must be what the exact sources key on: the engines' token ids.
+* Adapters: every query and ``sent`` take the LoRA ``adapter`` a prompt is for (None:
+  the base model); the approximate index files each adapter's prompts apart, an exact
+  source is asked for that adapter's blocks, and only prompts in flight for the same
+  adapter count.
 """
 
 from __future__ import annotations
@@ -62,8 +66,9 @@ class ExactCache(Protocol):
     def in_sync(self) -> bool:
         """True while nothing is known to be missing: only then is it believed."""
 
-    def match(self, units: np.ndarray) -> int:
-        """Leading units of ``units`` (token ids) the worker holds."""
+    def match(self, units: np.ndarray, adapter: str | None = None) -> int:
+        """Leading units of ``units`` (token ids, a prompt for ``adapter``) the worker
+        holds."""
 
     def held(self) -> int:
         """Units (tokens) the worker holds."""
@@ -75,7 +80,8 @@ class CacheBeliefs:
     def __init__(self, approx: PrefixIndex | None, workers: int) -> None:
         self.approx = approx
         self._exact: list[ExactCache | None] = [None] * workers
-        self._sent: list[dict[int, np.ndarray]] = [{} for _ in range(workers)]
+        self._sent: list[dict[int, tuple[np.ndarray, str | None]]] = [
+            {} for _ in range(workers)]
 
     def __len__(self) -> int:
         return len(self._exact)
@@ -100,10 +106,11 @@ class CacheBeliefs:
         src = self._exact[worker]
         return src is not None and src.in_sync
 
-    def sent(self, worker: int, key: int, units: np.ndarray) -> None:
+    def sent(self, worker: int, key: int, units: np.ndarray,
+             adapter: str | None = None) -> None:
         """A prompt routed to ``worker`` (kept only where an exact source is attached)."""
         if self._exact[worker] is not None:
-            self._sent[worker][key] = units
+            self._sent[worker][key] = (units, adapter)
 
     def done(self, worker: int, key: int) -> None:
         """The dispatch ``key`` on ``worker`` closed."""
@@ -127,35 +134,40 @@ class CacheBeliefs:
             self.approx.clear(worker)
 
     # --- queries ----------------------------------------------------------------------
-    def match(self, units: np.ndarray, now: float = 0.0) -> np.ndarray:
+    def match(self, units: np.ndarray, now: float = 0.0,
+              adapter: str | None = None) -> np.ndarray:
         """Prefix units of ``units`` each worker is believed to hold (see the module doc)."""
-        out = (self.approx.match(units, now) if self.approx is not None
+        out = (self.approx.match(units, now, adapter) if self.approx is not None
                else np.zeros(len(self._exact), dtype=np.int64))
-        return self._exact_matches(units, out)
+        return self._exact_matches(units, adapter, out)
 
-    def match_last_sent(self, units: np.ndarray,
-                        now: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-        """``match(units, now)`` and, per worker, when the router last sent it the longest
-        prefix of ``units`` it is believed to hold, from the approximate index (routing
-        history, kept for every worker; -inf where unknown): one walk for both."""
+    def match_last_sent(self, units: np.ndarray, now: float = 0.0,
+                        adapter: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``match(units, now, adapter)`` and, per worker, when the router last sent it
+        the longest prefix of ``units`` it is believed to hold, from the approximate index
+        (routing history, kept for every worker; -inf where unknown): one walk for both."""
         if self.approx is None:
-            return self.match(units, now), np.full(len(self._exact), -np.inf)
-        out, times = self.approx.match_last_sent(units)
-        return self._exact_matches(units, out), times
+            return self.match(units, now, adapter), np.full(len(self._exact), -np.inf)
+        out, times = self.approx.match_last_sent(units, now, adapter)
+        return self._exact_matches(units, adapter, out), times
 
-    def _exact_matches(self, units: np.ndarray, out: np.ndarray) -> np.ndarray:
+    def _exact_matches(self, units: np.ndarray, adapter: str | None,
+                       out: np.ndarray) -> np.ndarray:
         """``out`` (the approximate matches) with each in-sync exact worker's own."""
         for w, src in enumerate(self._exact):
             if src is not None and src.in_sync:
-                held = src.match(units)
-                for prompt in self._sent[w].values():
-                    held = max(held, _common(prompt, units))
+                held = src.match(units) if adapter is None else src.match(units, adapter)
+                for prompt, of in self._sent[w].values():
+                    if of == adapter:
+                        held = max(held, _common(prompt, units))
                 out[w] = held
         return out
 
-    def approx_match(self, units: np.ndarray, worker: int) -> int:
+    def approx_match(self, units: np.ndarray, worker: int,
+                     adapter: str | None = None) -> int:
         """The approximate index's match alone, for one worker (0 without an index)."""
-        return 0 if self.approx is None else int(self.approx.match(units)[worker])
+        return 0 if self.approx is None else int(self.approx.match(units, 0.0,
+                                                                   adapter)[worker])
 
     def sizes(self) -> np.ndarray:
         """Units each worker is believed to hold."""

@@ -25,6 +25,11 @@ Contract:
   With ``node_units`` > 0 every node a worker holds also costs that many units against
   its bound (not in ``sizes()``): many short prompts then cannot grow the tree past what
   the bound means in memory (a node costs about 1 KB, as much as 200 token ids' keys).
+* Adapters. ``match``, ``match_last_sent``, ``record`` and ``forget`` take the LoRA
+  ``adapter`` a prompt is for (None: the base model). An adapter's prompts are filed
+  behind one unit of their own (``adapter_unit``, negative: never a token id or a
+  character code), so they share no prefix with another adapter's or the base model's,
+  as in the engines' caches; lengths in and out are the prompt's, without that unit.
 * Units are whatever the router keys on: token ids or character codes (1-D integer
   arrays, compared by value; a node keeps a copy of its units in the dtype they came in,
   so character codes cost one or four bytes each, except that 64-bit units that fit in
@@ -38,12 +43,13 @@ Contract:
 from __future__ import annotations
 
 import heapq
+import zlib
 
 import numpy as np
 
 from kvroute.errors import ConfigError, IntegrityError
 
-__all__ = ["DEFAULT_INDEX_CAPACITY", "DEFAULT_TRIM_INTERVAL", "PrefixIndex"]
+__all__ = ["DEFAULT_INDEX_CAPACITY", "DEFAULT_TRIM_INTERVAL", "PrefixIndex", "adapter_unit"]
 
 DEFAULT_INDEX_CAPACITY = 1 << 24
 DEFAULT_TRIM_INTERVAL = 60.0
@@ -67,6 +73,12 @@ def _common(key: np.ndarray, units: np.ndarray, pos: int) -> int:
 
 
 _INT32 = np.iinfo(np.int32)
+
+
+def adapter_unit(adapter: str) -> int:
+    """The unit that heads each of ``adapter``'s prompts in the index: negative, from a
+    CRC-32 of the name (two adapters collide with odds of one in 2^31)."""
+    return -1 - (zlib.crc32(adapter.encode()) & 0x7FFF_FFFF)
 
 
 def _fits_int32(units: np.ndarray) -> bool:
@@ -100,21 +112,42 @@ class PrefixIndex:
         # the tree is unchanged: record() of the same units (a routing decision's match,
         # then its record) starts there instead of comparing the path's units again
         self._walked: tuple[np.ndarray, _Node, int] | None = None
+        # the last (units, adapter) and the units headed by the adapter's unit: a decision's
+        # match and record build them once, and record's start from match's walk holds
+        self._adapted: tuple[np.ndarray, str, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self._sizes)
 
-    def match(self, units: np.ndarray, now: float = 0.0) -> np.ndarray:
-        """Longest prefix of ``units`` each worker holds (``now`` is unused: no side effect)."""
-        return self._walk(units, None)
+    def _filed(self, units: np.ndarray, adapter: str | None) -> np.ndarray:
+        """``units`` as filed for ``adapter`` (the module doc)."""
+        if adapter is None:
+            return units
+        last = self._adapted
+        if last is None or last[0] is not units or last[1] != adapter:
+            keys = np.empty(len(units) + 1, dtype=np.int64)
+            keys[0] = adapter_unit(adapter)
+            keys[1:] = units
+            last = self._adapted = (units, adapter, keys)
+        return last[2]
 
-    def match_last_sent(self, units: np.ndarray,
-                        now: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    def match(self, units: np.ndarray, now: float = 0.0,
+              adapter: str | None = None) -> np.ndarray:
+        """Longest prefix of ``units`` each worker holds (``now`` is unused: no side effect)."""
+        return self.match_last_sent(units, now, adapter)[0] if adapter is not None \
+            else self._walk(units, None)
+
+    def match_last_sent(self, units: np.ndarray, now: float = 0.0,
+                        adapter: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``match(units)`` and, per worker, when it was last recorded at the deepest node
         of ``units`` it holds (the freshest sign of its copy of its longest prefix; -inf
         where it holds none), in one walk."""
         times = np.full(len(self._sizes), -np.inf)
-        return self._walk(units, times), times
+        out = self._walk(self._filed(units, adapter), times)
+        if adapter is not None:  # the adapter's unit is not the prompt's
+            np.maximum(out - 1, 0, out=out)
+            times[out == 0] = -np.inf
+        return out, times
 
     def _keys(self, units: np.ndarray) -> np.ndarray:
         """``units`` narrowed (the module doc), once for the last array passed, into a
@@ -149,10 +182,12 @@ class PrefixIndex:
         self._walked = (given, node, pos)
         return out
 
-    def record(self, worker: int, units: np.ndarray, now: float) -> None:
+    def record(self, worker: int, units: np.ndarray, now: float,
+               adapter: str | None = None) -> None:
         """``units`` were sent to ``worker`` at ``now``: it holds every prefix of them."""
         if not 0 <= worker < len(self._sizes):
             raise ConfigError(f"no worker {worker} in the index ({len(self._sizes)} workers)")
+        units = self._filed(units, adapter)
         walked, self._walked = self._walked, None
         given, units = units, self._keys(units)
         node, pos, n = self.root, 0, len(units)
@@ -189,11 +224,15 @@ class PrefixIndex:
             return len(node.key)
         return 0
 
-    def forget(self, worker: int, units: np.ndarray, keep: int, now: float) -> None:
-        """Undo ``record(worker, units, now)`` past the first ``keep`` units: drop the
-        worker from the path's nodes beyond depth ``keep``, deepest first, while a node
-        still carries this record's time and holds none of the worker's longer prefixes."""
+    def forget(self, worker: int, units: np.ndarray, keep: int, now: float,
+               adapter: str | None = None) -> None:
+        """Undo ``record(worker, units, now, adapter)`` past the first ``keep`` units:
+        drop the worker from the path's nodes beyond depth ``keep``, deepest first, while a
+        node still carries this record's time and holds none of the worker's longer
+        prefixes."""
         self._walked = None
+        if adapter is not None:
+            units, keep = self._filed(units, adapter), keep + 1 if keep else 0
         units = self._keys(units)
         path: list[tuple[_Node, int]] = []  # (node, depth at its start)
         node, pos, n = self.root, 0, len(units)

@@ -159,7 +159,8 @@ class Router:
         index or exact source); computed once per request and shared with the policy's
         view, with the times its ``view.last_sent`` reads (the same walk of the index)."""
         if req._matched is None:
-            req._matched, req._last_sent = self.caches.match_last_sent(req.units)
+            req._matched, req._last_sent = self.caches.match_last_sent(req.units,
+                                                                        adapter=req.adapter)
         return req._matched
 
     def attach_exact(self, worker: int, source: ExactCache) -> None:
@@ -209,11 +210,11 @@ class Router:
             available = int(np.maximum.reduce(matched if allowed is None
                                               else matched[view.candidates()]))
         if self.index is not None:
-            held = self.caches.approx_match(req.units, w) if exact else expected
-            self.index.record(w, req.units, now)
+            held = self.caches.approx_match(req.units, w, req.adapter) if exact else expected
+            self.index.record(w, req.units, now, req.adapter)
         d = Dispatch(req, decision, now, held=held, expected=expected, available=available,
                      exact=exact)
-        self.caches.sent(w, id(d), req.units)
+        self.caches.sent(w, id(d), req.units, req.adapter)
         self._open[d] = None
         return d
 
@@ -222,7 +223,7 @@ class Router:
         error status): the prefix index stops believing the worker holds its prompt."""
         if self.index is not None and not dispatch.closed:  # closed: the worker may be gone
             self.index.forget(dispatch.worker, dispatch.req.units, dispatch.held,
-                              dispatch.sent_at)
+                              dispatch.sent_at, dispatch.req.adapter)
 
     def replied(self, dispatch: Dispatch, units: np.ndarray, now: float) -> None:
         """``dispatch`` (still open) is answered: ``units``, its prompt's units followed by
@@ -230,7 +231,7 @@ class Router:
         holds after it. Recorded in the prefix index only for a policy that declares
         ``records_replies`` (the baselines' routers record prompts only)."""
         if self.index is not None and self.policy.records_replies and not dispatch.closed:
-            self.index.record(dispatch.worker, units, now)
+            self.index.record(dispatch.worker, units, now, dispatch.req.adapter)
 
     def first_token(self, dispatch: Dispatch, now: float) -> None:
         """The request's first token came back: it moves from prefill to decode."""

@@ -56,6 +56,7 @@ from kvroute.protocol.request_body import (
     SESSION_HEADER,
     BadRequest,
     PromptEncoder,
+    adapter_of,
     json_body,
     max_tokens_of,
     previous_response_of,
@@ -128,12 +129,17 @@ class ServeConfig:
     # a body member that names a data-parallel rank's requests' rank too (SGLang:
     # data_parallel_rank, routed_dp_rank in newer versions); None: the header only
     dp_rank_field: str | None = None
+    # LoRA adapters' names (``model``, SGLang's ``lora_path``): the prefix index holds each
+    # adapter's prompts apart from the others' and the base model's, as the engines do
+    lora_adapters: frozenset[str] = frozenset()
 
     def validate(self) -> None:
         if self.index_capacity is not None and self.index_capacity < 1:
             raise ConfigError(f"--index-capacity must be >= 1, got {self.index_capacity}")
         if self.max_running is not None and self.max_running < 1:
             raise ConfigError(f"--max-running must be >= 1, got {self.max_running}")
+        if "" in self.lora_adapters:
+            raise ConfigError("--lora-adapters: an adapter's name must not be empty")
         at_least_0 = (self.health_interval, self.metrics_interval, self.max_retries,
                       self.backoff_base, self.drain_timeout)
         above_0 = (self.request_timeout, self.health_timeout, self.connect_timeout)
@@ -325,6 +331,7 @@ class RouterApp:
             units = self.prompts.units(route, body)
             max_tokens = max_tokens_of(route, body)
             previous = previous_response_of(body) if route == "responses" else None
+            adapter = adapter_of(route, body, self.config.lora_adapters)
             reply = (self.prompts.reply_units(route, body)
                      if self.router.policy.records_replies else None)
         except BadRequest as e:
@@ -339,7 +346,7 @@ class RouterApp:
                                             max_tokens=max_tokens, stream=stream,
                                             usage_asked=usage_asked,
                                             track_id=route == "responses", previous=previous,
-                                            reply=reply)
+                                            reply=reply, adapter=adapter)
 
     # --- other routes -----------------------------------------------------------------
     async def health(self, request: Request) -> Response:

@@ -199,11 +199,11 @@ class Forwarder:
                       stream: bool, usage_asked: bool = False, track_id: bool = False,
                       previous: str | None = None,
                       reply: Callable[[str], np.ndarray] | None = None,
-                      ) -> Response | StreamResponse:
+                      adapter: str | None = None) -> Response | StreamResponse:
         """Route and send ``request`` (body as received, or with the stream's usage asked
         for when ``usage_asked``) to ``path`` on a worker, with retries; see the module
         doc. ``reply``: the units its reply's text adds (given when the policy records
-        replies, :meth:`Router.replied`)."""
+        replies, :meth:`Router.replied`); ``adapter``: the LoRA adapter it is for."""
         raw = ask_usage(request.body) if usage_asked else request.body
         pin = None if previous is None else self.owners.owner(previous)
         headers = end_to_end_headers(request)
@@ -215,7 +215,8 @@ class Forwarder:
                 delay = self.backoff_base * self.backoff_factor ** (attempt - 1)
                 jitter = self.backoff_jitter
                 await asyncio.sleep(delay * (1 + self.rng.uniform(-jitter, jitter)))
-            req = RouteRequest(units, session=session, max_tokens=max_tokens, streamed=stream)
+            req = RouteRequest(units, session=session, max_tokens=max_tokens, streamed=stream,
+                               adapter=adapter)
             routed = self._route(req, attempt, exclude, pin)
             if routed is None:
                 break
