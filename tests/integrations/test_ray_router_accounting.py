@@ -211,3 +211,23 @@ def test_an_emulated_replica_is_one_engine() -> None:
     with pytest.raises(ConfigError, match="num_replicas"):
         EmulatedReplica(dp_size=2)
     assert EmulatedReplica(speed=50.0).engine.rank == 0
+
+
+@pytest.mark.asyncio
+async def test_a_multiplexed_model_has_its_own_prefixes():
+    """Ray Serve LLM serves LoRA adapters as multiplexed models: a prompt for one does not
+    follow the same prompt of the base model (or another adapter) in the index."""
+    router, _ = make("cache_aware_v2")
+    reps = [Replica(n) for n in "ab"]
+    router.update_replicas(reps)
+    base = pending(0, "the same prompt " * 20)
+    await router.choose_replicas(reps, base)
+    units = router._chosen["r0"].dispatch.req.units
+    lora = PendingRequest(args=[ServePrompt("the same prompt " * 20 + "0", 4)], kwargs={},
+                          metadata=RequestMetadata(request_id="1", internal_request_id="r1",
+                                                   multiplexed_model_id="sql-lora"))
+    await router.choose_replicas(reps, lora)
+    req = router._chosen["r1"].dispatch.req
+    assert req.adapter == "sql-lora" and (req.units == units).all()
+    assert req._matched is not None and req._matched.tolist() == [0, 0]
+    assert router._chosen["r0"].dispatch.req.adapter is None

@@ -188,8 +188,10 @@ class KvrouteRouting(RequestRouter):  # type: ignore[misc, unused-ignore]  # Any
             refused.clear()
             mask = [m in by_id for m in self.members]
         units, max_tokens = found
-        d = self.router.route(RouteRequest(units, max_tokens=max_tokens, streamed=False), now,
-                              mask)
+        # a multiplexed model (Ray Serve LLM serves LoRA adapters so): its own prefixes
+        adapter = getattr(pending_request.metadata, "multiplexed_model_id", "") or None
+        d = self.router.route(RouteRequest(units, max_tokens=max_tokens, streamed=False,
+                                           adapter=adapter), now, mask)
         self.counts["routed"] += 1
         chosen = self.members[d.worker]
         self._chosen[key] = _Attempt(d, chosen, pending_request)
