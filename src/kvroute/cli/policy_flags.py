@@ -97,15 +97,25 @@ def add_told_flags(parser: argparse.ArgumentParser | Any) -> None:
 
 
 def add_engine_flags(parser: argparse.ArgumentParser | Any) -> None:
-    """How the simulated engines schedule: ``--chunk-size``, ``--max-running`` and
-    ``--mixed-chunk`` (SimConfig's ``chunk_size``, ``max_running`` and ``mixed_chunk``),
-    and how many routers share them: ``--router-replicas`` (``router_replicas``)."""
+    """How the simulated engines schedule: ``--chunk-size``, ``--max-running``,
+    ``--mixed-chunk`` and ``--max-loras`` (SimConfig's ``chunk_size``, ``max_running``,
+    ``mixed_chunk`` and ``max_loras``), the LoRA adapters requests are for: ``--adapters``
+    (``adapters``), and how many routers share them: ``--router-replicas``
+    (``router_replicas``)."""
     parser.add_argument("--chunk-size", type=int, default=8192,
                         help="chunked-prefill tokens per step")
     parser.add_argument("--max-running", type=int, help="cap on running requests per worker")
     parser.add_argument("--mixed-chunk", action="store_true",
                         help="run decodes in the same step as prefill chunks (as vLLM does; "
                              "default: prefill steps first, as SGLang)")
+    parser.add_argument("--adapters", type=int, default=0, metavar="N",
+                        help="each request is for one of N LoRA adapters (by its first 64 "
+                             "tokens: a tenant's prompts share one; Zipf popularity; "
+                             "default 0: the base model only)")
+    parser.add_argument("--max-loras", type=int, metavar="N",
+                        help="distinct LoRA adapters a worker runs at once (vLLM "
+                             "--max-loras, SGLang --max-loras-per-batch); a request whose "
+                             "adapter finds no slot waits (default: no limit)")
     parser.add_argument("--router-replicas", type=int, default=1, metavar="R",
                         help="R independent routers share the workers, requests to them in "
                              "turn, each counting only its own (replicas behind a load "

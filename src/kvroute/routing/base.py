@@ -95,7 +95,8 @@ class WorkerState:
     The first group is the router's own accounting, exact by construction. The second is
     what the engine reports about itself (the simulator refreshes it at every engine step;
     the live router scrapes it, so it can be stale); ``kv_capacity`` 0 means unknown, and
-    ``max_running`` 0 that no cap on running requests is known.
+    ``max_running`` 0 that no cap on running requests is known, ``max_loras`` 0 that no
+    cap on the LoRA adapters running at once is.
     Only the router writes either group (``Router.report_load`` for the second).
     """
 
@@ -109,12 +110,15 @@ class WorkerState:
     routed: int = 0
     completed: int = 0
     errors: int = 0
+    # in-flight requests per LoRA adapter (``RouteRequest.adapter``; none for the base model)
+    adapters: dict[str, int] = field(default_factory=dict)
     # engine-reported
     running: int = 0
     waiting: int = 0
     kv_usage: float = 0.0  # fraction of the KV pool in use
     kv_capacity: int = 0
     max_running: int = 0  # the engine's cap on requests running at once (0: none known)
+    max_loras: int = 0  # its cap on distinct LoRA adapters running at once (0: none known)
 
 
 class WorkerProbe(Protocol):

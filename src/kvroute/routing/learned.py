@@ -106,7 +106,11 @@ model instead (below, "The reported E2E"). The terms:
   the first such report, nor on engines that report no pool, and no cap is assumed:
   lower bounds). Without them the queue term reads a worker whose pool or slots long
   decodes hold as free (docs/routing-results.md, "Features of the public conversation
-  trace", "Engines with a cap on running requests").
+  trace", "Engines with a cap on running requests"). A request for a LoRA adapter
+  likewise waits for an adapter slot where the engine caps them
+  (``WorkerState.max_loras``) and they are all taken
+  (:mod:`~kvroute.routing.adapter_slots`; each open request holds its adapter's until
+  its predicted E2E has passed).
 
 Learning (all from completions; errors teach nothing):
 
@@ -178,17 +182,14 @@ with ``replicas`` > 1, ``home_band`` and the homes taken (``home_sent``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import NamedTuple
-
-import numpy as np
-
 from kvroute.params import integer, number
+from kvroute.routing.adapter_slots import AdapterSlots
 from kvroute.routing.base import ClusterView, Decision, Feedback, RouteRequest, RoutingPolicy
 from kvroute.routing.hit_realisation import HitRealisation
 from kvroute.routing.home import Home
 from kvroute.routing.inflow import Inflow
 from kvroute.routing.latency_models import LatencyModels
+from kvroute.routing.learned_records import Costs, OpenRequest
 from kvroute.routing.output_lengths import OutputLengths
 from kvroute.routing.pending_prefill import PendingPrefill
 from kvroute.routing.pool_room import PoolRoom
@@ -198,43 +199,6 @@ from kvroute.routing.ttft_form import ttft_features
 from kvroute.routing.uncached_share import UncachedShare
 
 __all__ = ["Learned"]
-
-
-class Costs(NamedTuple):
-    """Per worker, the decision's terms (the module doc's names)."""
-
-    cost: list[float]
-    own: list[float]  # the request's own predicted E2E
-    ttft: list[float]  # its predicted TTFT
-    unc: list[float]  # its uncached units
-    ahead: list[float]  # uncached units queued ahead of it
-    room: list[float]  # seconds it would wait for room in the KV pool or a slot, where that binds
-    ctx: list[float]  # prompt units in flight with it, / 1e5 (the decode model's context)
-    seen: list[int]  # requests on each worker (in_flight_w in the module doc)
-    age: list[int]  # age bucket of its prefix (-1: none recorded)
-    out: float | None  # its expected output tokens (None: no estimate)
-    fingerprint: np.ndarray  # its OutputLengths.fingerprint
-
-
-@dataclass(slots=True)
-class _Open:
-    worker: int
-    units: int  # L
-    uncached: float  # u_w predicted
-    matched: int  # index's matched units on the chosen worker
-    age: int  # age bucket of its prefix on the chosen worker (-1: no record)
-    x_ttft: tuple[float, float, float]  # the TTFT model's features
-    ahead: float  # uncached units estimated ahead of it
-    x_dec: tuple[float, float, float]  # the decode model's
-    out: int | None  # max_tokens sent
-    fingerprint: np.ndarray  # OutputLengths.fingerprint of its prompt
-    pred_out: float | None  # O expected (None: no estimate)
-    pred_ttft: float
-    pred_e2e: float
-    sent: float  # view.now when routed
-    need: float  # units of the pool it needs (held while it decodes)
-    room: float  # the wait for room its TTFT was predicted with (0: none)
-    home_common: float  # sent home: the units all workers were known to hold; else -1
 
 
 @register
@@ -261,8 +225,9 @@ class Learned(RoutingPolicy):
         self.realisation = HitRealisation(self.forget)
         self.share = UncachedShare()  # f_w over this policy's open requests
         self.inflow = Inflow(self.forget)  # the uncached units sent to each worker lately
-        self.open: dict[int, _Open] = {}
+        self.open: dict[int, OpenRequest] = {}
         self.room = PoolRoom()  # the requests open and decoding on each worker
+        self.slots = AdapterSlots()  # the LoRA adapters open on each worker
         self.home = Home(self.forget) if self.replicas > 1 else None  # several routers
         self.ttft_errors, self.e2e_errors = PredictionErrors(), PredictionErrors()
         self.output_errors = PredictionErrors("tokens")  # expected O against reported
@@ -286,6 +251,7 @@ class Learned(RoutingPolicy):
         self.pending.remove_worker(index)
         self.models.slow.remove(index)
         self.room.remove_worker(index)
+        self.slots.remove_worker(index)
         for rec in self.open.values():
             if rec.worker > index:
                 rec.worker -= 1
@@ -367,7 +333,7 @@ class Learned(RoutingPolicy):
         cost, own, ttft, unc, ctx, room = [0.0] * n, [0.0] * n, [0.0] * n, [0.0] * n, \
             [0.0] * n, [0.0] * n
         decode_mean = models.decode_mean
-        per_token, held = view.units_per_token, self.room.held
+        per_token, held, adapter = view.units_per_token, self.room.held, req.adapter
         # a worker that holds none of the prompt: its prefill and copy terms, computed once
         work_0 = length * k0 + length * (0.0 + length / 2.0) * k1
         copy_0 = (top if top > 0.0 else 0.0) * copy_k
@@ -397,6 +363,11 @@ class Learned(RoutingPolicy):
                 if admitted > ttft_w:
                     room[w] += admitted - ttft_w
                     ttft_w = admitted
+            if adapter is not None and ws.max_loras:  # and for an adapter slot
+                admitted = self.slots.wait(w, adapter, ws.max_loras, now) + work + a2
+                if admitted > ttft_w:
+                    room[w] += admitted - ttft_w
+                    ttft_w = admitted
             ttft[w] = ttft_w
             ctx_w = ctx[w] = (ws.prefill_units + ws.decode_units + length) / 1e5
             dec = flight * dec_flight + ctx_w * dec_ctx + dec_0 if by_output else decode_mean
@@ -423,7 +394,7 @@ class Learned(RoutingPolicy):
         if out is not None and not self.models.completions_only:
             decode = max(out - 1.0, 0.0) * self.models.decode_report.predict(x_dec)
             pred_e2e = ttft[w] + self.models.slow.factors(len(view))[w] * decode
-        self.open[req.rid] = _Open(
+        self.open[req.rid] = OpenRequest(
             worker=w, units=len(req), uncached=u,
             matched=int(view.matched(req)[w]), age=age[w],
             x_ttft=ttft_features(ahead[w], u, len(req) - u), ahead=ahead[w],
@@ -433,6 +404,8 @@ class Learned(RoutingPolicy):
                                 float(view.last_sent(req)[w]), view.units_per_token)
             if view.units_per_token else 0.0, room=room[w], home_common=sent_home)
         self.room.sent(w, view.now)
+        if req.adapter is not None:
+            self.slots.sent(req.rid, w, req.adapter, view.now + own[w])
         if not req.streamed:
             self.pending.add(req.rid, w, u, view.now + ttft[w])
         self.share.add(w, u, len(req))
@@ -452,6 +425,7 @@ class Learned(RoutingPolicy):
         w = rec.worker
         self.pending.done(fb.rid)
         self.room.done(fb.rid)
+        self.slots.done(fb.rid)
         self.room.closed(w, rec.sent)
         self.share.remove(w, rec.uncached, rec.units)
         if not fb.ok or fb.e2e_s is None:

@@ -138,20 +138,23 @@ class Router:
         return closed
 
     def report_load(self, worker: int, *, running: int, waiting: int, kv_usage: float,
-                    kv_capacity: int, max_running: int = 0) -> None:
+                    kv_capacity: int, max_running: int = 0, max_loras: int = 0) -> None:
         """What worker ``worker``'s engine says about itself (``WorkerState``'s second
         group): requests running and queued, the fraction of its KV pool in use, the
-        pool's size in tokens (0: unknown) and its cap on running requests (0: none
-        known). ValueError, and nothing changes, if a count is negative or the usage is
-        not a finite number >= 0 (a gauge that reads NaN must not reach the policies)."""
-        if min(running, waiting, kv_capacity, max_running) < 0 or not 0.0 <= kv_usage < math.inf:
+        pool's size in tokens (0: unknown), its cap on running requests and on distinct
+        LoRA adapters running at once (0: none known). ValueError, and nothing changes, if
+        a count is negative or the usage is not a finite number >= 0 (a gauge that reads
+        NaN must not reach the policies)."""
+        if min(running, waiting, kv_capacity, max_running, max_loras) < 0 \
+                or not 0.0 <= kv_usage < math.inf:
             raise ValueError(f"worker {worker}'s engine load is not usable: running={running}, "
                              f"waiting={waiting}, kv_usage={kv_usage}, "
-                             f"kv_capacity={kv_capacity}, max_running={max_running}")
+                             f"kv_capacity={kv_capacity}, max_running={max_running}, "
+                             f"max_loras={max_loras}")
         state = self.workers[worker]
         state.running, state.waiting = running, waiting
         state.kv_usage, state.kv_capacity = kv_usage, kv_capacity
-        state.max_running = max_running
+        state.max_running, state.max_loras = max_running, max_loras
 
     # --- the prefix index -----------------------------------------------------------------
     def matched(self, req: RouteRequest) -> np.ndarray:
@@ -201,6 +204,8 @@ class Router:
         if not req.streamed:
             state.unstreamed_units += len(req)
         state.routed += 1
+        if req.adapter is not None:
+            state.adapters[req.adapter] = state.adapters.get(req.adapter, 0) + 1
         expected = available = held = 0
         exact = False
         if not self.caches.blind:
@@ -260,6 +265,13 @@ class Router:
         self.caches.done(dispatch.worker, id(dispatch))
         state = self.workers[dispatch.worker]
         state.in_flight -= 1
+        adapter = dispatch.req.adapter
+        if adapter is not None:
+            left = state.adapters[adapter] - 1
+            if left:
+                state.adapters[adapter] = left
+            else:
+                del state.adapters[adapter]
         if dispatch.first_token_at is None:
             state.prefill_units -= len(dispatch.req)
             if not dispatch.req.streamed:

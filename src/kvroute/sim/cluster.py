@@ -26,6 +26,11 @@ request moving from prefill to decode in its accounting; ``RouteRequest.streamed
 the others it sees only the completion, as a proxy does for a request that does not
 stream. Which requests stream is drawn from a generator seeded from ``config.seed``.
 
+``config.adapters`` (default 0): each request is for one of that many LoRA adapters
+(:func:`kvroute.workloads.adapters.adapter_for`: by its first tokens, Zipf popularity),
+told to the router (``RouteRequest.adapter``) and the worker, which runs at most
+``config.max_loras`` distinct adapters at once (:mod:`kvroute.sim.worker`).
+
 ``config.router_replicas`` (default 1): that many independent routers share the workers,
 as replicas of a router behind a load balancer do. Requests go to them in turn; each has
 its own policy object (seeded ``config.seed + 7919 r`` for replica r) and prefix index,
@@ -42,7 +47,7 @@ import time
 from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -62,6 +67,7 @@ from kvroute.sim.records import Records
 from kvroute.sim.step_model import StepModel, check_speed
 from kvroute.sim.step_profiles import DEFAULT_PROFILE, load_profile
 from kvroute.sim.worker import Job, SimWorker, WorkerConfig
+from kvroute.workloads.adapters import adapter_for
 from kvroute.workloads.request import (
     ClosedLoop,
     OpenLoop,
@@ -107,6 +113,10 @@ class SimConfig:
     stream_share: float = 1.0
     # independent routers in front of the workers (the module doc)
     router_replicas: int = 1
+    # LoRA adapters the requests are drawn for (``workloads.adapters``; 0: the base model
+    # only), and how many distinct ones a worker runs at once (None: no limit)
+    adapters: int = 0
+    max_loras: int | None = None
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -121,6 +131,8 @@ class SimConfig:
                 or self.router_replicas < 1:
             raise ConfigError(f"router_replicas must be an integer >= 1, got "
                               f"{self.router_replicas!r}")
+        if self.adapters < 0:
+            raise ConfigError(f"adapters must be >= 0, got {self.adapters}")
         if not 0.0 <= self.stream_share <= 1.0:
             raise ConfigError(f"stream_share must be in [0, 1], got {self.stream_share!r}")
         check_max_tokens(self.max_tokens)
@@ -137,7 +149,7 @@ class SimConfig:
         return WorkerConfig(capacity=self.capacity, eviction=self.eviction,
                             eviction_args=self.eviction_args,
                             chunk_size=self.chunk_size, max_running=self.max_running,
-                            mixed_chunk=self.mixed_chunk)
+                            max_loras=self.max_loras, mixed_chunk=self.mixed_chunk)
 
     def step_model(self) -> StepModel:
         return self.model if self.model is not None else load_profile(self.profile)
@@ -232,7 +244,8 @@ def simulate(workload: Workload, config: SimConfig | None = None, *, ceilings: b
                                waiting=len(worker.waiting),
                                kv_usage=worker.held_tokens / worker.capacity,
                                kv_capacity=worker.capacity,
-                               max_running=worker.config.max_running or 0)
+                               max_running=worker.config.max_running or 0,
+                               max_loras=worker.config.max_loras or 0)
 
     def on_first_token(job: Job) -> None:
         d = dispatches[job.req.rid]
@@ -292,10 +305,12 @@ def simulate(workload: Workload, config: SimConfig | None = None, *, ceilings: b
                 f"request {req.rid} needs {req.prompt_len + req.output_len} KV tokens, more "
                 f"than a worker's pool of {workers[0].capacity}; raise the capacity")
         streamed = share >= 1.0 if streams is None else bool(streams.random() < share)
+        if cfg.adapters and req.adapter is None:
+            req = replace(req, adapter=adapter_for(req.tokens, cfg.adapters, cfg.seed))
         r = owner[req.rid] = next(turns) % len(routers)  # the replicas in turn
         d = routers[r].route(RouteRequest(req.tokens, req.rid, req.session,
                                           max_tokens_sent(cfg.max_tokens, req.output_len),
-                                          streamed),
+                                          streamed, adapter=req.adapter),
                              loop.now)
         # the simulator never calls router.undelivered, the one reader of the prompt after
         # routing: the dispatch keeps its length only (a zero-stride stand-in), so a long

@@ -18,6 +18,14 @@ What is modelled (service-time.md):
   request. The step time comes from the :class:`~kvroute.sim.step_model.StepModel`.
 * The first output token is produced by the step that finishes the prompt (TTFT ends
   there); each decode step adds one token to every running request.
+* LoRA adapters (``Request.adapter``): with ``max_loras``, the running requests use at
+  most that many distinct adapters (vLLM's ``--max-loras``, SGLang's
+  ``--max-loras-per-batch``). A waiting request whose adapter would exceed it is passed
+  over until a slot frees, and the requests behind it are admitted as usual (both
+  engines' schedulers skip it: SGLang's since 2025; its earlier versions stopped the
+  queue there). Base-model requests take no adapter slot. Loading an adapter costs no
+  time, and the cache is not split by adapter: a workload gives different adapters
+  different prompts (``SimConfig.adapters``).
 
 Memory: a job waiting in the queue keeps its prompt as :class:`kvroute.cache.runs.Runs`
 when that is ``COMPACT_RATIO`` times smaller than the array (a Mooncake prompt: a few
@@ -57,6 +65,7 @@ class WorkerConfig:
     eviction_args: Mapping[str, Any] = field(default_factory=dict)  # the policy's parameters
     chunk_size: int = 8192
     max_running: int | None = None  # None: limited by the KV pool only
+    max_loras: int | None = None  # distinct LoRA adapters running at once; None: no limit
     mixed_chunk: bool = False
     page_size: int = 1
 
@@ -67,6 +76,8 @@ class WorkerConfig:
             raise ConfigError(f"chunk_size must be >= 1 token, got {self.chunk_size}")
         if self.max_running is not None and self.max_running < 1:
             raise ConfigError(f"max_running must be >= 1, got {self.max_running}")
+        if self.max_loras is not None and self.max_loras < 1:
+            raise ConfigError(f"max_loras must be >= 1, got {self.max_loras}")
         EVICTION.require(self.eviction, "on a worker, where requests arrive online",
                          needs_future=False)
         self.make_policy(seed=0)  # the policy validates its parameters
@@ -142,6 +153,7 @@ class SimWorker:
         self.decoding: list[Job] = []
         self.reserved = 0  # pool tokens held by admitted requests, outside the tree
         self.decode_context = 0  # sum of context lengths over self.decoding
+        self.adapters: dict[str, int] = {}  # running requests per LoRA adapter
         self.busy = False
         self.busy_time = 0.0
         self.steps = 0
@@ -235,12 +247,20 @@ class SimWorker:
             chunks.append((job, n))
             pairs += prefill_pairs(n, job.computed)
             budget -= n
-        limit = self.config.max_running
-        while budget > 0 and self.waiting and (limit is None or self.running < limit):
-            job = self.waiting[0]
+        limit, loras = self.config.max_running, self.config.max_loras
+        i = 0  # the first waiting request not passed over for want of an adapter slot
+        while budget > 0 and i < len(self.waiting) and (limit is None or self.running < limit):
+            job = self.waiting[i]
+            adapter = job.req.adapter
+            if (loras is not None and adapter is not None and adapter not in self.adapters
+                    and len(self.adapters) >= loras):
+                i += 1  # no adapter slot: it waits, the requests behind it go on
+                continue
             if not self._admit(job, now):
                 break
-            self.waiting.popleft()
+            if adapter is not None:
+                self.adapters[adapter] = self.adapters.get(adapter, 0) + 1
+            del self.waiting[i]
             self.prefilling.append(job)
             n = min(job.req.prompt_len - job.computed, budget)
             chunks.append((job, n))
@@ -335,6 +355,12 @@ class SimWorker:
         job.handle = None
         job.finish = now
         job.done = True
+        if req.adapter is not None:
+            left = self.adapters[req.adapter] - 1
+            if left:
+                self.adapters[req.adapter] = left
+            else:
+                del self.adapters[req.adapter]
 
     def check_integrity(self) -> None:
         """The cache's invariants, and the pool: cache + reservations within capacity."""
@@ -348,3 +374,11 @@ class SimWorker:
         if ctx != self.decode_context:
             raise IntegrityError(f"worker {self.index}: decode context {self.decode_context} "
                                  f"!= {ctx}")
+        running: dict[str, int] = {}
+        for j in [*self.prefilling, *self.decoding]:
+            if j.req.adapter is not None:
+                running[j.req.adapter] = running.get(j.req.adapter, 0) + 1
+        loras = self.config.max_loras
+        if running != self.adapters or (loras is not None and len(running) > loras):
+            raise IntegrityError(f"worker {self.index}: adapters {self.adapters} running, "
+                                 f"counted {running} (at most {loras})")

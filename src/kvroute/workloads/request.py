@@ -53,6 +53,7 @@ class Request:
     messages: list[dict[str, str]] | None = field(default=None, repr=False)  # chat form
     after: int = -1  # open loop: the rid of an earlier request it waits for (above)
     pace: float = 0.0  # with after: seconds after that one was sent, at the earliest
+    adapter: str | None = None  # the LoRA adapter it is for (None: the base model)
 
     def __post_init__(self) -> None:
         if self.output_len < 1:
