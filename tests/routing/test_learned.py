@@ -768,6 +768,40 @@ def test_a_worker_whose_slots_are_full_makes_a_newcomer_wait() -> None:
     assert policy.costs(fresh, _slot_view(1.02, 1, in_flight=2)).room[0] == pytest.approx(0.043)
 
 
+def test_a_worker_whose_adapter_slots_are_full_makes_another_adapter_wait() -> None:
+    """Both workers run one LoRA adapter at a time (``max_loras`` 1). A (adapter x,
+    8000 units) goes to worker 0, due at its predicted E2E; then B (adapter y, fresh)
+    would wait there until A is done, so it goes to worker 1; C (x again) may join A and
+    would wait on worker 1 (B holds its slot). With no cap reported there is no wait."""
+    policy = Learned()
+
+    def view(loras: int) -> ClusterView:
+        v = ClusterView([WorkerState(0, max_loras=loras, adapters=dict(policy_open)),
+                         WorkerState(1, max_loras=loras)], PrefixIndex(2))
+        v.now = 0.5
+        return v
+
+    policy_open: dict[str, int] = {}
+    a = RouteRequest(np.arange(8000, dtype=np.int64), rid=1, max_tokens=4, adapter="x")
+    assert policy.route(a, _empty_pool_view(None)).worker == 0
+    policy_open["x"] = 1
+    b = RouteRequest(np.arange(10_000, 13_000, dtype=np.int64), rid=2, max_tokens=4,
+                     adapter="y")
+    due = policy.open[1].sent + policy.costs(a, _empty_pool_view(None)).own[0]
+    costs = policy.costs(b, view(1))
+    assert costs.room[1] == 0.0 and costs.room[0] > 0.0
+    assert costs.ttft[0] >= due - 0.5
+    assert policy.route(b, view(1)).worker == 1
+    c = RouteRequest(np.arange(20_000, 23_000, dtype=np.int64), rid=3, max_tokens=4,
+                     adapter="x")
+    room = policy.costs(c, view(1)).room
+    assert room[0] == 0.0 and room[1] > 0.0
+    assert policy.costs(b, view(0)).room == [0.0, 0.0]
+    policy.on_complete(Feedback(worker=0, rid=1, ok=True, prompt_units=8000, now=1.0,
+                                decision=Decision(0), e2e_s=1.0, ttft_s=0.5))
+    assert policy.costs(b, view(1)).room == [0.0, 0.0]  # A is done: x's slot is free
+
+
 def test_requests_other_routers_sent_count_through_the_engines_report() -> None:
     """Two workers this router left idle; worker 0's engine reports 6 running and 2 queued
     (another router's requests): it counts 8 requests there, so a prefill there delays

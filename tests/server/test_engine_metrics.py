@@ -38,6 +38,17 @@ def test_vllm_v0_usage_name_and_unknown_capacity() -> None:
     assert engine_load(VLLM_V0) == EngineLoad(running=2, waiting=6, kv_usage=0.9, kv_capacity=0)
 
 
+def test_vllm_lora_cap_from_its_info_gauge() -> None:
+    """vLLM with LoRA: ``vllm:lora_requests_info``'s value is a time, its ``max_lora``
+    label the cap on adapters running at once."""
+    page = VLLM_V0 + ('vllm:lora_requests_info{max_lora="4",running_lora_adapters="a,b",'
+                      'waiting_lora_adapters=""} 1.7e9\n')
+    assert engine_load(page) == EngineLoad(running=2, waiting=6, kv_usage=0.9,
+                                           kv_capacity=0, max_loras=4)
+    bad = VLLM_V0 + 'vllm:lora_requests_info{max_lora="x"} 1.7e9\n'
+    assert engine_load(bad).max_loras == 0  # type: ignore[union-attr]
+
+
 def test_sglang_names_win_over_vllm_names_on_a_page_with_both() -> None:
     page = VLLM_V0 + 'sglang:num_running_reqs{model_name="m"} 1\nsglang:num_queue_reqs 0\n'
     assert engine_load(page) == EngineLoad(running=1, waiting=0, kv_usage=0.0, kv_capacity=0)

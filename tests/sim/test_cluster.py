@@ -308,3 +308,31 @@ def test_an_open_loop_request_waits_for_the_one_it_follows() -> None:
     rec = {int(r): i for i, r in enumerate(res.records["rid"])}
     assert res.records["finish"][rec[0]] < 3.0
     assert res.records["arrival"][rec[1]] == pytest.approx(3.0)
+
+
+def test_adapters_and_their_slots(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With --adapters each request is drawn an adapter by its first tokens (a GSP group
+    keeps one); every worker runs at most --max-loras of them at once (the debug run
+    checks it at every step), which costs latency; the router is told each request's
+    adapter and its accounting drains."""
+    from kvroute.routing import Router
+    from kvroute.workloads.adapters import adapter_for
+
+    routers: list[Router] = []
+    monkeypatch.setattr("kvroute.sim.cluster.Router",
+                        lambda *a, **k: routers.append(Router(*a, **k)) or routers[-1])
+    wl = gsp_workload(SMALL_GSP, rate=60.0, output_len=20)
+    free = simulate(wl, SimConfig(model=LINEAR, routing="round_robin", adapters=8, seed=2))
+    capped = simulate(wl, SimConfig(model=LINEAR, routing="round_robin", adapters=8,
+                                    max_loras=1, seed=2, debug=True))
+    assert (capped.records["finish"] - capped.records["arrival"]).mean() \
+        > (free.records["finish"] - free.records["arrival"]).mean()
+    assert all(w.adapters == {} and w.max_loras == 1 for w in routers[-1].workers)
+    names = {adapter_for(r.tokens, 8, 2) for r in wl}
+    assert len(names) > 1 and names <= {f"lora{k}" for k in range(8)}
+    by_group: dict[int, set[str]] = {}
+    for r in wl:
+        by_group.setdefault(r.session, set()).add(adapter_for(r.tokens, 8, 2))
+    assert all(len(v) == 1 for v in by_group.values())
+    with pytest.raises(ConfigError, match="adapters"):
+        SimConfig(model=LINEAR, adapters=-1)

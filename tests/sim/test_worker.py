@@ -135,3 +135,24 @@ def test_event_tie_break_order() -> None:
     assert seen == ["early", "step-1", "step-2", "arrival-1", "arrival-2", "wake"]
     with pytest.raises(ConfigError):
         loop.at(0.1, ARRIVAL, seen.append, "past")
+
+
+def test_a_request_without_an_adapter_slot_is_passed_over() -> None:
+    """max_loras 1: B (adapter y) waits while A (x) runs; C (x again) and D (the base
+    model) behind B are admitted at once; B starts when A and C have finished."""
+    def lora(rid: int, base: int, adapter: str | None) -> Request:
+        r = req(rid, range(base, base + 10), out=5)
+        r.adapter = adapter
+        return r
+
+    a, b, c, d = lora(0, 0, "x"), lora(1, 100, "y"), lora(2, 200, "x"), lora(3, 300, None)
+    ja, jb, jc, jd = run([a, b, c, d], model(t_w=10.0), max_loras=1)
+    assert ja.start == jc.start == jd.start == 0.0
+    assert jb.start == pytest.approx(max(ja.finish, jc.finish))
+    # without the cap all four start together
+    assert {j.start for j in run([a, b, c, d], model(t_w=10.0))} == {0.0}
+
+
+def test_max_loras_must_be_positive() -> None:
+    with pytest.raises(ConfigError, match="max_loras"):
+        WorkerConfig(max_loras=0)

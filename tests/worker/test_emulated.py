@@ -429,3 +429,55 @@ def test_cli_parser() -> None:
     args = ap.parse_args(["worker"])
     with pytest.raises(ConfigError, match="--emulate"):
         args.func(args)
+
+
+@pytest.mark.asyncio
+async def test_lora_adapters_take_slots_and_are_listed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With --lora-modules and --max-loras 1: /v1/models lists the adapters under the
+    model, /metrics reports the cap as vLLM does (what the router reads), a request names
+    its adapter by ``model`` (SGLang: ``lora_path``), and one for a second adapter waits
+    while the first adapter's runs, as the base model's does not."""
+    from kvroute.server.engine_metrics import engine_load
+    from kvroute.worker.emulated import EmulatedWorker
+
+    app = create_app(EmulatedConfig(speed=0.001, capacity=8192, lora_modules=("a", "b"),
+                                    max_loras=1))
+    asked: list[str | None] = []
+    submit = EmulatedWorker.submit
+
+    def spy(self: EmulatedWorker, prompts: Any, max_tokens: int,
+            adapter: str | None = None) -> Any:
+        asked.append(adapter)
+        return submit(self, prompts, max_tokens, adapter)
+
+    async with TestClient(TestServer(app)) as c:
+        models = await (await c.get("/v1/models")).json()
+        assert [(m["id"], m.get("parent")) for m in models["data"]] == [
+            ("kvroute-emulated", None), ("a", "kvroute-emulated"), ("b", "kvroute-emulated")]
+        load = engine_load(await (await c.get("/metrics")).text())
+        assert load is not None and load.max_loras == 1
+        ew = app[WORKER_KEY]
+        ids = [[1, 2, 3], [4, 5, 6], [7, 8, 9]]
+        for prompt, adapter in zip(ids, ("a", "b", None), strict=True):  # queued at once
+            ew.submit([prompt], 50, adapter)
+        await asyncio.sleep(0.05)  # the first step has started (and lasts long)
+        w = ew.worker
+        assert {j.req.adapter for j in w.prefilling} == {"a", None}
+        assert [j.req.adapter for j in w.waiting] == ["b"]
+        monkeypatch.setattr(EmulatedWorker, "submit", spy)
+        for path, body in (
+                ("/v1/completions", {"model": "b", "prompt": "x", "max_tokens": 1}),
+                ("/v1/completions", {"model": "kvroute-emulated", "prompt": "x",
+                                     "max_tokens": 1}),
+                ("/generate", {"text": "x", "lora_path": "a",
+                               "sampling_params": {"max_new_tokens": 1}})):
+            n = len(asked)
+            task = asyncio.create_task(c.post(path, json=body))
+            for _ in range(500):  # until the handler has queued it (it never finishes here)
+                if len(asked) > n:
+                    break
+                await asyncio.sleep(0.01)
+            task.cancel()
+        assert asked == ["b", None, "a"]
+    with pytest.raises(ConfigError, match="adapter"):
+        EmulatedConfig(lora_modules=("kvroute-emulated",))

@@ -15,7 +15,9 @@ Contract:
   chat-shaped requests go to chat as ``messages`` (to the other APIs as the
   Llama-3-like template's text). The Responses API (``responses``) gets ``input``: the
   messages, or the prompt's text as one user message; ``max_output_tokens`` in place of
-  ``max_tokens``; no ``stream_options`` (its last event has the usage).
+  ``max_tokens``; no ``stream_options`` (its last event has the usage). A request for a
+  LoRA adapter (``Request.adapter``: ``BenchConfig.adapters``) names it as the ``model``
+  (SGLang's ``generate``: ``lora_path``).
 * :func:`send_one` never raises: every failure (HTTP status, connection error, timeout,
   an error event, malformed or truncated stream) is in the result, with a short reason.
 * Replies are read with :mod:`kvroute.protocol.response_body`: SSE ``data:`` lines,
@@ -29,6 +31,7 @@ Contract:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable
@@ -47,6 +50,7 @@ from kvroute.protocol.response_body import (
     error_message,
     usage_of,
 )
+from kvroute.workloads.adapters import adapter_for
 from kvroute.workloads.request import Request, max_tokens_sent
 from kvroute.workloads.tokenizer import apply_chat_template, pseudo_text
 
@@ -87,11 +91,11 @@ def http_request(req: Request, api: str, model: str | None,
                                   else {"text": _prompt_text(req)})
         names = {"max_tokens": "max_new_tokens", "min_tokens": "min_new_tokens"}
         return PATHS[api], {
-            **prompt, "stream": True,
+            **prompt, "stream": True, **({"lora_path": req.adapter} if req.adapter else {}),
             "sampling_params": {**{names.get(k, k): v for k, v in lengths.items()},
                                 "temperature": 0}}
     body: dict[str, Any] = {
-        "model": model or "default", **lengths, "temperature": 0,
+        "model": req.adapter or model or "default", **lengths, "temperature": 0,
         "stream": True, "stream_options": {"include_usage": True}}
     if api == "responses":
         del body["stream_options"]
@@ -206,6 +210,8 @@ async def send_one(http: aiohttp.ClientSession, cfg: BenchConfig, model: str | N
     """Send ``req``, read its stream to the end; never raises (failures are in the result).
     ``sent`` is ``clock()`` when called, before the first await."""
     api = request_api(req, cfg.api)
+    if cfg.adapters and req.adapter is None:
+        req = dataclasses.replace(req, adapter=adapter_for(req.tokens, cfg.adapters, 1))
     path, body = http_request(req, api, model, cfg.max_tokens)
     res = RequestResult(req.rid, req.session, req.turn, api, client, scheduled, clock())
     headers = {"X-Request-Id": str(req.rid)}

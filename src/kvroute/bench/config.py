@@ -26,6 +26,9 @@ class BenchConfig:
     # or "N" (a cap): with the last two, its output goes as min_tokens instead, without
     # ignore_eos (the module doc of kvroute.bench.client)
     max_tokens: str = "exact"
+    # each request names one of this many LoRA adapters (``lora0`` ...: the model, SGLang's
+    # lora_path), drawn as the simulator draws them with seed 1 (workloads.adapters); 0: none
+    adapters: int = 0
 
     def __post_init__(self) -> None:
         if not self.url.startswith(("http://", "https://")):
@@ -41,6 +44,8 @@ class BenchConfig:
         if not self.timeout > 0:
             raise ConfigError(f"timeout must be > 0 s, got {self.timeout}")
         check_max_tokens(self.max_tokens)
+        if self.adapters < 0:
+            raise ConfigError(f"adapters must be >= 0, got {self.adapters}")
         for u in self.metrics_urls:
             if not u.startswith(("http://", "https://")):
                 raise ConfigError(f"--metrics-url must start with http:// or https://, got {u!r}")

@@ -92,7 +92,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                       concurrency=args.concurrency, requests=args.requests,
                       duration=args.duration, timeout=args.timeout,
                       metrics_urls=tuple(args.metrics_url or ()),
-                      max_tokens=args.max_tokens)
+                      max_tokens=args.max_tokens, adapters=args.adapters)
     workload, rate = build_workload(args, model=load_profile(args.profile),
                                     workers=args.workers)
     if rate is not None:
@@ -158,6 +158,10 @@ def add_parser(sub: Any) -> None:
                         "default, with ignore_eos), nothing (none) or a cap of N tokens, as "
                         "chat clients do; with none or N the output goes as min_tokens "
                         "(SGLang: min_new_tokens), where the emulated worker ends it")
+    s.add_argument("--adapters", type=int, default=0, metavar="N",
+                   help="each request names one of N LoRA adapters, lora0 ... (as its model; "
+                        "SGLang's lora_path), by its first 64 tokens with Zipf popularity, "
+                        "as kvroute sim --adapters draws them (default 0: the base model)")
     s.add_argument("--metrics-url", action="append", metavar="URL",
                    help="a worker's Prometheus endpoint (repeatable), scraped before and after "
                         "for the cluster hit rate")

@@ -64,7 +64,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         index_capacity=args.index_capacity, kv_events=rank_feeds(args.kv_events, args.dp_size),
         kv_events_engine=args.kv_events_engine, stream_usage=args.stream_usage,
         max_running=args.max_running, dp_rank_field=args.dp_rank_field,
-        lora_adapters=frozenset(args.lora_adapters or ()))
+        lora_adapters=frozenset(args.lora_adapters or ()), max_loras=args.max_loras)
     app = build_app(config, policy)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s "
                         "%(message)s")
@@ -147,6 +147,11 @@ def add_parser(sub: Any) -> None:
                    help="the engines' LoRA adapters, as requests name them (OpenAI 'model', "
                         "SGLang 'lora_path'): the prefix index keeps each adapter's prompts "
                         "apart, as the engines' caches do; default: none")
+    s.add_argument("--max-loras", type=int, metavar="N",
+                   help="the engines run at most N LoRA adapters at once, where their "
+                        "/metrics does not say (SGLang's --max-loras-per-batch; vLLM reports "
+                        "its --max-loras): learned routes an adapter's request away from a "
+                        "worker whose adapter slots are all taken")
     s.add_argument("--policy", default=DEFAULT_ROUTING,
                    help=f"routing policy, from: {', '.join(ROUTING.names(**ONLINE_ROUTING))}")
     add_arg_flags(s, eviction=False)

@@ -82,6 +82,7 @@ async def _up(args: argparse.Namespace) -> int:
     router: RouterApp | None = None
     zmq = f"tcp://{host}:*"
     feeds: list[str] = []
+    adapters = tuple(f"lora{k}" for k in range(args.adapters))
     try:
         for k, port in enumerate(ports):
             app = create_app(EmulatedConfig(profile=args.profile, eviction=args.eviction,
@@ -90,7 +91,8 @@ async def _up(args: argparse.Namespace) -> int:
                                             speed=args.speed * args.speeds[k],
                                             kv_events_endpoint=zmq if args.kv_events else None,
                                             kv_events_replay_endpoint=zmq if args.kv_events
-                                            else None, dp_size=args.dp_size))
+                                            else None, dp_size=args.dp_size,
+                                            lora_modules=adapters, max_loras=args.max_loras))
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
             await web.TCPSite(runner, host, port).start()
@@ -100,7 +102,7 @@ async def _up(args: argparse.Namespace) -> int:
         targets = urls if args.dp_size == 1 else [
             f"{u}@{r}" for u in urls for r in range(args.dp_size)]
         policy = make_router_policy(args.policy, args.policy_params, seed=args.seed)
-        serve = ServeConfig(worker_urls=targets, seed=args.seed)
+        serve = ServeConfig(worker_urls=targets, seed=args.seed, lora_adapters=frozenset(adapters))
         if feeds:
             serve.tokenizer, serve.kv_events = load_tokenizer(None), feeds
         routing = build_app(serve, policy)
@@ -127,6 +129,7 @@ async def _up(args: argparse.Namespace) -> int:
         if args.bench:
             cmd = [sys.executable, "-m", "kvroute", "bench", "--url", base,
                    "--workload", args.bench_workload, "--requests", str(args.bench_requests),
+                   "--adapters", str(args.adapters),
                    *[a for u in urls for a in ("--metrics-url", u)], *args.bench_arg]
             proc = await asyncio.create_subprocess_exec(*cmd)
             rc = await proc.wait()
@@ -215,6 +218,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     args.policy_params = routing_args(args, [args.policy])[args.policy]
     if not 0 < args.port < 65536:
         raise ConfigError(f"--port must be in 1..65535, got {args.port}")
+    if args.adapters < 0 or (args.max_loras is not None and args.max_loras < 1):
+        raise ConfigError("need --adapters >= 0 and --max-loras >= 1")
+    if args.kv_events and args.adapters:
+        print("KV events off: the emulated engines' cache is shared by the adapters and "
+              "their events name none; the router's index learns from routing", flush=True)
+        args.kv_events = False
     if args.kv_events:
         try:
             import msgspec  # noqa: F401
@@ -252,6 +261,13 @@ def add_parser(sub: Any) -> None:
     u.add_argument("--port", type=int, default=8000, help="router port; workers take the next "
                    "free ones")
     u.add_argument("--seed", type=seed, default=1, help="seed of the policies and the bench")
+    u.add_argument("--adapters", type=int, default=0, metavar="N",
+                   help="the workers serve N LoRA adapters, lora0 ..., which the router keeps "
+                        "apart and --bench's requests name (kvroute bench --adapters); KV "
+                        "events are then off (default 0)")
+    u.add_argument("--max-loras", type=int, metavar="N",
+                   help="each worker runs at most N adapters at once, reported in its "
+                        "/metrics as vLLM does (default: no cap)")
     u.add_argument("--no-kv-events", dest="kv_events", action="store_false",
                    help="workers do not publish KV events; the router routes on characters "
                         "with its approximate index only")

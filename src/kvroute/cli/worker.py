@@ -59,7 +59,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
                             chunk_size=args.chunk_size, max_running=args.max_running,
                             kv_events_endpoint=args.kv_events_endpoint,
                             kv_events_replay_endpoint=args.kv_events_replay_endpoint,
-                            block_size=args.block_size, dp_size=args.dp_size)
+                            block_size=args.block_size, dp_size=args.dp_size,
+                            lora_modules=tuple(args.lora_modules or ()),
+                            max_loras=args.max_loras)
     app = create_app(config)
     try:
         sock = socket.create_server((args.host, args.port))
@@ -115,6 +117,14 @@ def add_parser(sub: Any) -> None:
                    help="model id reported by /v1/models and in responses")
     s.add_argument("--chunk-size", type=int, default=8192, help="chunked-prefill tokens per step")
     s.add_argument("--max-running", type=int, help="cap on running requests")
+    s.add_argument("--lora-modules", nargs="+", metavar="NAME",
+                   help="LoRA adapters a request may name (OpenAI 'model', SGLang "
+                        "'lora_path'), listed by /v1/models; the emulated cache is shared "
+                        "by all of them (default: none)")
+    s.add_argument("--max-loras", type=int, metavar="N",
+                   help="run at most N distinct adapters at once (vLLM's --max-loras: "
+                        "reported in /metrics); a request whose adapter finds no slot waits "
+                        "while the ones behind it run (default: no cap)")
     s.add_argument("--kv-events-endpoint", metavar="ZMQ",
                    help="publish the cache's changes as vLLM KV events on this ZMQ address, "
                         "e.g. tcp://127.0.0.1:5557 (needs kvroute[events]; default: off)")

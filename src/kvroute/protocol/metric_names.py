@@ -32,6 +32,8 @@ class EngineMetricNames:
     cache_hits: str  # counter: prompt tokens served from the prefix cache
     cache_queries: str  # counter: prompt tokens looked up (the hit rate's denominator)
     max_running: str = ""  # gauge: the cap on running requests ("": none reported, as vLLM)
+    # info gauge whose ``max_lora`` label is the cap on LoRA adapters running at once
+    lora_info: str = ""
     rank_label: str = ""  # the label naming a data-parallel rank's series
 
 
@@ -49,6 +51,7 @@ VLLM = EngineMetricNames(
     kv_capacity="vllm:cache_config_info",
     prompt_tokens="vllm:prompt_tokens", generation_tokens="vllm:generation_tokens",
     requests_finished="vllm:request_success", cache_hits="vllm:prefix_cache_hits",
-    cache_queries="vllm:prefix_cache_queries", rank_label="engine")
+    cache_queries="vllm:prefix_cache_queries", lora_info="vllm:lora_requests_info",
+    rank_label="engine")
 
 ENGINES = (SGLANG, VLLM)  # the order readers try them in

@@ -132,12 +132,17 @@ class ServeConfig:
     # LoRA adapters' names (``model``, SGLang's ``lora_path``): the prefix index holds each
     # adapter's prompts apart from the others' and the base model's, as the engines do
     lora_adapters: frozenset[str] = frozenset()
+    # the engines' cap on LoRA adapters running at once where their /metrics does not say
+    # (SGLang's --max-loras-per-batch); None: only what the engines report
+    max_loras: int | None = None
 
     def validate(self) -> None:
         if self.index_capacity is not None and self.index_capacity < 1:
             raise ConfigError(f"--index-capacity must be >= 1, got {self.index_capacity}")
         if self.max_running is not None and self.max_running < 1:
             raise ConfigError(f"--max-running must be >= 1, got {self.max_running}")
+        if self.max_loras is not None and self.max_loras < 1:
+            raise ConfigError(f"--max-loras must be >= 1, got {self.max_loras}")
         if "" in self.lora_adapters:
             raise ConfigError("--lora-adapters: an adapter's name must not be empty")
         at_least_0 = (self.health_interval, self.metrics_interval, self.max_retries,
@@ -199,7 +204,7 @@ class RouterApp:
         self.checks = WorkerChecks(
             self.members, self.router, self.upstream, config.health_timeout, self.now,
             units_per_kv_token=per_token if config.index_capacity is None else None,
-            max_running=config.max_running or 0)
+            max_running=config.max_running or 0, max_loras=config.max_loras or 0)
         self.admin = Admin(self.router, self.members, self.metrics, self.decisions, self.now,
                            api_key=config.api_key, policy_name=policy.name,
                            kv_events=self.kv_events if config.tokenizer is not None else None)

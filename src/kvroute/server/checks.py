@@ -10,7 +10,8 @@ Contract:
   ``Membership.record_health`` (see :mod:`kvroute.server.membership` for what it does).
 * ``scrape_engines()``: ``GET {url}/metrics``, parsed by
   :func:`kvroute.server.engine_metrics.engine_load`; the load (running, waiting, KV usage
-  and capacity, the cap on running requests, else ``max_running``) goes to
+  and capacity, the caps on running requests and on LoRA adapters running at once,
+  else ``max_running`` and ``max_loras``) goes to
   ``Router.report_load``, where policies such as ``llmd`` and ``least_load`` read it;
   with ``units_per_kv_token``, the router's prefix index holds at most the engine's KV
   pool for it, times the routing units a token: measured from the engines' reported
@@ -43,9 +44,11 @@ log = logging.getLogger("kvroute.server")
 class WorkerChecks:
     def __init__(self, members: Membership, router: Router, upstream: Upstream,
                  timeout: float, clock: Callable[[], float],
-                 units_per_kv_token: float | None = None, max_running: int = 0) -> None:
+                 units_per_kv_token: float | None = None, max_running: int = 0,
+                 max_loras: int = 0) -> None:
         self.members = members
         self.max_running = max_running  # where an engine reports no cap (0: none known)
+        self.max_loras = max_loras  # likewise for LoRA adapters running at once
         self.units_per_kv_token = units_per_kv_token
         self.router = router
         self.upstream = upstream
@@ -121,7 +124,8 @@ class WorkerChecks:
             i = self.members.workers.index(w)
             self.router.report_load(i, running=got.running, waiting=got.waiting,
                                     kv_usage=got.kv_usage, kv_capacity=got.kv_capacity,
-                                    max_running=got.max_running or self.max_running)
+                                    max_running=got.max_running or self.max_running,
+                                    max_loras=got.max_loras or self.max_loras)
             index = self.router.index
             if index is not None and self.units_per_kv_token and got.kv_capacity > 0:
                 per = self.router.units_per_token() or self.units_per_kv_token

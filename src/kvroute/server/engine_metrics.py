@@ -18,6 +18,8 @@
                 tokens``                     of ``vllm:cache_config_info``
   max_running   ``sglang:max_running_        none (0: ``kvroute serve --max-running``
                 requests``                   says it)
+  max_loras     none (0: ``kvroute serve     the ``max_lora`` label of
+                --max-loras`` says it)       ``vllm:lora_requests_info`` (0: no LoRA)
   ============  ===========================  =======================================
 
   With several series (data-parallel ranks) counts are summed and usage is averaged.
@@ -44,7 +46,7 @@ _SGLANG = (SGLANG.running, SGLANG.waiting, SGLANG.kv_usage[0], SGLANG.kv_capacit
            SGLANG.max_running)
 _VLLM = (VLLM.running, VLLM.waiting, *VLLM.kv_usage)
 _VLLM_CONFIG = VLLM.kv_capacity
-_WANTED = frozenset((*_SGLANG, *_VLLM, _VLLM_CONFIG))
+_WANTED = frozenset((*_SGLANG, *_VLLM, _VLLM_CONFIG, VLLM.lora_info))
 
 
 def _family(line: str) -> str:
@@ -77,6 +79,7 @@ class EngineLoad:
     kv_usage: float  # fraction of the KV pool in use
     kv_capacity: int  # tokens; 0 when the page does not say
     max_running: int = 0  # the cap on running requests; 0 when the page does not say
+    max_loras: int = 0  # the cap on LoRA adapters running at once; 0 when it does not say
 
 
 _RANK_LABELS = tuple(e.rank_label for e in ENGINES)
@@ -98,12 +101,15 @@ def engine_load(text: str, rank: int | None = None, ranks: int = 1) -> EngineLoa
         else:
             rows = []  # the page labels its ranks, and this one is not there
     got: dict[str, list[float]] = {}
-    vllm_capacity = 0
+    vllm_capacity = loras = 0
     for name, labels, value in rows:
         if name == _VLLM_CONFIG:
             with contextlib.suppress(ValueError):
                 vllm_capacity += (int(labels.get("num_gpu_blocks", 0))
                                   * int(labels.get("block_size", 0)))
+        elif name == VLLM.lora_info:  # its value is a time; the label says the cap
+            with contextlib.suppress(ValueError):
+                loras = max(loras, int(labels.get("max_lora", 0)))
         elif not 0.0 <= value < math.inf:  # a count or a share: NaN, inf or < 0 is no load
             raise ValueError(f"{name} reads {value}")
         else:
@@ -123,4 +129,5 @@ def engine_load(text: str, rank: int | None = None, ranks: int = 1) -> EngineLoa
     return EngineLoad(running=int(sum(got.get(running, [])) / share),
                       waiting=int(sum(got.get(waiting, [])) / share),
                       kv_usage=sum(use) / len(use) if use else 0.0,
-                      kv_capacity=capacity // share, max_running=cap // share)
+                      kv_capacity=capacity // share, max_running=cap // share,
+                      max_loras=loras)

@@ -93,6 +93,10 @@ class EmulatedConfig:
     kv_events_replay_endpoint: str | None = None
     block_size: int = 16  # tokens per published block
     dp_size: int = 1  # data-parallel ranks (engines) behind the one HTTP port
+    # LoRA adapters served by name (``model``, SGLang's ``lora_path``), and how many distinct
+    # ones run at once (None: no cap); the KV cache is not split by adapter
+    lora_modules: tuple[str, ...] = ()
+    max_loras: int | None = None
 
     def __post_init__(self) -> None:
         check_speed(self.speed)
@@ -102,6 +106,8 @@ class EmulatedConfig:
                               f"{self.dp_size!r}")
         if not self.model_name:
             raise ConfigError("model_name must be a non-empty string")
+        if "" in self.lora_modules or self.model_name in self.lora_modules:
+            raise ConfigError("a LoRA adapter's name must be non-empty and not the model's")
         if self.default_max_tokens < 1:
             raise ConfigError(f"default_max_tokens must be >= 1, got {self.default_max_tokens}")
         if self.block_size < 1:
@@ -122,7 +128,7 @@ class EmulatedConfig:
     def worker_config(self) -> WorkerConfig:
         return WorkerConfig(capacity=self.capacity, eviction=self.eviction,
                             eviction_args=self.eviction_args, chunk_size=self.chunk_size,
-                            max_running=self.max_running)
+                            max_running=self.max_running, max_loras=self.max_loras)
 
 
 class Pending:
@@ -165,6 +171,7 @@ class EmulatedWorker:
                                        running=lambda: self.running,
                                        waiting=lambda: self.waiting, kv_usage=self.kv_usage,
                                        max_running=self.worker_config.max_running,
+                                       max_loras=config.max_loras,
                                        dp_rank=rank if config.dp_size > 1 else None)
         self.worker: SimWorker | None = None
         self.events: CachePublisher | None = None
@@ -246,9 +253,10 @@ class EmulatedWorker:
             p.done.set_result(self.now())
 
     # ---------------------------------------------------------------- requests
-    def submit(self, prompts: list[np.ndarray], max_tokens: int) -> list[Pending]:
-        """Queue each prompt on the SimWorker; a BadRequest, with none queued, when one
-        can never be served."""
+    def submit(self, prompts: list[np.ndarray], max_tokens: int,
+               adapter: str | None = None) -> list[Pending]:
+        """Queue each prompt (for LoRA ``adapter``, None: the base model) on the SimWorker;
+        a BadRequest, with none queued, when one can never be served."""
         if self.worker is None or self._loop is None:
             raise RuntimeError("the worker is not started")
         for ids in prompts:
@@ -263,7 +271,7 @@ class EmulatedWorker:
             rid = next(self._rids)
             try:
                 req = Request(rid=rid, tokens=np.asarray(ids, dtype=np.int64),
-                              output_len=max_tokens)
+                              output_len=max_tokens, adapter=adapter)
             except ConfigError as e:
                 raise BadRequest(str(e)) from e
             job = Job(req, self.rank, self.worker.loop.now)

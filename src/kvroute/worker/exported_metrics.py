@@ -33,7 +33,8 @@ __all__ = ["ExportedMetrics", "merged_registry", "render"]
 class ExportedMetrics:
     def __init__(self, model_name: str, capacity: int, running: Callable[[], float],
                  waiting: Callable[[], float], kv_usage: Callable[[], float],
-                 max_running: int | None = None, dp_rank: int | None = None) -> None:
+                 max_running: int | None = None, dp_rank: int | None = None,
+                 max_loras: int | None = None) -> None:
         r = self.registry = CollectorRegistry()
         self.dp_rank = dp_rank
 
@@ -74,6 +75,10 @@ class ExportedMetrics:
             gauge(SGLANG.max_running, "Maximum running requests", lambda: max_running, SGLANG)
         lab, val = labels(VLLM, ["block_size", "num_gpu_blocks"], ["1", str(capacity)])
         Gauge(VLLM.kv_capacity, "KV cache configuration", lab, registry=r).labels(*val).set(1)
+        if max_loras is not None:  # vLLM's form: the cap in a label (the adapters' left empty)
+            lab, val = labels(VLLM, ["max_lora", "running_lora_adapters",
+                                     "waiting_lora_adapters"], [str(max_loras), "", ""])
+            Gauge(VLLM.lora_info, "LoRA requests", lab, registry=r).labels(*val).set(1)
 
     def prefilled(self, prompt: int, cached: int) -> None:
         """A request's ``prompt`` tokens were processed, ``cached`` of them from the cache."""

@@ -67,6 +67,7 @@ from kvroute.protocol.request_body import (
     RANK_HEADER,
     BadRequest,
     Messages,
+    adapter_of,
     include_usage,
     json_body,
     max_tokens_of,
@@ -132,8 +133,9 @@ async def _submit(request: web.Request, route: str,
     if n is not None and n != 1:
         raise BadRequest(f"only n = 1 is supported, got n = {n!r}")
     ends = "stop" if least is not None and least != cap else "length"
+    adapter = adapter_of(route, body, frozenset(ew.config.lora_modules))
     ew = dp.pick(rank)  # chosen and queued at once: the balancer sees every earlier request
-    return body, ew, ew.submit(prompts, max_tokens), ends
+    return body, ew, ew.submit(prompts, max_tokens, adapter), ends
 
 
 async def _finished(ps: list[Pending]) -> None:
@@ -377,7 +379,9 @@ async def models(request: web.Request) -> web.Response:
     name = ew.config.model_name
     return web.json_response({"object": "list", "data": [{
         "id": name, "object": "model", "created": 0, "owned_by": "kvroute",
-        "root": name, "max_model_len": ew.capacity}]})
+        "root": name, "max_model_len": ew.capacity}, *({  # LoRA adapters, as vLLM lists them
+            "id": a, "object": "model", "created": 0, "owned_by": "kvroute", "root": a,
+            "parent": name, "max_model_len": ew.capacity} for a in ew.config.lora_modules)]})
 
 
 async def health(request: web.Request) -> web.Response:
