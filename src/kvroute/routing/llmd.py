@@ -52,13 +52,13 @@ class LlmD(RoutingPolicy):
         self.kv_weight = number("llmd", "kv_weight", kv_weight, low=0.0)
         self.prefix_weight = number("llmd", "prefix_weight", prefix_weight, low=0.0)
 
-    def components(self, req: RouteRequest,
-                   view: ClusterView) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def components(self, req: RouteRequest, view: ClusterView,
+                   among: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The three per-worker scores (queue, KV-free, prefix), each in [0, 1] for the
-        allowed workers."""
+        workers ``among`` (default: the allowed ones)."""
         ws = view.workers
         q = np.array([w.waiting for w in ws], dtype=np.float64)
-        allowed = q[view.candidates()]
+        allowed = q[view.candidates() if among is None else among]
         lo, hi = float(allowed.min()), float(allowed.max())
         queue = (hi - q) / (hi - lo) if hi > lo else np.ones_like(q)
         kv = 1.0 - np.clip(np.array([w.kv_usage for w in ws], dtype=np.float64), 0.0, 1.0)
@@ -69,14 +69,18 @@ class LlmD(RoutingPolicy):
             prefix = (view.matched(req) // self.block).astype(np.float64) / total_blocks
         return queue, kv, prefix
 
-    def scores(self, req: RouteRequest, view: ClusterView) -> np.ndarray:
+    def scores(self, req: RouteRequest, view: ClusterView,
+               among: np.ndarray | None = None) -> np.ndarray:
         """Every worker's weighted score for ``req`` (the quantity the policy maximises)."""
-        queue, kv, prefix = self.components(req, view)
+        queue, kv, prefix = self.components(req, view, among)
         return self.queue_weight * queue + self.kv_weight * kv + self.prefix_weight * prefix
 
     def route(self, req: RouteRequest, view: ClusterView) -> Decision:
-        scores = self.scores(req, view)
-        allowed = view.candidates()
+        return self.pick(req, view, view.candidates())
+
+    def pick(self, req: RouteRequest, view: ClusterView, allowed: np.ndarray) -> Decision:
+        """The best-scored of the workers ``allowed`` (scored against each other)."""
+        scores = self.scores(req, view, allowed)
         top = scores[allowed]
         best = allowed[top >= top.max() - TIE_TOLERANCE]
         if len(best) == 1:
