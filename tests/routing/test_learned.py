@@ -802,24 +802,6 @@ def test_a_worker_whose_adapter_slots_are_full_makes_another_adapter_wait() -> N
     assert policy.costs(b, view(1)).room == [0.0, 0.0]  # A is done: x's slot is free
 
 
-def test_an_adapters_request_goes_where_its_adapter_runs() -> None:
-    """Worker 0 runs adapter x and is busy; worker 1 is idle with free adapter slots: a
-    request for x still goes to worker 0 (the affinity group first, as the Gateway API
-    Inference Extension's LoRA filter does), one for y to worker 1 (a free slot), and a
-    base-model request by cost alone (worker 1)."""
-    policy = Learned()
-    view = ClusterView([WorkerState(0, in_flight=6, prefill_units=20_000,
-                                    adapters={"x": 6}, max_loras=2),
-                        WorkerState(1, max_loras=2)], PrefixIndex(2))
-    fresh = np.arange(1000, dtype=np.int64)
-    assert policy.costs(RouteRequest(fresh, rid=1, max_tokens=4, adapter="x"),
-                        view).cost[0] > policy.costs(RouteRequest(fresh, rid=1, max_tokens=4,
-                                                                  adapter="x"), view).cost[1]
-    assert policy.route(RouteRequest(fresh, rid=1, max_tokens=4, adapter="x"), view).worker == 0
-    assert policy.route(RouteRequest(fresh, rid=2, max_tokens=4, adapter="y"), view).worker == 1
-    assert policy.route(RouteRequest(fresh, rid=3, max_tokens=4), view).worker == 1
-
-
 def test_requests_other_routers_sent_count_through_the_engines_report() -> None:
     """Two workers this router left idle; worker 0's engine reports 6 running and 2 queued
     (another router's requests): it counts 8 requests there, so a prefill there delays

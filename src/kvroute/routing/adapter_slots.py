@@ -17,36 +17,13 @@ Contract (times in the router's clock):
   the adapters), at least 0. A request open counts whether it runs yet or waits: what
   holds a slot soon is what was sent.
 * ``remove_worker(i)``: worker ``i`` left; later workers move down by one.
-* ``slot_groups(adapter, view)``: of the allowed workers, those with a request for
-  ``adapter`` open (``WorkerState.adapters``, the router's count) and the others with a
-  free adapter slot (fewer adapters open than ``WorkerState.max_loras``; a worker that
-  reports no cap has one): the two groups of the Gateway API Inference Extension's LoRA
-  affinity filter.
 
-Mechanism only: due times come from the policy's models, and which group a policy
-prefers is its own.
+Mechanism only: due times come from the policy's models.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from kvroute.routing.base import ClusterView
-
-__all__ = ["AdapterSlots", "slot_groups"]
-
-
-def slot_groups(adapter: str, view: ClusterView) -> tuple[list[int], list[int]]:
-    ws = view.workers
-    hot, free = [], []
-    for w in view.candidates().tolist():
-        open_here = ws[w].adapters
-        if adapter in open_here:
-            hot.append(w)
-        elif not ws[w].max_loras or len(open_here) < ws[w].max_loras:
-            free.append(w)
-    return hot, free
+__all__ = ["AdapterSlots"]
 
 
 class AdapterSlots:

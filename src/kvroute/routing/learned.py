@@ -106,13 +106,11 @@ model instead (below, "The reported E2E"). The terms:
   the first such report, nor on engines that report no pool, and no cap is assumed:
   lower bounds). Without them the queue term reads a worker whose pool or slots long
   decodes hold as free (docs/routing-results.md, "Features of the public conversation
-  trace", "Engines with a cap on running requests"). A request for a LoRA adapter goes
-  to a worker with that adapter's requests open if there is one, else to one with a
-  free adapter slot (the engine caps the adapters running at once:
-  ``WorkerState.max_loras``), by cost among them (the LoRA affinity filter's two groups,
-  without its random escape: :mod:`~kvroute.routing.adapter_slots`); where neither
-  exists it waits for a slot, each open request holding its adapter's until its
-  predicted E2E has passed (docs/routing-results.md, "LoRA adapters").
+  trace", "Engines with a cap on running requests"). A request for a LoRA adapter
+  likewise waits for an adapter slot where the engine caps them
+  (``WorkerState.max_loras``) and they are all taken
+  (:mod:`~kvroute.routing.adapter_slots`; each open request holds its adapter's until
+  its predicted E2E has passed).
 
 Learning (all from completions; errors teach nothing):
 
@@ -184,10 +182,8 @@ with ``replicas`` > 1, ``home_band`` and the homes taken (``home_sent``).
 
 from __future__ import annotations
 
-import math
-
 from kvroute.params import integer, number
-from kvroute.routing.adapter_slots import AdapterSlots, slot_groups
+from kvroute.routing.adapter_slots import AdapterSlots
 from kvroute.routing.base import ClusterView, Decision, Feedback, RouteRequest, RoutingPolicy
 from kvroute.routing.hit_realisation import HitRealisation
 from kvroute.routing.home import Home
@@ -383,11 +379,6 @@ class Learned(RoutingPolicy):
     def route(self, req: RouteRequest, view: ClusterView) -> Decision:
         cost, own, ttft, unc, ahead, room, ctx, seen, age, out, fingerprint = self.costs(req,
                                                                                      view)
-        if req.adapter is not None:  # a worker running its adapter, else one with a slot
-            hot, free = slot_groups(req.adapter, view)
-            keep = set(hot or free)
-            if keep and len(keep) < len(view.candidates()):
-                cost = [c if w in keep else math.inf for w, c in enumerate(cost)]
         w = view.argmin(cost)
         if cost.count(cost[w]) > 1:  # tied: the smallest prefix index, then the lowest index
             sizes = view.index_sizes()

@@ -23,7 +23,6 @@ from __future__ import annotations
 import numpy as np
 
 from kvroute.params import number
-from kvroute.routing.adapter_slots import slot_groups
 from kvroute.routing.base import ClusterView, Decision, RouteRequest
 from kvroute.routing.llmd import LlmD
 from kvroute.routing.registry import register
@@ -44,12 +43,16 @@ class LlmDLora(LlmD):
 
     def group(self, adapter: str, view: ClusterView) -> np.ndarray:
         """The workers the filter lets through for a request for ``adapter``."""
-        hot, room = slot_groups(adapter, view)
+        allowed = view.candidates()
+        ws = view.workers
+        hot = [w for w in allowed.tolist() if adapter in ws[w].adapters]
+        room = [w for w in allowed.tolist() if adapter not in ws[w].adapters
+                and (not ws[w].max_loras or len(ws[w].adapters) < ws[w].max_loras)]
         if hot and room:
             chosen = hot if self.rng.random() < self.threshold else room
         else:
             chosen = hot or room
-        return np.array(chosen, dtype=np.int64) if chosen else view.candidates()
+        return np.array(chosen, dtype=np.int64) if chosen else allowed
 
     def route(self, req: RouteRequest, view: ClusterView) -> Decision:
         if req.adapter is None:
