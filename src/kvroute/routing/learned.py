@@ -108,9 +108,9 @@ model instead (below, "The reported E2E"). The terms:
   decodes hold as free (docs/routing-results.md, "Features of the public conversation
   trace", "Engines with a cap on running requests"). A request for a LoRA adapter
   likewise waits for an adapter slot where the engine caps them
-  (``WorkerState.max_loras``) and they are all taken
-  (:mod:`~kvroute.routing.adapter_slots`; each open request holds its adapter's until
-  its predicted E2E has passed).
+  (``WorkerState.max_loras``) and they are all taken: until the first adapter there is
+  expected to be done, its requests still coming (:mod:`~kvroute.routing.adapter_slots`:
+  a busy period from their rate there and their predicted E2E).
 
 Learning (all from completions; errors teach nothing):
 
@@ -227,7 +227,7 @@ class Learned(RoutingPolicy):
         self.inflow = Inflow(self.forget)  # the uncached units sent to each worker lately
         self.open: dict[int, OpenRequest] = {}
         self.room = PoolRoom()  # the requests open and decoding on each worker
-        self.slots = AdapterSlots()  # the LoRA adapters open on each worker
+        self.slots = AdapterSlots(self.forget)  # the LoRA adapters open on each worker
         self.home = Home(self.forget) if self.replicas > 1 else None  # several routers
         self.ttft_errors, self.e2e_errors = PredictionErrors(), PredictionErrors()
         self.output_errors = PredictionErrors("tokens")  # expected O against reported
@@ -405,7 +405,7 @@ class Learned(RoutingPolicy):
             if view.units_per_token else 0.0, room=room[w], home_common=sent_home)
         self.room.sent(w, view.now)
         if req.adapter is not None:
-            self.slots.sent(req.rid, w, req.adapter, view.now + own[w])
+            self.slots.sent(req.rid, w, req.adapter, view.now + own[w], view.now)
         if not req.streamed:
             self.pending.add(req.rid, w, u, view.now + ttft[w])
         self.share.add(w, u, len(req))
