@@ -39,6 +39,17 @@ def test_an_adapter_in_demand_holds_its_slot_for_a_busy_period() -> None:
     assert quick.wait(0, "z", 1, now=1.0) == pytest.approx(max(0.1, math.expm1(0.1)))
 
 
+def test_the_last_free_slot_is_kept_for_an_adapter_open_nowhere() -> None:
+    """Worker 0 has 2 slots, x holds one: z (open nowhere) takes the other at once; y,
+    open on another worker, finds it kept and would wait for x."""
+    s = AdapterSlots()
+    s.sent(1, 0, "x", due=4.0, now=0.0)
+    assert s.wait(0, "z", 2, now=1.0) == 0.0
+    assert s.wait(0, "y", 2, now=1.0, elsewhere=True) == pytest.approx(4.0)
+    assert s.wait(0, "y", 1, now=1.0, elsewhere=True) == pytest.approx(4.0)  # no reserve of 0
+    assert s.wait(0, "y", 3, now=1.0, elsewhere=True) == 0.0
+
+
 def test_removing_a_worker_renumbers_the_later_ones() -> None:
     s = AdapterSlots()
     s.sent(1, 0, "x", due=5.0, now=0.0)

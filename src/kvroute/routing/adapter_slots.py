@@ -20,7 +20,11 @@ Contract (times in the router's clock):
   between the requests sent there) and its requests' mean span ``s`` (due less sent):
   ``(exp(lam s) - 1) / lam`` (``s`` where nothing arrives: short requests free a slot
   soon, a stream of long ones holds it for good). A request open counts whether it runs
-  yet or waits: what holds a slot soon is what was sent.
+  yet or waits: what holds a slot soon is what was sent. With ``elsewhere`` (the adapter
+  has requests open on another worker) a worker's last free slot counts as taken: it is
+  kept for an adapter open nowhere, which has no other place to go (without the
+  reserve, popular adapters spread into every slot and a rare one waited a busy period:
+  docs/routing-results.md, "LoRA adapters").
 * ``remove_worker(i)``: worker ``i`` left; later workers move down by one.
 
 Mechanism only: due times come from the policy's models.
@@ -69,8 +73,11 @@ class AdapterSlots:
         if not dues:
             del by_adapter[adapter]
 
-    def wait(self, worker: int, adapter: str, slots: int, now: float) -> float:
+    def wait(self, worker: int, adapter: str, slots: int, now: float,
+             elsewhere: bool = False) -> float:
         by_adapter = self._due.get(worker)
+        if elsewhere and slots > 1:
+            slots -= 1  # the last slot is kept for an adapter open nowhere
         if not by_adapter or adapter in by_adapter or len(by_adapter) < slots:
             return 0.0
         return max(0.0, min(self._span(worker, a, dues, now) for a, dues in by_adapter.items()))

@@ -110,7 +110,8 @@ model instead (below, "The reported E2E"). The terms:
   likewise waits for an adapter slot where the engine caps them
   (``WorkerState.max_loras``) and they are all taken: until the first adapter there is
   expected to be done, its requests still coming (:mod:`~kvroute.routing.adapter_slots`:
-  a busy period from their rate there and their predicted E2E).
+  a busy period from their rate there and their predicted E2E); an adapter open on
+  another worker finds a worker's last free slot taken (kept for adapters open nowhere).
 
 Learning (all from completions; errors teach nothing):
 
@@ -334,6 +335,7 @@ class Learned(RoutingPolicy):
             [0.0] * n, [0.0] * n
         decode_mean = models.decode_mean
         per_token, held, adapter = view.units_per_token, self.room.held, req.adapter
+        hot = 0 if adapter is None else sum(adapter in ws.adapters for ws in view.workers)
         # a worker that holds none of the prompt: its prefill and copy terms, computed once
         work_0 = length * k0 + length * (0.0 + length / 2.0) * k1
         copy_0 = (top if top > 0.0 else 0.0) * copy_k
@@ -364,7 +366,8 @@ class Learned(RoutingPolicy):
                     room[w] += admitted - ttft_w
                     ttft_w = admitted
             if adapter is not None and ws.max_loras:  # and for an adapter slot
-                admitted = self.slots.wait(w, adapter, ws.max_loras, now) + work + a2
+                admitted = self.slots.wait(w, adapter, ws.max_loras, now,
+                                           hot - (adapter in ws.adapters) > 0) + work + a2
                 if admitted > ttft_w:
                     room[w] += admitted - ttft_w
                     ttft_w = admitted
