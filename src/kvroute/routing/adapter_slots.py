@@ -8,9 +8,10 @@ adapter's requests there have all finished (the requests behind it go on).
 
 Contract (times in the router's clock):
 
-* ``sent(rid, worker, adapter, due)``: request ``rid`` for ``adapter`` went to
-  ``worker`` and is expected to finish at ``due``; ``done(rid)``: it closed (an unknown
-  ``rid`` is ignored).
+* ``sent(rid, worker, adapter, due, now)``: request ``rid`` for ``adapter`` went to
+  ``worker`` at ``now`` and is expected to finish at ``due``; ``done(rid)``: it closed
+  (an unknown ``rid`` is ignored). Each (worker, adapter) keeps the mean gap between its
+  requests and their mean span (``forget``'s average) for as long as the worker does.
 * ``wait(worker, adapter, slots, now)``: 0 when ``adapter`` has a request open on
   ``worker`` or fewer than ``slots`` adapters do; else the seconds from ``now`` until the
   first adapter there is expected to be done, at least 0. An adapter is done when no
