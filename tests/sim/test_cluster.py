@@ -336,3 +336,5 @@ def test_adapters_and_their_slots(monkeypatch: pytest.MonkeyPatch) -> None:
     assert all(len(v) == 1 for v in by_group.values())
     with pytest.raises(ConfigError, match="adapters"):
         SimConfig(model=LINEAR, adapters=-1)
+    with pytest.raises(ConfigError, match="approximate index"):
+        SimConfig(model=LINEAR, adapters=4, index="exact")

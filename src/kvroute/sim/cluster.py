@@ -133,6 +133,9 @@ class SimConfig:
                               f"{self.router_replicas!r}")
         if self.adapters < 0:
             raise ConfigError(f"adapters must be >= 0, got {self.adapters}")
+        if self.adapters and self.index == "exact":
+            raise ConfigError("adapters need the approximate index: the simulated engines "
+                              "keep one cache for every adapter and their events name none")
         if not 0.0 <= self.stream_share <= 1.0:
             raise ConfigError(f"stream_share must be in [0, 1], got {self.stream_share!r}")
         check_max_tokens(self.max_tokens)
