@@ -17,7 +17,7 @@ class FakeExact:
         self.prefix = held
         self.in_sync = True
 
-    def match(self, units: np.ndarray) -> int:
+    def match(self, units: np.ndarray, adapter: str | None = None) -> int:
         n = min(len(units), len(self.prefix))
         diff = np.flatnonzero(units[:n] != self.prefix[:n])
         return int(diff[0]) if len(diff) else n

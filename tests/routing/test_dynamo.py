@@ -20,7 +20,7 @@ class _OverlongIndex:
     def __init__(self, matched: list[int]) -> None:
         self._matched = np.array(matched, dtype=np.int64)
 
-    def match(self, units: np.ndarray, now: float) -> np.ndarray:
+    def match(self, units: np.ndarray, now: float, adapter: str | None = None) -> np.ndarray:
         return self._matched
 
 

@@ -181,14 +181,15 @@ class _Unrecorded:
     """Two workers hold 2000 units (say, by their engines' events) but the routing history
     has no record of either."""
 
-    def match(self, units: np.ndarray, now: float = 0.0) -> np.ndarray:
+    def match(self, units: np.ndarray, now: float = 0.0,
+              adapter: str | None = None) -> np.ndarray:
         return np.array([2000, 2000, 0])
 
     def sizes(self) -> np.ndarray:
         return np.array([2000, 2000, 0])
 
-    def match_last_sent(self, units: np.ndarray,
-                        now: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    def match_last_sent(self, units: np.ndarray, now: float = 0.0,
+                        adapter: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         return self.match(units), np.full(3, -np.inf)
 
 

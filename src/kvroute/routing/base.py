@@ -136,9 +136,7 @@ class PrefixSource(Protocol):
 
     def match(self, units: np.ndarray, now: float = 0.0,
               adapter: str | None = None) -> np.ndarray:
-        """Prefix units of ``units`` (a prompt for ``adapter``) each worker holds. A view
-        passes ``adapter`` only where a request has one: a source for base-model traffic
-        only need not take it."""
+        """Prefix units of ``units`` (a prompt for ``adapter``) each worker holds."""
 
     def sizes(self) -> np.ndarray:
         """Units each worker holds."""
@@ -245,8 +243,7 @@ class ClusterView:
         if self._index is None:
             raise RuntimeError("this policy did not declare uses_index = True")
         if req._matched is None:
-            req._matched = (self._index.match(req.units, self.now) if req.adapter is None
-                            else self._index.match(req.units, self.now, req.adapter))
+            req._matched = self._index.match(req.units, self.now, req.adapter)
         return req._matched
 
     def last_sent(self, req: RouteRequest) -> np.ndarray:
@@ -257,9 +254,8 @@ class ClusterView:
         if self._index is None:
             raise RuntimeError("this policy did not declare uses_index = True")
         if req._last_sent is None:
-            matched, req._last_sent = (
-                self._index.match_last_sent(req.units, self.now) if req.adapter is None
-                else self._index.match_last_sent(req.units, self.now, req.adapter))
+            matched, req._last_sent = self._index.match_last_sent(req.units, self.now,
+                                                                  req.adapter)
             if req._matched is None:
                 req._matched = matched
         return req._last_sent

@@ -156,7 +156,7 @@ class CacheBeliefs:
         """``out`` (the approximate matches) with each in-sync exact worker's own."""
         for w, src in enumerate(self._exact):
             if src is not None and src.in_sync:
-                held = src.match(units) if adapter is None else src.match(units, adapter)
+                held = src.match(units, adapter)
                 for prompt, of in self._sent[w].values():
                     if of == adapter:
                         held = max(held, _common(prompt, units))
