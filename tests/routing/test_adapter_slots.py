@@ -18,10 +18,10 @@ def test_a_request_waits_for_the_first_adapter_to_be_done() -> None:
     assert s.wait(0, "z", 3, now=1.0) == 0.0  # a slot is free
     assert s.wait(0, "z", 2, now=1.0) == pytest.approx(7.0)  # y first: max(6, 7)
     assert s.wait(1, "z", 1, now=1.0) == 0.0  # nothing open on worker 1
-    s.done(3)
-    s.done(3)  # twice: ignored
+    s.done(3, now=1.0)
+    s.done(3, now=1.0)  # twice: ignored
     assert s.wait(0, "z", 1, now=1.0) == pytest.approx(9.0)  # x: max(8, 9)
-    s.done(1)
+    s.done(1, now=1.0)
     assert s.wait(0, "z", 1, now=1.0) == 0.0
 
 
@@ -56,6 +56,66 @@ def test_removing_a_worker_renumbers_the_later_ones() -> None:
     s.sent(2, 2, "y", due=6.0, now=0.0)
     s.remove_worker(0)
     assert s.wait(1, "z", 1, now=0.0) == pytest.approx(6.0)
-    s.done(1)  # on the removed worker: forgotten
-    s.done(2)
+    s.done(1, now=1.0)  # on the removed worker: forgotten
+    s.done(2, now=1.0)
     assert s.wait(1, "z", 1, now=0.0) == 0.0
+
+
+def test_a_slot_held_is_priced_by_the_cold_arrivals_it_may_block() -> None:
+    """x arrives cold at 0 (worker 0, due 4: the hold before any ended is 4), y cold at 2
+    (worker 1): one gap of 2 s, so A = 4 / 2 = 2. With one slot free, Erlang B gives
+    B(0) = 1, B(1) = 2 / 3, B(2) = (4 / 3) / (2 + 4 / 3) = 0.4: a slot opened costs
+    2 (1 - 2 / 3) = 2 / 3 s a second, one extended 2 (2 / 3 - 0.4) = 0.533."""
+    s = AdapterSlots()
+    s.sent(1, 0, "x", due=4.0, now=0.0)
+    assert s.slot_rates(1) == (0.0, 0.0)  # one cold arrival: no rate yet
+    s.sent(2, 1, "y", due=6.0, now=2.0)
+    rates = s.slot_rates(1)
+    assert rates == pytest.approx((2 / 3, 2 * (2 / 3 - 0.4)))
+    assert s.price(0, "x", due=7.0, now=3.0, rates=rates, slots=1) == pytest.approx(
+        3 * rates[1])
+    assert s.price(0, "x", due=3.5, now=3.0, rates=rates, slots=1) == 0.0  # within x's due
+    assert s.price(1, "x", due=7.0, now=3.0, rates=rates, slots=1) == pytest.approx(4 * 2 / 3)
+    # none free: a slot opened waits for one (c = 1), an extended one could free the first
+    assert s.slot_rates(0) == pytest.approx((2 / 3, 2 / 3))
+    assert s.slot_rates(50)[0] < 1e-9  # slots to spare
+
+
+def test_the_cold_hold_is_learned_from_the_slots_that_freed() -> None:
+    """x's slot (opened cold at 0) frees at 5: the hold is 5, not the first span 4. A second
+    copy of x (x open elsewhere) is not a cold arrival and its hold is not counted."""
+    s = AdapterSlots()
+    s.sent(1, 0, "x", due=4.0, now=0.0)
+    s.sent(2, 1, "x", due=3.0, now=1.0)  # not cold
+    s.sent(3, 1, "y", due=6.0, now=2.0)  # cold: gap 2
+    assert s.slot_rates(1)[0] == pytest.approx(2 * (1 - 2 / 3))  # A = 4 / 2
+    s.done(2, now=2.5)
+    s.done(1, now=5.0)
+    load = 5.0 / 2.0
+    assert s.slot_rates(1)[0] == pytest.approx(load * (1 - load / (1 + load)))
+    s.sent(4, 0, "x", due=9.0, now=6.0)  # cold again: the gaps 2 and 4 average 3
+    load = 5.0 / 3.0
+    assert s.slot_rates(1)[0] == pytest.approx(load * (1 - load / (1 + load)))
+
+
+def test_adapters_past_the_slots_wait_behind_the_holders_and_price_their_extension() -> None:
+    """One slot on worker 0: x opened first and holds it, y waits behind it (two requests).
+    A new y request waits for x too (before, an adapter open there counted as running);
+    a z waits for x, not for y. Extending x's hold by 3 s delays y's two requests 3 s
+    each, beside the cold arrivals' rate."""
+    s = AdapterSlots()
+    s.sent(1, 0, "x", due=5.0, now=0.0)
+    s.sent(2, 0, "y", due=9.0, now=0.5)
+    s.sent(3, 0, "y", due=9.5, now=1.0)
+    assert s.wait(0, "x", 1, now=1.0) == 0.0
+    assert s.wait(0, "y", 1, now=1.0) == pytest.approx(5.0)
+    assert s.wait(0, "z", 1, now=1.0) == pytest.approx(5.0)
+    assert s.wait(0, "y", 2, now=1.0) == 0.0  # two slots: both run
+    rates = s.slot_rates(0)
+    assert rates[1] > 0.0
+    assert s.price(0, "x", due=8.0, now=1.0, rates=rates, slots=1) == pytest.approx(
+        3 * (rates[1] + 2))
+    assert s.price(0, "y", due=12.0, now=1.0, rates=rates, slots=1) == pytest.approx(
+        2.5 * rates[1])  # y holds nothing: nobody waits behind it
+    s.done(1, now=5.0)  # x is done: y holds the slot
+    assert s.wait(0, "y", 1, now=5.0) == 0.0

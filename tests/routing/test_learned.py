@@ -852,3 +852,36 @@ def test_the_home_band_learns_what_the_engines_found_cached_there() -> None:
     assert "home_band" not in Learned().telemetry()
     with pytest.raises(ConfigError, match="replicas"):
         Learned(replicas=0)
+
+
+def test_a_second_slot_for_an_adapter_is_priced_by_the_cold_arrivals() -> None:
+    """Two workers with two adapter slots each; x runs on worker 0 (one request of 800
+    tokens, its prefill queued). A request of 400 tokens for x is cheaper on the idle
+    worker 1, until adapters have been arriving cold (open nowhere) and holding the slots
+    they open: then a slot opened on worker 1 costs its whole span times the rate
+    ``AdapterSlots.slot_rates`` gives, and joining x on worker 0 extends x's hold there
+    by less."""
+
+    def route_second(policy: Learned) -> tuple[int, list[float]]:
+        first = RouteRequest(np.arange(4000, dtype=np.int64), rid=1, max_tokens=800,
+                             adapter="x")
+        idle = view_of([WorkerState(0, max_loras=2), WorkerState(1, max_loras=2)])
+        idle.now = 20.0
+        policy.route(first, idle)
+        view = view_of([WorkerState(0, max_loras=2, adapters={"x": 1}, in_flight=1,
+                                    prefill_units=4000), WorkerState(1, max_loras=2)])
+        view.now = 20.0
+        second = RouteRequest(np.arange(10_000, 10_200, dtype=np.int64), rid=2, max_tokens=400,
+                              adapter="x")
+        return policy.route(second, view).worker, policy.costs(second, view).cost
+
+    quiet = Learned()
+    assert route_second(quiet)[0] == 1
+    busy = Learned()
+    for k in range(6):  # cold arrivals 1 s apart, each holding its slot for 8 s
+        busy.slots.sent(100 + k, 1, f"c{k}", due=k + 8.0, now=float(k))
+    for k in range(6):
+        busy.slots.done(100 + k, now=k + 8.0)
+    assert busy.slots.slot_rates(3)[0] > 0.5
+    worker, cost = route_second(busy)
+    assert worker == 0 and cost[1] > cost[0]

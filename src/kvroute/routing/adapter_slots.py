@@ -9,23 +9,43 @@ adapter's requests there have all finished (the requests behind it go on).
 Contract (times in the router's clock):
 
 * ``sent(rid, worker, adapter, due, now)``: request ``rid`` for ``adapter`` went to
-  ``worker`` at ``now`` and is expected to finish at ``due``; ``done(rid)``: it closed
-  (an unknown ``rid`` is ignored). Each (worker, adapter) keeps the mean gap between its
-  requests and their mean span (``forget``'s average) for as long as the worker does.
-* ``wait(worker, adapter, slots, now)``: 0 when ``adapter`` has a request open on
-  ``worker`` or fewer than ``slots`` adapters do; else the seconds from ``now`` until the
-  first adapter there is expected to be done, at least 0. An adapter is done when no
-  request for it is open there, and requests for it keep coming while it runs: its
-  expected span is the longer of the latest due of its open requests and the mean busy
-  period of an M/G/infinity queue with its arrival rate there ``lam`` (from the gaps
-  between the requests sent there) and its requests' mean span ``s`` (due less sent):
-  ``(exp(lam s) - 1) / lam`` (``s`` where nothing arrives: short requests free a slot
-  soon, a stream of long ones holds it for good). A request open counts whether it runs
-  yet or waits: what holds a slot soon is what was sent. With ``elsewhere`` (the adapter
-  has requests open on another worker) a worker's last free slot counts as taken: it is
-  kept for an adapter open nowhere, which has no other place to go (without the
-  reserve, popular adapters spread into every slot and a rare one waited a busy period:
-  docs/routing-results.md, "LoRA adapters").
+  ``worker`` at ``now`` and is expected to finish at ``due``; ``done(rid, now)``: it
+  closed (an unknown ``rid`` is ignored). Each (worker, adapter) keeps the mean gap
+  between its requests and their mean span (``forget``'s average) for as long as the
+  worker does. The adapters open on a worker hold its slots in the order they opened:
+  the first ``slots`` run, the others wait (the engine's queue passes them over).
+* ``wait(worker, adapter, slots, now)``: 0 when ``adapter`` holds a slot on ``worker``
+  or, not open there, finds fewer than ``slots`` adapters open; else the seconds from
+  ``now`` until the first holder there is expected to be done, at least 0. An adapter is
+  done when no request for it is open there, and requests for it keep coming while it
+  runs: its expected span is the longer of the latest due of its open requests and the
+  mean busy period of an M/G/infinity queue with its arrival rate there ``lam`` (from
+  the gaps between the requests sent there) and its requests' mean span ``s`` (due less
+  sent): ``(exp(lam s) - 1) / lam`` (``s`` where nothing arrives: short requests free a
+  slot soon, a stream of long ones holds it for good). A request open counts whether it
+  runs yet or waits: what holds a slot soon is what was sent. With ``elsewhere`` (the
+  adapter has requests open on another worker) a worker's last free slot counts as
+  taken: it is kept for an adapter open nowhere, which has no other place to go
+  (without the reserve, popular adapters spread into every slot and a rare one waited
+  a busy period: docs/routing-results.md, "LoRA adapters").
+* ``slot_rates(free)`` and ``price(worker, adapter, due, now, rates, slots)``: what a
+  placement's hold on a slot costs others, in seconds of their wait. The placement adds
+  slot-seconds on ``worker``: ``due - now`` where its adapter is not open there (it
+  opens a slot), else what ``due`` extends the latest due of the adapter's open
+  requests there (at least 0). Each such second delays every request waiting there
+  behind the adapter's slot (a holder's only), one second each, and costs the adapters
+  that arrive *cold* (open on no worker: they need a free slot) a rate: cold arrivals
+  come at rate ``lam`` (from the gaps between them) and hold the slot they open for
+  ``H`` on average (from the holds that ended; the first opening's span before any
+  has), an Erlang loss system of offered load ``A = lam H`` whose blocking with ``c``
+  free slots is Erlang B ``B(c, A)``. One slot fewer for a second blocks ``lam (B(c - 1)
+  - B(c))`` more of them, and one that finds no slot waits about ``H`` (the next cold
+  hold to end), so the rate is ``A (B(c - 1) - B(c))``, with ``c`` the free slots
+  counting the one at stake: ``max(free, 1)`` for a slot opened, ``free + 1`` for one
+  extended; ``slot_rates(free)`` gives both, once per decision, zero before the second
+  cold arrival. Without the price, `learned` sent a popular adapter's requests wherever
+  they would be served soonest, and its copies took the slots rare adapters then waited
+  for (docs/routing-results.md, "LoRA adapters").
 * ``remove_worker(i)``: worker ``i`` left; later workers move down by one.
 
 Mechanism only: due times come from the policy's models.
@@ -48,22 +68,49 @@ class AdapterSlots:
         self._due: dict[int, dict[str, dict[int, float]]] = {}  # w -> adapter -> rid -> due
         # (worker, adapter) -> [last sent, mean gap, mean span, samples]
         self._flow: dict[tuple[int, str], list[float]] = {}
+        self._where: dict[str, int] = {}  # adapter -> the workers it is open on
+        self._opened: dict[tuple[int, str], float] = {}  # a slot opened cold -> when
+        self._cold = [math.nan, math.inf, 0.0]  # last cold arrival, mean gap, gaps seen
+        self._hold = [0.0, 0.0]  # mean hold of a slot opened cold, holds seen
+
+    def _average(self, acc: list[float], i: int, x: float, n: float) -> None:
+        """``acc[i]`` becomes the average of its ``n`` samples with ``x`` the last."""
+        k = max(1.0 - self.forget, 1.0 / n)
+        acc[i] += k * (x - acc[i])
 
     def sent(self, rid: int, worker: int, adapter: str, due: float, now: float) -> None:
         self._open[rid] = (worker, adapter)
-        self._due.setdefault(worker, {}).setdefault(adapter, {})[rid] = due
+        by_adapter = self._due.setdefault(worker, {})
+        if adapter not in by_adapter:  # it opens a slot
+            where = self._where.get(adapter, 0)
+            if not where:  # a cold arrival
+                cold = self._cold
+                if cold[0] == cold[0]:  # not the first
+                    cold[2] += 1.0
+                    if cold[1] == math.inf:
+                        cold[1] = now - cold[0]
+                    else:
+                        self._average(cold, 1, now - cold[0], cold[2])
+                cold[0] = now
+                self._opened[(worker, adapter)] = now
+                if not self._hold[1]:
+                    self._hold[0] = due - now
+            self._where[adapter] = where + 1
+        by_adapter.setdefault(adapter, {})[rid] = due
         flow = self._flow.get((worker, adapter))
         if flow is None:
             self._flow[(worker, adapter)] = [now, math.inf, due - now, 1.0]
             return
         n = flow[3] + 1.0
-        k = max(1.0 - self.forget, 1.0 / n)
         gap = now - flow[0]
-        flow[1] = gap if flow[1] == math.inf else flow[1] + k * (gap - flow[1])
-        flow[2] += k * (due - now - flow[2])
+        if flow[1] == math.inf:
+            flow[1] = gap
+        else:
+            self._average(flow, 1, gap, n)
+        self._average(flow, 2, due - now, n)
         flow[0], flow[3] = now, n
 
-    def done(self, rid: int) -> None:
+    def done(self, rid: int, now: float) -> None:
         where = self._open.pop(rid, None)
         if where is None:
             return
@@ -71,17 +118,56 @@ class AdapterSlots:
         by_adapter = self._due[worker]
         dues = by_adapter[adapter]
         del dues[rid]
-        if not dues:
+        if not dues:  # its slot frees
             del by_adapter[adapter]
+            self._where[adapter] -= 1
+            opened = self._opened.pop(where, None)
+            if opened is not None:
+                hold = self._hold
+                hold[1] += 1.0
+                self._average(hold, 0, now - opened, hold[1])
 
     def wait(self, worker: int, adapter: str, slots: int, now: float,
              elsewhere: bool = False) -> float:
         by_adapter = self._due.get(worker)
-        if elsewhere and slots > 1:
-            slots -= 1  # the last slot is kept for an adapter open nowhere
-        if not by_adapter or adapter in by_adapter or len(by_adapter) < slots:
+        if not by_adapter:
             return 0.0
-        return max(0.0, min(self._span(worker, a, dues, now) for a, dues in by_adapter.items()))
+        holders = list(by_adapter)[:slots]  # the first opened run, the others wait
+        if adapter in holders:
+            return 0.0
+        # the last slot is kept for an adapter open nowhere
+        if adapter not in by_adapter and len(by_adapter) < slots - (elsewhere and slots > 1):
+            return 0.0
+        return max(0.0, min(self._span(worker, a, by_adapter[a], now) for a in holders))
+
+    def slot_rates(self, free: int) -> tuple[float, float]:
+        """Seconds of cold arrivals' wait per slot-second: (a slot opened, one extended)."""
+        gap, hold = self._cold[1], self._hold[0]
+        if gap == math.inf or gap <= 0.0 or hold <= 0.0:
+            return 0.0, 0.0
+        load = hold / gap
+        c = free if free > 1 else 1
+        b = [1.0]  # Erlang B by recursion: B(k) = A B(k - 1) / (k + A B(k - 1))
+        for k in range(1, max(c, free + 1) + 1):
+            b.append(load * b[-1] / (k + load * b[-1]))
+        return load * (b[c - 1] - b[c]), load * (b[free] - b[free + 1])
+
+    def price(self, worker: int, adapter: str, due: float, now: float,
+              rates: tuple[float, float], slots: int) -> float:
+        """Seconds of others' wait the slot-seconds of this placement cost."""
+        by_adapter = self._due.get(worker, {})
+        dues = by_adapter.get(adapter)
+        if not dues:
+            return (due - now) * rates[0] if due > now else 0.0
+        extra = due - max(dues.values())
+        if extra <= 0.0:
+            return 0.0
+        behind = 0.0  # the requests of adapters waiting for a slot there (a holder's only)
+        if len(by_adapter) > slots:
+            names = list(by_adapter)
+            if adapter in names[:slots]:
+                behind = float(sum(len(by_adapter[a]) for a in names[slots:]))
+        return extra * (rates[1] + behind)
 
     def _span(self, worker: int, adapter: str, dues: dict[int, float], now: float) -> float:
         """How long ``adapter`` is expected to hold its slot on ``worker`` from ``now``."""
@@ -99,3 +185,9 @@ class AdapterSlots:
                       if w != index}
         self._open = {rid: (w - 1 if w > index else w, a)
                       for rid, (w, a) in self._open.items() if w != index}
+        self._opened = {(w - 1 if w > index else w, a): t
+                        for (w, a), t in self._opened.items() if w != index}
+        self._where = {}
+        for by_adapter in self._due.values():
+            for a in by_adapter:
+                self._where[a] = self._where.get(a, 0) + 1

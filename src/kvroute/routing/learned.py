@@ -43,6 +43,7 @@ For a request of ``L`` prompt units and ``O`` output tokens (``max_tokens``, or 
     cost_w = (1 + ttft_weight) * TTFT_w + dec_w + lam_w * work_w
              + copy_weight * scarce * (1 + lam_w) * copy_w
              + balance_weight * excess_w * a0 * u_w / 1000
+             + slot_w                            (LoRA adapters on capped engines only)
     scarce = 1 while every allowed worker has prefill queued (ahead > 0), else 1 - r_old
 
 and the request goes to ``argmin cost`` (ties: the smallest prefix index, so new prefixes
@@ -112,6 +113,11 @@ model instead (below, "The reported E2E"). The terms:
   expected to be done, its requests still coming (:mod:`~kvroute.routing.adapter_slots`:
   a busy period from their rate there and their predicted E2E); an adapter open on
   another worker finds a worker's last free slot taken (kept for adapters open nowhere).
+  ``slot_w`` prices the slot it holds there for the others, in seconds of their wait,
+  like the stall term: the slot-seconds it adds (its predicted E2E where it opens a slot,
+  else how much it extends its adapter's hold there) times the requests waiting there
+  behind that slot plus the wait it costs the adapters arriving open nowhere (an Erlang
+  loss model of their rate and holds; the module has the mechanism).
 
 Learning (all from completions; errors teach nothing):
 
@@ -335,7 +341,12 @@ class Learned(RoutingPolicy):
             [0.0] * n, [0.0] * n
         decode_mean = models.decode_mean
         per_token, held, adapter = view.units_per_token, self.room.held, req.adapter
-        hot = 0 if adapter is None else sum(adapter in ws.adapters for ws in view.workers)
+        hot, per_slot = 0, (0.0, 0.0)
+        if adapter is not None:
+            hot = sum(adapter in ws.adapters for ws in workers)
+            if all(ws.max_loras for ws in workers):  # an uncapped worker: slots enough
+                per_slot = self.slots.slot_rates(sum(max(ws.max_loras - len(ws.adapters), 0)
+                                                  for ws in workers))
         # a worker that holds none of the prompt: its prefill and copy terms, computed once
         work_0 = length * k0 + length * (0.0 + length / 2.0) * k1
         copy_0 = (top if top > 0.0 else 0.0) * copy_k
@@ -377,6 +388,9 @@ class Learned(RoutingPolicy):
             own_w = own[w] = ttft_w + dec * s_w
             cost[w] = (own_w + ttft_w * tw + (flight * 1.5 + lam_0) * (work + copy) + copy
                        + bal_k * (inflow_w * n / total - 1.0) * u)
+            if adapter is not None and ws.max_loras:  # the adapter slot it holds
+                cost[w] += self.slots.price(w, adapter, now + own_w, now, per_slot,
+                                            ws.max_loras)
         return Costs(cost, own, ttft, unc, ahead, room, ctx, seen, age, out, fingerprint)
 
     def route(self, req: RouteRequest, view: ClusterView) -> Decision:
@@ -428,7 +442,7 @@ class Learned(RoutingPolicy):
         w = rec.worker
         self.pending.done(fb.rid)
         self.room.done(fb.rid)
-        self.slots.done(fb.rid)
+        self.slots.done(fb.rid, fb.now)
         self.room.closed(w, rec.sent)
         self.share.remove(w, rec.uncached, rec.units)
         if not fb.ok or fb.e2e_s is None:
