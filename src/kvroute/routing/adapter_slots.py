@@ -149,7 +149,11 @@ class AdapterSlots:
         c = free if free > 1 else 1
         b = [1.0]  # Erlang B by recursion: B(k) = A B(k - 1) / (k + A B(k - 1))
         for k in range(1, max(c, free + 1) + 1):
-            b.append(load * b[-1] / (k + load * b[-1]))
+            nxt = load * b[-1] / (k + load * b[-1])
+            if nxt < 1e-12:  # no blocking to speak of from here on (many free slots)
+                break
+            b.append(nxt)
+        b += [0.0] * (free + 2 - len(b))
         return load * (b[c - 1] - b[c]), load * (b[free] - b[free + 1])
 
     def price(self, worker: int, adapter: str, due: float, now: float,
