@@ -856,7 +856,7 @@ def test_the_home_band_learns_what_the_engines_found_cached_there() -> None:
 
 def test_a_second_slot_for_an_adapter_is_priced_by_the_cold_arrivals() -> None:
     """Two workers with two adapter slots each; x runs on worker 0 (one request of 800
-    tokens, its prefill queued). A request of 400 tokens for x is cheaper on the idle
+    output tokens, its prefill queued). A request of 400 for x is cheaper on the idle
     worker 1, until adapters have been arriving cold (open nowhere) and holding the slots
     they open: then a slot opened on worker 1 costs its whole span times the rate
     ``AdapterSlots.slot_rates`` gives, and joining x on worker 0 extends x's hold there
@@ -873,7 +873,8 @@ def test_a_second_slot_for_an_adapter_is_priced_by_the_cold_arrivals() -> None:
         view.now = 20.0
         second = RouteRequest(np.arange(10_000, 10_200, dtype=np.int64), rid=2, max_tokens=400,
                               adapter="x")
-        return policy.route(second, view).worker, policy.costs(second, view).cost
+        cost = policy.costs(second, view).cost
+        return policy.route(second, view).worker, cost
 
     quiet = Learned()
     assert route_second(quiet)[0] == 1
