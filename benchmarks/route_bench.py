@@ -16,10 +16,14 @@ for clients that do not stream: ``learned`` then learns from each completion's E
 (``LatencyModels.completions_only``), the others stay on their priors. No cached tokens are
 reported either way, unless ``--pool``: then every worker reports a KV pool of 200,000
 tokens, half in use, and every completion 4,096 cached tokens (as the simulator's engines
-do), so ``learned`` checks each worker for a wait for room in its pool.
+do), so ``learned`` checks each worker for a wait for room in its pool. With
+``--adapters N`` each request is for one of N LoRA adapters in turn, every worker reports
+a cap of ``--max-loras`` (2) adapters at once, and each request completes only after as
+many later decisions as there are workers (about one open per worker), so ``learned``
+prices adapter slots some of which are taken.
 
     python benchmarks/route_bench.py [--requests 400] [--workers 4,16,64] [--ttft] [--pool]
-        [--policies a,b,...] [--repeats 3]
+        [--adapters N [--max-loras M]] [--policies a,b,...] [--repeats 3]
 
 The machine's noise moves single runs by 10% and more, and its slow spells (seconds to
 minutes) by 30-70%: the whole table is measured ``--repeats`` times (3), one round after
@@ -31,10 +35,11 @@ from __future__ import annotations
 import argparse
 import gc
 import time
+from collections import deque
 
 import numpy as np
 
-from kvroute.routing import Router, RouteRequest, make_router_policy, routing_names
+from kvroute.routing import Decision, Router, RouteRequest, make_router_policy, routing_names
 
 
 def prompts(n: int, rng: np.random.Generator, groups: int = 64) -> list[np.ndarray]:
@@ -44,27 +49,41 @@ def prompts(n: int, rng: np.random.Generator, groups: int = 64) -> list[np.ndarr
 
 
 def bench(policy: str, workers: int, warm: list[np.ndarray], timed: list[np.ndarray],
-          ttft: bool = False, pool: bool = False) -> float:
+          ttft: bool = False, pool: bool = False, adapters: int = 0,
+          max_loras: int = 2) -> float:
     gc.collect()  # the earlier cells' routers (their trees hold cycles) are not timed here
     router = Router(make_router_policy(policy, seed=1), workers)
-    if pool:
+    if pool or adapters:
         for w in range(workers):
-            router.report_load(w, running=0, waiting=0, kv_usage=0.5, kv_capacity=200_000)
+            router.report_load(w, running=0, waiting=0, kv_usage=0.5 if pool else 0.0,
+                               kv_capacity=200_000 if pool else 0,
+                               max_loras=max_loras if adapters else 0)
     cached = 4096 if pool else None
-    now = 0.0
-    for p in warm:
+    lag = workers if adapters else 0  # decisions before a request completes
+    open_: deque[Decision] = deque()
+    now, i = 0.0, 0
+
+    def decide(p: np.ndarray) -> None:
+        nonlocal now, i
         now += 0.01
-        d = router.route(RouteRequest(p, max_tokens=4), now)
+        i += 1
+        d = router.route(RouteRequest(p, max_tokens=4,
+                                      adapter=f"lora{i % adapters}" if adapters else None),
+                         now)
         if ttft:
             router.first_token(d, now + 0.0005)
-        router.complete(d, now + 0.001, cached_tokens=cached)
+        if not lag:
+            router.complete(d, now + 0.001, cached_tokens=cached)
+            return
+        open_.append(d)
+        if len(open_) > lag:
+            router.complete(open_.popleft(), now + 0.001, cached_tokens=cached)
+
+    for p in warm:
+        decide(p)
     start = time.perf_counter()
     for p in timed:
-        now += 0.01
-        d = router.route(RouteRequest(p, max_tokens=4), now)
-        if ttft:
-            router.first_token(d, now + 0.0005)
-        router.complete(d, now + 0.001, cached_tokens=cached)
+        decide(p)
     return (time.perf_counter() - start) / len(timed) * 1e6
 
 
@@ -75,12 +94,18 @@ def main() -> None:
     ap.add_argument("--ttft", action="store_true", help="a first token for every request")
     ap.add_argument("--pool", action="store_true",
                     help="workers report a KV pool, completions cached tokens")
+    ap.add_argument("--adapters", type=int, default=0,
+                    help="requests for N LoRA adapters in turn, on capped workers")
+    ap.add_argument("--max-loras", type=int, default=2,
+                    help="with --adapters: each worker's cap on adapters at once (2)")
     ap.add_argument("--policies", default="", help="comma-separated (default: all)")
     ap.add_argument("--repeats", type=int, default=3,
                     help="measure the table N times, show each cell's best (default 3)")
     args = ap.parse_args()
     if args.repeats < 1:
         ap.error(f"--repeats must be >= 1, got {args.repeats}")
+    if args.adapters < 0 or args.max_loras < 1:
+        ap.error("--adapters must be >= 0 and --max-loras >= 1")
     sizes = [int(w) for w in args.workers.split(",")]
     rng = np.random.default_rng(0)
     warm, timed = prompts(512, rng), prompts(args.requests, rng)
@@ -93,7 +118,8 @@ def main() -> None:
             print(f"round {r + 1} of {args.repeats}...", flush=True)
         for name in names:
             for w in sizes:
-                runs[name, w].append(bench(name, w, warm, timed, args.ttft, args.pool))
+                runs[name, w].append(bench(name, w, warm, timed, args.ttft, args.pool,
+                                           args.adapters, args.max_loras))
     measured = {cell: min(us) for cell, us in runs.items()}
     rounds = f", best of {args.repeats} rounds" if args.repeats > 1 else ""
     print(f"us per routing decision (8,192-token prompts, {args.requests} decisions{rounds})")

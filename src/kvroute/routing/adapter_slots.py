@@ -72,6 +72,7 @@ class AdapterSlots:
         self._opened: dict[tuple[int, str], float] = {}  # a slot opened cold -> when
         self._cold = [math.nan, math.inf, 0.0]  # last cold arrival, mean gap, gaps seen
         self._hold = [0.0, 0.0]  # mean hold of a slot opened cold, holds seen
+        self._blocking: tuple[float, list[float]] = (math.nan, [])  # load, Erlang B by k
 
     def _average(self, acc: list[float], i: int, x: float, n: float) -> None:
         """``acc[i]`` becomes the average of its ``n`` samples with ``x`` the last."""
@@ -132,7 +133,8 @@ class AdapterSlots:
         by_adapter = self._due.get(worker)
         if not by_adapter:
             return 0.0
-        holders = list(by_adapter)[:slots]  # the first opened run, the others wait
+        # the first opened run, the others wait
+        holders = by_adapter if len(by_adapter) <= slots else list(by_adapter)[:slots]
         if adapter in holders:
             return 0.0
         # the last slot is kept for an adapter open nowhere
@@ -147,21 +149,27 @@ class AdapterSlots:
             return 0.0, 0.0
         load = hold / gap
         c = free if free > 1 else 1
-        b = [1.0]  # Erlang B by recursion: B(k) = A B(k - 1) / (k + A B(k - 1))
-        for k in range(1, max(c, free + 1) + 1):
-            nxt = load * b[-1] / (k + load * b[-1])
-            if nxt < 1e-12:  # no blocking to speak of from here on (many free slots)
-                break
-            b.append(nxt)
-        b += [0.0] * (free + 2 - len(b))
+        b = self._erlang(load, free + 1)
         return load * (b[c - 1] - b[c]), load * (b[free] - b[free + 1])
+
+    def _erlang(self, load: float, top: int) -> list[float]:
+        """Erlang B ``B(k, load)`` for k = 0 .. ``top`` at least, by the recursion ``B(k) = A
+        B(k - 1) / (k + A B(k - 1))``; kept while ``load`` stays (it moves only with a cold
+        arrival or the end of a cold hold) and 0 once under 1e-12 (blocking nil)."""
+        if self._blocking[0] != load:
+            self._blocking = (load, [1.0])
+        b = self._blocking[1]
+        while len(b) <= top:
+            last = b[-1]
+            b.append(load * last / (len(b) + load * last) if last >= 1e-12 else 0.0)
+        return b
 
     def price(self, worker: int, adapter: str, due: float, now: float,
               rates: tuple[float, float], slots: int) -> float:
         """Seconds of others' wait the slot-seconds of this placement cost."""
-        by_adapter = self._due.get(worker, {})
-        dues = by_adapter.get(adapter)
-        if not dues:
+        by_adapter = self._due.get(worker)
+        dues = by_adapter.get(adapter) if by_adapter is not None else None
+        if by_adapter is None or not dues:
             return (due - now) * rates[0] if due > now else 0.0
         extra = due - max(dues.values())
         if extra <= 0.0:

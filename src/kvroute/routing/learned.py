@@ -343,10 +343,15 @@ class Learned(RoutingPolicy):
         per_token, held, adapter = view.units_per_token, self.room.held, req.adapter
         hot, per_slot = 0, (0.0, 0.0)
         if adapter is not None:
-            hot = sum(adapter in ws.adapters for ws in workers)
-            if all(ws.max_loras for ws in workers):  # an uncapped worker: slots enough
-                per_slot = self.slots.slot_rates(sum(max(ws.max_loras - len(ws.adapters), 0)
-                                                  for ws in workers))
+            free, capped = 0, True  # the adapter slots free in the cluster
+            for ws in workers:
+                hot += adapter in ws.adapters
+                if not ws.max_loras:
+                    capped = False  # an uncapped worker: slots enough
+                elif ws.max_loras > len(ws.adapters):
+                    free += ws.max_loras - len(ws.adapters)
+            if capped:
+                per_slot = self.slots.slot_rates(free)
         # a worker that holds none of the prompt: its prefill and copy terms, computed once
         work_0 = length * k0 + length * (0.0 + length / 2.0) * k1
         copy_0 = (top if top > 0.0 else 0.0) * copy_k
