@@ -151,7 +151,8 @@ def add_parser(sub: Any) -> None:
                    help="the engines run at most N LoRA adapters at once, where their "
                         "/metrics does not say (SGLang's --max-loras-per-batch; vLLM reports "
                         "its --max-loras): learned routes an adapter's request away from a "
-                        "worker whose adapter slots are all taken")
+                        "worker whose adapter slots are all taken, and prices the slot "
+                        "each request holds by the wait it costs the others")
     s.add_argument("--policy", default=DEFAULT_ROUTING,
                    help=f"routing policy, from: {', '.join(ROUTING.names(**ONLINE_ROUTING))}")
     add_arg_flags(s, eviction=False)
