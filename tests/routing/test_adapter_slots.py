@@ -119,3 +119,30 @@ def test_adapters_past_the_slots_wait_behind_the_holders_and_price_their_extensi
         2.5 * rates[1])  # y holds nothing: nobody waits behind it
     s.done(1, now=5.0)  # x is done: y holds the slot
     assert s.wait(0, "y", 1, now=5.0) == 0.0
+
+
+
+def test_an_adapter_waits_in_one_place_and_a_copy_is_expected_to_drain() -> None:
+    """One slot per worker. x holds worker 0 and worker 1 (where it streams: a busy
+    period), y holds worker 2. z would wait on worker 1 only until x's open requests there
+    are due (x's next ones can go to worker 0, where nothing waits), on worker 2 y's span.
+    Once z queues on worker 1, its next request is closed out of every other full worker
+    (it waits in one place), not out of one with a free slot; x, open on worker 0, may
+    still join its copy on worker 1."""
+    s = AdapterSlots()
+    s.sent(1, 0, "x", due=10.0, now=0.0)
+    s.sent(2, 1, "x", due=6.0, now=0.0)
+    s.sent(3, 1, "x", due=7.0, now=1.0)
+    s.sent(4, 2, "y", due=9.0, now=0.0)
+    assert s.wait(1, "z", 1, now=2.0) == pytest.approx(5.0)  # 7 - 2, not e^6 - 1
+    assert s.wait(2, "z", 1, now=2.0) == pytest.approx(9.0)  # y's span
+    assert not s.closed(2, "z", 1)  # z is open nowhere yet
+    s.sent(5, 1, "z", due=12.0, now=2.0)
+    assert s.closed(0, "z", 1) and s.closed(2, "z", 1)
+    assert not s.closed(1, "z", 1) and not s.closed(3, "z", 1)  # its queue; an idle worker
+    assert not s.closed(2, "z", 2)  # a free slot there
+    assert not s.closed(1, "x", 1) and not s.closed(0, "x", 1)
+    # w queues behind x on worker 0 too: x has no copy where nothing waits, so a v waits
+    # there for x's expected span (10), not only for its open request (due in 8)
+    s.sent(6, 0, "w", due=20.0, now=2.0)
+    assert s.wait(0, "v", 1, now=2.0) == pytest.approx(10.0)

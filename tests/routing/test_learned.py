@@ -886,3 +886,34 @@ def test_a_second_slot_for_an_adapter_is_priced_by_the_cold_arrivals() -> None:
     assert busy.slots.slot_rates(3)[0] > 0.5
     worker, cost = route_second(busy)
     assert worker == 0 and cost[1] > cost[0]
+
+
+
+def test_an_adapter_queued_on_one_worker_waits_there() -> None:
+    """One adapter slot per worker: x holds worker 0 (one long request), y holds worker 1
+    (a short one) and z queues on worker 0 behind x. A new z request would wait less on
+    worker 1, but it is closed there (z waits in one place); where worker 0 may not be
+    used, worker 1 stays open."""
+
+    def policy_with(queued: bool) -> Learned:
+        policy = Learned()
+        policy.slots.sent(100, 0, "x", due=60.0, now=0.0)
+        policy.slots.sent(101, 1, "y", due=3.0, now=0.0)
+        if queued:
+            policy.slots.sent(102, 0, "z", due=70.0, now=1.0)
+        return policy
+
+    def view(allowed: list[bool] | None = None) -> ClusterView:
+        v = view_of([WorkerState(0, max_loras=1, adapters={"x": 1, "z": 1}, in_flight=2),
+                     WorkerState(1, max_loras=1, adapters={"y": 1}, in_flight=1)])
+        v.allow(allowed)
+        v.now = 2.0
+        return v
+
+    req = RouteRequest(np.arange(3000, dtype=np.int64), rid=1, max_tokens=100, adapter="z")
+    assert policy_with(False).route(req, view()).worker == 1  # y is done sooner than x
+    queued = policy_with(True)
+    costs = queued.costs(req, view())
+    assert costs.room[1] < costs.room[0] and costs.cost[1] == float("inf")
+    assert queued.route(req, view()).worker == 0
+    assert policy_with(True).route(req, view([False, True])).worker == 1

@@ -23,11 +23,19 @@ Contract (times in the router's clock):
   the gaps between the requests sent there) and its requests' mean span ``s`` (due less
   sent): ``(exp(lam s) - 1) / lam`` (``s`` where nothing arrives: short requests free a
   slot soon, a stream of long ones holds it for good). A request open counts whether it
-  runs yet or waits: what holds a slot soon is what was sent. With ``elsewhere`` (the
-  adapter has requests open on another worker) a worker's last free slot counts as
-  taken: it is kept for an adapter open nowhere, which has no other place to go
-  (without the reserve, popular adapters spread into every slot and a rare one waited
-  a busy period: docs/routing-results.md, "LoRA adapters").
+  runs yet or waits: what holds a slot soon is what was sent. A holder that also holds a
+  slot on another worker where nothing waits is expected to be done when its open
+  requests there are due, without a busy period: its next requests can go to that copy
+  (the price below charges it for those waiting behind it), so its slot here drains.
+  With ``elsewhere`` (the adapter has requests open on another worker) a worker's last
+  free slot counts as taken: it is kept for an adapter open nowhere, which has no other
+  place to go (without the reserve, popular adapters spread into every slot and a rare
+  one waited a busy period: docs/routing-results.md, "LoRA adapters").
+* ``closed(worker, adapter, slots)``: True where ``adapter``'s request would queue for a
+  slot on ``worker`` (every slot taken, none its own) while the adapter is open on
+  another worker: an adapter waits in one place, and runs in one slot when its turn
+  comes (spread over several queues, each copy later takes a slot and a span of its
+  own, and a conversation's turns leave its cache).
 * ``slot_rates(free)`` and ``price(worker, adapter, due, now, rates, slots)``: what a
   placement's hold on a slot costs others, in seconds of their wait. The placement adds
   slot-seconds on ``worker``: ``due - now`` where its adapter is not open there (it
@@ -140,7 +148,24 @@ class AdapterSlots:
         # the last slot is kept for an adapter open nowhere
         if adapter not in by_adapter and len(by_adapter) < slots - (elsewhere and slots > 1):
             return 0.0
-        return max(0.0, min(self._span(worker, a, by_adapter[a], now) for a in holders))
+        return max(0.0, min(self._span(worker, a, by_adapter[a], now, slots) for a in holders))
+
+    def closed(self, worker: int, adapter: str, slots: int) -> bool:
+        """Whether ``adapter``'s next request should not go to ``worker``: it would queue
+        there for a slot (every slot taken, none its own) while it is open on another
+        worker. An adapter waits in one place and runs in one slot when its turn comes;
+        spread over several queues, each of its copies takes a slot and a span of its own
+        (docs/routing-results.md, "LoRA adapters")."""
+        by_adapter = self._due.get(worker)
+        return (by_adapter is not None and len(by_adapter) >= slots
+                and adapter not in by_adapter and self._where.get(adapter, 0) > 0)
+
+    def _copy(self, worker: int, adapter: str, slots: int) -> bool:
+        """Whether ``adapter`` holds a slot on another worker where nothing waits."""
+        if self._where.get(adapter, 0) < 2:
+            return False
+        return any(w != worker and adapter in by_adapter and len(by_adapter) <= slots
+                   for w, by_adapter in self._due.items())
 
     def slot_rates(self, free: int) -> tuple[float, float]:
         """Seconds of cold arrivals' wait per slot-second: (a slot opened, one extended)."""
@@ -181,9 +206,12 @@ class AdapterSlots:
                 behind = float(sum(len(by_adapter[a]) for a in names[slots:]))
         return extra * (rates[1] + behind)
 
-    def _span(self, worker: int, adapter: str, dues: dict[int, float], now: float) -> float:
+    def _span(self, worker: int, adapter: str, dues: dict[int, float], now: float,
+              slots: int) -> float:
         """How long ``adapter`` is expected to hold its slot on ``worker`` from ``now``."""
         latest = max(dues.values()) - now
+        if self._copy(worker, adapter, slots):  # its requests can go to the copy
+            return latest
         _, gap, span, _ = self._flow[(worker, adapter)]
         if gap == math.inf or gap <= 0.0:
             return max(latest, span)

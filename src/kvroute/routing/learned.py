@@ -111,8 +111,11 @@ model instead (below, "The reported E2E"). The terms:
   likewise waits for an adapter slot where the engine caps them
   (``WorkerState.max_loras``) and they are all taken: until the first adapter there is
   expected to be done, its requests still coming (:mod:`~kvroute.routing.adapter_slots`:
-  a busy period from their rate there and their predicted E2E); an adapter open on
-  another worker finds a worker's last free slot taken (kept for adapters open nowhere).
+  a busy period from their rate there and their predicted E2E, or, for an adapter that
+  holds a slot on another worker where nothing waits, its open requests' latest due: it
+  can drain); an adapter open on another worker finds a worker's last free slot taken
+  (kept for adapters open nowhere), and a worker where it would queue for a slot is
+  closed to it (cost infinite) while it is open elsewhere, unless every allowed worker is.
   ``slot_w`` prices the slot it holds there for the others, in seconds of their wait,
   like the stall term: the slot-seconds it adds (its predicted E2E where it opens a slot,
   else how much it extends its adapter's hold there) times the requests waiting there
@@ -188,6 +191,8 @@ with ``replicas`` > 1, ``home_band`` and the homes taken (``home_sent``).
 """
 
 from __future__ import annotations
+
+import math
 
 from kvroute.params import integer, number
 from kvroute.routing.adapter_slots import AdapterSlots
@@ -342,6 +347,7 @@ class Learned(RoutingPolicy):
         decode_mean = models.decode_mean
         per_token, held, adapter = view.units_per_token, self.room.held, req.adapter
         hot, per_slot = 0, (0.0, 0.0)
+        closed: list[int] = []  # workers where the adapter would queue a second time
         if adapter is not None:
             free, capped = 0, True  # the adapter slots free in the cluster
             for ws in workers:
@@ -396,6 +402,11 @@ class Learned(RoutingPolicy):
             if adapter is not None and ws.max_loras:  # the adapter slot it holds
                 cost[w] += self.slots.price(w, adapter, now + own_w, now, per_slot,
                                             ws.max_loras)
+                if self.slots.closed(w, adapter, ws.max_loras):
+                    closed.append(w)
+        if closed and not set(allowed) <= set(closed):  # it waits where it is open
+            for w in closed:
+                cost[w] = math.inf
         return Costs(cost, own, ttft, unc, ahead, room, ctx, seen, age, out, fingerprint)
 
     def route(self, req: RouteRequest, view: ClusterView) -> Decision:

@@ -242,6 +242,9 @@ def simulate(workload: Workload, config: SimConfig | None = None, *, ceilings: b
     def on_step(worker: SimWorker) -> None:
         usage = worker.used_tokens / worker.capacity
         load.extend((loop.now, worker.index, len(worker.waiting), worker.running, usage))
+        report(worker)
+
+    def report(worker: SimWorker) -> None:
         for router in routers:
             router.report_load(worker.index, running=worker.running,
                                waiting=len(worker.waiting),
@@ -286,6 +289,8 @@ def simulate(workload: Workload, config: SimConfig | None = None, *, ceilings: b
         w.debug = cfg.debug
     routers = [Router(cfg.routing_policy(r), cfg.workers, probes=workers)
                for r in range(cfg.router_replicas)]
+    for w in workers:  # what a live router's first scrape reads, before any request
+        report(w)
     owner: dict[int, int] = {}  # rid -> the replica that routed it
     turns = itertools.count()
     if cfg.index == "exact":
