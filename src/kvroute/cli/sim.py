@@ -108,6 +108,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
     for i in indexes or [args.index]:
         if i not in ("approx", "exact"):
             raise ConfigError(f"--index takes approx, exact or both, got {i!r}")
+        replace(base, index=i)  # checks the combination before any work
     workload, rate = build_workload(args, model=model, workers=base.speed_sum,
                                     chunk_size=args.chunk_size, pool=args.capacity,
                                     concurrency=args.concurrency)
