@@ -162,3 +162,12 @@ def test_an_empty_output_path_is_named_as_such(capsys):
     """`--json ''` said ':  is a directory'."""
     assert main([*SMALL_SIM, "--json", ""]) == 2
     _one_line_error(capsys, "--json: an empty path; give a file name")
+
+
+def test_adapters_with_the_exact_index_are_refused_before_any_work(capsys):
+    """The combination is checked before the workload is built (before, sim printed the
+    arrivals line first)."""
+    assert main([*SMALL_SIM, "--adapters", "2", "--index", "exact"]) == 2
+    out = capsys.readouterr()
+    assert "arrivals" not in out.out
+    assert out.err.startswith("kvroute: error: ") and "approximate index" in out.err
