@@ -161,7 +161,8 @@ class AdapterSlots:
                 and adapter not in by_adapter and self._where.get(adapter, 0) > 0)
 
     def _copy(self, worker: int, adapter: str, slots: int) -> bool:
-        """Whether ``adapter`` holds a slot on another worker where nothing waits."""
+        """Whether ``adapter`` holds a slot on another worker where nothing waits (each
+        worker's cap taken as ``slots``: the engines of one deployment share theirs)."""
         if self._where.get(adapter, 0) < 2:
             return False
         return any(w != worker and adapter in by_adapter and len(by_adapter) <= slots
