@@ -14,9 +14,10 @@ LooGLE with 16 adapters and 4 slots (seeds 1-3 with traces 1-3, else 4-6).
 
 Each cell is a ``kvroute compare`` run (about a minute for the others, a few seconds for
 `learned`), kept under ``--cache`` (default: a folder in the system's temporary folder)
-by its arguments, so a second call with another ``--src`` (a worktree of a variant of
-`learned`) reruns only `learned`. A cache holds results of the code that made them: clear it
-after changing a policy other than the one given by ``--src``.
+by its arguments and a digest of the Python sources it ran, so a second call with
+another ``--src`` (a copy of the sources with a variant of `learned`) reruns only
+`learned`, and a change to this checkout's sources (the simulator, another policy) reruns
+everything.
 """
 
 from __future__ import annotations
@@ -39,9 +40,24 @@ def geo(values: list[float]) -> float:
     return math.exp(sum(map(math.log, values)) / len(values))
 
 
+def source_digest(src: str) -> str:
+    """A digest of the Python sources under ``src``: a cached run is reused only for the
+    code that made it."""
+    h = hashlib.sha1()
+    for root, dirs, files in os.walk(src):
+        dirs.sort()
+        for name in sorted(files):
+            if name.endswith(".py"):
+                path = os.path.join(root, name)
+                h.update(os.path.relpath(path, src).encode())
+                with open(path, "rb") as f:
+                    h.update(f.read())
+    return h.hexdigest()
+
+
 def compare(src: str, routings: str, args: list[str], cache: str) -> list[dict]:
     """The rows of one ``kvroute compare`` run, from the cache when it holds them."""
-    key = hashlib.sha1(json.dumps([os.path.abspath(src), routings, args]).encode()).hexdigest()
+    key = hashlib.sha1(json.dumps([source_digest(src), routings, args]).encode()).hexdigest()
     out = os.path.join(cache, key[:16])
     if not os.path.exists(os.path.join(out, "runs.json")):
         env = dict(os.environ, PYTHONPATH=src)

@@ -29,3 +29,15 @@ def test_a_row_scores_learned_against_the_best_other_and_the_blind_ones() -> Non
     assert float(cells[3].split(" / ")[0].rstrip("x")) == pytest.approx(
         (2.5 * 1.25) ** 0.5, abs=1e-2)
     assert float(cells[4].rstrip("x")) == pytest.approx((2 * 1.5) ** 0.5, abs=1e-3)
+
+
+def test_the_cache_key_follows_the_sources_not_their_place(tmp_path) -> None:
+    """Two copies of the same sources share runs; a changed file gets new ones."""
+    module = load("lora_results")
+    for name in ("a", "b"):
+        (tmp_path / name / "pkg").mkdir(parents=True)
+        (tmp_path / name / "pkg" / "x.py").write_text("X = 1\n")
+    a, b = (module.source_digest(str(tmp_path / n)) for n in ("a", "b"))
+    assert a == b
+    (tmp_path / "b" / "pkg" / "x.py").write_text("X = 2\n")
+    assert module.source_digest(str(tmp_path / "b")) != a
