@@ -146,3 +146,19 @@ def test_an_adapter_waits_in_one_place_and_a_copy_is_expected_to_drain() -> None
     # there for x's expected span (10), not only for its open request (due in 8)
     s.sent(6, 0, "w", due=20.0, now=2.0)
     assert s.wait(0, "v", 1, now=2.0) == pytest.approx(10.0)
+
+
+def test_the_cluster_counts_the_workers_open_to_an_adapter_and_prices_free_slots() -> None:
+    """x is open on one of two capped workers; with cold arrivals seen the rates are
+    those of the slots free in the cluster (1 + 2 = 3); a worker reporting no cap means
+    slots enough: no price."""
+    from kvroute.routing.base import WorkerState
+
+    s = AdapterSlots()
+    for k in range(4):  # cold arrivals 1 s apart, each holding its slot 8 s
+        s.sent(10 + k, 0, f"c{k}", due=k + 8.0, now=float(k))
+        s.done(10 + k, now=k + 8.0)
+    capped = [WorkerState(0, max_loras=2, adapters={"x": 1}), WorkerState(1, max_loras=2)]
+    assert s.cluster("x", capped) == (1, s.slot_rates(3))
+    assert s.slot_rates(3)[0] > 0.0
+    assert s.cluster("y", [*capped, WorkerState(2)]) == (0, (0.0, 0.0))

@@ -36,6 +36,10 @@ Contract (times in the router's clock):
   another worker: an adapter waits in one place, and runs in one slot when its turn
   comes (spread over several queues, each copy later takes a slot and a span of its
   own, and a conversation's turns leave its cache).
+* ``cluster(adapter, workers)``: once per decision, from the engines' reports
+  (``WorkerState.adapters`` and ``max_loras``): how many workers have ``adapter`` open,
+  and ``slot_rates`` of the slots free in the cluster (zero rates where a worker reports
+  no cap: it has slots enough).
 * ``slot_rates(free)`` and ``price(worker, adapter, due, now, rates, slots)``: what a
   placement's hold on a slot costs others, in seconds of their wait. The placement adds
   slot-seconds on ``worker``: ``due - now`` where its adapter is not open there (it
@@ -62,6 +66,11 @@ Mechanism only: due times come from the policy's models.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kvroute.routing.base import WorkerState
 
 __all__ = ["AdapterSlots"]
 
@@ -167,6 +176,18 @@ class AdapterSlots:
             return False
         return any(w != worker and adapter in by_adapter and len(by_adapter) <= slots
                    for w, by_adapter in self._due.items())
+
+    def cluster(self, adapter: str,
+                workers: Sequence[WorkerState]) -> tuple[int, tuple[float, float]]:
+        hot = free = 0
+        capped = True
+        for ws in workers:
+            hot += adapter in ws.adapters
+            if not ws.max_loras:
+                capped = False
+            elif ws.max_loras > len(ws.adapters):
+                free += ws.max_loras - len(ws.adapters)
+        return hot, self.slot_rates(free) if capped else (0.0, 0.0)
 
     def slot_rates(self, free: int) -> tuple[float, float]:
         """Seconds of cold arrivals' wait per slot-second: (a slot opened, one extended)."""

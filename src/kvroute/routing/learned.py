@@ -346,18 +346,9 @@ class Learned(RoutingPolicy):
             [0.0] * n, [0.0] * n
         decode_mean = models.decode_mean
         per_token, held, adapter = view.units_per_token, self.room.held, req.adapter
-        hot, per_slot = 0, (0.0, 0.0)
+        hot, per_slot = (0, (0.0, 0.0)) if adapter is None else self.slots.cluster(adapter,
+                                                                                   workers)
         closed: list[int] = []  # workers where the adapter would queue a second time
-        if adapter is not None:
-            free, capped = 0, True  # the adapter slots free in the cluster
-            for ws in workers:
-                hot += adapter in ws.adapters
-                if not ws.max_loras:
-                    capped = False  # an uncapped worker: slots enough
-                elif ws.max_loras > len(ws.adapters):
-                    free += ws.max_loras - len(ws.adapters)
-            if capped:
-                per_slot = self.slots.slot_rates(free)
         # a worker that holds none of the prompt: its prefill and copy terms, computed once
         work_0 = length * k0 + length * (0.0 + length / 2.0) * k1
         copy_0 = (top if top > 0.0 else 0.0) * copy_k
