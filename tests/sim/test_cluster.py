@@ -338,3 +338,46 @@ def test_adapters_and_their_slots(monkeypatch: pytest.MonkeyPatch) -> None:
         SimConfig(model=LINEAR, adapters=-1)
     with pytest.raises(ConfigError, match="approximate index"):
         SimConfig(model=LINEAR, adapters=4, index="exact")
+
+
+def test_requests_held_by_the_policy_wait_in_their_latency(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``learned`` holds requests back (decode_first) at this load: each is routed later,
+    in order, and its record's arrival is still when it was sent, so what it waited at the
+    router counts in its TTFT and E2E; nothing is lost."""
+    from kvroute.routing import decode_first
+
+    held: list[int] = []
+    routed_at: dict[int, float] = {}
+    real = decode_first.holds
+
+    def counting(policy, req, view):  # type: ignore[no-untyped-def]
+        out = real(policy, req, view)
+        if out and req.rid not in held:
+            held.append(req.rid)
+        return out
+
+    monkeypatch.setattr(decode_first, "holds", counting)
+    from kvroute.routing.router import Router
+
+    route = Router.route
+
+    def stamped(self, req, now, allowed=None):  # type: ignore[no-untyped-def]
+        routed_at[req.rid] = now
+        return route(self, req, now, allowed)
+
+    monkeypatch.setattr(Router, "route", stamped)
+    wl = gsp_workload(SMALL_GSP, rate=250.0, output_len=4)
+    res = simulate(wl, SimConfig(routing="learned", model=LINEAR, workers=2, debug=True))
+    rec = res.records
+    assert len(rec) == wl.size
+    arrival = {r.rid: r.arrival for r in wl}
+    assert held, "no request was held at this load"
+    waited = [routed_at[rid] - arrival[rid] for rid in held]
+    assert min(waited) >= 0 and max(waited) > 0
+    for rid, start, first in zip(rec["rid"].astype(int), rec["arrival"], rec["first_token"],
+                                 strict=True):
+        assert start == pytest.approx(arrival[rid])  # sent, not routed
+        assert first >= routed_at[rid]
+    order = sorted(held, key=lambda rid: routed_at[rid])
+    assert order == sorted(held, key=lambda rid: (arrival[rid], rid))  # first come first served

@@ -287,6 +287,15 @@ class RoutingPolicy(ABC):
     def route(self, req: RouteRequest, view: ClusterView) -> Decision:
         """Pick a worker for ``req``."""
 
+    def holds(self, req: RouteRequest, view: ClusterView) -> bool:
+        """True: do not route ``req`` yet (late binding). The router's caller keeps it, first
+        come first served among those held (:class:`~kvroute.routing.hold_queue.HoldQueue`),
+        and asks again when the router's state changes (a first token, a completion, an
+        engine's load report, an arrival) and at least every ``HOLD_RECHECK_S`` seconds.
+        A policy that holds must release every request once its workers' queued prefills
+        are done. False by default: every request is routed when it arrives."""
+        return False
+
     def on_first_token(self, rid: int, worker: int, now: float) -> None:  # noqa: B027
         """Request ``rid``'s first token came back from ``worker`` at ``now`` (streamed
         requests only; at most once, before its ``on_complete``). Optional hook."""

@@ -7,10 +7,8 @@ replies included: ``records_replies``, docs/routing.md), its in-flight accountin
 (``on_first_token``) and each completed request's TTFT, E2E and reported cached tokens.
 
 ``in_flight_w`` below is the router's own count of requests open on ``w``, or the
-engine's reported ``running + waiting`` where that is more: where several routers share
-the workers each counts only its own, and the engine's count carries the others'
-(docs/routing-results.md, "Several routers"). With one router the simulated engine's
-count is never more; a live scrape, up to ``--metrics-interval`` old, can be.
+engine's reported ``running + waiting`` where that is more (other routers' requests too:
+docs/routing-results.md, "Several routers"; a live scrape may be stale).
 
 For a request of ``L`` prompt units and ``O`` output tokens (``max_tokens``, or expected:
 "The output" below), and each allowed worker ``w``:
@@ -66,9 +64,8 @@ model instead (below, "The reported E2E"). The terms:
   little reuse) ``work_w`` is the same on every worker and the rule balances by
   predicted latency and load alone (counting only the requests decoding now doubled
   the stalls on GSP in round-robin order).
-* ``ttft_weight`` extra copies of the predicted TTFT (the queue ahead and the prefill):
-  it is what a waiting client sees, and a request queued behind prefills also delays the
-  decode steps of the worker it lands on (on the design grid it improves mean E2E too).
+* ``ttft_weight`` extra copies of the predicted TTFT: what a waiting client sees; queued
+  behind prefills, a request also delays the decode steps of its worker.
 * The copy term prices the future hits a prefix group loses when one of its requests is
   sent away from the worker that holds the prefix: the copy takes cache space on ``w``
   that the eviction policy frees by dropping other prefixes, each of which a later
@@ -141,15 +138,14 @@ Learning (all from completions; errors teach nothing):
   (``Feedback.output_tokens``) for requests that began alike, or as ``max_tokens`` times
   the mean ratio of outputs to it (:mod:`~kvroute.routing.output_lengths`, whose contract
   has the rule). The decode model learns per token from the reported outputs. Before any
-  report a request without ``max_tokens`` gets the mean observed
-  decode time as ``dec_w`` (exponential average, weight ``1 - forget``), the same on
-  every worker (docs/routing-results.md, "Clients that send no ``max_tokens``, or a
-  cap").
+  report a request without ``max_tokens`` gets the mean observed decode time as
+  ``dec_w`` (exponential average, weight ``1 - forget``), the same on every worker
+  (docs/routing-results.md, "Clients that send no ``max_tokens``, or a cap").
 * ``r`` (hit realisation, :mod:`~kvroute.routing.hit_realisation`, whose contract has the
   mechanism): engine-reported cached units over the index's ``matched`` at routing, by
   the age of the prefix (``r_w``: that of ``w``'s prefix; the index may believe in
-  prefixes the worker has evicted, and the older the more). Without a
-  cached-token report (engines send one only when asked: docs/routing.md), a request
+  prefixes the worker has evicted, and the older the more). Without a cached-token
+  report (engines send one only when asked: docs/routing.md), a request
   that found nothing queued ahead took its own prefill as its TTFT, so the TTFT model
   read backwards gives what was cached (``LatencyModels.learn``), and that is
   the realisation's sample; the TTFT model itself learns only from reported counts or
@@ -159,17 +155,19 @@ Learning (all from completions; errors teach nothing):
 * Requests that do not stream (``RouteRequest.streamed`` False; Ray Serve's hooks carry
   no first token either): no TTFT, and the router's accounting counts such a request as
   prefilling until it completes. So ``ahead`` counts instead its uncached units until
-  its predicted first token is due (``pending_w``,
-  :mod:`~kvroute.routing.pending_prefill`). Its completion teaches the models' E2E
-  regression and, without a cached-token report, the realisation (the E2E less the
-  predicted decode, read backwards as above); while no completion has had a TTFT,
-  ``a`` and ``d`` are that regression's two halves (docs/routing-results.md, "Clients
-  that do not stream").
+  its predicted first token is due (``pending_w``, :mod:`~kvroute.routing.pending_prefill`).
+  Its completion teaches the models' E2E regression and, without a cached-token report,
+  the realisation (the E2E less the predicted decode, read backwards as above); while no
+  completion has had a TTFT, ``a`` and ``d`` are that regression's two halves
+  (docs/routing-results.md, "Clients that do not stream").
 
-Several routers (``replicas`` > 1, each with its own index): where the index cannot place
-a prompt, it goes to the worker every router picks for it, within a learned band of the
-best cost (:mod:`~kvroute.routing.home`, docs/routing-results.md, "Several routers"). Off
-with one router; not needed with the engines' KV events.
+Several routers (``replicas`` > 1): a prompt the index cannot place goes to the worker
+every router picks, within a learned band of the best cost (:mod:`~kvroute.routing.home`,
+docs/routing-results.md, "Several routers"); not needed with the engines' KV events.
+
+Late binding (``holds``, :mod:`~kvroute.routing.decode_first`): while every allowed worker
+has prefill queued and the requests decoding have less predicted decode time left than a
+request's own prefill, the request waits at the router and they finish first.
 
 Parameters: ``forget`` 0.998 (forgetting factor of every estimate, in (0, 1]);
 ``prior_ktoken_s`` 0.1 (prior seconds per 1000 prefill units, replaced by the first few
@@ -195,6 +193,7 @@ from __future__ import annotations
 import math
 
 from kvroute.params import integer, number
+from kvroute.routing import decode_first
 from kvroute.routing.adapter_slots import AdapterSlots
 from kvroute.routing.base import ClusterView, Decision, Feedback, RouteRequest, RoutingPolicy
 from kvroute.routing.hit_realisation import HitRealisation
@@ -399,6 +398,9 @@ class Learned(RoutingPolicy):
             for w in closed:
                 cost[w] = math.inf
         return Costs(cost, own, ttft, unc, ahead, room, ctx, seen, age, out, fingerprint)
+
+    def holds(self, req: RouteRequest, view: ClusterView) -> bool:
+        return decode_first.holds(self, req, view)
 
     def route(self, req: RouteRequest, view: ClusterView) -> Decision:
         cost, own, ttft, unc, ahead, room, ctx, seen, age, out, fingerprint = self.costs(req,

@@ -81,6 +81,17 @@ class PoolRoom:
         _, size = decoding.pop(rid)
         self._held[w] = self._held[w] - size if decoding else 0.0
 
+    def left(self, now: float) -> float | None:
+        """The mean predicted decode seconds left (not below 0) over the requests
+        decoding on every worker; None if none is."""
+        total, count = 0.0, 0
+        for decoding in self._decoding.values():
+            count += len(decoding)
+            for due, _ in decoding.values():
+                if due > now:
+                    total += due - now
+        return total / count if count else None
+
     def held(self, worker: int) -> float:
         return self._held.get(worker, 0.0)
 

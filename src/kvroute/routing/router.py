@@ -12,6 +12,9 @@ methods; only their clocks differ):
   ``on_complete(ok=False)`` once), then deletes its state and index tenant, renumbers the
   later workers and the open dispatches that point at them, calls
   ``policy.on_worker_removed(i, n - 1)`` and returns the dispatches it closed.
+* Holding: ``hold(req, now, allowed)`` asks the policy whether to keep ``req`` back for
+  now (``RoutingPolicy.holds``; the caller keeps it in a
+  :class:`~kvroute.routing.hold_queue.HoldQueue` and routes it when released).
 * Routing: ``route(req, now, allowed)`` asks the policy for a worker among those
   ``allowed`` marks (None: all; see :class:`~kvroute.routing.base.ClusterView`), counts
   the request in flight there and records its prompt in the prefix index. The policy only
@@ -81,6 +84,7 @@ class Dispatch:
     expected: int = 0  # units the router believed the worker held (exact or approximate)
     available: int = 0  # the most units any allowed worker was believed to hold
     exact: bool = False  # ``expected`` came from an in-sync exact source
+    waited: float = 0.0  # seconds its caller held it before routing (``hold``), if it says
 
     @property
     def worker(self) -> int:
@@ -182,6 +186,20 @@ class Router:
         self.caches.clear(worker)
 
     # --- routing and accounting -----------------------------------------------------------
+    def hold(self, req: RouteRequest, now: float,
+             allowed: Sequence[bool] | np.ndarray | None = None) -> bool:
+        """Whether the policy holds ``req`` back for now (``RoutingPolicy.holds``). What
+        the index matched for it is read again when it is routed. False when ``allowed``
+        allows no worker (routing it says so)."""
+        if allowed is not None and not np.any(allowed):
+            return False
+        view = self.view
+        view.now = now
+        view.allow(allowed)
+        held = self.policy.holds(req, view)
+        req._matched = req._last_sent = None
+        return held
+
     def route(self, req: RouteRequest, now: float,
               allowed: Sequence[bool] | np.ndarray | None = None) -> Dispatch:
         """Choose a worker for ``req`` among ``allowed`` (None: all); a request without an

@@ -304,6 +304,7 @@ class RouterApp:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.forwarder.holds.close()
         await self.upstream.close()
         self.decisions.close()
 
@@ -312,7 +313,7 @@ class RouterApp:
         self.draining = True
         loop = asyncio.get_running_loop()
         end = loop.time() + self.config.drain_timeout
-        while self.router.open_dispatches:
+        while self.router.open_dispatches or len(self.forwarder.holds):
             if loop.time() >= end:
                 log.warning("shutdown: %d requests still in flight after %.0f s",
                             self.router.open_dispatches, self.config.drain_timeout)

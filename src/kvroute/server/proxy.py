@@ -10,6 +10,10 @@ Contract:
 * Routing: ``Router.route`` with the mask ``Membership.allowed(now, exclude)``: available
   workers, less those this request already failed on. The policy picks among them; none
   left: 503 ``service_unavailable``.
+* Holding (late binding): before its first attempt a request may be held back by the
+  policy (``RoutingPolicy.holds``; :mod:`kvroute.server.holds`), counted in
+  ``kvroute_held_seconds``; ``kvroute_ttft_seconds`` and ``kvroute_e2e_seconds`` include
+  the time held (the client's latency), the policy learns from the times after routing.
 * Accounting: every routed attempt is closed exactly once (``try``/``finally``) with
   ``Router.complete``: ok on success (TTFT at the first streamed chunk, ``cached_tokens``
   and ``completion_tokens`` read from the body or the SSE events by the readers the app
@@ -88,6 +92,7 @@ from kvroute.protocol.response_body import (
 from kvroute.routing.base import RouteRequest
 from kvroute.routing.router import Dispatch, Router, cached_units
 from kvroute.server.decision_log import DecisionLog
+from kvroute.server.holds import Holds
 from kvroute.server.http_messages import Request, Response, StreamResponse, error_response
 from kvroute.server.membership import Membership, Worker
 from kvroute.server.response_owners import ResponseOwners
@@ -193,6 +198,7 @@ class Forwarder:
         self.backoff_jitter = backoff_jitter
         self.rng = random.Random(seed)
         self.owners = ResponseOwners()
+        self.holds = Holds(router, lambda now: members.allowed(now, set()), clock)
 
     async def forward(self, request: Request, path: str, units: np.ndarray, *,
                       session: int | None, max_tokens: int | None,
@@ -209,6 +215,12 @@ class Forwarder:
         headers = end_to_end_headers(request)
         exclude: set[str] = set()
         failed: _Failed | None = None
+        held = 0.0  # seconds the policy held it back before its first attempt
+        if pin is None:
+            held = await self.holds.wait(RouteRequest(units, session=session,
+                                                      max_tokens=max_tokens, streamed=stream,
+                                                      adapter=adapter))
+            self.metrics.held.observe(held)
         for attempt in range(self.max_retries + 1):
             if attempt:
                 self.metrics.retries.inc()
@@ -221,6 +233,7 @@ class Forwarder:
             if routed is None:
                 break
             d, w = routed
+            d.waited = held if not attempt else 0.0
             result = await self._attempt(request, d, w, path, raw, headers, stream,
                                          usage_asked, track_id, reply)
             if not isinstance(result, _Failed):
@@ -264,6 +277,7 @@ class Forwarder:
             mt.predicted.observe(dec.predicted_s)
         self.decisions.decision(now, req, attempt, d, w.url, self.members.workers, matched,
                           self.router.workers)
+        self.holds.kick()  # the next held request's turn, with this one routed
         return d, w
 
     def _close(self, d: Dispatch, w: Worker, ok: bool, error: str | None = None,
@@ -275,11 +289,12 @@ class Forwarder:
                                     prompt_tokens=prompt,
                                     output_tokens=usage.completion_tokens):
             return  # closed already (its worker was removed)
+        self.holds.kick()
         if ok:
             e2e = now - d.sent_at
-            self.metrics.e2e.observe(e2e)
+            self.metrics.e2e.observe(e2e + d.waited)  # the client's latency: held time too
             if ttft_s is not None:
-                self.metrics.ttft.observe(ttft_s)
+                self.metrics.ttft.observe(ttft_s + d.waited)
             if d.decision.predicted_s is not None:
                 self.metrics.observed.observe(e2e)
                 self.metrics.prediction_error.observe(e2e - d.decision.predicted_s)
@@ -442,6 +457,7 @@ class Forwarder:
                 now = self.clock()
                 st.ttft = now - d.sent_at
                 self.router.first_token(d, now)
+                self.holds.kick()
             reader.feed(chunk)
             if sent:
                 continue

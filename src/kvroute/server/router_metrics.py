@@ -47,6 +47,9 @@ class RouterMetrics:
                                           buckets=_ERROR, registry=r)
         self.ttft = Histogram("kvroute_ttft_seconds", "Time to first streamed chunk",
                               buckets=_LATENCY, registry=r)
+        self.held = Histogram("kvroute_held_seconds", "Seconds a request was held back by "
+                              "the policy before it was routed (late binding; 0: not held)",
+                              buckets=(0.0, *_LATENCY), registry=r)
         self.e2e = Histogram("kvroute_e2e_seconds", "End-to-end latency of successful requests",
                              buckets=_LATENCY, registry=r)
         self.hit_ratio = Histogram("kvroute_estimated_hit_ratio",

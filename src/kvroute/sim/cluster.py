@@ -62,6 +62,7 @@ from kvroute.routing import (
     RoutingPolicy,
     make_router_policy,
 )
+from kvroute.routing.hold_queue import HoldQueue
 from kvroute.sim.events import ARRIVAL, EventLoop
 from kvroute.sim.records import Records
 from kvroute.sim.step_model import StepModel, check_speed
@@ -243,6 +244,7 @@ def simulate(workload: Workload, config: SimConfig | None = None, *, ceilings: b
         usage = worker.used_tokens / worker.capacity
         load.extend((loop.now, worker.index, len(worker.waiting), worker.running, usage))
         report(worker)
+        release()
 
     def report(worker: SimWorker) -> None:
         for router in routers:
@@ -257,6 +259,7 @@ def simulate(workload: Workload, config: SimConfig | None = None, *, ceilings: b
         d = dispatches[job.req.rid]
         if d.req.streamed:
             routers[owner[job.req.rid]].first_token(d, loop.now)
+            release()
 
     def on_finish(job: Job) -> None:
         now = loop.now
@@ -266,11 +269,12 @@ def simulate(workload: Workload, config: SimConfig | None = None, *, ceilings: b
         if req.output_tokens is not None:  # a reply a later prompt may hold (unique ids: none)
             router.replied(d, np.concatenate([req.tokens, req.output_tokens]), now)
         router.complete(d, now, ok=True,
-                        ttft_s=job.first_token - job.queued if d.req.streamed else None,
+                        ttft_s=job.first_token - d.sent_at if d.req.streamed else None,
                         cached_tokens=job.cached if cfg.report_cached else None,
                         prompt_tokens=req.prompt_len, output_tokens=req.output_len)
         rows.append((req.rid, req.session, job.worker, job.queued, job.start, job.first_token,
                      job.finish, req.prompt_len, job.cached, req.output_len))
+        release()
         if progress is not None:
             progress(len(rows))
         for follower in parked.pop(req.rid, ()):  # the reply they follow is in
@@ -289,6 +293,7 @@ def simulate(workload: Workload, config: SimConfig | None = None, *, ceilings: b
         w.debug = cfg.debug
     routers = [Router(cfg.routing_policy(r), cfg.workers, probes=workers)
                for r in range(cfg.router_replicas)]
+    holds: list[HoldQueue[Request]] = [HoldQueue(router) for router in routers]
     for w in workers:  # what a live router's first scrape reads, before any request
         report(w)
     owner: dict[int, int] = {}  # rid -> the replica that routed it
@@ -305,7 +310,7 @@ def simulate(workload: Workload, config: SimConfig | None = None, *, ceilings: b
         parked_rids.discard(req.rid)
         if closed is None:
             sent_at[req.rid] = loop.now
-        if req.rid in dispatches:
+        if req.rid in dispatches or req.rid in owner:
             raise ConfigError(f"request id {req.rid} is used twice in workload "
                               f"{workload.name!r}")
         if not workers[0].fits(req):
@@ -316,17 +321,32 @@ def simulate(workload: Workload, config: SimConfig | None = None, *, ceilings: b
         if cfg.adapters and req.adapter is None:
             req = replace(req, adapter=adapter_for(req.tokens, cfg.adapters, cfg.seed))
         r = owner[req.rid] = next(turns) % len(routers)  # the replicas in turn
-        d = routers[r].route(RouteRequest(req.tokens, req.rid, req.session,
-                                          max_tokens_sent(cfg.max_tokens, req.output_len),
-                                          streamed, adapter=req.adapter),
-                             loop.now)
+        route_req = RouteRequest(req.tokens, req.rid, req.session,
+                                 max_tokens_sent(cfg.max_tokens, req.output_len), streamed,
+                                 adapter=req.adapter)
+        if holds[r].offer(route_req, req, loop.now):
+            parked_rids.add(req.rid)  # held by its router: not sent yet
+        else:
+            send_to_worker(req, route_req, r, loop.now)
+
+    def release() -> None:
+        """Route what the routers' policies no longer hold (``HoldQueue``)."""
+        for r, queue in enumerate(holds):
+            if queue:
+                while (held := queue.release(loop.now)) is not None:
+                    route_req, req, since = held
+                    parked_rids.discard(req.rid)
+                    send_to_worker(req, route_req, r, since)
+
+    def send_to_worker(req: Request, route_req: RouteRequest, r: int, since: float) -> None:
+        d = routers[r].route(route_req, loop.now)
         # the simulator never calls router.undelivered, the one reader of the prompt after
         # routing: the dispatch keeps its length only (a zero-stride stand-in), so a long
         # backlog does not hold every prompt (the worker parks its own copy compactly)
         d.req.units = np.broadcast_to(np.int64(0), (len(d.req.units),))
         dispatches[req.rid] = d
         in_system.append(sum(len(w.waiting) + w.running for w in workers))
-        workers[d.worker].submit(Job(req, d.worker, loop.now))
+        workers[d.worker].submit(Job(req, d.worker, since))  # queued since it was sent
 
     if closed is None:
         assert isinstance(workload, OpenLoop)

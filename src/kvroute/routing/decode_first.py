@@ -1,0 +1,51 @@
+"""When ``learned`` holds a request back (``RoutingPolicy.holds``): decodes first.
+
+In an engine that runs prefill steps before decode steps (SGLang's default scheduler, the
+simulator's), a prefill sent to a worker stalls every request decoding there; where decodes
+ride along (vLLM's mixed steps) each of their steps lasts as long as the prefill chunk.
+While every worker has prefill queued, a new request would only join a queue. Held at the
+router instead, it lets the requests already decoding finish first where they are the
+shorter work (shortest remaining work first). ``learned`` holds a request while
+
+1. every allowed worker has prefill queued or running, by the router's own accounting: a
+   streamed request until its first token, one not streamed until its predicted first
+   token (``PendingPrefill``); and
+2. the requests decoding have, on average, less predicted decode time left (each one's
+   predicted E2E less its TTFT, from its first token: ``PoolRoom.left``) than the request's
+   own predicted prefill seconds on the worker that holds most of its prompt.
+
+It is released as soon as either fails: a worker's last queued prefill produced its first
+token, or the decodes left are longer than its prefill (long outputs: it is never held).
+A held request is routed with what the router knows then. Measured in
+docs/routing-results.md ("Late binding"). No constant of its own.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from kvroute.routing.base import ClusterView, RouteRequest
+
+if TYPE_CHECKING:
+    from kvroute.routing.learned import Learned
+
+__all__ = ["holds"]
+
+
+def holds(policy: Learned, req: RouteRequest, view: ClusterView) -> bool:
+    """Whether ``policy`` holds ``req`` back now (the module doc)."""
+    policy.pending.settle(view.now)
+    pending = policy.pending.units
+    for w in view.candidates().tolist():
+        ws = view.workers[w]
+        if ws.prefill_units == ws.unstreamed_units and not (w < len(pending) and pending[w]):
+            return False  # a worker with no prefill queued: route now
+    left = policy.room.left(view.now)
+    if left is None:  # nothing decoding to protect
+        return False
+    a0, a1 = policy.models.coefficients()[:2]
+    length = float(len(req))
+    hit = min(float(view.matched(req).max(initial=0)) * policy.hit_realisation, length - 1.0)
+    u = length - max(hit, 0.0)
+    prefill = u * a0 / 1000.0 + u * (hit + u / 2.0) * a1 / 1e6
+    return left < prefill

@@ -1,0 +1,79 @@
+"""The live router's held requests (server.holds): released one at a time, in order, with
+the seconds each was held; a client that leaves is dropped from the queue."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from kvroute.routing.router import Router
+from kvroute.server.holds import Holds
+from tests.routing.test_hold_queue import Gate, _req
+
+
+def _holds(gate: Gate) -> tuple[Holds, list[float]]:
+    clock = [0.0]
+    holds = Holds(Router(gate, 2), lambda now: np.ones(2, dtype=bool), lambda: clock[0])
+    return holds, clock
+
+
+@pytest.mark.asyncio
+async def test_not_held_returns_at_once() -> None:
+    holds, _ = _holds(Gate())
+    assert await holds.wait(_req(3)) == 0.0
+    assert len(holds) == 0
+
+
+@pytest.mark.asyncio
+async def test_released_in_order_one_per_kick_with_the_time_held() -> None:
+    gate = Gate()
+    gate.closed = True
+    holds, clock = _holds(gate)
+    first = asyncio.create_task(holds.wait(_req(2)))
+    second = asyncio.create_task(holds.wait(_req(3)))
+    await asyncio.sleep(0)
+    assert len(holds) == 2
+    clock[0] = 1.5
+    holds.kick()  # still held
+    await asyncio.sleep(0)
+    assert not first.done()
+    gate.closed = False
+    holds.kick()
+    assert await first == 1.5
+    assert not second.done() and len(holds) == 1  # its turn comes with the next kick
+    clock[0] = 2.0
+    holds.kick()
+    assert await second == 2.0
+    await holds.close()
+
+
+@pytest.mark.asyncio
+async def test_the_ticker_releases_without_a_kick() -> None:
+    gate = Gate()
+    gate.closed = True
+    holds, _ = _holds(gate)
+    task = asyncio.create_task(holds.wait(_req(2)))
+    await asyncio.sleep(0)
+    gate.closed = False
+    assert await asyncio.wait_for(task, timeout=5.0) == 0.0
+    await holds.close()
+
+
+@pytest.mark.asyncio
+async def test_a_client_that_leaves_is_dropped() -> None:
+    gate = Gate()
+    gate.closed = True
+    holds, _ = _holds(gate)
+    gone = asyncio.create_task(holds.wait(_req(2)))
+    stays = asyncio.create_task(holds.wait(_req(3)))
+    await asyncio.sleep(0)
+    gone.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    assert len(holds) == 1
+    gate.closed = False
+    holds.kick()
+    assert await stays == 0.0
+    await holds.close()
