@@ -55,7 +55,8 @@ COLUMNS = (
     Column("ttft_p99", "TTFT p99", "its 99th percentile"),
     Column("e2e", "E2E", "mean end-to-end latency, ms (s when marked)"),
     Column("e2e_p99", "E2E p99", "its 99th percentile"),
-    Column("queue", "queue", "mean time queued at the worker, ms (s when marked)"),
+    Column("queue", "queue", "mean time from arrival to admission at the worker (any time "
+           "held at the router included), ms (s when marked)"),
     Column("rps", "req/s", "requests completed per second of simulated time"),
     Column("tps", "prompt tok/s", "prompt tokens per second"),
     Column("wall", "wall s", "seconds this run took to simulate"),

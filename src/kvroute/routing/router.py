@@ -189,7 +189,7 @@ class Router:
     def hold(self, req: RouteRequest, now: float,
              allowed: Sequence[bool] | np.ndarray | None = None) -> bool:
         """Whether the policy holds ``req`` back for now (``RoutingPolicy.holds``). What
-        the index matched for it is read again when it is routed. False when ``allowed``
+        the index matched for a held request is read again when it is routed. False when ``allowed``
         allows no worker (routing it says so)."""
         if allowed is not None and not np.any(allowed):
             return False
@@ -197,7 +197,8 @@ class Router:
         view.now = now
         view.allow(allowed)
         held = self.policy.holds(req, view)
-        req._matched = req._last_sent = None
+        if held:  # routed later: the index may have changed by then
+            req._matched = req._last_sent = None
         return held
 
     def route(self, req: RouteRequest, now: float,

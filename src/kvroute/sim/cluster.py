@@ -10,6 +10,12 @@ inputs and seed, same result, bit for bit: every random choice comes from genera
 seeded from ``config.seed``. With ``index="exact"`` the router's index is the workers'
 own cache events (:mod:`kvroute.sim.exact_index`) instead of its routing history.
 
+A request the routing policy holds back (late binding, ``RoutingPolicy.holds``) waits in
+its router's :class:`~kvroute.routing.hold_queue.HoldQueue` and is routed when released,
+asked again at every engine step, first token and finish; its record's ``arrival`` stays
+the time it was sent, so the wait counts in its TTFT and E2E (the policy learns its TTFT
+from the time it was routed, as the live router's).
+
 What the router is told of a request's output (``config.max_tokens``): ``"exact"`` (the
 default) sends its output length as ``max_tokens``, as benchmark clients do (a fixed
 output with ``ignore_eos``); ``"none"`` sends none, as chat clients that omit it, so no
