@@ -19,6 +19,13 @@ def _holds(gate: Gate) -> tuple[Holds, list[float]]:
     return holds, clock
 
 
+def _closed() -> tuple[Gate, Holds, list[float]]:
+    """A gate that holds everything, and its queue of futures."""
+    gate = Gate()
+    gate.closed = True
+    return gate, *_holds(gate)
+
+
 @pytest.mark.asyncio
 async def test_not_held_returns_at_once() -> None:
     holds, _ = _holds(Gate())
@@ -28,9 +35,7 @@ async def test_not_held_returns_at_once() -> None:
 
 @pytest.mark.asyncio
 async def test_released_in_order_one_per_kick_with_the_time_held() -> None:
-    gate = Gate()
-    gate.closed = True
-    holds, clock = _holds(gate)
+    gate, holds, clock = _closed()
     first = asyncio.create_task(holds.wait(_req(2)))
     second = asyncio.create_task(holds.wait(_req(3)))
     await asyncio.sleep(0)
@@ -51,9 +56,7 @@ async def test_released_in_order_one_per_kick_with_the_time_held() -> None:
 
 @pytest.mark.asyncio
 async def test_the_ticker_releases_without_a_kick() -> None:
-    gate = Gate()
-    gate.closed = True
-    holds, _ = _holds(gate)
+    gate, holds, _ = _closed()
     task = asyncio.create_task(holds.wait(_req(2)))
     await asyncio.sleep(0)
     gate.closed = False
@@ -63,9 +66,7 @@ async def test_the_ticker_releases_without_a_kick() -> None:
 
 @pytest.mark.asyncio
 async def test_a_client_that_leaves_is_dropped() -> None:
-    gate = Gate()
-    gate.closed = True
-    holds, _ = _holds(gate)
+    gate, holds, _ = _closed()
     gone = asyncio.create_task(holds.wait(_req(2)))
     stays = asyncio.create_task(holds.wait(_req(3)))
     await asyncio.sleep(0)

@@ -290,8 +290,9 @@ class RoutingPolicy(ABC):
     def holds(self, req: RouteRequest, view: ClusterView) -> bool:
         """True: do not route ``req`` yet (late binding). The router's caller keeps it, first
         come first served among those held (:class:`~kvroute.routing.hold_queue.HoldQueue`),
-        and asks again when the router's state changes (a first token, a completion, an
-        engine's load report, an arrival) and at least every ``HOLD_RECHECK_S`` seconds.
+        and asks again when the router's state changes (a first token, a completion, a
+        routing decision; the simulator at every engine step too) and at least every
+        ``HOLD_RECHECK_S`` seconds.
         A policy that holds must release every request once its workers' queued prefills
         are done. False by default: every request is routed when it arrives."""
         return False

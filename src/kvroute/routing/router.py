@@ -189,8 +189,8 @@ class Router:
     def hold(self, req: RouteRequest, now: float,
              allowed: Sequence[bool] | np.ndarray | None = None) -> bool:
         """Whether the policy holds ``req`` back for now (``RoutingPolicy.holds``). What
-        the index matched for a held request is read again when it is routed. False when ``allowed``
-        allows no worker (routing it says so)."""
+        the index matched for a held request is read again when it is routed. False when
+        ``allowed`` allows no worker (routing it says so)."""
         if allowed is not None and not np.any(allowed):
             return False
         view = self.view
