@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from kvroute.errors import ConfigError
 from kvroute.routing.base import RouteRequest
 from kvroute.routing.learned import Learned
 from kvroute.routing.router import Dispatch, Router
@@ -19,12 +20,12 @@ def _req(start: int, n: int, out: int = 4, streamed: bool = True) -> RouteReques
                         streamed=streamed)
 
 
-def _busy_cluster(out: int = 4, streamed: bool = True
+def _busy_cluster(out: int = 4, streamed: bool = True, late_binding: bool = True
                   ) -> tuple[Router, Learned, Dispatch, Dispatch]:
     """Two workers, both with a prefill queued, and one request decoding (``out`` tokens,
     its first token at 0.05 s). Returns the router, the policy, the decoding dispatch and
     the last one (on the worker that did not decode)."""
-    policy = Learned()
+    policy = Learned(late_binding=late_binding)
     router = Router(policy, 2)
     a = router.route(_req(0, 300, out), 0.0)
     router.first_token(a, 0.05)
@@ -77,3 +78,10 @@ def test_nothing_decoding_nothing_held() -> None:
     for w in range(2):
         router.route(_req(1000 * w, 300), 0.0, [v == w for v in range(2)])
     assert not router.hold(_req(50_000, 100_000), 0.01)
+
+
+def test_late_binding_off_holds_nothing() -> None:
+    router, *_ = _busy_cluster(late_binding=False)
+    assert not router.hold(_req(50_000, 1000), 0.05)
+    with pytest.raises(ConfigError, match="late_binding must be true or false"):
+        Learned(late_binding=1)  # type: ignore[arg-type]

@@ -142,16 +142,15 @@ Learning (all from completions; errors teach nothing):
   ``dec_w`` (exponential average, weight ``1 - forget``), the same on every worker
   (docs/routing-results.md, "Clients that send no ``max_tokens``, or a cap").
 * ``r`` (hit realisation, :mod:`~kvroute.routing.hit_realisation`, whose contract has the
-  mechanism): engine-reported cached units over the index's ``matched`` at routing, by
-  the age of the prefix (``r_w``: that of ``w``'s prefix; the index may believe in
-  prefixes the worker has evicted, and the older the more). Without a cached-token
-  report (engines send one only when asked: docs/routing.md), a request
-  that found nothing queued ahead took its own prefill as its TTFT, so the TTFT model
-  read backwards gives what was cached (``LatencyModels.learn``), and that is
-  the realisation's sample; the TTFT model itself learns only from reported counts or
-  its own predicted ``u`` (docs/routing-results.md, "Engines that report no cached
-  tokens"). A request whose TTFT was predicted with a wait for room or a slot teaches
-  neither.
+  mechanism): engine-reported cached units over the index's ``matched`` at routing, by the
+  age of the prefix (``r_w``: that of ``w``'s prefix; the index may believe in prefixes
+  the worker has evicted, and the older the more). Without a cached-token report (engines
+  send one only when asked: docs/routing.md), a request that found nothing queued ahead
+  took its own prefill as its TTFT, so the TTFT model read backwards gives what was cached
+  (``LatencyModels.learn``), and that is the realisation's sample; the TTFT model itself
+  learns only from reported counts or its own predicted ``u`` (docs/routing-results.md,
+  "Engines that report no cached tokens"). A request whose TTFT was predicted with a wait
+  for room or a slot teaches neither.
 * Requests that do not stream (``RouteRequest.streamed`` False; Ray Serve's hooks carry
   no first token either): no TTFT, and the router's accounting counts such a request as
   prefilling until it completes. So ``ahead`` counts instead its uncached units until
@@ -167,7 +166,7 @@ docs/routing-results.md, "Several routers"); not needed with the engines' KV eve
 
 Late binding (``holds``, :mod:`~kvroute.routing.decode_first`): while every allowed worker
 has prefill queued and the requests decoding have less predicted decode time left than a
-request's own prefill, the request waits at the router and they finish first.
+request's own prefill, it waits at the router and they finish first.
 
 Parameters: ``forget`` 0.998 (forgetting factor of every estimate, in (0, 1]);
 ``prior_ktoken_s`` 0.1 (prior seconds per 1000 prefill units, replaced by the first few
@@ -175,11 +174,11 @@ hundred completions; the decision does not depend on its scale when costs are
 prefill-bound); ``ttft_weight`` 3 and ``copy_weight`` 3 (>= 0; chosen on the design grid
 of docs/routing-results.md, checked on seeds 4-6); ``balance_weight`` 0.01 (>= 0; a tie
 breaker's scale, above); ``replicas`` 1 (the routers sharing the workers, above);
-``ttft_scale`` 0 (>= 0): where decode dominates the rule trades TTFT for mean E2E
-(docs/routing-results.md, "Long outputs", "Chat with longer replies"), and s > 0
-multiplies TTFT's weight by (mean E2E / mean TTFT) ** s over streamed completions
-(:attr:`Learned.ttft_weight_now`; off by default: it costs mean E2E on the design grid).
-No constant depends on a workload.
+``late_binding`` True (above); ``ttft_scale`` 0 (>= 0): where decode dominates the rule
+trades TTFT for mean E2E (docs/routing-results.md, "Long outputs", "Chat with longer
+replies"), and s > 0 multiplies TTFT's weight by (mean E2E / mean TTFT) ** s over streamed
+completions (:attr:`Learned.ttft_weight_now`; off by default: it costs mean E2E on the
+design grid). No constant depends on a workload.
 
 Telemetry (:meth:`telemetry`): the mean absolute and signed error of the predicted TTFT,
 the reported E2E and the expected output (:mod:`~kvroute.routing.prediction_errors`), the
@@ -192,7 +191,7 @@ from __future__ import annotations
 
 import math
 
-from kvroute.params import integer, number
+from kvroute.params import flag, integer, number
 from kvroute.routing import decode_first
 from kvroute.routing.adapter_slots import AdapterSlots
 from kvroute.routing.base import ClusterView, Decision, Feedback, RouteRequest, RoutingPolicy
@@ -221,9 +220,11 @@ class Learned(RoutingPolicy):
     def __init__(self, seed: int = 0, *, forget: float = 0.998,
                  prior_ktoken_s: float = 0.1, ttft_weight: float = 3.0,
                  copy_weight: float = 3.0, ttft_scale: float = 0.0,
-                 balance_weight: float = 0.01, replicas: int = 1) -> None:
+                 balance_weight: float = 0.01, replicas: int = 1,
+                 late_binding: bool = True) -> None:
         super().__init__(seed)
         self.replicas = integer("learned", "replicas", replicas, low=1)
+        self.late_binding = flag("learned", "late_binding", late_binding)
         self.ttft_weight, self.copy_weight, self.ttft_scale, self.balance_weight = (
             number("learned", name, value, low=0.0)
             for name, value in (("ttft_weight", ttft_weight), ("copy_weight", copy_weight),
@@ -400,11 +401,10 @@ class Learned(RoutingPolicy):
         return Costs(cost, own, ttft, unc, ahead, room, ctx, seen, age, out, fingerprint)
 
     def holds(self, req: RouteRequest, view: ClusterView) -> bool:
-        return decode_first.holds(self, req, view)
+        return self.late_binding and decode_first.holds(self, req, view)
 
     def route(self, req: RouteRequest, view: ClusterView) -> Decision:
-        cost, own, ttft, unc, ahead, room, ctx, seen, age, out, fingerprint = self.costs(req,
-                                                                                     view)
+        cost, own, ttft, unc, ahead, room, ctx, seen, age, out, fingerprint = self.costs(req, view)
         w = view.argmin(cost)
         if cost.count(cost[w]) > 1:  # tied: the smallest prefix index, then the lowest index
             sizes = view.index_sizes()
