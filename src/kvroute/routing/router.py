@@ -84,7 +84,7 @@ class Dispatch:
     expected: int = 0  # units the router believed the worker held (exact or approximate)
     available: int = 0  # the most units any allowed worker was believed to hold
     exact: bool = False  # ``expected`` came from an in-sync exact source
-    waited: float = 0.0  # seconds its caller held it before routing (``hold``), if it says
+    waited: float = 0.0  # seconds it was held before routing (``hold``), set by the caller
 
     @property
     def worker(self) -> int:
