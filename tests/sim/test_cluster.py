@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from kvroute.errors import ConfigError
+from kvroute.routing import decode_first
+from kvroute.routing.router import Router
 from kvroute.sim.cluster import SimConfig, simulate
 from kvroute.sim.step_model import StepModel
 from kvroute.workloads.gsp import GSPConfig, gsp_workload
@@ -345,8 +347,6 @@ def test_requests_held_by_the_policy_wait_in_their_latency(
     """``learned`` holds requests back (decode_first) at this load: each is routed later,
     in order, and its record's arrival is still when it was sent, so what it waited at the
     router counts in its TTFT and E2E; nothing is lost."""
-    from kvroute.routing import decode_first
-
     held: list[int] = []
     routed_at: dict[int, float] = {}
     real = decode_first.holds
@@ -358,8 +358,6 @@ def test_requests_held_by_the_policy_wait_in_their_latency(
         return out
 
     monkeypatch.setattr(decode_first, "holds", counting)
-    from kvroute.routing.router import Router
-
     route = Router.route
 
     def stamped(self, req, now, allowed=None):  # type: ignore[no-untyped-def]
