@@ -9,15 +9,17 @@ shorter work (shortest remaining work first). ``learned`` holds a request while
 
 1. every allowed worker has prefill queued or running, by the router's own accounting: a
    streamed request until its first token, one not streamed until its predicted first
-   token (``PendingPrefill``); and
+   token (``ahead`` > 0, :func:`~kvroute.routing.uncached_share.queued_ahead`: the test
+   that charges a copy in full); and
 2. the requests decoding have, on average, less predicted decode time left (each one's
    predicted E2E less its TTFT, from its first token: ``PoolRoom.left``) than the request's
-   own predicted prefill seconds on the worker that holds most of its prompt.
+   own predicted prefill seconds (``work_w`` of the cost) on the worker that holds most
+   of its prompt.
 
 It is released as soon as either fails: a worker's last queued prefill produced its first
 token, or the decodes left are longer than its prefill (long outputs: it is never held).
 A held request is routed with what the router knows then. Measured in
-docs/routing-results.md ("Late binding"). No constant of its own.
+docs/routing-results.md ("Late binding: decodes first"). No constant of its own.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from kvroute.routing.base import ClusterView, RouteRequest
+from kvroute.routing.uncached_share import queued_ahead
 
 if TYPE_CHECKING:
     from kvroute.routing.learned import Learned
@@ -34,12 +37,12 @@ __all__ = ["holds"]
 
 def holds(policy: Learned, req: RouteRequest, view: ClusterView) -> bool:
     """Whether ``policy`` holds ``req`` back now (the module doc)."""
+    if len(view) > len(policy.share):
+        policy.on_workers_changed(len(view))  # sized for every worker, as a decision is
     policy.pending.settle(view.now)
-    pending = policy.pending.units
-    for w in view.candidates().tolist():
-        ws = view.workers[w]
-        if ws.prefill_units == ws.unstreamed_units and not (w < len(pending) and pending[w]):
-            return False  # a worker with no prefill queued: route now
+    ahead = queued_ahead(view.workers, policy.share, policy.pending.units)
+    if min(ahead[w] for w in view.candidates().tolist()) == 0.0:
+        return False  # a worker with no prefill queued (as the copy term's test): route now
     left = policy.room.left(view.now)
     if left is None:  # nothing decoding to protect
         return False

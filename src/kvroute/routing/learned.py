@@ -206,7 +206,7 @@ from kvroute.routing.pool_room import PoolRoom
 from kvroute.routing.prediction_errors import PredictionErrors
 from kvroute.routing.registry import register
 from kvroute.routing.ttft_form import ttft_features
-from kvroute.routing.uncached_share import UncachedShare
+from kvroute.routing.uncached_share import UncachedShare, queued_ahead
 
 __all__ = ["Learned"]
 
@@ -330,9 +330,7 @@ class Learned(RoutingPolicy):
             top = max(hit[w] for w in allowed)
         # lam = flight + (flight + mean in flight over the allowed) / 2
         lam_0 = flights / (2.0 * len(allowed))
-        frac, pending = self.share.frac, self.pending.units
-        ahead = [(ws.prefill_units - ws.unstreamed_units) * f + p
-                 for ws, f, p in zip(workers, frac, pending, strict=False)]
+        ahead = queued_ahead(workers, self.share, self.pending.units)
         # copies are charged in full while no allowed worker is idle (none has prefill queued)
         busy = min(ahead if len(allowed) == n else [ahead[w] for w in allowed]) > 0.0
         copy_k = self.copy_weight * (1.0 if busy else 1.0 - self.realisation.oldest()) * k0

@@ -2,13 +2,20 @@
 that the policy predicted uncached, ``f_w = (sum of u) / (sum of L)`` over its open
 requests on ``w``: at most 1, and 1 where it has none (nothing known: every queued unit
 counts as uncached). ``learned`` multiplies the router's prefill units by it to estimate
-the uncached units queued ahead of a request. When a worker's last request leaves its
-sums are exactly 0 again (no rounding from the subtractions remains). Mechanism only.
+the uncached units queued ahead of a request (:func:`queued_ahead`). When a worker's last
+request leaves its sums are exactly 0 again (no rounding from the subtractions remains).
+Mechanism only.
 """
 
 from __future__ import annotations
 
-__all__ = ["UncachedShare"]
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kvroute.routing.base import WorkerState
+
+__all__ = ["UncachedShare", "queued_ahead"]
 
 
 class UncachedShare:
@@ -62,3 +69,14 @@ class UncachedShare:
         total = self.units[w]
         f = self.uncached[w] / total if total > 0 else 1.0
         self.frac[w] = f if f < 1.0 else 1.0
+
+
+def queued_ahead(workers: Sequence[WorkerState], share: UncachedShare,
+                 pending: Sequence[float]) -> list[float]:
+    """Per worker, the uncached units queued there (``ahead`` in ``learned``'s module doc):
+    the router's prefill units of the requests it will see a first token of, times
+    ``f_w``, plus ``pending[w]``, those of the others until their predicted first token
+    (:class:`~kvroute.routing.pending_prefill.PendingPrefill`). 0 exactly where nothing is
+    queued. ``share`` and ``pending`` must cover every worker."""
+    return [(ws.prefill_units - ws.unstreamed_units) * f + p
+            for ws, f, p in zip(workers, share.frac, pending, strict=False)]
