@@ -21,8 +21,10 @@ Contract:
   of the non-empty groups plus one refresh per listed group. ``pop_least(..., oldest=True)``
   removes the leaf of least ``(last access, group)`` instead (leaf-LRU's victim).
 * ``unmarked(epoch)``: the live candidates not marked in ``epoch``, in the order of their
-  entries (independent of the heaps' layout, so a seeded draw over them is too);
-  ``any_live()``: whether any candidate is left.
+  entries (independent of the heaps' layout, so a seeded draw over them is too); the
+  caller calls ``new_phase()`` whenever its epoch moves on (marks only grow within one),
+  so a read costs O(the entries still unmarked), not O(all); ``any_live()``: whether any
+  candidate is left.
 """
 
 from __future__ import annotations
@@ -66,6 +68,11 @@ class GroupHeaps:
         # or at a compaction; one that went stale lazily stays until then (readers check
         # node.slot == seq)
         self._order: dict[int, Node] = {}
+        # of those, in the same order, the entries not yet seen marked in the phase
+        # ``unmarked`` last read (-1: none since the last ``new_phase``), which it prunes
+        # as it reads: within a phase marks are only added
+        self._unmarked: dict[int, Node] = {}
+        self._unmarked_epoch = -1
 
     def push(self, node: Node) -> None:
         aux = node.aux
@@ -81,6 +88,8 @@ class GroupHeaps:
         self._seq = seq = self._seq + 1
         node.slot = seq
         self._order[seq] = node
+        if self._unmarked_epoch >= 0 and node.mark != self._unmarked_epoch:
+            self._unmarked[seq] = node
         heappush(self.heaps[g], (last, seq, node))
         best = self.best
         cached = best.get(g, ())  # () if the group was empty
@@ -116,6 +125,12 @@ class GroupHeaps:
             if key is not None:
                 best[b] = None
                 self.dirty.append(b)
+
+    def new_phase(self) -> None:
+        """The caller's phase moved on: every key may have changed, and marks were reset."""
+        self.forget_all()
+        self._unmarked = {}
+        self._unmarked_epoch = -1
 
     def _compact(self) -> None:
         live = 0
@@ -190,9 +205,19 @@ class GroupHeaps:
             dirty.append(b)
 
     def unmarked(self, epoch: int) -> list[Node]:
-        return [node for seq, node in self._order.items()
-                if node.slot == seq and node.mark != epoch  # live, unmarked, and valid():
-                and node.parent is not None and not node.children and node.lock_ref == 0]
+        if epoch != self._unmarked_epoch:
+            self._unmarked_epoch = epoch
+            self._unmarked = self._order.copy()
+        pool = self._unmarked
+        out, gone = [], []
+        for seq, node in pool.items():
+            if node.slot != seq or node.mark == epoch:
+                gone.append(seq)  # stale for good (seqs are not reused) or marked for the phase
+            elif node.parent is not None and not node.children and node.lock_ref == 0:
+                out.append(node)  # live, unmarked and valid()
+        for seq in gone:
+            del pool[seq]
+        return out
 
     def any_live(self) -> bool:
         return any(self._top(heap) is not None for heap in self.heaps)

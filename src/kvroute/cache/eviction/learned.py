@@ -218,7 +218,7 @@ class LearnedEviction(EvictionPolicy):
             self.candidates.forget_all()
 
     def _new_phase(self) -> None:
-        self.candidates.forget_all()  # ages moved
+        self.candidates.new_phase()  # ages moved, marks reset
         self.handover = self.shadow is not None and self.shadow.phase_end()
         self.handover_phases += self.handover
         if self.tried:  # this phase started with predictions
