@@ -21,9 +21,14 @@ do), so ``learned`` checks each worker for a wait for room in its pool. With
 a cap of ``--max-loras`` (2) adapters at once, and each request completes only after as
 many later decisions as there are workers (about one open per worker), so ``learned``
 prices adapter slots some of which are taken.
+With ``--busy`` every decision also asks ``Router.hold`` first (late binding; timed with
+the decision) with every worker busy: each request gets its first token after as many
+later decisions as there are workers and completes after four times as many, so each
+worker has about one request prefilling and three decoding, and ``learned``'s hold check
+reads them all (it holds most; the bench routes each request anyway).
 
     python benchmarks/route_bench.py [--requests 400] [--workers 4,16,64] [--ttft] [--pool]
-        [--adapters N [--max-loras M]] [--policies a,b,...] [--repeats 3]
+        [--adapters N [--max-loras M]] [--busy] [--policies a,b,...] [--repeats 3]
 
 The machine's noise moves single runs by 10% and more, and its slow spells (seconds to
 minutes) by 30-70%: the whole table is measured ``--repeats`` times (3), one round after
@@ -50,7 +55,7 @@ def prompts(n: int, rng: np.random.Generator, groups: int = 64) -> list[np.ndarr
 
 def bench(policy: str, workers: int, warm: list[np.ndarray], timed: list[np.ndarray],
           ttft: bool = False, pool: bool = False, adapters: int = 0,
-          max_loras: int = 2) -> float:
+          max_loras: int = 2, busy: bool = False) -> float:
     gc.collect()  # the earlier cells' routers (their trees hold cycles) are not timed here
     router = Router(make_router_policy(policy, seed=1), workers)
     if pool or adapters:
@@ -59,18 +64,25 @@ def bench(policy: str, workers: int, warm: list[np.ndarray], timed: list[np.ndar
                                kv_capacity=200_000 if pool else 0,
                                max_loras=max_loras if adapters else 0)
     cached = 4096 if pool else None
-    lag = workers if adapters else 0  # decisions before a request completes
+    lag = 4 * workers if busy else workers if adapters else 0  # decisions before completion
     open_: deque[Decision] = deque()
+    prefilling: deque[Decision] = deque()  # --busy: requests without a first token yet
     now, i = 0.0, 0
 
     def decide(p: np.ndarray) -> None:
         nonlocal now, i
         now += 0.01
         i += 1
-        d = router.route(RouteRequest(p, max_tokens=4,
-                                      adapter=f"lora{i % adapters}" if adapters else None),
-                         now)
-        if ttft:
+        req = RouteRequest(p, max_tokens=64 if busy else 4,
+                           adapter=f"lora{i % adapters}" if adapters else None)
+        if busy:
+            router.hold(req, now)
+        d = router.route(req, now)
+        if busy:
+            prefilling.append(d)
+            if len(prefilling) > workers:
+                router.first_token(prefilling.popleft(), now)
+        elif ttft:
             router.first_token(d, now + 0.0005)
         if not lag:
             router.complete(d, now + 0.001, cached_tokens=cached)
@@ -98,6 +110,8 @@ def main() -> None:
                     help="requests for N LoRA adapters in turn, on capped workers")
     ap.add_argument("--max-loras", type=int, default=2,
                     help="with --adapters: each worker's cap on adapters at once (2)")
+    ap.add_argument("--busy", action="store_true",
+                    help="time Router.hold with each decision, every worker busy")
     ap.add_argument("--policies", default="", help="comma-separated (default: all)")
     ap.add_argument("--repeats", type=int, default=3,
                     help="measure the table N times, show each cell's best (default 3)")
@@ -119,10 +133,11 @@ def main() -> None:
         for name in names:
             for w in sizes:
                 runs[name, w].append(bench(name, w, warm, timed, args.ttft, args.pool,
-                                           args.adapters, args.max_loras))
+                                           args.adapters, args.max_loras, args.busy))
     measured = {cell: min(us) for cell, us in runs.items()}
     rounds = f", best of {args.repeats} rounds" if args.repeats > 1 else ""
-    print(f"us per routing decision (8,192-token prompts, {args.requests} decisions{rounds})")
+    what = "hold check and routing decision" if args.busy else "routing decision"
+    print(f"us per {what} (8,192-token prompts, {args.requests} decisions{rounds})")
     print(f"{'policy':<16}" + "".join(f"{w:>10} w" for w in sizes))
     for name in names:
         print(f"{name:<16}" + "".join(f"{measured[name, w]:>12.1f}" for w in sizes))

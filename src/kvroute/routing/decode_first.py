@@ -48,7 +48,16 @@ def holds(policy: Learned, req: RouteRequest, view: ClusterView) -> bool:
         return False
     a0, a1 = policy.models.coefficients()[:2]
     length = float(len(req))
-    hit = min(float(view.matched(req).max(initial=0)) * policy.hit_realisation, length - 1.0)
-    u = length - max(hit, 0.0)
-    prefill = u * a0 / 1000.0 + u * (hit + u / 2.0) * a1 / 1e6
-    return left < prefill
+
+    def prefill(hit: float) -> float:
+        u = length - hit
+        return u * a0 / 1000.0 + u * (hit + u / 2.0) * a1 / 1e6
+
+    if a0 >= 0.0 and a1 >= 0.0:  # the prefill falls as the hit grows: no walk where both
+        if left >= prefill(0.0):  # bounds (no hit, all but one unit hit) give the answer
+            return False
+        if left < prefill(length - 1.0):
+            return True
+    view.last_sent(req)  # one walk gives the match too, and routing reads both again
+    return left < prefill(max(0.0, min(float(view.matched(req).max(initial=0))
+                                       * policy.hit_realisation, length - 1.0)))
