@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from kvroute.errors import ConfigError
-from kvroute.routing.online_regression import OnlineRegression
+from kvroute.routing.online_regression import OnlineRegression, _solve
 
 
 def fitted(x: np.ndarray, y: np.ndarray, **kwargs: float) -> OnlineRegression:
@@ -189,3 +189,18 @@ def test_a_ridge_fit_stays_solvable_when_the_samples_never_vary() -> None:
     assert model.predict(x) == pytest.approx(0.03, rel=1e-6)  # the data's direction is fitted
     d = np.array([2.0, -1.0, 0.0])  # unexcited (d . x = 0) and free of the given ridge
     assert np.dot(model.coefficients(), d) == pytest.approx(np.dot(prior, d), abs=1e-6)
+
+
+def test_the_ridge_solve_agrees_with_numpy_and_pivots() -> None:
+    rng = np.random.default_rng(3)
+    for n in (3, 6):
+        for _ in range(200):
+            x = rng.normal(size=(40, n))
+            m = x.T @ x + np.diag(rng.uniform(0.0, 2.0, n))
+            b = rng.normal(size=n)
+            got = _solve(m.tolist(), b.tolist())
+            assert np.allclose(got, np.linalg.solve(m, b), rtol=1e-12, atol=1e-12)
+    # a zero in the first pivot's place: partial pivoting swaps rows
+    assert np.allclose(_solve([[0.0, 1.0], [2.0, 0.0]], [3.0, 4.0]), [2.0, 3.0])
+    with pytest.raises(np.linalg.LinAlgError):  # singular: numpy's error, as before
+        _solve([[1.0, 2.0], [2.0, 4.0]], [1.0, 1.0])
