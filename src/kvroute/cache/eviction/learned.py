@@ -108,9 +108,9 @@ Cost: O(log L) per heap change; a victim in prediction mode is the least of the 
 groups' cached top keys (``group_heaps.GroupHeaps``: one lazy min-heap per group keyed
 by last access; a group's key is recomputed only when it may have changed, and
 tests/cache/test_learned.py checks the choice against a full scan). The fallback gathers
-the unmarked leaves once per batch, O(L), in the order of their heap entries (kept in a
-dict by entry, so its seeded draws do not depend on the heaps' layout), and visits only
-the leaves drawn. A ghost hit compares the new leaf with the span cut by cut, each on its
+the unmarked leaves once per batch, in the order of their heap entries (kept in a dict
+by entry, so its seeded draws do not depend on the heaps' layout; O(those not yet seen
+marked in the phase), pruned as they are read), and visits only the leaves drawn. A ghost hit compares the new leaf with the span cut by cut, each on its
 first 16 pages first (most share a page or two), so the span is never joined and a long
 one is not read.
 
