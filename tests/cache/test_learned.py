@@ -194,6 +194,30 @@ def test_cached_group_keys_choose_what_a_full_scan_would(page_size):
     assert len(chosen) > 50
 
 
+def test_the_fallbacks_unmarked_leaves_are_those_a_full_scan_finds():
+    """The unmarked leaves kept per phase and pruned as they are read are, at every batch
+    of the fallback, the live unmarked candidates in the order of their entries."""
+    batches = []
+
+    class Checked(LearnedEviction):
+        name = "checked_learned_unmarked_for_a_test"  # not registered
+
+        def _rlt_batch(self, rem):
+            heaps = self.candidates
+            scan = [node for seq, node in heaps._order.items()
+                    if node.slot == seq and node.mark != self.epoch and valid(node)]
+            assert heaps.unmarked(self.epoch) == scan
+            batches.append(len(scan))
+            return super()._rlt_batch(rem)
+
+    prompts = generate_gsp(GSPConfig(groups=8, prompts_per_group=8, lengths=(64, 256),
+                                     seed=3)).prompts
+    cache = RadixCache(1500, Checked(seed=3, trust=0.0, shadow=False))
+    replay(cache, prompts)
+    cache.check_integrity()
+    assert len(batches) >= 10 and max(batches) > 1
+
+
 @pytest.mark.parametrize(("capacity", "hit_rate"), [(50_000, 0.104999), (200_000, 0.473154)])
 def test_hit_rate_on_gsp_is_pinned(capacity, hit_rate):
     """Its decisions on the paper's GSP stream with seed 1, pinned (docs/eviction-results.md):
