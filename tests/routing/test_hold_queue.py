@@ -56,6 +56,17 @@ def test_an_arrival_never_passes_a_held_request() -> None:
     assert queue.release(4.0) is None and len(queue) == 0
 
 
+def test_behind_a_released_request_an_arrival_queues() -> None:
+    """``behind``: a request released and not yet routed is ahead of it (the live
+    router's transit), so it queues without asking the policy."""
+    gate = Gate()
+    queue: HoldQueue[str] = HoldQueue(Router(gate, 2))
+    assert queue.offer(_req(3), "late", 0.0, behind=True)
+    assert gate.asked == [] and len(queue) == 1
+    head = queue.release(1.0)
+    assert head is not None and head[1] == "late"
+
+
 def test_release_asks_again_for_each_head() -> None:
     """One release per call: the caller routes it before the policy judges the next."""
     gate = Gate()

@@ -78,3 +78,24 @@ async def test_a_client_that_leaves_is_dropped() -> None:
     holds.kick()
     assert await stays == 0.0
     await holds.close()
+
+
+@pytest.mark.asyncio
+async def test_nothing_more_is_released_until_the_released_one_resumes() -> None:
+    """Between a release and its task's resumption (where the forwarder routes it) other
+    events kick too: they release nothing, so the next head is judged with the first
+    routed."""
+    gate, holds, _ = _closed()
+    first = asyncio.create_task(holds.wait(_req(2)))
+    second = asyncio.create_task(holds.wait(_req(3)))
+    await asyncio.sleep(0)
+    gate.closed = False
+    holds.kick()  # releases the first
+    holds.kick()  # a first token elsewhere, before the first's task resumed: nothing
+    assert len(holds) == 1
+    assert await first == 0.0
+    await asyncio.sleep(0)
+    assert not second.done()
+    holds.kick()  # the first was routed: the next one's turn
+    assert await second == 0.0
+    await holds.close()

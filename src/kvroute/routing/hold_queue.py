@@ -40,8 +40,11 @@ class HoldQueue(Generic[T]):
     def __len__(self) -> int:
         return len(self._held)
 
-    def offer(self, req: RouteRequest, item: T, now: float, allowed: Allowed = None) -> bool:
-        if not self._held and not self.router.hold(req, now, allowed):
+    def offer(self, req: RouteRequest, item: T, now: float, allowed: Allowed = None,
+              behind: bool = False) -> bool:
+        """``behind``: queue it even if nothing is held (a request released and not yet
+        routed is ahead of it)."""
+        if not behind and not self._held and not self.router.hold(req, now, allowed):
             return False
         self._held.append((req, item, now))
         return True
