@@ -110,9 +110,10 @@ by last access; a group's key is recomputed only when it may have changed, and
 tests/cache/test_learned.py checks the choice against a full scan). The fallback gathers
 the unmarked leaves once per batch, in the order of their heap entries (kept in a dict
 by entry, so its seeded draws do not depend on the heaps' layout; O(those not yet seen
-marked in the phase), pruned as they are read), and visits only the leaves drawn. A ghost hit compares the new leaf with the span cut by cut, each on its
-first 16 pages first (most share a page or two), so the span is never joined and a long
-one is not read.
+marked in the phase), pruned as they are read), and visits only the leaves drawn. A
+ghost hit compares the new leaf with the span cut by cut, each on its first 16 pages
+first (most share a page or two), so the span is never joined and a long one is not
+read.
 
 Replay time (issue 13: within 2x of rlt's): every victim is one Python step (the lookup
 above, a ghost, the ghosts it pushes out, the tree's trim, a heap entry; about 4 us),
