@@ -99,3 +99,23 @@ async def test_nothing_more_is_released_until_the_released_one_resumes() -> None
     holds.kick()  # the first was routed: the next one's turn
     assert await second == 0.0
     await holds.close()
+
+
+@pytest.mark.asyncio
+async def test_a_released_request_forgets_its_matches() -> None:
+    """Routed when its task resumes, so what the index gave at the release is not kept;
+    a request not held keeps it (the forwarder routes it at once, with the same walk)."""
+    gate, holds, _ = _closed()
+    req = _req(2)
+    task = asyncio.create_task(holds.wait(req))
+    await asyncio.sleep(0)
+    req._matched = np.zeros(2, dtype=np.int64)  # as the release's check would leave it
+    gate.closed = False
+    holds.kick()
+    await task
+    assert req._matched is None and req._last_sent is None
+    kept = _req(3)
+    kept._matched = np.ones(2, dtype=np.int64)
+    assert await holds.wait(kept) == 0.0
+    assert kept._matched is not None
+    await holds.close()

@@ -49,11 +49,17 @@ class RouteRequest:
     # caches by adapter: prompts of different adapters share no cached prefix, and the
     # router's prefix index holds them apart (``PrefixIndex``'s ``adapter``)
     adapter: str | None = None
+    # what the prefix index gave for it (``ClusterView.matched`` / ``last_sent``), kept
+    # for the decision that follows
     _matched: np.ndarray | None = field(default=None, repr=False)
     _last_sent: np.ndarray | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.units)
+
+    def forget_matches(self) -> None:
+        """Drop what the index gave for it: it is routed later, when the index may differ."""
+        self._matched = self._last_sent = None
 
 
 @dataclass(frozen=True)

@@ -197,8 +197,8 @@ class Router:
         view.now = now
         view.allow(allowed)
         held = self.policy.holds(req, view)
-        if held:  # routed later: the index may have changed by then
-            req._matched = req._last_sent = None
+        if held:
+            req.forget_matches()
         return held
 
     def route(self, req: RouteRequest, now: float,

@@ -68,7 +68,8 @@ class Holds:
         now = self.clock()
         head = self.queue.release(now, self.allowed(now))
         if head is not None:
-            _, future, since = head
+            req, future, since = head
+            req.forget_matches()  # routed when its task resumes: the index may move first
             if not future.done():
                 future.set_result(now - since)
                 self._transit = future

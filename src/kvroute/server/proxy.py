@@ -216,10 +216,10 @@ class Forwarder:
         exclude: set[str] = set()
         failed: _Failed | None = None
         held = 0.0  # seconds the policy held it back before its first attempt
-        if pin is None:
-            held = await self.holds.wait(RouteRequest(units, session=session,
-                                                      max_tokens=max_tokens, streamed=stream,
-                                                      adapter=adapter))
+        first = RouteRequest(units, session=session, max_tokens=max_tokens, streamed=stream,
+                             adapter=adapter)
+        if pin is None:  # not held: routed at once, with the match the hold check read
+            held = await self.holds.wait(first)
             self.metrics.held.observe(held)
         for attempt in range(self.max_retries + 1):
             if attempt:
@@ -227,8 +227,8 @@ class Forwarder:
                 delay = self.backoff_base * self.backoff_factor ** (attempt - 1)
                 jitter = self.backoff_jitter
                 await asyncio.sleep(delay * (1 + self.rng.uniform(-jitter, jitter)))
-            req = RouteRequest(units, session=session, max_tokens=max_tokens, streamed=stream,
-                               adapter=adapter)
+            req = first if not attempt else RouteRequest(
+                units, session=session, max_tokens=max_tokens, streamed=stream, adapter=adapter)
             routed = self._route(req, attempt, exclude, pin)
             if routed is None:
                 break
