@@ -248,3 +248,25 @@ def test_forgotten_settles_as_resolve_does_one_segment_at_a_time():
         assert [one.p(c) for c in range(20)] == [batch.p(c) for c in range(20)]
     assert one.halvings == batch.halvings > 0
     assert (one.evicted, one.reused) == (batch.evicted, batch.reused)
+
+
+def test_a_phase_that_begins_within_an_eviction_call_predicts_from_the_next():
+    """An RLT-only phase that runs out of unmarked leaves mid-call starts the next phase
+    there; that call ends by RLT's rule, and the new phase, a prediction phase, predicts
+    from the next call (it once kept RLT's rule for all of it while counted as a
+    prediction phase that kept its trust, which reset the backoff)."""
+    policy = LearnedEviction(seed=1, shadow=False)
+    cache = RadixCache(100, policy)
+    for start in (0, 100, 200):
+        cache.insert(np.arange(start, start + 30), 1.0)
+    cache.lock(cache.match(np.arange(200, 230), 1.0).handle)  # held by a request
+    policy._new_phase()  # a new phase: all unmarked; the locked leaf is no candidate
+    cache.match(np.arange(0, 30), 2.0)
+    cache.match(np.arange(100, 130), 2.0)  # both other leaves marked
+    policy.predicting = policy.tried = False  # an RLT-only phase, the last of its backoff
+    policy.skip = 0
+    phases = policy.phases
+    cache.insert(np.arange(300, 320), 3.0)  # room needed, no unmarked unlocked leaf
+    assert policy.phases == phases + 1 and policy.tried
+    assert policy.predicting
+    cache.check_integrity()

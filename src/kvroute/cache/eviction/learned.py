@@ -14,7 +14,9 @@ length when created, or not); and its age in phases since its last access (0, 1,
 Phases (as in marking paging and RLT): a phase is a maximal run of accesses that touch
 at most ``capacity`` distinct tokens. Every token a ``match`` or ``insert`` touches is
 *marked* with the current phase; a phase ends when the marked tokens would exceed the
-capacity, or (in the fallback below) when space is needed and no unmarked leaf is left.
+capacity, or (in the fallback below) when space is needed and no unmarked leaf is left;
+a phase that begins so, within an eviction call, finishes that call by RLT's rule and
+follows its own (predictions, unless it is an RLT-only phase) from the next call.
 
 What it learns: when it evicts a span (the last pages of a leaf) it leaves a *ghost*
 (:mod:`~kvroute.cache.eviction.reuse_model`: the span's ids, class, phase, where it
@@ -182,6 +184,7 @@ class LearnedEviction(EvictionPolicy):
         self.returns = 0
         self.rlt_returns = 0
         self.rlt_done = 0
+        self._deferred = False  # a phase that began within a call predicts from the next
         self.candidates = GroupHeaps(GROUPS)
         self._halvings = 0
         self._shadowing = bool(shadow)
@@ -372,6 +375,9 @@ class LearnedEviction(EvictionPolicy):
                 if steps < 0:
                     break
                 done += steps
+        if self._deferred:  # a phase began in this call: its own rule from the next one
+            self._deferred = False
+            self.predicting = self.tried
         return done * page
 
     def _handover(self, pages: int, held: dict[int, Node]) -> int:
@@ -443,7 +449,9 @@ class LearnedEviction(EvictionPolicy):
             if not self.candidates.any_live():
                 return -1  # everything left is locked
             self._new_phase()
-            self.predicting = False  # finish this eviction call by RLT's rule
+            if self.predicting:  # finish this eviction call by RLT's rule; the phase's
+                self.predicting = False  # predictions start with the next call
+                self._deferred = True
             return 0
         counts = self.rng.multinomial(rem, np.full(len(leaves), 1.0 / len(leaves)))
         drawn = counts.tolist()
