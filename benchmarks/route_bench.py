@@ -21,11 +21,12 @@ do), so ``learned`` checks each worker for a wait for room in its pool. With
 a cap of ``--max-loras`` (2) adapters at once, and each request completes only after as
 many later decisions as there are workers (about one open per worker), so ``learned``
 prices adapter slots some of which are taken.
-With ``--busy`` every decision also asks ``Router.hold`` first (late binding; timed with
-the decision) with every worker busy: each request gets its first token after as many
-later decisions as there are workers and completes after four times as many, so each
-worker has about one request prefilling and three decoding, and ``learned``'s hold check
-reads them all (it holds most; the bench routes each request anyway).
+With ``--busy`` every decision also asks ``Router.hold`` first (late binding) with every
+worker busy: each request gets its first token after as many later decisions as there
+are workers and completes after four times as many, so each worker has about one request
+prefilling and three decoding, and ``learned``'s hold check reads them all (the bench
+routes each request anyway). Each figure then covers the hold check, the decision and
+the learning of a first token and a completion; no target verdict is printed.
 
     python benchmarks/route_bench.py [--requests 400] [--workers 4,16,64] [--ttft] [--pool]
         [--adapters N [--max-loras M]] [--busy] [--policies a,b,...] [--repeats 3]
