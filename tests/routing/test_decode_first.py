@@ -85,3 +85,30 @@ def test_late_binding_off_holds_nothing() -> None:
     assert not router.hold(_req(50_000, 1000), 0.05)
     with pytest.raises(ConfigError, match="late_binding must be true or false"):
         Learned(late_binding=1)  # type: ignore[arg-type]
+
+
+def test_a_request_not_held_is_routed_with_one_walk_of_the_index() -> None:
+    """The hold check reads the match with the last-sent times, the decision reuses both;
+    a prompt whose prefill bounds decide is not walked at all by the check."""
+    router, *_ = _busy_cluster()
+    walks = []
+    caches = router.caches
+    for name in ("match", "match_last_sent"):
+        inner = getattr(caches, name)
+
+        def counted(*args, _inner=inner, _name=name, **kwargs):
+            walks.append(_name)
+            return _inner(*args, **kwargs)
+
+        setattr(caches, name, counted)
+    # 300 units held on a worker and 400 new: no bound decides (0.071 s with no hit, far
+    # less with all hit, 0.063 s of decode left); with the hit, 0.041 s: not held
+    req = RouteRequest(np.concatenate([np.arange(10_000, 10_300), np.arange(70_000, 70_400)]),
+                       max_tokens=4)
+    assert not router.hold(req, 0.05)
+    router.route(req, 0.05)
+    assert walks == ["match_last_sent"]
+    walks.clear()
+    fresh = _req(80_000, 400)  # 0.040 s of prefill even with no hit: no walk
+    assert not router.hold(fresh, 0.05)
+    assert walks == []
