@@ -6,10 +6,11 @@ Contract:
   ``DecisionLog(None)`` writes nothing, and its methods return at once (``enabled`` is
   False), so callers need not check.
 * ``decision(...)``: ``{"event": "decision", "t", "wall", "rid", "attempt", "worker",
-  "branch", "predicted_s", "units", "matched": {url: units}, "in_flight": {url: n}}``,
-  with ``t`` the router's clock, ``wall`` the Unix time, ``matched`` what the router's
-  prefix index believed each worker held before the decision and ``in_flight`` the
-  router's counts after it.
+  "branch", "predicted_s", "units", "held_s", "matched": {url: units}, "in_flight": {url:
+  n}}``, with ``t`` the router's clock, ``wall`` the Unix time, ``held_s`` the seconds the
+  policy held the request back before this attempt (late binding; 0 for most, and for
+  retries), ``matched`` what the router's prefix index believed each worker held before
+  the decision and ``in_flight`` the router's counts after it.
 * ``outcome(...)``: ``{"event": "outcome", "t", "rid", "worker", "ok", "error", "e2e_s",
   "ttft_s", "cached_tokens"}`` (``e2e_s`` only when ok).
 * Each line is flushed as it is written; ``close()`` closes the file.
@@ -48,14 +49,14 @@ class DecisionLog:
 
     def decision(self, now: float, req: RouteRequest, attempt: int, d: Dispatch, url: str,
                  workers: Sequence[Worker], matched: np.ndarray,
-                 states: Sequence[WorkerState]) -> None:
+                 states: Sequence[WorkerState], held: float = 0.0) -> None:
         if self._file is None:
             return
         dec = d.decision
         self._write({
             "event": "decision", "t": round(now, 6), "wall": time.time(), "rid": req.rid,
             "attempt": attempt, "worker": url, "branch": dec.branch,
-            "predicted_s": dec.predicted_s, "units": len(req),
+            "predicted_s": dec.predicted_s, "units": len(req), "held_s": round(held, 6),
             "matched": {x.url: int(c) for x, c in zip(workers, matched, strict=False)},
             "in_flight": {x.url: s.in_flight for x, s in zip(workers, states, strict=True)},
         })

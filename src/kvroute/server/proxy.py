@@ -229,11 +229,10 @@ class Forwarder:
                 await asyncio.sleep(delay * (1 + self.rng.uniform(-jitter, jitter)))
             req = first if not attempt else RouteRequest(
                 units, session=session, max_tokens=max_tokens, streamed=stream, adapter=adapter)
-            routed = self._route(req, attempt, exclude, pin)
+            routed = self._route(req, attempt, exclude, pin, 0.0 if attempt else held)
             if routed is None:
                 break
             d, w = routed
-            d.waited = held if not attempt else 0.0
             result = await self._attempt(request, d, w, path, raw, headers, stream,
                                          usage_asked, track_id, reply)
             if not isinstance(result, _Failed):
@@ -252,9 +251,9 @@ class Forwarder:
         return error_response(503, "no healthy worker is available", "service_unavailable")
 
     def _route(self, req: RouteRequest, attempt: int, exclude: set[str],
-               pin: str | None = None) -> tuple[Dispatch, Worker] | None:
+               pin: str | None = None, held: float = 0.0) -> tuple[Dispatch, Worker] | None:
         """Route ``req`` among available workers not in ``exclude`` (only ``pin``, if
-        given); record the decision."""
+        given), ``held`` seconds after it arrived; record the decision."""
         now = self.clock()
         allowed = self.members.allowed(now, exclude)
         if pin is not None:
@@ -276,7 +275,8 @@ class Forwarder:
         if dec.predicted_s is not None:
             mt.predicted.observe(dec.predicted_s)
         self.decisions.decision(now, req, attempt, d, w.url, self.members.workers, matched,
-                          self.router.workers)
+                                self.router.workers, held)
+        d.waited = held
         self.holds.kick()  # the next held request's turn, with this one routed
         return d, w
 
