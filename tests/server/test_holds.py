@@ -26,6 +26,13 @@ def _closed() -> tuple[Gate, Holds, list[float]]:
     return gate, *_holds(gate)
 
 
+async def _held(holds: Holds, *sizes: int) -> list[asyncio.Task[float]]:
+    """One waiting task per prompt size, queued in order (each has reached the queue)."""
+    tasks = [asyncio.create_task(holds.wait(_req(n))) for n in sizes]
+    await asyncio.sleep(0)
+    return tasks
+
+
 @pytest.mark.asyncio
 async def test_not_held_returns_at_once() -> None:
     holds, _ = _holds(Gate())
@@ -36,9 +43,7 @@ async def test_not_held_returns_at_once() -> None:
 @pytest.mark.asyncio
 async def test_released_in_order_one_per_kick_with_the_time_held() -> None:
     gate, holds, clock = _closed()
-    first = asyncio.create_task(holds.wait(_req(2)))
-    second = asyncio.create_task(holds.wait(_req(3)))
-    await asyncio.sleep(0)
+    first, second = await _held(holds, 2, 3)
     assert len(holds) == 2
     clock[0] = 1.5
     holds.kick()  # still held
@@ -57,8 +62,7 @@ async def test_released_in_order_one_per_kick_with_the_time_held() -> None:
 @pytest.mark.asyncio
 async def test_the_ticker_releases_without_a_kick() -> None:
     gate, holds, _ = _closed()
-    task = asyncio.create_task(holds.wait(_req(2)))
-    await asyncio.sleep(0)
+    (task,) = await _held(holds, 2)
     gate.closed = False
     assert await asyncio.wait_for(task, timeout=5.0) == 0.0
     await holds.close()
@@ -67,9 +71,7 @@ async def test_the_ticker_releases_without_a_kick() -> None:
 @pytest.mark.asyncio
 async def test_a_client_that_leaves_is_dropped() -> None:
     gate, holds, _ = _closed()
-    gone = asyncio.create_task(holds.wait(_req(2)))
-    stays = asyncio.create_task(holds.wait(_req(3)))
-    await asyncio.sleep(0)
+    gone, stays = await _held(holds, 2, 3)
     gone.cancel()
     with pytest.raises(asyncio.CancelledError):
         await gone
@@ -86,9 +88,7 @@ async def test_nothing_more_is_released_until_the_released_one_resumes() -> None
     events kick too: they release nothing, so the next head is judged with the first
     routed."""
     gate, holds, _ = _closed()
-    first = asyncio.create_task(holds.wait(_req(2)))
-    second = asyncio.create_task(holds.wait(_req(3)))
-    await asyncio.sleep(0)
+    first, second = await _held(holds, 2, 3)
     gate.closed = False
     holds.kick()  # releases the first
     holds.kick()  # a first token elsewhere, before the first's task resumed: nothing
