@@ -112,7 +112,8 @@ def main() -> None:
     ap.add_argument("--max-loras", type=int, default=2,
                     help="with --adapters: each worker's cap on adapters at once (2)")
     ap.add_argument("--busy", action="store_true",
-                    help="time Router.hold with each decision, every worker busy")
+                    help="every worker busy: time Router.hold, the decision and the learning of "
+                         "first tokens and completions (no target verdicts)")
     ap.add_argument("--policies", default="", help="comma-separated (default: all)")
     ap.add_argument("--repeats", type=int, default=3,
                     help="measure the table N times, show each cell's best (default 3)")

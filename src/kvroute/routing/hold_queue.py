@@ -3,14 +3,16 @@ first served; one implementation for the simulator and the live router.
 
 Contract: ``offer(req, item, now, allowed)`` is called for every arriving request: False
 means route it now (nothing is held and the policy does not hold it); True means it is
-queued behind those held before it (an arrival never passes a held request). Whenever the
-router's state changes (a first token, a completion, a routing decision; the simulator at
-every engine step too), and at least every ``HOLD_RECHECK_S`` seconds while anything is
-held, the caller calls ``release(now, allowed)`` and routes what it returns, one at a
-time, until it returns None: the head, once the policy no longer holds it
-(``Router.hold``), asked again only after the one before it was routed. ``discard(item)``
-drops a held item whose client went away. ``item`` is the caller's (the simulator's
-request, the live router's future); the queue only keeps it beside its request.
+queued behind those held before it (an arrival never passes a held request; with
+``behind=True`` it is queued without asking, for a caller whose last release is not yet
+routed). Whenever the router's state changes (a first token, a completion, a routing
+decision; the simulator at every engine step too), and at least every ``HOLD_RECHECK_S``
+seconds while anything is held, the caller calls ``release(now, allowed)`` and routes
+what it returns, one at a time, until it returns None: the head, once the policy no
+longer holds it (``Router.hold``), asked again only after the one before it was routed.
+``discard(item)`` drops a held item whose client went away. ``item`` is the caller's
+(the simulator's request, the live router's future); the queue only keeps it beside its
+request.
 """
 
 from __future__ import annotations
