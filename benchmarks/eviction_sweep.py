@@ -11,7 +11,8 @@ and ShareGPT streams, 4,000-request traces of the invented conversation and agen
 shapes (``kvroute.workloads.mooncake_synth.SHAPES``, drawn by the seed), and the trace at
 other capacities and in tokens (skipped without ``--trace``), every policy beside the
 offline optimum, and prints per cell (means over the seeds): learned / max(lru, rlt),
-learned / the best of lfu, slru, sae, the optimum / max(lru, rlt), learned's share of
+learned / the best of lfu, slru, sae, learned / block_lru (vLLM's block LRU), the
+optimum / max(lru, rlt), learned's share of
 the optimum, the verdict of issue 13's rules (``eviction_results.status``) and learned's
 replay time over rlt's, then one line to compare variants by: the geometric mean of
 learned / max(lru, rlt) over the GSP cells and over the others, the lowest, and how many
@@ -44,7 +45,7 @@ from kvroute.workloads.cache_streams import (
 )
 from kvroute.workloads.mooncake_synth import SHAPES, synth_records
 
-POLICIES = ["lru", "lfu", "slru", "sae", "rlt", "learned", "optimal"]
+POLICIES = ["lru", "block_lru", "lfu", "slru", "sae", "rlt", "learned", "optimal"]
 TRACE = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "traces",
                      "mooncake_synthetic_trace.jsonl")
 
@@ -97,7 +98,7 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     console = Console(width=124)
     table = Table(title=f"learned on streams it was not designed on, seeds {args.seeds}")
-    for col in ("stream", "capacity", "vs lru/rlt", "vs engines", "opt vs lru/rlt",
+    for col in ("stream", "capacity", "vs lru/rlt", "vs engines", "vs vLLM", "opt vs lru/rlt",
                 "of opt", "time vs rlt", "issue 13"):
         table.add_column(col, justify="left" if col in ("stream", "issue 13") else "right")
     start = time.perf_counter()
@@ -127,6 +128,7 @@ def main() -> None:
             engine = max(r[b] for b in BASELINES)
             table.add_row(label, text, f"{r['learned'] / base:.3f}",
                           f"{r['learned'] / engine:.3f}" if engine else "-",
+                          f"{r['learned'] / r['block_lru']:.3f}" if r["block_lru"] else "-",
                           f"{r['optimal'] / base:.2f}" if base else "-",
                           f"{r['learned'] / r['optimal']:.0%}",
                           f"{seconds[(text, 'learned')] / seconds[(text, 'rlt')]:.1f}x",
@@ -134,7 +136,7 @@ def main() -> None:
         console.print(f"{label}: done after {time.perf_counter() - start:.0f} s")
     console.print(table)
     console.print("vs lru/rlt: learned / max(lru, rlt); vs engines: learned / the best of "
-                  "lfu, slru, sae; opt: the offline optimum; issue 13: its rules for one cell "
+                  "lfu, slru, sae; vs vLLM: learned / block_lru; opt: the offline optimum; issue 13: its rules for one cell "
                   "(benchmarks/eviction_results.py)")
     gsp = [v for (label, _), v in ratios.items() if label.startswith("GSP")]
     other = {k: v for k, v in ratios.items() if not k[0].startswith("GSP")}

@@ -19,8 +19,8 @@ def test_cache_command_writes_a_table_and_json(tmp_path, capsys):
     data = json.loads(out.read_text())
     (run,) = data["results"]
     rates = {r["policy"]: r["hit_rate"] for r in run["policies"]}
-    assert set(rates) == {"lru", "lfu", "slru", "sae", "rlt", "rlt_faithful", "learned",
-                          "optimal"}
+    assert set(rates) == {"lru", "block_lru", "lfu", "slru", "sae", "rlt", "rlt_faithful",
+                          "learned", "optimal"}
     assert max(rates.values()) == rates["optimal"] <= run["ceilings"]["infinite"]
     assert run["capacity"] == 6000 and data["stream"]["name"] == "gsp"
 

@@ -1,4 +1,5 @@
-"""The engines' other policies as baselines: lfu, slru (SGLang) and sae (vLLM CPU tier)."""
+"""The engines' other policies as baselines: lfu, slru (SGLang), sae (vLLM CPU tier) and
+block_lru (vLLM's GPU prefix cache)."""
 
 from kvroute.cache import RadixCache, make_policy
 
@@ -71,3 +72,37 @@ def test_sae_ghost_popularity_and_admission():
     c.evict(4)
     assert leaves(c) == [(1,) * 4]
     c.check_integrity()
+
+
+def test_block_lru_frees_exactly_the_deficit_from_the_oldest_tail():
+    """Over capacity by one token, block_lru trims the oldest leaf's last token where
+    SGLang's lru, asked for the whole allocation, drops whole leaves."""
+    c, lru = cache_with("block_lru", 10), cache_with("lru", 10)
+    for cache in (c, lru):
+        serve(cache, [1, 2, 3, 4], 0)
+        serve(cache, [5, 6, 7], 1)
+        serve(cache, [8, 9, 10, 11], 2)  # 11 tokens in a cache of 10
+    assert leaves(c) == [(1, 2, 3), (5, 6, 7), (8, 9, 10, 11)]
+    assert leaves(lru) == [(5, 6, 7), (8, 9, 10, 11)]  # asked for 4 (the allocation)
+    assert c.evict(5) == 5  # the rest of [1, 2, 3], then the tail of [5, 6, 7]
+    assert leaves(c) == [(5,), (8, 9, 10, 11)]
+
+
+def test_block_lru_reaches_a_parent_after_its_last_child():
+    c = cache_with("block_lru", 100)
+    serve(c, [1, 2, 3, 4], 0)
+    serve(c, [1, 2, 5, 6], 1)  # [1, 2] becomes a parent
+    serve(c, [7, 8], 2)
+    assert c.evict(3) == 3  # [3, 4] (oldest), then [5, 6]'s last token
+    assert leaves(c) == [(1, 2, 5), (7, 8)]
+    serve(c, [7, 8], 3)
+    assert c.evict(2) == 2  # [5], then [1, 2]'s last token: it is a leaf, older than [7, 8]
+    assert leaves(c) == [(1,), (7, 8)]
+
+
+def test_block_lru_rounds_up_to_a_page():
+    c = RadixCache(100, make_policy("block_lru"), page_size=2)
+    c.insert([1, 2, 3, 4, 5, 6], now=0)
+    c.insert([7, 8], now=1)
+    assert c.evict(3) == 4  # two pages of the oldest leaf
+    assert sorted(tuple(s.tolist()) for s in c.cached_sequences()) == [(1, 2), (7, 8)]

@@ -24,7 +24,8 @@ from kvroute.workloads.cache_streams import (
 )
 from kvroute.workloads.gsp import ORDERS
 
-DEFAULT_POLICIES = ("lru", "lfu", "slru", "sae", "rlt", "rlt_faithful", "learned", "optimal")
+DEFAULT_POLICIES = ("lru", "block_lru", "lfu", "slru", "sae", "rlt", "rlt_faithful", "learned",
+                    "optimal")
 DEFAULT_CAPACITY = {"gsp": "200000", "trace": "1%,5%,10%", "sharegpt": "1%,5%,10%",
                     "loogle": "1%,5%,10%"}
 

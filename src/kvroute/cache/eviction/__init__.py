@@ -3,6 +3,7 @@ every module here on first use (adding a module that registers a policy is enoug
 
 =================  ==========================================================
 ``lru``            SGLang's leaf-LRU (paper.md section 4)
+``block_lru``      vLLM's GPU prefix cache: LRU by pages, the oldest leaf's tail first
 ``rlt``            randomized leaf-token marking, the ideal algorithm (section 5)
 ``rlt_faithful``   the authors' RLT variant, for reproducing the paper
 ``rlt_reference``  the official algorithm done the slow way (tests, benchmarks)

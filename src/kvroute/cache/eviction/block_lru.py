@@ -1,0 +1,87 @@
+"""Block LRU, vLLM's GPU prefix cache (anchors.md, "Eviction beyond LRU": LRU only).
+
+vLLM keeps the cached blocks no request holds in a free queue, least recently freed
+first; a finished request frees its blocks tail first, so of one sequence the last
+blocks go first, and a block hit again leaves the queue. Evicting takes blocks from the
+front one at a time, exactly as many as the allocation needs.
+
+In the radix tree: the candidates are the unlocked leaves; to free n tokens, take pages
+from the end of the leaf of oldest last access (ties: the leaf that became a candidate
+first) until n tokens (rounded up to a page) are free; a leaf that empties goes, and its
+parent may become a candidate with its own last access (at least its child's: every walk
+through the child passed it). Against ``lru`` (SGLang's), which removes whole leaves
+and asks for the whole allocation, it frees exactly what is needed, a page at a time.
+Recency is the tree's ``last_access`` (set by every match and insert walk), where vLLM
+orders by the time a block was freed: the same order for a block no running request
+holds.
+
+Parameters: none (``seed`` is accepted and unused, as every online policy takes one).
+Cost: O(log L) per heap change and per victim leaf (:class:`~.leaf_heap.LeafHeap`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from kvroute.cache.eviction.leaf_heap import LeafHeap
+from kvroute.cache.eviction.policy import EvictionPolicy
+from kvroute.cache.eviction.registry import register
+from kvroute.errors import IntegrityError
+
+if TYPE_CHECKING:
+    from kvroute.cache.radix import Node, RadixCache
+
+__all__ = ["BlockLRU"]
+
+
+@register
+class BlockLRU(EvictionPolicy):
+    name = "block_lru"
+    takes_seed = True
+
+    def __init__(self, seed: int | None = None) -> None:
+        """``seed`` is unused (the policy is deterministic)."""
+
+    def attach(self, cache: RadixCache) -> None:
+        super().attach(cache)
+        self.heap = LeafHeap(self.is_candidate)
+
+    def _push(self, node: Node) -> None:
+        self.heap.push(node, node.last_access)
+
+    def on_access(self, node: Node, hit: bool) -> None:
+        if not node.children and node.lock_ref == 0:
+            self._push(node)
+
+    def on_split(self, prefix: Node, suffix: Node, in_match: bool) -> None:
+        if self.is_candidate(suffix):
+            self._push(suffix)
+
+    def on_candidacy(self, node: Node) -> None:
+        if self.is_candidate(node):
+            self._push(node)
+
+    def evict(self, n: int) -> int:
+        page = self.cache.page_size
+        need = -(-n // page) * page
+        freed = 0
+        while freed < need:
+            entry = self.heap.pop()
+            if entry is None:
+                break
+            node = entry[1]
+            take = min(len(node.key), need - freed)
+            freed += take
+            self.cache.trim_leaf(node, take)
+            if node.parent is not None:  # pages left: still the oldest candidate
+                self._push(node)
+        return freed
+
+    def check(self) -> None:
+        live = self.heap.live()
+        for node in self.cache.nodes():
+            if self.is_candidate(node) and id(node) not in live:
+                raise IntegrityError(f"block_lru: candidate leaf {node} missing from the heap")
+        for key, node in live.values():
+            if key != node.last_access:
+                raise IntegrityError(f"block_lru: heap key {key} of {node} is stale")
