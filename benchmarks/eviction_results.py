@@ -15,10 +15,10 @@ trace's cells are replayed again at capacities a few blocks either side
 capacity alone. The file is written by this script, not by hand.
 
 The cluster part (skipped with ``--no-cluster``; about 5 minutes on one core) runs
-``kvroute compare``: lru, rlt and learned eviction under the learned and cache_aware_v2
-routers at offered loads 0.8 and 0.95 (Mooncake: the trace's first 1,500 requests), and
-ShareGPT's closed loop at its default rate, with a verdict per cell against issue 13's
-cluster target (``cluster_verdict``); then the Mooncake cells again with the window's
+``kvroute compare``: lru, block_lru, rlt and learned eviction under the learned and
+cache_aware_v2 routers at offered loads 0.8 and 0.95 (Mooncake: the trace's first 1,500
+requests), and ShareGPT's closed loop at its default rate, with a verdict per cell
+against issue 13's cluster target (``cluster_verdict``); then the Mooncake cells again with the window's
 start moved by up to 50 requests (``mooncake_spread``), which shows how far their
 learned / rlt ratio moves when the policies do not change; then session traffic, the
 invented conversation and agentic trace shapes, the same way (``sessions``; about 5
@@ -313,8 +313,8 @@ def cluster_table(rows: list[dict[str, Any]]) -> tuple[list[str], int, int, int]
 
 
 def cluster(trace: str | None) -> str:
-    """``kvroute compare`` (the simulator: 4 workers, the default profile): lru, rlt and
-    learned eviction under the best routers (learned, cache_aware_v2) at offered loads
+    """``kvroute compare`` (the simulator: 4 workers, the default profile): lru, block_lru,
+    rlt and learned eviction under the best routers (learned, cache_aware_v2) at offered loads
     0.8 and 0.95, means over each seed set; then ShareGPT's closed loop at its default
     rate (overloaded), where learned used to lose hits."""
     have_trace = bool(trace and os.path.exists(trace))
@@ -382,7 +382,8 @@ def mean_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def sessions() -> str:
     """Session traffic in the cluster: the invented conversation and agentic trace shapes
     (``mooncake_synth.SHAPES``, one trace per seed, as ``make_trace.py -n 2000 --shape S
-    --seed N`` writes it), lru, rlt and learned eviction under the best routers."""
+    --seed N`` writes it), lru, block_lru, rlt and learned eviction under the best
+    routers."""
     from kvroute.workloads.mooncake import write_mooncake
     from kvroute.workloads.mooncake_synth import SHAPES, synth_records
 

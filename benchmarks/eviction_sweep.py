@@ -136,8 +136,8 @@ def main() -> None:
         console.print(f"{label}: done after {time.perf_counter() - start:.0f} s")
     console.print(table)
     console.print("vs lru/rlt: learned / max(lru, rlt); vs engines: learned / the best of "
-                  "lfu, slru, sae; vs vLLM: learned / block_lru; opt: the offline optimum; issue 13: its rules for one cell "
-                  "(benchmarks/eviction_results.py)")
+                  "lfu, slru, sae; vs vLLM: learned / block_lru; opt: the offline optimum; "
+                  "issue 13: its rules for one cell (benchmarks/eviction_results.py)")
     gsp = [v for (label, _), v in ratios.items() if label.startswith("GSP")]
     other = {k: v for k, v in ratios.items() if not k[0].startswith("GSP")}
     low = min(other, key=other.__getitem__)
