@@ -18,12 +18,11 @@ The cluster part (skipped with ``--no-cluster``; about 5 minutes on one core) ru
 ``kvroute compare``: lru, block_lru, rlt and learned eviction under the learned and
 cache_aware_v2 routers at offered loads 0.8 and 0.95 (Mooncake: the trace's first 1,500
 requests), and ShareGPT's closed loop at its default rate, with a verdict per cell
-against issue 13's cluster target (``cluster_verdict``); then the Mooncake cells again with the window's
-start moved by up to 50 requests (``mooncake_spread``), which shows how far their
-learned / rlt ratio moves when the policies do not change; then session traffic, the
-invented conversation and agentic trace shapes, the same way (``sessions``; about 5
-minutes more).
-"""
+against issue 13's cluster target (``cluster_verdict``); then the Mooncake cells again
+with the window's start moved by up to 50 requests (``mooncake_spread``), which shows
+how far their learned / rlt ratio moves when the policies do not change; then session
+traffic, the invented conversation and agentic trace shapes, the same way (``sessions``;
+about 5 minutes more). """
 
 from __future__ import annotations
 
