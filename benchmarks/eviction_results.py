@@ -22,7 +22,8 @@ against issue 13's cluster target (``cluster_verdict``); then the Mooncake cells
 with the window's start moved by up to 50 requests (``mooncake_spread``), which shows
 how far their learned / rlt ratio moves when the policies do not change; then session
 traffic, the invented conversation and agentic trace shapes, the same way (``sessions``;
-about 5 minutes more). """
+about 5 minutes more).
+"""
 
 from __future__ import annotations
 
