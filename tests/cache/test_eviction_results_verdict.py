@@ -18,7 +18,8 @@ def row(ev, hit, ttft, opt=0.5, wl="gsp", load=0.8, routing="learned"):
 
 
 def cells(learned, rlt, opt=0.5):
-    return {"lru": row("lru", 0.1, 9.0, opt), "rlt": row("rlt", rlt[0], rlt[1], opt),
+    return {"lru": row("lru", 0.1, 9.0, opt), "block_lru": row("block_lru", 0.2, 8.0, opt),
+            "rlt": row("rlt", rlt[0], rlt[1], opt),
             "learned": row("learned", learned[0], learned[1], opt)}
 
 
@@ -35,7 +36,7 @@ def test_at_the_optimum_a_tie_is_enough(er):
 
 
 def test_equal_rows_are_not_judged_and_the_table_counts_them(er):
-    same = [row(ev, 0.7, 0.2, opt=0.8, wl="loogle") for ev in ("lru", "rlt", "learned")]
+    same = [row(ev, 0.7, 0.2, opt=0.8, wl="loogle") for ev in er.CLUSTER_EVICTIONS.split(",")]
     assert er.cluster_verdict({r["eviction"]: r for r in same})[0] is None
     judged = list(cells((0.4, 0.9), (0.3, 1.0)).values())
     lines, met, n, equal = er.cluster_table(same + judged)

@@ -140,13 +140,13 @@ def agentic_blocks(n):
     return [r.hash_ids for r in synth_records(n, SHAPES["agentic"], 1)]
 
 
-def test_the_shadows_hits_are_lrus_on_the_stream():
+def test_the_shadows_hits_are_block_lrus_on_the_stream():
     prompts = agentic_blocks(300)
     shadow = RecencyShadow(capacity=400, page_size=1, pause=0.0)  # never pauses
     for j, p in enumerate(prompts):
         shadow.record(np.asarray(p, dtype=np.int64), cached=0, now=j)
     shadow.phase_end()
-    lru = replay(RadixCache(400, make_policy("lru", {})), prompts)
+    lru = replay(RadixCache(400, make_policy("block_lru", {})), prompts)
     assert shadow.lru == lru.hit_tokens > 0
 
 

@@ -82,16 +82,16 @@ This is a measured guarantee with a stated mechanism, not a proof of a competiti
 ratio: the RLT phases start from the state the predictions left.
 
 Recency check (``shadow``): the classes do not carry the fine recency that plain LRU
-uses, and on session traffic (each turn extends the last; docs/cache.md) prediction
-kept ended sessions' paths and lost about 1% of the hits to lru, too little for the
-yardstick above to notice. So a :class:`~.recency_shadow.RecencyShadow` replays every
-stored sequence through a leaf-LRU tree of the same capacity and compares hits phase by
-phase (decayed sums; a lead starts beyond the per-request noise and lasts until
-``learned`` is as far ahead). In a phase after one where
-the shadow led, a prediction step first takes the candidate leaf accessed least recently
-(leaf-LRU's next victim) and trims the part of its end the shadow no longer holds: what
-lru has already dropped goes first, oldest first, so the contents move toward lru's (a
-switch of rule would not inherit lru's contents, and lands below both where they are
+uses, and on session traffic (each turn extends the last; docs/cache.md) prediction kept
+ended sessions' paths and lost about 1% of the hits to lru, too little for the yardstick
+above to notice. So a :class:`~.recency_shadow.RecencyShadow` replays every stored
+sequence through a block-LRU tree of the same capacity (vLLM's LRU: pages from the
+oldest leaf's end) and compares hits phase by phase (decayed sums; a lead starts beyond
+the per-request noise and lasts until ``learned`` is as far ahead). In a phase after one
+where the shadow led, a prediction step first takes the candidate leaf accessed least
+recently (LRU's next victim) and trims the part of its end the shadow no longer holds:
+what LRU has already dropped goes first, oldest first, so the contents move toward LRU's
+(a switch of rule would not inherit LRU's contents, and lands below both where they are
 close). If the shadow holds all of that leaf, the step is prediction's. Prediction's
 order and the fallback stand as above; the hand-over only chooses some predicted victims
 by age instead, so the guarantee's mechanism is unchanged (its trims count as
@@ -381,7 +381,7 @@ class LearnedEviction(EvictionPolicy):
         return done * page
 
     def _handover(self, pages: int, held: dict[int, Node]) -> int:
-        """The candidate leaf accessed least recently (leaf-LRU's next victim) loses the
+        """The candidate leaf accessed least recently (LRU's next victim) loses the
         part of its end the shadow no longer holds, up to ``pages``: the pages trimmed; 0
         if the shadow holds all of it (it goes back, and the step is prediction's).
 
