@@ -1,4 +1,4 @@
-"""``RecencyShadow`` (LRU beside a policy on the same stream) and ``learned``
+"""``RecencyShadow`` (leaf-LRU beside a policy on the same stream) and ``learned``
 eviction's hand-over to it, on hand-computed cases."""
 
 import numpy as np
@@ -139,32 +139,6 @@ def test_on_agent_sessions_it_hands_over_and_reaches_lrus_hit_rate():
 def agentic_blocks(n):
     return [r.hash_ids for r in synth_records(n, SHAPES["agentic"], 1)]
 
-
-def test_a_locked_prefix_counts_on_neither_side():
-    """A worker stores a prompt, keeps it locked while it decodes and stores it again with
-    the output: the owner holds it whatever its policy, the shadow (no locks) may not."""
-    sums = []
-    for locked in (0, 4):
-        shadow = RecencyShadow(capacity=8, page_size=1, pause=0.0)
-        shadow.record(seq(1, 2, 3, 4), cached=0, now=0)
-        shadow.record(seq(5, 6, 7, 8, 9, 10), cached=0, now=1)  # the shadow keeps [1, 2]
-        shadow.record(seq(1, 2, 3, 4, 11), cached=4, now=2, locked=locked)
-        shadow.phase_end()
-        sums.append((shadow.own, shadow.lru))
-    assert sums == [(4.0, 2.0), (0.0, 0.0)]  # counted, the owner led by the lock alone
-
-
-def test_learned_tells_the_shadow_the_locked_prefix(monkeypatch):
-    from kvroute.cache.eviction.recency_shadow import RecencyShadow as Shadow
-
-    calls = []
-    monkeypatch.setattr(Shadow, "record", lambda self, tokens, cached, now, locked=0:
-                        calls.append((len(tokens), cached, locked)))
-    cache = RadixCache(100, make_policy("learned", {}, seed=1))
-    cache.insert(seq(*range(1, 9)), now=0)
-    cache.lock(cache.match(seq(1, 2, 3, 4), now=1).handle)  # [1..4] split off and locked
-    cache.insert(seq(*range(1, 11)), now=2)
-    assert calls == [(8, 0, 0), (10, 8, 4)]
 
 def test_the_shadows_hits_are_block_lrus_on_the_stream():
     prompts = agentic_blocks(300)

@@ -248,20 +248,7 @@ class LearnedEviction(EvictionPolicy):
     # ---------------------------------------------------------------- hooks
     def on_stored(self, tokens: np.ndarray, cached: int) -> None:
         if self.shadow is not None:
-            self.shadow.record(tokens, cached, self.cache.now,
-                               self._locked_prefix(tokens) if self.cache.locked else 0)
-
-    def _locked_prefix(self, tokens: np.ndarray) -> int:
-        """How many leading ids of ``tokens`` (just stored: the tree holds them all) are
-        in locked nodes (a lock pins a node's whole root path, so they come first)."""
-        node, n, locked, key = self.cache.root, len(tokens), 0, self._child_key
-        while locked < n:
-            child = node.children.get(key(tokens, locked))
-            if child is None or child.lock_ref == 0:
-                break
-            locked += len(child.key)
-            node = child
-        return locked
+            self.shadow.record(tokens, cached, self.cache.now)
 
     def on_created(self, leaf: Node) -> None:
         ids = leaf.key

@@ -39,8 +39,8 @@ tree's sizes exact; the caller keeps its own candidate set in step:
   calling back nothing: the policy updates its candidate set for them and their parents;
 * ``emit_removed(prefix, tokens)``: send a ``removed`` event for a span a lazy policy
   trimmed (call it while the span is still in ``node.key``, before ``discard``);
-* read-only: ``root``, ``now``, ``capacity``, ``page_size``, ``total``, ``locked``,
-  ``evictable``, ``listening``, ``nodes()``, ``path_of(node)``, and the walking helpers
+* read-only: ``root``, ``now``, ``capacity``, ``page_size``, ``total``, ``evictable``,
+  ``listening``, ``nodes()``, ``path_of(node)``, and the walking helpers
   ``page_aligned``, ``child_key``, ``common_length`` (for a policy that keeps a tree of
   its own, as ``optimal`` does).
 

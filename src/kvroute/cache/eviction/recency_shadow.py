@@ -1,11 +1,11 @@
 """``RecencyShadow``: plain LRU replayed beside a policy on the same stream, to tell when
 recency alone would have hit more than the policy did.
 
-Contract: the owner calls ``record(tokens, cached, now, locked)`` for every sequence its
-cache stores (the tree's ``on_stored`` hook: the page-aligned tokens, how many of them
-the cache already held, and how many leading ones of those are locked there) and
-``phase_end()`` when one of its phases ends; ``phase_end`` returns True when the shadow
-*leads*. ``holds(path)`` is how much of a path the shadow holds now.
+Contract: the owner calls ``record(tokens, cached, now)`` for every sequence its cache
+stores (the tree's ``on_stored`` hook: the page-aligned tokens and how many of them the
+cache already held) and ``phase_end()`` when one of its phases ends; ``phase_end``
+returns True when the shadow *leads*. ``holds(path)`` is how much of a path the shadow
+holds now.
 
 The shadow is a :class:`~kvroute.cache.radix.RadixCache` of the owner's capacity and page
 with ``block_lru`` eviction (vLLM's: the oldest leaf's last pages, exactly what is
@@ -35,12 +35,10 @@ refreshes them.
 Hits are compared where sequences are stored, not where they are matched: in a replay
 the two are the same request. A simulated or emulated worker stores a request twice (the
 prompt after its prefill, prompt and output at its end) and holds the prompt locked
-meanwhile, which the shadow does not see (it has no locks): the owner holds a locked
-prefix whatever its policy, where the shadow may have dropped part of it. So the locked
-prefix counts on neither side: the owner's hit is ``cached - locked`` and the shadow's
-what it held beyond ``locked`` tokens. (Counted, it leaned the comparison toward the
-owner: on conversations in the cluster the shadow led in fewer phases, and `learned`
-followed recency less; docs/cache.md.)
+meanwhile, which the shadow does not see: the second store counts the prompt as the
+owner's hit and only what the shadow still holds as its own, so there the comparison
+leans toward the owner (the shadow still led in most phases on agent sessions in the
+cluster: docs/cache.md).
 
 No clock or random generator of its own: ``now`` is the owner's cache's.
 """
@@ -66,13 +64,10 @@ class RecencyShadow:
         self.leads = False
         self._paused_for = 0
 
-    def record(self, tokens: np.ndarray, cached: int, now: float, locked: int = 0) -> None:
+    def record(self, tokens: np.ndarray, cached: int, now: float) -> None:
         if self.paused:
             return
         hit = len(tokens) - self.tree.insert(tokens, now)  # tokens: page-aligned already
-        if locked:  # held by the owner whatever its policy: counted on neither side
-            cached -= locked
-            hit = max(0, hit - locked)
         self._own += cached
         self._lru += hit
         self._sq += (hit - cached) ** 2
