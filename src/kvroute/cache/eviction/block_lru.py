@@ -16,50 +16,30 @@ orders by the time a block was freed: the same order for a block no running requ
 holds.
 
 Parameters: none (``seed`` is accepted and unused, as every online policy takes one).
-Cost: O(log L) per heap change and per victim leaf (:class:`~.leaf_heap.LeafHeap`).
+The candidate heap is :class:`~kvroute.cache.eviction.scored_leaves.ScoredLeaves`'s, keyed
+by last access; only eviction differs. O(log L) per heap change and per victim leaf.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from kvroute.cache.eviction.leaf_heap import LeafHeap
-from kvroute.cache.eviction.policy import EvictionPolicy
 from kvroute.cache.eviction.registry import register
-from kvroute.errors import IntegrityError
+from kvroute.cache.eviction.scored_leaves import ScoredLeaves
 
 if TYPE_CHECKING:
-    from kvroute.cache.radix import Node, RadixCache
+    from kvroute.cache.radix import Node
 
 __all__ = ["BlockLRU"]
 
 
 @register
-class BlockLRU(EvictionPolicy):
+class BlockLRU(ScoredLeaves):
     name = "block_lru"
-    takes_seed = True
+    frees_whole_leaves = False
 
-    def __init__(self, seed: int | None = None) -> None:
-        """``seed`` is unused (the policy is deterministic)."""
-
-    def attach(self, cache: RadixCache) -> None:
-        super().attach(cache)
-        self.heap = LeafHeap(self.is_candidate)
-
-    def _push(self, node: Node) -> None:
-        self.heap.push(node, node.last_access)
-
-    def on_access(self, node: Node, hit: bool) -> None:
-        if not node.children and node.lock_ref == 0:
-            self._push(node)
-
-    def on_split(self, prefix: Node, suffix: Node, in_match: bool) -> None:
-        if self.is_candidate(suffix):
-            self._push(suffix)
-
-    def on_candidacy(self, node: Node) -> None:
-        if self.is_candidate(node):
-            self._push(node)
+    def key(self, node: Node) -> float:
+        return node.last_access
 
     def evict(self, n: int) -> int:
         page = self.cache.page_size
@@ -76,12 +56,3 @@ class BlockLRU(EvictionPolicy):
             if node.parent is not None:  # pages left: still the oldest candidate
                 self._push(node)
         return freed
-
-    def check(self) -> None:
-        live = self.heap.live()
-        for node in self.cache.nodes():
-            if self.is_candidate(node) and id(node) not in live:
-                raise IntegrityError(f"block_lru: candidate leaf {node} missing from the heap")
-        for key, node in live.values():
-            if key != node.last_access:
-                raise IntegrityError(f"block_lru: heap key {key} of {node} is stale")
