@@ -4,7 +4,8 @@
 tokens are freed. ``node.aux`` holds the node's hit count (matches that
 passed through it), copied to the new prefix on a split. Subclasses define ``key`` (a
 tuple or number that only changes when the node is accessed or hit) and may override
-``on_created`` and ``on_evicted``.
+``on_created`` and ``on_evicted``; ``block_lru`` keeps the heap and overrides ``evict``
+(pages from the smallest key's leaf, exactly what is asked).
 """
 
 from __future__ import annotations
