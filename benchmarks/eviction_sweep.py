@@ -8,17 +8,17 @@ designed on: a check of how its design generalises.
 the Mooncake trace in blocks at 1%, 5%, 10% and the adversarial cycle
 (docs/eviction-results.md). This sweep replays other capacities, GSP shapes, the LooGLE
 and ShareGPT streams, 4,000-request traces of the invented conversation and agentic
-shapes (``kvroute.workloads.mooncake_synth.SHAPES``, drawn by the seed), and the trace at
-other capacities and in tokens (skipped without ``--trace``), every policy beside the
+shapes (``kvroute.workloads.mooncake_synth.SHAPES``, drawn by the seed), and the trace
+at other capacities and in tokens (skipped without ``--trace``), every policy beside the
 offline optimum, and prints per cell (means over the seeds): learned / max(lru, rlt),
 learned / the best of lfu, slru, sae, learned / block_lru (vLLM's block LRU), the
-optimum / max(lru, rlt), learned's share of
-the optimum, the verdict of issue 13's rules (``eviction_results.status``) and learned's
-replay time over rlt's, then one line to compare variants by: the geometric mean of
-learned / max(lru, rlt) over the GSP cells and over the others, the lowest, and how many
-are under the 0.98x floor. About 40 seconds for three seeds on one core. ``--long`` adds
-24,000-request traces of the fitted Mooncake statistics and of the conversation shape
-(real traces run that long; the repository's has 3,993 requests): about 2 minutes more.
+optimum / max(lru, rlt), learned's share of the optimum, the verdict of issue 13's rules
+(``eviction_results.status``) and learned's replay time over rlt's, then one line to
+compare variants by: the geometric mean of learned / max(lru, rlt) over the GSP cells
+and over the others, the lowest, and how many are under the 0.98x floor. About 40
+seconds for three seeds on one core. ``--long`` adds 24,000-request traces of the fitted
+Mooncake statistics and of the conversation shape (real traces run that long; the
+repository's has 3,993 requests): about 2 minutes more.
 """
 
 from __future__ import annotations
