@@ -19,7 +19,7 @@ Contract:
   heaps were compacted); the stale groups are listed as they go stale, and a group with
   no live entry has no key (a push lists it again). So a victim costs a min over the keys
   of the non-empty groups plus one refresh per listed group. ``pop_least(..., oldest=True)``
-  removes the leaf of least ``(last access, group)`` instead (leaf-LRU's victim).
+  removes the leaf of least ``(last access, group)`` instead (LRU's victim).
 * ``unmarked(epoch)``: the live candidates not marked in ``epoch``, in the order of their
   entries (independent of the heaps' layout, so a seeded draw over them is too); the
   caller calls ``new_phase()`` whenever its epoch moves on (marks only grow within one),
