@@ -167,7 +167,7 @@ class GroupHeaps:
         """Pop the leaf of least (estimate, last access, group): a candidate of group b
         has the estimate of class ``b * AGES + age_bucket(epoch - node.mark)``, cached in
         ``estimates`` (negative: stale, computed by ``p``). With ``oldest``, the leaf of
-        least (last access, group) instead: leaf-LRU's victim among the candidates."""
+        least (last access, group) instead: LRU's victim among the candidates."""
         best, dirty, heaps = self.best, self.dirty, self.heaps
         while True:
             for b in dirty:  # the groups that changed since the last look
