@@ -133,6 +133,8 @@ phases, a path read per scanned leaf: ``cache_bench.py`` 2.05x rlt's replay time
 (at the target, not clearly under it; ``shadow=False`` 1.9x), the trace's cells up to
 3-3.3x (2026-12-06); four later runs, which print each round's ratio, 1.75x / 2.16x /
 1.98x / 2.06x (rounds 1.36-2.34x): the machine's noise decides the verdict at 2x.
+With nine rounds (the benchmark's default since 2026-12-07) three runs gave 2.03x /
+2.17x / 2.17x, the rounds' median 2.19x in the last: just over the target, not met.
 """
 
 from __future__ import annotations
