@@ -3,6 +3,7 @@ is skipped where the checkout has no such script."""
 
 import importlib.util
 import os
+import sys
 from types import ModuleType
 
 import pytest
@@ -17,5 +18,9 @@ def load(name: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    sys.path.insert(0, BENCHMARKS)  # as when it is run: it may import the scripts beside it
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(BENCHMARKS)
     return module
