@@ -39,12 +39,11 @@ import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 
+from kvroute.workloads.mooncake import write_mooncake
+from kvroute.workloads.mooncake_synth import SHAPES, synth_records
 from same_decisions import TRACE, kvroute
 from trace_shapes import featured
 from trace_windows import METRICS, starts
-
-from kvroute.workloads.mooncake import write_mooncake
-from kvroute.workloads.mooncake_synth import SHAPES, synth_records
 
 SUITES = ("chat", "shapes", "featured", "windows")
 FEATURES = argparse.Namespace(shared_block=True, grid_ms=3000, output_scale=2.3)
