@@ -43,7 +43,7 @@ from kvroute.workloads.mooncake import write_mooncake
 from kvroute.workloads.mooncake_synth import SHAPES, synth_records
 from same_decisions import TRACE, kvroute
 from trace_shapes import featured
-from trace_windows import METRICS, starts
+from trace_windows import METRICS, add_versions, check_versions, starts
 
 SUITES = ("chat", "shapes", "featured", "windows")
 FEATURES = argparse.Namespace(shared_block=True, grid_ms=3000, output_scale=2.3)
@@ -91,13 +91,7 @@ def run(src: str, argv: list[str], routing: str, policy_args: list[str]) -> list
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--src", default="src", help="the policy as it is (default: ./src)")
-    ap.add_argument("--against", default=None, help="the policy as changed: another src")
-    ap.add_argument("--routing", default="learned")
-    ap.add_argument("--arg", action="append", default=[], metavar="K=V",
-                    help="a policy argument for both")
-    ap.add_argument("--against-arg", action="append", default=[], metavar="K=V",
-                    help="a policy argument for the changed one only")
+    add_versions(ap)
     ap.add_argument("--suites", default=",".join(SUITES))
     ap.add_argument("--seeds", default="1,2,3", help="design 1,2,3; check 4,5,6")
     ap.add_argument("--loads", default="0.5,0.8,0.95")
@@ -106,17 +100,13 @@ def main() -> None:
     suites = args.suites.split(",")
     if unknown := [s for s in suites if s not in SUITES]:
         ap.error(f"unknown suite {unknown[0]!r}: choose from {', '.join(SUITES)}")
-    if args.against is None and not args.against_arg:
-        ap.error("nothing to compare: pass --against SRC and/or --against-arg K=V")
+    check_versions(ap, args)
     if args.jobs < 1:
         ap.error("--jobs must be >= 1")
     try:
         seeds = [int(s) for s in args.seeds.split(",")]
     except ValueError:
         ap.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
-    for src in (args.src, args.against):
-        if src is not None and not os.path.isfile(os.path.join(src, "kvroute", "__init__.py")):
-            ap.error(f"{src}: no kvroute package there (give a checkout's src folder)")
     if "windows" in suites and not os.path.isfile(TRACE):
         print(f"windows: skipped ({TRACE} not found)", file=sys.stderr)
         suites.remove("windows")

@@ -54,8 +54,9 @@ def run(src: str, args: argparse.Namespace, policy_args: list[str], load: str,
     return {label: float(summary[key][stat]) for key, stat, label in METRICS}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_versions(ap: argparse.ArgumentParser) -> None:
+    """The two versions compared: ``--src`` as it is, ``--against`` (another ``src``)
+    and/or ``--against-arg`` as changed; ``--routing`` and ``--arg`` for both."""
     ap.add_argument("--src", default="src", help="the policy as it is (default: ./src)")
     ap.add_argument("--against", default=None, help="the policy as changed: another src")
     ap.add_argument("--routing", default="learned")
@@ -63,6 +64,20 @@ def main() -> None:
                     help="a policy argument for both")
     ap.add_argument("--against-arg", action="append", default=[], metavar="K=V",
                     help="a policy argument for the changed one only")
+
+
+def check_versions(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exit with a usage error unless there is something to compare, from checkouts."""
+    if args.against is None and not args.against_arg:
+        ap.error("nothing to compare: pass --against SRC and/or --against-arg K=V")
+    for src in (args.src, args.against):
+        if src is not None and not os.path.isfile(os.path.join(src, "kvroute", "__init__.py")):
+            ap.error(f"{src}: no kvroute package there (give a checkout's src folder)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_versions(ap)
     ap.add_argument("--trace", default=TRACE if os.path.exists(TRACE) else None)
     ap.add_argument("--loads", default="0.5,0.8,0.95")
     ap.add_argument("--windows", type=int, default=4)
@@ -73,13 +88,9 @@ def main() -> None:
         ap.error("no trace: pass --trace FILE (Mooncake format)")
     if not os.path.isfile(args.trace):
         ap.error(f"{args.trace}: trace file not found")
-    if args.against is None and not args.against_arg:
-        ap.error("nothing to compare: pass --against SRC and/or --against-arg K=V")
     if args.windows < 1 or args.limit < 1 or args.jobs < 1:
         ap.error("--windows, --limit and --jobs must be >= 1")
-    for src in (args.src, args.against):
-        if src is not None and not os.path.isfile(os.path.join(src, "kvroute", "__init__.py")):
-            ap.error(f"{src}: no kvroute package there (give a checkout's src folder)")
+    check_versions(ap, args)
     changed_src = args.against or args.src
     cells = [(load, s) for load in args.loads.split(",")
              for s in starts(args.trace, args.windows, args.limit)]
