@@ -16,8 +16,9 @@ orders by the time a block was freed: the same order for a block no running requ
 holds.
 
 Parameters: none (``seed`` is accepted and unused, as every online policy takes one).
-The candidate heap is :class:`~kvroute.cache.eviction.scored_leaves.ScoredLeaves`'s, keyed
-by last access; only eviction differs. O(log L) per heap change and per victim leaf.
+The mechanism is :class:`~kvroute.cache.eviction.scored_leaves.ScoredLeaves` (its heap
+keyed by last access, and its page-wise eviction: ``frees_whole_leaves = False``).
+O(log L) per heap change and per victim leaf.
 """
 
 from __future__ import annotations
@@ -40,19 +41,3 @@ class BlockLRU(ScoredLeaves):
 
     def key(self, node: Node) -> float:
         return node.last_access
-
-    def evict(self, n: int) -> int:
-        page = self.cache.page_size
-        need = -(-n // page) * page
-        freed = 0
-        while freed < need:
-            entry = self.heap.pop()
-            if entry is None:
-                break
-            node = entry[1]
-            take = min(len(node.key), need - freed)
-            freed += take
-            self.cache.trim_leaf(node, take)
-            if node.parent is not None:  # pages left: still the oldest candidate
-                self._push(node)
-        return freed

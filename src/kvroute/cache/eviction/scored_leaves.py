@@ -1,11 +1,13 @@
 """``ScoredLeaves``: the mechanism shared by the whole-leaf policies (``lru``, ``lfu``,
-``slru``, ``sae``): a lazy min-heap of the unlocked leaves keyed by the policy's
-``key(node)``; ``evict(n)`` removes whole leaves, smallest key first, until at least n
-tokens are freed. ``node.aux`` holds the node's hit count (matches that
-passed through it), copied to the new prefix on a split. Subclasses define ``key`` (a
-tuple or number that only changes when the node is accessed or hit) and may override
-``on_created`` and ``on_evicted``; ``block_lru`` keeps the heap and overrides ``evict``
-(pages from the smallest key's leaf, exactly what is asked).
+``slru``, ``sae``, and ``block_lru``): a lazy min-heap of the unlocked leaves keyed by
+the policy's ``key(node)``; ``evict(n)`` takes from the leaf of smallest key first until
+at least n tokens are freed: the whole leaf, or, for a policy that declares
+``frees_whole_leaves = False`` (``block_lru``), only the pages still needed (n rounded up
+to a page in all), from the leaf's end, the rest staying a candidate under its key.
+``node.aux`` holds the node's hit count (matches that passed through it), copied to the
+new prefix on a split. Subclasses define ``key`` (a tuple or number that only changes
+when the node is accessed or hit) and may override ``on_created`` and ``on_evicted``
+(called before a whole leaf leaves the tree).
 """
 
 from __future__ import annotations
@@ -60,18 +62,27 @@ class ScoredLeaves(EvictionPolicy):
             self._push(node)
 
     def on_evicted(self, node: Node) -> None:
-        """Called before a victim leaf leaves the tree."""
+        """Called before a whole victim leaf leaves the tree."""
 
     def evict(self, n: int) -> int:
+        whole = self.frees_whole_leaves
+        if not whole:
+            page = self.cache.page_size
+            n = -(-n // page) * page
         freed = 0
         while freed < n:
             entry = self.heap.pop()
             if entry is None:
                 break
             node = entry[1]
-            freed += len(node.key)
-            self.on_evicted(node)
-            self.cache.trim_leaf(node, len(node.key))
+            size = len(node.key)
+            take = size if whole or size <= n - freed else n - freed
+            freed += take
+            if take == size:
+                self.on_evicted(node)
+            self.cache.trim_leaf(node, take)
+            if take < size:  # pages left: still the candidate of least key
+                self._push(node)
         return freed
 
     def check(self) -> None:
