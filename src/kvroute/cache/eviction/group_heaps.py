@@ -19,12 +19,15 @@ Contract:
   heaps were compacted); the stale groups are listed as they go stale, and a group with
   no live entry has no key (a push lists it again). So a victim costs a min over the keys
   of the non-empty groups plus one refresh per listed group. ``pop_least(..., oldest=True)``
-  removes the leaf of least ``(last access, group)`` instead (LRU's victim).
+  removes the leaf of least ``(last access, group)`` instead (LRU's victim);
+  ``peek_least`` returns the leaf ``pop_least`` would, leaving it in place.
 * ``unmarked(epoch)``: the live candidates not marked in ``epoch``, in the order of their
   entries (independent of the heaps' layout, so a seeded draw over them is too); the
-  caller calls ``new_phase()`` whenever its epoch moves on (marks only grow within one),
-  so a read costs O(the entries still unmarked), not O(all); ``any_live()``: whether any
-  candidate is left.
+  caller calls ``new_phase()`` whenever its epoch moves on (marks only grow within one):
+  the first read in a phase gathers the live entries from the heaps and sorts them by
+  entry (O(E log E); the fallback that reads them is rare, and no push or pop pays for
+  an order kept by the way), a later read in the phase costs O(the entries still
+  unmarked); ``any_live()``: whether any candidate is left.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ if TYPE_CHECKING:
 __all__ = ["GroupHeaps"]
 
 _by_access = itemgetter(1, 2, 3)  # a group's cached key without its estimate
+_by_seq = itemgetter(1)  # an entry's order
 
 Entry = tuple[float, int, "Node"]
 Key = tuple[float, float, int, int]  # (estimate, last access, group, seq)
@@ -63,14 +67,10 @@ class GroupHeaps:
         # when it goes to None)
         self.best: dict[int, Key | None] = dict.fromkeys(range(groups))
         self.dirty = list(range(groups))
-        # the node of every live entry by its seq, in order of entry (seqs only grow): an
-        # entry leaves when its node's slot moves on (pushed again, popped, found invalid)
-        # or at a compaction; one that went stale lazily stays until then (readers check
-        # node.slot == seq)
-        self._order: dict[int, Node] = {}
-        # of those, in the same order, the entries not yet seen marked in the phase
-        # ``unmarked`` last read (-1: none since the last ``new_phase``), which it prunes
-        # as it reads: within a phase marks are only added
+        # the live entries (node.slot == seq) not yet seen marked in the phase ``unmarked``
+        # last read (-1: none since the last ``new_phase``), by seq in order of entry
+        # (seqs only grow), which it prunes as it reads: within a phase marks are only
+        # added
         self._unmarked: dict[int, Node] = {}
         self._unmarked_epoch = -1
 
@@ -82,12 +82,10 @@ class GroupHeaps:
             if aux[4] == g and aux[5] == last:
                 return  # its live entry is already this one
             self.stale(node)  # its old entry goes stale
-            self._order.pop(node.slot, None)
         aux[4] = g
         aux[5] = last
         self._seq = seq = self._seq + 1
         node.slot = seq
-        self._order[seq] = node
         if self._unmarked_epoch >= 0 and node.mark != self._unmarked_epoch:
             self._unmarked[seq] = node
         heappush(self.heaps[g], (last, seq, node))
@@ -134,18 +132,14 @@ class GroupHeaps:
 
     def _compact(self) -> None:
         live = 0
-        order = []
         for i, heap in enumerate(self.heaps):
             for e in heap:
                 if e[2].slot == e[1] and not valid(e[2]):
                     e[2].slot = -1
             kept = [e for e in heap if e[2].slot == e[1]]
-            order += kept
             heapify(kept)
             self.heaps[i] = kept
             live += len(kept)
-        order.sort(key=itemgetter(1))
-        self._order = {seq: node for _, seq, node in order}
         self.forget_all()
         self._entries = live
         self._compact_at = max(64, 2 * live)
@@ -157,7 +151,6 @@ class GroupHeaps:
                 if node.parent is not None and not node.children and node.lock_ref == 0:
                     return node  # valid(node), inlined: this runs for every victim
                 node.slot = -1  # its live entry goes: a later push must not skip
-                self._order.pop(seq, None)
             heappop(heap)
             self._entries -= 1
         return None
@@ -168,6 +161,26 @@ class GroupHeaps:
         has the estimate of class ``b * AGES + age_bucket(epoch - node.mark)``, cached in
         ``estimates`` (negative: stale, computed by ``p``). With ``oldest``, the leaf of
         least (last access, group) instead: LRU's victim among the candidates."""
+        b = self._least(estimates, p, epoch, oldest)
+        if b < 0:
+            return None
+        _, _, node = heappop(self.heaps[b])
+        self._entries -= 1
+        node.slot = -1
+        self.best[b] = None
+        self.dirty.append(b)
+        return node
+
+    def peek_least(self, estimates: list[float], p: Callable[[int], float],
+                   epoch: int, oldest: bool = False) -> Node | None:
+        """The leaf ``pop_least`` would pop, left where it is."""
+        b = self._least(estimates, p, epoch, oldest)
+        return None if b < 0 else self.heaps[b][0][2]
+
+    def _least(self, estimates: list[float], p: Callable[[int], float], epoch: int,
+               oldest: bool) -> int:
+        """The group whose heap's top is the least candidate (-1 if there is none),
+        refreshing the listed groups' keys on the way."""
         best, dirty, heaps = self.best, self.dirty, self.heaps
         while True:
             for b in dirty:  # the groups that changed since the last look
@@ -184,7 +197,7 @@ class GroupHeaps:
                     best[b] = (estimate, node.last_access, b, node.slot)  # slot: heap[0]'s seq
             dirty.clear()
             if not best:
-                return None  # every heap is empty
+                return -1  # every heap is empty
             if oldest:
                 _, _, b, seq = min(best.values(), key=_by_access)  # type: ignore[arg-type,misc]
             else:
@@ -194,20 +207,16 @@ class GroupHeaps:
                 node = heap[0][2]
                 if (node.slot == seq and node.parent is not None and not node.children
                         and node.lock_ref == 0):  # valid(node), inlined
-                    heappop(heap)
-                    self._entries -= 1
-                    node.slot = -1
-                    self._order.pop(seq, None)
-                    best[b] = None
-                    dirty.append(b)
-                    return node
+                    return b
             best[b] = None  # its top went stale unseen: look again
             dirty.append(b)
 
     def unmarked(self, epoch: int) -> list[Node]:
         if epoch != self._unmarked_epoch:
             self._unmarked_epoch = epoch
-            self._unmarked = self._order.copy()
+            entries = [e for heap in self.heaps for e in heap if e[2].slot == e[1]]
+            entries.sort(key=_by_seq)
+            self._unmarked = {seq: node for _, seq, node in entries}
         pool = self._unmarked
         out, gone = [], []
         for seq, node in pool.items():

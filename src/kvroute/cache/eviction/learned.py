@@ -110,9 +110,9 @@ Cost: O(log L) per heap change; a victim in prediction mode is the least of the 
 groups' cached top keys (``group_heaps.GroupHeaps``: one lazy min-heap per group keyed
 by last access; a group's key is recomputed only when it may have changed, and
 tests/cache/test_learned.py checks the choice against a full scan). The fallback gathers
-the unmarked leaves once per batch, in the order of their heap entries (kept in a dict
-by entry, so its seeded draws do not depend on the heaps' layout; O(those not yet seen
-marked in the phase), pruned as they are read), and visits only the leaves drawn. A
+the unmarked leaves once per batch, in the order of their heap entries (so its seeded
+draws do not depend on the heaps' layout; sorted once per phase, then O(those not yet
+seen marked in the phase), pruned as they are read), and visits only the leaves drawn. A
 ghost hit compares the new leaf with the span cut by cut, each on its first 16 pages
 first (most share a page or two), so the span is never joined and a long one is not
 read.
@@ -385,25 +385,26 @@ class LearnedEviction(EvictionPolicy):
     def _handover(self, pages: int, held: dict[int, Node]) -> int:
         """The candidate leaf accessed least recently (LRU's next victim) loses the
         part of its end the shadow no longer holds, up to ``pages``: the pages trimmed; 0
-        if the shadow holds all of it (it goes back, and the step is prediction's).
+        if the shadow holds all of it (it stays where it is, and the step is
+        prediction's).
 
         ``held`` (by ``id``) lists the leaves found held earlier in the same eviction
         call, which are not read again: neither the shadow nor a leaf's path changes
         during a call, but for trims, which only shorten a held path."""
         assert self.shadow is not None
-        node = self.candidates.pop_least(self._estimates, self._p, self.epoch, oldest=True)
-        if node is None:
+        candidates, estimates, p, epoch = self.candidates, self._estimates, self._p, self.epoch
+        node = candidates.peek_least(estimates, p, epoch, oldest=True)
+        if node is None or id(node) in held:
             return 0
-        if id(node) not in held:
-            path = self.cache.path_of(node)
-            gone = (len(path) - max(self.shadow.holds(path), node.start)) // self._page
-            if gone > 0:
-                taken = min(gone, pages)
-                self._trim(node, taken, True)  # predicted: its mistakes count as such
-                return taken
+        path = self.cache.path_of(node)
+        gone = (len(path) - max(self.shadow.holds(path), node.start)) // self._page
+        if gone <= 0:
             held[id(node)] = node
-        self.candidates.push(node)
-        return 0
+            return 0
+        candidates.pop_least(estimates, p, epoch, oldest=True)  # node: nothing moved since
+        taken = min(gone, pages)
+        self._trim(node, taken, True)  # predicted: its mistakes count as such
+        return taken
 
     def _predicted(self) -> Node | None:
         """Pop the leaf of least estimated reuse (oldest first within a class)."""
