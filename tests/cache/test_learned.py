@@ -162,7 +162,8 @@ def test_an_echo_restores_popularity_after_the_ghost_is_forgotten():
 @pytest.mark.parametrize("page_size", [1, 4])
 def test_cached_group_keys_choose_what_a_full_scan_would(page_size):
     """The per-group cached keys pick exactly the victim a scan of every group's heap
-    top picks (lowest estimate, then oldest, then lowest group)."""
+    top picks (lowest estimate, then oldest, then lowest group), and a peek the one the
+    pop then takes."""
     from kvroute.cache.eviction.leaf_classes import AGES
 
     chosen = []
@@ -180,9 +181,11 @@ def test_cached_group_keys_choose_what_a_full_scan_would(page_size):
                     key = (self.model.p(b * AGES + age), t, b)
                     if truth is None or key < truth[0]:
                         truth = (key, node)
+            peeked = self.candidates.peek_least(self._estimates, self._p, self.epoch)
             node = super()._predicted()
             assert (truth is None) == (node is None)
             assert node is None or node is truth[1]
+            assert peeked is node  # a peek leaves it in place, to be popped next
             chosen.append(node)
             return node
 
@@ -204,7 +207,8 @@ def test_the_fallbacks_unmarked_leaves_are_those_a_full_scan_finds():
 
         def _rlt_batch(self, rem):
             heaps = self.candidates
-            scan = [node for seq, node in heaps._order.items()
+            entries = sorted((seq, node) for heap in heaps.heaps for _, seq, node in heap)
+            scan = [node for seq, node in entries
                     if node.slot == seq and node.mark != self.epoch and valid(node)]
             assert heaps.unmarked(self.epoch) == scan
             batches.append(len(scan))
