@@ -119,22 +119,14 @@ read.
 
 Replay time (issue 13: within 2x of rlt's): every victim is one Python step (the lookup
 above, a ghost, the ghosts it pushes out, the tree's trim, a heap entry; about 4 us),
-against rlt's numpy batches that draw a whole call's steps at once. On a quiet machine
-(2026-12-05) ``benchmarks/cache_bench.py`` (GSP, 1-token pages) gives 1.86-1.88x rlt's
-replay time (met then, without the recency check) and the Mooncake trace in blocks at 1%
-/ 5% / 10% 2.2x / 2.35x / 2.5x (not met); earlier sessions measured up to 2.25x and
-2.7-2.9x on a busier machine. A later pass with the same decisions (the unmarked leaves
-in entry order without a sort, forgotten ghosts settled in one loop) took the Mooncake
-cells to 2.0x / 2.2x / 2.2-2.3x (still not met at 5-10%). Measured, with where the time
-goes, in docs/cache.md. The recency check costs the shadow's walks (paused while it is
-far behind, as on GSP), its tree's memory (up to the capacity in ids) and, in hand-over
-phases, a path read per scanned leaf: ``cache_bench.py`` 2.05x rlt's replay time, then
-1.95-2.04x in three runs once the shadow stored each sequence in one walk instead of two
-(at the target, not clearly under it; ``shadow=False`` 1.9x), the trace's cells up to
-3-3.3x (2026-12-06); four later runs, which print each round's ratio, 1.75x / 2.16x /
-1.98x / 2.06x (rounds 1.36-2.34x): the machine's noise decides the verdict at 2x.
-With nine rounds (the benchmark's default since 2026-12-07) three runs gave 2.03x /
-2.17x / 2.17x, the rounds' median 2.19x in the last: just over the target, not met.
+against rlt's numpy batches that draw a whole call's steps at once; the recency check
+adds the shadow's walks (paused while it is far behind, as on GSP, but for its probe
+phases), its tree's memory (up to the capacity in ids) and, in hand-over phases, a path
+read per leaf looked at. ``benchmarks/cache_bench.py`` (GSP, 1-token pages) puts it at
+about 2x rlt's (1.9-2.2x from run to run on this shared machine: the noise decides the
+verdict); on the Mooncake trace in blocks, where the shadow leads in most phases, 2.2x /
+3x / 3x at 1% / 5% / 10% (not met). The measurements over time, and where the time goes:
+docs/cache.md, "Replay time".
 """
 
 from __future__ import annotations
