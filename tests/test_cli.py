@@ -202,6 +202,11 @@ def test_output_paths_are_checked_before_the_work(tmp_path, capsys):
                  "--jobs", "1", "--no-ceilings"]) == 2
     assert "mooncake: request 3 needs 5,124 KV tokens, more than a worker's pool of 4,096" \
         in capsys.readouterr().err
+    # sim refuses it before the first run too, not when the run reaches it
+    assert main(["sim", "--trace", str(trace), "--capacity", "4096", "--no-ceilings"]) == 2
+    err = capsys.readouterr().err
+    assert "request 3 needs 5,124 KV tokens, more than a worker's pool of 4,096; raise " \
+        "--capacity" in err and "Traceback" not in err
     nested = tmp_path / "a" / "b" / "runs.json"
     assert main(["sim", "--json", str(nested), *small]) == 0
     assert json.loads(nested.read_text())["runs"]

@@ -29,7 +29,7 @@ from kvroute.cli.tables import Column, choose_columns, print_table
 from kvroute.cli.workload_flags import add_workload_flags, build_workload
 from kvroute.errors import ConfigError
 from kvroute.routing.registry import ROUTING
-from kvroute.sim.cluster import SimConfig, SimResult, simulate
+from kvroute.sim.cluster import SimConfig, SimResult, check_fits, simulate
 from kvroute.sim.load import arrival_line, rate_line
 from kvroute.sim.step_model import parse_overrides, parse_speeds
 from kvroute.sim.step_profiles import DEFAULT_PROFILE, load_profile, profile_names
@@ -120,6 +120,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
                 "the gaps, --load picks the rate" if args.trace else "--load picks the rate")
         console.print(arrival_line(workload, model, base.speed_sum, args.chunk_size,
                                    args.capacity, hint))
+    check_fits(workload, args.capacity or model.kv_pool_tokens)
     results: list[SimResult] = []
     runs = [(e, r, i) for e in evictions for r in routings for i in indexes]
     with progress_bar(console) as progress:

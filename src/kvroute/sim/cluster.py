@@ -227,6 +227,25 @@ class SimResult:
         }
 
 
+def check_fits(workload: Iterable[Request], capacity: int, name: str = "") -> None:
+    """Refuse, before anything runs, a workload with a request that needs more KV tokens
+    (prompt and output) than one worker's pool: the simulator cannot place it. The error
+    counts them and names the largest."""
+    need, rid, over, total = 0, 0, 0, 0
+    for r in workload:
+        n = r.prompt_len + r.output_len
+        total += 1
+        over += n > capacity
+        if n > need:
+            need, rid = n, r.rid
+    if over:
+        many = f" ({over:,} of {total:,} requests do not fit)" if over > 1 else ""
+        raise ConfigError(
+            f"{name + ': ' if name else ''}request {rid} needs {need:,} KV tokens, more than "
+            f"a worker's pool of {capacity:,}{many}; raise --capacity or replay fewer "
+            "requests")
+
+
 def simulate(workload: Workload, config: SimConfig | None = None, *, ceilings: bool = False,
              progress: Callable[[int], None] | None = None) -> SimResult:
     """Run ``workload`` through the simulated cluster; see the module docstring."""
@@ -321,8 +340,8 @@ def simulate(workload: Workload, config: SimConfig | None = None, *, ceilings: b
                               f"{workload.name!r}")
         if not workers[0].fits(req):
             raise ConfigError(
-                f"request {req.rid} needs {req.prompt_len + req.output_len} KV tokens, more "
-                f"than a worker's pool of {workers[0].capacity}; raise the capacity")
+                f"request {req.rid} needs {req.prompt_len + req.output_len:,} KV tokens, "
+                f"more than a worker's pool of {workers[0].capacity:,}; raise --capacity")
         streamed = share >= 1.0 if streams is None else bool(streams.random() < share)
         if cfg.adapters and req.adapter is None:
             req = replace(req, adapter=adapter_for(req.tokens, cfg.adapters, cfg.seed))

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from kvroute.errors import ConfigError
-from kvroute.sim.cluster import SimConfig, request_ceilings, simulate
+from kvroute.sim.cluster import SimConfig, check_fits, request_ceilings, simulate
 from kvroute.sim.load import build_at_load
 from kvroute.workloads.catalog import build_workload
 from kvroute.workloads.request import ClosedLoop, Request
@@ -92,12 +92,8 @@ class Grid:
         that does not): checked before the grid runs, not when a cell reaches it."""
         capacity = self.sim.capacity or self.sim.step_model().kv_pool_tokens
         for name, order, seed in dict.fromkeys(c[:3] for c in self.cases()):
-            wl = self.workload(name, order, seed)  # the load sets the rate, not the lengths
-            need, rid = max(((r.prompt_len + r.output_len, r.rid) for r in wl), default=(0, 0))
-            if need > capacity:
-                raise ConfigError(
-                    f"{name}: request {rid} needs {need:,} KV tokens, more than a worker's "
-                    f"pool of {capacity:,}; raise --capacity or replay fewer requests")
+            # the load sets the rate, not the lengths
+            check_fits(self.workload(name, order, seed), capacity, name)
 
 
 def _run_cell(grid: Grid, cell: Cell) -> dict[str, Any]:
