@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from kvroute.errors import ConfigError
 from kvroute.sim.cluster import SimConfig, check_fits, request_ceilings, simulate
 from kvroute.sim.load import build_at_load
 from kvroute.workloads.catalog import build_workload
