@@ -38,7 +38,7 @@ back and the longest agreeing prefix as its proven head, as a ghost hit would (a
 sampled check: a false agreement only misjudges popularity). On the Mooncake trace
 (benchmarks/mooncake_reuse.py) the reuse that matters comes hundreds of requests later,
 far past a ghost list of one capacity at 1%; the echoes are what lifted ``learned``
-there from below lru/rlt to about their level (0.99-1.06x on the design and check
+there from below lru/rlt to about their level (0.99-1.08x on the design and check
 seeds, docs/eviction-results.md).
 
 How it evicts (prediction mode): among all unlocked leaves, the one whose class has the
