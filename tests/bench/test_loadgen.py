@@ -279,10 +279,13 @@ async def test_cli_end_to_end_with_json(tmp_path, capsys):
         rc = await asyncio.to_thread(_main, [
             "bench", "--url", srv.url, "--groups", "2", "--prompts-per-group", "4",
             "--rate", "200", "--output-len", "2", "--requests", "6", "--metrics-url", srv.url,
-            "--json", str(out)])
+            "--json", str(out), "--workers", "2"])
     assert rc == 0
     text = capsys.readouterr().out
     assert "hit rate (cluster)" in text and "TTFT" in text
+    # told the workers behind the URL, it says what load the 6 requests it sends offer
+    assert "arrivals as given: 6 requests over" in " ".join(text.split())
+    assert "offered load" in text
     assert "1 of 6 requests failed" in text and "rid 3" in text
     data = json.loads(out.read_text())
     s = data["summary"]

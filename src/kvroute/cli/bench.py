@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,9 +15,10 @@ from kvroute.cli.tables import Column, print_table
 from kvroute.cli.workload_flags import add_workload_flags, build_workload
 from kvroute.errors import KvrouteError
 from kvroute.protocol.request_body import APIS
-from kvroute.sim.load import rate_line
+from kvroute.sim.load import arrival_line, rate_line
 from kvroute.sim.step_profiles import DEFAULT_PROFILE, load_profile
 from kvroute.workloads.catalog import WORKLOAD_NAMES
+from kvroute.workloads.request import OpenLoop
 
 if TYPE_CHECKING:  # aiohttp (kvroute[serve]) is imported only when the command runs
     from kvroute.bench.results import BenchRun, RequestResult
@@ -93,10 +95,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
                       duration=args.duration, timeout=args.timeout,
                       metrics_urls=tuple(args.metrics_url or ()),
                       max_tokens=args.max_tokens, adapters=args.adapters)
-    workload, rate = build_workload(args, model=load_profile(args.profile),
-                                    workers=args.workers)
+    model = load_profile(args.profile)
+    workers = 1 if args.workers is None else args.workers
+    workload, rate = build_workload(args, model=model, workers=workers)
     if rate is not None:
         console.print(rate_line(args.load, rate))
+    elif args.workers is not None and isinstance(workload, OpenLoop):
+        # the cluster is known: say what load the requests' own arrival times offer it
+        sent = workload if args.requests is None else OpenLoop.of(
+            workload.name, list(itertools.islice(workload, args.requests)))
+        console.print(arrival_line(sent, model, workers, 8192,
+                                   hint="--rate or --load picks the rate"))
     total = workload.size if args.requests is None else min(workload.size or args.requests,
                                                              args.requests)
     with progress_bar(console) as progress:
@@ -168,8 +177,10 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--json", metavar="PATH", help="write the summary and per-request rows")
     s.add_argument("--seed", type=seed, default=1, help="seed of the workload")
     s.add_argument("--profile", default=DEFAULT_PROFILE,
-                   help="with --load: step-time profile of the workers behind --url")
-    s.add_argument("--workers", type=int, default=1,
-                   help="with --load: how many workers are behind --url")
+                   help="with --load or --workers: step-time profile of the workers behind "
+                        "--url")
+    s.add_argument("--workers", type=int,
+                   help="how many workers are behind --url: with --load (default 1), or alone "
+                        "to print the load the workload's arrival times offer them")
     add_workload_flags(s, "workload options (as in kvroute sim)")
     s.set_defaults(func=cmd_bench)

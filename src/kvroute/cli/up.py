@@ -127,9 +127,13 @@ async def _up(args: argparse.Namespace) -> int:
               "/v1/chat/completions, /v1/responses; SGLang /generate; /metrics; /workers)",
               flush=True)
         if args.bench:
+            # workers of the profile's own speed: the bench can say what load it offers
+            cluster = (["--profile", args.profile, "--workers", str(args.workers)]
+                       if args.speed == 1 and set(args.speeds) == {1.0} and args.dp_size == 1
+                       else [])
             cmd = [sys.executable, "-m", "kvroute", "bench", "--url", base,
                    "--workload", args.bench_workload, "--requests", str(args.bench_requests),
-                   "--adapters", str(args.adapters),
+                   "--adapters", str(args.adapters), *cluster,
                    *[a for u in urls for a in ("--metrics-url", u)], *args.bench_arg]
             proc = await asyncio.create_subprocess_exec(*cmd)
             rc = await proc.wait()
