@@ -17,6 +17,7 @@ from kvroute.errors import KvrouteError
 from kvroute.protocol.request_body import APIS
 from kvroute.sim.load import arrival_line, rate_line
 from kvroute.sim.step_profiles import DEFAULT_PROFILE, load_profile
+from kvroute.sim.worker import WorkerConfig
 from kvroute.workloads.catalog import WORKLOAD_NAMES
 from kvroute.workloads.request import OpenLoop
 
@@ -104,7 +105,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         # the cluster is known: say what load the requests' own arrival times offer it
         sent = workload if args.requests is None else OpenLoop.of(
             workload.name, list(itertools.islice(workload, args.requests)))
-        console.print(arrival_line(sent, model, workers, 8192,
+        console.print(arrival_line(sent, model, workers, WorkerConfig.chunk_size,
                                    hint="--rate or --load picks the rate"))
     total = workload.size if args.requests is None else min(workload.size or args.requests,
                                                              args.requests)

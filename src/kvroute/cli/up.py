@@ -127,10 +127,11 @@ async def _up(args: argparse.Namespace) -> int:
               "/v1/chat/completions, /v1/responses; SGLang /generate; /metrics; /workers)",
               flush=True)
         if args.bench:
-            # workers of the profile's own speed: the bench can say what load it offers
-            cluster = (["--profile", args.profile, "--workers", str(args.workers)]
-                       if args.speed == 1 and set(args.speeds) == {1.0} and args.dp_size == 1
-                       else [])
+            # workers of the profile's own speed and pool, one rank each: the bench can say
+            # what load it offers them
+            plain = (args.speed == 1 and set(args.speeds) == {1.0} and args.dp_size == 1
+                     and args.capacity is None)
+            cluster = ["--profile", args.profile, "--workers", str(args.workers)] if plain else []
             cmd = [sys.executable, "-m", "kvroute", "bench", "--url", base,
                    "--workload", args.bench_workload, "--requests", str(args.bench_requests),
                    "--adapters", str(args.adapters), *cluster,
