@@ -31,7 +31,8 @@ all. Draws 1-30 are the design set and 31-60 the check set; a draw takes 5-30 s 
 draw's configuration on more seeds before drawing conclusions from it. With ``--out``
 the runs are kept and reused; ``--others DIR`` (an earlier ``--out``) runs only
 ``learned`` (with ``--policy-arg``: a variant) and scores it against the others' rows
-there.
+there. ``--eviction`` compares ``learned`` eviction with ``rlt`` instead, both under
+``learned`` routing (``--policy-arg`` then sets a parameter of the eviction policy).
 """
 
 from __future__ import annotations
@@ -128,21 +129,25 @@ def _trace(cfg: dict[str, Any], n: int, path: str) -> None:
 def run_draw(n: int, args: argparse.Namespace, out: str) -> list[dict[str, Any]]:
     """The compare rows of draw ``n`` (reused if ``out`` holds them already)."""
     cfg = draw(n)
-    where = os.path.join(out, f"draw_{n}_seeds_{args.seeds.replace(',', '_')}")
+    key = "eviction" if args.eviction else "routing"  # what the rows compare
+    evictions = "learned" if args.others and args.eviction else (
+        "rlt,learned" if args.eviction else "rlt")
+    where = os.path.join(out, f"draw_{n}_seeds_{args.seeds.replace(',', '_')}"
+                         + ("_evictions" if args.eviction else ""))
     runs = os.path.join(where, "runs.json")
     others: list[dict[str, Any]] = []
     if args.others:
         try:
             with open(os.path.join(args.others, os.path.basename(where), "runs.json"),
                       encoding="utf-8") as f:
-                others = [r for r in json.load(f)["rows"] if r["routing"] != "learned"]
+                others = [r for r in json.load(f)["rows"] if r[key] != "learned"]
         except (OSError, ValueError, KeyError) as e:
             sys.exit(f"--others: no earlier run of draw {n} in {args.others} ({e})")
     if not os.path.exists(runs):
         os.makedirs(where, exist_ok=True)
         wl = cfg["workload"]
-        cmd = [sys.executable, "-m", "kvroute", "compare", "--evictions", "rlt",
-               "--routings", "learned" if args.others else args.routings,
+        cmd = [sys.executable, "-m", "kvroute", "compare", "--evictions", evictions,
+               "--routings", "learned" if args.others or args.eviction else args.routings,
                "--loads", str(cfg["load"]), "--workers", str(cfg["workers"]),
                "--seeds", args.seeds,
                "--no-ceilings", "--no-plot", "--jobs", str(args.jobs), "--out", where]
@@ -157,7 +162,7 @@ def run_draw(n: int, args: argparse.Namespace, out: str) -> list[dict[str, Any]]
             for k, v in cfg["options"].items():
                 cmd += ["-o", f"{wl}.{k}={json.dumps(v, separators=(',', ':'))}"]
         for a in args.policy_arg:
-            cmd += ["--policy-arg", f"learned.{a}"]
+            cmd += ["--eviction-arg" if args.eviction else "--policy-arg", f"learned.{a}"]
         done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               text=True, check=False)
         if done.returncode:
@@ -166,7 +171,7 @@ def run_draw(n: int, args: argparse.Namespace, out: str) -> list[dict[str, Any]]
     with open(runs, encoding="utf-8") as f:
         rows: list[dict[str, Any]] = json.load(f)["rows"]
     if args.others:
-        rows = [r for r in rows if r["routing"] == "learned"]
+        rows = [r for r in rows if r[key] == "learned"]
     return rows + others
 
 
@@ -183,28 +188,33 @@ def main() -> None:
     ap.add_argument("--draws", default="1-30", help="e.g. 1-30 (design) or 31-60 (check)")
     ap.add_argument("--seeds", default="1,2", help="seeds of each draw (means over them)")
     ap.add_argument("--routings", default=ROUTINGS, help="must include learned")
+    ap.add_argument("--eviction", action="store_true",
+                    help="learned eviction against rlt instead, both under learned routing")
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--out", help="keep the runs here (and reuse those already there)")
     ap.add_argument("--others", metavar="DIR",
                     help="run only learned; the other policies' rows from this earlier --out")
     ap.add_argument("--policy-arg", action="append", default=[], metavar="KEY=VALUE",
-                    help="a parameter of learned (repeat for more)")
+                    help="a parameter of learned (repeat for more; with --eviction, of "
+                         "learned eviction)")
     args = ap.parse_args()
-    if "learned" not in args.routings.split(","):
+    if not args.eviction and "learned" not in args.routings.split(","):
         sys.exit("--routings must include learned")
+    key = "eviction" if args.eviction else "routing"
     console = Console(width=200)
-    table = Table(title=f"learned against the best other policy, draws {args.draws}, seeds "
-                        f"{args.seeds} "
-                        "(best other / learned: above 1 learned is ahead)")
+    title = ("learned eviction against rlt, both under learned routing" if args.eviction else
+             "learned against the best other policy")
+    table = Table(title=f"{title}, draws {args.draws}, seeds {args.seeds} (best other / "
+                        "learned: above 1 learned is ahead)")
     for col in ("draw", "workload; cluster @ load", "E2E s", "x E2E", "x TTFT", "x p99",
-                "best other", "rank"):
+                *(("hit rate rlt", "learned") if args.eviction else ("best other", "rank"))):
         table.add_column(col, justify="left" if col.startswith("work") else "right")
     logs: dict[str, list[float]] = {m: [] for m in METRICS}
     with tempfile.TemporaryDirectory() as tmp:
         for n in _draws(args.draws):
             cfg = draw(n)
             console.print(f"draw {n}: {describe(cfg)} ...")
-            rows = {r["routing"]: r for r in run_draw(n, args, args.out or tmp)}
+            rows = {r[key]: r for r in run_draw(n, args, args.out or tmp)}
             mine = rows["learned"]
             others = {k: v for k, v in rows.items() if k not in ("learned", "oracle")}
             adv = {m: min(v[m] for v in others.values()) / mine[m] for m in METRICS}
@@ -212,15 +222,19 @@ def main() -> None:
                 logs[m].append(math.log(adv[m]))
             best = min(others, key=lambda k: others[k]["e2e_mean"])
             rank = sorted(rows, key=lambda k: rows[k]["e2e_mean"]).index("learned") + 1
+            last = ((f"{rows['rlt']['hit_rate']:.3f}", f"{mine['hit_rate']:.3f}")
+                    if args.eviction else (best, f"{rank} of {len(rows)}"))
             table.add_row(str(n), describe(cfg), f"{mine['e2e_mean']:.3f}",
-                          *(f"{adv[m]:.3f}x" for m in METRICS), best, f"{rank} of {len(rows)}")
+                          *(f"{adv[m]:.3f}x" for m in METRICS), *last)
     console.print(table)
     geo = {m: math.exp(sum(v) / len(v)) for m, v in logs.items()}
-    within = sum(x >= math.log(0.98) for x in logs["e2e_mean"])
-    console.print(f"geometric mean over {len(logs['e2e_mean'])} draws: E2E {geo['e2e_mean']:.3f}x, "
-                  f"TTFT {geo['ttft_mean']:.3f}x, p99 TTFT {geo['ttft_p99']:.3f}x; within 2% of "
-                  f"the best mean E2E (or ahead) in {within}; worst E2E "
-                  f"{math.exp(min(logs['e2e_mean'])):.3f}x")
+    console.print(
+        f"geometric mean over {len(logs['e2e_mean'])} draws: E2E {geo['e2e_mean']:.3f}x, "
+        f"TTFT {geo['ttft_mean']:.3f}x, p99 TTFT {geo['ttft_p99']:.3f}x; within 2% of the "
+        f"best mean E2E (or ahead) in {sum(x >= math.log(0.98) for x in logs['e2e_mean'])}, "
+        f"of its mean TTFT in {sum(x >= math.log(0.98) for x in logs['ttft_mean'])}; worst "
+        f"E2E {math.exp(min(logs['e2e_mean'])):.3f}x, TTFT "
+        f"{math.exp(min(logs['ttft_mean'])):.3f}x")
 
 
 if __name__ == "__main__":
