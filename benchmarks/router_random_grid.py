@@ -31,7 +31,8 @@ all. Draws 1-30 are the design set and 31-60 the check set; a draw takes 5-30 s 
 draw's configuration on more seeds before drawing conclusions from it. With ``--out``
 the runs are kept and reused; ``--others DIR`` (an earlier ``--out``) runs only
 ``learned`` (with ``--policy-arg``: a variant) and scores it against the others' rows
-there. ``--eviction`` compares ``learned`` eviction with ``rlt`` instead, both under
+there; for a change to the code, run it with ``PYTHONPATH`` at the changed ``src`` (the
+runs are ``python -m kvroute compare`` in that environment). ``--eviction`` compares ``learned`` eviction with ``rlt`` instead, both under
 ``learned`` routing (``--policy-arg`` then sets a parameter of the eviction policy).
 """
 
