@@ -20,7 +20,8 @@ seeded policies):
   synthetic Mooncake-format trace of 800-1,500 requests (the fitted model or its
   conversation / agentic shapes, with the share of requests that continue an earlier
   one drawn from 0 to 0.95);
-* output lengths from 1 to 512 tokens (log-uniform), 2-16 workers, offered load 0.3-1.0.
+* output lengths from 1 to 512 tokens (log-uniform; a trace's outputs scaled by that over
+  64), 2, 4, 8 or 16 workers, offered load 0.3-1.0.
 
 It prints per draw ``learned``'s advantage over the best other policy (the best other's
 value / ``learned``'s: above 1 it beats all of them) on mean E2E, mean TTFT and p99 TTFT,
@@ -32,8 +33,9 @@ draw's configuration on more seeds before drawing conclusions from it. With ``--
 the runs are kept and reused; ``--others DIR`` (an earlier ``--out``) runs only
 ``learned`` (with ``--policy-arg``: a variant) and scores it against the others' rows
 there; for a change to the code, run it with ``PYTHONPATH`` at the changed ``src`` (the
-runs are ``python -m kvroute compare`` in that environment). ``--eviction`` compares ``learned`` eviction with ``rlt`` instead, both under
-``learned`` routing (``--policy-arg`` then sets a parameter of the eviction policy).
+runs are ``python -m kvroute compare`` in that environment). ``--eviction`` compares
+``learned`` eviction with ``rlt`` instead, both under ``learned`` routing
+(``--policy-arg`` then sets a parameter of the eviction policy).
 """
 
 from __future__ import annotations
@@ -103,7 +105,7 @@ def draw(n: int) -> dict[str, Any]:
     else:
         cfg["shape"] = str(rng.choice(["mooncake", "conversation", "agentic"]))
         cfg["reuse"] = round(float(rng.uniform(0.0, 0.95)), 2)
-        cfg["output_scale"] = round(out_len / 64, 3)  # the model's outputs, scaled
+        cfg["output_scale"] = round(out_len / 64, 3)  # the model's outputs (median 69)
         cfg["requests"] = int(rng.integers(800, 1501))
     cfg["options"] = opts
     return cfg
