@@ -201,6 +201,14 @@ def main() -> None:
                     help="a parameter of learned (repeat for more; with --eviction, of "
                          "learned eviction)")
     args = ap.parse_args()
+    try:
+        draws = _draws(args.draws)
+    except ValueError:
+        ap.error(f"--draws {args.draws}: numbers and ranges, e.g. 1-30,41")
+    if not all(s.strip().isdigit() for s in args.seeds.split(",")):
+        ap.error(f"--seeds {args.seeds}: numbers, e.g. 1,2")
+    if not draws or min(draws) < 1:
+        ap.error(f"--draws {args.draws}: no draw (draws are numbered from 1)")
     if not args.eviction and "learned" not in args.routings.split(","):
         sys.exit("--routings must include learned")
     key = "eviction" if args.eviction else "routing"
@@ -214,7 +222,7 @@ def main() -> None:
         table.add_column(col, justify="left" if col.startswith("work") else "right")
     logs: dict[str, list[float]] = {m: [] for m in METRICS}
     with tempfile.TemporaryDirectory() as tmp:
-        for n in _draws(args.draws):
+        for n in draws:
             cfg = draw(n)
             console.print(f"draw {n}: {describe(cfg)} ...")
             rows = {r[key]: r for r in run_draw(n, args, args.out or tmp)}
