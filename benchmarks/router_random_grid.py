@@ -54,8 +54,9 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from kvroute.workloads.mooncake import MooncakeRecord, write_mooncake
+from kvroute.workloads.mooncake import write_mooncake
 from kvroute.workloads.mooncake_synth import SHAPES, synth_records
+from trace_shapes import featured
 
 ROUTINGS = ("learned,cache_aware_v2,prefix_hash,dynamo,least_load,llmd,lbgr,lmetric,"
             "loadaware,ray_prefix")
@@ -123,9 +124,8 @@ def describe(cfg: dict[str, Any]) -> str:
 
 def _trace(cfg: dict[str, Any], n: int, path: str) -> None:
     stats = replace(SHAPES[cfg["shape"]], reuse=cfg["reuse"])
-    write_mooncake(path, [MooncakeRecord(r.timestamp, r.input_length,
-                                         max(1, round(r.output_length * cfg["output_scale"])),
-                                         r.hash_ids)
+    scaled = argparse.Namespace(shared_block=False, grid_ms=0, output_scale=cfg["output_scale"])
+    write_mooncake(path, [featured(r, scaled, stats.block_size)
                           for r in synth_records(cfg["requests"], stats, n)])
 
 
