@@ -8,24 +8,27 @@ operations in order, as the worker makes them:
 
 * admission: the prompt's cached prefix is matched and locked, and the cache is cut to
   the pool less what the running requests reserve (their uncached prompt and output);
+  an admission refused for want of room still makes its match;
 * the prompt stored when its prefill ends (locked while the request decodes);
 * prompt and output stored when it finishes (unlocked), and the cache cut again,
 
-with the reservations at each, and replays them through one cache per worker for every
-eviction policy asked for (``--policies``), each cut down to the recorded pool less the
-reservations. The routing, the timing and the reservations stay as recorded (a policy
-that hits more would have shortened the prefills that followed), so what it compares is
-the hit rate on the same streams: deterministic for a deterministic policy, and seconds
-per policy instead of a simulator run per policy and seed.
+with the times and the reservations, and replays them through one cache per worker for
+every eviction policy asked for (``--policies``), seeded as the simulator seeds that
+worker's. Replaying the policy that ran reproduces the run's hit at every admission (a
+red line says so if it does not). ``optimal`` is each worker's offline optimum of its
+own stream. The routing, the timing and the reservations stay as recorded (a policy that
+hits more would have shortened the prefills that followed), so what it compares is the
+hit rate on the same streams: seconds per policy, with no run-to-run noise.
 
     PYTHONPATH=src python benchmarks/cluster_streams.py --trace T.jsonl [--trace T2.jsonl]
         [--loads 0.8,0.95] [--routing learned] [--recorded-with rlt]
-        [--policies rlt,learned,block_lru] [--workers 4] [--limit N]
+        [--policies rlt,learned,block_lru,optimal] [--workers 4] [--limit N]
 
 A variant of a policy: run it again with ``PYTHONPATH`` pointing at the variant's
 ``src`` (the recording uses the routing and ``--recorded-with`` eviction, so it is the
 same as long as the variant changes neither). Prints each stream's hit rates and each
-policy's over ``rlt``'s (or the first policy's), and their geometric means.
+policy's over the first policy's, and their geometric means. Numbers: docs/cache.md,
+"The cluster's own cache streams, routing fixed".
 """
 
 from __future__ import annotations
@@ -33,7 +36,6 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -42,6 +44,7 @@ from rich.table import Table
 
 from kvroute.cache import RadixCache, make_policy
 from kvroute.cache.ceilings import COMPACT_RATIO
+from kvroute.cache.eviction import policy_class
 from kvroute.cache.runs import Runs
 from kvroute.sim import worker as sim_worker
 from kvroute.sim.cluster import SimConfig, simulate
@@ -61,7 +64,6 @@ def expand(tokens: Runs | np.ndarray) -> np.ndarray:
     return tokens.array() if isinstance(tokens, Runs) else tokens
 
 
-@dataclass
 class Streams:
     """Each worker's cache operations in order, ``(kind, rid, reserved, now)`` with the
     pool its running requests reserve when it cuts the cache after the operation (an
@@ -69,13 +71,13 @@ class Streams:
     request's prompt and output ids (as runs where they are compact); and the cached
     tokens each admission found in the run itself."""
 
-    pool: int
-    seed: int
-    ops: dict[int, list[tuple[int, int, int, float]]] = field(default_factory=dict)
-    prompts: dict[int, Runs | np.ndarray] = field(default_factory=dict)
-    outputs: dict[int, Runs | np.ndarray] = field(default_factory=dict)
-    cached: dict[int, int] = field(default_factory=dict)
-    need: dict[int, int] = field(default_factory=dict)
+    def __init__(self, pool: int, seed: int) -> None:
+        self.pool, self.seed = pool, seed
+        self.ops: dict[int, list[tuple[int, int, int, float]]] = {}
+        self.prompts: dict[int, Runs | np.ndarray] = {}
+        self.outputs: dict[int, Runs | np.ndarray] = {}
+        self.cached: dict[int, int] = {}
+        self.need: dict[int, int] = {}
 
     def log(self, worker: Any, kind: int, job: Any, reserved: int, now: float) -> None:
         rid = job.req.rid
@@ -121,11 +123,23 @@ def record(trace: str, load: float, cfg: SimConfig, limit: int | None) -> Stream
 
 def replay_worker(worker: int, streams: Streams, policy: str) -> Iterator[tuple[int, int, int]]:
     """Yield (rid, hit, prompt length) of each admission of one worker's stream, its
-    cache seeded as the simulator seeds that worker's."""
+    cache seeded as the simulator seeds that worker's. ``optimal`` is the offline
+    optimum of this stream (its future: the prompts admitted, in order); its clock is
+    the admission's index, and an operation between two admissions is half a step after
+    the first."""
     pool = streams.pool
-    cache = RadixCache(pool, make_policy(policy, seed=streams.seed * 1_000_003 + worker))
+    ops = streams.ops[worker]
+    offline = policy_class(policy).needs_future
+    if offline:
+        future = [expand(streams.prompts[rid]) for kind, rid, _, _ in ops if kind == ADMIT]
+        chosen = make_policy(policy, requests=future)
+    else:
+        chosen = make_policy(policy, seed=streams.seed * 1_000_003 + worker)
+    cache = RadixCache(pool, chosen)
     handles = {}
-    for kind, rid, reserved, now in streams.ops[worker]:
+    admitted = 0
+    for kind, rid, reserved, at in ops:
+        now = (admitted if kind == ADMIT else admitted - 0.5) if offline else at
         prompt = expand(streams.prompts[rid])
         if kind in (ADMIT, REFUSED):
             hit = cache.match(prompt, now)
@@ -133,6 +147,7 @@ def replay_worker(worker: int, streams: Streams, policy: str) -> Iterator[tuple[
             if kind == REFUSED:  # no room: it waits, its match made
                 cache.unlock(hit.handle)
                 continue
+            admitted += 1
             handles[rid] = hit.handle
             yield rid, min(hit.hit, len(prompt) - 1), len(prompt)
         elif kind == PROMPT:
@@ -171,7 +186,7 @@ def main() -> None:
     ap.add_argument("--loads", default="0.8,0.95")
     ap.add_argument("--routing", default="learned")
     ap.add_argument("--recorded-with", default="rlt", help="the eviction of the recorded run")
-    ap.add_argument("--policies", default="rlt,learned,block_lru")
+    ap.add_argument("--policies", default="rlt,learned,block_lru,optimal")
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--limit", type=int, help="the first N requests of each trace")
     ap.add_argument("--seed", type=int, default=1)
