@@ -65,11 +65,11 @@ def expand(tokens: Runs | np.ndarray) -> np.ndarray:
 
 
 class Streams:
-    """Each worker's cache operations in order, ``(kind, rid, reserved, now)`` with the
-    pool its running requests reserve when it cuts the cache after the operation (an
-    admission's own reservation: ``need``); each
-    request's prompt and output ids (as runs where they are compact); and the cached
-    tokens each admission found in the run itself."""
+    """Each worker's cache operations in order, ``(kind, rid, reserved, now)``:
+    ``reserved`` is what its running requests hold of the pool when it cuts the cache
+    after the operation. Per request: its prompt and output ids (as runs where they are
+    compact), the cached tokens its admission found in the run, and the pool it reserved
+    (``need``: what an "allocation" policy is asked to free)."""
 
     def __init__(self, pool: int, seed: int) -> None:
         self.pool, self.seed = pool, seed
@@ -139,7 +139,7 @@ def replay_worker(worker: int, streams: Streams, policy: str) -> Iterator[tuple[
     handles = {}
     admitted = 0
     for kind, rid, reserved, at in ops:
-        now = (admitted if kind == ADMIT else admitted - 0.5) if offline else at
+        now = (admitted if kind == ADMIT else max(admitted - 0.5, 0)) if offline else at
         prompt = expand(streams.prompts[rid])
         if kind in (ADMIT, REFUSED):
             hit = cache.match(prompt, now)
