@@ -440,3 +440,19 @@ def test_up_prints_the_policys_prediction_errors():
     assert line.startswith("learned's predictions over the run: TTFT off by 0.50 s")
     assert "TTFT off by 0.50 s on average (observed mean 2.00 s)" in line
     assert "E2E off by 1.25 s on average (observed mean 8.00 s)" in line
+
+
+def test_up_prints_how_long_requests_were_held_at_the_router():
+    from types import SimpleNamespace
+
+    from kvroute.cli.up import held_line
+    from kvroute.server.router_metrics import RouterMetrics
+
+    app = SimpleNamespace(metrics=RouterMetrics())
+    for _ in range(3):
+        app.metrics.held.observe(0.0)
+    assert held_line(app) == ""  # nothing held: no line
+    app.metrics.held.observe(1.5)
+    app.metrics.held.observe(0.5)
+    assert held_line(app) == ("held at the router before routing (late binding): 2 of 5 "
+                              "requests, 1.00 s each on average (kvroute_held_seconds)")

@@ -140,9 +140,9 @@ async def _up(args: argparse.Namespace) -> int:
             rc = await proc.wait()
             print(expected_vs_reported(routing), flush=True)
             policy = routing.router.policy
-            errors = prediction_errors(policy.name, policy.telemetry())
-            if errors:
-                print(errors, flush=True)
+            for line in (prediction_errors(policy.name, policy.telemetry()), held_line(routing)):
+                if line:
+                    print(line, flush=True)
             return rc
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -194,7 +194,23 @@ def prediction_errors(name: str, telemetry: dict[str, Any]) -> str:
     if not parts:
         return ""
     return (f"{name}'s predictions over the run: " + ", ".join(parts)
-            + " (live: kvroute_policy_telemetry on /metrics)")
+            + " (timed from the routing decision, after any hold at the router; live: "
+            "kvroute_policy_telemetry on /metrics)")
+
+
+def held_line(app: RouterApp) -> str:
+    """How many requests the policy held back before routing them (late binding) and for
+    how long: the bench's latencies count the hold, the predictions' do not. Empty when
+    it held none."""
+    samples = {(s.name, s.labels.get("le")): s.value
+               for fam in app.metrics.held.collect() for s in fam.samples}
+    count = samples.get(("kvroute_held_seconds_count", None), 0.0)
+    held = count - samples.get(("kvroute_held_seconds_bucket", "0.0"), 0.0)
+    if not held:
+        return ""
+    total = samples.get(("kvroute_held_seconds_sum", None), 0.0)
+    return (f"held at the router before routing (late binding): {held:,.0f} of {count:,.0f} "
+            f"requests, {total / held:.2f} s each on average (kvroute_held_seconds)")
 
 
 def cmd_up(args: argparse.Namespace) -> int:
