@@ -6,8 +6,10 @@ Contract:
   attribute. A policy module registers its class with ``@registry.register``.
 * Discovery: the first lookup imports every module of the registry's package (its
   ``__path__``; names starting with ``_`` are skipped), so adding one module that registers
-  a policy is all it takes for every command line to offer it. There is no list of names
-  anywhere else.
+  a policy is all it takes for every command line to offer it, and then the plugins
+  (:mod:`kvroute.plugins`: modules outside the package, by ``--plugin``, the
+  ``KVROUTE_PLUGINS`` environment variable or an entry point). There is no list of names
+  anywhere else; a name registered twice is a ConfigError naming both modules.
 * Capabilities are class attributes of the policy (``needs_future``, ``needs_probes``,
   ``uses_index``, ``takes_seed`` ...); ``names(attr=value, ...)`` filters on them, and
   ``require(name, reason, attr=value)`` refuses a policy that lacks one with a message
@@ -29,6 +31,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Generic, TypeVar
 
 from kvroute.errors import ConfigError, UnknownNameError
+from kvroute.plugins import load_plugins
 
 __all__ = ["Registry", "parse_policy_args"]
 
@@ -45,8 +48,12 @@ class Registry(Generic[T]):
     def register(self, cls: type[T]) -> type[T]:
         """Class decorator: make ``cls`` available under ``cls.name``."""
         name = getattr(cls, "name", "")
-        if not name or self._classes.get(name, cls) is not cls:
-            raise ValueError(f"{self.kind} name {name!r} is empty or taken")
+        if not name:
+            raise ConfigError(f"{self.kind} {cls.__module__}.{cls.__qualname__} has no name")
+        other = self._classes.get(name, cls)
+        if other is not cls:
+            raise ConfigError(f"{self.kind} name {name!r} is taken: {other.__module__} and "
+                              f"{cls.__module__} both register it")
         self._classes[name] = cls
         return cls
 
@@ -58,6 +65,7 @@ class Registry(Generic[T]):
         for mod in pkgutil.iter_modules(pkg.__path__):
             if not mod.name.startswith("_"):
                 importlib.import_module(f"{self._package}.{mod.name}")
+        load_plugins()
 
     def names(self, **capabilities: Any) -> list[str]:
         """Registered names, sorted; only those whose class attributes equal ``capabilities``."""

@@ -19,6 +19,7 @@ from kvroute.cli import up as up
 from kvroute.cli import worker as worker
 from kvroute.cli.console import CommandParser
 from kvroute.errors import KvrouteError
+from kvroute.plugins import add_plugin, load_plugins
 
 __all__ = ["build_parser", "main"]
 
@@ -27,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="kvroute", description=(
         "Joint request routing and prefix-KV-cache eviction for multi-replica LLM serving."))
     ap.add_argument("--version", action="version", version=f"kvroute {__version__}")
+    ap.add_argument("--plugin", action="append", metavar="FILE.py|MODULE", help=(
+        "import policies from this file or module (repeatable; also the KVROUTE_PLUGINS "
+        "environment variable and the 'kvroute.plugins' entry points): docs/architecture.md"))
     sub = ap.add_subparsers(dest="command", required=True,
                             parser_class=CommandParser)
     for module in (sim, compare, up, serve, worker, bench, cache):
@@ -35,8 +39,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
+        # before the parser is built: its help lists the registries' names, plugins' too
+        pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+        pre.add_argument("--plugin", action="append", default=[])
+        for spec in pre.parse_known_args(argv)[0].plugin:
+            add_plugin(spec)
+        load_plugins()
+        args = build_parser().parse_args(argv)
         return int(args.func(args))
     except KvrouteError as exc:
         print(f"kvroute: error: {exc}", file=sys.stderr)

@@ -10,18 +10,21 @@ Contract:
 * Connection: an ``address`` (``ray://...`` or ``HOST:PORT``) joins that cluster; none
   joins the Ray instance already initialised in this process, else starts a local one.
   The local ``kvroute`` package is shipped to the workers (``runtime_env.py_modules``),
-  so they run the driver's code; they need numpy. ``shutdown`` disconnects only from a
+  so they run the driver's code, with the driver's ``KVROUTE_PLUGINS`` (a plugin file must
+  be at the same path on every node); they need numpy. ``shutdown`` disconnects only from a
   Ray this executor started or joined.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from pathlib import Path
 from typing import Any
 
 from kvroute.integrations._ray import require_ray
+from kvroute.plugins import PLUGINS_ENV, plugin_specs
 
 __all__ = ["RayExecutor"]
 
@@ -34,9 +37,11 @@ class RayExecutor(Executor):
         if self._owned:
             import kvroute
 
+            env: dict[str, Any] = {"py_modules": [str(Path(kvroute.__file__).parent)]}
+            if plugin_specs():
+                env["env_vars"] = {PLUGINS_ENV: os.environ[PLUGINS_ENV]}
             ray.init(address=address, num_cpus=num_cpus if address is None else None,
-                     include_dashboard=False, log_to_driver=False,
-                     runtime_env={"py_modules": [str(Path(kvroute.__file__).parent)]})
+                     include_dashboard=False, log_to_driver=False, runtime_env=env)
         self._remote: dict[Callable[..., Any], Any] = {}
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
