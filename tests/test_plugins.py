@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,25 +20,7 @@ from kvroute.cli import main
 from kvroute.errors import ConfigError
 from kvroute.registry import Registry
 
-PLUGIN = textwrap.dedent("""
-    from kvroute.cache.eviction.lru import LeafLRU
-    from kvroute.cache.eviction.registry import register as register_eviction
-    from kvroute.routing.base import Decision, RoutingPolicy
-    from kvroute.routing.registry import register
-
-
-    @register
-    class LastWorker(RoutingPolicy):
-        name = "plugin_last_worker"
-
-        def route(self, req, view):
-            return Decision(int(view.candidates()[-1]), branch="last")
-
-
-    @register_eviction
-    class PluginLRU(LeafLRU):
-        name = "plugin_lru"
-""")
+EXAMPLE = Path(__file__).parents[1] / "examples" / "plugin_policies.py"
 
 
 @pytest.fixture
@@ -59,34 +40,34 @@ def _kvroute(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> s
 
 
 def test_a_plugin_file_adds_a_routing_and_an_eviction_policy(tmp_path: Path) -> None:
-    """``--plugin FILE``: its policies run in ``sim`` and are listed in the help."""
-    (tmp_path / "mine.py").write_text(PLUGIN)
+    """``--plugin FILE`` (the example): its policies run in ``sim``, take their
+    parameters, and are listed in the help."""
     out = tmp_path / "run.json"
-    _kvroute(["--plugin", "mine.py", "sim", "--routing", "plugin_last_worker",
-              "--eviction", "plugin_lru", "--workload", "gsp", "--groups", "4",
-              "--prompts-per-group", "4", "--no-ceilings", "--json", str(out)], tmp_path)
+    _kvroute(["--plugin", str(EXAMPLE), "sim", "--routing", "capped_affinity",
+              "--policy-arg", "cap=2", "--eviction", "largest_leaf", "--workload", "gsp",
+              "--groups", "4", "--prompts-per-group", "4", "--no-ceilings", "--json",
+              str(out)], tmp_path)
     run = json.loads(out.read_text())["runs"][0]
-    assert (run["config"]["routing"], run["config"]["eviction"]) == ("plugin_last_worker",
-                                                                      "plugin_lru")
-    per_worker = run["summary"]["per_worker"]
-    counts = [w["requests"] for w in per_worker]
-    assert counts[-1] == sum(counts) == 16  # the policy sent every request to the last
-    assert "plugin_last_worker" in _kvroute(["--plugin", "mine.py", "sim", "--help"],
-                                            tmp_path)
+    config = run["config"]
+    assert (config["routing"], config["eviction"]) == ("capped_affinity", "largest_leaf")
+    assert config["routing_args"] == {"cap": "2"}
+    assert run["summary"]["requests"] == 16
+    assert "capped_affinity" in _kvroute(["--plugin", str(EXAMPLE), "sim", "--help"],
+                                         tmp_path)
 
 
 def test_the_environment_names_plugins_for_the_processes_kvroute_starts(
         tmp_path: Path) -> None:
     """``KVROUTE_PLUGINS`` (a module on the path): ``compare --jobs 2`` runs the plugin's
-    policy in its worker processes."""
-    (tmp_path / "mine.py").write_text(PLUGIN)
+    policies in its worker processes."""
     out = _kvroute(["compare", "--workloads", "gsp", "--routings",
-                    "plugin_last_worker,round_robin", "--seeds", "1,2", "--jobs", "2",
-                    "--no-ceilings", "-o", "gsp.groups=4", "-o", "gsp.prompts_per_group=4"],
-                   tmp_path, {plugins.PLUGINS_ENV: "mine",
+                    "capped_affinity,round_robin", "--evictions", "largest_leaf",
+                    "--seeds", "1,2", "--jobs", "2", "--no-ceilings", "-o", "gsp.groups=4",
+                    "-o", "gsp.prompts_per_group=4"],
+                   tmp_path, {plugins.PLUGINS_ENV: "plugin_policies",
                               "PYTHONPATH": os.pathsep.join(
-                                  [str(tmp_path), str(Path(plugins.__file__).parents[1])])})
-    assert "plugin_last_worker" in out and "round_robin" in out
+                                  [str(EXAMPLE.parent), str(Path(plugins.__file__).parents[1])])})
+    assert "capped_affinity" in out and "round_robin" in out and "largest_leaf" in out
 
 
 @pytest.mark.usefixtures("no_plugins")
