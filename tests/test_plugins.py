@@ -41,7 +41,7 @@ def _kvroute(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> s
 
 def test_a_plugin_file_adds_a_routing_and_an_eviction_policy(tmp_path: Path) -> None:
     """``--plugin FILE`` (the example): its policies run in ``sim``, take their
-    parameters, and are listed in the help."""
+    parameters, and are listed in the help (the flag before or after the command)."""
     out = tmp_path / "run.json"
     _kvroute(["--plugin", str(EXAMPLE), "sim", "--routing", "capped_affinity",
               "--policy-arg", "cap=2", "--eviction", "largest_leaf", "--workload", "gsp",
@@ -52,7 +52,7 @@ def test_a_plugin_file_adds_a_routing_and_an_eviction_policy(tmp_path: Path) -> 
     assert (config["routing"], config["eviction"]) == ("capped_affinity", "largest_leaf")
     assert config["routing_args"] == {"cap": "2"}
     assert run["summary"]["requests"] == 16
-    assert "capped_affinity" in _kvroute(["--plugin", str(EXAMPLE), "sim", "--help"],
+    assert "capped_affinity" in _kvroute(["sim", "--plugin", str(EXAMPLE), "--help"],
                                          tmp_path)
 
 

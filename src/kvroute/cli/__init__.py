@@ -40,13 +40,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        # before the parser is built: its help lists the registries' names, plugins' too
-        pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-        pre.add_argument("--plugin", action="append", default=[])
-        for spec in pre.parse_known_args(argv)[0].plugin:
+        # before the parser is built (its help lists the registries' names, plugins' too);
+        # taken out wherever it stands, before or after the command
+        pre = argparse.ArgumentParser(prog="kvroute", add_help=False, allow_abbrev=False)
+        pre.add_argument("--plugin", action="append", default=[], metavar="FILE.py|MODULE")
+        known, rest = pre.parse_known_args(argv)
+        for spec in known.plugin:
             add_plugin(spec)
         load_plugins()
-        args = build_parser().parse_args(argv)
+        args = build_parser().parse_args(rest)
         return int(args.func(args))
     except KvrouteError as exc:
         print(f"kvroute: error: {exc}", file=sys.stderr)
