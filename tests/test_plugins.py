@@ -25,7 +25,7 @@ EXAMPLE = Path(__file__).parents[1] / "examples" / "plugin_policies.py"
 
 @pytest.fixture
 def no_plugins(monkeypatch: pytest.MonkeyPatch) -> None:
-    """This process's plugin state as it was after the test."""
+    """No plugin named or loaded in this process; both restored after the test."""
     monkeypatch.setenv(plugins.PLUGINS_ENV, "")  # restored (unset) after the test
     monkeypatch.setattr(plugins, "_loaded", set())
 
