@@ -47,7 +47,7 @@ from kvroute.cache.ceilings import COMPACT_RATIO
 from kvroute.cache.eviction import policy_class
 from kvroute.cache.runs import Runs
 from kvroute.sim import worker as sim_worker
-from kvroute.sim.cluster import SimConfig, simulate
+from kvroute.sim.cluster import SimConfig, simulate, worker_seed
 from kvroute.sim.load import build_at_load
 from kvroute.workloads.request import output_ids
 
@@ -134,7 +134,7 @@ def replay_worker(worker: int, streams: Streams, policy: str) -> Iterator[tuple[
         future = [expand(streams.prompts[rid]) for kind, rid, _, _ in ops if kind == ADMIT]
         chosen = make_policy(policy, requests=future)
     else:
-        chosen = make_policy(policy, seed=streams.seed * 1_000_003 + worker)
+        chosen = make_policy(policy, seed=worker_seed(streams.seed, worker))
     cache = RadixCache(pool, chosen)
     handles = {}
     admitted = 0

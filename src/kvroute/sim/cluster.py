@@ -85,7 +85,7 @@ from kvroute.workloads.request import (
     output_ids,
 )
 
-__all__ = ["SimConfig", "SimResult", "request_ceilings", "simulate"]
+__all__ = ["SimConfig", "SimResult", "request_ceilings", "simulate", "worker_seed"]
 
 
 @dataclass(frozen=True)
@@ -227,6 +227,11 @@ class SimResult:
         }
 
 
+def worker_seed(seed: int, worker: int) -> int:
+    """The seed of worker ``worker``'s eviction policy in a run seeded ``seed``."""
+    return seed * 1_000_003 + worker
+
+
 def check_fits(workload: Iterable[Request], capacity: int, name: str = "") -> None:
     """Refuse, before anything runs, a workload with a request that needs more KV tokens
     (prompt and output) than one worker's pool: the simulator cannot place it. The error
@@ -311,7 +316,7 @@ def simulate(workload: Workload, config: SimConfig | None = None, *, ceilings: b
             else:
                 start_session(now + closed.think_time)
 
-    workers = [SimWorker(i, models[i], wcfg, loop, on_finish, seed=cfg.seed * 1_000_003 + i,
+    workers = [SimWorker(i, models[i], wcfg, loop, on_finish, seed=worker_seed(cfg.seed, i),
                          on_step=on_step, on_first_token=on_first_token)
                for i in range(cfg.workers)]
     for w in workers:
